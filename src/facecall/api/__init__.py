@@ -1,0 +1,1 @@
+"""facecall.api — see docs and DESIGN.md."""

@@ -1,0 +1,1 @@
+"""facecall.bus — see docs and DESIGN.md."""

@@ -1,0 +1,1 @@
+"""facecall.client — see docs and DESIGN.md."""

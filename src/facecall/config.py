@@ -1,0 +1,65 @@
+"""Server configuration: defaults, ``FACECALL_*`` environment variables, then CLI flags."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+def _env_list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+@dataclass
+class Settings:
+    """All knobs of a facecall node. Each field can be set by ``FACECALL_<NAME>``."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    database_url: str = "sqlite+aiosqlite:///./facecall.db"
+    redis_url: str = ""  # empty: the in-process bus
+    public_url: str = ""  # how clients reach this node; derived from host/port when empty
+    ring_timeout: float = 30.0  # seconds before an unanswered ring becomes a missed call
+    resume_grace: float = 20.0  # seconds a dropped device may resume before it leaves its calls
+    user_token_ttl: float = 30 * 24 * 3600.0
+    max_message_bytes: int = 64 * 1024  # WebSocket frames larger than this are refused
+    outbox_limit: int = 512  # per-device messages kept for replay on resume
+    # TURN REST (ephemeral) credentials: the first secret signs, all of them verify.
+    turn_secrets: list[str] = field(default_factory=lambda: ["facecall-dev-turn-secret"])
+    turn_ttl: int = 600
+    turn_realm: str = "facecall"
+    turn_urls: list[str] = field(default_factory=list)  # empty: derived from the built-in server
+    turn_enabled: bool = True  # `facecall serve` also runs the STUN/TURN server
+    turn_listen: list[str] = field(default_factory=lambda: ["127.0.0.1:3478"])
+    turn_tls_listen: list[str] = field(default_factory=list)
+    turn_allow_peers: list[str] = field(default_factory=list)  # CIDRs relayed despite the denylist
+    log_level: str = "info"
+    log_json: bool = False
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``FACECALL_*`` variables, then keyword overrides (CLI flags)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"FACECALL_{f.name.upper()}")
+            if raw is None:
+                continue
+            default = getattr(cls(), f.name)
+            if isinstance(default, bool):
+                values[f.name] = raw.lower() in ("1", "true", "yes", "on")
+            elif isinstance(default, int):
+                values[f.name] = int(raw)
+            elif isinstance(default, float):
+                values[f.name] = float(raw)
+            elif isinstance(default, list):
+                values[f.name] = _env_list(raw)
+            else:
+                values[f.name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"

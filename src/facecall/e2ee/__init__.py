@@ -1,0 +1,1 @@
+"""facecall.e2ee — see docs and DESIGN.md."""

@@ -1,0 +1,1 @@
+"""facecall.media — see docs and DESIGN.md."""

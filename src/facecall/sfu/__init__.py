@@ -1,0 +1,1 @@
+"""facecall.sfu — see docs and DESIGN.md."""

@@ -1,0 +1,1 @@
+"""facecall.shareplay — see docs and DESIGN.md."""

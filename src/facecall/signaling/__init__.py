@@ -1,0 +1,1 @@
+"""facecall.signaling — see docs and DESIGN.md."""

@@ -1,0 +1,1 @@
+"""facecall.store — see docs and DESIGN.md."""

@@ -1,0 +1,1 @@
+"""facecall.turn — see docs and DESIGN.md."""
