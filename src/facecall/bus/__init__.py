@@ -1,1 +1,6 @@
-"""facecall.bus — see docs and DESIGN.md."""
+"""Message routing to devices and presence: in-process by default, Redis for scale-out."""
+
+from facecall.bus.base import Bus, Listener, Replay
+from facecall.bus.memory import InProcessBus
+
+__all__ = ["Bus", "InProcessBus", "Listener", "Replay"]

@@ -1,0 +1,63 @@
+"""The `Bus`: deliver messages to a device wherever it is connected, and presence.
+
+Every message to a device goes through its mailbox, which numbers it (the per-device ``seq`` of
+the signaling protocol) and keeps it until the device acknowledges it, so that a device that
+reconnects — to this node or another one — resumes with nothing lost. The bus knows nothing of
+calls: it moves opaque JSON objects.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+Listener = Callable[[int, str], Awaitable[None]]
+"""Called with (seq, json text) for every new message to an attached device."""
+
+
+@dataclass(frozen=True)
+class Replay:
+    """What a resuming device gets: the kept messages after its last seen ``seq``."""
+
+    complete: bool  # False when messages after ``after_seq`` were already trimmed
+    last_seq: int  # the newest seq assigned to this device so far
+    messages: list[tuple[int, str]]
+
+
+class Bus(abc.ABC):
+    """Routing and presence for device connections (in-process or Redis)."""
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Connect to the backing service, if any."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the backing service, if any."""
+
+    @abc.abstractmethod
+    async def deliver(self, device_id: str, message: dict[str, object]) -> int:
+        """Number ``message`` with the next seq, keep it, push it if attached; return the seq."""
+
+    @abc.abstractmethod
+    async def attach(self, device_id: str, connection_id: str, listener: Listener) -> None:
+        """Make ``listener`` the device's one live connection (a newer one replaces older)."""
+
+    @abc.abstractmethod
+    async def detach(self, device_id: str, connection_id: str) -> bool:
+        """Forget the connection if it is still the device's current one; True if it was."""
+
+    @abc.abstractmethod
+    async def replay(self, device_id: str, after_seq: int | None) -> Replay:
+        """Messages kept for the device with seq > ``after_seq`` (all kept ones when None)."""
+
+    @abc.abstractmethod
+    async def ack(self, device_id: str, seq: int) -> None:
+        """The device has everything up to ``seq``: those messages need not be kept."""
+
+    @abc.abstractmethod
+    async def online(self, device_ids: Iterable[str]) -> set[str]:
+        """The subset of ``device_ids`` with a live connection on any node."""
+
+    @abc.abstractmethod
+    async def forget(self, device_id: str) -> None:
+        """Drop the device's mailbox (device removed)."""

@@ -1,0 +1,90 @@
+"""The in-process `Bus`: one node, all devices' mailboxes in memory."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from facecall.bus.base import Bus, Listener, Replay
+from facecall.logs import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass
+class _Mailbox:
+    last_seq: int = 0
+    kept: deque[tuple[int, str, float]] = field(default_factory=deque)  # (seq, text, kept_at)
+    trimmed_through: int = 0  # every seq <= this one is gone
+    connection_id: str | None = None
+    listener: Listener | None = None
+
+
+class InProcessBus(Bus):
+    """Mailboxes in a dict; each keeps at most ``limit`` unacknowledged messages for ``ttl`` s."""
+
+    def __init__(self, limit: int = 512, ttl: float = 300.0) -> None:
+        self.limit = limit
+        self.ttl = ttl
+        self._boxes: dict[str, _Mailbox] = {}
+
+    def _box(self, device_id: str) -> _Mailbox:
+        box = self._boxes.get(device_id)
+        if box is None:
+            box = self._boxes[device_id] = _Mailbox()
+        return box
+
+    def _trim(self, box: _Mailbox, now: float) -> None:
+        while box.kept and (len(box.kept) > self.limit or now - box.kept[0][2] > self.ttl):
+            box.trimmed_through = box.kept.popleft()[0]
+
+    async def deliver(self, device_id: str, message: dict[str, object]) -> int:
+        box = self._box(device_id)
+        box.last_seq += 1
+        seq = box.last_seq
+        text = json.dumps({**message, "seq": seq}, separators=(",", ":"))
+        box.kept.append((seq, text, time.monotonic()))
+        self._trim(box, time.monotonic())
+        if box.listener is not None:
+            try:
+                await box.listener(seq, text)
+            except Exception as exc:  # a dead socket: the message stays kept for resume
+                log.info("bus.push_failed", device_id=device_id, seq=seq, error=repr(exc))
+        return seq
+
+    async def attach(self, device_id: str, connection_id: str, listener: Listener) -> None:
+        box = self._box(device_id)
+        box.connection_id = connection_id
+        box.listener = listener
+
+    async def detach(self, device_id: str, connection_id: str) -> bool:
+        box = self._boxes.get(device_id)
+        if box is None or box.connection_id != connection_id:
+            return False
+        box.connection_id = None
+        box.listener = None
+        return True
+
+    async def replay(self, device_id: str, after_seq: int | None) -> Replay:
+        box = self._box(device_id)
+        self._trim(box, time.monotonic())
+        start = box.trimmed_through if after_seq is None else after_seq
+        complete = start >= box.trimmed_through
+        messages = [(seq, text) for seq, text, _ in box.kept if seq > start]
+        return Replay(complete=complete, last_seq=box.last_seq, messages=messages)
+
+    async def ack(self, device_id: str, seq: int) -> None:
+        box = self._boxes.get(device_id)
+        if box is None:
+            return
+        while box.kept and box.kept[0][0] <= seq:
+            box.trimmed_through = box.kept.popleft()[0]
+
+    async def online(self, device_ids: Iterable[str]) -> set[str]:
+        return {d for d in device_ids if (b := self._boxes.get(d)) and b.listener is not None}
+
+    async def forget(self, device_id: str) -> None:
+        self._boxes.pop(device_id, None)
