@@ -1,0 +1,468 @@
+"""The signaling wire protocol, version 1: message models and the client-message parser.
+
+Versioned JSON over one WebSocket per device (``docs/protocol.md`` is the prose reference;
+``docs/protocol.schema.json`` is generated from these models by ``python -m
+facecall.signaling.schema``).
+
+Three kinds of frames:
+
+* **client messages** ``{"v": 1, "id": "<client id>", "type": "...", ...}`` — every one carries
+  an id chosen by the client (1..64 printable ASCII characters); a resent message keeps its id
+  and the server answers it once (deduplication by id).
+* **replies** ``ok`` / ``error`` / ``welcome`` / ``pong`` carry ``"re": "<id>"``, the id of the
+  client message they answer; they are not sequenced.
+* **events** (``call.ring``, ``call.ended``, relayed ``call.sdp`` …) carry ``"seq"``: a per-device
+  counter assigned by the delivery layer, acknowledged with ``ack`` and replayed on resume.
+
+Validation is strict: unknown fields are refused, no type coercion (``"1"`` is not an int,
+``1`` is not a bool), every string has a length limit.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
+
+from .errors import ErrorCode, ProtocolError
+from .reasons import EndReason
+
+#: The protocol version this module speaks (the ``v`` of every frame).
+PROTOCOL_VERSION = 1
+#: Default limit for one client frame, in bytes (UTF-8). The driver may pass a different one.
+MAX_FRAME_BYTES = 64 * 1024
+#: Most users one ``call.start`` or ``call.invite`` may name.
+MAX_CALLEES = 32
+#: Largest SDP accepted in ``call.sdp`` (characters; SDP is ASCII).
+MAX_SDP_CHARS = 32 * 1024
+#: Largest ICE candidate line accepted in ``call.candidate``.
+MAX_CANDIDATE_CHARS = 1024
+
+#: An identifier: 1..64 printable ASCII characters without spaces (client message ids,
+#: user ids, device ids and call ids all share this shape).
+Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[!-~]+$")]
+Media = Literal["audio", "video"]
+NonNegInt = Annotated[int, Field(ge=0, le=2**63 - 1)]
+
+
+def _unique(users: list[str]) -> list[str]:
+    if len(set(users)) != len(users):
+        raise ValueError("user ids must be unique")
+    return users
+
+
+#: The users a call rings: 1..32 distinct user ids.
+UserIds = Annotated[
+    list[Id], Field(min_length=1, max_length=MAX_CALLEES), AfterValidator(_unique)
+]
+
+
+class _Frame(BaseModel):
+    """Common configuration: strict types, no unknown fields, immutable."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    v: Literal[1] = 1
+
+
+# ======================================================================================
+# client → server
+# ======================================================================================
+
+
+class _ClientFrame(_Frame):
+    id: Id = Field(description="Client-chosen message id, echoed as `re` in the reply.")
+
+
+class Hello(_ClientFrame):
+    """First message on a connection. ``resume_from`` is the last event ``seq`` the device
+    processed on its previous connection (``null`` for a fresh session); the server replays
+    every kept event after it and answers ``welcome``."""
+
+    type: Literal["hello"]
+    resume_from: NonNegInt | None = None
+
+
+class Ack(_ClientFrame):
+    """The device has processed every event up to and including ``seq``; the server may forget
+    them. Answered with ``ok``."""
+
+    type: Literal["ack"]
+    seq: NonNegInt
+
+
+class Ping(_ClientFrame):
+    """Keep-alive; answered with ``pong``."""
+
+    type: Literal["ping"]
+
+
+class CallStart(_ClientFrame):
+    """Place a call to one or more users; every registered device of each rings.
+    Answered with ``ok {call_id}``."""
+
+    type: Literal["call.start"]
+    to: UserIds
+    media: Media
+
+
+class CallAnswer(_ClientFrame):
+    """Answer a ringing call on this device. Answered with ``ok {participants}``: the devices
+    already joined (send them an offer or wait for theirs)."""
+
+    type: Literal["call.answer"]
+    call_id: Id
+
+
+class CallDecline(_ClientFrame):
+    """Decline a ringing call for this user (all of the user's devices stop ringing).
+    ``busy`` says the user is in another call."""
+
+    type: Literal["call.decline"]
+    call_id: Id
+    busy: bool = False
+
+
+class CallCancel(_ClientFrame):
+    """The caller gives up before anyone answered."""
+
+    type: Literal["call.cancel"]
+    call_id: Id
+
+
+class CallHangup(_ClientFrame):
+    """Leave a joined call."""
+
+    type: Literal["call.hangup"]
+    call_id: Id
+
+
+class CallInvite(_ClientFrame):
+    """Ring more users into a call this device has joined."""
+
+    type: Literal["call.invite"]
+    call_id: Id
+    to: UserIds
+
+
+class SessionDescription(BaseModel):
+    """An SDP offer or answer (W3C ``RTCSessionDescriptionInit``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    type: Literal["offer", "answer"]
+    sdp: Annotated[str, StringConstraints(min_length=1, max_length=MAX_SDP_CHARS)]
+
+
+class IceCandidate(BaseModel):
+    """A trickled ICE candidate (W3C ``RTCIceCandidateInit``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    candidate: Annotated[str, StringConstraints(max_length=MAX_CANDIDATE_CHARS)]
+    sdpMid: Annotated[str, StringConstraints(max_length=64)] | None = None
+    sdpMLineIndex: Annotated[int, Field(ge=0, le=1023)] | None = None
+
+
+class CallSdp(_ClientFrame):
+    """Send an SDP offer/answer to another joined device of the call."""
+
+    type: Literal["call.sdp"]
+    call_id: Id
+    to_device: Id
+    description: SessionDescription
+    ice_restart: bool = False
+
+
+class CallCandidate(_ClientFrame):
+    """Send an ICE candidate (``null``: end of candidates) to another joined device."""
+
+    type: Literal["call.candidate"]
+    call_id: Id
+    to_device: Id
+    candidate: IceCandidate | None
+
+
+#: Any client → server message, discriminated by ``type``.
+ClientMessage = Annotated[
+    Hello
+    | Ack
+    | Ping
+    | CallStart
+    | CallAnswer
+    | CallDecline
+    | CallCancel
+    | CallHangup
+    | CallInvite
+    | CallSdp
+    | CallCandidate,
+    Field(discriminator="type"),
+]
+
+#: Client message classes by their ``type``.
+CLIENT_MESSAGE_TYPES: dict[str, type[_ClientFrame]] = {
+    cls.model_fields["type"].annotation.__args__[0]: cls  # type: ignore[union-attr]
+    for cls in (
+        Hello,
+        Ack,
+        Ping,
+        CallStart,
+        CallAnswer,
+        CallDecline,
+        CallCancel,
+        CallHangup,
+        CallInvite,
+        CallSdp,
+        CallCandidate,
+    )
+}
+
+
+# ======================================================================================
+# server → client: replies
+# ======================================================================================
+
+
+class Ok(_Frame):
+    """Success reply to the client message ``re``; request-specific result fields
+    (e.g. ``call_id`` for ``call.start``) sit next to ``re``."""
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+
+    type: Literal["ok"]
+    re: Id
+
+
+class Error(_Frame):
+    """Failure reply: nothing changed. ``re`` is null when the id could not be read."""
+
+    type: Literal["error"]
+    re: Id | None
+    code: ErrorCode
+    message: str
+
+
+class Welcome(_Frame):
+    """Reply to ``hello``: who this connection is, whether the previous session was resumed
+    (events after ``resume_from`` follow), and the last ``seq`` assigned to this device."""
+
+    type: Literal["welcome"]
+    re: Id
+    user_id: Id
+    device_id: Id
+    resumed: bool
+    last_seq: NonNegInt
+
+
+class Pong(_Frame):
+    """Reply to ``ping``."""
+
+    type: Literal["pong"]
+    re: Id
+
+
+# ======================================================================================
+# server → client: events (sequenced per device)
+# ======================================================================================
+
+
+class _Event(_Frame):
+    seq: NonNegInt = Field(description="Per-device sequence number (delivery layer).")
+    call_id: Id
+
+
+class CallRing(_Event):
+    """An incoming call rings on this device. ``participants``: the user ids in the call
+    (joined or ringing, caller first); ``call_waiting``: the user is already in another call."""
+
+    type: Literal["call.ring"]
+    from_user: Id
+    from_device: Id
+    media: Media
+    participants: list[Id]
+    call_waiting: bool
+
+
+class CallRinging(_Event):
+    """To joined devices: ``devices`` devices of ``user_id`` are ringing."""
+
+    type: Literal["call.ringing"]
+    user_id: Id
+    devices: NonNegInt
+
+
+class CallAnswered(_Event):
+    """To joined devices: ``user_id`` answered on ``device_id`` and is now in the call."""
+
+    type: Literal["call.answered"]
+    user_id: Id
+    device_id: Id
+
+
+class CallStopRinging(_Event):
+    """To a ringing device: stop ringing (``answered_elsewhere``, ``declined_elsewhere``,
+    ``cancelled``, ``ring_timeout``, ``glare``, …)."""
+
+    type: Literal["call.stop_ringing"]
+    reason: EndReason
+
+
+class CallDeclined(_Event):
+    """To joined devices: ``user_id`` will not join (``declined``, ``busy``, ``ring_timeout``,
+    ``unavailable``, ``connection_lost``)."""
+
+    type: Literal["call.declined"]
+    user_id: Id
+    reason: EndReason
+
+
+class CallParticipantLeft(_Event):
+    """To the remaining joined devices: a joined device left; the call goes on."""
+
+    type: Literal["call.participant_left"]
+    user_id: Id
+    device_id: Id
+    reason: EndReason
+
+
+class CallEnded(_Event):
+    """To every device still joined when the call ends."""
+
+    type: Literal["call.ended"]
+    reason: EndReason
+
+
+class CallSdpRelayed(_Event):
+    """An SDP offer/answer from another joined device of the call."""
+
+    type: Literal["call.sdp"]
+    from_user: Id
+    from_device: Id
+    description: SessionDescription
+    ice_restart: bool
+
+
+class CallCandidateRelayed(_Event):
+    """An ICE candidate (``null``: end of candidates) from another joined device."""
+
+    type: Literal["call.candidate"]
+    from_user: Id
+    from_device: Id
+    candidate: IceCandidate | None
+
+
+#: Any server → client frame, discriminated by ``type``.
+ServerMessage = Annotated[
+    Ok
+    | Error
+    | Welcome
+    | Pong
+    | CallRing
+    | CallRinging
+    | CallAnswered
+    | CallStopRinging
+    | CallDeclined
+    | CallParticipantLeft
+    | CallEnded
+    | CallSdpRelayed
+    | CallCandidateRelayed,
+    Field(discriminator="type"),
+]
+
+_SERVER_ADAPTER: TypeAdapter[Any] = TypeAdapter(ServerMessage)
+
+
+# ======================================================================================
+# parsing and building
+# ======================================================================================
+
+
+def _describe(exc: ValidationError) -> str:
+    """A short human description of the first few validation errors."""
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = ".".join(str(p) for p in err["loc"]) or "message"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def _read_id(obj: dict[str, Any]) -> str | None:
+    """The message id if it is a valid id, else ``None`` (so errors can still answer it)."""
+    raw = obj.get("id")
+    if isinstance(raw, str) and 1 <= len(raw) <= 64 and all("!" <= c <= "~" for c in raw):
+        return raw
+    return None
+
+
+def parse_client_message(raw: str | bytes, max_bytes: int = MAX_FRAME_BYTES) -> ClientMessage:
+    """Parse and validate one client frame.
+
+    Checks, in order: size (``too_large``), JSON object (``malformed_json``), version
+    (``unsupported_version``; a missing ``v`` is ``invalid_field``), id (``invalid_field``),
+    type (``unknown_type``), fields (``invalid_field``). The raised :class:`ProtocolError`
+    carries ``re`` = the message id whenever the id itself was valid.
+
+    :param raw: the WebSocket frame (text, or binary holding UTF-8).
+    :param max_bytes: the size limit of a frame, in UTF-8 bytes.
+    """
+    size = len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"frame of {size} bytes exceeds {max_bytes}")
+    try:
+        obj = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise ProtocolError(ErrorCode.MALFORMED_JSON, f"not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(ErrorCode.MALFORMED_JSON, "a message must be a JSON object")
+    re = _read_id(obj)
+    if "v" not in obj:
+        raise ProtocolError(ErrorCode.INVALID_FIELD, "v: field required", re=re)
+    version = obj["v"]
+    if type(version) is not int or version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            ErrorCode.UNSUPPORTED_VERSION,
+            f"protocol version {version!r} is not supported (use {PROTOCOL_VERSION})",
+            re=re,
+        )
+    if re is None:
+        raise ProtocolError(
+            ErrorCode.INVALID_FIELD, "id: must be 1..64 printable ASCII characters"
+        )
+    kind = obj.get("type")
+    cls = CLIENT_MESSAGE_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        shown = kind[:64] if isinstance(kind, str) else kind
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {shown!r}", re=re)
+    try:
+        return cls.model_validate(obj)  # type: ignore[return-value]
+    except ValidationError as exc:
+        raise ProtocolError(ErrorCode.INVALID_FIELD, _describe(exc), re=re) from None
+
+
+def parse_server_message(raw: str | bytes | dict[str, Any]) -> ServerMessage:
+    """Parse and validate a server frame (used by clients and tests).
+
+    :raises pydantic.ValidationError: if the frame is not a valid server message.
+    """
+    if isinstance(raw, dict):  # strict mode wants JSON input for enums and literals
+        raw = json.dumps(raw)
+    return _SERVER_ADAPTER.validate_json(raw)  # type: ignore[no-any-return]
+
+
+def ok_reply(re: str, **result: Any) -> dict[str, Any]:
+    """The ``ok`` reply to message ``re`` with JSON-safe ``result`` fields."""
+    return {"v": PROTOCOL_VERSION, "type": "ok", "re": re, **result}
+
+
+def error_reply(error: ProtocolError) -> dict[str, Any]:
+    """The ``error`` reply for ``error``."""
+    return dict(error.to_wire())
