@@ -61,9 +61,7 @@ def _unique(users: list[str]) -> list[str]:
 
 
 #: The users a call rings: 1..32 distinct user ids.
-UserIds = Annotated[
-    list[Id], Field(min_length=1, max_length=MAX_CALLEES), AfterValidator(_unique)
-]
+UserIds = Annotated[list[Id], Field(min_length=1, max_length=MAX_CALLEES), AfterValidator(_unique)]
 
 
 class _Frame(BaseModel):
@@ -334,7 +332,7 @@ class CallParticipantLeft(_Event):
     reason: EndReason
 
 
-class CallEnded(_Event):
+class CallEndedEvent(_Event):
     """To every device still joined when the call ends."""
 
     type: Literal["call.ended"]
@@ -372,7 +370,7 @@ ServerMessage = Annotated[
     | CallStopRinging
     | CallDeclined
     | CallParticipantLeft
-    | CallEnded
+    | CallEndedEvent
     | CallSdpRelayed
     | CallCandidateRelayed,
     Field(discriminator="type"),
@@ -434,9 +432,7 @@ def parse_client_message(raw: str | bytes, max_bytes: int = MAX_FRAME_BYTES) -> 
             re=re,
         )
     if re is None:
-        raise ProtocolError(
-            ErrorCode.INVALID_FIELD, "id: must be 1..64 printable ASCII characters"
-        )
+        raise ProtocolError(ErrorCode.INVALID_FIELD, "id: must be 1..64 printable ASCII characters")
     kind = obj.get("type")
     cls = CLIENT_MESSAGE_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:

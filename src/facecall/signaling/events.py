@@ -1,0 +1,115 @@
+"""Events fed to :class:`facecall.signaling.machine.CallMachine` by the driver.
+
+Each event names the acting device as ``(user_id, device_id)`` — the authenticated identity of
+the WebSocket session the request came from, never a value read from the message. Events are
+immutable; :meth:`CallMachine.handle` either applies one completely or raises
+:class:`~facecall.signaling.errors.ProtocolError` and changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .protocol import CallCandidate, CallSdp
+from .reasons import EndReason
+
+RelayKind = Literal["call.sdp", "call.candidate"]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A ringing device answers (``call.answer``)."""
+
+    user_id: str
+    device_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decline:
+    """A ringing device declines for its user (``call.decline``); ``busy``: in another call."""
+
+    user_id: str
+    device_id: str
+    busy: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """The caller's device gives up before any callee answered (``call.cancel``)."""
+
+    user_id: str
+    device_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Hangup:
+    """A joined device leaves (``call.hangup``). From the caller before anyone answered it is
+    a cancel."""
+
+    user_id: str
+    device_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Invite:
+    """A joined device rings more users into the call (``call.invite``).
+
+    :param callees: user id → the device ids to ring (looked up by the driver; an empty list
+        makes that user ``unavailable`` at once).
+    :param busy_users: invitees already in another call: their ring says ``call_waiting``.
+    """
+
+    user_id: str
+    device_id: str
+    callees: Mapping[str, Sequence[str]]
+    busy_users: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True, slots=True)
+class Relay:
+    """SDP or an ICE candidate from one joined device to another joined device.
+
+    :param kind: ``"call.sdp"`` or ``"call.candidate"``.
+    :param body: the JSON-safe payload fields copied into the relayed event:
+        ``{"description": {...}, "ice_restart": bool}`` or ``{"candidate": {...} | None}``.
+    """
+
+    user_id: str
+    device_id: str
+    to_device: str
+    kind: RelayKind
+    body: Mapping[str, Any]
+
+    @classmethod
+    def from_message(cls, user_id: str, device_id: str, message: CallSdp | CallCandidate) -> Relay:
+        """The relay event for a validated ``call.sdp`` / ``call.candidate`` message."""
+        if isinstance(message, CallSdp):
+            body: dict[str, Any] = {
+                "description": message.description.model_dump(mode="json"),
+                "ice_restart": message.ice_restart,
+            }
+        else:
+            cand = message.candidate
+            body = {"candidate": None if cand is None else cand.model_dump(mode="json")}
+        return cls(user_id, device_id, message.to_device, message.type, body)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceLost:
+    """The device's connection dropped and it did not resume within the grace period."""
+
+    user_id: str
+    device_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Abort:
+    """The driver ends the call (glare lost, device removed, server shutdown, error)."""
+
+    reason: EndReason
+
+
+#: Every event :meth:`CallMachine.handle` accepts.
+Event = Answer | Decline | Cancel | Hangup | Invite | Relay | DeviceLost | Abort

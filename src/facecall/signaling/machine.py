@@ -1,0 +1,541 @@
+"""The call state machine: one :class:`CallMachine` per call, pure (events and a clock in,
+effects out).
+
+Shaped like aioquic's ``QuicConnection``: it never touches a socket, a database or the clock.
+The driver (``facecall.signaling`` service) does, in this order, for every request::
+
+    result = machine.handle(event, now)      # raises ProtocolError and changes nothing, or
+    store.save(machine.to_dict())            # persist state (and the pending effects) first,
+    for effect in machine.drain_effects():   # then deliver
+        ...
+    schedule(machine.get_timer())            # and call machine.handle_timer(now) when due
+
+Participants are (user, device) pairs: a :class:`~.records.Participant` per user and a
+:class:`~.records.Leg` per rung or joined device. Group calls are the same machine with more
+users. Behaviour (``docs/protocol.md`` has the message flows):
+
+* every device of every callee rings (``call.ring``); joined devices hear ``call.ringing``;
+* the first device of a user to answer wins (``call.answered`` to the joined devices); the
+  user's other devices get ``call.stop_ringing(answered_elsewhere)``;
+* a decline stops all of that user's devices (``declined_elsewhere`` for the others); joined
+  devices hear ``call.declined``; a 1:1 call declined ends ``declined`` (``busy`` if busy);
+* the caller cancelling (or hanging up) before anyone answered ends the call ``cancelled``;
+* a user whose devices ring ``ring_timeout`` seconds without an answer is *missed*
+  (``ring_timeout``); invitees of an ongoing call each get their own deadline;
+* a hang-up (or a lost device) removes that device; the call ends when nobody is joined, or
+  fewer than two users are joined and nobody is ringing, with the reason of the event that
+  caused it (so a 1:1 hang-up ends ``hung_up``). Devices still joined get ``call.ended``,
+  devices still ringing ``call.stop_ringing``; every leg and participant ends with a reason;
+* an ended call accepts nothing (``call_ended``).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from .effects import CallEnded, Deliver, Effect, effect_from_dict, effect_to_dict
+from .errors import ErrorCode, ProtocolError
+from .events import Abort, Answer, Cancel, Decline, DeviceLost, Event, Hangup, Invite, Relay
+from .protocol import MAX_CALLEES, PROTOCOL_VERSION
+from .reasons import EndReason
+from .records import CallState, Leg, LegState, Participant, ParticipantState, Role
+
+#: Default seconds a user's devices ring before the user is missed.
+DEFAULT_RING_TIMEOUT = 30.0
+#: Most users (caller included) that may be ringing or joined at once.
+MAX_PARTICIPANTS = MAX_CALLEES + 1
+#: Version of the :meth:`CallMachine.to_dict` format.
+SNAPSHOT_VERSION = 1
+
+
+class CallMachine:
+    """The state of one call. Build it with :meth:`start` or :meth:`from_dict`.
+
+    Read-only attributes: ``call_id``, ``media``, ``caller_user``, ``caller_device``,
+    ``ring_timeout``, ``state``, ``created_at``, ``answered_at``, ``ended_at``, ``end_reason``;
+    :attr:`participants` and :attr:`legs` for the store.
+    """
+
+    def __init__(
+        self,
+        *,
+        call_id: str,
+        media: str,
+        caller_user: str,
+        caller_device: str,
+        ring_timeout: float,
+        created_at: float,
+    ) -> None:
+        """Low-level constructor for an empty call; use :meth:`start`."""
+        self.call_id = call_id
+        self.media = media
+        self.caller_user = caller_user
+        self.caller_device = caller_device
+        self.ring_timeout = ring_timeout
+        self.state = CallState.RINGING
+        self.created_at = created_at
+        self.answered_at: float | None = None
+        self.ended_at: float | None = None
+        self.end_reason: EndReason | None = None
+        self._participants: dict[str, Participant] = {}
+        self._legs: list[Leg] = []
+        self._effects: deque[Effect] = deque()
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def start(
+        cls,
+        *,
+        call_id: str,
+        media: str,
+        caller_user: str,
+        caller_device: str,
+        callees: Mapping[str, Sequence[str]],
+        now: float,
+        busy_users: Iterable[str] = (),
+        ring_timeout: float = DEFAULT_RING_TIMEOUT,
+    ) -> CallMachine:
+        """Place a call: the caller's device is joined, every device of every callee rings.
+
+        :param callees: callee user id → device ids to ring (in order). A user with no device
+            is ``unavailable`` at once; if every callee is, the call ends ``unavailable``.
+        :param busy_users: callees already in another call (their ring has ``call_waiting``).
+        :raises ProtocolError: ``invalid_field`` (no callee, or media not audio/video),
+            ``not_allowed`` (calling yourself), ``call_full`` (too many callees).
+        """
+        if media not in ("audio", "video"):
+            raise ProtocolError(ErrorCode.INVALID_FIELD, f"media must be audio or video: {media!r}")
+        if not callees:
+            raise ProtocolError(ErrorCode.INVALID_FIELD, "a call needs at least one callee")
+        if caller_user in callees:
+            raise ProtocolError(ErrorCode.NOT_ALLOWED, "you cannot call yourself")
+        if len(callees) + 1 > MAX_PARTICIPANTS:
+            raise ProtocolError(ErrorCode.CALL_FULL, f"at most {MAX_PARTICIPANTS - 1} callees")
+        if ring_timeout <= 0:
+            raise ValueError("ring_timeout must be positive")
+        rung = [device for devices in callees.values() for device in set(devices)]
+        if caller_device in rung or len(rung) != len(set(rung)):
+            raise ValueError("a device id may ring for one callee only, and not be the caller's")
+        machine = cls(
+            call_id=call_id,
+            media=media,
+            caller_user=caller_user,
+            caller_device=caller_device,
+            ring_timeout=ring_timeout,
+            created_at=now,
+        )
+        machine._participants[caller_user] = Participant(
+            user_id=caller_user,
+            role=Role.CALLER,
+            state=ParticipantState.JOINED,
+            invited_at=now,
+            device_id=caller_device,
+            joined_at=now,
+        )
+        machine._legs.append(Leg(caller_user, caller_device, LegState.JOINED, rung_at=None, joined_at=now))
+        machine._ring(caller_user, caller_device, callees, frozenset(busy_users), now)
+        return machine
+
+    # ------------------------------------------------------------------ read access
+
+    @property
+    def participants(self) -> tuple[Participant, ...]:
+        """Every user of the call, the caller first, then in the order they were rung."""
+        return tuple(self._participants.values())
+
+    @property
+    def legs(self) -> tuple[Leg, ...]:
+        """Every device leg, in the order they were created (re-rung devices appear again)."""
+        return tuple(self._legs)
+
+    @property
+    def ended(self) -> bool:
+        """The call is over and accepts nothing."""
+        return self.state is CallState.ENDED
+
+    def participant(self, user_id: str) -> Participant | None:
+        """The user's record, if the user was ever rung into (or placed) this call."""
+        return self._participants.get(user_id)
+
+    def active_leg(self, user_id: str, device_id: str) -> Leg | None:
+        """The device's ringing or joined leg, if any."""
+        for leg in reversed(self._legs):
+            if leg.user_id == user_id and leg.device_id == device_id:
+                return None if leg.state is LegState.ENDED else leg
+        return None
+
+    def joined_legs(self) -> list[Leg]:
+        """The legs of the devices currently in the call."""
+        return [leg for leg in self._legs if leg.state is LegState.JOINED]
+
+    def ringing_legs(self) -> list[Leg]:
+        """The legs of the devices currently ringing."""
+        return [leg for leg in self._legs if leg.state is LegState.RINGING]
+
+    def active_users(self) -> set[str]:
+        """Users ringing or joined (the driver's notion of "busy" is "joined somewhere")."""
+        return {p.user_id for p in self._participants.values() if p.state is not ParticipantState.ENDED}
+
+    # ------------------------------------------------------------------ effects and timers
+
+    def next_effect(self) -> Effect | None:
+        """Pop the oldest pending effect, or ``None``."""
+        return self._effects.popleft() if self._effects else None
+
+    def drain_effects(self) -> list[Effect]:
+        """Pop every pending effect, oldest first."""
+        effects = list(self._effects)
+        self._effects.clear()
+        return effects
+
+    def get_timer(self) -> float | None:
+        """When :meth:`handle_timer` must next be called (the earliest ring deadline), or
+        ``None`` when nothing is pending. It may be in the past: call it at once then."""
+        if self.ended:
+            return None
+        deadlines = [
+            p.ring_deadline
+            for p in self._participants.values()
+            if p.state is ParticipantState.RINGING and p.ring_deadline is not None
+        ]
+        return min(deadlines, default=None)
+
+    def handle_timer(self, now: float) -> None:
+        """Expire every ring whose deadline is ``<= now`` (missed: ``ring_timeout``).
+        Calling it early, or on an ended call, does nothing."""
+        for participant in list(self._participants.values()):
+            if self.ended:
+                return
+            deadline = participant.ring_deadline
+            if participant.state is ParticipantState.RINGING and deadline is not None:
+                if deadline <= now:
+                    self._user_out(participant.user_id, EndReason.RING_TIMEOUT, None, now)
+
+    # ------------------------------------------------------------------ events
+
+    def handle(self, event: Event, now: float) -> dict[str, Any]:
+        """Apply ``event`` at time ``now``.
+
+        :returns: the JSON-safe result fields of the ``ok`` reply (``{}`` for most events;
+            ``{"participants": [{"user_id", "device_id"}, ...]}`` for :class:`Answer`).
+        :raises ProtocolError: if the event is not allowed now; then nothing changed.
+        """
+        if self.ended:
+            raise ProtocolError(ErrorCode.CALL_ENDED, f"call {self.call_id} has ended")
+        if isinstance(event, Answer):
+            return self._on_answer(event, now)
+        if isinstance(event, Decline):
+            self._on_decline(event, now)
+        elif isinstance(event, Cancel | Hangup):
+            self._on_leave(event, now)
+        elif isinstance(event, Invite):
+            self._on_invite(event, now)
+        elif isinstance(event, Relay):
+            self._on_relay(event)
+        elif isinstance(event, DeviceLost):
+            self._on_device_lost(event, now)
+        elif isinstance(event, Abort):
+            self._end(event.reason, now)
+        else:  # pragma: no cover - guarded by the type checker
+            raise TypeError(f"not a call event: {event!r}")
+        return {}
+
+    def _leg_of(self, user_id: str, device_id: str) -> Leg:
+        """The acting device's active leg, or the error explaining why it has none."""
+        leg = self.active_leg(user_id, device_id)
+        if leg is not None:
+            return leg
+        for old in reversed(self._legs):
+            if old.user_id == user_id and old.device_id == device_id:
+                raise ProtocolError(
+                    ErrorCode.INVALID_STATE,
+                    f"this device is no longer in the call ({old.reason})",
+                )
+        raise ProtocolError(ErrorCode.NOT_IN_CALL, "this device is not in the call")
+
+    def _on_answer(self, event: Answer, now: float) -> dict[str, Any]:
+        leg = self._leg_of(event.user_id, event.device_id)
+        if leg.state is not LegState.RINGING:
+            raise ProtocolError(ErrorCode.INVALID_STATE, "this device has already joined")
+        others = [{"user_id": other.user_id, "device_id": other.device_id} for other in self.joined_legs()]
+        self._set_leg(leg, state=LegState.JOINED, joined_at=now)
+        user = event.user_id
+        self._participants[user] = replace(
+            self._participants[user],
+            state=ParticipantState.JOINED,
+            device_id=event.device_id,
+            joined_at=now,
+            ring_deadline=None,
+        )
+        self._stop_user_ringing(user, EndReason.ANSWERED_ELSEWHERE, now)
+        if self.state is CallState.RINGING:
+            self.state = CallState.ACTIVE
+            self.answered_at = now
+        self._notify_joined(
+            "call.answered",
+            {"user_id": user, "device_id": event.device_id},
+            exclude=(user, event.device_id),
+        )
+        return {"participants": others}
+
+    def _on_decline(self, event: Decline, now: float) -> None:
+        leg = self._leg_of(event.user_id, event.device_id)
+        if leg.state is not LegState.RINGING:
+            raise ProtocolError(ErrorCode.INVALID_STATE, "a joined device hangs up, not declines")
+        reason = EndReason.BUSY if event.busy else EndReason.DECLINED
+        self._set_leg(leg, state=LegState.ENDED, ended_at=now, reason=reason)
+        self._user_out(event.user_id, reason, EndReason.DECLINED_ELSEWHERE, now)
+
+    def _on_leave(self, event: Cancel | Hangup, now: float) -> None:
+        leg = self._leg_of(event.user_id, event.device_id)
+        is_caller = self._participants[event.user_id].role is Role.CALLER
+        if isinstance(event, Cancel):
+            if not is_caller:
+                raise ProtocolError(ErrorCode.NOT_ALLOWED, "only the caller can cancel")
+            if self.state is not CallState.RINGING:
+                raise ProtocolError(ErrorCode.INVALID_STATE, "the call was answered; hang up")
+        if leg.state is not LegState.JOINED:
+            raise ProtocolError(ErrorCode.INVALID_STATE, "a ringing device declines")
+        if is_caller and self.state is CallState.RINGING:
+            # A hang-up before any answer is a cancel. The caller's device hears nothing
+            # about its own request (it gets the ok); everyone else hears ``cancelled``.
+            self._set_leg(leg, state=LegState.ENDED, ended_at=now, reason=EndReason.CANCELLED)
+            self._end(EndReason.CANCELLED, now)
+            return
+        self._leave(leg, EndReason.HUNG_UP, now)
+
+    def _on_invite(self, event: Invite, now: float) -> None:
+        leg = self._leg_of(event.user_id, event.device_id)
+        if leg.state is not LegState.JOINED:
+            raise ProtocolError(ErrorCode.NOT_ALLOWED, "only a joined device can invite")
+        if not event.callees:
+            raise ProtocolError(ErrorCode.INVALID_FIELD, "invite at least one user")
+        active = self.active_users()
+        already = sorted(set(event.callees) & active)
+        if already:
+            raise ProtocolError(ErrorCode.INVALID_STATE, f"already in the call: {already}")
+        if len(active) + len(event.callees) > MAX_PARTICIPANTS:
+            raise ProtocolError(ErrorCode.CALL_FULL, f"at most {MAX_PARTICIPANTS} participants")
+        busy_devices = {leg.device_id for leg in self._legs if leg.state is not LegState.ENDED}
+        rung = [device for devices in event.callees.values() for device in set(devices)]
+        clash = sorted(busy_devices.intersection(rung))
+        if clash or len(rung) != len(set(rung)):
+            raise ProtocolError(ErrorCode.INVALID_STATE, f"devices already in the call: {clash}")
+        self._ring(event.user_id, event.device_id, event.callees, event.busy_users, now)
+
+    def _on_relay(self, event: Relay) -> None:
+        leg = self.active_leg(event.user_id, event.device_id)
+        if leg is None or leg.state is not LegState.JOINED:
+            raise ProtocolError(ErrorCode.NOT_IN_CALL, "only a joined device can send media setup")
+        if event.kind not in ("call.sdp", "call.candidate"):
+            raise ProtocolError(ErrorCode.INVALID_FIELD, f"cannot relay {event.kind!r}")
+        target = next((t for t in self.joined_legs() if t.device_id == event.to_device), None)
+        if target is None or target.device_id == event.device_id:
+            raise ProtocolError(
+                ErrorCode.NOT_ALLOWED, f"device {event.to_device!r} is not another joined device"
+            )
+        message = self._message(
+            event.kind, from_user=event.user_id, from_device=event.device_id, **event.body
+        )
+        self._effects.append(Deliver(target.user_id, target.device_id, message))
+
+    def _on_device_lost(self, event: DeviceLost, now: float) -> None:
+        leg = self.active_leg(event.user_id, event.device_id)
+        if leg is None:
+            raise ProtocolError(ErrorCode.NOT_IN_CALL, "this device is not in the call")
+        if leg.state is LegState.JOINED:
+            self._leave(leg, EndReason.CONNECTION_LOST, now)
+            return
+        self._set_leg(leg, state=LegState.ENDED, ended_at=now, reason=EndReason.CONNECTION_LOST)
+        if not any(other.user_id == event.user_id for other in self.ringing_legs()):
+            self._user_out(event.user_id, EndReason.CONNECTION_LOST, None, now)
+
+    # ------------------------------------------------------------------ transitions
+
+    def _ring(
+        self,
+        by_user: str,
+        by_device: str,
+        callees: Mapping[str, Sequence[str]],
+        busy_users: frozenset[str],
+        now: float,
+    ) -> None:
+        """Ring every device of ``callees``; users without a device are unavailable."""
+        for user_id in callees:
+            self._participants[user_id] = Participant(
+                user_id=user_id,
+                role=Role.CALLEE,
+                state=ParticipantState.RINGING,
+                invited_at=now,
+                invited_by=by_user,
+                ring_deadline=now + self.ring_timeout,
+                call_waiting=user_id in busy_users,
+            )
+        roster = sorted(self.active_users(), key=list(self._participants).index)
+        unavailable = []
+        for user_id, devices in callees.items():
+            waiting = user_id in busy_users
+            for device_id in dict.fromkeys(devices):  # ring each device once
+                self._legs.append(Leg(user_id, device_id, LegState.RINGING, rung_at=now))
+                ring = self._message(
+                    "call.ring",
+                    from_user=by_user,
+                    from_device=by_device,
+                    media=self.media,
+                    participants=roster,
+                    call_waiting=waiting,
+                )
+                self._effects.append(Deliver(user_id, device_id, ring))
+            if devices:
+                self._notify_joined("call.ringing", {"user_id": user_id, "devices": len(set(devices))})
+            else:
+                unavailable.append(user_id)
+        for user_id in unavailable:
+            if self.ended:
+                break
+            self._user_out(user_id, EndReason.UNAVAILABLE, None, now)
+
+    def _user_out(self, user_id: str, reason: EndReason, others_reason: EndReason | None, now: float) -> None:
+        """A ringing user will not join: stop the user's ringing devices (with
+        ``others_reason``, or ``reason``), end the participant, tell the joined devices
+        ``call.declined`` — unless that ends the call, which then says it all."""
+        self._stop_user_ringing(user_id, others_reason or reason, now)
+        self._participants[user_id] = replace(
+            self._participants[user_id],
+            state=ParticipantState.ENDED,
+            ended_at=now,
+            reason=reason,
+            ring_deadline=None,
+        )
+        if not self._maybe_end(reason, now):
+            self._notify_joined("call.declined", {"user_id": user_id, "reason": reason.value})
+
+    def _leave(self, leg: Leg, reason: EndReason, now: float) -> None:
+        """A joined device leaves; its user is out of the call."""
+        self._set_leg(leg, state=LegState.ENDED, ended_at=now, reason=reason)
+        self._participants[leg.user_id] = replace(
+            self._participants[leg.user_id], state=ParticipantState.ENDED, ended_at=now, reason=reason
+        )
+        if not self._maybe_end(reason, now):
+            self._notify_joined(
+                "call.participant_left",
+                {"user_id": leg.user_id, "device_id": leg.device_id, "reason": reason.value},
+            )
+
+    def _maybe_end(self, reason: EndReason, now: float) -> bool:
+        """End the call with ``reason`` if nobody is joined, or fewer than two users are
+        joined and nobody rings. Returns whether it ended."""
+        states = [p.state for p in self._participants.values()]
+        joined = states.count(ParticipantState.JOINED)
+        ringing = ParticipantState.RINGING in states
+        if joined == 0 or (joined < 2 and not ringing):
+            self._end(reason, now)
+            return True
+        return False
+
+    def _end(self, reason: EndReason, now: float) -> None:
+        """Terminal transition: every active leg and participant ends with ``reason``."""
+        for leg in list(self._legs):
+            if leg.state is LegState.RINGING:
+                self._deliver(leg, "call.stop_ringing", reason=reason.value)
+            elif leg.state is LegState.JOINED:
+                self._deliver(leg, "call.ended", reason=reason.value)
+            else:
+                continue
+            self._set_leg(leg, state=LegState.ENDED, ended_at=now, reason=reason)
+        for user_id, participant in self._participants.items():
+            if participant.state is not ParticipantState.ENDED:
+                self._participants[user_id] = replace(
+                    participant,
+                    state=ParticipantState.ENDED,
+                    ended_at=now,
+                    reason=reason,
+                    ring_deadline=None,
+                )
+        self.state = CallState.ENDED
+        self.ended_at = now
+        self.end_reason = reason
+        self._effects.append(CallEnded(reason))
+
+    def _stop_user_ringing(self, user_id: str, reason: EndReason, now: float) -> None:
+        for leg in self.ringing_legs():
+            if leg.user_id == user_id:
+                self._deliver(leg, "call.stop_ringing", reason=reason.value)
+                self._set_leg(leg, state=LegState.ENDED, ended_at=now, reason=reason)
+
+    def _set_leg(self, leg: Leg, **changes: Any) -> None:
+        for index in range(len(self._legs) - 1, -1, -1):
+            if self._legs[index] is leg:
+                self._legs[index] = replace(leg, **changes)
+                return
+        raise AssertionError("leg not in this call")  # pragma: no cover
+
+    def _message(self, kind: str, **fields: Any) -> dict[str, Any]:
+        return {"v": PROTOCOL_VERSION, "type": kind, "call_id": self.call_id, **fields}
+
+    def _deliver(self, leg: Leg, kind: str, **fields: Any) -> None:
+        self._effects.append(Deliver(leg.user_id, leg.device_id, self._message(kind, **fields)))
+
+    def _notify_joined(
+        self, kind: str, fields: dict[str, Any], exclude: tuple[str, str] | None = None
+    ) -> None:
+        for leg in self.joined_legs():
+            if (leg.user_id, leg.device_id) != exclude:
+                self._deliver(leg, kind, **fields)
+
+    # ------------------------------------------------------------------ persistence
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe snapshot, pending effects included; :meth:`from_dict` restores it
+        exactly (``CallMachine.from_dict(m.to_dict()).to_dict() == m.to_dict()``)."""
+        return {
+            "snapshot_version": SNAPSHOT_VERSION,
+            "call_id": self.call_id,
+            "media": self.media,
+            "caller_user": self.caller_user,
+            "caller_device": self.caller_device,
+            "ring_timeout": self.ring_timeout,
+            "state": self.state.value,
+            "created_at": self.created_at,
+            "answered_at": self.answered_at,
+            "ended_at": self.ended_at,
+            "end_reason": None if self.end_reason is None else self.end_reason.value,
+            "participants": [p.to_dict() for p in self._participants.values()],
+            "legs": [leg.to_dict() for leg in self._legs],
+            "effects": [effect_to_dict(e) for e in self._effects],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CallMachine:
+        """Restore a machine from :meth:`to_dict` output.
+
+        :raises ValueError: on an unknown snapshot version.
+        """
+        if data.get("snapshot_version") != SNAPSHOT_VERSION:
+            raise ValueError(f"unsupported snapshot version {data.get('snapshot_version')!r}")
+        machine = cls(
+            call_id=data["call_id"],
+            media=data["media"],
+            caller_user=data["caller_user"],
+            caller_device=data["caller_device"],
+            ring_timeout=data["ring_timeout"],
+            created_at=data["created_at"],
+        )
+        machine.state = CallState(data["state"])
+        machine.answered_at = data["answered_at"]
+        machine.ended_at = data["ended_at"]
+        reason = data["end_reason"]
+        machine.end_reason = None if reason is None else EndReason(reason)
+        for p in data["participants"]:
+            participant = Participant.from_dict(p)
+            machine._participants[participant.user_id] = participant
+        machine._legs = [Leg.from_dict(leg) for leg in data["legs"]]
+        machine._effects = deque(effect_from_dict(e) for e in data["effects"])
+        return machine
+
+    def __repr__(self) -> str:
+        return f"<CallMachine {self.call_id} {self.state.value} users={list(self._participants)}>"
