@@ -1,1 +1,56 @@
-"""facecall.store — see docs and DESIGN.md."""
+"""facecall.store -- pure persistence: tables, Alembic migrations and repositories.
+
+SQLite (``sqlite+aiosqlite:///path``) by default, PostgreSQL (``postgresql+asyncpg://...``) for
+scale-out. Everything is async; timestamps are float epoch seconds (UTC); records are frozen
+dataclasses. No business rules live here.
+"""
+
+from facecall.store.errors import (
+    CallExists,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    StaleVersion,
+    StoreError,
+    TokenExists,
+    UsernameTaken,
+)
+from facecall.store.records import (
+    MISSED_REASONS,
+    CallWrite,
+    DeviceRecord,
+    HistoryEntry,
+    HistoryParty,
+    LegRecord,
+    LegWrite,
+    ParticipantRecord,
+    ParticipantWrite,
+    StoredCall,
+    TokenRecord,
+    UserRecord,
+)
+from facecall.store.store import Store
+
+__all__ = [
+    "MISSED_REASONS",
+    "CallExists",
+    "CallWrite",
+    "Conflict",
+    "DeviceRecord",
+    "HistoryEntry",
+    "HistoryParty",
+    "InvalidInput",
+    "LegRecord",
+    "LegWrite",
+    "NotFound",
+    "ParticipantRecord",
+    "ParticipantWrite",
+    "StaleVersion",
+    "Store",
+    "StoreError",
+    "StoredCall",
+    "TokenExists",
+    "TokenRecord",
+    "UserRecord",
+    "UsernameTaken",
+]

@@ -1,0 +1,71 @@
+"""Devices: register, list, remove (revoking tokens), touch."""
+
+from __future__ import annotations
+
+import pytest
+
+from facecall.store import InvalidInput, NotFound, Store
+from tests.store.factories import T0, token_hash
+
+
+async def test_create_list_get_devices(store: Store) -> None:
+    user = await store.create_user("alice", "Alice", "h", T0)
+    other = await store.create_user("bob", "Bob", "h", T0)
+    phone = await store.create_device(user.id, "ios", "iPhone", T0 + 1)
+    laptop = await store.create_device(user.id, "desktop", "Laptop", T0 + 2)
+    bobs = await store.create_device(other.id, "cli", "terminal", T0 + 3)
+    assert phone.last_seen_at == phone.created_at == T0 + 1 and phone.removed_at is None
+    assert await store.list_devices(user.id) == [phone, laptop]
+    assert await store.get_device(laptop.id) == laptop
+    assert await store.get_device("nope") is None
+    assert await store.list_devices_of_users([user.id, other.id, "ghost"]) == {
+        user.id: [phone, laptop],
+        other.id: [bobs],
+        "ghost": [],
+    }
+    assert await store.list_devices("ghost") == []
+
+
+async def test_device_for_unknown_user_or_bad_kind(store: Store) -> None:
+    with pytest.raises(NotFound, match="user"):
+        await store.create_device("no-such-user", "browser", "x", T0)
+    user = await store.create_user("alice", "Alice", "h", T0)
+    with pytest.raises(InvalidInput, match="kind"):
+        await store.create_device(user.id, "toaster", "x", T0)
+    with pytest.raises(InvalidInput, match="name"):
+        await store.create_device(user.id, "browser", "n" * 129, T0)
+    assert await store.list_devices(user.id) == []
+
+
+async def test_remove_device_revokes_its_tokens_only(store: Store) -> None:
+    user = await store.create_user("alice", "Alice", "h", T0)
+    other = await store.create_user("bob", "Bob", "h", T0)
+    phone = await store.create_device(user.id, "android", "Pixel", T0)
+    web = await store.create_device(user.id, "browser", "Firefox", T0)
+    await store.create_token(token_hash("phone"), user.id, phone.id, T0, None)
+    await store.create_token(token_hash("web"), user.id, web.id, T0, None)
+    await store.create_token(token_hash("account"), user.id, None, T0, None)
+
+    assert await store.remove_device(other.id, phone.id, T0 + 5) is False  # not bob's device
+    assert await store.resolve_token(token_hash("phone"), T0 + 6) is not None
+
+    assert await store.remove_device(user.id, phone.id, T0 + 10) is True
+    assert await store.remove_device(user.id, phone.id, T0 + 11) is False  # already removed
+    assert await store.remove_device(user.id, "ghost", T0 + 11) is False
+    assert await store.list_devices(user.id) == [web]
+    removed = await store.get_device(phone.id)
+    assert removed is not None and removed.removed_at == T0 + 10
+    assert await store.resolve_token(token_hash("phone"), T0 + 12) is None
+    assert await store.resolve_token(token_hash("web"), T0 + 12) is not None
+    assert await store.resolve_token(token_hash("account"), T0 + 12) is not None
+
+
+async def test_touch_device(store: Store) -> None:
+    user = await store.create_user("alice", "Alice", "h", T0)
+    device = await store.create_device(user.id, "sdk", "bot", T0)
+    await store.touch_device(device.id, T0 + 42.5)
+    touched = await store.get_device(device.id)
+    assert touched is not None and touched.last_seen_at == T0 + 42.5
+    assert touched.created_at == T0
+    with pytest.raises(NotFound, match="device"):
+        await store.touch_device("ghost", T0)
