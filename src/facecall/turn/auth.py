@@ -1,0 +1,92 @@
+"""The long-term credential mechanism (RFC 8489 §9.2) as the server runs it.
+
+Keys are ``MD5(username ":" realm ":" password)`` (§9.2.2; SASLprep is not applied, so
+passwords should be ASCII). Passwords come from static users or from TURN REST secrets
+(:mod:`facecall.turn.rest`); with several secrets there are several candidate keys, and a
+request is accepted if its MESSAGE-INTEGRITY checks under any of them.
+
+Nonces are stateless: ``<expiry hex><HMAC(server key, expiry)>``, so a restarted server refuses
+the old ones with 438 (Stale Nonce, §9.2.4) and clients simply retry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from facecall.turn.rest import rest_expiry, rest_password
+
+NONCE_DIGEST_HEX = 24
+
+
+def long_term_key(username: str, realm: str, password: str) -> bytes:
+    """The long-term credential key (RFC 8489 §9.2.2, MD5 algorithm)."""
+    return hashlib.md5(f"{username}:{realm}:{password}".encode()).digest()
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why a request was not authenticated: the STUN error code to answer with."""
+
+    code: int
+    reason: str
+
+
+class Authenticator:
+    """Checks USERNAME / REALM / NONCE / MESSAGE-INTEGRITY (RFC 8489 §9.2.4)."""
+
+    def __init__(
+        self,
+        realm: str,
+        static_users: Mapping[str, str],
+        rest_secrets: Sequence[str],
+        nonce_lifetime: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self.realm = realm
+        self._static_users = dict(static_users)
+        self._rest_secrets = list(rest_secrets)
+        self._nonce_lifetime = nonce_lifetime
+        self._clock = clock
+        self._nonce_key = os.urandom(16)
+
+    def new_nonce(self) -> str:
+        """A fresh NONCE value (RFC 8489 §9.2.3)."""
+        expiry = f"{int(self._clock() + self._nonce_lifetime):x}"
+        return expiry + self._nonce_mac(expiry)
+
+    def _nonce_mac(self, expiry: str) -> str:
+        mac = hmac.new(self._nonce_key, expiry.encode(), hashlib.sha256).hexdigest()
+        return mac[:NONCE_DIGEST_HEX]
+
+    def nonce_is_valid(self, nonce: str) -> bool:
+        """Whether ``nonce`` was issued by this server and has not expired."""
+        expiry, mac = nonce[:-NONCE_DIGEST_HEX], nonce[-NONCE_DIGEST_HEX:]
+        if not expiry or len(expiry) > 16:
+            return False
+        try:
+            when = int(expiry, 16)
+        except ValueError:
+            return False
+        return hmac.compare_digest(self._nonce_mac(expiry), mac) and when >= self._clock()
+
+    def candidate_keys(self, username: str) -> list[bytes] | Rejection:
+        """The keys ``username`` may have signed with, or why it is refused (401).
+
+        Static users win over the REST form; a REST username past its expiry is refused.
+        """
+        password = self._static_users.get(username)
+        if password is not None:
+            return [long_term_key(username, self.realm, password)]
+        expiry = rest_expiry(username)
+        if expiry is None or not self._rest_secrets:
+            return Rejection(401, "unknown user")
+        if expiry < self._clock():
+            return Rejection(401, "expired credentials")
+        return [
+            long_term_key(username, self.realm, rest_password(secret, username))
+            for secret in self._rest_secrets
+        ]

@@ -1,0 +1,46 @@
+"""Configuration of the STUN/TURN server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from facecall.turn.stun import Address
+
+DEFAULT_PORT = 3478  # RFC 8489 §6.2
+DEFAULT_TLS_PORT = 5349
+# Relay ports stay above the kernel's default ephemeral range (32768-60999) so that they never
+# collide with the server's (or a co-located client's) own outgoing sockets.
+RELAY_PORT_MIN = 61000
+RELAY_PORT_MAX = 65535
+
+
+@dataclass
+class TurnConfig:
+    """Everything :class:`facecall.turn.server.TurnServer` needs. Port 0 binds a free port."""
+
+    udp_listen: list[Address] = field(default_factory=lambda: [("127.0.0.1", DEFAULT_PORT)])
+    tcp_listen: list[Address] = field(default_factory=lambda: [("127.0.0.1", DEFAULT_PORT)])
+    tls_listen: list[Address] = field(default_factory=list)
+    tls_cert: str | None = None  # PEM certificate chain for the TLS listeners
+    tls_key: str | None = None  # PEM private key for the TLS listeners
+    realm: str = "facecall"
+    rest_secrets: list[str] = field(default_factory=list)  # TURN REST secrets, all verify
+    static_users: dict[str, str] = field(default_factory=dict)  # long-term user -> password
+    relay_ipv4: str | None = "127.0.0.1"  # address relay sockets bind to for IPv4 allocations
+    relay_ipv6: str | None = "::1"  # same for IPv6 allocations (RFC 6156); None: refuse (440)
+    relay_port_min: int = RELAY_PORT_MIN
+    relay_port_max: int = RELAY_PORT_MAX
+    allowed_peers: list[str] = field(default_factory=list)  # CIDRs relayed despite the denylist
+    denied_peers: list[str] = field(default_factory=list)  # CIDRs refused on top of the defaults
+    max_allocations_per_user: int = 20  # 486 Allocation Quota Reached beyond
+    max_allocations: int = 5000  # 508 Insufficient Capacity beyond
+    max_tcp_connections: int = 5000  # further TCP/TLS connections are closed at once
+    bandwidth_cap: int = 0  # bytes per second per allocation and direction; 0: no cap
+    default_lifetime: int = 600  # RFC 8656 §3.2 default allocation lifetime, seconds
+    max_lifetime: int = 3600  # RFC 8656 §7.2 maximum allocation lifetime, seconds
+    permission_lifetime: int = 300  # RFC 8656 §9: 5 minutes
+    channel_lifetime: int = 600  # RFC 8656 §12: 10 minutes
+    nonce_lifetime: int = 3600  # how long a NONCE stays valid before 438
+    idle_timeout: float = 60.0  # TCP/TLS connections without an allocation are closed after
+    housekeeping_interval: float = 1.0  # seconds between expiry sweeps
+    software: str = "facecall"

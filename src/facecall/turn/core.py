@@ -1,0 +1,494 @@
+"""STUN/TURN request processing (RFC 8489 §6.3, RFC 8656 §7-§12), independent of sockets.
+
+Listeners (:mod:`facecall.turn.server`) hand each STUN message from a client to
+:meth:`TurnCore.handle_stun` together with a :class:`ClientContext` (its 5-tuple and how to
+answer); ChannelData never comes here, listeners give it straight to the allocation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from facecall.logs import get_logger
+from facecall.turn import metrics, stun
+from facecall.turn.allocation import (
+    Allocation,
+    FiveTuple,
+    RelayPortPool,
+    RelayProtocol,
+    TokenBucket,
+)
+from facecall.turn.auth import Authenticator, Rejection
+from facecall.turn.config import TurnConfig
+from facecall.turn.peers import PeerPolicy
+from facecall.turn.stun import Class, Message, Method, StunError
+
+log = get_logger(__name__)
+
+UDP_TRANSPORT = 17  # REQUESTED-TRANSPORT protocol number (RFC 8656 §18.7)
+MAX_USERNAME = 512  # RFC 8489 §14.3: < 513 bytes
+MAX_REALM = 763  # RFC 8489 §14.9: < 128 characters, < 763 bytes
+MAX_NONCE = 763
+
+# Comprehension-required attributes this server understands (RFC 8489 §14, RFC 8656 §18).
+# DONT-FRAGMENT, RESERVATION-TOKEN, PASSWORD-ALGORITHM and USERHASH are not supported and
+# therefore answered with 420 (RFC 8656 §7.2 allows this for DONT-FRAGMENT).
+KNOWN_REQUIRED = frozenset(
+    {
+        stun.MAPPED_ADDRESS,
+        stun.USERNAME,
+        stun.MESSAGE_INTEGRITY,
+        stun.ERROR_CODE,
+        stun.UNKNOWN_ATTRIBUTES,
+        stun.CHANNEL_NUMBER,
+        stun.LIFETIME,
+        stun.XOR_PEER_ADDRESS,
+        stun.DATA,
+        stun.REALM,
+        stun.NONCE,
+        stun.XOR_RELAYED_ADDRESS,
+        stun.REQUESTED_ADDRESS_FAMILY,
+        stun.EVEN_PORT,
+        stun.REQUESTED_TRANSPORT,
+        stun.MESSAGE_INTEGRITY_SHA256,
+        stun.XOR_MAPPED_ADDRESS,
+        stun.PRIORITY,
+        stun.USE_CANDIDATE,
+    }
+)
+
+
+class RequestError(Exception):
+    """Ends processing of a request with an error response."""
+
+    def __init__(self, code: int, attributes: list[tuple[int, bytes]] | None = None) -> None:
+        super().__init__(code)
+        self.code = code
+        self.attributes = attributes or []
+
+
+@dataclass
+class ClientContext:
+    """Where a message came from and how to answer it."""
+
+    five_tuple: FiveTuple
+    send: Callable[[bytes], None]
+    stream: bool
+    index: dict[Any, Allocation]  # the listener's client -> allocation map for ChannelData
+    index_key: Any
+    alive: Callable[[], bool] = lambda: True  # False once a stream connection has closed
+
+
+@dataclass
+class Authenticated:
+    username: str
+    key: bytes
+
+
+class TurnCore:
+    """Allocations and the request handlers of one server."""
+
+    def __init__(self, config: TurnConfig, clock: Callable[[], float]) -> None:
+        self.config = config
+        self.clock = clock
+        self.auth = Authenticator(
+            config.realm, config.static_users, config.rest_secrets, config.nonce_lifetime, clock
+        )
+        self.policy = PeerPolicy(config.allowed_peers, config.denied_peers)
+        self.ports = RelayPortPool(config.relay_port_min, config.relay_port_max)
+        self.allocations: dict[FiveTuple, Allocation] = {}
+        self.per_user: dict[str, int] = {}
+        self._pending: set[FiveTuple] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._software = config.software.encode()[:763]
+
+    # --- entry points ---
+
+    def handle_stun(self, data: bytes, ctx: ClientContext) -> None:
+        """Process one STUN message from a client; malformed ones are dropped (§6.3)."""
+        try:
+            message = stun.parse_message(data)
+        except StunError:
+            return
+        if stun.check_fingerprint(message) is False:
+            return
+        if message.message_class == Class.REQUEST:
+            self._on_request(message, ctx)
+        elif message.message_class == Class.INDICATION and message.method == Method.SEND:
+            self._on_send_indication(message, ctx)
+
+    def expire(self) -> None:
+        """Delete expired allocations, permissions and channels; report usage (§7, §9, §12)."""
+        now = self.clock()
+        for allocation in list(self.allocations.values()):
+            if allocation.expires < now:
+                self.delete(allocation, "expired")
+            else:
+                allocation.expire(now)
+                metrics.report_usage(allocation)
+
+    def delete(self, allocation: Allocation, reason: str) -> None:
+        """End an allocation: close its relay socket, log and count its usage."""
+        if self.allocations.pop(allocation.five_tuple, None) is None:
+            return
+        allocation.index.pop(allocation.index_key, None)
+        allocation.close()
+        count = self.per_user.get(allocation.username, 1) - 1
+        if count:
+            self.per_user[allocation.username] = count
+        else:
+            self.per_user.pop(allocation.username, None)
+        metrics.report_usage(allocation)
+        metrics.ALLOCATIONS.dec()
+        usage = allocation.usage
+        log.info(
+            "turn allocation ended",
+            reason=reason,
+            username=allocation.username,
+            client=f"{allocation.five_tuple.protocol}:{allocation.five_tuple.client}",
+            relayed=allocation.relayed_address,
+            seconds=round(self.clock() - allocation.created, 3),
+            packets_to_peer=usage.packets_to_peer,
+            bytes_to_peer=usage.bytes_to_peer,
+            packets_from_peer=usage.packets_from_peer,
+            bytes_from_peer=usage.bytes_from_peer,
+            dropped=usage.dropped,
+        )
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        for allocation in list(self.allocations.values()):
+            self.delete(allocation, "server stopped")
+
+    # --- responses ---
+
+    def _respond(
+        self,
+        request: Message,
+        ctx: ClientContext,
+        attributes: list[tuple[int, bytes]],
+        key: bytes | None,
+        error: int | None = None,
+    ) -> bytes:
+        attrs = list(attributes)
+        if error is not None:
+            attrs.insert(0, (stun.ERROR_CODE, stun.encode_error_code(error)))
+        attrs.append((stun.SOFTWARE, self._software))
+        response = Message(
+            request.method,
+            Class.ERROR if error is not None else Class.SUCCESS,
+            request.transaction_id,
+            attrs,
+        ).encode(integrity_key=key, fingerprint=request.get(stun.FINGERPRINT) is not None)
+        ctx.send(response)
+        metrics.count_request(request.method, error)
+        return response
+
+    def _challenge(self, code: int) -> list[tuple[int, bytes]]:
+        """REALM and NONCE for 401 and 438 answers (RFC 8489 §9.2.4)."""
+        return [
+            (stun.REALM, self.config.realm.encode()),
+            (stun.NONCE, self.auth.new_nonce().encode()),
+        ]
+
+    # --- requests ---
+
+    def _on_request(self, message: Message, ctx: ClientContext) -> None:
+        unknown = sorted(
+            {
+                t
+                for t, _ in message.attributes
+                if stun.is_comprehension_required(t) and t not in KNOWN_REQUIRED
+            }
+        )
+        if unknown:
+            self._respond(
+                message,
+                ctx,
+                [(stun.UNKNOWN_ATTRIBUTES, stun.encode_unknown_attributes(unknown))],
+                None,
+                420,
+            )
+            return
+        if message.method == Method.BINDING:
+            self._on_binding(message, ctx)
+            return
+        handler: Callable[..., list[tuple[int, bytes]] | None] | None = {
+            Method.ALLOCATE: self._on_allocate,
+            Method.REFRESH: self._on_refresh,
+            Method.CREATE_PERMISSION: self._on_create_permission,
+            Method.CHANNEL_BIND: self._on_channel_bind,
+        }.get(message.method)
+        if handler is None:
+            self._respond(message, ctx, [], None, 400)
+            return
+        try:
+            who = self._authenticate(message)
+        except RequestError as exc:
+            self._respond(message, ctx, exc.attributes, None, exc.code)
+            return
+        try:
+            result = handler(message, ctx, who)
+        except RequestError as exc:
+            self._respond(message, ctx, exc.attributes, who.key, exc.code)
+            return
+        except StunError:
+            self._respond(message, ctx, [], who.key, 400)
+            return
+        if result is not None:
+            self._respond(message, ctx, result, who.key)
+
+    def _on_binding(self, message: Message, ctx: ClientContext) -> None:
+        """Binding (RFC 8489 §7.3.1): the reflexive transport address."""
+        mapped = stun.encode_xor_address(ctx.five_tuple.client, message.transaction_id)
+        self._respond(message, ctx, [(stun.XOR_MAPPED_ADDRESS, mapped)], None)
+
+    def _authenticate(self, message: Message) -> Authenticated:
+        """The long-term credential checks of RFC 8489 §9.2.4, in the RFC's order."""
+        if message.get(stun.MESSAGE_INTEGRITY) is None and (
+            message.get(stun.MESSAGE_INTEGRITY_SHA256) is None
+        ):
+            raise RequestError(401, self._challenge(401))
+        raw_username = message.get(stun.USERNAME)
+        raw_realm = message.get(stun.REALM)
+        raw_nonce = message.get(stun.NONCE)
+        if raw_username is None or raw_realm is None or raw_nonce is None:
+            raise RequestError(400)
+        try:
+            username = stun.decode_text(raw_username, MAX_USERNAME)
+            realm = stun.decode_text(raw_realm, MAX_REALM)
+            nonce = stun.decode_text(raw_nonce, MAX_NONCE)
+        except StunError as exc:
+            raise RequestError(400) from exc
+        if not self.auth.nonce_is_valid(nonce):
+            raise RequestError(438, self._challenge(438))
+        if realm != self.config.realm:
+            raise RequestError(401, self._challenge(401))
+        keys = self.auth.candidate_keys(username)
+        if isinstance(keys, Rejection):
+            raise RequestError(keys.code, self._challenge(keys.code))
+        for key in keys:
+            if stun.check_message_integrity(message, key):
+                return Authenticated(username, key)
+        raise RequestError(401, self._challenge(401))
+
+    def _allocation_for(self, ctx: ClientContext, who: Authenticated) -> Allocation:
+        """The allocation of this 5-tuple, same credentials (§7.3, §9.2, §11.2)."""
+        allocation = self.allocations.get(ctx.five_tuple)
+        if allocation is None:
+            raise RequestError(437)
+        if allocation.username != who.username:
+            raise RequestError(441)
+        return allocation
+
+    def _lifetime(self, message: Message) -> int:
+        """The desired lifetime (RFC 8656 §7.2 step 9, §7.3)."""
+        value = message.get(stun.LIFETIME)
+        if value is None:
+            return self.config.default_lifetime
+        requested = stun.decode_uint32(value)
+        if requested == 0:
+            return 0
+        return max(self.config.default_lifetime, min(requested, self.config.max_lifetime))
+
+    def _on_allocate(
+        self, message: Message, ctx: ClientContext, who: Authenticated
+    ) -> list[tuple[int, bytes]] | None:
+        """Allocate (RFC 8656 §7.2)."""
+        existing = self.allocations.get(ctx.five_tuple)
+        if existing is not None:
+            if existing.allocate_transaction_id == message.transaction_id:
+                ctx.send(existing.allocate_response)  # a retransmission (§7.2, step 2)
+                return None
+            raise RequestError(437)
+        if ctx.five_tuple in self._pending:
+            return None  # retransmission of an Allocate still being processed
+        transport = message.get(stun.REQUESTED_TRANSPORT)
+        if transport is None or len(transport) != 4:
+            raise RequestError(400)
+        if transport[0] != UDP_TRANSPORT:
+            raise RequestError(442)
+        family = self._requested_family(message)
+        even = message.get(stun.EVEN_PORT)
+        if even is not None and len(even) != 1:
+            raise RequestError(400)
+        lifetime = self._lifetime(message) or self.config.default_lifetime
+        if self.per_user.get(who.username, 0) >= self.config.max_allocations_per_user:
+            raise RequestError(486)
+        if len(self.allocations) + len(self._pending) >= self.config.max_allocations:
+            raise RequestError(508)
+        host = self.config.relay_ipv4 if family == stun.FAMILY_IPV4 else self.config.relay_ipv6
+        assert host is not None
+        try:
+            sock = self.ports.bind(host, family, even=even is not None)
+        except OSError as exc:
+            raise RequestError(508) from exc
+        self._pending.add(ctx.five_tuple)
+        task = asyncio.ensure_future(
+            self._finish_allocate(message, ctx, who, sock, family, lifetime)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return None
+
+    def _requested_family(self, message: Message) -> int:
+        """REQUESTED-ADDRESS-FAMILY (RFC 8656 §7.2 step 7, RFC 6156)."""
+        value = message.get(stun.REQUESTED_ADDRESS_FAMILY)
+        if value is not None and message.get(stun.ADDITIONAL_ADDRESS_FAMILY) is not None:
+            raise RequestError(400)
+        if value is None:
+            family = stun.FAMILY_IPV4
+        elif len(value) != 4:
+            raise RequestError(400)
+        else:
+            family = value[0]
+        relay = {stun.FAMILY_IPV4: self.config.relay_ipv4, stun.FAMILY_IPV6: self.config.relay_ipv6}
+        if relay.get(family) is None:
+            raise RequestError(440)
+        return family
+
+    async def _finish_allocate(
+        self,
+        message: Message,
+        ctx: ClientContext,
+        who: Authenticated,
+        sock: Any,
+        family: int,
+        lifetime: int,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        now = self.clock()
+        allocation = Allocation(
+            five_tuple=ctx.five_tuple,
+            username=who.username,
+            key=who.key,
+            expires=now + lifetime,
+            send_to_client=ctx.send,
+            stream=ctx.stream,
+            clock=self.clock,
+            allocate_transaction_id=message.transaction_id,
+            family=family,
+            created=now,
+            index=ctx.index,
+            index_key=ctx.index_key,
+        )
+        if self.config.bandwidth_cap:
+            allocation.bucket_out = TokenBucket(self.config.bandwidth_cap, self.clock)
+            allocation.bucket_in = TokenBucket(self.config.bandwidth_cap, self.clock)
+        try:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: RelayProtocol(allocation), sock=sock
+            )
+        except OSError:
+            sock.close()
+            self._respond(message, ctx, [], who.key, 508)
+            return
+        finally:
+            self._pending.discard(ctx.five_tuple)
+        if not ctx.alive():
+            transport.close()
+            return
+        allocation.transport = transport
+        host, port = sock.getsockname()[:2]
+        allocation.relayed_address = (host, port)
+        self.allocations[ctx.five_tuple] = allocation
+        self.per_user[who.username] = self.per_user.get(who.username, 0) + 1
+        ctx.index[ctx.index_key] = allocation
+        metrics.ALLOCATIONS.inc()
+        metrics.ALLOCATIONS_TOTAL.inc()
+        tid = message.transaction_id
+        allocation.allocate_response = self._respond(
+            message,
+            ctx,
+            [
+                (stun.XOR_RELAYED_ADDRESS, stun.encode_xor_address((host, port), tid)),
+                (stun.LIFETIME, stun.encode_uint32(lifetime)),
+                (stun.XOR_MAPPED_ADDRESS, stun.encode_xor_address(ctx.five_tuple.client, tid)),
+            ],
+            who.key,
+        )
+
+    def _on_refresh(
+        self, message: Message, ctx: ClientContext, who: Authenticated
+    ) -> list[tuple[int, bytes]]:
+        """Refresh (RFC 8656 §7.3); LIFETIME 0 deletes the allocation."""
+        allocation = self._allocation_for(ctx, who)
+        family = message.get(stun.REQUESTED_ADDRESS_FAMILY)
+        if family is not None and (len(family) != 4 or family[0] != allocation.family):
+            raise RequestError(443)
+        lifetime = self._lifetime(message)
+        if lifetime == 0:
+            self.delete(allocation, "refreshed to 0")
+        else:
+            allocation.expires = self.clock() + lifetime
+        return [(stun.LIFETIME, stun.encode_uint32(lifetime))]
+
+    def _peer_addresses(self, message: Message, allocation: Allocation) -> list[stun.Address]:
+        """XOR-PEER-ADDRESS values checked for family (443) and policy (403)."""
+        values = message.get_all(stun.XOR_PEER_ADDRESS)
+        if not values:
+            raise RequestError(400)
+        peers = [stun.decode_xor_address(v, message.transaction_id) for v in values]
+        for host, _ in peers:
+            if (":" in host) != (allocation.family == stun.FAMILY_IPV6):
+                raise RequestError(443)
+        for host, _ in peers:
+            if not self.policy.is_allowed(host):
+                log.info("turn peer refused", username=allocation.username, peer=host)
+                raise RequestError(403)
+        return peers
+
+    def _on_create_permission(
+        self, message: Message, ctx: ClientContext, who: Authenticated
+    ) -> list[tuple[int, bytes]]:
+        """CreatePermission (RFC 8656 §9.2): all peers or none."""
+        allocation = self._allocation_for(ctx, who)
+        for host, _ in self._peer_addresses(message, allocation):
+            allocation.install_permission(host, self.config.permission_lifetime)
+        return []
+
+    def _on_channel_bind(
+        self, message: Message, ctx: ClientContext, who: Authenticated
+    ) -> list[tuple[int, bytes]]:
+        """ChannelBind (RFC 8656 §11.2)."""
+        allocation = self._allocation_for(ctx, who)
+        value = message.get(stun.CHANNEL_NUMBER)
+        if value is None:
+            raise RequestError(400)
+        number = stun.decode_channel_number(value)
+        if not stun.CHANNEL_NUMBER_MIN <= number <= stun.CHANNEL_NUMBER_MAX:
+            raise RequestError(400)
+        peers = self._peer_addresses(message, allocation)
+        if len(peers) != 1:
+            raise RequestError(400)
+        peer = peers[0]
+        if allocation.channel_conflict(number, peer):
+            raise RequestError(400)
+        allocation.bind_channel(number, peer, self.config.channel_lifetime)
+        allocation.install_permission(peer[0], self.config.permission_lifetime)
+        return []
+
+    # --- indications ---
+
+    def _on_send_indication(self, message: Message, ctx: ClientContext) -> None:
+        """Send indication (RFC 8656 §11.2): relayed only with a permission; never answered."""
+        allocation = self.allocations.get(ctx.five_tuple)
+        peer_value = message.get(stun.XOR_PEER_ADDRESS)
+        data = message.get(stun.DATA)
+        if allocation is None or peer_value is None or data is None:
+            return
+        try:
+            peer = stun.decode_xor_address(peer_value, message.transaction_id)
+        except StunError:
+            return
+        allocation.send_to_peer(data, peer)
+

@@ -1,0 +1,268 @@
+"""The STUN/TURN server: UDP, TCP and TLS listeners around :class:`TurnCore`.
+
+Client transports per RFC 8656 §3.1 (UDP, TCP, TLS over TCP; no DTLS, no TCP relay). On UDP
+each datagram is one message; on streams messages are framed by their own length fields
+(RFC 8489 §6.2.2, RFC 8656 §12.5). ChannelData (first byte 0x40-0x4F, RFC 8656 §12) goes
+straight to the allocation without the codec.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+from facecall.turn import metrics, stun
+from facecall.turn.allocation import Allocation, FiveTuple
+from facecall.turn.config import TurnConfig
+from facecall.turn.core import ClientContext, TurnCore
+from facecall.turn.stun import Address
+
+SOCKET_BUFFER = 4 * 1024 * 1024  # requested SO_RCVBUF/SO_SNDBUF; the kernel may cap it
+
+
+def _address(sockname: Any) -> Address:
+    return (sockname[0], sockname[1])
+
+
+def _grow_buffers(sock: socket.socket) -> None:
+    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+
+
+class UdpListener(asyncio.DatagramProtocol):
+    """One UDP listening socket (RFC 8656 §3.1)."""
+
+    def __init__(self, core: TurnCore) -> None:
+        self.core = core
+        self.allocations: dict[Any, Allocation] = {}
+        self.transport: asyncio.DatagramTransport | None = None
+        self.local: Address = ("", 0)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+        self.local = _address(transport.get_extra_info("sockname"))
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if data and 0x40 <= data[0] < 0x50:
+            allocation = self.allocations.get(addr)
+            if allocation is not None:
+                allocation.on_channel_data(data)
+            return
+        transport = self.transport
+        if transport is None:
+            return
+
+        def send(frame: bytes) -> None:
+            transport.sendto(frame, addr)
+
+        ctx = ClientContext(
+            FiveTuple("udp", (addr[0], addr[1]), self.local),
+            send,
+            stream=False,
+            index=self.allocations,
+            index_key=addr,
+        )
+        self.core.handle_stun(data, ctx)
+
+    def error_received(self, exc: Exception) -> None:
+        pass
+
+
+class StreamConnection(asyncio.Protocol):
+    """One TCP or TLS client connection; its allocation ends with it (RFC 8656 §3.1)."""
+
+    def __init__(self, server: TurnServer, protocol: str) -> None:
+        self.server = server
+        self.core = server.core
+        self.protocol = protocol
+        self.buffer = bytearray()
+        self.allocations: dict[Any, Allocation] = {}
+        self.transport: asyncio.Transport | None = None
+        self.ctx: ClientContext | None = None
+        self._idle: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        if len(self.server.connections) >= self.server.config.max_tcp_connections:
+            transport.abort()
+            return
+        self.server.connections.add(self)
+        metrics.CONNECTIONS.inc()
+        five_tuple = FiveTuple(
+            self.protocol,
+            _address(transport.get_extra_info("peername")),
+            _address(transport.get_extra_info("sockname")),
+        )
+        self.ctx = ClientContext(
+            five_tuple,
+            transport.write,
+            stream=True,
+            index=self.allocations,
+            index_key=None,
+            alive=lambda: self.transport is not None,
+        )
+        loop = asyncio.get_running_loop()
+        self._idle = loop.call_later(self.server.config.idle_timeout, self._check_idle)
+
+    def _check_idle(self) -> None:
+        if not self.allocations and self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self.ctx is None:
+            return
+        buffer = self.buffer
+        buffer += data
+        pos = 0
+        end = len(buffer)
+        while end - pos >= 4:
+            length = stun.frame_length(buffer[pos : pos + 4])
+            if length is None:
+                self._abort()
+                return
+            if end - pos < length:
+                break
+            frame = bytes(buffer[pos : pos + length])
+            pos += length
+            if frame[0] < 0x40:
+                self.core.handle_stun(frame, self.ctx)
+            else:
+                allocation = self.allocations.get(None)
+                if allocation is not None:
+                    allocation.on_channel_data(frame)
+            if self.transport is None:
+                return
+        del buffer[:pos]
+
+    def _abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+        if self in self.server.connections:
+            self.server.connections.discard(self)
+            metrics.CONNECTIONS.dec()
+        self.transport = None
+        for allocation in list(self.allocations.values()):
+            self.core.delete(allocation, "connection closed")
+
+
+def _tls_context(config: TurnConfig) -> ssl.SSLContext:
+    if not config.tls_cert or not config.tls_key:
+        raise ValueError("TLS listeners need tls_cert and tls_key")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(config.tls_cert, config.tls_key)
+    return context
+
+
+class TurnServer:
+    """A STUN/TURN server (RFC 8489, RFC 8656) listening on the configured addresses."""
+
+    def __init__(self, config: TurnConfig, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.core = TurnCore(config, clock)
+        self.connections: set[StreamConnection] = set()
+        self._udp: list[UdpListener] = []
+        self._servers: list[tuple[str, asyncio.Server]] = []
+        self._housekeeping: asyncio.Task[None] | None = None
+
+    @property
+    def udp_addresses(self) -> list[Address]:
+        """The bound UDP listening addresses (port 0 in the config resolved)."""
+        return [listener.local for listener in self._udp]
+
+    @property
+    def tcp_addresses(self) -> list[Address]:
+        return self._stream_addresses("tcp")
+
+    @property
+    def tls_addresses(self) -> list[Address]:
+        return self._stream_addresses("tls")
+
+    def _stream_addresses(self, protocol: str) -> list[Address]:
+        return [
+            _address(sock.getsockname())
+            for kind, server in self._servers
+            if kind == protocol
+            for sock in server.sockets
+        ]
+
+    @property
+    def allocations(self) -> dict[FiveTuple, Allocation]:
+        return self.core.allocations
+
+    async def start(self) -> None:
+        """Bind every listener; raises OSError (and closes what was bound) on failure."""
+        loop = asyncio.get_running_loop()
+        try:
+            for host, port in self.config.udp_listen:
+                transport, listener = await loop.create_datagram_endpoint(
+                    lambda: UdpListener(self.core), local_addr=(host, port)
+                )
+                sock = transport.get_extra_info("socket")
+                if sock is not None:
+                    _grow_buffers(sock)
+                self._udp.append(listener)
+            for protocol, addresses, context in (
+                ("tcp", self.config.tcp_listen, None),
+                ("tls", self.config.tls_listen, None),
+            ):
+                if addresses and protocol == "tls":
+                    context = _tls_context(self.config)
+                for host, port in addresses:
+                    server = await loop.create_server(
+                        lambda p=protocol: StreamConnection(self, p),  # type: ignore[misc]
+                        host,
+                        port,
+                        ssl=context,
+                        reuse_address=True,
+                    )
+                    self._servers.append((protocol, server))
+        except BaseException:
+            await self.stop()
+            raise
+        self._housekeeping = asyncio.ensure_future(self._run_housekeeping())
+
+    async def _run_housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.housekeeping_interval)
+            self.core.expire()
+
+    async def stop(self) -> None:
+        """Close listeners, connections and allocations."""
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
+            self._housekeeping = None
+        for _, server in self._servers:
+            server.close()
+        for connection in list(self.connections):
+            if connection.transport is not None:
+                connection.transport.abort()
+        for _, server in self._servers:
+            with contextlib.suppress(Exception):
+                await server.wait_closed()
+        self._servers.clear()
+        await self.core.close()
+        for listener in self._udp:
+            if listener.transport is not None:
+                listener.transport.close()
+        self._udp.clear()
+
+    async def __aenter__(self) -> TurnServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

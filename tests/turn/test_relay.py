@@ -1,0 +1,195 @@
+"""The TURN server end to end over UDP with a raw RFC client: RFC 8656 §7-§12."""
+
+from __future__ import annotations
+
+import os
+
+from facecall.turn import stun
+from facecall.turn.server import TurnServer
+
+from .conftest import FakeClock, RawClient, UdpEndpoint, error_code, udp_endpoint
+
+
+async def test_binding_returns_the_reflexive_address(client: RawClient) -> None:
+    request = stun.Message(stun.Method.BINDING, stun.Class.REQUEST, os.urandom(12))
+    response = await client.transact(request, sign=False)
+    assert error_code(response) is None
+    assert stun.check_fingerprint(response) is True
+    mapped = stun.decode_xor_address(
+        response.get(stun.XOR_MAPPED_ADDRESS) or b"", response.transaction_id
+    )
+    assert mapped == client.endpoint.address
+
+
+async def test_allocate_without_credentials_is_challenged(client: RawClient) -> None:
+    request = stun.Message(
+        stun.Method.ALLOCATE,
+        stun.Class.REQUEST,
+        os.urandom(12),
+        [(stun.REQUESTED_TRANSPORT, bytes([17, 0, 0, 0]))],
+    )
+    response = await client.transact(request, sign=False)
+    assert error_code(response) == 401
+    assert response.get(stun.REALM) == b"facecall"
+    assert response.get(stun.NONCE)
+
+
+async def test_relay_through_channel_and_indications(
+    server: TurnServer, client: RawClient, peer: UdpEndpoint
+) -> None:
+    response = await client.allocate()
+    assert error_code(response) is None
+    assert stun.check_message_integrity(response, client.key)
+    relayed = client.relayed(response)
+    assert relayed[0] == "127.0.0.1" and 61000 <= relayed[1] <= 65535
+    assert stun.decode_uint32(response.get(stun.LIFETIME) or b"") == 600
+
+    # No permission yet: the peer's datagram is dropped.
+    peer.send(b"too early", relayed)
+    assert error_code(await client.permit(peer.address)) is None
+    # Send indication -> peer (§11.2), peer -> Data indication (§11.3).
+    client.send_indication(peer.address, b"hello peer")
+    data, source = await peer.receive()
+    assert (data, source) == (b"hello peer", relayed)
+    peer.send(b"hello client", relayed)
+    raw, _ = await client.endpoint.receive()
+    indication = stun.parse_message(raw)
+    assert (indication.method, indication.message_class) == (stun.Method.DATA, stun.Class.INDICATION)
+    assert indication.get(stun.DATA) == b"hello client"
+    assert stun.decode_xor_address(
+        indication.get(stun.XOR_PEER_ADDRESS) or b"", indication.transaction_id
+    ) == peer.address
+
+    # Channel (§12): ChannelData both ways.
+    assert error_code(await client.bind_channel(0x4001, peer.address)) is None
+    client.endpoint.send(stun.encode_channel_data(0x4001, b"via channel"), client.server)
+    assert (await peer.receive())[0] == b"via channel"
+    peer.send(b"back via channel", relayed)
+    raw, _ = await client.endpoint.receive()
+    assert stun.parse_channel_data(raw) == (0x4001, b"back via channel")
+
+    allocation = next(iter(server.allocations.values()))
+    assert allocation.usage.packets_to_peer == 2
+    assert allocation.usage.packets_from_peer == 2
+    assert allocation.usage.dropped == 1
+
+
+async def test_permission_is_per_ip_and_expires(
+    server: TurnServer, client: RawClient, peer: UdpEndpoint, clock: FakeClock
+) -> None:
+    relayed = client.relayed(await client.allocate())
+    assert error_code(await client.permit(peer.address)) is None
+    peer.send(b"one", relayed)
+    assert (await client.endpoint.receive())[0]
+    clock.now += 301  # RFC 8656 §9: permissions last 300 s
+    peer.send(b"two", relayed)
+    assert await client.endpoint.nothing()
+    server.core.expire()
+    allocation = next(iter(server.allocations.values()))
+    assert allocation.permissions == {}
+
+
+async def test_refresh_and_expiry(server: TurnServer, client: RawClient, clock: FakeClock) -> None:
+    await client.allocate((stun.LIFETIME, stun.encode_uint32(100_000)))
+    allocation = next(iter(server.allocations.values()))
+    assert allocation.expires == clock.now + 3600  # capped at max_lifetime
+    response = await client.request(stun.Method.REFRESH, [(stun.LIFETIME, stun.encode_uint32(60))])
+    assert stun.decode_uint32(response.get(stun.LIFETIME) or b"") == 600  # default is the floor
+    clock.now += 601
+    server.core.expire()
+    assert server.allocations == {}
+    response = await client.request(stun.Method.REFRESH)
+    assert error_code(response) == 437
+
+
+async def test_refresh_zero_deletes_and_frees_the_relay(
+    server: TurnServer, client: RawClient, peer: UdpEndpoint
+) -> None:
+    relayed = client.relayed(await client.allocate())
+    response = await client.request(stun.Method.REFRESH, [(stun.LIFETIME, stun.encode_uint32(0))])
+    assert error_code(response) is None
+    assert server.allocations == {}
+    assert error_code(await client.permit(peer.address)) == 437
+    probe = await udp_endpoint()
+    try:
+        probe.transport.close()
+    finally:
+        pass
+    assert relayed[1] >= 61000
+
+
+async def test_second_allocate_is_a_mismatch_but_retransmission_is_answered(
+    client: RawClient,
+) -> None:
+    first = await client.allocate()
+    assert error_code(first) is None
+    assert error_code(await client.allocate()) == 437
+    # A retransmission (same transaction ID) gets the same success response (§7.2 step 2).
+    again = stun.Message(
+        stun.Method.ALLOCATE,
+        stun.Class.REQUEST,
+        first.transaction_id,
+        [
+            (stun.REQUESTED_TRANSPORT, bytes([17, 0, 0, 0])),
+            (stun.USERNAME, client.username.encode()),
+            (stun.REALM, client.realm.encode()),
+            (stun.NONCE, client.nonce.encode()),
+        ],
+    )
+    client.endpoint.send(again.encode(integrity_key=client.key), client.server)
+    raw, _ = await client.endpoint.receive()
+    assert stun.parse_message(raw).get(stun.XOR_RELAYED_ADDRESS) == first.get(
+        stun.XOR_RELAYED_ADDRESS
+    )
+
+
+async def test_allocate_errors(client: RawClient) -> None:
+    tcp = await client.request(stun.Method.ALLOCATE, [(stun.REQUESTED_TRANSPORT, bytes([6, 0, 0, 0]))])
+    assert error_code(tcp) == 442
+    missing = await client.request(stun.Method.ALLOCATE, [])
+    assert error_code(missing) == 400
+    bad_family = await client.allocate((stun.REQUESTED_ADDRESS_FAMILY, bytes([3, 0, 0, 0])))
+    assert error_code(bad_family) == 440
+    dont_fragment = await client.allocate((stun.DONT_FRAGMENT, b""))
+    assert error_code(dont_fragment) == 420
+    assert dont_fragment.get(stun.UNKNOWN_ATTRIBUTES) == stun.DONT_FRAGMENT.to_bytes(2, "big")
+
+
+async def test_ipv6_allocation(make_server, peer: UdpEndpoint) -> None:  # type: ignore[no-untyped-def]
+    server = await make_server(udp_listen=[("::1", 0)], tcp_listen=[])
+    endpoint = await udp_endpoint("::1")
+    peer6 = await udp_endpoint("::1")
+    try:
+        client = RawClient(endpoint, server.udp_addresses[0])
+        response = await client.allocate((stun.REQUESTED_ADDRESS_FAMILY, bytes([2, 0, 0, 0])))
+        relayed = client.relayed(response)
+        assert relayed[0] == "::1"
+        assert error_code(await client.permit(peer.address)) == 443  # IPv4 peer, IPv6 relay
+        assert error_code(await client.permit(peer6.address)) is None
+        client.send_indication(peer6.address, b"six")
+        data, source = await peer6.receive()
+        assert data == b"six" and source[:2] == relayed
+    finally:
+        endpoint.close()
+        peer6.close()
+
+
+async def test_channel_bind_rules(client: RawClient, peer: UdpEndpoint) -> None:
+    await client.allocate()
+    assert error_code(await client.bind_channel(0x3FFF, peer.address)) == 400
+    assert error_code(await client.bind_channel(0x5000, peer.address)) == 400
+    assert error_code(await client.bind_channel(0x4000, peer.address)) is None
+    other = (peer.address[0], peer.address[1] + 1 if peer.address[1] < 65535 else 1024)
+    assert error_code(await client.bind_channel(0x4000, other)) == 400  # number taken
+    assert error_code(await client.bind_channel(0x4001, peer.address)) == 400  # peer taken
+    assert error_code(await client.bind_channel(0x4000, peer.address)) is None  # refresh
+
+
+async def test_wrong_user_on_allocation_is_441(server: TurnServer, client: RawClient) -> None:
+    await client.allocate()
+    server.core.auth._static_users["bob"] = "builder"
+    client.username, client.password = "bob", "builder"
+    client.key = b""
+    client.nonce = ""
+    response = await client.request(stun.Method.REFRESH)
+    assert error_code(response) == 441
