@@ -69,7 +69,7 @@ class _Frame(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    v: Literal[1] = 1
+    v: Literal[1]
 
 
 # ======================================================================================
