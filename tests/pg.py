@@ -39,8 +39,11 @@ def find_bin_dir() -> Path:
     """The directory holding ``initdb``/``pg_ctl``: ``$FACECALL_PG_BIN``, Debian's
     ``/usr/lib/postgresql/<newest>/bin``, or the ``PATH``."""
     override = os.environ.get("FACECALL_PG_BIN")
-    candidates = [override] if override else []
-    candidates += sorted(
+    if override:
+        if (Path(override) / "initdb").exists() and (Path(override) / "pg_ctl").exists():
+            return Path(override)
+        raise PostgresUnavailable(f"FACECALL_PG_BIN={override} holds no initdb and pg_ctl")
+    candidates = sorted(
         glob.glob("/usr/lib/postgresql/*/bin"),
         key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
         reverse=True,

@@ -1,0 +1,93 @@
+"""Concurrency and durability: no lost rows, data survives a reopen, timestamps round-trip."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import text
+
+from facecall.store import Store
+from tests.store.factories import T0, ringing_call, token_hash, user_with_device
+
+
+async def test_concurrent_writers_lose_nothing(store: Store) -> None:
+    other = await Store.open(store.url)
+    try:
+        users = [await store.create_user(f"u{i}", f"U{i}", "h", T0) for i in range(4)]
+
+        async def register(s: Store, user_index: int, n: int) -> None:
+            user = users[user_index]
+            device = await s.create_device(user.id, "sdk", f"bot-{n}", T0 + n)
+            await s.create_token(token_hash(f"{user.id}/{n}"), user.id, device.id, T0 + n, None)
+            await s.touch_device(device.id, T0 + n + 1)
+
+        jobs = [register(store if n % 2 else other, n % 4, n) for n in range(40)]
+        await asyncio.gather(*jobs)
+        per_user = await other.list_devices_of_users([u.id for u in users])
+        assert sorted(len(d) for d in per_user.values()) == [10, 10, 10, 10]
+        for n in range(40):
+            resolved = await store.resolve_token(token_hash(f"{users[n % 4].id}/{n}"), T0 + 100)
+            assert resolved is not None and resolved.user_id == users[n % 4].id
+    finally:
+        await other.close()
+
+
+async def test_data_survives_close_and_reopen(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/facecall.db"
+    store = await Store.open(url)
+    alice, a_dev = await user_with_device(store, "alice")
+    bob, b_dev = await user_with_device(store, "bob")
+    call = ringing_call(alice, a_dev, [(bob, b_dev)], snapshot={"kept": ["across", "restarts"]})
+    await store.create_call(call)
+    await store.create_token(token_hash("t"), alice.id, a_dev.id, T0, T0 + 3600)
+    await store.close()
+
+    reopened = await Store.open(url)
+    try:
+        assert await reopened.get_user_by_username("Alice") == alice
+        assert await reopened.list_devices(bob.id) == [b_dev]
+        loaded = await reopened.load_call(call.call_id)
+        assert loaded is not None and loaded.snapshot == {"kept": ["across", "restarts"]}
+        assert await reopened.due_calls(T0 + 30) == [call.call_id]
+        assert await reopened.unended_calls() == [call.call_id]
+        token = await reopened.resolve_token(token_hash("t"), T0 + 1)
+        assert token is not None and token.device_id == a_dev.id
+    finally:
+        await reopened.close()
+
+
+async def test_sqlite_settings(tmp_path: Path) -> None:
+    store = await Store.open(f"sqlite+aiosqlite:///{tmp_path}/s.db")
+    try:
+        async with store._db.engine.connect() as conn:
+            assert (await conn.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
+            assert (await conn.execute(text("PRAGMA foreign_keys"))).scalar() == 1
+            assert (await conn.execute(text("PRAGMA busy_timeout"))).scalar() >= 1000
+    finally:
+        await store.close()
+
+
+async def test_in_memory_sqlite_store() -> None:
+    store = await Store.open("sqlite+aiosqlite://")
+    try:
+        users = await asyncio.gather(*(store.create_user(f"m{i}", "M", "h", T0) for i in range(10)))
+        assert len(await store.get_users([u.id for u in users])) == 10
+    finally:
+        await store.close()
+
+
+async def test_timestamps_round_trip_and_are_timezone_aware(store: Store) -> None:
+    moments = [0.0, 1.5, T0 + 0.123456, 4_102_444_800.25]  # 1970 .. 2100
+    for i, moment in enumerate(moments):
+        user = await store.create_user(f"t{i}", "T", "h", moment)
+        loaded = await store.get_user(user.id)
+        assert loaded is not None and abs(loaded.created_at - moment) < 1e-6
+    async with store._db.engine.connect() as conn:
+        raw = (await conn.execute(text("SELECT created_at FROM users WHERE username = 't2'"))).scalar()
+    if store.dialect == "postgresql":
+        assert isinstance(raw, datetime) and raw.utcoffset() is not None
+        assert raw == datetime.fromtimestamp(T0 + 0.123456, tz=UTC)
+    else:  # SQLite keeps the UTC wall time as text
+        assert str(raw).startswith("2023-11-14 22:13:20.123456")
