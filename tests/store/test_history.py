@@ -59,18 +59,21 @@ async def test_history_entries(store: Store) -> None:
     assert (first.direction, first.media, first.missed) == ("outgoing", "audio", False)
     assert first.caller_user_id == alice.id
     assert [(o.user_id, o.username, o.role) for o in first.others] == [(bob.id, "bob", "callee")]
+    assert first.participants == ((bob.id, "bob"),)
+    assert first.my_state == "left" and first.my_end_reason == "hung_up"
     assert first.duration == 60.0 and first.answered_at == T0 + 2 and first.ended_at == T0 + 62
-    assert first.call_end_reason == "hung_up" and first.call_state == "ended"
+    assert first.end_reason == "hung_up" and first.call_state == "ended"
 
     missed = by_id[timeout.call_id]
     assert (missed.direction, missed.missed, missed.duration) == ("incoming", True, None)
-    assert missed.end_reason == "ring_timeout" and missed.joined_at is None
+    assert missed.my_end_reason == "ring_timeout" and missed.joined_at is None
     assert [(o.username, o.role) for o in missed.others] == [("bob", "caller")]
 
     assert by_id[declined.call_id].missed is False
-    assert by_id[declined.call_id].end_reason == "declined"
+    assert by_id[declined.call_id].my_end_reason == "declined"
     assert by_id[cancelled.call_id].missed is True
-    assert by_id[cancelled.call_id].end_reason is None
+    assert by_id[cancelled.call_id].my_end_reason is None
+    assert by_id[cancelled.call_id].end_reason == "cancelled"
     live = by_id[ringing.call_id]
     assert (live.call_state, live.missed, live.duration, live.ended_at) == (
         "ringing",

@@ -186,14 +186,19 @@ class HistoryEntry:
     media: str
     direction: Direction
     caller_user_id: str
-    others: tuple[HistoryParty, ...]
-    state: str  # the user's own participant state
-    end_reason: str | None  # the user's own participant end reason
+    others: tuple[HistoryParty, ...]  # every other participant, in invitation order
+    my_state: str  # the user's own participant state
+    my_end_reason: str | None  # the user's own participant end reason
     call_state: str
-    call_end_reason: str | None
+    end_reason: str | None  # the call's end reason
     missed: bool
     created_at: float
     answered_at: float | None
     ended_at: float | None
-    joined_at: float | None
+    joined_at: float | None  # when the user joined, if ever
     duration: float | None
+
+    @property
+    def participants(self) -> tuple[tuple[str, str], ...]:
+        """The other participants as ``(user_id, username)`` pairs."""
+        return tuple((o.user_id, o.username) for o in self.others)
