@@ -20,6 +20,7 @@ the rate limiter (the packet leaves the bucket when enough tokens have
 accumulated; if the bytes waiting would exceed the queue limit, it is dropped),
 then delay + jitter.  Every decision is kept in :attr:`ImpairmentRelay.records`
 (times on the event loop's clock) so tests check the schedule, not the wall clock.
+Held datagrams leave at their departure time to within :data:`TIMER_SLACK`.
 
 Command line::
 
@@ -43,6 +44,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 Address = tuple[str, int]
+
+TIMER_SLACK = 0.001
+"""Held datagrams go out up to this early (s): uvloop's timers tick in milliseconds."""
 
 
 class Direction(enum.StrEnum):
@@ -324,7 +328,9 @@ class ImpairmentRelay:
         self._held: dict[Direction, list[tuple[float, int, bytes, Address]]] = {
             d: [] for d in Direction
         }
-        self._timers: dict[Direction, asyncio.TimerHandle | None] = {d: None for d in Direction}
+        self._timers: dict[Direction, tuple[asyncio.TimerHandle, float] | None] = {
+            d: None for d in Direction
+        }
 
     async def start(self) -> Address:
         """Bind the listening socket; return its address."""
@@ -345,9 +351,9 @@ class ImpairmentRelay:
 
     def close(self) -> None:
         """Stop relaying; datagrams still held are discarded."""
-        for direction, handle in self._timers.items():
-            if handle is not None:
-                handle.cancel()
+        for direction, timer in self._timers.items():
+            if timer is not None:
+                timer[0].cancel()
             self._timers[direction] = None
             self._held[direction].clear()
         if self._transport is not None:
@@ -419,17 +425,18 @@ class ImpairmentRelay:
         if not heap:
             return
         if timer is not None:
-            if timer.when() <= heap[0][0]:
+            if timer[1] <= heap[0][0]:
                 return
-            timer.cancel()
-        self._timers[direction] = self._loop.call_at(heap[0][0], self._release, direction)
+            timer[0].cancel()
+        when = heap[0][0]
+        self._timers[direction] = (self._loop.call_at(when, self._release, direction), when)
 
     def _release(self, direction: Direction) -> None:
         """Send on every held datagram whose departure time has come, in order."""
         assert self._loop is not None
         self._timers[direction] = None
         heap, now = self._held[direction], self._loop.time()
-        while heap and heap[0][0] <= now:
+        while heap and heap[0][0] <= now + TIMER_SLACK:
             _, _, data, destination = heapq.heappop(heap)
             self._send(data, destination)
         self._arm(direction)
