@@ -1,0 +1,92 @@
+"""Accounts: sign up, sign in, sign out, look up users."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+
+from facecall.api.auth import (
+    Principal,
+    current_principal,
+    get_store,
+    hash_password,
+    new_token,
+    token_hash,
+    verify_password,
+)
+from facecall.api.schemas import Session, SignIn, SignUp, Username, UserOut
+from facecall.store import Store, UsernameTaken
+from facecall.store.records import UserRecord
+
+router = APIRouter(prefix="/v1", tags=["accounts"])
+
+# A real hash to verify against when the user does not exist, so that timing does not tell.
+_DUMMY_HASH = hash_password("facecall-timing-equaliser")
+
+
+def user_out(user: UserRecord) -> UserOut:
+    return UserOut(id=user.id, username=user.username, display_name=user.display_name)
+
+
+async def _open_session(request: Request, store: Store, user: UserRecord) -> Session:
+    now = time.time()
+    ttl: float = request.app.state.settings.user_token_ttl
+    token = new_token()
+    await store.create_token(token_hash(token), user.id, None, now, now + ttl)
+    return Session(token=token, user=user_out(user), expires_at=now + ttl)
+
+
+@router.post("/accounts", status_code=status.HTTP_201_CREATED, response_model=Session)
+async def sign_up(body: SignUp, request: Request, store: Store = Depends(get_store)) -> Session:  # noqa: B008
+    """Create an account and return an account token."""
+    try:
+        user = await store.create_user(
+            body.username, body.display_name or body.username, hash_password(body.password),
+            time.time(),
+        )
+    except UsernameTaken:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail="username is taken") from None
+    return await _open_session(request, store, user)
+
+
+@router.post("/sessions", response_model=Session)
+async def sign_in(body: SignIn, request: Request, store: Store = Depends(get_store)) -> Session:  # noqa: B008
+    """Exchange username and password for an account token."""
+    user = await store.get_user_by_username(body.username)
+    if not verify_password(user.password_hash if user else _DUMMY_HASH, body.password) or not user:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="wrong username or password")
+    return await _open_session(request, store, user)
+
+
+@router.delete("/sessions/current", status_code=status.HTTP_204_NO_CONTENT)
+async def sign_out(
+    principal: Principal = Depends(current_principal),  # noqa: B008
+    store: Store = Depends(get_store),  # noqa: B008
+) -> None:
+    """Revoke the token used for this request."""
+    await store.revoke_token(principal.token_hash, time.time())
+
+
+@router.get("/me", response_model=UserOut)
+async def me(
+    principal: Principal = Depends(current_principal),  # noqa: B008
+    store: Store = Depends(get_store),  # noqa: B008
+) -> UserOut:
+    user = await store.get_user(principal.user_id)
+    if user is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="account no longer exists")
+    return user_out(user)
+
+
+@router.get("/users/{username}", response_model=UserOut)
+async def find_user(
+    username: Username,
+    _: Principal = Depends(current_principal),  # noqa: B008
+    store: Store = Depends(get_store),  # noqa: B008
+) -> UserOut:
+    """Look a user up by username (to call them)."""
+    user = await store.get_user_by_username(username)
+    if user is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such user")
+    return user_out(user)

@@ -1,0 +1,66 @@
+"""Devices: register, list and remove a user's devices."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+
+from facecall.api.auth import Principal, current_principal, get_store, new_token, token_hash
+from facecall.api.schemas import DeviceIn, DeviceOut, DeviceRegistered
+from facecall.store import Store
+from facecall.store.records import DeviceRecord
+
+router = APIRouter(prefix="/v1/devices", tags=["devices"])
+
+MAX_DEVICES_PER_USER = 32
+
+
+def device_out(device: DeviceRecord, online: bool = False) -> DeviceOut:
+    return DeviceOut(
+        id=device.id, kind=device.kind, name=device.name, created_at=device.created_at,
+        last_seen_at=device.last_seen_at, online=online,
+    )
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=DeviceRegistered)
+async def register_device(
+    body: DeviceIn,
+    principal: Principal = Depends(current_principal),  # noqa: B008
+    store: Store = Depends(get_store),  # noqa: B008
+) -> DeviceRegistered:
+    """Register a device of the signed-in user; returns its token (shown once)."""
+    if len(await store.list_devices(principal.user_id)) >= MAX_DEVICES_PER_USER:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, detail=f"at most {MAX_DEVICES_PER_USER} devices per user"
+        )
+    now = time.time()
+    device = await store.create_device(principal.user_id, body.kind, body.name, now)
+    token = new_token()
+    await store.create_token(token_hash(token), principal.user_id, device.id, now, None)
+    return DeviceRegistered(device=device_out(device), token=token)
+
+
+@router.get("", response_model=list[DeviceOut])
+async def list_devices(
+    request: Request,
+    principal: Principal = Depends(current_principal),  # noqa: B008
+    store: Store = Depends(get_store),  # noqa: B008
+) -> list[DeviceOut]:
+    """The signed-in user's devices, with whether each is connected now."""
+    devices = await store.list_devices(principal.user_id)
+    online = await request.app.state.bus.online([d.id for d in devices])
+    return [device_out(d, d.id in online) for d in devices]
+
+
+@router.delete("/{device_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def remove_device(
+    device_id: str,
+    request: Request,
+    principal: Principal = Depends(current_principal),  # noqa: B008
+    store: Store = Depends(get_store),  # noqa: B008
+) -> None:
+    """Remove a device: its token stops working and it leaves any call it is in."""
+    if len(device_id) > 64 or not await store.remove_device(principal.user_id, device_id, time.time()):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such device")
+    await request.app.state.signaling.device_removed(principal.user_id, device_id)

@@ -1,0 +1,23 @@
+"""Operations: health and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from facecall import __version__
+from facecall.api.schemas import Health
+
+router = APIRouter(tags=["ops"])
+
+
+@router.get("/healthz", response_model=Health)
+async def healthz() -> Health:
+    """Liveness: the process serves requests."""
+    return Health(status="ok", version=__version__)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics() -> Response:
+    """Prometheus text exposition of the process-wide registry."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,78 @@
+"""The `facecall` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from facecall import __version__
+from facecall.config import Settings
+from facecall.logs import configure_logging
+
+
+def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="listen address (FACECALL_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="HTTP/WebSocket port (FACECALL_PORT, default 8080)")
+    parser.add_argument("--database-url",
+                        help="SQLAlchemy URL (FACECALL_DATABASE_URL, default SQLite ./facecall.db)")
+    parser.add_argument("--ring-timeout", type=float, help="seconds before a ring is missed (30)")
+    parser.add_argument("--log-level", help="debug, info, warning, error")
+    parser.add_argument("--log-json", action="store_const", const=True, help="JSON log lines")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(
+        host=args.host, port=args.port, database_url=args.database_url,
+        ring_timeout=args.ring_timeout, log_level=args.log_level, log_json=args.log_json,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facecall", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"facecall {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="all-in-one server: API, signaling, STUN/TURN")
+    _add_server_arguments(serve)
+    serve.add_argument("--no-turn", action="store_true", help="do not run the STUN/TURN server")
+
+    signaling = commands.add_parser(
+        "signaling", help="API + signaling node only (scale-out: PostgreSQL + Redis)")
+    _add_server_arguments(signaling)
+
+    turn = commands.add_parser("turn", help="the STUN/TURN server alone")
+    from facecall.turn.cli import add_turn_arguments
+
+    add_turn_arguments(turn)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command in ("serve", "signaling"):
+        settings = _settings(args)
+        configure_logging(settings.log_level, settings.log_json)
+        from facecall.server import run
+
+        try:
+            run(settings, with_turn=args.command == "serve" and not args.no_turn)
+        except KeyboardInterrupt:
+            pass
+        return 0
+    if args.command == "turn":
+        configure_logging("info")
+        import asyncio
+
+        from facecall.turn.cli import run_turn
+
+        try:
+            asyncio.run(run_turn(args))
+        except KeyboardInterrupt:
+            pass
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""The client side of the signaling protocol: requests with replies, events, acks and resume.
+
+Used by the SDK's `Device` and by the test-suite. It keeps the last ``seq`` it saw and the
+requests not yet answered; after a dropped connection :meth:`SignalingConnection.resume`
+reconnects, says ``hello{resume_from}``, and resends the unanswered requests with their ids (the
+server answers a repeated id from its cache instead of acting twice). docs/protocol.md, "Resume".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import uuid
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from facecall.logs import get_logger
+
+log = get_logger(__name__)
+
+
+class SignalingError(Exception):
+    """The server refused a request; ``code`` is the stable error code of docs/protocol.md."""
+
+    def __init__(self, code: str, message: str, re: str | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code, self.message, self.re = code, message, re
+
+
+class ConnectionClosed(Exception):
+    """The signaling connection closed (``code``/``reason`` from the WebSocket close frame)."""
+
+    def __init__(self, code: int | None, reason: str) -> None:
+        super().__init__(f"connection closed ({code}): {reason}")
+        self.code, self.reason = code, reason
+
+
+class SignalingConnection:
+    """One device's signaling connection to a facecall server."""
+
+    def __init__(self, ws_url: str, token: str, *, ack_every: int = 1) -> None:
+        self.ws_url = ws_url
+        self.token = token
+        self.ack_every = ack_every
+        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.welcome: dict[str, Any] | None = None
+        self.last_seq: int | None = None
+        self._ws: ClientConnection | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._pending: dict[str, tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]] = {}
+        self._ids = itertools.count(1)
+        self._prefix = uuid.uuid4().hex[:8]
+        self._closed: ConnectionClosed | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._ws is not None and self._closed is None
+
+    async def connect(self) -> dict[str, Any]:
+        """Open the connection and say hello (resuming if a seq was seen before)."""
+        self._closed = None
+        self._ws = await websockets.connect(
+            self.ws_url, additional_headers={"Authorization": f"Bearer {self.token}"},
+            max_size=2**20, open_timeout=10,
+        )
+        hello_id = self._next_id()
+        await self._ws.send(json.dumps(
+            {"v": 1, "id": hello_id, "type": "hello", "resume_from": self.last_seq}))
+        while True:
+            frame = json.loads(await self._ws.recv())
+            if frame.get("type") == "welcome":
+                break
+            if frame.get("type") == "error":
+                raise SignalingError(frame["code"], frame["message"], frame.get("re"))
+        self.welcome = frame
+        self._reader = asyncio.create_task(self._read())
+        for request, _ in list(self._pending.values()):  # resend what was never answered
+            await self._ws.send(json.dumps(request))
+        return frame
+
+    resume = connect
+
+    def _next_id(self) -> str:
+        return f"{self._prefix}-{next(self._ids)}"
+
+    async def request(self, type_: str, timeout: float = 10.0, **fields: Any) -> dict[str, Any]:
+        """Send a request and wait for its ``ok`` (returned) or ``error`` (raised)."""
+        if self._ws is None or self._closed is not None:
+            raise ConnectionClosed(None, "not connected")
+        msg_id = self._next_id()
+        request = {"v": 1, "id": msg_id, "type": type_, **fields}
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[msg_id] = (request, future)
+        await self._ws.send(json.dumps(request))
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        finally:
+            if future.done():
+                self._pending.pop(msg_id, None)
+
+    async def next_event(self, type_: str | None = None, timeout: float = 10.0) -> dict[str, Any]:
+        """The next event (of ``type_``, skipping others when given)."""
+        while True:
+            event = await asyncio.wait_for(self.events.get(), timeout)
+            if type_ is None or event.get("type") == type_:
+                return event
+
+    async def _read(self) -> None:
+        assert self._ws is not None
+        ws = self._ws
+        try:
+            async for raw in ws:
+                frame = json.loads(raw)
+                kind = frame.get("type")
+                if kind in ("ok", "error", "pong") and frame.get("re") in self._pending:
+                    _, future = self._pending.pop(frame["re"])
+                    if not future.done():
+                        if kind == "error":
+                            future.set_exception(SignalingError(
+                                frame["code"], frame["message"], frame.get("re")))
+                        else:
+                            future.set_result(frame)
+                    continue
+                seq = frame.get("seq")
+                if isinstance(seq, int):
+                    if self.last_seq is not None and seq <= self.last_seq:
+                        continue  # replayed and already seen
+                    self.last_seq = seq
+                    if seq % self.ack_every == 0:
+                        await ws.send(json.dumps(
+                            {"v": 1, "id": self._next_id(), "type": "ack", "seq": seq}))
+                await self.events.put(frame)
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            rcvd = ws.close_rcvd
+            self._closed = ConnectionClosed(
+                rcvd.code if rcvd else None, rcvd.reason if rcvd else "connection lost")
+            await self.events.put({"type": "connection.closed", "code": self._closed.code,
+                                   "reason": self._closed.reason})
+
+    async def drop(self) -> None:
+        """Break the transport without saying goodbye (tests of resume use this)."""
+        if self._ws is not None:
+            self._ws.transport.abort()
+        if self._reader is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+
+    async def close(self) -> None:
+        """Close politely; unanswered requests fail with ConnectionClosed."""
+        if self._ws is not None:
+            await self._ws.close()
+        if self._reader is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        for _, future in self._pending.values():
+            if not future.done():
+                future.set_exception(ConnectionClosed(1000, "closed"))
+        self._pending.clear()

@@ -1,0 +1,384 @@
+"""The signaling service: drives `CallMachine`s with the store, the bus and the clock.
+
+For every request it loads the call (cached, optimistic version), feeds the event to the pure
+machine, **writes the new state before any effect goes out** (DESIGN.md invariant 2), then
+delivers the effects through the `Bus`. Ring deadlines are kept in the ``calls.next_deadline``
+column, so a restarted node — or another node — finishes what was in flight. Devices whose
+connection drops get ``Settings.resume_grace`` seconds to resume before they leave their calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from facecall.bus import Bus, Listener
+from facecall.config import Settings
+from facecall.logs import get_logger
+from facecall.signaling import metrics
+from facecall.signaling.effects import CallEnded, Deliver, Effect
+from facecall.signaling.errors import ErrorCode, ProtocolError
+from facecall.signaling.events import (
+    Abort,
+    Answer,
+    Cancel,
+    Decline,
+    DeviceLost,
+    Event,
+    Hangup,
+    Invite,
+    Relay,
+)
+from facecall.signaling.glare import glare_winner, is_glare
+from facecall.signaling.machine import CallMachine
+from facecall.signaling.push import PushNotifier, UnconfiguredPush
+from facecall.signaling.reasons import EndReason
+from facecall.signaling.records import LegState
+from facecall.store import CallWrite, LegWrite, ParticipantWrite, StaleVersion, Store
+
+if TYPE_CHECKING:
+    from facecall.signaling.session import DeviceSession
+
+log = get_logger(__name__)
+
+CACHE_LIMIT = 10_000  # calls kept in memory between requests
+REPLY_CACHE_PER_DEVICE = 128  # answered request ids remembered for resend dedupe
+SAVE_ATTEMPTS = 4
+TIMER_POLL = 1.0  # seconds between store polls for deadlines set by other nodes or past runs
+
+
+def call_write(machine: CallMachine) -> CallWrite:
+    """The rows and snapshot the store keeps for ``machine`` (latest leg per device)."""
+    latest: dict[str, LegWrite] = {}
+    for leg in machine.legs:
+        latest[leg.device_id] = LegWrite(
+            user_id=leg.user_id, device_id=leg.device_id, state=leg.state.value,
+            updated_at=leg.ended_at or leg.joined_at or leg.rung_at or machine.created_at,
+            end_reason=None if leg.reason is None else leg.reason.value,
+        )
+    return CallWrite(
+        call_id=machine.call_id, media=machine.media, state=machine.state.value,
+        caller_user_id=machine.caller_user, caller_device_id=machine.caller_device,
+        created_at=machine.created_at, answered_at=machine.answered_at,
+        ended_at=machine.ended_at,
+        end_reason=None if machine.end_reason is None else machine.end_reason.value,
+        next_deadline=machine.get_timer(), snapshot=machine.to_dict(),
+        participants=[
+            ParticipantWrite(
+                user_id=p.user_id, role=p.role.value, state=p.state.value,
+                invited_at=p.invited_at, end_reason=None if p.reason is None else p.reason.value,
+                joined_at=p.joined_at, left_at=p.ended_at, answered_device_id=p.device_id,
+            )
+            for p in machine.participants
+        ],
+        legs=list(latest.values()),
+    )
+
+
+class CallService:
+    """All call signaling of one node."""
+
+    def __init__(self, store: Store, bus: Bus, settings: Settings,
+                 push: PushNotifier | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.bus = bus
+        self.settings = settings
+        self.push = push or UnconfiguredPush()
+        self.clock = clock
+        self._cache: OrderedDict[str, tuple[int, CallMachine]] = OrderedDict()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._replies: dict[str, OrderedDict[str, str]] = {}
+        self._sessions: dict[str, DeviceSession] = {}
+        self._grace: dict[str, asyncio.Task[None]] = {}
+        self._deadlines: list[tuple[float, str]] = []
+        self._wake = asyncio.Event()
+        self._timer_task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Recover calls left by an earlier run, then run the timer loop."""
+        for call_id in await self.store.unended_calls():
+            entry = await self._load(call_id)
+            if entry is None:
+                continue
+            machine = entry[1]
+            if (deadline := machine.get_timer()) is not None:
+                heapq.heappush(self._deadlines, (deadline, call_id))
+            online = await self.bus.online(leg.device_id for leg in machine.legs)
+            for leg in machine.legs:
+                if leg.state is not LegState.ENDED and leg.device_id not in online \
+                        and leg.device_id not in self._grace:
+                    self._start_grace(leg.user_id, leg.device_id)
+        self._timer_task = asyncio.create_task(self._timer_loop(), name="facecall-ring-timers")
+
+    async def stop(self) -> None:
+        tasks = [*self._grace.values(), *([self._timer_task] if self._timer_task else [])]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._grace.clear()
+
+    # ------------------------------------------------------------------ sessions
+
+    def cached_reply(self, device_id: str, msg_id: str) -> str | None:
+        """The reply already sent for request ``msg_id`` of this device (resend dedupe)."""
+        replies = self._replies.get(device_id)
+        return replies.get(msg_id) if replies else None
+
+    def remember_reply(self, device_id: str, msg_id: str, text: str) -> None:
+        replies = self._replies.setdefault(device_id, OrderedDict())
+        replies[msg_id] = text
+        while len(replies) > REPLY_CACHE_PER_DEVICE:
+            replies.popitem(last=False)
+
+    async def device_attached(self, user_id: str, device_id: str, session: DeviceSession,
+                              listener: Listener) -> None:
+        """A device said hello: it is now the device's one connection; stop its grace timer."""
+        previous = self._sessions.get(device_id)
+        self._sessions[device_id] = session
+        if previous is not None and previous is not session:
+            previous.kick("replaced by a newer connection of this device")
+        else:
+            metrics.CONNECTED_DEVICES.inc()
+        if (task := self._grace.pop(device_id, None)) is not None:
+            task.cancel()
+        await self.bus.attach(device_id, session.connection_id, listener)
+        await self.store.touch_device(device_id, self.clock())
+
+    async def device_detached(self, user_id: str, device_id: str, session: DeviceSession) -> None:
+        """A connection closed; if it was the device's current one, the resume grace starts."""
+        if self._sessions.get(device_id) is session:
+            del self._sessions[device_id]
+            metrics.CONNECTED_DEVICES.dec()
+        if await self.bus.detach(device_id, session.connection_id):
+            self._start_grace(user_id, device_id)
+
+    def _start_grace(self, user_id: str, device_id: str) -> None:
+        async def expire() -> None:
+            await asyncio.sleep(self.settings.resume_grace)
+            if device_id in await self.bus.online([device_id]):
+                return
+            self._grace.pop(device_id, None)
+            await self._leave_all(user_id, device_id, DeviceLost(user_id, device_id))
+
+        if (old := self._grace.pop(device_id, None)) is not None:
+            old.cancel()
+        self._grace[device_id] = asyncio.create_task(expire(), name=f"grace-{device_id}")
+
+    async def _leave_all(self, user_id: str, device_id: str, event: Event) -> None:
+        for call_id in await self.store.live_calls_of_user(user_id):
+            with contextlib.suppress(ProtocolError):  # this device was not in that call
+                await self._apply(call_id, event)
+
+    async def device_removed(self, user_id: str, device_id: str) -> None:
+        """A device was removed: close its connection; it leaves every call it is in."""
+        if (session := self._sessions.pop(device_id, None)) is not None:
+            session.kick("device removed")
+            metrics.CONNECTED_DEVICES.dec()
+        if (task := self._grace.pop(device_id, None)) is not None:
+            task.cancel()
+        await self._leave_all(user_id, device_id, DeviceLost(user_id, device_id))
+        await self.bus.forget(device_id)
+
+    # ------------------------------------------------------------------ requests
+
+    async def handle_request(self, user_id: str, device_id: str, message: Any) -> dict[str, Any]:
+        """Act on one validated client request; returns the ``ok`` fields or raises ProtocolError."""
+        kind: str = message.type
+        started = time.perf_counter()
+        try:
+            result = await self._dispatch(user_id, device_id, kind, message)
+        except ProtocolError as exc:
+            metrics.REQUESTS.labels(kind, exc.code.value).inc()
+            raise
+        metrics.REQUESTS.labels(kind, "ok").inc()
+        metrics.REQUEST_SECONDS.observe(time.perf_counter() - started)
+        return result
+
+    async def _dispatch(self, user_id: str, device_id: str, kind: str,
+                        message: Any) -> dict[str, Any]:
+        if kind == "call.start":
+            return await self.start_call(user_id, device_id, list(message.to), message.media)
+        if kind in ("call.sdp", "call.candidate"):
+            relay = Relay.from_message(user_id, device_id, message)
+            return await self._apply(message.call_id, relay, persist=False)
+        if kind == "call.invite":
+            callees, busy = await self._callees(user_id, list(message.to))
+            invite = Invite(user_id, device_id, callees, frozenset(busy))
+            return await self._apply(message.call_id, invite)
+        events: dict[str, Event] = {
+            "call.answer": Answer(user_id, device_id),
+            "call.cancel": Cancel(user_id, device_id),
+            "call.hangup": Hangup(user_id, device_id),
+        }
+        if kind == "call.decline":
+            return await self._apply(message.call_id, Decline(user_id, device_id, message.busy))
+        if kind in events:
+            return await self._apply(message.call_id, events[kind])
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"{kind} is not a request")
+
+    async def _callees(self, caller: str, user_ids: list[str]) -> tuple[dict[str, list[str]],
+                                                                        set[str]]:
+        """Devices to ring per callee and which callees are already in a call."""
+        found = await self.store.get_users(user_ids)
+        missing = [u for u in user_ids if u not in found]
+        if missing:
+            raise ProtocolError(ErrorCode.UNKNOWN_USER, f"no such user: {', '.join(missing[:5])}")
+        devices = await self.store.list_devices_of_users(user_ids)
+        callees = {u: [d.id for d in devices.get(u, [])] for u in user_ids}
+        busy = {u for u in user_ids if u != caller and await self.store.live_calls_of_user(u)}
+        return callees, busy
+
+    async def start_call(self, user_id: str, device_id: str, to: list[str],
+                         media: str) -> dict[str, Any]:
+        """Place a call; resolves glare with a ringing call the other way (see glare.py)."""
+        to = list(dict.fromkeys(to))
+        callees, busy = await self._callees(user_id, to)
+        now = self.clock()
+        machine = CallMachine.start(
+            call_id=uuid.uuid4().hex, media=media, caller_user=user_id, caller_device=device_id,
+            callees=callees, now=now, busy_users=busy, ring_timeout=self.settings.ring_timeout,
+        )
+        if len(to) == 1:
+            for other_id in await self.store.ringing_calls_between(to[0], user_id):
+                entry = await self._load(other_id)
+                if entry is None or not is_glare(entry[1], machine):
+                    continue
+                if glare_winner(entry[1], machine) is entry[1]:
+                    # Their call survives: this device answers it instead of placing a new one.
+                    await self._apply(other_id, Answer(user_id, device_id))
+                    return {"call_id": other_id, "glare": "merged"}
+                await self._apply(other_id, Abort(EndReason.GLARE))
+                effects = machine.drain_effects()
+                await self._create(machine, effects)
+                loser = entry[1]
+                await self._apply(machine.call_id, Answer(loser.caller_user, loser.caller_device))
+                return {"call_id": machine.call_id, "glare": "won"}
+        await self._create(machine, machine.drain_effects())
+        return {"call_id": machine.call_id}
+
+    async def _create(self, machine: CallMachine, effects: list[Effect]) -> None:
+        version = await self.store.create_call(call_write(machine))
+        metrics.CALLS_STARTED.labels(machine.media).inc()
+        self._remember(machine, version)
+        await self._perform(machine, effects)
+
+    # ------------------------------------------------------------------ the core loop
+
+    def _lock(self, call_id: str) -> asyncio.Lock:
+        lock = self._locks.get(call_id)
+        if lock is None:
+            lock = self._locks[call_id] = asyncio.Lock()
+        return lock
+
+    async def _load(self, call_id: str) -> tuple[int, CallMachine] | None:
+        cached = self._cache.get(call_id)
+        if cached is not None:
+            self._cache.move_to_end(call_id)
+            return cached
+        if len(call_id) > 64:
+            return None
+        stored = await self.store.load_call(call_id)
+        if stored is None:
+            return None
+        entry = (stored.version, CallMachine.from_dict(stored.snapshot))
+        if not entry[1].ended:
+            self._cache[call_id] = entry
+        return entry
+
+    def _remember(self, machine: CallMachine, version: int) -> None:
+        if machine.ended:
+            self._cache.pop(machine.call_id, None)
+            return
+        self._cache[machine.call_id] = (version, machine)
+        self._cache.move_to_end(machine.call_id)
+        while len(self._cache) > CACHE_LIMIT:
+            self._cache.popitem(last=False)
+        if (deadline := machine.get_timer()) is not None:
+            heapq.heappush(self._deadlines, (deadline, machine.call_id))
+            self._wake.set()
+
+    async def _apply(self, call_id: str, event: Event | None, *, persist: bool = True,
+                     timer: bool = False) -> dict[str, Any]:
+        """Apply ``event`` (or the timers, when ``timer``) to the call; save; deliver."""
+        async with self._lock(call_id):
+            for _ in range(SAVE_ATTEMPTS):
+                entry = await self._load(call_id)
+                if entry is None:
+                    raise ProtocolError(ErrorCode.UNKNOWN_CALL, "no such call")
+                version, machine = entry
+                try:
+                    if timer:
+                        deadline = machine.get_timer()
+                        if deadline is None or deadline > self.clock():
+                            return {}  # a stale heap entry: nothing is due
+                        machine.handle_timer(self.clock())
+                        result: dict[str, Any] = {}
+                    else:
+                        assert event is not None
+                        result = machine.handle(event, self.clock())
+                    effects = machine.drain_effects()
+                    if persist:
+                        version = await self.store.save_call(call_write(machine), version)
+                except StaleVersion:
+                    metrics.STALE_RETRIES.inc()
+                    self._cache.pop(call_id, None)
+                    continue
+                except ProtocolError:
+                    raise  # the machine changed nothing
+                except BaseException:
+                    self._cache.pop(call_id, None)  # the machine may be ahead of the store
+                    raise
+                self._remember(machine, version)
+                await self._perform(machine, effects)
+                if machine.ended:
+                    self._locks.pop(call_id, None)
+                return result
+        raise ProtocolError(ErrorCode.INTERNAL, "the call is busy; retry")
+
+    async def _perform(self, machine: CallMachine, effects: list[Effect]) -> None:
+        """Deliver effects in order, after the state that caused them was stored."""
+        for effect in effects:
+            if isinstance(effect, Deliver):
+                await self.bus.deliver(effect.device_id, effect.message)
+                if effect.message.get("type") == "call.ring" and \
+                        effect.device_id not in await self.bus.online([effect.device_id]):
+                    await self.push.notify_ring(effect.user_id, effect.device_id, effect.message)
+            elif isinstance(effect, CallEnded):
+                metrics.CALLS_ENDED.labels(effect.reason.value).inc()
+                log.info("call.ended", call_id=machine.call_id, reason=effect.reason.value)
+
+    # ------------------------------------------------------------------ timers
+
+    async def _timer_loop(self) -> None:
+        next_poll = 0.0
+        while True:
+            now = self.clock()
+            due: set[str] = set()
+            while self._deadlines and self._deadlines[0][0] <= now:
+                due.add(heapq.heappop(self._deadlines)[1])
+            if now >= next_poll:
+                due.update(await self.store.due_calls(now))
+                next_poll = now + TIMER_POLL
+            for call_id in due:
+                try:
+                    await self._apply(call_id, None, timer=True)
+                except ProtocolError:
+                    pass  # ended meanwhile
+                except Exception:
+                    log.exception("timer.failed", call_id=call_id)
+            wait = next_poll - self.clock()
+            if self._deadlines:
+                wait = min(wait, self._deadlines[0][0] - self.clock())
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.0, wait))

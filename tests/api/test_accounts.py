@@ -1,0 +1,95 @@
+"""Accounts over real HTTP: sign up, sign in, tokens, and bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.live import LiveServer
+
+
+async def test_sign_up_sign_in_me(server: LiveServer) -> None:
+    account = await server.sign_up("alice")
+    assert account["user"]["username"] == "alice"
+    r = await server.http.post("/v1/sessions", json={"username": "ALICE",
+                                                     "password": "correct horse battery"})
+    assert r.status_code == 200
+    token = r.json()["token"]
+    assert token != account["token"]
+    me = await server.http.get("/v1/me", headers={"Authorization": f"Bearer {token}"})
+    assert me.json()["id"] == account["user"]["id"]
+
+
+async def test_duplicate_username_is_409_and_first_account_survives(server: LiveServer) -> None:
+    await server.sign_up("bob")
+    r = await server.http.post("/v1/accounts", json={"username": "Bob", "password": "x" * 12})
+    assert r.status_code == 409
+    assert r.json()["detail"] == "username is taken"
+    ok = await server.http.post("/v1/sessions", json={"username": "bob",
+                                                      "password": "correct horse battery"})
+    assert ok.status_code == 200
+
+
+@pytest.mark.parametrize("body", [
+    {"username": "al", "password": "longenough"},  # too short
+    {"username": "a" * 33, "password": "longenough"},  # too long
+    {"username": "bad name", "password": "longenough"},  # space
+    {"username": "carol", "password": "short"},
+    {"username": "carol", "password": "x" * 257},
+    {"username": "carol"},
+    {"username": 5, "password": "longenough"},
+    {"username": "carol", "password": "longenough", "admin": True},  # unknown field
+])
+async def test_sign_up_rejects_bad_input(server: LiveServer, body: dict[str, object]) -> None:
+    r = await server.http.post("/v1/accounts", json=body)
+    assert r.status_code == 422
+    assert (await server.http.post("/v1/sessions", json={"username": "carol",
+                                                         "password": "longenough"})).status_code == 401
+
+
+async def test_malformed_json_body(server: LiveServer) -> None:
+    r = await server.http.post("/v1/accounts", content=b"{not json",
+                               headers={"content-type": "application/json"})
+    assert r.status_code == 422
+
+
+async def test_wrong_password_and_unknown_user_look_the_same(server: LiveServer) -> None:
+    await server.sign_up("dave")
+    wrong = await server.http.post("/v1/sessions", json={"username": "dave", "password": "nope-nope"})
+    unknown = await server.http.post("/v1/sessions", json={"username": "erin", "password": "nope-nope"})
+    assert wrong.status_code == unknown.status_code == 401
+    assert wrong.json() == unknown.json()
+
+
+@pytest.mark.parametrize("header", [
+    None, "Bearer", "Bearer nonsense", "Basic abc", "Bearer " + "x" * 5000,
+])
+async def test_bad_tokens_are_401(server: LiveServer, header: str | None) -> None:
+    headers = {"Authorization": header} if header is not None else {}
+    r = await server.http.get("/v1/me", headers=headers)
+    assert r.status_code in (401, 403)
+    assert "detail" in r.json()
+
+
+async def test_sign_out_revokes_the_token(server: LiveServer) -> None:
+    account = await server.sign_up("frank")
+    auth = {"Authorization": f"Bearer {account['token']}"}
+    assert (await server.http.delete("/v1/sessions/current", headers=auth)).status_code == 204
+    assert (await server.http.get("/v1/me", headers=auth)).status_code == 401
+
+
+async def test_find_user(server: LiveServer) -> None:
+    a = await server.sign_up("grace")
+    await server.sign_up("heidi")
+    auth = {"Authorization": f"Bearer {a['token']}"}
+    r = await server.http.get("/v1/users/heidi", headers=auth)
+    assert r.status_code == 200 and r.json()["username"] == "heidi"
+    assert (await server.http.get("/v1/users/nobody", headers=auth)).status_code == 404
+    assert (await server.http.get("/v1/users/heidi")).status_code == 401
+
+
+async def test_health_metrics_openapi(server: LiveServer) -> None:
+    assert (await server.http.get("/healthz")).json()["status"] == "ok"
+    metrics = await server.http.get("/metrics")
+    assert metrics.status_code == 200 and "python_info" in metrics.text
+    spec = (await server.http.get("/openapi.json")).json()
+    assert "/v1/accounts" in spec["paths"] and "/v1/turn/credentials" in spec["paths"]

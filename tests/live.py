@@ -1,0 +1,90 @@
+"""A real facecall server on a free loopback port, for tests (uvicorn in the test's event loop)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from facecall.client.signaling import SignalingConnection
+from facecall.config import Settings
+from facecall.server import build_uvicorn
+
+
+@dataclass
+class LiveServer:
+    """A running server: its URLs and an HTTP client bound to it."""
+
+    settings: Settings
+    base_url: str
+    ws_url: str
+    http: httpx.AsyncClient
+    app: Any
+
+    async def sign_up(self, username: str, password: str = "correct horse battery") -> dict[str, Any]:
+        r = await self.http.post("/v1/accounts", json={"username": username, "password": password})
+        assert r.status_code == 201, r.text
+        body: dict[str, Any] = r.json()
+        return body
+
+    async def register_device(self, account_token: str, name: str = "phone",
+                              kind: str = "sdk") -> dict[str, Any]:
+        r = await self.http.post("/v1/devices", json={"kind": kind, "name": name},
+                                 headers={"Authorization": f"Bearer {account_token}"})
+        assert r.status_code == 201, r.text
+        body: dict[str, Any] = r.json()
+        return body
+
+    async def device(self, device_token: str) -> SignalingConnection:
+        """A connected signaling connection for a device token."""
+        conn = SignalingConnection(self.ws_url, device_token)
+        await conn.connect()
+        return conn
+
+    async def user_with_devices(self, username: str, n: int = 1) -> tuple[dict[str, Any],
+                                                                        list[SignalingConnection]]:
+        account = await self.sign_up(username)
+        conns = []
+        for i in range(n):
+            reg = await self.register_device(account["token"], name=f"{username}-dev{i}")
+            conn = await self.device(reg["token"])
+            conn.device_id = reg["device"]["id"]  # type: ignore[attr-defined]
+            conns.append(conn)
+        return account, conns
+
+
+def free_socket(host: str = "127.0.0.1") -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    return sock
+
+
+@asynccontextmanager
+async def live_server(database_url: str, **overrides: Any) -> AsyncIterator[LiveServer]:
+    """Start the API + signaling app on a free port; stop it on exit."""
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    settings = Settings(host="127.0.0.1", port=port, database_url=database_url,
+                        turn_urls=["stun:127.0.0.1:3478", "turn:127.0.0.1:3478?transport=udp"],
+                        **overrides)
+    server = build_uvicorn(settings)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    base = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+        try:
+            yield LiveServer(settings, base, f"ws://127.0.0.1:{port}/v1/signaling", http,
+                             server.config.loaded_app)
+        finally:
+            server.should_exit = True
+            await asyncio.wait_for(task, 15)
+            sock.close()
