@@ -36,7 +36,7 @@ async def call_history(
             caller_user_id=e.caller_user_id,
             participants=[HistoryParticipant(user_id=o.user_id, username=o.username)
                           for o in e.others],
-            my_state=e.state, my_end_reason=e.end_reason, end_reason=e.call_end_reason,
+            my_state=e.my_state, my_end_reason=e.my_end_reason, end_reason=e.end_reason,
             missed=e.missed, created_at=e.created_at, answered_at=e.answered_at,
             ended_at=e.ended_at, duration=e.duration,
         )
