@@ -177,6 +177,7 @@ async def test_unknown_ids_in_a_call_change_nothing(store: Store) -> None:
         ({"next_deadline": float("nan")}, "next_deadline"),
         ({"snapshot": {"not": {1, 2}}}, "snapshot"),
         ({"snapshot": {"nan": float("nan")}}, "snapshot"),
+        ({"snapshot": {"big": "x" * (1024 * 1024)}}, "snapshot"),
     ],
 )
 async def test_bad_call_input(store: Store, change: dict[str, object], field: str) -> None:

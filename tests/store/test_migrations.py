@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -12,6 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
+import facecall.store
 from facecall.store import Store
 from facecall.store.__main__ import main
 from facecall.store.db import create_engine
@@ -95,3 +97,14 @@ def test_cli_migrate_current_downgrade(database_url: str, capsys: pytest.Capture
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "upgraded to 0001"
     assert cli("current") == "0001 (head: 0001)"
+
+
+def test_alembic_command_with_packaged_ini(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ini = Path(facecall.store.__file__).with_name("alembic.ini")
+    url = f"sqlite+aiosqlite:///{tmp_path}/cmd.db"
+    base = [sys.executable, "-m", "alembic", "-c", str(ini), "-x", f"database_url={url}"]
+    for args, expected in ((["upgrade", "head"], "0001"), (["downgrade", "base"], "base")):
+        done = subprocess.run([*base, *args], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert main(["current", "--database-url", url]) == 0
+        assert capsys.readouterr().out.strip() == f"{expected} (head: 0001)"

@@ -13,6 +13,8 @@ from facecall.store.models import ID_LEN, TOKEN_HASH_LEN
 
 #: the range of instants the store accepts (1970 .. 9999), in epoch seconds
 MAX_EPOCH = 253_402_300_799.0
+#: the largest call snapshot (JSON text) the store accepts
+MAX_SNAPSHOT_CHARS = 1024 * 1024
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -84,9 +86,12 @@ def snapshot(value: object) -> str:
     if not isinstance(value, dict):
         raise InvalidInput("snapshot", f"must be a dict, not {type(value).__name__}")
     try:
-        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+        encoded = json.dumps(value, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidInput("snapshot", f"is not JSON-serialisable: {exc}") from exc
+    if len(encoded) > MAX_SNAPSHOT_CHARS:
+        raise InvalidInput("snapshot", f"is {len(encoded)} characters, at most {MAX_SNAPSHOT_CHARS}")
+    return encoded
 
 
 def positive_int(value: Any, field: str, maximum: int) -> int:

@@ -1,8 +1,9 @@
 """Alembic environment for facecall's store.
 
 Normally :mod:`facecall.store.migrate` passes an open connection in
-``config.attributes["connection"]``. Run by the ``alembic`` command instead (with
-``sqlalchemy.url`` set), this opens an async engine for that URL itself.
+``config.attributes["connection"]``. Run by the ``alembic`` command instead (``-x
+database_url=URL``, else ``sqlalchemy.url`` of ``alembic.ini``), this opens an async engine for
+that URL itself.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    url = context.config.get_main_option("sqlalchemy.url")
+    url = context.get_x_argument(as_dictionary=True).get("database_url")
+    url = url or context.config.get_main_option("sqlalchemy.url")
     if not url:
         raise RuntimeError("no connection and no sqlalchemy.url given to the migrations")
     asyncio.run(_run_from_url(url))
