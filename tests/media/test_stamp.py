@@ -125,3 +125,27 @@ def test_bad_input_is_refused_clearly() -> None:
         stamp_frame(np.zeros((240, 320), dtype=np.uint8), BASE_US, 1 << 32)
     with pytest.raises(ValueError, match="uint8"):
         stamp_frame(np.zeros((240, 320), dtype=np.float32), BASE_US, 0)  # type: ignore[type-var]
+
+
+@pytest.mark.parametrize("codec", ["vp8", "h264"])
+def test_stamp_survives_aiortcs_own_codecs_at_their_lowest_bitrate(codec: str) -> None:
+    """The encoders, packetizers and decoders aiortc uses in a call, at their floor."""
+    from aiortc.codecs import h264, vpx
+    from aiortc.jitterbuffer import JitterFrame
+
+    if codec == "vp8":
+        encoder, decoder, depayload = vpx.Vp8Encoder(), vpx.Vp8Decoder(), vpx.vp8_depayload
+    else:
+        encoder, decoder, depayload = h264.H264Encoder(), h264.H264Decoder(), h264.h264_depayload
+    encoder.target_bitrate = 1  # aiortc clamps to its minimum (250 / 500 kbit/s)
+    pattern = MovingPattern(640, 360)
+    sent, read = [], []
+    for i in range(20):
+        frame = av.VideoFrame.from_ndarray(pattern.render(i), format="yuv420p")
+        frame.pts, frame.time_base = i * 3000, fractions.Fraction(1, 90000)
+        stamp_frame(frame, BASE_US + i * 33_333, i)
+        sent.append(Stamp(BASE_US + i * 33_333, i))
+        payloads, timestamp = encoder.encode(frame)
+        data = b"".join(depayload(payload) for payload in payloads)
+        read += [read_stamp(p) for p in decoder.decode(JitterFrame(data=data, timestamp=timestamp))]
+    assert read == sent
