@@ -177,7 +177,7 @@ async def test_ipv6_allocation(make_server, peer: UdpEndpoint) -> None:  # type:
 async def test_channel_bind_rules(client: RawClient, peer: UdpEndpoint) -> None:
     await client.allocate()
     assert error_code(await client.bind_channel(0x3FFF, peer.address)) == 400
-    assert error_code(await client.bind_channel(0x5000, peer.address)) == 400
+    assert error_code(await client.bind_channel(0x8000, peer.address)) == 400
     assert error_code(await client.bind_channel(0x4000, peer.address)) is None
     other = (peer.address[0], peer.address[1] + 1 if peer.address[1] < 65535 else 1024)
     assert error_code(await client.bind_channel(0x4000, other)) == 400  # number taken

@@ -2,7 +2,7 @@
 
 Client transports per RFC 8656 §3.1 (UDP, TCP, TLS over TCP; no DTLS, no TCP relay). On UDP
 each datagram is one message; on streams messages are framed by their own length fields
-(RFC 8489 §6.2.2, RFC 8656 §12.5). ChannelData (first byte 0x40-0x4F, RFC 8656 §12) goes
+(RFC 8489 §6.2.2, RFC 8656 §12.5). ChannelData (first byte 0x40-0x7F, RFC 8656 §12) goes
 straight to the allocation without the codec.
 """
 
@@ -49,7 +49,7 @@ class UdpListener(asyncio.DatagramProtocol):
         self.local = _address(transport.get_extra_info("sockname"))
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        if data and 0x40 <= data[0] < 0x50:
+        if data and 0x40 <= data[0] < 0x80:
             allocation = self.allocations.get(addr)
             if allocation is not None:
                 allocation.on_channel_data(data)

@@ -420,8 +420,10 @@ def is_comprehension_required(attr_type: int) -> bool:
 
 # --- ChannelData (RFC 8656 §12.4) ---------------------------------------------------------
 
-CHANNEL_NUMBER_MIN = 0x4000  # RFC 8656 §12
-CHANNEL_NUMBER_MAX = 0x4FFF
+# RFC 8656 §12 narrows channel numbers to 0x4000-0x4FFF, but RFC 5766 §11 clients (coturn's
+# own tools among them) still pick numbers up to 0x7FFF, so those are accepted too.
+CHANNEL_NUMBER_MIN = 0x4000
+CHANNEL_NUMBER_MAX = 0x7FFF
 _CHANNEL_HEADER = struct.Struct("!HH")
 
 

@@ -1,0 +1,5 @@
+"""``python -m facecall.turn``."""
+
+from facecall.turn.cli import main
+
+main()
