@@ -8,6 +8,8 @@ import random
 import av
 import numpy as np
 import pytest
+from aiortc.codecs import h264, vpx
+from aiortc.jitterbuffer import JitterFrame
 
 from facecall.media.sources import MovingPattern
 from facecall.media.stamp import (
@@ -130,9 +132,6 @@ def test_bad_input_is_refused_clearly() -> None:
 @pytest.mark.parametrize("codec", ["vp8", "h264"])
 def test_stamp_survives_aiortcs_own_codecs_at_their_lowest_bitrate(codec: str) -> None:
     """The encoders, packetizers and decoders aiortc uses in a call, at their floor."""
-    from aiortc.codecs import h264, vpx
-    from aiortc.jitterbuffer import JitterFrame
-
     if codec == "vp8":
         encoder, decoder, depayload = vpx.Vp8Encoder(), vpx.Vp8Decoder(), vpx.vp8_depayload
     else:
