@@ -137,9 +137,7 @@ class SignalingConnection:
         except websockets.ConnectionClosed:
             pass
         finally:
-            rcvd = ws.close_rcvd
-            self._closed = ConnectionClosed(
-                rcvd.code if rcvd else None, rcvd.reason if rcvd else "connection lost")
+            self._closed = ConnectionClosed(ws.close_code, ws.close_reason or "connection lost")
             await self.events.put({"type": "connection.closed", "code": self._closed.code,
                                    "reason": self._closed.reason})
 

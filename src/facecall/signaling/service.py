@@ -248,23 +248,48 @@ class CallService:
             call_id=uuid.uuid4().hex, media=media, caller_user=user_id, caller_device=device_id,
             callees=callees, now=now, busy_users=busy, ring_timeout=self.settings.ring_timeout,
         )
-        if len(to) == 1:
+        if len(to) == 1:  # glare: is their call to us already ringing and the survivor?
             for other_id in await self.store.ringing_calls_between(to[0], user_id):
                 entry = await self._load(other_id)
-                if entry is None or not is_glare(entry[1], machine):
-                    continue
-                if glare_winner(entry[1], machine) is entry[1]:
-                    # Their call survives: this device answers it instead of placing a new one.
+                if entry is not None and is_glare(entry[1], machine) \
+                        and glare_winner(entry[1], machine) is entry[1]:
                     await self._apply(other_id, Answer(user_id, device_id))
                     return {"call_id": other_id, "glare": "merged"}
-                await self._apply(other_id, Abort(EndReason.GLARE))
-                effects = machine.drain_effects()
-                await self._create(machine, effects)
-                loser = entry[1]
-                await self._apply(machine.call_id, Answer(loser.caller_user, loser.caller_device))
-                return {"call_id": machine.call_id, "glare": "won"}
         await self._create(machine, machine.drain_effects())
+        if len(to) == 1:  # both calls may have been placed at once: settle it either way
+            survivor = await self._settle_glare(machine.call_id, user_id, to[0])
+            if survivor is not None:
+                return {"call_id": survivor, "glare": "merged"}
         return {"call_id": machine.call_id}
+
+    async def _settle_glare(self, call_id: str, user_id: str, other_user: str) -> str | None:
+        """If ``other_user``'s call to ``user_id`` rings too, keep one (glare.py) and answer it
+        from the losing caller's device; returns the survivor's id, None when no glare."""
+        if (survivor := await self._glare_survivor(call_id, other_user)) is not None:
+            return survivor
+        for other_id in await self.store.ringing_calls_between(other_user, user_id):
+            mine, theirs = await self._load(call_id), await self._load(other_id)
+            if mine is None or theirs is None or not is_glare(mine[1], theirs[1]):
+                continue
+            winner = glare_winner(mine[1], theirs[1])
+            loser = theirs[1] if winner is mine[1] else mine[1]
+            with contextlib.suppress(ProtocolError):  # the other request may have settled it
+                await self._apply(loser.call_id, Abort(EndReason.GLARE))
+            with contextlib.suppress(ProtocolError):
+                await self._apply(winner.call_id, Answer(loser.caller_user, loser.caller_device))
+            return winner.call_id
+        return await self._glare_survivor(call_id, other_user)
+
+    async def _glare_survivor(self, call_id: str, other_user: str) -> str | None:
+        """When ``call_id`` already lost glare, the live call ``other_user`` placed instead."""
+        mine = await self._load(call_id)
+        if mine is None or mine[1].end_reason is not EndReason.GLARE:
+            return None
+        for live_id in await self.store.live_calls_of_user(mine[1].caller_user):
+            entry = await self._load(live_id)
+            if entry is not None and entry[1].caller_user == other_user:
+                return live_id
+        return None
 
     async def _create(self, machine: CallMachine, effects: list[Effect]) -> None:
         version = await self.store.create_call(call_write(machine))

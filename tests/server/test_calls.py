@@ -1,0 +1,174 @@
+"""Call flows over a real server and real WebSocket clients (multi-device ringing and friends)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from facecall.client.signaling import SignalingConnection, SignalingError
+from tests.live import LiveServer
+
+
+async def ring_ids(conns: list[SignalingConnection], call_id: str) -> None:
+    for conn in conns:
+        ring = await conn.next_event("call.ring")
+        assert ring["call_id"] == call_id
+
+
+async def test_every_device_rings_first_answer_wins(server: LiveServer) -> None:
+    _alice, (a1,) = await server.user_with_devices("alice", 1)
+    bob, (b1, b2, b3) = await server.user_with_devices("bob", 3)
+    call_id = (await a1.request("call.start", to=[bob["user"]["id"]], media="video"))["call_id"]
+    await ring_ids([b1, b2, b3], call_id)
+    ringing = await a1.next_event("call.ringing")
+    assert ringing["devices"] == 3
+
+    await b2.request("call.answer", call_id=call_id)
+    answered = await a1.next_event("call.answered")
+    assert answered["device_id"] == b2.device_id  # type: ignore[attr-defined]
+    for other in (b1, b3):
+        stop = await other.next_event("call.stop_ringing")
+        assert stop["reason"] == "answered_elsewhere"
+    with pytest.raises(SignalingError) as late:
+        await b3.request("call.answer", call_id=call_id)
+    assert late.value.code in ("invalid_state", "not_in_call")
+
+    # SDP and candidates flow between the two joined devices only.
+    await a1.request("call.sdp", call_id=call_id, to_device=b2.device_id,  # type: ignore[attr-defined]
+                     description={"type": "offer", "sdp": "v=0\r\n"})
+    offer = await b2.next_event("call.sdp")
+    assert offer["from_device"] == a1.device_id  # type: ignore[attr-defined]
+    assert offer["description"]["sdp"] == "v=0\r\n"
+    await b2.request("call.candidate", call_id=call_id, to_device=a1.device_id,  # type: ignore[attr-defined]
+                     candidate={"candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host",
+                                "sdpMid": "0", "sdpMLineIndex": 0})
+    cand = await a1.next_event("call.candidate")
+    assert cand["candidate"]["sdpMid"] == "0"
+    with pytest.raises(SignalingError) as denied:  # b1 lost the race: no relaying for it
+        await b1.request("call.sdp", call_id=call_id, to_device=a1.device_id,  # type: ignore[attr-defined]
+                         description={"type": "answer", "sdp": "v=0\r\n"})
+    assert denied.value.code in ("invalid_state", "not_in_call")
+
+    await a1.request("call.hangup", call_id=call_id)
+    ended = await b2.next_event("call.ended")
+    assert ended["reason"] == "hung_up"
+
+    history = await server.http.get("/v1/calls/history",
+                                    headers={"Authorization": f"Bearer {bob['token']}"})
+    item = history.json()["items"][0]
+    assert item["call_id"] == call_id and item["missed"] is False
+    assert item["end_reason"] == "hung_up" and item["direction"] == "incoming"
+
+
+async def test_decline_stops_all_devices_and_ends_1to1(server: LiveServer) -> None:
+    _alice, (a1,) = await server.user_with_devices("alice", 1)
+    bob, (b1, b2) = await server.user_with_devices("bob", 2)
+    call_id = (await a1.request("call.start", to=[bob["user"]["id"]], media="audio"))["call_id"]
+    await ring_ids([b1, b2], call_id)
+    await b1.request("call.decline", call_id=call_id)
+    assert (await b2.next_event("call.stop_ringing"))["reason"] == "declined_elsewhere"
+    assert (await a1.next_event("call.ended"))["reason"] == "declined"
+
+
+async def test_busy_decline_and_call_waiting(server: LiveServer) -> None:
+    _alice, (a1,) = await server.user_with_devices("alice", 1)
+    bob, (b1,) = await server.user_with_devices("bob", 1)
+    _carol, (c1,) = await server.user_with_devices("carol", 1)
+    first = (await a1.request("call.start", to=[bob["user"]["id"]], media="audio"))["call_id"]
+    await b1.next_event("call.ring")
+    await b1.request("call.answer", call_id=first)
+    second = (await c1.request("call.start", to=[bob["user"]["id"]], media="audio"))["call_id"]
+    waiting = await b1.next_event("call.ring")
+    assert waiting["call_id"] == second and waiting["call_waiting"] is True
+    await b1.request("call.decline", call_id=second, busy=True)
+    assert (await c1.next_event("call.ended"))["reason"] == "busy"
+    # the first call is untouched
+    await a1.request("call.hangup", call_id=first)
+    assert (await b1.next_event("call.ended"))["reason"] == "hung_up"
+
+
+async def test_cancel_before_answer(server: LiveServer) -> None:
+    _alice, (a1,) = await server.user_with_devices("alice", 1)
+    bob, (b1, b2) = await server.user_with_devices("bob", 2)
+    call_id = (await a1.request("call.start", to=[bob["user"]["id"]], media="video"))["call_id"]
+    await ring_ids([b1, b2], call_id)
+    await a1.request("call.cancel", call_id=call_id)
+    for conn in (b1, b2):
+        assert (await conn.next_event("call.stop_ringing"))["reason"] == "cancelled"
+    history = await server.http.get("/v1/calls/history",
+                                    headers={"Authorization": f"Bearer {bob['token']}"})
+    assert history.json()["items"][0]["missed"] is True
+
+
+async def test_ring_timeout_is_a_missed_call_on_every_device(server: LiveServer) -> None:
+    _alice, (a1,) = await server.user_with_devices("alice", 1)
+    bob, (b1, b2) = await server.user_with_devices("bob", 2)
+    call_id = (await a1.request("call.start", to=[bob["user"]["id"]], media="video"))["call_id"]
+    await ring_ids([b1, b2], call_id)
+    # the fixture's ring timeout is 3 s
+    for conn in (b1, b2):
+        assert (await conn.next_event("call.stop_ringing", timeout=15))["reason"] == "ring_timeout"
+    assert (await a1.next_event("call.ended", timeout=15))["reason"] == "ring_timeout"
+    history = await server.http.get("/v1/calls/history",
+                                    headers={"Authorization": f"Bearer {bob['token']}"})
+    item = history.json()["items"][0]
+    assert item["missed"] is True and item["my_end_reason"] == "ring_timeout"
+    with pytest.raises(SignalingError) as ended:
+        await b1.request("call.answer", call_id=call_id)
+    assert ended.value.code == "call_ended"
+
+
+async def test_glare_is_resolved_into_one_call(server: LiveServer) -> None:
+    alice, (a1,) = await server.user_with_devices("alice", 1)
+    bob, (b1,) = await server.user_with_devices("bob", 1)
+    a_to_b, b_to_a = await asyncio.gather(
+        a1.request("call.start", to=[bob["user"]["id"]], media="audio"),
+        b1.request("call.start", to=[alice["user"]["id"]], media="audio"),
+    )
+    # Both end up in the same call; the call placed by the lower user id survives.
+    assert a_to_b["call_id"] == b_to_a["call_id"]
+    lower = min(alice["user"]["id"], bob["user"]["id"])
+    survivor_caller = a1 if lower == alice["user"]["id"] else b1
+    other = b1 if survivor_caller is a1 else a1
+    answered = await survivor_caller.next_event("call.answered")
+    assert answered["device_id"] == other.device_id  # type: ignore[attr-defined]
+
+
+async def test_invite_a_third_user_into_an_ongoing_call(server: LiveServer) -> None:
+    _alice, (a1,) = await server.user_with_devices("alice", 1)
+    bob, (b1,) = await server.user_with_devices("bob", 1)
+    carol, (c1, c2) = await server.user_with_devices("carol", 2)
+    call_id = (await a1.request("call.start", to=[bob["user"]["id"]], media="video"))["call_id"]
+    await b1.next_event("call.ring")
+    await b1.request("call.answer", call_id=call_id)
+    await b1.request("call.invite", call_id=call_id, to=[carol["user"]["id"]])
+    await ring_ids([c1, c2], call_id)
+    await c2.request("call.answer", call_id=call_id)
+    assert (await c1.next_event("call.stop_ringing"))["reason"] == "answered_elsewhere"
+    joined = await a1.next_event("call.answered")
+    if joined["user_id"] == bob["user"]["id"]:  # bob's own answer came first
+        joined = await a1.next_event("call.answered")
+    assert joined["user_id"] == carol["user"]["id"]
+    # one leaves, the call goes on for the other two
+    await a1.request("call.hangup", call_id=call_id)
+    await b1.request("call.sdp", call_id=call_id, to_device=c2.device_id,  # type: ignore[attr-defined]
+                     description={"type": "offer", "sdp": "v=0\r\n"})
+    assert (await c2.next_event("call.sdp"))["from_user"] == bob["user"]["id"]
+
+
+async def test_calling_unknown_users_and_yourself(server: LiveServer) -> None:
+    alice, (a1,) = await server.user_with_devices("alice", 1)
+    with pytest.raises(SignalingError) as unknown:
+        await a1.request("call.start", to=["0" * 32], media="audio")
+    assert unknown.value.code == "unknown_user"
+    with pytest.raises(SignalingError) as myself:
+        await a1.request("call.start", to=[alice["user"]["id"]], media="audio")
+    assert myself.value.code == "not_allowed"
+
+
+async def test_callee_without_devices_is_unavailable(server: LiveServer) -> None:
+    _alice, (a1,) = await server.user_with_devices("alice", 1)
+    bob = await server.sign_up("bob")
+    await a1.request("call.start", to=[bob["user"]["id"]], media="audio")
+    assert (await a1.next_event("call.ended"))["reason"] == "unavailable"
