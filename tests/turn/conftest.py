@@ -158,11 +158,15 @@ class RawClient:
                     return response
 
     async def request(
-        self, method: int, attributes: list[tuple[int, bytes]] | None = None
+        self,
+        method: int,
+        attributes: list[tuple[int, bytes]] | None = None,
+        transaction_id: bytes | None = None,
     ) -> stun.Message:
         """An authenticated request, learning REALM/NONCE from a 401/438 first if needed."""
         for _ in range(3):
-            message = stun.Message(method, stun.Class.REQUEST, os.urandom(12), list(attributes or []))
+            tid = transaction_id or os.urandom(12)
+            message = stun.Message(method, stun.Class.REQUEST, tid, list(attributes or []))
             response = await self.transact(message)
             code = error_code(response)
             if code in (401, 438) and response.get(stun.NONCE) is not None:
