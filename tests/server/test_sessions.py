@@ -1,0 +1,125 @@
+"""Signaling sessions: resume without loss, grace expiry, replaced connections, removed devices."""
+
+from __future__ import annotations
+
+import pytest
+
+from facecall.client.signaling import SignalingConnection, SignalingError
+from tests.live import LiveServer
+
+
+async def test_resume_replays_what_was_missed(server: LiveServer) -> None:
+    _, (a1,) = await server.user_with_devices("alice", 1)
+    bob, (b1,) = await server.user_with_devices("bob", 1)
+    call_id = (await a1.request("call.start", to=[bob["user"]["id"]], media="video"))["call_id"]
+    await b1.next_event("call.ring")
+    await b1.request("call.answer", call_id=call_id)
+    await a1.next_event("call.answered")
+
+    await b1.drop()  # the network goes away without a close frame
+    for i in range(5):  # events while b1 is away
+        await a1.request("call.candidate", call_id=call_id, to_device=b1.device_id,  # type: ignore[attr-defined]
+                         candidate={"candidate": f"candidate:{i} 1 udp 1 127.0.0.1 9 typ host",
+                                    "sdpMid": "0", "sdpMLineIndex": 0})
+    welcome = await b1.resume()
+    assert welcome["resumed"] is True
+    got = []
+    for _ in range(5):
+        event = await b1.next_event("call.candidate")
+        got.append(event["candidate"]["candidate"].split()[0])
+    assert got == [f"candidate:{i}" for i in range(5)]
+    # the call is still up: b1 can keep talking
+    await b1.request("call.hangup", call_id=call_id)
+    assert (await a1.next_event("call.ended"))["reason"] == "hung_up"
+
+
+async def test_resent_request_is_not_executed_twice(server: LiveServer) -> None:
+    alice, (_a1,) = await server.user_with_devices("alice", 1)
+    bob, (b1,) = await server.user_with_devices("bob", 1)
+    await b1.close()
+    import json
+
+    import websockets
+
+    dev_token = None
+    # a raw client that sends the same call.start id twice
+    reg = await server.register_device(alice["token"], "raw")
+    dev_token = reg["token"]
+    async with websockets.connect(server.ws_url,
+                                  additional_headers={"Authorization": f"Bearer {dev_token}"}) as ws:
+        await ws.send(json.dumps({"v": 1, "id": "h", "type": "hello"}))
+        assert json.loads(await ws.recv())["type"] == "welcome"
+        start = {"v": 1, "id": "same-id", "type": "call.start", "to": [bob["user"]["id"]],
+                 "media": "audio"}
+        await ws.send(json.dumps(start))
+        first = await _reply(ws, "same-id")
+        await ws.send(json.dumps(start))
+        second = await _reply(ws, "same-id")
+        assert first == second
+    history = await server.http.get("/v1/calls/history",
+                                    headers={"Authorization": f"Bearer {bob['token']}"})
+    assert len(history.json()["items"]) == 1
+
+
+async def _reply(ws: object, re: str) -> dict[str, object]:
+    import json
+
+    while True:
+        frame = json.loads(await ws.recv())  # type: ignore[attr-defined]
+        if frame.get("re") == re:
+            return frame  # type: ignore[no-any-return]
+
+
+async def test_device_that_never_returns_leaves_the_call(server: LiveServer) -> None:
+    _, (a1,) = await server.user_with_devices("alice", 1)
+    bob, (b1,) = await server.user_with_devices("bob", 1)
+    call_id = (await a1.request("call.start", to=[bob["user"]["id"]], media="video"))["call_id"]
+    await b1.next_event("call.ring")
+    await b1.request("call.answer", call_id=call_id)
+    await b1.drop()
+    # the fixture's resume grace is 2 s
+    ended = await a1.next_event("call.ended", timeout=15)
+    assert ended["reason"] == "connection_lost"
+    history = await server.http.get("/v1/calls/history",
+                                    headers={"Authorization": f"Bearer {bob['token']}"})
+    assert history.json()["items"][0]["my_end_reason"] == "connection_lost"
+
+
+async def test_newer_connection_replaces_older(server: LiveServer) -> None:
+    account = await server.sign_up("carol")
+    reg = await server.register_device(account["token"])
+    old = await server.device(reg["token"])
+    new = await server.device(reg["token"])
+    closed = await old.next_event("connection.closed")
+    assert closed["code"] == 4009
+    assert (await new.request("ping"))["type"] == "pong"
+
+
+async def test_removed_device_is_disconnected_and_leaves_calls(server: LiveServer) -> None:
+    _, (a1,) = await server.user_with_devices("alice", 1)
+    bob, (b1, b2) = await server.user_with_devices("bob", 2)
+    call_id = (await a1.request("call.start", to=[bob["user"]["id"]], media="video"))["call_id"]
+    await b1.next_event("call.ring")
+    await b1.request("call.answer", call_id=call_id)
+    r = await server.http.delete(f"/v1/devices/{b1.device_id}",  # type: ignore[attr-defined]
+                                 headers={"Authorization": f"Bearer {bob['token']}"})
+    assert r.status_code == 204
+    assert (await b1.next_event("connection.closed"))["code"] == 4009
+    assert (await a1.next_event("call.ended"))["reason"] == "connection_lost"
+    # the removed device's token cannot connect again
+    with pytest.raises(Exception):  # noqa: B017 - closed during the handshake/hello
+        again = SignalingConnection(server.ws_url, b1.token)
+        await again.connect()
+    assert (await b2.request("ping"))["type"] == "pong"
+
+
+async def test_requests_before_hello_and_after_disconnect(server: LiveServer) -> None:
+    _, (a1,) = await server.user_with_devices("alice", 1)
+    await a1.close()
+    with pytest.raises(Exception):  # noqa: B017
+        await a1.request("ping")
+    with pytest.raises(SignalingError) as unknown:
+        await (await server.device((await server.register_device(
+            (await server.sign_up("dan"))["token"]))["token"])).request(
+                "call.hangup", call_id="nope")
+    assert unknown.value.code == "unknown_call"

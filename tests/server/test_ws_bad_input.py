@@ -1,0 +1,138 @@
+"""Bad input on the signaling WebSocket: each gets a clear error, the connection survives where
+safe, and nothing changes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import websockets
+
+from tests.live import LiveServer
+
+
+async def _raw(server: LiveServer, token: str | None) -> Any:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return await websockets.connect(server.ws_url, additional_headers=headers, max_size=2**22)
+
+
+async def _next(ws: Any) -> dict[str, Any]:
+    frame: dict[str, Any] = json.loads(await ws.recv())
+    return frame
+
+
+async def _device(server: LiveServer, name: str) -> tuple[dict[str, Any], str]:
+    account = await server.sign_up(name)
+    reg = await server.register_device(account["token"])
+    return account, reg["token"]
+
+
+@pytest.mark.parametrize("token", [None, "wrong", "x" * 4000])
+async def test_bad_tokens_close_with_4401(server: LiveServer, token: str | None) -> None:
+    ws = await _raw(server, token)
+    with pytest.raises(websockets.ConnectionClosed):
+        await ws.recv()
+    assert ws.close_code == 4401
+
+
+async def test_account_token_is_not_a_device(server: LiveServer) -> None:
+    account = await server.sign_up("acct")
+    ws = await _raw(server, account["token"])
+    with pytest.raises(websockets.ConnectionClosed):
+        await ws.recv()
+    assert ws.close_code == 4403
+
+
+BAD_FRAMES: list[tuple[str, str]] = [
+    ("{not json", "malformed_json"),
+    ("[1, 2]", "malformed_json"),
+    ('"hello"', "malformed_json"),
+    ('{"v": 1, "id": "a"}', "unknown_type"),
+    ('{"v": 1, "id": "a", "type": "call.explode"}', "unknown_type"),
+    ('{"v": 2, "id": "a", "type": "ping"}', "unsupported_version"),
+    ('{"v": 1, "id": "a", "type": "call.start", "to": "bob", "media": "video"}', "invalid_field"),
+    ('{"v": 1, "id": "a", "type": "call.start", "to": [], "media": "video"}', "invalid_field"),
+    ('{"v": 1, "id": "a", "type": "call.start", "to": ["b"], "media": "smell"}', "invalid_field"),
+    ('{"v": 1, "id": "a", "type": "call.answer", "call_id": 7}', "invalid_field"),
+    ('{"v": 1, "id": "a", "type": "call.answer", "call_id": "c", "extra": 1}', "invalid_field"),
+    ('{"v": 1, "id": "' + "i" * 200 + '", "type": "ping"}', "invalid_field"),
+    ('{"v": 1, "id": "a", "type": "call.hangup", "call_id": "nope"}', "unknown_call"),
+    ('{"v": 1, "id": "a", "type": "hello"}', "invalid_state"),  # a second hello
+]
+
+
+async def test_bad_frames_get_stable_codes_and_the_connection_survives(server: LiveServer) -> None:
+    _, token = await _device(server, "fuzzy")
+    async with await _raw(server, token) as ws:
+        await ws.send(json.dumps({"v": 1, "id": "h", "type": "hello"}))
+        assert (await _next(ws))["type"] == "welcome"
+        for raw, code in BAD_FRAMES:
+            await ws.send(raw)
+            reply = await _next(ws)
+            assert reply["type"] == "error", raw
+            assert reply["code"] == code, (raw, reply)
+            assert reply["message"]
+        await ws.send(b"\xff\xfe binary garbage")
+        assert (await _next(ws))["code"] == "malformed_json"
+        await ws.send(json.dumps({"v": 1, "id": "p", "type": "ping"}))
+        assert (await _next(ws))["type"] == "pong"
+
+
+async def test_oversized_frames(server: LiveServer) -> None:
+    _, token = await _device(server, "biggie")
+    async with await _raw(server, token) as ws:
+        await ws.send(json.dumps({"v": 1, "id": "h", "type": "hello"}))
+        await _next(ws)
+        # over the message limit (64 KiB) but under the transport limit: an error, still connected
+        big = json.dumps({"v": 1, "id": "big", "type": "ping", "pad": "x" * 100_000})
+        await ws.send(big)
+        reply = await _next(ws)
+        assert reply["code"] == "too_large"
+        await ws.send(json.dumps({"v": 1, "id": "p", "type": "ping"}))
+        assert (await _next(ws))["type"] == "pong"
+        # over the transport limit (1 MiB): the server closes with 1009 (RFC 6455 §7.4.1)
+        await ws.send("x" * (2 * 1024 * 1024))
+        with pytest.raises(websockets.ConnectionClosed):
+            await _next(ws)
+        assert ws.close_code == 1009
+
+
+async def test_hello_required_first(server: LiveServer) -> None:
+    _, token = await _device(server, "eager")
+    async with await _raw(server, token) as ws:
+        await ws.send(json.dumps({"v": 1, "id": "p", "type": "ping"}))
+        assert (await _next(ws))["code"] == "hello_required"
+
+
+async def test_messages_about_calls_the_device_is_not_in(server: LiveServer) -> None:
+    _, (a1,) = await server.user_with_devices("alice", 1)
+    bob, (b1,) = await server.user_with_devices("bob", 1)
+    _, (m1,) = await server.user_with_devices("mallory", 1)
+    call_id = (await a1.request("call.start", to=[bob["user"]["id"]], media="video"))["call_id"]
+    await b1.next_event("call.ring")
+    from facecall.client.signaling import SignalingError
+
+    for kind, extra in [
+        ("call.answer", {}), ("call.decline", {}), ("call.hangup", {}), ("call.cancel", {}),
+        ("call.sdp", {"to_device": b1.device_id,  # type: ignore[attr-defined]
+                      "description": {"type": "offer", "sdp": "v=0"}}),
+        ("call.invite", {"to": [bob["user"]["id"]]}),
+    ]:
+        with pytest.raises(SignalingError) as err:
+            await m1.request(kind, call_id=call_id, **extra)
+        assert err.value.code in ("not_in_call", "not_allowed"), (kind, err.value.code)
+    # nothing changed: bob can still answer
+    await b1.request("call.answer", call_id=call_id)
+    assert (await a1.next_event("call.answered"))["user_id"] == bob["user"]["id"]
+
+
+async def test_rate_limit(server: LiveServer) -> None:
+    _, token = await _device(server, "chatty")
+    async with await _raw(server, token) as ws:
+        await ws.send(json.dumps({"v": 1, "id": "h", "type": "hello"}))
+        await _next(ws)
+        for i in range(400):
+            await ws.send(json.dumps({"v": 1, "id": f"p{i}", "type": "ping"}))
+        codes = [(await _next(ws)).get("code") for _ in range(400)]
+        assert "rate_limited" in codes
