@@ -72,6 +72,7 @@ async def live_server(database_url: str, **overrides: Any) -> AsyncIterator[Live
     port = sock.getsockname()[1]
     settings = Settings(host="127.0.0.1", port=port, database_url=database_url,
                         turn_urls=["stun:127.0.0.1:3478", "turn:127.0.0.1:3478?transport=udp"],
+                        turn_secrets=["test-turn-secret"],
                         **overrides)
     server = build_uvicorn(settings)
     task = asyncio.create_task(server.serve(sockets=[sock]))

@@ -36,14 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="all-in-one server: API, signaling, STUN/TURN")
     _add_server_arguments(serve)
     serve.add_argument("--no-turn", action="store_true", help="do not run the STUN/TURN server")
+    from facecall.turn.cli import add_turn_arguments
+
+    add_turn_arguments(serve)
 
     signaling = commands.add_parser(
         "signaling", help="API + signaling node only (scale-out: PostgreSQL + Redis)")
     _add_server_arguments(signaling)
 
     turn = commands.add_parser("turn", help="the STUN/TURN server alone")
-    from facecall.turn.cli import add_turn_arguments
-
     add_turn_arguments(turn)
     return parser
 
@@ -54,20 +55,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = _settings(args)
         configure_logging(settings.log_level, settings.log_json)
         from facecall.server import run
+        from facecall.turn.cli import turn_config_from_args
 
+        turn_config = None
+        if args.command == "serve" and not args.no_turn:
+            if args.turn_secret:
+                settings.turn_secrets = list(args.turn_secret)
+            turn_config = turn_config_from_args(args)
         try:
-            run(settings, with_turn=args.command == "serve" and not args.no_turn)
+            run(settings, turn_config)
         except KeyboardInterrupt:
             pass
         return 0
     if args.command == "turn":
         configure_logging("info")
-        import asyncio
+        import uvloop
 
         from facecall.turn.cli import run_turn
 
         try:
-            asyncio.run(run_turn(args))
+            uvloop.run(run_turn(args))
         except KeyboardInterrupt:
             pass
         return 0

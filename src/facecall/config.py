@@ -11,6 +11,16 @@ def _env_list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg",
+                  "postgres": "postgresql+asyncpg"}
+
+
+def async_database_url(url: str) -> str:
+    """``sqlite:///x.db`` → ``sqlite+aiosqlite:///x.db``, ``postgresql://…`` → ``+asyncpg``."""
+    scheme, sep, rest = url.partition("://")
+    return f"{_ASYNC_DRIVERS.get(scheme, scheme)}{sep}{rest}"
+
+
 @dataclass
 class Settings:
     """All knobs of a facecall node. Each field can be set by ``FACECALL_<NAME>``."""
@@ -25,15 +35,11 @@ class Settings:
     user_token_ttl: float = 30 * 24 * 3600.0
     max_message_bytes: int = 64 * 1024  # WebSocket frames larger than this are refused
     outbox_limit: int = 512  # per-device messages kept for replay on resume
-    # TURN REST (ephemeral) credentials: the first secret signs, all of them verify.
-    turn_secrets: list[str] = field(default_factory=lambda: ["facecall-dev-turn-secret"])
+    # TURN REST (ephemeral) credentials: the first secret signs, all of them verify (rotation).
+    # Empty: `facecall serve` makes a random one shared with its built-in TURN server.
+    turn_secrets: list[str] = field(default_factory=list)
     turn_ttl: int = 600
-    turn_realm: str = "facecall"
-    turn_urls: list[str] = field(default_factory=list)  # empty: derived from the built-in server
-    turn_enabled: bool = True  # `facecall serve` also runs the STUN/TURN server
-    turn_listen: list[str] = field(default_factory=lambda: ["127.0.0.1:3478"])
-    turn_tls_listen: list[str] = field(default_factory=list)
-    turn_allow_peers: list[str] = field(default_factory=list)  # CIDRs relayed despite the denylist
+    turn_urls: list[str] = field(default_factory=list)  # empty: those of the built-in server
     log_level: str = "info"
     log_json: bool = False
 
@@ -59,6 +65,9 @@ class Settings:
                 values[f.name] = raw
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+    def __post_init__(self) -> None:
+        self.database_url = async_database_url(self.database_url)
 
     @property
     def base_url(self) -> str:

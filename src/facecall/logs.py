@@ -32,6 +32,8 @@ def configure_logging(level: str = "info", json: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for noisy in ("alembic", "aioice", "aiortc"):  # chatty at INFO; their warnings still show
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

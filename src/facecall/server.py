@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import secrets
 
 import uvicorn
+import uvloop
 
 from facecall.api.app import create_app
 from facecall.config import Settings
 from facecall.logs import get_logger
+from facecall.turn.config import TurnConfig
+from facecall.turn.server import TurnServer
 
 log = get_logger(__name__)
 
@@ -27,30 +29,43 @@ def build_uvicorn(settings: Settings, turn_uris: list[str] | None = None) -> uvi
     return uvicorn.Server(config)
 
 
-async def serve(settings: Settings, *, with_turn: bool = True) -> None:
-    """Serve HTTP + WebSocket (and STUN/TURN when ``with_turn``) until cancelled or signalled."""
-    turn = None
-    turn_uris: list[str] = []
-    if with_turn and settings.turn_enabled:
-        from facecall.turn.embedded import start_embedded_turn
+def turn_uris(server: TurnServer) -> list[str]:
+    """The ICE server URIs (RFC 7064 / RFC 7065) clients use to reach ``server``."""
 
-        turn, turn_uris = await start_embedded_turn(settings)
-    server = build_uvicorn(settings, turn_uris)
+    def hostport(address: tuple[str, int]) -> str:
+        host, port = address
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    uris = [f"stun:{hostport(a)}" for a in server.udp_addresses[:1]]
+    uris += [f"turn:{hostport(a)}?transport=udp" for a in server.udp_addresses]
+    uris += [f"turn:{hostport(a)}?transport=tcp" for a in server.tcp_addresses]
+    uris += [f"turns:{hostport(a)}?transport=tcp" for a in server.tls_addresses]
+    return uris
+
+
+async def serve(settings: Settings, turn_config: TurnConfig | None = None) -> None:
+    """Serve HTTP + WebSocket, and STUN/TURN in the same process when ``turn_config`` is given,
+    until cancelled or signalled."""
+    turn: TurnServer | None = None
+    uris: list[str] = []
+    if turn_config is not None:
+        if not settings.turn_secrets:
+            settings.turn_secrets = [secrets.token_urlsafe(32)]
+        turn_config.rest_secrets = list(dict.fromkeys(turn_config.rest_secrets
+                                                      + settings.turn_secrets))
+        turn = TurnServer(turn_config)
+        await turn.start()
+        uris = turn_uris(turn)
+    server = build_uvicorn(settings, uris)
     log.info("facecall.serving", url=settings.base_url, database=settings.database_url,
-             turn=turn_uris or None)
+             turn=uris or None)
     try:
         await server.serve()
     finally:
         if turn is not None:
-            with contextlib.suppress(Exception):
-                await turn.stop()
+            await turn.stop()
 
 
-def run(settings: Settings, *, with_turn: bool = True) -> None:
-    """Blocking entry point with uvloop."""
-    try:
-        import uvloop
-
-        uvloop.run(serve(settings, with_turn=with_turn))
-    except ImportError:  # pragma: no cover - uvloop is a dependency; keep a clear fallback
-        asyncio.run(serve(settings, with_turn=with_turn))
+def run(settings: Settings, turn_config: TurnConfig | None = None) -> None:
+    """Blocking entry point on uvloop."""
+    uvloop.run(serve(settings, turn_config))

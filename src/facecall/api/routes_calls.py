@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 
 from facecall.api.auth import Principal, current_device, current_principal, get_store
 from facecall.api.schemas import (
@@ -52,6 +52,9 @@ async def turn_credentials(
 ) -> TurnCredentials:
     """Short-lived TURN REST credentials for this device's user, signed with the newest secret."""
     settings = request.app.state.settings
+    if not settings.turn_secrets:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                            detail="no TURN secret configured (FACECALL_TURN_SECRETS)")
     username, password = ephemeral_credentials(
         settings.turn_secrets[0], principal.user_id, settings.turn_ttl, time.time()
     )

@@ -1,0 +1,7 @@
+"""``python -m facecall``: the same as the ``facecall`` command."""
+
+import sys
+
+from facecall.cli import main
+
+sys.exit(main())
