@@ -7,15 +7,11 @@ Records are immutable; the machine replaces them as they change. All timestamps 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from .reasons import EndReason
-
-
-def _plain(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: v.value if isinstance(v, StrEnum) else v for k, v in data.items()}
 
 
 class CallState(StrEnum):
@@ -67,7 +63,15 @@ class Leg:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form (enums as their string values)."""
-        return _plain(asdict(self))
+        return {
+            "user_id": self.user_id,
+            "device_id": self.device_id,
+            "state": self.state.value,
+            "rung_at": self.rung_at,
+            "joined_at": self.joined_at,
+            "ended_at": self.ended_at,
+            "reason": None if self.reason is None else self.reason.value,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Leg:
@@ -113,7 +117,19 @@ class Participant:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form (enums as their string values)."""
-        return _plain(asdict(self))
+        return {
+            "user_id": self.user_id,
+            "role": self.role.value,
+            "state": self.state.value,
+            "invited_at": self.invited_at,
+            "invited_by": self.invited_by,
+            "ring_deadline": self.ring_deadline,
+            "call_waiting": self.call_waiting,
+            "device_id": self.device_id,
+            "joined_at": self.joined_at,
+            "ended_at": self.ended_at,
+            "reason": None if self.reason is None else self.reason.value,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Participant:

@@ -1,0 +1,118 @@
+"""Nothing is lost: a node killed with SIGKILL mid-ring still turns the ring into a missed call
+after it restarts, and history survives (DESIGN.md invariant 2)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from facecall.client.signaling import SignalingConnection
+from tests.live import free_socket
+
+
+class ServerProcess:
+    """`facecall serve` as a child process (so that it can be killed for real)."""
+
+    def __init__(self, db: Path, port: int, ring_timeout: float) -> None:
+        self.db, self.port, self.ring_timeout = db, port, ring_timeout
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "FACECALL_RESUME_GRACE": "60"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "facecall", "serve", "--no-turn", "--port", str(self.port),
+             "--database-url", f"sqlite:///{self.db}", "--ring-timeout", str(self.ring_timeout),
+             "--log-level", "warning"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+
+    async def ready(self) -> None:
+        async with httpx.AsyncClient() as http:
+            for _ in range(200):
+                try:
+                    if (await http.get(f"http://127.0.0.1:{self.port}/healthz")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                assert self.proc is not None and self.proc.poll() is None, self.proc.stderr
+                await asyncio.sleep(0.05)
+        raise TimeoutError("server did not start")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[ServerProcess]:
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    proc = ServerProcess(tmp_path / "facecall.db", port, ring_timeout=4.0)
+    yield proc
+    proc.stop()
+
+
+async def test_ring_in_flight_survives_kill_9(node: ServerProcess) -> None:
+    node.start()
+    await node.ready()
+    base = f"http://127.0.0.1:{node.port}"
+    ws_url = f"ws://127.0.0.1:{node.port}/v1/signaling"
+    async with httpx.AsyncClient(base_url=base) as http:
+        async def user(name: str) -> tuple[str, str, str]:
+            acct = (await http.post("/v1/accounts", json={"username": name,
+                                                          "password": "longenough!"})).json()
+            dev = (await http.post("/v1/devices", json={"kind": "sdk", "name": "d"},
+                                   headers={"Authorization": f"Bearer {acct['token']}"})).json()
+            return acct["token"], acct["user"]["id"], dev["token"]
+
+        a_token, _, a_dev = await user("alice")
+        b_token, b_id, b_dev = await user("bob")
+        # an earlier, finished call that must still be in history afterwards
+        alice = SignalingConnection(ws_url, a_dev)
+        bob = SignalingConnection(ws_url, b_dev)
+        await alice.connect()
+        await bob.connect()
+        first = (await alice.request("call.start", to=[b_id], media="audio"))["call_id"]
+        await bob.next_event("call.ring")
+        await bob.request("call.answer", call_id=first)
+        await alice.request("call.hangup", call_id=first)
+        await bob.next_event("call.ended")
+
+        ringing = (await alice.request("call.start", to=[b_id], media="video"))["call_id"]
+        await bob.next_event("call.ring")
+        node.kill()  # mid-ring: no shutdown code runs
+        await alice.drop()
+        await bob.drop()
+
+        node.start()
+        await node.ready()
+        await asyncio.sleep(node.ring_timeout + 2.5)
+        history = (await http.get("/v1/calls/history",
+                                  headers={"Authorization": f"Bearer {b_token}"})).json()
+        by_id = {item["call_id"]: item for item in history["items"]}
+        assert set(by_id) == {first, ringing}
+        assert by_id[first]["end_reason"] == "hung_up" and by_id[first]["missed"] is False
+        assert by_id[ringing]["missed"] is True
+        assert by_id[ringing]["end_reason"] == "ring_timeout"
+        caller_view = (await http.get("/v1/calls/history",
+                                      headers={"Authorization": f"Bearer {a_token}"})).json()
+        assert {i["call_id"] for i in caller_view["items"]} == {first, ringing}
