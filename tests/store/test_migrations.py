@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -108,3 +109,13 @@ def test_alembic_command_with_packaged_ini(tmp_path: Path, capsys: pytest.Captur
         assert done.returncode == 0, done.stderr
         assert main(["current", "--database-url", url]) == 0
         assert capsys.readouterr().out.strip() == f"{expected} (head: 0001)"
+
+
+async def test_nodes_opening_a_fresh_database_at_once(database_url: str) -> None:
+    stores = await asyncio.gather(*(Store.open(database_url) for _ in range(3)))
+    try:
+        users = [await s.create_user(f"n{i}", "N", "h", T0) for i, s in enumerate(stores)]
+        assert len(await stores[0].get_users([u.id for u in users])) == 3
+    finally:
+        for s in stores:
+            await s.close()

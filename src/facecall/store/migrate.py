@@ -40,7 +40,7 @@ def head_revision() -> str:
 
 
 def _run(connection: Connection, action: str, revision: str) -> None:
-    if False:
+    if connection.dialect.name == "postgresql":
         connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_MIGRATION_LOCK})")
     config = alembic_config()
     config.attributes["connection"] = connection
