@@ -104,6 +104,7 @@ async def test_bandwidth_cap_drops_excess(
         allocation = next(iter(server.allocations.values()))
         assert allocation.usage.dropped == 3
         clock.now += 1  # a second later the bucket is full again
+        server.core.expire()  # the housekeeping tick
         endpoint.send(stun.encode_channel_data(0x4000, bytes(400)), client.server)
         assert (await peer.receive())[0] == bytes(400)
     finally:

@@ -14,7 +14,7 @@ import os
 import socket
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from facecall.turn import stun
@@ -42,20 +42,39 @@ class Channel:
     expires: float
 
 
+class Ticker:
+    """The server's notion of now for the data path: read per packet, advanced by every
+    control message and by housekeeping, so per-packet expiry checks cost no clock call
+    (their resolution is the housekeeping interval)."""
+
+    __slots__ = ("clock", "now")
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.now = clock()
+
+    def tick(self) -> float:
+        self.now = self.clock()
+        return self.now
+
+
 class TokenBucket:
     """A byte-rate limiter with one second of burst."""
 
-    def __init__(self, rate: int, clock: Callable[[], float]) -> None:
+    __slots__ = ("rate", "stamp", "ticker", "tokens")
+
+    def __init__(self, rate: int, ticker: Ticker) -> None:
         self.rate = rate
         self.tokens = float(rate)
-        self.stamp = clock()
-        self._clock = clock
+        self.ticker = ticker
+        self.stamp = ticker.now
 
     def take(self, size: int) -> bool:
         """Whether ``size`` bytes may pass now."""
-        now = self._clock()
-        self.tokens = min(float(self.rate), self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
+        now = self.ticker.now
+        if now != self.stamp:
+            self.tokens = min(float(self.rate), self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
         if self.tokens < size:
             return False
         self.tokens -= size
@@ -64,7 +83,7 @@ class TokenBucket:
 
 @dataclass
 class Usage:
-    """Per-allocation traffic counters, logged when the allocation ends."""
+    """Traffic counters of an allocation, logged when it ends."""
 
     packets_to_peer: int = 0
     bytes_to_peer: int = 0
@@ -73,46 +92,102 @@ class Usage:
     dropped: int = 0
 
 
-@dataclass
-class Allocation:
-    """State of one allocation; created by the server after a successful Allocate (§7.2)."""
+class Allocation(asyncio.DatagramProtocol):
+    """One allocation (RFC 8656 §2.2), created after a successful Allocate (§7.2). It is also
+    the protocol of its relay socket, so a peer datagram costs one Python call."""
 
-    five_tuple: FiveTuple
-    username: str
-    key: bytes
-    expires: float
-    send_to_client: Callable[[bytes], None]
-    stream: bool
-    clock: Callable[[], float]
-    allocate_transaction_id: bytes = b""
-    allocate_response: bytes = b""
-    relayed_address: Address = ("", 0)
-    family: int = stun.FAMILY_IPV4
-    permissions: dict[str, float] = field(default_factory=dict)
-    channels: dict[int, Channel] = field(default_factory=dict)
-    peer_channels: dict[Address, int] = field(default_factory=dict)
-    usage: Usage = field(default_factory=Usage)
-    reported: Usage = field(default_factory=Usage)  # part of usage already in the metrics
-    bucket_out: TokenBucket | None = None
-    bucket_in: TokenBucket | None = None
-    created: float = 0.0
-    transport: asyncio.DatagramTransport | None = None
-    index: dict[Any, Allocation] = field(default_factory=dict)  # the listener's fast lookup
-    index_key: Any = None
+    __slots__ = (
+        "allocate_response",
+        "allocate_transaction_id",
+        "bucket_in",
+        "bucket_out",
+        "bytes_from_peer",
+        "bytes_to_peer",
+        "channels",
+        "created",
+        "dropped",
+        "expires",
+        "family",
+        "five_tuple",
+        "index",
+        "index_key",
+        "key",
+        "packets_from_peer",
+        "packets_to_peer",
+        "peer_channels",
+        "permissions",
+        "relayed_address",
+        "reported",
+        "send_to_client",
+        "stream",
+        "ticker",
+        "transport",
+        "username",
+    )
+
+    def __init__(
+        self,
+        five_tuple: FiveTuple,
+        username: str,
+        key: bytes,
+        lifetime: int,
+        send_to_client: Callable[[bytes], None],
+        stream: bool,
+        ticker: Ticker,
+        family: int = stun.FAMILY_IPV4,
+        index: dict[Any, Allocation] | None = None,
+        index_key: Any = None,
+        bandwidth_cap: int = 0,
+    ) -> None:
+        self.five_tuple = five_tuple
+        self.username = username
+        self.key = key
+        self.ticker = ticker
+        self.created = ticker.now
+        self.expires = ticker.now + lifetime
+        self.send_to_client = send_to_client
+        self.stream = stream
+        self.family = family
+        self.index: dict[Any, Allocation] = {} if index is None else index
+        self.index_key = index_key
+        self.allocate_transaction_id = b""
+        self.allocate_response = b""
+        self.relayed_address: Address = ("", 0)
+        self.permissions: dict[str, float] = {}
+        self.channels: dict[int, Channel] = {}
+        self.peer_channels: dict[Address, int] = {}
+        self.transport: asyncio.DatagramTransport | None = None
+        self.packets_to_peer = self.bytes_to_peer = 0
+        self.packets_from_peer = self.bytes_from_peer = 0
+        self.dropped = 0
+        self.reported = Usage()
+        self.bucket_out = TokenBucket(bandwidth_cap, ticker) if bandwidth_cap else None
+        self.bucket_in = TokenBucket(bandwidth_cap, ticker) if bandwidth_cap else None
+
+    @property
+    def usage(self) -> Usage:
+        """A snapshot of the traffic counters."""
+        return Usage(
+            self.packets_to_peer,
+            self.bytes_to_peer,
+            self.packets_from_peer,
+            self.bytes_from_peer,
+            self.dropped,
+        )
 
     # --- permissions and channels (RFC 8656 §9, §12) ---
 
     def install_permission(self, host: str, lifetime: int) -> None:
         """Install or refresh the permission for ``host`` (§9.2)."""
-        self.permissions[host] = self.clock() + lifetime
+        self.permissions[host] = self.ticker.now + lifetime
 
     def has_permission(self, host: str) -> bool:
         expiry = self.permissions.get(host)
-        return expiry is not None and expiry >= self.clock()
+        return expiry is not None and expiry >= self.ticker.now
 
     def channel_conflict(self, number: int, peer: Address) -> bool:
         """Whether binding ``number`` to ``peer`` conflicts with a live binding (§11.2)."""
-        now = self.clock()
+        now = self.ticker.now
         bound = self.channels.get(number)
         if bound is not None and bound.expires >= now and bound.peer != peer:
             return True
@@ -131,7 +206,7 @@ class Allocation:
         stale = self.peer_channels.get(peer)
         if stale is not None and stale != number:
             self.channels.pop(stale, None)
-        self.channels[number] = Channel(number, peer, self.clock() + lifetime)
+        self.channels[number] = Channel(number, peer, self.ticker.now + lifetime)
         self.peer_channels[peer] = number
 
     def expire(self, now: float) -> None:
@@ -146,35 +221,35 @@ class Allocation:
 
     def send_to_peer(self, data: bytes, peer: Address) -> None:
         """Relay application data to ``peer`` if a permission allows it (§11.2, §12.6)."""
-        if self.transport is None or not self.has_permission(peer[0]):
-            self.usage.dropped += 1
+        expiry = self.permissions.get(peer[0])
+        if expiry is None or expiry < self.ticker.now or self.transport is None:
+            self.dropped += 1
             return
         if self.bucket_out is not None and not self.bucket_out.take(len(data)):
-            self.usage.dropped += 1
+            self.dropped += 1
             return
         self.transport.sendto(data, peer)
-        self.usage.packets_to_peer += 1
-        self.usage.bytes_to_peer += len(data)
+        self.packets_to_peer += 1
+        self.bytes_to_peer += len(data)
 
     def on_channel_data(self, data: bytes) -> None:
         """A ChannelData message from the client (§12.6), read without the codec."""
-        if len(data) < 4:
-            return
-        number, length = _CHANNEL_HEADER.unpack_from(data)
-        channel = self.channels.get(number)
-        if channel is None or 4 + length > len(data) or channel.expires < self.clock():
-            self.usage.dropped += 1
+        channel = self.channels.get((data[0] << 8) | data[1]) if len(data) >= 4 else None
+        length = (data[2] << 8) | data[3] if channel is not None else 0
+        if channel is None or 4 + length > len(data) or channel.expires < self.ticker.now:
+            self.dropped += 1
             return
         self.send_to_peer(data[4 : 4 + length], channel.peer)
 
-    def on_peer_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+    def datagram_received(self, data: bytes, addr: Any) -> None:
         """A datagram arrived on the relayed address from a peer (§11.3, §12.7)."""
-        peer = (addr[0], addr[1])
-        if not self.has_permission(peer[0]):
-            self.usage.dropped += 1
+        peer = addr[:2]
+        expiry = self.permissions.get(peer[0])
+        if expiry is None or expiry < self.ticker.now:
+            self.dropped += 1
             return
         if self.bucket_in is not None and not self.bucket_in.take(len(data)):
-            self.usage.dropped += 1
+            self.dropped += 1
             return
         number = self.peer_channels.get(peer)
         if number is not None:
@@ -184,8 +259,12 @@ class Allocation:
         else:
             frame = data_indication(peer, data)
         self.send_to_client(frame)
-        self.usage.packets_from_peer += 1
-        self.usage.bytes_from_peer += len(data)
+        self.packets_from_peer += 1
+        self.bytes_from_peer += len(data)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors from peers (e.g. port unreachable) do not end the allocation.
+        pass
 
     def close(self) -> None:
         if self.transport is not None:
@@ -205,20 +284,6 @@ def data_indication(peer: Address, data: bytes) -> bytes:
             (stun.DATA, data),
         ],
     ).encode()
-
-
-class RelayProtocol(asyncio.DatagramProtocol):
-    """The relay socket of one allocation."""
-
-    def __init__(self, allocation: Allocation) -> None:
-        self.allocation = allocation
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.allocation.on_peer_datagram(data, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        # ICMP errors from peers (e.g. port unreachable) do not end the allocation.
-        pass
 
 
 class RelayPortPool:

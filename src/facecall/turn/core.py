@@ -18,8 +18,7 @@ from facecall.turn.allocation import (
     Allocation,
     FiveTuple,
     RelayPortPool,
-    RelayProtocol,
-    TokenBucket,
+    Ticker,
 )
 from facecall.turn.auth import Authenticator, Rejection
 from facecall.turn.config import TurnConfig
@@ -94,6 +93,7 @@ class TurnCore:
     def __init__(self, config: TurnConfig, clock: Callable[[], float]) -> None:
         self.config = config
         self.clock = clock
+        self.ticker = Ticker(clock)
         self.auth = Authenticator(
             config.realm, config.static_users, config.rest_secrets, config.nonce_lifetime, clock
         )
@@ -109,6 +109,7 @@ class TurnCore:
 
     def handle_stun(self, data: bytes, ctx: ClientContext) -> None:
         """Process one STUN message from a client; malformed ones are dropped (§6.3)."""
+        self.ticker.tick()
         try:
             message = stun.parse_message(data)
         except StunError:
@@ -122,7 +123,7 @@ class TurnCore:
 
     def expire(self) -> None:
         """Delete expired allocations, permissions and channels; report usage (§7, §9, §12)."""
-        now = self.clock()
+        now = self.ticker.tick()
         for allocation in list(self.allocations.values()):
             if allocation.expires < now:
                 self.delete(allocation, "expired")
@@ -150,7 +151,7 @@ class TurnCore:
             username=allocation.username,
             client=f"{allocation.five_tuple.protocol}:{allocation.five_tuple.client}",
             relayed=allocation.relayed_address,
-            seconds=round(self.clock() - allocation.created, 3),
+            seconds=round(self.ticker.now - allocation.created, 3),
             packets_to_peer=usage.packets_to_peer,
             bytes_to_peer=usage.bytes_to_peer,
             packets_from_peer=usage.packets_from_peer,
@@ -366,27 +367,23 @@ class TurnCore:
         lifetime: int,
     ) -> None:
         loop = asyncio.get_running_loop()
-        now = self.clock()
         allocation = Allocation(
-            five_tuple=ctx.five_tuple,
-            username=who.username,
-            key=who.key,
-            expires=now + lifetime,
-            send_to_client=ctx.send,
-            stream=ctx.stream,
-            clock=self.clock,
-            allocate_transaction_id=message.transaction_id,
+            ctx.five_tuple,
+            who.username,
+            who.key,
+            lifetime,
+            ctx.send,
+            ctx.stream,
+            self.ticker,
             family=family,
-            created=now,
             index=ctx.index,
             index_key=ctx.index_key,
+            bandwidth_cap=self.config.bandwidth_cap,
         )
-        if self.config.bandwidth_cap:
-            allocation.bucket_out = TokenBucket(self.config.bandwidth_cap, self.clock)
-            allocation.bucket_in = TokenBucket(self.config.bandwidth_cap, self.clock)
+        allocation.allocate_transaction_id = message.transaction_id
         try:
             transport, _ = await loop.create_datagram_endpoint(
-                lambda: RelayProtocol(allocation), sock=sock
+                lambda: allocation, sock=sock
             )
         except OSError:
             sock.close()
@@ -429,7 +426,7 @@ class TurnCore:
         if lifetime == 0:
             self.delete(allocation, "refreshed to 0")
         else:
-            allocation.expires = self.clock() + lifetime
+            allocation.expires = self.ticker.now + lifetime
         return [(stun.LIFETIME, stun.encode_uint32(lifetime))]
 
     def _peer_addresses(self, message: Message, allocation: Allocation) -> list[stun.Address]:
