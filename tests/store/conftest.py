@@ -23,12 +23,16 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture(params=BACKENDS)
-def database_url(request: pytest.FixtureRequest, tmp_path: object) -> str:
-    """A URL of an empty database: a SQLite file, or a fresh PostgreSQL database."""
+def database_url(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[str]:
+    """A URL of an empty database: a SQLite file, or a fresh PostgreSQL database (dropped
+    afterwards, so the throwaway server stays small)."""
     if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path}/store.db"
+        yield f"sqlite+aiosqlite:///{tmp_path}/store.db"
+        return
     server: PostgresServer = request.getfixturevalue("postgres_server")
-    return server.create_database()
+    url = server.create_database()
+    yield url
+    server.drop_database(url.rsplit("/", 1)[1])
 
 
 @pytest.fixture
