@@ -24,7 +24,7 @@ def build_uvicorn(settings: Settings, turn_uris: list[str] | None = None) -> uvi
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, ws_max_size=WS_MAX_FRAME,
         log_config=None, access_log=False, lifespan="on", ws_ping_interval=20.0,
-        ws_ping_timeout=20.0,
+        ws_ping_timeout=20.0, ws_per_message_deflate=False,  # zlib contexts cost ~100 KiB a device
     )
     return uvicorn.Server(config)
 

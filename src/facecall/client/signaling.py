@@ -42,7 +42,7 @@ class ConnectionClosed(Exception):
 class SignalingConnection:
     """One device's signaling connection to a facecall server."""
 
-    def __init__(self, ws_url: str, token: str, *, ack_every: int = 1) -> None:
+    def __init__(self, ws_url: str, token: str, *, ack_every: int = 16) -> None:
         self.ws_url = ws_url
         self.token = token
         self.ack_every = ack_every

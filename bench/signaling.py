@@ -1,0 +1,316 @@
+"""Signaling benchmark: call set-ups per second, ring latency and memory per connected device,
+beside a bare `websockets` relay carrying the same message pattern (the floor).
+
+One call set-up = call.start → ring on every callee device → answer → offer → answer →
+4 trickled candidates → hang-up, each request answered by `ok`. The server runs as its own
+process (`facecall serve --no-turn`, SQLite in a temp dir); its CPU time is read from /proc, so
+"set-ups per CPU-second" is independent of how fast this one load-generating process is.
+
+    .venv/bin/python bench/signaling.py --pairs 50 --callee-devices 2 --seconds 20 --idle 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvloop
+import websockets
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from facecall.client.signaling import SignalingConnection
+from procstat import cpu_seconds, free_port, percentile, rss_bytes
+
+CANDIDATE = {"candidate": "candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host",
+             "sdpMid": "0", "sdpMLineIndex": 0}
+SDP = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n" + "a=x\r\n" * 60
+
+
+@dataclass
+class Result:
+    name: str
+    setups: int = 0
+    seconds: float = 0.0
+    server_cpu: float = 0.0
+    messages: int = 0
+    ring_latencies: list[float] = field(default_factory=list)
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "setups_per_s": self.setups / self.seconds if self.seconds else 0.0,
+            "setups_per_cpu_s": self.setups / self.server_cpu if self.server_cpu else 0.0,
+            "ring_p50_ms": percentile(self.ring_latencies, 0.5) * 1000,
+            "ring_p99_ms": percentile(self.ring_latencies, 0.99) * 1000,
+            "us_per_message": self.server_cpu / self.messages * 1e6 if self.messages else 0.0,
+            "messages": self.messages,
+            "server_cpu_s": self.server_cpu,
+        }
+
+
+def start_process(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(args, env={**os.environ, **(env or {})},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def wait_http(url: str) -> None:
+    async with httpx.AsyncClient() as http:
+        for _ in range(400):
+            try:
+                if (await http.get(url)).status_code == 200:
+                    return
+            except httpx.TransportError:
+                await asyncio.sleep(0.05)
+    raise TimeoutError(url)
+
+
+# --------------------------------------------------------------------------- facecall
+
+
+async def make_devices(http: httpx.AsyncClient, prefix: str, users: int,
+                       per_user: int) -> list[tuple[str, list[str]]]:
+    """(user id, [device tokens]) for ``users`` new accounts."""
+    async def one(i: int) -> tuple[str, list[str]]:
+        acct = (await http.post("/v1/accounts", json={"username": f"{prefix}{i}",
+                                                      "password": "benchmark!"})).json()
+        auth = {"Authorization": f"Bearer {acct['token']}"}
+        tokens = []
+        for d in range(per_user):
+            reg = (await http.post("/v1/devices", json={"kind": "sdk", "name": f"d{d}"},
+                                   headers=auth)).json()
+            tokens.append(reg["token"])
+        return acct["user"]["id"], tokens
+
+    out = []
+    for start in range(0, users, 16):
+        out += await asyncio.gather(*(one(i) for i in range(start, min(users, start + 16))))
+    return out
+
+
+async def facecall_pair(caller: SignalingConnection, callees: list[SignalingConnection],
+                        callee_user: str, deadline: float, result: Result) -> None:
+    callee_device = callees[0]
+    callee_id: str = callee_device.welcome["device_id"]  # type: ignore[index]
+    caller_id: str = caller.welcome["device_id"]  # type: ignore[index]
+    while time.perf_counter() < deadline:
+        sent = time.perf_counter()
+        call_id = (await caller.request("call.start", to=[callee_user], media="video"))["call_id"]
+        for device in callees:
+            await device.next_event("call.ring")
+            result.ring_latencies.append(time.perf_counter() - sent)
+        await callee_device.request("call.answer", call_id=call_id)
+        await caller.next_event("call.answered")
+        for device in callees[1:]:
+            await device.next_event("call.stop_ringing")
+        await caller.request("call.sdp", call_id=call_id, to_device=callee_id,
+                             description={"type": "offer", "sdp": SDP})
+        await callee_device.next_event("call.sdp")
+        await callee_device.request("call.sdp", call_id=call_id, to_device=caller_id,
+                                    description={"type": "answer", "sdp": SDP})
+        await caller.next_event("call.sdp")
+        for _ in range(2):
+            await caller.request("call.candidate", call_id=call_id, to_device=callee_id,
+                                 candidate=CANDIDATE)
+            await callee_device.request("call.candidate", call_id=call_id, to_device=caller_id,
+                                        candidate=CANDIDATE)
+        for _ in range(2):
+            await callee_device.next_event("call.candidate")
+            await caller.next_event("call.candidate")
+        await caller.request("call.hangup", call_id=call_id)
+        await callee_device.next_event("call.ended")
+        result.setups += 1
+        # requests + replies + events (ring per device, ringing, answered, stop_ringing, 2 sdp,
+        # 4 candidates, ended)
+        n = len(callees)
+        result.messages += 9 * 2 + n + 1 + 1 + (n - 1) + 2 + 4 + 1
+
+
+async def bench_facecall(args: argparse.Namespace, workdir: Path) -> tuple[Result, float]:
+    port = free_port()
+    profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
+    proc = start_process(
+        [sys.executable, *profile, "-m", "facecall", "serve", "--no-turn", "--port", str(port),
+         "--database-url", f"sqlite:///{workdir / 'bench.db'}", "--log-level", "warning"])
+    try:
+        base = f"http://127.0.0.1:{port}"
+        await wait_http(f"{base}/healthz")
+        ws_url = f"ws://127.0.0.1:{port}/v1/signaling"
+        async with httpx.AsyncClient(base_url=base, timeout=60) as http:
+            callers = await make_devices(http, "caller", args.pairs, 1)
+            callees = await make_devices(http, "callee", args.pairs, args.callee_devices)
+            idle_users = max(1, args.idle // 32)
+            idle = await make_devices(http, "idle", idle_users, min(32, args.idle))
+        # memory per idle device
+        rss_before = rss_bytes(proc.pid)
+        idle_conns = [SignalingConnection(ws_url, t) for _, tokens in idle for t in tokens]
+        for start in range(0, len(idle_conns), 50):
+            await asyncio.gather(*(c.connect() for c in idle_conns[start:start + 50]))
+        await asyncio.sleep(1.0)
+        per_device = (rss_bytes(proc.pid) - rss_before) / max(1, len(idle_conns))
+
+        caller_conns = [SignalingConnection(ws_url, tokens[0]) for _, tokens in callers]
+        callee_conns = [[SignalingConnection(ws_url, t) for t in tokens] for _, tokens in callees]
+        await asyncio.gather(*(c.connect() for c in itertools.chain(caller_conns,
+                                                                    *callee_conns)))
+        result = Result("facecall")
+        deadline = time.perf_counter() + args.seconds
+        cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
+        await asyncio.gather(*(facecall_pair(caller_conns[i], callee_conns[i], callees[i][0],
+                                             deadline, result) for i in range(args.pairs)))
+        result.seconds = time.perf_counter() - t0
+        result.server_cpu = cpu_seconds(proc.pid) - cpu0
+        for conn in itertools.chain(idle_conns, caller_conns, *callee_conns):
+            await conn.close()
+        return result, per_device
+    finally:
+        proc.send_signal(signal.SIGINT)  # a clean exit (cProfile writes its file on exit)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# --------------------------------------------------------------------------- bare relay
+
+
+class BareClient:
+    def __init__(self, ws: Any, name: str) -> None:
+        self.ws, self.name = ws, name
+        self.ids = itertools.count()
+        self.replies: dict[str, asyncio.Future[None]] = {}
+        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.reader = asyncio.create_task(self.read())
+
+    async def read(self) -> None:
+        async for raw in self.ws:
+            message = json.loads(raw)
+            if message.get("type") == "ok":
+                self.replies.pop(message["re"]).set_result(None)
+            else:
+                await self.events.put(message)
+
+    async def request(self, to: list[str], **fields: Any) -> None:
+        msg_id = f"{self.name}-{next(self.ids)}"
+        future = asyncio.get_running_loop().create_future()
+        self.replies[msg_id] = future
+        await self.ws.send(json.dumps({"v": 1, "id": msg_id, "re": msg_id, "to": to, **fields}))
+        await future
+
+    async def next(self) -> dict[str, Any]:
+        return await self.events.get()
+
+
+async def bare_pair(caller: BareClient, callees: list[BareClient], deadline: float,
+                    result: Result) -> None:
+    names = [c.name for c in callees]
+    first = callees[0]
+    while time.perf_counter() < deadline:
+        sent = time.perf_counter()
+        await caller.request(names, type="call.ring", media="video")
+        for device in callees:
+            await device.next()
+            result.ring_latencies.append(time.perf_counter() - sent)
+        await first.request([caller.name, *names[1:]], type="call.answered")
+        await caller.next()
+        for device in callees[1:]:
+            await device.next()
+        await caller.request([first.name], type="call.sdp", sdp=SDP)
+        await first.next()
+        await first.request([caller.name], type="call.sdp", sdp=SDP)
+        await caller.next()
+        for _ in range(2):
+            await caller.request([first.name], type="call.candidate", candidate=CANDIDATE)
+            await first.request([caller.name], type="call.candidate", candidate=CANDIDATE)
+        for _ in range(2):
+            await first.next()
+            await caller.next()
+        await caller.request([first.name], type="call.ended")
+        await first.next()
+        # the relay forwards instead of generating events; count the same frames as above
+        result.setups += 1
+        n = len(callees)
+        result.messages += 7 * 2 + n + 1 + (n - 1) + 2 + 4 + 1
+
+
+async def bench_bare(args: argparse.Namespace) -> Result:
+    port = free_port()
+    proc = start_process([sys.executable, str(Path(__file__).with_name("bare_relay.py")), str(port)])
+    try:
+        url = f"ws://127.0.0.1:{port}/"
+        for _ in range(400):
+            try:
+                probe = await websockets.connect(url + "?id=probe")
+                await probe.close()
+                break
+            except OSError:
+                await asyncio.sleep(0.05)
+
+        async def client(name: str) -> BareClient:
+            return BareClient(await websockets.connect(f"{url}?id={name}", max_size=2**20), name)
+
+        callers = [await client(f"c{i}") for i in range(args.pairs)]
+        callees = [[await client(f"e{i}-{d}") for d in range(args.callee_devices)]
+                   for i in range(args.pairs)]
+        result = Result("bare websockets relay")
+        deadline = time.perf_counter() + args.seconds
+        cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
+        await asyncio.gather(*(bare_pair(callers[i], callees[i], deadline, result)
+                               for i in range(args.pairs)))
+        result.seconds = time.perf_counter() - t0
+        result.server_cpu = cpu_seconds(proc.pid) - cpu0
+        for c in itertools.chain(callers, *callees):
+            await c.ws.close()
+        return result
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs", type=int, default=50, help="concurrent caller/callee pairs")
+    parser.add_argument("--callee-devices", type=int, default=2, help="devices per callee")
+    parser.add_argument("--seconds", type=float, default=20.0, help="load duration per server")
+    parser.add_argument("--idle", type=int, default=1000, help="idle devices for the memory figure")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--profile", metavar="FILE", help="cProfile the facecall server into FILE")
+    parser.add_argument("--skip-floor", action="store_true", help="measure facecall only")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="facecall-bench-") as tmp:
+        ours, per_device = await bench_facecall(args, Path(tmp))
+    if args.skip_floor:
+        print(json.dumps({"facecall": ours.row(), "idle_device_kib": per_device / 1024}, indent=2))
+        return
+    floor = await bench_bare(args)
+    report = {
+        "facecall": ours.row(), "bare_relay": floor.row(),
+        "idle_device_kib": per_device / 1024,
+        "message_cost_ratio": ours.row()["us_per_message"] / floor.row()["us_per_message"],
+        "args": vars(args),
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(f"{'':24}{'facecall':>14}{'bare relay':>14}")
+    for key in ("setups_per_s", "setups_per_cpu_s", "ring_p50_ms", "ring_p99_ms",
+                "us_per_message", "server_cpu_s", "messages"):
+        print(f"{key:24}{report['facecall'][key]:>14.2f}{report['bare_relay'][key]:>14.2f}")
+    print(f"memory per idle device: {report['idle_device_kib']:.1f} KiB")
+    print(f"per-message cost ratio (facecall / bare relay): {report['message_cost_ratio']:.2f}")
+
+
+if __name__ == "__main__":
+    uvloop.run(main())
