@@ -1,0 +1,92 @@
+// The HTTP API (see /openapi.json): accounts, devices, users, history, TURN credentials.
+
+export class ApiError extends Error {
+  constructor(status, detail) {
+    super(detail);
+    this.status = status;
+    this.detail = detail;
+  }
+}
+
+/** A readable sentence for a FastAPI error body (`detail` is a string or a list of issues). */
+function describe(status, body) {
+  const detail = body && body.detail;
+  if (typeof detail === "string") return detail;
+  if (Array.isArray(detail) && detail.length) {
+    const issue = detail[0];
+    const field = Array.isArray(issue.loc) ? issue.loc[issue.loc.length - 1] : "input";
+    return `${String(field).replace("_", " ")}: ${issue.msg}`;
+  }
+  return `the server answered ${status}`;
+}
+
+export class Api {
+  constructor(base = "") {
+    this.base = base;
+  }
+
+  async request(method, path, { token, body } = {}) {
+    const headers = {};
+    if (token) headers.Authorization = `Bearer ${token}`;
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    let response;
+    try {
+      response = await fetch(this.base + path, {
+        method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    } catch {
+      throw new ApiError(0, "The server cannot be reached. Check your connection.");
+    }
+    if (response.status === 204) return null;
+    let data = null;
+    try {
+      data = await response.json();
+    } catch {
+      data = null;
+    }
+    if (!response.ok) throw new ApiError(response.status, describe(response.status, data));
+    return data;
+  }
+
+  signUp(username, password, displayName) {
+    const body = { username, password };
+    if (displayName) body.display_name = displayName;
+    return this.request("POST", "/v1/accounts", { body });
+  }
+
+  signIn(username, password) {
+    return this.request("POST", "/v1/sessions", { body: { username, password } });
+  }
+
+  signOut(token) {
+    return this.request("DELETE", "/v1/sessions/current", { token });
+  }
+
+  me(token) {
+    return this.request("GET", "/v1/me", { token });
+  }
+
+  user(token, username) {
+    return this.request("GET", `/v1/users/${encodeURIComponent(username)}`, { token });
+  }
+
+  registerDevice(token, name) {
+    return this.request("POST", "/v1/devices", { token, body: { kind: "browser", name } });
+  }
+
+  devices(token) {
+    return this.request("GET", "/v1/devices", { token });
+  }
+
+  removeDevice(token, id) {
+    return this.request("DELETE", `/v1/devices/${encodeURIComponent(id)}`, { token });
+  }
+
+  history(token, limit = 30) {
+    return this.request("GET", `/v1/calls/history?limit=${limit}`, { token });
+  }
+
+  turnCredentials(deviceToken) {
+    return this.request("GET", "/v1/turn/credentials", { token: deviceToken });
+  }
+}

@@ -1,0 +1,223 @@
+// The facecall web client: sign in, register this browser as a device, then calls.
+
+import { Api } from "./api.js";
+import { Calls } from "./calls.js";
+import { Home } from "./home.js";
+import { Signaling } from "./signaling.js";
+import { unlockAudio } from "./ringtone.js";
+import { CallView, Messages } from "./ui.js";
+import { relayOnly, setRelayOnly, store } from "./settings.js";
+
+const $ = (id) => document.getElementById(id);
+const api = new Api("");
+const messages = new Messages();
+
+const state = { session: null, signaling: null, calls: null, home: null };
+
+function showView(name) {
+  for (const view of ["auth", "home", "call"]) $(`${view}-view`).hidden = view !== name;
+  if (name === "home" && state.home) state.home.refresh();
+}
+
+function session() {
+  return state.session;
+}
+
+function defaultDeviceName() {
+  const ua = navigator.userAgent;
+  const browser = /Edg\//.test(ua) ? "Edge" : /Firefox\//.test(ua) ? "Firefox"
+    : /Chrom(e|ium)\//.test(ua) ? "Chromium" : /Safari\//.test(ua) ? "Safari" : "Browser";
+  const os = /Android/.test(ua) ? "Android" : /iPhone|iPad/.test(ua) ? "iOS" : /Mac OS/.test(ua) ? "macOS"
+    : /Windows/.test(ua) ? "Windows" : /Linux/.test(ua) ? "Linux" : "";
+  return os ? `${browser} on ${os}` : browser;
+}
+
+// -- sign in ---------------------------------------------------------------------------------
+let mode = "signin";
+
+function setMode(next) {
+  mode = next;
+  const signup = mode === "signup";
+  $("tab-signin").setAttribute("aria-selected", String(!signup));
+  $("tab-signup").setAttribute("aria-selected", String(signup));
+  $("tab-signin").tabIndex = signup ? -1 : 0;
+  $("tab-signup").tabIndex = signup ? 0 : -1;
+  $("auth-form").setAttribute("aria-labelledby", signup ? "tab-signup" : "tab-signin");
+  $("display-name-row").hidden = !signup;
+  $("auth-password").autocomplete = signup ? "new-password" : "current-password";
+  $("auth-submit").textContent = signup ? "Create account" : "Sign in";
+  $("auth-error").textContent = "";
+}
+
+function authError(text) {
+  $("auth-error").textContent = text;
+}
+
+async function submitAuth(event) {
+  event.preventDefault();
+  unlockAudio();
+  const username = $("auth-username").value.trim();
+  const password = $("auth-password").value;
+  const deviceName = $("auth-device-name").value.trim() || defaultDeviceName();
+  if (username.length < 3) return authError("Enter a username (at least 3 characters).");
+  if (mode === "signup" && !/^[A-Za-z0-9_.-]{3,32}$/.test(username)) {
+    return authError("Usernames use letters, digits, “_”, “.” and “-” (3 to 32 characters).");
+  }
+  if (password.length < (mode === "signup" ? 8 : 1)) {
+    return authError(mode === "signup" ? "Choose a password of at least 8 characters." : "Enter your password.");
+  }
+  $("auth-submit").disabled = true;
+  authError("");
+  try {
+    const account = mode === "signup"
+      ? await api.signUp(username, password, $("auth-display-name").value.trim())
+      : await api.signIn(username, password);
+    await openDevice(account, deviceName);
+    $("auth-password").value = "";
+  } catch (error) {
+    if (error.status === 401) authError("Wrong username or password.");
+    else if (error.status === 409) authError(`The username “${username}” is taken.`);
+    else authError(error.message);
+  } finally {
+    $("auth-submit").disabled = false;
+  }
+}
+
+/** Reuse this browser's device of that user if it still works, else register a new one. */
+async function openDevice(account, deviceName) {
+  const saved = store.get("device");
+  let device = saved && saved.userId === account.user.id ? saved : null;
+  if (device) {
+    try {
+      await api.me(device.token);
+    } catch {
+      device = null;
+    }
+  }
+  if (!device) {
+    const registered = await api.registerDevice(account.token, deviceName);
+    device = { id: registered.device.id, name: registered.device.name, token: registered.token,
+      userId: account.user.id };
+    store.set("device", device);
+  }
+  store.set("account", { token: account.token, user: account.user });
+  start({ account: account.token, user: account.user, device: device.token, deviceId: device.id,
+    userId: account.user.id });
+}
+
+// -- signed in -------------------------------------------------------------------------------
+function start(s) {
+  state.session = s;
+  $("me-name").textContent = s.user.display_name && s.user.display_name !== s.user.username
+    ? `${s.user.display_name} (@${s.user.username})` : `@${s.user.username}`;
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  const signaling = new Signaling(`${scheme}//${location.host}/v1/signaling`, s.device);
+  const view = new CallView(messages, showView);
+  const calls = new Calls({
+    signaling, api, view, relayOnly,
+    tokens: () => ({ account: s.account, device: s.device, userId: s.userId }),
+  });
+  calls.remember(s.userId, s.user.username);
+  view.bind(calls);
+  calls.addEventListener("history-changed", () => state.home && state.home.refreshRecents());
+  calls.addEventListener("unauthorized", () => {
+    signOutLocally();
+    messages.error("This device was removed or signed out. Sign in again to use it.");
+  });
+  state.signaling = signaling;
+  state.calls = calls;
+  state.home = new Home({
+    api, session,
+    call: (username, media) => calls.start(username, media),
+    error: (text) => messages.error(text),
+    onThisDeviceRemoved: () => signOutLocally(),
+  });
+  signaling.addEventListener("state", (e) => {
+    if (e.detail.state === "open" && e.detail.reconnected && state.home) state.home.refresh();
+  });
+  signaling.start();
+  showView("home");
+}
+
+function signOutLocally() {
+  if (state.calls) state.calls.reset();
+  if (state.signaling) state.signaling.close();
+  state.session = null;
+  state.signaling = null;
+  state.calls = null;
+  state.home = null;
+  store.remove("account");
+  messages.connection(null);
+  showView("auth");
+  $("auth-username").focus();
+}
+
+async function signOut() {
+  const s = state.session;
+  if (state.calls) await state.calls.hangup();
+  if (s) api.signOut(s.account).catch(() => {});
+  signOutLocally();
+}
+
+async function resume() {
+  const account = store.get("account");
+  const device = store.get("device");
+  if (!account || !device || device.userId !== account.user.id) return false;
+  try {
+    const user = await api.me(account.token);
+    await api.me(device.token);
+    start({ account: account.token, user, device: device.token, deviceId: device.id, userId: user.id });
+    return true;
+  } catch (error) {
+    if (error.status === 401) {
+      store.remove("account");
+      return false;
+    }
+    messages.error(error.message);
+    return false;
+  }
+}
+
+// -- wiring ------------------------------------------------------------------------------------
+function init() {
+  setMode("signin");
+  $("auth-device-name").value = (store.get("device") || {}).name || defaultDeviceName();
+  $("tab-signin").addEventListener("click", () => setMode("signin"));
+  $("tab-signup").addEventListener("click", () => setMode("signup"));
+  for (const tab of [$("tab-signin"), $("tab-signup")]) {
+    tab.addEventListener("keydown", (e) => {
+      if (e.key === "ArrowRight" || e.key === "ArrowLeft") {
+        const next = mode === "signin" ? "signup" : "signin";
+        setMode(next);
+        $(`tab-${next}`).focus();
+      }
+    });
+  }
+  $("auth-form").addEventListener("submit", submitAuth);
+  $("call-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const media = event.submitter && event.submitter.value === "audio" ? "audio" : "video";
+    if (state.calls) state.calls.start($("call-username").value, media);
+  });
+  $("sign-out").addEventListener("click", signOut);
+  $("relay-only").checked = relayOnly();
+  $("relay-only").addEventListener("change", (e) => setRelayOnly(e.target.checked));
+  window.addEventListener("pagehide", () => {
+    if (state.calls && state.calls.active) state.calls.hangup();
+  });
+  // For diagnostics (and the test-suite): the live call's phase and WebRTC statistics.
+  window.facecall = {
+    diagnostics: () => (state.calls ? state.calls.diagnostics() : Promise.resolve({ phase: "signed-out" })),
+    dropConnection: () => state.signaling && state.signaling.drop(),
+    get signaling() { return state.signaling ? state.signaling.state : "closed"; },
+  };
+  resume().then((ok) => {
+    if (!ok) {
+      showView("auth");
+      $("auth-username").focus();
+    }
+    document.body.dataset.ready = "true";
+  });
+}
+
+init();

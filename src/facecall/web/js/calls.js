@@ -1,0 +1,483 @@
+// The call controller: outgoing and incoming calls, ringing on every device, call waiting,
+// and the 1:1 media convention (the caller offers to the device that answered).
+
+import { LocalMedia, MediaError } from "./media.js";
+import { Peer } from "./peer.js";
+import { Tone, unlockAudio } from "./ringtone.js";
+import { ApiError } from "./api.js";
+
+const STATS_EVERY_MS = 1000;
+
+/** Why a call ended, as the person on this device should read it. */
+export function endMessage(reason, name, role) {
+  switch (reason) {
+    case "hung_up": return "Call ended";
+    case "declined": return `${name} declined the call`;
+    case "busy": return `${name} is busy on another call`;
+    case "ring_timeout": return role === "caller" ? `No answer from ${name}` : `Missed call from ${name}`;
+    case "unavailable": return `${name} is unavailable: none of their devices can take calls right now`;
+    case "cancelled": return role === "caller" ? "Call cancelled" : `Missed call from ${name}`;
+    case "connection_lost": return "Call ended: the connection was lost";
+    case "answered_elsewhere": return "Answered on another device";
+    case "declined_elsewhere": return "Declined on another device";
+    case "glare": return `You and ${name} called each other at the same moment`;
+    case "device_removed": return "Call ended: this device was removed";
+    case "server_shutdown": return "Call ended: the server is restarting";
+    case "handed_off": return "The call moved to another device";
+    default: return "Call ended";
+  }
+}
+
+/** Signaling error codes, as sentences. */
+function requestMessage(error, name) {
+  switch (error.code) {
+    case "unknown_user": return `No user named ${name}`;
+    case "not_allowed": return "You cannot call yourself";
+    case "call_ended": return "That call has already ended";
+    case "call_full": return "The call is full";
+    case "rate_limited": return "Too many requests: wait a moment and try again";
+    case "timeout": case "connection_lost":
+      return "The server cannot be reached right now. Check your connection and try again.";
+    default: return error.message || "Something went wrong";
+  }
+}
+
+export class Calls extends EventTarget {
+  /**
+   * @param {object} o
+   * @param {import('./signaling.js').Signaling} o.signaling
+   * @param {import('./api.js').Api} o.api
+   * @param {() => {account: string, device: string, userId: string}} o.tokens
+   * @param {() => boolean} o.relayOnly
+   * @param {object} o.view  the UI (see ui.js CallView)
+   */
+  constructor({ signaling, api, tokens, relayOnly, view }) {
+    super();
+    this.signaling = signaling;
+    this.api = api;
+    this.tokens = tokens;
+    this.relayOnly = relayOnly;
+    this.view = view;
+    this.names = new Map(); // user id -> name
+    this.active = null; // the call this device is in (or placing)
+    this.rings = new Map(); // call id -> ring (incoming, not answered yet)
+    this.early = []; // events for a call whose call.start reply has not come yet
+    this.starting = false;
+    this.ringtone = new Tone("ring");
+    this.ringback = new Tone("ringback");
+    this.media = new LocalMedia();
+    this.statsTimer = null;
+    this.clockTimer = null;
+    signaling.addEventListener("event", (e) => this.onEvent(e.detail));
+    signaling.addEventListener("state", (e) => this.onSignalingState(e.detail));
+  }
+
+  // -- names -----------------------------------------------------------------------------
+  remember(userId, name) {
+    if (userId && name) this.names.set(userId, name);
+  }
+
+  /** The caller's name for a ring: the call is already in the history (written before ringing). */
+  async nameFor(userId, callId) {
+    if (this.names.has(userId)) return this.names.get(userId);
+    try {
+      const history = await this.api.history(this.tokens().account, 10);
+      for (const item of history.items) {
+        for (const p of item.participants) this.remember(p.user_id, p.username);
+      }
+    } catch {
+      /* fall through */
+    }
+    return this.names.get(userId) || "Unknown caller";
+  }
+
+  // -- placing a call --------------------------------------------------------------------
+  async start(username, mediaKind) {
+    unlockAudio();
+    username = username.trim().toLowerCase();
+    if (this.active) return this.view.error("End the current call first.");
+    if (!username) return this.view.error("Enter the username of the person to call.");
+    let user;
+    try {
+      user = await this.api.user(this.tokens().account, username);
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 404) return this.view.error(`No user named ${username}`);
+      if (error instanceof ApiError && error.status === 422) return this.view.error(`“${username}” is not a valid username`);
+      return this.view.error(error.message);
+    }
+    if (user.id === this.tokens().userId) return this.view.error("You cannot call yourself");
+    const name = user.display_name || user.username;
+    this.remember(user.id, name);
+    const call = this.newCall({ id: null, role: "caller", peerId: user.id, name, media: mediaKind });
+    this.active = call;
+    this.view.showCall(call, this.media);
+    this.view.callState(call, "Starting camera…");
+    if (!(await this.openMedia(call))) return;
+    if (this.active !== call) return; // ended meanwhile
+    this.view.showCall(call, this.media);
+    this.view.callState(call, "Calling…");
+    this.starting = true;
+    let reply;
+    try {
+      const [servers] = await Promise.all([this.iceServers()]);
+      call.iceServers = servers;
+      reply = await this.signaling.request("call.start", { to: [user.id], media: mediaKind });
+    } catch (error) {
+      this.starting = false;
+      this.finish(call, null, requestMessage(error, username));
+      return;
+    }
+    this.starting = false;
+    call.id = reply.call_id;
+    if (call.ended) { // hung up while the call was being placed
+      this.early = [];
+      this.signaling.request("call.hangup", { call_id: call.id }).catch(() => {});
+      return;
+    }
+    this.ringback.start();
+    const early = this.early;
+    this.early = [];
+    for (const event of early) this.onEvent(event);
+  }
+
+  newCall(fields) {
+    return {
+      remoteDevice: null, peer: null, phase: "calling", connectedAt: null, iceServers: null,
+      ended: false, ...fields,
+    };
+  }
+
+  async openMedia(call) {
+    try {
+      await this.media.open(call.media === "video");
+    } catch (error) {
+      const message = error instanceof MediaError ? error.message : String(error);
+      this.finish(call, null, message, { error: true });
+      return false;
+    }
+    if (this.media.notice) this.view.notice(this.media.notice);
+    return true;
+  }
+
+  async iceServers() {
+    try {
+      const credentials = await this.api.turnCredentials(this.tokens().device);
+      return credentials.ice_servers;
+    } catch {
+      return []; // host candidates still work on a local network
+    }
+  }
+
+  // -- answering ---------------------------------------------------------------------------
+  async accept(callId) {
+    unlockAudio();
+    const ring = this.rings.get(callId);
+    if (!ring) return;
+    this.rings.delete(callId);
+    this.ringtone.stop();
+    this.view.hideIncoming(callId);
+    if (this.active) await this.hangup();
+    const call = this.newCall({
+      id: callId, role: "callee", peerId: ring.from_user, name: ring.name, media: ring.media,
+      phase: "connecting", remoteDevice: ring.from_device,
+    });
+    this.active = call;
+    this.view.showCall(call, this.media);
+    this.view.callState(call, "Connecting…");
+    if (!(await this.openMedia(call))) {
+      this.signaling.request("call.decline", { call_id: callId }).catch(() => {});
+      return;
+    }
+    if (this.active !== call) return;
+    this.view.showCall(call, this.media);
+    call.iceServers = await this.iceServers();
+    try {
+      const reply = await this.signaling.request("call.answer", { call_id: callId });
+      const other = (reply.participants || []).find((p) => p.user_id === call.peerId);
+      if (other) call.remoteDevice = other.device_id;
+    } catch (error) {
+      const message = error.code === "call_ended" || error.code === "invalid_state" || error.code === "not_in_call"
+        ? "The call ended before it could be answered" : requestMessage(error, call.name);
+      this.finish(call, null, message);
+      return;
+    }
+    this.ensurePeer(call, call.remoteDevice);
+    this.flushEarlyMedia(call);
+    this.refreshIncoming();
+  }
+
+  async decline(callId, { busy = false } = {}) {
+    const ring = this.rings.get(callId);
+    if (!ring) return;
+    this.rings.delete(callId);
+    this.view.hideIncoming(callId);
+    this.refreshIncoming();
+    try {
+      await this.signaling.request("call.decline", { call_id: callId, busy });
+    } catch {
+      /* it stopped ringing anyway */
+    }
+    this.view.status(`Declined the call from ${ring.name}`);
+  }
+
+  async hangup() {
+    const call = this.active;
+    if (!call) return;
+    const id = call.id;
+    this.finish(call, "hung_up", call.phase === "active" || call.phase === "connecting" || call.role === "callee"
+      ? "Call ended" : "Call cancelled");
+    if (id) {
+      try {
+        await this.signaling.request("call.hangup", { call_id: id });
+      } catch {
+        /* ended already */
+      }
+    }
+  }
+
+  // -- in-call controls ------------------------------------------------------------------
+  setMuted(muted) {
+    this.media.setMuted(muted);
+    this.view.controls(this.active, this.media);
+    this.view.status(muted ? "Microphone muted" : "Microphone on");
+  }
+
+  async setCameraOff(off) {
+    const call = this.active;
+    if (!call) return;
+    try {
+      if (off) {
+        this.media.stopCamera();
+        if (call.peer) await call.peer.replaceVideo(null);
+      } else {
+        const track = await this.media.startCamera();
+        if (call.peer) await call.peer.replaceVideo(track);
+      }
+    } catch (error) {
+      this.view.error(error.message);
+    }
+    this.view.showLocal(this.media);
+    this.view.controls(call, this.media);
+    this.view.status(this.media.cameraOff ? "Camera off" : "Camera on");
+  }
+
+  async switchCamera() {
+    const call = this.active;
+    if (!call || !this.media.canSwitchCamera) return;
+    try {
+      const track = await this.media.startCamera(true);
+      if (call.peer) await call.peer.replaceVideo(track);
+      this.view.showLocal(this.media);
+      this.view.status("Switched camera");
+    } catch (error) {
+      this.view.error(error.message);
+    }
+  }
+
+  // -- events ------------------------------------------------------------------------------
+  onEvent(event) {
+    const call = this.active;
+    const mine = call && call.id === event.call_id;
+    if (!mine && this.starting && event.type !== "call.ring" && event.type !== "call.stop_ringing") {
+      this.early.push(event);
+      return;
+    }
+    switch (event.type) {
+      case "call.ring": this.onRing(event); break;
+      case "call.stop_ringing": this.onStopRinging(event); break;
+      case "call.ringing":
+        if (mine && call.phase === "calling") {
+          call.phase = "ringing";
+          this.view.callState(call, "Ringing…");
+        }
+        break;
+      case "call.answered":
+        if (mine && call.role === "caller" && event.user_id === call.peerId) {
+          this.ringback.stop();
+          call.phase = "connecting";
+          call.remoteDevice = event.device_id;
+          this.view.callState(call, "Connecting…");
+          const peer = this.ensurePeer(call, event.device_id);
+          peer.offer().catch((error) => this.finish(call, "error", `The call could not connect: ${error.message}`,
+            { error: true, notify: true }));
+        }
+        break;
+      case "call.declined":
+        if (mine) this.view.status(endMessage(event.reason, this.names.get(event.user_id) || "They", "caller"));
+        break;
+      case "call.participant_left":
+        break; // 1:1: the call.ended that follows says it all
+      case "call.ended":
+        if (mine) this.finish(call, event.reason, endMessage(event.reason, call.name, call.role));
+        break;
+      case "call.sdp":
+        if (mine) {
+          const peer = this.ensurePeer(call, event.from_device);
+          peer.onDescription(event.description).catch((error) => console.warn("facecall: sdp", error));
+        } else if (call && call.id === null) {
+          this.early.push(event);
+        }
+        break;
+      case "call.candidate":
+        if (mine) this.ensurePeer(call, event.from_device).onCandidate(event.candidate);
+        break;
+      default:
+        break;
+    }
+  }
+
+  flushEarlyMedia(call) {
+    const early = this.early.filter((e) => e.call_id === call.id);
+    this.early = this.early.filter((e) => e.call_id !== call.id);
+    for (const event of early) this.onEvent(event);
+  }
+
+  async onRing(event) {
+    if (this.rings.has(event.call_id) || (this.active && this.active.id === event.call_id)) return;
+    const ring = { ...event, name: "…" };
+    this.rings.set(event.call_id, ring);
+    ring.name = await this.nameFor(event.from_user, event.call_id);
+    if (!this.rings.has(event.call_id)) return; // stopped while we looked the name up
+    this.refreshIncoming();
+  }
+
+  onStopRinging(event) {
+    const ring = this.rings.get(event.call_id);
+    if (!ring) return;
+    this.rings.delete(event.call_id);
+    this.view.hideIncoming(event.call_id);
+    this.refreshIncoming();
+    const message = endMessage(event.reason, ring.name, "callee");
+    if (event.reason !== "glare") this.view.notice(message, { kind: event.reason });
+    this.dispatchEvent(new CustomEvent("history-changed"));
+  }
+
+  /** Show the newest ring: full screen when idle, a call-waiting banner when in a call. */
+  refreshIncoming() {
+    const rings = [...this.rings.values()].filter((r) => r.name !== "…");
+    const ring = rings[rings.length - 1];
+    if (!ring) {
+      this.ringtone.stop();
+      this.view.hideIncoming(null);
+      return;
+    }
+    if (this.active) {
+      this.ringtone.stop();
+      this.view.showWaiting(ring);
+    } else {
+      this.view.showIncoming(ring);
+      this.ringtone.start();
+    }
+  }
+
+  onSignalingState({ state, resumed, reconnected, reason }) {
+    if (state === "reconnecting") {
+      this.view.connection("Connection lost. Reconnecting…");
+    } else if (state === "open") {
+      this.view.connection(null);
+      if (reconnected) this.view.status("Reconnected");
+      if (reconnected && !resumed) {
+        // The server could not replay what we missed: our calls are over.
+        if (this.active && this.active.id) this.finish(this.active, "connection_lost",
+          endMessage("connection_lost"), { notify: true });
+        for (const id of [...this.rings.keys()]) {
+          this.rings.delete(id);
+          this.view.hideIncoming(id);
+        }
+        this.refreshIncoming();
+      }
+      if (this.active && this.active.peer && this.active.role === "caller"
+          && this.active.peer.pc.connectionState === "failed") {
+        this.active.peer.restartIce().catch(() => {});
+      }
+    } else if (state === "closed" && reason === "unauthorized") {
+      this.dispatchEvent(new CustomEvent("unauthorized"));
+    }
+  }
+
+  // -- media path ----------------------------------------------------------------------------
+  ensurePeer(call, remoteDevice) {
+    if (call.peer) return call.peer;
+    call.remoteDevice = call.remoteDevice || remoteDevice;
+    const peer = new Peer({
+      iceServers: call.iceServers || [], relayOnly: this.relayOnly(), media: this.media,
+      video: call.media === "video", callId: call.id, remoteDevice: call.remoteDevice,
+      send: (type, fields) => this.signaling.request(type, fields),
+    });
+    call.peer = peer;
+    peer.addEventListener("track", () => this.view.showRemote(call, peer.remoteStream));
+    peer.addEventListener("state", (e) => this.onPeerState(call, e.detail));
+    this.statsTimer = setInterval(() => this.sample(call), STATS_EVERY_MS);
+    return peer;
+  }
+
+  onPeerState(call, state) {
+    if (call !== this.active) return;
+    if (state === "connected") {
+      if (!call.connectedAt) {
+        call.connectedAt = Date.now();
+        call.phase = "active";
+        this.view.status(`Connected with ${call.name}`);
+        this.clockTimer = setInterval(() => this.tick(call), 1000);
+      }
+      this.tick(call);
+    } else if (state === "disconnected") {
+      this.view.callState(call, "Reconnecting…");
+    } else if (state === "failed") {
+      this.view.callState(call, "Reconnecting…");
+      if (call.role === "caller" && this.signaling.state === "open") call.peer.restartIce().catch(() => {});
+    }
+  }
+
+  tick(call) {
+    if (call !== this.active || !call.connectedAt || call.peer.pc.connectionState !== "connected") return;
+    const seconds = Math.floor((Date.now() - call.connectedAt) / 1000);
+    const mm = String(Math.floor(seconds / 60)).padStart(2, "0");
+    const ss = String(seconds % 60).padStart(2, "0");
+    this.view.callState(call, seconds >= 3600 ? `${Math.floor(seconds / 3600)}:${mm.slice(-2)}:${ss}` : `${mm}:${ss}`,
+      { quiet: true });
+  }
+
+  async sample(call) {
+    if (call !== this.active || !call.peer) return;
+    try {
+      const stats = await call.peer.measure();
+      call.lastStats = stats;
+      this.view.quality(stats);
+    } catch {
+      /* closed meanwhile */
+    }
+  }
+
+  /** What tests and the curious read: the call's phase and the connection's statistics. */
+  async diagnostics() {
+    const call = this.active;
+    if (!call) return { phase: "idle", rings: [...this.rings.keys()] };
+    const stats = call.peer ? await call.peer.stats() : null;
+    return { phase: call.phase, callId: call.id, media: call.media, role: call.role,
+      quality: call.peer ? call.peer.quality : "unknown", stats, rings: [...this.rings.keys()] };
+  }
+
+  // -- the end ---------------------------------------------------------------------------------
+  finish(call, reason, message, { error = false } = {}) {
+    if (call.ended) return;
+    call.ended = true;
+    this.ringback.stop();
+    clearInterval(this.statsTimer);
+    clearInterval(this.clockTimer);
+    if (call.peer) call.peer.close();
+    this.media.close();
+    if (this.active === call) this.active = null;
+    this.view.endCall(call, message, { error, reason });
+    this.refreshIncoming();
+    this.dispatchEvent(new CustomEvent("history-changed"));
+  }
+
+  /** Sign out: end everything quietly. */
+  reset() {
+    if (this.active) this.finish(this.active, "hung_up", null);
+    this.rings.clear();
+    this.ringtone.stop();
+    this.view.hideIncoming(null);
+  }
+}

@@ -1,0 +1,144 @@
+// Local camera and microphone: capture, clear errors, camera off/on and switching cameras.
+
+export class MediaError extends Error {
+  constructor(kind, message) {
+    super(message);
+    this.kind = kind; // permission | no_device | busy | insecure | unknown
+  }
+}
+
+/** Map a getUserMedia failure to a message a person can act on. */
+export function explain(error, wantVideo) {
+  const what = wantVideo ? "camera and microphone" : "microphone";
+  switch (error && error.name) {
+    case "NotAllowedError":
+    case "SecurityError":
+      return new MediaError("permission",
+        `Permission to use the ${what} was denied. Allow it in the browser's site settings, then try again.`);
+    case "NotFoundError":
+    case "OverconstrainedError":
+      return new MediaError("no_device", wantVideo
+        ? "No camera or microphone was found. Connect one and try again."
+        : "No microphone was found. Connect one and try again.");
+    case "NotReadableError":
+    case "AbortError":
+      return new MediaError("busy",
+        `The ${what} could not be started: another application may be using it.`);
+    default:
+      return new MediaError("unknown", `The ${what} could not be started (${error && error.message}).`);
+  }
+}
+
+const VIDEO = { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 30 } };
+
+export class LocalMedia {
+  constructor() {
+    this.stream = new MediaStream();
+    this.videoDevices = [];
+    this.deviceIndex = 0;
+    this.cameraOff = false;
+    this.muted = false;
+    this.notice = null; // a message to show (e.g. continuing without a camera)
+  }
+
+  get audioTrack() {
+    return this.stream.getAudioTracks()[0] || null;
+  }
+
+  get videoTrack() {
+    return this.stream.getVideoTracks()[0] || null;
+  }
+
+  /** Capture for a call. A video call without a camera continues as audio only, with a notice. */
+  async open(wantVideo) {
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      throw new MediaError("insecure",
+        "This page cannot use the camera or microphone: open it over HTTPS (or on localhost).");
+    }
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: wantVideo ? VIDEO : false });
+    } catch (error) {
+      if (!wantVideo || (error.name !== "NotFoundError" && error.name !== "NotReadableError"
+          && error.name !== "OverconstrainedError")) {
+        throw explain(error, wantVideo);
+      }
+      try {
+        stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+      } catch (second) {
+        throw explain(second, false);
+      }
+      this.notice = error.name === "NotFoundError"
+        ? "No camera was found: the call continues with audio only."
+        : "The camera is in use by another application: the call continues with audio only.";
+    }
+    this.stream = stream;
+    await this.listCameras();
+    return stream;
+  }
+
+  async listCameras() {
+    try {
+      const devices = await navigator.mediaDevices.enumerateDevices();
+      this.videoDevices = devices.filter((d) => d.kind === "videoinput");
+      const current = this.videoTrack && this.videoTrack.getSettings().deviceId;
+      const index = this.videoDevices.findIndex((d) => d.deviceId === current);
+      this.deviceIndex = index >= 0 ? index : 0;
+    } catch {
+      this.videoDevices = [];
+    }
+  }
+
+  get canSwitchCamera() {
+    return this.videoDevices.length > 1 && !this.cameraOff && !!this.videoTrack;
+  }
+
+  setMuted(muted) {
+    this.muted = muted;
+    if (this.audioTrack) this.audioTrack.enabled = !muted;
+  }
+
+  /** Stop the camera (its light goes off); returns the track to send now (null). */
+  stopCamera() {
+    const track = this.videoTrack;
+    if (track) {
+      track.stop();
+      this.stream.removeTrack(track);
+    }
+    this.cameraOff = true;
+    return null;
+  }
+
+  /** Start the camera again (or the next one when `next`); returns the new video track. */
+  async startCamera(next = false) {
+    if (next && this.videoDevices.length > 1) {
+      this.deviceIndex = (this.deviceIndex + 1) % this.videoDevices.length;
+    }
+    const device = this.videoDevices[this.deviceIndex];
+    const constraints = { ...VIDEO };
+    if (device && device.deviceId) constraints.deviceId = { exact: device.deviceId };
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({ video: constraints });
+    } catch (error) {
+      throw explain(error, true);
+    }
+    const old = this.videoTrack;
+    if (old) {
+      old.stop();
+      this.stream.removeTrack(old);
+    }
+    const track = stream.getVideoTracks()[0];
+    this.stream.addTrack(track);
+    this.cameraOff = false;
+    return track;
+  }
+
+  close() {
+    for (const track of this.stream.getTracks()) track.stop();
+    this.stream = new MediaStream();
+    this.cameraOff = false;
+    this.muted = false;
+    this.notice = null;
+  }
+}

@@ -1,0 +1,203 @@
+// One RTCPeerConnection to one remote device: offer/answer over signaling, trickle ICE,
+// ICE restart, and the statistics behind the network-quality indicator.
+
+export class Peer extends EventTarget {
+  /**
+   * @param {object} o
+   * @param {RTCIceServer[]} o.iceServers
+   * @param {boolean} o.relayOnly    iceTransportPolicy "relay": media only through TURN
+   * @param {import('./media.js').LocalMedia} o.media
+   * @param {boolean} o.video        the call has video
+   * @param {(type: string, fields: object) => Promise<object>} o.send  a signaling request
+   * @param {string} o.callId
+   * @param {string} o.remoteDevice
+   */
+  constructor({ iceServers, relayOnly, media, video, send, callId, remoteDevice }) {
+    super();
+    this.media = media;
+    this.video = video;
+    this.send = send;
+    this.callId = callId;
+    this.remoteDevice = remoteDevice;
+    this.pendingCandidates = [];
+    this.remoteStream = new MediaStream();
+    this.closed = false;
+    this.previous = null; // last stats sample, for rates
+    this.quality = "unknown";
+    this.pc = new RTCPeerConnection({
+      iceServers, iceTransportPolicy: relayOnly ? "relay" : "all", bundlePolicy: "max-bundle",
+    });
+    this.pc.onicecandidate = (event) => this.onLocalCandidate(event.candidate);
+    this.pc.ontrack = (event) => {
+      if (!this.remoteStream.getTracks().includes(event.track)) this.remoteStream.addTrack(event.track);
+      this.dispatchEvent(new CustomEvent("track", { detail: event.track }));
+    };
+    this.pc.onconnectionstatechange = () => {
+      this.dispatchEvent(new CustomEvent("state", { detail: this.pc.connectionState }));
+    };
+  }
+
+  signal(type, fields) {
+    return this.send(type, { call_id: this.callId, to_device: this.remoteDevice, ...fields });
+  }
+
+  onLocalCandidate(candidate) {
+    if (this.closed) return;
+    const wire = candidate && candidate.candidate
+      ? { candidate: candidate.candidate, sdpMid: candidate.sdpMid, sdpMLineIndex: candidate.sdpMLineIndex }
+      : null;
+    if (!candidate || wire) this.signal("call.candidate", { candidate: wire }).catch(() => {});
+  }
+
+  /** The offering side (the caller): one audio and (for video calls) one video transceiver. */
+  async offer({ iceRestart = false } = {}) {
+    if (!iceRestart) {
+      this.pc.addTransceiver(this.media.audioTrack || "audio",
+        { direction: "sendrecv", streams: [this.media.stream] });
+      if (this.video) {
+        this.pc.addTransceiver(this.media.videoTrack || "video",
+          { direction: "sendrecv", streams: [this.media.stream] });
+      }
+    }
+    const offer = await this.pc.createOffer({ iceRestart });
+    await this.pc.setLocalDescription(offer);
+    await this.signal("call.sdp", {
+      description: { type: "offer", sdp: this.pc.localDescription.sdp }, ice_restart: iceRestart,
+    });
+  }
+
+  /** Restart ICE after the path failed (only the offering side does this). */
+  restartIce() {
+    if (this.closed) return Promise.resolve();
+    return this.offer({ iceRestart: true });
+  }
+
+  /** A relayed `call.sdp` from the remote device. */
+  async onDescription(description) {
+    if (this.closed) return;
+    await this.pc.setRemoteDescription(description);
+    if (description.type === "offer") {
+      for (const transceiver of this.pc.getTransceivers()) {
+        const kind = transceiver.receiver.track.kind;
+        const track = kind === "audio" ? this.media.audioTrack : this.media.videoTrack;
+        if (track && transceiver.sender.track !== track) {
+          await transceiver.sender.replaceTrack(track);
+          transceiver.sender.setStreams(this.media.stream);
+        }
+        transceiver.direction = "sendrecv";
+      }
+      const answer = await this.pc.createAnswer();
+      await this.pc.setLocalDescription(answer);
+      await this.signal("call.sdp", { description: { type: "answer", sdp: this.pc.localDescription.sdp } });
+    }
+    const queued = this.pendingCandidates;
+    this.pendingCandidates = [];
+    for (const candidate of queued) await this.addCandidate(candidate);
+  }
+
+  /** A relayed `call.candidate` (null: the remote side has no more candidates). */
+  async onCandidate(candidate) {
+    if (this.closed) return;
+    if (!this.pc.remoteDescription) {
+      this.pendingCandidates.push(candidate);
+      return;
+    }
+    await this.addCandidate(candidate);
+  }
+
+  async addCandidate(candidate) {
+    try {
+      await this.pc.addIceCandidate(candidate || undefined);
+    } catch (error) {
+      console.warn("facecall: candidate refused", error);
+    }
+  }
+
+  videoSender() {
+    const transceiver = this.pc.getTransceivers().find(
+      (t) => t.receiver.track.kind === "video" && !t.stopped);
+    return transceiver ? transceiver.sender : null;
+  }
+
+  /** Send another video track (camera switched or turned back on), or nothing (camera off). */
+  async replaceVideo(track) {
+    const sender = this.videoSender();
+    if (sender) await sender.replaceTrack(track);
+  }
+
+  /** A snapshot of the connection: selected path, decoded frames, loss, round-trip time. */
+  async stats() {
+    const report = await this.pc.getStats();
+    const byId = new Map();
+    report.forEach((s) => byId.set(s.id, s));
+    const out = {
+      connectionState: this.pc.connectionState,
+      iceConnectionState: this.pc.iceConnectionState,
+      localCandidateType: null, remoteCandidateType: null, relayProtocol: null,
+      rtt: null, framesDecoded: 0, framesReceived: 0, frameWidth: 0,
+      audioPacketsReceived: 0, packetsReceived: 0, packetsLost: 0, bytesSent: 0,
+    };
+    let pair = null;
+    report.forEach((s) => {
+      if (s.type === "transport" && s.selectedCandidatePairId) pair = byId.get(s.selectedCandidatePairId);
+    });
+    if (!pair) {
+      report.forEach((s) => {
+        if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") pair = pair || s;
+      });
+    }
+    if (pair) {
+      const local = byId.get(pair.localCandidateId);
+      const remote = byId.get(pair.remoteCandidateId);
+      out.localCandidateType = local ? local.candidateType : null;
+      out.relayProtocol = local ? local.relayProtocol || null : null;
+      out.remoteCandidateType = remote ? remote.candidateType : null;
+      out.rtt = pair.currentRoundTripTime ?? null;
+    }
+    report.forEach((s) => {
+      if (s.type === "inbound-rtp") {
+        out.packetsReceived += s.packetsReceived || 0;
+        out.packetsLost += Math.max(0, s.packetsLost || 0);
+        if (s.kind === "video") {
+          out.framesDecoded += s.framesDecoded || 0;
+          out.framesReceived += s.framesReceived || 0;
+          out.frameWidth = Math.max(out.frameWidth, s.frameWidth || 0);
+        } else if (s.kind === "audio") {
+          out.audioPacketsReceived += s.packetsReceived || 0;
+        }
+      } else if (s.type === "outbound-rtp") {
+        out.bytesSent += s.bytesSent || 0;
+      }
+    });
+    return out;
+  }
+
+  /** Grade the network since the last sample: "good", "fair", "poor" (or "unknown"). */
+  async measure() {
+    const now = await this.stats();
+    const before = this.previous;
+    this.previous = now;
+    if (now.connectionState === "disconnected" || now.connectionState === "failed") {
+      this.quality = "poor";
+    } else if (!before || now.connectionState !== "connected") {
+      this.quality = "unknown";
+    } else {
+      const received = now.packetsReceived - before.packetsReceived;
+      const lost = now.packetsLost - before.packetsLost;
+      const loss = received + lost > 0 ? lost / (received + lost) : 0;
+      const rtt = now.rtt ?? 0;
+      if (received === 0) this.quality = "poor";
+      else if (loss < 0.02 && rtt < 0.3) this.quality = "good";
+      else if (loss < 0.08 && rtt < 0.7) this.quality = "fair";
+      else this.quality = "poor";
+    }
+    now.quality = this.quality;
+    return now;
+  }
+
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    this.pc.close();
+  }
+}

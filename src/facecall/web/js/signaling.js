@@ -1,0 +1,180 @@
+// The signaling WebSocket (docs/protocol.md): hello/resume, requests with replies, acks, and
+// automatic reconnection. Events are delivered in seq order, each once, as "event" CustomEvents.
+
+const RECONNECT_DELAYS_MS = [250, 500, 1000, 2000, 4000];
+const ACK_DELAY_MS = 200;
+const PING_EVERY_MS = 15000;
+const REQUEST_TIMEOUT_MS = 15000;
+
+export class SignalingError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.code = code;
+  }
+}
+
+export class Signaling extends EventTarget {
+  /** @param {string} url  ws(s)://host/v1/signaling  @param {string} token a device token */
+  constructor(url, token) {
+    super();
+    this.url = url;
+    this.token = token;
+    this.ws = null;
+    this.state = "idle"; // idle | connecting | open | reconnecting | closed
+    this.lastSeq = null;
+    this.pending = new Map(); // id -> {frame, resolve, reject, sent, timer}
+    this.nextId = 1;
+    this.prefix = Math.random().toString(36).slice(2, 10);
+    this.attempt = 0;
+    this.ackTimer = null;
+    this.pingTimer = null;
+    this.reconnectTimer = null;
+    this.everConnected = false;
+  }
+
+  start() {
+    this.closedByUs = false;
+    this.connect();
+  }
+
+  /** Close for good (sign out): no reconnection; unanswered requests fail. */
+  close() {
+    this.closedByUs = true;
+    clearTimeout(this.reconnectTimer);
+    clearInterval(this.pingTimer);
+    this.setState("closed");
+    if (this.ws) this.ws.close(1000, "bye");
+    for (const [id, p] of this.pending) {
+      clearTimeout(p.timer);
+      p.reject(new SignalingError("closed", "signed out"));
+      this.pending.delete(id);
+    }
+  }
+
+  /** Break the transport as a network loss would (the client reconnects and resumes). */
+  drop() {
+    if (this.ws) this.ws.close(4000, "dropped");
+  }
+
+  setState(state, detail = {}) {
+    if (this.state === state) return;
+    this.state = state;
+    this.dispatchEvent(new CustomEvent("state", { detail: { state, ...detail } }));
+  }
+
+  connect() {
+    this.setState(this.everConnected ? "reconnecting" : "connecting");
+    const ws = new WebSocket(`${this.url}?token=${encodeURIComponent(this.token)}`);
+    this.ws = ws;
+    ws.onopen = () => {
+      ws.send(JSON.stringify({ v: 1, id: this.id(), type: "hello", resume_from: this.lastSeq }));
+    };
+    ws.onmessage = (message) => this.onFrame(ws, message.data);
+    ws.onclose = (event) => this.onClose(ws, event);
+  }
+
+  onClose(ws, event) {
+    if (ws !== this.ws) return;
+    clearInterval(this.pingTimer);
+    this.ws = null;
+    for (const p of this.pending.values()) p.sent = false;
+    if (this.closedByUs) return;
+    if (event.code === 4401 || event.code === 4403) {
+      // The token was revoked (device removed or signed out elsewhere): no point retrying.
+      this.setState("closed", { reason: "unauthorized", message: event.reason });
+      return;
+    }
+    this.setState("reconnecting");
+    const delay = RECONNECT_DELAYS_MS[Math.min(this.attempt, RECONNECT_DELAYS_MS.length - 1)];
+    this.attempt += 1;
+    this.reconnectTimer = setTimeout(() => this.connect(), delay);
+  }
+
+  onFrame(ws, data) {
+    let frame;
+    try {
+      frame = JSON.parse(data);
+    } catch {
+      return;
+    }
+    if (frame.type === "welcome") {
+      this.onWelcome(ws, frame);
+      return;
+    }
+    if (frame.type === "ok" || frame.type === "error" || frame.type === "pong") {
+      const p = this.pending.get(frame.re);
+      if (!p) return;
+      this.pending.delete(frame.re);
+      clearTimeout(p.timer);
+      if (frame.type === "error") p.reject(new SignalingError(frame.code, frame.message));
+      else p.resolve(frame);
+      return;
+    }
+    if (typeof frame.seq === "number") {
+      if (this.lastSeq !== null && frame.seq <= this.lastSeq) return; // replayed, already seen
+      this.lastSeq = frame.seq;
+      this.scheduleAck();
+    }
+    this.dispatchEvent(new CustomEvent("event", { detail: frame }));
+  }
+
+  onWelcome(ws, frame) {
+    const resumed = frame.resumed;
+    const wasConnected = this.everConnected;
+    this.everConnected = true;
+    this.attempt = 0;
+    this.welcome = frame;
+    if (!resumed && this.lastSeq !== null) {
+      // The server could not replay what we missed: requests sent before the drop may be lost
+      // or applied; fail them rather than risk acting twice.
+      for (const [id, p] of this.pending) {
+        if (p.everSent) {
+          clearTimeout(p.timer);
+          p.reject(new SignalingError("connection_lost", "the connection was lost"));
+          this.pending.delete(id);
+        }
+      }
+      this.lastSeq = null;
+    }
+    this.setState("open", { resumed, reconnected: wasConnected });
+    for (const p of this.pending.values()) this.transmit(p);
+    clearInterval(this.pingTimer);
+    this.pingTimer = setInterval(() => this.request("ping").catch(() => {}), PING_EVERY_MS);
+  }
+
+  scheduleAck() {
+    if (this.ackTimer) return;
+    this.ackTimer = setTimeout(() => {
+      this.ackTimer = null;
+      if (this.state === "open" && this.lastSeq !== null) {
+        this.ws.send(JSON.stringify({ v: 1, id: this.id(), type: "ack", seq: this.lastSeq }));
+      }
+    }, ACK_DELAY_MS);
+  }
+
+  id() {
+    return `${this.prefix}-${this.nextId++}`;
+  }
+
+  transmit(p) {
+    if (this.state !== "open" || !this.ws || p.sent) return;
+    this.ws.send(JSON.stringify(p.frame));
+    p.sent = true;
+    p.everSent = true;
+  }
+
+  /** Send a request; resolves with its `ok`, rejects with a SignalingError. Survives reconnects
+   *  (resent with the same id, which the server answers once). */
+  request(type, fields = {}) {
+    const frame = { v: 1, id: this.id(), type, ...fields };
+    return new Promise((resolve, reject) => {
+      const p = { frame, resolve, reject, sent: false, everSent: false };
+      p.timer = setTimeout(() => {
+        this.pending.delete(frame.id);
+        reject(new SignalingError("timeout", "the server did not answer in time"));
+      }, REQUEST_TIMEOUT_MS);
+      this.pending.set(frame.id, p);
+      this.transmit(p);
+    });
+  }
+}

@@ -1,0 +1,217 @@
+// The DOM side of calls: incoming screen, call waiting, in-call screen, messages.
+
+const $ = (id) => document.getElementById(id);
+
+export function initials(name) {
+  return (name || "?").trim().slice(0, 1).toUpperCase() || "?";
+}
+
+/** Messages: `status` (polite, screen readers), `error` (an alert to dismiss), `notice`. */
+export class Messages {
+  constructor() {
+    this.statusEl = $("status");
+    this.alertEl = $("alert");
+    this.alertText = $("alert-text");
+    this.connectionEl = $("connection");
+    this.timer = null;
+    $("alert-close").addEventListener("click", () => this.dismiss());
+    document.addEventListener("keydown", (e) => {
+      if (e.key === "Escape" && !this.alertEl.hidden) this.dismiss();
+    });
+  }
+
+  status(text) {
+    this.statusEl.textContent = "";
+    // a fresh text node so that repeated messages are announced again
+    requestAnimationFrame(() => {
+      this.statusEl.textContent = text;
+    });
+  }
+
+  show(text, kind) {
+    clearTimeout(this.timer);
+    this.alertText.textContent = text;
+    this.alertEl.dataset.kind = kind || "error";
+    this.alertEl.hidden = false;
+    this.status(text);
+  }
+
+  error(text) {
+    this.show(text, "error");
+  }
+
+  notice(text, { kind } = {}) {
+    this.show(text, kind || "notice");
+    this.timer = setTimeout(() => this.dismiss(), 8000);
+  }
+
+  dismiss() {
+    this.alertEl.hidden = true;
+  }
+
+  connection(text) {
+    this.connectionEl.textContent = text || "";
+    this.connectionEl.hidden = !text;
+  }
+}
+
+export class CallView {
+  /** @param {Messages} messages  @param {(view: string) => void} showView */
+  constructor(messages, showView) {
+    this.messages = messages;
+    this.showView = showView;
+    this.handlers = {};
+    this.incomingId = null;
+    this.waitingId = null;
+    this.previousFocus = null;
+    this.remote = $("remote-video");
+    this.local = $("local-video");
+  }
+
+  /** Wire the buttons to a Calls controller. */
+  bind(calls) {
+    this.calls = calls;
+    $("accept").addEventListener("click", () => this.incomingId && calls.accept(this.incomingId));
+    $("decline").addEventListener("click", () => this.incomingId && calls.decline(this.incomingId));
+    $("waiting-accept").addEventListener("click", () => this.waitingId && calls.accept(this.waitingId));
+    $("waiting-decline").addEventListener("click",
+      () => this.waitingId && calls.decline(this.waitingId, { busy: true }));
+    $("hangup").addEventListener("click", () => calls.hangup());
+    $("mute").addEventListener("click", () => calls.setMuted(!calls.media.muted));
+    $("camera").addEventListener("click", () => calls.setCameraOff(!calls.media.cameraOff));
+    $("switch-camera").addEventListener("click", () => calls.switchCamera());
+    $("incoming").addEventListener("keydown", (e) => this.trapFocus(e));
+  }
+
+  status(text) { this.messages.status(text); }
+  error(text) { this.messages.error(text); }
+  notice(text, options) { this.messages.notice(text, options); }
+  connection(text) { this.messages.connection(text); }
+
+  // -- incoming ------------------------------------------------------------------------
+  showIncoming(ring) {
+    const el = $("incoming");
+    const fresh = this.incomingId !== ring.call_id;
+    this.incomingId = ring.call_id;
+    $("incoming-name").textContent = ring.name;
+    $("incoming-avatar").textContent = initials(ring.name);
+    const kind = ring.media === "video" ? "Incoming video call" : "Incoming audio call";
+    $("incoming-kind").textContent = ring.call_waiting ? `${kind} · you are in a call on another device` : kind;
+    if (fresh) {
+      this.previousFocus = document.activeElement;
+      el.hidden = false;
+      $("accept").focus();
+      this.status(`${kind} from ${ring.name}`);
+    }
+  }
+
+  showWaiting(ring) {
+    this.waitingId = ring.call_id;
+    $("waiting-text").textContent =
+      `${ring.name} is calling (${ring.media === "video" ? "video" : "audio"})`;
+    $("call-waiting").hidden = false;
+    this.status(`Call waiting: ${ring.name} is calling`);
+  }
+
+  hideIncoming(callId) {
+    if (callId === null || this.incomingId === callId) {
+      if (!$("incoming").hidden) {
+        $("incoming").hidden = true;
+        if (this.previousFocus && this.previousFocus.focus) this.previousFocus.focus();
+      }
+      this.incomingId = null;
+    }
+    if (callId === null || this.waitingId === callId) {
+      $("call-waiting").hidden = true;
+      this.waitingId = null;
+    }
+  }
+
+  trapFocus(e) {
+    if (e.key !== "Tab") return;
+    const buttons = [$("decline"), $("accept")];
+    const index = buttons.indexOf(document.activeElement);
+    e.preventDefault();
+    buttons[(index + (e.shiftKey ? buttons.length - 1 : 1)) % buttons.length].focus();
+  }
+
+  // -- in call -------------------------------------------------------------------------
+  showCall(call, media) {
+    this.showView("call");
+    $("call-peer").textContent = call.name;
+    $("remote-avatar").textContent = initials(call.name);
+    $("remote-avatar").hidden = false;
+    this.remote.classList.toggle("audio-only", true);
+    this.remote.srcObject = null;
+    this.showLocal(media);
+    this.controls(call, media);
+    this.quality({ quality: "unknown" });
+    $("hangup").focus();
+  }
+
+  showLocal(media) {
+    const hasVideo = !!media.videoTrack && !media.cameraOff;
+    this.local.classList.toggle("off", !hasVideo);
+    if (hasVideo) {
+      if (this.local.srcObject !== media.stream) this.local.srcObject = media.stream;
+      else {
+        this.local.srcObject = null;
+        this.local.srcObject = media.stream;
+      }
+    } else {
+      this.local.srcObject = null;
+    }
+  }
+
+  showRemote(call, stream) {
+    if (this.remote.srcObject !== stream) this.remote.srcObject = stream;
+    const hasVideo = stream.getVideoTracks().length > 0 && call.media === "video";
+    this.remote.classList.toggle("audio-only", !hasVideo);
+    $("remote-avatar").hidden = hasVideo;
+    this.remote.play().catch(() => {});
+  }
+
+  controls(call, media) {
+    const mute = $("mute");
+    mute.setAttribute("aria-pressed", String(media.muted));
+    mute.querySelector(".label").textContent = media.muted ? "Unmute" : "Mute";
+    const camera = $("camera");
+    const video = call && call.media === "video";
+    camera.hidden = !video;
+    camera.setAttribute("aria-pressed", String(media.cameraOff));
+    camera.querySelector(".label").textContent = media.cameraOff ? "Camera on" : "Camera off";
+    const sw = $("switch-camera");
+    sw.hidden = !video;
+    sw.disabled = !media.canSwitchCamera;
+    sw.title = media.canSwitchCamera ? "Use the next camera" : "This device has only one camera";
+  }
+
+  callState(call, text, { quiet = false } = {}) {
+    $("call-state").textContent = text;
+    if (!quiet) this.status(`${call.name}: ${text}`);
+  }
+
+  quality(stats) {
+    const el = $("quality");
+    const level = stats.quality || "unknown";
+    el.dataset.level = level;
+    const words = { good: "Good connection", fair: "Fair connection", poor: "Poor connection", unknown: "" };
+    let text = words[level];
+    if (stats.localCandidateType === "relay" || stats.remoteCandidateType === "relay") {
+      text = text ? `${text} · relayed` : "Relayed";
+    }
+    $("quality-text").textContent = text;
+    el.setAttribute("aria-label", `Network quality: ${level}${text.includes("relayed") ? ", relayed" : ""}`);
+  }
+
+  endCall(call, message, { error }) {
+    this.remote.srcObject = null;
+    this.local.srcObject = null;
+    this.hideIncoming(null);
+    this.showView("home");
+    if (message) {
+      if (error) this.error(message);
+      else this.notice(message);
+    }
+  }
+}

@@ -1,0 +1,140 @@
+"""Fixtures for the browser client tests: a real server with our TURN server, real Chromium.
+
+Chromium is Debian's (``/usr/bin/chromium``) driven by Playwright's async API, with a fake camera
+and microphone. One browser per test, one context per person (each context is its own device:
+its own localStorage, its own device token).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from playwright.async_api import Browser, Playwright, async_playwright
+
+from facecall.server import turn_uris
+from facecall.turn.config import TurnConfig
+from facecall.turn.server import TurnServer
+from tests.live import LiveServer, live_server
+from tests.web.people import Person
+
+CHROMIUM = os.environ.get("FACECALL_CHROMIUM", "/usr/bin/chromium")
+TURN_SECRET = "web-test-turn-secret"
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+BASE_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--use-fake-device-for-media-stream=fps=30",
+    "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
+]
+# Grant camera and microphone without a prompt (the default); without it, prompts are denied.
+GRANT_MEDIA = "--use-fake-ui-for-media-stream"
+DENY_MEDIA = "--deny-permission-prompts"
+
+if not shutil.which(CHROMIUM):
+    pytest.skip(f"needs Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+
+
+@pytest.fixture
+async def turn() -> AsyncIterator[TurnServer]:
+    """Our STUN/TURN server on free loopback ports (loopback peers allowed: tests only)."""
+    srv = TurnServer(TurnConfig(udp_listen=[("127.0.0.1", 0)], tcp_listen=[("127.0.0.1", 0)],
+                                rest_secrets=[TURN_SECRET], allowed_peers=["127.0.0.0/8"]))
+    await srv.start()
+    try:
+        yield srv
+    finally:
+        await srv.stop()
+
+
+def use_turn_server(live: LiveServer, turn: TurnServer) -> None:
+    """Point the server's TURN credentials route at ``turn``.
+
+    ``tests.live.live_server`` fixes ``turn_urls``/``turn_secrets`` to defaults (a keyword override
+    of them clashes), so the running app's settings are set here before any client asks.
+    """
+    app: Any = live.app
+    while not isinstance(app, FastAPI):
+        app = app.app  # through uvicorn's middleware wrappers
+    live.settings.turn_secrets = [TURN_SECRET]
+    live.settings.turn_urls = turn_uris(turn)
+    app.state.turn_uris = turn_uris(turn)
+
+
+ServerFactory = Callable[..., AbstractAsyncContextManager[LiveServer]]
+
+
+@pytest.fixture
+def web_server(tmp_path: Path, turn: TurnServer) -> ServerFactory:
+    """``async with web_server(ring_timeout=...) as live``: the app (serving the web client),
+    with TURN credentials for our TURN server."""
+
+    @asynccontextmanager
+    async def start(**settings: Any) -> AsyncIterator[LiveServer]:
+        settings.setdefault("ring_timeout", 30.0)
+        async with live_server(f"sqlite+aiosqlite:///{tmp_path / 'facecall.db'}", **settings) as live:
+            use_turn_server(live, turn)
+            yield live
+
+    return start
+
+
+@pytest.fixture
+async def server(web_server: ServerFactory) -> AsyncIterator[LiveServer]:
+    async with web_server() as live:
+        yield live
+
+
+@pytest.fixture
+async def playwright() -> AsyncIterator[Playwright]:
+    async with async_playwright() as pw:
+        yield pw
+
+
+async def launch(pw: Playwright, *, grant_media: bool = True, extra: list[str] | None = None) -> Browser:
+    flags = [*BASE_FLAGS, GRANT_MEDIA if grant_media else DENY_MEDIA, *(extra or [])]
+    return await pw.chromium.launch(executable_path=CHROMIUM, args=flags, headless=True)
+
+
+@pytest.fixture
+async def browser(playwright: Playwright) -> AsyncIterator[Browser]:
+    b = await launch(playwright)
+    try:
+        yield b
+    finally:
+        await b.close()
+
+
+PersonFactory = Callable[..., Awaitable[Person]]
+
+
+@pytest.fixture
+async def people(browser: Browser, server: LiveServer) -> AsyncIterator[PersonFactory]:
+    """``await people("alice")``: a new browser context signed up (or in) as that user."""
+    opened: list[Person] = []
+
+    async def open_person(username: str, *, signup: bool = True, device_name: str | None = None,
+                          query: str = "", b: Browser | None = None) -> Person:
+        person = await Person.open(b or browser, server.base_url, username, query=query)
+        opened.append(person)
+        await person.sign_in(signup=signup, device_name=device_name or f"{username}'s browser")
+        return person
+
+    try:
+        yield open_person
+    finally:
+        for person in opened:
+            await person.close()
+
+
+@pytest.fixture
+def screenshots() -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS

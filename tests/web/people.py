@@ -1,0 +1,97 @@
+"""A person using the web client in one browser context: what they click and what they see."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, expect
+
+PASSWORD = "correct horse battery"
+STEP = 15_000  # ms: how long a UI expectation may take (ICE, decoding, ...)
+
+
+@dataclass
+class Person:
+    """One browser context = one device of ``username``."""
+
+    username: str
+    context: BrowserContext
+    page: Page
+    base_url: str
+    console: list[str] = field(default_factory=list)
+
+    @classmethod
+    async def open(cls, browser: Browser, base_url: str, username: str, *, query: str = "",
+                   viewport: dict[str, int] | None = None) -> Person:
+        context = await browser.new_context(viewport=viewport or {"width": 1100, "height": 720})  # type: ignore[arg-type]
+        page = await context.new_page()
+        person = cls(username, context, page, base_url)
+        page.on("console", person._log)
+        page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        await page.goto(f"{base_url}/{query}")
+        await expect(page.locator("body[data-ready=true]")).to_be_attached()
+        return person
+
+    def _log(self, message: ConsoleMessage) -> None:
+        self.console.append(f"{message.type}: {message.text}")
+
+    async def sign_in(self, *, signup: bool = True, device_name: str | None = None) -> None:
+        page = self.page
+        form = page.locator("#auth-view")
+        if signup:
+            await form.get_by_role("tab", name="Create account").click()
+        await form.get_by_label("Username").fill(self.username)
+        await form.get_by_label("Password").fill(PASSWORD)
+        if device_name is not None:
+            await form.get_by_label("Name this device").fill(device_name)
+        await form.get_by_role("button", name="Create account" if signup else "Sign in").click()
+        await expect(page.locator("#home-view")).to_be_visible()
+        await expect(page.locator("#devices li")).not_to_have_count(0)
+
+    async def call(self, username: str, media: str = "video") -> None:
+        await self.page.locator("#call-username").fill(username)
+        await self.page.locator("#video-call" if media == "video" else "#audio-call").click()
+
+    async def expect_ringing(self, caller: str) -> None:
+        dialog = self.page.get_by_role("dialog", name=caller)
+        await expect(dialog).to_be_visible(timeout=STEP)
+
+    async def accept(self) -> None:
+        await self.page.get_by_role("button", name="Accept").click()
+
+    async def decline(self) -> None:
+        await self.page.get_by_role("button", name="Decline").click()
+
+    async def hang_up(self) -> None:
+        await self.page.get_by_role("button", name="End", exact=True).click()
+
+    async def expect_alert(self, text: str, timeout: float = STEP) -> None:
+        await expect(self.page.get_by_role("alert").filter(has_text=text)).to_be_visible(timeout=timeout)
+
+    async def diagnostics(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.page.evaluate("window.facecall.diagnostics()")
+        return result
+
+    async def wait_connected(self) -> dict[str, Any]:
+        """Wait until the call is up and the remote video is decoding; returns the stats."""
+        await expect(self.page.locator("#call-state")).to_have_text(re.compile(r"^\d\d:\d\d$"), timeout=STEP)
+        return await self.wait_for(lambda d: (d.get("stats") or {}).get("framesDecoded", 0) > 0,
+                                   "remote video decoding")
+
+    async def wait_for(self, predicate: Any, what: str, timeout: float = STEP / 1000) -> dict[str, Any]:
+        """Poll the diagnostics until ``predicate`` holds (the suite asserts states, not times)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        diag = await self.diagnostics()
+        while not predicate(diag):
+            if loop.time() > deadline:
+                raise AssertionError(f"{self.username}: not {what}: {diag}\n" + "\n".join(self.console[-20:]))
+            await asyncio.sleep(0.2)
+            diag = await self.diagnostics()
+        return diag
+
+    async def close(self) -> None:
+        await self.context.close()

@@ -1,0 +1,56 @@
+"""Browser ↔ browser calls in real Chromium: video flows both ways, hanging up ends both."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from playwright.async_api import expect
+
+from tests.live import LiveServer
+from tests.web.conftest import PersonFactory
+from tests.web.people import STEP
+
+
+async def test_video_call_between_two_browsers(people: PersonFactory, server: LiveServer,
+                                               screenshots: Path) -> None:
+    bob = await people("bob")
+    alice = await people("alice")
+    await alice.page.screenshot(path=screenshots / "home.png")
+
+    await alice.call("bob", "video")
+    await expect(alice.page.locator("#call-view")).to_be_visible()
+    await bob.expect_ringing("alice")
+    await expect(bob.page.locator("#incoming-kind")).to_have_text("Incoming video call")
+    await bob.page.screenshot(path=screenshots / "incoming-call.png")
+    await expect(alice.page.locator("#call-state")).to_have_text("Ringing…")
+
+    await bob.accept()
+    first_bob = await bob.wait_connected()
+    first_alice = await alice.wait_connected()
+    # The decoders keep going: framesDecoded rises on both sides.
+    await bob.wait_for(lambda d: d["stats"]["framesDecoded"] > first_bob["stats"]["framesDecoded"] + 10,
+                       "decoding more frames")
+    await alice.wait_for(lambda d: d["stats"]["framesDecoded"] > first_alice["stats"]["framesDecoded"] + 10,
+                         "decoding more frames")
+    diag = await alice.diagnostics()
+    assert diag["phase"] == "active" and diag["media"] == "video" and diag["role"] == "caller"
+    assert diag["stats"]["frameWidth"] > 0
+    await expect(alice.page.locator("#quality")).to_have_attribute("data-level", "good", timeout=STEP)
+    await expect(alice.page.locator("#remote-video")).to_be_visible()
+    await expect(alice.page.locator("#local-video")).to_be_visible()
+    await asyncio.sleep(1.2)  # let the duration clock tick past 00:00 for the screenshot
+    await alice.page.screenshot(path=screenshots / "in-call.png")
+
+    await alice.hang_up()
+    await expect(alice.page.locator("#home-view")).to_be_visible()
+    await expect(bob.page.locator("#home-view")).to_be_visible(timeout=STEP)
+    await bob.expect_alert("Call ended")
+    assert (await bob.diagnostics())["phase"] == "idle"
+    # Both recents show the answered call with its duration.
+    for person in (alice, bob):
+        first = person.page.locator("#recents li").first
+        await expect(first).to_contain_text("video ·", timeout=STEP)
+        await expect(first).not_to_have_class("missed")
+    await expect(alice.page.locator("#recents li").first).to_contain_text("Outgoing video")
+    await expect(bob.page.locator("#recents li").first).to_contain_text("Incoming video")
