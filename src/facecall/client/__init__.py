@@ -1,1 +1,44 @@
-"""facecall.client — see docs and DESIGN.md."""
+"""facecall.client — the Python SDK (see ``docs/sdk.md``).
+
+:class:`Device` signs in and keeps the signaling connection; :meth:`Device.call` and incoming
+calls give :class:`Call` objects with P2P media through aiortc.
+"""
+
+from facecall.client.call import Call, CallEvent, CallState, CallTimings, Direction
+from facecall.client.device import Device
+from facecall.client.encoders import REALTIME, EncoderTuning
+from facecall.client.errors import (
+    ApiError,
+    AuthenticationError,
+    CallError,
+    CallStateError,
+    FacecallError,
+    MediaError,
+    NotConnectedError,
+    UnknownUserError,
+)
+from facecall.client.ice import CandidatePairInfo
+from facecall.client.stats import CallStats
+from facecall.signaling.reasons import EndReason
+
+__all__ = [
+    "REALTIME",
+    "ApiError",
+    "AuthenticationError",
+    "Call",
+    "CallError",
+    "CallEvent",
+    "CallState",
+    "CallStateError",
+    "CallStats",
+    "CallTimings",
+    "CandidatePairInfo",
+    "Device",
+    "Direction",
+    "EncoderTuning",
+    "EndReason",
+    "FacecallError",
+    "MediaError",
+    "NotConnectedError",
+    "UnknownUserError",
+]

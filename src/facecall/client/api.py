@@ -1,0 +1,79 @@
+"""The HTTP side of the SDK: accounts, devices, user lookup, TURN credentials (docs in /openapi.json)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from facecall.client.errors import ApiError, AuthenticationError, UnknownUserError
+
+
+class ApiClient:
+    """A thin client of the facecall HTTP API; raises :class:`ApiError` subclasses on refusals."""
+
+    def __init__(self, base_url: str, *, timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout)
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    @property
+    def ws_url(self) -> str:
+        """The signaling WebSocket URL of this server."""
+        scheme, rest = self.base_url.split("://", 1)
+        return f"{'wss' if scheme == 'https' else 'ws'}://{rest}/v1/signaling"
+
+    async def _call(self, method: str, path: str, token: str | None = None, **kwargs: Any) -> Any:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        try:
+            response = await self.http.request(method, path, headers=headers, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ApiError(0, f"cannot reach {self.base_url}: {exc}") from exc
+        if response.status_code >= 400:
+            try:
+                detail = str(response.json().get("detail", response.text))
+            except ValueError:
+                detail = response.text
+            cls = AuthenticationError if response.status_code == 401 else ApiError
+            raise cls(response.status_code, detail)
+        return response.json() if response.content else None
+
+    async def sign_up(self, username: str, password: str) -> dict[str, Any]:
+        """Create an account; returns the session (``token``, ``user``)."""
+        result: dict[str, Any] = await self._call(
+            "POST", "/v1/accounts", json={"username": username, "password": password})
+        return result
+
+    async def sign_in(self, username: str, password: str) -> dict[str, Any]:
+        """Sign in; returns the session (``token``, ``user``)."""
+        result: dict[str, Any] = await self._call(
+            "POST", "/v1/sessions", json={"username": username, "password": password})
+        return result
+
+    async def register_device(self, account_token: str, name: str, kind: str = "sdk") -> dict[str, Any]:
+        """Register a device; returns ``{device, token}`` (the token is shown once)."""
+        result: dict[str, Any] = await self._call(
+            "POST", "/v1/devices", account_token, json={"kind": kind, "name": name})
+        return result
+
+    async def me(self, token: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("GET", "/v1/me", token)
+        return result
+
+    async def find_user(self, token: str, username: str) -> dict[str, Any]:
+        """``{id, username, display_name}``; :class:`UnknownUserError` if there is no such user."""
+        try:
+            result: dict[str, Any] = await self._call("GET", f"/v1/users/{quote(username, safe='')}", token)
+        except ApiError as exc:
+            if exc.status in (404, 422):
+                raise UnknownUserError(username) from None
+            raise
+        return result
+
+    async def turn_credentials(self, device_token: str) -> dict[str, Any]:
+        """Ephemeral TURN credentials and the ICE servers to use them with."""
+        result: dict[str, Any] = await self._call("GET", "/v1/turn/credentials", device_token)
+        return result

@@ -1,0 +1,531 @@
+"""A 1:1 call as the SDK sees it: ringing, answering, P2P media, ICE restarts, the end.
+
+The server runs the call state machine (docs/protocol.md, "Calls"); a :class:`Call` mirrors it
+for one device and adds media. Who offers: the device that was already in the call offers to
+the one that answers (the caller's device, on ``call.answered``). Media is one aiortc peer
+connection (:class:`~facecall.client.peer.PeerSession`) at a time.
+
+ICE restart (RFC 8445 §9, W3C webrtc §4.4.1.1 ``restartIce``): a call watches its path — aiortc's
+``connectionState == "failed"``, or no byte received for ``ice_restart_after`` seconds — and then
+offers again with fresh ICE credentials and fresh gathering (a new peer connection; aiortc cannot
+restart ICE in place), flagged ``ice_restart: true``. Either side may do so; when both offer at
+once, the device with the lower device id keeps its offer and the other answers it (the "polite
+peer" rule of W3C webrtc §10.7 perfect negotiation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Protocol
+
+from aiortc import MediaStreamTrack, RTCSessionDescription
+from pyee.asyncio import AsyncIOEventEmitter
+
+from facecall.client.errors import CallStateError
+from facecall.client.ice import ice_servers_from_api
+from facecall.client.peer import PeerSession
+from facecall.client.stats import CallStats, StatsSampler
+from facecall.client.tracks import LocalTrack, RemoteTrack
+from facecall.logs import get_logger
+from facecall.signaling.reasons import EndReason
+
+if TYPE_CHECKING:
+    from facecall.client.device import Device
+
+log = get_logger(__name__)
+
+
+class CallState(StrEnum):
+    """Where a call is, for this device."""
+
+    RINGING = "ringing"  # incoming, not answered yet
+    CALLING = "calling"  # outgoing, nobody answered yet
+    CONNECTING = "connecting"  # answered; media is being negotiated
+    CONNECTED = "connected"  # media flows
+    RECONNECTING = "reconnecting"  # the path failed; an ICE restart is under way
+    ENDED = "ended"
+
+
+class Direction(StrEnum):
+    INCOMING = "incoming"
+    OUTGOING = "outgoing"
+
+
+@dataclass(frozen=True, slots=True)
+class CallEvent:
+    """Something that happened to a call: ``type`` is ``state``, ``ringing``, ``answered``,
+    ``declined``, ``participant_left`` or ``ice_restart``; ``data`` holds the details."""
+
+    type: str
+    call_id: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class Sink(Protocol):
+    """aiortc's sink shape (``MediaRecorder``, ``MediaBlackhole``, ``FrameCallbackSink``)."""
+
+    def addTrack(self, track: MediaStreamTrack) -> None: ...
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+@dataclass
+class CallTimings:
+    """``time.monotonic()`` instants of a call's milestones (``None`` until reached)."""
+
+    created: float
+    answered: float | None = None
+    connected: float | None = None
+    first_frame: float | None = None
+    ended: float | None = None
+
+    @property
+    def connect_ms(self) -> float:
+        """Answer → media connected (ICE + DTLS), in ms."""
+        if self.answered is None or self.connected is None:
+            return math.nan
+        return 1000 * (self.connected - self.answered)
+
+
+class Call(AsyncIOEventEmitter):
+    """One call of one device. Made by :meth:`Device.call` or delivered as an incoming call.
+
+    Emits (pyee) ``statechange`` (new state), ``ended`` (reason), ``stats`` (:class:`CallStats`)
+    and every :class:`CallEvent` type; :meth:`events` yields the same events as an async iterator.
+    """
+
+    def __init__(self, device: Device, call_id: str, *, direction: Direction, remote_user: str,
+                 media: str, participants: list[str] | None = None, call_waiting: bool = False,
+                 remote_device: str | None = None) -> None:
+        super().__init__()
+        self.device = device
+        self.id = call_id
+        self.direction = direction
+        self.remote_user = remote_user
+        """The other user's id."""
+        self.media = media
+        self.participants = participants or []
+        self.call_waiting = call_waiting
+        self.remote_device = remote_device
+        self.state = CallState.RINGING if direction is Direction.INCOMING else CallState.CALLING
+        self.end_reason: EndReason | None = None
+        self.local_audio: LocalTrack | None = None
+        self.local_video: LocalTrack | None = None
+        self.remote_audio = RemoteTrack("audio")
+        self.remote_video = RemoteTrack("video")
+        self.stats: CallStats | None = None
+        """The latest sample (every ``Device.stats_interval`` seconds while media is up)."""
+        self.ice_restarts = 0
+        """ICE restarts that reconnected the call."""
+        self.timings = CallTimings(created=time.monotonic())
+        self._own_sources: list[MediaStreamTrack] = []
+        self._peer: PeerSession | None = None
+        self._sinks: list[Sink] = []
+        self._sinks_started = False
+        self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._event_queue: asyncio.Queue[CallEvent | None] = asyncio.Queue()
+        self._state_changed = asyncio.Event()
+        self._ended: asyncio.Future[EndReason] = asyncio.get_running_loop().create_future()
+        self._sampler = StatsSampler(self.remote_video)
+        self._progress_at = time.monotonic()
+        self._progress_bytes = -1
+        self._restart_attempts = 0
+        self._restarting = False
+        self._runner = asyncio.create_task(self._run(), name=f"call-{call_id}")
+        self._monitor: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Future[None]] = set()
+
+    def __repr__(self) -> str:
+        return f"<Call {self.id} {self.direction} {self.state} with {self.remote_user}>"
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def video(self) -> bool:
+        return self.media == "video"
+
+    @property
+    def muted(self) -> bool:
+        return self.local_audio is not None and not self.local_audio.enabled
+
+    @property
+    def camera_enabled(self) -> bool:
+        return self.local_video is not None and self.local_video.enabled
+
+    @property
+    def path(self) -> str | None:
+        """``host``, ``srflx`` or ``relay`` once media is up (the selected candidate pair)."""
+        from facecall.client.ice import selected_candidate_pair
+
+        pair = selected_candidate_pair(self._peer.pc) if self._peer is not None else None
+        return pair.path if pair else None
+
+    @property
+    def peer_connection(self) -> Any:
+        """The current aiortc ``RTCPeerConnection`` (replaced on ICE restart), or ``None``."""
+        return self._peer.pc if self._peer is not None else None
+
+    async def answer(self, *, video: bool | None = None, audio_source: MediaStreamTrack | None = None,
+                     video_source: MediaStreamTrack | None = None) -> None:
+        """Answer an incoming call (``video=None``: as it rang). Media starts when the caller offers.
+
+        :raises CallStateError: not an incoming call that is ringing.
+        :raises CallError: the server refused (e.g. ``invalid_state`` when answered elsewhere).
+        """
+        if self.direction is not Direction.INCOMING:
+            raise CallStateError("only an incoming call can be answered")
+        if self.state is not CallState.RINGING:
+            raise CallStateError(f"cannot answer a call that is {self.state}")
+        want_video = self.video if video is None else video
+        self._set_sources(audio_source, video_source if want_video else None, want_video)
+        reply = await self.device.request("call.answer", call_id=self.id)
+        for participant in reply.get("participants", []):
+            if participant["user_id"] == self.remote_user:
+                self.remote_device = participant["device_id"]
+        self.timings.answered = time.monotonic()
+        self._progress_at = time.monotonic()
+        self._set_state(CallState.CONNECTING)
+
+    async def decline(self, *, busy: bool = False) -> None:
+        """Decline an incoming call (every device of ours stops ringing)."""
+        if self.direction is not Direction.INCOMING or self.state is not CallState.RINGING:
+            raise CallStateError(f"only a ringing incoming call can be declined (this one is {self.state})")
+        await self.device.request("call.decline", call_id=self.id, busy=busy)
+        await self._end(EndReason.BUSY if busy else EndReason.DECLINED)
+
+    async def hangup(self) -> None:
+        """Hang up (an outgoing call nobody answered yet is cancelled). Ending twice is a no-op.
+
+        :raises CallStateError: on an incoming call that still rings (use :meth:`decline`).
+        """
+        if self.state is CallState.ENDED:
+            return
+        if self.state is CallState.RINGING:
+            raise CallStateError("an incoming call that rings is declined, not hung up")
+        cancel = self.state is CallState.CALLING
+        from facecall.client.errors import CallError
+
+        try:
+            await self.device.request("call.cancel" if cancel else "call.hangup", call_id=self.id)
+        except CallError as exc:
+            if exc.code not in ("call_ended", "invalid_state"):
+                raise
+            if exc.code == "invalid_state" and cancel:  # answered meanwhile: hang up instead
+                await self.device.request("call.hangup", call_id=self.id)
+                cancel = False
+        await self._end(EndReason.CANCELLED if cancel else EndReason.HUNG_UP)
+
+    cancel = hangup
+
+    def mute(self) -> None:
+        """Send silence instead of the microphone."""
+        if self.local_audio is not None:
+            self.local_audio.enabled = False
+
+    def unmute(self) -> None:
+        if self.local_audio is not None:
+            self.local_audio.enabled = True
+
+    def camera_off(self) -> None:
+        """Send black pictures instead of the camera (the stream keeps going)."""
+        if self.local_video is not None:
+            self.local_video.enabled = False
+
+    def camera_on(self) -> None:
+        if self.local_video is not None:
+            self.local_video.enabled = True
+
+    def add_sink(self, sink: Sink) -> None:
+        """Feed the remote audio and video to ``sink`` (started when media connects, stopped at the end)."""
+        sink.addTrack(self.remote_audio)
+        if self.video:
+            sink.addTrack(self.remote_video)
+        self._sinks.append(sink)
+        if self._sinks_started:
+            self._background.add(asyncio.ensure_future(sink.start()))
+
+    def record(self, path: str) -> Sink:
+        """Record the remote audio and video to ``path`` (anything FFmpeg writes, by extension)."""
+        from facecall.media.sinks import MediaRecorder
+
+        recorder = MediaRecorder(path)
+        self.add_sink(recorder)
+        return recorder
+
+    async def restart_ice(self) -> None:
+        """Restart ICE now: new credentials, fresh gathering, new TURN allocation (RFC 8445 §9)."""
+        if self.state not in (CallState.CONNECTING, CallState.CONNECTED, CallState.RECONNECTING):
+            raise CallStateError(f"no media to restart in a call that is {self.state}")
+        await self._restart()
+
+    async def get_stats(self) -> CallStats:
+        """Sample the call's figures now (rates since the previous sample)."""
+        if self._peer is None:
+            raise CallStateError("no media yet")
+        self.stats = await self._sampler.sample(self._peer.pc)
+        return self.stats
+
+    async def wait_state(self, *states: CallState, timeout: float | None = None) -> CallState:
+        """Wait until the call is in one of ``states`` (or ended); returns the state reached."""
+        async def reach() -> CallState:
+            while self.state not in states and self.state is not CallState.ENDED:
+                self._state_changed.clear()
+                await self._state_changed.wait()
+            return self.state
+
+        return await asyncio.wait_for(reach(), timeout)
+
+    async def wait_connected(self, timeout: float | None = 30) -> None:
+        """Wait for media to connect; :class:`CallStateError` if the call ends first."""
+        state = await self.wait_state(CallState.CONNECTED, timeout=timeout)
+        if state is not CallState.CONNECTED:
+            raise CallStateError(f"the call ended ({self.end_reason}) before media connected")
+
+    async def wait_ended(self, timeout: float | None = None) -> EndReason:
+        """Wait for the call to end; returns why."""
+        return await asyncio.wait_for(asyncio.shield(self._ended), timeout)
+
+    async def events(self) -> AsyncIterator[CallEvent]:
+        """The call's events until it ends (the last one is the ``state`` event to ``ended``)."""
+        while True:
+            event = await self._event_queue.get()
+            if event is None:
+                return
+            yield event
+
+    # ------------------------------------------------------------------ internals
+
+    def _set_sources(self, audio: MediaStreamTrack | None, video: MediaStreamTrack | None,
+                     want_video: bool) -> None:
+        from facecall.media.sources import SyntheticAudioTrack, SyntheticVideoTrack
+
+        if audio is None:
+            audio = SyntheticAudioTrack()
+            self._own_sources.append(audio)
+        self.local_audio = LocalTrack(audio)
+        if want_video:
+            if video is None:
+                width, height, fps = self.device.synthetic_video
+                video = SyntheticVideoTrack(width, height, fps)
+                self._own_sources.append(video)
+            self.local_video = LocalTrack(video)
+
+    def _emit_event(self, type_: str, **data: Any) -> None:
+        event = CallEvent(type_, self.id, data)
+        self._event_queue.put_nowait(event)
+        self.emit(type_, event)
+
+    def _set_state(self, state: CallState) -> None:
+        if state is self.state or self.state is CallState.ENDED:
+            return
+        self.state = state
+        self._state_changed.set()
+        self.emit("statechange", state)
+        self._emit_event("state", state=str(state))
+
+    def _deliver(self, event: dict[str, Any]) -> None:
+        """Called by the device for every event about this call, in order."""
+        self._inbox.put_nowait(event)
+
+    async def _run(self) -> None:
+        while self.state is not CallState.ENDED:
+            event = await self._inbox.get()
+            try:
+                await self._handle(event)
+            except Exception as exc:  # a broken message must not kill the call
+                log.warning("call.event_failed", call_id=self.id, type=event.get("type"), error=repr(exc))
+
+    async def _handle(self, event: dict[str, Any]) -> None:
+        kind = event["type"]
+        if kind == "call.ringing":
+            self._emit_event("ringing", user_id=event["user_id"], devices=event["devices"])
+        elif kind == "call.answered":
+            self.remote_device = event["device_id"]
+            self.timings.answered = time.monotonic()
+            self._set_state(CallState.CONNECTING)
+            self._emit_event("answered", user_id=event["user_id"], device_id=event["device_id"])
+            if self.direction is Direction.OUTGOING:
+                await self._offer(restart=False)
+        elif kind == "call.declined":
+            self._emit_event("declined", user_id=event["user_id"], reason=event["reason"])
+        elif kind == "call.participant_left":
+            self._emit_event("participant_left", user_id=event["user_id"], reason=event["reason"])
+        elif kind in ("call.ended", "call.stop_ringing"):
+            await self._end(EndReason(event["reason"]))
+        elif kind == "call.sdp":
+            await self._on_description(event)
+        elif kind == "call.candidate":
+            if event["from_device"] == self.remote_device and self._peer is not None:
+                await self._peer.add_candidate(event["candidate"])
+
+    async def _new_peer(self) -> PeerSession:
+        device = self.device
+        servers = ice_servers_from_api(await device.ice_configuration())
+        peer = PeerSession(ice_servers=servers, relay_only=device.relay_only,
+                           ice_host_addresses=device.ice_host_addresses, tuning=device.encoder_tuning,
+                           video_codec=device.video_codec)
+        tracks = [t for t in (self.local_audio, self.local_video) if t is not None]
+        peer.add_tracks(tracks, ["audio", "video"] if self.video else ["audio"])
+
+        @peer.pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if peer is self._peer:
+                (self.remote_video if track.kind == "video" else self.remote_audio).attach(track)
+
+        @peer.pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if peer is not self._peer:
+                return
+            if peer.pc.connectionState == "connected":
+                await self._on_connected()
+
+        self._peer = peer
+        self._progress_at = time.monotonic()
+        self._progress_bytes = -1
+        if self._monitor is None:
+            self._monitor = asyncio.create_task(self._watch())
+        return peer
+
+    async def _send_description(self, description: RTCSessionDescription, restart: bool) -> None:
+        assert self.remote_device is not None
+        await self.device.request("call.sdp", call_id=self.id, to_device=self.remote_device,
+                                  description={"type": description.type, "sdp": description.sdp},
+                                  ice_restart=restart)
+        # Every candidate is in the SDP (aiortc gathers first): signal end-of-candidates.
+        await self.device.request("call.candidate", call_id=self.id, to_device=self.remote_device,
+                                  candidate=None)
+
+    async def _offer(self, restart: bool) -> None:
+        if self._peer is not None:
+            old, self._peer = self._peer, None
+            await old.close()
+        peer = await self._new_peer()
+        offer = await peer.create_offer()
+        if peer is self._peer and self.state is not CallState.ENDED:
+            await self._send_description(offer, restart)
+
+    async def _on_description(self, event: dict[str, Any]) -> None:
+        description = RTCSessionDescription(sdp=event["description"]["sdp"],
+                                            type=event["description"]["type"])
+        if self.remote_device is None:
+            self.remote_device = event["from_device"]
+        if event["from_device"] != self.remote_device:
+            return
+        restart = bool(event.get("ice_restart"))
+        if description.type == "answer":
+            if self._peer is not None and self._peer.pc.signalingState == "have-local-offer":
+                await self._peer.accept_answer(description)
+            return
+        # An offer: the first one, or an ICE restart (maybe crossing our own).
+        if self._peer is not None and self._peer.pc.signalingState == "have-local-offer":
+            polite = (self.device.device_id or "") > self.remote_device
+            if not polite:
+                return  # our offer wins; the far end answers it
+        if restart:
+            self._set_state(CallState.RECONNECTING)
+        if self._peer is not None:
+            old, self._peer = self._peer, None
+            await old.close()
+        peer = await self._new_peer()
+        answer = await peer.accept_offer(description)
+        if peer is self._peer and self.state is not CallState.ENDED:
+            await self._send_description(answer, restart)
+
+    async def _on_connected(self) -> None:
+        if self.state in (CallState.ENDED, CallState.CONNECTED):
+            return
+        if self.state is CallState.RECONNECTING:
+            self.ice_restarts += 1
+            self._emit_event("ice_restart", path=self.path)
+        self._restart_attempts = 0
+        self._restarting = False
+        if self.timings.connected is None:
+            self.timings.connected = time.monotonic()
+        self._set_state(CallState.CONNECTED)
+        if not self._sinks_started:
+            self._sinks_started = True
+            for sink in self._sinks:
+                await sink.start()
+
+    async def _restart(self) -> None:
+        if self._restarting or self.state is CallState.ENDED:
+            return
+        self._restarting = True
+        try:
+            self._restart_attempts += 1
+            self._set_state(CallState.RECONNECTING)
+            await self._offer(restart=True)
+        finally:
+            self._restarting = False
+
+    async def _watch(self) -> None:
+        """Sample stats; restart ICE when the path fails (connection failed or no bytes in)."""
+        device = self.device
+        while self.state is not CallState.ENDED:
+            await asyncio.sleep(device.stats_interval)
+            peer = self._peer
+            if peer is None:
+                continue
+            try:
+                stats = await self._sampler.sample(peer.pc)
+            except Exception:  # a peer connection closing under us
+                continue
+            if self.state is CallState.CONNECTED:
+                self.stats = stats
+                self.emit("stats", stats)
+            now = time.monotonic()
+            received = self._sampler.received_bytes
+            if received != self._progress_bytes:
+                self._progress_bytes, self._progress_at = received, now
+            waited = now - self._progress_at
+            limit = device.ice_restart_after if self.timings.connected else device.connect_timeout
+            failed = peer.pc.connectionState == "failed"
+            if (failed or waited > limit) and self.state in (CallState.CONNECTING, CallState.CONNECTED,
+                                                              CallState.RECONNECTING):
+                if self._restart_attempts >= device.max_ice_restarts:
+                    log.warning("call.path_lost", call_id=self.id, attempts=self._restart_attempts)
+                    with contextlib.suppress(Exception):
+                        await self.device.request("call.hangup", call_id=self.id)
+                    await self._end(EndReason.CONNECTION_LOST)
+                    return
+                log.info("call.ice_restart", call_id=self.id, failed=failed, silent_s=round(waited, 1))
+                self._background.add(asyncio.ensure_future(self._restart()))
+                self._progress_at = now
+
+    async def _end(self, reason: EndReason) -> None:
+        if self.state is CallState.ENDED:
+            return
+        self.end_reason = reason
+        self.timings.ended = time.monotonic()
+        self._set_state(CallState.ENDED)
+        self.state = CallState.ENDED
+        self._state_changed.set()
+        if not self._ended.done():
+            self._ended.set_result(reason)
+        self.emit("ended", reason)
+        self._event_queue.put_nowait(None)
+        self.device._forget(self)
+        current = asyncio.current_task()
+        if self._monitor is not None and self._monitor is not current:
+            self._monitor.cancel()
+        peer, self._peer = self._peer, None
+        if peer is not None:
+            await peer.close()
+        self.remote_audio.stop()
+        self.remote_video.stop()
+        for sink in self._sinks if self._sinks_started else []:
+            with contextlib.suppress(Exception):
+                await sink.stop()
+        for track in (self.local_audio, self.local_video):
+            if track is not None:
+                MediaStreamTrack.stop(track)  # the wrapper only: sources given to us stay live
+        for source in self._own_sources:
+            source.stop()
+        if self._runner is not current:
+            self._runner.cancel()

@@ -1,0 +1,347 @@
+"""A facecall device: an account's registered device with its signaling connection and calls.
+
+```python
+async with Device("http://127.0.0.1:8080", "alice", "correct horse", sign_up=True) as alice:
+    call = await alice.call("bob", video=True)
+    await call.wait_connected()
+    ...
+    await call.hangup()
+
+async with Device(url, "bob", password, state_file="bob.json") as bob:
+    async for call in bob.incoming_calls():
+        await call.answer()
+```
+
+The device keeps its signaling connection up: when it drops, it reconnects and resumes
+(``hello{resume_from}``, docs/protocol.md "Resume"), so calls survive a network blip; if the
+server could not resume (grace expired), the calls it had are ended with ``connection_lost``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import websockets
+from aiortc import MediaStreamTrack
+
+from facecall.client.api import ApiClient
+from facecall.client.call import Call, Direction
+from facecall.client.encoders import REALTIME, EncoderTuning
+from facecall.client.errors import (
+    ApiError,
+    AuthenticationError,
+    CallError,
+    NotConnectedError,
+    UnknownUserError,
+)
+from facecall.client.ice import parse_host_addresses
+from facecall.client.signaling import ConnectionClosed, SignalingConnection, SignalingError
+from facecall.logs import get_logger
+from facecall.signaling.reasons import EndReason
+
+log = get_logger(__name__)
+
+
+class Device:
+    """One device of one user, signed in to one facecall server.
+
+    :param server_url: the server's base URL, e.g. ``http://127.0.0.1:8080``.
+    :param username: the account; with ``password`` to sign in (and register this device).
+    :param sign_up: create the account when it does not exist yet.
+    :param token: a device token from an earlier registration (skips sign-in).
+    :param state_file: JSON file keeping the device token between runs (created mode 0600).
+    :param ice_host_addresses: host addresses to gather candidates on (default: the
+        ``FACECALL_ICE_HOST_ADDRESSES`` variable, else every interface but loopback).
+    :param relay_only: media only through the TURN relay (``iceTransportPolicy: "relay"``).
+    :param video_codec: ``"VP8"`` or ``"H264"`` to offer only that codec (default: both).
+    :param encoder_tuning: real-time encoder settings (default x264 ``veryfast``, 2-thread VP8 from
+        720p); ``None`` for aiortc's stock encoders.
+    """
+
+    def __init__(
+        self,
+        server_url: str,
+        username: str | None = None,
+        password: str | None = None,
+        *,
+        sign_up: bool = False,
+        token: str | None = None,
+        state_file: str | os.PathLike[str] | None = None,
+        device_name: str | None = None,
+        kind: str = "sdk",
+        ice_host_addresses: Sequence[str] | str | None = None,
+        relay_only: bool = False,
+        video_codec: str | None = None,
+        encoder_tuning: EncoderTuning | None = REALTIME,
+        synthetic_video: tuple[int, int, float] = (640, 360, 30),
+        stats_interval: float = 1.0,
+        ice_restart_after: float = 4.0,
+        connect_timeout: float = 20.0,
+        max_ice_restarts: int = 5,
+        reconnect_wait: float = 15.0,
+    ) -> None:
+        if not server_url.startswith(("http://", "https://")):
+            raise ValueError(f"server_url must be an http:// or https:// URL, not {server_url!r}")
+        if token is None and state_file is None and (username is None or password is None):
+            raise ValueError("give username and password, a device token, or a state_file")
+        if video_codec is not None and video_codec not in ("VP8", "H264"):
+            raise ValueError(f"video_codec must be 'VP8' or 'H264', not {video_codec!r}")
+        self.api = ApiClient(server_url)
+        self.username, self.password, self.sign_up = username, password, sign_up
+        self.token = token
+        self.state_file = Path(state_file) if state_file is not None else None
+        self.device_name = device_name or f"{kind}-{socket.gethostname()}"[:64]
+        self.kind = kind
+        self.ice_host_addresses = parse_host_addresses(ice_host_addresses)
+        self.relay_only = relay_only
+        self.video_codec = video_codec
+        self.encoder_tuning = encoder_tuning
+        self.synthetic_video = synthetic_video
+        self.stats_interval = stats_interval
+        self.ice_restart_after = ice_restart_after
+        self.connect_timeout = connect_timeout
+        self.max_ice_restarts = max_ice_restarts
+        self.reconnect_wait = reconnect_wait
+        self.user_id: str | None = None
+        self.device_id: str | None = None
+        self.signaling: SignalingConnection | None = None
+        self.calls: dict[str, Call] = {}
+        self.reconnects = 0
+        self._incoming: asyncio.Queue[Call] = asyncio.Queue()
+        self._connected = asyncio.Event()
+        self._closing = False
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._user_ids: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> Device:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def connect(self) -> None:
+        """Sign in (or up), register or reuse this device, and open signaling.
+
+        :raises AuthenticationError: wrong username/password (or a token the server refuses).
+        :raises ApiError: the server refused or cannot be reached.
+        """
+        if self.signaling is not None:
+            raise RuntimeError("this Device is already connected")
+        self._closing = False
+        token = self.token or self._load_state()
+        if token is not None:
+            try:
+                await self.api.me(token)
+            except AuthenticationError:
+                if self.token is not None or self.password is None:
+                    raise
+                token = None  # the saved device was removed: register again
+        if token is None:
+            token = await self._register()
+        self.token = token
+        self.signaling = SignalingConnection(self.api.ws_url, token)
+        try:
+            welcome = await self.signaling.connect()
+        except (OSError, websockets.InvalidStatus, websockets.InvalidHandshake) as exc:
+            self.signaling = None
+            raise ApiError(0, f"cannot open signaling at {self.api.ws_url}: {exc}") from exc
+        self.user_id, self.device_id = welcome["user_id"], welcome["device_id"]
+        self._connected.set()
+        self._dispatcher = asyncio.create_task(self._dispatch(), name=f"device-{self.device_id}")
+
+    async def _register(self) -> str:
+        assert self.username is not None and self.password is not None
+        session: dict[str, Any] | None = None
+        if self.sign_up:
+            try:
+                session = await self.api.sign_up(self.username, self.password)
+            except ApiError as exc:
+                if exc.status != 409:
+                    raise
+        if session is None:
+            session = await self.api.sign_in(self.username, self.password)
+        registered = await self.api.register_device(session["token"], self.device_name, self.kind)
+        token: str = registered["token"]
+        self._save_state(token, session["user"]["id"], registered["device"]["id"])
+        return token
+
+    def _load_state(self) -> str | None:
+        if self.state_file is None or not self.state_file.exists():
+            return None
+        try:
+            state = json.loads(self.state_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"unreadable state file {self.state_file}: {exc}") from exc
+        if state.get("server") != self.api.base_url:
+            return None
+        if self.username is not None and state.get("username") != self.username:
+            return None
+        self.username = self.username or state.get("username")
+        token = state.get("token")
+        return token if isinstance(token, str) else None
+
+    def _save_state(self, token: str, user_id: str, device_id: str) -> None:
+        if self.state_file is None:
+            return
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.state_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"server": self.api.base_url, "username": self.username, "user_id": user_id,
+                       "device_id": device_id, "token": token}, f)
+
+    async def close(self) -> None:
+        """Hang up every call and close the connection."""
+        self._closing = True
+        for call in list(self.calls.values()):
+            with contextlib.suppress(Exception):
+                if call.state == "ringing":
+                    await call._end(EndReason.HUNG_UP)
+                else:
+                    await call.hangup()
+        self._connected.clear()
+        if self.signaling is not None:
+            await self.signaling.close()
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dispatcher
+        self.signaling = None
+        await self.api.close()
+
+    async def drop_connection(self) -> None:
+        """Break the signaling transport without goodbye (the device then resumes; for tests)."""
+        if self.signaling is not None:
+            await self.signaling.drop()
+
+    # ------------------------------------------------------------------ calls
+
+    async def call(self, user: str, *, video: bool = True, audio_source: MediaStreamTrack | None = None,
+                   video_source: MediaStreamTrack | None = None) -> Call:
+        """Call ``user`` (a username). Returns at once, the call in state ``calling``.
+
+        Sources default to synthetic stamped tracks (:mod:`facecall.media.sources`).
+
+        :raises NotConnectedError: the device is not connected.
+        :raises UnknownUserError: there is no such user.
+        :raises CallError: the server refused (e.g. ``not_allowed`` to call yourself).
+        """
+        if not self.connected or self.signaling is None:
+            raise NotConnectedError("the device is not connected (call connect() first)")
+        if not isinstance(user, str) or not user:
+            raise ValueError("user must be a username")
+        user_id = await self.resolve_user(user)
+        reply = await self.request("call.start", to=[user_id], media="video" if video else "audio")
+        call = Call(self, reply["call_id"], direction=Direction.OUTGOING, remote_user=user_id,
+                    media="video" if video else "audio", participants=[self.user_id or "", user_id])
+        call._set_sources(audio_source, video_source, video)
+        self.calls[call.id] = call
+        return call
+
+    async def resolve_user(self, username: str) -> str:
+        """The user id of ``username`` (:class:`UnknownUserError` if there is none)."""
+        if username not in self._user_ids:
+            assert self.token is not None
+            self._user_ids[username] = (await self.api.find_user(self.token, username))["id"]
+        return self._user_ids[username]
+
+    async def incoming_calls(self) -> AsyncIterator[Call]:
+        """Incoming calls as they ring, until the device closes."""
+        while not self._closing:
+            yield await self._incoming.get()
+
+    async def next_call(self, timeout: float | None = 30) -> Call:
+        """The next incoming call (``TimeoutError`` if none rings within ``timeout``)."""
+        return await asyncio.wait_for(self._incoming.get(), timeout)
+
+    async def ice_configuration(self) -> dict[str, Any]:
+        """Fresh TURN REST credentials and ICE servers for one peer connection."""
+        assert self.token is not None
+        return await self.api.turn_credentials(self.token)
+
+    async def request(self, type_: str, **fields: Any) -> dict[str, Any]:
+        """Send a signaling request, waiting out a reconnection; server refusals → :class:`CallError`."""
+        if self.signaling is None or (self._closing and type_ not in ("call.hangup", "call.cancel")):
+            raise NotConnectedError("the device is not connected")
+        try:
+            await asyncio.wait_for(self._connected.wait(), self.reconnect_wait)
+        except TimeoutError:
+            raise NotConnectedError(
+                f"the device could not reconnect within {self.reconnect_wait} s") from None
+        try:
+            return await self.signaling.request(type_, **fields)
+        except SignalingError as exc:
+            if exc.code == "unknown_user":
+                raise UnknownUserError(", ".join(fields.get("to", []))) from None
+            raise CallError(exc.code, exc.message) from None
+        except ConnectionClosed as exc:
+            raise NotConnectedError(str(exc)) from None
+
+    def _forget(self, call: Call) -> None:
+        self.calls.pop(call.id, None)
+
+    # ------------------------------------------------------------------ events
+
+    async def _dispatch(self) -> None:
+        assert self.signaling is not None
+        while True:
+            event = await self.signaling.events.get()
+            kind = event.get("type")
+            if kind == "connection.closed":
+                self._connected.clear()
+                if self._closing:
+                    return
+                await self._reconnect()
+                continue
+            if kind == "call.ring":
+                call = Call(self, event["call_id"], direction=Direction.INCOMING,
+                            remote_user=event["from_user"], media=event["media"],
+                            participants=event["participants"], call_waiting=event["call_waiting"],
+                            remote_device=event["from_device"])
+                self.calls[call.id] = call
+                self._incoming.put_nowait(call)
+                continue
+            call_id = event.get("call_id")
+            call = self.calls.get(call_id) if isinstance(call_id, str) else None
+            if call is not None:
+                call._deliver(event)
+
+    async def _reconnect(self) -> None:
+        """Reconnect and resume (docs/protocol.md "Resume"), retrying with backoff."""
+        assert self.signaling is not None
+        delay = 0.1
+        while not self._closing:
+            try:
+                welcome = await self.signaling.resume()
+            except (websockets.InvalidStatus, SignalingError) as exc:
+                log.warning("device.rejected", device_id=self.device_id, error=str(exc))
+                for call in list(self.calls.values()):
+                    await call._end(EndReason.DEVICE_REMOVED)
+                return
+            except (OSError, TimeoutError, websockets.WebSocketException) as exc:
+                log.info("device.reconnect_failed", device_id=self.device_id, error=str(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            self.reconnects += 1
+            if not welcome.get("resumed"):
+                # The server lost our session: the calls it knew us in ended (connection_lost).
+                for call in list(self.calls.values()):
+                    await call._end(EndReason.CONNECTION_LOST)
+            self._connected.set()
+            return

@@ -1,0 +1,152 @@
+"""Real-time encoder settings through aiortc's codec factory hook.
+
+aiortc 1.16 runs x264 on its default ``medium`` preset and VP8 on one thread on 2-CPU machines,
+which cannot sustain 1080p30 here. :func:`encoder_tuning` makes the senders started inside it use
+x264 ``veryfast`` and several VP8 threads, without editing or copying aiortc:
+
+* ``aiortc.rtcrtpsender.get_encoder`` (the name the sender calls) is wrapped once; it returns
+  aiortc's own :class:`~aiortc.codecs.h264.H264Encoder` / :class:`~aiortc.codecs.vpx.Vp8Encoder`
+  subclassed only to wrap their ``codec`` attribute (the PyAV context aiortc creates and
+  configures) in a proxy that adds our options just before the context opens, on its first
+  ``encode``.
+* the tuning is a context variable: senders inherit it from the task that set the description
+  (aiortc starts them in tasks created by ``setRemoteDescription``/``setLocalDescription``), so
+  stock aiortc peers in the same process keep stock encoders (the benchmarks' anchor).
+
+Private names used (aiortc==1.16.*, tested in ``tests/client/test_hooks.py``):
+``aiortc.rtcrtpsender.get_encoder`` and the encoders' ``codec`` attribute.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import aiortc.rtcrtpsender
+from aiortc.codecs.base import Encoder
+from aiortc.codecs.h264 import H264Encoder
+from aiortc.codecs.vpx import Vp8Encoder
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+
+@dataclass(frozen=True, slots=True)
+class EncoderTuning:
+    """Encoder settings for real time (applied when an encoder context opens)."""
+
+    x264_preset: str | None = "veryfast"
+    """x264 ``preset`` (aiortc keeps ``tune=zerolatency``); ``None`` keeps x264's ``medium``."""
+    vp8_threads: int | None = None
+    """libvpx threads; ``None``: 2 from 1280x720 up when there are 2+ CPUs, else aiortc's choice."""
+
+    def threads_for(self, pixels: int) -> int | None:
+        if self.vp8_threads is not None:
+            return self.vp8_threads
+        cpus = multiprocessing.cpu_count()
+        return min(cpus, 2) if pixels >= 1280 * 720 and cpus >= 2 else None
+
+
+REALTIME = EncoderTuning()
+"""The SDK's default: x264 ``veryfast``, 2-thread VP8 from 720p."""
+
+_tuning: ContextVar[EncoderTuning | None] = ContextVar("facecall_encoder_tuning", default=None)
+_original_get_encoder: Callable[[RTCRtpCodecParameters], Encoder] | None = None
+
+
+class _ContextProxy:
+    """Stands in for a PyAV encoder context; adds options right before the context opens."""
+
+    def __init__(self, context: Any, configure: Callable[[Any, Any], None]) -> None:
+        object.__setattr__(self, "_context", context)
+        object.__setattr__(self, "_configure", configure)
+        object.__setattr__(self, "_configured", False)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._context, name, value)
+
+    def encode(self, frame: Any = None) -> Any:
+        if not self._configured:
+            object.__setattr__(self, "_configured", True)
+            if not self._context.is_open:
+                self._configure(self._context, frame)
+        return self._context.encode(frame)
+
+
+class _ProxiedCodec:
+    """Mixin: store aiortc's ``self.codec = <context>`` as a :class:`_ContextProxy`."""
+
+    _tuning_value: EncoderTuning
+
+    @property
+    def codec(self) -> Any:
+        return self.__dict__.get("_proxied_codec")
+
+    @codec.setter
+    def codec(self, context: Any) -> None:
+        self.__dict__["_proxied_codec"] = (
+            None if context is None else _ContextProxy(context, self._configure_context))
+
+    def _configure_context(self, context: Any, frame: Any) -> None:
+        raise NotImplementedError
+
+
+class TunedH264Encoder(_ProxiedCodec, H264Encoder):
+    """aiortc's H.264 encoder with the x264 preset of an :class:`EncoderTuning`."""
+
+    def __init__(self, tuning: EncoderTuning) -> None:
+        self._tuning_value = tuning
+        super().__init__()
+
+    def _configure_context(self, context: Any, frame: Any) -> None:
+        if self._tuning_value.x264_preset:
+            context.options = {**context.options, "preset": self._tuning_value.x264_preset}
+
+
+class TunedVp8Encoder(_ProxiedCodec, Vp8Encoder):
+    """aiortc's VP8 encoder with the thread count of an :class:`EncoderTuning`."""
+
+    def __init__(self, tuning: EncoderTuning) -> None:
+        self._tuning_value = tuning
+        super().__init__()
+
+    def _configure_context(self, context: Any, frame: Any) -> None:
+        threads = self._tuning_value.threads_for(context.width * context.height)
+        if threads is not None:
+            context.thread_count = threads
+
+
+def _get_encoder(codec: RTCRtpCodecParameters) -> Encoder:
+    assert _original_get_encoder is not None
+    tuning = _tuning.get()
+    if tuning is not None:
+        mime = codec.mimeType.lower()
+        if mime == "video/h264":
+            return TunedH264Encoder(tuning)
+        if mime == "video/vp8":
+            return TunedVp8Encoder(tuning)
+    return _original_get_encoder(codec)
+
+
+def install_encoder_hook() -> None:
+    """Wrap ``aiortc.rtcrtpsender.get_encoder`` once (a no-op outside :func:`encoder_tuning`)."""
+    global _original_get_encoder
+    if _original_get_encoder is None:
+        _original_get_encoder = aiortc.rtcrtpsender.get_encoder
+        aiortc.rtcrtpsender.get_encoder = _get_encoder  # type: ignore[assignment]
+
+
+@contextlib.contextmanager
+def encoder_tuning(tuning: EncoderTuning | None) -> Iterator[None]:
+    """Senders started inside this block (and tasks it creates) use ``tuning`` (``None``: stock)."""
+    install_encoder_hook()
+    token = _tuning.set(tuning)
+    try:
+        yield
+    finally:
+        _tuning.reset(token)

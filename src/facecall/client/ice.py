@@ -1,0 +1,126 @@
+"""ICE helpers: host addresses, ICE servers from the API, the selected candidate pair.
+
+aioice gathers host candidates on every interface but never on loopback (``aioice.ice.
+get_host_addresses`` skips 127.0.0.1 and ::1). :func:`host_addresses` lets the SDK choose the
+host addresses for the gatherings started inside it — for example ``["127.0.0.1"]`` in a
+loopback-only test namespace — through one small hook on that function (installed once; it only
+acts inside the context manager, so other aioice users in the process are unaffected).
+
+The selected candidate pair (W3C webrtc-stats ``candidate-pair`` with ``nominated``, RFC 8445
+§8.1.1) is not in aiortc's stats; :func:`selected_candidate_pair` reads it from aioice.
+
+Both hooks use private names of aiortc 1.16 / aioice 0.13 (pinned in pyproject.toml; each is
+tested in ``tests/client/test_hooks.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import aioice.ice
+from aiortc import RTCIceServer, RTCPeerConnection
+
+HOST_ADDRESSES_ENV = "FACECALL_ICE_HOST_ADDRESSES"
+"""Comma-separated host addresses used when a ``Device`` is given none (e.g. ``127.0.0.1``)."""
+
+_chosen: ContextVar[tuple[str, ...] | None] = ContextVar("facecall_ice_host_addresses", default=None)
+_original: Callable[[bool, bool], list[str]] | None = None
+
+
+def _get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    chosen = _chosen.get()
+    if chosen is None:
+        assert _original is not None
+        return _original(use_ipv4, use_ipv6)
+    return [a for a in chosen if (use_ipv6 if ":" in a else use_ipv4)]
+
+
+def install_host_address_hook() -> None:
+    """Replace ``aioice.ice.get_host_addresses`` by one that honours :func:`host_addresses`."""
+    global _original
+    if _original is None:
+        _original = aioice.ice.get_host_addresses
+        aioice.ice.get_host_addresses = _get_host_addresses
+
+
+def parse_host_addresses(addresses: Sequence[str] | str | None) -> tuple[str, ...] | None:
+    """Validate host addresses (IPv4/IPv6 literals); a string is comma-separated.
+
+    ``None`` reads :data:`HOST_ADDRESSES_ENV`; when that is unset too, ``None`` (aioice's choice).
+    """
+    if addresses is None:
+        addresses = os.environ.get(HOST_ADDRESSES_ENV) or None
+        if addresses is None:
+            return None
+    if isinstance(addresses, str):
+        addresses = [a.strip() for a in addresses.split(",") if a.strip()]
+    result = []
+    for address in addresses:
+        try:
+            result.append(str(ipaddress.ip_address(address)))
+        except ValueError:
+            raise ValueError(f"not an IP address: {address!r} (ice_host_addresses)") from None
+    if not result:
+        raise ValueError("ice_host_addresses is empty")
+    return tuple(result)
+
+
+@contextlib.contextmanager
+def host_addresses(addresses: Sequence[str] | None) -> Iterator[None]:
+    """Gather host candidates on exactly ``addresses`` inside this block (``None``: aioice's own)."""
+    install_host_address_hook()
+    token = _chosen.set(tuple(addresses) if addresses is not None else None)
+    try:
+        yield
+    finally:
+        _chosen.reset(token)
+
+
+def ice_servers_from_api(body: dict[str, Any]) -> list[RTCIceServer]:
+    """``GET /v1/turn/credentials`` → aiortc ``RTCIceServer`` list (STUN first, then TURN)."""
+    servers = []
+    for server in body.get("ice_servers", []):
+        servers.append(RTCIceServer(urls=list(server["urls"]), username=server.get("username"),
+                                    credential=server.get("credential")))
+    return servers
+
+
+@dataclass(frozen=True, slots=True)
+class CandidatePairInfo:
+    """The nominated pair of the (bundled) ICE transport."""
+
+    local_type: str
+    """``host``, ``srflx``, ``prflx`` or ``relay`` (RFC 8445 §5.1.1)."""
+    remote_type: str
+    local_address: tuple[str, int]
+    remote_address: tuple[str, int]
+    protocol: str
+
+    @property
+    def path(self) -> str:
+        """``relay`` if either side is relayed, else ``srflx`` if either is reflexive, else ``host``."""
+        types = {self.local_type, self.remote_type}
+        for kind in ("relay", "srflx", "prflx"):
+            if kind in types:
+                return "srflx" if kind == "prflx" else kind
+        return "host"
+
+
+def selected_candidate_pair(pc: RTCPeerConnection) -> CandidatePairInfo | None:
+    """The nominated candidate pair of ``pc``'s first ICE transport, or ``None`` before ICE completes."""
+    for transceiver in pc.getTransceivers():
+        ice_transport = transceiver.sender.transport.transport
+        connection = ice_transport._connection  # private: aioice.Connection
+        pair = connection._nominated.get(1)  # private: component 1 (RTP/RTCP mux)
+        if pair is None:
+            continue
+        local, remote = pair.local_candidate, pair.remote_candidate
+        return CandidatePairInfo(local.type, remote.type, (local.host, local.port),
+                                 (remote.host, remote.port), local.transport.lower())
+    return None

@@ -1,0 +1,130 @@
+"""One peer connection of a 1:1 call: offer/answer, trickled candidates, local/remote tracks.
+
+aiortc gathers every candidate while setting the local description and puts them in the SDP
+(aioice does not trickle), so a facecall peer sends its description and then an end-of-candidates
+``call.candidate`` (RFC 8838 §8.2, ``null``). Candidates the far end trickles are applied with
+``addIceCandidate`` (W3C webrtc §4.4.1.6), buffered until the remote description is set
+(RFC 8838 §4.1). aiortc cannot restart ICE on a live connection, so an ICE restart
+(RFC 8445 §9, new ufrag/pwd and fresh gathering) is done by replacing the whole
+``PeerSession`` — see :mod:`facecall.client.call`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCIceCandidate,
+    RTCIceServer,
+    RTCIceTransportPolicy,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
+from aiortc.sdp import candidate_from_sdp
+
+from facecall.client.encoders import EncoderTuning, encoder_tuning
+from facecall.client.ice import host_addresses
+from facecall.client.tracks import LocalTrack
+
+CODECS = {"VP8": "video/VP8", "H264": "video/H264"}
+
+
+class PeerSession:
+    """An ``RTCPeerConnection`` configured for a facecall device."""
+
+    def __init__(
+        self,
+        *,
+        ice_servers: list[RTCIceServer],
+        relay_only: bool = False,
+        ice_host_addresses: Sequence[str] | None = None,
+        tuning: EncoderTuning | None = None,
+        video_codec: str | None = None,
+    ) -> None:
+        if video_codec is not None and video_codec not in CODECS:
+            raise ValueError(f"video_codec must be one of {sorted(CODECS)}, not {video_codec!r}")
+        self.pc = RTCPeerConnection(RTCConfiguration(
+            iceServers=ice_servers,
+            iceTransportPolicy=RTCIceTransportPolicy.RELAY if relay_only else RTCIceTransportPolicy.ALL,
+            bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
+        ))
+        self.host_addresses = tuple(ice_host_addresses) if ice_host_addresses is not None else None
+        self.tuning = tuning
+        self.video_codec = video_codec
+        self._early_candidates: list[RTCIceCandidate | None] = []
+        self.remote_tracks: dict[str, Any] = {}
+        self.pc.on("track", lambda track: self.remote_tracks.__setitem__(track.kind, track))
+
+    @contextlib.contextmanager
+    def _hooks(self) -> Iterator[None]:
+        with host_addresses(self.host_addresses), encoder_tuning(self.tuning):
+            yield
+
+    def add_tracks(self, tracks: Sequence[LocalTrack], kinds: Sequence[str]) -> None:
+        """Send ``tracks``; receive every kind in ``kinds`` (recvonly where we send nothing)."""
+        by_kind = {t.kind: t for t in tracks}
+        for kind in kinds:
+            track = by_kind.get(kind)
+            if track is not None:
+                transceiver = self.pc.addTransceiver(track, direction="sendrecv")
+            else:
+                transceiver = self.pc.addTransceiver(kind, direction="recvonly")
+            if kind == "video" and self.video_codec is not None:
+                mime = CODECS[self.video_codec].lower()
+                capabilities = RTCRtpSender.getCapabilities("video").codecs
+                preferred = [c for c in capabilities if c.mimeType.lower() == mime]
+                preferred += [c for c in capabilities if c.mimeType.lower() == "video/rtx"]
+                transceiver.setCodecPreferences(preferred)
+
+    async def create_offer(self) -> RTCSessionDescription:
+        with self._hooks():
+            await self.pc.setLocalDescription(await self.pc.createOffer())
+        return self.pc.localDescription
+
+    async def accept_offer(self, offer: RTCSessionDescription) -> RTCSessionDescription:
+        with self._hooks():
+            await self.pc.setRemoteDescription(offer)
+            await self._apply_early_candidates()
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+        return self.pc.localDescription
+
+    async def accept_answer(self, answer: RTCSessionDescription) -> None:
+        with self._hooks():
+            await self.pc.setRemoteDescription(answer)
+            await self._apply_early_candidates()
+
+    async def add_candidate(self, candidate: dict[str, Any] | None) -> None:
+        """Apply a trickled remote candidate (``None``: end of candidates)."""
+        parsed = None if candidate is None else parse_candidate(candidate)
+        if self.pc.remoteDescription is None:
+            self._early_candidates.append(parsed)
+            return
+        await self.pc.addIceCandidate(parsed)
+
+    async def _apply_early_candidates(self) -> None:
+        early, self._early_candidates = self._early_candidates, []
+        for candidate in early:
+            await self.pc.addIceCandidate(candidate)
+
+    async def close(self) -> None:
+        await self.pc.close()
+
+
+def parse_candidate(candidate: dict[str, Any]) -> RTCIceCandidate:
+    """A ``call.candidate`` payload (``{candidate, sdpMid, sdpMLineIndex}``) as aiortc's candidate."""
+    line = candidate.get("candidate")
+    if not isinstance(line, str):
+        raise ValueError("candidate.candidate must be a string")
+    if line.startswith("candidate:"):
+        line = line[len("candidate:"):]
+    parsed = candidate_from_sdp(line)
+    parsed.sdpMid = candidate.get("sdpMid")
+    parsed.sdpMLineIndex = candidate.get("sdpMLineIndex")
+    if parsed.sdpMid is None and parsed.sdpMLineIndex is None:
+        parsed.sdpMLineIndex = 0
+    return parsed
