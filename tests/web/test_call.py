@@ -42,6 +42,22 @@ async def test_video_call_between_two_browsers(people: PersonFactory, server: Li
     await asyncio.sleep(1.2)  # let the duration clock tick past 00:00 for the screenshot
     await alice.page.screenshot(path=screenshots / "in-call.png")
 
+    # Mute and camera off/on: the remote side keeps decoding once the camera is back.
+    await alice.page.get_by_role("button", name="Mute").click()
+    await expect(alice.page.get_by_role("button", name="Unmute")).to_have_attribute("aria-pressed", "true")
+    assert (await alice.diagnostics())["local"]["muted"] is True
+    await alice.page.get_by_role("button", name="Unmute").click()
+    assert (await alice.diagnostics())["local"]["muted"] is False
+    await alice.page.get_by_role("button", name="Camera off").click()
+    await expect(alice.page.locator("#local-video")).to_be_hidden()
+    assert (await alice.diagnostics())["local"]["camera"] is False
+    await alice.page.get_by_role("button", name="Camera on").click()
+    await expect(alice.page.locator("#local-video")).to_be_visible()
+    resumed = (await bob.diagnostics())["stats"]["framesDecoded"]
+    await bob.wait_for(lambda d: d["stats"]["framesDecoded"] > resumed + 10, "decoding after camera on")
+    # One fake camera: switching is offered but disabled.
+    await expect(alice.page.get_by_role("button", name="Switch camera")).to_be_disabled()
+
     await alice.hang_up()
     await expect(alice.page.locator("#home-view")).to_be_visible()
     await expect(bob.page.locator("#home-view")).to_be_visible(timeout=STEP)

@@ -454,8 +454,11 @@ export class Calls extends EventTarget {
     const call = this.active;
     if (!call) return { phase: "idle", rings: [...this.rings.keys()] };
     const stats = call.peer ? await call.peer.stats() : null;
+    const audio = this.media.audioTrack;
     return { phase: call.phase, callId: call.id, media: call.media, role: call.role,
-      quality: call.peer ? call.peer.quality : "unknown", stats, rings: [...this.rings.keys()] };
+      quality: call.peer ? call.peer.quality : "unknown", stats, rings: [...this.rings.keys()],
+      local: { muted: !audio || !audio.enabled, camera: !!this.media.videoTrack && !this.media.cameraOff,
+        cameras: this.media.videoDevices.length } };
   }
 
   // -- the end ---------------------------------------------------------------------------------

@@ -33,6 +33,12 @@ export function describeCall(item) {
   return `${way} ${kind.toLowerCase()} · ${reason}`;
 }
 
+/** A copy of the SVG icon of one of the page's buttons. */
+function icon(buttonId) {
+  const svg = document.getElementById(buttonId).querySelector("svg");
+  return svg ? svg.cloneNode(true) : "";
+}
+
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(attrs)) {
@@ -83,7 +89,7 @@ export class Home {
           type: "button", class: "callback secondary",
           "aria-label": `Call ${other} (${item.media})`,
           onclick: () => this.call(first.username, item.media),
-        }, item.media === "video" ? "📹" : "📞")
+        }, icon(item.media === "video" ? "video-call" : "audio-call"))
         : "";
       list.append(el("li", { class: item.missed ? "missed" : "", "data-call-id": item.call_id },
         el("span", { class: "avatar", "aria-hidden": "true" }, initials(other)),
