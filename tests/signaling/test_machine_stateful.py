@@ -109,6 +109,8 @@ class CallRules(RuleBasedStateMachine):
                                                                           "call.candidate"):
                 target = self.machine.active_leg(effect.user_id, effect.device_id)
                 assert target is not None and target.state is LegState.JOINED
+                sender = effect.message["from_user"], effect.message["from_device"]
+                assert sender == actor and sender != (effect.user_id, effect.device_id)
 
     def teardown(self) -> None:
         for name in sorted(self.accepted):
