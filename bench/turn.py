@@ -46,7 +46,12 @@ class Result:
     received: int
     lost: int
     rtt_ms: float
-    cpu_seconds: float
+    user_seconds: float
+    system_seconds: float
+
+    @property
+    def cpu_seconds(self) -> float:
+        return self.user_seconds + self.system_seconds
 
     @property
     def relayed(self) -> int:
@@ -74,9 +79,10 @@ def free_port() -> int:
                 return port
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process, all its threads included."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK  # utime, stime
 
 
 def wait_ready(port: int, timeout: float = 10) -> None:
@@ -128,14 +134,14 @@ def run_uclient(port: int, peer_port: int, load: tuple[int, int, int, int]) -> s
     return out.stdout + out.stderr
 
 
-def parse(output: str, cpu: float) -> Result:
+def parse(output: str, cpu: tuple[float, float]) -> Result:
     totals = re.findall(r"tot_send_msgs=(\d+), tot_recv_msgs=(\d+)\n", output)
     lost = re.search(r"Total lost packets (\d+)", output)
     rtt = re.search(r"Average round trip delay ([\d.]+) ms", output)
     if not totals or not lost or not rtt:
         raise RuntimeError("uclient output not understood:\n" + output[-3000:])
     sent, received = map(int, totals[-1])
-    return Result(sent, received, int(lost.group(1)), float(rtt.group(1)), cpu)
+    return Result(sent, received, int(lost.group(1)), float(rtt.group(1)), *cpu)
 
 
 def time_allocations(port: int, count: int) -> list[float]:
@@ -182,9 +188,10 @@ def measure(kind: str, load_name: str | None, workdir: Path, allocations: int) -
         time.sleep(0.5)
         if load_name is None:
             return time_allocations(port, allocations)
-        before = cpu_seconds(server.pid)
+        user, system = cpu_seconds(server.pid)
         output = run_uclient(port, peer_port, LOADS[load_name])
-        return parse(output, cpu_seconds(server.pid) - before)
+        user_after, system_after = cpu_seconds(server.pid)
+        return parse(output, (user_after - user, system_after - system))
     finally:
         peer.terminate()
         server.terminate()
@@ -205,7 +212,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="turn-bench-") as tmp:
         workdir = Path(tmp)
         print(f"{'load':6} {'server':7} {'sent':>8} {'recv':>8} {'loss %':>7} {'rtt ms':>7} "
-              f"{'cpu s':>6} {'us/pkt':>7}")
+              f"{'user s':>6} {'sys s':>6} {'us/pkt':>7}")
         for load_name in args.loads:
             results = {}
             for kind in ("ours", "coturn"):
@@ -213,7 +220,8 @@ def main() -> None:
                 assert isinstance(r, Result)
                 results[kind] = r
                 print(f"{load_name:6} {kind:7} {r.sent:8} {r.received:8} {r.loss:7.3f} "
-                      f"{r.rtt_ms:7.2f} {r.cpu_seconds:6.2f} {r.us_per_packet:7.2f}", flush=True)
+                      f"{r.rtt_ms:7.2f} {r.user_seconds:6.2f} {r.system_seconds:6.2f} "
+                      f"{r.us_per_packet:7.2f}", flush=True)
             ratio = results["ours"].us_per_packet / max(results["coturn"].us_per_packet, 1e-9)
             print(f"{load_name:6} ratio ours/coturn CPU per relayed packet: {ratio:.2f}")
         if args.allocations:

@@ -129,7 +129,7 @@ class TurnCore:
                 self.delete(allocation, "expired")
             else:
                 allocation.expire(now)
-                metrics.report_usage(allocation)
+        metrics.report_usage(self.allocations.values())
 
     def delete(self, allocation: Allocation, reason: str) -> None:
         """End an allocation: close its relay socket, log and count its usage."""
@@ -142,7 +142,7 @@ class TurnCore:
             self.per_user[allocation.username] = count
         else:
             self.per_user.pop(allocation.username, None)
-        metrics.report_usage(allocation)
+        metrics.report_usage([allocation])
         metrics.ALLOCATIONS.dec()
         usage = allocation.usage
         log.info(

@@ -7,6 +7,8 @@ housekeeping and when an allocation ends, so the data path pays no metrics cost.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import Counter, Gauge
 
 from facecall.turn.allocation import Allocation
@@ -42,16 +44,22 @@ def count_request(method: int, code: int | None) -> None:
     REQUESTS.labels(_METHOD_NAMES.get(method, "other"), "ok" if code is None else str(code)).inc()
 
 
-def report_usage(allocation: Allocation) -> None:
-    """Add what ``allocation`` relayed since the last report to the counters."""
-    usage, reported = allocation.usage, allocation.reported
-    _to_peer_packets.inc(usage.packets_to_peer - reported.packets_to_peer)
-    _from_peer_packets.inc(usage.packets_from_peer - reported.packets_from_peer)
-    _dropped_packets.inc(usage.dropped - reported.dropped)
-    _to_peer_bytes.inc(usage.bytes_to_peer - reported.bytes_to_peer)
-    _from_peer_bytes.inc(usage.bytes_from_peer - reported.bytes_from_peer)
-    reported.packets_to_peer = usage.packets_to_peer
-    reported.packets_from_peer = usage.packets_from_peer
-    reported.dropped = usage.dropped
-    reported.bytes_to_peer = usage.bytes_to_peer
-    reported.bytes_from_peer = usage.bytes_from_peer
+def report_usage(allocations: Iterable[Allocation]) -> None:
+    """Add what ``allocations`` relayed since their last report to the counters (five
+    counter updates in all, whatever the number of allocations)."""
+    totals = [0, 0, 0, 0, 0]
+    for allocation in allocations:
+        usage, reported = allocation.usage, allocation.reported
+        totals[0] += usage.packets_to_peer - reported.packets_to_peer
+        totals[1] += usage.packets_from_peer - reported.packets_from_peer
+        totals[2] += usage.dropped - reported.dropped
+        totals[3] += usage.bytes_to_peer - reported.bytes_to_peer
+        totals[4] += usage.bytes_from_peer - reported.bytes_from_peer
+        allocation.reported = usage
+    for counter, amount in zip(
+        (_to_peer_packets, _from_peer_packets, _dropped_packets, _to_peer_bytes, _from_peer_bytes),
+        totals,
+        strict=True,
+    ):
+        if amount:
+            counter.inc(amount)
