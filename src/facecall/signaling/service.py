@@ -5,6 +5,11 @@ machine, **writes the new state before any effect goes out** (DESIGN.md invarian
 delivers the effects through the `Bus`. Ring deadlines are kept in the ``calls.next_deadline``
 column, so a restarted node — or another node — finishes what was in flight. Devices whose
 connection drops get ``Settings.resume_grace`` seconds to resume before they leave their calls.
+
+Glare (two users calling each other at once) is settled on this node by queueing the two
+``call.start`` requests of a user pair: the second finds the first ringing and answers it. Across
+nodes that needs a shared lock (the Redis bus, a later issue); `glare.glare_winner` is the
+deterministic tie-break for that case.
 """
 
 from __future__ import annotations
@@ -25,7 +30,6 @@ from facecall.signaling import metrics
 from facecall.signaling.effects import CallEnded, Deliver, Effect
 from facecall.signaling.errors import ErrorCode, ProtocolError
 from facecall.signaling.events import (
-    Abort,
     Answer,
     Cancel,
     Decline,
@@ -35,10 +39,9 @@ from facecall.signaling.events import (
     Invite,
     Relay,
 )
-from facecall.signaling.glare import glare_winner, is_glare
+from facecall.signaling.glare import is_glare
 from facecall.signaling.machine import CallMachine
 from facecall.signaling.push import PushNotifier, UnconfiguredPush
-from facecall.signaling.reasons import EndReason
 from facecall.signaling.records import LegState
 from facecall.store import CallWrite, LegWrite, ParticipantWrite, StaleVersion, Store
 
@@ -99,6 +102,7 @@ class CallService:
         self._deadlines: list[tuple[float, str]] = []
         self._wake = asyncio.Event()
         self._timer_task: asyncio.Task[None] | None = None
+        self._glare_locks: dict[str, asyncio.Lock] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -240,56 +244,36 @@ class CallService:
 
     async def start_call(self, user_id: str, device_id: str, to: list[str],
                          media: str) -> dict[str, Any]:
-        """Place a call; resolves glare with a ringing call the other way (see glare.py)."""
+        """Place a call. Glare (the callee's call to us is already ringing) merges into that
+        call: this device answers it instead of placing a second one."""
         to = list(dict.fromkeys(to))
+        if len(to) != 1:
+            return await self._place(user_id, device_id, to, media)
+        pair = "|".join(sorted((user_id, to[0])))
+        lock = self._glare_locks.setdefault(pair, asyncio.Lock())
+        try:
+            async with lock:  # two users calling each other at once queue here, one by one
+                return await self._place(user_id, device_id, to, media)
+        finally:
+            if not lock.locked() and self._glare_locks.get(pair) is lock:
+                del self._glare_locks[pair]
+
+    async def _place(self, user_id: str, device_id: str, to: list[str],
+                     media: str) -> dict[str, Any]:
         callees, busy = await self._callees(user_id, to)
-        now = self.clock()
         machine = CallMachine.start(
             call_id=uuid.uuid4().hex, media=media, caller_user=user_id, caller_device=device_id,
-            callees=callees, now=now, busy_users=busy, ring_timeout=self.settings.ring_timeout,
+            callees=callees, now=self.clock(), busy_users=busy,
+            ring_timeout=self.settings.ring_timeout,
         )
-        if len(to) == 1:  # glare: is their call to us already ringing and the survivor?
+        if len(to) == 1:
             for other_id in await self.store.ringing_calls_between(to[0], user_id):
                 entry = await self._load(other_id)
-                if entry is not None and is_glare(entry[1], machine) \
-                        and glare_winner(entry[1], machine) is entry[1]:
+                if entry is not None and is_glare(entry[1], machine):
                     await self._apply(other_id, Answer(user_id, device_id))
                     return {"call_id": other_id, "glare": "merged"}
         await self._create(machine, machine.drain_effects())
-        if len(to) == 1:  # both calls may have been placed at once: settle it either way
-            survivor = await self._settle_glare(machine.call_id, user_id, to[0])
-            if survivor is not None:
-                return {"call_id": survivor, "glare": "merged"}
         return {"call_id": machine.call_id}
-
-    async def _settle_glare(self, call_id: str, user_id: str, other_user: str) -> str | None:
-        """If ``other_user``'s call to ``user_id`` rings too, keep one (glare.py) and answer it
-        from the losing caller's device; returns the survivor's id, None when no glare."""
-        if (survivor := await self._glare_survivor(call_id, other_user)) is not None:
-            return survivor
-        for other_id in await self.store.ringing_calls_between(other_user, user_id):
-            mine, theirs = await self._load(call_id), await self._load(other_id)
-            if mine is None or theirs is None or not is_glare(mine[1], theirs[1]):
-                continue
-            winner = glare_winner(mine[1], theirs[1])
-            loser = theirs[1] if winner is mine[1] else mine[1]
-            with contextlib.suppress(ProtocolError):  # the other request may have settled it
-                await self._apply(loser.call_id, Abort(EndReason.GLARE))
-            with contextlib.suppress(ProtocolError):
-                await self._apply(winner.call_id, Answer(loser.caller_user, loser.caller_device))
-            return winner.call_id
-        return await self._glare_survivor(call_id, other_user)
-
-    async def _glare_survivor(self, call_id: str, other_user: str) -> str | None:
-        """When ``call_id`` already lost glare, the live call ``other_user`` placed instead."""
-        mine = await self._load(call_id)
-        if mine is None or mine[1].end_reason is not EndReason.GLARE:
-            return None
-        for live_id in await self.store.live_calls_of_user(mine[1].caller_user):
-            entry = await self._load(live_id)
-            if entry is not None and entry[1].caller_user == other_user:
-                return live_id
-        return None
 
     async def _create(self, machine: CallMachine, effects: list[Effect]) -> None:
         version = await self.store.create_call(call_write(machine))
