@@ -1,0 +1,67 @@
+"""Clear messages for what goes wrong: no permission, nobody to call, a lost connection."""
+
+from __future__ import annotations
+
+from playwright.async_api import Playwright, expect
+
+from tests.live import LiveServer
+from tests.web.conftest import PersonFactory, launch
+from tests.web.people import STEP, Person
+
+
+async def test_camera_permission_denied(playwright: Playwright, server: LiveServer,
+                                        people: PersonFactory) -> None:
+    denied = await launch(playwright, grant_media=False)
+    try:
+        bob = await people("bob")
+        alice = await people("alice", b=denied)
+        await alice.call("bob", "video")
+        await alice.expect_alert("Permission to use the camera and microphone was denied")
+        await expect(alice.page.locator("#home-view")).to_be_visible()
+        # Nothing rang: the call was never placed.
+        assert (await bob.diagnostics())["rings"] == []
+        await expect(bob.page.locator("#incoming")).to_be_hidden()
+    finally:
+        await denied.close()
+
+
+async def test_unknown_and_unavailable_callees(people: PersonFactory, server: LiveServer) -> None:
+    alice = await people("alice")
+    await alice.call("nobody", "video")
+    await alice.expect_alert("No user named nobody")
+
+    await alice.call("alice", "audio")
+    await alice.expect_alert("You cannot call yourself")
+
+    await server.sign_up("carol")  # an account without any device
+    await alice.call("carol", "audio")
+    await alice.expect_alert("carol is unavailable")
+    await expect(alice.page.locator("#home-view")).to_be_visible()
+
+
+async def test_signaling_reconnects_and_the_call_goes_on(people: PersonFactory) -> None:
+    bob = await people("bob")
+    alice = await people("alice")
+    await alice.call("bob", "video")
+    await bob.expect_ringing("alice")
+    await bob.accept()
+    await bob.wait_connected()
+
+    await drop_and_recover(alice)
+    await drop_and_recover(bob)
+
+    # Still one call: media flows and a hang-up reaches the other side over the resumed sessions.
+    frames = (await bob.diagnostics())["stats"]["framesDecoded"]
+    await bob.wait_for(lambda d: d["stats"]["framesDecoded"] > frames + 10, "decoding after the drop")
+    await bob.hang_up()
+    await expect(alice.page.locator("#home-view")).to_be_visible(timeout=STEP)
+    await alice.expect_alert("Call ended")
+
+
+async def drop_and_recover(person: Person) -> None:
+    await person.page.evaluate("window.facecall.dropConnection()")
+    banner = person.page.locator("#connection")
+    await expect(banner).to_have_text("Connection lost. Reconnecting…")
+    await expect(banner).to_be_hidden(timeout=STEP)
+    assert await person.page.evaluate("window.facecall.signaling") == "open"
+    assert (await person.diagnostics())["phase"] == "active"
