@@ -45,7 +45,7 @@ def effect_to_dict(effect: Effect) -> dict[str, Any]:
             "device_id": effect.device_id,
             "message": effect.message,
         }
-    return {"kind": "call_ended", "reason": effect.reason.value}
+    return {"kind": "call_ended", "reason": effect.reason._value_}
 
 
 def effect_from_dict(data: dict[str, Any]) -> Effect:

@@ -41,7 +41,16 @@ from .errors import ErrorCode, ProtocolError
 from .events import Abort, Answer, Cancel, Decline, DeviceLost, Event, Hangup, Invite, Relay
 from .protocol import MAX_CALLEES, PROTOCOL_VERSION
 from .reasons import EndReason
-from .records import CallState, Leg, LegState, Participant, ParticipantState, Role
+from .records import (
+    CALL_STATES,
+    REASONS,
+    CallState,
+    Leg,
+    LegState,
+    Participant,
+    ParticipantState,
+    Role,
+)
 
 #: Default seconds a user's devices ring before the user is missed.
 DEFAULT_RING_TIMEOUT = 30.0
@@ -375,7 +384,9 @@ class CallMachine:
                 ring_deadline=now + self.ring_timeout,
                 call_waiting=user_id in busy_users,
             )
-        roster = sorted(self.active_users(), key=list(self._participants).index)
+        roster = [
+            user for user, p in self._participants.items() if p.state is not ParticipantState.ENDED
+        ]
         unavailable = []
         for user_id, devices in callees.items():
             waiting = user_id in busy_users
@@ -412,7 +423,7 @@ class CallMachine:
             ring_deadline=None,
         )
         if not self._maybe_end(reason, now):
-            self._notify_joined("call.declined", {"user_id": user_id, "reason": reason.value})
+            self._notify_joined("call.declined", {"user_id": user_id, "reason": reason._value_})
 
     def _leave(self, leg: Leg, reason: EndReason, now: float) -> None:
         """A joined device leaves; its user is out of the call."""
@@ -423,7 +434,7 @@ class CallMachine:
         if not self._maybe_end(reason, now):
             self._notify_joined(
                 "call.participant_left",
-                {"user_id": leg.user_id, "device_id": leg.device_id, "reason": reason.value},
+                {"user_id": leg.user_id, "device_id": leg.device_id, "reason": reason._value_},
             )
 
     def _maybe_end(self, reason: EndReason, now: float) -> bool:
@@ -441,9 +452,9 @@ class CallMachine:
         """Terminal transition: every active leg and participant ends with ``reason``."""
         for leg in list(self._legs):
             if leg.state is LegState.RINGING:
-                self._deliver(leg, "call.stop_ringing", reason=reason.value)
+                self._deliver(leg, "call.stop_ringing", reason=reason._value_)
             elif leg.state is LegState.JOINED:
-                self._deliver(leg, "call.ended", reason=reason.value)
+                self._deliver(leg, "call.ended", reason=reason._value_)
             else:
                 continue
             self._set_leg(leg, state=LegState.ENDED, ended_at=now, reason=reason)
@@ -464,7 +475,7 @@ class CallMachine:
     def _stop_user_ringing(self, user_id: str, reason: EndReason, now: float) -> None:
         for leg in self.ringing_legs():
             if leg.user_id == user_id:
-                self._deliver(leg, "call.stop_ringing", reason=reason.value)
+                self._deliver(leg, "call.stop_ringing", reason=reason._value_)
                 self._set_leg(leg, state=LegState.ENDED, ended_at=now, reason=reason)
 
     def _set_leg(self, leg: Leg, **changes: Any) -> None:
@@ -499,11 +510,11 @@ class CallMachine:
             "caller_user": self.caller_user,
             "caller_device": self.caller_device,
             "ring_timeout": self.ring_timeout,
-            "state": self.state.value,
+            "state": self.state._value_,
             "created_at": self.created_at,
             "answered_at": self.answered_at,
             "ended_at": self.ended_at,
-            "end_reason": None if self.end_reason is None else self.end_reason.value,
+            "end_reason": None if self.end_reason is None else self.end_reason._value_,
             "participants": [p.to_dict() for p in self._participants.values()],
             "legs": [leg.to_dict() for leg in self._legs],
             "effects": [effect_to_dict(e) for e in self._effects],
@@ -525,11 +536,11 @@ class CallMachine:
             ring_timeout=data["ring_timeout"],
             created_at=data["created_at"],
         )
-        machine.state = CallState(data["state"])
+        machine.state = CALL_STATES[data["state"]]
         machine.answered_at = data["answered_at"]
         machine.ended_at = data["ended_at"]
         reason = data["end_reason"]
-        machine.end_reason = None if reason is None else EndReason(reason)
+        machine.end_reason = None if reason is None else REASONS[reason]
         for p in data["participants"]:
             participant = Participant.from_dict(p)
             machine._participants[participant.user_id] = participant
@@ -538,4 +549,4 @@ class CallMachine:
         return machine
 
     def __repr__(self) -> str:
-        return f"<CallMachine {self.call_id} {self.state.value} users={list(self._participants)}>"
+        return f"<CallMachine {self.call_id} {self.state._value_} users={list(self._participants)}>"

@@ -1,8 +1,11 @@
 """The state records of a call: its participants (users) and legs (devices).
 
 These are what the store persists (``calls``, ``call_participants``) and what history shows.
-Records are immutable; the machine replaces them as they change. All timestamps are the
-``now`` values the driver passed in (seconds; use wall-clock time so they survive a restart).
+Records are values: the machine replaces a record when it changes and never mutates one in
+place, so a record read from :attr:`CallMachine.legs` stays as it was (do not mutate them
+either; they are plain slotted dataclasses, not frozen ones, because frozen dataclasses cost
+a third more time per call). All timestamps are the ``now`` values the driver passed in
+(seconds; use wall-clock time so they survive a restart).
 """
 
 from __future__ import annotations
@@ -45,7 +48,15 @@ class ParticipantState(StrEnum):
     ENDED = "ended"  # terminal; ``reason`` says why (``ring_timeout`` = a missed call)
 
 
-@dataclass(frozen=True, slots=True)
+# Fast value → member lookups for restoring snapshots (``EndReason(value)`` is slow).
+REASONS: dict[str, EndReason] = {m._value_: m for m in EndReason}
+CALL_STATES: dict[str, CallState] = {m._value_: m for m in CallState}
+_ROLES: dict[str, Role] = {m._value_: m for m in Role}
+_LEG_STATES: dict[str, LegState] = {m._value_: m for m in LegState}
+_PARTICIPANT_STATES: dict[str, ParticipantState] = {m._value_: m for m in ParticipantState}
+
+
+@dataclass(slots=True)
 class Leg:
     """One device's part in a call: rung (or, for the caller, joined at once), then ended.
 
@@ -66,11 +77,11 @@ class Leg:
         return {
             "user_id": self.user_id,
             "device_id": self.device_id,
-            "state": self.state.value,
+            "state": self.state._value_,
             "rung_at": self.rung_at,
             "joined_at": self.joined_at,
             "ended_at": self.ended_at,
-            "reason": None if self.reason is None else self.reason.value,
+            "reason": None if self.reason is None else self.reason._value_,
         }
 
     @classmethod
@@ -80,15 +91,15 @@ class Leg:
         return cls(
             user_id=data["user_id"],
             device_id=data["device_id"],
-            state=LegState(data["state"]),
+            state=_LEG_STATES[data["state"]],
             rung_at=data["rung_at"],
             joined_at=data["joined_at"],
             ended_at=data["ended_at"],
-            reason=None if reason is None else EndReason(reason),
+            reason=None if reason is None else REASONS[reason],
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Participant:
     """One user's part in a call.
 
@@ -119,8 +130,8 @@ class Participant:
         """JSON-safe form (enums as their string values)."""
         return {
             "user_id": self.user_id,
-            "role": self.role.value,
-            "state": self.state.value,
+            "role": self.role._value_,
+            "state": self.state._value_,
             "invited_at": self.invited_at,
             "invited_by": self.invited_by,
             "ring_deadline": self.ring_deadline,
@@ -128,7 +139,7 @@ class Participant:
             "device_id": self.device_id,
             "joined_at": self.joined_at,
             "ended_at": self.ended_at,
-            "reason": None if self.reason is None else self.reason.value,
+            "reason": None if self.reason is None else self.reason._value_,
         }
 
     @classmethod
@@ -137,8 +148,8 @@ class Participant:
         reason = data["reason"]
         return cls(
             user_id=data["user_id"],
-            role=Role(data["role"]),
-            state=ParticipantState(data["state"]),
+            role=_ROLES[data["role"]],
+            state=_PARTICIPANT_STATES[data["state"]],
             invited_at=data["invited_at"],
             invited_by=data["invited_by"],
             ring_deadline=data["ring_deadline"],
@@ -146,5 +157,5 @@ class Participant:
             device_id=data["device_id"],
             joined_at=data["joined_at"],
             ended_at=data["ended_at"],
-            reason=None if reason is None else EndReason(reason),
+            reason=None if reason is None else REASONS[reason],
         )
