@@ -287,7 +287,8 @@ class CallRules(RuleBasedStateMachine):
             assert machine.get_timer() is not None or joined >= 2
 
 
-TestCallMachine = pytest.mark.slow(CallRules.TestCase)
+# ~45 s of CPU for 1000 sequences; the generous timeout is for a loaded machine, not a target.
+TestCallMachine = pytest.mark.timeout(900)(pytest.mark.slow(CallRules.TestCase))
 TestCallMachine.settings = settings(
     max_examples=EXAMPLES,
     stateful_step_count=40,
