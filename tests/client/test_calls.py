@@ -59,3 +59,140 @@ async def test_media_both_ways_and_hangup_ends_both(make_device: MakeDevice) -> 
     assert outgoing.state is CallState.ENDED and outgoing.end_reason is EndReason.HUNG_UP
     assert await incoming.wait_ended(10) is EndReason.HUNG_UP
     assert incoming.state is CallState.ENDED
+
+
+async def test_decline_ends_both(make_device: MakeDevice) -> None:
+    alice = await make_device("alice")
+    bob = await make_device("bob")
+    outgoing = await alice.call("bob", video=False)
+    incoming = await bob.next_call()
+    assert incoming.media == "audio"
+    await incoming.decline()
+    assert incoming.end_reason is EndReason.DECLINED
+    assert await outgoing.wait_ended(10) is EndReason.DECLINED
+
+
+async def test_busy_decline(make_device: MakeDevice) -> None:
+    alice = await make_device("alice")
+    bob = await make_device("bob")
+    outgoing = await alice.call("bob")
+    await (await bob.next_call()).decline(busy=True)
+    assert await outgoing.wait_ended(10) is EndReason.BUSY
+
+
+async def test_cancel_before_answer_stops_the_ring(make_device: MakeDevice) -> None:
+    alice = await make_device("alice")
+    bob = await make_device("bob")
+    outgoing = await alice.call("bob")
+    incoming = await bob.next_call()
+    events = []
+    outgoing.on("ringing", events.append)
+    await outgoing.hangup()
+    assert outgoing.end_reason is EndReason.CANCELLED
+    assert await incoming.wait_ended(10) is EndReason.CANCELLED
+    with pytest.raises(Exception, match="ringing incoming"):
+        await incoming.answer() if False else await incoming.decline()
+
+
+async def test_ring_timeout_is_a_missed_call(make_device: MakeDevice) -> None:
+    alice = await make_device("alice")
+    bob = await make_device("bob")
+    outgoing = await alice.call("bob")
+    incoming = await bob.next_call()
+    assert await incoming.wait_ended(15) is EndReason.RING_TIMEOUT
+    assert await outgoing.wait_ended(5) is EndReason.RING_TIMEOUT
+
+
+async def test_every_device_rings_one_answers_the_other_hears_answered_elsewhere(
+        make_device: MakeDevice) -> None:
+    alice = await make_device("alice")
+    bob_phone = await make_device("bob")
+    bob_laptop = await make_device("bob")
+    assert bob_phone.device_id != bob_laptop.device_id and bob_phone.user_id == bob_laptop.user_id
+    outgoing = await alice.call("bob")
+    ringing = [event async for event in _first(outgoing.events(), "ringing")]
+    assert ringing[0].data["devices"] == 2
+    on_phone, on_laptop = await bob_phone.next_call(), await bob_laptop.next_call()
+    await on_laptop.answer()
+    assert await on_phone.wait_ended(10) is EndReason.ANSWERED_ELSEWHERE
+    await asyncio.gather(outgoing.wait_connected(30), on_laptop.wait_connected(30))
+    assert outgoing.remote_device == bob_laptop.device_id
+    assert (await stamped_frames(outgoing, 5)).summary().stamped >= 5
+    await on_laptop.hangup()
+    assert await outgoing.wait_ended(10) is EndReason.HUNG_UP
+
+
+async def _first(events: object, type_: str) -> object:
+    async for event in events:  # type: ignore[attr-defined]
+        if event.type == type_:
+            yield event
+            return
+
+
+async def test_relay_only_goes_through_our_turn_server(make_device: MakeDevice) -> None:
+    _alice, _bob, outgoing, incoming = await connected_call(make_device, relay_only=True)
+    for call in (outgoing, incoming):
+        assert (await stamped_frames(call, 5)).summary().stamped >= 5
+        sample = await call.get_stats()
+        assert sample.path == "relay"
+        assert sample.candidate_pair is not None and sample.candidate_pair.local_type == "relay"
+    await incoming.hangup()
+    assert await outgoing.wait_ended(10) is EndReason.HUNG_UP
+
+
+async def test_device_that_reconnects_mid_call_keeps_the_call(make_device: MakeDevice) -> None:
+    alice, _bob, outgoing, incoming = await connected_call(make_device)
+    await alice.drop_connection()
+    for _ in range(200):
+        if alice.reconnects and alice.connected:
+            break
+        await asyncio.sleep(0.05)
+    assert alice.reconnects == 1 and alice.connected
+    assert outgoing.state is CallState.CONNECTED
+    first = (await stamped_frames(outgoing, 3)).latencies_ms
+    assert first
+    await incoming.hangup()  # the resumed connection still carries the call's events
+    assert await outgoing.wait_ended(10) is EndReason.HUNG_UP
+
+
+async def test_mute_and_camera_off(make_device: MakeDevice) -> None:
+    from facecall.media.sources import AudioLatencyProbe, now_us
+
+    _alice, _bob, outgoing, incoming = await connected_call(make_device)
+    outgoing.camera_off()
+    assert not outgoing.camera_enabled
+    black = asyncio.Event()
+    frames: list[object] = []
+
+    def on_video(frame: object, stamp: object, received_us: int) -> None:
+        frames.append(stamp)
+        if stamp is None and len(frames) > 3:
+            black.set()
+
+    sink = FrameCallbackSink(on_video)
+    sink.addTrack(incoming.remote_video)
+    await sink.start()
+    await asyncio.wait_for(black.wait(), 10)
+    await sink.stop()
+    outgoing.camera_on()
+    assert (await stamped_frames(incoming, 3)).summary().stamped >= 3
+
+    async def markers_heard(seconds: float, after_us: int) -> int:
+        """Bursts captured after ``after_us`` heard within ``seconds``."""
+        probe = AudioLatencyProbe()
+
+        def on_audio(frame: object, stamp: object, received_us: int) -> None:
+            probe.feed(frame, received_us)  # type: ignore[arg-type]
+
+        audio = FrameCallbackSink(on_audio)
+        audio.addTrack(incoming.remote_audio)
+        await audio.start()
+        await asyncio.sleep(seconds)
+        await audio.stop()
+        return len([m for m in probe.markers if m.capture_us > after_us])
+
+    outgoing.mute()
+    assert outgoing.muted
+    assert await markers_heard(1.6, now_us()) == 0
+    outgoing.unmute()
+    assert await markers_heard(1.6, now_us()) >= 1

@@ -49,6 +49,8 @@ from facecall.signaling.reasons import EndReason
 
 log = get_logger(__name__)
 
+MAX_ORPHAN_CALLS = 16
+
 
 class Device:
     """One device of one user, signed in to one facecall server.
@@ -120,6 +122,8 @@ class Device:
         self._closing = False
         self._dispatcher: asyncio.Task[None] | None = None
         self._user_ids: dict[str, str] = {}
+        self._orphans: dict[str, list[dict[str, Any]]] = {}
+        """Events about a call id not known yet (they can overtake the reply to ``call.start``)."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -250,8 +254,13 @@ class Device:
         call = Call(self, reply["call_id"], direction=Direction.OUTGOING, remote_user=user_id,
                     media="video" if video else "audio", participants=[self.user_id or "", user_id])
         call._set_sources(audio_source, video_source, video)
-        self.calls[call.id] = call
+        self._register_call(call)
         return call
+
+    def _register_call(self, call: Call) -> None:
+        self.calls[call.id] = call
+        for event in self._orphans.pop(call.id, []):
+            call._deliver(event)
 
     async def resolve_user(self, username: str) -> str:
         """The user id of ``username`` (:class:`UnknownUserError` if there is none)."""
@@ -313,13 +322,17 @@ class Device:
                             remote_user=event["from_user"], media=event["media"],
                             participants=event["participants"], call_waiting=event["call_waiting"],
                             remote_device=event["from_device"])
-                self.calls[call.id] = call
+                self._register_call(call)
                 self._incoming.put_nowait(call)
                 continue
             call_id = event.get("call_id")
             call = self.calls.get(call_id) if isinstance(call_id, str) else None
             if call is not None:
                 call._deliver(event)
+            elif isinstance(call_id, str):
+                self._orphans.setdefault(call_id, []).append(event)
+                while len(self._orphans) > MAX_ORPHAN_CALLS:
+                    self._orphans.pop(next(iter(self._orphans)))
 
     async def _reconnect(self) -> None:
         """Reconnect and resume (docs/protocol.md "Resume"), retrying with backoff."""

@@ -9,8 +9,15 @@ acts inside the context manager, so other aioice users in the process are unaffe
 The selected candidate pair (W3C webrtc-stats ``candidate-pair`` with ``nominated``, RFC 8445
 §8.1.1) is not in aiortc's stats; :func:`selected_candidate_pair` reads it from aioice.
 
-Both hooks use private names of aiortc 1.16 / aioice 0.13 (pinned in pyproject.toml; each is
-tested in ``tests/client/test_hooks.py``).
+With aggressive nomination (aioice's controlling agent puts USE-CANDIDATE on every check), a
+lower-priority pair whose check completes later — typically the relayed one — replaces the pair
+already nominated, so a call that could go host-to-host ends up on the TURN relay. RFC 5245
+§8.1.1.2: "If more than one candidate pair is nominated by the controlling agent, ... both agents
+MUST use the pair with the highest priority". :func:`keep_best_nominated_pair` applies that rule
+to one peer connection's ICE agents (a wrapper of ``aioice.ice.Connection.check_complete``).
+
+These hooks use private names of aiortc 1.16 / aioice 0.13 (pinned; each is tested in
+``tests/client/test_hooks.py``).
 """
 
 from __future__ import annotations
@@ -47,6 +54,39 @@ def install_host_address_hook() -> None:
     if _original is None:
         _original = aioice.ice.get_host_addresses
         aioice.ice.get_host_addresses = _get_host_addresses
+
+
+_KEEP_BEST = "_facecall_keep_best_nominated"
+_original_check_complete: Callable[[aioice.ice.Connection, aioice.ice.CandidatePair], None] | None = None
+
+
+def _check_complete(self: aioice.ice.Connection, pair: aioice.ice.CandidatePair) -> None:
+    assert _original_check_complete is not None
+    before = self._nominated.get(pair.component)  # private: the nominated pair per component
+    _original_check_complete(self, pair)
+    after = self._nominated.get(pair.component)
+    if getattr(self, _KEEP_BEST, False) and before is not None and after is not before:
+        def priority(p: aioice.ice.CandidatePair) -> int:
+            return aioice.ice.candidate_pair_priority(p.local_candidate, p.remote_candidate,
+                                                      self.ice_controlling)
+        if priority(before) > priority(after):
+            self._nominated[pair.component] = before
+
+
+def install_nomination_hook() -> None:
+    """Wrap ``aioice.ice.Connection.check_complete`` once (acts only where enabled)."""
+    global _original_check_complete
+    if _original_check_complete is None:
+        _original_check_complete = aioice.ice.Connection.check_complete
+        aioice.ice.Connection.check_complete = _check_complete  # type: ignore[method-assign]
+
+
+def keep_best_nominated_pair(pc: RTCPeerConnection) -> None:
+    """Make ``pc``'s ICE agents keep the highest-priority nominated pair (RFC 5245 §8.1.1.2)."""
+    install_nomination_hook()
+    for transceiver in pc.getTransceivers():
+        connection = transceiver.sender.transport.transport._connection  # private: aioice.Connection
+        setattr(connection, _KEEP_BEST, True)
 
 
 def parse_host_addresses(addresses: Sequence[str] | str | None) -> tuple[str, ...] | None:

@@ -28,7 +28,7 @@ from aiortc import (
 from aiortc.sdp import candidate_from_sdp
 
 from facecall.client.encoders import EncoderTuning, encoder_tuning
-from facecall.client.ice import host_addresses
+from facecall.client.ice import host_addresses, keep_best_nominated_pair
 from facecall.client.tracks import LocalTrack
 
 CODECS = {"VP8": "video/VP8", "H264": "video/H264"}
@@ -80,6 +80,7 @@ class PeerSession:
                 preferred = [c for c in capabilities if c.mimeType.lower() == mime]
                 preferred += [c for c in capabilities if c.mimeType.lower() == "video/rtx"]
                 transceiver.setCodecPreferences(preferred)
+        keep_best_nominated_pair(self.pc)
 
     async def create_offer(self) -> RTCSessionDescription:
         with self._hooks():

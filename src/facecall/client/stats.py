@@ -80,8 +80,10 @@ class StatsSampler:
             elif stats.type == "inbound-rtp":
                 lost += max(stats.packetsLost, 0)
             elif stats.type == "remote-inbound-rtp":
-                rtts.append(stats.roundTripTime)
-                fractions.append(stats.fractionLost)
+                if stats.roundTripTime is not None:  # None until a report answers our SR
+                    rtts.append(stats.roundTripTime)
+                if stats.fractionLost is not None:
+                    fractions.append(stats.fractionLost)
         now = time.monotonic()
         frames = self.remote_video.frames if self.remote_video is not None else 0
         totals = _Totals(now, self._base_sent + sent, self._base_received + received, frames)

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import av
 import numpy as np
@@ -64,50 +63,57 @@ class LocalTrack(MediaStreamTrack):
 
 
 class RemoteTrack(MediaStreamTrack):
-    """The far end's audio or video for the whole call, across peer connections."""
+    """The far end's audio or video for the whole call, across peer connections.
 
-    def __init__(self, kind: str) -> None:
+    A pump reads the current peer connection's remote track all the time, so nothing piles up
+    in aiortc's unbounded track queue when no sink is attached; frames wait here in a short
+    queue (``max_frames``) whose oldest frame is dropped when a slow consumer lets it fill.
+    """
+
+    def __init__(self, kind: str, max_frames: int | None = None) -> None:
         super().__init__()
         self.kind = kind
         self.frames = 0
-        self._current: MediaStreamTrack | None = None
-        self._switch: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def _wake(self) -> None:
-        if not self._switch.done():
-            self._switch.set_result(None)
-        self._switch = asyncio.get_running_loop().create_future()
+        """Frames received so far (across peer connections)."""
+        self.dropped = 0
+        """Frames dropped because nobody read them in time."""
+        size = max_frames if max_frames is not None else (8 if kind == "video" else 25)
+        self._queue: asyncio.Queue[av.VideoFrame | av.AudioFrame | None] = asyncio.Queue(size)
+        self._pump: asyncio.Task[None] | None = None
 
     def attach(self, track: MediaStreamTrack) -> None:
         """Forward ``track`` from now on (the previous one is dropped)."""
-        self._current = track
-        self._wake()
+        if self._pump is not None:
+            self._pump.cancel()
+        if self.readyState == "live":
+            self._pump = asyncio.create_task(self._run(track))
+
+    async def _run(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            self.frames += 1
+            if self._queue.full():
+                self._queue.get_nowait()
+                self.dropped += 1
+            self._queue.put_nowait(frame)
 
     async def recv(self) -> av.VideoFrame | av.AudioFrame:
-        while True:
-            if self.readyState != "live":
-                raise MediaStreamError
-            track, switch = self._current, self._switch
-            if track is None:
-                await switch
-                continue
-            getter = asyncio.ensure_future(track.recv())
-            await asyncio.wait({getter, switch}, return_when=asyncio.FIRST_COMPLETED)
-            if getter.done():
-                try:
-                    frame = getter.result()
-                except MediaStreamError:
-                    if self._current is track:
-                        self._current = None
-                    continue
-                self.frames += 1
-                return frame  # type: ignore[no-any-return]
-            getter.cancel()
-            with contextlib.suppress(asyncio.CancelledError, MediaStreamError):
-                await getter
+        if self.readyState != "live":
+            raise MediaStreamError
+        frame = await self._queue.get()
+        if frame is None:
+            raise MediaStreamError
+        return frame
 
     def stop(self) -> None:
         """End the track: a waiting ``recv()`` raises ``MediaStreamError``."""
         super().stop()
-        self._current = None
-        self._wake()
+        if self._pump is not None:
+            self._pump.cancel()
+            self._pump = None
+        if self._queue.full():
+            self._queue.get_nowait()
+        self._queue.put_nowait(None)
