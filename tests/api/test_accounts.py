@@ -93,3 +93,18 @@ async def test_health_metrics_openapi(server: LiveServer) -> None:
     assert metrics.status_code == 200 and "python_info" in metrics.text
     spec = (await server.http.get("/openapi.json")).json()
     assert "/v1/accounts" in spec["paths"] and "/v1/turn/credentials" in spec["paths"]
+
+
+async def test_expired_account_token_is_refused(tmp_path: object) -> None:
+    import asyncio
+
+    from tests.live import live_server
+
+    async with live_server(f"sqlite+aiosqlite:///{tmp_path}/t.db", user_token_ttl=1.0) as srv:
+        account = await srv.sign_up("shortlived")
+        auth = {"Authorization": f"Bearer {account['token']}"}
+        assert (await srv.http.get("/v1/me", headers=auth)).status_code == 200
+        await asyncio.sleep(1.5)
+        expired = await srv.http.get("/v1/me", headers=auth)
+        assert expired.status_code == 401
+        assert "expired" in expired.json()["detail"]
