@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +19,6 @@ from typing import Any
 from facecall.turn import stun
 from facecall.turn.stun import Address
 
-_CHANNEL_HEADER = struct.Struct("!HH")
 _BIND_ATTEMPTS = 64
 
 
@@ -155,7 +153,7 @@ class Allocation(asyncio.DatagramProtocol):
         self.relayed_address: Address = ("", 0)
         self.permissions: dict[str, float] = {}
         self.channels: dict[int, Channel] = {}
-        self.peer_channels: dict[Address, int] = {}
+        self.peer_channels: dict[Address, bytes] = {}  # peer -> channel number, 2 bytes
         self.transport: asyncio.DatagramTransport | None = None
         self.packets_to_peer = self.bytes_to_peer = 0
         self.packets_from_peer = self.bytes_from_peer = 0
@@ -192,8 +190,8 @@ class Allocation(asyncio.DatagramProtocol):
         if bound is not None and bound.expires >= now and bound.peer != peer:
             return True
         other = self.peer_channels.get(peer)
-        if other is not None and other != number:
-            channel = self.channels.get(other)
+        if other is not None and other != number.to_bytes(2, "big"):
+            channel = self.channels.get(int.from_bytes(other, "big"))
             return channel is not None and channel.expires >= now
         return False
 
@@ -203,11 +201,12 @@ class Allocation(asyncio.DatagramProtocol):
         old = self.channels.get(number)
         if old is not None and old.peer != peer:
             self.peer_channels.pop(old.peer, None)
+        prefix = number.to_bytes(2, "big")
         stale = self.peer_channels.get(peer)
-        if stale is not None and stale != number:
-            self.channels.pop(stale, None)
+        if stale is not None and stale != prefix:
+            self.channels.pop(int.from_bytes(stale, "big"), None)
         self.channels[number] = Channel(number, peer, self.ticker.now + lifetime)
-        self.peer_channels[peer] = number
+        self.peer_channels[peer] = prefix
 
     def expire(self, now: float) -> None:
         """Drop expired permissions and channels (§9, §12)."""
@@ -233,13 +232,30 @@ class Allocation(asyncio.DatagramProtocol):
         self.bytes_to_peer += len(data)
 
     def on_channel_data(self, data: bytes) -> None:
-        """A ChannelData message from the client (§12.6), read without the codec."""
-        channel = self.channels.get((data[0] << 8) | data[1]) if len(data) >= 4 else None
-        length = (data[2] << 8) | data[3] if channel is not None else 0
-        if channel is None or 4 + length > len(data) or channel.expires < self.ticker.now:
+        """A ChannelData message from the client (§12.6), read without the codec; the
+        checks of :meth:`send_to_peer` are inlined (this is the hottest path)."""
+        size = len(data)
+        channel = self.channels.get((data[0] << 8) | data[1]) if size >= 4 else None
+        if channel is None:
             self.dropped += 1
             return
-        self.send_to_peer(data[4 : 4 + length], channel.peer)
+        length = (data[2] << 8) | data[3]
+        now = self.ticker.now
+        peer = channel.peer
+        expiry = self.permissions.get(peer[0])
+        if (
+            4 + length > size
+            or channel.expires < now
+            or expiry is None
+            or expiry < now
+            or self.transport is None
+            or (self.bucket_out is not None and not self.bucket_out.take(length))
+        ):
+            self.dropped += 1
+            return
+        self.transport.sendto(data[4 : 4 + length], peer)
+        self.packets_to_peer += 1
+        self.bytes_to_peer += length
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         """A datagram arrived on the relayed address from a peer (§11.3, §12.7)."""
@@ -251,9 +267,9 @@ class Allocation(asyncio.DatagramProtocol):
         if self.bucket_in is not None and not self.bucket_in.take(len(data)):
             self.dropped += 1
             return
-        number = self.peer_channels.get(peer)
-        if number is not None:
-            frame = _CHANNEL_HEADER.pack(number, len(data)) + data
+        header = self.peer_channels.get(peer)
+        if header is not None:
+            frame = header + len(data).to_bytes(2, "big") + data
             if self.stream and len(data) % 4:
                 frame += bytes(-len(data) % 4)
         else:

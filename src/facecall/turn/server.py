@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 import ssl
 import time
@@ -49,21 +50,16 @@ class UdpListener(asyncio.DatagramProtocol):
         self.local = _address(transport.get_extra_info("sockname"))
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        if data and 0x40 <= data[0] < 0x80:
+        if data[:1] and data[0] & 0xC0 == 0x40:  # ChannelData: the hot path
             allocation = self.allocations.get(addr)
             if allocation is not None:
                 allocation.on_channel_data(data)
             return
-        transport = self.transport
-        if transport is None:
+        if self.transport is None:
             return
-
-        def send(frame: bytes) -> None:
-            transport.sendto(frame, addr)
-
         ctx = ClientContext(
             FiveTuple("udp", (addr[0], addr[1]), self.local),
-            send,
+            functools.partial(self.transport.sendto, addr=addr),
             stream=False,
             index=self.allocations,
             index_key=addr,
