@@ -11,9 +11,10 @@ from prometheus_client import REGISTRY
 
 from facecall.turn import stun
 from facecall.turn.auth import long_term_key
+from facecall.turn.rest import ephemeral_credentials
 from facecall.turn.server import TurnServer
 
-from .conftest import PASSWORD, USER, FakeClock, RawClient, UdpEndpoint, error_code, udp_endpoint
+from .conftest import PASSWORD, SECRET, USER, FakeClock, RawClient, UdpEndpoint, error_code, udp_endpoint
 
 
 async def test_loopback_and_metadata_peers_refused_by_default(make_server) -> None:  # type: ignore[no-untyped-def]
@@ -85,6 +86,28 @@ async def test_user_and_server_quotas(make_server) -> None:  # type: ignore[no-u
     finally:
         for e in endpoints:
             e.close()
+
+
+async def test_rest_credentials_of_one_user_share_a_quota(make_server, clock: FakeClock) -> None:  # type: ignore[no-untyped-def]
+    server = await make_server(max_allocations_per_user=1)
+    endpoints = [await udp_endpoint() for _ in range(2)]
+    try:
+        clients = []
+        for ttl, endpoint in zip((600, 900), endpoints, strict=True):
+            username, password = ephemeral_credentials(SECRET, "hana", ttl, clock.now)
+            clients.append(RawClient(endpoint, server.udp_addresses[0], username, password))
+        assert error_code(await clients[0].allocate()) is None
+        assert error_code(await clients[1].allocate()) == 486
+    finally:
+        for endpoint in endpoints:
+            endpoint.close()
+
+
+async def test_idle_stream_connection_is_closed(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = await make_server(idle_timeout=0.05)
+    reader, writer = await asyncio.open_connection(*server.tcp_addresses[0])
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
 
 
 async def test_bandwidth_cap_drops_excess(

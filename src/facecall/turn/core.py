@@ -23,6 +23,7 @@ from facecall.turn.allocation import (
 from facecall.turn.auth import Authenticator, Rejection
 from facecall.turn.config import TurnConfig
 from facecall.turn.peers import PeerPolicy
+from facecall.turn.rest import rest_expiry
 from facecall.turn.stun import Class, Message, Method, StunError
 
 log = get_logger(__name__)
@@ -58,6 +59,14 @@ KNOWN_REQUIRED = frozenset(
         stun.USE_CANDIDATE,
     }
 )
+
+
+def quota_user(username: str) -> str:
+    """Whom an allocation counts against: the user part of a REST username (every credential
+    minted for one user shares the quota), else the username itself."""
+    if rest_expiry(username) is not None and ":" in username:
+        return username.split(":", 1)[1]
+    return username
 
 
 class RequestError(Exception):
@@ -137,11 +146,12 @@ class TurnCore:
             return
         allocation.index.pop(allocation.index_key, None)
         allocation.close()
-        count = self.per_user.get(allocation.username, 1) - 1
+        user = quota_user(allocation.username)
+        count = self.per_user.get(user, 1) - 1
         if count:
-            self.per_user[allocation.username] = count
+            self.per_user[user] = count
         else:
-            self.per_user.pop(allocation.username, None)
+            self.per_user.pop(user, None)
         metrics.report_usage([allocation])
         metrics.ALLOCATIONS.dec()
         usage = allocation.usage
@@ -323,7 +333,7 @@ class TurnCore:
         if even is not None and len(even) != 1:
             raise RequestError(400)
         lifetime = self._lifetime(message) or self.config.default_lifetime
-        if self.per_user.get(who.username, 0) >= self.config.max_allocations_per_user:
+        if self.per_user.get(quota_user(who.username), 0) >= self.config.max_allocations_per_user:
             raise RequestError(486)
         if len(self.allocations) + len(self._pending) >= self.config.max_allocations:
             raise RequestError(508)
@@ -398,7 +408,8 @@ class TurnCore:
         host, port = sock.getsockname()[:2]
         allocation.relayed_address = (host, port)
         self.allocations[ctx.five_tuple] = allocation
-        self.per_user[who.username] = self.per_user.get(who.username, 0) + 1
+        user = quota_user(who.username)
+        self.per_user[user] = self.per_user.get(user, 0) + 1
         ctx.index[ctx.index_key] = allocation
         metrics.ALLOCATIONS.inc()
         metrics.ALLOCATIONS_TOTAL.inc()

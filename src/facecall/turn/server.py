@@ -108,8 +108,14 @@ class StreamConnection(asyncio.Protocol):
         self._idle = loop.call_later(self.server.config.idle_timeout, self._check_idle)
 
     def _check_idle(self) -> None:
-        if not self.allocations and self.transport is not None:
+        """Close a connection that holds no allocation (checked every ``idle_timeout``)."""
+        if self.transport is None:
+            return
+        if not self.allocations:
             self.transport.close()
+            return
+        loop = asyncio.get_running_loop()
+        self._idle = loop.call_later(self.server.config.idle_timeout, self._check_idle)
 
     def data_received(self, data: bytes) -> None:
         if self.ctx is None:
