@@ -83,8 +83,8 @@ def turn_config_from_args(args: argparse.Namespace) -> TurnConfig:
         cert, key = str(cert_path), str(key_path)
     tls_listen: list[Address] = []
     if cert and key:
-        tls_listen = [parse_address(a, DEFAULT_TLS_PORT) for a in (
-            args.turn_tls_listen or [f"{listen[0][0]}:{DEFAULT_TLS_PORT}"])]
+        tls_listen = [parse_address(a, DEFAULT_TLS_PORT) for a in args.turn_tls_listen or []]
+        tls_listen = tls_listen or [(listen[0][0], DEFAULT_TLS_PORT)]
     low, high = args.turn_relay_ports
     return TurnConfig(
         udp_listen=listen,
