@@ -25,7 +25,7 @@ from tests.live import LiveServer, live_server
 from tests.web.people import Person
 
 CHROMIUM = os.environ.get("FACECALL_CHROMIUM", "/usr/bin/chromium")
-TURN_SECRET = "web-test-turn-secret"
+TURN_SECRET = "test-turn-secret"  # the secret tests.live.live_server configures
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 BASE_FLAGS = [
@@ -55,16 +55,11 @@ async def turn() -> AsyncIterator[TurnServer]:
 
 
 def use_turn_server(live: LiveServer, turn: TurnServer) -> None:
-    """Point the server's TURN credentials route at ``turn``.
-
-    ``tests.live.live_server`` fixes ``turn_urls``/``turn_secrets`` to defaults (a keyword override
-    of them clashes), so the running app's settings are set here before any client asks.
-    """
+    """Point the server's ICE servers at ``turn`` (its REST secret is the one
+    ``tests.live.live_server`` configures, which does not take ``turn_urls`` as an override)."""
     app: Any = live.app
     while not isinstance(app, FastAPI):
         app = app.app  # through uvicorn's middleware wrappers
-    live.settings.turn_secrets = [TURN_SECRET]
-    live.settings.turn_urls = turn_uris(turn)
     app.state.turn_uris = turn_uris(turn)
 
 

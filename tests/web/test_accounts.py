@@ -1,0 +1,81 @@
+"""Sign up, sign in, this browser as a device, and managing my devices."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+from playwright.async_api import Browser, expect
+
+from tests.live import LiveServer
+from tests.web.conftest import PersonFactory
+from tests.web.people import PASSWORD, Person
+
+
+async def test_sign_in_errors_sign_out_and_device_reuse(browser: Browser, server: LiveServer,
+                                                        screenshots: Path) -> None:
+    await server.sign_up("alice")
+    person = await Person.open(browser, server.base_url, "alice")
+    try:
+        page = person.page
+        form = page.locator("#auth-view")
+        await expect(form.get_by_role("tab", name="Sign in")).to_have_attribute("aria-selected", "true")
+        await expect(form.get_by_label("Name this device")).to_have_value("Chromium on Linux")
+        await page.screenshot(path=screenshots / "sign-in.png")
+
+        await form.get_by_label("Username").fill("alice")
+        await form.get_by_label("Password").fill("not the password")
+        await form.get_by_role("button", name="Sign in").click()
+        await expect(page.locator("#auth-error")).to_have_text("Wrong username or password.")
+
+        await form.get_by_role("tab", name="Create account").click()
+        await form.get_by_label("Username").fill("alice")
+        await form.get_by_label("Password", exact=True).fill(PASSWORD)
+        await form.get_by_role("button", name="Create account").click()
+        await expect(page.locator("#auth-error")).to_have_text("The username “alice” is taken.")
+
+        await form.get_by_role("tab", name="Sign in").click()
+        await person.sign_in(signup=False, device_name="work laptop")
+        await expect(page.locator("#devices li")).to_have_count(1)
+        await expect(page.locator("#devices li")).to_contain_text("work laptop (this device)")
+        await expect(page.locator("#me-name")).to_have_text("@alice")
+
+        # A reload keeps me signed in; signing out and in again reuses this browser's device.
+        await page.reload()
+        await expect(page.locator("#home-view")).to_be_visible()
+        await page.get_by_role("button", name="Sign out").click()
+        await expect(form).to_be_visible()
+        await person.sign_in(signup=False)
+        await expect(page.locator("#devices li")).to_have_count(1)
+    finally:
+        await person.close()
+
+
+async def test_remove_another_device_signs_it_out(people: PersonFactory) -> None:
+    laptop = await people("bob", device_name="laptop")
+    phone = await people("bob", signup=False, device_name="phone")
+    await laptop.page.reload()  # the device list as it is now
+    devices = laptop.page.locator("#devices li")
+    await expect(devices).to_have_count(2)
+    await expect(devices.filter(has_text="phone")).to_contain_text("online")
+    await laptop.page.get_by_role("button", name="Remove device phone").click()  # confirm() accepted
+    await expect(devices).to_have_count(1)
+    await expect(devices).to_contain_text("laptop (this device)")
+
+    # The removed device's signaling is closed by the server: it goes back to sign in.
+    await phone.expect_alert("This device was removed")
+    await expect(phone.page.locator("#auth-view")).to_be_visible()
+
+
+async def test_small_screen_layout(browser: Browser, server: LiveServer, screenshots: Path) -> None:
+    person = await Person.open(browser, server.base_url, "alice", viewport={"width": 390, "height": 780})
+    try:
+        await person.sign_in(signup=True)
+        panels = person.page.locator(".panel")
+        boxes = [await panels.nth(i).bounding_box() for i in range(await panels.count())]
+        assert all(box is not None and box["width"] <= 390 for box in boxes)
+        # One column: each panel is below the previous one.
+        assert all(a is not None and b is not None and b["y"] > a["y"] for a, b in itertools.pairwise(boxes))
+        await person.page.screenshot(path=screenshots / "home-phone.png")
+    finally:
+        await person.close()

@@ -1,0 +1,85 @@
+"""Browser ↔ Python SDK calls, both ways: real Chromium, real aiortc, our server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from playwright.async_api import expect
+
+from facecall.client import Call, CallState, Device, EndReason
+from facecall.media.sinks import FrameCallbackSink
+from tests.live import LiveServer
+from tests.web.conftest import PersonFactory
+from tests.web.people import PASSWORD, STEP
+
+MakeDevice = Callable[[str], Awaitable[Device]]
+
+
+@pytest.fixture
+async def sdk_device(server: LiveServer) -> AsyncIterator[MakeDevice]:
+    devices: list[Device] = []
+
+    async def make(username: str) -> Device:
+        device = Device(server.base_url, username, PASSWORD, sign_up=True, device_name=f"{username}-bot",
+                        ice_host_addresses=["127.0.0.1"], synthetic_video=(320, 240, 15))
+        await device.connect()
+        devices.append(device)
+        return device
+
+    yield make
+    for device in devices:
+        await device.close()
+
+
+async def browser_video_reaches(call: Call, count: int = 10) -> list[tuple[int, int]]:
+    """Decode ``count`` frames of the browser's camera in the SDK; their sizes."""
+    sizes: list[tuple[int, int]] = []
+    enough = asyncio.Event()
+
+    def on_frame(frame: Any, _stamp: object, _received_us: int) -> None:
+        sizes.append((frame.width, frame.height))
+        if len(sizes) >= count:
+            enough.set()
+
+    sink = FrameCallbackSink(on_frame, read_stamps=False)
+    sink.addTrack(call.remote_video)
+    await sink.start()
+    try:
+        await asyncio.wait_for(enough.wait(), STEP / 1000)
+    finally:
+        await sink.stop()
+    return sizes
+
+
+async def test_browser_calls_python(people: PersonFactory, sdk_device: MakeDevice) -> None:
+    bot = await sdk_device("bot")
+    alice = await people("alice")
+    await alice.call("bot", "video")
+    incoming = await bot.next_call(timeout=15)
+    assert incoming.media == "video" and incoming.state is CallState.RINGING
+    await incoming.answer()
+    await incoming.wait_connected(30)
+    diag = await alice.wait_connected()
+    assert diag["stats"]["frameWidth"] == 320
+    assert all(w > 0 and h > 0 for w, h in await browser_video_reaches(incoming))
+
+    await alice.hang_up()
+    assert await incoming.wait_ended(10) is EndReason.HUNG_UP
+
+
+async def test_python_calls_browser(people: PersonFactory, sdk_device: MakeDevice) -> None:
+    alice = await people("alice")
+    bot = await sdk_device("bot")
+    outgoing = await bot.call("alice", video=True)
+    await alice.expect_ringing("bot")
+    await alice.accept()
+    await outgoing.wait_connected(30)
+    await alice.wait_connected()
+    assert all(w > 0 and h > 0 for w, h in await browser_video_reaches(outgoing))
+
+    await outgoing.hangup()
+    await expect(alice.page.locator("#home-view")).to_be_visible(timeout=STEP)
+    await alice.expect_alert("Call ended")
