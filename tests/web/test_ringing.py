@@ -17,11 +17,13 @@ async def test_every_device_rings_and_one_answers(people: PersonFactory) -> None
     await alice.call("bob", "video")
     await bob_laptop.expect_ringing("alice")
     await bob_phone.expect_ringing("alice")
+    for device in (bob_laptop, bob_phone):  # the ringtone sounds on both
+        await device.wait_for(lambda d: d["ringtone"] is True, "playing the ringtone")
     await bob_phone.accept()
 
     await bob_laptop.expect_alert("Answered on another device")
     await expect(bob_laptop.page.locator("#incoming")).to_be_hidden()
-    assert (await bob_laptop.diagnostics())["phase"] == "idle"
+    assert (await bob_laptop.diagnostics()) == {"phase": "idle", "rings": [], "ringtone": False}
     await bob_phone.wait_connected()
     await alice.wait_connected()
 

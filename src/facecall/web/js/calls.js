@@ -134,6 +134,11 @@ export class Calls extends EventTarget {
       this.signaling.request("call.hangup", { call_id: call.id }).catch(() => {});
       return;
     }
+    if (this.rings.has(call.id)) { // we rang each other: the server merged the two calls into this one
+      this.rings.delete(call.id);
+      this.view.hideIncoming(call.id);
+      this.refreshIncoming();
+    }
     this.ringback.start();
     const early = this.early;
     this.early = [];
@@ -415,6 +420,7 @@ export class Calls extends EventTarget {
     if (call !== this.active) return;
     if (state === "connected") {
       if (!call.connectedAt) {
+        this.ringback.stop();
         call.connectedAt = Date.now();
         call.phase = "active";
         this.view.status(`Connected with ${call.name}`);
@@ -452,11 +458,12 @@ export class Calls extends EventTarget {
   /** What tests and the curious read: the call's phase and the connection's statistics. */
   async diagnostics() {
     const call = this.active;
-    if (!call) return { phase: "idle", rings: [...this.rings.keys()] };
+    const ringtone = this.ringtone.playing;
+    if (!call) return { phase: "idle", rings: [...this.rings.keys()], ringtone };
     const stats = call.peer ? await call.peer.stats() : null;
     const audio = this.media.audioTrack;
     return { phase: call.phase, callId: call.id, media: call.media, role: call.role,
-      quality: call.peer ? call.peer.quality : "unknown", stats, rings: [...this.rings.keys()],
+      quality: call.peer ? call.peer.quality : "unknown", stats, rings: [...this.rings.keys()], ringtone,
       local: { muted: !audio || !audio.enabled, camera: !!this.media.videoTrack && !this.media.cameraOff,
         cameras: this.media.videoDevices.length } };
   }

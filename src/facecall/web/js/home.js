@@ -115,9 +115,9 @@ export class Home {
       const online = device.online || mine;
       list.append(el("li", { "data-device-id": device.id },
         el("span", { class: "who" },
-          el("span", { class: "name" }, device.name + (mine ? " (this device)" : "")),
+          el("span", { class: "name" }, device.name),
           el("span", { class: `meta ${online ? "online" : "offline"}` },
-            `${device.kind} · ${online ? "online" : "offline"}`)),
+            `${mine ? "this device" : device.kind} · ${online ? "online" : "offline"}`)),
         el("button", {
           type: "button", class: "danger", "aria-label": `Remove device ${device.name}`,
           onclick: () => this.remove(device, mine),
