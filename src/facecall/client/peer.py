@@ -71,7 +71,7 @@ class PeerSession:
         for kind in kinds:
             track = by_kind.get(kind)
             if track is not None:
-                transceiver = self.pc.addTransceiver(track, direction="sendrecv")
+                transceiver = self.pc.addTransceiver(track.feed(), direction="sendrecv")
             else:
                 transceiver = self.pc.addTransceiver(kind, direction="recvonly")
             if kind == "video" and self.video_codec is not None:

@@ -61,6 +61,26 @@ class LocalTrack(MediaStreamTrack):
         super().stop()
         self.source.stop()
 
+    def feed(self) -> MediaStreamTrack:
+        """A track for one peer connection's sender.
+
+        aiortc stops a sender's track when the sender stops; an ICE restart replaces the peer
+        connection, so each one gets its own feed and the source outlives it.
+        """
+        return _Feed(self)
+
+
+class _Feed(MediaStreamTrack):
+    def __init__(self, local: LocalTrack) -> None:
+        super().__init__()
+        self.kind = local.kind
+        self._local = local
+
+    async def recv(self) -> av.VideoFrame | av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        return await self._local.recv()
+
 
 class RemoteTrack(MediaStreamTrack):
     """The far end's audio or video for the whole call, across peer connections.

@@ -1,0 +1,125 @@
+"""Device lifecycle and bad SDK input: clear exceptions, nothing half-done."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from facecall.client import (
+    AuthenticationError,
+    CallError,
+    CallStateError,
+    Device,
+    NotConnectedError,
+    UnknownUserError,
+)
+from tests.client.conftest import PASSWORD, MakeDevice
+from tests.live import LiveServer
+
+
+async def test_unknown_user(make_device: MakeDevice) -> None:
+    alice = await make_device("alice")
+    with pytest.raises(UnknownUserError, match="nobody"):
+        await alice.call("nobody")
+    with pytest.raises(UnknownUserError):
+        await alice.call("not a valid name!")
+    assert alice.calls == {}
+
+
+async def test_calling_yourself_is_refused(make_device: MakeDevice) -> None:
+    alice = await make_device("alice")
+    with pytest.raises(CallError) as refused:
+        await alice.call("alice")
+    assert refused.value.code == "not_allowed"
+
+
+async def test_calling_while_disconnected(call_server: LiveServer, make_device: MakeDevice) -> None:
+    await make_device("bob")
+    never = Device(call_server.base_url, "carol", PASSWORD, sign_up=True)
+    with pytest.raises(NotConnectedError):
+        await never.call("bob")
+    await never.api.close()
+    alice = await make_device("alice")
+    await alice.close()
+    with pytest.raises(NotConnectedError):
+        await alice.call("bob")
+
+
+async def test_wrong_password(call_server: LiveServer, make_device: MakeDevice) -> None:
+    await make_device("alice")
+    device = Device(call_server.base_url, "alice", "not the password")
+    with pytest.raises(AuthenticationError) as refused:
+        await device.connect()
+    assert refused.value.status == 401
+    await device.api.close()
+
+
+async def test_bad_arguments(call_server: LiveServer, make_device: MakeDevice) -> None:
+    with pytest.raises(ValueError, match="http"):
+        Device("127.0.0.1:8080", "alice", PASSWORD)
+    with pytest.raises(ValueError, match="password"):
+        Device(call_server.base_url, "alice")
+    with pytest.raises(ValueError, match="video_codec"):
+        Device(call_server.base_url, "alice", PASSWORD, video_codec="AV1")
+    with pytest.raises(ValueError, match="IP address"):
+        Device(call_server.base_url, "alice", PASSWORD, ice_host_addresses=["localhost"])
+    alice = await make_device("alice")
+    with pytest.raises(ValueError, match="username"):
+        await alice.call("")
+
+
+async def test_wrong_operations_on_calls(make_device: MakeDevice) -> None:
+    alice = await make_device("alice")
+    bob = await make_device("bob")
+    outgoing = await alice.call("bob", video=False)
+    with pytest.raises(CallStateError, match="incoming"):
+        await outgoing.answer()
+    with pytest.raises(CallStateError):
+        await outgoing.decline()
+    incoming = await bob.next_call()
+    with pytest.raises(CallStateError, match="declined, not hung up"):
+        await incoming.hangup()
+    with pytest.raises(CallStateError, match="no media"):
+        await incoming.restart_ice()
+    await outgoing.hangup()
+    await outgoing.hangup()  # ending twice is a no-op
+    await incoming.wait_ended(10)
+    with pytest.raises(CallStateError, match="ended"):
+        await incoming.answer()
+
+
+async def test_state_file_keeps_the_device(call_server: LiveServer, tmp_path: Path) -> None:
+    state = tmp_path / "alice.json"
+    first = Device(call_server.base_url, "alice", PASSWORD, sign_up=True, state_file=state)
+    await first.connect()
+    device_id = first.device_id
+    await first.close()
+    assert os.stat(state).st_mode & 0o777 == 0o600
+    assert json.loads(state.read_text())["device_id"] == device_id
+    again = Device(call_server.base_url, state_file=state)  # no password needed any more
+    await again.connect()
+    assert again.device_id == device_id and again.username == "alice"
+    await again.close()
+    devices = await call_server.http.get(
+        "/v1/devices", headers={"Authorization": f"Bearer {json.loads(state.read_text())['token']}"})
+    assert [d["id"] for d in devices.json()] == [device_id]
+
+
+async def test_removed_device_registers_again(call_server: LiveServer, tmp_path: Path) -> None:
+    state = tmp_path / "alice.json"
+    first = Device(call_server.base_url, "alice", PASSWORD, sign_up=True, state_file=state)
+    await first.connect()
+    old = first.device_id
+    await first.close()
+    session = await call_server.http.post("/v1/sessions", json={"username": "alice", "password": PASSWORD})
+    token = session.json()["token"]
+    removed = await call_server.http.delete(f"/v1/devices/{old}",
+                                            headers={"Authorization": f"Bearer {token}"})
+    assert removed.status_code == 204
+    again = Device(call_server.base_url, "alice", PASSWORD, state_file=state)
+    await again.connect()
+    assert again.device_id != old
+    await again.close()
