@@ -46,11 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     turn = commands.add_parser("turn", help="the STUN/TURN server alone")
     add_turn_arguments(turn)
+
+    from facecall.cli_client import add_client_commands
+
+    add_client_commands(commands)  # demo, call, answer
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if hasattr(args, "run"):
+        return int(args.run(args))
     if args.command in ("serve", "signaling"):
         settings = _settings(args)
         configure_logging(settings.log_level, settings.log_json)
