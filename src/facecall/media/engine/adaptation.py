@@ -1,0 +1,279 @@
+"""Adaptation controller: bitrate, resolution and frame rate from what the network reports.
+
+Pure (events in, decisions out, the caller's clock), in the shape of the rate control of
+draft-ietf-rmcat-gcc §5-6, with the receiver's delay-based estimate arriving as REMB
+(draft-alvestrand-rmcat-remb):
+
+* **available rate** = min(REMB, loss-based estimate, ``max_bitrate``). The loss-based estimate
+  (GCC §6) falls to ``rate * (1 - 0.5 * loss)`` on a loss report above 10 %, holds between
+  2 % and 10 % (random loss is not congestion: NACKs repair it), and *probes upward*
+  (times ``probe_factor`` every ``probe_interval``) once loss has stayed under 2 % for
+  ``probe_hold``;
+* **audio first**: ``audio_reserve`` is taken out of the available rate before video gets any;
+  video gets at least its lowest rung's rate, whatever is left;
+* **ladder**: the highest rung of :data:`LADDER` (1080p → 720p → 540p → 360p → 180p, each at
+  30 → 24 → 15 fps where it makes sense) whose minimum rate fits the video budget, no higher than
+  the source. Down at once; up only when the budget has cleared the higher rung's rate by
+  ``up_margin`` for ``up_hold`` seconds — so the ladder does not flap;
+* **encoder rate** within the rung, re-applied only when it moves by more than
+  ``bitrate_deadband`` (a VP8 rate change rebuilds the encoder: a key frame).
+
+:meth:`AdaptationController.update` returns a :class:`QualityChange` when the rung or the target
+rate changes; :attr:`AdaptationController.state` is the current :class:`QualityState`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+
+
+@dataclass(frozen=True, slots=True)
+class Rung:
+    """One step of the ladder."""
+
+    width: int
+    height: int
+    fps: int
+    min_bps: int
+    """Below this video rate the rung looks worse than the one under it."""
+
+    @property
+    def name(self) -> str:
+        return f"{self.height}p{self.fps}"
+
+
+LADDER: tuple[Rung, ...] = (
+    Rung(1920, 1080, 30, 2_500_000),
+    Rung(1920, 1080, 24, 2_000_000),
+    Rung(1280, 720, 30, 1_200_000),
+    Rung(1280, 720, 24, 950_000),
+    Rung(960, 540, 30, 700_000),
+    Rung(960, 540, 24, 560_000),
+    Rung(640, 360, 30, 420_000),
+    Rung(640, 360, 24, 320_000),
+    Rung(640, 360, 15, 220_000),
+    Rung(320, 180, 15, 100_000),
+)
+"""Highest first. Each rung's ``min_bps`` is where it starts to beat the rung below (VP8/H.264)."""
+
+
+class Reason(enum.StrEnum):
+    START = "start"
+    CONGESTION = "congestion"
+    """The available rate fell (loss or the receiver's estimate)."""
+    RECOVERY = "recovery"
+    """The available rate rose and held."""
+    SOURCE = "source"
+    """The source's own size or rate changed."""
+
+
+@dataclass(frozen=True, slots=True)
+class AdaptationConfig:
+    start_bitrate: int = 1_500_000
+    min_bitrate: int = 100_000
+    max_bitrate: int = 2_500_000
+    audio_reserve: int = 110_000
+    """Audio's share (Opus plus RTP/UDP overhead), taken before video's."""
+    headroom: float = 0.9
+    """Video and audio together use at most this share of the available rate."""
+    loss_high: float = 0.10
+    loss_low: float = 0.02
+    probe_factor: float = 1.15
+    probe_interval: float = 0.5
+    probe_hold: float = 1.0
+    decrease_interval: float = 0.2
+    """At most one loss-driven decrease per this interval (one report's worth of evidence)."""
+    up_margin: float = 1.15
+    up_hold: float = 1.5
+    bitrate_deadband: float = 0.15
+    rung_max_factor: float = 1.6
+    """A rung's encoder rate goes up to this times its ``min_bps``."""
+    ladder: tuple[Rung, ...] = LADDER
+
+
+@dataclass(frozen=True, slots=True)
+class QualityState:
+    """What the sender does now, and why (for ``call.stats``)."""
+
+    rung: Rung
+    video_bitrate: int
+    available: int
+    """The available rate the decision was made from (bit/s)."""
+    remb: int | None
+    loss: float
+    rtt: float | None
+    reason: Reason
+    changed_at: float
+
+    @property
+    def width(self) -> int:
+        return self.rung.width
+
+    @property
+    def height(self) -> int:
+        return self.rung.height
+
+    @property
+    def fps(self) -> int:
+        return self.rung.fps
+
+    def as_dict(self) -> dict[str, object]:
+        return {"resolution": f"{self.width}x{self.height}", "fps": self.fps, "rung": self.rung.name,
+                "video_bitrate": self.video_bitrate, "available_bitrate": self.available,
+                "remb": self.remb, "loss": round(self.loss, 4), "rtt": self.rtt, "reason": self.reason.value}
+
+
+@dataclass(frozen=True, slots=True)
+class QualityChange:
+    """Emitted by :meth:`AdaptationController.update` when the rung or the rate changes."""
+
+    before: QualityState | None
+    after: QualityState
+
+    @property
+    def rung_changed(self) -> bool:
+        return self.before is None or self.before.rung != self.after.rung
+
+
+@dataclass(slots=True)
+class AdaptationController:
+    """See the module docstring. Feed reports with ``on_*``, call :meth:`update` often."""
+
+    config: AdaptationConfig = field(default_factory=AdaptationConfig)
+    source: tuple[int, int, int] | None = None
+    """Source ``(width, height, fps)``; rungs above it are never chosen."""
+    remb: int | None = None
+    loss: float = 0.0
+    rtt: float | None = None
+    loss_estimate: float = 0.0
+    _state: QualityState | None = None
+    _last_decrease: float = float("-inf")
+    _low_loss_since: float | None = None
+    _last_probe: float = float("-inf")
+    _up_since: float | None = None
+    _up_target: Rung | None = None
+    history: list[QualityChange] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.loss_estimate = float(self.config.start_bitrate)
+
+    @property
+    def state(self) -> QualityState | None:
+        return self._state
+
+    # -- reports ------------------------------------------------------------------------------
+
+    def set_source(self, width: int, height: int, fps: int) -> None:
+        self.source = (width, height, fps)
+
+    def on_remb(self, bitrate: int, now: float) -> None:
+        """Receiver Estimated Maximum Bitrate (bit/s)."""
+        self.remb = max(0, int(bitrate))
+
+    def on_rtt(self, rtt: float, now: float) -> None:
+        self.rtt = rtt
+
+    def on_loss(self, fraction: float, now: float) -> None:
+        """Loss seen over the last report interval (0..1): RTCP RR fraction lost, or NACKed share."""
+        c = self.config
+        self.loss = min(1.0, max(0.0, fraction))
+        if self.loss > c.loss_high:
+            self._low_loss_since = None
+            if now - self._last_decrease >= c.decrease_interval:
+                self.loss_estimate = max(c.min_bitrate, self.loss_estimate * (1 - 0.5 * self.loss))
+                self._last_decrease = now
+        elif self.loss < c.loss_low:
+            if self._low_loss_since is None:
+                self._low_loss_since = now
+        else:
+            self._low_loss_since = None
+
+    # -- decisions ----------------------------------------------------------------------------
+
+    def available(self) -> int:
+        c = self.config
+        rate = min(self.loss_estimate, float(c.max_bitrate))
+        if self.remb is not None:
+            rate = min(rate, float(self.remb))
+        return int(max(c.min_bitrate, rate))
+
+    def video_budget(self) -> int:
+        c = self.config
+        lowest = c.ladder[-1].min_bps
+        return max(lowest, int(self.available() * c.headroom) - c.audio_reserve)
+
+    def _allowed(self) -> list[Rung]:
+        rungs = list(self.config.ladder)
+        if self.source is not None:
+            w, h, fps = self.source
+            fitting = [r for r in rungs if r.width <= max(w, 1) * 1.01 and r.height <= max(h, 1) * 1.01
+                       and r.fps <= fps]
+            rungs = fitting or rungs[-1:]
+        return rungs
+
+    def _fitting(self, budget: float) -> Rung:
+        rungs = self._allowed()
+        for rung in rungs:
+            if rung.min_bps <= budget:
+                return rung
+        return rungs[-1]
+
+    def _probe(self, now: float) -> None:
+        c = self.config
+        if self._low_loss_since is None or now - self._low_loss_since < c.probe_hold:
+            return
+        if now - self._last_probe >= c.probe_interval and now - self._last_decrease >= c.probe_hold:
+            ceiling = float(c.max_bitrate) if self.remb is None else max(float(self.remb), 1.0)
+            self.loss_estimate = min(ceiling * c.probe_factor, self.loss_estimate * c.probe_factor,
+                                     float(c.max_bitrate))
+            self._last_probe = now
+
+    def update(self, now: float) -> QualityChange | None:
+        """Decide at ``now``; returns the change, if any."""
+        c = self.config
+        self._probe(now)
+        budget = self.video_budget()
+        current = self._state
+        wanted = self._fitting(budget)
+        rung, reason = wanted, Reason.START
+        if current is not None:
+            rungs = self._allowed()
+            rung, reason = current.rung, current.reason
+            if current.rung not in rungs:
+                rung, reason = self._fitting(budget), Reason.SOURCE
+            elif rungs.index(wanted) > rungs.index(current.rung):
+                rung, reason = wanted, Reason.CONGESTION
+                self._up_since = None
+            elif rungs.index(wanted) < rungs.index(current.rung):
+                cleared = self._fitting(budget / c.up_margin)
+                if rungs.index(cleared) < rungs.index(current.rung):
+                    if self._up_since is None:
+                        self._up_since = now
+                    if now - self._up_since >= c.up_hold:
+                        rung, reason = cleared, Reason.RECOVERY
+                        self._up_since = None
+                else:
+                    self._up_since = None
+            else:
+                self._up_since = None
+        bitrate = int(min(max(budget, rung.min_bps), rung.min_bps * c.rung_max_factor, c.max_bitrate))
+        if current is not None and rung == current.rung:
+            moved = abs(bitrate - current.video_bitrate) / max(1, current.video_bitrate)
+            if moved <= c.bitrate_deadband:
+                return None
+            reason = Reason.CONGESTION if bitrate < current.video_bitrate else Reason.RECOVERY
+        state = QualityState(rung, bitrate, self.available(), self.remb, self.loss, self.rtt, reason, now)
+        change = QualityChange(current, state)
+        self._state = state
+        self.history.append(change)
+        del self.history[:-100]
+        return change
+
+    def force(self, rung: Rung, now: float) -> QualityChange:
+        """Pin a rung (tests, a user's choice); the next :meth:`update` may move it again."""
+        before = self._state
+        base = before or QualityState(rung, rung.min_bps, self.available(), self.remb, self.loss, self.rtt,
+                                      Reason.START, now)
+        self._state = replace(base, rung=rung, changed_at=now)
+        return QualityChange(before, self._state)

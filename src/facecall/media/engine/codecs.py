@@ -1,0 +1,54 @@
+"""What the receive buffer needs to know about a video payload, without decoding it.
+
+* VP8 (RFC 7741 §4.2): the payload descriptor's ``S`` bit with partition index 0 marks the first
+  packet of a frame; the VP8 payload header's ``P`` bit (inverted) marks a key frame (§4.3).
+* H.264 (RFC 6184): a frame is a key frame when it carries an IDR slice (NAL type 5) or a
+  sequence parameter set (type 7). aiortc's depayloader turns single NAL units, STAP-A and the
+  first fragment of an FU-A into Annex B (start code + NAL header), so a frame's joined data can
+  be scanned for start codes.
+"""
+
+from __future__ import annotations
+
+H264_NAL_IDR = 5
+H264_NAL_SPS = 7
+
+
+def vp8_packet_info(payload: bytes) -> tuple[bool, bool]:
+    """``(starts_frame, keyframe)`` from a raw VP8 RTP payload (descriptor included).
+
+    ``keyframe`` is only meaningful when ``starts_frame`` is true. Malformed payloads give
+    ``(False, False)``.
+    """
+    if not payload:
+        return False, False
+    first = payload[0]
+    extended, start, partition = first & 0x80, first & 0x10, first & 0x0F
+    pos = 1
+    if extended:
+        if len(payload) < 2:
+            return False, False
+        ext = payload[1]
+        pos = 2
+        if ext & 0x80:  # I: picture ID, 7 or 15 bits
+            if len(payload) <= pos:
+                return False, False
+            pos += 2 if payload[pos] & 0x80 else 1
+        if ext & 0x40:  # L: TL0PICIDX
+            pos += 1
+        if ext & 0x30:  # T or K: TID/Y/KEYIDX
+            pos += 1
+    starts = bool(start) and partition == 0
+    if not starts or len(payload) <= pos:
+        return starts, False
+    return True, (payload[pos] & 0x01) == 0
+
+
+def h264_is_keyframe(data: bytes) -> bool:
+    """True when Annex B ``data`` holds an IDR slice or an SPS."""
+    i = data.find(b"\x00\x00\x01")
+    while i != -1 and i + 3 < len(data):
+        if data[i + 3] & 0x1F in (H264_NAL_IDR, H264_NAL_SPS):
+            return True
+        i = data.find(b"\x00\x00\x01", i + 3)
+    return False

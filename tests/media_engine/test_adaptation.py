@@ -1,0 +1,91 @@
+"""AdaptationController on a fake clock: steps down on congestion, back up on recovery, no flapping."""
+
+from __future__ import annotations
+
+import random
+
+from facecall.media.engine.adaptation import AdaptationConfig, AdaptationController, Reason
+
+
+def run(ctl: AdaptationController, seconds: float, loss: float, start: float, remb: int | None = None,
+        report_every: float = 0.25) -> list:
+    changes = []
+    t = start
+    while t < start + seconds:
+        t = round(t + 0.05, 4)
+        if abs(t / report_every - round(t / report_every)) < 1e-6:
+            ctl.on_loss(loss, t)
+            if remb is not None:
+                ctl.on_remb(remb, t)
+        change = ctl.update(t)
+        if change:
+            changes.append((t, change))
+    return changes
+
+
+def make(source=(1280, 720, 30)) -> AdaptationController:
+    ctl = AdaptationController()
+    ctl.set_source(*source)
+    return ctl
+
+
+def test_starts_at_the_source_rung_on_a_clean_path() -> None:
+    ctl = make()
+    change = ctl.update(0.0)
+    assert change is not None and change.after.rung.name == "720p30" and change.after.reason == Reason.START
+    assert ctl.update(0.05) is None
+
+
+def test_never_above_the_source() -> None:
+    ctl = make((640, 360, 15))
+    run(ctl, 20, 0.0, 0.0)
+    assert ctl.state is not None and ctl.state.rung.name == "360p15"
+
+
+def test_bandwidth_drop_steps_down_within_two_seconds_then_recovers() -> None:
+    ctl = make()
+    ctl.update(0.0)
+    run(ctl, 5, 0.0, 0.0)
+    assert ctl.state.rung.name == "720p30"
+    down = run(ctl, 2.0, 0.6, 5.0)                       # a 500 kbit/s bottleneck drops most packets
+    assert down and down[0][0] <= 5.5
+    assert ctl.state.rung.height <= 360 and ctl.state.reason == Reason.CONGESTION
+    run(ctl, 5, 0.01, 7.0)                               # settled at the new rate
+    low = ctl.state.rung
+    up = run(ctl, 10.0, 0.0, 12.0)                       # the limit lifts
+    heights = [c.after.rung.height for _, c in up if c.rung_changed]
+    assert heights == sorted(heights) and ctl.state.rung.name == "720p30"
+    assert low.height < 720 and all(c.after.reason == Reason.RECOVERY for _, c in up)
+
+
+def test_random_loss_below_ten_percent_is_not_congestion() -> None:
+    ctl = make()
+    ctl.update(0.0)
+    assert run(ctl, 20, 0.03, 0.0) == []
+    assert ctl.state.rung.name == "720p30"
+
+
+def test_estimate_wobbling_around_a_threshold_does_not_flap() -> None:
+    ctl = make()
+    ctl.update(0.0)
+    rng = random.Random(3)
+    rung_changes = 0
+    t = 0.0
+    for _ in range(400):                                 # 20 s of REMB at 1.0-1.3 Mbit/s
+        t = round(t + 0.05, 4)
+        ctl.on_remb(rng.randint(1_000_000, 1_300_000), t)
+        ctl.on_loss(0.0, t)
+        change = ctl.update(t)
+        rung_changes += bool(change and change.rung_changed)
+    assert rung_changes <= 2
+
+
+def test_audio_is_served_before_video() -> None:
+    ctl = AdaptationController(AdaptationConfig(audio_reserve=110_000))
+    ctl.set_source(1280, 720, 30)
+    ctl.on_remb(150_000, 0.0)
+    change = ctl.update(0.0)
+    assert change is not None and change.after.rung.name == "180p15"
+    assert ctl.video_budget() == ctl.config.ladder[-1].min_bps   # video gets only its floor
+    ctl.on_remb(300_000, 1.0)
+    assert ctl.video_budget() == int(300_000 * 0.9) - 110_000
