@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 from playwright.async_api import expect
@@ -71,3 +72,27 @@ async def test_video_call_between_two_browsers(people: PersonFactory, server: Li
     await expect(bob.page.locator("#recents li").first).to_contain_text("Incoming video")
     await alice.page.get_by_role("button", name="Dismiss message").click()
     await alice.page.screenshot(path=screenshots / "home.png")
+
+
+async def test_audio_call_shows_the_avatar_and_no_camera_controls(people: PersonFactory) -> None:
+    bob = await people("bob")
+    alice = await people("alice")
+    await alice.call("bob", "audio")
+    await bob.expect_ringing("alice")
+    await expect(bob.page.locator("#incoming-kind")).to_have_text("Incoming audio call")
+    await bob.accept()
+    await expect(bob.page.locator("#call-state")).to_have_text(re.compile(r"^\d\d:\d\d$"), timeout=STEP)
+    first = await alice.wait_for(lambda d: (d.get("stats") or {}).get("audioPacketsReceived", 0) > 0,
+                                 "receiving audio")
+    await alice.wait_for(
+        lambda d: d["stats"]["audioPacketsReceived"] > first["stats"]["audioPacketsReceived"] + 20,
+        "receiving more audio")
+    diag = await alice.diagnostics()
+    assert diag["media"] == "audio" and diag["stats"]["framesDecoded"] == 0
+    for person in (alice, bob):
+        await expect(person.page.locator("#remote-avatar")).to_be_visible()
+        await expect(person.page.get_by_role("button", name="Camera off")).to_be_hidden()
+        await expect(person.page.get_by_role("button", name="Switch camera")).to_be_hidden()
+        await expect(person.page.locator("#local-video")).to_be_hidden()
+    await bob.hang_up()
+    await expect(alice.page.locator("#home-view")).to_be_visible(timeout=STEP)

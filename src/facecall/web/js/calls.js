@@ -119,8 +119,7 @@ export class Calls extends EventTarget {
     this.starting = true;
     let reply;
     try {
-      const [servers] = await Promise.all([this.iceServers()]);
-      call.iceServers = servers;
+      call.iceServers = await this.iceServers();
       reply = await this.signaling.request("call.start", { to: [user.id], media: mediaKind });
     } catch (error) {
       this.starting = false;
