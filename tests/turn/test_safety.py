@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+import socket
 import struct
 
 from prometheus_client import REGISTRY
@@ -264,3 +265,57 @@ async def test_metrics_count_allocations_and_packets(
     assert value("facecall_turn_allocations_created_total") == before_alloc + 1
     assert value("facecall_turn_relayed_packets_total", direction="to_peer") == before_pkts + 3
     assert value("facecall_turn_requests_total", method="allocate", result="401") >= 1
+
+
+async def _tcp_transact(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, message: stun.Message, key: bytes | None
+) -> stun.Message:
+    writer.write(message.encode(integrity_key=key))
+    header = await asyncio.wait_for(reader.readexactly(20), 5)
+    body = await reader.readexactly(struct.unpack("!H", header[2:4])[0])
+    return stun.parse_message(header + body)
+
+
+async def test_tcp_client_that_stops_reading_cannot_grow_server_buffers(
+    server: TurnServer, peer: UdpEndpoint
+) -> None:
+    from facecall.turn.server import STREAM_HIGH_WATER
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window fills fast
+    sock.connect(server.tcp_addresses[0])
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    transport_attr = [(stun.REQUESTED_TRANSPORT, bytes([17, 0, 0, 0]))]
+    challenge = await _tcp_transact(
+        reader, writer, stun.Message(stun.Method.ALLOCATE, stun.Class.REQUEST, os.urandom(12),
+                                     list(transport_attr)), None)
+    auth = [(stun.USERNAME, USER.encode()), (stun.REALM, b"facecall"),
+            (stun.NONCE, challenge.get(stun.NONCE) or b"")]
+    key = long_term_key(USER, "facecall", PASSWORD)
+    tid = os.urandom(12)
+    allocated = await _tcp_transact(
+        reader, writer, stun.Message(stun.Method.ALLOCATE, stun.Class.REQUEST, tid,
+                                     [*transport_attr, *auth]), key)
+    relayed = stun.decode_xor_address(allocated.get(stun.XOR_RELAYED_ADDRESS) or b"", tid)
+    tid = os.urandom(12)
+    bound = await _tcp_transact(reader, writer, stun.Message(
+        stun.Method.CHANNEL_BIND, stun.Class.REQUEST, tid,
+        [(stun.CHANNEL_NUMBER, stun.encode_channel_number(0x4000)),
+         (stun.XOR_PEER_ADDRESS, stun.encode_xor_address(peer.address, tid)), *auth]), key)
+    assert error_code(bound) is None
+    (connection,) = server.connections
+    # The client reads nothing more; the peer sends up to 100 MB, paced so that the relay
+    # socket's receive buffer does not simply drop it.
+    largest = 0
+    for _burst in range(1000):
+        for _ in range(100):
+            peer.send(bytes(1000), relayed)
+        await asyncio.sleep(0.001)
+        assert connection.transport is not None
+        largest = max(largest, connection.transport.get_write_buffer_size())
+        if connection.paused and _burst > 100:
+            break
+    assert connection.paused, "the transport never reached its high-water mark"
+    assert largest <= STREAM_HIGH_WATER + 1004
+    writer.close()

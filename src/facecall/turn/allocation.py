@@ -112,6 +112,7 @@ class Allocation(asyncio.DatagramProtocol):
         "key",
         "packets_from_peer",
         "packets_to_peer",
+        "paused",
         "peer_channels",
         "permissions",
         "relayed_address",
@@ -158,6 +159,7 @@ class Allocation(asyncio.DatagramProtocol):
         self.packets_to_peer = self.bytes_to_peer = 0
         self.packets_from_peer = self.bytes_from_peer = 0
         self.dropped = 0
+        self.paused = False  # the relay socket's send buffer is full: drop, do not queue
         self.reported = Usage()
         self.bucket_out = TokenBucket(bandwidth_cap, ticker) if bandwidth_cap else None
         self.bucket_in = TokenBucket(bandwidth_cap, ticker) if bandwidth_cap else None
@@ -221,7 +223,7 @@ class Allocation(asyncio.DatagramProtocol):
     def send_to_peer(self, data: bytes, peer: Address) -> None:
         """Relay application data to ``peer`` if a permission allows it (§11.2, §12.6)."""
         expiry = self.permissions.get(peer[0])
-        if expiry is None or expiry < self.ticker.now or self.transport is None:
+        if expiry is None or expiry < self.ticker.now or self.transport is None or self.paused:
             self.dropped += 1
             return
         if self.bucket_out is not None and not self.bucket_out.take(len(data)):
@@ -249,6 +251,7 @@ class Allocation(asyncio.DatagramProtocol):
             or expiry is None
             or expiry < now
             or self.transport is None
+            or self.paused
             or (self.bucket_out is not None and not self.bucket_out.take(length))
         ):
             self.dropped += 1
@@ -277,6 +280,12 @@ class Allocation(asyncio.DatagramProtocol):
         self.send_to_client(frame)
         self.packets_from_peer += 1
         self.bytes_from_peer += len(data)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors from peers (e.g. port unreachable) do not end the allocation.

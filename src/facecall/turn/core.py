@@ -88,6 +88,9 @@ class ClientContext:
     index: dict[Any, Allocation]  # the listener's client -> allocation map for ChannelData
     index_key: Any
     alive: Callable[[], bool] = lambda: True  # False once a stream connection has closed
+    # Relayed data to the client; drops while the transport is over its write high-water
+    # mark, so a client that does not read cannot make the server buffer without bound.
+    send_data: Callable[[bytes], None] | None = None
 
 
 @dataclass
@@ -382,7 +385,7 @@ class TurnCore:
             who.username,
             who.key,
             lifetime,
-            ctx.send,
+            ctx.send_data or ctx.send,
             ctx.stream,
             self.ticker,
             family=family,

@@ -24,6 +24,7 @@ from facecall.turn.core import ClientContext, TurnCore
 from facecall.turn.stun import Address
 
 SOCKET_BUFFER = 4 * 1024 * 1024  # requested SO_RCVBUF/SO_SNDBUF; the kernel may cap it
+STREAM_HIGH_WATER = 256 * 1024  # bytes queued for a TCP/TLS client before relayed data drops
 
 
 def _address(sockname: Any) -> Address:
@@ -44,6 +45,7 @@ class UdpListener(asyncio.DatagramProtocol):
         self.allocations: dict[Any, Allocation] = {}
         self.transport: asyncio.DatagramTransport | None = None
         self.local: Address = ("", 0)
+        self.paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
@@ -63,8 +65,20 @@ class UdpListener(asyncio.DatagramProtocol):
             stream=False,
             index=self.allocations,
             index_key=addr,
+            send_data=functools.partial(self.send_data, addr=addr),
         )
         self.core.handle_stun(data, ctx)
+
+    def send_data(self, frame: bytes, addr: Any) -> None:
+        """Relayed data to a client; dropped while the socket's send buffer is full."""
+        if not self.paused and self.transport is not None:
+            self.transport.sendto(frame, addr)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
 
     def error_received(self, exc: Exception) -> None:
         pass
@@ -82,6 +96,7 @@ class StreamConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.ctx: ClientContext | None = None
         self._idle: asyncio.TimerHandle | None = None
+        self.paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
@@ -103,9 +118,23 @@ class StreamConnection(asyncio.Protocol):
             index=self.allocations,
             index_key=None,
             alive=lambda: self.transport is not None,
+            send_data=self.send_data,
         )
+        transport.set_write_buffer_limits(high=STREAM_HIGH_WATER)
         loop = asyncio.get_running_loop()
         self._idle = loop.call_later(self.server.config.idle_timeout, self._check_idle)
+
+    def send_data(self, frame: bytes) -> None:
+        """Relayed data to the client; whole frames are dropped while the connection is
+        above its write high-water mark (the client does not read fast enough)."""
+        if not self.paused and self.transport is not None:
+            self.transport.write(frame)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
 
     def _check_idle(self) -> None:
         """Close a connection that holds no allocation (checked every ``idle_timeout``)."""
