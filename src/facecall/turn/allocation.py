@@ -14,7 +14,7 @@ import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from facecall.turn import stun
 from facecall.turn.stun import Address
@@ -38,6 +38,19 @@ class Channel:
     number: int
     peer: Address
     expires: float
+
+
+class FlowControl(Protocol):
+    """Something whose ``paused`` is true while its transport's send buffer is too full."""
+
+    paused: bool
+
+
+class _NeverPaused:
+    paused = False
+
+
+NEVER_PAUSED: FlowControl = _NeverPaused()
 
 
 class Ticker:
@@ -107,6 +120,7 @@ class Allocation(asyncio.DatagramProtocol):
         "expires",
         "family",
         "five_tuple",
+        "flow",
         "index",
         "index_key",
         "key",
@@ -137,6 +151,7 @@ class Allocation(asyncio.DatagramProtocol):
         index: dict[Any, Allocation] | None = None,
         index_key: Any = None,
         bandwidth_cap: int = 0,
+        flow: FlowControl = NEVER_PAUSED,
     ) -> None:
         self.five_tuple = five_tuple
         self.username = username
@@ -145,6 +160,7 @@ class Allocation(asyncio.DatagramProtocol):
         self.created = ticker.now
         self.expires = ticker.now + lifetime
         self.send_to_client = send_to_client
+        self.flow = flow  # the client transport's flow control
         self.stream = stream
         self.family = family
         self.index: dict[Any, Allocation] = {} if index is None else index
@@ -264,7 +280,7 @@ class Allocation(asyncio.DatagramProtocol):
         """A datagram arrived on the relayed address from a peer (§11.3, §12.7)."""
         peer = addr[:2]
         expiry = self.permissions.get(peer[0])
-        if expiry is None or expiry < self.ticker.now:
+        if expiry is None or expiry < self.ticker.now or self.flow.paused:
             self.dropped += 1
             return
         if self.bucket_in is not None and not self.bucket_in.take(len(data)):

@@ -15,8 +15,10 @@ from typing import Any
 from facecall.logs import get_logger
 from facecall.turn import metrics, stun
 from facecall.turn.allocation import (
+    NEVER_PAUSED,
     Allocation,
     FiveTuple,
+    FlowControl,
     RelayPortPool,
     Ticker,
 )
@@ -88,9 +90,9 @@ class ClientContext:
     index: dict[Any, Allocation]  # the listener's client -> allocation map for ChannelData
     index_key: Any
     alive: Callable[[], bool] = lambda: True  # False once a stream connection has closed
-    # Relayed data to the client; drops while the transport is over its write high-water
-    # mark, so a client that does not read cannot make the server buffer without bound.
-    send_data: Callable[[bytes], None] | None = None
+    # Whose ``paused`` flag says the client's transport is over its write high-water mark:
+    # relayed data is then dropped, so a client that does not read cannot make us buffer.
+    flow: FlowControl = NEVER_PAUSED
 
 
 @dataclass
@@ -385,9 +387,10 @@ class TurnCore:
             who.username,
             who.key,
             lifetime,
-            ctx.send_data or ctx.send,
+            ctx.send,
             ctx.stream,
             self.ticker,
+            flow=ctx.flow,
             family=family,
             index=ctx.index,
             index_key=ctx.index_key,

@@ -65,14 +65,9 @@ class UdpListener(asyncio.DatagramProtocol):
             stream=False,
             index=self.allocations,
             index_key=addr,
-            send_data=functools.partial(self.send_data, addr=addr),
+            flow=self,
         )
         self.core.handle_stun(data, ctx)
-
-    def send_data(self, frame: bytes, addr: Any) -> None:
-        """Relayed data to a client; dropped while the socket's send buffer is full."""
-        if not self.paused and self.transport is not None:
-            self.transport.sendto(frame, addr)
 
     def pause_writing(self) -> None:
         self.paused = True
@@ -118,17 +113,11 @@ class StreamConnection(asyncio.Protocol):
             index=self.allocations,
             index_key=None,
             alive=lambda: self.transport is not None,
-            send_data=self.send_data,
+            flow=self,
         )
         transport.set_write_buffer_limits(high=STREAM_HIGH_WATER)
         loop = asyncio.get_running_loop()
         self._idle = loop.call_later(self.server.config.idle_timeout, self._check_idle)
-
-    def send_data(self, frame: bytes) -> None:
-        """Relayed data to the client; whole frames are dropped while the connection is
-        above its write high-water mark (the client does not read fast enough)."""
-        if not self.paused and self.transport is not None:
-            self.transport.write(frame)
 
     def pause_writing(self) -> None:
         self.paused = True
