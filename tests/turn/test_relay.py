@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import socket
 
 from facecall.turn import stun
 from facecall.turn.server import TurnServer
@@ -110,12 +112,9 @@ async def test_refresh_zero_deletes_and_frees_the_relay(
     assert error_code(response) is None
     assert server.allocations == {}
     assert error_code(await client.permit(peer.address)) == 437
-    probe = await udp_endpoint()
-    try:
-        probe.transport.close()
-    finally:
-        pass
-    assert relayed[1] >= 61000
+    await asyncio.sleep(0)  # the transport closes its socket on the next loop iteration
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(relayed)  # the relay port is free again
 
 
 async def test_second_allocate_is_a_mismatch_but_retransmission_is_answered(
@@ -193,3 +192,17 @@ async def test_wrong_user_on_allocation_is_441(server: TurnServer, client: RawCl
     client.nonce = ""
     response = await client.request(stun.Method.REFRESH)
     assert error_code(response) == 441
+
+
+async def test_external_address_is_advertised(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = await make_server(external_ipv4="203.0.113.9")
+    endpoint = await udp_endpoint()
+    try:
+        client = RawClient(endpoint, server.udp_addresses[0])
+        host, port = client.relayed(await client.allocate())
+        assert host == "203.0.113.9"
+        allocation = next(iter(server.allocations.values()))
+        assert allocation.transport is not None
+        assert allocation.transport.get_extra_info("sockname")[:2] == ("127.0.0.1", port)
+    finally:
+        endpoint.close()

@@ -56,6 +56,8 @@ def add_turn_arguments(parser: argparse.ArgumentParser) -> None:
                        help="static long-term user, repeatable")
     group.add_argument("--turn-relay-ip", default="127.0.0.1", help="IPv4 relay address")
     group.add_argument("--turn-relay-ip6", default="::1", help="IPv6 relay address ('' = none)")
+    group.add_argument("--turn-external-ip", default="",
+                       help="public IPv4 address advertised for relays (server behind 1:1 NAT)")
     group.add_argument("--turn-relay-ports", type=parse_port_range, default=(61000, 65535),
                        metavar="LOW-HIGH")
     group.add_argument("--turn-allow-peer", action="append", metavar="CIDR", default=[],
@@ -97,6 +99,7 @@ def turn_config_from_args(args: argparse.Namespace) -> TurnConfig:
         static_users=users,
         relay_ipv4=args.turn_relay_ip or None,
         relay_ipv6=args.turn_relay_ip6 or None,
+        external_ipv4=args.turn_external_ip or None,
         relay_port_min=low,
         relay_port_max=high,
         allowed_peers=list(args.turn_allow_peer),

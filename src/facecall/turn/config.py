@@ -28,6 +28,8 @@ class TurnConfig:
     static_users: dict[str, str] = field(default_factory=dict)  # long-term user -> password
     relay_ipv4: str | None = "127.0.0.1"  # address relay sockets bind to for IPv4 allocations
     relay_ipv6: str | None = "::1"  # same for IPv6 allocations (RFC 6156); None: refuse (440)
+    external_ipv4: str | None = None  # advertised instead of relay_ipv4 (server behind 1:1 NAT)
+    external_ipv6: str | None = None
     relay_port_min: int = RELAY_PORT_MIN
     relay_port_max: int = RELAY_PORT_MAX
     allowed_peers: list[str] = field(default_factory=list)  # CIDRs relayed despite the denylist

@@ -412,6 +412,10 @@ class TurnCore:
             return
         allocation.transport = transport
         host, port = sock.getsockname()[:2]
+        external = self.config.external_ipv4 if family == stun.FAMILY_IPV4 else (
+            self.config.external_ipv6
+        )
+        host = external or host  # behind a 1:1 NAT, advertise the public address (§7.2)
         allocation.relayed_address = (host, port)
         self.allocations[ctx.five_tuple] = allocation
         user = quota_user(who.username)
