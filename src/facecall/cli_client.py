@@ -147,7 +147,8 @@ async def run_demo(options: DemoOptions, step: Callable[[str], None] = lambda _:
         await asyncio.gather(outgoing.wait_connected(60), incoming.wait_connected(60))
         connect_ms = 1000 * (time.monotonic() - started)
 
-        probes = {"alice_to_bob": CallProbe(), "bob_to_alice": CallProbe()}
+        warmup = int(options.fps // 2)  # the first half second: keyframe, buffers filling
+        probes = {name: CallProbe(warmup_frames=warmup) for name in ("alice_to_bob", "bob_to_alice")}
         probes["alice_to_bob"].attach(incoming.remote_video, incoming.remote_audio)
         probes["bob_to_alice"].attach(outgoing.remote_video, outgoing.remote_audio)
         for probe in probes.values():

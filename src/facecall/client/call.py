@@ -506,10 +506,6 @@ class Call(AsyncIOEventEmitter):
         self._set_state(CallState.ENDED)
         self.state = CallState.ENDED
         self._state_changed.set()
-        if not self._ended.done():
-            self._ended.set_result(reason)
-        self.emit("ended", reason)
-        self._event_queue.put_nowait(None)
         self.device._forget(self)
         current = asyncio.current_task()
         if self._monitor is not None and self._monitor is not current:
@@ -527,5 +523,10 @@ class Call(AsyncIOEventEmitter):
                 MediaStreamTrack.stop(track)  # the wrapper only: sources given to us stay live
         for source in self._own_sources:
             source.stop()
+        # Announced once media is torn down and recordings are finalised.
+        if not self._ended.done():
+            self._ended.set_result(reason)
+        self.emit("ended", reason)
+        self._event_queue.put_nowait(None)
         if self._runner is not current:
             self._runner.cancel()

@@ -1,0 +1,134 @@
+"""`facecall demo`, `facecall call` and `facecall answer`, as a user runs them (real processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import json
+import os
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from facecall.cli_client import DemoOptions, run_demo
+from facecall.client import CallState, EndReason
+from facecall.media.sinks import FrameCallbackSink
+from tests.client.conftest import PASSWORD, MakeDevice
+from tests.live import LiveServer
+
+ENV = {**os.environ, "FACECALL_ICE_HOST_ADDRESSES": "127.0.0.1"}
+
+
+def small(relay: bool = False) -> DemoOptions:
+    return DemoOptions(server=None, seconds=1.5, width=320, height=240, fps=15, relay=relay,
+                       codec=None, json=True)
+
+
+@pytest.mark.parametrize("relay", [False, True])
+async def test_demo_in_process(relay: bool) -> None:
+    result = await run_demo(small(relay))
+    assert result["in_process_server"] is True
+    assert result["ring"] == {"devices_rung": 2, "other_device": "answered_elsewhere"}
+    assert result["path"] == ("relay" if relay else "host")
+    assert result["ended"] == {"caller": "hung_up", "callee": "hung_up"}
+    assert result["connect_ms"] > 0
+    for direction in result["directions"].values():
+        assert direction["frames"] > 0 and direction["video_p50_ms"] > 0
+
+
+async def run(*args: str, timeout: float = 90) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "facecall", *args, env=ENV,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), timeout)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_demo_command_json() -> None:
+    code, out, err = await run("demo", "--json", "--seconds", "2", "--size", "320x240", "--fps", "15",
+                               "--codec", "H264")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["video"]["codec"] == "H264" and result["path"] == "host"
+    assert result["directions"]["alice_to_bob"]["frames"] > 0
+
+
+async def test_demo_rejects_bad_size() -> None:
+    code, _, err = await run("demo", "--size", "big")
+    assert code == 2 and "640x360" in err
+
+
+def write_clip(path: Path, frames: int = 30) -> None:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=15)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((240, 320, 3), i * 8 % 256, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i, fractions.Fraction(1, 15)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+async def test_call_command_sends_a_file(call_server: LiveServer, make_device: MakeDevice,
+                                         tmp_path: Path) -> None:
+    clip = tmp_path / "clip.mp4"
+    write_clip(clip)
+    bob = await make_device("bob")
+    frames = 0
+
+    def count(*_: object) -> None:
+        nonlocal frames
+        frames += 1
+
+    async def answer() -> EndReason:
+        call = await bob.next_call(60)
+        sink = FrameCallbackSink(count, read_stamps=False)
+        sink.addTrack(call.remote_video)
+        await sink.start()
+        await call.answer()
+        reason = await call.wait_ended(60)
+        await sink.stop()
+        return reason
+
+    answering = asyncio.create_task(answer())
+    code, _, err = await run("call", "bob", "--server", call_server.base_url, "--user", "alice",
+                             "--password", PASSWORD, "--sign-up", "--state-file", str(tmp_path / "a.json"),
+                             "--video", str(clip), "--seconds", "2")
+    assert code == 0, err
+    assert "connected over host" in err
+    assert await answering is EndReason.HUNG_UP
+    assert frames > 5
+
+
+async def test_answer_command_records(call_server: LiveServer, make_device: MakeDevice,
+                                      tmp_path: Path) -> None:
+    out = tmp_path / "received.mp4"
+    await make_device("bob")  # the account exists; the CLI registers its own device
+    answering = asyncio.create_task(run(
+        "answer", "--server", call_server.base_url, "--user", "bob", "--password", PASSWORD,
+        "--state-file", str(tmp_path / "b.json"), "--record", str(out)))
+    alice = await make_device("alice")
+    for _ in range(100):  # wait for the CLI's device to register and connect
+        devices = await call_server.http.get("/v1/devices", headers={
+            "Authorization": f"Bearer {json.loads((tmp_path / 'b.json').read_text())['token']}"}) \
+            if (tmp_path / "b.json").exists() else None
+        if devices is not None and sum(d["online"] for d in devices.json()) >= 2:
+            break
+        await asyncio.sleep(0.1)
+    call = await alice.call("bob")
+    await call.wait_state(CallState.CONNECTED, timeout=60)
+    await asyncio.sleep(2)
+    await call.hangup()
+    code, _, err = await answering
+    assert code == 0, err
+    assert "call ended: hung_up" in err
+    with av.open(str(out)) as container:
+        assert container.streams.video, (list(container.streams), err)
+        decoded = sum(1 for _ in container.decode(video=0))
+    assert decoded > 5
