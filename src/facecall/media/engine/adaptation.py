@@ -4,7 +4,11 @@ Pure (events in, decisions out, the caller's clock), in the shape of the rate co
 draft-ietf-rmcat-gcc §5-6, with the receiver's delay-based estimate arriving as REMB
 (draft-alvestrand-rmcat-remb):
 
-* **available rate** = min(REMB, loss-based estimate, ``max_bitrate``). The loss-based estimate
+* **available rate** = min(REMB, loss-based estimate, ``max_bitrate``). aiortc's REMB is bounded
+  by 1.5 times the rate it receives, so a source that sends less than its target (a still
+  picture) would drag the estimate down with it; REMB therefore caps the rate only when it is
+  below what the sender actually sends (:meth:`AdaptationController.on_send_rate`), i.e. when
+  the receiver sees queues building. The loss-based estimate
   (GCC §6) falls to ``rate * (1 - 0.5 * loss)`` on a loss report above 10 %, holds between
   2 % and 10 % (random loss is not congestion: NACKs repair it), and *probes upward*
   (times ``probe_factor`` every ``probe_interval``) once loss has stayed under 2 % for
@@ -147,6 +151,7 @@ class AdaptationController:
     loss: float = 0.0
     rtt: float | None = None
     loss_estimate: float = 0.0
+    send_rate: int | None = None
     _state: QualityState | None = None
     _last_decrease: float = float("-inf")
     _low_loss_since: float | None = None
@@ -171,6 +176,14 @@ class AdaptationController:
         """Receiver Estimated Maximum Bitrate (bit/s)."""
         self.remb = max(0, int(bitrate))
 
+    def on_send_rate(self, bitrate: int, now: float) -> None:
+        """What the video sender actually sent over the last window (bit/s; REMB covers video only)."""
+        self.send_rate = max(0, int(bitrate))
+
+    def remb_limits(self) -> bool:
+        """Whether the receiver's estimate is a limit now (below what is being sent)."""
+        return self.remb is not None and (self.send_rate is None or self.remb < self.send_rate)
+
     def on_rtt(self, rtt: float, now: float) -> None:
         self.rtt = rtt
 
@@ -194,7 +207,7 @@ class AdaptationController:
     def available(self) -> int:
         c = self.config
         rate = min(self.loss_estimate, float(c.max_bitrate))
-        if self.remb is not None:
+        if self.remb is not None and self.remb_limits():
             rate = min(rate, float(self.remb))
         return int(max(c.min_bitrate, rate))
 
@@ -204,11 +217,14 @@ class AdaptationController:
         return max(lowest, int(self.available() * c.headroom) - c.audio_reserve)
 
     def _allowed(self) -> list[Rung]:
+        """Rungs up to the source: the lowest rung at least as tall as the source means "full size"
+        (a 320x240 source tops out at 360p, sent at 320x240), rungs above it are never chosen."""
         rungs = list(self.config.ladder)
         if self.source is not None:
-            w, h, fps = self.source
-            fitting = [r for r in rungs if r.width <= max(w, 1) * 1.01 and r.height <= max(h, 1) * 1.01
-                       and r.fps <= fps]
+            _, height, fps = self.source
+            tall = [r.height for r in rungs if r.height >= height]
+            cap = min(tall) if tall else rungs[0].height
+            fitting = [r for r in rungs if r.height <= cap and r.fps <= max(fps, rungs[-1].fps)]
             rungs = fitting or rungs[-1:]
         return rungs
 
@@ -224,9 +240,7 @@ class AdaptationController:
         if self._low_loss_since is None or now - self._low_loss_since < c.probe_hold:
             return
         if now - self._last_probe >= c.probe_interval and now - self._last_decrease >= c.probe_hold:
-            ceiling = float(c.max_bitrate) if self.remb is None else max(float(self.remb), 1.0)
-            self.loss_estimate = min(ceiling * c.probe_factor, self.loss_estimate * c.probe_factor,
-                                     float(c.max_bitrate))
+            self.loss_estimate = min(self.loss_estimate * c.probe_factor, float(c.max_bitrate))
             self._last_probe = now
 
     def update(self, now: float) -> QualityChange | None:

@@ -1,0 +1,330 @@
+"""aiortc sender driven by the adaptation controller.
+
+:class:`EngineSender` is aiortc's ``RTCRtpSender`` with:
+
+* its video track wrapped in an :class:`AdaptingVideoTrack`, which drops frames down to the
+  chosen frame rate and scales pictures down to the chosen rung before the encoder sees them
+  (aiortc rebuilds its encoder at a new size by itself);
+* its RTCP handling observed: REMB (draft-alvestrand-rmcat-remb) goes to the
+  :class:`~.adaptation.AdaptationController` instead of straight into the encoder, receiver
+  reports (RFC 3550 §6.4) give loss and round-trip time, NACKs (RFC 4585 §6.2.1) a faster loss
+  measure (share of sent packets NACKed per ``loss_window``);
+* the encoder's target rate set from the controller's decision, beyond aiortc's clamps
+  (VP8 250 k-1.5 M, H.264 500 k-3 M). aiortc rebuilds an encoder whose rate moves by more than
+  10 %, and FFmpeg's libvpx wrapper cannot change the rate of an open encoder, so the controller
+  moves the rate only by more than its dead band;
+* Opus in-band FEC switched on (RFC 6716 §2.1.7), harmless to any decoder;
+* a pacer (token bucket, :class:`Pacer`) between the RTP loop and the transport, so a key frame
+  leaves at the link's rate instead of overflowing a bottleneck queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import TYPE_CHECKING, Any
+
+import av
+from aiortc.codecs.opus import OpusEncoder
+from aiortc.mediastreams import MediaStreamTrack
+from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_RTPFB_NACK,
+    RtcpPsfbPacket,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    RtcpSrPacket,
+    is_rtcp,
+    unpack_remb_fci,
+)
+
+from .adaptation import QualityState, Rung
+
+if TYPE_CHECKING:
+    from .engine import MediaEngine
+
+PRIVATE_SENDER_ATTRIBUTES = (
+    "_RTCRtpSender__encoder",
+    "_RTCRtpSender__track",
+    "_RTCRtpSender__transport",
+    "_RTCRtpSender__rtt",
+    "_RTCRtpSender__packet_count",
+    "_RTCRtpSender__octet_count",
+)
+"""aiortc 1.16 ``RTCRtpSender`` attributes the engine reads or replaces."""
+PRIVATE_ENCODER_BITRATE = {"Vp8Encoder": "_Vp8Encoder__target_bitrate",
+                           "H264Encoder": "_H264Encoder__target_bitrate"}
+"""aiortc 1.16 encoder attributes behind ``target_bitrate`` (set past the setters' clamps)."""
+
+
+def set_encoder_bitrate(encoder: Any, bitrate: int) -> bool:
+    """Set an aiortc video encoder's target rate (bit/s); ``False`` if it has none."""
+    for klass in type(encoder).__mro__:
+        name = PRIVATE_ENCODER_BITRATE.get(klass.__name__)
+        if name is not None and klass.__module__.startswith("aiortc."):
+            setattr(encoder, name, int(bitrate))
+            return True
+    return False
+
+
+def scaled_size(width: int, height: int, rung: Rung) -> tuple[int, int]:
+    """The source scaled down (never up) to the rung's height, even dimensions, aspect kept."""
+    scale = min(1.0, rung.height / height)
+    if scale >= 1.0:
+        return width, height
+    return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
+
+
+class AdaptingVideoTrack(MediaStreamTrack):
+    """Wraps a video track: frame rate by dropping, resolution by scaling, per the current rung."""
+
+    kind = "video"
+
+    def __init__(self, source: MediaStreamTrack, engine: MediaEngine) -> None:
+        super().__init__()
+        self.source = source
+        self.engine = engine
+        self.rung: Rung | None = None
+        self._next_time: float | None = None
+        self.frames_in = 0
+        self.frames_dropped = 0
+
+    async def recv(self) -> Any:
+        while True:
+            frame = await self.source.recv()
+            self.frames_in += 1
+            if self.frames_in == 1 and isinstance(frame, av.VideoFrame):
+                self.engine._source_seen(frame.width, frame.height)
+            rung = self.rung
+            if rung is None or not isinstance(frame, av.VideoFrame):
+                return frame
+            if self._keep(frame, rung.fps):
+                return self._scale(frame, rung)
+            self.frames_dropped += 1
+
+    def _keep(self, frame: av.VideoFrame, fps: int) -> bool:
+        has_time = frame.pts is not None and frame.time_base is not None
+        t = float(frame.pts * frame.time_base) if has_time else time.monotonic()
+        if self._next_time is None or t >= self._next_time - 0.25 / fps or t < self._next_time - 1.0:
+            interval = 1.0 / fps
+            self._next_time = max(t, (self._next_time or t)) + interval
+            if self._next_time < t:  # fell behind (pause): restart the schedule
+                self._next_time = t + interval
+            return True
+        return False
+
+    def _scale(self, frame: av.VideoFrame, rung: Rung) -> av.VideoFrame:
+        width, height = scaled_size(frame.width, frame.height, rung)
+        if (width, height) == (frame.width, frame.height):
+            return frame
+        scaled = frame.reformat(width=width, height=height, format="yuv420p")
+        scaled.pts, scaled.time_base = frame.pts, frame.time_base
+        return scaled
+
+    def stop(self) -> None:
+        super().stop()
+        self.source.stop()
+
+
+class Pacer:
+    """Token bucket for outgoing media (RFC 8298-style pacing): ``rate`` bit/s, ``burst`` bytes."""
+
+    def __init__(self, rate: float = 10_000_000, burst: float = 20_000) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = burst
+        self._at = time.monotonic()
+        self.delayed = 0
+
+    def configure(self, rate: float, burst: float) -> None:
+        self._refill()
+        self.rate, self.burst = max(rate, 50_000), max(burst, 2_400)
+        self._tokens = min(self._tokens, self.burst)
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate / 8)
+        self._at = now
+
+    def wait_time(self, size: int) -> float:
+        """Take ``size`` bytes; how long to wait before sending them (s)."""
+        self._refill()
+        self._tokens -= size
+        return 0.0 if self._tokens >= 0 else -self._tokens * 8 / self.rate
+
+
+class _PacedTransport:
+    """The sender's view of its DTLS transport: RTP waits for the pacer, the rest forwards."""
+
+    def __init__(self, transport: Any, pacer: Pacer) -> None:
+        self._transport = transport
+        self._pacer = pacer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    async def _send_rtp(self, data: bytes) -> None:
+        if not is_rtcp(data):
+            wait = self._pacer.wait_time(len(data))
+            if wait > 0.001:
+                self._pacer.delayed += 1
+                await asyncio.sleep(wait)
+        await self._transport._send_rtp(data)
+
+
+class EngineSender(RTCRtpSender):
+    """``RTCRtpSender`` under the engine's adaptation (see the module docstring)."""
+
+    def __init__(self, trackOrKind: Any, transport: Any, engine: MediaEngine) -> None:
+        self.engine = engine
+        self.pacer = Pacer()
+        self._paced: _PacedTransport | None = None
+        super().__init__(trackOrKind, transport)
+        for name in PRIVATE_SENDER_ATTRIBUTES:
+            getattr(self, name)
+        self._nacked: set[int] = set()
+        self._window_start = time.monotonic()
+        self._window_sent = 0
+        self._window_octets = 0
+        self._adapt_task: asyncio.Task[None] | None = None
+        self._applied_bitrate: int | None = None
+        engine._senders.append(self)
+
+    # -- track ---------------------------------------------------------------------------------
+
+    def replaceTrack(self, track: MediaStreamTrack | None) -> None:
+        if track is not None and track.kind == "video" and not isinstance(track, AdaptingVideoTrack):
+            track = AdaptingVideoTrack(track, self.engine)
+            state = self.engine.controller.state
+            track.rung = state.rung if state else None
+        super().replaceTrack(track)
+
+    @property
+    def track(self) -> Any:
+        track = getattr(self, "_RTCRtpSender__track", None)
+        return track.source if isinstance(track, AdaptingVideoTrack) else track
+
+    @property
+    def adapting_track(self) -> AdaptingVideoTrack | None:
+        track = getattr(self, "_RTCRtpSender__track", None)
+        return track if isinstance(track, AdaptingVideoTrack) else None
+
+    @property
+    def transport(self) -> Any:
+        real = self._RTCRtpSender__transport
+        if self._paced is None or self._paced._transport is not real:
+            self._paced = _PacedTransport(real, self.pacer)
+        return self._paced
+
+    # -- encoder -------------------------------------------------------------------------------
+
+    async def _next_encoded_frame(self, codec: Any) -> Any:
+        if self._RTCRtpSender__encoder is None:
+            import aiortc.rtcrtpsender as module  # the (possibly SDK-wrapped) factory
+
+            encoder = module.get_encoder(codec)
+            if isinstance(encoder, OpusEncoder) and self.engine.config.opus_fec:
+                encoder.codec.options = {**encoder.codec.options, "fec": "1",
+                                         "packet_loss": str(self.engine.config.opus_expected_loss)}
+            self._RTCRtpSender__encoder = encoder
+            self._applied_bitrate = None
+            self._apply_bitrate()
+        return await super()._next_encoded_frame(codec)
+
+    def _apply_bitrate(self) -> None:
+        state = self.engine.controller.state
+        encoder = self._RTCRtpSender__encoder
+        if self.kind != "video" or state is None or encoder is None:
+            return
+        if state.video_bitrate != self._applied_bitrate and set_encoder_bitrate(encoder, state.video_bitrate):
+            self._applied_bitrate = state.video_bitrate
+
+    def apply(self, state: QualityState) -> None:
+        """Make the encoder, scaler and pacer follow ``state``."""
+        if self.kind != "video":
+            return
+        track = self.adapting_track
+        if track is not None:
+            track.rung = state.rung
+        self._apply_bitrate()
+        config = self.engine.config
+        self.pacer.configure(rate=max(config.pacing_factor * state.video_bitrate, 300_000),
+                             burst=state.available / 8 * config.pacing_burst)
+
+    # -- RTCP ----------------------------------------------------------------------------------
+
+    async def _handle_rtcp_packet(self, packet: Any) -> None:
+        now = asyncio.get_event_loop().time()
+        controller = self.engine.controller
+        if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            with contextlib.suppress(ValueError):
+                bitrate, ssrcs = unpack_remb_fci(packet.fci)
+                if self._ssrc in ssrcs:
+                    controller.on_remb(bitrate, now)
+                    self.engine._update(now)
+            return  # the controller, not aiortc, sets the encoder rate
+        if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK and self.kind == "video":
+            self._nacked.update(packet.lost)
+        await super()._handle_rtcp_packet(packet)
+        if isinstance(packet, RtcpRrPacket | RtcpSrPacket) and self.kind == "video":
+            for report in packet.reports:
+                if report.ssrc == self._ssrc:
+                    controller.on_loss(report.fraction_lost / 256, now)
+                    rtt = self._RTCRtpSender__rtt
+                    if rtt is not None:
+                        controller.on_rtt(rtt, now)
+                        self.engine.rtt = rtt
+                    self.engine._update(now)
+
+    def send_rate(self, seconds: float) -> int:
+        """Payload bit/s sent since the last call (``seconds`` ago)."""
+        octets = self._RTCRtpSender__octet_count
+        sent = octets - self._window_octets
+        self._window_octets = octets
+        return int(sent * 8 / seconds) if seconds > 0 else 0
+
+    def nack_loss(self) -> float | None:
+        """Share of packets sent since the last call that the receiver NACKed (``None``: none sent)."""
+        sent_total = self._RTCRtpSender__packet_count
+        sent = sent_total - self._window_sent
+        nacked = len(self._nacked)
+        self._window_sent = sent_total
+        self._nacked.clear()
+        if sent <= 0:
+            return None
+        return min(1.0, nacked / sent)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def send(self, parameters: Any) -> None:
+        await super().send(parameters)
+        if self.kind == "video" and self._adapt_task is None:
+            self._window_sent = self._RTCRtpSender__packet_count
+            self._adapt_task = asyncio.ensure_future(self._adapt())
+
+    async def _adapt(self) -> None:
+        loop = asyncio.get_event_loop()
+        window = self.engine.config.loss_window
+        last = loop.time()
+        with contextlib.suppress(asyncio.CancelledError):
+            while True:
+                await asyncio.sleep(0.1)
+                now = loop.time()
+                if now - last >= window:
+                    self.engine.controller.on_send_rate(self.send_rate(now - last), now)
+                    last = now
+                    loss = self.nack_loss()
+                    if loss is not None:
+                        self.engine.controller.on_loss(loss, now)
+                self.engine._update(now)
+
+    async def stop(self) -> None:
+        if self._adapt_task is not None:
+            self._adapt_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._adapt_task
+        await super().stop()
+
+
