@@ -3,13 +3,24 @@
 
 const RECONNECT_DELAYS_MS = [250, 500, 1000, 2000, 4000];
 const ACK_DELAY_MS = 200;
-const PING_EVERY_MS = 15000;
+const PING_EVERY_MS = 10000;
+const DEAD_AFTER_MS = 25000; // nothing heard for this long (pings included): the connection is dead
 const REQUEST_TIMEOUT_MS = 15000;
 
 export class SignalingError extends Error {
   constructor(code, message) {
     super(message);
     this.code = code;
+  }
+}
+
+/** Stop listening to a socket and close it without waiting for the closing handshake. */
+function abandon(ws) {
+  ws.onopen = ws.onmessage = ws.onclose = null;
+  try {
+    ws.close(4000, "connection lost");
+  } catch {
+    /* closing already */
   }
 }
 
@@ -30,16 +41,30 @@ export class Signaling extends EventTarget {
     this.pingTimer = null;
     this.reconnectTimer = null;
     this.everConnected = false;
+    this.lastHeard = 0;
+    // The operating system knows first when the network goes away or comes back.
+    this.onOffline = () => this.lose();
+    this.onOnline = () => {
+      if (!this.closedByUs && !this.ws && this.state === "reconnecting") {
+        clearTimeout(this.reconnectTimer);
+        this.attempt = 0;
+        this.connect();
+      }
+    };
   }
 
   start() {
     this.closedByUs = false;
+    window.addEventListener("offline", this.onOffline);
+    window.addEventListener("online", this.onOnline);
     this.connect();
   }
 
   /** Close for good (sign out): no reconnection; unanswered requests fail. */
   close() {
     this.closedByUs = true;
+    window.removeEventListener("offline", this.onOffline);
+    window.removeEventListener("online", this.onOnline);
     clearTimeout(this.reconnectTimer);
     clearInterval(this.pingTimer);
     this.setState("closed");
@@ -51,9 +76,18 @@ export class Signaling extends EventTarget {
     }
   }
 
-  /** Break the transport as a network loss would (the client reconnects and resumes). */
+  /** Give up on the current connection as if the network had gone (reconnect and resume).
+   *  A dead TCP connection may never report its end, so the socket is abandoned, not awaited. */
+  lose() {
+    const ws = this.ws;
+    if (!ws) return;
+    abandon(ws);
+    this.onClose(ws, { code: 4000 });
+  }
+
+  /** For tests and diagnostics: drop the connection the way a network loss does. */
   drop() {
-    if (this.ws) this.ws.close(4000, "dropped");
+    this.lose();
   }
 
   setState(state, detail = {}) {
@@ -63,6 +97,8 @@ export class Signaling extends EventTarget {
   }
 
   connect() {
+    clearTimeout(this.reconnectTimer);
+    if (this.ws) abandon(this.ws); // never two connections at once
     this.setState(this.everConnected ? "reconnecting" : "connecting");
     const ws = new WebSocket(`${this.url}?token=${encodeURIComponent(this.token)}`);
     this.ws = ws;
@@ -91,6 +127,7 @@ export class Signaling extends EventTarget {
   }
 
   onFrame(ws, data) {
+    this.lastHeard = Date.now();
     let frame;
     try {
       frame = JSON.parse(data);
@@ -139,7 +176,10 @@ export class Signaling extends EventTarget {
     this.setState("open", { resumed, reconnected: wasConnected });
     for (const p of this.pending.values()) this.transmit(p);
     clearInterval(this.pingTimer);
-    this.pingTimer = setInterval(() => this.request("ping").catch(() => {}), PING_EVERY_MS);
+    this.pingTimer = setInterval(() => {
+      if (Date.now() - this.lastHeard > DEAD_AFTER_MS) this.lose();
+      else this.request("ping").catch(() => {});
+    }, PING_EVERY_MS);
   }
 
   scheduleAck() {
