@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
-
-from sqlalchemy import text
+from typing import Any
 
 from facecall.store import Store
+from facecall.store.driver import ONE, Body, Dialect, Q, SqliteDatabase
 from tests.store.factories import T0, ringing_call, token_hash, user_with_device
 
 
@@ -32,6 +33,16 @@ async def test_concurrent_writers_lose_nothing(store: Store) -> None:
             assert resolved is not None and resolved.user_id == users[n % 4].id
     finally:
         await other.close()
+
+
+def _scalar(_d: Dialect, sql: str) -> Body[Any]:
+    row = yield ONE, Q.of(sql), ()
+    return None if row is None else row[0]
+
+
+async def raw_scalar(store: Store, sql: str) -> Any:
+    """The first column of the first row of ``sql``, run on the store's own connections."""
+    return await store._db.read(_scalar, sql)
 
 
 async def test_data_survives_close_and_reopen(tmp_path: Path) -> None:
@@ -61,10 +72,14 @@ async def test_data_survives_close_and_reopen(tmp_path: Path) -> None:
 async def test_sqlite_settings(tmp_path: Path) -> None:
     store = await Store.open(f"sqlite+aiosqlite:///{tmp_path}/s.db")
     try:
-        async with store._db.engine.connect() as conn:
-            assert (await conn.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
-            assert (await conn.execute(text("PRAGMA foreign_keys"))).scalar() == 1
-            assert (await conn.execute(text("PRAGMA busy_timeout"))).scalar() >= 1000
+        db = store._db
+        assert isinstance(db, SqliteDatabase) and db.reader is not db.writer
+        for worker in (db.reader, db.writer):
+            settings = [
+                await worker.submit(lambda conn, p=pragma: conn.execute(f"PRAGMA {p}").fetchone()[0])
+                for pragma in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous")
+            ]
+            assert settings[:2] == ["wal", 1] and settings[2] >= 1000 and settings[3] == 1  # NORMAL
     finally:
         await store.close()
 
@@ -84,10 +99,42 @@ async def test_timestamps_round_trip_and_are_timezone_aware(store: Store) -> Non
         user = await store.create_user(f"t{i}", "T", "h", moment)
         loaded = await store.get_user(user.id)
         assert loaded is not None and abs(loaded.created_at - moment) < 1e-6
-    async with store._db.engine.connect() as conn:
-        raw = (await conn.execute(text("SELECT created_at FROM users WHERE username = 't2'"))).scalar()
+    raw = await raw_scalar(store, "SELECT created_at FROM users WHERE username = 't2'")
     if store.dialect == "postgresql":
         assert isinstance(raw, datetime) and raw.utcoffset() is not None
         assert raw == datetime.fromtimestamp(T0 + 0.123456, tz=UTC)
     else:  # SQLite keeps the UTC wall time as text
         assert str(raw).startswith("2023-11-14 22:13:20.123456")
+
+
+class _BusyConnection:
+    """Stands in for the inline read connection: every statement fails with SQLITE_BUSY."""
+
+    in_transaction = False
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def execute(self, *_args: object) -> Any:
+        self.calls += 1
+        error = sqlite3.OperationalError("database is locked")
+        error.sqlite_errorcode = sqlite3.SQLITE_BUSY  # type: ignore[attr-defined]
+        raise error
+
+
+async def test_inline_read_falls_back_to_reader_thread_when_busy(tmp_path: Path) -> None:
+    store = await Store.open(f"sqlite+aiosqlite:///{tmp_path}/busy.db")
+    try:
+        db = store._db
+        assert isinstance(db, SqliteDatabase) and db.inline is not None
+        alice, a_dev = await user_with_device(store, "alice")
+        real, busy = db.inline, _BusyConnection()
+        db.inline = busy  # type: ignore[assignment]
+        try:
+            assert await store.get_users([alice.id]) == {alice.id: alice}
+            assert await store.list_devices(alice.id) == [a_dev]
+            assert busy.calls == 2
+        finally:
+            db.inline = real
+    finally:
+        await store.close()

@@ -6,20 +6,14 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, insert, select, update
-from sqlalchemy.exc import IntegrityError
-
 from facecall.store import validate
-from facecall.store.db import Database
+from facecall.store.driver import ALL, COUNT, ONE, Body, Database, Dialect, IntegrityViolation, Q
 from facecall.store.errors import InvalidInput, NotFound, TokenExists, UsernameTaken
 from facecall.store.models import (
     DEVICE_NAME_LEN,
     DISPLAY_NAME_LEN,
     PASSWORD_HASH_LEN,
     USERNAME_LEN,
-    devices,
-    tokens,
-    users,
 )
 from facecall.store.records import DEVICE_KINDS, DeviceRecord, TokenRecord, UserRecord
 
@@ -29,28 +23,128 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
-def _user(row: Any) -> UserRecord:
-    m = row._mapping
-    return UserRecord(
-        id=m["id"],
-        username=m["username"],
-        display_name=m["display_name"],
-        password_hash=m["password_hash"],
-        created_at=m["created_at"],
-    )
+USER_COLUMNS = "id, username, display_name, password_hash, created_at"
+DEVICE_COLUMNS = "id, user_id, kind, name, created_at, last_seen_at, removed_at"
+
+USER_BY_ID = Q.of(f"SELECT {USER_COLUMNS} FROM users WHERE id = $1")
+USER_BY_NAME = Q.of(f"SELECT {USER_COLUMNS} FROM users WHERE username = $1")
+USERS_BY_IDS = Q.of(f"SELECT {USER_COLUMNS} FROM users WHERE id {{ids1}}")
+USER_EXISTS = Q.of("SELECT 1 FROM users WHERE id = $1")
+INSERT_USER = Q.of(f"INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5)")
+INSERT_DEVICE = Q.of(f"INSERT INTO user_devices ({DEVICE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, NULL)")
+DEVICES_OF_USERS = Q.of(
+    f"SELECT {DEVICE_COLUMNS} FROM user_devices WHERE user_id {{ids1}} AND removed_at IS NULL "
+    "ORDER BY created_at, id"
+)
+DEVICE_BY_ID = Q.of(f"SELECT {DEVICE_COLUMNS} FROM user_devices WHERE id = $1")
+REMOVE_DEVICE = Q.of(
+    "UPDATE user_devices SET removed_at = $3 WHERE id = $1 AND user_id = $2 AND removed_at IS NULL"
+)
+REVOKE_DEVICE_TOKENS = Q.of(
+    "UPDATE auth_tokens SET revoked_at = $2 WHERE device_id = $1 AND revoked_at IS NULL"
+)
+TOUCH_DEVICE = Q.of("UPDATE user_devices SET last_seen_at = $2 WHERE id = $1")
+OWNED_DEVICE = Q.of("SELECT 1 FROM user_devices WHERE id = $1 AND user_id = $2 AND removed_at IS NULL")
+INSERT_TOKEN = Q.of(
+    "INSERT INTO auth_tokens (token_hash, user_id, device_id, created_at, expires_at, revoked_at) "
+    "VALUES ($1, $2, $3, $4, $5, NULL)"
+)
+RESOLVE_TOKEN = Q.of(
+    "SELECT t.token_hash, t.user_id, t.device_id, t.created_at, t.expires_at, t.revoked_at, d.removed_at "
+    "FROM auth_tokens t LEFT OUTER JOIN user_devices d ON d.id = t.device_id WHERE t.token_hash = $1"
+)
+REVOKE_TOKEN = Q.of("UPDATE auth_tokens SET revoked_at = $2 WHERE token_hash = $1 AND revoked_at IS NULL")
 
 
-def _device(row: Any) -> DeviceRecord:
-    m = row._mapping
+def _user(d: Dialect, r: Any) -> UserRecord:
+    return UserRecord(id=r[0], username=r[1], display_name=r[2], password_hash=r[3], created_at=d.epoch(r[4]))
+
+
+def _device(d: Dialect, r: Any) -> DeviceRecord:
     return DeviceRecord(
-        id=m["id"],
-        user_id=m["user_id"],
-        kind=m["kind"],
-        name=m["name"],
-        created_at=m["created_at"],
-        last_seen_at=m["last_seen_at"],
-        removed_at=m["removed_at"],
+        id=r[0],
+        user_id=r[1],
+        kind=r[2],
+        name=r[3],
+        created_at=d.epoch(r[4]),
+        last_seen_at=d.epoch(r[5]),
+        removed_at=d.epoch(r[6]),
     )
+
+
+# -- transaction bodies (see facecall.store.driver) -----------------------------------------------
+
+
+def _insert_user(d: Dialect, u: UserRecord) -> Body[None]:
+    yield COUNT, INSERT_USER, (u.id, u.username, u.display_name, u.password_hash, d.time(u.created_at))
+
+
+def _one_user(d: Dialect, q: Q, key: str) -> Body[UserRecord | None]:
+    row = yield ONE, q, (key,)
+    return None if row is None else _user(d, row)
+
+
+def _users(d: Dialect, wanted: list[str]) -> Body[dict[str, UserRecord]]:
+    rows = yield ALL, USERS_BY_IDS, (d.ids(wanted),)
+    return {r[0]: _user(d, r) for r in rows}
+
+
+def _insert_device(d: Dialect, dev: DeviceRecord) -> Body[None]:
+    if (yield ONE, USER_EXISTS, (dev.user_id,)) is None:
+        raise NotFound("user", dev.user_id)
+    created = d.time(dev.created_at)
+    yield COUNT, INSERT_DEVICE, (dev.id, dev.user_id, dev.kind, dev.name, created, created)
+
+
+def _devices_of(d: Dialect, wanted: list[str]) -> Body[dict[str, list[DeviceRecord]]]:
+    result: dict[str, list[DeviceRecord]] = {uid: [] for uid in wanted}
+    for row in (yield ALL, DEVICES_OF_USERS, (d.ids(wanted),)):
+        result[row[1]].append(_device(d, row))
+    return result
+
+
+def _one_device(d: Dialect, device_id: str) -> Body[DeviceRecord | None]:
+    row = yield ONE, DEVICE_BY_ID, (device_id,)
+    return None if row is None else _device(d, row)
+
+
+def _remove_device(d: Dialect, user_id: str, device_id: str, moment: float) -> Body[bool]:
+    at = d.time(moment)
+    if (yield COUNT, REMOVE_DEVICE, (device_id, user_id, at)) != 1:
+        return False
+    yield COUNT, REVOKE_DEVICE_TOKENS, (device_id, at)
+    return True
+
+
+def _touch_device(d: Dialect, device_id: str, moment: float) -> Body[None]:
+    if (yield COUNT, TOUCH_DEVICE, (device_id, d.time(moment))) != 1:
+        raise NotFound("device", str(device_id))
+
+
+def _insert_token(d: Dialect, t: TokenRecord) -> Body[None]:
+    if (yield ONE, USER_EXISTS, (t.user_id,)) is None:
+        raise NotFound("user", t.user_id)
+    if t.device_id is not None and (yield ONE, OWNED_DEVICE, (t.device_id, t.user_id)) is None:
+        raise NotFound("device", t.device_id)
+    args = (t.token_hash, t.user_id, t.device_id, d.time(t.created_at), d.time(t.expires_at))
+    yield COUNT, INSERT_TOKEN, args
+
+
+def _resolve_token(d: Dialect, digest: str, moment: float) -> Body[TokenRecord | None]:
+    r = yield ONE, RESOLVE_TOKEN, (digest,)
+    if r is None or r[5] is not None or r[6] is not None:
+        return None
+    expires = d.epoch(r[4])
+    if expires is not None and expires <= moment:
+        return None
+    return TokenRecord(
+        token_hash=r[0], user_id=r[1], device_id=r[2], created_at=d.epoch(r[3]), expires_at=expires,
+        revoked_at=None,
+    )  # fmt: skip
+
+
+def _revoke_token(d: Dialect, digest: str, moment: float) -> Body[bool]:
+    return (yield COUNT, REVOKE_TOKEN, (digest, d.time(moment))) == 1
 
 
 def normalise_username(username: object) -> str:
@@ -81,43 +175,27 @@ class AccountsRepository:
             created_at=validate.instant(now, "now"),
         )
         try:
-            async with self._db.write() as conn:
-                await conn.execute(
-                    insert(users).values(
-                        id=record.id,
-                        username=record.username,
-                        display_name=record.display_name,
-                        password_hash=record.password_hash,
-                        created_at=record.created_at,
-                    )
-                )
-        except IntegrityError as exc:
+            await self._db.write(_insert_user, record)
+        except IntegrityViolation as exc:
             raise UsernameTaken(record.username) from exc
         return record
 
     async def get_user(self, user_id: str) -> UserRecord | None:
         """The user with this id, or None."""
-        async with self._db.read() as conn:
-            row = (await conn.execute(select(users).where(users.c.id == user_id))).first()
-        return None if row is None else _user(row)
+        return await self._db.read(_one_user, USER_BY_ID, user_id)
 
     async def get_user_by_username(self, username: str) -> UserRecord | None:
         """The user with this username (any letter case), or None."""
         if not isinstance(username, str) or not username or len(username) > USERNAME_LEN:
             return None
-        async with self._db.read() as conn:
-            query = select(users).where(users.c.username == username.lower())
-            row = (await conn.execute(query)).first()
-        return None if row is None else _user(row)
+        return await self._db.read(_one_user, USER_BY_NAME, username.lower())
 
     async def get_users(self, user_ids: Sequence[str]) -> dict[str, UserRecord]:
         """The users among ``user_ids`` that exist, by id (unknown ids are simply absent)."""
         wanted = validate.ids(user_ids, "user_ids")
         if not wanted:
             return {}
-        async with self._db.read() as conn:
-            rows = (await conn.execute(select(users).where(users.c.id.in_(wanted)))).all()
-        return {r.id: r for r in map(_user, rows)}
+        return await self._db.read(_users, wanted)
 
     # -- devices -------------------------------------------------------------------------------
 
@@ -133,21 +211,7 @@ class AccountsRepository:
             last_seen_at=moment,
             removed_at=None,
         )
-        async with self._db.write() as conn:
-            exists = (await conn.execute(select(users.c.id).where(users.c.id == user_id))).first()
-            if exists is None:
-                raise NotFound("user", user_id)
-            await conn.execute(
-                insert(devices).values(
-                    id=record.id,
-                    user_id=record.user_id,
-                    kind=record.kind,
-                    name=record.name,
-                    created_at=record.created_at,
-                    last_seen_at=record.last_seen_at,
-                    removed_at=None,
-                )
-            )
+        await self._db.write(_insert_device, record)
         return record
 
     async def list_devices(self, user_id: str) -> list[DeviceRecord]:
@@ -157,26 +221,13 @@ class AccountsRepository:
     async def list_devices_of_users(self, user_ids: Sequence[str]) -> dict[str, list[DeviceRecord]]:
         """Not-removed devices of each user, oldest first; every requested id is a key."""
         wanted = validate.ids(user_ids, "user_ids")
-        result: dict[str, list[DeviceRecord]] = {uid: [] for uid in wanted}
         if not wanted:
-            return result
-        query = (
-            select(devices)
-            .where(devices.c.user_id.in_(wanted), devices.c.removed_at.is_(None))
-            .order_by(devices.c.created_at, devices.c.id)
-        )
-        async with self._db.read() as conn:
-            rows = (await conn.execute(query)).all()
-        for row in rows:
-            device = _device(row)
-            result[device.user_id].append(device)
-        return result
+            return {}
+        return await self._db.read(_devices_of, wanted)
 
     async def get_device(self, device_id: str) -> DeviceRecord | None:
         """The device with this id (removed ones too), or None."""
-        async with self._db.read() as conn:
-            row = (await conn.execute(select(devices).where(devices.c.id == device_id))).first()
-        return None if row is None else _device(row)
+        return await self._db.read(_one_device, device_id)
 
     async def remove_device(self, user_id: str, device_id: str, now: float) -> bool:
         """Remove one of the user's devices and revoke its tokens.
@@ -185,34 +236,12 @@ class AccountsRepository:
         was removed already.
         """
         moment = validate.instant(now, "now")
-        async with self._db.write() as conn:
-            result = await conn.execute(
-                update(devices)
-                .where(
-                    devices.c.id == device_id,
-                    devices.c.user_id == user_id,
-                    devices.c.removed_at.is_(None),
-                )
-                .values(removed_at=moment)
-            )
-            if result.rowcount != 1:
-                return False
-            await conn.execute(
-                update(tokens)
-                .where(tokens.c.device_id == device_id, tokens.c.revoked_at.is_(None))
-                .values(revoked_at=moment)
-            )
-        return True
+        return await self._db.write(_remove_device, user_id, device_id, moment)
 
     async def touch_device(self, device_id: str, now: float) -> None:
         """Record that the device was seen at ``now``. Raises :class:`NotFound` if unknown."""
         moment = validate.instant(now, "now")
-        async with self._db.write() as conn:
-            result = await conn.execute(
-                update(devices).where(devices.c.id == device_id).values(last_seen_at=moment)
-            )
-            if result.rowcount != 1:
-                raise NotFound("device", str(device_id))
+        await self._db.write(_touch_device, device_id, moment)
 
     # -- tokens --------------------------------------------------------------------------------
 
@@ -229,36 +258,17 @@ class AccountsRepository:
         Raises :class:`NotFound` for an unknown user, or a device that is not the user's (or was
         removed); :class:`TokenExists` if the hash is stored already.
         """
-        digest = validate.token_hash(token_hash)
-        validate.ident(user_id, "user_id")
-        validate.optional_ident(device_id, "device_id")
-        created = validate.instant(now, "now")
-        expires = validate.optional_instant(expires_at, "expires_at")
+        record = TokenRecord(
+            token_hash=validate.token_hash(token_hash),
+            user_id=validate.ident(user_id, "user_id"),
+            device_id=validate.optional_ident(device_id, "device_id"),
+            created_at=validate.instant(now, "now"),
+            expires_at=validate.optional_instant(expires_at, "expires_at"),
+            revoked_at=None,
+        )
         try:
-            async with self._db.write() as conn:
-                if (await conn.execute(select(users.c.id).where(users.c.id == user_id))).first() is None:
-                    raise NotFound("user", user_id)
-                if device_id is not None:
-                    owned = await conn.execute(
-                        select(devices.c.id).where(
-                            devices.c.id == device_id,
-                            devices.c.user_id == user_id,
-                            devices.c.removed_at.is_(None),
-                        )
-                    )
-                    if owned.first() is None:
-                        raise NotFound("device", device_id)
-                await conn.execute(
-                    insert(tokens).values(
-                        token_hash=digest,
-                        user_id=user_id,
-                        device_id=device_id,
-                        created_at=created,
-                        expires_at=expires,
-                        revoked_at=None,
-                    )
-                )
-        except IntegrityError as exc:
+            await self._db.write(_insert_token, record)
+        except IntegrityViolation as exc:
             raise TokenExists() from exc
 
     async def resolve_token(self, token_hash: str, now: float) -> TokenRecord | None:
@@ -269,28 +279,7 @@ class AccountsRepository:
         except InvalidInput:
             return None
         moment = validate.instant(now, "now")
-        query = (
-            select(tokens, devices.c.removed_at.label("device_removed_at"))
-            .select_from(tokens.outerjoin(devices, devices.c.id == tokens.c.device_id))
-            .where(tokens.c.token_hash == digest)
-        )
-        async with self._db.read() as conn:
-            row = (await conn.execute(query)).first()
-        if row is None:
-            return None
-        m = row._mapping
-        if m["revoked_at"] is not None or m["device_removed_at"] is not None:
-            return None
-        if m["expires_at"] is not None and m["expires_at"] <= moment:
-            return None
-        return TokenRecord(
-            token_hash=m["token_hash"],
-            user_id=m["user_id"],
-            device_id=m["device_id"],
-            created_at=m["created_at"],
-            expires_at=m["expires_at"],
-            revoked_at=m["revoked_at"],
-        )
+        return await self._db.read(_resolve_token, digest, moment)
 
     async def revoke_token(self, token_hash: str, now: float) -> bool:
         """Revoke a token. Returns whether a live token was revoked (unknown or already revoked
@@ -300,10 +289,4 @@ class AccountsRepository:
         except InvalidInput:
             return False
         moment = validate.instant(now, "now")
-        async with self._db.write() as conn:
-            result = await conn.execute(
-                update(tokens)
-                .where(and_(tokens.c.token_hash == digest, tokens.c.revoked_at.is_(None)))
-                .values(revoked_at=moment)
-            )
-        return result.rowcount == 1
+        return await self._db.write(_revoke_token, digest, moment)

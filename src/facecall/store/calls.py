@@ -1,32 +1,30 @@
 """Calls, their participants and device legs, with optimistic concurrency on ``version``.
 
 Each write is one transaction: the ``calls`` row (with the state machine's snapshot) and the
-child rows are written together or not at all.
+child rows are written together or not at all -- one statement for the call row, one batch for
+the participants and one for the legs.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Insert, Table, and_, exists, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from facecall.store import validate
-from facecall.store.db import Database
-from facecall.store.errors import CallExists, InvalidInput, NotFound, StaleVersion
-from facecall.store.models import (
-    REASON_LEN,
-    STATE_LEN,
-    calls,
-    devices,
-    legs,
-    participants,
-    users,
+from facecall.store.driver import (
+    ALL,
+    COLUMN,
+    COUNT,
+    MANY,
+    ONE,
+    Body,
+    Database,
+    Dialect,
+    IntegrityViolation,
+    Q,
 )
+from facecall.store.errors import CallExists, InvalidInput, NotFound, StaleVersion
+from facecall.store.models import REASON_LEN, STATE_LEN
 from facecall.store.records import (
     CALL_STATES,
     MEDIA_KINDS,
@@ -40,25 +38,80 @@ from facecall.store.records import (
 MAX_QUERY_LIMIT = 10_000
 
 
-def _call_values(call: CallWrite) -> dict[str, Any]:
-    """Validated column values of the ``calls`` row (without ``version``)."""
-    return {
-        "id": validate.ident(call.call_id, "call_id"),
-        "media": validate.choice(call.media, "media", MEDIA_KINDS),
-        "state": validate.choice(call.state, "state", CALL_STATES),
-        "caller_user_id": validate.ident(call.caller_user_id, "caller_user_id"),
-        "caller_device_id": validate.optional_ident(call.caller_device_id, "caller_device_id"),
-        "created_at": validate.instant(call.created_at, "created_at"),
-        "answered_at": validate.optional_instant(call.answered_at, "answered_at"),
-        "ended_at": validate.optional_instant(call.ended_at, "ended_at"),
-        "end_reason": validate.optional_text(call.end_reason, "end_reason", REASON_LEN),
-        "next_deadline": validate.optional_instant(call.next_deadline, "next_deadline"),
-        "snapshot": validate.snapshot(call.snapshot),
-    }
+CALL_COLUMNS = (
+    "id, media, state, caller_user_id, caller_device_id, created_at, answered_at, ended_at, "
+    "end_reason, next_deadline, snapshot, version"
+)
+PART_COLUMNS = "call_id, user_id, role, state, end_reason, invited_at, joined_at, left_at, answered_device_id"
+LEG_COLUMNS = "call_id, user_id, device_id, state, end_reason, updated_at"
+
+INSERT_CALL = Q.of(
+    f"INSERT INTO calls ({CALL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1)"
+)
+UPDATE_CALL = Q.of(
+    "UPDATE calls SET media = $2, state = $3, caller_user_id = $4, caller_device_id = $5, created_at = $6, "
+    "answered_at = $7, ended_at = $8, end_reason = $9, next_deadline = $10, snapshot = $11, "
+    "version = version + 1 WHERE id = $1 AND version = $12"
+)
+CALL_VERSION = Q.of("SELECT version FROM calls WHERE id = $1")
+UPSERT_PART = Q.of(
+    f"INSERT INTO call_participants ({PART_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+    "ON CONFLICT (call_id, user_id) DO UPDATE SET role = excluded.role, state = excluded.state, "
+    "end_reason = excluded.end_reason, invited_at = excluded.invited_at, joined_at = excluded.joined_at, "
+    "left_at = excluded.left_at, answered_device_id = excluded.answered_device_id"
+)
+UPSERT_LEG = Q.of(
+    f"INSERT INTO call_device_legs ({LEG_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) "
+    "ON CONFLICT (call_id, device_id) DO UPDATE SET user_id = excluded.user_id, state = excluded.state, "
+    "end_reason = excluded.end_reason, updated_at = excluded.updated_at"
+)
+CALL_BY_ID = Q.of(f"SELECT {CALL_COLUMNS} FROM calls WHERE id = $1")
+PARTS_OF_CALL = Q.of(
+    f"SELECT {PART_COLUMNS} FROM call_participants WHERE call_id = $1 ORDER BY invited_at, user_id"
+)
+LEGS_OF_CALL = Q.of(
+    f"SELECT {LEG_COLUMNS} FROM call_device_legs WHERE call_id = $1 ORDER BY user_id, device_id"
+)
+DUE_CALLS = Q.of(
+    "SELECT id FROM calls WHERE next_deadline <= $1 AND state != 'ended' ORDER BY next_deadline, id LIMIT $2"
+)
+UNENDED_CALLS = Q.of("SELECT id FROM calls WHERE state != 'ended' ORDER BY created_at, id")
+LIVE_CALLS_OF_USER = Q.of(
+    "SELECT c.id FROM call_participants p JOIN calls c ON c.id = p.call_id "
+    "WHERE p.user_id = $1 AND p.end_reason IS NULL AND c.state != 'ended' ORDER BY c.created_at, c.id"
+)
+RINGING_BETWEEN = Q.of(
+    "SELECT c.id FROM calls c WHERE c.state = 'ringing' AND c.caller_user_id = $1 AND EXISTS "
+    "(SELECT 1 FROM call_participants p WHERE p.call_id = c.id AND p.user_id = $2 AND p.role = 'callee' "
+    "AND p.end_reason IS NULL) ORDER BY c.created_at, c.id"
+)
+CALL_EXISTS = Q.of("SELECT 1 FROM calls WHERE id = $1")
+KNOWN_USERS = Q.of("SELECT id FROM users WHERE id {ids1}")
+KNOWN_DEVICES = Q.of("SELECT id FROM user_devices WHERE id {ids1}")
+PART_USERS_OF_CALL = Q.of("SELECT user_id FROM call_participants WHERE call_id = $1")
+
+CallRow = tuple[Any, ...]
 
 
-def _participant_values(call: CallWrite) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
+def _call_values(call: CallWrite) -> CallRow:
+    """Validated ``calls`` columns (without ``version``), times as epoch seconds."""
+    return (
+        validate.ident(call.call_id, "call_id"),
+        validate.choice(call.media, "media", MEDIA_KINDS),
+        validate.choice(call.state, "state", CALL_STATES),
+        validate.ident(call.caller_user_id, "caller_user_id"),
+        validate.optional_ident(call.caller_device_id, "caller_device_id"),
+        validate.instant(call.created_at, "created_at"),
+        validate.optional_instant(call.answered_at, "answered_at"),
+        validate.optional_instant(call.ended_at, "ended_at"),
+        validate.optional_text(call.end_reason, "end_reason", REASON_LEN),
+        validate.optional_instant(call.next_deadline, "next_deadline"),
+        validate.snapshot(call.snapshot),
+    )
+
+
+def _participant_values(call: CallWrite) -> list[CallRow]:
+    rows: list[CallRow] = []
     seen: set[str] = set()
     for p in call.participants:
         user_id = validate.ident(p.user_id, "participants.user_id")
@@ -66,25 +119,23 @@ def _participant_values(call: CallWrite) -> list[dict[str, Any]]:
             raise InvalidInput("participants", f"user {user_id} is listed twice")
         seen.add(user_id)
         rows.append(
-            {
-                "call_id": call.call_id,
-                "user_id": user_id,
-                "role": validate.choice(p.role, "participants.role", ROLES),
-                "state": validate.text(p.state, "participants.state", STATE_LEN),
-                "end_reason": validate.optional_text(p.end_reason, "participants.end_reason", REASON_LEN),
-                "invited_at": validate.instant(p.invited_at, "participants.invited_at"),
-                "joined_at": validate.optional_instant(p.joined_at, "participants.joined_at"),
-                "left_at": validate.optional_instant(p.left_at, "participants.left_at"),
-                "answered_device_id": validate.optional_ident(
-                    p.answered_device_id, "participants.answered_device_id"
-                ),
-            }
+            (
+                call.call_id,
+                user_id,
+                validate.choice(p.role, "participants.role", ROLES),
+                validate.text(p.state, "participants.state", STATE_LEN),
+                validate.optional_text(p.end_reason, "participants.end_reason", REASON_LEN),
+                validate.instant(p.invited_at, "participants.invited_at"),
+                validate.optional_instant(p.joined_at, "participants.joined_at"),
+                validate.optional_instant(p.left_at, "participants.left_at"),
+                validate.optional_ident(p.answered_device_id, "participants.answered_device_id"),
+            )
         )
     return rows
 
 
-def _leg_values(call: CallWrite) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
+def _leg_values(call: CallWrite) -> list[CallRow]:
+    rows: list[CallRow] = []
     seen: set[str] = set()
     for leg in call.legs:
         device_id = validate.ident(leg.device_id, "legs.device_id")
@@ -92,34 +143,114 @@ def _leg_values(call: CallWrite) -> list[dict[str, Any]]:
             raise InvalidInput("legs", f"device {device_id} is listed twice")
         seen.add(device_id)
         rows.append(
-            {
-                "call_id": call.call_id,
-                "user_id": validate.ident(leg.user_id, "legs.user_id"),
-                "device_id": device_id,
-                "state": validate.text(leg.state, "legs.state", STATE_LEN),
-                "end_reason": validate.optional_text(leg.end_reason, "legs.end_reason", REASON_LEN),
-                "updated_at": validate.instant(leg.updated_at, "legs.updated_at"),
-            }
+            (
+                call.call_id,
+                validate.ident(leg.user_id, "legs.user_id"),
+                device_id,
+                validate.text(leg.state, "legs.state", STATE_LEN),
+                validate.optional_text(leg.end_reason, "legs.end_reason", REASON_LEN),
+                validate.instant(leg.updated_at, "legs.updated_at"),
+            )
         )
     return rows
 
 
-def _upsert(dialect: str, table: Table, keys: Sequence[str]) -> Insert:
-    """``INSERT ... ON CONFLICT (keys) DO UPDATE SET <every other column>`` for the dialect."""
-    stmt: Any = (postgresql if dialect == "postgresql" else sqlite).insert(table)
-    others = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
-    result: Insert = stmt.on_conflict_do_update(index_elements=list(keys), set_=others)
-    return result
+def _participant(d: Dialect, r: Any) -> ParticipantRecord:
+    return ParticipantRecord(
+        call_id=r[0], user_id=r[1], role=r[2], state=r[3], end_reason=r[4], invited_at=d.epoch(r[5]),
+        joined_at=d.epoch(r[6]), left_at=d.epoch(r[7]), answered_device_id=r[8],
+    )  # fmt: skip
 
 
-def _participant(row: Any) -> ParticipantRecord:
-    m = row._mapping
-    return ParticipantRecord(**{k: m[k] for k in ParticipantRecord.__dataclass_fields__})
+def _leg(d: Dialect, r: Any) -> LegRecord:
+    return LegRecord(
+        call_id=r[0], user_id=r[1], device_id=r[2], state=r[3], end_reason=r[4], updated_at=d.epoch(r[5])
+    )
 
 
-def _leg(row: Any) -> LegRecord:
-    m = row._mapping
-    return LegRecord(**{k: m[k] for k in LegRecord.__dataclass_fields__})
+# -- transaction bodies (see facecall.store.driver) -----------------------------------------------
+
+
+def _bound_call(d: Dialect, r: CallRow) -> CallRow:
+    t = d.time
+    return (r[0], r[1], r[2], r[3], r[4], t(r[5]), t(r[6]), t(r[7]), r[8], t(r[9]), r[10])
+
+
+def _write_children(d: Dialect, parts: list[CallRow], leg_rows: list[CallRow]) -> Body[None]:
+    t = d.time
+    if parts:
+        rows = [(*p[:5], t(p[5]), t(p[6]), t(p[7]), p[8]) for p in parts]
+        yield MANY, UPSERT_PART, rows
+    if leg_rows:
+        yield MANY, UPSERT_LEG, [(*g[:5], t(g[5])) for g in leg_rows]
+
+
+def _create(d: Dialect, row: CallRow, parts: list[CallRow], leg_rows: list[CallRow]) -> Body[None]:
+    yield COUNT, INSERT_CALL, _bound_call(d, row)
+    yield from _write_children(d, parts, leg_rows)
+
+
+def _save(
+    d: Dialect, row: CallRow, parts: list[CallRow], leg_rows: list[CallRow], expected: int
+) -> Body[None]:
+    if (yield COUNT, UPDATE_CALL, (*_bound_call(d, row), expected)) != 1:
+        actual = yield ONE, CALL_VERSION, (row[0],)
+        if actual is None:
+            raise NotFound("call", row[0])
+        raise StaleVersion(row[0], expected, actual[0])
+    yield from _write_children(d, parts, leg_rows)
+
+
+def _explain(d: Dialect, call: CallWrite, creating: bool) -> Body[Exception]:
+    """After an integrity error, find out what was wrong."""
+    user_ids = {call.caller_user_id, *(p.user_id for p in call.participants)}
+    user_ids |= {leg.user_id for leg in call.legs}
+    device_ids = {leg.device_id for leg in call.legs}
+    device_ids |= {p.answered_device_id for p in call.participants if p.answered_device_id}
+    if call.caller_device_id is not None:
+        device_ids.add(call.caller_device_id)
+    if creating and (yield ONE, CALL_EXISTS, (call.call_id,)) is not None:
+        return CallExists(call.call_id)
+    known_users = set((yield COLUMN, KNOWN_USERS, (d.ids(sorted(user_ids)),)))
+    if missing := user_ids - known_users:
+        return NotFound("user", sorted(missing))
+    known_devices = set((yield COLUMN, KNOWN_DEVICES, (d.ids(sorted(device_ids)),)))
+    if missing := device_ids - known_devices:
+        return NotFound("device", sorted(missing))
+    stored = set((yield COLUMN, PART_USERS_OF_CALL, (call.call_id,)))
+    orphans = {leg.user_id for leg in call.legs} - stored - {p.user_id for p in call.participants}
+    if orphans:
+        return InvalidInput("legs", f"no participant row for user(s) {', '.join(sorted(orphans))}")
+    return InvalidInput("call", "the write violates an integrity constraint")
+
+
+def _load(d: Dialect, call_id: str, with_rows: bool) -> Body[StoredCall | None]:
+    m = yield ONE, CALL_BY_ID, (call_id,)
+    if m is None:
+        return None
+    part_rows: list[Any] = []
+    leg_rows: list[Any] = []
+    if with_rows:
+        part_rows = yield ALL, PARTS_OF_CALL, (call_id,)
+        leg_rows = yield ALL, LEGS_OF_CALL, (call_id,)
+    e = d.epoch
+    return StoredCall(
+        call_id=m[0], version=m[11], snapshot=json.loads(m[10]), state=m[2], media=m[1],
+        caller_user_id=m[3], caller_device_id=m[4], created_at=e(m[5]), answered_at=e(m[6]),
+        ended_at=e(m[7]), end_reason=m[8], next_deadline=e(m[9]),
+        participants=tuple(_participant(d, r) for r in part_rows),
+        legs=tuple(_leg(d, r) for r in leg_rows),
+    )  # fmt: skip
+
+
+def _ids(_d: Dialect, q: Q, *args: Any) -> Body[list[str]]:
+    ids: list[str] = yield COLUMN, q, args
+    return ids
+
+
+def _due(d: Dialect, moment: float, limit: int) -> Body[list[str]]:
+    ids: list[str] = yield COLUMN, DUE_CALLS, (d.time(moment), limit)
+    return ids
 
 
 class CallsRepository:
@@ -127,49 +258,9 @@ class CallsRepository:
 
     _db: Database
 
-    async def _write_children(
-        self, conn: AsyncConnection, parts: list[dict[str, Any]], leg_rows: list[dict[str, Any]]
-    ) -> None:
-        dialect = self._db.dialect
-        if parts:
-            await conn.execute(_upsert(dialect, participants, ("call_id", "user_id")), parts)
-        if leg_rows:
-            await conn.execute(_upsert(dialect, legs, ("call_id", "device_id")), leg_rows)
-
     async def _explain_failure(self, call: CallWrite, creating: bool) -> Exception:
         """After an integrity error, find out what was wrong (in a fresh transaction)."""
-        user_ids = {call.caller_user_id, *(p.user_id for p in call.participants)}
-        user_ids |= {leg.user_id for leg in call.legs}
-        device_ids = {leg.device_id for leg in call.legs}
-        device_ids |= {p.answered_device_id for p in call.participants if p.answered_device_id}
-        if call.caller_device_id is not None:
-            device_ids.add(call.caller_device_id)
-        async with self._db.read() as conn:
-            if creating:
-                found = await conn.execute(select(calls.c.id).where(calls.c.id == call.call_id))
-                if found.first() is not None:
-                    return CallExists(call.call_id)
-            known_users = set(
-                (await conn.execute(select(users.c.id).where(users.c.id.in_(user_ids)))).scalars()
-            )
-            if missing := user_ids - known_users:
-                return NotFound("user", sorted(missing))
-            known_devices = set(
-                (await conn.execute(select(devices.c.id).where(devices.c.id.in_(device_ids)))).scalars()
-            )
-            if missing := device_ids - known_devices:
-                return NotFound("device", sorted(missing))
-            stored = set(
-                (
-                    await conn.execute(
-                        select(participants.c.user_id).where(participants.c.call_id == call.call_id)
-                    )
-                ).scalars()
-            )
-        orphans = {leg.user_id for leg in call.legs} - stored - {p.user_id for p in call.participants}
-        if orphans:
-            return InvalidInput("legs", f"no participant row for user(s) {', '.join(sorted(orphans))}")
-        return InvalidInput("call", "the write violates an integrity constraint")
+        return await self._db.read(_explain, call, creating, atomic=True)
 
     async def create_call(self, call: CallWrite) -> int:
         """Insert a call with its participants and legs; returns its version (1).
@@ -181,10 +272,8 @@ class CallsRepository:
         parts = _participant_values(call)
         leg_rows = _leg_values(call)
         try:
-            async with self._db.write() as conn:
-                await conn.execute(insert(calls).values(**row, version=1))
-                await self._write_children(conn, parts, leg_rows)
-        except IntegrityError as exc:
+            await self._db.write(_create, row, parts, leg_rows)
+        except IntegrityViolation as exc:
             raise await self._explain_failure(call, creating=True) from exc
         return 1
 
@@ -201,120 +290,31 @@ class CallsRepository:
         if isinstance(expected_version, bool) or not isinstance(expected_version, int):
             raise InvalidInput("expected_version", "must be an integer")
         try:
-            async with self._db.write() as conn:
-                result = await conn.execute(
-                    update(calls)
-                    .where(calls.c.id == call.call_id, calls.c.version == expected_version)
-                    .values(**{k: v for k, v in row.items() if k != "id"}, version=calls.c.version + 1)
-                )
-                if result.rowcount != 1:
-                    query = select(calls.c.version).where(calls.c.id == call.call_id)
-                    actual = (await conn.execute(query)).scalar()
-                    if actual is None:
-                        raise NotFound("call", call.call_id)
-                    raise StaleVersion(call.call_id, expected_version, actual)
-                await self._write_children(conn, parts, leg_rows)
-        except IntegrityError as exc:
+            await self._db.write(_save, row, parts, leg_rows, expected_version)
+        except IntegrityViolation as exc:
             raise await self._explain_failure(call, creating=False) from exc
         return expected_version + 1
 
     async def load_call(self, call_id: str, *, with_rows: bool = True) -> StoredCall | None:
         """The stored call, or None. ``with_rows=False`` skips participants and legs."""
-        async with self._db.read() as conn:
-            found = (await conn.execute(select(calls).where(calls.c.id == call_id))).first()
-            if found is None:
-                return None
-            part_rows: list[Any] = []
-            leg_rows: list[Any] = []
-            if with_rows:
-                part_rows = list(
-                    (
-                        await conn.execute(
-                            select(participants)
-                            .where(participants.c.call_id == call_id)
-                            .order_by(participants.c.invited_at, participants.c.user_id)
-                        )
-                    ).all()
-                )
-                leg_rows = list(
-                    (
-                        await conn.execute(
-                            select(legs)
-                            .where(legs.c.call_id == call_id)
-                            .order_by(legs.c.user_id, legs.c.device_id)
-                        )
-                    ).all()
-                )
-        m = found._mapping
-        return StoredCall(
-            call_id=m["id"],
-            version=m["version"],
-            snapshot=json.loads(m["snapshot"]),
-            state=m["state"],
-            media=m["media"],
-            caller_user_id=m["caller_user_id"],
-            caller_device_id=m["caller_device_id"],
-            created_at=m["created_at"],
-            answered_at=m["answered_at"],
-            ended_at=m["ended_at"],
-            end_reason=m["end_reason"],
-            next_deadline=m["next_deadline"],
-            participants=tuple(map(_participant, part_rows)),
-            legs=tuple(map(_leg, leg_rows)),
-        )
+        return await self._db.read(_load, call_id, with_rows, atomic=with_rows)
 
     async def due_calls(self, now: float, limit: int = 100) -> list[str]:
         """Ids of calls not ended whose ``next_deadline <= now``, earliest deadline first."""
         moment = validate.instant(now, "now")
         validate.positive_int(limit, "limit", MAX_QUERY_LIMIT)
-        query = (
-            select(calls.c.id)
-            .where(calls.c.next_deadline <= moment, calls.c.state != "ended")
-            .order_by(calls.c.next_deadline, calls.c.id)
-            .limit(limit)
-        )
-        async with self._db.read() as conn:
-            return list((await conn.execute(query)).scalars())
+        return await self._db.read(_due, moment, limit)
 
     async def unended_calls(self) -> list[str]:
         """Ids of every call that has not ended, oldest first (for recovery after a restart)."""
-        query = select(calls.c.id).where(calls.c.state != "ended").order_by(calls.c.created_at, calls.c.id)
-        async with self._db.read() as conn:
-            return list((await conn.execute(query)).scalars())
+        return await self._db.read(_ids, UNENDED_CALLS)
 
     async def live_calls_of_user(self, user_id: str) -> list[str]:
         """Ids of calls not ended in which the user's participant row is live (its
         ``end_reason`` is NULL), oldest first."""
-        query = (
-            select(calls.c.id)
-            .join(participants, participants.c.call_id == calls.c.id)
-            .where(
-                participants.c.user_id == user_id,
-                participants.c.end_reason.is_(None),
-                calls.c.state != "ended",
-            )
-            .order_by(calls.c.created_at, calls.c.id)
-        )
-        async with self._db.read() as conn:
-            return list((await conn.execute(query)).scalars())
+        return await self._db.read(_ids, LIVE_CALLS_OF_USER, user_id)
 
     async def ringing_calls_between(self, caller_user_id: str, callee_user_id: str) -> list[str]:
         """Ids of ringing calls placed by ``caller_user_id`` in which ``callee_user_id`` is a
         callee still live (``end_reason`` NULL) -- what glare detection needs."""
-        callee = and_(
-            participants.c.call_id == calls.c.id,
-            participants.c.user_id == callee_user_id,
-            participants.c.role == "callee",
-            participants.c.end_reason.is_(None),
-        )
-        query = (
-            select(calls.c.id)
-            .where(
-                calls.c.state == "ringing",
-                calls.c.caller_user_id == caller_user_id,
-                exists().where(callee),
-            )
-            .order_by(calls.c.created_at, calls.c.id)
-        )
-        async with self._db.read() as conn:
-            return list((await conn.execute(query)).scalars())
+        return await self._db.read(_ids, RINGING_BETWEEN, caller_user_id, callee_user_id)

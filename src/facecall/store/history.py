@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
-
 from facecall.store import validate
-from facecall.store.db import Database
-from facecall.store.models import calls, participants, users
+from facecall.store.driver import ALL, Body, Database, Dialect, Q
 from facecall.store.records import MISSED_REASONS, HistoryEntry, HistoryParty
 
 MAX_HISTORY_LIMIT = 500
@@ -21,25 +18,56 @@ def is_missed(role: str, joined_at: float | None, own_reason: str | None, call_r
     return role == "callee" and joined_at is None and reason in MISSED_REASONS
 
 
-def _entry(m: Any, others: tuple[HistoryParty, ...]) -> HistoryEntry:
-    answered, ended = m["answered_at"], m["ended_at"]
+_MINE = (
+    "SELECT c.id, c.media, c.state, c.caller_user_id, c.created_at, c.answered_at, c.ended_at, c.end_reason, "
+    "me.role, me.state, me.end_reason, me.joined_at "
+    "FROM call_participants me JOIN calls c ON c.id = me.call_id WHERE me.user_id = $1"
+)
+MY_CALLS = Q.of(f"{_MINE} ORDER BY c.created_at DESC, c.id DESC LIMIT $2")
+MY_CALLS_BEFORE = Q.of(f"{_MINE} AND c.created_at < $3 ORDER BY c.created_at DESC, c.id DESC LIMIT $2")
+OTHERS = Q.of(
+    "SELECT p.call_id, p.user_id, u.username, u.display_name, p.role, p.state, p.end_reason "
+    "FROM call_participants p JOIN users u ON u.id = p.user_id "
+    "WHERE p.user_id != $1 AND p.call_id {ids2} ORDER BY p.invited_at, p.user_id"
+)
+
+
+def _entry(d: Dialect, m: Any, others: tuple[HistoryParty, ...]) -> HistoryEntry:
+    answered, ended = d.epoch(m[5]), d.epoch(m[6])
+    role, own_reason, joined = m[8], m[10], d.epoch(m[11])
     return HistoryEntry(
-        call_id=m["id"],
-        media=m["media"],
-        direction="outgoing" if m["role"] == "caller" else "incoming",
-        caller_user_id=m["caller_user_id"],
+        call_id=m[0],
+        media=m[1],
+        direction="outgoing" if role == "caller" else "incoming",
+        caller_user_id=m[3],
         others=others,
-        my_state=m["own_state"],
-        my_end_reason=m["own_end_reason"],
-        call_state=m["state"],
-        end_reason=m["end_reason"],
-        missed=is_missed(m["role"], m["joined_at"], m["own_end_reason"], m["end_reason"]),
-        created_at=m["created_at"],
+        my_state=m[9],
+        my_end_reason=own_reason,
+        call_state=m[2],
+        end_reason=m[7],
+        missed=is_missed(role, joined, own_reason, m[7]),
+        created_at=d.epoch(m[4]),
         answered_at=answered,
         ended_at=ended,
-        joined_at=m["joined_at"],
+        joined_at=joined,
         duration=None if answered is None or ended is None else max(0.0, ended - answered),
     )
+
+
+def _history(d: Dialect, user_id: str, limit: int, cutoff: float | None) -> Body[list[HistoryEntry]]:
+    if cutoff is None:
+        rows = yield ALL, MY_CALLS, (user_id, limit)
+    else:
+        rows = yield ALL, MY_CALLS_BEFORE, (user_id, limit, d.time(cutoff))
+    others: dict[str, list[HistoryParty]] = {row[0]: [] for row in rows}
+    if others:
+        for o in (yield ALL, OTHERS, (user_id, d.ids(list(others)))):
+            others[o[0]].append(
+                HistoryParty(
+                    user_id=o[1], username=o[2], display_name=o[3], role=o[4], state=o[5], end_reason=o[6]
+                )
+            )
+    return [_entry(d, row, tuple(others[row[0]])) for row in rows]
 
 
 class HistoryRepository:
@@ -54,42 +82,4 @@ class HistoryRepository:
         when given (pass the last entry's ``created_at`` to page on)."""
         validate.positive_int(limit, "limit", MAX_HISTORY_LIMIT)
         cutoff = validate.optional_instant(before, "before")
-        me = participants.alias("me")
-        query = (
-            select(
-                calls,
-                me.c.role,
-                me.c.state.label("own_state"),
-                me.c.end_reason.label("own_end_reason"),
-                me.c.joined_at,
-            )
-            .join(me, me.c.call_id == calls.c.id)
-            .where(me.c.user_id == user_id)
-            .order_by(calls.c.created_at.desc(), calls.c.id.desc())
-            .limit(limit)
-        )
-        if cutoff is not None:
-            query = query.where(calls.c.created_at < cutoff)
-        async with self._db.read() as conn:
-            rows = (await conn.execute(query)).all()
-            call_ids = [row.id for row in rows]
-            others: dict[str, list[HistoryParty]] = {cid: [] for cid in call_ids}
-            if call_ids:
-                other_rows = await conn.execute(
-                    select(participants, users.c.username, users.c.display_name)
-                    .join(users, users.c.id == participants.c.user_id)
-                    .where(participants.c.call_id.in_(call_ids), participants.c.user_id != user_id)
-                    .order_by(participants.c.invited_at, participants.c.user_id)
-                )
-                for o in other_rows:
-                    others[o.call_id].append(
-                        HistoryParty(
-                            user_id=o.user_id,
-                            username=o.username,
-                            display_name=o.display_name,
-                            role=o.role,
-                            state=o.state,
-                            end_reason=o.end_reason,
-                        )
-                    )
-        return [_entry(row._mapping, tuple(others[row.id])) for row in rows]
+        return await self._db.read(_history, user_id, limit, cutoff, atomic=True, offload=True)

@@ -7,16 +7,25 @@ transaction; on PostgreSQL an advisory lock serialises nodes migrating at the sa
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import StaticPool
 
-from facecall.store.db import Database, create_engine, is_sqlite_memory
+from facecall.store.db import (
+    WRITE_OPTION,
+    create_engine,
+    is_sqlite_memory,
+    sqlite_listeners,
+    write_transaction,
+)
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 #: pg_advisory_xact_lock key held while migrating ("facecall" in ASCII, as an int64)
@@ -58,9 +67,21 @@ async def run_migrations(engine: AsyncEngine, action: str = "upgrade", revision:
     """``alembic upgrade|downgrade <revision>`` on ``engine``, in one transaction."""
     if action not in ("upgrade", "downgrade"):
         raise ValueError(f"unknown migration action: {action}")
-    db = Database(engine)
-    async with db.write() as conn:
+    async with write_transaction(engine) as conn:
         await conn.run_sync(_run, action, revision)
+
+
+def upgrade_sqlite_connection(connection: sqlite3.Connection) -> None:
+    """``alembic upgrade head`` over an open stdlib SQLite connection (in ``BEGIN IMMEDIATE``).
+
+    The store migrates on its own writer connection, which an in-memory database needs."""
+    engine = create_sync_engine("sqlite://", creator=lambda: connection, poolclass=StaticPool)
+    sqlite_listeners(engine)
+    # not disposed: that would close the store's connection
+    with engine.connect() as conn:
+        conn = conn.execution_options(**{WRITE_OPTION: True})
+        with conn.begin():
+            _run(conn, "upgrade", "head")
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:

@@ -1,6 +1,7 @@
 """Tables, in SQLAlchemy 2 typed declarative style.
 
-Migration ``0001`` creates exactly these; a test compares the migrated schema with this metadata.
+Migrations ``0001`` and ``0002`` create exactly these; a test compares the migrated schema with
+this metadata.
 """
 
 from __future__ import annotations
@@ -9,11 +10,13 @@ from sqlalchemy import (
     CheckConstraint,
     ForeignKey,
     ForeignKeyConstraint,
+    Index,
     Integer,
     MetaData,
     String,
     Table,
     Text,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -36,6 +39,11 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+def partial_index(name: str, *columns: str, where: str) -> Index:
+    """An index of only the rows matching ``where`` (SQLite and PostgreSQL)."""
+    return Index(name, *columns, sqlite_where=text(where), postgresql_where=text(where))
 
 
 def one_of(column: str, values: tuple[str, ...]) -> str:
@@ -102,18 +110,21 @@ class CallRow(Base):
     __table_args__ = (
         CheckConstraint(one_of("media", MEDIA_KINDS), name="media"),
         CheckConstraint(one_of("state", CALL_STATES), name="state"),
+        partial_index("ix_calls_ringing", "caller_user_id", "created_at", "id", where="state = 'ringing'"),
+        partial_index("ix_calls_due", "next_deadline", "id", where="state != 'ended'"),
+        partial_index("ix_calls_unended", "created_at", "id", where="state != 'ended'"),
     )
 
     id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
     media: Mapped[str] = mapped_column(String(8))
-    state: Mapped[str] = mapped_column(String(16), index=True)
+    state: Mapped[str] = mapped_column(String(16))
     caller_user_id: Mapped[str] = mapped_column(String(ID_LEN), ForeignKey("users.id"), index=True)
     caller_device_id: Mapped[str | None] = mapped_column(String(ID_LEN), ForeignKey("user_devices.id"))
-    created_at: Mapped[float] = mapped_column(EpochTime(), index=True)
+    created_at: Mapped[float] = mapped_column(EpochTime())
     answered_at: Mapped[float | None] = mapped_column(EpochTime())
     ended_at: Mapped[float | None] = mapped_column(EpochTime())
     end_reason: Mapped[str | None] = mapped_column(String(REASON_LEN))
-    next_deadline: Mapped[float | None] = mapped_column(EpochTime(), index=True)
+    next_deadline: Mapped[float | None] = mapped_column(EpochTime())
     version: Mapped[int] = mapped_column(Integer)
     snapshot: Mapped[str] = mapped_column(Text)
 
@@ -122,7 +133,10 @@ class ParticipantRow(Base):
     """``call_participants``: one row per (call, user)."""
 
     __tablename__ = "call_participants"
-    __table_args__ = (CheckConstraint(one_of("role", ROLES), name="role"),)
+    __table_args__ = (
+        CheckConstraint(one_of("role", ROLES), name="role"),
+        partial_index("ix_call_participants_live", "user_id", where="end_reason IS NULL"),
+    )
 
     call_id: Mapped[str] = mapped_column(
         String(ID_LEN), ForeignKey("calls.id", ondelete="CASCADE"), primary_key=True

@@ -1,19 +1,22 @@
-"""The :class:`Store`: every repository method over one async engine."""
+"""The :class:`Store`: every repository method over one database driver."""
 
 from __future__ import annotations
 
+from sqlalchemy.engine import make_url
+
 from facecall.store.accounts import AccountsRepository
 from facecall.store.calls import CallsRepository
-from facecall.store.db import Database, create_engine, is_sqlite_memory
+from facecall.store.db import create_engine, is_sqlite_memory
+from facecall.store.driver import Database, PgDatabase, SqliteDatabase
 from facecall.store.history import HistoryRepository
-from facecall.store.migrate import run_migrations
+from facecall.store.migrate import run_migrations, upgrade_sqlite_connection
 
 
 class Store(AccountsRepository, CallsRepository, HistoryRepository):
     """Pure persistence for facecall: users, devices, tokens, calls and history.
 
-    Open with :meth:`open`; every method is one transaction. Works on SQLite (aiosqlite) and
-    PostgreSQL (asyncpg) alike.
+    Open with :meth:`open`; every method is one transaction. Works on SQLite (stdlib
+    ``sqlite3`` on dedicated threads) and PostgreSQL (asyncpg) alike.
     """
 
     def __init__(self, db: Database, url: str) -> None:
@@ -22,17 +25,28 @@ class Store(AccountsRepository, CallsRepository, HistoryRepository):
 
     @classmethod
     async def open(cls, url: str, *, migrate: bool = True) -> Store:
-        """Create the engine for ``url`` and, unless ``migrate=False``, run
-        ``alembic upgrade head`` on it."""
-        engine = create_engine(url)
-        memory = is_sqlite_memory(url)
-        try:
+        """Connect to ``url`` (``sqlite+aiosqlite://...`` or ``postgresql+asyncpg://...``) and,
+        unless ``migrate=False``, run ``alembic upgrade head`` on it."""
+        parsed = make_url(url)
+        db: Database
+        if parsed.get_backend_name() == "sqlite":
+            memory = is_sqlite_memory(url)
+            db = SqliteDatabase(":memory:" if memory else str(parsed.database), memory=memory)
             if migrate:
+                try:
+                    await db.writer.submit(upgrade_sqlite_connection)
+                except BaseException:
+                    await db.close()
+                    raise
+            return cls(db, url)
+        if migrate:
+            engine = create_engine(url)
+            try:
                 await run_migrations(engine, "upgrade", "head")
-        except BaseException:
-            await engine.dispose()
-            raise
-        return cls(Database(engine, memory=memory), url)
+            finally:
+                await engine.dispose()
+        dsn = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+        return cls(await PgDatabase.connect(dsn), url)
 
     @property
     def dialect(self) -> str:
@@ -40,5 +54,5 @@ class Store(AccountsRepository, CallsRepository, HistoryRepository):
         return self._db.dialect
 
     async def close(self) -> None:
-        """Close every pooled connection."""
-        await self._db.engine.dispose()
+        """Close every connection."""
+        await self._db.close()

@@ -16,10 +16,13 @@ MAX_EPOCH = 253_402_300_799.0
 #: the largest call snapshot (JSON text) the store accepts
 MAX_SNAPSHOT_CHARS = 1024 * 1024
 _HEX = frozenset("0123456789abcdef")
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
 def text(value: object, field: str, max_len: int) -> str:
     """A non-empty string of at most ``max_len`` characters."""
+    if value.__class__ is str and 0 < len(value) <= max_len and "\x00" not in value:  # type: ignore[arg-type]
+        return value  # type: ignore[return-value]
     if not isinstance(value, str):
         raise InvalidInput(field, f"must be a string, not {type(value).__name__}")
     if not value:
@@ -38,6 +41,8 @@ def optional_text(value: object, field: str, max_len: int) -> str | None:
 
 def ident(value: object, field: str) -> str:
     """An id: a non-empty string of at most ``ID_LEN`` characters."""
+    if value.__class__ is str and 0 < len(value) <= ID_LEN and "\x00" not in value:  # type: ignore[arg-type]
+        return value  # type: ignore[return-value]
     return text(value, field, ID_LEN)
 
 
@@ -60,6 +65,8 @@ def choice(value: object, field: str, allowed: tuple[str, ...]) -> str:
 
 def instant(value: object, field: str) -> float:
     """Finite epoch seconds between 1970 and 9999."""
+    if value.__class__ is float and 0.0 <= value <= MAX_EPOCH:  # type: ignore[operator]  # NaN fails
+        return value  # type: ignore[return-value]
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidInput(field, f"must be epoch seconds, not {type(value).__name__}")
     number = float(value)
@@ -86,7 +93,7 @@ def snapshot(value: object) -> str:
     if not isinstance(value, dict):
         raise InvalidInput("snapshot", f"must be a dict, not {type(value).__name__}")
     try:
-        encoded = json.dumps(value, separators=(",", ":"), allow_nan=False)
+        encoded = _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise InvalidInput("snapshot", f"is not JSON-serialisable: {exc}") from exc
     if len(encoded) > MAX_SNAPSHOT_CHARS:
