@@ -92,6 +92,7 @@ class AdaptationConfig:
     up_hold: float = 1.5
     bitrate_deadband: float = 0.15
     rung_max_factor: float = 1.6
+    send_rate_alpha: float = 0.25
     """A rung's encoder rate goes up to this times its ``min_bps``."""
     ladder: tuple[Rung, ...] = LADDER
 
@@ -177,8 +178,12 @@ class AdaptationController:
         self.remb = max(0, int(bitrate))
 
     def on_send_rate(self, bitrate: int, now: float) -> None:
-        """What the video sender actually sent over the last window (bit/s; REMB covers video only)."""
-        self.send_rate = max(0, int(bitrate))
+        """What the video sender actually sent over the last window (bit/s; REMB covers video only).
+
+        Smoothed (EWMA, ``send_rate_alpha``) so that one key frame does not look like congestion."""
+        a = self.config.send_rate_alpha
+        rate = max(0, int(bitrate))
+        self.send_rate = rate if self.send_rate is None else int(a * rate + (1 - a) * self.send_rate)
 
     def remb_limits(self) -> bool:
         """Whether the receiver's estimate is a limit now (below what is being sent)."""
@@ -276,6 +281,8 @@ class AdaptationController:
             moved = abs(bitrate - current.video_bitrate) / max(1, current.video_bitrate)
             if moved <= c.bitrate_deadband:
                 return None
+            if bitrate > current.video_bitrate and now - current.changed_at < c.up_hold:
+                return None  # up in rate, like up the ladder, only after a quiet while
             reason = Reason.CONGESTION if bitrate < current.video_bitrate else Reason.RECOVERY
         state = QualityState(rung, bitrate, self.available(), self.remb, self.loss, self.rtt, reason, now)
         change = QualityChange(current, state)

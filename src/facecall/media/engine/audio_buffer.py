@@ -68,10 +68,10 @@ class AudioBufferConfig:
     min_target: float = 0.0
     max_target: float = 0.25
     quantile: float = 0.95
-    history: int = 100
-    """Packets in the jitter measurement."""
+    history: int = 250
+    """Packets in the jitter measurement (5 s at 20 ms): one stall is not jitter."""
     base_window: float = 4.0
-    decay: float = 0.02
+    decay: float = 0.1
     """How fast the target may fall (s per s)."""
     conceal_margin: float = 0.004
     """A missing packet is concealed this long after its slot's play-out time."""
