@@ -93,8 +93,12 @@ async def playwright() -> AsyncIterator[Playwright]:
         yield pw
 
 
-async def launch(pw: Playwright, *, grant_media: bool = True, extra: list[str] | None = None) -> Browser:
-    flags = [*BASE_FLAGS, GRANT_MEDIA if grant_media else DENY_MEDIA, *(extra or [])]
+async def launch(pw: Playwright, *, grant_media: bool = True, cameras: int = 1) -> Browser:
+    """Chromium with fake media devices: ``cameras`` fake cameras (0: none) and a fake microphone."""
+    flags = [*BASE_FLAGS, GRANT_MEDIA if grant_media else DENY_MEDIA]
+    if cameras != 1:
+        flags = [f for f in flags if not f.startswith("--use-fake-device-for-media-stream")]
+        flags.append(f"--use-fake-device-for-media-stream=fps=30,device-count={cameras}")
     return await pw.chromium.launch(executable_path=CHROMIUM, args=flags, headless=True)
 
 

@@ -254,8 +254,7 @@ export class Calls extends EventTarget {
         this.media.stopCamera();
         if (call.peer) await call.peer.replaceVideo(null);
       } else {
-        const track = await this.media.startCamera();
-        if (call.peer) await call.peer.replaceVideo(track);
+        await this.media.startCamera(false, (track) => call.peer && call.peer.replaceVideo(track));
       }
     } catch (error) {
       this.view.error(error.message);
@@ -269,8 +268,7 @@ export class Calls extends EventTarget {
     const call = this.active;
     if (!call || !this.media.canSwitchCamera) return;
     try {
-      const track = await this.media.startCamera(true);
-      if (call.peer) await call.peer.replaceVideo(track);
+      await this.media.startCamera(true, (track) => call.peer && call.peer.replaceVideo(track));
       this.view.showLocal(this.media);
       this.view.status("Switched camera");
     } catch (error) {
@@ -464,7 +462,8 @@ export class Calls extends EventTarget {
     return { phase: call.phase, callId: call.id, media: call.media, role: call.role,
       quality: call.peer ? call.peer.quality : "unknown", stats, rings: [...this.rings.keys()], ringtone,
       local: { muted: !audio || !audio.enabled, camera: !!this.media.videoTrack && !this.media.cameraOff,
-        cameras: this.media.videoDevices.length } };
+        cameras: this.media.videoDevices.length,
+        cameraLabel: this.media.videoTrack ? this.media.videoTrack.label : null } };
   }
 
   // -- the end ---------------------------------------------------------------------------------

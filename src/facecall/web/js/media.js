@@ -109,8 +109,12 @@ export class LocalMedia {
     return null;
   }
 
-  /** Start the camera again (or the next one when `next`); returns the new video track. */
-  async startCamera(next = false) {
+  /**
+   * Start the camera again (or the next one when `next`); returns the new video track.
+   * `use(track)` puts it to work (e.g. on the peer connection's sender) before the old camera
+   * is stopped: a sender whose track ends under it may stop sending for good.
+   */
+  async startCamera(next = false, use = async () => {}) {
     if (next && this.videoDevices.length > 1) {
       this.deviceIndex = (this.deviceIndex + 1) % this.videoDevices.length;
     }
@@ -123,12 +127,18 @@ export class LocalMedia {
     } catch (error) {
       throw explain(error, true);
     }
-    const old = this.videoTrack;
-    if (old) {
-      old.stop();
-      this.stream.removeTrack(old);
-    }
     const track = stream.getVideoTracks()[0];
+    const old = this.videoTrack;
+    try {
+      await use(track);
+    } catch (error) {
+      track.stop();
+      throw error;
+    }
+    if (old) {
+      this.stream.removeTrack(old);
+      old.stop();
+    }
     this.stream.addTrack(track);
     this.cameraOff = false;
     return track;

@@ -136,6 +136,7 @@ export class Peer extends EventTarget {
       localCandidateType: null, remoteCandidateType: null, relayProtocol: null,
       rtt: null, framesDecoded: 0, framesReceived: 0, frameWidth: 0,
       audioPacketsReceived: 0, packetsReceived: 0, packetsLost: 0, bytesSent: 0,
+      framesEncoded: 0, sourceFrames: 0,
     };
     let pair = null;
     report.forEach((s) => {
@@ -167,6 +168,9 @@ export class Peer extends EventTarget {
         }
       } else if (s.type === "outbound-rtp") {
         out.bytesSent += s.bytesSent || 0;
+        if (s.kind === "video") out.framesEncoded += s.framesEncoded || 0;
+      } else if (s.type === "media-source" && s.kind === "video") {
+        out.sourceFrames += s.frames || 0;
       }
     });
     return out;

@@ -179,6 +179,8 @@ export class CallView {
     const video = call && call.media === "video";
     camera.hidden = !video;
     camera.setAttribute("aria-pressed", String(media.cameraOff));
+    camera.disabled = media.videoDevices.length === 0;
+    camera.title = camera.disabled ? "No camera was found" : "";
     camera.querySelector(".label").textContent = media.cameraOff ? "Camera on" : "Camera off";
     const sw = $("switch-camera");
     sw.hidden = !video;
