@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/turn.py                   # all loads
     .venv/bin/python bench/turn.py --loads call      # one load
+    .venv/bin/python bench/turn.py --workers         # also ours as 2 SO_REUSEPORT workers
 
 For each load, starts a fresh server (ours: ``python -m facecall.turn`` on uvloop; coturn:
 ``turnserver`` with the equivalent configuration: loopback listener, REST secret, relay ports
@@ -80,9 +81,15 @@ def free_port() -> int:
 
 
 def cpu_seconds(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of a process, all its threads included."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK  # utime, stime
+    """(user, system) CPU seconds of a process and its child processes (workers), all their
+    threads included."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    user = system = 0.0
+    for proc in [pid, *map(int, children)]:
+        fields = Path(f"/proc/{proc}/stat").read_text().rsplit(")", 1)[1].split()
+        user += int(fields[11]) / CLK_TCK  # utime
+        system += int(fields[12]) / CLK_TCK  # stime
+    return user, system
 
 
 def wait_ready(port: int, timeout: float = 10) -> None:
@@ -101,9 +108,10 @@ def wait_ready(port: int, timeout: float = 10) -> None:
     raise RuntimeError(f"server on {port} did not come up")
 
 
-def start_ours(port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_ours(port: int, log: Path, workers: int = 1) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "facecall.turn", "--turn-listen", f"127.0.0.1:{port}",
+        [sys.executable, "-m", "facecall.turn", "--workers", str(workers),
+         "--turn-listen", f"127.0.0.1:{port}",
          "--turn-secret", SECRET, "--turn-allow-peer", "127.0.0.0/8",
          "--turn-relay-ports", "61000-65535", "--turn-user-quota", "5000",
          "--turn-total-quota", "5000", "--log-level", "warning"],
@@ -180,7 +188,10 @@ def time_allocations(port: int, count: int) -> list[float]:
 def measure(kind: str, load_name: str | None, workdir: Path, allocations: int) -> object:
     port, peer_port = free_port(), free_port()
     log = workdir / f"{kind}.log"
-    server = (start_ours if kind == "ours" else start_coturn)(port, log)
+    if kind == "coturn":
+        server = start_coturn(port, log)
+    else:
+        server = start_ours(port, log, workers=2 if kind == "ours-2w" else 1)
     peer = subprocess.Popen(["turnutils_peer", "-L", "127.0.0.1", "-p", str(peer_port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -208,14 +219,17 @@ def main() -> None:
                                      formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--loads", nargs="*", default=list(LOADS), choices=list(LOADS))
     parser.add_argument("--allocations", type=int, default=500)
+    parser.add_argument("--workers", action="store_true",
+                        help="also run ours as 2 SO_REUSEPORT worker processes")
     args = parser.parse_args()
+    kinds = ("ours", "ours-2w", "coturn") if args.workers else ("ours", "coturn")
     with tempfile.TemporaryDirectory(prefix="turn-bench-") as tmp:
         workdir = Path(tmp)
         print(f"{'load':6} {'server':7} {'sent':>8} {'recv':>8} {'loss %':>7} {'rtt ms':>7} "
               f"{'user s':>6} {'sys s':>6} {'us/pkt':>7}")
         for load_name in args.loads:
             results = {}
-            for kind in ("ours", "coturn"):
+            for kind in kinds:
                 r = measure(kind, load_name, workdir, 0)
                 assert isinstance(r, Result)
                 results[kind] = r

@@ -206,3 +206,18 @@ async def test_external_address_is_advertised(make_server) -> None:  # type: ign
         assert allocation.transport.get_extra_info("sockname")[:2] == ("127.0.0.1", port)
     finally:
         endpoint.close()
+
+
+async def test_workers_share_a_port_with_reuse_port(make_server) -> None:  # type: ignore[no-untyped-def]
+    first = await make_server(reuse_port=True, tcp_listen=[])
+    second = await make_server(
+        reuse_port=True, udp_listen=list(first.udp_addresses), tcp_listen=[]
+    )
+    assert second.udp_addresses == first.udp_addresses
+    endpoint = await udp_endpoint()
+    try:
+        client = RawClient(endpoint, first.udp_addresses[0])
+        assert error_code(await client.allocate()) is None
+        assert len(first.allocations) + len(second.allocations) == 1
+    finally:
+        endpoint.close()

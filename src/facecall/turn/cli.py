@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import signal
 import tempfile
 from pathlib import Path
 
@@ -68,6 +70,8 @@ def add_turn_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--turn-bandwidth", type=int, default=0,
                        help="bytes/s per allocation and direction (0: no cap)")
     group.add_argument("--turn-max-lifetime", type=int, default=3600)
+    group.add_argument("--turn-reuse-port", action="store_true",
+                       help="SO_REUSEPORT listeners (several processes on the same ports)")
 
 
 def turn_config_from_args(args: argparse.Namespace) -> TurnConfig:
@@ -108,6 +112,7 @@ def turn_config_from_args(args: argparse.Namespace) -> TurnConfig:
         max_allocations=args.turn_total_quota,
         bandwidth_cap=args.turn_bandwidth,
         max_lifetime=args.turn_max_lifetime,
+        reuse_port=args.turn_reuse_port,
     )
 
 
@@ -128,7 +133,8 @@ async def run_turn(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m facecall.turn``: the server alone, on uvloop."""
+    """``python -m facecall.turn``: the server alone, on uvloop; ``--workers N`` forks N
+    processes sharing the listening ports with SO_REUSEPORT (quotas are then per worker)."""
     import uvloop
 
     from facecall.logs import configure_logging
@@ -136,9 +142,32 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="facecall-turn", description=__doc__)
     add_turn_arguments(parser)
     parser.add_argument("--log-level", default="warning")
+    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
+    if args.workers > 1:
+        args.turn_reuse_port = True
+    children: list[int] = []
+    for _ in range(args.workers - 1):
+        pid = os.fork()
+        if pid == 0:
+            with contextlib.suppress(KeyboardInterrupt):
+                uvloop.run(run_turn(args))
+            os._exit(0)
+        children.append(pid)
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         uvloop.run(run_turn(args))
     except KeyboardInterrupt:
         pass
+    finally:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        for pid in children:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)

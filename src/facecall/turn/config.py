@@ -46,3 +46,6 @@ class TurnConfig:
     idle_timeout: float = 60.0  # TCP/TLS connections without an allocation are closed after
     housekeeping_interval: float = 1.0  # seconds between expiry sweeps
     software: str = "facecall"
+    # SO_REUSEPORT on the listeners, so that several worker processes share the ports; the
+    # kernel keeps each UDP 5-tuple and TCP connection on one worker. Quotas are per worker.
+    reuse_port: bool = False

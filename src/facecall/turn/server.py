@@ -227,7 +227,9 @@ class TurnServer:
         try:
             for host, port in self.config.udp_listen:
                 transport, listener = await loop.create_datagram_endpoint(
-                    lambda: UdpListener(self.core), local_addr=(host, port)
+                    lambda: UdpListener(self.core),
+                    local_addr=(host, port),
+                    reuse_port=self.config.reuse_port or None,
                 )
                 sock = transport.get_extra_info("socket")
                 if sock is not None:
@@ -246,6 +248,7 @@ class TurnServer:
                         port,
                         ssl=context,
                         reuse_address=True,
+                        reuse_port=self.config.reuse_port or None,
                     )
                     self._servers.append((protocol, server))
         except BaseException:
