@@ -64,9 +64,11 @@ async def test_media_both_ways_and_hangup_ends_both(make_device: MakeDevice) -> 
 async def test_decline_ends_both(make_device: MakeDevice) -> None:
     alice = await make_device("alice")
     bob = await make_device("bob")
+    rung: list[Call] = []
+    bob.on("call", rung.append)
     outgoing = await alice.call("bob", video=False)
     incoming = await bob.next_call()
-    assert incoming.media == "audio"
+    assert incoming.media == "audio" and rung == [incoming]
     await incoming.decline()
     assert incoming.end_reason is EndReason.DECLINED
     assert await outgoing.wait_ended(10) is EndReason.DECLINED
@@ -142,12 +144,15 @@ async def test_relay_only_goes_through_our_turn_server(make_device: MakeDevice) 
 
 async def test_device_that_reconnects_mid_call_keeps_the_call(make_device: MakeDevice) -> None:
     alice, _bob, outgoing, incoming = await connected_call(make_device)
+    changes: list[str] = []
+    alice.on("connection", changes.append)
     await alice.drop_connection()
     for _ in range(200):
         if alice.reconnects and alice.connected:
             break
         await asyncio.sleep(0.05)
     assert alice.reconnects == 1 and alice.connected
+    assert changes == ["reconnecting", "connected"]
     assert outgoing.state is CallState.CONNECTED
     first = (await stamped_frames(outgoing, 3)).latencies_ms
     assert first

@@ -123,7 +123,7 @@ async def test_answer_command_records(call_server: LiveServer, make_device: Make
         await asyncio.sleep(0.1)
     call = await alice.call("bob")
     await call.wait_state(CallState.CONNECTED, timeout=60)
-    await asyncio.sleep(2)
+    await asyncio.sleep(4)  # the recorder encodes in the CLI's event loop: give a loaded machine time
     await call.hangup()
     code, _, err = await answering
     assert code == 0, err

@@ -31,6 +31,7 @@ from typing import Any
 
 import websockets
 from aiortc import MediaStreamTrack
+from pyee.asyncio import AsyncIOEventEmitter
 
 from facecall.client.api import ApiClient
 from facecall.client.call import Call, Direction
@@ -52,8 +53,11 @@ log = get_logger(__name__)
 MAX_ORPHAN_CALLS = 16
 
 
-class Device:
+class Device(AsyncIOEventEmitter):
     """One device of one user, signed in to one facecall server.
+
+    Emits (pyee) ``call`` with each incoming :class:`Call` as it rings, and ``connection`` with
+    ``"connected"``, ``"reconnecting"`` or ``"closed"``.
 
     :param server_url: the server's base URL, e.g. ``http://127.0.0.1:8080``.
     :param username: the account; with ``password`` to sign in (and register this device).
@@ -90,6 +94,7 @@ class Device:
         max_ice_restarts: int = 5,
         reconnect_wait: float = 15.0,
     ) -> None:
+        super().__init__()
         if not server_url.startswith(("http://", "https://")):
             raise ValueError(f"server_url must be an http:// or https:// URL, not {server_url!r}")
         if token is None and state_file is None and (username is None or password is None):
@@ -167,6 +172,7 @@ class Device:
             raise ApiError(0, f"cannot open signaling at {self.api.ws_url}: {exc}") from exc
         self.user_id, self.device_id = welcome["user_id"], welcome["device_id"]
         self._connected.set()
+        self.emit("connection", "connected")
         self._dispatcher = asyncio.create_task(self._dispatch(), name=f"device-{self.device_id}")
 
     async def _register(self) -> str:
@@ -314,7 +320,9 @@ class Device:
             if kind == "connection.closed":
                 self._connected.clear()
                 if self._closing:
+                    self.emit("connection", "closed")
                     return
+                self.emit("connection", "reconnecting")
                 await self._reconnect()
                 continue
             if kind == "call.ring":
@@ -324,6 +332,7 @@ class Device:
                             remote_device=event["from_device"])
                 self._register_call(call)
                 self._incoming.put_nowait(call)
+                self.emit("call", call)
                 continue
             call_id = event.get("call_id")
             call = self.calls.get(call_id) if isinstance(call_id, str) else None
@@ -345,6 +354,7 @@ class Device:
                 log.warning("device.rejected", device_id=self.device_id, error=str(exc))
                 for call in list(self.calls.values()):
                     await call._end(EndReason.DEVICE_REMOVED)
+                self.emit("connection", "closed")
                 return
             except (OSError, TimeoutError, websockets.WebSocketException) as exc:
                 log.info("device.reconnect_failed", device_id=self.device_id, error=str(exc))
@@ -352,6 +362,7 @@ class Device:
                 delay = min(delay * 2, 2.0)
                 continue
             self.reconnects += 1
+            self.emit("connection", "connected")
             if not welcome.get("resumed"):
                 # The server lost our session: the calls it knew us in ended (connection_lost).
                 for call in list(self.calls.values()):

@@ -2,7 +2,7 @@
 
 aiortc 1.16 runs x264 on its default ``medium`` preset and VP8 on one thread on 2-CPU machines,
 which cannot sustain 1080p30 here. :func:`encoder_tuning` makes the senders started inside it use
-x264 ``veryfast`` and several VP8 threads, without editing or copying aiortc:
+x264 ``veryfast`` (and, when asked, more VP8 threads), without editing or copying aiortc:
 
 * ``aiortc.rtcrtpsender.get_encoder`` (the name the sender calls) is wrapped once; it returns
   aiortc's own :class:`~aiortc.codecs.h264.H264Encoder` / :class:`~aiortc.codecs.vpx.Vp8Encoder`
@@ -20,7 +20,6 @@ Private names used (aiortc==1.16.*, tested in ``tests/client/test_hooks.py``):
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -40,17 +39,17 @@ class EncoderTuning:
     x264_preset: str | None = "veryfast"
     """x264 ``preset`` (aiortc keeps ``tune=zerolatency``); ``None`` keeps x264's ``medium``."""
     vp8_threads: int | None = None
-    """libvpx threads; ``None``: 2 from 1280x720 up when there are 2+ CPUs, else aiortc's choice."""
+    """libvpx threads; ``None`` keeps aiortc's rule (2 threads above 640x480 from 3 CPUs, else 1).
+
+    On the shared 2-CPU machines here 2 threads cost 3.4x the CPU per 1080p frame (libvpx's row
+    threads wait actively for each other), so the default does not force them (docs/sdk.md)."""
 
     def threads_for(self, pixels: int) -> int | None:
-        if self.vp8_threads is not None:
-            return self.vp8_threads
-        cpus = multiprocessing.cpu_count()
-        return min(cpus, 2) if pixels >= 1280 * 720 and cpus >= 2 else None
+        return self.vp8_threads
 
 
 REALTIME = EncoderTuning()
-"""The SDK's default: x264 ``veryfast``, 2-thread VP8 from 720p."""
+"""The SDK's default: x264 ``veryfast`` (about half of ``medium``'s CPU per frame)."""
 
 _tuning: ContextVar[EncoderTuning | None] = ContextVar("facecall_encoder_tuning", default=None)
 _original_get_encoder: Callable[[RTCRtpCodecParameters], Encoder] | None = None
