@@ -133,7 +133,16 @@ async def run_call(engine_on: bool, phases: list[Phase], width: int, height: int
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     result: dict[str, Any] = {"mode": "engine" if engine_on else "stock", "phases": []}
     try:
+        t0 = now_us()
         await connect(a, b, relay, around)
+        for _ in range(300):
+            if a.connectionState == "connected" and b.connectionState == "connected":
+                break
+            await asyncio.sleep(0.05)
+        else:
+            result["error"] = f"not connected after 15 s ({a.connectionState}/{b.connectionState})"
+            return result
+        result["connect_ms"] = round((now_us() - t0) / 1000)
         await sink.start()
         await asyncio.sleep(warmup)
         for phase in phases:
@@ -186,6 +195,8 @@ def table(results: list[dict[str, Any]]) -> str:
              "| audio p50/p95 ms | heard | adaptation |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
+        if r.get("error"):
+            lines.append(f"| {r['scenario']} | - | {r['mode']} | {r['error']} | | | | | | |")
         for p in r["phases"]:
             v, a = p["video"], p["audio"]
             adapt = ""

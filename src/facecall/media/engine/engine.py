@@ -95,8 +95,9 @@ class MediaEngine:
     def __init__(self, config: EngineConfig | None = None) -> None:
         self.config = config or EngineConfig()
         self.controller = AdaptationController(self.config.adaptation)
-        self.rtt = 0.05
-        """Round-trip estimate (s) from the receiver reports our senders get."""
+        self.rtt = 0.1
+        """Round-trip estimate (s) from the receiver reports our senders get; until one comes (or on
+        a receive-only connection), a cautious 100 ms, so retransmissions still fit the budget."""
         self._senders: list[EngineSender] = []
         self._receivers: list[EngineReceiver] = []
         self._listeners: list[QualityListener] = []
