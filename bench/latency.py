@@ -15,12 +15,15 @@ For each size and codec, one after the other:
   VP8 from 720p);
 * ``turn`` — the same call forced through our TURN server (``relay_only``).
 
-Video goes one way (caller → callee; the callee answers audio-only), at 30 fps from
+Every run has two processes, as two devices would: the sender (caller) in this process, with the
+in-process server and TURN, and the receiver (callee) in a child process (``--role``); stock
+peers exchange their SDP over the child's stdin/stdout. Video goes one way (caller → callee; the
+callee answers audio-only), at 30 fps from
 :class:`~facecall.media.sources.SyntheticVideoTrack`; audio goes both ways. Figures: received
 fps, glass-to-glass p50/p95 (capture stamp → decoded picture, first half second left out),
 audio latency p50 (marker bursts), luma PSNR of every 10th received picture against the
-picture that was sent (below the stamp band), and this process's CPU (all threads: both peers'
-encode and decode, the server and TURN) in % of one core.
+picture that was sent (below the stamp band), and CPU of both processes over the measured
+seconds (all threads: encode, decode, signaling server, TURN) in % of one core.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from typing import Any
 
 import av
 import numpy as np
-from aiortc import RTCPeerConnection, RTCRtpSender
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
 from facecall.cli_client import LOOPBACK, local_server
 from facecall.client import Device
@@ -90,33 +93,93 @@ class Result:
     connect_ms: float
 
 
-def _result(size: str, codec: str, mode: str, probe: PsnrProbe, cpu: float, path: str,
-            connect_ms: float) -> Result:
-    f = probe.figures()
-    psnr = sum(probe.psnr) / len(probe.psnr) if probe.psnr else math.nan
-    return Result(size, codec, mode, f.fps, f.video_p50_ms, f.video_p95_ms, f.audio_p50_ms, psnr,
-                  cpu, f.frames, f.freezes, path, connect_ms)
-
-
 class CpuMeter:
     def __enter__(self) -> CpuMeter:
         self.cpu, self.wall = time.process_time(), time.monotonic()
         return self
 
     def __exit__(self, *_: object) -> None:
-        self.pct = 100 * (time.process_time() - self.cpu) / max(time.monotonic() - self.wall, 1e-9)
+        self.cpu_s = time.process_time() - self.cpu
+
+
+def _figures(probe: PsnrProbe, cpu_s: float) -> dict[str, Any]:
+    f = probe.figures()
+    psnr = sum(probe.psnr) / len(probe.psnr) if probe.psnr else math.nan
+    return {"fps": f.fps, "video_p50_ms": f.video_p50_ms, "video_p95_ms": f.video_p95_ms,
+            "audio_p50_ms": f.audio_p50_ms, "psnr_db": psnr, "frames": f.frames, "freezes": f.freezes,
+            "cpu_s": cpu_s}
+
+
+async def _child(*args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, __file__, *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+
+
+async def _line(process: asyncio.subprocess.Process, timeout: float = 60) -> Any:
+    assert process.stdout is not None
+    raw = await asyncio.wait_for(process.stdout.readline(), timeout)
+    if not raw:
+        raise RuntimeError("the receiver process exited early")
+    return json.loads(raw)
+
+
+def _send(process: asyncio.subprocess.Process, value: Any) -> None:
+    assert process.stdin is not None
+    process.stdin.write((json.dumps(value) + "\n").encode())
+
+
+def _combine(size: str, codec: str, mode: str, figures: dict[str, Any], cpu_s: float, seconds: float,
+             path: str, connect_ms: float) -> Result:
+    cpu = 100 * (cpu_s + figures["cpu_s"]) / seconds
+    return Result(size, codec, mode, figures["fps"], figures["video_p50_ms"], figures["video_p95_ms"],
+                  figures["audio_p50_ms"], figures["psnr_db"], cpu, figures["frames"], figures["freezes"],
+                  path, connect_ms)
+
+
+def _prefer(transceiver: Any, codec: str) -> None:
+    transceiver.setCodecPreferences(
+        [c for c in RTCRtpSender.getCapabilities("video").codecs
+         if c.mimeType.lower() in (f"video/{codec.lower()}", "video/rtx")])
 
 
 async def stock(size: str, codec: str, seconds: float) -> Result:
-    """The anchor: stock aiortc peers connected directly."""
+    """The anchor: stock aiortc peers connected directly (sender here, receiver in a child)."""
     width, height = SIZES[size]
-    sender, receiver = RTCPeerConnection(), RTCPeerConnection()
+    child = await _child("--role", "stock-receiver", "--sizes", size, "--seconds", str(seconds))
+    sender = RTCPeerConnection()
     video, audio = SyntheticVideoTrack(width, height, FPS), SyntheticAudioTrack()
-    probe = PsnrProbe(width, height)
-    sender.addTransceiver(video, direction="sendonly").setCodecPreferences(
-        [c for c in RTCRtpSender.getCapabilities("video").codecs
-         if c.mimeType.lower() in (f"video/{codec.lower()}", "video/rtx")])
+    _prefer(sender.addTransceiver(video, direction="sendonly"), codec)
     sender.addTransceiver(audio, direction="sendonly")
+    connected = asyncio.Event()
+
+    @sender.on("connectionstatechange")
+    def on_state() -> None:
+        if sender.connectionState == "connected":
+            connected.set()
+
+    await _line(child)  # the receiver process is up
+    started = time.monotonic()
+    with host_addresses([LOOPBACK]):  # only where to gather: aioice skips loopback otherwise
+        await sender.setLocalDescription(await sender.createOffer())
+        _send(child, {"sdp": sender.localDescription.sdp, "type": "offer"})
+        answer = await _line(child)
+        await sender.setRemoteDescription(RTCSessionDescription(**answer))
+    await asyncio.wait_for(connected.wait(), 30)
+    connect_ms = 1000 * (time.monotonic() - started)
+    with CpuMeter() as cpu:
+        figures = await _line(child, seconds + 60)
+    await sender.close()
+    video.stop()
+    audio.stop()
+    await child.wait()
+    return _combine(size, codec, "stock", figures, cpu.cpu_s, seconds, "host", connect_ms)
+
+
+async def stock_receiver(size: str, seconds: float) -> None:
+    """Child: answer the offer read from stdin, measure, print the figures."""
+    width, height = SIZES[size]
+    receiver = RTCPeerConnection()
+    probe = PsnrProbe(width, height)
     connected = asyncio.Event()
 
     @receiver.on("track")
@@ -128,54 +191,69 @@ async def stock(size: str, codec: str, seconds: float) -> Result:
         if receiver.connectionState == "connected":
             connected.set()
 
-    started = time.monotonic()
-    with host_addresses([LOOPBACK]):  # only where to gather: aioice skips loopback otherwise
-        await sender.setLocalDescription(await sender.createOffer())
-        await receiver.setRemoteDescription(sender.localDescription)
+    print(json.dumps({"ready": True}), flush=True)
+    offer = json.loads(await asyncio.to_thread(sys.stdin.readline))
+    with host_addresses([LOOPBACK]):
+        await receiver.setRemoteDescription(RTCSessionDescription(**offer))
         await receiver.setLocalDescription(await receiver.createAnswer())
-        await sender.setRemoteDescription(receiver.localDescription)
+    print(json.dumps({"sdp": receiver.localDescription.sdp, "type": "answer"}), flush=True)
     await asyncio.wait_for(connected.wait(), 30)
-    connect_ms = 1000 * (time.monotonic() - started)
     await probe.start()
     with CpuMeter() as cpu:
         await asyncio.sleep(seconds)
     await probe.stop()
-    await sender.close()
+    print(json.dumps(_figures(probe, cpu.cpu_s)), flush=True)
     await receiver.close()
-    video.stop()
-    audio.stop()
-    return _result(size, codec, "stock", probe, cpu.pct, "host", connect_ms)
 
 
 async def sdk(base_url: str, size: str, codec: str, mode: str, seconds: float) -> Result:
-    """A facecall call, caller → callee video, through the in-process server."""
+    """A facecall call, caller (here) → callee (a child process), through the in-process server."""
     width, height = SIZES[size]
     password = secrets.token_urlsafe(12)
     suffix = secrets.token_hex(3)
-    options: dict[str, Any] = dict(ice_host_addresses=[LOOPBACK], relay_only=mode == "turn",
-                                   video_codec=codec, synthetic_video=(width, height, FPS))
-    caller = Device(base_url, f"caller-{suffix}", password, sign_up=True, **options)
-    callee = Device(base_url, f"callee-{suffix}", password, sign_up=True, **options)
+    callee_name = f"callee-{suffix}"
+    child = await _child("--role", "sdk-callee", "--server", base_url, "--user", callee_name,
+                         "--password", password, "--sizes", size, "--codecs", codec,
+                         "--modes", mode, "--seconds", str(seconds))
+    await _line(child)  # the callee is signed in and connected
+    caller = Device(base_url, f"caller-{suffix}", password, sign_up=True, ice_host_addresses=[LOOPBACK],
+                    relay_only=mode == "turn", video_codec=codec, synthetic_video=(width, height, FPS))
     await caller.connect()
-    await callee.connect()
     try:
-        call = await caller.call(callee.username or "", video=True)
-        incoming = await callee.next_call(30)
-        probe = PsnrProbe(width, height)
-        probe.attach(incoming.remote_video, incoming.remote_audio)
-        await incoming.answer(video=False)
-        await asyncio.gather(call.wait_connected(60), incoming.wait_connected(60))
-        await probe.start()
+        call = await caller.call(callee_name, video=True)
+        await call.wait_connected(60)
         with CpuMeter() as cpu:
-            await asyncio.sleep(seconds)
-        await probe.stop()
+            figures = await _line(child, seconds + 60)
         path = call.path or "?"
         connect_ms = call.timings.connect_ms
         await call.hangup()
     finally:
         await caller.close()
+    await child.wait()
+    return _combine(size, codec, mode, figures, cpu.cpu_s, seconds, path, connect_ms)
+
+
+async def sdk_callee(args: argparse.Namespace) -> None:
+    """Child: sign in, answer the call (receiving video, sending audio), measure, print."""
+    width, height = SIZES[args.sizes[0]]
+    callee = Device(args.server, args.user, args.password, sign_up=True, ice_host_addresses=[LOOPBACK],
+                    relay_only=args.modes[0] == "turn", video_codec=args.codecs[0])
+    await callee.connect()
+    print(json.dumps({"ready": callee.device_id}), flush=True)
+    try:
+        call = await callee.next_call(60)
+        probe = PsnrProbe(width, height)
+        probe.attach(call.remote_video, call.remote_audio)
+        await call.answer(video=False)
+        await call.wait_connected(60)
+        await probe.start()
+        with CpuMeter() as cpu:
+            await asyncio.sleep(args.seconds)
+        await probe.stop()
+        print(json.dumps(_figures(probe, cpu.cpu_s)), flush=True)
+        await call.wait_ended(60)
+    finally:
         await callee.close()
-    return _result(size, codec, mode, probe, cpu.pct, path, connect_ms)
 
 
 def fmt(value: float, digits: int = 1) -> str:
@@ -211,6 +289,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--modes", default="stock,direct,turn", type=lambda s: s.split(","))
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per run")
     parser.add_argument("--json", action="store_true", help="print every result as JSON on stdout")
+    parser.add_argument("--role", choices=["stock-receiver", "sdk-callee"], help=argparse.SUPPRESS)
+    parser.add_argument("--server", help=argparse.SUPPRESS)
+    parser.add_argument("--user", help=argparse.SUPPRESS)
+    parser.add_argument("--password", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     for size in args.sizes:
         if size not in SIZES:
@@ -228,6 +310,14 @@ if __name__ == "__main__":
     import uvloop
 
     arguments = parse_args()
+    if arguments.role == "stock-receiver":
+        configure_logging("error")
+        uvloop.run(stock_receiver(arguments.sizes[0], arguments.seconds))
+        sys.exit(0)
+    if arguments.role == "sdk-callee":
+        configure_logging("error")
+        uvloop.run(sdk_callee(arguments))
+        sys.exit(0)
     figures = uvloop.run(main(arguments))
     if arguments.json:
         print(json.dumps([asdict(r) for r in figures], indent=2))

@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from aiortc import MediaStreamTrack, RTCSessionDescription
 from pyee.asyncio import AsyncIOEventEmitter
 
-from facecall.client.errors import CallStateError
-from facecall.client.ice import ice_servers_from_api
+from facecall.client.errors import CallError, CallStateError
+from facecall.client.ice import ice_servers_from_api, selected_candidate_pair
 from facecall.client.peer import PeerSession
 from facecall.client.stats import CallStats, StatsSampler
 from facecall.client.tracks import LocalTrack, RemoteTrack
@@ -161,8 +161,6 @@ class Call(AsyncIOEventEmitter):
     @property
     def path(self) -> str | None:
         """``host``, ``srflx`` or ``relay`` once media is up (the selected candidate pair)."""
-        from facecall.client.ice import selected_candidate_pair
-
         pair = selected_candidate_pair(self._peer.pc) if self._peer is not None else None
         return pair.path if pair else None
 
@@ -209,8 +207,6 @@ class Call(AsyncIOEventEmitter):
         if self.state is CallState.RINGING:
             raise CallStateError("an incoming call that rings is declined, not hung up")
         cancel = self.state is CallState.CALLING
-        from facecall.client.errors import CallError
-
         try:
             await self.device.request("call.cancel" if cancel else "call.hangup", call_id=self.id)
         except CallError as exc:
