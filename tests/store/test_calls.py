@@ -257,3 +257,38 @@ async def test_ringing_calls_between(store: Store) -> None:
     await store.save_call(replace(a_to_b, state="active", participants=[], legs=[]), 1)
     assert await store.ringing_calls_between(alice.id, bob.id) == []
     assert await store.ringing_calls_between(alice.id, carol.id) == [a_to_c.call_id]
+
+
+async def test_loaded_rows_are_exactly_what_was_written_in_order(store: Store) -> None:
+    alice, a_dev = await user_with_device(store, "alice")
+    bob, b_dev = await user_with_device(store, "bob")
+    carol, c_dev = await user_with_device(store, "carol")
+    call = ringing_call(alice, a_dev, [(bob, b_dev), (carol, c_dev)], created_at=T0 + 0.25)
+    call = replace(
+        call,
+        participants=[
+            replace(call.participants[0], left_at=T0 + 9.5, end_reason="hangup"),
+            replace(call.participants[1], invited_at=T0 + 0.5, answered_device_id=b_dev.id),
+            replace(call.participants[2], invited_at=T0 + 0.375, joined_at=T0 + 1.125),
+        ],
+        legs=[
+            replace(leg, updated_at=T0 + n / 8, end_reason="r" if n else None)
+            for n, leg in enumerate(call.legs)
+        ],
+    )
+    await store.create_call(call)
+    loaded = await store.load_call(call.call_id)
+    assert loaded is not None and loaded.created_at == T0 + 0.25
+    expected_parts = sorted(call.participants, key=lambda p: (p.invited_at, p.user_id))
+    assert [
+        (p.user_id, p.role, p.state, p.end_reason, p.invited_at, p.joined_at, p.left_at, p.answered_device_id)
+        for p in loaded.participants
+    ] == [
+        (p.user_id, p.role, p.state, p.end_reason, p.invited_at, p.joined_at, p.left_at, p.answered_device_id)
+        for p in expected_parts
+    ]
+    assert all(p.call_id == call.call_id for p in loaded.participants)
+    expected_legs = sorted(call.legs, key=lambda g: (g.user_id, g.device_id))
+    assert [(g.user_id, g.device_id, g.state, g.end_reason, g.updated_at) for g in loaded.legs] == [
+        (g.user_id, g.device_id, g.state, g.end_reason, g.updated_at) for g in expected_legs
+    ]

@@ -90,6 +90,45 @@ KNOWN_USERS = Q.of("SELECT id FROM users WHERE id {ids1}")
 KNOWN_DEVICES = Q.of("SELECT id FROM user_devices WHERE id {ids1}")
 PART_USERS_OF_CALL = Q.of("SELECT user_id FROM call_participants WHERE call_id = $1")
 
+# PostgreSQL: a whole call write is ONE statement (data-modifying CTEs, child rows as arrays
+# through unnest), atomic on its own, so it needs no BEGIN/COMMIT round trips. Foreign keys are
+# checked at the end of the statement, when the call and participant rows exist.
+_PG_PARTS = (
+    f"INSERT INTO call_participants ({PART_COLUMNS}) SELECT $1::varchar, u.* FROM unnest($13::varchar[], "
+    "$14::varchar[], $15::varchar[], $16::varchar[], $17::timestamptz[], $18::timestamptz[], "
+    "$19::timestamptz[], $20::varchar[]) AS u {guard} ON CONFLICT (call_id, user_id) DO UPDATE SET "
+    "role = excluded.role, state = excluded.state, end_reason = excluded.end_reason, "
+    "invited_at = excluded.invited_at, joined_at = excluded.joined_at, left_at = excluded.left_at, "
+    "answered_device_id = excluded.answered_device_id"
+)
+_PG_LEGS = (
+    f"INSERT INTO call_device_legs ({LEG_COLUMNS}) SELECT $1::varchar, u.* FROM unnest($21::varchar[], "
+    "$22::varchar[], $23::varchar[], $24::varchar[], $25::timestamptz[]) AS u {guard} "
+    "ON CONFLICT (call_id, device_id) DO UPDATE SET user_id = excluded.user_id, state = excluded.state, "
+    "end_reason = excluded.end_reason, updated_at = excluded.updated_at"
+)
+PG_CREATE = Q.of(
+    f"WITH c AS (INSERT INTO calls ({CALL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, "
+    f"$12)), p AS ({_PG_PARTS.format(guard='')}), l AS ({_PG_LEGS.format(guard='')}) SELECT 1"
+)
+PG_SAVE = Q.of(
+    "WITH c AS (UPDATE calls SET media = $2, state = $3, caller_user_id = $4, caller_device_id = $5, "
+    "created_at = $6, answered_at = $7, ended_at = $8, end_reason = $9, next_deadline = $10, snapshot = $11, "
+    "version = version + 1 WHERE id = $1 AND version = $12 RETURNING 1), "
+    f"p AS ({_PG_PARTS.format(guard='WHERE EXISTS (SELECT 1 FROM c)')}), "
+    f"l AS ({_PG_LEGS.format(guard='WHERE EXISTS (SELECT 1 FROM c)')}) SELECT count(*) FROM c"
+)
+
+# PostgreSQL: a call with its rows in one statement (one snapshot, one round trip).
+PG_LOAD = Q.of(
+    f"SELECT {CALL_COLUMNS}, "
+    f"ARRAY(SELECT ROW({PART_COLUMNS}) FROM call_participants p WHERE p.call_id = c.id "
+    "ORDER BY p.invited_at, p.user_id), "
+    f"ARRAY(SELECT ROW({LEG_COLUMNS}) FROM call_device_legs g WHERE g.call_id = c.id "
+    "ORDER BY g.user_id, g.device_id) "
+    "FROM calls c WHERE c.id = $1"
+)
+
 CallRow = tuple[Any, ...]
 
 
@@ -185,7 +224,24 @@ def _write_children(d: Dialect, parts: list[CallRow], leg_rows: list[CallRow]) -
         yield MANY, UPSERT_LEG, [(*g[:5], t(g[5])) for g in leg_rows]
 
 
+def _pg_args(
+    d: Dialect, row: CallRow, parts: list[CallRow], leg_rows: list[CallRow], version: int
+) -> tuple[Any, ...]:
+    """Parameters of :data:`PG_CREATE` / :data:`PG_SAVE`: the call row, the version, then the
+    participant and leg columns as arrays."""
+    t = d.time
+    part_columns = [[p[i] for p in parts] for i in range(1, 9)]
+    for i in (4, 5, 6):
+        part_columns[i] = [t(v) for v in part_columns[i]]
+    leg_columns = [[g[i] for g in leg_rows] for i in range(1, 6)]
+    leg_columns[4] = [t(v) for v in leg_columns[4]]
+    return (*_bound_call(d, row), version, *part_columns, *leg_columns)
+
+
 def _create(d: Dialect, row: CallRow, parts: list[CallRow], leg_rows: list[CallRow]) -> Body[None]:
+    if d.name == "postgresql":
+        yield ONE, PG_CREATE, _pg_args(d, row, parts, leg_rows, 1)
+        return
     yield COUNT, INSERT_CALL, _bound_call(d, row)
     yield from _write_children(d, parts, leg_rows)
 
@@ -193,12 +249,17 @@ def _create(d: Dialect, row: CallRow, parts: list[CallRow], leg_rows: list[CallR
 def _save(
     d: Dialect, row: CallRow, parts: list[CallRow], leg_rows: list[CallRow], expected: int
 ) -> Body[None]:
-    if (yield COUNT, UPDATE_CALL, (*_bound_call(d, row), expected)) != 1:
+    if d.name == "postgresql":
+        saved = (yield ONE, PG_SAVE, _pg_args(d, row, parts, leg_rows, expected))[0] == 1
+    else:
+        saved = (yield COUNT, UPDATE_CALL, (*_bound_call(d, row), expected)) == 1
+    if not saved:  # a fresh statement: the newest committed version, as the error reports it
         actual = yield ONE, CALL_VERSION, (row[0],)
         if actual is None:
             raise NotFound("call", row[0])
         raise StaleVersion(row[0], expected, actual[0])
-    yield from _write_children(d, parts, leg_rows)
+    if d.name != "postgresql":
+        yield from _write_children(d, parts, leg_rows)
 
 
 def _explain(d: Dialect, call: CallWrite, creating: bool) -> Body[Exception]:
@@ -225,12 +286,15 @@ def _explain(d: Dialect, call: CallWrite, creating: bool) -> Body[Exception]:
 
 
 def _load(d: Dialect, call_id: str, with_rows: bool) -> Body[StoredCall | None]:
-    m = yield ONE, CALL_BY_ID, (call_id,)
+    pg_rows = with_rows and d.name == "postgresql"
+    m = yield ONE, PG_LOAD if pg_rows else CALL_BY_ID, (call_id,)
     if m is None:
         return None
     part_rows: list[Any] = []
     leg_rows: list[Any] = []
-    if with_rows:
+    if pg_rows:
+        part_rows, leg_rows = m[12], m[13]
+    elif with_rows:
         part_rows = yield ALL, PARTS_OF_CALL, (call_id,)
         leg_rows = yield ALL, LEGS_OF_CALL, (call_id,)
     e = d.epoch
@@ -272,7 +336,7 @@ class CallsRepository:
         parts = _participant_values(call)
         leg_rows = _leg_values(call)
         try:
-            await self._db.write(_create, row, parts, leg_rows)
+            await self._db.write(_create, row, parts, leg_rows, autocommit=True)
         except IntegrityViolation as exc:
             raise await self._explain_failure(call, creating=True) from exc
         return 1
@@ -290,14 +354,15 @@ class CallsRepository:
         if isinstance(expected_version, bool) or not isinstance(expected_version, int):
             raise InvalidInput("expected_version", "must be an integer")
         try:
-            await self._db.write(_save, row, parts, leg_rows, expected_version)
+            await self._db.write(_save, row, parts, leg_rows, expected_version, autocommit=True)
         except IntegrityViolation as exc:
             raise await self._explain_failure(call, creating=False) from exc
         return expected_version + 1
 
     async def load_call(self, call_id: str, *, with_rows: bool = True) -> StoredCall | None:
         """The stored call, or None. ``with_rows=False`` skips participants and legs."""
-        return await self._db.read(_load, call_id, with_rows, atomic=with_rows)
+        atomic = with_rows and self._db.dialect == "sqlite"  # PostgreSQL: one statement
+        return await self._db.read(_load, call_id, with_rows, atomic=atomic)
 
     async def due_calls(self, now: float, limit: int = 100) -> list[str]:
         """Ids of calls not ended whose ``next_deadline <= now``, earliest deadline first."""

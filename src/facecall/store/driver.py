@@ -167,8 +167,11 @@ class Database:
         read whose cost grows with the data (SQLite then never runs it on the event loop)."""
         raise NotImplementedError
 
-    async def write(self, body: Callable[..., Body[T]], *args: Any) -> T:
-        """Run a body in a write transaction: committed if it returns, rolled back if it raises."""
+    async def write(self, body: Callable[..., Body[T]], *args: Any, autocommit: bool = False) -> T:
+        """Run a body in a write transaction: committed if it returns, rolled back if it raises.
+
+        ``autocommit``: on PostgreSQL the body yields statements that are each atomic on their
+        own (one statement does the whole write), so no explicit transaction is opened."""
         raise NotImplementedError
 
     async def close(self) -> None:
@@ -316,7 +319,7 @@ class SqliteDatabase(Database):
                     raise
         return await self.reader.submit(run_sqlite_body, begin, body(self.sql, *args))
 
-    async def write(self, body: Callable[..., Body[T]], *args: Any) -> T:
+    async def write(self, body: Callable[..., Body[T]], *args: Any, autocommit: bool = False) -> T:
         gen = body(self.sql, *args)
         return await self.writer.submit(run_sqlite_body, "BEGIN IMMEDIATE", gen)
 
@@ -482,10 +485,13 @@ class PgDatabase(Database):
             async with con.transaction(isolation="repeatable_read", readonly=True):
                 return await _pg_drive(con, body(self.sql, *args))
 
-    async def write(self, body: Callable[..., Body[T]], *args: Any) -> T:
+    async def write(self, body: Callable[..., Body[T]], *args: Any, autocommit: bool = False) -> T:
         try:
-            async with self.pool.connection() as con, con.transaction():
-                return await _pg_drive(con, body(self.sql, *args))
+            async with self.pool.connection() as con:
+                if autocommit:
+                    return await _pg_drive(con, body(self.sql, *args))
+                async with con.transaction():
+                    return await _pg_drive(con, body(self.sql, *args))
         except self._integrity as exc:
             raise IntegrityViolation(str(exc)) from exc
 
