@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 
 import aiortc
@@ -96,3 +97,21 @@ def test_encoder_bitrate_attributes_bypass_the_clamps() -> None:
         assert set_encoder_bitrate(encoder, 120_000)
         assert encoder.target_bitrate == 120_000           # below aiortc's clamp, read back
     assert not set_encoder_bitrate(object(), 1)
+
+
+def test_timer_survives_uvloop_past_due_handles() -> None:
+    import uvloop
+
+    from facecall.media.engine.receiver import _Timer
+
+    fired: list[int] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        timer = _Timer(loop, lambda: fired.append(1))
+        timer.set(loop.time() - 1)          # uvloop returns a plain Handle (no when())
+        timer.set(loop.time() + 0.01)       # must reschedule, not raise
+        await asyncio.sleep(0.05)
+
+    uvloop.run(main())
+    assert fired == [1]

@@ -77,25 +77,33 @@ class _DecodeErrorSignal(threading.Event):
 
 
 class _Timer:
-    """One rescheduled ``call_at`` on the event loop's clock."""
+    """One rescheduled ``call_at`` on the event loop's clock.
+
+    The due time is kept here: uvloop's ``call_at`` for a time already past returns a plain
+    ``Handle``, which has no ``when()``."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
         self._loop = loop
         self._callback = callback
-        self._handle: asyncio.TimerHandle | None = None
+        self._handle: asyncio.Handle | None = None
+        self._when: float | None = None
 
     def set(self, when: float | None) -> None:
         if self._handle is not None:
-            if when is not None and abs(self._handle.when() - when) < 1e-4:
+            if when is not None and self._when is not None and abs(self._when - when) < 1e-4:
                 return
             self._handle.cancel()
-            self._handle = None
+            self._handle = self._when = None
         if when is not None:
+            self._when = when
             self._handle = self._loop.call_at(max(when, self._loop.time()), self._fire)
 
     def _fire(self) -> None:
-        self._handle = None
-        self._callback()
+        self._handle = self._when = None
+        try:
+            self._callback()
+        except Exception:  # never let a bug stop the stream
+            logger.exception("media engine timer failed")
 
     def cancel(self) -> None:
         self.set(None)
@@ -116,6 +124,13 @@ class _VideoPath:
         self.tasks: set[asyncio.Future[None]] = set()
 
     def add(self, packet: Any) -> tuple[bool, JitterFrame | None]:
+        try:
+            return self._add(packet)
+        except Exception:  # an exception here would end aiortc's whole DTLS receive loop
+            logger.exception("media engine video path failed on a packet")
+            return False, None
+
+    def _add(self, packet: Any) -> tuple[bool, JitterFrame | None]:
         codec = _private(self.receiver, "_RTCRtpReceiver__codecs").get(packet.payload_type)
         if codec is not None:
             self.codec = codec
@@ -172,6 +187,13 @@ class _AudioPath:
         self.codec: Any = None
 
     def add(self, packet: Any) -> tuple[bool, JitterFrame | None]:
+        try:
+            return self._add(packet)
+        except Exception:  # an exception here would end aiortc's whole DTLS receive loop
+            logger.exception("media engine audio path failed on a packet")
+            return False, None
+
+    def _add(self, packet: Any) -> tuple[bool, JitterFrame | None]:
         codec = _private(self.receiver, "_RTCRtpReceiver__codecs").get(packet.payload_type)
         if codec is None:
             return False, None
