@@ -134,6 +134,11 @@ async def people(browser: Browser, server: LiveServer) -> AsyncIterator[PersonFa
 
 
 @pytest.fixture
-def screenshots() -> Path:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    return SCREENSHOTS
+def screenshots(tmp_path: Path) -> Path:
+    """Where the tests save their screenshots: ``docs/screenshots/`` with ``FACECALL_SCREENSHOTS=1``
+    (to refresh the pictures in the docs), else a temporary directory (so that a test run does not
+    leave the checkout modified)."""
+    if os.environ.get("FACECALL_SCREENSHOTS") == "1":
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        return SCREENSHOTS
+    return tmp_path
