@@ -296,6 +296,9 @@ class SqliteDatabase(Database):
     still answers SQLITE_BUSY (WAL recovery, a truncating checkpoint) the read is retried on
     the reader thread, whose connection waits the busy timeout. Reads marked ``offload``
     always go to the reader thread.
+
+    A write whose awaiting task is cancelled still runs to its end on the writer thread
+    (committed or rolled back as a whole), like a PostgreSQL commit whose reply was lost.
     """
 
     dialect = "sqlite"
