@@ -70,10 +70,12 @@ async def live_server(database_url: str, **overrides: Any) -> AsyncIterator[Live
     """Start the API + signaling app on a free port; stop it on exit."""
     sock = free_socket()
     port = sock.getsockname()[1]
+    defaults: dict[str, Any] = {
+        "turn_urls": ["stun:127.0.0.1:3478", "turn:127.0.0.1:3478?transport=udp"],
+        "turn_secrets": ["test-turn-secret"],
+    }
     settings = Settings(host="127.0.0.1", port=port, database_url=database_url,
-                        turn_urls=["stun:127.0.0.1:3478", "turn:127.0.0.1:3478?transport=udp"],
-                        turn_secrets=["test-turn-secret"],
-                        **overrides)
+                        **{**defaults, **overrides})
     server = build_uvicorn(settings)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
