@@ -87,5 +87,18 @@ def test_audio_is_served_before_video() -> None:
     change = ctl.update(0.0)
     assert change is not None and change.after.rung.name == "180p15"
     assert ctl.video_budget() == ctl.config.ladder[-1].min_bps   # video gets only its floor
-    ctl.on_remb(300_000, 1.0)
-    assert ctl.video_budget() == int(300_000 * 0.9) - 110_000
+    other = AdaptationController(AdaptationConfig(audio_reserve=110_000))
+    other.on_remb(300_000, 0.0)
+    assert other.video_budget() == int(300_000 * 0.9) - 110_000
+
+
+def test_probing_stays_within_reach_of_what_is_sent() -> None:
+    ctl = make()
+    ctl.update(0.0)
+    ctl.on_send_rate(1_000_000, 0.0)
+    ctl.on_remb(300_000, 0.1)                           # clearly below what is sent: a limit
+    assert ctl.loss_estimate == 300_000
+    ctl.on_send_rate(100_000, 0.2)
+    ctl.send_rate = 100_000
+    run(ctl, 10, 0.0, 0.2)                               # loss-free, but the sender sends little
+    assert ctl.loss_estimate <= 3 * 100_000 + 110_000 / 0.9 + 1

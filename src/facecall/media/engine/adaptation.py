@@ -7,12 +7,14 @@ draft-ietf-rmcat-gcc §5-6, with the receiver's delay-based estimate arriving as
 * **available rate** = min(REMB, loss-based estimate, ``max_bitrate``). aiortc's REMB is bounded
   by 1.5 times the rate it receives, so a source that sends less than its target (a still
   picture) would drag the estimate down with it; REMB therefore caps the rate only when it is
-  below what the sender actually sends (:meth:`AdaptationController.on_send_rate`), i.e. when
-  the receiver sees queues building. The loss-based estimate
-  (GCC §6) falls to ``rate * (1 - 0.5 * loss)`` on a loss report above 10 %, holds between
+  clearly below what the sender actually sends (``remb_limit_factor`` of it with loss,
+  ``remb_alone_factor`` without; :meth:`AdaptationController.on_send_rate`), i.e. when the
+  receiver sees queues building. The loss-based estimate (GCC §6) falls to
+  ``rate * (1 - 0.5 * loss)`` on a loss report above 10 %, holds between
   2 % and 10 % (random loss is not congestion: NACKs repair it), and *probes upward*
-  (times ``probe_factor`` every ``probe_interval``) once loss has stayed under 2 % for
-  ``probe_hold``;
+  (times ``probe_factor`` every ``probe_interval``, never above ``probe_send_factor`` times the
+  video actually sent, and only ``careful_factor`` near the rate where congestion last struck)
+  once loss has stayed under 2 % for ``probe_hold``;
 * **audio first**: ``audio_reserve`` is taken out of the available rate before video gets any;
   video gets at least its lowest rung's rate, whatever is left;
 * **ladder**: the highest rung of :data:`LADDER` (1080p → 720p → 540p → 360p → 180p, each at
@@ -77,13 +79,14 @@ class AdaptationConfig:
     start_bitrate: int = 1_500_000
     min_bitrate: int = 100_000
     max_bitrate: int = 2_500_000
+    """Audio and video together."""
     audio_reserve: int = 110_000
     """Audio's share (Opus plus RTP/UDP overhead), taken before video's."""
     headroom: float = 0.9
     """Video and audio together use at most this share of the available rate."""
     loss_high: float = 0.10
     loss_low: float = 0.02
-    probe_factor: float = 1.15
+    probe_factor: float = 1.2
     probe_interval: float = 0.5
     probe_hold: float = 1.0
     decrease_interval: float = 0.2
@@ -91,8 +94,22 @@ class AdaptationConfig:
     up_margin: float = 1.15
     up_hold: float = 1.5
     bitrate_deadband: float = 0.15
-    rung_max_factor: float = 1.6
+    rung_max_factor: float = 1.3
     send_rate_alpha: float = 0.25
+    probe_send_factor: float = 3.0
+    """Probing never takes the estimate above this times the video actually sent (plus audio)."""
+    remb_limit_factor: float = 0.75
+    """REMB limits the rate below this share of the (smoothed) send rate when loss is over
+    ``loss_high`` too (REMB then says how far down):
+    aiortc's estimate hovers around the incoming rate and lags a rising one, so smaller
+    differences are noise, not queues."""
+    remb_alone_factor: float = 0.5
+    """REMB limits without loss only below this share of the send rate (a deep queue, no drops)."""
+    careful_band: tuple[float, float] = (0.85, 1.2)
+    """Around the rate where congestion last struck, probe slowly (``careful_factor``)."""
+    careful_factor: float = 1.05
+    careful_memory: float = 20.0
+    """Seconds the rate of the last congestion is remembered."""
     """A rung's encoder rate goes up to this times its ``min_bps``."""
     ladder: tuple[Rung, ...] = LADDER
 
@@ -155,6 +172,7 @@ class AdaptationController:
     send_rate: int | None = None
     _state: QualityState | None = None
     _last_decrease: float = float("-inf")
+    _congested_rate: float | None = None
     _low_loss_since: float | None = None
     _last_probe: float = float("-inf")
     _up_since: float | None = None
@@ -174,8 +192,17 @@ class AdaptationController:
         self.source = (width, height, fps)
 
     def on_remb(self, bitrate: int, now: float) -> None:
-        """Receiver Estimated Maximum Bitrate (bit/s)."""
+        """Receiver Estimated Maximum Bitrate (bit/s).
+
+        When it limits (see :meth:`remb_limits`), the loss-based estimate comes down to it too, so
+        the rate climbs back only by probing — not the moment the lower send rate makes REMB look
+        generous again."""
         self.remb = max(0, int(bitrate))
+        if self.remb_limits() and self.remb < self.loss_estimate:
+            self._congested_rate = float(self.send_rate or self.loss_estimate)
+            self.loss_estimate = max(float(self.config.min_bitrate), float(self.remb))
+            self._last_decrease = now
+            self._low_loss_since = now
 
     def on_send_rate(self, bitrate: int, now: float) -> None:
         """What the video sender actually sent over the last window (bit/s; REMB covers video only).
@@ -187,7 +214,14 @@ class AdaptationController:
 
     def remb_limits(self) -> bool:
         """Whether the receiver's estimate is a limit now (below what is being sent)."""
-        return self.remb is not None and (self.send_rate is None or self.remb < self.send_rate)
+        if self.remb is None:
+            return False
+        if self.send_rate is None:
+            return True
+        c = self.config
+        lossy = self.loss > c.loss_high
+        return self.remb < c.remb_alone_factor * self.send_rate or (
+            lossy and self.remb < c.remb_limit_factor * self.send_rate)
 
     def on_rtt(self, rtt: float, now: float) -> None:
         self.rtt = rtt
@@ -199,6 +233,7 @@ class AdaptationController:
         if self.loss > c.loss_high:
             self._low_loss_since = None
             if now - self._last_decrease >= c.decrease_interval:
+                self._congested_rate = self.loss_estimate
                 self.loss_estimate = max(c.min_bitrate, self.loss_estimate * (1 - 0.5 * self.loss))
                 self._last_decrease = now
         elif self.loss < c.loss_low:
@@ -245,7 +280,17 @@ class AdaptationController:
         if self._low_loss_since is None or now - self._low_loss_since < c.probe_hold:
             return
         if now - self._last_probe >= c.probe_interval and now - self._last_decrease >= c.probe_hold:
-            self.loss_estimate = min(self.loss_estimate * c.probe_factor, float(c.max_bitrate))
+            factor = c.probe_factor
+            if self._congested_rate is not None and now - self._last_decrease < c.careful_memory:
+                low, high = c.careful_band
+                if low * self._congested_rate <= self.loss_estimate <= high * self._congested_rate:
+                    factor = c.careful_factor
+            probed = min(self.loss_estimate * factor, float(c.max_bitrate))
+            if self.send_rate is not None:
+                # like GCC's bound of 1.5x the received rate: probe from what is really sent
+                cap = c.probe_send_factor * self.send_rate + c.audio_reserve / c.headroom
+                probed = min(probed, max(cap, self.loss_estimate))
+            self.loss_estimate = probed
             self._last_probe = now
 
     def update(self, now: float) -> QualityChange | None:
