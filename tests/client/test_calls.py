@@ -142,6 +142,18 @@ async def test_relay_only_goes_through_our_turn_server(make_device: MakeDevice) 
     assert await outgoing.wait_ended(10) is EndReason.HUNG_UP
 
 
+async def test_falls_back_to_the_relay_by_itself(make_device: MakeDevice) -> None:
+    """Without a host path (bob gathers no host candidate) ICE settles on our TURN relay."""
+    alice = await make_device("alice")
+    bob = await make_device("bob", ice_host_addresses=[])
+    outgoing = await alice.call("bob")
+    incoming = await bob.next_call()
+    await incoming.answer()
+    await asyncio.gather(outgoing.wait_connected(30), incoming.wait_connected(30))
+    assert outgoing.path == "relay" and incoming.path == "relay"
+    assert (await stamped_frames(incoming, 5)).summary().stamped >= 5
+
+
 async def test_device_that_reconnects_mid_call_keeps_the_call(make_device: MakeDevice) -> None:
     alice, _bob, outgoing, incoming = await connected_call(make_device)
     changes: list[str] = []

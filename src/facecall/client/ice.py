@@ -93,6 +93,7 @@ def parse_host_addresses(addresses: Sequence[str] | str | None) -> tuple[str, ..
     """Validate host addresses (IPv4/IPv6 literals); a string is comma-separated.
 
     ``None`` reads :data:`HOST_ADDRESSES_ENV`; when that is unset too, ``None`` (aioice's choice).
+    An empty list gathers no host (nor server-reflexive) candidate: only relayed ones.
     """
     if addresses is None:
         addresses = os.environ.get(HOST_ADDRESSES_ENV) or None
@@ -106,9 +107,7 @@ def parse_host_addresses(addresses: Sequence[str] | str | None) -> tuple[str, ..
             result.append(str(ipaddress.ip_address(address)))
         except ValueError:
             raise ValueError(f"not an IP address: {address!r} (ice_host_addresses)") from None
-    if not result:
-        raise ValueError("ice_host_addresses is empty")
-    return tuple(result)
+    return tuple(result)  # empty: no host candidates (as behind a firewall that lets only TURN out)
 
 
 @contextlib.contextmanager
