@@ -145,3 +145,13 @@ def test_nack_tracker_gives_up_past_the_deadline() -> None:
     assert tracker.due(0.0, rtt=0.05) == [10, 11]
     assert tracker.due(0.08, rtt=0.05) == []          # would arrive after the deadline
     assert len(tracker) == 0 and tracker.given_up == 2
+
+
+def test_round_trip_measured_from_nack_to_retransmission() -> None:
+    buf = VideoReceiveBuffer()
+    packets = stream(2)
+    for p in packets[:3]:
+        buf.add(p, 0.0)
+    assert buf.add(packets[4], 1.0).nack == [103]
+    buf.add(packets[3], 1.08)
+    assert buf.measured_rtt is not None and abs(buf.measured_rtt - 0.08) < 1e-9

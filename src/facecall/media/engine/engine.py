@@ -98,6 +98,8 @@ class MediaEngine:
         self.rtt = 0.1
         """Round-trip estimate (s) from the receiver reports our senders get; until one comes (or on
         a receive-only connection), a cautious 100 ms, so retransmissions still fit the budget."""
+        self.rtt_measured = False
+        """Whether :attr:`rtt` comes from a receiver report (else the NACK round trips are used)."""
         self._senders: list[EngineSender] = []
         self._receivers: list[EngineReceiver] = []
         self._listeners: list[QualityListener] = []

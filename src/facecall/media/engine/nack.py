@@ -76,9 +76,13 @@ class NackTracker:
             self._missing[seq] = _Missing(detected=now, deadline=deadline)
         return True
 
-    def received(self, seq: int) -> bool:
-        """A packet arrived; returns whether it was one we were missing."""
-        return self._missing.pop(seq, None) is not None
+    def received(self, seq: int, now: float | None = None) -> float | None:
+        """A missing packet arrived. Returns a round-trip sample (s) when it answers our only NACK
+        for it (the time from that NACK to the retransmission), else ``None``."""
+        m = self._missing.pop(seq, None)
+        if m is None or now is None or m.retries != 1 or m.sent_at is None:
+            return None
+        return max(0.0, now - m.sent_at)
 
     def forget_before(self, seq: int) -> None:
         """Stop tracking everything below ``seq`` (its frames were released or dropped)."""

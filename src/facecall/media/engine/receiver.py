@@ -139,7 +139,11 @@ class _VideoPath:
                 self.buffer.config = dataclasses.replace(self.buffer.config, codec=name)
         self.ssrc = packet.ssrc
         starts, key = vp8_packet_info(packet.payload) if self.buffer.config.codec == "vp8" else (False, False)
-        self.buffer.rtt = self.receiver.engine.rtt
+        engine = self.receiver.engine
+        if engine.rtt_measured or self.buffer.measured_rtt is None:
+            self.buffer.rtt = engine.rtt
+        else:
+            self.buffer.rtt = self.buffer.measured_rtt
         out = self.buffer.add(VideoPacket(packet.sequence_number, packet.timestamp, bool(packet.marker),
                                           getattr(packet, "_data", b""), starts, key), self.loop.time())
         self._act(out)

@@ -250,7 +250,10 @@ class EngineSender(RTCRtpSender):
             track.rung = state.rung
         self._apply_bitrate()
         config = self.engine.config
-        self.pacer.configure(rate=max(config.pacing_factor * state.video_bitrate, 300_000),
+        # up to pacing_factor x the video rate, but not past the link's estimate, so that a key
+        # frame waits in the pacer rather than overflowing the bottleneck's queue
+        rate = min(config.pacing_factor * state.video_bitrate, 0.95 * state.available)
+        self.pacer.configure(rate=max(rate, 1.2 * state.video_bitrate, 150_000),
                              burst=state.available / 8 * config.pacing_burst)
 
     # -- RTCP ----------------------------------------------------------------------------------
@@ -276,6 +279,7 @@ class EngineSender(RTCRtpSender):
                     if rtt is not None:
                         controller.on_rtt(rtt, now)
                         self.engine.rtt = rtt
+                        self.engine.rtt_measured = True
                     self.engine._update(now)
 
     def send_rate(self, seconds: float) -> int:

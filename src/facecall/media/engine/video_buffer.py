@@ -110,6 +110,8 @@ class VideoReceiveBuffer:
         self.counters = VideoBufferCounters()
         self.rtt = 0.05
         """Round-trip time estimate (s); the caller updates it."""
+        self.measured_rtt: float | None = None
+        """Round trip seen from NACK to retransmission (EWMA), for receive-only connections."""
         self._packets: dict[int, VideoPacket] = {}
         self._arrival: dict[int, float] = {}
         self._highest: int | None = None
@@ -160,7 +162,10 @@ class VideoReceiveBuffer:
                 self._request_keyframe(now, out)
             self._highest = seq
         else:
-            self.nacks.received(seq)
+            sample = self.nacks.received(seq, now)
+            if sample is not None:
+                self.measured_rtt = sample if self.measured_rtt is None else (
+                    0.8 * self.measured_rtt + 0.2 * sample)
         if len(self._packets) > self.config.max_packets:
             self._drop_head(now, out)
         self._release(now, out)
