@@ -16,7 +16,8 @@ For each size and codec, one after the other:
 * ``turn`` — the same call forced through our TURN server (``relay_only``).
 
 Every run has two processes, as two devices would: the sender (caller) in this process, with the
-in-process server and TURN, and the receiver (callee) in a child process (``--role``); stock
+in-process signaling server, and the receiver (callee) in a child process (``--role``); our TURN
+server runs in a third process (``facecall turn``; ``--turn-in-process`` to keep it here); stock
 peers exchange their SDP over the child's stdin/stdout. Video goes one way (caller → callee; the
 callee answers audio-only), at 30 fps from
 :class:`~facecall.media.sources.SyntheticVideoTrack`; audio goes both ways. Figures: received
@@ -30,11 +31,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import secrets
+import socket
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -260,13 +264,44 @@ def fmt(value: float, digits: int = 1) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
+@contextlib.asynccontextmanager
+async def turn_process() -> AsyncIterator[tuple[list[str], str]]:
+    """Our STUN/TURN server in its own process (``facecall turn``), as in a deployment."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind((LOOPBACK, 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    secret = secrets.token_urlsafe(16)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "facecall", "turn", "--turn-listen", f"{LOOPBACK}:{port}",
+        "--turn-secret", secret, "--turn-allow-peer", "127.0.0.0/8", stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL)
+    try:
+        for _ in range(200):  # listening once its UDP port is taken
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as check:
+                try:
+                    check.bind((LOOPBACK, port))
+                except OSError:
+                    break
+            await asyncio.sleep(0.05)
+        else:
+            raise RuntimeError("the TURN server process did not start")
+        yield [f"stun:{LOOPBACK}:{port}", f"turn:{LOOPBACK}:{port}?transport=udp"], secret
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        await process.wait()
+
+
 async def main(args: argparse.Namespace) -> list[Result]:
     configure_logging("error")
     results: list[Result] = []
     print("| size | codec | mode | path | fps | video p50 ms | video p95 ms | audio p50 ms | PSNR dB | "
           "CPU % | freezes | connect ms |", file=sys.stderr)
     print("|---|---|---|---|---|---|---|---|---|---|---|---|", file=sys.stderr)
-    async with local_server() as server:
+    async with contextlib.AsyncExitStack() as stack:
+        external = await stack.enter_async_context(turn_process()) if args.turn_process else None
+        server = await stack.enter_async_context(local_server(external_turn=external))
         for size in args.sizes:
             for codec in args.codecs:
                 for mode in args.modes:
@@ -289,6 +324,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--modes", default="stock,direct,turn", type=lambda s: s.split(","))
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per run")
     parser.add_argument("--json", action="store_true", help="print every result as JSON on stdout")
+    parser.add_argument("--turn-in-process", dest="turn_process", action="store_false",
+                        help="run TURN in this (the sender's) process instead of its own")
     parser.add_argument("--role", choices=["stock-receiver", "sdk-callee"], help=argparse.SUPPRESS)
     parser.add_argument("--server", help=argparse.SUPPRESS)
     parser.add_argument("--user", help=argparse.SUPPRESS)

@@ -44,8 +44,13 @@ class LocalServer:
 
 @contextlib.asynccontextmanager
 async def local_server(database_url: str | None = None, *, ring_timeout: float = 30.0,
-                       turn: bool = True) -> AsyncIterator[LocalServer]:
-    """API + signaling + STUN/TURN on free loopback ports (TURN may relay to loopback peers)."""
+                       turn: bool = True,
+                       external_turn: tuple[list[str], str] | None = None) -> AsyncIterator[LocalServer]:
+    """API + signaling + STUN/TURN on free loopback ports (TURN may relay to loopback peers).
+
+    ``external_turn=(uris, secret)`` hands out credentials for a TURN server running elsewhere
+    instead of starting one in this process.
+    """
     import socket
 
     from facecall.config import Settings
@@ -54,7 +59,7 @@ async def local_server(database_url: str | None = None, *, ring_timeout: float =
     from facecall.turn.server import TurnServer
 
     with tempfile.TemporaryDirectory(prefix="facecall-demo-") as tmp:
-        secret = secrets.token_urlsafe(24)
+        secret = external_turn[1] if external_turn else secrets.token_urlsafe(24)
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((LOOPBACK, 0))
@@ -63,7 +68,9 @@ async def local_server(database_url: str | None = None, *, ring_timeout: float =
                             ring_timeout=ring_timeout, turn_secrets=[secret], log_level="warning")
         turn_server = None
         uris: list[str] = []
-        if turn:
+        if external_turn:
+            uris = list(external_turn[0])
+        elif turn:
             turn_server = TurnServer(TurnConfig(udp_listen=[(LOOPBACK, 0)], tcp_listen=[(LOOPBACK, 0)],
                                                 rest_secrets=[secret], allowed_peers=["127.0.0.0/8"]))
             await turn_server.start()
