@@ -36,7 +36,12 @@ class MediaFigures:
     audio_p95_ms: float
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
+        def clean(value: Any) -> Any:
+            if isinstance(value, float):
+                return None if math.isnan(value) else round(value, 2)
+            return value
+
+        return {k: clean(v) for k, v in asdict(self).items()}
 
 
 class CallProbe:
