@@ -155,3 +155,13 @@ def test_round_trip_measured_from_nack_to_retransmission() -> None:
     assert buf.add(packets[4], 1.0).nack == [103]
     buf.add(packets[3], 1.08)
     assert buf.measured_rtt is not None and abs(buf.measured_rtt - 0.08) < 1e-9
+
+
+def test_no_nacks_while_waiting_for_a_keyframe() -> None:
+    buf = VideoReceiveBuffer()
+    packets = stream(3)
+    for p in packets[:3]:
+        buf.add(p, 0.0)
+    buf.decode_error(0.0)
+    assert buf.add(packets[5], 0.01).nack == []         # 103 and 104 missing, not asked for
+    assert len(buf.nacks) == 0

@@ -13,7 +13,8 @@ incomplete frame until 512 packets have piled up behind it. :class:`VideoReceive
   after it reference a picture the decoder never saw, drops them too until a key frame, which it
   asks for with a Picture Loss Indication (RFC 4585 §6.3.1), throttled to one per
   ``keyframe_interval`` while none arrives;
-* jumps ahead to any complete key frame behind a gap;
+* jumps ahead to any complete key frame behind a gap; asks for no retransmission while it waits
+  for a key frame (those packets belong to frames it will drop);
 * after a decode error (:meth:`decode_error`), drops until a key frame and asks for one.
 
 Pure: no sockets, no clock. The caller passes ``now`` (seconds) to :meth:`add` and
@@ -214,6 +215,10 @@ class VideoReceiveBuffer:
         self._waiting_keyframe = True
 
     def _finish(self, out: VideoOutput, now: float) -> VideoOutput:
+        if self._waiting_keyframe:
+            # whatever is missing now belongs to frames that will be dropped: asking for it only
+            # takes bandwidth from the key frame (the NACK storm of a bandwidth drop)
+            self.nacks.clear()
         out.nack = [s % SEQ_MOD for s in self.nacks.due(now, self.rtt)]
         if self._request_pending and now - self._last_request >= self.config.keyframe_interval:
             self._send_request(now, out)
