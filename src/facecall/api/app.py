@@ -11,7 +11,8 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from facecall import __version__
-from facecall.api import routes_accounts, routes_calls, routes_devices, routes_ops, ws
+from facecall.api import routes_accounts, routes_calls, routes_devices, routes_ops
+from facecall.api.ws import SignalingEndpoint
 from facecall.bus import Bus, InProcessBus
 from facecall.config import Settings
 from facecall.signaling.service import CallService
@@ -51,7 +52,8 @@ def create_app(settings: Settings, *, turn_uris: list[str] | None = None,
     async def _value_error(_: Request, exc: ValueError) -> JSONResponse:
         return JSONResponse(status_code=400, content={"detail": str(exc)})
 
-    for module in (routes_ops, routes_accounts, routes_devices, routes_calls, ws):
+    app.add_middleware(SignalingEndpoint)
+    for module in (routes_ops, routes_accounts, routes_devices, routes_calls):
         app.include_router(module.router)
     if (WEB_DIR / "index.html").exists():
         app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")

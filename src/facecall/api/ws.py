@@ -1,62 +1,84 @@
-"""The signaling WebSocket endpoint: authenticate a device, then hand frames to its session."""
+"""The signaling WebSocket endpoint: authenticate a device, then hand frames to its session.
+
+Served as a small ASGI middleware rather than a FastAPI route: a signaling connection lives for
+hours and carries many small messages, and skipping the router, the dependency machinery and
+Starlette's WebSocket wrapper makes each message cheaper and each idle connection smaller
+(docs/benchmarks.md, "Signaling").
+"""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
+from urllib.parse import parse_qs
 
-from fastapi import APIRouter, HTTPException, WebSocket, WebSocketDisconnect
+from fastapi import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from facecall.api.auth import resolve_bearer
-from facecall.logs import get_logger
 from facecall.signaling.session import DeviceSession
 
-router = APIRouter()
-log = get_logger(__name__)
-
+SIGNALING_PATH = "/v1/signaling"
 CLOSE_UNAUTHORIZED = 4401  # the token is missing, wrong, expired or revoked
 CLOSE_NOT_A_DEVICE = 4403  # an account token: signaling needs a device token
-CLOSE_TOO_LARGE = 1009  # RFC 6455 §7.4.1: message too big to process
 
 
-def _bearer_from(websocket: WebSocket) -> str | None:
-    header = websocket.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip()
-    return websocket.query_params.get("token")
+def bearer_token(scope: Scope) -> str | None:
+    """The token from ``Authorization: Bearer``, else from ``?token=`` (browsers cannot set
+    headers on a WebSocket)."""
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization" and value[:7].lower() == b"bearer ":
+            return value[7:].decode("latin-1").strip()
+    tokens = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token")
+    return tokens[0] if tokens else None
 
 
-@router.websocket("/v1/signaling")
-async def signaling(websocket: WebSocket) -> None:
-    """One connection per device; see docs/protocol.md for what flows over it."""
-    app = websocket.app
-    await websocket.accept()
+class SignalingEndpoint:
+    """ASGI middleware: ``/v1/signaling`` WebSockets here, everything else to ``app``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == SIGNALING_PATH:
+            await serve_signaling(scope["app"], receive, send, bearer_token(scope))
+        else:
+            await self.app(scope, receive, send)
+
+
+async def serve_signaling(app: Any, receive: Receive, send: Send, token: str | None) -> None:
+    """One device connection (ASGI WebSocket protocol); see docs/protocol.md."""
+    if (await receive())["type"] != "websocket.connect":
+        return
+    await send({"type": "websocket.accept"})
+
+    async def close(code: int, reason: str) -> None:
+        await send({"type": "websocket.close", "code": code, "reason": reason})
+
     try:
-        principal = await resolve_bearer(app.state.store, _bearer_from(websocket))
+        principal = await resolve_bearer(app.state.store, token)
     except HTTPException as exc:
-        await websocket.close(code=CLOSE_UNAUTHORIZED, reason=str(exc.detail))
+        await close(CLOSE_UNAUTHORIZED, str(exc.detail))
         return
     if principal.device_id is None:
-        await websocket.close(code=CLOSE_NOT_A_DEVICE, reason="a device token is required")
+        await close(CLOSE_NOT_A_DEVICE, "a device token is required")
         return
 
-    session = DeviceSession(
-        app.state.signaling, principal.user_id, principal.device_id, websocket.send_text,
-        close=websocket.close,
-    )
+    async def send_text(text: str) -> None:
+        await send({"type": "websocket.send", "text": text})
+
+    session = DeviceSession(app.state.signaling, principal.user_id, principal.device_id,
+                            send_text, close)
     writer = asyncio.create_task(session.run_writer())
     try:
         while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
+            message = await receive()
+            kind = message["type"]
+            if kind == "websocket.disconnect":
                 break
-            raw = message.get("text")
-            if raw is None:
-                raw = message.get("bytes") or b""
-            await session.handle_frame(raw)
-    except WebSocketDisconnect:
-        pass
-    except RuntimeError as exc:  # receive after a close we initiated
-        log.debug("ws.receive_after_close", error=str(exc))
+            if kind == "websocket.receive":
+                raw = message.get("text")
+                await session.handle_frame(raw if raw is not None else message.get("bytes") or b"")
     finally:
         writer.cancel()
         await session.detach()
