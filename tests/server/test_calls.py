@@ -10,17 +10,20 @@ from facecall.client.signaling import SignalingConnection, SignalingError
 from tests.live import LiveServer
 
 
-async def ring_ids(conns: list[SignalingConnection], call_id: str) -> None:
+async def ring_ids(conns: list[SignalingConnection], call_id: str,
+                   from_name: str | None = None) -> None:
     for conn in conns:
         ring = await conn.next_event("call.ring")
         assert ring["call_id"] == call_id
+        if from_name is not None:
+            assert ring["from_name"] == from_name
 
 
 async def test_every_device_rings_first_answer_wins(server: LiveServer) -> None:
     _alice, (a1,) = await server.user_with_devices("alice", 1)
     bob, (b1, b2, b3) = await server.user_with_devices("bob", 3)
     call_id = (await a1.request("call.start", to=[bob["user"]["id"]], media="video"))["call_id"]
-    await ring_ids([b1, b2, b3], call_id)
+    await ring_ids([b1, b2, b3], call_id, from_name="alice")
     ringing = await a1.next_event("call.ringing")
     assert ringing["devices"] == 3
 

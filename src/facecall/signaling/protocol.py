@@ -285,6 +285,8 @@ class CallRing(_Event):
     type: Literal["call.ring"]
     from_user: Id
     from_device: Id
+    from_name: Annotated[str, StringConstraints(max_length=64)] | None = Field(
+        default=None, description="The display name of `from_user`, for the incoming-call screen.")
     media: Media
     participants: list[Id]
     call_waiting: bool

@@ -103,6 +103,7 @@ class CallService:
         self._wake = asyncio.Event()
         self._timer_task: asyncio.Task[None] | None = None
         self._glare_locks: dict[str, asyncio.Lock] = {}
+        self._names: dict[str, str] = {}  # user id -> display name, for `call.ring`
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -233,7 +234,11 @@ class CallService:
     async def _callees(self, caller: str, user_ids: list[str]) -> tuple[dict[str, list[str]],
                                                                         set[str]]:
         """Devices to ring per callee and which callees are already in a call."""
-        found = await self.store.get_users(user_ids)
+        found = await self.store.get_users([*user_ids, caller])
+        for user in found.values():  # for the caller's name on rings (`from_name`)
+            self._names[user.id] = user.display_name
+        while len(self._names) > CACHE_LIMIT:
+            del self._names[next(iter(self._names))]
         missing = [u for u in user_ids if u not in found]
         if missing:
             raise ProtocolError(ErrorCode.UNKNOWN_USER, f"no such user: {', '.join(missing[:5])}")
@@ -358,10 +363,13 @@ class CallService:
         """Deliver effects in order, after the state that caused them was stored."""
         for effect in effects:
             if isinstance(effect, Deliver):
-                await self.bus.deliver(effect.device_id, effect.message)
-                if effect.message.get("type") == "call.ring" and \
+                message = effect.message
+                if message["type"] == "call.ring":
+                    message = {**message, "from_name": self._names.get(message["from_user"])}
+                await self.bus.deliver(effect.device_id, message)
+                if message["type"] == "call.ring" and \
                         effect.device_id not in await self.bus.online([effect.device_id]):
-                    await self.push.notify_ring(effect.user_id, effect.device_id, effect.message)
+                    await self.push.notify_ring(effect.user_id, effect.device_id, message)
             elif isinstance(effect, CallEnded):
                 metrics.CALLS_ENDED.labels(effect.reason.value).inc()
                 log.info("call.ended", call_id=machine.call_id, reason=effect.reason.value)

@@ -338,7 +338,7 @@ export class Calls extends EventTarget {
     if (this.rings.has(event.call_id) || (this.active && this.active.id === event.call_id)) return;
     const ring = { ...event, name: "…" };
     this.rings.set(event.call_id, ring);
-    ring.name = await this.nameFor(event.from_user, event.call_id);
+    ring.name = event.from_name || await this.nameFor(event.from_user, event.call_id);
     if (!this.rings.has(event.call_id)) return; // stopped while we looked the name up
     this.refreshIncoming();
   }
