@@ -14,7 +14,7 @@ from facecall.turn.config import TurnConfig
 from facecall.turn.server import TurnServer
 from tests.live import LiveServer, live_server
 
-TURN_SECRET = "test-turn-secret"  # the secret tests.live.live_server configures
+TURN_SECRET = "sdk-test-turn-secret"
 PASSWORD = "correct horse battery"
 
 MakeDevice = Callable[..., Awaitable[Device]]
@@ -42,17 +42,9 @@ async def turn() -> AsyncIterator[TurnServer]:
 async def call_server(tmp_path: Path, turn: TurnServer) -> AsyncIterator[LiveServer]:
     """API + signaling, with ICE servers pointing at our TURN server."""
     async with live_server(f"sqlite+aiosqlite:///{tmp_path / 'facecall.db'}", ring_timeout=3.0,
-                           resume_grace=5.0) as live:
-        fastapi_app(live).state.turn_uris = turn_uris(turn)
+                           resume_grace=5.0, turn_urls=turn_uris(turn),
+                           turn_secrets=[TURN_SECRET]) as live:
         yield live
-
-
-def fastapi_app(live: LiveServer) -> Any:
-    """The FastAPI app under uvicorn's middleware (its state holds the ICE server URIs)."""
-    app = live.app
-    while not hasattr(getattr(app, "state", None), "turn_uris"):
-        app = app.app
-    return app
 
 
 @pytest.fixture

@@ -70,6 +70,21 @@ async def test_restart_ice_on_request_keeps_media(make_device: MakeDevice) -> No
         assert (await stamped_frames(call, 5)).summary().stamped >= 5
 
 
+async def test_restarts_from_both_sides_at_once_settle_on_one(make_device: MakeDevice) -> None:
+    """Both devices offer an ICE restart at the same moment: the lower device id's offer wins
+    (the other side answers it) and the call reconnects once."""
+    _alice, _bob, outgoing, incoming = await connected_call(make_device)
+    await asyncio.gather(outgoing.restart_ice(), incoming.restart_ice())
+    await asyncio.gather(outgoing.wait_connected(30), incoming.wait_connected(30))
+    for _ in range(100):
+        if outgoing.ice_restarts and incoming.ice_restarts:
+            break
+        await asyncio.sleep(0.05)
+    assert outgoing.ice_restarts == 1 and incoming.ice_restarts == 1
+    for call in (outgoing, incoming):
+        assert (await stamped_frames(call, 5)).summary().stamped >= 5
+
+
 async def test_path_failure_restarts_ice_through_a_restarted_turn_server(
         make_device: MakeDevice, turn: TurnServer) -> None:
     _alice, _bob, outgoing, incoming = await connected_call(

@@ -137,6 +137,8 @@ class Call(AsyncIOEventEmitter):
         self._progress_bytes = -1
         self._restart_attempts = 0
         self._restarting = False
+        self._negotiating = asyncio.Lock()
+        """One offer/answer exchange at a time: a local restart and a remote offer never interleave."""
         self._runner = asyncio.create_task(self._run(), name=f"call-{call_id}")
         self._monitor: asyncio.Task[None] | None = None
         self._background: set[asyncio.Future[None]] = set()
@@ -398,6 +400,10 @@ class Call(AsyncIOEventEmitter):
                                   candidate=None)
 
     async def _offer(self, restart: bool) -> None:
+        async with self._negotiating:
+            await self._offer_locked(restart)
+
+    async def _offer_locked(self, restart: bool) -> None:
         if self._peer is not None:
             old, self._peer = self._peer, None
             await old.close()
@@ -407,6 +413,10 @@ class Call(AsyncIOEventEmitter):
             await self._send_description(offer, restart)
 
     async def _on_description(self, event: dict[str, Any]) -> None:
+        async with self._negotiating:
+            await self._on_description_locked(event)
+
+    async def _on_description_locked(self, event: dict[str, Any]) -> None:
         description = RTCSessionDescription(sdp=event["description"]["sdp"],
                                             type=event["description"]["type"])
         if self.remote_device is None:
