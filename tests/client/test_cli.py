@@ -62,6 +62,18 @@ async def test_demo_rejects_bad_size() -> None:
     assert code == 2 and "640x360" in err
 
 
+async def test_call_command_reports_an_unreachable_server(tmp_path: Path) -> None:
+    code, _, err = await run("call", "bob", "--server", "http://127.0.0.1:9", "--user", "alice",
+                             "--password", PASSWORD, "--state-file", str(tmp_path / "a.json"))
+    assert code == 1 and "cannot reach http://127.0.0.1:9" in err
+
+
+async def test_call_command_reports_an_unknown_user(call_server: LiveServer, tmp_path: Path) -> None:
+    code, _, err = await run("call", "nobody", "--server", call_server.base_url, "--user", "alice",
+                             "--password", PASSWORD, "--sign-up", "--state-file", str(tmp_path / "a.json"))
+    assert code == 1 and "no such user: 'nobody'" in err
+
+
 def write_clip(path: Path, frames: int = 30) -> None:
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=15)

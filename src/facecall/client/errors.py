@@ -11,10 +11,10 @@ class FacecallError(Exception):
 
 
 class ApiError(FacecallError):
-    """The HTTP API refused a request (``status`` and the server's ``detail``)."""
+    """The HTTP API refused a request (``status`` and the server's ``detail``; status 0: unreachable)."""
 
     def __init__(self, status: int, detail: str) -> None:
-        super().__init__(f"HTTP {status}: {detail}")
+        super().__init__(detail if status == 0 else f"HTTP {status}: {detail}")
         self.status, self.detail = status, detail
 
 
