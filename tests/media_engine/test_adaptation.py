@@ -89,7 +89,7 @@ def test_audio_is_served_before_video() -> None:
     assert ctl.video_budget() == ctl.config.ladder[-1].min_bps   # video gets only its floor
     other = AdaptationController(AdaptationConfig(audio_reserve=110_000))
     other.on_remb(300_000, 0.0)
-    assert other.video_budget() == int(300_000 * 0.9) - 110_000
+    assert other.video_budget() == int(300_000 * other.config.headroom) - 110_000
 
 
 def test_probing_stays_within_reach_of_what_is_sent() -> None:
@@ -101,4 +101,14 @@ def test_probing_stays_within_reach_of_what_is_sent() -> None:
     ctl.on_send_rate(100_000, 0.2)
     ctl.send_rate = 100_000
     run(ctl, 10, 0.0, 0.2)                               # loss-free, but the sender sends little
-    assert ctl.loss_estimate <= 3 * 100_000 + 110_000 / 0.9 + 1
+    assert ctl.loss_estimate <= 3 * 100_000 + ctl.config.audio_reserve / ctl.config.headroom + 1
+
+
+def test_deep_drop_lands_near_what_got_through_in_few_steps() -> None:
+    ctl = make()
+    ctl.update(0.0)
+    ctl.on_send_rate(1_500_000, 0.0)
+    ctl.on_loss(0.65, 0.25)                              # a 500 kbit/s bottleneck under 1.6 Mbit/s
+    assert ctl.loss_estimate <= 0.5 * 1_500_000 + 1      # at most halved in one step...
+    ctl.on_loss(0.65, 0.5)
+    assert ctl.loss_estimate <= (1_500_000 + ctl.config.audio_reserve) * 0.35 + 1   # ...then what got through

@@ -10,7 +10,8 @@ draft-ietf-rmcat-gcc §5-6, with the receiver's delay-based estimate arriving as
   clearly below what the sender actually sends (``remb_limit_factor`` of it with loss,
   ``remb_alone_factor`` without; :meth:`AdaptationController.on_send_rate`), i.e. when the
   receiver sees queues building. The loss-based estimate (GCC §6) falls to
-  ``rate * (1 - 0.5 * loss)`` on a loss report above 10 %, holds between
+  ``rate * (1 - 0.5 * loss)`` on a loss report above 10 % — or to the rate that got through,
+  ``sent * (1 - loss)``, if lower, but at most by half at a time — holds between
   2 % and 10 % (random loss is not congestion: NACKs repair it), and *probes upward*
   (times ``probe_factor`` every ``probe_interval``, never above ``probe_send_factor`` times the
   video actually sent, and only ``careful_factor`` near the rate where congestion last struck)
@@ -76,13 +77,13 @@ class Reason(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class AdaptationConfig:
-    start_bitrate: int = 1_500_000
+    start_bitrate: int = 1_800_000
     min_bitrate: int = 100_000
     max_bitrate: int = 2_500_000
     """Audio and video together."""
-    audio_reserve: int = 110_000
+    audio_reserve: int = 130_000
     """Audio's share (Opus plus RTP/UDP overhead), taken before video's."""
-    headroom: float = 0.9
+    headroom: float = 0.85
     """Video and audio together use at most this share of the available rate."""
     loss_high: float = 0.10
     loss_low: float = 0.02
@@ -233,8 +234,13 @@ class AdaptationController:
         if self.loss > c.loss_high:
             self._low_loss_since = None
             if now - self._last_decrease >= c.decrease_interval:
+                rate = self.loss_estimate * (1 - 0.5 * self.loss)
+                if self.send_rate is not None:
+                    # what got through: after a deep drop, one step lands near the new capacity
+                    delivered = (self.send_rate + c.audio_reserve) * (1 - self.loss)
+                    rate = max(0.5 * self.loss_estimate, min(rate, delivered))
+                self.loss_estimate = max(c.min_bitrate, rate)
                 self._congested_rate = self.loss_estimate
-                self.loss_estimate = max(c.min_bitrate, self.loss_estimate * (1 - 0.5 * self.loss))
                 self._last_decrease = now
         elif self.loss < c.loss_low:
             if self._low_loss_since is None:
