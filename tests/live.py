@@ -13,7 +13,11 @@ import httpx
 
 from facecall.client.signaling import SignalingConnection
 from facecall.config import Settings
-from facecall.server import build_uvicorn
+from facecall.server import build_uvicorn, turn_uris
+from facecall.turn.config import TurnConfig
+from facecall.turn.server import TurnServer
+
+TEST_TURN_SECRET = "test-turn-secret"  # the TURN REST secret every test server and TURN share
 
 
 @dataclass
@@ -72,7 +76,7 @@ async def live_server(database_url: str, **overrides: Any) -> AsyncIterator[Live
     port = sock.getsockname()[1]
     defaults: dict[str, Any] = {
         "turn_urls": ["stun:127.0.0.1:3478", "turn:127.0.0.1:3478?transport=udp"],
-        "turn_secrets": ["test-turn-secret"],
+        "turn_secrets": [TEST_TURN_SECRET],
     }
     settings = Settings(host="127.0.0.1", port=port, database_url=database_url,
                         **{**defaults, **overrides})
@@ -91,3 +95,28 @@ async def live_server(database_url: str, **overrides: Any) -> AsyncIterator[Live
             server.should_exit = True
             await asyncio.wait_for(task, 15)
             sock.close()
+
+
+def loopback_turn_config(**overrides: Any) -> TurnConfig:
+    """Our STUN/TURN server on free loopback ports, relaying to loopback peers (tests only)."""
+    config = TurnConfig(udp_listen=[("127.0.0.1", 0)], tcp_listen=[("127.0.0.1", 0)],
+                        rest_secrets=[TEST_TURN_SECRET], allowed_peers=["127.0.0.0/8"])
+    for name, value in overrides.items():
+        setattr(config, name, value)
+    return config
+
+
+@asynccontextmanager
+async def loopback_turn(**overrides: Any) -> AsyncIterator[TurnServer]:
+    """A running :func:`loopback_turn_config` server; stopped on exit."""
+    turn = TurnServer(loopback_turn_config(**overrides))
+    await turn.start()
+    try:
+        yield turn
+    finally:
+        await turn.stop()
+
+
+def ice_settings(turn: TurnServer) -> dict[str, Any]:
+    """`live_server` settings that hand clients ``turn``'s URIs and credentials."""
+    return {"turn_urls": turn_uris(turn), "turn_secrets": [TEST_TURN_SECRET]}

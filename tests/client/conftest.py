@@ -9,41 +9,19 @@ from typing import Any
 import pytest
 
 from facecall.client import Device
-from facecall.server import turn_uris
-from facecall.turn.config import TurnConfig
 from facecall.turn.server import TurnServer
-from tests.live import LiveServer, live_server
+from tests.live import LiveServer, ice_settings, live_server
 
-TURN_SECRET = "sdk-test-turn-secret"
 PASSWORD = "correct horse battery"
 
 MakeDevice = Callable[..., Awaitable[Device]]
-
-
-def turn_config(**overrides: Any) -> TurnConfig:
-    config = TurnConfig(udp_listen=[("127.0.0.1", 0)], tcp_listen=[("127.0.0.1", 0)],
-                        rest_secrets=[TURN_SECRET], allowed_peers=["127.0.0.0/8"])
-    for name, value in overrides.items():
-        setattr(config, name, value)
-    return config
-
-
-@pytest.fixture
-async def turn() -> AsyncIterator[TurnServer]:
-    server = TurnServer(turn_config())
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture
 async def call_server(tmp_path: Path, turn: TurnServer) -> AsyncIterator[LiveServer]:
     """API + signaling, with ICE servers pointing at our TURN server."""
     async with live_server(f"sqlite+aiosqlite:///{tmp_path / 'facecall.db'}", ring_timeout=3.0,
-                           resume_grace=5.0, turn_urls=turn_uris(turn),
-                           turn_secrets=[TURN_SECRET]) as live:
+                           resume_grace=5.0, **ice_settings(turn)) as live:
         yield live
 
 

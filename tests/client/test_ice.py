@@ -11,8 +11,9 @@ from facecall.client.peer import PeerSession
 from facecall.client.tracks import LocalTrack
 from facecall.media.sources import SyntheticAudioTrack
 from facecall.turn.server import TurnServer
-from tests.client.conftest import MakeDevice, turn_config
+from tests.client.conftest import MakeDevice
 from tests.client.test_calls import connected_call, stamped_frames
+from tests.live import loopback_turn_config
 
 
 def split_candidates(description: RTCSessionDescription) -> tuple[RTCSessionDescription, list[str]]:
@@ -92,7 +93,7 @@ async def test_path_failure_restarts_ice_through_a_restarted_turn_server(
     assert outgoing.path == "relay"
     udp = turn.udp_addresses[0]
     await turn.stop()  # every allocation, and with them the media path, is gone
-    replacement = TurnServer(turn_config(udp_listen=[udp], tcp_listen=[]))  # aiortc uses the UDP URI
+    replacement = TurnServer(loopback_turn_config(udp_listen=[udp], tcp_listen=[]))  # aiortc uses the UDP URI
     for _ in range(50):  # the old socket closes on a later loop iteration
         try:
             await replacement.start()

@@ -15,17 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
 from playwright.async_api import Browser, Playwright, async_playwright
 
-from facecall.server import turn_uris
-from facecall.turn.config import TurnConfig
 from facecall.turn.server import TurnServer
-from tests.live import LiveServer, live_server
+from tests.live import LiveServer, ice_settings, live_server
 from tests.web.people import Person
 
 CHROMIUM = os.environ.get("FACECALL_CHROMIUM", "/usr/bin/chromium")
-TURN_SECRET = "test-turn-secret"  # the secret tests.live.live_server configures
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 BASE_FLAGS = [
@@ -38,29 +34,9 @@ BASE_FLAGS = [
 GRANT_MEDIA = "--use-fake-ui-for-media-stream"
 DENY_MEDIA = "--deny-permission-prompts"
 
-if not shutil.which(CHROMIUM):
-    pytest.skip(f"needs Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
-
-
-@pytest.fixture
-async def turn() -> AsyncIterator[TurnServer]:
-    """Our STUN/TURN server on free loopback ports (loopback peers allowed: tests only)."""
-    srv = TurnServer(TurnConfig(udp_listen=[("127.0.0.1", 0)], tcp_listen=[("127.0.0.1", 0)],
-                                rest_secrets=[TURN_SECRET], allowed_peers=["127.0.0.0/8"]))
-    await srv.start()
-    try:
-        yield srv
-    finally:
-        await srv.stop()
-
-
-def use_turn_server(live: LiveServer, turn: TurnServer) -> None:
-    """Point the server's ICE servers at ``turn`` (its REST secret is the one
-    ``tests.live.live_server`` configures, which does not take ``turn_urls`` as an override)."""
-    app: Any = live.app
-    while not isinstance(app, FastAPI):
-        app = app.app  # through uvicorn's middleware wrappers
-    app.state.turn_uris = turn_uris(turn)
+if not shutil.which(CHROMIUM):  # a missing browser fails the suite; it never skips it
+    raise RuntimeError(f"browser tests need Chromium at {CHROMIUM}: run `make system-deps` as root "
+                       "(apt-get install chromium)")
 
 
 ServerFactory = Callable[..., AbstractAsyncContextManager[LiveServer]]
@@ -74,8 +50,8 @@ def web_server(tmp_path: Path, turn: TurnServer) -> ServerFactory:
     @asynccontextmanager
     async def start(**settings: Any) -> AsyncIterator[LiveServer]:
         settings.setdefault("ring_timeout", 30.0)
-        async with live_server(f"sqlite+aiosqlite:///{tmp_path / 'facecall.db'}", **settings) as live:
-            use_turn_server(live, turn)
+        async with live_server(f"sqlite+aiosqlite:///{tmp_path / 'facecall.db'}",
+                               **{**ice_settings(turn), **settings}) as live:
             yield live
 
     return start
