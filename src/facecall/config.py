@@ -35,6 +35,8 @@ class Settings:
     user_token_ttl: float = 30 * 24 * 3600.0
     max_message_bytes: int = 64 * 1024  # WebSocket frames larger than this are refused
     outbox_limit: int = 512  # per-device messages kept for replay on resume
+    messages_per_second: float = 50.0  # sustained client messages per device connection
+    message_burst: float = 200.0  # bucket size: a burst of trickled candidates fits
     # TURN REST (ephemeral) credentials: the first secret signs, all of them verify (rotation).
     # Empty: `facecall serve` makes a random one shared with its built-in TURN server.
     turn_secrets: list[str] = field(default_factory=list)

@@ -3,6 +3,7 @@ safe, and nothing changes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -134,5 +135,10 @@ async def test_rate_limit(server: LiveServer) -> None:
         await _next(ws)
         for i in range(400):
             await ws.send(json.dumps({"v": 1, "id": f"p{i}", "type": "ping"}))
-        codes = [(await _next(ws)).get("code") for _ in range(400)]
-        assert "rate_limited" in codes
+        replies = [await _next(ws) for _ in range(400)]
+        limited = [r for r in replies if r.get("code") == "rate_limited"]
+        assert limited, "400 pings at once must hit the limit"
+        assert all(r["re"].startswith("p") for r in limited)  # each names the request it refuses
+        await asyncio.sleep(0.5)  # the bucket refills; the connection is still fine
+        await ws.send(json.dumps({"v": 1, "id": "after", "type": "ping"}))
+        assert (await _next(ws))["type"] == "pong"

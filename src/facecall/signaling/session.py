@@ -25,8 +25,6 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 SEND_QUEUE_LIMIT = 1024  # a device this far behind is disconnected; its mailbox keeps the rest
-RATE_PER_SECOND = 50.0  # sustained client messages per second (trickle ICE bursts fit the bucket)
-RATE_BURST = 200.0
 CLOSE_SLOW_CONSUMER = 4008
 CLOSE_REPLACED = 4009
 
@@ -70,7 +68,8 @@ class DeviceSession:
         # list and a future cost far less per idle connection than an asyncio.Queue.
         self._pending: list[str] = []
         self._wakeup: asyncio.Future[None] | None = None
-        self._bucket = _TokenBucket(RATE_PER_SECOND, RATE_BURST)
+        settings = service.settings
+        self._bucket = _TokenBucket(settings.messages_per_second, settings.message_burst)
         self.hello_done = False
         self.closed = False
         self._kick: tuple[int, str] = (1000, "bye")
@@ -127,13 +126,12 @@ class DeviceSession:
     # -- inbound --------------------------------------------------------------------------
     async def handle_frame(self, raw: str | bytes) -> None:
         """Parse, authorise and act on one client frame; every failure gets an error reply."""
-        if not self._bucket.take():
-            self.reply(ProtocolError(ErrorCode.RATE_LIMITED, "slow down").to_wire())
-            return
         msg_id: str | None = None
         try:
             message = parse_client_message(raw, self.max_bytes)
             msg_id = message.id
+            if not self._bucket.take():  # answered with the id, so the client can retry it
+                raise ProtocolError(ErrorCode.RATE_LIMITED, "too many messages; slow down and retry")
             cached = self.service.cached_reply(self.device_id, msg_id)
             if cached is not None:  # a resent request: answer as before, do nothing again
                 self.enqueue(cached)
