@@ -186,6 +186,7 @@ async def run_demo(options: DemoOptions, step: Callable[[str], None] = lambda _:
                 "local": stats.candidate_pair.local_type, "remote": stats.candidate_pair.remote_type},
             "rtt_ms": None if math.isnan(stats.rtt_ms) else round(stats.rtt_ms, 1),
             "send_kbps": round(stats.send_bitrate_bps / 1000, 1),
+            "quality": (stats.engine or {}).get("quality"),  # the media engine's current rung
             "directions": {name: probe.figures().as_dict() for name, probe in probes.items()},
             "ended": {"caller": str(outgoing.end_reason), "callee": str(bob_reason)},
         }
@@ -218,6 +219,9 @@ def _print_demo(result: dict[str, Any]) -> None:
                   f"path [bold]{result['path']}[/], RTT {fmt(result['rtt_ms'], ' ms')}, "
                   f"other device: {result['ring']['other_device']}, "
                   f"ended: {result['ended']['caller']}/{result['ended']['callee']}")
+    if quality := result.get("quality"):
+        console.print(f"sending {quality['resolution']}@{quality['fps']} at "
+                      f"{quality['video_bitrate'] / 1000:.0f} kbit/s ({quality['reason']})")
 
 
 def _size(text: str) -> tuple[int, int]:

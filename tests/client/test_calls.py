@@ -213,3 +213,28 @@ async def test_mute_and_camera_off(make_device: MakeDevice) -> None:
     assert await markers_heard(1.6, now_us()) == 0
     outgoing.unmute()
     assert await markers_heard(1.6, now_us()) >= 1
+
+
+async def test_calls_run_on_the_media_engine_and_report_its_quality(make_device: MakeDevice) -> None:
+    from facecall.media.engine.receiver import EngineReceiver
+    from facecall.media.engine.sender import EngineSender
+
+    _alice, _bob, outgoing, incoming = await connected_call(make_device)
+    for call in (outgoing, incoming):
+        await stamped_frames(call, 5)
+        peer = call._peer
+        assert peer is not None and peer.engine is not None
+        parts = peer.engine.attach(peer.pc)
+        assert any(isinstance(p, EngineSender) for p in parts)
+        assert any(isinstance(p, EngineReceiver) for p in parts)
+        sample = await call.get_stats()
+        assert sample.engine is not None and sample.engine["receive"]
+    assert outgoing.quality is not None and outgoing.quality["resolution"]
+    await outgoing.hangup()
+
+
+async def test_stock_media_path_on_request(make_device: MakeDevice) -> None:
+    _alice, _bob, outgoing, incoming = await connected_call(make_device, media_engine=False)
+    await stamped_frames(incoming, 5)
+    assert outgoing.quality is None and (await outgoing.get_stats()).engine is None
+    await outgoing.hangup()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import time
 from collections.abc import AsyncIterator
@@ -33,6 +34,7 @@ from facecall.client.peer import PeerSession
 from facecall.client.stats import CallStats, StatsSampler
 from facecall.client.tracks import LocalTrack, RemoteTrack
 from facecall.logs import get_logger
+from facecall.media.engine import MediaEngine
 from facecall.signaling.reasons import EndReason
 
 if TYPE_CHECKING:
@@ -266,8 +268,21 @@ class Call(AsyncIOEventEmitter):
         """Sample the call's figures now (rates since the previous sample)."""
         if self._peer is None:
             raise CallStateError("no media yet")
-        self.stats = await self._sampler.sample(self._peer.pc)
+        self.stats = await self._sample(self._peer)
         return self.stats
+
+    async def _sample(self, peer: PeerSession) -> CallStats:
+        stats = await self._sampler.sample(peer.pc)
+        if peer.engine is not None:
+            stats = dataclasses.replace(stats, engine=peer.engine.stats())
+        return stats
+
+    @property
+    def quality(self) -> dict[str, Any] | None:
+        """What the media engine sends now (rung, bitrate, why), or None before/without it."""
+        engine = self._peer.engine if self._peer is not None else None
+        state = engine.quality if engine is not None else None
+        return state.as_dict() if state is not None else None
 
     async def wait_state(self, *states: CallState, timeout: float | None = None) -> CallState:
         """Wait until the call is in one of ``states`` (or ended); returns the state reached."""
@@ -365,9 +380,14 @@ class Call(AsyncIOEventEmitter):
     async def _new_peer(self) -> PeerSession:
         device = self.device
         servers = ice_servers_from_api(await device.ice_configuration())
+        engine = MediaEngine() if device.media_engine else None
         peer = PeerSession(ice_servers=servers, relay_only=device.relay_only,
                            ice_host_addresses=device.ice_host_addresses, tuning=device.encoder_tuning,
-                           video_codec=device.video_codec)
+                           video_codec=device.video_codec, engine=engine)
+        if engine is not None:  # "quality": the engine stepped the sent video up or down
+            engine.on_quality_change(
+                lambda change: self.emit("quality", change.after.as_dict()) if peer is self._peer
+                else None)
         tracks = [t for t in (self.local_audio, self.local_video) if t is not None]
         peer.add_tracks(tracks, ["audio", "video"] if self.video else ["audio"])
 
@@ -479,7 +499,7 @@ class Call(AsyncIOEventEmitter):
             if peer is None:
                 continue
             try:
-                stats = await self._sampler.sample(peer.pc)
+                stats = await self._sample(peer)
             except Exception:  # a peer connection closing under us
                 continue
             if self.state is CallState.CONNECTED:

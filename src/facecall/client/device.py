@@ -87,6 +87,7 @@ class Device(AsyncIOEventEmitter):
         relay_only: bool = False,
         video_codec: str | None = None,
         encoder_tuning: EncoderTuning | None = REALTIME,
+        media_engine: bool = True,
         synthetic_video: tuple[int, int, float] = (640, 360, 30),
         stats_interval: float = 1.0,
         ice_restart_after: float = 4.0,
@@ -111,6 +112,9 @@ class Device(AsyncIOEventEmitter):
         self.relay_only = relay_only
         self.video_codec = video_codec
         self.encoder_tuning = encoder_tuning
+        self.media_engine = media_engine
+        """Use facecall's media engine (low-latency receive, loss repair, adaptation —
+        docs/media-engine.md); False gives aiortc's stock media path."""
         self.synthetic_video = synthetic_video
         self.stats_interval = stats_interval
         self.ice_restart_after = ice_restart_after

@@ -30,6 +30,7 @@ from aiortc.sdp import candidate_from_sdp
 from facecall.client.encoders import EncoderTuning, encoder_tuning
 from facecall.client.ice import host_addresses, keep_best_nominated_pair
 from facecall.client.tracks import LocalTrack
+from facecall.media.engine import MediaEngine
 
 CODECS = {"VP8": "video/VP8", "H264": "video/H264"}
 
@@ -45,6 +46,7 @@ class PeerSession:
         ice_host_addresses: Sequence[str] | None = None,
         tuning: EncoderTuning | None = None,
         video_codec: str | None = None,
+        engine: MediaEngine | None = None,
     ) -> None:
         if video_codec is not None and video_codec not in CODECS:
             raise ValueError(f"video_codec must be one of {sorted(CODECS)}, not {video_codec!r}")
@@ -56,17 +58,27 @@ class PeerSession:
         self.host_addresses = tuple(ice_host_addresses) if ice_host_addresses is not None else None
         self.tuning = tuning
         self.video_codec = video_codec
+        self.engine = engine
         self._early_candidates: list[RTCIceCandidate | None] = []
         self.remote_tracks: dict[str, Any] = {}
         self.pc.on("track", lambda track: self.remote_tracks.__setitem__(track.kind, track))
 
     @contextlib.contextmanager
     def _hooks(self) -> Iterator[None]:
-        with host_addresses(self.host_addresses), encoder_tuning(self.tuning):
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(host_addresses(self.host_addresses))
+            stack.enter_context(encoder_tuning(self.tuning))
+            if self.engine is not None:  # its senders and receivers replace aiortc's stock ones
+                stack.enter_context(self.engine.activate())
             yield
 
     def add_tracks(self, tracks: Sequence[LocalTrack], kinds: Sequence[str]) -> None:
         """Send ``tracks``; receive every kind in ``kinds`` (recvonly where we send nothing)."""
+        with self._hooks():  # transceivers (their senders and receivers) are created here
+            self._add_transceivers(tracks, kinds)
+        keep_best_nominated_pair(self.pc)
+
+    def _add_transceivers(self, tracks: Sequence[LocalTrack], kinds: Sequence[str]) -> None:
         by_kind = {t.kind: t for t in tracks}
         for kind in kinds:
             track = by_kind.get(kind)
@@ -80,7 +92,6 @@ class PeerSession:
                 preferred = [c for c in capabilities if c.mimeType.lower() == mime]
                 preferred += [c for c in capabilities if c.mimeType.lower() == "video/rtx"]
                 transceiver.setCodecPreferences(preferred)
-        keep_best_nominated_pair(self.pc)
 
     async def create_offer(self) -> RTCSessionDescription:
         with self._hooks():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiortc import RTCPeerConnection
 
@@ -39,6 +40,9 @@ class CallStats:
     path: str | None
     """``host``, ``srflx`` or ``relay``; ``None`` before ICE completes."""
     candidate_pair: CandidatePairInfo | None = field(default=None)
+    engine: dict[str, Any] | None = field(default=None)
+    """The media engine's figures: current ``quality`` (rung, bitrate, why), RTT, receive
+    buffers, send pacing (``None`` with ``Device(media_engine=False)``)."""
 
 
 @dataclass
