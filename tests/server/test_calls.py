@@ -25,7 +25,7 @@ async def test_every_device_rings_first_answer_wins(server: LiveServer) -> None:
     call_id = (await a1.request("call.start", to=[bob["user"]["id"]], media="video"))["call_id"]
     await ring_ids([b1, b2, b3], call_id, from_name="alice")
     ringing = await a1.next_event("call.ringing")
-    assert ringing["devices"] == 3
+    assert ringing["devices"] == 3 and ringing["online"] == 3
 
     await b2.request("call.answer", call_id=call_id)
     answered = await a1.next_event("call.answered")
@@ -189,3 +189,17 @@ async def test_callee_without_devices_is_unavailable(server: LiveServer) -> None
     bob = await server.sign_up("bob")
     await a1.request("call.start", to=[bob["user"]["id"]], media="audio")
     assert (await a1.next_event("call.ended"))["reason"] == "unavailable"
+
+
+async def test_caller_learns_that_the_callee_is_offline(server: LiveServer) -> None:
+    _, (a1,) = await server.user_with_devices("alice", 1)
+    bob, (b1,) = await server.user_with_devices("bob", 1)
+    await b1.close()
+    call_id = (await a1.request("call.start", to=[bob["user"]["id"]], media="audio"))["call_id"]
+    ringing = await a1.next_event("call.ringing")
+    assert ringing["call_id"] == call_id and ringing["devices"] == 1 and ringing["online"] == 0
+    # bob's device connects while it still rings: the ring waits in its mailbox
+    again = await server.device(b1.token)
+    assert (await again.next_event("call.ring"))["call_id"] == call_id
+    await again.request("call.answer", call_id=call_id)
+    assert (await a1.next_event("call.answered"))["user_id"] == bob["user"]["id"]

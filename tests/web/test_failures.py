@@ -38,6 +38,12 @@ async def test_unknown_and_unavailable_callees(people: PersonFactory, server: Li
     await alice.expect_alert("carol is unavailable")
     await expect(alice.page.locator("#home-view")).to_be_visible()
 
+    # dave has a device, but it is not connected: the caller is told, and it rings on anyway
+    dave = await server.sign_up("dave")
+    await server.register_device(dave["token"], "dave's phone", "ios")
+    await alice.call("dave", "audio")
+    await expect(alice.page.locator("#call-state")).to_contain_text("dave is offline", timeout=STEP)
+
 
 async def test_signaling_reconnects_and_the_call_goes_on(people: PersonFactory) -> None:
     bob = await people("bob")

@@ -293,11 +293,14 @@ class CallRing(_Event):
 
 
 class CallRinging(_Event):
-    """To joined devices: ``devices`` devices of ``user_id`` are ringing."""
+    """To joined devices: ``devices`` devices of ``user_id`` are ringing, ``online`` of them
+    connected right now (0: the user is offline; their devices ring when they connect, until
+    the ring times out)."""
 
     type: Literal["call.ringing"]
     user_id: Id
     devices: NonNegInt
+    online: NonNegInt | None = None
 
 
 class CallAnswered(_Event):

@@ -366,6 +366,10 @@ class CallService:
                 message = effect.message
                 if message["type"] == "call.ring":
                     message = {**message, "from_name": self._names.get(message["from_user"])}
+                elif message["type"] == "call.ringing":  # is the callee reachable right now?
+                    rung = [leg.device_id for leg in machine.ringing_legs()
+                            if leg.user_id == message["user_id"]]
+                    message = {**message, "online": len(await self.bus.online(rung))}
                 await self.bus.deliver(effect.device_id, message)
                 if message["type"] == "call.ring" and \
                         effect.device_id not in await self.bus.online([effect.device_id]):

@@ -290,7 +290,9 @@ export class Calls extends EventTarget {
       case "call.ringing":
         if (mine && call.phase === "calling") {
           call.phase = "ringing";
-          this.view.callState(call, "Ringing…");
+          this.view.callState(call, event.online === 0
+            ? `${call.name || "They"} ${call.name ? "is" : "are"} offline — ringing their devices anyway…`
+            : "Ringing…");
         }
         break;
       case "call.answered":
