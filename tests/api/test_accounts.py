@@ -108,3 +108,19 @@ async def test_expired_account_token_is_refused(tmp_path: object) -> None:
         expired = await srv.http.get("/v1/me", headers=auth)
         assert expired.status_code == 401
         assert "expired" in expired.json()["detail"]
+
+
+async def test_oversized_bodies_are_refused_before_they_are_read(server: LiveServer) -> None:
+    big = b'{"username": "' + b"x" * 200_000 + b'", "password": "longenough"}'
+    r = await server.http.post("/v1/accounts", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "larger than" in r.json()["detail"]
+
+    async def chunks():  # no Content-Length: the limit counts what arrives
+        for _ in range(20):
+            yield b" " * 10_000
+
+    r = await server.http.post("/v1/accounts", content=chunks(),
+                               headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert (await server.http.get("/healthz")).status_code == 200
+    await server.sign_up("after-the-flood")

@@ -12,6 +12,7 @@ from fastapi.staticfiles import StaticFiles
 
 from facecall import __version__
 from facecall.api import routes_accounts, routes_calls, routes_devices, routes_ops
+from facecall.api.limits import BodySizeLimit
 from facecall.api.ws import SignalingEndpoint
 from facecall.bus import Bus, InProcessBus
 from facecall.config import Settings
@@ -53,6 +54,7 @@ def create_app(settings: Settings, *, turn_uris: list[str] | None = None,
         return JSONResponse(status_code=400, content={"detail": str(exc)})
 
     app.add_middleware(SignalingEndpoint)
+    app.add_middleware(BodySizeLimit)
     for module in (routes_ops, routes_accounts, routes_devices, routes_calls):
         app.include_router(module.router)
     if (WEB_DIR / "index.html").exists():
