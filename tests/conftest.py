@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from facecall.turn.server import TurnServer
 from tests.live import LiveServer, live_server, loopback_turn
+
+# No per-example deadline: the suite never judges speed, and a loaded 2-core CI box is slow.
+# In CI (CI=true) the examples are derandomized so that a run is reproducible; locally each run
+# explores new ones.
+settings.register_profile("facecall", deadline=None, derandomize=bool(os.environ.get("CI")))
+settings.load_profile("facecall")
 
 
 @pytest.fixture
