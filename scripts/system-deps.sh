@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages the test suite uses: coturn (client tools for interop),
 # PostgreSQL (store tests), Redis (scale-out), Chromium (browser tests, driven by Playwright
-# with executable_path — never `playwright install`), iproute2/util-linux (network namespaces). Skipped when not root or already present.
+# with executable_path — never Playwright's own browser download), iproute2/util-linux (network namespaces). Skipped when not root or already present.
 set -euo pipefail
 need=()
 command -v turnutils_uclient >/dev/null || need+=(coturn)
