@@ -10,10 +10,23 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
+def cpu_times(pid: int, *, children: bool = False) -> tuple[float, float]:
+    """(user, system) CPU seconds of ``pid`` so far, all threads (proc(5): fields 14 and 15 of
+    /proc/PID/stat); with ``children``, its direct child processes' too (forked workers)."""
+    pids = [pid]
+    if children:
+        pids += map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
+    user = system = 0.0
+    for proc in pids:
+        fields = Path(f"/proc/{proc}/stat").read_text().rsplit(")", 1)[1].split()
+        user += int(fields[11]) / CLOCK_TICKS
+        system += int(fields[12]) / CLOCK_TICKS
+    return user, system
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of ``pid`` so far (proc(5): fields 14 and 15 of /proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    """User + system CPU seconds of ``pid`` so far."""
+    return sum(cpu_times(pid))
 
 
 def rss_bytes(pid: int) -> int:
@@ -27,6 +40,21 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def udp_and_tcp_free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1 (STUN/TURN servers take one for both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port = int(udp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no port free for both UDP and TCP")
 
 
 def percentile(values: list[float], q: float) -> float:

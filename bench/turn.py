@@ -26,12 +26,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from facecall.turn import stun
 from facecall.turn.auth import long_term_key
 from facecall.turn.rest import ephemeral_credentials
+from procstat import cpu_times, udp_and_tcp_free_port
 
 SECRET = "bench-secret"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # name: (clients, interval ms, message bytes, messages per client)
 LOADS: dict[str, tuple[int, int, int, int]] = {
@@ -65,31 +66,6 @@ class Result:
     @property
     def loss(self) -> float:
         return self.lost / max(self.sent, 1) * 100
-
-
-def free_port() -> int:
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = int(udp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-
-
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of a process and its child processes (workers), all their
-    threads included."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    user = system = 0.0
-    for proc in [pid, *map(int, children)]:
-        fields = Path(f"/proc/{proc}/stat").read_text().rsplit(")", 1)[1].split()
-        user += int(fields[11]) / CLK_TCK  # utime
-        system += int(fields[12]) / CLK_TCK  # stime
-    return user, system
 
 
 def wait_ready(port: int, timeout: float = 10) -> None:
@@ -186,7 +162,7 @@ def time_allocations(port: int, count: int) -> list[float]:
 
 
 def measure(kind: str, load_name: str | None, workdir: Path, allocations: int) -> object:
-    port, peer_port = free_port(), free_port()
+    port, peer_port = udp_and_tcp_free_port(), udp_and_tcp_free_port()
     log = workdir / f"{kind}.log"
     if kind == "coturn":
         server = start_coturn(port, log)
@@ -199,9 +175,9 @@ def measure(kind: str, load_name: str | None, workdir: Path, allocations: int) -
         time.sleep(0.5)
         if load_name is None:
             return time_allocations(port, allocations)
-        user, system = cpu_seconds(server.pid)
+        user, system = cpu_times(server.pid, children=True)
         output = run_uclient(port, peer_port, LOADS[load_name])
-        user_after, system_after = cpu_seconds(server.pid)
+        user_after, system_after = cpu_times(server.pid, children=True)
         return parse(output, (user_after - user, system_after - system))
     finally:
         peer.terminate()
