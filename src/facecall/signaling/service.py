@@ -99,7 +99,8 @@ class CallService:
         self._replies: dict[str, OrderedDict[str, str]] = {}
         self._sessions: dict[str, DeviceSession] = {}
         self._grace: dict[str, asyncio.Task[None]] = {}
-        self._deadlines: list[tuple[float, str]] = []
+        self._deadlines: list[tuple[float, str]] = []  # heap of (deadline, call id)
+        self._scheduled: dict[str, float] = {}  # call id -> the deadline pushed last
         self._wake = asyncio.Event()
         self._timer_task: asyncio.Task[None] | None = None
         self._glare_locks: dict[str, asyncio.Lock] = {}
@@ -115,7 +116,7 @@ class CallService:
                 continue
             machine = entry[1]
             if (deadline := machine.get_timer()) is not None:
-                heapq.heappush(self._deadlines, (deadline, call_id))
+                self._schedule(call_id, deadline)
             online = await self.bus.online(leg.device_id for leg in machine.legs)
             for leg in machine.legs:
                 if leg.state is not LegState.ENDED and leg.device_id not in online \
@@ -193,6 +194,7 @@ class CallService:
             task.cancel()
         await self._leave_all(user_id, device_id, DeviceLost(user_id, device_id))
         await self.bus.forget(device_id)
+        self._replies.pop(device_id, None)
 
     # ------------------------------------------------------------------ requests
 
@@ -318,8 +320,15 @@ class CallService:
         while len(self._cache) > CACHE_LIMIT:
             self._cache.popitem(last=False)
         if (deadline := machine.get_timer()) is not None:
-            heapq.heappush(self._deadlines, (deadline, machine.call_id))
-            self._wake.set()
+            self._schedule(machine.call_id, deadline)
+
+    def _schedule(self, call_id: str, deadline: float) -> None:
+        """Wake the timer loop at ``deadline`` (once per distinct deadline of a call)."""
+        if self._scheduled.get(call_id) == deadline:
+            return
+        self._scheduled[call_id] = deadline
+        heapq.heappush(self._deadlines, (deadline, call_id))
+        self._wake.set()
 
     async def _apply(self, call_id: str, event: Event | None, *, persist: bool = True,
                      timer: bool = False) -> dict[str, Any]:
@@ -386,7 +395,10 @@ class CallService:
             now = self.clock()
             due: set[str] = set()
             while self._deadlines and self._deadlines[0][0] <= now:
-                due.add(heapq.heappop(self._deadlines)[1])
+                deadline, call_id = heapq.heappop(self._deadlines)
+                if self._scheduled.get(call_id) == deadline:
+                    del self._scheduled[call_id]
+                due.add(call_id)
             if now >= next_poll:
                 due.update(await self.store.due_calls(now))
                 next_poll = now + TIMER_POLL
