@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from facecall.client import Device
 from facecall.client.signaling import SignalingConnection
 from facecall.config import Settings
 from facecall.server import build_uvicorn, turn_uris
@@ -120,3 +121,30 @@ async def loopback_turn(**overrides: Any) -> AsyncIterator[TurnServer]:
 def ice_settings(turn: TurnServer) -> dict[str, Any]:
     """`live_server` settings that hand clients ``turn``'s URIs and credentials."""
     return {"turn_urls": turn_uris(turn), "turn_secrets": [TEST_TURN_SECRET]}
+
+
+TEST_PASSWORD = "correct horse battery"
+
+MakeDevice = Callable[..., Awaitable[Device]]
+
+
+@asynccontextmanager
+async def sdk_devices(base_url: str) -> AsyncIterator[MakeDevice]:
+    """``make(username, **options)``: signed-up, connected SDK devices on loopback with small
+    synthetic media (320x240 @ 15 fps); all closed on exit."""
+    devices: list[Device] = []
+
+    async def make(username: str, **options: Any) -> Device:
+        options.setdefault("ice_host_addresses", ["127.0.0.1"])
+        options.setdefault("synthetic_video", (320, 240, 15))
+        options.setdefault("device_name", f"{username}-{len(devices)}")
+        device = Device(base_url, username, TEST_PASSWORD, sign_up=True, **options)
+        await device.connect()
+        devices.append(device)
+        return device
+
+    try:
+        yield make
+    finally:
+        for device in devices:
+            await device.close()

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from facecall.client import Device
 from facecall.turn.server import TurnServer
-from tests.live import LiveServer, ice_settings, live_server
+from tests.live import TEST_PASSWORD, LiveServer, MakeDevice, ice_settings, live_server, sdk_devices
 
-PASSWORD = "correct horse battery"
-
-MakeDevice = Callable[..., Awaitable[Device]]
+PASSWORD = TEST_PASSWORD
 
 
 @pytest.fixture
@@ -28,17 +24,5 @@ async def call_server(tmp_path: Path, turn: TurnServer) -> AsyncIterator[LiveSer
 @pytest.fixture
 async def make_device(call_server: LiveServer) -> AsyncIterator[MakeDevice]:
     """Connected SDK devices on loopback with small synthetic media (320x240 @ 15 fps)."""
-    devices: list[Device] = []
-
-    async def make(username: str, **options: Any) -> Device:
-        options.setdefault("ice_host_addresses", ["127.0.0.1"])
-        options.setdefault("synthetic_video", (320, 240, 15))
-        options.setdefault("device_name", f"{username}-{len(devices)}")
-        device = Device(call_server.base_url, username, PASSWORD, sign_up=True, **options)
-        await device.connect()
-        devices.append(device)
-        return device
-
-    yield make
-    for device in devices:
-        await device.close()
+    async with sdk_devices(call_server.base_url) as make:
+        yield make

@@ -3,35 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from playwright.async_api import expect
 
-from facecall.client import Call, CallState, Device, EndReason
+from facecall.client import Call, CallState, EndReason
 from facecall.media.sinks import FrameCallbackSink
-from tests.live import LiveServer
+from tests.live import LiveServer, MakeDevice, sdk_devices
 from tests.web.conftest import PersonFactory
-from tests.web.people import PASSWORD, STEP
-
-MakeDevice = Callable[[str], Awaitable[Device]]
+from tests.web.people import STEP
 
 
 @pytest.fixture
 async def sdk_device(server: LiveServer) -> AsyncIterator[MakeDevice]:
-    devices: list[Device] = []
-
-    async def make(username: str) -> Device:
-        device = Device(server.base_url, username, PASSWORD, sign_up=True, device_name=f"{username}-bot",
-                        ice_host_addresses=["127.0.0.1"], synthetic_video=(320, 240, 15))
-        await device.connect()
-        devices.append(device)
-        return device
-
-    yield make
-    for device in devices:
-        await device.close()
+    async with sdk_devices(server.base_url) as make:
+        yield make
 
 
 async def browser_video_reaches(call: Call, count: int = 10) -> list[tuple[int, int]]:
