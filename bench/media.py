@@ -36,10 +36,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import av
+from aiortc.codecs.h264 import H264Encoder
 
 from facecall.client.encoders import REALTIME, encoder_tuning
 from facecall.media.engine import MediaEngine
 from facecall.media.engine.adaptation import Reason
+from facecall.media.engine.codecs import video_codec_preferences
 from facecall.media.engine.loopback import connect, new_peer_connection
 from facecall.media.impairment import ImpairmentProfile, ImpairmentRelay
 from facecall.media.sinks import FrameCallbackSink, percentile
@@ -128,8 +130,11 @@ async def run_call(engine_on: bool, phases: list[Phase], width: int, height: int
     if engine_on:
         engines[id(a)].on_quality_change(lambda c: changes.append((now_us(), c)))
     with around(a):
-        a.addTransceiver(video, direction="sendonly")
+        video_transceiver = a.addTransceiver(video, direction="sendonly")
         a.addTransceiver(audio, direction="sendonly")
+        if engine_on:  # the engine's codec first, as the SDK offers it
+            video_transceiver.setCodecPreferences(
+                video_codec_preferences(engines[id(a)].config.video_codec))
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     result: dict[str, Any] = {"mode": "engine" if engine_on else "stock", "phases": []}
     try:
@@ -145,6 +150,8 @@ async def run_call(engine_on: bool, phases: list[Phase], width: int, height: int
         result["connect_ms"] = round((now_us() - t0) / 1000)
         await sink.start()
         await asyncio.sleep(warmup)
+        encoder = video_transceiver.sender._RTCRtpSender__encoder  # the negotiated codec's encoder
+        result["codec"] = "H264" if isinstance(encoder, H264Encoder) else "VP8" if encoder else None
         for phase in phases:
             relay.set_profile(phase.profile)
             start = now_us()
@@ -191,12 +198,12 @@ def scenarios(seconds: float) -> dict[str, list[Phase]]:
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    lines = ["| scenario | phase | mode | video p50/p95 ms | fps | max gap ms | frozen ms (>300) "
+    lines = ["| scenario | phase | mode | codec | video p50/p95 ms | fps | max gap ms | frozen ms (>300) "
              "| audio p50/p95 ms | heard | adaptation |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         if r.get("error"):
-            lines.append(f"| {r['scenario']} | - | {r['mode']} | {r['error']} | | | | | | |")
+            lines.append(f"| {r['scenario']} | - | {r['mode']} | - | {r['error']} | | | | | | |")
         for p in r["phases"]:
             v, a = p["video"], p["audio"]
             adapt = ""
@@ -208,7 +215,8 @@ def table(results: list[dict[str, Any]]) -> str:
                     bits.append(f"720p30 after {p['back_to_full_s']} s")
                 bits.append(f"ends {p.get('end_rung')}")
                 adapt = ", ".join(bits)
-            lines.append(f"| {r['scenario']} | {p['phase']} | {r['mode']} | {v['p50_ms']}/{v['p95_ms']} "
+            lines.append(f"| {r['scenario']} | {p['phase']} | {r['mode']} | {r.get('codec')} "
+                         f"| {v['p50_ms']}/{v['p95_ms']} "
                          f"| {v['fps']} | {v['max_gap_ms']} | {v['frozen_ms']} | {a['p50_ms']}/{a['p95_ms']} "
                          f"| {a['heard']} | {adapt} |")
     return "\n".join(lines)

@@ -11,15 +11,17 @@ import av
 import numpy as np
 import pytest
 from aiortc import RTCPeerConnection, RTCRtpCodecParameters
-from aiortc.codecs.h264 import H264Encoder
+from aiortc.codecs.h264 import H264Encoder, h264_depayload
 from aiortc.codecs.vpx import Vp8Encoder
 
 from facecall.client.encoders import (
     REALTIME,
+    X264_RATE_CEILING,
     EncoderTuning,
     TunedH264Encoder,
     TunedVp8Encoder,
     encoder_tuning,
+    install_encoder_hook,
 )
 from facecall.client.ice import (
     host_addresses,
@@ -27,6 +29,9 @@ from facecall.client.ice import (
     parse_host_addresses,
     selected_candidate_pair,
 )
+from facecall.media.engine.codecs import h264_is_keyframe
+from facecall.media.engine.sender import set_encoder_bitrate
+from facecall.media.sources import MovingPattern
 
 
 def picture(width: int, height: int) -> av.VideoFrame:
@@ -41,6 +46,7 @@ VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=9
 
 
 def test_encoder_factory_is_tuned_only_inside_the_context() -> None:
+    install_encoder_hook()
     get_encoder = aiortc.rtcrtpsender.get_encoder
     with encoder_tuning(REALTIME):
         assert type(aiortc.rtcrtpsender.get_encoder(H264)) is TunedH264Encoder
@@ -73,6 +79,50 @@ def test_vp8_threads_reach_the_encoder() -> None:
     stock = Vp8Encoder()
     stock.encode(picture(320, 240))
     assert stock.codec.thread_count == 1
+
+
+def encode_moving(encoder: H264Encoder, pattern: MovingPattern, start: int, count: int) -> list[list[bytes]]:
+    """RTP payloads of ``count`` pictures of a moving pattern (30 fps, 90 kHz timestamps)."""
+    out = []
+    for index in range(start, start + count):
+        frame = av.VideoFrame.from_ndarray(pattern.render(index), format="yuv420p")
+        frame.pts, frame.time_base = index * 3000, fractions.Fraction(1, 90000)
+        out.append(encoder.encode(frame)[0])
+    return out
+
+
+def bits(frames: list[list[bytes]]) -> int:
+    return sum(len(p) for payloads in frames for p in payloads) * 8
+
+
+def is_keyframe(payloads: list[bytes]) -> bool:
+    return h264_is_keyframe(b"".join(h264_depayload(p) for p in payloads))
+
+
+def test_h264_rate_follows_the_target_without_reopening_x264() -> None:
+    assert callable(H264Encoder._encode_frame)  # the private hook the tuned encoder overrides
+    encoder, pattern = TunedH264Encoder(REALTIME), MovingPattern(640, 360)
+    set_encoder_bitrate(encoder, 1_000_000)
+    before = encode_moving(encoder, pattern, 0, 90)
+    context = encoder.codec._context
+    set_encoder_bitrate(encoder, 300_000)
+    after = encode_moving(encoder, pattern, 90, 90)
+    assert encoder.reopened == 1 and encoder.codec._context is context  # the same open x264
+    assert is_keyframe(before[0]) and not any(is_keyframe(p) for p in after)  # no new key frame
+    assert bits(after[30:]) < 0.5 * bits(before[30:])  # x264 followed the lower target
+    set_encoder_bitrate(encoder, 900_000)
+    again = encode_moving(encoder, pattern, 180, 90)
+    assert encoder.codec._context is context and bits(again[30:]) > 1.5 * bits(after[30:])
+
+
+def test_h264_reopens_above_the_ceiling_and_at_a_new_size() -> None:
+    encoder = TunedH264Encoder(REALTIME)
+    encode_moving(encoder, MovingPattern(320, 180), 0, 2)
+    set_encoder_bitrate(encoder, X264_RATE_CEILING + 1_000_000)
+    frames = encode_moving(encoder, MovingPattern(320, 180), 2, 2)
+    assert encoder.reopened == 2 and is_keyframe(frames[0])
+    frames = encode_moving(encoder, MovingPattern(640, 360), 4, 2)
+    assert encoder.reopened == 3 and is_keyframe(frames[0])
 
 
 def test_host_address_hook() -> None:

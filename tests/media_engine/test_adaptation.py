@@ -96,12 +96,52 @@ def test_probing_stays_within_reach_of_what_is_sent() -> None:
     ctl = make()
     ctl.update(0.0)
     ctl.on_send_rate(1_000_000, 0.0)
-    ctl.on_remb(300_000, 0.1)                           # clearly below what is sent: a limit
+    ctl.on_remb(1_000_000, 0.05)
+    ctl.on_remb(300_000, 0.1)                           # falling, clearly below what is sent: a limit
     assert ctl.loss_estimate == 300_000
     ctl.on_send_rate(100_000, 0.2)
     ctl.send_rate = 100_000
     run(ctl, 10, 0.0, 0.2)                               # loss-free, but the sender sends little
-    assert ctl.loss_estimate <= 3 * 100_000 + ctl.config.audio_reserve / ctl.config.headroom + 1
+    c = ctl.config
+    assert ctl.loss_estimate <= max(c.probe_send_factor * 100_000 + c.audio_reserve / c.headroom,
+                                    ctl._next_rung_rate()) + 1
+
+
+def test_a_remb_climbing_behind_the_send_rate_is_lag_not_a_limit() -> None:
+    ctl = make()
+    ctl.update(0.0)
+    ctl.on_send_rate(1_400_000, 0.0)
+    for i, remb in enumerate((300_000, 400_000, 500_000, 600_000)):   # a rising estimate
+        ctl.on_remb(remb, 0.1 * (i + 1))
+        assert not ctl.remb_limits() and ctl.available() > remb
+    ctl.on_remb(400_000, 0.6)                                         # now it falls: a queue
+    assert ctl.remb_limits() and ctl.available() == 400_000
+
+
+def test_a_sender_below_its_rung_rate_still_climbs() -> None:
+    ctl = make()
+    ctl.update(0.0)
+    ctl.on_send_rate(1_400_000, 0.0)
+    ctl.on_loss(0.6, 0.25)
+    ctl.on_loss(0.6, 0.5)
+    run(ctl, 3, 0.6, 0.5)
+    assert ctl.state.rung.name == "180p15"
+    ctl.send_rate = 40_000                 # simple pictures: x264 sends a fraction of the target
+    up = run(ctl, 20, 0.0, 3.5)
+    assert any(c.after.rung.height > 180 for _, c in up)
+
+
+def test_no_burst_of_resolution_changes_right_after_one() -> None:
+    ctl = make()
+    ctl.update(0.0)
+    ctl.on_send_rate(1_400_000, 0.0)
+    changes = run(ctl, 1.0, 0.6, 5.0)      # a deep drop: several decreases within a second
+    sizes = [(t, c.after.rung.height) for t, c in changes if c.rung_changed
+             and c.after.rung.height != c.before.rung.height]
+    assert len(changes) >= 3 and len(sizes) == 1        # one key frame; the rest are rate steps
+    assert changes[-1][1].after.video_bitrate < changes[0][1].after.video_bitrate
+    later = run(ctl, 2.0, 0.6, 6.0)                      # after the hold, the size may step again
+    assert any(c.after.rung.height < sizes[0][1] for _, c in later)
 
 
 def test_deep_drop_lands_near_what_got_through_in_few_steps() -> None:

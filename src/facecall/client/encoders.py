@@ -13,8 +13,21 @@ x264 ``veryfast`` (and, when asked, more VP8 threads), without editing or copyin
   (aiortc starts them in tasks created by ``setRemoteDescription``/``setLocalDescription``), so
   stock aiortc peers in the same process keep stock encoders (the benchmarks' anchor).
 
+Rate changes (issue 6): aiortc closes and reopens its encoder — a key frame — whenever the target
+rate moves by more than 10 %. :class:`TunedH264Encoder` changes x264's rate on the open encoder
+instead: FFmpeg's libx264 wrapper passes a changed ``bit_rate`` to ``x264_encoder_reconfig`` before
+each frame (``reconfig_encoder`` in ``libavcodec/libx264.c``), and x264 follows it when the encoder
+was opened in ABR mode with a VBV whose max rate equals the opening rate (measured here: opened at
+3 Mbit/s, a change to 400 kbit/s gives ~390 kbit/s within a second; opened below its VBV max rate,
+x264 ignored the same change). So the encoder opens at :data:`X264_RATE_CEILING` with that VBV and
+is set to the real target before its first frame; only a target above the ceiling (or a new
+picture size) reopens it. VP8 keeps aiortc's rebuild: FFmpeg's libvpx wrapper sets libvpx's
+``rc_target_bitrate`` only when it opens (``vpx_init``), and a ``bit_rate`` changed on the open
+context is ignored (measured: the output rate did not move).
+
 Private names used (aiortc==1.16.*, tested in ``tests/client/test_hooks.py``):
-``aiortc.rtcrtpsender.get_encoder`` and the encoders' ``codec`` attribute.
+``aiortc.rtcrtpsender.get_encoder``, the encoders' ``codec`` attribute and
+``H264Encoder._encode_frame``.
 """
 
 from __future__ import annotations
@@ -26,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiortc.rtcrtpsender
+import av
 from aiortc.codecs.base import Encoder
 from aiortc.codecs.h264 import H264Encoder
 from aiortc.codecs.vpx import Vp8Encoder
@@ -47,6 +61,11 @@ class EncoderTuning:
     def threads_for(self, pixels: int) -> int | None:
         return self.vp8_threads
 
+
+X264_RATE_CEILING = 3_000_000
+"""bit/s at which x264 opens (VBV max rate); targets up to here change without reopening."""
+X264_VBV_BITS = 250_000
+"""x264's VBV buffer (bits): bounds a key frame (~17 kB at 720p here) and keeps rate changes quick."""
 
 REALTIME = EncoderTuning()
 """The SDK's default: x264 ``veryfast`` (about half of ``medium``'s CPU per frame)."""
@@ -96,15 +115,38 @@ class _ProxiedCodec:
 
 
 class TunedH264Encoder(_ProxiedCodec, H264Encoder):
-    """aiortc's H.264 encoder with the x264 preset of an :class:`EncoderTuning`."""
+    """aiortc's H.264 encoder with the x264 preset of an :class:`EncoderTuning`, whose rate changes
+    without reopening x264 (see the module docstring)."""
 
     def __init__(self, tuning: EncoderTuning) -> None:
         self._tuning_value = tuning
+        self._ceiling = 0
+        self.reopened = 0
+        """How many times the x264 context was (re)opened (a new picture size, a rate above the
+        ceiling): each one starts with a key frame."""
         super().__init__()
 
     def _configure_context(self, context: Any, frame: Any) -> None:
+        options = dict(context.options)
         if self._tuning_value.x264_preset:
-            context.options = {**context.options, "preset": self._tuning_value.x264_preset}
+            options["preset"] = self._tuning_value.x264_preset
+        self._ceiling = max(X264_RATE_CEILING, int(context.bit_rate))
+        options["maxrate"] = str(self._ceiling)
+        options["bufsize"] = str(X264_VBV_BITS)
+        context.options = options
+        target = int(context.bit_rate)
+        context.bit_rate = self._ceiling  # opened at its VBV max rate, x264 follows later changes
+        context.open()
+        context.bit_rate = target  # from the first frame on (reconfigured before each frame)
+        self.reopened += 1
+
+    def _encode_frame(self, frame: av.VideoFrame, force_keyframe: bool) -> Iterator[bytes]:
+        context = self.codec
+        if (context is not None and context.is_open and self.target_bitrate <= self._ceiling
+                and (frame.width, frame.height) == (context.width, context.height)):
+            # equal rates: aiortc keeps the context; FFmpeg reconfigures x264 before this frame
+            context.bit_rate = self.target_bitrate
+        return super()._encode_frame(frame, force_keyframe)
 
 
 class TunedVp8Encoder(_ProxiedCodec, Vp8Encoder):

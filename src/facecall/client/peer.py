@@ -22,7 +22,6 @@ from aiortc import (
     RTCIceServer,
     RTCIceTransportPolicy,
     RTCPeerConnection,
-    RTCRtpSender,
     RTCSessionDescription,
 )
 from aiortc.sdp import candidate_from_sdp
@@ -31,6 +30,7 @@ from facecall.client.encoders import EncoderTuning, encoder_tuning
 from facecall.client.ice import host_addresses, keep_best_nominated_pair
 from facecall.client.tracks import LocalTrack
 from facecall.media.engine import MediaEngine
+from facecall.media.engine.codecs import video_codec_preferences
 
 CODECS = {"VP8": "video/VP8", "H264": "video/H264"}
 
@@ -87,11 +87,9 @@ class PeerSession:
             else:
                 transceiver = self.pc.addTransceiver(kind, direction="recvonly")
             if kind == "video" and self.video_codec is not None:
-                mime = CODECS[self.video_codec].lower()
-                capabilities = RTCRtpSender.getCapabilities("video").codecs
-                preferred = [c for c in capabilities if c.mimeType.lower() == mime]
-                preferred += [c for c in capabilities if c.mimeType.lower() == "video/rtx"]
-                transceiver.setCodecPreferences(preferred)
+                transceiver.setCodecPreferences(video_codec_preferences(CODECS[self.video_codec], only=True))
+            elif kind == "video" and self.engine is not None:
+                transceiver.setCodecPreferences(video_codec_preferences(self.engine.config.video_codec))
 
     async def create_offer(self) -> RTCSessionDescription:
         with self._hooks():

@@ -8,13 +8,15 @@ draft-ietf-rmcat-gcc §5-6, with the receiver's delay-based estimate arriving as
   by 1.5 times the rate it receives, so a source that sends less than its target (a still
   picture) would drag the estimate down with it; REMB therefore caps the rate only when it is
   clearly below what the sender actually sends (``remb_limit_factor`` of it with loss,
-  ``remb_alone_factor`` without; :meth:`AdaptationController.on_send_rate`), i.e. when the
+  ``remb_alone_factor`` without, and then only while REMB falls — a REMB still climbing behind a
+  rising send rate is lag; :meth:`AdaptationController.on_send_rate`), i.e. when the
   receiver sees queues building. The loss-based estimate (GCC §6) falls to
   ``rate * (1 - 0.5 * loss)`` on a loss report above 10 % — or to the rate that got through,
   ``sent * (1 - loss)``, if lower, but at most by half at a time — holds between
   2 % and 10 % (random loss is not congestion: NACKs repair it), and *probes upward*
   (times ``probe_factor`` every ``probe_interval``, never above ``probe_send_factor`` times the
-  video actually sent, and only ``careful_factor`` near the rate where congestion last struck)
+  video actually sent — but always as far as the next rung's rate — and only ``careful_factor``
+  near the rate where congestion last struck)
   once loss has stayed under 2 % for ``probe_hold``;
 * **audio first**: ``audio_reserve`` is taken out of the available rate before video gets any;
   video gets at least its lowest rung's rate, whatever is left;
@@ -23,7 +25,9 @@ draft-ietf-rmcat-gcc §5-6, with the receiver's delay-based estimate arriving as
   the source. Down at once; up only when the budget has cleared the higher rung's rate by
   ``up_margin`` for ``up_hold`` seconds — so the ladder does not flap;
 * **encoder rate** within the rung, re-applied only when it moves by more than
-  ``bitrate_deadband`` (a VP8 rate change rebuilds the encoder: a key frame).
+  ``bitrate_deadband`` (a VP8 rate change rebuilds the encoder: a key frame);
+* **no burst of size changes**: within ``resolution_hold`` of a change of picture size, further
+  decreases lower only frame rate and encoder rate (each size change costs a key frame).
 
 :meth:`AdaptationController.update` returns a :class:`QualityChange` when the rung or the target
 rate changes; :attr:`AdaptationController.state` is the current :class:`QualityState`.
@@ -112,6 +116,13 @@ class AdaptationConfig:
     careful_memory: float = 20.0
     """Seconds the rate of the last congestion is remembered."""
     """A rung's encoder rate goes up to this times its ``min_bps``."""
+    resolution_hold: float = 1.0
+    """After a change of picture size (a key frame), further decreases within this many seconds
+    lower the frame rate and the encoder rate only: a burst of resolution steps, each with its key
+    frame, is what froze the picture at a bandwidth drop."""
+    remb_fall: float = 0.95
+    """REMB without loss limits only while it falls (below this times the previous report): a
+    REMB still climbing behind a rising send rate is lag, not a queue."""
     ladder: tuple[Rung, ...] = LADDER
 
 
@@ -178,6 +189,8 @@ class AdaptationController:
     _last_probe: float = float("-inf")
     _up_since: float | None = None
     _up_target: Rung | None = None
+    _remb_falling: bool = False
+    _resized_at: float = float("-inf")
     history: list[QualityChange] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -198,7 +211,8 @@ class AdaptationController:
         When it limits (see :meth:`remb_limits`), the loss-based estimate comes down to it too, so
         the rate climbs back only by probing — not the moment the lower send rate makes REMB look
         generous again."""
-        self.remb = max(0, int(bitrate))
+        previous, self.remb = self.remb, max(0, int(bitrate))
+        self._remb_falling = previous is not None and self.remb < self.config.remb_fall * previous
         if self.remb_limits() and self.remb < self.loss_estimate:
             self._congested_rate = float(self.send_rate or self.loss_estimate)
             self.loss_estimate = max(float(self.config.min_bitrate), float(self.remb))
@@ -221,7 +235,7 @@ class AdaptationController:
             return True
         c = self.config
         lossy = self.loss > c.loss_high
-        return self.remb < c.remb_alone_factor * self.send_rate or (
+        return (self._remb_falling and self.remb < c.remb_alone_factor * self.send_rate) or (
             lossy and self.remb < c.remb_limit_factor * self.send_rate)
 
     def on_rtt(self, rtt: float, now: float) -> None:
@@ -294,10 +308,22 @@ class AdaptationController:
             probed = min(self.loss_estimate * factor, float(c.max_bitrate))
             if self.send_rate is not None:
                 # like GCC's bound of 1.5x the received rate: probe from what is really sent
-                cap = c.probe_send_factor * self.send_rate + c.audio_reserve / c.headroom
+                cap = max(c.probe_send_factor * self.send_rate + c.audio_reserve / c.headroom,
+                          self._next_rung_rate())
                 probed = min(probed, max(cap, self.loss_estimate))
             self.loss_estimate = probed
             self._last_probe = now
+
+    def _next_rung_rate(self) -> float:
+        """The available rate at which the rung above the current one is cleared (0 at the top):
+        probing may always reach it, or a sender whose pictures compress well below its rung's
+        rate could never leave that rung."""
+        c, state = self.config, self._state
+        rungs = self._allowed()
+        if state is None or state.rung not in rungs or rungs.index(state.rung) == 0:
+            return 0.0
+        above = rungs[rungs.index(state.rung) - 1]
+        return (above.min_bps * c.up_margin + c.audio_reserve) / c.headroom * 1.02
 
     def update(self, now: float) -> QualityChange | None:
         """Decide at ``now``; returns the change, if any."""
@@ -314,6 +340,9 @@ class AdaptationController:
                 rung, reason = self._fitting(budget), Reason.SOURCE
             elif rungs.index(wanted) > rungs.index(current.rung):
                 rung, reason = wanted, Reason.CONGESTION
+                if wanted.height != current.rung.height and now - self._resized_at < c.resolution_hold:
+                    same_size = [r for r in rungs if r.height == current.rung.height]
+                    rung = same_size[-1]  # its lowest frame rate; the rate goes below its minimum
                 self._up_since = None
             elif rungs.index(wanted) < rungs.index(current.rung):
                 cleared = self._fitting(budget / c.up_margin)
@@ -327,7 +356,8 @@ class AdaptationController:
                     self._up_since = None
             else:
                 self._up_since = None
-        bitrate = int(min(max(budget, rung.min_bps), rung.min_bps * c.rung_max_factor, c.max_bitrate))
+        floor = rung.min_bps if reason != Reason.CONGESTION else min(rung.min_bps, max(budget, c.min_bitrate))
+        bitrate = int(min(max(budget, floor), rung.min_bps * c.rung_max_factor, c.max_bitrate))
         if current is not None and rung == current.rung:
             moved = abs(bitrate - current.video_bitrate) / max(1, current.video_bitrate)
             if moved <= c.bitrate_deadband:
@@ -335,6 +365,8 @@ class AdaptationController:
             if bitrate > current.video_bitrate and now - current.changed_at < c.up_hold:
                 return None  # up in rate, like up the ladder, only after a quiet while
             reason = Reason.CONGESTION if bitrate < current.video_bitrate else Reason.RECOVERY
+        if current is None or rung.height != current.rung.height:
+            self._resized_at = now
         state = QualityState(rung, bitrate, self.available(), self.remb, self.loss, self.rtt, reason, now)
         change = QualityChange(current, state)
         self._state = state

@@ -10,6 +10,9 @@
 
 from __future__ import annotations
 
+from aiortc import RTCRtpSender
+from aiortc.rtcrtpparameters import RTCRtpCodecCapability
+
 H264_NAL_IDR = 5
 H264_NAL_SPS = 7
 
@@ -52,3 +55,17 @@ def h264_is_keyframe(data: bytes) -> bool:
             return True
         i = data.find(b"\x00\x00\x01", i + 3)
     return False
+
+
+def video_codec_preferences(first: str, *, only: bool = False) -> list[RTCRtpCodecCapability]:
+    """aiortc's video codecs with ``first`` (a MIME type such as ``"video/H264"``) ahead of the
+    others, or alone with ``only`` — for ``RTCRtpTransceiver.setCodecPreferences``. RTX stays (it
+    repairs whichever codec is negotiated). A peer that lacks ``first`` negotiates the next one."""
+    capabilities = RTCRtpSender.getCapabilities("video").codecs
+    mime = first.lower()
+    chosen = [c for c in capabilities if c.mimeType.lower() == mime]
+    if not chosen:
+        raise ValueError(f"unknown video codec {first!r}")
+    rtx = [c for c in capabilities if c.mimeType.lower() == "video/rtx"]
+    rest = [] if only else [c for c in capabilities if c.mimeType.lower() not in (mime, "video/rtx")]
+    return chosen + rest + rtx

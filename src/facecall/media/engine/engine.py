@@ -48,6 +48,11 @@ class EngineConfig:
     """Media leaves at up to this times the video target rate."""
     pacing_burst: float = 0.06
     """Pacer bucket: this many seconds of the available rate may leave back to back."""
+    video_codec: str = "video/VP8"
+    """Offered first (the peer may still choose another). ``"video/H264"`` changes its rate on the
+    open encoder (no key frame per rate step) and encodes 720p in about half of libvpx's time
+    here, but is not the default yet: a CLI recording test received no video with it (see
+    docs/media-engine.md, "Codec"); VP8 rate changes reopen the encoder."""
 
 
 QualityListener = Callable[[QualityChange], Any]

@@ -10,9 +10,10 @@
   reports (RFC 3550 §6.4) give loss and round-trip time, NACKs (RFC 4585 §6.2.1) a faster loss
   measure (share of sent packets NACKed per ``loss_window``);
 * the encoder's target rate set from the controller's decision, beyond aiortc's clamps
-  (VP8 250 k-1.5 M, H.264 500 k-3 M). aiortc rebuilds an encoder whose rate moves by more than
-  10 %, and FFmpeg's libvpx wrapper cannot change the rate of an open encoder, so the controller
-  moves the rate only by more than its dead band;
+  (VP8 250 k-1.5 M, H.264 500 k-3 M). aiortc reopens a VP8 encoder whose rate moves by more
+  than 10 % (FFmpeg's libvpx wrapper cannot change the rate of an open encoder), so the
+  controller moves the rate only by more than its dead band; the SDK's tuned H.264 encoder
+  changes x264's rate without reopening it (``facecall.client.encoders``);
 * Opus in-band FEC switched on (RFC 6716 §2.1.7), harmless to any decoder;
 * a pacer (token bucket, :class:`Pacer`) between the RTP loop and the transport, so a key frame
   leaves at the link's rate instead of overflowing a bottleneck queue.
