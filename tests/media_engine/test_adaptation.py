@@ -135,13 +135,27 @@ def test_no_burst_of_resolution_changes_right_after_one() -> None:
     ctl = make()
     ctl.update(0.0)
     ctl.on_send_rate(1_400_000, 0.0)
-    changes = run(ctl, 1.0, 0.6, 5.0)      # a deep drop: several decreases within a second
+    changes = run(ctl, 1.0, 0.3, 5.0)      # congestion: several decreases within a second
     sizes = [(t, c.after.rung.height) for t, c in changes if c.rung_changed
              and c.after.rung.height != c.before.rung.height]
     assert len(changes) >= 3 and len(sizes) == 1        # one key frame; the rest are rate steps
     assert changes[-1][1].after.video_bitrate < changes[0][1].after.video_bitrate
-    later = run(ctl, 2.0, 0.6, 6.0)                      # after the hold, the size may step again
+    later = run(ctl, 2.0, 0.3, 6.0)                      # after the hold, the size may step again
     assert any(c.after.rung.height < sizes[0][1] for _, c in later)
+
+
+def test_a_cut_far_below_the_rung_resizes_at_once() -> None:
+    ctl = make()
+    ctl.update(0.0)
+    ctl.on_send_rate(1_400_000, 0.0)
+    ctl.on_loss(0.3, 0.25)
+    first = ctl.update(0.25)
+    assert first is not None and first.rung_changed
+    ctl.on_send_rate(1_400_000, 0.3)
+    ctl.remb = 1_400_000
+    ctl.on_remb(250_000, 0.3)                            # a standing queue: far below the rung
+    change = ctl.update(0.3)                             # still within the resolution hold
+    assert change is not None and change.after.rung.height < first.after.rung.height
 
 
 def test_deep_drop_lands_near_what_got_through_in_few_steps() -> None:

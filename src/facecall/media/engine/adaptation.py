@@ -184,6 +184,7 @@ class AdaptationController:
     send_rate: int | None = None
     _state: QualityState | None = None
     _last_decrease: float = float("-inf")
+    _last_loss_decrease: float = float("-inf")
     _congested_rate: float | None = None
     _low_loss_since: float | None = None
     _last_probe: float = float("-inf")
@@ -247,7 +248,9 @@ class AdaptationController:
         self.loss = min(1.0, max(0.0, fraction))
         if self.loss > c.loss_high:
             self._low_loss_since = None
-            if now - self._last_decrease >= c.decrease_interval:
+            # gated by loss-driven decreases only: REMB's smaller, frequent cuts must not hold
+            # back the halving a heavy loss report calls for
+            if now - self._last_loss_decrease >= c.decrease_interval:
                 rate = self.loss_estimate * (1 - 0.5 * self.loss)
                 if self.send_rate is not None:
                     # what got through: after a deep drop, one step lands near the new capacity
@@ -255,7 +258,7 @@ class AdaptationController:
                     rate = max(0.5 * self.loss_estimate, min(rate, delivered))
                 self.loss_estimate = max(c.min_bitrate, rate)
                 self._congested_rate = self.loss_estimate
-                self._last_decrease = now
+                self._last_decrease = self._last_loss_decrease = now
         elif self.loss < c.loss_low:
             if self._low_loss_since is None:
                 self._low_loss_since = now
@@ -340,7 +343,9 @@ class AdaptationController:
                 rung, reason = self._fitting(budget), Reason.SOURCE
             elif rungs.index(wanted) > rungs.index(current.rung):
                 rung, reason = wanted, Reason.CONGESTION
-                if wanted.height != current.rung.height and now - self._resized_at < c.resolution_hold:
+                deep = budget < 0.5 * current.rung.min_bps  # far below: resize now, one key frame
+                if (wanted.height != current.rung.height and now - self._resized_at < c.resolution_hold
+                        and not deep):
                     same_size = [r for r in rungs if r.height == current.rung.height]
                     rung = same_size[-1]  # its lowest frame rate; the rate goes below its minimum
                 self._up_since = None

@@ -24,6 +24,7 @@ from aiortc.rtcrtpsender import RTCRtpSender
 
 from .adaptation import AdaptationConfig, AdaptationController, QualityChange, QualityState
 from .audio_buffer import AudioBufferConfig
+from .queue_delay import QueueDelayConfig
 from .receiver import EngineReceiver
 from .sender import EngineSender
 from .video_buffer import VideoBufferConfig
@@ -38,6 +39,7 @@ class EngineConfig:
     video: VideoBufferConfig = field(default_factory=VideoBufferConfig)
     audio: AudioBufferConfig = field(default_factory=lambda: AudioBufferConfig(fec=True))
     adaptation: AdaptationConfig = field(default_factory=AdaptationConfig)
+    queue_delay: QueueDelayConfig = field(default_factory=QueueDelayConfig)
     opus_fec: bool = True
     """Send Opus in-band FEC (RFC 6716 §2.1.7); any Opus decoder can ignore it."""
     opus_expected_loss: int = 10

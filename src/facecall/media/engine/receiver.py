@@ -8,7 +8,9 @@ decode-error flag swapped for the engine's, right after aiortc's ``__init__`` an
   to aiortc's decoder queue (several at once when a retransmission completes them); NACKs and
   PLIs go out through the receiver's own ``_send_rtcp_nack`` / ``_send_rtcp_pli``; a timer on the
   event loop runs deadlines and NACK retries. A decode error reaches the buffer (drop until a key
-  frame, one throttled PLI) instead of aiortc's unthrottled PLI per error.
+  frame, one throttled PLI) instead of aiortc's unthrottled PLI per error. Send and arrival times
+  (abs-send-time) also feed a :class:`~.queue_delay.QueueDelayDetector`: a standing queue is
+  reported at once as a REMB of what actually arrives, ahead of aiortc's slower estimate.
 * audio (Opus): packets go to an :class:`~.audio_buffer.AudioJitterBuffer`; due slots are decoded
   on the event loop by :class:`~.opus.OpusPlcDecoder` (packet, FEC, or concealment) and put on
   the remote track's queue. Other audio codecs go to aiortc's decoder unchanged, in order.
@@ -28,10 +30,12 @@ from typing import TYPE_CHECKING, Any
 
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci
 
 from .audio_buffer import AudioBufferConfig, AudioJitterBuffer, SlotKind
 from .codecs import vp8_packet_info
 from .opus import OpusPlcDecoder, load_libopus
+from .queue_delay import QueueDelayDetector
 from .video_buffer import VideoBufferConfig, VideoOutput, VideoPacket, VideoReceiveBuffer
 
 if TYPE_CHECKING:
@@ -47,6 +51,7 @@ PRIVATE_RECEIVER_ATTRIBUTES = (
     "_RTCRtpReceiver__decoder_thread",
     "_RTCRtpReceiver__codecs",
     "_RTCRtpReceiver__timestamp_mapper",
+    "_RTCRtpReceiver__rtcp_ssrc",
 )
 """aiortc 1.16 ``RTCRtpReceiver`` attributes the engine reads or replaces."""
 
@@ -252,7 +257,20 @@ class EngineReceiver(RTCRtpReceiver):
         else:
             self.path = _AudioPath(self, engine.config.audio)
         self._RTCRtpReceiver__jitter_buffer = self.path
+        self.queue_delay = QueueDelayDetector(engine.config.queue_delay) if kind == "video" else None
         engine._receivers.append(self)
+
+    async def _handle_rtp_packet(self, packet: Any, arrival_time_ms: int) -> None:
+        detector = self.queue_delay
+        if detector is not None and packet.extensions.abs_send_time is not None:
+            estimate = detector.add(packet.extensions.abs_send_time, arrival_time_ms / 1000,
+                                    len(packet.payload) + packet.padding_size)
+            rtcp_ssrc = self._RTCRtpReceiver__rtcp_ssrc
+            if estimate is not None and rtcp_ssrc is not None:
+                # draft-alvestrand-rmcat-remb §2: the same message aiortc's estimator sends
+                await self._send_rtcp(RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0,
+                                                     fci=pack_remb_fci(estimate, [packet.ssrc])))
+        await super()._handle_rtp_packet(packet, arrival_time_ms)
 
     def stats(self) -> dict[str, object]:
         """The engine's receive counters for this track."""
@@ -262,7 +280,8 @@ class EngineReceiver(RTCRtpReceiver):
             return {"kind": "video", "frames_released": c.frames_released, "frames_dropped": c.frames_dropped,
                     "keyframe_requests": c.keyframe_requests, "decode_errors": c.decode_errors,
                     "nacked": nacks.requested, "nack_given_up": nacks.given_up,
-                    "buffer_budget_ms": round(self.path.buffer.budget * 1000, 1)}
+                    "buffer_budget_ms": round(self.path.buffer.budget * 1000, 1),
+                    "queue_estimates": self.queue_delay.estimates if self.queue_delay else 0}
         a = self.path.buffer.counters
         return {"kind": "audio", "packets": a.packets, "fec": a.fec, "concealed": a.concealed, "late": a.late,
                 "target_ms": round(self.path.buffer.target * 1000, 1)}

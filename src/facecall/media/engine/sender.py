@@ -156,22 +156,60 @@ class Pacer:
         return 0.0 if self._tokens >= 0 else -self._tokens * 8 / self.rate
 
 
-class _PacedTransport:
-    """The sender's view of its DTLS transport: RTP waits for the pacer, the rest forwards."""
+ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 
-    def __init__(self, transport: Any, pacer: Pacer) -> None:
+
+def restamp_abs_send_time(data: bytes, extension_id: int, now: float) -> bytes:
+    """``data`` (an RTP packet) with its abs-send-time extension set to ``now`` (s, 6.18 fixed
+    point, 24 bits); unchanged if it has none. RFC 3550 §5.3.1 header extension, RFC 8285 §4.2
+    one-byte elements (the form aiortc writes)."""
+    if len(data) < 12 or not data[0] & 0x10:
+        return data
+    start = 12 + 4 * (data[0] & 0x0F)
+    if len(data) < start + 4 or data[start:start + 2] != b"\xbe\xde":
+        return data
+    end = start + 4 + 4 * int.from_bytes(data[start + 2:start + 4], "big")
+    pos = start + 4
+    while pos < min(end, len(data)):
+        header = data[pos]
+        if header == 0:  # padding
+            pos += 1
+            continue
+        ident, length = header >> 4, (header & 0x0F) + 1
+        if ident == 15:
+            break
+        if ident == extension_id and length == 3 and pos + 4 <= len(data):
+            value = int(now * (1 << 18)) & 0xFFFFFF
+            return data[:pos + 1] + value.to_bytes(3, "big") + data[pos + 4:]
+        pos += 1 + length
+    return data
+
+
+class _PacedTransport:
+    """The sender's view of its DTLS transport: RTP waits for the pacer, the rest forwards.
+
+    aiortc stamps abs-send-time before the packet reaches the pacer; a packet the pacer held is
+    stamped again when it really leaves, so the receiver's delay-based estimates (aiortc's and
+    :mod:`.queue_delay`) see the network's queue, not ours."""
+
+    def __init__(self, transport: Any, pacer: Pacer, sender: EngineSender) -> None:
         self._transport = transport
         self._pacer = pacer
+        self._sender = sender
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
 
     async def _send_rtp(self, data: bytes) -> None:
         if not is_rtcp(data):
+            self._sender._sent_packet(data)
             wait = self._pacer.wait_time(len(data))
             if wait > 0.001:
                 self._pacer.delayed += 1
                 await asyncio.sleep(wait)
+                if self._sender.abs_send_time_id is not None:
+                    data = restamp_abs_send_time(data, self._sender.abs_send_time_id,
+                                                 asyncio.get_running_loop().time())
         await self._transport._send_rtp(data)
 
 
@@ -186,6 +224,8 @@ class EngineSender(RTCRtpSender):
         for name in PRIVATE_SENDER_ATTRIBUTES:
             getattr(self, name)
         self._nacked: set[int] = set()
+        self._window_seqs: set[int] = set()
+        self.abs_send_time_id: int | None = None
         self._window_start = time.monotonic()
         self._window_sent = 0
         self._window_octets = 0
@@ -216,7 +256,7 @@ class EngineSender(RTCRtpSender):
     def transport(self) -> Any:
         real = self._RTCRtpSender__transport
         if self._paced is None or self._paced._transport is not real:
-            self._paced = _PacedTransport(real, self.pacer)
+            self._paced = _PacedTransport(real, self.pacer, self)
         return self._paced
 
     # -- encoder -------------------------------------------------------------------------------
@@ -290,13 +330,21 @@ class EngineSender(RTCRtpSender):
         self._window_octets = octets
         return int(sent * 8 / seconds) if seconds > 0 else 0
 
+    def _sent_packet(self, data: bytes) -> None:
+        """Note the sequence number of a media packet leaving (RTX has its own SSRC)."""
+        if len(data) >= 12 and int.from_bytes(data[8:12], "big") == self._ssrc:
+            self._window_seqs.add(int.from_bytes(data[2:4], "big"))
+
     def nack_loss(self) -> float | None:
-        """Share of packets sent since the last call that the receiver NACKed (``None``: none sent)."""
+        """Share of the packets sent since the last call that the receiver NACKed (``None``: none
+        sent). NACKs for packets of earlier windows are not counted: after a drop they would be
+        set against the few packets of a window that sends little, reading as 100 % loss."""
         sent_total = self._RTCRtpSender__packet_count
         sent = sent_total - self._window_sent
-        nacked = len(self._nacked)
+        nacked = len(self._nacked & self._window_seqs) if self._window_seqs else len(self._nacked)
         self._window_sent = sent_total
         self._nacked.clear()
+        self._window_seqs.clear()
         if sent <= 0:
             return None
         return min(1.0, nacked / sent)
@@ -304,6 +352,9 @@ class EngineSender(RTCRtpSender):
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def send(self, parameters: Any) -> None:
+        for extension in parameters.headerExtensions:
+            if extension.uri == ABS_SEND_TIME_URI:
+                self.abs_send_time_id = extension.id
         await super().send(parameters)
         if self.kind == "video" and self._adapt_task is None:
             self._window_sent = self._RTCRtpSender__packet_count
