@@ -82,6 +82,7 @@ def video_figures(samples: list[tuple[int, float | None]], start_us: int, end_us
         "p50_ms": round(percentile(lat, 50), 1) if lat else None,
         "p95_ms": round(percentile(lat, 95), 1) if lat else None,
         "max_gap_ms": round(max(gaps), 0) if gaps else None,
+        "max_gap_at_s": round((times[gaps.index(max(gaps))] - start_us) / 1e6, 2) if gaps else None,
         "frozen_ms": round(sum(g for g in gaps if g > FREEZE_MS), 0),
         "freezes": sum(1 for g in gaps if g > FREEZE_MS),
     }

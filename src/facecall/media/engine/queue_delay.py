@@ -33,11 +33,11 @@ ABS_SEND_TIME_UNITS = 1 << 18  # per second (6.18 fixed point)
 class QueueDelayConfig:
     threshold: float = 0.040
     """Standing queue (s) that counts as congestion; loopback and LAN paths stay under ~10 ms."""
-    sustain: float = 0.25
+    sustain: float = 0.15
     """The queue must hold for this long (s): longer than a paced key frame's own spread."""
     baseline_window: float = 3.0
     """The empty-queue baseline is the smallest delay seen in this many seconds."""
-    rate_window: float = 0.3
+    rate_window: float = 0.15
     """Incoming rate over this many seconds."""
     backoff: float = 0.85
     interval: float = 0.2
