@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 
 import aiortc
 import aiortc.rtcpeerconnection
@@ -115,3 +116,14 @@ def test_timer_survives_uvloop_past_due_handles() -> None:
 
     uvloop.run(main())
     assert fired == [1]
+
+
+def test_abs_send_time_is_stamped_on_aiortcs_ntp_clock() -> None:
+    """The pacer restamps abs-send-time on the clock aiortc stamps it with (sender.py)."""
+    import inspect
+
+    from aiortc import clock
+    from aiortc.rtcrtpsender import RTCRtpSender
+
+    assert "clock.current_ntp_time() >> 14" in inspect.getsource(RTCRtpSender._run_rtp)
+    assert abs(clock.current_ntp_time() / (1 << 32) - (time.time() + 2208988800)) < 1.0

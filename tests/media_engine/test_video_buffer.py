@@ -165,3 +165,20 @@ def test_no_nacks_while_waiting_for_a_keyframe() -> None:
     buf.decode_error(0.0)
     assert buf.add(packets[5], 0.01).nack == []         # 103 and 104 missing, not asked for
     assert len(buf.nacks) == 0
+
+
+def test_while_waiting_the_key_frame_itself_is_repaired() -> None:
+    buf = VideoReceiveBuffer()
+    packets = stream(4, per_frame=4, key_every=3)      # frames 0..3 (seq 100..115); 3 is a key frame
+    for p in packets[:4]:
+        buf.add(p, 0.0)
+    buf.decode_error(0.0)                              # now waiting for a key frame
+    assert buf.add(packets[6], 0.01).nack == []        # 104, 105 (a delta frame) are not asked for
+    key = packets[12:]                                 # seq 112..115, 113 lost on the way
+    nacked = []
+    for p in (key[0], key[2], key[3]):
+        nacked += buf.add(p, 0.02).nack
+    assert nacked == [113] and 104 not in nacked
+    out = buf.add(key[1], 0.03)                        # the retransmission completes the key frame
+    assert [f.timestamp for f in out.frames] == [9000] and out.frames[0].keyframe
+    assert not buf.waiting_for_keyframe

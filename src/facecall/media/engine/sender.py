@@ -27,6 +27,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import av
+from aiortc import clock
 from aiortc.codecs.opus import OpusEncoder
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcrtpsender import RTCRtpSender
@@ -160,8 +161,8 @@ ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 
 
 def restamp_abs_send_time(data: bytes, extension_id: int, now: float) -> bytes:
-    """``data`` (an RTP packet) with its abs-send-time extension set to ``now`` (s, 6.18 fixed
-    point, 24 bits); unchanged if it has none. RFC 3550 §5.3.1 header extension, RFC 8285 §4.2
+    """``data`` (an RTP packet) with its abs-send-time extension set to ``now`` (NTP seconds, as
+    6.18 fixed point, 24 bits); unchanged if it has none. RFC 3550 §5.3.1 header extension, RFC 8285 §4.2
     one-byte elements (the form aiortc writes)."""
     if len(data) < 12 or not data[0] & 0x10:
         return data
@@ -208,8 +209,9 @@ class _PacedTransport:
                 self._pacer.delayed += 1
                 await asyncio.sleep(wait)
                 if self._sender.abs_send_time_id is not None:
+                    # on aiortc's clock: NTP time (RFC 5905), as ``RTCRtpSender._run_rtp`` stamps it
                     data = restamp_abs_send_time(data, self._sender.abs_send_time_id,
-                                                 asyncio.get_running_loop().time())
+                                                 clock.current_ntp_time() / (1 << 32))
         await self._transport._send_rtp(data)
 
 

@@ -13,8 +13,11 @@ incomplete frame until 512 packets have piled up behind it. :class:`VideoReceive
   after it reference a picture the decoder never saw, drops them too until a key frame, which it
   asks for with a Picture Loss Indication (RFC 4585 §6.3.1), throttled to one per
   ``keyframe_interval`` while none arrives;
-* jumps ahead to any complete key frame behind a gap; asks for no retransmission while it waits
-  for a key frame (those packets belong to frames it will drop);
+* jumps ahead to any complete key frame behind a gap; while it waits for a key frame it asks for
+  no retransmission of what came before the key frame's first packet (those packets belong to
+  frames it will drop) but does repair the key frame itself: after a bandwidth drop the key frame
+  meets a still-full queue, and losing one of its packets for good would cost another request
+  and another key frame;
 * after a decode error (:meth:`decode_error`), drops until a key frame and asks for one.
 
 Pure: no sockets, no clock. The caller passes ``now`` (seconds) to :meth:`add` and
@@ -121,6 +124,8 @@ class VideoReceiveBuffer:
         self._prev_ts: int | None = None
         """Timestamp of the packet at ``_next - 1`` (released or dropped), if known."""
         self._waiting_keyframe = True
+        self._keyframe_start: int | None = None
+        """While waiting for a key frame: the (unwrapped) first packet of the newest one seen."""
         self._last_request = float("-inf")
         self._request_pending = False
 
@@ -156,6 +161,9 @@ class VideoReceiveBuffer:
             return self._finish(out, now)
         self._packets[seq] = packet
         self._arrival[seq] = now
+        newest_key = self._keyframe_start is None or seq > self._keyframe_start
+        if packet.keyframe and packet.starts_frame and newest_key:
+            self._keyframe_start = seq
         assert self._highest is not None
         if seq > self._highest:
             gap = range(self._highest + 1, seq)
@@ -213,12 +221,16 @@ class VideoReceiveBuffer:
         self.nacks.clear()
         self._prev_ts = None
         self._waiting_keyframe = True
+        self._keyframe_start = None
 
     def _finish(self, out: VideoOutput, now: float) -> VideoOutput:
         if self._waiting_keyframe:
-            # whatever is missing now belongs to frames that will be dropped: asking for it only
-            # takes bandwidth from the key frame (the NACK storm of a bandwidth drop)
-            self.nacks.clear()
+            # what is missing before the key frame belongs to frames that will be dropped: asking
+            # for it only takes bandwidth from the key frame (the NACK storm of a bandwidth drop)
+            if self._keyframe_start is None:
+                self.nacks.clear()
+            else:
+                self.nacks.forget_before(self._keyframe_start)
         out.nack = [s % SEQ_MOD for s in self.nacks.due(now, self.rtt)]
         if self._request_pending and now - self._last_request >= self.config.keyframe_interval:
             self._send_request(now, out)
@@ -297,6 +309,7 @@ class VideoReceiveBuffer:
     def _deliver(self, frame: EncodedFrame, out: VideoOutput) -> None:
         if frame.keyframe:
             self._waiting_keyframe = False
+            self._keyframe_start = None
             self._request_pending = False
             self.counters.keyframes_released += 1
         self.counters.frames_released += 1
