@@ -167,3 +167,17 @@ def test_deep_drop_lands_near_what_got_through_in_few_steps() -> None:
     assert ctl.loss_estimate == 0.5 * before             # at most halved in one step...
     ctl.on_loss(0.65, 0.5)
     assert ctl.loss_estimate <= (1_500_000 + ctl.config.audio_reserve) * 0.35 + 1   # ...then what got through
+
+
+def test_a_queue_report_limits_even_below_a_lagging_remb() -> None:
+    ctl = make()
+    ctl.update(0.0)
+    ctl.on_send_rate(1_400_000, 0.0)
+    ctl.on_remb(380_000, 0.1)                 # aiortc's estimate, still climbing from a low start
+    ctl.on_remb(400_000, 0.2)
+    assert not ctl.remb_limits()
+    ctl.on_queue_report(430_000, 0.3)         # the receiver saw a standing queue: a limit at once
+    assert ctl.available() == 430_000
+    change = ctl.update(0.3)
+    assert change is not None and change.after.reason == Reason.CONGESTION
+    assert change.after.video_bitrate <= 430_000

@@ -220,6 +220,16 @@ class AdaptationController:
             self._last_decrease = now
             self._low_loss_since = now
 
+    def on_queue_report(self, bitrate: int, now: float) -> None:
+        """A facecall receiver saw a standing queue (:mod:`.queue_delay`) and measured what gets
+        through (bit/s, video): unlike aiortc's REMB this is never lag, so it is a limit at once."""
+        rate = max(float(self.config.min_bitrate), float(bitrate))
+        if rate < self.loss_estimate:
+            self._congested_rate = float(self.send_rate or self.loss_estimate)
+            self.loss_estimate = rate
+            self._last_decrease = now
+            self._low_loss_since = now
+
     def on_send_rate(self, bitrate: int, now: float) -> None:
         """What the video sender actually sent over the last window (bit/s; REMB covers video only).
 

@@ -267,9 +267,12 @@ class EngineReceiver(RTCRtpReceiver):
                                     len(packet.payload) + packet.padding_size)
             rtcp_ssrc = self._RTCRtpReceiver__rtcp_ssrc
             if estimate is not None and rtcp_ssrc is not None:
-                # draft-alvestrand-rmcat-remb §2: the same message aiortc's estimator sends
+                # draft-alvestrand-rmcat-remb §2, the message aiortc's estimator sends, with the
+                # stream's SSRC listed twice: any REMB reader applies it to that stream, and a
+                # facecall sender knows it for a queue report, not aiortc's lagging estimate
+                fci = pack_remb_fci(estimate, [packet.ssrc, packet.ssrc])
                 await self._send_rtcp(RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0,
-                                                     fci=pack_remb_fci(estimate, [packet.ssrc])))
+                                                     fci=fci))
         await super()._handle_rtp_packet(packet, arrival_time_ms)
 
     def stats(self) -> dict[str, object]:

@@ -307,7 +307,10 @@ class EngineSender(RTCRtpSender):
         if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
             with contextlib.suppress(ValueError):
                 bitrate, ssrcs = unpack_remb_fci(packet.fci)
-                if self._ssrc in ssrcs:
+                if ssrcs.count(self._ssrc) > 1:  # a facecall receiver's queue report (receiver.py)
+                    controller.on_queue_report(bitrate, now)
+                    self.engine._update(now)
+                elif self._ssrc in ssrcs:
                     controller.on_remb(bitrate, now)
                     self.engine._update(now)
             return  # the controller, not aiortc, sets the encoder rate
