@@ -15,6 +15,8 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
 H264_NAL_IDR = 5
 H264_NAL_SPS = 7
+H264_NAL_STAP_A = 24
+H264_NAL_FU_A = 28
 
 
 def vp8_packet_info(payload: bytes) -> tuple[bool, bool]:
@@ -54,6 +56,32 @@ def h264_is_keyframe(data: bytes) -> bool:
         if data[i + 3] & 0x1F in (H264_NAL_IDR, H264_NAL_SPS):
             return True
         i = data.find(b"\x00\x00\x01", i + 3)
+    return False
+
+
+def h264_packet_starts_keyframe(payload: bytes) -> bool:
+    """True when a raw H.264 RTP payload (RFC 6184 §5.2) begins a key frame: a single IDR or SPS
+    NAL unit, a STAP-A (§5.7.1) whose first unit is one, or the first FU-A fragment (§5.8) of one."""
+    if not payload:
+        return False
+    kind = payload[0] & 0x1F
+    if kind == H264_NAL_STAP_A:
+        return len(payload) > 3 and payload[3] & 0x1F in (H264_NAL_IDR, H264_NAL_SPS)
+    if kind == H264_NAL_FU_A:
+        first_fragment = len(payload) > 1 and bool(payload[1] & 0x80)
+        return first_fragment and payload[1] & 0x1F in (H264_NAL_IDR, H264_NAL_SPS)
+    return kind in (H264_NAL_IDR, H264_NAL_SPS)
+
+
+def packet_starts_keyframe(codec: str, payload: bytes) -> bool:
+    """True when the RTP payload of ``codec`` (``"vp8"`` or ``"h264"``, any case) is the first
+    packet of a key frame; other codecs: never."""
+    name = codec.lower()
+    if name == "vp8":
+        starts, key = vp8_packet_info(payload)
+        return starts and key
+    if name == "h264":
+        return h264_packet_starts_keyframe(payload)
     return False
 
 

@@ -165,7 +165,9 @@ class MediaEngine:
             track = sender.adapting_track
             if track is not None:
                 sending = {"frames_in": track.frames_in, "frames_dropped_for_fps": track.frames_dropped,
-                           "paced_packets": sender.pacer.delayed}
+                           "paced_packets": sender.pacer.delayed,
+                           "stale_packets_dropped": sender.stale_packets_dropped,
+                           "stale_retransmissions_refused": sender.stale_retransmissions_refused}
         return {
             "quality": state.as_dict() if state else None,
             "rtt": self.rtt,

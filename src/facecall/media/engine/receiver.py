@@ -28,6 +28,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from aiortc.codecs import is_rtx
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci
@@ -262,7 +263,11 @@ class EngineReceiver(RTCRtpReceiver):
 
     async def _handle_rtp_packet(self, packet: Any, arrival_time_ms: int) -> None:
         detector = self.queue_delay
-        if detector is not None and packet.extensions.abs_send_time is not None:
+        codec = _private(self, "_RTCRtpReceiver__codecs").get(packet.payload_type)
+        # not a retransmission (RFC 4588): it carries the original packet's send time, and the
+        # report must name the media stream's SSRC, not the RTX stream's
+        if (detector is not None and packet.extensions.abs_send_time is not None
+                and codec is not None and not is_rtx(codec)):
             estimate = detector.add(packet.extensions.abs_send_time, arrival_time_ms / 1000,
                                     len(packet.payload) + packet.padding_size)
             rtcp_ssrc = self._RTCRtpReceiver__rtcp_ssrc

@@ -16,7 +16,12 @@
   changes x264's rate without reopening it (``facecall.client.encoders``);
 * Opus in-band FEC switched on (RFC 6716 §2.1.7), harmless to any decoder;
 * a pacer (token bucket, :class:`Pacer`) between the RTP loop and the transport, so a key frame
-  leaves at the link's rate instead of overflowing a bottleneck queue.
+  leaves at the link's rate instead of overflowing a bottleneck queue;
+* nothing of the old picture after a congestion step down to a smaller picture: the rest of the
+  frame in progress is not sent and its packets, and those before it, are not retransmitted
+  (RFC 4585 §6.2.1 NACKs for them are ignored) until the key frame of the new size has started.
+  Those frames are broken by the very congestion that caused the step (the receiver waits for a
+  key frame), and at the new, low rate sending or repairing them only delays that key frame.
 """
 
 from __future__ import annotations
@@ -42,7 +47,8 @@ from aiortc.rtp import (
     unpack_remb_fci,
 )
 
-from .adaptation import QualityState, Rung
+from .adaptation import QualityState, Reason, Rung
+from .codecs import packet_starts_keyframe
 
 if TYPE_CHECKING:
     from .engine import MediaEngine
@@ -59,6 +65,11 @@ PRIVATE_SENDER_ATTRIBUTES = (
 PRIVATE_ENCODER_BITRATE = {"Vp8Encoder": "_Vp8Encoder__target_bitrate",
                            "H264Encoder": "_H264Encoder__target_bitrate"}
 """aiortc 1.16 encoder attributes behind ``target_bitrate`` (set past the setters' clamps)."""
+RTP_HISTORY = 128
+"""aiortc 1.16 ``RTP_HISTORY_SIZE``: how far back a NACK can still be answered."""
+STALE_PACKET_LIMIT = 64
+"""At most this many packets are held back waiting for the new picture's key frame (a bound in
+case the codec's key frame is not recognised)."""
 
 
 def set_encoder_bitrate(encoder: Any, bitrate: int) -> bool:
@@ -186,6 +197,20 @@ def restamp_abs_send_time(data: bytes, extension_id: int, now: float) -> bytes:
     return data
 
 
+def rtp_payload(data: bytes) -> bytes:
+    """The payload of the RTP packet ``data``: after the fixed header and CSRCs (RFC 3550 §5.1)
+    and the header extension (§5.3.1), without padding; ``b""`` when malformed."""
+    if len(data) < 12:
+        return b""
+    pos = 12 + 4 * (data[0] & 0x0F)
+    if data[0] & 0x10:
+        if len(data) < pos + 4:
+            return b""
+        pos += 4 + 4 * int.from_bytes(data[pos + 2:pos + 4], "big")
+    end = len(data) - (data[-1] if data[0] & 0x20 else 0)
+    return data[pos:end] if pos < end else b""
+
+
 class _PacedTransport:
     """The sender's view of its DTLS transport: RTP waits for the pacer, the rest forwards.
 
@@ -203,6 +228,8 @@ class _PacedTransport:
 
     async def _send_rtp(self, data: bytes) -> None:
         if not is_rtcp(data):
+            if not self._sender._admit(data):
+                return
             self._sender._sent_packet(data)
             wait = self._pacer.wait_time(len(data))
             if wait > 0.001:
@@ -233,6 +260,15 @@ class EngineSender(RTCRtpSender):
         self._window_octets = 0
         self._adapt_task: asyncio.Task[None] | None = None
         self._applied_bitrate: int | None = None
+        self._applied_height: int | None = None
+        self._codec_name = ""
+        self._awaiting_keyframe = False
+        """After a congestion resize, until the new picture's key frame starts: send no media."""
+        self._held_back = 0
+        self._stale_seqs: set[int] = set()
+        """Sequence numbers of the old picture whose NACKs are ignored."""
+        self.stale_packets_dropped = 0
+        self.stale_retransmissions_refused = 0
         engine._senders.append(self)
 
     # -- track ---------------------------------------------------------------------------------
@@ -291,6 +327,10 @@ class EngineSender(RTCRtpSender):
         track = self.adapting_track
         if track is not None:
             track.rung = state.rung
+        smaller = self._applied_height is not None and state.rung.height < self._applied_height
+        if smaller and state.reason == Reason.CONGESTION:
+            self._awaiting_keyframe, self._held_back = True, 0
+        self._applied_height = state.rung.height
         self._apply_bitrate()
         config = self.engine.config
         # up to pacing_factor x the video rate, but not past the link's estimate, so that a key
@@ -338,7 +378,30 @@ class EngineSender(RTCRtpSender):
     def _sent_packet(self, data: bytes) -> None:
         """Note the sequence number of a media packet leaving (RTX has its own SSRC)."""
         if len(data) >= 12 and int.from_bytes(data[8:12], "big") == self._ssrc:
-            self._window_seqs.add(int.from_bytes(data[2:4], "big"))
+            seq = int.from_bytes(data[2:4], "big")
+            self._window_seqs.add(seq)
+            self._stale_seqs.discard(seq)  # a number reused after the 16-bit wrap
+
+    def _admit(self, data: bytes) -> bool:
+        """Whether an outgoing RTP packet goes on the wire: while awaiting the key frame of a
+        smaller picture (see the module docstring), media packets of the old one do not."""
+        if not self._awaiting_keyframe or len(data) < 12 or int.from_bytes(data[8:12], "big") != self._ssrc:
+            return True
+        seq = int.from_bytes(data[2:4], "big")
+        key = packet_starts_keyframe(self._codec_name, rtp_payload(data))
+        if key or self._held_back >= STALE_PACKET_LIMIT:
+            self._awaiting_keyframe = False
+            self._stale_seqs = {(seq - k) % 65536 for k in range(1, RTP_HISTORY + 1)}
+            return True
+        self._held_back += 1
+        self.stale_packets_dropped += 1
+        return False
+
+    async def _retransmit(self, sequence_number: int) -> None:
+        if self.kind == "video" and (self._awaiting_keyframe or sequence_number in self._stale_seqs):
+            self.stale_retransmissions_refused += 1
+            return
+        await super()._retransmit(sequence_number)
 
     def nack_loss(self) -> float | None:
         """Share of the packets sent since the last call that the receiver NACKed (``None``: none
@@ -357,6 +420,8 @@ class EngineSender(RTCRtpSender):
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def send(self, parameters: Any) -> None:
+        if parameters.codecs:
+            self._codec_name = parameters.codecs[0].mimeType.split("/")[-1]
         for extension in parameters.headerExtensions:
             if extension.uri == ABS_SEND_TIME_URI:
                 self.abs_send_time_id = extension.id
