@@ -225,10 +225,13 @@ def table(results: list[dict[str, Any]]) -> str:
 
 async def drop_samples(count: int, args: argparse.Namespace) -> list[float]:
     """The engine's longest gap right after a drop to 500 kbit/s, for seeds 1..count (the drop
-    scenario's first phase, then 4 s at 500 kbit/s): the figure that differs most between runs."""
+    scenario's first phase, or ``--drop-at`` seconds of it, then 4 s at 500 kbit/s): the figure
+    that differs most between runs."""
     gaps = []
     for seed in range(1, count + 1):
         before, during, _ = scenarios(args.seconds)["drop"]
+        if args.drop_at is not None:
+            before = Phase(before.name, args.drop_at, before.profile)
         phases = [before, Phase(during.name, 4.0, during.profile)]
         result = await run_call(True, phases, args.width, args.height, args.fps, seed, 2.0)
         video = result["phases"][1]["video"]
@@ -266,6 +269,9 @@ if __name__ == "__main__":
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--drop-samples", type=int, default=0, metavar="N",
                         help="instead of the table: the engine's longest gap after a drop, N seeds")
+    parser.add_argument("--drop-at", type=float, default=None, metavar="S",
+                        help="with --drop-samples: seconds at 2 Mbit/s (after 2 s of warm-up) before "
+                             "the drop (default: the drop scenario's first phase, 6 s)")
     args = parser.parse_args()
     import uvloop
 

@@ -73,6 +73,49 @@ def test_a_filling_bottleneck_is_reported_with_what_arrives() -> None:
     assert all(b - a >= config.interval - 1e-9 for a, b in itertools.pairwise(times))
 
 
+def frames(seconds: float, fps: int = 30, per_frame: int = 5) -> list[float]:
+    """Send times of a paced video sender: ``per_frame`` packets 1 ms apart per frame."""
+    return [f / fps + k * 0.001 for f in range(int(seconds * fps)) for k in range(per_frame)]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+def test_jitter_on_a_path_that_keeps_order_is_not_a_queue(seed: int) -> None:
+    """150 ms RTT ± 30 ms as the impairment relay makes it: each packet's delay is drawn, but it
+    never leaves before the one ahead of it, so whole windows can sit high — all of it arrives."""
+    rng = random.Random(seed)
+    detector = QueueDelayDetector()
+    last = float("-inf")
+    for seq, sent in enumerate(frames(20.0)):
+        arrival = max(sent + 0.075 + rng.uniform(-0.030, 0.030), last)
+        last = arrival
+        assert detector.add(abs_time(sent), 7.0 + arrival, PACKET, seq % 65536) is None
+
+
+def test_a_full_drop_tail_queue_is_reported() -> None:
+    """Delay flat at the queue's depth and most packets missing: overrun, though not growing."""
+    detector = QueueDelayDetector()
+    sends = frames(4.0)
+    estimates = []
+    for seq, sent in enumerate(sends):
+        if sent < 2.0:
+            arrival = sent + 0.001
+        elif seq % 3:                      # two of three packets dropped at the full queue
+            continue
+        else:
+            arrival = sent + 0.101
+        estimate = detector.add(abs_time(sent), 7.0 + arrival, PACKET, (seq + 65000) % 65536)
+        if estimate is not None:
+            estimates.append(estimate)
+    assert estimates
+
+
+def test_a_standing_queue_that_delivers_everything_is_not_reported() -> None:
+    """Delay steps up once and stays, every packet arrives at the rate it was sent: the sender
+    is not above the bottleneck's rate (nothing to cut); aiortc's REMB still follows the rate."""
+    detector = QueueDelayDetector()
+    assert feed(detector, 0.0, 4.0, lambda t: 0.001 if t < 2.0 else 0.080) == []
+
+
 def test_abs_send_time_wraps_every_64_seconds() -> None:
     detector = QueueDelayDetector(QueueDelayConfig(baseline_window=200.0))
     # 3 s around the 64 s wrap of the 24-bit field: the delay is constant, so no queue appears

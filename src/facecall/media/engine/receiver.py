@@ -269,7 +269,7 @@ class EngineReceiver(RTCRtpReceiver):
         if (detector is not None and packet.extensions.abs_send_time is not None
                 and codec is not None and not is_rtx(codec)):
             estimate = detector.add(packet.extensions.abs_send_time, arrival_time_ms / 1000,
-                                    len(packet.payload) + packet.padding_size)
+                                    len(packet.payload) + packet.padding_size, packet.sequence_number)
             rtcp_ssrc = self._RTCRtpReceiver__rtcp_ssrc
             if estimate is not None and rtcp_ssrc is not None:
                 # draft-alvestrand-rmcat-remb §2, the message aiortc's estimator sends, with the
