@@ -8,6 +8,7 @@ A repository method is written once, as a *transaction body*: a generator that y
   thread (aiosqlite costs a hop per cursor operation). File databases get a writer thread
   (``BEGIN IMMEDIATE`` ... ``COMMIT``; in-process writers simply queue on it) and a reader
   thread (WAL readers never wait for the writer); ``:memory:`` gets one thread for both.
+  Writes queued together are group-committed: one transaction, a savepoint per caller.
   Other processes are handled by SQLite's busy timeout, as before.
 * :class:`PgDatabase` runs the body on the event loop over an ``asyncpg`` pool; asyncpg keeps
   each connection's prepared statements.
@@ -42,6 +43,8 @@ SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
 )
+#: most write transactions of different callers committed as one (see SqliteWorker)
+GROUP_COMMIT_MAX = 64
 _NAIVE_EPOCH = datetime(1970, 1, 1)
 _PARAM = re.compile(r"\$(\d+)")
 _IDS = re.compile(r"\{ids(\d+)\}")
@@ -244,6 +247,70 @@ def run_sqlite_body(conn: sqlite3.Connection, begin: str | None, body: Body[T]) 
         body.close()
 
 
+def _drive_sqlite(conn: sqlite3.Connection, body: Body[T]) -> T:
+    """Run ``body``'s statements on ``conn`` (no transaction control of its own)."""
+    try:
+        stmt = next(body)
+        while True:
+            stmt = body.send(_sqlite_step(conn, stmt))
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    except sqlite3.IntegrityError as exc:
+        raise IntegrityViolation(str(exc)) from exc
+    finally:
+        body.close()
+
+
+Outcome = tuple[Any, BaseException | None]
+
+
+def run_sqlite_group(conn: sqlite3.Connection, bodies: list[Body[Any]]) -> list[Outcome]:
+    """Run write bodies in one transaction (on the DB thread); one ``(result, error)`` each.
+
+    One body runs as :func:`run_sqlite_body` does. Several run inside ``BEGIN IMMEDIATE`` ...
+    ``COMMIT``, each in a ``SAVEPOINT`` (SQLite "SAVEPOINT"): a body that raises is rolled back
+    to its savepoint and gets its error; the others are committed together. If SQLite ends the
+    whole transaction itself (SQLITE_FULL, SQLITE_IOERR, ... roll back automatically) or the
+    ``COMMIT`` fails, nothing of the group was written: the bodies that had succeeded get that
+    error and the ones not run yet are run in a new transaction.
+    """
+    if len(bodies) == 1:
+        try:
+            return [(run_sqlite_body(conn, "BEGIN IMMEDIATE", bodies[0]), None)]
+        except BaseException as exc:
+            return [(None, exc)]
+    outcomes: list[Outcome] = []
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except BaseException as exc:
+        for body in bodies:
+            body.close()
+        return [(None, exc)] * len(bodies)
+    for i, body in enumerate(bodies):
+        try:
+            conn.execute("SAVEPOINT group_item")
+            result = _drive_sqlite(conn, body)
+            conn.execute("RELEASE group_item")
+            outcomes.append((result, None))
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK TO group_item")
+                conn.execute("RELEASE group_item")
+                outcomes.append((None, exc))
+                continue
+            # SQLite rolled back everything: nothing of this group is written
+            lost: list[Outcome] = [(None, exc)] * (len(outcomes) + 1)
+            rest = bodies[i + 1:]
+            return lost + (run_sqlite_group(conn, rest) if rest else [])
+    try:
+        conn.execute("COMMIT")
+    except BaseException as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        return [(None, exc)] * len(bodies)
+    return outcomes
+
+
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
     if future.cancelled():
         return
@@ -254,11 +321,19 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
 
 
 class SqliteWorker:
-    """A thread owning one SQLite connection; runs submitted functions one at a time."""
+    """A thread owning one SQLite connection; runs submitted work one item at a time.
+
+    Writes submitted with :meth:`submit_write` are *group-committed*: the writes waiting in the
+    queue when the thread gets to them (at most :data:`GROUP_COMMIT_MAX`) run in one ``BEGIN
+    IMMEDIATE`` ... ``COMMIT``, each body inside its own ``SAVEPOINT``, so one body that fails
+    is rolled back to its savepoint alone and the others still commit. No caller hears of its
+    result before the ``COMMIT`` has returned (see :func:`run_sqlite_group`).
+    """
 
     def __init__(self, path: str, name: str) -> None:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.conn = sqlite_connect(path)
+        self.groups = 0  # transactions committed by group commit (for tests and metrics)
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -269,21 +344,64 @@ class SqliteWorker:
         self._queue.put((loop, future, fn, args))
         return future
 
+    def submit_write(self, body: Body[T]) -> asyncio.Future[T]:
+        """Run the transaction body ``body`` in a write transaction, possibly grouped with other
+        writes queued at the same time; the future resolves once that transaction committed."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put((loop, future, None, body))
+        return future
+
     def _loop(self) -> None:
-        while (item := self._queue.get()) is not None:
+        item = self._queue.get()
+        while item is not None:
             loop, future, fn, args = item
-            try:
-                outcome = (fn(self.conn, *args), None)
-            except BaseException as exc:  # handed to the awaiting task
-                outcome = (None, exc)
-            with contextlib.suppress(RuntimeError):  # the loop was closed meanwhile
-                loop.call_soon_threadsafe(_settle, future, *outcome)
+            if fn is not None:
+                try:
+                    outcome = (fn(self.conn, *args), None)
+                except BaseException as exc:  # handed to the awaiting task
+                    outcome = (None, exc)
+                _hand_over({loop: [(future, *outcome)]})
+                item = self._queue.get()
+                continue
+            group = [item]
+            item = None
+            while len(group) < GROUP_COMMIT_MAX:  # the writes queued behind this one
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    item = None
+                    break
+                if item is None or item[2] is not None:
+                    break  # stop (or a plain function): run the group first, keep the order
+                group.append(item)
+                item = None
+            outcomes = run_sqlite_group(self.conn, [g[3] for g in group])
+            self.groups += 1
+            settled: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+            for (g_loop, g_future, _, _), outcome in zip(group, outcomes, strict=True):
+                settled.setdefault(g_loop, []).append((g_future, *outcome))
+            _hand_over(settled)
+            if item is None:
+                item = self._queue.get()
         self.conn.close()
 
     def stop(self) -> None:
         """Finish queued work, close the connection and end the thread."""
         self._queue.put(None)
         self._thread.join()
+
+
+def _settle_all(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, error in outcomes:
+        _settle(future, result, error)
+
+
+def _hand_over(settled: dict[asyncio.AbstractEventLoop, list[Any]]) -> None:
+    """Resolve futures on their loops: one wake-up per loop, not one per future."""
+    for loop, outcomes in settled.items():
+        with contextlib.suppress(RuntimeError):  # the loop was closed meanwhile
+            loop.call_soon_threadsafe(_settle_all, outcomes)
 
 
 class SqliteDatabase(Database):
@@ -323,8 +441,7 @@ class SqliteDatabase(Database):
         return await self.reader.submit(run_sqlite_body, begin, body(self.sql, *args))
 
     async def write(self, body: Callable[..., Body[T]], *args: Any, autocommit: bool = False) -> T:
-        gen = body(self.sql, *args)
-        return await self.writer.submit(run_sqlite_body, "BEGIN IMMEDIATE", gen)
+        return await self.writer.submit_write(body(self.sql, *args))
 
     async def close(self) -> None:
         for worker in {id(self.writer): self.writer, id(self.reader): self.reader}.values():
