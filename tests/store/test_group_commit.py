@@ -38,21 +38,13 @@ async def test_concurrent_transitions_one_stale_the_others_committed(store: Stor
     calls = [ringing_call(caller, caller_dev, [c]) for c in callees]
     for call in calls:
         await store.create_call(call)
-    gate: threading.Event | None = None
-    groups_before = 0
+    groups_before = inline_before = 0
     if isinstance(store._db, SqliteDatabase):
-        groups_before = store._db.writer.groups
-        gate, held = _hold_writer(store._db)
+        groups_before, inline_before = store._db.writer.groups, store._db.inline_groups
     # the third save expects a version the call never had: it fails alone
     saves = [store.save_call(ended(call, T0 + 5, "cancelled"), 7 if i == 2 else 1)
              for i, call in enumerate(calls)]
-    tasks = [asyncio.ensure_future(s) for s in saves]
-    await asyncio.sleep(0.05)
-    if gate is not None:
-        assert not any(t.done() for t in tasks)  # nobody is answered before the COMMIT
-        gate.set()
-        await held
-    results = await asyncio.gather(*tasks, return_exceptions=True)
+    results = await asyncio.gather(*saves, return_exceptions=True)
     assert isinstance(results[2], StaleVersion)
     assert [r for i, r in enumerate(results) if i != 2] == [2, 2, 2]
     for i, call in enumerate(calls):
@@ -63,11 +55,64 @@ async def test_concurrent_transitions_one_stale_the_others_committed(store: Stor
         assert {leg.state for leg in stored.legs} == ({"connected", "ringing"} if i == 2
                                                       else {"ended"})
     if isinstance(store._db, SqliteDatabase):
-        assert store._db.writer.groups == groups_before + 1  # the four saves: one transaction
+        assert store._db.writer.groups == groups_before  # all four committed on the loop...
+        assert store._db.inline_groups == inline_before + 1  # ...in one transaction
+
+
+async def _thread_writing_store(tmp_path: Path) -> Store:
+    """A store whose writes all go to the writer thread (as when the file is locked)."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/g.db"
+    await (await Store.open(url)).close()  # migrated
+    return Store(SqliteDatabase(str(tmp_path / "g.db"), memory=False, inline_writes=False), url)
+
+
+async def test_writer_thread_groups_queued_writes(tmp_path: Path) -> None:
+    store = await _thread_writing_store(tmp_path)
+    try:
+        db = store._db
+        assert isinstance(db, SqliteDatabase)
+        caller, caller_dev = await user_with_device(store, "caller")
+        calls = [ringing_call(caller, caller_dev, [await user_with_device(store, f"c{i}")])
+                 for i in range(3)]
+        gate, held = _hold_writer(db)
+        tasks = [asyncio.ensure_future(store.create_call(c)) for c in calls]
+        await asyncio.sleep(0.05)
+        assert not any(t.done() for t in tasks)  # nobody is answered before the COMMIT
+        before = db.writer.groups
+        gate.set()
+        await held
+        assert await asyncio.gather(*tasks) == [1, 1, 1]
+        assert db.writer.groups == before + 1
+        for call in calls:
+            assert (await store.load_call(call.call_id)) is not None
+    finally:
+        await store.close()
+
+
+async def test_a_locked_database_sends_inline_writes_to_the_writer_thread(tmp_path: Path) -> None:
+    store = await Store.open(f"sqlite+aiosqlite:///{tmp_path}/g.db")
+    other = sqlite3.connect(tmp_path / "g.db", isolation_level=None)
+    try:
+        db = store._db
+        assert isinstance(db, SqliteDatabase)
+        caller, caller_dev = await user_with_device(store, "caller")
+        call = ringing_call(caller, caller_dev, [await user_with_device(store, "callee")])
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        before = db.writer.groups
+        task = asyncio.ensure_future(store.create_call(call))
+        await asyncio.sleep(0.2)
+        assert not task.done()  # the writer thread waits for the lock (busy timeout)
+        other.execute("ROLLBACK")
+        assert await task == 1
+        assert db.writer.groups == before + 1
+        assert (await store.load_call(call.call_id)) is not None
+    finally:
+        other.close()
+        await store.close()
 
 
 async def test_a_write_that_breaks_a_constraint_fails_alone(tmp_path: Path) -> None:
-    store = await Store.open(f"sqlite+aiosqlite:///{tmp_path}/g.db")
+    store = await _thread_writing_store(tmp_path)
     try:
         db = store._db
         assert isinstance(db, SqliteDatabase)

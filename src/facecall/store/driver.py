@@ -3,13 +3,14 @@
 A repository method is written once, as a *transaction body*: a generator that yields
 :class:`Stmt` values and receives each statement's result. Two drivers run bodies:
 
-* :class:`SqliteDatabase` runs the whole body on a dedicated thread that owns a stdlib
-  ``sqlite3`` connection, so one transaction costs one hop between the event loop and that
-  thread (aiosqlite costs a hop per cursor operation). File databases get a writer thread
-  (``BEGIN IMMEDIATE`` ... ``COMMIT``; in-process writers simply queue on it) and a reader
-  thread (WAL readers never wait for the writer); ``:memory:`` gets one thread for both.
-  Writes queued together are group-committed: one transaction, a savepoint per caller.
-  Other processes are handled by SQLite's busy timeout, as before.
+* :class:`SqliteDatabase` runs a body with a stdlib ``sqlite3`` connection, whole, either on
+  the event loop's thread or on a dedicated thread (one hop per transaction; aiosqlite costs a
+  hop per cursor operation). File databases run bounded reads and group-committed writes on
+  the loop (writes of one loop iteration: one ``BEGIN IMMEDIATE`` ... ``COMMIT``, a savepoint
+  per caller), and have a writer thread (used when another process holds the lock, for WAL
+  checkpoints and for migrations; it group-commits what queues on it too) and a reader thread
+  (offloaded reads; WAL readers never wait for the writer). ``:memory:`` gets one thread for
+  everything. Other processes are handled by SQLite's busy timeout, as before.
 * :class:`PgDatabase` runs the body on the event loop over an ``asyncpg`` pool; asyncpg keeps
   each connection's prepared statements.
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import queue
 import re
 import sqlite3
@@ -45,6 +47,8 @@ SQLITE_PRAGMAS = (
 )
 #: most write transactions of different callers committed as one (see SqliteWorker)
 GROUP_COMMIT_MAX = 64
+#: inline write transactions between two WAL checkpoints (see SqliteDatabase)
+CHECKPOINT_EVERY = 200
 _NAIVE_EPOCH = datetime(1970, 1, 1)
 _PARAM = re.compile(r"\$(\d+)")
 _IDS = re.compile(r"\{ids(\d+)\}")
@@ -405,7 +409,7 @@ def _hand_over(settled: dict[asyncio.AbstractEventLoop, list[Any]]) -> None:
 
 
 class SqliteDatabase(Database):
-    """Bodies run on DB threads, one hop per transaction -- except bounded reads, see below.
+    """Bodies run on the event loop's thread where that is cheaper than a hop to a DB thread.
 
     A bounded read (an indexed lookup returning a handful of rows) costs SQLite a few tens of
     microseconds, less than the two thread wake-ups of a hop. With ``inline_reads`` (the
@@ -415,24 +419,44 @@ class SqliteDatabase(Database):
     the reader thread, whose connection waits the busy timeout. Reads marked ``offload``
     always go to the reader thread.
 
-    A write whose awaiting task is cancelled still runs to its end on the writer thread
-    (committed or rolled back as a whole), like a PostgreSQL commit whose reply was lost.
+    Writes, with ``inline_writes`` (the default for file databases), are group-committed on the
+    same connection: the writes requested during one event-loop iteration run in one
+    transaction (:func:`run_sqlite_group`, a savepoint each) in a callback right after it, and
+    each caller is answered after the ``COMMIT``. A hop per write costs more than the write:
+    the writer thread and the loop hand the GIL back and forth for every statement. If the
+    database is locked (another process writes; SQLITE_BUSY, never waited for on the loop),
+    the writes go to the writer thread, which waits the busy timeout and group-commits too.
+    WAL checkpoints (the sqlite3 default runs one inside the COMMIT that fills the WAL) are the
+    writer thread's: one is requested every :data:`CHECKPOINT_EVERY` inline transactions.
+
+    A write whose awaiting task is cancelled still runs to its end (committed or rolled back
+    as a whole), like a PostgreSQL commit whose reply was lost.
     """
 
     dialect = "sqlite"
 
-    def __init__(self, path: str, *, memory: bool, inline_reads: bool = True) -> None:
+    def __init__(self, path: str, *, memory: bool, inline_reads: bool = True,
+                 inline_writes: bool = True) -> None:
         self.sql = SqliteDialect()
         self.writer = SqliteWorker(path, "facecall-sqlite-writer")
         self.reader = self.writer if memory else SqliteWorker(path, "facecall-sqlite-reader")
         # An in-memory database is one connection, owned by the writer thread.
-        self.inline = sqlite_connect(path, wait=False) if inline_reads and not memory else None
+        inline = (inline_reads or inline_writes) and not memory
+        self.inline = sqlite_connect(path, wait=False) if inline else None
+        self._inline_reads = inline_reads
+        self._inline_writes = inline_writes and self.inline is not None
+        if self._inline_writes:
+            assert self.inline is not None
+            self.inline.execute("PRAGMA wal_autocheckpoint=0")  # the writer thread's job
+        self._batch: list[tuple[Callable[..., Body[Any]], tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._since_checkpoint = 0
+        self.inline_groups = 0  # transactions committed on the loop (for tests and metrics)
 
     async def read(
         self, body: Callable[..., Body[T]], *args: Any, atomic: bool = False, offload: bool = False
     ) -> T:
         begin = "BEGIN" if atomic else None
-        if self.inline is not None and not offload:
+        if self.inline is not None and self._inline_reads and not offload:
             try:
                 return run_sqlite_body(self.inline, begin, body(self.sql, *args))
             except sqlite3.OperationalError as exc:
@@ -441,13 +465,57 @@ class SqliteDatabase(Database):
         return await self.reader.submit(run_sqlite_body, begin, body(self.sql, *args))
 
     async def write(self, body: Callable[..., Body[T]], *args: Any, autocommit: bool = False) -> T:
-        return await self.writer.submit_write(body(self.sql, *args))
+        if not self._inline_writes:
+            return await self.writer.submit_write(body(self.sql, *args))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._batch.append((body, args, future))
+        if len(self._batch) == 1:
+            loop.call_soon(self._commit_batch)
+        return await future
+
+    def _commit_batch(self) -> None:
+        """Run this iteration's writes as one transaction; answer each after the COMMIT."""
+        batch, self._batch = self._batch, []
+        assert self.inline is not None
+        outcomes = run_sqlite_group(self.inline, [body(self.sql, *args) for body, args, _ in batch])
+        self.inline_groups += 1
+        for (body, args, future), (result, error) in zip(batch, outcomes, strict=True):
+            if isinstance(error, sqlite3.OperationalError) and is_busy(error):
+                # locked by another connection: nothing of it was written; the writer thread
+                # waits for the lock (a fresh generator: the first one was closed)
+                retry = self.writer.submit_write(body(self.sql, *args))
+                retry.add_done_callback(functools.partial(_pass_on, future))
+                continue
+            _settle(future, result, error)
+        self._since_checkpoint += 1
+        if self._since_checkpoint >= CHECKPOINT_EVERY:
+            self._since_checkpoint = 0
+            self.writer.submit(_checkpoint).add_done_callback(_ignore)
 
     async def close(self) -> None:
         for worker in {id(self.writer): self.writer, id(self.reader): self.reader}.values():
             await asyncio.to_thread(worker.stop)
         if self.inline is not None:
             self.inline.close()
+
+
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    """Copy committed WAL pages into the database file without blocking anyone (PASSIVE)."""
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+
+def _ignore(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved: a failed checkpoint is retried with the next one
+
+
+def _pass_on(target: asyncio.Future[Any], source: asyncio.Future[Any]) -> None:
+    if source.cancelled():
+        if not target.done():
+            target.cancel()
+        return
+    _settle(target, None if source.exception() else source.result(), source.exception())
 
 
 # -- PostgreSQL ----------------------------------------------------------------------------------
