@@ -8,6 +8,7 @@ import uvicorn
 import uvloop
 
 from facecall.api.app import create_app
+from facecall.api.ws_transport import SignalingWebSocket
 from facecall.config import Settings
 from facecall.logs import get_logger
 from facecall.turn.config import TurnConfig
@@ -25,6 +26,7 @@ def build_uvicorn(settings: Settings, turn_uris: list[str] | None = None) -> uvi
         app, host=settings.host, port=settings.port, ws_max_size=WS_MAX_FRAME,
         log_config=None, access_log=False, lifespan="on", ws_ping_interval=20.0,
         ws_ping_timeout=20.0, ws_per_message_deflate=False,  # zlib contexts cost ~100 KiB a device
+        ws=SignalingWebSocket,  # /v1/signaling without ASGI (docs/benchmarks.md, "Signaling")
     )
     return uvicorn.Server(config)
 

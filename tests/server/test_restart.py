@@ -116,3 +116,50 @@ async def test_ring_in_flight_survives_kill_9(node: ServerProcess) -> None:
         caller_view = (await http.get("/v1/calls/history",
                                       headers={"Authorization": f"Bearer {a_token}"})).json()
         assert {i["call_id"] for i in caller_view["items"]} == {first, ringing}
+
+
+async def test_what_was_acknowledged_survives_kill_9(node: ServerProcess) -> None:
+    """Every ``ok`` is sent after the state it reports was committed (group commit included):
+    a SIGKILL right after the replies loses none of it."""
+    from facecall.store import Store
+
+    node.start()
+    await node.ready()
+    base = f"http://127.0.0.1:{node.port}"
+    ws_url = f"ws://127.0.0.1:{node.port}/v1/signaling"
+    async with httpx.AsyncClient(base_url=base) as http:
+        async def device(name: str) -> tuple[str, SignalingConnection]:
+            acct = (await http.post("/v1/accounts", json={"username": name,
+                                                          "password": "longenough!"})).json()
+            dev = (await http.post("/v1/devices", json={"kind": "sdk", "name": "d"},
+                                   headers={"Authorization": f"Bearer {acct['token']}"})).json()
+            conn = SignalingConnection(ws_url, dev["token"])
+            await conn.connect()
+            return acct["user"]["id"], conn
+
+        pairs = [(await device(f"caller{i}"), await device(f"callee{i}")) for i in range(4)]
+        calls = await asyncio.gather(*(a.request("call.start", to=[b_id], media="audio")
+                                       for (_, a), (b_id, _) in pairs))
+        ids = [c["call_id"] for c in calls]
+        for _, (_, b) in pairs:
+            await b.next_event("call.ring")
+        # concurrent transitions (they may share one transaction): two answers, two cancels
+        await asyncio.gather(
+            pairs[0][1][1].request("call.answer", call_id=ids[0]),
+            pairs[1][1][1].request("call.answer", call_id=ids[1]),
+            pairs[2][0][1].request("call.cancel", call_id=ids[2]),
+            pairs[3][0][1].request("call.cancel", call_id=ids[3]),
+        )
+        node.kill()  # right after the last ok: no shutdown code runs
+        for (_, a), (_, b) in pairs:
+            await a.drop()
+            await b.drop()
+
+    store = await Store.open(f"sqlite+aiosqlite:///{node.db}", migrate=False)
+    try:
+        states = [(await store.load_call(call_id)) for call_id in ids]
+    finally:
+        await store.close()
+    assert [s.state if s else None for s in states] == ["active", "active", "ended", "ended"]
+    assert states[0] is not None and states[0].answered_at is not None
+    assert states[2] is not None and states[2].end_reason == "cancelled"

@@ -1,4 +1,9 @@
-"""The FastAPI application: HTTP API, signaling WebSocket and the web client, in one ASGI app."""
+"""The FastAPI application: HTTP API and the web client, in one ASGI app.
+
+The signaling WebSocket (``/v1/signaling``) is not an ASGI route: uvicorn serves it with
+:class:`facecall.api.ws_transport.SignalingWebSocket` (see :func:`facecall.server.build_uvicorn`),
+which reaches the store and the call service through this app's ``state``.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,6 @@ from fastapi.staticfiles import StaticFiles
 from facecall import __version__
 from facecall.api import routes_accounts, routes_calls, routes_devices, routes_ops
 from facecall.api.limits import BodySizeLimit
-from facecall.api.ws import SignalingEndpoint
 from facecall.bus import Bus, InProcessBus
 from facecall.config import Settings
 from facecall.signaling.service import CallService
@@ -53,7 +57,6 @@ def create_app(settings: Settings, *, turn_uris: list[str] | None = None,
     async def _value_error(_: Request, exc: ValueError) -> JSONResponse:
         return JSONResponse(status_code=400, content={"detail": str(exc)})
 
-    app.add_middleware(SignalingEndpoint)
     app.add_middleware(BodySizeLimit)
     for module in (routes_ops, routes_accounts, routes_devices, routes_calls):
         app.include_router(module.router)

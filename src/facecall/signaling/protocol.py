@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -64,12 +65,19 @@ def _unique(users: list[str]) -> list[str]:
 UserIds = Annotated[list[Id], Field(min_length=1, max_length=MAX_CALLEES), AfterValidator(_unique)]
 
 
+def _exact_int(value: Any) -> Any:
+    """Refuse ``1.0`` and ``true`` where the version ``1`` is meant (a literal compares by ==)."""
+    if type(value) is not int:
+        raise ValueError("must be the integer 1")
+    return value
+
+
 class _Frame(BaseModel):
     """Common configuration: strict types, no unknown fields, immutable."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    v: Literal[1]
+    v: Annotated[Literal[1], BeforeValidator(_exact_int)]
 
 
 # ======================================================================================
@@ -382,6 +390,8 @@ ServerMessage = Annotated[
 ]
 
 _SERVER_ADAPTER: TypeAdapter[Any] = TypeAdapter(ServerMessage)
+#: every client message in one validator: a valid frame is parsed once, straight from its text
+_CLIENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(ClientMessage)
 
 
 # ======================================================================================
@@ -420,6 +430,11 @@ def parse_client_message(raw: str | bytes, max_bytes: int = MAX_FRAME_BYTES) -> 
     size = len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", "surrogatepass"))
     if size > max_bytes:
         raise ProtocolError(ErrorCode.TOO_LARGE, f"frame of {size} bytes exceeds {max_bytes}")
+    try:  # the common case: one pass of pydantic-core over the text, no dict in between
+        return _CLIENT_ADAPTER.validate_json(raw)  # type: ignore[no-any-return]
+    except ValidationError:
+        pass
+    # Not valid: parse step by step to say precisely what is wrong (the error codes above).
     try:
         obj = json.loads(raw)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError
@@ -444,7 +459,7 @@ def parse_client_message(raw: str | bytes, max_bytes: int = MAX_FRAME_BYTES) -> 
         shown = kind[:64] if isinstance(kind, str) else kind
         raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {shown!r}", re=re)
     try:
-        return cls.model_validate(obj)  # type: ignore[return-value]
+        return cls.model_validate_json(raw)  # type: ignore[return-value]
     except ValidationError as exc:
         raise ProtocolError(ErrorCode.INVALID_FIELD, _describe(exc), re=re) from None
 

@@ -56,8 +56,11 @@ SAVE_ATTEMPTS = 4
 TIMER_POLL = 1.0  # seconds between store polls for deadlines set by other nodes or past runs
 
 
-def call_write(machine: CallMachine) -> CallWrite:
-    """The rows and snapshot the store keeps for ``machine`` (latest leg per device)."""
+Rows = tuple[frozenset[ParticipantWrite], frozenset[LegWrite]]
+
+
+def call_rows(machine: CallMachine) -> tuple[list[ParticipantWrite], list[LegWrite]]:
+    """The participant rows and the device-leg rows (latest leg per device) of ``machine``."""
     latest: dict[str, LegWrite] = {}
     for leg in machine.legs:
         latest[leg.device_id] = LegWrite(
@@ -65,6 +68,31 @@ def call_write(machine: CallMachine) -> CallWrite:
             updated_at=leg.ended_at or leg.joined_at or leg.rung_at or machine.created_at,
             end_reason=None if leg.reason is None else leg.reason.value,
         )
+    participants = [
+        ParticipantWrite(
+            user_id=p.user_id, role=p.role.value, state=p.state.value,
+            invited_at=p.invited_at, end_reason=None if p.reason is None else p.reason.value,
+            joined_at=p.joined_at, left_at=p.ended_at, answered_device_id=p.device_id,
+        )
+        for p in machine.participants
+    ]
+    return participants, list(latest.values())
+
+
+def call_write(machine: CallMachine, stored: Rows | None = None) -> CallWrite:
+    """The rows and snapshot the store keeps for ``machine``. With ``stored`` (the rows the
+    store already holds for this version), only participant and leg rows that changed are
+    written: the store upserts the rows it is given and keeps the others."""
+    return _write_and_rows(machine, stored)[0]
+
+
+def _write_and_rows(machine: CallMachine, stored: Rows | None) -> tuple[CallWrite, Rows]:
+    """:func:`call_write`, and every row of ``machine`` (what the store holds once it is saved)."""
+    participants, legs = call_rows(machine)
+    rows = frozenset(participants), frozenset(legs)
+    if stored is not None:
+        participants = [p for p in participants if p not in stored[0]]
+        legs = [leg for leg in legs if leg not in stored[1]]
     return CallWrite(
         call_id=machine.call_id, media=machine.media, state=machine.state.value,
         caller_user_id=machine.caller_user, caller_device_id=machine.caller_device,
@@ -72,16 +100,8 @@ def call_write(machine: CallMachine) -> CallWrite:
         ended_at=machine.ended_at,
         end_reason=None if machine.end_reason is None else machine.end_reason.value,
         next_deadline=machine.get_timer(), snapshot=machine.to_dict(),
-        participants=[
-            ParticipantWrite(
-                user_id=p.user_id, role=p.role.value, state=p.state.value,
-                invited_at=p.invited_at, end_reason=None if p.reason is None else p.reason.value,
-                joined_at=p.joined_at, left_at=p.ended_at, answered_device_id=p.device_id,
-            )
-            for p in machine.participants
-        ],
-        legs=list(latest.values()),
-    )
+        participants=participants, legs=legs,
+    ), rows
 
 
 class CallService:
@@ -95,6 +115,8 @@ class CallService:
         self.push = push or UnconfiguredPush()
         self.clock = clock
         self._cache: OrderedDict[str, tuple[int, CallMachine]] = OrderedDict()
+        # call id -> (version, the participant and leg rows the store holds at that version)
+        self._stored_rows: dict[str, tuple[int, Rows]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._replies: dict[str, OrderedDict[str, str]] = {}
         self._sessions: dict[str, DeviceSession] = {}
@@ -283,9 +305,10 @@ class CallService:
         return {"call_id": machine.call_id}
 
     async def _create(self, machine: CallMachine, effects: list[Effect]) -> None:
-        version = await self.store.create_call(call_write(machine))
+        write, rows = _write_and_rows(machine, None)
+        version = await self.store.create_call(write)
         metrics.CALLS_STARTED.labels(machine.media).inc()
-        self._remember(machine, version)
+        self._remember(machine, version, rows)
         await self._perform(machine, effects)
 
     # ------------------------------------------------------------------ the core loop
@@ -311,14 +334,25 @@ class CallService:
             self._cache[call_id] = entry
         return entry
 
-    def _remember(self, machine: CallMachine, version: int) -> None:
+    def _forget(self, call_id: str) -> None:
+        self._cache.pop(call_id, None)
+        self._stored_rows.pop(call_id, None)
+
+    def _stored(self, call_id: str, version: int) -> Rows | None:
+        """The rows the store holds for the call at ``version``, if this node knows them."""
+        known = self._stored_rows.get(call_id)
+        return known[1] if known is not None and known[0] == version else None
+
+    def _remember(self, machine: CallMachine, version: int, rows: Rows | None = None) -> None:
         if machine.ended:
-            self._cache.pop(machine.call_id, None)
+            self._forget(machine.call_id)
             return
         self._cache[machine.call_id] = (version, machine)
         self._cache.move_to_end(machine.call_id)
+        if rows is not None:
+            self._stored_rows[machine.call_id] = (version, rows)
         while len(self._cache) > CACHE_LIMIT:
-            self._cache.popitem(last=False)
+            self._stored_rows.pop(self._cache.popitem(last=False)[0], None)
         if (deadline := machine.get_timer()) is not None:
             self._schedule(machine.call_id, deadline)
 
@@ -350,18 +384,21 @@ class CallService:
                         assert event is not None
                         result = machine.handle(event, self.clock())
                     effects = machine.drain_effects()
+                    rows: Rows | None = None
                     if persist:
-                        version = await self.store.save_call(call_write(machine), version)
+                        write, all_rows = _write_and_rows(machine, self._stored(call_id, version))
+                        version = await self.store.save_call(write, version)
+                        rows = all_rows
                 except StaleVersion:
                     metrics.STALE_RETRIES.inc()
-                    self._cache.pop(call_id, None)
+                    self._forget(call_id)
                     continue
                 except ProtocolError:
                     raise  # the machine changed nothing
                 except BaseException:
-                    self._cache.pop(call_id, None)  # the machine may be ahead of the store
+                    self._forget(call_id)  # the machine may be ahead of the store
                     raise
-                self._remember(machine, version)
+                self._remember(machine, version, rows)
                 await self._perform(machine, effects)
                 if machine.ended:
                     self._locks.pop(call_id, None)

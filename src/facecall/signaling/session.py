@@ -1,9 +1,12 @@
 """One device's signaling session: hello/resume, request dedupe, ordered delivery, rate limit.
 
-The transport (a WebSocket) hands frames to :meth:`DeviceSession.handle_frame` and runs
-:meth:`DeviceSession.run_writer`, which sends replies and events in order. Events reach the
-session through the `Bus` (the device's mailbox numbers them), so a device that drops and comes
-back within the resume grace gets every event it missed (docs/protocol.md, "Resume").
+The transport (a WebSocket, :class:`Link`) hands whole messages to
+:meth:`DeviceSession.handle_frame`, one at a time. Replies and events are queued and written in
+order, the frames of one event-loop iteration in one write; while the transport's buffer is full
+(:meth:`DeviceSession.pause`) they wait here, and a device too far behind is disconnected (its
+mailbox keeps the events). Events reach the session through the `Bus` (the device's mailbox
+numbers them), so a device that drops and comes back within the resume grace gets every event it
+missed (docs/protocol.md, "Resume").
 """
 
 from __future__ import annotations
@@ -12,8 +15,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from facecall.logs import get_logger
 from facecall.signaling.errors import ErrorCode, ProtocolError
@@ -29,7 +31,19 @@ CLOSE_SLOW_CONSUMER = 4008
 CLOSE_REPLACED = 4009
 
 
+class Link(Protocol):
+    """What a session needs of its transport."""
+
+    def write_frames(self, texts: list[str]) -> None:
+        """Send these text messages, in order."""
+
+    def close(self, code: int, reason: str) -> None:
+        """Close the connection with ``code`` after what was written."""
+
+
 class _TokenBucket:
+    __slots__ = ("at", "burst", "rate", "tokens")
+
     def __init__(self, rate: float, burst: float) -> None:
         self.rate, self.burst, self.tokens, self.at = rate, burst, burst, time.monotonic()
 
@@ -50,38 +64,43 @@ def _dumps(message: dict[str, Any]) -> str:
 class DeviceSession:
     """The server side of one device connection."""
 
-    def __init__(
-        self,
-        service: CallService,
-        user_id: str,
-        device_id: str,
-        send_text: Callable[[str], Awaitable[None]],
-        close: Callable[..., Awaitable[None]],
-    ) -> None:
+    __slots__ = (
+        "_bucket",
+        "_close_sent",
+        "_flush_scheduled",
+        "_kick",
+        "_link",
+        "_paused",
+        "_pending",
+        "closed",
+        "connection_id",
+        "device_id",
+        "hello_done",
+        "max_bytes",
+        "service",
+        "user_id",
+    )
+
+    def __init__(self, service: CallService, user_id: str, device_id: str, link: Link) -> None:
         self.service = service
         self.user_id = user_id
         self.device_id = device_id
         self.connection_id = uuid.uuid4().hex
-        self._send_text = send_text
-        self._close = close
-        # Frames waiting for the writer, and the future it sleeps on when there are none: a
-        # list and a future cost far less per idle connection than an asyncio.Queue.
-        self._pending: list[str] = []
-        self._wakeup: asyncio.Future[None] | None = None
+        self._link = link
+        self._pending: list[str] = []  # frames for the next write
+        self._flush_scheduled = False
+        self._paused = False  # the transport's buffer is full
         settings = service.settings
         self._bucket = _TokenBucket(settings.messages_per_second, settings.message_burst)
         self.hello_done = False
         self.closed = False
-        self._kick: tuple[int, str] = (1000, "bye")
-        self.max_bytes = service.settings.max_message_bytes
+        self._kick: tuple[int, str] | None = None  # the close to send once the queue is out
+        self._close_sent = False
+        self.max_bytes = settings.max_message_bytes
 
     # -- outbound -------------------------------------------------------------------------
-    def _wake(self) -> None:
-        if self._wakeup is not None and not self._wakeup.done():
-            self._wakeup.set_result(None)
-
     def enqueue(self, text: str) -> None:
-        """Queue a frame for the writer; a device too far behind is cut off (it can resume)."""
+        """Queue a frame; a device too far behind is cut off (it can resume)."""
         if self.closed:
             return
         if len(self._pending) >= SEND_QUEUE_LIMIT:
@@ -89,7 +108,33 @@ class DeviceSession:
             self.kick("too far behind; resume", CLOSE_SLOW_CONSUMER)
             return
         self._pending.append(text)
-        self._wake()
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled and not self._paused:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write what is queued (one write); after a kick, then close."""
+        self._flush_scheduled = False
+        if self._paused or self._close_sent:
+            return
+        if self._pending:
+            batch, self._pending = self._pending, []
+            self._link.write_frames(batch)
+        if self._kick is not None:
+            self._close_sent = True
+            self._link.close(*self._kick)
+
+    def pause(self) -> None:
+        """The transport's write buffer is full: hold frames here."""
+        self._paused = True
+
+    def resume(self) -> None:
+        """The transport drained: write what was held."""
+        self._paused = False
+        self.flush()
 
     async def _on_event(self, seq: int, text: str) -> None:
         self.enqueue(text)
@@ -102,23 +147,11 @@ class DeviceSession:
         self.closed = True
         if code == CLOSE_SLOW_CONSUMER:
             self._pending.clear()  # the mailbox keeps the events; the device resumes
-        self._wake()
-
-    async def run_writer(self) -> None:
-        """Send queued frames in order; after a kick, send what is queued, then close."""
-        loop = asyncio.get_running_loop()
-        while True:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                for text in batch:
-                    await self._send_text(text)
-            if self.closed:
-                code, reason = self._kick
-                await self._close(code, reason)
-                return
-            self._wakeup = loop.create_future()
-            await self._wakeup
-            self._wakeup = None
+        if self._paused:  # a peer that does not read would never get the close: send it now
+            self._close_sent = True
+            self._link.close(code, reason)
+            return
+        self._schedule_flush()
 
     def reply(self, message: dict[str, Any]) -> None:
         self.enqueue(_dumps(message))
@@ -177,5 +210,7 @@ class DeviceSession:
     async def detach(self) -> None:
         """The transport is gone: stop, and let the service start the resume grace."""
         self.closed = True
+        self._close_sent = True  # nothing more is written
+        self._pending.clear()
         if self.hello_done:
             await self.service.device_detached(self.user_id, self.device_id, self)

@@ -1,0 +1,290 @@
+"""The signaling WebSocket served straight on websockets' sans-I/O protocol, as uvicorn's ``ws=``.
+
+uvicorn hands every WebSocket upgrade to the protocol class named by ``Config(ws=...)``.
+:class:`SignalingWebSocket` is that class: it runs RFC 6455 with :class:`websockets.server.
+ServerProtocol` (handshake §4.2, framing §5, fragmentation §5.4, control frames §5.5, closing
+§7) and feeds whole messages to a :class:`~facecall.signaling.session.DeviceSession` — no ASGI
+event dicts, no receive queue, no reader or writer task per connection. A connection costs one
+protocol object, its websockets parser and its session; a burst of frames is handled by one
+short task. HTTP routes are untouched (FastAPI behind uvicorn's HTTP protocol).
+
+What a client sees is what docs/protocol.md says of ``/v1/signaling``: the handshake is accepted,
+then a missing/wrong/expired/revoked token closes with 4401 and an account token with 4403;
+frames over ``Settings.max_message_bytes`` get ``too_large``; a message over the transport limit
+(uvicorn's ``ws_max_size``) closes with 1009 (§7.4.1); a text message that is not UTF-8 closes
+with 1007 (§8.1); server pings every ``ws_ping_interval`` s, and no pong within
+``ws_ping_timeout`` s closes with 1011. Any other WebSocket path is refused with 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+from urllib.parse import parse_qs
+
+from fastapi import HTTPException
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
+from websockets.protocol import OPEN
+from websockets.server import ServerProtocol
+
+from facecall.api.auth import resolve_bearer
+from facecall.logs import get_logger
+from facecall.signaling.session import DeviceSession
+
+log = get_logger(__name__)
+
+SIGNALING_PATH = "/v1/signaling"
+CLOSE_UNAUTHORIZED = 4401  # the token is missing, wrong, expired or revoked
+CLOSE_NOT_A_DEVICE = 4403  # an account token: signaling needs a device token
+CLOSE_GOING_AWAY = 1001  # RFC 6455 §7.4.1
+CLOSE_INVALID_DATA = 1007  # RFC 6455 §7.4.1: a text message that is not UTF-8
+CLOSE_INTERNAL = 1011  # RFC 6455 §7.4.1 (also used for a missed keepalive pong)
+CLOSE_RESTART = 1012  # service restart (IANA WebSocket close code registry)
+CLOSE_TIMEOUT = 10.0  # seconds to wait for the peer's Close before dropping TCP (§7.1.1)
+INBOX_LIMIT = 64  # whole messages waiting for the session before reading is paused
+_WS_LOGGER = logging.getLogger("facecall.ws")
+_PING = b"facecall"
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token from ``Authorization: Bearer``, else from ``?token=`` (browsers cannot set
+    headers on a WebSocket)."""
+    value = request.headers.get("Authorization")
+    if value is not None and value[:7].lower() == "bearer ":
+        return value[7:].strip()
+    _, _, query = request.path.partition("?")
+    tokens = parse_qs(query).get("token") if query else None
+    return tokens[0] if tokens else None
+
+
+class SignalingWebSocket(asyncio.Protocol):
+    """One signaling connection (uvicorn ``ws=`` protocol class)."""
+
+    __slots__ = (
+        "_app",
+        "_awaiting_pong",
+        "_busy",
+        "_conn",
+        "_fragments",
+        "_inbox",
+        "_ping_interval",
+        "_ping_timeout",
+        "_read_paused",
+        "_server_state",
+        "_session",
+        "_text",
+        "_timer",
+        "_transport",
+    )
+
+    def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any],
+                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._app = config.app  # the FastAPI app: its lifespan put the store and service on .state
+        self._server_state = server_state
+        self._conn = ServerProtocol(max_size=config.ws_max_size, logger=_WS_LOGGER)
+        self._transport: asyncio.Transport | None = None
+        self._session: DeviceSession | None = None
+        self._inbox: list[str | bytes] = []  # a list: an empty deque costs ~600 bytes
+        self._busy = True  # until the session exists, messages wait in the inbox
+        self._fragments: list[bytes] | None = None
+        self._text = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._awaiting_pong = False
+        self._ping_interval: float | None = config.ws_ping_interval
+        self._ping_timeout: float | None = config.ws_ping_timeout
+        self._read_paused = False
+
+    # -- asyncio.Protocol ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        self._server_state.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        conn = self._conn
+        conn.receive_data(data)
+        for event in conn.events_received():
+            if isinstance(event, Frame):
+                self._on_frame(event)
+            elif isinstance(event, Request):
+                self._on_request(event)
+        self._flush()
+
+    def eof_received(self) -> bool | None:
+        self._conn.receive_eof()
+        self._flush()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._server_state.connections.discard(self)
+        self._cancel_timer()
+        self._inbox.clear()
+        session, self._session = self._session, None
+        if session is not None:
+            asyncio.get_running_loop().create_task(session.detach())
+
+    def pause_writing(self) -> None:
+        if self._session is not None:
+            self._session.pause()
+
+    def resume_writing(self) -> None:
+        if self._session is not None:
+            self._session.resume()
+
+    def shutdown(self) -> None:
+        """uvicorn is stopping: close with 1012 (the device reconnects and resumes)."""
+        self.close(CLOSE_RESTART, "server restart")
+        if self._transport is not None:
+            self._transport.close()
+
+    # -- the session's link -------------------------------------------------------------
+
+    def write_frames(self, texts: list[str]) -> None:
+        """Send text messages (RFC 6455 §5.6), all in one write to the socket."""
+        conn = self._conn
+        if conn.state is not OPEN:
+            return
+        for text in texts:
+            conn.send_text(text.encode())
+        self._flush()
+
+    def close(self, code: int, reason: str) -> None:
+        """Start the closing handshake (RFC 6455 §7.1.2); drop TCP if the peer never answers."""
+        if self._conn.state is not OPEN:
+            return
+        self._conn.send_close(code, reason[:120])
+        self._flush()
+        self._cancel_timer()
+        self._timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self._drop)
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Write what the protocol has queued; an empty chunk means "close TCP" (the server
+        closes first, RFC 6455 §7.1.1)."""
+        chunks = self._conn.data_to_send()
+        if not chunks or self._transport is None:
+            return
+        eof = not chunks[-1]
+        data = b"".join(chunks)
+        if data:
+            self._transport.write(data)
+        if eof:
+            self._cancel_timer()
+            self._transport.close()
+
+    def _drop(self) -> None:
+        self._timer = None
+        if self._transport is not None:
+            self._transport.close()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_request(self, request: Request) -> None:
+        """The opening handshake (RFC 6455 §4.2.2)."""
+        conn = self._conn
+        if request.path.partition("?")[0] != SIGNALING_PATH:
+            conn.send_response(conn.reject(404, "no WebSocket endpoint here\n"))
+            return
+        response = conn.accept(request)
+        conn.send_response(response)
+        if response.status_code != 101:
+            return
+        self._schedule_ping(self._ping_interval)
+        task = asyncio.get_running_loop().create_task(self._open(bearer_token(request)))
+        self._server_state.tasks.add(task)
+        task.add_done_callback(self._server_state.tasks.discard)
+
+    async def _open(self, token: str | None) -> None:
+        """Authenticate the device; then handle what arrived meanwhile."""
+        state = self._app.state
+        try:
+            principal = await resolve_bearer(state.store, token)
+        except HTTPException as exc:
+            self.close(CLOSE_UNAUTHORIZED, str(exc.detail))
+            return
+        if principal.device_id is None:
+            self.close(CLOSE_NOT_A_DEVICE, "a device token is required")
+            return
+        if self._transport is None or self._transport.is_closing():
+            return
+        self._session = DeviceSession(state.signaling, principal.user_id, principal.device_id,
+                                      self)
+        await self._drain()
+
+    def _on_frame(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            self._text = opcode is Opcode.TEXT
+            if not frame.fin:  # the first fragment (RFC 6455 §5.4)
+                self._fragments = [frame.data]
+                return
+            self._deliver(frame.data)
+        elif opcode is Opcode.CONT:
+            assert self._fragments is not None  # websockets refuses a stray continuation
+            self._fragments.append(frame.data)
+            if frame.fin:
+                data, self._fragments = b"".join(self._fragments), None
+                self._deliver(data)
+        elif opcode is Opcode.PONG:  # a ping (§5.5.2) is answered by websockets itself
+            if self._awaiting_pong:
+                self._awaiting_pong = False
+                self._schedule_ping(self._ping_interval)
+
+    def _deliver(self, data: bytes) -> None:
+        """A whole message: queue it for the session, in order."""
+        message: str | bytes = data
+        if self._text:
+            try:
+                message = data.decode()
+            except UnicodeDecodeError:  # RFC 6455 §8.1: fail the connection
+                self._conn.fail(CLOSE_INVALID_DATA, "invalid UTF-8 in a text message")
+                return
+        if self._conn.state is not OPEN:
+            return
+        self._inbox.append(message)
+        if len(self._inbox) >= INBOX_LIMIT and not self._read_paused and self._transport:
+            self._read_paused = True
+            self._transport.pause_reading()
+        if not self._busy:
+            self._busy = True
+            asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        """Hand queued messages to the session one by one (a device's requests are handled
+        in the order they were sent)."""
+        session, inbox = self._session, self._inbox
+        try:
+            while inbox and session is not None and self._session is session:
+                await session.handle_frame(inbox.pop(0))  # at most INBOX_LIMIT long
+        finally:
+            self._busy = False
+            if self._read_paused and self._transport is not None:
+                self._read_paused = False
+                self._transport.resume_reading()
+
+    # -- keepalive (RFC 6455 §5.5.2, §5.5.3) -----------------------------------------------
+
+    def _schedule_ping(self, delay: float | None) -> None:
+        self._cancel_timer()
+        if delay is not None and delay > 0:
+            self._timer = asyncio.get_running_loop().call_later(delay, self._keepalive)
+
+    def _keepalive(self) -> None:
+        self._timer = None
+        conn = self._conn
+        if conn.state is not OPEN:
+            return
+        if self._awaiting_pong:
+            conn.fail(CLOSE_INTERNAL, "keepalive ping timeout")
+            self._flush()
+            return
+        conn.send_ping(_PING)
+        self._awaiting_pong = True
+        self._flush()
+        self._schedule_ping(self._ping_timeout or self._ping_interval)
