@@ -6,7 +6,7 @@ import asyncio
 import os
 import socket
 
-from facecall.turn import stun
+from facecall.turn import batched, stun
 from facecall.turn.server import TurnServer
 
 from .conftest import FakeClock, RawClient, UdpEndpoint, error_code, udp_endpoint
@@ -168,6 +168,15 @@ async def test_ipv6_allocation(make_server, peer: UdpEndpoint) -> None:  # type:
         client.send_indication(peer6.address, b"six")
         data, source = await peer6.receive()
         assert data == b"six" and source[:2] == relayed
+        # ChannelData both ways over IPv6 (28-byte socket addresses on the batched path).
+        assert error_code(await client.bind_channel(0x4002, peer6.address)) is None
+        for i in range(5):
+            endpoint.send(stun.encode_channel_data(0x4002, b"six %d" % i), client.server)
+        assert [(await peer6.receive())[0] for _ in range(5)] == [b"six %d" % i for i in range(5)]
+        for i in range(5):
+            peer6.send(b"back %d" % i, relayed)
+        replies = [stun.parse_channel_data((await endpoint.receive())[0]) for _ in range(5)]
+        assert replies == [(0x4002, b"back %d" % i) for i in range(5)]
     finally:
         endpoint.close()
         peer6.close()
@@ -204,6 +213,37 @@ async def test_external_address_is_advertised(make_server) -> None:  # type: ign
         allocation = next(iter(server.allocations.values()))
         assert allocation.transport is not None
         assert allocation.transport.get_extra_info("sockname")[:2] == ("127.0.0.1", port)
+    finally:
+        endpoint.close()
+
+
+async def test_server_runs_on_the_requested_udp_path(
+    server: TurnServer, client: RawClient, udp_io: str
+) -> None:
+    assert server.udp_io == udp_io
+    await client.allocate()
+    allocation = next(iter(server.allocations.values()))
+    is_batched = isinstance(allocation.transport, batched.RelayTransport)
+    assert is_batched == (udp_io == "batched")
+    assert isinstance(server._udp[0], batched.BatchUdpListener) == is_batched
+
+
+async def test_socket_buffer_sizes_are_applied(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = await make_server(socket_buffer=300_000, relay_socket_buffer=200_000, tcp_listen=[])
+    endpoint = await udp_endpoint()
+    try:
+        client = RawClient(endpoint, server.udp_addresses[0])
+        await client.allocate()
+        allocation = next(iter(server.allocations.values()))
+        assert allocation.transport is not None
+        relay = allocation.transport.get_extra_info("socket")
+        # Linux reports twice the size asked for (socket(7)), capped at rmem_max/wmem_max.
+        assert relay.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= 200_000
+        listener = server._udp[0]
+        sock = listener.sock if isinstance(listener, batched.BatchUdpListener) else (
+            listener.transport.get_extra_info("socket")  # type: ignore[union-attr]
+        )
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) >= 300_000
     finally:
         endpoint.close()
 
