@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import resource
 import socket
+from pathlib import Path
 
 from facecall.turn import batched, stun
 from facecall.turn.server import TurnServer
@@ -261,3 +264,19 @@ async def test_workers_share_a_port_with_reuse_port(make_server) -> None:  # typ
         assert len(first.allocations) + len(second.allocations) == 1
     finally:
         endpoint.close()
+
+
+async def test_descriptor_table_is_reserved_up_front(make_server) -> None:  # type: ignore[no-untyped-def]
+    """The fd table is grown at start, not while the 256th/512th relay socket opens (that
+    stalls a threaded process for an RCU grace period)."""
+    await make_server(max_allocations=3000, max_tcp_connections=100)
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert _fd_table_size() >= min(3164, soft)
+
+
+def _fd_table_size() -> int:
+    """FDSize of /proc/self/status (proc(5)): the slots in this process's fd table."""
+    status = Path("/proc/self/status").read_text()
+    match = re.search(r"^FDSize:\s+(\d+)", status, re.M)
+    assert match is not None
+    return int(match.group(1))
