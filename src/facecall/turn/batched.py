@@ -63,12 +63,6 @@ class BatchUdpListener:
             self._flush()
         self.sock.close()
 
-    @property
-    def dropped(self) -> int:
-        """Datagrams for clients the kernel did not take (send buffer full) or that were too
-        large, plus datagrams from clients too large for a receive slot."""
-        return self._sender.dropped + self._receiver.truncated
-
     def _on_readable(self) -> None:
         try:
             for _ in range(DRAIN_CALLS):

@@ -64,16 +64,15 @@ def reserve_descriptors(count: int) -> None:
 
 
 def _udp_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
-    """A bound non-blocking UDP socket for a batched listener."""
+    """A bound non-blocking UDP socket for a batched listener, set up like the asyncio path's
+    (``create_datagram_endpoint``): SO_REUSEPORT on request, the system's IPV6_V6ONLY."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.setblocking(False)
-        sock.bind((host, port))
+        sock.bind((host, port))  # IPV6_V6ONLY left to the system, as the asyncio path does
     except BaseException:
         sock.close()
         raise
