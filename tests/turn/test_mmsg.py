@@ -106,6 +106,31 @@ def test_names_of_different_lengths_in_one_batch() -> None:
             sock.close()
 
 
+def test_a_raising_callback_drops_the_rest_and_leaves_the_receiver_usable() -> None:
+    """The slots after the raising callback get msg_namelen restored too: an IPv6 name read
+    into them later is not cut to the 16 bytes an IPv4 sender left there."""
+    sock4, peer4, sock6, peer6 = _udp(), _udp(), _udp("::1"), _udp("::1")
+    try:
+        for payload in (b"one", b"two", b"three"):
+            peer4.sendto(payload, sock4.getsockname())
+        receiver = mmsg.Receiver(slots=4, slot_size=64)
+
+        def explode(data: bytes, name: bytes) -> None:
+            raise RuntimeError(data)
+
+        with pytest.raises(RuntimeError):
+            receiver.receive(sock4.fileno(), explode)
+        assert _collect(receiver, sock4) == []  # the other two were dropped with the batch
+        for _ in range(3):
+            peer6.sendto(b"six", sock6.getsockname())
+        got = _collect(receiver, sock6)
+        assert [len(n) for _, n in got] == [mmsg.NAME_SIZE] * 3
+        assert {mmsg.address(n) for _, n in got} == {peer6.getsockname()[:2]}
+    finally:
+        for sock in (sock4, peer4, sock6, peer6):
+            sock.close()
+
+
 def test_sender_batches_to_several_destinations_ipv4() -> None:
     source = _udp()
     sinks = [_udp() for _ in range(5)]

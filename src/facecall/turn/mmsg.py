@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import functools
 import mmap
 import os
 import socket
@@ -94,6 +95,7 @@ def _load() -> tuple[_Call, _Call] | None:
 _CALLS = _load()
 
 
+@functools.cache
 def available() -> bool:
     """Whether batched I/O works here: Linux, a libc with recvmmsg/sendmmsg, and a probe
     (an empty non-blocking read of a fresh UDP socket) that answers EAGAIN, not ENOSYS."""
@@ -180,6 +182,8 @@ class Receiver:
         """Call ``on_datagram(data, name)`` for each datagram one non-blocking call returns
         (``name`` is the raw sender sockaddr); returns how many were read (0: nothing was
         waiting). Datagrams larger than a slot are dropped and counted in ``truncated``.
+        ``on_datagram`` must not call :meth:`receive` of this receiver (the slots are reused).
+        If it raises, the datagrams after that one are dropped and the exception propagates.
         OSError for errors other than the transient ones of recvmmsg(2) (e.g. EBADF)."""
         b = self._buffers
         count = self._recvmmsg(fd, b.address, b.slots, MSG_DONTWAIT, None)
@@ -190,16 +194,21 @@ class Receiver:
                     raise OSError(code, os.strerror(code))
             return 0
         words, memory, slot, names = b.words, b.memory, b.slot_size, b.names_at
-        for i in range(count):
-            at = i * _STRIDE
-            name = names + i * NAME_SIZE
-            name_end = name + words[at + _NAMELEN]
-            words[at + _NAMELEN] = NAME_SIZE  # the kernel wrote the actual length: restore
-            if words[at + _FLAGS] & MSG_TRUNC:
-                self.truncated += 1
-                continue
-            start = i * slot
-            on_datagram(memory[start : start + words[at + _LEN]], memory[name:name_end])
+        i = 0
+        try:
+            for i in range(count):
+                at = i * _STRIDE
+                name = names + i * NAME_SIZE
+                name_end = name + words[at + _NAMELEN]
+                words[at + _NAMELEN] = NAME_SIZE  # the kernel wrote the actual length: restore
+                if words[at + _FLAGS] & MSG_TRUNC:
+                    self.truncated += 1
+                    continue
+                start = i * slot
+                on_datagram(memory[start : start + words[at + _LEN]], memory[name:name_end])
+        finally:
+            for rest in range(i + 1, count):  # the callback raised: restore the unread slots
+                words[rest * _STRIDE + _NAMELEN] = NAME_SIZE
         return count
 
 
