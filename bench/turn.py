@@ -3,6 +3,7 @@
     .venv/bin/python bench/turn.py                   # all loads
     .venv/bin/python bench/turn.py --loads call      # one load
     .venv/bin/python bench/turn.py --workers         # also ours as 2 SO_REUSEPORT workers
+    .venv/bin/python bench/turn.py --asyncio         # also ours on the asyncio UDP path
 
 For each load, starts a fresh server (ours: ``python -m facecall.turn`` on uvloop; coturn:
 ``turnserver`` with the equivalent configuration: loopback listener, REST secret, relay ports
@@ -84,9 +85,11 @@ def wait_ready(port: int, timeout: float = 10) -> None:
     raise RuntimeError(f"server on {port} did not come up")
 
 
-def start_ours(port: int, log: Path, workers: int = 1) -> subprocess.Popen[bytes]:
+def start_ours(
+    port: int, log: Path, workers: int = 1, udp_io: str = "auto"
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "facecall.turn", "--workers", str(workers),
+        [sys.executable, "-m", "facecall.turn", "--workers", str(workers), "--turn-udp-io", udp_io,
          "--turn-listen", f"127.0.0.1:{port}",
          "--turn-secret", SECRET, "--turn-allow-peer", "127.0.0.0/8",
          "--turn-relay-ports", "61000-65535", "--turn-user-quota", "5000",
@@ -167,7 +170,8 @@ def measure(kind: str, load_name: str | None, workdir: Path, allocations: int) -
     if kind == "coturn":
         server = start_coturn(port, log)
     else:
-        server = start_ours(port, log, workers=2 if kind == "ours-2w" else 1)
+        server = start_ours(port, log, workers=2 if kind == "ours-2w" else 1,
+                            udp_io="asyncio" if kind == "ours-aio" else "auto")
     peer = subprocess.Popen(["turnutils_peer", "-L", "127.0.0.1", "-p", str(peer_port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -197,8 +201,12 @@ def main() -> None:
     parser.add_argument("--allocations", type=int, default=500)
     parser.add_argument("--workers", action="store_true",
                         help="also run ours as 2 SO_REUSEPORT worker processes")
+    parser.add_argument("--asyncio", action="store_true",
+                        help="also run ours on the asyncio UDP path (ours-aio; ours takes the "
+                        "batched path where available)")
     args = parser.parse_args()
-    kinds = ("ours", "ours-2w", "coturn") if args.workers else ("ours", "coturn")
+    kinds = ("ours", *(("ours-aio",) if args.asyncio else ()),
+             *(("ours-2w",) if args.workers else ()), "coturn")
     with tempfile.TemporaryDirectory(prefix="turn-bench-") as tmp:
         workdir = Path(tmp)
         print(f"{'load':6} {'server':7} {'sent':>8} {'recv':>8} {'loss %':>7} {'rtt ms':>7} "
@@ -212,8 +220,9 @@ def main() -> None:
                 print(f"{load_name:6} {kind:7} {r.sent:8} {r.received:8} {r.loss:7.3f} "
                       f"{r.rtt_ms:7.2f} {r.user_seconds:6.2f} {r.system_seconds:6.2f} "
                       f"{r.us_per_packet:7.2f}", flush=True)
-            ratio = results["ours"].us_per_packet / max(results["coturn"].us_per_packet, 1e-9)
-            print(f"{load_name:6} ratio ours/coturn CPU per relayed packet: {ratio:.2f}")
+            for kind in kinds[:-1]:
+                ratio = results[kind].us_per_packet / max(results["coturn"].us_per_packet, 1e-9)
+                print(f"{load_name:6} ratio {kind}/coturn CPU per relayed packet: {ratio:.2f}")
         if args.allocations:
             for kind in ("ours", "coturn"):
                 times = measure(kind, None, workdir, args.allocations)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from facecall.turn import stun
+from facecall.turn import mmsg, stun
 from facecall.turn.auth import long_term_key
 from facecall.turn.config import TurnConfig
 from facecall.turn.server import TurnServer
@@ -50,9 +50,17 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+@pytest.fixture(params=["batched", "asyncio"])
+def udp_io(request: pytest.FixtureRequest) -> str:
+    """Each server test runs on both UDP data paths: recvmmsg/sendmmsg and asyncio."""
+    if request.param == "batched" and not mmsg.available():
+        pytest.skip("recvmmsg/sendmmsg not available here")
+    return str(request.param)
+
+
 @pytest.fixture
-async def server(clock: FakeClock) -> AsyncIterator[TurnServer]:
-    turn = TurnServer(loopback_config(), clock=clock)
+async def server(clock: FakeClock, udp_io: str) -> AsyncIterator[TurnServer]:
+    turn = TurnServer(loopback_config(udp_io=udp_io), clock=clock)
     await turn.start()
     try:
         yield turn
@@ -61,12 +69,15 @@ async def server(clock: FakeClock) -> AsyncIterator[TurnServer]:
 
 
 @pytest.fixture
-async def make_server(clock: FakeClock) -> AsyncIterator[Callable[..., Awaitable[TurnServer]]]:
-    """Factory for servers with config overrides; all are stopped at teardown."""
+async def make_server(
+    clock: FakeClock, udp_io: str
+) -> AsyncIterator[Callable[..., Awaitable[TurnServer]]]:
+    """Factory for servers with config overrides (on the ``udp_io`` path unless overridden);
+    all are stopped at teardown."""
     started: list[TurnServer] = []
 
     async def factory(**overrides: object) -> TurnServer:
-        turn = TurnServer(loopback_config(**overrides), clock=clock)
+        turn = TurnServer(loopback_config(**{"udp_io": udp_io, **overrides}), clock=clock)
         await turn.start()
         started.append(turn)
         return turn

@@ -29,6 +29,19 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert config.realm == "facecall"
     assert (config.relay_port_min, config.relay_port_max) == (61000, 65535)
     assert config.allowed_peers == []
+    assert config.udp_io == "auto"
+    assert (config.socket_buffer, config.relay_socket_buffer) == (4 * 1024 * 1024, 0)
+
+
+def test_udp_io_and_buffer_options() -> None:
+    config = turn_config_from_args(parse(
+        "--turn-udp-io", "asyncio", "--turn-socket-buffer", "65536",
+        "--turn-relay-socket-buffer", "131072",
+    ))
+    assert config.udp_io == "asyncio"
+    assert (config.socket_buffer, config.relay_socket_buffer) == (65536, 131072)
+    with pytest.raises(SystemExit):
+        parse("--turn-udp-io", "threads")
 
 
 def test_options(tmp_path: object) -> None:

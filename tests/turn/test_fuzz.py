@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import os
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from facecall.turn import stun
+from facecall.turn import batched, stun
 from facecall.turn.allocation import FiveTuple
 from facecall.turn.auth import long_term_key
-from facecall.turn.core import ClientContext, TurnCore
+from facecall.turn.core import ClientContext, RelayOpener, TurnCore, asyncio_relay
 
 from .conftest import PASSWORD, USER, FakeClock, loopback_config
 
@@ -131,14 +132,18 @@ def test_mutated_signed_requests_never_escape_or_allocate(
     asyncio.run(scenario())
 
 
-def test_random_datagrams_against_a_live_core() -> None:
-    """Seeded random bytes and random well-formed messages at a core with a live allocation."""
+@pytest.mark.parametrize(
+    "open_relay", [asyncio_relay, batched.open_relay], ids=["asyncio", "batched"]
+)
+def test_random_datagrams_against_a_live_core(open_relay: RelayOpener) -> None:
+    """Seeded random bytes and random well-formed messages at a core with a live allocation
+    (its relay socket on either UDP data path)."""
 
     async def scenario() -> None:
         import random
 
         rng = random.Random(1)
-        core = TurnCore(loopback_config(), FakeClock())
+        core = TurnCore(loopback_config(), FakeClock(), open_relay)
         sent: list[bytes] = []
         index: dict[object, object] = {}
         ctx = ClientContext(FiveTuple("udp", ("127.0.0.1", 5), ("127.0.0.1", 3478)),

@@ -70,7 +70,7 @@ async def coturn_peer() -> AsyncIterator[int]:
 
 
 @pytest.fixture
-async def interop_server(tmp_path: Path) -> AsyncIterator[TurnServer]:
+async def interop_server(tmp_path: Path, udp_io: str) -> AsyncIterator[TurnServer]:
     port = udp_and_tcp_free_port()
     cert, key = write_self_signed(tmp_path, ["127.0.0.1", "localhost"])
     config = TurnConfig(
@@ -82,6 +82,7 @@ async def interop_server(tmp_path: Path) -> AsyncIterator[TurnServer]:
         static_users={USER: PASSWORD},
         rest_secrets=[SECRET],
         allowed_peers=["127.0.0.0/8"],
+        udp_io=udp_io,
     )
     server = TurnServer(config)
     await server.start()

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import resource
 import socket
+from pathlib import Path
 
-from facecall.turn import stun
+from facecall.turn import batched, stun
 from facecall.turn.server import TurnServer
 
 from .conftest import FakeClock, RawClient, UdpEndpoint, error_code, udp_endpoint
@@ -168,6 +171,15 @@ async def test_ipv6_allocation(make_server, peer: UdpEndpoint) -> None:  # type:
         client.send_indication(peer6.address, b"six")
         data, source = await peer6.receive()
         assert data == b"six" and source[:2] == relayed
+        # ChannelData both ways over IPv6 (28-byte socket addresses on the batched path).
+        assert error_code(await client.bind_channel(0x4002, peer6.address)) is None
+        for i in range(5):
+            endpoint.send(stun.encode_channel_data(0x4002, b"six %d" % i), client.server)
+        assert [(await peer6.receive())[0] for _ in range(5)] == [b"six %d" % i for i in range(5)]
+        for i in range(5):
+            peer6.send(b"back %d" % i, relayed)
+        replies = [stun.parse_channel_data((await endpoint.receive())[0]) for _ in range(5)]
+        assert replies == [(0x4002, b"back %d" % i) for i in range(5)]
     finally:
         endpoint.close()
         peer6.close()
@@ -208,6 +220,37 @@ async def test_external_address_is_advertised(make_server) -> None:  # type: ign
         endpoint.close()
 
 
+async def test_server_runs_on_the_requested_udp_path(
+    server: TurnServer, client: RawClient, udp_io: str
+) -> None:
+    assert server.udp_io == udp_io
+    await client.allocate()
+    allocation = next(iter(server.allocations.values()))
+    is_batched = isinstance(allocation.transport, batched.RelayTransport)
+    assert is_batched == (udp_io == "batched")
+    assert isinstance(server._udp[0], batched.BatchUdpListener) == is_batched
+
+
+async def test_socket_buffer_sizes_are_applied(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = await make_server(socket_buffer=300_000, relay_socket_buffer=200_000, tcp_listen=[])
+    endpoint = await udp_endpoint()
+    try:
+        client = RawClient(endpoint, server.udp_addresses[0])
+        await client.allocate()
+        allocation = next(iter(server.allocations.values()))
+        assert allocation.transport is not None
+        relay = allocation.transport.get_extra_info("socket")
+        # Linux reports twice the size asked for (socket(7)), capped at rmem_max/wmem_max.
+        assert relay.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= 200_000
+        listener = server._udp[0]
+        sock = listener.sock if isinstance(listener, batched.BatchUdpListener) else (
+            listener.transport.get_extra_info("socket")  # type: ignore[union-attr]
+        )
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) >= 300_000
+    finally:
+        endpoint.close()
+
+
 async def test_workers_share_a_port_with_reuse_port(make_server) -> None:  # type: ignore[no-untyped-def]
     first = await make_server(reuse_port=True, tcp_listen=[])
     second = await make_server(
@@ -221,3 +264,19 @@ async def test_workers_share_a_port_with_reuse_port(make_server) -> None:  # typ
         assert len(first.allocations) + len(second.allocations) == 1
     finally:
         endpoint.close()
+
+
+async def test_descriptor_table_is_reserved_up_front(make_server) -> None:  # type: ignore[no-untyped-def]
+    """The fd table is grown at start, not while the 256th/512th relay socket opens (that
+    stalls a threaded process for an RCU grace period)."""
+    await make_server(max_allocations=3000, max_tcp_connections=100)
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert _fd_table_size() >= min(3164, soft)
+
+
+def _fd_table_size() -> int:
+    """FDSize of /proc/self/status (proc(5)): the slots in this process's fd table."""
+    status = Path("/proc/self/status").read_text()
+    match = re.search(r"^FDSize:\s+(\d+)", status, re.M)
+    assert match is not None
+    return int(match.group(1))

@@ -1,6 +1,7 @@
 """TURN allocations: relayed transport address, permissions and channels (RFC 8656 §2.2, §5).
 
-An :class:`Allocation` owns one relay UDP socket (an asyncio datagram endpoint) and relays
+An :class:`Allocation` owns one relay UDP socket (through an asyncio datagram endpoint or the
+batched path's :class:`facecall.turn.batched.RelayTransport`, see :class:`RelayTransport`) and relays
 between it and the client: ChannelData and Send indications out to peers (§11.2, §12.6),
 peer datagrams back as ChannelData or Data indications (§11.3, §12.7). The per-packet paths
 avoid the STUN codec and keep plain integer counters; :mod:`facecall.turn.metrics` collects
@@ -10,6 +11,7 @@ them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 from collections.abc import Callable
@@ -38,6 +40,17 @@ class Channel:
     number: int
     peer: Address
     expires: float
+
+
+class RelayTransport(Protocol):
+    """What an allocation needs of its relay socket's transport: an
+    :class:`asyncio.DatagramTransport`, or :class:`facecall.turn.batched.RelayTransport`."""
+
+    def sendto(self, data: bytes, addr: Address) -> None: ...
+
+    def close(self) -> None: ...
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any: ...
 
 
 class FlowControl(Protocol):
@@ -171,7 +184,7 @@ class Allocation(asyncio.DatagramProtocol):
         self.permissions: dict[str, float] = {}
         self.channels: dict[int, Channel] = {}
         self.peer_channels: dict[Address, bytes] = {}  # peer -> channel number, 2 bytes
-        self.transport: asyncio.DatagramTransport | None = None
+        self.transport: RelayTransport | None = None
         self.packets_to_peer = self.bytes_to_peer = 0
         self.packets_from_peer = self.bytes_from_peer = 0
         self.dropped = 0
@@ -313,6 +326,14 @@ class Allocation(asyncio.DatagramProtocol):
             self.transport = None
 
 
+def set_buffers(sock: socket.socket, size: int) -> None:
+    """Ask for ``size``-byte SO_RCVBUF and SO_SNDBUF (socket(7)); the kernel caps them at
+    net.core.rmem_max / wmem_max, and a refusal leaves its default."""
+    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, option, size)
+
+
 def data_indication(peer: Address, data: bytes) -> bytes:
     """A Data indication carrying ``data`` from ``peer`` (RFC 8656 §11.3)."""
     transaction_id = os.urandom(12)
@@ -330,9 +351,10 @@ def data_indication(peer: Address, data: bytes) -> bytes:
 class RelayPortPool:
     """Hands out relay ports in ``[low, high]`` that the kernel agrees are free (§7.2)."""
 
-    def __init__(self, low: int, high: int) -> None:
+    def __init__(self, low: int, high: int, buffer: int = 0) -> None:
         self.low = low
         self.high = high
+        self.buffer = buffer  # SO_RCVBUF/SO_SNDBUF of relay sockets; 0: the kernel's default
 
     def bind(self, host: str, family: int, even: bool = False) -> socket.socket:
         """A UDP socket bound to ``host`` on a random free port of the range; OSError if
@@ -350,6 +372,8 @@ class RelayPortPool:
                 if af == socket.AF_INET6:
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 sock.setblocking(False)
+                if self.buffer:
+                    set_buffers(sock, self.buffer)
                 sock.bind((host, port))
             except OSError as exc:
                 sock.close()

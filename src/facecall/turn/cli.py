@@ -12,7 +12,7 @@ from pathlib import Path
 
 from facecall.logs import get_logger
 from facecall.turn.config import DEFAULT_PORT, DEFAULT_TLS_PORT, TurnConfig
-from facecall.turn.server import TurnServer
+from facecall.turn.server import UDP_IO, TurnServer
 from facecall.turn.stun import Address
 from facecall.turn.tls import write_self_signed
 
@@ -72,6 +72,14 @@ def add_turn_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--turn-max-lifetime", type=int, default=3600)
     group.add_argument("--turn-reuse-port", action="store_true",
                        help="SO_REUSEPORT listeners (several processes on the same ports)")
+    group.add_argument("--turn-udp-io", choices=UDP_IO, default="auto",
+                       help="UDP data path: batched recvmmsg/sendmmsg (Linux), asyncio datagram "
+                       "transports, or auto (batched where available; default)")
+    group.add_argument("--turn-socket-buffer", type=int, default=4 * 1024 * 1024,
+                       metavar="BYTES", help="SO_RCVBUF/SO_SNDBUF of UDP listeners "
+                       "(capped by net.core.rmem_max/wmem_max)")
+    group.add_argument("--turn-relay-socket-buffer", type=int, default=0, metavar="BYTES",
+                       help="SO_RCVBUF/SO_SNDBUF of relay sockets (0: kernel default)")
 
 
 def turn_config_from_args(args: argparse.Namespace) -> TurnConfig:
@@ -113,6 +121,9 @@ def turn_config_from_args(args: argparse.Namespace) -> TurnConfig:
         bandwidth_cap=args.turn_bandwidth,
         max_lifetime=args.turn_max_lifetime,
         reuse_port=args.turn_reuse_port,
+        udp_io=args.turn_udp_io,
+        socket_buffer=args.turn_socket_buffer,
+        relay_socket_buffer=args.turn_relay_socket_buffer,
     )
 
 
@@ -122,6 +133,7 @@ async def run_turn(args: argparse.Namespace) -> None:
     await server.start()
     log.info(
         "turn server listening",
+        udp_io=server.udp_io,
         udp=server.udp_addresses,
         tcp=server.tcp_addresses,
         tls=server.tls_addresses,

@@ -49,3 +49,8 @@ class TurnConfig:
     # SO_REUSEPORT on the listeners, so that several worker processes share the ports; the
     # kernel keeps each UDP 5-tuple and TCP connection on one worker. Quotas are per worker.
     reuse_port: bool = False
+    # The UDP data path: "batched" (recvmmsg/sendmmsg, Linux), "asyncio" (datagram transports)
+    # or "auto" (batched where available).
+    udp_io: str = "auto"
+    socket_buffer: int = 4 * 1024 * 1024  # SO_RCVBUF/SO_SNDBUF of UDP listeners (capped by rmem_max)
+    relay_socket_buffer: int = 0  # same for relay sockets; 0 keeps the kernel's default

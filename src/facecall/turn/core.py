@@ -8,7 +8,8 @@ answer); ChannelData never comes here, listeners give it straight to the allocat
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from facecall.turn.allocation import (
     FiveTuple,
     FlowControl,
     RelayPortPool,
+    RelayTransport,
     Ticker,
 )
 from facecall.turn.auth import Authenticator, Rejection
@@ -80,6 +82,17 @@ class RequestError(Exception):
         self.attributes = attributes or []
 
 
+RelayOpener = Callable[[socket.socket, Allocation], Awaitable[RelayTransport]]
+
+
+async def asyncio_relay(sock: socket.socket, allocation: Allocation) -> RelayTransport:
+    """The default relay transport: an asyncio datagram endpoint whose protocol is the
+    allocation."""
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(lambda: allocation, sock=sock)
+    return transport
+
+
 @dataclass
 class ClientContext:
     """Where a message came from and how to answer it."""
@@ -102,17 +115,26 @@ class Authenticated:
 
 
 class TurnCore:
-    """Allocations and the request handlers of one server."""
+    """Allocations and the request handlers of one server. ``open_relay`` turns a bound relay
+    socket into the transport of its allocation (the I/O path's choice)."""
 
-    def __init__(self, config: TurnConfig, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        config: TurnConfig,
+        clock: Callable[[], float],
+        open_relay: RelayOpener = asyncio_relay,
+    ) -> None:
         self.config = config
         self.clock = clock
+        self.open_relay = open_relay
         self.ticker = Ticker(clock)
         self.auth = Authenticator(
             config.realm, config.static_users, config.rest_secrets, config.nonce_lifetime, clock
         )
         self.policy = PeerPolicy(config.allowed_peers, config.denied_peers)
-        self.ports = RelayPortPool(config.relay_port_min, config.relay_port_max)
+        self.ports = RelayPortPool(
+            config.relay_port_min, config.relay_port_max, config.relay_socket_buffer
+        )
         self.allocations: dict[FiveTuple, Allocation] = {}
         self.per_user: dict[str, int] = {}
         self._pending: set[FiveTuple] = set()
@@ -381,7 +403,6 @@ class TurnCore:
         family: int,
         lifetime: int,
     ) -> None:
-        loop = asyncio.get_running_loop()
         allocation = Allocation(
             ctx.five_tuple,
             who.username,
@@ -398,9 +419,7 @@ class TurnCore:
         )
         allocation.allocate_transaction_id = message.transaction_id
         try:
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: allocation, sock=sock
-            )
+            transport = await self.open_relay(sock, allocation)
         except OSError:
             sock.close()
             self._respond(message, ctx, [], who.key, 508)
