@@ -15,6 +15,7 @@ from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamError
 
 from facecall.media.sinks import (
+    CallRecorder,
     FrameCallbackSink,
     MediaBlackhole,
     MediaRecorder,
@@ -201,6 +202,52 @@ async def test_recorder_keeps_stamps_readable(tmp_path: Path) -> None:
     assert stamps and all(stamps)
     counters = [s.counter for s in stamps if s]
     assert counters == list(range(counters[0], counters[0] + len(counters)))
+
+
+class LateVideo(SyntheticVideoTrack):
+    """Pictures only after ``delay`` seconds, like a receiver waiting for a key frame."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(320, 240, fps=15)
+        self.delay = delay
+
+    async def recv(self) -> av.VideoFrame:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+            self.delay = 0.0
+        return await super().recv()
+
+
+@pytest.mark.parametrize("recorder_class", [MediaRecorder, CallRecorder])
+async def test_recording_with_audio_before_the_first_picture(tmp_path: Path, recorder_class: type) -> None:
+    """aiortc's recorder loses the video when audio is written first; CallRecorder keeps both."""
+    out = tmp_path / "call.mp4"
+    recorder = recorder_class(str(out))
+    recorder.addTrack(SyntheticAudioTrack())
+    recorder.addTrack(LateVideo(0.6))
+    await recorder.start()
+    await asyncio.sleep(1.2)
+    await recorder.stop()
+    with av.open(str(out)) as container:
+        kinds = sorted(s.type for s in container.streams)
+        pictures = sum(1 for _ in container.decode(video=0)) if container.streams.video else 0
+    if recorder_class is MediaRecorder:
+        assert kinds == ["audio"]            # the failure CallRecorder exists for
+    else:
+        assert kinds == ["audio", "video"] and pictures >= 3
+
+
+async def test_call_recorder_gives_up_waiting_for_video(tmp_path: Path) -> None:
+    out = tmp_path / "audio.mp4"
+    recorder = CallRecorder(str(out), video_wait=0.3)
+    recorder.addTrack(SyntheticAudioTrack())
+    recorder.addTrack(LateVideo(30))                 # never comes within the test
+    await recorder.start()
+    await asyncio.sleep(1.0)
+    await recorder.stop()
+    with av.open(str(out)) as container:
+        audio = sum(1 for _ in container.decode(audio=0))
+    assert audio > 10                                # audio was recorded after the wait
 
 
 async def test_blackhole_consumes_a_track() -> None:

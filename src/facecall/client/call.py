@@ -252,9 +252,9 @@ class Call(AsyncIOEventEmitter):
 
     def record(self, path: str) -> Sink:
         """Record the remote audio and video to ``path`` (anything FFmpeg writes, by extension)."""
-        from facecall.media.sinks import MediaRecorder
+        from facecall.media.sinks import CallRecorder
 
-        recorder = MediaRecorder(path)
+        recorder = CallRecorder(path)
         self.add_sink(recorder)
         return recorder
 

@@ -2,8 +2,9 @@
 
 Recording and discarding are aiortc's own :class:`~aiortc.contrib.media.MediaRecorder`
 and :class:`~aiortc.contrib.media.MediaBlackhole`, re-exported here so SDK code
-takes every sink from one place.  :class:`FrameCallbackSink` has the same
-shape (``addTrack`` / ``start`` / ``stop``).
+takes every sink from one place; :class:`CallRecorder` is ``MediaRecorder`` with
+the video's first picture written before any audio (see there).
+:class:`FrameCallbackSink` has the same shape (``addTrack`` / ``start`` / ``stop``).
 
 :class:`StampStats` turns the stamps read from received pictures into
 glass-to-glass latency, frame rate, lost and repeated frames and freezes.  It
@@ -13,6 +14,7 @@ computes figures; it never judges them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import itertools
 import math
@@ -28,6 +30,7 @@ from facecall.media.sources import now_us
 from facecall.media.stamp import Stamp, read_stamp
 
 __all__ = [
+    "CallRecorder",
     "FrameCallback",
     "FrameCallbackSink",
     "MediaBlackhole",
@@ -40,6 +43,71 @@ __all__ = [
 FrameCallback = Callable[[av.VideoFrame | av.AudioFrame, Stamp | None, int], Awaitable[None] | None]
 """``callback(frame, stamp, received_us)``; ``stamp`` is ``None`` for audio and
 for pictures without a readable stamp.  May be a coroutine function."""
+
+
+class _HeldTrack(MediaStreamTrack):
+    """``source``'s frames; the first one waits for ``hold`` (until ``deadline``, loop time), and
+    ``passed`` is set when a first frame has been handed on."""
+
+    def __init__(self, source: MediaStreamTrack, hold: asyncio.Event | None = None,
+                 passed: asyncio.Event | None = None) -> None:
+        super().__init__()
+        self.kind = source.kind
+        self.source = source
+        self.hold = hold
+        self.passed = passed
+        self.deadline = 0.0
+
+    async def recv(self) -> av.VideoFrame | av.AudioFrame:
+        if self.hold is not None and not self.hold.is_set():
+            wait = self.deadline - asyncio.get_running_loop().time()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.hold.wait(), max(0.0, wait))
+            self.hold = None
+        frame = await self.source.recv()
+        if self.passed is not None:
+            self.passed.set()
+        return frame
+
+
+class CallRecorder:
+    """Record a call's remote tracks to a file (any container FFmpeg writes, by extension) with
+    aiortc's :class:`~aiortc.contrib.media.MediaRecorder`, the video's first picture first.
+
+    ``MediaRecorder`` sizes its video stream from the first picture, but FFmpeg opens every stream
+    of a file when the first packet of any of them is written: when audio was encoded before the
+    first picture arrived — a receiver waits for a key frame, and with H.264 that took long enough —
+    the video stream was opened without a size, the first picture failed ("Cannot change width
+    after codec is open") and the file held no video. Audio now waits (in its track's queue,
+    nothing is dropped) until the first picture has been handed to the recorder, at most
+    ``video_wait`` seconds from :meth:`start`; a picture arriving later than that is not recorded.
+    """
+
+    def __init__(self, path: str, *, video_wait: float = 10.0, **options: object) -> None:
+        self.recorder = MediaRecorder(path, **options)
+        self.video_wait = video_wait
+        self._tracks: list[MediaStreamTrack] = []
+        self._held: list[_HeldTrack] = []
+
+    def addTrack(self, track: MediaStreamTrack) -> None:
+        self._tracks.append(track)
+
+    async def start(self) -> None:
+        first_picture = asyncio.Event()
+        has_video = any(t.kind == "video" for t in self._tracks)
+        deadline = asyncio.get_running_loop().time() + self.video_wait
+        for track in self._tracks:
+            if track.kind == "video":
+                held = _HeldTrack(track, passed=first_picture)
+            else:
+                held = _HeldTrack(track, hold=first_picture if has_video else None)
+            held.deadline = deadline
+            self._held.append(held)
+            self.recorder.addTrack(held)
+        await self.recorder.start()
+
+    async def stop(self) -> None:
+        await self.recorder.stop()
 
 
 class FrameCallbackSink:
