@@ -22,6 +22,7 @@ from facecall.client.encoders import (
     TunedVp8Encoder,
     encoder_tuning,
     install_encoder_hook,
+    x264_vbv_bits,
 )
 from facecall.client.ice import (
     host_addresses,
@@ -69,6 +70,15 @@ def test_x264_preset_reaches_the_encoder() -> None:
     assert b"subme=2 " in x264_settings(TunedH264Encoder(REALTIME))  # veryfast
     assert b"subme=7 " in x264_settings(H264Encoder())  # aiortc's default: medium
     assert b"subme=7 " in x264_settings(TunedH264Encoder(EncoderTuning(x264_preset=None)))
+
+
+@pytest.mark.parametrize(("target", "vbv_kbit"), [(130_000, 50), (400_000, 100), (1_200_000, 250)])
+def test_x264_vbv_follows_the_rate_it_opens_for(target: int, vbv_kbit: int) -> None:
+    assert x264_vbv_bits(target) == vbv_kbit * 1000
+    encoder = TunedH264Encoder(REALTIME)
+    assert set_encoder_bitrate(encoder, target)
+    settings = x264_settings(encoder)
+    assert f"vbv_bufsize={vbv_kbit} ".encode() in settings
 
 
 def test_vp8_threads_reach_the_encoder() -> None:

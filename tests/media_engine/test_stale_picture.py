@@ -36,9 +36,9 @@ def rung(height: int, fps: int) -> Rung:
     return next(r for r in LADDER if r.height == height and r.fps == fps)
 
 
-def state(height: int, fps: int, reason: Reason) -> QualityState:
+def state(height: int, fps: int, reason: Reason, available: int | None = None) -> QualityState:
     r = rung(height, fps)
-    return QualityState(r, r.min_bps, 2 * r.min_bps, None, 0.0, None, reason, 0.0)
+    return QualityState(r, r.min_bps, available or 2 * r.min_bps, None, 0.0, None, reason, 0.0)
 
 
 def rtp(seq: int, ssrc: int, payload: bytes, *, extension: bool = True) -> bytes:
@@ -136,6 +136,15 @@ async def test_holding_back_is_bounded_when_no_key_frame_is_recognised() -> None
         sender.apply(state(360, 30, Reason.CONGESTION))
         sent = [sender._admit(rtp(seq, sender._ssrc, VP8_MIDDLE)) for seq in range(STALE_PACKET_LIMIT + 3)]
         assert sent.count(False) == STALE_PACKET_LIMIT and all(sent[STALE_PACKET_LIMIT:])
+
+
+async def test_nothing_held_back_after_a_mild_step_to_a_smaller_picture() -> None:
+    """Random loss cut the rate by a fifth: the frames in flight still decode."""
+    async with video_sender() as sender:
+        sender.apply(state(540, 30, Reason.CONGESTION, available=int(0.8 * 2 * rung(720, 30).min_bps)))
+        assert sender._admit(rtp(1, sender._ssrc, VP8_MIDDLE))
+        await sender._retransmit(0)
+        assert sender.stale_packets_dropped == sender.stale_retransmissions_refused == 0
 
 
 @pytest.mark.parametrize(("height", "fps", "reason"), [

@@ -65,7 +65,18 @@ class EncoderTuning:
 X264_RATE_CEILING = 3_000_000
 """bit/s at which x264 opens (VBV max rate); targets up to here change without reopening."""
 X264_VBV_BITS = 250_000
-"""x264's VBV buffer (bits): bounds a key frame (~17 kB at 720p here) and keeps rate changes quick."""
+"""x264's largest VBV buffer (bits): bounds a key frame (~17 kB at 720p here) and keeps rate
+changes quick."""
+X264_VBV_SECONDS = 0.25
+"""Below that, the buffer holds this much of the target rate the encoder opens at, at least
+:data:`X264_VBV_MIN_BITS`: the encoder opens at its ceiling rate, and its first IDR was sized for
+that — ~8 kB at 180p / 130 kbit/s after a bandwidth drop, half a second of the link."""
+X264_VBV_MIN_BITS = 50_000
+
+def x264_vbv_bits(target: int) -> int:
+    """x264's VBV buffer for an encoder opened for ``target`` bit/s (see :data:`X264_VBV_SECONDS`)."""
+    return int(min(X264_VBV_BITS, max(X264_VBV_MIN_BITS, target * X264_VBV_SECONDS)))
+
 
 REALTIME = EncoderTuning()
 """The SDK's default: x264 ``veryfast`` (about half of ``medium``'s CPU per frame)."""
@@ -132,9 +143,9 @@ class TunedH264Encoder(_ProxiedCodec, H264Encoder):
             options["preset"] = self._tuning_value.x264_preset
         self._ceiling = max(X264_RATE_CEILING, int(context.bit_rate))
         options["maxrate"] = str(self._ceiling)
-        options["bufsize"] = str(X264_VBV_BITS)
-        context.options = options
         target = int(context.bit_rate)
+        options["bufsize"] = str(x264_vbv_bits(target))
+        context.options = options
         context.bit_rate = self._ceiling  # opened at its VBV max rate, x264 follows later changes
         context.open()
         context.bit_rate = target  # from the first frame on (reconfigured before each frame)

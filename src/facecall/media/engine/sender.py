@@ -17,7 +17,8 @@
 * Opus in-band FEC switched on (RFC 6716 §2.1.7), harmless to any decoder;
 * a pacer (token bucket, :class:`Pacer`) between the RTP loop and the transport, so a key frame
   leaves at the link's rate instead of overflowing a bottleneck queue;
-* nothing of the old picture after a congestion step down to a smaller picture: the rest of the
+* nothing of the old picture after a congestion step down to a smaller picture when the available
+  rate collapsed (below ``STALE_CUT`` of what it was): the rest of the
   frame in progress is not sent and its packets, and those before it, are not retransmitted
   (RFC 4585 §6.2.1 NACKs for them are ignored) until the key frame of the new size has started.
   Those frames are broken by the very congestion that caused the step (the receiver waits for a
@@ -67,6 +68,11 @@ PRIVATE_ENCODER_BITRATE = {"Vp8Encoder": "_Vp8Encoder__target_bitrate",
 """aiortc 1.16 encoder attributes behind ``target_bitrate`` (set past the setters' clamps)."""
 RTP_HISTORY = 128
 """aiortc 1.16 ``RTP_HISTORY_SIZE``: how far back a NACK can still be answered."""
+STALE_CUT = 0.6
+"""The old picture is held back only when the available rate fell below this share of what it
+was: a collapsed link (a bandwidth drop), whose in-flight frames are lost anyway. A milder step
+(random loss) leaves them decodable, and holding them back would freeze the picture until the
+new key frame."""
 STALE_PACKET_LIMIT = 64
 """At most this many packets are held back waiting for the new picture's key frame (a bound in
 case the codec's key frame is not recognised)."""
@@ -261,6 +267,7 @@ class EngineSender(RTCRtpSender):
         self._adapt_task: asyncio.Task[None] | None = None
         self._applied_bitrate: int | None = None
         self._applied_height: int | None = None
+        self._applied_available: int | None = None
         self._codec_name = ""
         self._awaiting_keyframe = False
         """After a congestion resize, until the new picture's key frame starts: send no media."""
@@ -328,9 +335,12 @@ class EngineSender(RTCRtpSender):
         if track is not None:
             track.rung = state.rung
         smaller = self._applied_height is not None and state.rung.height < self._applied_height
-        if smaller and state.reason == Reason.CONGESTION:
+        collapsed = (self._applied_available is not None
+                     and state.available < STALE_CUT * self._applied_available)
+        if smaller and collapsed and state.reason == Reason.CONGESTION:
             self._awaiting_keyframe, self._held_back = True, 0
         self._applied_height = state.rung.height
+        self._applied_available = state.available
         self._apply_bitrate()
         config = self.engine.config
         # up to pacing_factor x the video rate, but not past the link's estimate, so that a key
