@@ -33,7 +33,8 @@ import collections
 import enum
 from dataclasses import dataclass, field
 
-SEQ_MOD = 1 << 16
+from .rtpseq import unwrap_seq
+
 TS_MOD = 1 << 32
 RESYNC_GAP = 50
 """A sequence jump larger than this (packets) restarts the timeline."""
@@ -224,12 +225,7 @@ class AudioJitterBuffer:
         return self.play_time(self._next_ts) + wait
 
     def _unwrap_seq(self, seq: int) -> int:
-        if self._highest is None:
-            return seq
-        delta = (seq - self._highest) % SEQ_MOD
-        if delta >= SEQ_MOD // 2:
-            delta -= SEQ_MOD
-        return self._highest + delta
+        return unwrap_seq(seq, self._highest)
 
     def _unwrap_ts(self, timestamp: int) -> int:
         if self._ts_last is None:

@@ -31,6 +31,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+from .rtpseq import unwrap_seq
+
 ABS_SEND_TIME_WRAP = 1 << 24
 ABS_SEND_TIME_UNITS = 1 << 18  # per second (6.18 fixed point)
 
@@ -111,14 +113,10 @@ class QueueDelayDetector:
     def _unwrap_seq(self, seq: int | None) -> int | None:
         if seq is None:
             return None
-        if self._last_seq is None:
-            self._last_seq = seq
-            return seq
-        delta = (seq - self._last_seq) % 65536
-        if delta >= 32768:
-            return self._last_seq - (65536 - delta)  # reordered: behind the newest
-        self._last_seq += delta
-        return self._last_seq
+        unwrapped = unwrap_seq(seq, self._last_seq)
+        if self._last_seq is None or unwrapped > self._last_seq:
+            self._last_seq = unwrapped
+        return unwrapped
 
     def incoming_rate(self, now: float) -> float:
         """Bits per second that arrived over the rate window (0 until a window has passed)."""

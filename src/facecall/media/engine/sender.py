@@ -50,6 +50,7 @@ from aiortc.rtp import (
 
 from .adaptation import QualityState, Reason, Rung
 from .codecs import packet_starts_keyframe
+from .rtpseq import SEQ_MOD
 
 if TYPE_CHECKING:
     from .engine import MediaEngine
@@ -401,7 +402,7 @@ class EngineSender(RTCRtpSender):
         key = packet_starts_keyframe(self._codec_name, rtp_payload(data))
         if key or self._held_back >= STALE_PACKET_LIMIT:
             self._awaiting_keyframe = False
-            self._stale_seqs = {(seq - k) % 65536 for k in range(1, RTP_HISTORY + 1)}
+            self._stale_seqs = {(seq - k) % SEQ_MOD for k in range(1, RTP_HISTORY + 1)}
             return True
         self._held_back += 1
         self.stale_packets_dropped += 1

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 
 from .codecs import h264_is_keyframe
 from .nack import NackConfig, NackTracker
+from .rtpseq import SEQ_MOD, unwrap_seq
 
-SEQ_MOD = 1 << 16
 RESET_DISTANCE = 3000
 """A sequence jump larger than this (either way) restarts the buffer (new sender, new stream)."""
 
@@ -207,13 +207,7 @@ class VideoReceiveBuffer:
     # -- internals ----------------------------------------------------------------------------
 
     def _unwrap(self, seq: int) -> int:
-        if self._highest is None:
-            return seq
-        base = self._highest
-        delta = (seq - base) % SEQ_MOD
-        if delta >= SEQ_MOD // 2:
-            delta -= SEQ_MOD
-        return base + delta
+        return unwrap_seq(seq, self._highest)
 
     def _reset(self) -> None:
         self._packets.clear()
