@@ -22,6 +22,7 @@ from facecall.media.engine.receiver import PRIVATE_RECEIVER_ATTRIBUTES, EngineRe
 from facecall.media.engine.sender import (
     PRIVATE_ENCODER_BITRATE,
     PRIVATE_SENDER_ATTRIBUTES,
+    RTP_HISTORY,
     EngineSender,
     set_encoder_bitrate,
 )
@@ -89,6 +90,11 @@ def test_sender_internals_the_engine_wraps() -> None:
     assert "self.__encoder = get_encoder(codec)" in next_frame
     assert "self.transport._send_rtp" in inspect.getsource(RTCRtpSender._run_rtp)
     assert "self.__encoder.target_bitrate = bitrate" in inspect.getsource(RTCRtpSender._handle_rtcp_packet)
+    # the old picture held back after a step down (sender.py): NACKs reach _retransmit, whose
+    # history is RTP_HISTORY packets long
+    assert inspect.iscoroutinefunction(RTCRtpSender._retransmit)
+    assert "await self._retransmit(seq)" in inspect.getsource(RTCRtpSender._handle_rtcp_packet)
+    assert aiortc.rtcrtpsender.RTP_HISTORY_SIZE == RTP_HISTORY
 
 
 def test_encoder_bitrate_attributes_bypass_the_clamps() -> None:
