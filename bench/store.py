@@ -212,7 +212,7 @@ def _children(c: CallWrite, t: Callable[[Any], Any]) -> tuple[list[tuple[Any, ..
 
 
 try:  # the store's own settings, so that the anchor differs only in how statements are run
-    from facecall.store.driver import SQLITE_PRAGMAS as ANCHOR_PRAGMAS
+    from facecall.store.sqlite_driver import SQLITE_PRAGMAS as ANCHOR_PRAGMAS
 except ImportError:  # the store before facecall.store.driver existed
     ANCHOR_PRAGMAS = (
         "PRAGMA foreign_keys=ON",

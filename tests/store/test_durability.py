@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from facecall.store import Store
-from facecall.store.driver import ONE, Body, Dialect, Q, SqliteDatabase
+from facecall.store.driver import ONE, Body, Dialect, Q
+from facecall.store.sqlite_driver import SqliteDatabase
 from tests.store.factories import T0, ringing_call, token_hash, user_with_device
 
 

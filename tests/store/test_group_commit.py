@@ -19,10 +19,9 @@ from facecall.store.driver import (
     Dialect,
     IntegrityViolation,
     Q,
-    SqliteDatabase,
-    run_sqlite_group,
 )
 from facecall.store.errors import StaleVersion
+from facecall.store.sqlite_driver import SqliteDatabase, run_sqlite_group
 from tests.store.factories import T0, ended, ringing_call, user_with_device
 
 
@@ -160,7 +159,7 @@ def _count(conn: sqlite3.Connection, table: str) -> int:
 
 @pytest.fixture
 def conn(tmp_path: Path) -> Any:
-    from facecall.store.driver import sqlite_connect
+    from facecall.store.sqlite_driver import sqlite_connect
 
     c = sqlite_connect(str(tmp_path / "raw.db"))
     run_sqlite_group(c, [_stmt(_MAKE), _stmt(_MAKE_CHILD)])

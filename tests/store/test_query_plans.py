@@ -11,9 +11,10 @@ import pytest
 
 from facecall.store import Store
 from facecall.store.calls import DUE_CALLS, LIVE_CALLS_OF_USER, RINGING_BETWEEN, UNENDED_CALLS
-from facecall.store.driver import Q, SqliteDatabase, SqliteDialect
+from facecall.store.driver import Q, SqliteDialect
 from facecall.store.history import MY_CALLS, OTHERS
 from facecall.store.migrate import migrate_url
+from facecall.store.sqlite_driver import SqliteDatabase
 from tests.store.factories import T0, ended, ringing_call, user_with_device
 
 FULL_SCAN = re.compile(r"SCAN (calls|call_participants)(?! USING)")

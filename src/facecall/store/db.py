@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
-from facecall.store.driver import SQLITE_BUSY_TIMEOUT_MS, SQLITE_PRAGMAS
+from facecall.store.sqlite_driver import SQLITE_BUSY_TIMEOUT_MS, SQLITE_PRAGMAS
 
 __all__ = ["SQLITE_BUSY_TIMEOUT_MS", "create_engine", "is_sqlite_memory", "write_transaction"]
 

@@ -7,9 +7,11 @@ from sqlalchemy.engine import make_url
 from facecall.store.accounts import AccountsRepository
 from facecall.store.calls import CallsRepository
 from facecall.store.db import create_engine, is_sqlite_memory
-from facecall.store.driver import Database, PgDatabase, SqliteDatabase
+from facecall.store.driver import Database
 from facecall.store.history import HistoryRepository
 from facecall.store.migrate import run_migrations, upgrade_sqlite_connection
+from facecall.store.pg_driver import PgDatabase
+from facecall.store.sqlite_driver import SqliteDatabase
 
 
 class Store(AccountsRepository, CallsRepository, HistoryRepository):
