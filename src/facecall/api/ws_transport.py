@@ -141,13 +141,13 @@ class SignalingWebSocket(asyncio.Protocol):
 
     # -- the session's link -------------------------------------------------------------
 
-    def write_frames(self, texts: list[str]) -> None:
-        """Send text messages (RFC 6455 §5.6), all in one write to the socket."""
+    def write_frames(self, texts: list[bytes]) -> None:
+        """Send text messages (RFC 6455 §5.6; payloads already UTF-8), all in one write."""
         conn = self._conn
         if conn.state is not OPEN:
             return
         for text in texts:
-            conn.send_text(text.encode())
+            conn.send_text(text)
         self._flush()
 
     def close(self, code: int, reason: str) -> None:

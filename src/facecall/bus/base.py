@@ -3,7 +3,7 @@
 Every message to a device goes through its mailbox, which numbers it (the per-device ``seq`` of
 the signaling protocol) and keeps it until the device acknowledges it, so that a device that
 reconnects — to this node or another one — resumes with nothing lost. The bus knows nothing of
-calls: it moves opaque JSON objects.
+calls: it moves opaque JSON objects, numbered and encoded once as UTF-8 JSON bytes.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import abc
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
-Listener = Callable[[int, str], Awaitable[None]]
-"""Called with (seq, json text) for every new message to an attached device."""
+Listener = Callable[[int, bytes], Awaitable[None]]
+"""Called with (seq, UTF-8 JSON text) for every new message to an attached device."""
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class Replay:
 
     complete: bool  # False when messages after ``after_seq`` were already trimmed
     last_seq: int  # the newest seq assigned to this device so far
-    messages: list[tuple[int, str]]
+    messages: list[tuple[int, bytes]]  # (seq, UTF-8 JSON text)
 
 
 class Bus(abc.ABC):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+import orjson
 
 from facecall.bus.base import Bus, Listener, Replay
 from facecall.logs import get_logger
@@ -19,7 +20,7 @@ class _Mailbox:
     last_seq: int = 0
     # (seq, text, kept_at); made on the first delivery: an idle device's empty deque would cost
     # ~600 bytes
-    kept: deque[tuple[int, str, float]] | None = None
+    kept: deque[tuple[int, bytes, float]] | None = None
     trimmed_through: int = 0  # every seq <= this one is gone
     connection_id: str | None = None
     listener: Listener | None = None
@@ -47,7 +48,7 @@ class InProcessBus(Bus):
         box = self._box(device_id)
         box.last_seq += 1
         seq = box.last_seq
-        text = json.dumps({**message, "seq": seq}, separators=(",", ":"))
+        text = orjson.dumps({**message, "seq": seq})
         if box.kept is None:
             box.kept = deque()
         box.kept.append((seq, text, time.monotonic()))

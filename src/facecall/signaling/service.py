@@ -118,7 +118,7 @@ class CallService:
         # call id -> (version, the participant and leg rows the store holds at that version)
         self._stored_rows: dict[str, tuple[int, Rows]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._replies: dict[str, OrderedDict[str, str]] = {}
+        self._replies: dict[str, OrderedDict[str, bytes]] = {}
         self._sessions: dict[str, DeviceSession] = {}
         self._grace: dict[str, asyncio.Task[None]] = {}
         self._deadlines: list[tuple[float, str]] = []  # heap of (deadline, call id)
@@ -157,12 +157,12 @@ class CallService:
 
     # ------------------------------------------------------------------ sessions
 
-    def cached_reply(self, device_id: str, msg_id: str) -> str | None:
+    def cached_reply(self, device_id: str, msg_id: str) -> bytes | None:
         """The reply already sent for request ``msg_id`` of this device (resend dedupe)."""
         replies = self._replies.get(device_id)
         return replies.get(msg_id) if replies else None
 
-    def remember_reply(self, device_id: str, msg_id: str, text: str) -> None:
+    def remember_reply(self, device_id: str, msg_id: str, text: bytes) -> None:
         replies = self._replies.setdefault(device_id, OrderedDict())
         replies[msg_id] = text
         while len(replies) > REPLY_CACHE_PER_DEVICE:

@@ -12,10 +12,11 @@ missed (docs/protocol.md, "Resume").
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from typing import TYPE_CHECKING, Any, Protocol
+
+import orjson
 
 from facecall.logs import get_logger
 from facecall.signaling.errors import ErrorCode, ProtocolError
@@ -34,8 +35,8 @@ CLOSE_REPLACED = 4009
 class Link(Protocol):
     """What a session needs of its transport."""
 
-    def write_frames(self, texts: list[str]) -> None:
-        """Send these text messages, in order."""
+    def write_frames(self, texts: list[bytes]) -> None:
+        """Send these text messages (UTF-8 JSON), in order."""
 
     def close(self, code: int, reason: str) -> None:
         """Close the connection with ``code`` after what was written."""
@@ -55,10 +56,6 @@ class _TokenBucket:
             return False
         self.tokens -= 1.0
         return True
-
-
-def _dumps(message: dict[str, Any]) -> str:
-    return json.dumps(message, separators=(",", ":"))
 
 
 class DeviceSession:
@@ -87,7 +84,7 @@ class DeviceSession:
         self.device_id = device_id
         self.connection_id = uuid.uuid4().hex
         self._link = link
-        self._pending: list[str] = []  # frames for the next write
+        self._pending: list[bytes] = []  # frames for the next write
         self._flush_scheduled = False
         self._paused = False  # the transport's buffer is full
         settings = service.settings
@@ -99,7 +96,7 @@ class DeviceSession:
         self.max_bytes = settings.max_message_bytes
 
     # -- outbound -------------------------------------------------------------------------
-    def enqueue(self, text: str) -> None:
+    def enqueue(self, text: bytes) -> None:
         """Queue a frame; a device too far behind is cut off (it can resume)."""
         if self.closed:
             return
@@ -136,7 +133,7 @@ class DeviceSession:
         self._paused = False
         self.flush()
 
-    async def _on_event(self, seq: int, text: str) -> None:
+    async def _on_event(self, seq: int, text: bytes) -> None:
         self.enqueue(text)
 
     def kick(self, reason: str, code: int = CLOSE_REPLACED) -> None:
@@ -154,7 +151,7 @@ class DeviceSession:
         self._schedule_flush()
 
     def reply(self, message: dict[str, Any]) -> None:
-        self.enqueue(_dumps(message))
+        self.enqueue(orjson.dumps(message))
 
     # -- inbound --------------------------------------------------------------------------
     async def handle_frame(self, raw: str | bytes) -> None:
@@ -187,7 +184,7 @@ class DeviceSession:
         except Exception:
             log.exception("session.internal_error", device_id=self.device_id, re=msg_id)
             reply = ProtocolError(ErrorCode.INTERNAL, "internal error; retry", msg_id).to_wire()
-        text = _dumps(reply)
+        text = orjson.dumps(reply)
         if msg_id is not None and reply["type"] == "ok":
             self.service.remember_reply(self.device_id, msg_id, text)
         self.enqueue(text)
