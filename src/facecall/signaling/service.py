@@ -227,9 +227,9 @@ class CallService:
         try:
             result = await self._dispatch(user_id, device_id, kind, message)
         except ProtocolError as exc:
-            metrics.REQUESTS.labels(kind, exc.code.value).inc()
+            metrics.requests_counter(kind, exc.code.value).inc()
             raise
-        metrics.REQUESTS.labels(kind, "ok").inc()
+        metrics.requests_counter(kind, "ok").inc()
         metrics.REQUEST_SECONDS.observe(time.perf_counter() - started)
         return result
 
@@ -307,7 +307,7 @@ class CallService:
     async def _create(self, machine: CallMachine, effects: list[Effect]) -> None:
         write, rows = _write_and_rows(machine, None)
         version = await self.store.create_call(write)
-        metrics.CALLS_STARTED.labels(machine.media).inc()
+        metrics.calls_started(machine.media).inc()
         self._remember(machine, version, rows)
         await self._perform(machine, effects)
 
@@ -398,7 +398,8 @@ class CallService:
                 except BaseException:
                     self._forget(call_id)  # the machine may be ahead of the store
                     raise
-                self._remember(machine, version, rows)
+                if persist:  # a relay changes no state: the cached entry stays as it is
+                    self._remember(machine, version, rows)
                 await self._perform(machine, effects)
                 if machine.ended:
                     self._locks.pop(call_id, None)
@@ -421,7 +422,7 @@ class CallService:
                         effect.device_id not in await self.bus.online([effect.device_id]):
                     await self.push.notify_ring(effect.user_id, effect.device_id, message)
             elif isinstance(effect, CallEnded):
-                metrics.CALLS_ENDED.labels(effect.reason.value).inc()
+                metrics.calls_ended(effect.reason.value).inc()
                 log.info("call.ended", call_id=machine.call_id, reason=effect.reason.value)
 
     # ------------------------------------------------------------------ timers

