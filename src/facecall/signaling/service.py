@@ -56,27 +56,31 @@ SAVE_ATTEMPTS = 4
 TIMER_POLL = 1.0  # seconds between store polls for deadlines set by other nodes or past runs
 
 
-Rows = tuple[frozenset[ParticipantWrite], frozenset[LegWrite]]
+#: the stored participant and leg rows of a call: user id -> participant columns, device id ->
+#: leg columns (plain tuples: cheap to build, hash and compare on every save)
+Rows = tuple[dict[str, tuple[Any, ...]], dict[str, tuple[Any, ...]]]
 
 
-def call_rows(machine: CallMachine) -> tuple[list[ParticipantWrite], list[LegWrite]]:
-    """The participant rows and the device-leg rows (latest leg per device) of ``machine``."""
-    latest: dict[str, LegWrite] = {}
+def call_rows(machine: CallMachine) -> Rows:
+    """The participant rows (by user) and device-leg rows (latest leg per device, by device)
+    of ``machine``, in :class:`ParticipantWrite` / :class:`LegWrite` field order."""
+    legs: dict[str, tuple[Any, ...]] = {}
+    created_at = machine.created_at
     for leg in machine.legs:
-        latest[leg.device_id] = LegWrite(
-            user_id=leg.user_id, device_id=leg.device_id, state=leg.state.value,
-            updated_at=leg.ended_at or leg.joined_at or leg.rung_at or machine.created_at,
-            end_reason=None if leg.reason is None else leg.reason.value,
+        reason = leg.reason
+        legs[leg.device_id] = (
+            leg.user_id, leg.device_id, leg.state._value_,
+            leg.ended_at or leg.joined_at or leg.rung_at or created_at,
+            None if reason is None else reason._value_,
         )
-    participants = [
-        ParticipantWrite(
-            user_id=p.user_id, role=p.role.value, state=p.state.value,
-            invited_at=p.invited_at, end_reason=None if p.reason is None else p.reason.value,
-            joined_at=p.joined_at, left_at=p.ended_at, answered_device_id=p.device_id,
+    participants = {
+        p.user_id: (
+            p.user_id, p.role._value_, p.state._value_, p.invited_at,
+            None if p.reason is None else p.reason._value_, p.joined_at, p.ended_at, p.device_id,
         )
         for p in machine.participants
-    ]
-    return participants, list(latest.values())
+    }
+    return participants, legs
 
 
 def call_write(machine: CallMachine, stored: Rows | None = None) -> CallWrite:
@@ -88,19 +92,23 @@ def call_write(machine: CallMachine, stored: Rows | None = None) -> CallWrite:
 
 def _write_and_rows(machine: CallMachine, stored: Rows | None) -> tuple[CallWrite, Rows]:
     """:func:`call_write`, and every row of ``machine`` (what the store holds once it is saved)."""
-    participants, legs = call_rows(machine)
-    rows = frozenset(participants), frozenset(legs)
+    rows = call_rows(machine)
+    participants, legs = rows
     if stored is not None:
-        participants = [p for p in participants if p not in stored[0]]
-        legs = [leg for leg in legs if leg not in stored[1]]
+        held_participants, held_legs = stored
+        changed_participants = [r for k, r in participants.items() if held_participants.get(k) != r]
+        changed_legs = [r for k, r in legs.items() if held_legs.get(k) != r]
+    else:
+        changed_participants, changed_legs = list(participants.values()), list(legs.values())
     return CallWrite(
-        call_id=machine.call_id, media=machine.media, state=machine.state.value,
+        call_id=machine.call_id, media=machine.media, state=machine.state._value_,
         caller_user_id=machine.caller_user, caller_device_id=machine.caller_device,
         created_at=machine.created_at, answered_at=machine.answered_at,
         ended_at=machine.ended_at,
-        end_reason=None if machine.end_reason is None else machine.end_reason.value,
+        end_reason=None if machine.end_reason is None else machine.end_reason._value_,
         next_deadline=machine.get_timer(), snapshot=machine.to_dict(),
-        participants=participants, legs=legs,
+        participants=[ParticipantWrite(*r) for r in changed_participants],
+        legs=[LegWrite(*r) for r in changed_legs],
     ), rows
 
 
