@@ -49,10 +49,11 @@ class InProcessBus(Bus):
         box.last_seq += 1
         seq = box.last_seq
         text = orjson.dumps({**message, "seq": seq})
+        now = time.monotonic()
         if box.kept is None:
             box.kept = deque()
-        box.kept.append((seq, text, time.monotonic()))
-        self._trim(box, time.monotonic())
+        box.kept.append((seq, text, now))
+        self._trim(box, now)
         if box.listener is not None:
             try:
                 await box.listener(seq, text)

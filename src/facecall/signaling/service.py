@@ -56,6 +56,11 @@ SAVE_ATTEMPTS = 4
 TIMER_POLL = 1.0  # seconds between store polls for deadlines set by other nodes or past runs
 
 
+#: requests whose event carries nothing but the acting (user, device)
+_PLAIN_EVENTS: dict[str, type[Answer | Cancel | Hangup]] = {
+    "call.answer": Answer, "call.cancel": Cancel, "call.hangup": Hangup,
+}
+
 #: the stored participant and leg rows of a call: user id -> participant columns, device id ->
 #: leg columns (plain tuples: cheap to build, hash and compare on every save)
 Rows = tuple[dict[str, tuple[Any, ...]], dict[str, tuple[Any, ...]]]
@@ -252,16 +257,12 @@ class CallService:
             callees, busy = await self._callees(user_id, list(message.to))
             invite = Invite(user_id, device_id, callees, frozenset(busy))
             return await self._apply(message.call_id, invite)
-        events: dict[str, Event] = {
-            "call.answer": Answer(user_id, device_id),
-            "call.cancel": Cancel(user_id, device_id),
-            "call.hangup": Hangup(user_id, device_id),
-        }
         if kind == "call.decline":
             return await self._apply(message.call_id, Decline(user_id, device_id, message.busy))
-        if kind in events:
-            return await self._apply(message.call_id, events[kind])
-        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"{kind} is not a request")
+        event_type = _PLAIN_EVENTS.get(kind)
+        if event_type is None:
+            raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"{kind} is not a request")
+        return await self._apply(message.call_id, event_type(user_id, device_id))
 
     async def _callees(self, caller: str, user_ids: list[str]) -> tuple[dict[str, list[str]],
                                                                         set[str]]:
