@@ -240,10 +240,10 @@ class CallService:
         try:
             result = await self._dispatch(user_id, device_id, kind, message)
         except ProtocolError as exc:
-            metrics.requests_counter(kind, exc.code.value).inc()
+            metrics.REQUEST_STATS.count(kind, exc.code.value)
             raise
-        metrics.requests_counter(kind, "ok").inc()
-        metrics.REQUEST_SECONDS.observe(time.perf_counter() - started)
+        metrics.REQUEST_STATS.count(kind, "ok")
+        metrics.REQUEST_STATS.observe(time.perf_counter() - started)
         return result
 
     async def _dispatch(self, user_id: str, device_id: str, kind: str,
