@@ -139,7 +139,10 @@ class CallService:
         self._wake = asyncio.Event()
         self._timer_task: asyncio.Task[None] | None = None
         self._glare_locks: dict[str, asyncio.Lock] = {}
-        self._names: dict[str, str] = {}  # user id -> display name, for `call.ring`
+        # user id -> display name, for `call.ring`; also the users known to exist. Users are
+        # never renamed or deleted (no API does either), so an entry never goes stale; a
+        # feature that renames or deletes users must drop the entry here (on every node).
+        self._names: dict[str, str] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -267,14 +270,17 @@ class CallService:
     async def _callees(self, caller: str, user_ids: list[str]) -> tuple[dict[str, list[str]],
                                                                         set[str]]:
         """Devices to ring per callee and which callees are already in a call."""
-        found = await self.store.get_users([*user_ids, caller])
-        for user in found.values():  # for the caller's name on rings (`from_name`)
-            self._names[user.id] = user.display_name
-        while len(self._names) > CACHE_LIMIT:
-            del self._names[next(iter(self._names))]
-        missing = [u for u in user_ids if u not in found]
-        if missing:
-            raise ProtocolError(ErrorCode.UNKNOWN_USER, f"no such user: {', '.join(missing[:5])}")
+        names = self._names
+        if caller not in names or any(u not in names for u in user_ids):
+            found = await self.store.get_users([*user_ids, caller])
+            for user in found.values():  # for the caller's name on rings (`from_name`)
+                names[user.id] = user.display_name
+            while len(names) > CACHE_LIMIT:
+                del names[next(iter(names))]
+            missing = [u for u in user_ids if u not in found]
+            if missing:
+                raise ProtocolError(ErrorCode.UNKNOWN_USER,
+                                    f"no such user: {', '.join(missing[:5])}")
         devices = await self.store.list_devices_of_users(user_ids)
         callees = {u: [d.id for d in devices.get(u, [])] for u in user_ids}
         busy = {u for u in user_ids if u != caller and await self.store.live_calls_of_user(u)}
