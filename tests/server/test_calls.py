@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from facecall.client.signaling import SignalingConnection, SignalingError
-from tests.live import LiveServer
+from tests.live import LiveServer, live_server
 
 
 async def ring_ids(conns: list[SignalingConnection], call_id: str,
@@ -203,3 +205,34 @@ async def test_caller_learns_that_the_callee_is_offline(server: LiveServer) -> N
     assert (await again.next_event("call.ring"))["call_id"] == call_id
     await again.request("call.answer", call_id=call_id)
     assert (await a1.next_event("call.answered"))["user_id"] == bob["user"]["id"]
+
+
+async def test_answered_and_ended_calls_are_not_reloaded_when_their_ring_deadline_passes(
+    tmp_path: Path,
+) -> None:
+    """The timer loop skips the ring deadline of a call that was answered (or ended) since:
+    no store read, no timer event, nothing sent."""
+    async with live_server(f"sqlite+aiosqlite:///{tmp_path / 'f.db'}", ring_timeout=0.5) as live:
+        _, (a1,) = await live.user_with_devices("alice", 1)
+        bob, (b1,) = await live.user_with_devices("bob", 1)
+        service = live.app.app.state.signaling
+        loads: list[str] = []
+        load_call = service.store.load_call
+
+        async def counting_load(call_id: str, **kwargs: Any) -> Any:
+            loads.append(call_id)
+            return await load_call(call_id, **kwargs)
+
+        service.store.load_call = counting_load
+        answered = (await a1.request("call.start", to=[bob["user"]["id"]], media="audio"))["call_id"]
+        await b1.next_event("call.ring")
+        await b1.request("call.answer", call_id=answered)
+        _carol, (c1,) = await live.user_with_devices("carol", 1)
+        dave, (d1,) = await live.user_with_devices("dave", 1)
+        ended = (await c1.request("call.start", to=[dave["user"]["id"]], media="audio"))["call_id"]
+        await d1.next_event("call.ring")
+        await c1.request("call.cancel", call_id=ended)
+        await asyncio.sleep(1.5)  # both ring deadlines (0.5 s) and a store poll (1 s) pass
+        assert loads == []
+        await a1.request("call.hangup", call_id=answered)
+        assert (await b1.next_event("call.ended"))["reason"] == "hung_up"

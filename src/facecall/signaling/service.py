@@ -137,6 +137,7 @@ class CallService:
         self._deadlines: list[tuple[float, str]] = []  # heap of (deadline, call id)
         self._scheduled: dict[str, float] = {}  # call id -> the deadline pushed last
         self._wake = asyncio.Event()
+        self._sleep_until = 0.0  # when the timer loop wakes next by itself
         self._timer_task: asyncio.Task[None] | None = None
         self._glare_locks: dict[str, asyncio.Lock] = {}
         # user id -> display name, for `call.ring`; also the users known to exist. Users are
@@ -361,6 +362,7 @@ class CallService:
     def _remember(self, machine: CallMachine, version: int, rows: Rows | None = None) -> None:
         if machine.ended:
             self._forget(machine.call_id)
+            self._scheduled.pop(machine.call_id, None)  # its heap entry is stale now
             return
         self._cache[machine.call_id] = (version, machine)
         self._cache.move_to_end(machine.call_id)
@@ -370,14 +372,18 @@ class CallService:
             self._stored_rows.pop(self._cache.popitem(last=False)[0], None)
         if (deadline := machine.get_timer()) is not None:
             self._schedule(machine.call_id, deadline)
+        else:  # answered: nothing to time out; the heap entry is skipped when it comes up
+            self._scheduled.pop(machine.call_id, None)
 
     def _schedule(self, call_id: str, deadline: float) -> None:
-        """Wake the timer loop at ``deadline`` (once per distinct deadline of a call)."""
+        """Have the timer loop handle the call at ``deadline`` (once per distinct deadline of
+        a call); the loop is woken only when that is earlier than it would wake anyway."""
         if self._scheduled.get(call_id) == deadline:
             return
         self._scheduled[call_id] = deadline
         heapq.heappush(self._deadlines, (deadline, call_id))
-        self._wake.set()
+        if deadline < self._sleep_until:
+            self._wake.set()
 
     async def _apply(self, call_id: str, event: Event | None, *, persist: bool = True,
                      timer: bool = False) -> dict[str, Any]:
@@ -449,9 +455,9 @@ class CallService:
             due: set[str] = set()
             while self._deadlines and self._deadlines[0][0] <= now:
                 deadline, call_id = heapq.heappop(self._deadlines)
-                if self._scheduled.get(call_id) == deadline:
+                if self._scheduled.get(call_id) == deadline:  # else answered, ended or moved
                     del self._scheduled[call_id]
-                due.add(call_id)
+                    due.add(call_id)
             if now >= next_poll:
                 due.update(await self.store.due_calls(now))
                 next_poll = now + TIMER_POLL
@@ -466,5 +472,8 @@ class CallService:
             if self._deadlines:
                 wait = min(wait, self._deadlines[0][0] - self.clock())
             self._wake.clear()
+            wait = max(0.0, wait)
+            self._sleep_until = self.clock() + wait
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.0, wait))
+                await asyncio.wait_for(self._wake.wait(), wait)
+            self._sleep_until = 0.0  # awake: a deadline scheduled now is seen on the next pass
