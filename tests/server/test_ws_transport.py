@@ -17,7 +17,7 @@ from websockets.http11 import Response
 from websockets.uri import parse_uri
 
 from facecall.api.auth import token_hash
-from facecall.api.ws_transport import SignalingWebSocket, bearer_token
+from facecall.api.ws_transport import SignalingWebSocket, _Resumed, bearer_token
 from tests.live import LiveServer
 
 
@@ -131,6 +131,101 @@ async def test_messages_before_authentication_finishes_are_kept_in_order(server:
             await ws.send(json.dumps(frame))
         replies = [json.loads(await ws.recv()) for _ in frames]
         assert [r["re"] for r in replies] == [f["id"] for f in frames]
+
+
+async def test_a_burst_is_answered_in_order_whether_or_not_a_message_suspends(
+        server: LiveServer) -> None:
+    """Pings finish where they are read; a call.start waits on the store (it suspends and goes
+    on as a task): what follows it must not overtake it."""
+    _, reg = await _device_token(server, "burst")
+    callee = await server.sign_up("burst-callee")
+    async with await _connect(server, reg["token"]) as ws:
+        await _hello(ws)
+        frames: list[dict[str, Any]] = []
+        for i in range(4):
+            frames.append({"v": 1, "id": f"p{i}", "type": "ping"})
+            frames.append({"v": 1, "id": f"s{i}", "type": "call.start",
+                           "to": [callee["user"]["id"]], "media": "audio"})
+            frames.append({"v": 1, "id": f"x{i}", "type": "call.hangup", "call_id": "nope"})
+        for frame in frames:  # at once, without waiting for replies
+            await ws.send(json.dumps(frame))
+        replies: list[dict[str, Any]] = []
+        while len(replies) < len(frames):
+            message = json.loads(await ws.recv())
+            if "seq" not in message:  # not an event (the callee has no device: call.ended)
+                replies.append(message)
+        assert [r["re"] for r in replies] == [f["id"] for f in frames]
+        assert [r["type"] for r in replies[:3]] == ["pong", "ok", "error"]
+
+
+async def test_client_close_during_a_burst(server: LiveServer) -> None:
+    """Requests then a Close in one write: the server answers what it handled, echoes the Close
+    (RFC 6455 §7.1.2) and the device can come straight back."""
+    _, reg = await _device_token(server, "hasty-closer")
+    ws = await _connect(server, reg["token"])
+    await _hello(ws)
+    for i in range(20):
+        await ws.send(json.dumps({"v": 1, "id": f"p{i}", "type": "ping"}))
+    await ws.close(1000, "done")
+    assert ws.close_code == 1000
+    async with await _connect(server, reg["token"]) as again:
+        assert (await _hello(again))["type"] == "welcome"
+
+
+# -- stepping a coroutine by hand (_Resumed) ---------------------------------------------------
+
+
+async def test_resumed_finishes_a_coroutine_started_by_hand() -> None:
+    trace: list[Any] = []
+
+    async def work() -> None:
+        trace.append("start")
+        await asyncio.sleep(0)  # a bare yield
+        trace.append(await asyncio.get_running_loop().run_in_executor(None, lambda: 7))
+        with pytest.raises(KeyError):
+            await _raise_later(KeyError("inner"))
+        trace.append("end")
+
+    coro = work()
+    yielded = coro.send(None)  # what SignalingWebSocket._handle_eagerly does
+    assert trace == ["start"]
+    await _Resumed(coro, yielded)
+    assert trace == ["start", 7, "end"]
+
+
+async def test_resumed_propagates_errors_and_cancellation() -> None:
+    async def fails() -> None:
+        await asyncio.sleep(0)
+        raise ValueError("boom")
+
+    coro = fails()
+    with pytest.raises(ValueError, match="boom"):
+        await _Resumed(coro, coro.send(None))
+
+    cleaned: list[bool] = []
+
+    async def waits() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cleaned.append(True)
+
+    coro = waits()
+    task = asyncio.get_running_loop().create_task(_await(_Resumed(coro, coro.send(None))))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cleaned == [True]
+
+
+async def _raise_later(exc: Exception) -> None:
+    await asyncio.sleep(0)
+    raise exc
+
+
+async def _await(awaitable: Any) -> None:
+    await awaitable
 
 
 # -- the protocol class alone, over an in-memory transport --------------------------------------

@@ -5,8 +5,11 @@ uvicorn hands every WebSocket upgrade to the protocol class named by ``Config(ws
 ServerProtocol` (handshake §4.2, framing §5, fragmentation §5.4, control frames §5.5, closing
 §7) and feeds whole messages to a :class:`~facecall.signaling.session.DeviceSession` — no ASGI
 event dicts, no receive queue, no reader or writer task per connection. A connection costs one
-protocol object, its websockets parser and its session; a burst of frames is handled by one
-short task. HTTP routes are untouched (FastAPI behind uvicorn's HTTP protocol).
+protocol object, its websockets parser and its session. A message is handled right where it is
+read (``data_received`` steps :meth:`DeviceSession.handle_frame` by hand): most finish without
+suspending and cost no task; one that suspends (a store write) goes on as a task, and what the
+device sends meanwhile waits in order behind it. HTTP routes are untouched (FastAPI behind
+uvicorn's HTTP protocol).
 
 What a client sees is what docs/protocol.md says of ``/v1/signaling``: the handshake is accepted,
 then a missing/wrong/expired/revoked token closes with 4401 and an account token with 4403;
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Coroutine, Generator
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -237,7 +241,7 @@ class SignalingWebSocket(asyncio.Protocol):
                 self._schedule_ping(self._ping_interval)
 
     def _deliver(self, data: bytes) -> None:
-        """A whole message: queue it for the session, in order."""
+        """A whole message: handle it now if the session is idle, else queue it, in order."""
         message: str | bytes = data
         if self._text:
             try:
@@ -247,19 +251,39 @@ class SignalingWebSocket(asyncio.Protocol):
                 return
         if self._conn.state is not OPEN:
             return
+        if not self._busy and self._session is not None:  # nothing queued to overtake
+            self._handle_eagerly(self._session, message)
+            return
         self._inbox.append(message)
         if len(self._inbox) >= INBOX_LIMIT and not self._read_paused and self._transport:
             self._read_paused = True
             self._transport.pause_reading()
-        if not self._busy:
-            self._busy = True
-            asyncio.get_running_loop().create_task(self._drain())
 
-    async def _drain(self) -> None:
-        """Hand queued messages to the session one by one (a device's requests are handled
-        in the order they were sent)."""
+    def _handle_eagerly(self, session: DeviceSession, message: str | bytes) -> None:
+        """Run ``handle_frame`` up to its first suspension, here and now; if it suspends, it
+        finishes in a task and later messages queue behind it (what Python 3.12's
+        ``eager_start`` tasks do, without the task when none is needed)."""
+        coro = session.handle_frame(message)
+        try:
+            yielded = coro.send(None)
+        except StopIteration:
+            return
+        except Exception as exc:  # handle_frame answers every failure: this is a bug
+            coro.close()
+            asyncio.get_running_loop().call_exception_handler({
+                "message": "signaling message handler failed", "exception": exc,
+                "protocol": self})
+            return
+        self._busy = True
+        asyncio.get_running_loop().create_task(self._drain(_Resumed(coro, yielded)))
+
+    async def _drain(self, first: Awaitable[None] | None = None) -> None:
+        """Finish ``first`` (a message that suspended), then hand queued messages to the
+        session one by one (a device's requests are handled in the order they were sent)."""
         session, inbox = self._session, self._inbox
         try:
+            if first is not None:
+                await first
             while inbox and session is not None and self._session is session:
                 await session.handle_frame(inbox.pop(0))  # at most INBOX_LIMIT long
         finally:
@@ -288,3 +312,33 @@ class SignalingWebSocket(asyncio.Protocol):
         self._awaiting_pong = True
         self._flush()
         self._schedule_ping(self._ping_timeout or self._ping_interval)
+
+
+class _Resumed:
+    """Await the rest of a coroutine that was stepped by hand and suspended on ``yielded``:
+    passes what it waits on to the running task and the results (or exceptions, cancellation
+    included) back into it."""
+
+    __slots__ = ("_coro", "_yielded")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], yielded: Any) -> None:
+        self._coro, self._yielded = coro, yielded
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coro, yielded = self._coro, self._yielded
+        while True:
+            try:
+                sent = yield yielded
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # cancellation included: the coroutine decides
+                try:
+                    yielded = coro.throw(exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    yielded = coro.send(sent)
+                except StopIteration:
+                    return
