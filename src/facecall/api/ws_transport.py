@@ -4,7 +4,11 @@ uvicorn hands every WebSocket upgrade to the protocol class named by ``Config(ws
 :class:`SignalingWebSocket` is that class: it runs RFC 6455 with :class:`websockets.server.
 ServerProtocol` (handshake §4.2, framing §5, fragmentation §5.4, control frames §5.5, closing
 §7) and feeds whole messages to a :class:`~facecall.signaling.session.DeviceSession` — no ASGI
-event dicts, no receive queue, no reader or writer task per connection. A connection costs one
+event dicts, no receive queue, no reader or writer task per connection. The common frames skip
+the parser object (:mod:`facecall.api.ws_frames`): a whole, masked, unfragmented TEXT/BINARY
+frame that arrived in one read is unmasked here, and replies are framed here; every other frame
+goes to websockets, whole or with the count of its bytes still due, so that parser only ever
+starts at a frame boundary. A connection costs one
 protocol object, its websockets parser and its session. A message is handled right where it is
 read (``data_received`` steps :meth:`DeviceSession.handle_frame` by hand): most finish without
 suspending and cost no task; one that suspends (a store write) goes on as a task, and what the
@@ -34,6 +38,7 @@ from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 
 from facecall.api.auth import resolve_bearer
+from facecall.api.ws_frames import FIN_BINARY, FIN_TEXT, apply_mask, encode_text_frames, frame_at
 from facecall.logs import get_logger
 from facecall.signaling.session import DeviceSession
 
@@ -71,11 +76,15 @@ class SignalingWebSocket(asyncio.Protocol):
         "_awaiting_pong",
         "_busy",
         "_conn",
+        "_fast",
         "_fragments",
         "_inbox",
+        "_max_size",
+        "_owed",
         "_ping_interval",
         "_ping_timeout",
         "_read_paused",
+        "_rest",
         "_server_state",
         "_session",
         "_text",
@@ -88,6 +97,10 @@ class SignalingWebSocket(asyncio.Protocol):
         self._app = config.app  # the FastAPI app: its lifespan put the store and service on .state
         self._server_state = server_state
         self._conn = ServerProtocol(max_size=config.ws_max_size, logger=_WS_LOGGER)
+        self._max_size: int = config.ws_max_size
+        self._fast = False  # frames are split here (the connection is open, see _on_request)
+        self._rest = b""  # the start of a frame header that has not all arrived
+        self._owed = 0  # bytes of a frame websockets is reading that have not arrived yet
         self._transport: asyncio.Transport | None = None
         self._session: DeviceSession | None = None
         self._inbox: list[str | bytes] = []  # a list: an empty deque costs ~600 bytes
@@ -107,16 +120,16 @@ class SignalingWebSocket(asyncio.Protocol):
         self._server_state.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
-        conn = self._conn
-        conn.receive_data(data)
-        for event in conn.events_received():
-            if isinstance(event, Frame):
-                self._on_frame(event)
-            elif isinstance(event, Request):
-                self._on_request(event)
+        if self._fast:
+            self._split(data)
+        else:
+            self._parse(data)
+            if self._fast and not data.endswith(b"\r\n\r\n"):
+                self._fast = False  # frames came with the request (§4.1: wait for the 101)
         self._flush()
 
     def eof_received(self) -> bool | None:
+        self._hand_over()
         self._conn.receive_eof()
         self._flush()
         return None
@@ -146,13 +159,11 @@ class SignalingWebSocket(asyncio.Protocol):
     # -- the session's link -------------------------------------------------------------
 
     def write_frames(self, texts: list[bytes]) -> None:
-        """Send text messages (RFC 6455 §5.6; payloads already UTF-8), all in one write."""
-        conn = self._conn
-        if conn.state is not OPEN:
-            return
-        for text in texts:
-            conn.send_text(text)
-        self._flush()
+        """Send text messages (RFC 6455 §5.6; payloads already UTF-8), all in one write.
+        Whatever websockets queues is written as soon as it is queued, so nothing of its can
+        be waiting to go before these."""
+        if self._conn.state is OPEN and self._transport is not None:
+            self._transport.write(encode_text_frames(texts))
 
     def close(self, code: int, reason: str) -> None:
         """Start the closing handshake (RFC 6455 §7.1.2); drop TCP if the peer never answers."""
@@ -164,6 +175,59 @@ class SignalingWebSocket(asyncio.Protocol):
         self._timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self._drop)
 
     # -- internals ----------------------------------------------------------------------
+
+    def _split(self, data: bytes) -> None:
+        """Read frames (RFC 6455 §5.2): unmask whole data frames here, hand the rest to
+        websockets; once the connection is closing (§7), websockets reads everything."""
+        pos = 0
+        if self._owed:  # the rest of a frame websockets has begun
+            pos = min(self._owed, len(data))
+            self._owed -= pos
+            self._parse(data[:pos] if pos < len(data) else data)
+        elif self._rest:
+            data, self._rest = self._rest + data, b""
+        conn, end_of_data = self._conn, len(data)
+        while pos < end_of_data:
+            if conn.state is not OPEN:
+                self._fast = False
+                self._parse(data[pos:])
+                return
+            extent = frame_at(data, pos)
+            if extent is None:  # not even the header is here yet
+                self._rest = data[pos:]
+                return
+            start, length, masked = extent
+            end = start + length
+            first = data[pos]
+            if (end <= end_of_data and masked and length <= self._max_size
+                    and (first == FIN_TEXT or first == FIN_BINARY)
+                    and self._fragments is None):
+                self._text = first == FIN_TEXT
+                self._deliver(apply_mask(data[start:end], data[start - 4:start]))
+            elif end <= end_of_data:
+                self._parse(data[pos:end])  # control, fragment, RSV bits, unmasked, too big
+            else:
+                self._owed = end - end_of_data
+                self._parse(data[pos:])
+                return
+            pos = end
+
+    def _hand_over(self) -> None:
+        """Give websockets the bytes held here; it reads all that follows (EOF, closing)."""
+        self._fast = False
+        rest, self._rest = self._rest, b""
+        if rest:
+            self._parse(rest)
+
+    def _parse(self, data: bytes) -> None:
+        """Feed websockets' parser and act on what it read."""
+        conn = self._conn
+        conn.receive_data(data)
+        for event in conn.events_received():
+            if isinstance(event, Frame):
+                self._on_frame(event)
+            elif isinstance(event, Request):
+                self._on_request(event)
 
     def _flush(self) -> None:
         """Write what the protocol has queued; an empty chunk means "close TCP" (the server
@@ -199,6 +263,7 @@ class SignalingWebSocket(asyncio.Protocol):
         conn.send_response(response)
         if response.status_code != 101:
             return
+        self._fast = True
         self._schedule_ping(self._ping_interval)
         task = asyncio.get_running_loop().create_task(self._open(bearer_token(request)))
         self._server_state.tasks.add(task)
