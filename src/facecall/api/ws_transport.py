@@ -126,7 +126,6 @@ class SignalingWebSocket(asyncio.Protocol):
             self._parse(data)
             if self._fast and not data.endswith(b"\r\n\r\n"):
                 self._fast = False  # frames came with the request (§4.1: wait for the 101)
-        self._flush()
 
     def eof_received(self) -> bool | None:
         self._hand_over()
@@ -220,7 +219,7 @@ class SignalingWebSocket(asyncio.Protocol):
             self._parse(rest)
 
     def _parse(self, data: bytes) -> None:
-        """Feed websockets' parser and act on what it read."""
+        """Feed websockets' parser, act on what it read and write what it answered."""
         conn = self._conn
         conn.receive_data(data)
         for event in conn.events_received():
@@ -228,6 +227,7 @@ class SignalingWebSocket(asyncio.Protocol):
                 self._on_frame(event)
             elif isinstance(event, Request):
                 self._on_request(event)
+        self._flush()
 
     def _flush(self) -> None:
         """Write what the protocol has queued; an empty chunk means "close TCP" (the server
@@ -313,6 +313,7 @@ class SignalingWebSocket(asyncio.Protocol):
                 message = data.decode()
             except UnicodeDecodeError:  # RFC 6455 §8.1: fail the connection
                 self._conn.fail(CLOSE_INVALID_DATA, "invalid UTF-8 in a text message")
+                self._flush()
                 return
         if self._conn.state is not OPEN:
             return
