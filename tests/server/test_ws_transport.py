@@ -14,10 +14,13 @@ import websockets
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
+from websockets.protocol import OPEN
 from websockets.uri import parse_uri
 
+from facecall.api import ws_transport
 from facecall.api.auth import token_hash
-from facecall.api.ws_transport import SignalingWebSocket, bearer_token
+from facecall.api.ws_frames import encode_text_frames
+from facecall.api.ws_transport import SignalingWebSocket, _Resumed, bearer_token
 from tests.live import LiveServer
 
 
@@ -133,6 +136,101 @@ async def test_messages_before_authentication_finishes_are_kept_in_order(server:
         assert [r["re"] for r in replies] == [f["id"] for f in frames]
 
 
+async def test_a_burst_is_answered_in_order_whether_or_not_a_message_suspends(
+        server: LiveServer) -> None:
+    """Pings finish where they are read; a call.start waits on the store (it suspends and goes
+    on as a task): what follows it must not overtake it."""
+    _, reg = await _device_token(server, "burst")
+    callee = await server.sign_up("burst-callee")
+    async with await _connect(server, reg["token"]) as ws:
+        await _hello(ws)
+        frames: list[dict[str, Any]] = []
+        for i in range(4):
+            frames.append({"v": 1, "id": f"p{i}", "type": "ping"})
+            frames.append({"v": 1, "id": f"s{i}", "type": "call.start",
+                           "to": [callee["user"]["id"]], "media": "audio"})
+            frames.append({"v": 1, "id": f"x{i}", "type": "call.hangup", "call_id": "nope"})
+        for frame in frames:  # at once, without waiting for replies
+            await ws.send(json.dumps(frame))
+        replies: list[dict[str, Any]] = []
+        while len(replies) < len(frames):
+            message = json.loads(await ws.recv())
+            if "seq" not in message:  # not an event (the callee has no device: call.ended)
+                replies.append(message)
+        assert [r["re"] for r in replies] == [f["id"] for f in frames]
+        assert [r["type"] for r in replies[:3]] == ["pong", "ok", "error"]
+
+
+async def test_client_close_during_a_burst(server: LiveServer) -> None:
+    """Requests then a Close in one write: the server answers what it handled, echoes the Close
+    (RFC 6455 §7.1.2) and the device can come straight back."""
+    _, reg = await _device_token(server, "hasty-closer")
+    ws = await _connect(server, reg["token"])
+    await _hello(ws)
+    for i in range(20):
+        await ws.send(json.dumps({"v": 1, "id": f"p{i}", "type": "ping"}))
+    await ws.close(1000, "done")
+    assert ws.close_code == 1000
+    async with await _connect(server, reg["token"]) as again:
+        assert (await _hello(again))["type"] == "welcome"
+
+
+# -- stepping a coroutine by hand (_Resumed) ---------------------------------------------------
+
+
+async def test_resumed_finishes_a_coroutine_started_by_hand() -> None:
+    trace: list[Any] = []
+
+    async def work() -> None:
+        trace.append("start")
+        await asyncio.sleep(0)  # a bare yield
+        trace.append(await asyncio.get_running_loop().run_in_executor(None, lambda: 7))
+        with pytest.raises(KeyError):
+            await _raise_later(KeyError("inner"))
+        trace.append("end")
+
+    coro = work()
+    yielded = coro.send(None)  # what SignalingWebSocket._handle_eagerly does
+    assert trace == ["start"]
+    await _Resumed(coro, yielded)
+    assert trace == ["start", 7, "end"]
+
+
+async def test_resumed_propagates_errors_and_cancellation() -> None:
+    async def fails() -> None:
+        await asyncio.sleep(0)
+        raise ValueError("boom")
+
+    coro = fails()
+    with pytest.raises(ValueError, match="boom"):
+        await _Resumed(coro, coro.send(None))
+
+    cleaned: list[bool] = []
+
+    async def waits() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cleaned.append(True)
+
+    coro = waits()
+    task = asyncio.get_running_loop().create_task(_await(_Resumed(coro, coro.send(None))))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cleaned == [True]
+
+
+async def _raise_later(exc: Exception) -> None:
+    await asyncio.sleep(0)
+    raise exc
+
+
+async def _await(awaitable: Any) -> None:
+    await awaitable
+
+
 # -- the protocol class alone, over an in-memory transport --------------------------------------
 
 
@@ -167,7 +265,7 @@ class _Unauthorised:
 
 
 def _protocol(ping: float | None, store: Any = None) -> tuple[SignalingWebSocket, _MemoryTransport]:
-    app = SimpleNamespace(state=SimpleNamespace(store=store or _Unauthorised()))
+    app = SimpleNamespace(state=SimpleNamespace(store=store or _Unauthorised(), signaling=None))
     config = SimpleNamespace(app=app, ws_max_size=2**20, ws_ping_interval=ping,
                              ws_ping_timeout=ping)
     proto = SignalingWebSocket(config, SimpleNamespace(connections=set(), tasks=set()), {})
@@ -252,3 +350,155 @@ def test_bearer_token_prefers_the_header() -> None:
     assert bearer_token(request) == "from-query"
     request.headers["Authorization"] = "Bearer from-header"
     assert bearer_token(request) == "from-header"
+
+
+# -- frames, over an in-memory transport (RFC 6455 §5): the lean data-frame path and websockets ----
+
+
+class _Recorder:
+    """Stands in for DeviceSession: records each message; the message "slow" suspends first."""
+
+    last: _Recorder
+
+    def __init__(self, service: Any, user_id: str, device_id: str, link: Any) -> None:
+        self.seen: list[str | bytes] = []
+        _Recorder.last = self
+
+    async def handle_frame(self, raw: str | bytes) -> None:
+        if raw == "slow":
+            await asyncio.sleep(0.01)
+        self.seen.append(raw)
+
+    async def detach(self) -> None:
+        pass
+
+
+class _Authorises:
+    async def resolve_token(self, *_: Any) -> Any:
+        return SimpleNamespace(user_id="u", device_id="d")
+
+
+async def _open(monkeypatch: pytest.MonkeyPatch) -> tuple[SignalingWebSocket, _MemoryTransport,
+                                                          ClientProtocol, _Recorder]:
+    monkeypatch.setattr(ws_transport, "DeviceSession", _Recorder)
+    proto, transport = _protocol(None, _Authorises())
+    client, request = _client("/v1/signaling?token=ok")
+    proto.data_received(request)
+    (response,) = _read(client, transport)
+    assert response.status_code == 101
+    await asyncio.sleep(0)  # authentication: the session exists
+    return proto, transport, client, _Recorder.last
+
+
+def _frames(client: ClientProtocol, *frames: Frame) -> bytes:
+    """Masked client frames (§5.3), as the client would put them on the wire."""
+    for frame in frames:
+        client.send_frame(frame)
+    return b"".join(client.data_to_send())
+
+
+def _close_code(client: ClientProtocol, transport: _MemoryTransport) -> int | None:
+    _read(client, transport)
+    return client.close_rcvd.code if client.close_rcvd is not None else None
+
+
+async def test_frames_split_anywhere_are_read_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """7-, 16- and 64-bit payload lengths (§5.2), a ping between them, cut at every size."""
+    big = bytes(range(256)) * 300  # 76,800 bytes: the 64-bit length
+    wire_frames = [Frame(Opcode.TEXT, b"hi"), Frame(Opcode.TEXT, "é".encode() * 200),
+                   Frame(Opcode.PING, b"p"), Frame(Opcode.BINARY, big), Frame(Opcode.TEXT, b"end")]
+    expected: list[str | bytes] = ["hi", "é" * 200, big, "end"]
+    for size in (1, 2, 3, 7, 100, 4096, 1 << 20):
+        proto, transport, client, session = await _open(monkeypatch)
+        wire = _frames(client, *wire_frames)
+        for i in range(0, len(wire), size):
+            proto.data_received(wire[i:i + size])
+        assert session.seen == expected, size
+        pongs = [e for e in _read(client, transport) if e.opcode is Opcode.PONG]
+        assert [p.data for p in pongs] == [b"p"]  # websockets answered the ping (§5.5.3)
+
+
+async def test_fragments_with_a_control_frame_between(monkeypatch: pytest.MonkeyPatch) -> None:
+    proto, transport, client, session = await _open(monkeypatch)
+    proto.data_received(_frames(
+        client, Frame(Opcode.TEXT, b"frag", fin=False), Frame(Opcode.PING, b""),
+        Frame(Opcode.CONT, b"ment", fin=False), Frame(Opcode.CONT, b"ed"),
+        Frame(Opcode.BINARY, b"next")))
+    assert session.seen == ["fragmented", b"next"]  # §5.4: control frames may come between
+    assert [e.opcode for e in _read(client, transport)] == [Opcode.PONG]
+
+
+async def test_a_suspending_message_keeps_its_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    proto, _transport, client, session = await _open(monkeypatch)
+    proto.data_received(_frames(client, *(Frame(Opcode.TEXT, t.encode())
+                                          for t in ("a", "slow", "b"))))
+    proto.data_received(_frames(client, Frame(Opcode.TEXT, b"c")))
+    await asyncio.sleep(0.05)
+    proto.data_received(_frames(client, Frame(Opcode.TEXT, b"d")))
+    assert session.seen == ["a", "slow", "b", "c", "d"]
+
+
+async def test_close_in_a_burst_ends_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    """§7.1.2: the Close is echoed and what follows it is not read; the server closes TCP."""
+    proto, transport, client, session = await _open(monkeypatch)
+    proto.data_received(_frames(client, Frame(Opcode.TEXT, b"1"), Frame(Opcode.TEXT, b"2")))
+    client.send_close(1000, "bye")
+    wire = b"".join(client.data_to_send())
+    client.state = OPEN  # a client breaking §5.5.1: more data after its Close
+    proto.data_received(wire + _frames(client, Frame(Opcode.TEXT, b"3")))
+    assert session.seen == ["1", "2"]
+    assert _close_code(client, transport) == 1000
+    assert transport.closed
+
+
+async def test_bad_frames_fail_the_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    unmasked = Frame(Opcode.TEXT, b"x").serialize(mask=False)  # §5.1: a client masks
+    for wire, code in [(unmasked, 1002), (b"\x81\xff" + (2**20 + 1).to_bytes(8, "big"), 1009)]:
+        proto, transport, client, session = await _open(monkeypatch)
+        proto.data_received(wire)
+        assert _close_code(client, transport) == code
+        assert session.seen == []
+    proto, transport, client, session = await _open(monkeypatch)
+    proto.data_received(_frames(client, Frame(Opcode.TEXT, b"a", fin=False),
+                                Frame(Opcode.TEXT, b"b")))  # §5.4: a continuation was due
+    assert _close_code(client, transport) == 1002
+    assert session.seen == []
+    proto, transport, client, session = await _open(monkeypatch)
+    rsv1 = bytearray(_frames(client, Frame(Opcode.TEXT, b"x")))
+    rsv1[0] |= 0x40  # RSV1 without an extension that defines it (§5.2)
+    proto.data_received(bytes(rsv1) + _frames(client, Frame(Opcode.TEXT, b"after")))
+    assert _close_code(client, transport) == 1002
+    assert session.seen == []
+
+
+async def test_invalid_utf8_fails_and_nothing_after_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    proto, transport, client, session = await _open(monkeypatch)
+    proto.data_received(_frames(client, Frame(Opcode.TEXT, b"ok"), Frame(Opcode.TEXT, b"\xff"),
+                                Frame(Opcode.TEXT, b"late")))
+    assert session.seen == ["ok"]
+    assert _close_code(client, transport) == 1007  # §8.1
+
+
+async def test_frames_sent_with_the_upgrade_request_are_read(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client should wait for the 101 (§4.1); one that does not still gets its messages."""
+    monkeypatch.setattr(ws_transport, "DeviceSession", _Recorder)
+    proto, _transport = _protocol(None, _Authorises())
+    client, request = _client("/v1/signaling?token=ok")
+    client.state = OPEN
+    wire = request + _frames(client, Frame(Opcode.TEXT, b"early"))
+    proto.data_received(wire[:-2])  # the frame's last bytes come with the next ones
+    proto.data_received(wire[-2:] + _frames(client, Frame(Opcode.TEXT, b"x" * 300)))
+    await asyncio.sleep(0)
+    proto.data_received(_frames(client, Frame(Opcode.TEXT, b"later")))
+    assert _Recorder.last.seen == ["early", "x" * 300, "later"]
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536])
+def test_encode_text_frames_lengths(size: int) -> None:
+    """The 7-, 16- and 64-bit payload length forms (§5.2), read back by websockets."""
+    client = ClientProtocol(parse_uri("ws://t/"), state=OPEN)
+    texts = [b"a" * size, b"b"]
+    client.receive_data(encode_text_frames(texts))
+    frames = client.events_received()
+    assert [(f.opcode, f.fin, f.data) for f in frames] == [(Opcode.TEXT, True, t) for t in texts]

@@ -4,9 +4,16 @@ uvicorn hands every WebSocket upgrade to the protocol class named by ``Config(ws
 :class:`SignalingWebSocket` is that class: it runs RFC 6455 with :class:`websockets.server.
 ServerProtocol` (handshake §4.2, framing §5, fragmentation §5.4, control frames §5.5, closing
 §7) and feeds whole messages to a :class:`~facecall.signaling.session.DeviceSession` — no ASGI
-event dicts, no receive queue, no reader or writer task per connection. A connection costs one
-protocol object, its websockets parser and its session; a burst of frames is handled by one
-short task. HTTP routes are untouched (FastAPI behind uvicorn's HTTP protocol).
+event dicts, no receive queue, no reader or writer task per connection. The common frames skip
+the parser object (:mod:`facecall.api.ws_frames`): a whole, masked, unfragmented TEXT/BINARY
+frame that arrived in one read is unmasked here, and replies are framed here; every other frame
+goes to websockets, whole or with the count of its bytes still due, so that parser only ever
+starts at a frame boundary. A connection costs one
+protocol object, its websockets parser and its session. A message is handled right where it is
+read (``data_received`` steps :meth:`DeviceSession.handle_frame` by hand): most finish without
+suspending and cost no task; one that suspends (a store write) goes on as a task, and what the
+device sends meanwhile waits in order behind it. HTTP routes are untouched (FastAPI behind
+uvicorn's HTTP protocol).
 
 What a client sees is what docs/protocol.md says of ``/v1/signaling``: the handshake is accepted,
 then a missing/wrong/expired/revoked token closes with 4401 and an account token with 4403;
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Coroutine, Generator
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -30,6 +38,7 @@ from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 
 from facecall.api.auth import resolve_bearer
+from facecall.api.ws_frames import FIN_BINARY, FIN_TEXT, apply_mask, encode_text_frames, frame_at
 from facecall.logs import get_logger
 from facecall.signaling.session import DeviceSession
 
@@ -67,11 +76,15 @@ class SignalingWebSocket(asyncio.Protocol):
         "_awaiting_pong",
         "_busy",
         "_conn",
+        "_fast",
         "_fragments",
         "_inbox",
+        "_max_size",
+        "_owed",
         "_ping_interval",
         "_ping_timeout",
         "_read_paused",
+        "_rest",
         "_server_state",
         "_session",
         "_text",
@@ -84,6 +97,10 @@ class SignalingWebSocket(asyncio.Protocol):
         self._app = config.app  # the FastAPI app: its lifespan put the store and service on .state
         self._server_state = server_state
         self._conn = ServerProtocol(max_size=config.ws_max_size, logger=_WS_LOGGER)
+        self._max_size: int = config.ws_max_size
+        self._fast = False  # frames are split here (the connection is open, see _on_request)
+        self._rest = b""  # the start of a frame header that has not all arrived
+        self._owed = 0  # bytes of a frame websockets is reading that have not arrived yet
         self._transport: asyncio.Transport | None = None
         self._session: DeviceSession | None = None
         self._inbox: list[str | bytes] = []  # a list: an empty deque costs ~600 bytes
@@ -103,16 +120,15 @@ class SignalingWebSocket(asyncio.Protocol):
         self._server_state.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
-        conn = self._conn
-        conn.receive_data(data)
-        for event in conn.events_received():
-            if isinstance(event, Frame):
-                self._on_frame(event)
-            elif isinstance(event, Request):
-                self._on_request(event)
-        self._flush()
+        if self._fast:
+            self._split(data)
+        else:
+            self._parse(data)
+            if self._fast and not data.endswith(b"\r\n\r\n"):
+                self._fast = False  # frames came with the request (§4.1: wait for the 101)
 
     def eof_received(self) -> bool | None:
+        self._hand_over()
         self._conn.receive_eof()
         self._flush()
         return None
@@ -142,13 +158,11 @@ class SignalingWebSocket(asyncio.Protocol):
     # -- the session's link -------------------------------------------------------------
 
     def write_frames(self, texts: list[bytes]) -> None:
-        """Send text messages (RFC 6455 §5.6; payloads already UTF-8), all in one write."""
-        conn = self._conn
-        if conn.state is not OPEN:
-            return
-        for text in texts:
-            conn.send_text(text)
-        self._flush()
+        """Send text messages (RFC 6455 §5.6; payloads already UTF-8), all in one write.
+        Whatever websockets queues is written as soon as it is queued, so nothing of its can
+        be waiting to go before these."""
+        if self._conn.state is OPEN and self._transport is not None:
+            self._transport.write(encode_text_frames(texts))
 
     def close(self, code: int, reason: str) -> None:
         """Start the closing handshake (RFC 6455 §7.1.2); drop TCP if the peer never answers."""
@@ -160,6 +174,60 @@ class SignalingWebSocket(asyncio.Protocol):
         self._timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self._drop)
 
     # -- internals ----------------------------------------------------------------------
+
+    def _split(self, data: bytes) -> None:
+        """Read frames (RFC 6455 §5.2): unmask whole data frames here, hand the rest to
+        websockets; once the connection is closing (§7), websockets reads everything."""
+        pos = 0
+        if self._owed:  # the rest of a frame websockets has begun
+            pos = min(self._owed, len(data))
+            self._owed -= pos
+            self._parse(data[:pos] if pos < len(data) else data)
+        elif self._rest:
+            data, self._rest = self._rest + data, b""
+        conn, end_of_data = self._conn, len(data)
+        while pos < end_of_data:
+            if conn.state is not OPEN:
+                self._fast = False
+                self._parse(data[pos:])
+                return
+            extent = frame_at(data, pos)
+            if extent is None:  # not even the header is here yet
+                self._rest = data[pos:]
+                return
+            start, length, masked = extent
+            end = start + length
+            first = data[pos]
+            if (end <= end_of_data and masked and length <= self._max_size
+                    and (first == FIN_TEXT or first == FIN_BINARY)
+                    and self._fragments is None):
+                self._text = first == FIN_TEXT
+                self._deliver(apply_mask(data[start:end], data[start - 4:start]))
+            elif end <= end_of_data:
+                self._parse(data[pos:end])  # control, fragment, RSV bits, unmasked, too big
+            else:
+                self._owed = end - end_of_data
+                self._parse(data[pos:])
+                return
+            pos = end
+
+    def _hand_over(self) -> None:
+        """Give websockets the bytes held here; it reads all that follows (EOF, closing)."""
+        self._fast = False
+        rest, self._rest = self._rest, b""
+        if rest:
+            self._parse(rest)
+
+    def _parse(self, data: bytes) -> None:
+        """Feed websockets' parser, act on what it read and write what it answered."""
+        conn = self._conn
+        conn.receive_data(data)
+        for event in conn.events_received():
+            if isinstance(event, Frame):
+                self._on_frame(event)
+            elif isinstance(event, Request):
+                self._on_request(event)
+        self._flush()
 
     def _flush(self) -> None:
         """Write what the protocol has queued; an empty chunk means "close TCP" (the server
@@ -195,6 +263,7 @@ class SignalingWebSocket(asyncio.Protocol):
         conn.send_response(response)
         if response.status_code != 101:
             return
+        self._fast = True
         self._schedule_ping(self._ping_interval)
         task = asyncio.get_running_loop().create_task(self._open(bearer_token(request)))
         self._server_state.tasks.add(task)
@@ -237,29 +306,50 @@ class SignalingWebSocket(asyncio.Protocol):
                 self._schedule_ping(self._ping_interval)
 
     def _deliver(self, data: bytes) -> None:
-        """A whole message: queue it for the session, in order."""
+        """A whole message: handle it now if the session is idle, else queue it, in order."""
         message: str | bytes = data
         if self._text:
             try:
                 message = data.decode()
             except UnicodeDecodeError:  # RFC 6455 §8.1: fail the connection
                 self._conn.fail(CLOSE_INVALID_DATA, "invalid UTF-8 in a text message")
+                self._flush()
                 return
         if self._conn.state is not OPEN:
+            return
+        if not self._busy and self._session is not None:  # nothing queued to overtake
+            self._handle_eagerly(self._session, message)
             return
         self._inbox.append(message)
         if len(self._inbox) >= INBOX_LIMIT and not self._read_paused and self._transport:
             self._read_paused = True
             self._transport.pause_reading()
-        if not self._busy:
-            self._busy = True
-            asyncio.get_running_loop().create_task(self._drain())
 
-    async def _drain(self) -> None:
-        """Hand queued messages to the session one by one (a device's requests are handled
-        in the order they were sent)."""
+    def _handle_eagerly(self, session: DeviceSession, message: str | bytes) -> None:
+        """Run ``handle_frame`` up to its first suspension, here and now; if it suspends, it
+        finishes in a task and later messages queue behind it (what Python 3.12's
+        ``eager_start`` tasks do, without the task when none is needed)."""
+        coro = session.handle_frame(message)
+        try:
+            yielded = coro.send(None)
+        except StopIteration:
+            return
+        except Exception as exc:  # handle_frame answers every failure: this is a bug
+            coro.close()
+            asyncio.get_running_loop().call_exception_handler({
+                "message": "signaling message handler failed", "exception": exc,
+                "protocol": self})
+            return
+        self._busy = True
+        asyncio.get_running_loop().create_task(self._drain(_Resumed(coro, yielded)))
+
+    async def _drain(self, first: Awaitable[None] | None = None) -> None:
+        """Finish ``first`` (a message that suspended), then hand queued messages to the
+        session one by one (a device's requests are handled in the order they were sent)."""
         session, inbox = self._session, self._inbox
         try:
+            if first is not None:
+                await first
             while inbox and session is not None and self._session is session:
                 await session.handle_frame(inbox.pop(0))  # at most INBOX_LIMIT long
         finally:
@@ -288,3 +378,33 @@ class SignalingWebSocket(asyncio.Protocol):
         self._awaiting_pong = True
         self._flush()
         self._schedule_ping(self._ping_timeout or self._ping_interval)
+
+
+class _Resumed:
+    """Await the rest of a coroutine that was stepped by hand and suspended on ``yielded``:
+    passes what it waits on to the running task and the results (or exceptions, cancellation
+    included) back into it."""
+
+    __slots__ = ("_coro", "_yielded")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], yielded: Any) -> None:
+        self._coro, self._yielded = coro, yielded
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coro, yielded = self._coro, self._yielded
+        while True:
+            try:
+                sent = yield yielded
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # cancellation included: the coroutine decides
+                try:
+                    yielded = coro.throw(exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    yielded = coro.send(sent)
+                except StopIteration:
+                    return
