@@ -372,6 +372,9 @@ class _Recorder:
     async def detach(self) -> None:
         pass
 
+    def end_of_read(self) -> None:
+        self.reads_ended = getattr(self, "reads_ended", 0) + 1
+
 
 class _Authorises:
     async def resolve_token(self, *_: Any) -> Any:

@@ -90,6 +90,7 @@ class SignalingWebSocket(asyncio.Protocol):
         "_text",
         "_timer",
         "_transport",
+        "reading",
     )
 
     def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any],
@@ -112,6 +113,7 @@ class SignalingWebSocket(asyncio.Protocol):
         self._ping_interval: float | None = config.ws_ping_interval
         self._ping_timeout: float | None = config.ws_ping_timeout
         self._read_paused = False
+        self.reading = False  # see Link.reading
 
     # -- asyncio.Protocol ---------------------------------------------------------------
 
@@ -120,12 +122,18 @@ class SignalingWebSocket(asyncio.Protocol):
         self._server_state.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
-        if self._fast:
-            self._split(data)
-        else:
-            self._parse(data)
-            if self._fast and not data.endswith(b"\r\n\r\n"):
-                self._fast = False  # frames came with the request (§4.1: wait for the 101)
+        self.reading = True
+        try:
+            if self._fast:
+                self._split(data)
+            else:
+                self._parse(data)
+                if self._fast and not data.endswith(b"\r\n\r\n"):
+                    self._fast = False  # frames came with the request (§4.1: wait for the 101)
+        finally:
+            self.reading = False
+            if self._session is not None:  # the replies of this read, in one write
+                self._session.end_of_read()
 
     def eof_received(self) -> bool | None:
         self._hand_over()

@@ -35,6 +35,11 @@ CLOSE_REPLACED = 4009
 class Link(Protocol):
     """What a session needs of its transport."""
 
+    #: True while the transport is handing this session what it just read; frames queued
+    #: meanwhile are written when the read is done (the transport calls
+    #: :meth:`DeviceSession.end_of_read`), not from a callback of their own
+    reading: bool
+
     def write_frames(self, texts: list[bytes]) -> None:
         """Send these text messages (UTF-8 JSON), in order."""
 
@@ -110,7 +115,14 @@ class DeviceSession:
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled and not self._paused:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
+            if not self._link.reading:  # else end_of_read writes them
+                asyncio.get_running_loop().call_soon(self.flush)
+
+    def end_of_read(self) -> None:
+        """The transport is done with what it read: write what that queued (one write for
+        the replies and events of a whole read)."""
+        if self._flush_scheduled:
+            self.flush()
 
     def flush(self) -> None:
         """Write what is queued (one write); after a kick, then close."""
