@@ -48,9 +48,9 @@ OPS = (
 )  # fmt: skip
 
 
-def sqlite_time(value: float) -> str:
-    """The text SQLAlchemy's SQLite DateTime stores (naive UTC, microseconds)."""
-    return datetime.fromtimestamp(value, tz=UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+def sqlite_time(value: float) -> float:
+    """What the store keeps in a SQLite timestamp column: REAL epoch seconds (migration 0003)."""
+    return value
 
 
 def pg_time(value: float) -> datetime:
@@ -192,6 +192,13 @@ UPD_CALL = (
 )
 
 
+UPD_CALL_NARROW = (  # the store's SQLite statement (see facecall.store.calls)
+    "UPDATE calls SET state = {1}, answered_at = {5}, ended_at = {6}, end_reason = {7}, next_deadline = {8}, "
+    "snapshot = {9}, version = version + 1 WHERE id = {10} AND version = {11} AND media = {0} "
+    "AND caller_user_id = {2} AND caller_device_id IS {3} AND created_at = {4}"
+)
+
+
 def _call_row(c: CallWrite, t: Callable[[Any], Any]) -> tuple[Any, ...]:
     return (c.call_id, c.media, c.state, c.caller_user_id, c.caller_device_id, t(c.created_at),
             t(c.answered_at), t(c.ended_at), c.end_reason, t(c.next_deadline), 1,
@@ -231,8 +238,8 @@ class SqliteAnchor:
             self.db.execute(pragma)
 
     @staticmethod
-    def t(value: float | None) -> str | None:
-        return None if value is None else sqlite_time(value)
+    def t(value: float | None) -> float | None:
+        return value
 
     def q(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
         return self.db.execute(sql, args).fetchall()
@@ -280,7 +287,8 @@ class SqliteAnchor:
     def save_call(self, c: CallWrite, version: int) -> None:
         parts, legs = _children(c, self.t)
         self.db.execute("BEGIN IMMEDIATE")
-        self.db.execute(UPD_CALL.format(*["?"] * 12), _upd_args(c, self.t, version))
+        narrow = UPD_CALL_NARROW.format(*[f"?{i}" for i in range(1, 13)])
+        self.db.execute(narrow, _upd_args(c, self.t, version))
         self.db.executemany(UPS_PART.format(",".join("?" * 9)), parts)
         self.db.executemany(UPS_LEG.format(",".join("?" * 6)), legs)
         self.db.execute("COMMIT")

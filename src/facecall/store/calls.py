@@ -53,6 +53,14 @@ UPDATE_CALL = Q.of(
     "answered_at = $7, ended_at = $8, end_reason = $9, next_deadline = $10, snapshot = $11, "
     "version = version + 1 WHERE id = $1 AND version = $12"
 )
+# SQLite: the columns a transition changes, the others only compared. SQLite maintains every
+# index holding a SET column (and checks the foreign keys of SET columns) even when the value
+# is unchanged; when a "fixed" column did change, UPDATE_CALL runs after this matched nothing.
+UPDATE_CALL_NARROW = Q.of(
+    "UPDATE calls SET state = $3, answered_at = $7, ended_at = $8, end_reason = $9, next_deadline = $10, "
+    "snapshot = $11, version = version + 1 WHERE id = $1 AND version = $12 AND media = $2 "
+    "AND caller_user_id = $4 AND caller_device_id IS $5 AND created_at = $6"
+)
 CALL_VERSION = Q.of("SELECT version FROM calls WHERE id = $1")
 UPSERT_PART = Q.of(
     f"INSERT INTO call_participants ({PART_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
@@ -252,7 +260,8 @@ def _save(
     if d.name == "postgresql":
         saved = (yield ONE, PG_SAVE, _pg_args(d, row, parts, leg_rows, expected))[0] == 1
     else:
-        saved = (yield COUNT, UPDATE_CALL, (*_bound_call(d, row), expected)) == 1
+        args = (*_bound_call(d, row), expected)
+        saved = (yield COUNT, UPDATE_CALL_NARROW, args) == 1 or (yield COUNT, UPDATE_CALL, args) == 1
     if not saved:  # a fresh statement: the newest committed version, as the error reports it
         actual = yield ONE, CALL_VERSION, (row[0],)
         if actual is None:
