@@ -85,7 +85,7 @@ ALL = 0  # list of rows
 ONE = 1  # first row or None
 COLUMN = 2  # list of the first column
 COUNT = 3  # rows changed
-MANY = 4  # executemany; None
+MANY = 4  # executemany; rows changed on SQLite, None on PostgreSQL
 
 Stmt = tuple[int, Q, Sequence[Any]]
 Body = Generator[Stmt, Any, T]

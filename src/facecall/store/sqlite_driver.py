@@ -66,8 +66,7 @@ def is_busy(exc: sqlite3.Error) -> bool:
 def _sqlite_step(conn: sqlite3.Connection, stmt: Stmt) -> Any:
     mode, q, params = stmt
     if mode == MANY:
-        conn.executemany(q.sqlite, params)
-        return None
+        return conn.executemany(q.sqlite, params).rowcount
     if q.list_param:
         values = params[-1]
         cursor = conn.execute(q.sqlite_for(len(values)), (*params[:-1], *values))
