@@ -81,8 +81,15 @@ async def test_0003_converts_text_timestamps_exactly_and_back(tmp_path: Path) ->
     url = f"sqlite+aiosqlite:///{path}"
     assert await migrate_url(url, "upgrade", "0002") == "0002"
     texts = _seed_0002(path)
-    assert await migrate_url(url, "upgrade", "head") == "0003"
+    assert await migrate_url(url, "upgrade", "head") == "0004"
     assert _types(path) <= {"real", "integer"}
+    conn = sqlite3.connect(path)
+    try:  # 0004 rebuilt the child tables: every row kept, every foreign key holds
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        assert conn.execute("SELECT count(*) FROM call_device_legs").fetchone() == (1,)
+        assert conn.execute("SELECT count(*) FROM call_participants").fetchone() == (2,)
+    finally:
+        conn.close()
     store = await Store.open(url, migrate=False)
     try:
         for uid, text in texts.items():

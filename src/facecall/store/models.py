@@ -1,6 +1,6 @@
 """Tables, in SQLAlchemy 2 typed declarative style.
 
-Migrations ``0001`` to ``0003`` create exactly these; a test compares the migrated schema with
+Migrations ``0001`` to ``0004`` create exactly these; a test compares the migrated schema with
 this metadata.
 """
 
@@ -135,6 +135,7 @@ class ParticipantRow(Base):
     __table_args__ = (
         CheckConstraint(one_of("role", ROLES), name="role"),
         partial_index("ix_call_participants_live", "user_id", where="end_reason IS NULL"),
+        {"sqlite_with_rowid": False},  # migration 0004
     )
 
     call_id: Mapped[str] = mapped_column(
@@ -160,6 +161,7 @@ class LegRow(Base):
             ["call_participants.call_id", "call_participants.user_id"],
             ondelete="CASCADE",
         ),
+        {"sqlite_with_rowid": False},  # migration 0004
     )
 
     call_id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
