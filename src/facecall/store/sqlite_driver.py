@@ -44,6 +44,19 @@ CHECKPOINT_EVERY = 200
 # -- SQLite ------------------------------------------------------------------------------------------
 
 
+def _bind_null(value: None) -> None:
+    """The adapter of ``None``: itself (bound as NULL)."""
+    return value
+
+
+# The sqlite3 module looks every parameter that is not an exact int, float, str or bytearray up
+# in its adapter registry; for None that lookup fails through two attribute lookups, one
+# raising and clearing an AttributeError (~0.25 µs per None; a call set-up binds ~22). With an
+# adapter registered for NoneType the lookup hits at once. Process-wide, and changes nothing:
+# None is still bound as NULL.
+sqlite3.register_adapter(type(None), _bind_null)
+
+
 def sqlite_connect(path: str, *, wait: bool = True) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit) with the store's pragmas;
     ``wait=False`` makes it fail at once with SQLITE_BUSY instead of waiting for a lock."""
