@@ -2,7 +2,9 @@
 
 Each write is one transaction: the ``calls`` row (with the state machine's snapshot) and the
 child rows are written together or not at all -- one statement for the call row, one batch for
-the participants and one for the legs.
+the participants and one for the legs (PostgreSQL: one statement in all). On SQLite a save
+writes only what a transition changes and falls back to the full statement when a column that
+transitions keep did change (see :data:`UPDATE_CALL_NARROW`, :data:`UPSERT_LEG_NARROW`).
 """
 
 from __future__ import annotations
