@@ -48,19 +48,26 @@ OPS = (
 )  # fmt: skip
 
 
-def sqlite_time(value: float) -> str:
-    """The text SQLAlchemy's SQLite DateTime stores (naive UTC, microseconds)."""
-    return datetime.fromtimestamp(value, tz=UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+def sqlite_time(value: float) -> float:
+    """What the store keeps in a SQLite timestamp column: REAL epoch seconds (migration 0003)."""
+    return value
 
 
 def pg_time(value: float) -> datetime:
     return datetime.fromtimestamp(value, tz=UTC)
 
 
+def ordered_id(moment: float) -> str:
+    """A time-ordered call id (the proposal for ``signaling/service.py``): 12 hex digits of
+    milliseconds, then 20 random hex digits -- 32 characters like ``uuid4().hex``."""
+    return f"{int(moment * 1000):012x}{os.urandom(10).hex()}"
+
+
 class Data:
     """The seeded population: user ids, their device ids and token hashes."""
 
-    def __init__(self, users: int, history: int, seed: int = 7) -> None:
+    def __init__(self, users: int, history: int, seed: int = 7, ordered_ids: bool = False) -> None:
+        self.ordered_ids = ordered_ids
         self.rng = random.Random(seed)
         self.users = [uuid.uuid4().hex for _ in range(users)]
         self.devices = {u: [uuid.uuid4().hex, uuid.uuid4().hex] for u in self.users}
@@ -77,7 +84,8 @@ class Data:
             out["tok"].append((self.tokens[i], u, self.devices[u][0], t(T0), None, None))
         for n in range(self.history):
             a, b = self.rng.sample(self.users, 2)
-            cid, at = uuid.uuid4().hex, T0 + n
+            at = T0 + n
+            cid = self.call_id(at)
             answered = n % 3 != 0
             reason = "hangup" if answered else "ring_timeout"
             out["c"].append(
@@ -93,11 +101,15 @@ class Data:
             out["l"].append((cid, b, self.devices[b][0], "ended", reason, t(at + 60)))
         return out
 
+    def call_id(self, moment: float) -> str:
+        """A new call id: random (``uuid4().hex``, as the service makes them) or time-ordered."""
+        return ordered_id(moment) if self.ordered_ids else uuid.uuid4().hex
+
     def call(self, now: float) -> CallWrite:
         a, b = self.rng.sample(self.users, 2)
         da, db = self.devices[a], self.devices[b]
         return CallWrite(
-            call_id=uuid.uuid4().hex, media="video", state="ringing", caller_user_id=a,
+            call_id=self.call_id(now), media="video", state="ringing", caller_user_id=a,
             caller_device_id=da[0], created_at=now, next_deadline=now + 30,
             snapshot={"phase": "ringing", "seq": 1, "callee": b},
             participants=[
@@ -192,6 +204,13 @@ UPD_CALL = (
 )
 
 
+UPD_CALL_NARROW = (  # the store's SQLite statement (see facecall.store.calls)
+    "UPDATE calls SET state = {1}, answered_at = {5}, ended_at = {6}, end_reason = {7}, next_deadline = {8}, "
+    "snapshot = {9}, version = version + 1 WHERE id = {10} AND version = {11} AND media = {0} "
+    "AND caller_user_id = {2} AND caller_device_id IS {3} AND created_at = {4}"
+)
+
+
 def _call_row(c: CallWrite, t: Callable[[Any], Any]) -> tuple[Any, ...]:
     return (c.call_id, c.media, c.state, c.caller_user_id, c.caller_device_id, t(c.created_at),
             t(c.answered_at), t(c.ended_at), c.end_reason, t(c.next_deadline), 1,
@@ -231,8 +250,8 @@ class SqliteAnchor:
             self.db.execute(pragma)
 
     @staticmethod
-    def t(value: float | None) -> str | None:
-        return None if value is None else sqlite_time(value)
+    def t(value: float | None) -> float | None:
+        return value
 
     def q(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
         return self.db.execute(sql, args).fetchall()
@@ -280,7 +299,8 @@ class SqliteAnchor:
     def save_call(self, c: CallWrite, version: int) -> None:
         parts, legs = _children(c, self.t)
         self.db.execute("BEGIN IMMEDIATE")
-        self.db.execute(UPD_CALL.format(*["?"] * 12), _upd_args(c, self.t, version))
+        narrow = UPD_CALL_NARROW.format(*[f"?{i}" for i in range(1, 13)])
+        self.db.execute(narrow, _upd_args(c, self.t, version))
         self.db.executemany(UPS_PART.format(",".join("?" * 9)), parts)
         self.db.executemany(UPS_LEG.format(",".join("?" * 6)), legs)
         self.db.execute("COMMIT")
@@ -494,7 +514,7 @@ ORDER = ("get_users", "list_devices_of_users", "live_calls_of_user", "ringing_ca
 
 
 async def run_backend(backend: str, args: argparse.Namespace) -> None:
-    data = Data(args.users, args.history)
+    data = Data(args.users, args.history, ordered_ids=args.ordered_ids)
     if backend == "sqlite":
         tmp = tempfile.mkdtemp(prefix="facecall-bench-")
         url = f"sqlite+aiosqlite:///{tmp}/bench.db"
@@ -547,6 +567,9 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=1000, help="calls per op (setup: n/8)")
     parser.add_argument("--users", type=int, default=3000)
     parser.add_argument("--history", type=int, default=30000)
+    parser.add_argument(
+        "--ordered-ids", action="store_true", help="time-ordered call ids instead of uuid4().hex"
+    )
     args = parser.parse_args()
     for backend in args.backends:
         uvloop.run(run_backend(backend, args))

@@ -1,5 +1,5 @@
-"""The hot queries use the partial indexes of migration 0002 (SQLite's EXPLAIN QUERY PLAN), and
-0002 upgrades and downgrades a database holding data."""
+"""The hot queries use the partial indexes of migration 0002 (SQLite's EXPLAIN QUERY PLAN); the
+writes of a call set-up touch no index 0003 dropped."""
 
 from __future__ import annotations
 
@@ -10,12 +10,17 @@ from pathlib import Path
 import pytest
 
 from facecall.store import Store
-from facecall.store.calls import DUE_CALLS, LIVE_CALLS_OF_USER, RINGING_BETWEEN, UNENDED_CALLS
+from facecall.store.calls import (
+    DUE_CALLS,
+    LIVE_CALLS_OF_USER,
+    RINGING_BETWEEN,
+    UNENDED_CALLS,
+    UPDATE_CALL_NARROW,
+)
 from facecall.store.driver import Q, SqliteDialect
 from facecall.store.history import MY_CALLS, OTHERS
-from facecall.store.migrate import migrate_url
 from facecall.store.sqlite_driver import SqliteDatabase
-from tests.store.factories import T0, ended, ringing_call, user_with_device
+from tests.store.factories import T0
 
 FULL_SCAN = re.compile(r"SCAN (calls|call_participants)(?! USING)")
 NOW = SqliteDialect().time(T0)
@@ -23,7 +28,7 @@ PLANS = [
     (LIVE_CALLS_OF_USER, ("u",), "ix_call_participants_live"),
     (RINGING_BETWEEN, ("a", "b"), "ix_calls_ringing"),
     (DUE_CALLS, (NOW, 100), "ix_calls_due"),
-    (UNENDED_CALLS, (), "ix_calls_unended"),
+    (UNENDED_CALLS, (), "ix_calls_due"),  # every call not ended, few: sorted after the read
     (MY_CALLS, ("u", 50), "ix_call_participants_user_id"),
 ]
 
@@ -58,27 +63,41 @@ async def test_history_others_by_primary_key(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_0002_upgrades_and_downgrades_with_data(database_url: str) -> None:
-    assert await migrate_url(database_url, "upgrade", "0001") == "0001"
-    store = await Store.open(database_url, migrate=False)
+async def test_narrow_update_finds_the_call_by_primary_key(tmp_path: Path) -> None:
+    store = await Store.open(f"sqlite+aiosqlite:///{tmp_path}/plans.db")
     try:
-        alice, a_dev = await user_with_device(store, "alice")
-        bob, b_dev = await user_with_device(store, "bob")
-        live = ringing_call(alice, a_dev, [(bob, b_dev)])
-        done = ringing_call(alice, a_dev, [(bob, b_dev)], created_at=T0 - 100)
-        await store.create_call(live)
-        await store.create_call(done)
-        await store.save_call(ended(done, T0 - 50, "cancelled"), 1)
+        db = store._db
+        assert isinstance(db, SqliteDatabase)
+        params = ("c", "video", "active", "u", None, T0, T0, None, None, None, "{}", 1)
+        plan = await db.reader.submit(_plan, UPDATE_CALL_NARROW, params)
+        assert "sqlite_autoindex_calls_1 (id=?)" in plan, plan
     finally:
         await store.close()
-    for revision in ("head", "0001", "head"):
-        assert await migrate_url(database_url, "upgrade" if revision == "head" else "downgrade", revision)
-        store = await Store.open(database_url, migrate=False)
-        try:
-            assert await store.live_calls_of_user(bob.id) == [live.call_id]
-            assert await store.ringing_calls_between(alice.id, bob.id) == [live.call_id]
-            assert await store.due_calls(T0 + 60) == [live.call_id]
-            assert await store.unended_calls() == [live.call_id]
-            assert [e.call_id for e in await store.call_history(bob.id)] == [live.call_id, done.call_id]
-        finally:
-            await store.close()
+
+
+def _without_rowid(conn: sqlite3.Connection) -> set[str]:
+    rows = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'")
+    return {name for name, sql in rows if sql.rstrip().endswith("WITHOUT ROWID")}
+
+
+def _indexes(conn: sqlite3.Connection, table: str) -> set[str]:
+    rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?", (table,))
+    return {row[0] for row in rows}
+
+
+async def test_call_tables_keep_only_queried_indexes(tmp_path: Path) -> None:
+    """Each index costs every call write: those left are the queried ones (and primary keys)."""
+    store = await Store.open(f"sqlite+aiosqlite:///{tmp_path}/plans.db")
+    try:
+        db = store._db
+        assert isinstance(db, SqliteDatabase)
+        assert await db.reader.submit(_indexes, "calls") == {
+            "sqlite_autoindex_calls_1", "ix_calls_ringing", "ix_calls_due"
+        }
+        participants = await db.reader.submit(_indexes, "call_participants")
+        assert participants == {"ix_call_participants_user_id", "ix_call_participants_live"}
+        assert await db.reader.submit(_indexes, "call_device_legs") == set()
+        # the child tables are clustered on their primary key (WITHOUT ROWID, migration 0004)
+        assert await db.reader.submit(_without_rowid) == {"call_participants", "call_device_legs"}
+    finally:
+        await store.close()

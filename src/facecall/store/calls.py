@@ -2,7 +2,9 @@
 
 Each write is one transaction: the ``calls`` row (with the state machine's snapshot) and the
 child rows are written together or not at all -- one statement for the call row, one batch for
-the participants and one for the legs.
+the participants and one for the legs (PostgreSQL: one statement in all). On SQLite a save
+writes only what a transition changes and falls back to the full statement when a column that
+transitions keep did change (see :data:`UPDATE_CALL_NARROW`, :data:`UPSERT_LEG_NARROW`).
 """
 
 from __future__ import annotations
@@ -53,6 +55,14 @@ UPDATE_CALL = Q.of(
     "answered_at = $7, ended_at = $8, end_reason = $9, next_deadline = $10, snapshot = $11, "
     "version = version + 1 WHERE id = $1 AND version = $12"
 )
+# SQLite: the columns a transition changes, the others only compared. SQLite maintains every
+# index holding a SET column (and checks the foreign keys of SET columns) even when the value
+# is unchanged; when a "fixed" column did change, UPDATE_CALL runs after this matched nothing.
+UPDATE_CALL_NARROW = Q.of(
+    "UPDATE calls SET state = $3, answered_at = $7, ended_at = $8, end_reason = $9, next_deadline = $10, "
+    "snapshot = $11, version = version + 1 WHERE id = $1 AND version = $12 AND media = $2 "
+    "AND caller_user_id = $4 AND caller_device_id IS $5 AND created_at = $6"
+)
 CALL_VERSION = Q.of("SELECT version FROM calls WHERE id = $1")
 UPSERT_PART = Q.of(
     f"INSERT INTO call_participants ({PART_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
@@ -64,6 +74,14 @@ UPSERT_LEG = Q.of(
     f"INSERT INTO call_device_legs ({LEG_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) "
     "ON CONFLICT (call_id, device_id) DO UPDATE SET user_id = excluded.user_id, state = excluded.state, "
     "end_reason = excluded.end_reason, updated_at = excluded.updated_at"
+)
+# SQLite, legs of a save: a leg keeps its user, so its foreign key to the participant row is not
+# checked again (twice: old and new values) for every leg; a leg whose user did change matches
+# nothing here and the whole batch runs again through UPSERT_LEG.
+UPSERT_LEG_NARROW = Q.of(
+    f"INSERT INTO call_device_legs ({LEG_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) "
+    "ON CONFLICT (call_id, device_id) DO UPDATE SET state = excluded.state, "
+    "end_reason = excluded.end_reason, updated_at = excluded.updated_at WHERE user_id = excluded.user_id"
 )
 CALL_BY_ID = Q.of(f"SELECT {CALL_COLUMNS} FROM calls WHERE id = $1")
 PARTS_OF_CALL = Q.of(
@@ -215,13 +233,13 @@ def _bound_call(d: Dialect, r: CallRow) -> CallRow:
     return (r[0], r[1], r[2], r[3], r[4], t(r[5]), t(r[6]), t(r[7]), r[8], t(r[9]), r[10])
 
 
-def _write_children(d: Dialect, parts: list[CallRow], leg_rows: list[CallRow]) -> Body[None]:
-    t = d.time
+def _write_children(parts: list[CallRow], leg_rows: list[CallRow]) -> Body[None]:
+    """SQLite: upsert the child rows. Rows are bound as validated: SQLite keeps timestamps as
+    epoch seconds (:class:`~facecall.store.driver.SqliteDialect` binds them as they are)."""
     if parts:
-        rows = [(*p[:5], t(p[5]), t(p[6]), t(p[7]), p[8]) for p in parts]
-        yield MANY, UPSERT_PART, rows
-    if leg_rows:
-        yield MANY, UPSERT_LEG, [(*g[:5], t(g[5])) for g in leg_rows]
+        yield MANY, UPSERT_PART, parts
+    if leg_rows and (yield MANY, UPSERT_LEG_NARROW, leg_rows) != len(leg_rows):
+        yield MANY, UPSERT_LEG, leg_rows
 
 
 def _pg_args(
@@ -242,8 +260,8 @@ def _create(d: Dialect, row: CallRow, parts: list[CallRow], leg_rows: list[CallR
     if d.name == "postgresql":
         yield ONE, PG_CREATE, _pg_args(d, row, parts, leg_rows, 1)
         return
-    yield COUNT, INSERT_CALL, _bound_call(d, row)
-    yield from _write_children(d, parts, leg_rows)
+    yield COUNT, INSERT_CALL, row
+    yield from _write_children(parts, leg_rows)
 
 
 def _save(
@@ -252,14 +270,15 @@ def _save(
     if d.name == "postgresql":
         saved = (yield ONE, PG_SAVE, _pg_args(d, row, parts, leg_rows, expected))[0] == 1
     else:
-        saved = (yield COUNT, UPDATE_CALL, (*_bound_call(d, row), expected)) == 1
+        args = (*row, expected)  # SQLite: times bound as epoch seconds, as validated
+        saved = (yield COUNT, UPDATE_CALL_NARROW, args) == 1 or (yield COUNT, UPDATE_CALL, args) == 1
     if not saved:  # a fresh statement: the newest committed version, as the error reports it
         actual = yield ONE, CALL_VERSION, (row[0],)
         if actual is None:
             raise NotFound("call", row[0])
         raise StaleVersion(row[0], expected, actual[0])
     if d.name != "postgresql":
-        yield from _write_children(d, parts, leg_rows)
+        yield from _write_children(parts, leg_rows)
 
 
 def _explain(d: Dialect, call: CallWrite, creating: bool) -> Body[Exception]:

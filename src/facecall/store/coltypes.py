@@ -1,7 +1,8 @@
-"""Column types: epoch-second floats stored as timezone-aware timestamps."""
+"""Column types: epoch-second floats, as ``timestamptz`` on PostgreSQL and REAL on SQLite."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,10 +23,23 @@ def to_epoch(value: datetime) -> float:
     return value.timestamp()
 
 
-class EpochTime(TypeDecorator[float]):
-    """Python side: float epoch seconds (UTC). Database side: ``TIMESTAMP WITH TIME ZONE``.
+def _sqlite_bind(value: Any) -> float | None:
+    if value is None:
+        return None
+    return to_epoch(value) if isinstance(value, datetime) else float(value)
 
-    SQLite has no time zones: values are written there as naive UTC and read back as UTC.
+
+def _sqlite_result(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+class EpochTime(TypeDecorator[float]):
+    """Python side: float epoch seconds (UTC).
+
+    PostgreSQL: ``TIMESTAMP WITH TIME ZONE``. SQLite: the column is declared ``DATETIME`` (as
+    migration 0001 created it; NUMERIC affinity) and holds REAL epoch seconds since migration
+    0003, bound and read without SQLAlchemy's text format -- the same values the store's
+    driver writes (:class:`facecall.store.driver.SqliteDialect`).
     """
 
     impl = DateTime
@@ -34,13 +48,20 @@ class EpochTime(TypeDecorator[float]):
     def __init__(self) -> None:
         super().__init__(timezone=True)
 
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        if dialect.name == "sqlite":
+            return _sqlite_bind
+        return super().bind_processor(dialect)
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Callable[[Any], Any] | None:
+        if dialect.name == "sqlite":
+            return _sqlite_result
+        return super().result_processor(dialect, coltype)
+
     def process_bind_param(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        moment = value.astimezone(UTC) if isinstance(value, datetime) else to_datetime(value)
-        if dialect.name == "sqlite":
-            return moment.replace(tzinfo=None)
-        return moment
+        return value.astimezone(UTC) if isinstance(value, datetime) else to_datetime(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> float | None:
         if value is None:

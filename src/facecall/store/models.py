@@ -1,6 +1,6 @@
 """Tables, in SQLAlchemy 2 typed declarative style.
 
-Migrations ``0001`` and ``0002`` create exactly these; a test compares the migrated schema with
+Migrations ``0001`` to ``0004`` create exactly these; a test compares the migrated schema with
 this metadata.
 """
 
@@ -112,13 +112,12 @@ class CallRow(Base):
         CheckConstraint(one_of("state", CALL_STATES), name="state"),
         partial_index("ix_calls_ringing", "caller_user_id", "created_at", "id", where="state = 'ringing'"),
         partial_index("ix_calls_due", "next_deadline", "id", where="state != 'ended'"),
-        partial_index("ix_calls_unended", "created_at", "id", where="state != 'ended'"),
     )
 
     id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
     media: Mapped[str] = mapped_column(String(8))
     state: Mapped[str] = mapped_column(String(16))
-    caller_user_id: Mapped[str] = mapped_column(String(ID_LEN), ForeignKey("users.id"), index=True)
+    caller_user_id: Mapped[str] = mapped_column(String(ID_LEN), ForeignKey("users.id"))
     caller_device_id: Mapped[str | None] = mapped_column(String(ID_LEN), ForeignKey("user_devices.id"))
     created_at: Mapped[float] = mapped_column(EpochTime())
     answered_at: Mapped[float | None] = mapped_column(EpochTime())
@@ -136,6 +135,7 @@ class ParticipantRow(Base):
     __table_args__ = (
         CheckConstraint(one_of("role", ROLES), name="role"),
         partial_index("ix_call_participants_live", "user_id", where="end_reason IS NULL"),
+        {"sqlite_with_rowid": False},  # migration 0004
     )
 
     call_id: Mapped[str] = mapped_column(
@@ -161,13 +161,12 @@ class LegRow(Base):
             ["call_participants.call_id", "call_participants.user_id"],
             ondelete="CASCADE",
         ),
+        {"sqlite_with_rowid": False},  # migration 0004
     )
 
     call_id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
     user_id: Mapped[str] = mapped_column(String(ID_LEN))
-    device_id: Mapped[str] = mapped_column(
-        String(ID_LEN), ForeignKey("user_devices.id"), primary_key=True, index=True
-    )
+    device_id: Mapped[str] = mapped_column(String(ID_LEN), ForeignKey("user_devices.id"), primary_key=True)
     state: Mapped[str] = mapped_column(String(STATE_LEN))
     end_reason: Mapped[str | None] = mapped_column(String(REASON_LEN))
     updated_at: Mapped[float] = mapped_column(EpochTime())

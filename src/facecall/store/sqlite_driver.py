@@ -44,6 +44,19 @@ CHECKPOINT_EVERY = 200
 # -- SQLite ------------------------------------------------------------------------------------------
 
 
+def _bind_null(value: None) -> None:
+    """The adapter of ``None``: itself (bound as NULL)."""
+    return value
+
+
+# The sqlite3 module looks every parameter that is not an exact int, float, str or bytearray up
+# in its adapter registry; for None that lookup fails through two attribute lookups, one
+# raising and clearing an AttributeError (~0.25 µs per None; a call set-up binds ~22). With an
+# adapter registered for NoneType the lookup hits at once. Process-wide, and changes nothing:
+# None is still bound as NULL.
+sqlite3.register_adapter(type(None), _bind_null)
+
+
 def sqlite_connect(path: str, *, wait: bool = True) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit) with the store's pragmas;
     ``wait=False`` makes it fail at once with SQLITE_BUSY instead of waiting for a lock."""
@@ -66,8 +79,7 @@ def is_busy(exc: sqlite3.Error) -> bool:
 def _sqlite_step(conn: sqlite3.Connection, stmt: Stmt) -> Any:
     mode, q, params = stmt
     if mode == MANY:
-        conn.executemany(q.sqlite, params)
-        return None
+        return conn.executemany(q.sqlite, params).rowcount
     if q.list_param:
         values = params[-1]
         cursor = conn.execute(q.sqlite_for(len(values)), (*params[:-1], *values))
