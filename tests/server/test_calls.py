@@ -236,3 +236,31 @@ async def test_answered_and_ended_calls_are_not_reloaded_when_their_ring_deadlin
         assert loads == []
         await a1.request("call.hangup", call_id=answered)
         assert (await b1.next_event("call.ended"))["reason"] == "hung_up"
+
+
+async def test_device_legs_are_stored_with_their_end_reason_as_they_end(server: LiveServer) -> None:
+    """`call_device_legs` is the devices' history: a leg's row is written when it ends, with
+    its reason; ringing and joined legs are kept in the stored snapshot only."""
+    _, (a1,) = await server.user_with_devices("alice", 1)
+    bob, (b1, b2) = await server.user_with_devices("bob", 2)
+    store = server.app.app.state.store
+    call_id = (await a1.request("call.start", to=[bob["user"]["id"]], media="video"))["call_id"]
+    await ring_ids([b1, b2], call_id)
+    ringing = await store.load_call(call_id)
+    assert ringing is not None and ringing.legs == ()
+    assert {leg["device_id"] for leg in ringing.snapshot["legs"]} == {
+        a1.device_id, b1.device_id, b2.device_id}  # type: ignore[attr-defined]
+    await b1.request("call.answer", call_id=call_id)
+    await a1.next_event("call.answered")
+    answered = await store.load_call(call_id)
+    assert answered is not None
+    assert [(leg.device_id, leg.state, leg.end_reason) for leg in answered.legs] == [
+        (b2.device_id, "ended", "answered_elsewhere")]  # type: ignore[attr-defined]
+    await a1.request("call.hangup", call_id=call_id)
+    await b1.next_event("call.ended")
+    ended = await store.load_call(call_id)
+    assert ended is not None
+    assert {leg.device_id: leg.end_reason for leg in ended.legs} == {
+        a1.device_id: "hung_up", b1.device_id: "hung_up",  # type: ignore[attr-defined]
+        b2.device_id: "answered_elsewhere"}  # type: ignore[attr-defined]
+    assert all(leg.state == "ended" for leg in ended.legs)
