@@ -12,8 +12,10 @@ starts at a frame boundary. A connection costs one
 protocol object, its websockets parser and its session. A message is handled right where it is
 read (``data_received`` steps :meth:`DeviceSession.handle_frame` by hand): most finish without
 suspending and cost no task; one that suspends (a store write) goes on as a task, and what the
-device sends meanwhile waits in order behind it. HTTP routes are untouched (FastAPI behind
-uvicorn's HTTP protocol).
+device sends meanwhile waits in order behind it. What a read makes the session queue for this
+connection is written once, when the read ends (``reading`` and
+:meth:`DeviceSession.end_of_read`). HTTP routes are untouched (FastAPI behind uvicorn's HTTP
+protocol).
 
 What a client sees is what docs/protocol.md says of ``/v1/signaling``: the handshake is accepted,
 then a missing/wrong/expired/revoked token closes with 4401 and an account token with 4403;
