@@ -96,15 +96,11 @@ def call_rows(machine: CallMachine) -> Rows:
     return participants, legs
 
 
-def call_write(machine: CallMachine, stored: Rows | None = None) -> CallWrite:
-    """The rows and snapshot the store keeps for ``machine``. With ``stored`` (the rows the
+def _write_and_rows(machine: CallMachine, stored: Rows | None) -> tuple[CallWrite, Rows]:
+    """The write the store keeps for ``machine`` (its row, snapshot and child rows), and every
+    row of ``machine`` (what the store holds once it is saved). With ``stored`` (the rows the
     store already holds for this version), only participant and leg rows that changed are
     written: the store upserts the rows it is given and keeps the others."""
-    return _write_and_rows(machine, stored)[0]
-
-
-def _write_and_rows(machine: CallMachine, stored: Rows | None) -> tuple[CallWrite, Rows]:
-    """:func:`call_write`, and every row of ``machine`` (what the store holds once it is saved)."""
     rows = call_rows(machine)
     participants, legs = rows
     if stored is not None:
