@@ -10,6 +10,8 @@ from sqlalchemy import DateTime
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
+from facecall.store.driver import SqliteDialect
+
 
 def to_datetime(value: float) -> datetime:
     """Epoch seconds to an aware UTC datetime (microsecond precision)."""
@@ -27,10 +29,6 @@ def _sqlite_bind(value: Any) -> float | None:
     if value is None:
         return None
     return to_epoch(value) if isinstance(value, datetime) else float(value)
-
-
-def _sqlite_result(value: Any) -> float | None:
-    return None if value is None else float(value)
 
 
 class EpochTime(TypeDecorator[float]):
@@ -55,7 +53,7 @@ class EpochTime(TypeDecorator[float]):
 
     def result_processor(self, dialect: Dialect, coltype: Any) -> Callable[[Any], Any] | None:
         if dialect.name == "sqlite":
-            return _sqlite_result
+            return SqliteDialect().epoch  # the driver's reading of the same column
         return super().result_processor(dialect, coltype)
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> datetime | None:
