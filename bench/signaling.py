@@ -241,10 +241,12 @@ async def bare_pair(caller: BareClient, callees: list[BareClient], deadline: flo
             await caller.next()
         await caller.request([first.name], type="call.ended")
         await first.next()
-        # the relay forwards instead of generating events; count the same frames as above
+        # the relay forwards instead of generating events. Frames: 9 requests (ring, answered,
+        # 2 sdp, 4 candidates, ended) + their 9 replies + what was forwarded (ring per device,
+        # answered, its copy to the other callee devices, 2 sdp, 4 candidates, ended)
         result.setups += 1
         n = len(callees)
-        result.messages += 7 * 2 + n + 1 + (n - 1) + 2 + 4 + 1
+        result.messages += 9 * 2 + n + 1 + (n - 1) + 2 + 4 + 1
 
 
 async def bench_bare(args: argparse.Namespace) -> Result:
