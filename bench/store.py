@@ -40,6 +40,7 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from facecall.store import CallWrite, LegWrite, ParticipantWrite, Store
+from facecall.store.ids import time_ordered_id
 
 T0 = 1_700_000_000.0
 OPS = (
@@ -57,17 +58,11 @@ def pg_time(value: float) -> datetime:
     return datetime.fromtimestamp(value, tz=UTC)
 
 
-def ordered_id(moment: float) -> str:
-    """A time-ordered call id (the proposal for ``signaling/service.py``): 12 hex digits of
-    milliseconds, then 20 random hex digits -- 32 characters like ``uuid4().hex``."""
-    return f"{int(moment * 1000):012x}{os.urandom(10).hex()}"
-
-
 class Data:
     """The seeded population: user ids, their device ids and token hashes."""
 
-    def __init__(self, users: int, history: int, seed: int = 7, ordered_ids: bool = False) -> None:
-        self.ordered_ids = ordered_ids
+    def __init__(self, users: int, history: int, seed: int = 7, random_ids: bool = False) -> None:
+        self.random_ids = random_ids
         self.rng = random.Random(seed)
         self.users = [uuid.uuid4().hex for _ in range(users)]
         self.devices = {u: [uuid.uuid4().hex, uuid.uuid4().hex] for u in self.users}
@@ -102,8 +97,8 @@ class Data:
         return out
 
     def call_id(self, moment: float) -> str:
-        """A new call id: random (``uuid4().hex``, as the service makes them) or time-ordered."""
-        return ordered_id(moment) if self.ordered_ids else uuid.uuid4().hex
+        """A new call id: time-ordered (UUIDv7, as the service makes them) or random."""
+        return uuid.uuid4().hex if self.random_ids else time_ordered_id(moment)
 
     def call(self, now: float) -> CallWrite:
         a, b = self.rng.sample(self.users, 2)
@@ -514,7 +509,7 @@ ORDER = ("get_users", "list_devices_of_users", "live_calls_of_user", "ringing_ca
 
 
 async def run_backend(backend: str, args: argparse.Namespace) -> None:
-    data = Data(args.users, args.history, ordered_ids=args.ordered_ids)
+    data = Data(args.users, args.history, random_ids=args.random_ids)
     if backend == "sqlite":
         tmp = tempfile.mkdtemp(prefix="facecall-bench-")
         url = f"sqlite+aiosqlite:///{tmp}/bench.db"
@@ -568,7 +563,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=3000)
     parser.add_argument("--history", type=int, default=30000)
     parser.add_argument(
-        "--ordered-ids", action="store_true", help="time-ordered call ids instead of uuid4().hex"
+        "--random-ids", action="store_true",
+        help="random call ids (uuid4) instead of the service's time-ordered ones (UUIDv7)",
     )
     args = parser.parse_args()
     for backend in args.backends:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from facecall.store import Store
+from facecall.store import Store, sqlite_driver
 from facecall.store.driver import (
     COUNT,
     Body,
@@ -56,6 +56,41 @@ async def test_concurrent_transitions_one_stale_the_others_committed(store: Stor
     if isinstance(store._db, SqliteDatabase):
         assert store._db.writer.groups == groups_before  # all four committed on the loop...
         assert store._db.inline_groups == inline_before + 1  # ...in one transaction
+
+
+async def test_the_writer_thread_checkpoints_the_wal_every_so_many_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Transactions on the loop never checkpoint (that would stall the loop); every
+    ``CHECKPOINT_EVERY`` of them the writer thread copies the WAL into the database."""
+    monkeypatch.setattr(sqlite_driver, "CHECKPOINT_EVERY", 3)
+    ran_on: list[str] = []
+    real = sqlite_driver._checkpoint
+
+    def checkpoint(conn: sqlite3.Connection) -> None:
+        ran_on.append(threading.current_thread().name)
+        real(conn)
+
+    monkeypatch.setattr(sqlite_driver, "_checkpoint", checkpoint)
+    store = await Store.open(f"sqlite+aiosqlite:///{tmp_path}/g.db")
+    try:
+        db = store._db
+        assert isinstance(db, SqliteDatabase)
+        caller, caller_dev = await user_with_device(store, "caller")
+        callee = await user_with_device(store, "callee")
+        ran_on.clear()
+        db._since_checkpoint = 0
+        for _ in range(7):
+            await store.create_call(ringing_call(caller, caller_dev, [callee]))
+        await db.writer.submit(lambda _conn: None)  # the writer thread is done with its queue
+        assert ran_on == ["facecall-sqlite-writer"] * 2
+        other = sqlite3.connect(tmp_path / "g.db")
+        try:  # everything committed is in the WAL or the database: all 7 calls are there
+            assert other.execute("SELECT count(*) FROM calls").fetchone() == (7,)
+        finally:
+            other.close()
+    finally:
+        await store.close()
 
 
 async def _thread_writing_store(tmp_path: Path) -> Store:

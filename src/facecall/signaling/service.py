@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import heapq
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -44,6 +43,7 @@ from facecall.signaling.machine import CallMachine
 from facecall.signaling.push import PushNotifier, UnconfiguredPush
 from facecall.signaling.records import LegState
 from facecall.store import CallWrite, LegWrite, ParticipantWrite, StaleVersion, Store
+from facecall.store.ids import time_ordered_id
 
 if TYPE_CHECKING:
     from facecall.signaling.session import DeviceSession
@@ -310,9 +310,10 @@ class CallService:
     async def _place(self, user_id: str, device_id: str, to: list[str],
                      media: str) -> dict[str, Any]:
         callees, busy = await self._callees(user_id, to)
+        now = self.clock()
         machine = CallMachine.start(
-            call_id=uuid.uuid4().hex, media=media, caller_user=user_id, caller_device=device_id,
-            callees=callees, now=self.clock(), busy_users=busy,
+            call_id=time_ordered_id(now), media=media, caller_user=user_id, caller_device=device_id,
+            callees=callees, now=now, busy_users=busy,
             ring_timeout=self.settings.ring_timeout,
         )
         if len(to) == 1:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
 from facecall.store import validate
 from facecall.store.driver import ALL, COUNT, ONE, Body, Database, Dialect, IntegrityViolation, Q
 from facecall.store.errors import InvalidInput, NotFound, TokenExists, UsernameTaken
+from facecall.store.ids import new_id
 from facecall.store.models import (
     DEVICE_NAME_LEN,
     DISPLAY_NAME_LEN,
@@ -16,12 +16,6 @@ from facecall.store.models import (
     USERNAME_LEN,
 )
 from facecall.store.records import DEVICE_KINDS, DeviceRecord, TokenRecord, UserRecord
-
-
-def new_id() -> str:
-    """A fresh row id (uuid4 hex)."""
-    return uuid.uuid4().hex
-
 
 USER_COLUMNS = "id, username, display_name, password_hash, created_at"
 DEVICE_COLUMNS = "id, user_id, kind, name, created_at, last_seen_at, removed_at"
