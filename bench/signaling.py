@@ -7,6 +7,11 @@ process (`facecall serve --no-turn`, SQLite in a temp dir); its CPU time is read
 "set-ups per CPU-second" is independent of how fast this one load-generating process is.
 
     .venv/bin/python bench/signaling.py --pairs 50 --callee-devices 2 --seconds 20 --idle 1000
+    .venv/bin/python bench/signaling.py --pairs 5 --seconds 15 --idle 1000 --rounds 5
+
+This VM's speed drifts by 10-40 % between minutes: with ``--rounds N`` the two servers take
+turns (odd rounds start with the relay) and every figure is the median over the rounds, the
+per-message ratio the median of each round's own ratio (its range is printed too).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import itertools
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -283,6 +289,32 @@ async def bench_bare(args: argparse.Namespace) -> Result:
         proc.wait(10)
 
 
+async def one_round(args: argparse.Namespace, index: int) -> dict[str, Any]:
+    """facecall and the relay, one after the other; odd rounds run the relay first, so that a
+    machine getting faster or slower during the run does not always favour the same one."""
+    floor = await bench_bare(args) if not args.skip_floor and index % 2 else None
+    with tempfile.TemporaryDirectory(prefix="facecall-bench-") as tmp:
+        ours, per_device = await bench_facecall(args, Path(tmp))
+    if not args.skip_floor and floor is None:
+        floor = await bench_bare(args)
+    report: dict[str, Any] = {"facecall": ours.row(), "idle_device_kib": per_device / 1024}
+    if floor is not None:
+        report["bare_relay"] = floor.row()
+        report["message_cost_ratio"] = ours.row()["us_per_message"] / floor.row()["us_per_message"]
+    return report
+
+
+def median_report(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each figure's median over the rounds (the ratio: the median of the per-round ratios)."""
+    out: dict[str, Any] = {}
+    for key, value in rounds[0].items():
+        if isinstance(value, dict):
+            out[key] = {k: statistics.median(r[key][k] for r in rounds) for k in value}
+        else:
+            out[key] = statistics.median(r[key] for r in rounds)
+    return out
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -290,31 +322,37 @@ async def main() -> None:
     parser.add_argument("--callee-devices", type=int, default=2, help="devices per callee")
     parser.add_argument("--seconds", type=float, default=20.0, help="load duration per server")
     parser.add_argument("--idle", type=int, default=1000, help="idle devices for the memory figure")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat facecall and the relay this often; report medians")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--profile", metavar="FILE", help="cProfile the facecall server into FILE")
     parser.add_argument("--skip-floor", action="store_true", help="measure facecall only")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="facecall-bench-") as tmp:
-        ours, per_device = await bench_facecall(args, Path(tmp))
-    if args.skip_floor:
-        print(json.dumps({"facecall": ours.row(), "idle_device_kib": per_device / 1024}, indent=2))
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    rounds = []
+    for index in range(args.rounds):
+        rounds.append(await one_round(args, index))
+        if args.rounds > 1:
+            print(f"round {index + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+    report = median_report(rounds)
+    if args.rounds > 1 and not args.skip_floor:
+        ratios = [r["message_cost_ratio"] for r in rounds]
+        report["message_cost_ratio_range"] = [min(ratios), max(ratios)]
+    if args.json or args.skip_floor:
+        print(json.dumps({**report, "rounds": rounds, "args": vars(args)}, indent=2))
         return
-    floor = await bench_bare(args)
-    report = {
-        "facecall": ours.row(), "bare_relay": floor.row(),
-        "idle_device_kib": per_device / 1024,
-        "message_cost_ratio": ours.row()["us_per_message"] / floor.row()["us_per_message"],
-        "args": vars(args),
-    }
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return
-    print(f"{'':24}{'facecall':>14}{'bare relay':>14}")
+    of = f" (median of {args.rounds} rounds)" if args.rounds > 1 else ""
+    print(f"{'':24}{'facecall':>14}{'bare relay':>14}{of}")
     for key in ("setups_per_s", "setups_per_cpu_s", "ring_p50_ms", "ring_p99_ms",
                 "us_per_message", "server_cpu_s", "messages"):
         print(f"{key:24}{report['facecall'][key]:>14.2f}{report['bare_relay'][key]:>14.2f}")
     print(f"memory per idle device: {report['idle_device_kib']:.1f} KiB")
-    print(f"per-message cost ratio (facecall / bare relay): {report['message_cost_ratio']:.2f}")
+    ratio = f"{report['message_cost_ratio']:.2f}"
+    if args.rounds > 1:
+        low, high = report["message_cost_ratio_range"]
+        ratio += f" (rounds: {low:.2f}-{high:.2f})"
+    print(f"per-message cost ratio (facecall / bare relay): {ratio}")
 
 
 if __name__ == "__main__":
