@@ -3,7 +3,12 @@
 Each client connects with ``?id=NAME``; a message ``{"to": [names], "re": ID, ...}`` is parsed,
 forwarded as is to each named client, and answered with ``{"type": "ok", "re": ID}`` — the same
 message pattern our signaling server produces, minus everything that makes it a product.
-Run: ``python bench/bare_relay.py PORT``.
+
+Frames go uncompressed, as facecall's do: permessage-deflate (RFC 7692, websockets' default) would
+make the relay compress and inflate every frame, work facecall does not do, and so raise the floor
+(by ~30 % per message on this machine). ``deflate`` as a second argument turns it on, to reproduce
+the floor of the figures measured before that was noticed.
+Run: ``python bench/bare_relay.py PORT [deflate]``.
 """
 
 from __future__ import annotations
@@ -36,11 +41,11 @@ async def handler(ws: ServerConnection) -> None:
         clients.pop(name, None)
 
 
-async def main(port: int) -> None:
-    async with serve(handler, "127.0.0.1", port, max_size=2**20):
+async def main(port: int, compression: str | None) -> None:
+    async with serve(handler, "127.0.0.1", port, max_size=2**20, compression=compression):
         print("ready", flush=True)
         await asyncio.Future()
 
 
 if __name__ == "__main__":
-    uvloop.run(main(int(sys.argv[1])))
+    uvloop.run(main(int(sys.argv[1]), "deflate" if sys.argv[2:] == ["deflate"] else None))

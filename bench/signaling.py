@@ -4,7 +4,9 @@ beside a bare `websockets` relay carrying the same message pattern (the floor).
 One call set-up = call.start → ring on every callee device → answer → offer → answer →
 4 trickled candidates → hang-up, each request answered by `ok`. The server runs as its own
 process (`facecall serve --no-turn`, SQLite in a temp dir); its CPU time is read from /proc, so
-"set-ups per CPU-second" is independent of how fast this one load-generating process is.
+"set-ups per CPU-second" is independent of how fast this one load-generating process is. Both
+servers carry the frames uncompressed: facecall does not negotiate permessage-deflate, so the
+relay does not either (``--relay-deflate`` gives the floor used before 2026-12-06, session 6).
 
     .venv/bin/python bench/signaling.py --pairs 50 --callee-devices 2 --seconds 20 --idle 1000
     .venv/bin/python bench/signaling.py --pairs 5 --seconds 15 --idle 1000 --rounds 5
@@ -257,7 +259,9 @@ async def bare_pair(caller: BareClient, callees: list[BareClient], deadline: flo
 
 async def bench_bare(args: argparse.Namespace) -> Result:
     port = free_port()
-    proc = start_process([sys.executable, str(Path(__file__).with_name("bare_relay.py")), str(port)])
+    compression = "deflate" if args.relay_deflate else None
+    proc = start_process([sys.executable, str(Path(__file__).with_name("bare_relay.py")), str(port),
+                          *(["deflate"] if compression else [])])
     try:
         url = f"ws://127.0.0.1:{port}/"
         for _ in range(400):
@@ -269,7 +273,8 @@ async def bench_bare(args: argparse.Namespace) -> Result:
                 await asyncio.sleep(0.05)
 
         async def client(name: str) -> BareClient:
-            return BareClient(await websockets.connect(f"{url}?id={name}", max_size=2**20), name)
+            ws = await websockets.connect(f"{url}?id={name}", max_size=2**20, compression=compression)
+            return BareClient(ws, name)
 
         callers = [await client(f"c{i}") for i in range(args.pairs)]
         callees = [[await client(f"e{i}-{d}") for d in range(args.callee_devices)]
@@ -327,6 +332,9 @@ async def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--profile", metavar="FILE", help="cProfile the facecall server into FILE")
     parser.add_argument("--skip-floor", action="store_true", help="measure facecall only")
+    parser.add_argument("--relay-deflate", action="store_true",
+                        help="the relay compresses every frame (permessage-deflate), as it did "
+                             "before session 6; facecall does not, so this floor is ~30%% too high")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")

@@ -75,12 +75,18 @@ async def test_sqlite_settings(tmp_path: Path) -> None:
     try:
         db = store._db
         assert isinstance(db, SqliteDatabase) and db.reader is not db.writer
+        pragmas = ("journal_mode", "foreign_keys", "busy_timeout", "synchronous", "temp_store")
+        assert db.inline is not None
+        connections = [[db.inline.execute(f"PRAGMA {p}").fetchone()[0] for p in pragmas]]
         for worker in (db.reader, db.writer):
-            settings = [
+            connections.append([
                 await worker.submit(lambda conn, p=pragma: conn.execute(f"PRAGMA {p}").fetchone()[0])
-                for pragma in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous")
-            ]
-            assert settings[:2] == ["wal", 1] and settings[2] >= 1000 and settings[3] == 1  # NORMAL
+                for pragma in pragmas
+            ])
+        for settings in connections:  # synchronous NORMAL, temp_store MEMORY
+            assert settings[:2] == ["wal", 1] and settings[3:] == [1, 2]
+        # the worker threads wait for a lock; the loop's own connection never blocks the loop
+        assert connections[0][2] == 0 and all(s[2] >= 1000 for s in connections[1:])
     finally:
         await store.close()
 

@@ -34,6 +34,10 @@ SQLITE_PRAGMAS = (
     f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
+    # statement and savepoint journals (a group commit holds a SAVEPOINT per write) and temp
+    # b-trees in memory, not in files opened, written and unlinked in /var/tmp ("Temporary
+    # Files Used By SQLite", sqlite.org/tempfiles.html)
+    "PRAGMA temp_store=MEMORY",
 )
 #: most write transactions of different callers committed as one (see SqliteWorker)
 GROUP_COMMIT_MAX = 64
