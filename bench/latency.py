@@ -346,6 +346,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 if __name__ == "__main__":
     import uvloop
 
+    from procstat import exit_on_sigterm
+
+    exit_on_sigterm()
     arguments = parse_args()
     if arguments.role == "stock-receiver":
         configure_logging("error")

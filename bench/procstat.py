@@ -1,9 +1,11 @@
-"""Small measuring helpers shared by the benchmarks: process CPU and memory from /proc, ports."""
+"""Small helpers shared by the benchmarks: process CPU and memory from /proc, ports, clean stops."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import sys
 from pathlib import Path
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -22,6 +24,19 @@ def cpu_times(pid: int, *, children: bool = False) -> tuple[float, float]:
         user += int(fields[11]) / CLOCK_TICKS
         system += int(fields[12]) / CLOCK_TICKS
     return user, system
+
+
+def exit_on_sigterm() -> None:
+    """Make SIGTERM (``timeout``, ``kill``) end this benchmark the way Ctrl-C does: as an
+    exception, so that its ``finally`` blocks stop the servers it started and remove its
+    temporary directories. Python's default for SIGTERM is to die on the spot, which left the
+    server processes running and their databases behind."""
+
+    def stop(signum: int, _frame: object) -> None:
+        signal.signal(signum, signal.SIG_DFL)  # a second SIGTERM kills at once
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -39,7 +39,7 @@ import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from facecall.client.signaling import SignalingConnection
-from procstat import cpu_seconds, free_port, percentile, rss_bytes
+from procstat import cpu_seconds, exit_on_sigterm, free_port, percentile, rss_bytes
 
 CANDIDATE = {"candidate": "candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host",
              "sdpMid": "0", "sdpMLineIndex": 0}
@@ -364,4 +364,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     uvloop.run(main())

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from facecall.turn import stun
 from facecall.turn.auth import long_term_key
 from facecall.turn.rest import ephemeral_credentials
-from procstat import cpu_times, udp_and_tcp_free_port
+from procstat import cpu_times, exit_on_sigterm, udp_and_tcp_free_port
 
 SECRET = "bench-secret"
 
@@ -234,4 +234,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()
