@@ -6,7 +6,7 @@ message pattern our signaling server produces, minus everything that makes it a 
 
 Frames go uncompressed, as facecall's do: permessage-deflate (RFC 7692, websockets' default) would
 make the relay compress and inflate every frame, work facecall does not do, and so raise the floor
-(by ~30 % per message on this machine). ``deflate`` as a second argument turns it on, to reproduce
+(by ~37 % per message on this machine). ``deflate`` as a second argument turns it on, to reproduce
 the floor of the figures measured before that was noticed.
 Run: ``python bench/bare_relay.py PORT [deflate]``.
 """

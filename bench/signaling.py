@@ -334,7 +334,7 @@ async def main() -> None:
     parser.add_argument("--skip-floor", action="store_true", help="measure facecall only")
     parser.add_argument("--relay-deflate", action="store_true",
                         help="the relay compresses every frame (permessage-deflate), as it did "
-                             "before session 6; facecall does not, so this floor is ~30%% too high")
+                             "before session 6; facecall does not, so this floor is ~37%% too high")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
