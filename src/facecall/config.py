@@ -35,6 +35,18 @@ class Settings:
     user_token_ttl: float = 30 * 24 * 3600.0
     max_message_bytes: int = 64 * 1024  # WebSocket frames larger than this are refused
     outbox_limit: int = 512  # per-device messages kept for replay on resume
+    # HTTP connections (facecall.api.http_transport): request heads are bounded and must
+    # arrive in time, bodies too; 0 connections: the open-file limit less a reserve
+    http_max_head_bytes: int = 32 * 1024
+    http_head_timeout: float = 10.0
+    http_body_timeout: float = 30.0
+    max_connections: int = 0
+    # sign-up / sign-in (facecall.api.throttle): attempts per client address, failed sign-ins
+    # per account; a rate of 0 is no limit
+    auth_attempts_per_minute: float = 30.0
+    auth_attempt_burst: float = 30.0
+    sign_in_failures_per_hour: float = 30.0
+    sign_in_failure_burst: float = 10.0
     messages_per_second: float = 50.0  # sustained client messages per device connection
     message_burst: float = 200.0  # bucket size: a burst of trickled candidates fits
     # TURN REST (ephemeral) credentials: the first secret signs, all of them verify (rotation).

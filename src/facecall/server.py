@@ -8,6 +8,7 @@ import uvicorn
 import uvloop
 
 from facecall.api.app import create_app
+from facecall.api.http_transport import GuardedHttpProtocol, raise_descriptor_limit
 from facecall.api.ws_transport import SignalingWebSocket
 from facecall.config import Settings
 from facecall.logs import get_logger
@@ -27,6 +28,7 @@ def build_uvicorn(settings: Settings, turn_uris: list[str] | None = None) -> uvi
         log_config=None, access_log=False, lifespan="on", ws_ping_interval=20.0,
         ws_ping_timeout=20.0, ws_per_message_deflate=False,  # zlib contexts cost ~100 KiB a device
         ws=SignalingWebSocket,  # /v1/signaling without ASGI (docs/benchmarks.md, "Signaling")
+        http=GuardedHttpProtocol,  # bounded heads, head/body deadlines, a connection cap
     )
     return uvicorn.Server(config)
 
@@ -48,6 +50,7 @@ def turn_uris(server: TurnServer) -> list[str]:
 async def serve(settings: Settings, turn_config: TurnConfig | None = None) -> None:
     """Serve HTTP + WebSocket, and STUN/TURN in the same process when ``turn_config`` is given,
     until cancelled or signalled."""
+    raise_descriptor_limit()  # one socket per connected device
     turn: TurnServer | None = None
     uris: list[str] = []
     if turn_config is not None:

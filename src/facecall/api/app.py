@@ -18,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from facecall import __version__
 from facecall.api import routes_accounts, routes_calls, routes_devices, routes_ops
 from facecall.api.limits import BodySizeLimit
+from facecall.api.throttle import AuthThrottle
 from facecall.bus import Bus, InProcessBus
 from facecall.config import Settings
 from facecall.signaling.service import CallService
@@ -51,6 +52,10 @@ def create_app(settings: Settings, *, turn_uris: list[str] | None = None,
         "Signaling runs over the WebSocket at /v1/signaling (see docs/protocol.md).",
     )
     app.state.settings = settings
+    app.state.auth_throttle = AuthThrottle(
+        settings.auth_attempts_per_minute, settings.auth_attempt_burst,
+        settings.sign_in_failures_per_hour, settings.sign_in_failure_burst,
+    )
     app.state.turn_uris = list(settings.turn_urls or turn_uris or [])
 
     @app.exception_handler(ValueError)

@@ -6,10 +6,15 @@ client once; the store keeps only their SHA-256, so a leaked database grants not
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import os
 import secrets
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -18,23 +23,49 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from facecall.store import Store
 
+T = TypeVar("T")
+
 _hasher = PasswordHasher()
 _bearer = HTTPBearer(auto_error=False)
 
 MAX_TOKEN_CHARS = 128
+#: threads hashing passwords: half the cores, so the event loop keeps a core while sign-ins run
+PASSWORD_THREADS = max(1, (os.cpu_count() or 2) // 2)
+#: hashes running or waiting at once; more is answered 503 (each is ~0.1 s of a core)
+PASSWORD_QUEUE_LIMIT = 64
+_password_pool = ThreadPoolExecutor(PASSWORD_THREADS, thread_name_prefix="facecall-argon2")
+_password_jobs = 0
 
 
-def hash_password(password: str) -> str:
-    """An argon2id hash (with its salt and parameters) of ``password``."""
-    return _hasher.hash(password)
+async def _off_loop(fn: Callable[..., T], *args: Any) -> T:
+    """Run an argon2 computation on the password threads (argon2-cffi releases the GIL), not
+    on the event loop, which every other request and signaling connection shares."""
+    global _password_jobs
+    if _password_jobs >= PASSWORD_QUEUE_LIMIT:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                            detail="too many sign-ins at once; retry", headers={"Retry-After": "1"})
+    _password_jobs += 1
+    try:
+        return await asyncio.get_running_loop().run_in_executor(_password_pool, fn, *args)
+    finally:
+        _password_jobs -= 1
 
 
-def verify_password(password_hash: str, password: str) -> bool:
-    """True when ``password`` matches; never raises for a wrong password or a bad hash."""
+def _verify(password_hash: str, password: str) -> bool:
     try:
         return _hasher.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
+
+
+async def hash_password(password: str) -> str:
+    """An argon2id hash (with its salt and parameters) of ``password``."""
+    return await _off_loop(_hasher.hash, password)
+
+
+async def verify_password(password_hash: str, password: str) -> bool:
+    """True when ``password`` matches; never raises for a wrong password or a bad hash."""
+    return await _off_loop(_verify, password_hash, password)
 
 
 def new_token() -> str:

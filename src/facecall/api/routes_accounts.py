@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from argon2 import PasswordHasher
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 
 from facecall.api.auth import (
@@ -16,13 +17,19 @@ from facecall.api.auth import (
     verify_password,
 )
 from facecall.api.schemas import Session, SignIn, SignUp, Username, UserOut
+from facecall.api.throttle import AuthThrottle
 from facecall.store import Store, UsernameTaken
 from facecall.store.records import UserRecord
 
 router = APIRouter(prefix="/v1", tags=["accounts"])
 
 # A real hash to verify against when the user does not exist, so that timing does not tell.
-_DUMMY_HASH = hash_password("facecall-timing-equaliser")
+_DUMMY_HASH = PasswordHasher().hash("facecall-timing-equaliser")
+
+
+def get_throttle(request: Request) -> AuthThrottle:
+    throttle: AuthThrottle = request.app.state.auth_throttle
+    return throttle
 
 
 def user_out(user: UserRecord) -> UserOut:
@@ -38,12 +45,17 @@ async def _open_session(request: Request, store: Store, user: UserRecord) -> Ses
 
 
 @router.post("/accounts", status_code=status.HTTP_201_CREATED, response_model=Session)
-async def sign_up(body: SignUp, request: Request, store: Store = Depends(get_store)) -> Session:  # noqa: B008
+async def sign_up(
+    body: SignUp, request: Request,
+    store: Store = Depends(get_store),  # noqa: B008
+    throttle: AuthThrottle = Depends(get_throttle),  # noqa: B008
+) -> Session:
     """Create an account and return an account token."""
+    throttle.attempt(request)
+    password_hash = await hash_password(body.password)
     try:
         user = await store.create_user(
-            body.username, body.display_name or body.username, hash_password(body.password),
-            time.time(),
+            body.username, body.display_name or body.username, password_hash, time.time(),
         )
     except UsernameTaken:
         raise HTTPException(status.HTTP_409_CONFLICT, detail="username is taken") from None
@@ -51,10 +63,18 @@ async def sign_up(body: SignUp, request: Request, store: Store = Depends(get_sto
 
 
 @router.post("/sessions", response_model=Session)
-async def sign_in(body: SignIn, request: Request, store: Store = Depends(get_store)) -> Session:  # noqa: B008
+async def sign_in(
+    body: SignIn, request: Request,
+    store: Store = Depends(get_store),  # noqa: B008
+    throttle: AuthThrottle = Depends(get_throttle),  # noqa: B008
+) -> Session:
     """Exchange username and password for an account token."""
+    throttle.attempt(request)
+    throttle.check_account(body.username)
     user = await store.get_user_by_username(body.username)
-    if not verify_password(user.password_hash if user else _DUMMY_HASH, body.password) or not user:
+    if not await verify_password(user.password_hash if user else _DUMMY_HASH, body.password) \
+            or not user:
+        throttle.failed(body.username)
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="wrong username or password")
     return await _open_session(request, store, user)
 

@@ -12,13 +12,13 @@ missed (docs/protocol.md, "Resume").
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
 from facecall.logs import get_logger
+from facecall.ratelimit import TokenBucket
 from facecall.signaling.errors import ErrorCode, ProtocolError
 from facecall.signaling.protocol import parse_client_message
 
@@ -45,22 +45,6 @@ class Link(Protocol):
 
     def close(self, code: int, reason: str) -> None:
         """Close the connection with ``code`` after what was written."""
-
-
-class _TokenBucket:
-    __slots__ = ("at", "burst", "rate", "tokens")
-
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate, self.burst, self.tokens, self.at = rate, burst, burst, time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if self.tokens < 1.0:
-            return False
-        self.tokens -= 1.0
-        return True
 
 
 class DeviceSession:
@@ -93,7 +77,7 @@ class DeviceSession:
         self._flush_scheduled = False
         self._paused = False  # the transport's buffer is full
         settings = service.settings
-        self._bucket = _TokenBucket(settings.messages_per_second, settings.message_burst)
+        self._bucket = TokenBucket(settings.messages_per_second, settings.message_burst)
         self.hello_done = False
         self.closed = False
         self._kick: tuple[int, str] | None = None  # the close to send once the queue is out

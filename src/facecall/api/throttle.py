@@ -1,0 +1,56 @@
+"""Rate limits for the routes that cost a password hash: sign-up and sign-in.
+
+Each argon2id hash costs ~0.1 s of a core, so these routes are where one client could spend the
+node's CPU, and sign-in is where a password is guessed. Two limits, each a token bucket per key:
+
+- attempts per client address (sign-ups and sign-ins together): ``Settings.auth_attempts_per_minute``
+  with a burst of ``Settings.auth_attempt_burst``;
+- failed sign-ins per account (any address): ``Settings.sign_in_failures_per_hour`` with a burst
+  of ``Settings.sign_in_failure_burst``; a refused attempt costs no hash.
+
+A refusal is ``429 Too Many Requests`` with ``Retry-After`` (RFC 6585 §4). Behind a reverse
+proxy the client address is the one uvicorn takes from ``X-Forwarded-For`` when the proxy is
+trusted (``FORWARDED_ALLOW_IPS``); a rate of 0 turns a limit off.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+from fastapi import HTTPException, Request, status
+
+from facecall.ratelimit import KeyedRateLimit
+
+
+def too_many(retry_after: float, detail: str) -> HTTPException:
+    """A 429 that says when to come back (whole seconds, RFC 9110 §10.2.3)."""
+    return HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, detail=detail,
+                         headers={"Retry-After": str(max(1, math.ceil(retry_after)))})
+
+
+class AuthThrottle:
+    """The two limits of sign-up / sign-in (see the module docstring)."""
+
+    def __init__(self, attempts_per_minute: float, attempt_burst: float,
+                 failures_per_hour: float, failure_burst: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.attempts = KeyedRateLimit(attempts_per_minute / 60.0, attempt_burst, clock=clock)
+        self.failures = KeyedRateLimit(failures_per_hour / 3600.0, failure_burst, clock=clock)
+
+    def attempt(self, request: Request) -> None:
+        """Count an attempt from the request's client address, or raise 429."""
+        client = request.client.host if request.client else "unknown"
+        if wait := self.attempts.take(client):
+            raise too_many(wait, "too many sign-up or sign-in attempts from this address; "
+                                 "retry later")
+
+    def check_account(self, username: str) -> None:
+        """Raise 429 while ``username`` has used up its failed sign-ins."""
+        if wait := self.failures.wait(username.lower()):
+            raise too_many(wait, "too many failed sign-ins for this account; retry later")
+
+    def failed(self, username: str) -> None:
+        """Count a failed sign-in of ``username``."""
+        self.failures.take(username.lower())

@@ -1,0 +1,125 @@
+"""Sign-up / sign-in limits (facecall.api.throttle, facecall.ratelimit) and password hashing
+off the event loop, over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from facecall.api import auth
+from facecall.ratelimit import KeyedRateLimit, TokenBucket
+from tests.live import LiveServer, live_server
+
+PASSWORD = "correct horse battery"
+
+
+@asynccontextmanager
+async def throttled(tmp_path: Path, **overrides: Any) -> AsyncIterator[LiveServer]:
+    async with live_server(f"sqlite+aiosqlite:///{tmp_path / 'facecall.db'}", **overrides) as live:
+        yield live
+
+
+async def _sign_in(live: LiveServer, username: str, password: str = PASSWORD) -> Any:
+    return await live.http.post("/v1/sessions", json={"username": username, "password": password})
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_keyed_rate_limit_refills_and_keeps_keys_apart() -> None:
+    clock = FakeClock()
+    limit = KeyedRateLimit(rate=0.5, burst=2, clock=clock)
+    assert limit.take("a") == 0 and limit.take("a") == 0
+    assert limit.take("a") == pytest.approx(2.0)  # one token in 2 s
+    assert limit.take("b") == 0  # another key has its own bucket
+    clock.now += 2.0
+    assert limit.wait("a") == 0
+    assert limit.take("a") == 0
+    assert limit.take("a") > 0
+
+
+def test_keyed_rate_limit_is_bounded_and_zero_rate_is_off() -> None:
+    clock = FakeClock()
+    limit = KeyedRateLimit(rate=1.0, burst=1, max_keys=3, clock=clock)
+    for key in "abcde":
+        limit.take(key)
+    assert len(limit) == 3  # the least recently used went first
+    assert limit.take("a") == 0  # forgotten: starts full again
+    off = KeyedRateLimit(rate=0, burst=0)
+    assert all(off.take("x") == 0 for _ in range(100))
+    assert len(off) == 0
+
+
+def test_token_bucket_wait() -> None:
+    bucket = TokenBucket(rate=4.0, burst=1.0, now=0.0)
+    assert bucket.take(0.0)
+    assert not bucket.take(0.0)
+    assert bucket.wait(0.0) == pytest.approx(0.25)
+    assert bucket.take(0.25)
+    assert TokenBucket(rate=0.0, burst=0.0, now=0.0).wait(5.0) == float("inf")
+
+
+async def test_attempts_per_address_are_limited(tmp_path: Path) -> None:
+    async with throttled(tmp_path, auth_attempts_per_minute=1.0, auth_attempt_burst=3) as live:
+        await live.sign_up("first")
+        assert (await _sign_in(live, "first")).status_code == 200
+        assert (await _sign_in(live, "first", "wrong-password")).status_code == 401
+        refused = await live.http.post("/v1/accounts", json={"username": "fourth",
+                                                             "password": PASSWORD})
+        assert refused.status_code == 429
+        assert "from this address" in refused.json()["detail"]
+        assert 1 <= int(refused.headers["retry-after"]) <= 60
+        # nothing was created by the refused sign-up, and other routes are not limited
+        assert await live.app.app.state.store.get_user_by_username("fourth") is None
+        assert (await live.http.get("/healthz")).status_code == 200
+
+
+async def test_failed_sign_ins_per_account_are_limited(tmp_path: Path) -> None:
+    async with throttled(tmp_path, sign_in_failures_per_hour=1.0, sign_in_failure_burst=2) as live:
+        await live.sign_up("victim")
+        await live.sign_up("bystander")
+        for _ in range(2):
+            assert (await _sign_in(live, "victim", "guess-guess")).status_code == 401
+        locked = await _sign_in(live, "VICTIM")  # right password, any spelling: still waits
+        assert locked.status_code == 429
+        assert "failed sign-ins for this account" in locked.json()["detail"]
+        assert int(locked.headers["retry-after"]) > 60
+        assert (await _sign_in(live, "bystander")).status_code == 200
+        # an unknown account is limited the same way (whether it exists does not show)
+        for _ in range(2):
+            assert (await _sign_in(live, "nobody-here", "guess-guess")).status_code == 401
+        assert (await _sign_in(live, "nobody-here", "guess-guess")).status_code == 429
+
+
+async def test_password_hashing_leaves_the_event_loop_free(server: LiveServer) -> None:
+    await server.sign_up("busy")
+    sign_ins = [asyncio.create_task(_sign_in(server, "busy", "wrong-password")) for _ in range(4)]
+    await asyncio.sleep(0.01)  # the sign-ins reached the server
+    health = await server.http.get("/healthz")
+    assert health.status_code == 200
+    # argon2 runs on the password threads: /healthz was answered while the hashes ran
+    assert not all(task.done() for task in sign_ins)
+    assert [r.status_code for r in await asyncio.gather(*sign_ins)] == [401] * 4
+
+
+async def test_too_many_hashes_at_once_get_503(server: LiveServer,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    await server.sign_up("crowd")
+    monkeypatch.setattr(auth, "PASSWORD_QUEUE_LIMIT", 1)
+    replies = await asyncio.gather(*(_sign_in(server, "crowd") for _ in range(3)))
+    statuses = sorted(r.status_code for r in replies)
+    assert statuses[0] == 200 and 503 in statuses
+    busy = next(r for r in replies if r.status_code == 503)
+    assert busy.headers["retry-after"] == "1"
+    monkeypatch.undo()
+    assert (await _sign_in(server, "crowd")).status_code == 200
