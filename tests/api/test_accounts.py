@@ -124,3 +124,59 @@ async def test_oversized_bodies_are_refused_before_they_are_read(server: LiveSer
     assert r.status_code == 413
     assert (await server.http.get("/healthz")).status_code == 200
     await server.sign_up("after-the-flood")
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"username": "alice", "password": "x\\ud800xxxxxxx"}',  # a lone surrogate (escaped)
+    b'{"username": "alice", "password": "longenough", "display_name": "x\\udfff"}',
+    b'{"username": NaN, "password": "longenough"}',
+    b'{"username": "alice", "password": Infinity}',
+    b'{"username": "alice", "password": "longenough", "x\\udc80": 1}',  # an unknown key
+])
+async def test_unrenderable_input_gets_a_422_naming_the_field(server: LiveServer, raw: bytes) -> None:
+    r = await server.http.post("/v1/accounts", content=raw,
+                               headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    errors = r.json()["detail"]
+    assert errors and all({"loc", "msg", "type"} <= set(e) for e in errors)
+    assert errors[0]["loc"][0] == "body"
+    assert (await server.http.post("/v1/sessions", json={"username": "alice",
+                                                         "password": "longenough"})).status_code == 401
+
+
+@pytest.mark.parametrize("name", [
+    "\u202eevil",  # right-to-left override
+    "\x1b[2J\x1b[31mADMIN",  # terminal escapes
+    "two\nlines",
+    "bell\x07",
+    "   ",  # nothing to show
+    "",
+])
+async def test_display_names_other_people_see_are_clean(server: LiveServer, name: str) -> None:
+    r = await server.http.post("/v1/accounts", json={"username": "shown", "password": "longenough",
+                                                     "display_name": name})
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == ["body", "display_name"]
+
+
+async def test_display_names_are_trimmed_and_keep_emoji(server: LiveServer) -> None:
+    r = await server.http.post("/v1/accounts", json={
+        "username": "family", "password": "longenough",
+        "display_name": "  The \U0001F468\u200D\U0001F469\u200D\U0001F467 family\uFE0F  "})
+    assert r.status_code == 201
+    assert r.json()["user"]["display_name"] == \
+        "The \U0001F468\u200D\U0001F469\u200D\U0001F467 family\uFE0F"
+
+
+async def test_methods_and_paths_of_the_api(server: LiveServer) -> None:
+    head = await server.http.head("/healthz")
+    assert head.status_code == 200
+    wrong = await server.http.get("/v1/accounts")  # a POST-only route
+    assert wrong.status_code == 405
+    assert wrong.headers["allow"] == "POST"
+    assert (await server.http.put("/v1/accounts")).status_code == 405
+    missing = await server.http.get("/v1/no-such-thing")
+    assert missing.status_code == 404
+    assert missing.json() == {"detail": "Not Found"}
+    page = await server.http.get("/")  # the web client is still served at /
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]

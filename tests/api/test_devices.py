@@ -81,3 +81,12 @@ async def test_turn_credentials_need_a_device_token(server: LiveServer) -> None:
     r = await server.http.get("/v1/turn/credentials", headers={"Authorization": f"Bearer {a['token']}"})
     assert r.status_code == 403
     assert (await server.http.get("/v1/turn/credentials")).status_code == 401
+
+
+@pytest.mark.parametrize("name", ["\u202ephone", "a\tb", "   ", "nul\x00"])
+async def test_device_names_are_clean(server: LiveServer, name: str) -> None:
+    account = await server.sign_up("namer")
+    auth = {"Authorization": f"Bearer {account['token']}"}
+    r = await server.http.post("/v1/devices", json={"kind": "sdk", "name": name}, headers=auth)
+    assert r.status_code == 422
+    assert (await server.http.get("/v1/devices", headers=auth)).json() == []

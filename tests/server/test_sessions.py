@@ -113,6 +113,29 @@ async def test_removed_device_is_disconnected_and_leaves_calls(server: LiveServe
     assert (await b2.request("ping"))["type"] == "pong"
 
 
+async def test_signing_out_a_device_token_removes_the_device(server: LiveServer) -> None:
+    """A device token is the device's only credential: once it is signed out the device can
+    never connect again, so it is removed -- it stops ringing and its connection closes."""
+    _, (a1,) = await server.user_with_devices("alice", 1)
+    bob, (b1, b2) = await server.user_with_devices("bob", 2)
+    call_id = (await a1.request("call.start", to=[bob["user"]["id"]], media="audio"))["call_id"]
+    await b1.next_event("call.ring")
+    await b1.request("call.answer", call_id=call_id)
+    r = await server.http.delete("/v1/sessions/current",
+                                 headers={"Authorization": f"Bearer {b1.token}"})
+    assert r.status_code == 204
+    assert (await b1.next_event("connection.closed"))["code"] == 4009
+    assert (await a1.next_event("call.ended"))["reason"] == "connection_lost"
+    listed = await server.http.get("/v1/devices", headers={"Authorization": f"Bearer {bob['token']}"})
+    assert [d["id"] for d in listed.json()] == [b2.device_id]  # type: ignore[attr-defined]
+    # the next call rings only the device that is left
+    await a1.request("call.start", to=[bob["user"]["id"]], media="audio")
+    assert (await b2.next_event("call.ring"))["type"] == "call.ring"
+    # the account token is untouched
+    assert (await server.http.get("/v1/me", headers={"Authorization": f"Bearer {bob['token']}"})
+            ).status_code == 200
+
+
 async def test_requests_before_hello_and_after_disconnect(server: LiveServer) -> None:
     _, (a1,) = await server.user_with_devices("alice", 1)
     await a1.close()

@@ -12,8 +12,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.routing import Match, Mount
+from starlette.types import Scope
 
 from facecall import __version__
 from facecall.api import routes_accounts, routes_calls, routes_devices, routes_ops
@@ -23,8 +26,30 @@ from facecall.bus import Bus, InProcessBus
 from facecall.config import Settings
 from facecall.signaling.service import CallService
 from facecall.store import Store
+from facecall.store.errors import InvalidInput
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+
+
+#: paths that belong to the API: a wrong method there is 405 and an unknown path 404 from the
+#: router, never a miss of the web client's static files
+API_PATHS = ("/v1/", "/healthz", "/metrics", "/openapi.json", "/docs", "/redoc")
+
+
+class WebClientMount(Mount):
+    """The web client's files at ``/``, for every path that is not the API's."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] == "http" and scope["path"].startswith(API_PATHS):
+            return Match.NONE, {}
+        return super().matches(scope)
+
+
+def _printable(value: object) -> object:
+    """``value``, with any lone surrogate of a string escaped (JSON text must be UTF-8)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
 
 
 def create_app(settings: Settings, *, turn_uris: list[str] | None = None,
@@ -58,13 +83,26 @@ def create_app(settings: Settings, *, turn_uris: list[str] | None = None,
     )
     app.state.turn_uris = list(settings.turn_urls or turn_uris or [])
 
-    @app.exception_handler(ValueError)
-    async def _value_error(_: Request, exc: ValueError) -> JSONResponse:
+    @app.exception_handler(InvalidInput)
+    async def _invalid_input(_: Request, exc: InvalidInput) -> JSONResponse:
+        """A value the store refuses (its schema's limits): the client's error."""
         return JSONResponse(status_code=400, content={"detail": str(exc)})
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        """422 naming each field and what is wrong with it. FastAPI's own answer echoes the
+        offending input, which cannot be rendered when it is NaN or holds a lone surrogate;
+        the input is the client's own, so it is left out."""
+        return JSONResponse(status_code=422, content={"detail": [
+            {"loc": [_printable(part) for part in error["loc"]], "msg": _printable(error["msg"]),
+             "type": error["type"]}
+            for error in exc.errors()
+        ]})
 
     app.add_middleware(BodySizeLimit)
     for module in (routes_ops, routes_accounts, routes_devices, routes_calls):
         app.include_router(module.router)
     if (WEB_DIR / "index.html").exists():
-        app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
+        app.router.routes.append(WebClientMount("/", StaticFiles(directory=WEB_DIR, html=True),
+                                                name="web"))
     return app

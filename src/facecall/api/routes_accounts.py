@@ -81,11 +81,18 @@ async def sign_in(
 
 @router.delete("/sessions/current", status_code=status.HTTP_204_NO_CONTENT)
 async def sign_out(
+    request: Request,
     principal: Principal = Depends(current_principal),  # noqa: B008
     store: Store = Depends(get_store),  # noqa: B008
 ) -> None:
-    """Revoke the token used for this request."""
-    await store.revoke_token(principal.token_hash, time.time())
+    """Revoke the token used for this request. A device token is its device's only
+    credential: signing it out removes the device (as ``DELETE /v1/devices/{id}`` does), so
+    that it stops ringing and its open signaling connection is closed."""
+    now = time.time()
+    await store.revoke_token(principal.token_hash, now)
+    if principal.device_id is not None:
+        await store.remove_device(principal.user_id, principal.device_id, now)
+        await request.app.state.signaling.device_removed(principal.user_id, principal.device_id)
 
 
 @router.get("/me", response_model=UserOut)

@@ -11,9 +11,10 @@ from facecall.api.schemas import Health
 router = APIRouter(tags=["ops"])
 
 
+@router.head("/healthz", include_in_schema=False)
 @router.get("/healthz", response_model=Health)
 async def healthz() -> Health:
-    """Liveness: the process serves requests."""
+    """Liveness: the process serves requests (``HEAD`` too, for checkers that use it)."""
     return Health(status="ok", version=__version__)
 
 

@@ -2,9 +2,30 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+#: bidirectional embeddings, overrides and isolates (Unicode UAX #9 §2): in a name they can make
+#: what another user's screen shows read differently from what was typed
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u061c")
+
+
+def shown_text(value: str) -> str:
+    """A name shown to other people (display names, device names): no control characters
+    (line breaks, escapes, NUL: Unicode category Cc), no lone surrogates (Cs) and no
+    bidirectional controls; joiners and variation selectors stay (emoji need them)."""
+    for char in value:
+        if char in BIDI_CONTROLS or unicodedata.category(char) in ("Cc", "Cs"):
+            raise ValueError(f"must not contain the character U+{ord(char):04X}")
+    return value
+
+
+ShownName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64),
+    AfterValidator(shown_text),
+]
 
 Username = Annotated[
     str, StringConstraints(min_length=3, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")
@@ -20,7 +41,7 @@ class Strict(BaseModel):
 class SignUp(Strict):
     username: Username
     password: Password
-    display_name: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    display_name: ShownName | None = None
 
 
 class SignIn(Strict):
@@ -44,7 +65,7 @@ class Session(BaseModel):
 
 class DeviceIn(Strict):
     kind: DeviceKind
-    name: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    name: ShownName
 
 
 class DeviceOut(BaseModel):
