@@ -264,3 +264,49 @@ async def test_device_legs_are_stored_with_their_end_reason_as_they_end(server: 
         a1.device_id: "hung_up", b1.device_id: "hung_up",  # type: ignore[attr-defined]
         b2.device_id: "answered_elsewhere"}  # type: ignore[attr-defined]
     assert all(leg.state == "ended" for leg in ended.legs)
+
+
+async def test_a_callee_only_ringing_is_not_call_waiting(server: LiveServer) -> None:
+    """``call_waiting`` means "already in a call"; another call that only rings does not count."""
+    _, (a1,) = await server.user_with_devices("alice", 1)
+    _, (c1,) = await server.user_with_devices("carol", 1)
+    bob, (b1,) = await server.user_with_devices("bob", 1)
+    first = (await a1.request("call.start", to=[bob["user"]["id"]], media="audio"))["call_id"]
+    assert (await b1.next_event("call.ring"))["call_waiting"] is False
+    second = (await c1.request("call.start", to=[bob["user"]["id"]], media="audio"))["call_id"]
+    ring = await b1.next_event("call.ring")
+    assert ring["call_id"] == second and ring["call_waiting"] is False
+    await b1.request("call.answer", call_id=first)
+    _, (d1,) = await server.user_with_devices("dave", 1)
+    third = (await d1.request("call.start", to=[bob["user"]["id"]], media="audio"))["call_id"]
+    while (ring := await b1.next_event("call.ring"))["call_id"] != third:
+        pass
+    assert ring["call_waiting"] is True  # now bob is in a call
+
+
+async def test_glare_from_a_device_the_other_call_does_not_ring(server: LiveServer) -> None:
+    """Bob calls back from a device registered after alice's call rang his others: that
+    device is not in alice's call, so it places its own call (alice gets call waiting)."""
+    alice, (a1,) = await server.user_with_devices("alice", 1)
+    bob, (b1,) = await server.user_with_devices("bob", 1)
+    first = (await a1.request("call.start", to=[bob["user"]["id"]], media="audio"))["call_id"]
+    await b1.next_event("call.ring")
+    reg = await server.register_device(bob["token"], "new-tablet")
+    tablet = await server.device(reg["token"])
+    placed = await tablet.request("call.start", to=[alice["user"]["id"]], media="audio")
+    assert placed["call_id"] != first and "glare" not in placed
+    ring = await a1.next_event("call.ring")
+    assert ring["call_id"] == placed["call_id"] and ring["call_waiting"] is True
+
+
+async def test_the_rate_limit_is_per_device_not_per_connection(tmp_path: Path) -> None:
+    async with live_server(f"sqlite+aiosqlite:///{tmp_path / 'facecall.db'}",
+                           messages_per_second=0.01, message_burst=4) as live:
+        _, (d1,) = await live.user_with_devices("chatty", 1)
+        for _ in range(4):
+            await d1.request("ping")
+        await d1.drop()
+        await d1.resume()  # a hello is never refused, and the bucket stays empty
+        with pytest.raises(SignalingError) as limited:
+            await d1.request("ping")
+        assert limited.value.code == "rate_limited"

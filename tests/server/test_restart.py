@@ -21,12 +21,13 @@ from tests.live import free_socket
 class ServerProcess:
     """`facecall serve` as a child process (so that it can be killed for real)."""
 
-    def __init__(self, db: Path, port: int, ring_timeout: float) -> None:
+    def __init__(self, db: Path, port: int, ring_timeout: float, resume_grace: float = 60.0) -> None:
         self.db, self.port, self.ring_timeout = db, port, ring_timeout
+        self.resume_grace = resume_grace
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = {**os.environ, "FACECALL_RESUME_GRACE": "60"}
+        env = {**os.environ, "FACECALL_RESUME_GRACE": str(self.resume_grace)}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "facecall", "serve", "--no-turn", "--port", str(self.port),
              "--database-url", f"sqlite:///{self.db}", "--ring-timeout", str(self.ring_timeout),
@@ -163,3 +164,53 @@ async def test_what_was_acknowledged_survives_kill_9(node: ServerProcess) -> Non
     assert [s.state if s else None for s in states] == ["active", "active", "ended", "ended"]
     assert states[0] is not None and states[0].answered_at is not None
     assert states[2] is not None and states[2].end_reason == "cancelled"
+
+
+async def test_restart_mid_ring_rings_again_and_is_missed(tmp_path: Path) -> None:
+    """After a SIGKILL mid-ring, with a resume grace shorter than the ring: the callee's device
+    that comes back is told it did not resume (the mailboxes were in memory) and is rung
+    again; unanswered, the call is a missed call at its ring timeout -- not "connection lost"."""
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    node = ServerProcess(tmp_path / "facecall.db", port, ring_timeout=4.0, resume_grace=1.0)
+    try:
+        node.start()
+        await node.ready()
+        ws_url = f"ws://127.0.0.1:{port}/v1/signaling"
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            async def user(name: str) -> tuple[str, str, str]:
+                acct = (await http.post("/v1/accounts", json={"username": name,
+                                                              "password": "longenough!"})).json()
+                dev = (await http.post("/v1/devices", json={"kind": "sdk", "name": "d"},
+                                       headers={"Authorization": f"Bearer {acct['token']}"})).json()
+                return acct["token"], acct["user"]["id"], dev["token"]
+
+            _, _, a_dev = await user("alice")
+            b_token, b_id, b_dev = await user("bob")
+            alice = SignalingConnection(ws_url, a_dev)
+            bob = SignalingConnection(ws_url, b_dev)
+            await alice.connect()
+            await bob.connect()
+            ringing = (await alice.request("call.start", to=[b_id], media="audio"))["call_id"]
+            await bob.next_event("call.ring")
+            assert bob.last_seq == 1
+            node.kill()
+            await alice.drop()
+            await bob.drop()
+
+            node.start()
+            await node.ready()
+            await alice.connect()  # the caller is back within its grace
+            welcome = await bob.connect()  # resume_from 1: a seq the new node never assigned
+            assert welcome["resumed"] is False
+            ring = await bob.next_event("call.ring")
+            assert ring["call_id"] == ringing and ring["from_user"] == alice.welcome["user_id"]
+            await asyncio.sleep(1.5)  # past the grace: bob's device is connected, alice's too
+            ended = await alice.next_event("call.ended", timeout=10)
+            assert ended["reason"] == "ring_timeout"
+            history = (await http.get("/v1/calls/history",
+                                      headers={"Authorization": f"Bearer {b_token}"})).json()
+            assert [(i["call_id"], i["missed"]) for i in history["items"]] == [(ringing, True)]
+    finally:
+        node.stop()

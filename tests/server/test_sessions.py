@@ -105,7 +105,7 @@ async def test_removed_device_is_disconnected_and_leaves_calls(server: LiveServe
                                  headers={"Authorization": f"Bearer {bob['token']}"})
     assert r.status_code == 204
     assert (await b1.next_event("connection.closed"))["code"] == 4009
-    assert (await a1.next_event("call.ended"))["reason"] == "connection_lost"
+    assert (await a1.next_event("call.ended"))["reason"] == "device_removed"
     # the removed device's token cannot connect again
     with pytest.raises(Exception):  # noqa: B017 - closed during the handshake/hello
         again = SignalingConnection(server.ws_url, b1.token)
@@ -125,7 +125,7 @@ async def test_signing_out_a_device_token_removes_the_device(server: LiveServer)
                                  headers={"Authorization": f"Bearer {b1.token}"})
     assert r.status_code == 204
     assert (await b1.next_event("connection.closed"))["code"] == 4009
-    assert (await a1.next_event("call.ended"))["reason"] == "connection_lost"
+    assert (await a1.next_event("call.ended"))["reason"] == "device_removed"
     listed = await server.http.get("/v1/devices", headers={"Authorization": f"Bearer {bob['token']}"})
     assert [d["id"] for d in listed.json()] == [b2.device_id]  # type: ignore[attr-defined]
     # the next call rings only the device that is left
@@ -146,3 +146,83 @@ async def test_requests_before_hello_and_after_disconnect(server: LiveServer) ->
             (await server.sign_up("dan"))["token"]))["token"])).request(
                 "call.hangup", call_id="nope")
     assert unknown.value.code == "unknown_call"
+
+
+async def test_resume_after_the_grace_expired_is_not_a_resume(server: LiveServer) -> None:
+    """The device left its calls while away: its welcome says so (resumed false) and it is
+    told to rebuild its view, not handed a replay that silently skips the end of its call."""
+    _, (a1,) = await server.user_with_devices("alice", 1)
+    bob, (b1,) = await server.user_with_devices("bob", 1)
+    call_id = (await a1.request("call.start", to=[bob["user"]["id"]], media="audio"))["call_id"]
+    await b1.next_event("call.ring")
+    await b1.request("call.answer", call_id=call_id)
+    await b1.drop()
+    assert (await a1.next_event("call.ended", timeout=10))["reason"] == "connection_lost"
+    welcome = await b1.resume()
+    assert welcome["resumed"] is False
+    with pytest.raises(SignalingError) as gone:
+        await b1.request("call.hangup", call_id=call_id)
+    assert gone.value.code == "call_ended"
+    # and the next drop within the grace is a resume again
+    await b1.drop()
+    assert (await b1.resume())["resumed"] is True
+
+
+async def test_resume_from_a_seq_never_assigned_is_not_a_resume(server: LiveServer) -> None:
+    _, (b1,) = await server.user_with_devices("bob", 1)
+    await b1.drop()
+    b1.last_seq = 1000  # e.g. numbers from before the node restarted
+    assert (await b1.resume())["resumed"] is False
+
+
+async def test_ringing_device_that_drops_rings_on_into_a_missed_call(server: LiveServer) -> None:
+    """A ringing device whose connection drops past the grace rings on, like one that was
+    offline from the start: the callee is missed at the ring timeout, not "connection lost"."""
+    _, (a1,) = await server.user_with_devices("alice", 1)
+    bob, (b1,) = await server.user_with_devices("bob", 1)
+    await b1.drop()  # gone before the call; its grace (2 s) ends while the call rings (3 s)
+    call_id = (await a1.request("call.start", to=[bob["user"]["id"]], media="audio"))["call_id"]
+    ended = await a1.next_event("call.ended", timeout=10)
+    assert ended["reason"] == "ring_timeout"
+    history = await server.http.get("/v1/calls/history",
+                                    headers={"Authorization": f"Bearer {bob['token']}"})
+    assert [(i["call_id"], i["missed"]) for i in history.json()["items"]] == [(call_id, True)]
+
+
+async def test_device_removed_before_hello_cannot_say_hello(server: LiveServer) -> None:
+    import json
+
+    import websockets
+
+    account = await server.sign_up("carol")
+    reg = await server.register_device(account["token"], "stolen")
+    async with websockets.connect(server.ws_url, additional_headers={
+            "Authorization": f"Bearer {reg['token']}"}) as ws:  # authenticated, no hello yet
+        r = await server.http.delete(f"/v1/devices/{reg['device']['id']}",
+                                     headers={"Authorization": f"Bearer {account['token']}"})
+        assert r.status_code == 204
+        await ws.send(json.dumps({"v": 1, "id": "h", "type": "hello"}))
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                assert json.loads(await ws.recv())["type"] != "welcome"
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4009
+
+
+async def test_a_device_that_connects_while_rung_gets_the_ring(server: LiveServer) -> None:
+    """A fresh connection of a device that is ringing gets its ring, even when the first one
+    is no longer kept (acknowledged and trimmed before the app restarted)."""
+    _, (a1,) = await server.user_with_devices("alice", 1)
+    bob, (b1,) = await server.user_with_devices("bob", 1)
+    call_id = (await a1.request("call.start", to=[bob["user"]["id"]], media="audio"))["call_id"]
+    await b1.next_event("call.ring")
+    await b1._ws.send('{"v": 1, "id": "a", "type": "ack", "seq": 1}')  # type: ignore[union-attr]
+    await b1.request("ping")
+    await b1.close()
+    fresh = SignalingConnection(server.ws_url, b1.token)  # a new app: no seq to resume from
+    await fresh.connect()
+    ring = await fresh.next_event("call.ring")
+    assert ring["call_id"] == call_id and ring["from_name"] == "alice"
+    with pytest.raises(TimeoutError):  # once
+        await fresh.next_event("call.ring", timeout=0.3)
+    await fresh.request("call.answer", call_id=call_id)
+    assert (await a1.next_event("call.answered"))["call_id"] == call_id

@@ -287,13 +287,34 @@ def test_relay_only_between_joined_devices() -> None:
     rejects(machine, Relay("alice", "a1", "zz", "call.sdp", SDP), ErrorCode.NOT_ALLOWED)
 
 
-def test_lost_ringing_device() -> None:
+def test_lost_ringing_device_rings_on_until_the_timeout() -> None:
+    """Like a device offline from the start: the user is missed, not "connection lost"."""
     machine, _ = call()
-    machine.handle(DeviceLost("bob", "b1"), 1.0)
+    for device in ("b1", "b2"):
+        machine.handle(DeviceLost("bob", device), 1.0)
+    assert machine.drain_effects() == []
+    assert leg_state(machine, "b1") == leg_state(machine, "b2") == (LegState.RINGING, None)
+    assert machine.ring_message("bob", "b1") is not None  # what it gets if it comes back
+    machine.handle_timer(machine.get_timer())
+    assert machine.end_reason is EndReason.RING_TIMEOUT
+    assert leg_state(machine, "b1") == (LegState.ENDED, EndReason.RING_TIMEOUT)
+
+
+def test_removed_ringing_device() -> None:
+    machine, _ = call()
+    machine.handle(DeviceLost("bob", "b1", removed=True), 1.0)
     assert machine.drain_effects() == []  # b2 still rings
-    assert leg_state(machine, "b1") == (LegState.ENDED, EndReason.CONNECTION_LOST)
-    machine.handle(DeviceLost("bob", "b2"), 2.0)
-    assert sent(machine.drain_effects()) == [("a1", "call.ended", {"reason": "connection_lost"})]
+    assert leg_state(machine, "b1") == (LegState.ENDED, EndReason.DEVICE_REMOVED)
+    machine.handle(DeviceLost("bob", "b2", removed=True), 2.0)
+    assert sent(machine.drain_effects()) == [("a1", "call.ended", {"reason": "device_removed"})]
+
+
+def test_ring_message_again() -> None:
+    machine, effects = call()
+    first = next(e.message for e in effects if e.device_id == "b1")
+    assert machine.ring_message("bob", "b1") == first
+    assert machine.ring_message("alice", "a1") is None  # joined, not ringing
+    assert machine.ring_message("bob", "b9") is None  # not in the call
 
 
 def test_lost_caller_before_answer_ends_the_call() -> None:

@@ -8,6 +8,7 @@ import asyncio
 from types import SimpleNamespace
 
 from facecall.config import Settings
+from facecall.ratelimit import TokenBucket
 from facecall.signaling.session import DeviceSession
 
 
@@ -24,7 +25,9 @@ class _Link:
 
 
 def _session(link: _Link) -> DeviceSession:
-    service = SimpleNamespace(settings=Settings())
+    settings = Settings()
+    service = SimpleNamespace(settings=settings, message_bucket=lambda device_id: TokenBucket(
+        settings.messages_per_second, settings.message_burst))
     return DeviceSession(service, "user", "device", link)  # type: ignore[arg-type]
 
 

@@ -22,6 +22,7 @@ class _Mailbox:
     # ~600 bytes
     kept: deque[tuple[int, bytes, float]] | None = None
     trimmed_through: int = 0  # every seq <= this one is gone
+    session_ended: bool = False  # see Bus.end_session; cleared by the next replay
     connection_id: str | None = None
     listener: Listener | None = None
 
@@ -66,6 +67,10 @@ class InProcessBus(Bus):
         box.connection_id = connection_id
         box.listener = listener
 
+    async def end_session(self, device_id: str) -> None:
+        if (box := self._boxes.get(device_id)) is not None:
+            box.session_ended = True
+
     async def detach(self, device_id: str, connection_id: str) -> bool:
         box = self._boxes.get(device_id)
         if box is None or box.connection_id != connection_id:
@@ -78,7 +83,10 @@ class InProcessBus(Bus):
         box = self._box(device_id)
         self._trim(box, time.monotonic())
         start = box.trimmed_through if after_seq is None else after_seq
-        complete = start >= box.trimmed_through
+        complete = box.trimmed_through <= start <= box.last_seq and not box.session_ended
+        box.session_ended = False  # said once: the device starts afresh from here
+        if not complete:
+            start = box.trimmed_through
         messages = [(seq, text) for seq, text, _ in box.kept or () if seq > start]
         return Replay(complete=complete, last_seq=box.last_seq, messages=messages)
 

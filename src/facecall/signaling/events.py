@@ -98,10 +98,12 @@ class Relay:
 
 @dataclass(frozen=True, slots=True)
 class DeviceLost:
-    """The device's connection dropped and it did not resume within the grace period."""
+    """The device's connection dropped and it did not resume within the grace period, or
+    (``removed``) the device was removed: it signed out or its owner removed it."""
 
     user_id: str
     device_id: str
+    removed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -353,15 +353,22 @@ class CallMachine:
         self._effects.append(Deliver(target.user_id, target.device_id, message))
 
     def _on_device_lost(self, event: DeviceLost, now: float) -> None:
+        """A joined device that is gone leaves. A ringing device that lost its connection
+        rings on, like one that was offline from the start (its ring waits in its mailbox and
+        went to push): the user is missed at the ring timeout unless another device answers.
+        A removed device stops ringing."""
         leg = self.active_leg(event.user_id, event.device_id)
         if leg is None:
             raise ProtocolError(ErrorCode.NOT_IN_CALL, "this device is not in the call")
+        reason = EndReason.DEVICE_REMOVED if event.removed else EndReason.CONNECTION_LOST
         if leg.state is LegState.JOINED:
-            self._leave(leg, EndReason.CONNECTION_LOST, now)
+            self._leave(leg, reason, now)
             return
-        self._set_leg(leg, state=LegState.ENDED, ended_at=now, reason=EndReason.CONNECTION_LOST)
+        if not event.removed:
+            return
+        self._set_leg(leg, state=LegState.ENDED, ended_at=now, reason=reason)
         if not any(other.user_id == event.user_id for other in self.ringing_legs()):
-            self._user_out(event.user_id, EndReason.CONNECTION_LOST, None, now)
+            self._user_out(event.user_id, reason, None, now)
 
     # ------------------------------------------------------------------ transitions
 
@@ -384,22 +391,12 @@ class CallMachine:
                 ring_deadline=now + self.ring_timeout,
                 call_waiting=user_id in busy_users,
             )
-        roster = [
-            user for user, p in self._participants.items() if p.state is not ParticipantState.ENDED
-        ]
         unavailable = []
         for user_id, devices in callees.items():
             waiting = user_id in busy_users
             for device_id in dict.fromkeys(devices):  # ring each device once
                 self._legs.append(Leg(user_id, device_id, LegState.RINGING, rung_at=now))
-                ring = self._message(
-                    "call.ring",
-                    from_user=by_user,
-                    from_device=by_device,
-                    media=self.media,
-                    participants=roster,
-                    call_waiting=waiting,
-                )
+                ring = self._ring_message(by_user, by_device, waiting)
                 self._effects.append(Deliver(user_id, device_id, ring))
             if devices:
                 self._notify_joined("call.ringing", {"user_id": user_id, "devices": len(set(devices))})
@@ -409,6 +406,25 @@ class CallMachine:
             if self.ended:
                 break
             self._user_out(user_id, EndReason.UNAVAILABLE, None, now)
+
+    def _ring_message(self, by_user: str, by_device: str | None, waiting: bool) -> dict[str, Any]:
+        roster = [
+            user for user, p in self._participants.items() if p.state is not ParticipantState.ENDED
+        ]
+        return self._message("call.ring", from_user=by_user, from_device=by_device,
+                             media=self.media, participants=roster, call_waiting=waiting)
+
+    def ring_message(self, user_id: str, device_id: str) -> dict[str, Any] | None:
+        """The ``call.ring`` for a device of this call that is ringing now, or None: for a
+        device that connects after its first ring was lost with a node's memory (a restart)."""
+        leg = self.active_leg(user_id, device_id)
+        if leg is None or leg.state is not LegState.RINGING:
+            return None
+        participant = self._participants[user_id]
+        by_user = participant.invited_by or self.caller_user
+        inviter = self._participants.get(by_user)
+        by_device = inviter.device_id if inviter is not None else self.caller_device
+        return self._ring_message(by_user, by_device, participant.call_waiting)
 
     def _user_out(self, user_id: str, reason: EndReason, others_reason: EndReason | None, now: float) -> None:
         """A ringing user will not join: stop the user's ringing devices (with

@@ -22,9 +22,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from facecall.bus import Bus, Listener
 from facecall.config import Settings
 from facecall.logs import get_logger
+from facecall.ratelimit import TokenBucket
 from facecall.signaling import metrics
 from facecall.signaling.effects import CallEnded, Deliver, Effect
 from facecall.signaling.errors import ErrorCode, ProtocolError
@@ -148,6 +151,7 @@ class CallService:
         # never renamed or deleted (no API does either), so an entry never goes stale; a
         # feature that renames or deletes users must drop the entry here (on every node).
         self._names: dict[str, str] = {}
+        self._buckets: dict[str, TokenBucket] = {}  # device id -> its message rate limit
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -161,8 +165,8 @@ class CallService:
             if (deadline := machine.get_timer()) is not None:
                 self._schedule(call_id, deadline)
             online = await self.bus.online(leg.device_id for leg in machine.legs)
-            for leg in machine.legs:
-                if leg.state is not LegState.ENDED and leg.device_id not in online \
+            for leg in machine.legs:  # a ringing device rings on (see CallMachine)
+                if leg.state is LegState.JOINED and leg.device_id not in online \
                         and leg.device_id not in self._grace:
                     self._start_grace(leg.user_id, leg.device_id)
         self._timer_task = asyncio.create_task(self._timer_loop(), name="facecall-ring-timers")
@@ -189,9 +193,25 @@ class CallService:
         while len(replies) > REPLY_CACHE_PER_DEVICE:
             replies.popitem(last=False)
 
+    def message_bucket(self, device_id: str) -> TokenBucket:
+        """The device's rate limit on the messages it sends: one bucket per device, which its
+        next connection takes over (reconnecting does not refill it); dropped when the device
+        leaves for good (grace expired, removed)."""
+        bucket = self._buckets.get(device_id)
+        if bucket is None:
+            settings = self.settings
+            bucket = self._buckets[device_id] = TokenBucket(settings.messages_per_second,
+                                                            settings.message_burst)
+        return bucket
+
     async def device_attached(self, user_id: str, device_id: str, session: DeviceSession,
-                              listener: Listener) -> None:
-        """A device said hello: it is now the device's one connection; stop its grace timer."""
+                              listener: Listener) -> bool:
+        """A device said hello: make ``session`` the device's one connection and stop its
+        grace timer. False (nothing attached) when the connection closed meanwhile; raises
+        :class:`~facecall.store.NotFound` when the device was removed."""
+        await self.store.touch_device(device_id, self.clock())  # a removed device stops here
+        if session.closed:  # dropped during the write: it must not look online
+            return False
         previous = self._sessions.get(device_id)
         self._sessions[device_id] = session
         if previous is not None and previous is not session:
@@ -200,8 +220,26 @@ class CallService:
             metrics.CONNECTED_DEVICES.inc()
         if (task := self._grace.pop(device_id, None)) is not None:
             task.cancel()
+        session.attached = True
         await self.bus.attach(device_id, session.connection_id, listener)
-        await self.store.touch_device(device_id, self.clock())
+        return True
+
+    async def ring_again(self, user_id: str, device_id: str, replayed: list[bytes]) -> None:
+        """Ring the device again for each call that rings it but whose ``call.ring`` is not in
+        ``replayed``: a device that starts afresh (a new app, or a mailbox lost with a
+        restarted node's memory) must still learn of the calls ringing it."""
+        rung = set()
+        for text in replayed:
+            message = orjson.loads(text)
+            if message.get("type") == "call.ring":
+                rung.add(message.get("call_id"))
+        for call_id in await self.store.live_calls_of_user(user_id):
+            if call_id in rung or (entry := await self._load(call_id)) is None:
+                continue
+            ring = entry[1].ring_message(user_id, device_id)
+            if ring is not None:
+                await self.bus.deliver(device_id, {**ring,
+                                                   "from_name": self._names.get(ring["from_user"])})
 
     async def device_detached(self, user_id: str, device_id: str, session: DeviceSession) -> None:
         """A connection closed; if it was the device's current one, the resume grace starts."""
@@ -217,7 +255,9 @@ class CallService:
             if device_id in await self.bus.online([device_id]):
                 return
             self._grace.pop(device_id, None)
+            self._buckets.pop(device_id, None)
             await self._leave_all(user_id, device_id, DeviceLost(user_id, device_id))
+            await self.bus.end_session(device_id)  # its next hello is not a complete resume
 
         if (old := self._grace.pop(device_id, None)) is not None:
             old.cancel()
@@ -235,9 +275,10 @@ class CallService:
             metrics.CONNECTED_DEVICES.dec()
         if (task := self._grace.pop(device_id, None)) is not None:
             task.cancel()
-        await self._leave_all(user_id, device_id, DeviceLost(user_id, device_id))
+        await self._leave_all(user_id, device_id, DeviceLost(user_id, device_id, removed=True))
         await self.bus.forget(device_id)
         self._replies.pop(device_id, None)
+        self._buckets.pop(device_id, None)
 
     # ------------------------------------------------------------------ requests
 
@@ -288,7 +329,7 @@ class CallService:
                                     f"no such user: {', '.join(missing[:5])}")
         devices = await self.store.list_devices_of_users(user_ids)
         callees = {u: [d.id for d in devices.get(u, [])] for u in user_ids}
-        busy = {u for u in user_ids if u != caller and await self.store.live_calls_of_user(u)}
+        busy = {u for u in user_ids if u != caller and await self.store.joined_calls_of_user(u)}
         return callees, busy
 
     async def start_call(self, user_id: str, device_id: str, to: list[str],
@@ -319,7 +360,11 @@ class CallService:
         if len(to) == 1:
             for other_id in await self.store.ringing_calls_between(to[0], user_id):
                 entry = await self._load(other_id)
-                if entry is not None and is_glare(entry[1], machine):
+                ringing = entry[1].active_leg(user_id, device_id) if entry is not None else None
+                # merged by answering it from this device; a device of the user that the other
+                # call does not ring (registered since) places its own call instead
+                if entry is not None and ringing is not None and \
+                        ringing.state is LegState.RINGING and is_glare(entry[1], machine):
                     await self._apply(other_id, Answer(user_id, device_id))
                     return {"call_id": other_id, "glare": "merged"}
         await self._create(machine, machine.drain_effects())

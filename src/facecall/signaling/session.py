@@ -18,18 +18,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from facecall.logs import get_logger
-from facecall.ratelimit import TokenBucket
 from facecall.signaling.errors import ErrorCode, ProtocolError
 from facecall.signaling.protocol import parse_client_message
+from facecall.store import NotFound
 
 if TYPE_CHECKING:
     from facecall.signaling.service import CallService
 
 log = get_logger(__name__)
 
-SEND_QUEUE_LIMIT = 1024  # a device this far behind is disconnected; its mailbox keeps the rest
 CLOSE_SLOW_CONSUMER = 4008
-CLOSE_REPLACED = 4009
+CLOSE_REPLACED = 4009  # replaced by a newer connection of the device, or the device removed
+CLOSE_REMOVED = CLOSE_REPLACED
 
 
 class Link(Protocol):
@@ -54,10 +54,13 @@ class DeviceSession:
         "_bucket",
         "_close_sent",
         "_flush_scheduled",
+        "_held",
         "_kick",
         "_link",
         "_paused",
         "_pending",
+        "_queue_limit",
+        "attached",
         "closed",
         "connection_id",
         "device_id",
@@ -77,7 +80,12 @@ class DeviceSession:
         self._flush_scheduled = False
         self._paused = False  # the transport's buffer is full
         settings = service.settings
-        self._bucket = TokenBucket(settings.messages_per_second, settings.message_burst)
+        self._bucket = service.message_bucket(device_id)
+        # frames held for a reader that does not keep up before it is cut off: half its
+        # mailbox, so that what it missed is still kept when it resumes
+        self._queue_limit = max(16, settings.outbox_limit // 2)
+        self._held: list[tuple[int, bytes]] | None = None  # events that came during hello
+        self.attached = False  # the bus delivers to this session (set by the service)
         self.hello_done = False
         self.closed = False
         self._kick: tuple[int, str] | None = None  # the close to send once the queue is out
@@ -86,10 +94,11 @@ class DeviceSession:
 
     # -- outbound -------------------------------------------------------------------------
     def enqueue(self, text: bytes) -> None:
-        """Queue a frame; a device too far behind is cut off (it can resume)."""
+        """Queue a frame; a device too far behind (its transport's buffer full, and this many
+        frames waiting here) is cut off: it can resume, its mailbox still has the events."""
         if self.closed:
             return
-        if len(self._pending) >= SEND_QUEUE_LIMIT:
+        if self._paused and len(self._pending) >= self._queue_limit:
             log.warning("session.slow_consumer", device_id=self.device_id)
             self.kick("too far behind; resume", CLOSE_SLOW_CONSUMER)
             return
@@ -130,6 +139,9 @@ class DeviceSession:
         self.flush()
 
     async def _on_event(self, seq: int, text: bytes) -> None:
+        if self._held is not None:  # hello is under way: after the welcome and the replay
+            self._held.append((seq, text))
+            return
         self.enqueue(text)
 
     def kick(self, reason: str, code: int = CLOSE_REPLACED) -> None:
@@ -156,7 +168,9 @@ class DeviceSession:
         try:
             message = parse_client_message(raw, self.max_bytes)
             msg_id = message.id
-            if not self._bucket.take():  # answered with the id, so the client can retry it
+            # answered with the id, so the client can retry it; a hello (once a connection)
+            # is not refused, or a device that spent its bucket could not reconnect
+            if message.type != "hello" and not self._bucket.take():
                 raise ProtocolError(ErrorCode.RATE_LIMITED, "too many messages; slow down and retry")
             cached = self.service.cached_reply(self.device_id, msg_id)
             if cached is not None:  # a resent request: answer as before, do nothing again
@@ -186,24 +200,44 @@ class DeviceSession:
         self.enqueue(text)
 
     async def _hello(self, message: Any) -> None:
+        """Attach, then answer ``welcome`` and replay what the device missed, in seq order,
+        before any event that arrives meanwhile (held until then; docs/protocol.md, "Resume")."""
         if self.hello_done:
             raise ProtocolError(ErrorCode.INVALID_STATE, "hello was already sent")
-        replay = await self.service.bus.replay(self.device_id, message.resume_from)
-        await self.service.device_attached(self.user_id, self.device_id, self, self._on_event)
-        self.hello_done = True
-        # welcome first, then what the device missed, in seq order.
-        self.reply({
-            "v": 1, "type": "welcome", "re": message.id, "user_id": self.user_id, "device_id": self.device_id,
-            "resumed": message.resume_from is not None and replay.complete,
-            "last_seq": replay.last_seq,
-        })
-        for _, text in replay.messages:
-            self.enqueue(text)
+        self._held = []
+        try:
+            if not await self.service.device_attached(self.user_id, self.device_id, self,
+                                                      self._on_event):
+                return  # the connection closed meanwhile
+            replay = await self.service.bus.replay(self.device_id, message.resume_from)
+            self.hello_done = True
+            resumed = message.resume_from is not None and replay.complete
+            self.reply({
+                "v": 1, "type": "welcome", "re": message.id, "user_id": self.user_id,
+                "device_id": self.device_id, "resumed": resumed, "last_seq": replay.last_seq,
+            })
+            newest = 0 if message.resume_from is None or not replay.complete \
+                else message.resume_from
+            for seq, text in replay.messages:
+                self.enqueue(text)
+                newest = seq
+            held, self._held = self._held, None
+            for seq, text in held:
+                if seq > newest:  # else it was in the replay
+                    self.enqueue(text)
+        except NotFound:
+            self.kick("device removed", CLOSE_REMOVED)
+            return
+        finally:
+            self._held = None
+        if not resumed:  # a fresh start: the calls ringing it must ring it
+            await self.service.ring_again(self.user_id, self.device_id,
+                                          [text for _, text in replay.messages])
 
     async def detach(self) -> None:
         """The transport is gone: stop, and let the service start the resume grace."""
         self.closed = True
         self._close_sent = True  # nothing more is written
         self._pending.clear()
-        if self.hello_done:
+        if self.attached:  # also in the middle of hello: it must not stay "online"
             await self.service.device_detached(self.user_id, self.device_id, self)

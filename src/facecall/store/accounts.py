@@ -37,7 +37,7 @@ REMOVE_DEVICE = Q.of(
 REVOKE_DEVICE_TOKENS = Q.of(
     "UPDATE auth_tokens SET revoked_at = $2 WHERE device_id = $1 AND revoked_at IS NULL"
 )
-TOUCH_DEVICE = Q.of("UPDATE user_devices SET last_seen_at = $2 WHERE id = $1")
+TOUCH_DEVICE = Q.of("UPDATE user_devices SET last_seen_at = $2 WHERE id = $1 AND removed_at IS NULL")
 OWNED_DEVICE = Q.of("SELECT 1 FROM user_devices WHERE id = $1 AND user_id = $2 AND removed_at IS NULL")
 INSERT_TOKEN = Q.of(
     "INSERT INTO auth_tokens (token_hash, user_id, device_id, created_at, expires_at, revoked_at) "
@@ -233,7 +233,8 @@ class AccountsRepository:
         return await self._db.write(_remove_device, user_id, device_id, moment)
 
     async def touch_device(self, device_id: str, now: float) -> None:
-        """Record that the device was seen at ``now``. Raises :class:`NotFound` if unknown."""
+        """Record that the device was seen at ``now``. Raises :class:`NotFound` if it is unknown
+        or was removed."""
         moment = validate.instant(now, "now")
         await self._db.write(_touch_device, device_id, moment)
 

@@ -98,6 +98,11 @@ LIVE_CALLS_OF_USER = Q.of(
     "SELECT c.id FROM call_participants p JOIN calls c ON c.id = p.call_id "
     "WHERE p.user_id = $1 AND p.end_reason IS NULL AND c.state != 'ended' ORDER BY c.created_at, c.id"
 )
+JOINED_CALLS_OF_USER = Q.of(
+    "SELECT c.id FROM call_participants p JOIN calls c ON c.id = p.call_id "
+    "WHERE p.user_id = $1 AND p.end_reason IS NULL AND p.state = 'joined' AND c.state != 'ended' "
+    "ORDER BY c.created_at, c.id"
+)
 RINGING_BETWEEN = Q.of(
     "SELECT c.id FROM calls c WHERE c.state = 'ringing' AND c.caller_user_id = $1 AND EXISTS "
     "(SELECT 1 FROM call_participants p WHERE p.call_id = c.id AND p.user_id = $2 AND p.role = 'callee' "
@@ -397,6 +402,11 @@ class CallsRepository:
         """Ids of calls not ended in which the user's participant row is live (its
         ``end_reason`` is NULL), oldest first."""
         return await self._db.read(_ids, LIVE_CALLS_OF_USER, user_id)
+
+    async def joined_calls_of_user(self, user_id: str) -> list[str]:
+        """Ids of calls not ended that the user is in (answered, or placed): what makes the
+        user busy for another call. A call that only rings the user does not count."""
+        return await self._db.read(_ids, JOINED_CALLS_OF_USER, user_id)
 
     async def ringing_calls_between(self, caller_user_id: str, callee_user_id: str) -> list[str]:
         """Ids of ringing calls placed by ``caller_user_id`` in which ``callee_user_id`` is a
