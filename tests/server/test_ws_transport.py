@@ -339,6 +339,23 @@ async def test_keepalive_pongs_keep_the_connection() -> None:
     assert client.close_rcvd is None
 
 
+async def test_a_pong_after_the_close_began_does_not_cancel_the_drop(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ws_transport, "CLOSE_TIMEOUT", 0.05)
+    proto, transport = _protocol(0.01, _NeverAnswers())
+    client, request = _client("/v1/signaling?token=pending")
+    proto.data_received(request)
+    _read(client, transport)
+    while not any(isinstance(e, Frame) and e.opcode is Opcode.PING
+                  for e in _read(client, transport)):
+        await asyncio.sleep(0.005)
+    pong = b"".join(client.data_to_send())  # websockets answered the ping
+    proto.close(1001, "going away")  # the server starts closing; the peer never answers it
+    proto.data_received(pong)
+    await asyncio.sleep(0.2)
+    assert transport.closed  # dropped after CLOSE_TIMEOUT all the same
+
+
 class _NeverAnswers:
     async def resolve_token(self, *_: Any) -> None:
         await asyncio.Event().wait()

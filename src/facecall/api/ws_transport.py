@@ -311,7 +311,8 @@ class SignalingWebSocket(asyncio.Protocol):
                 data, self._fragments = b"".join(self._fragments), None
                 self._deliver(data)
         elif opcode is Opcode.PONG:  # a ping (§5.5.2) is answered by websockets itself
-            if self._awaiting_pong:
+            # once closing, the timer is the drop deadline (§7.1.1), which a pong must not undo
+            if self._awaiting_pong and self._conn.state is OPEN:
                 self._awaiting_pong = False
                 self._schedule_ping(self._ping_interval)
 
