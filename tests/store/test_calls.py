@@ -243,6 +243,24 @@ async def test_live_calls_of_user(store: Store) -> None:
     assert await store.live_calls_of_user(alice.id) == []
 
 
+async def test_joined_calls_of_user(store: Store) -> None:
+    """What makes a user busy: a call the user placed or answered, not one that rings them."""
+    alice, a_dev = await user_with_device(store, "alice")
+    bob, b_dev = await user_with_device(store, "bob")
+    call = ringing_call(alice, a_dev, [(bob, b_dev)])
+    await store.create_call(call)
+    assert await store.joined_calls_of_user(alice.id) == [call.call_id]  # the caller is in it
+    assert await store.joined_calls_of_user(bob.id) == []  # only ringing
+    answered = replace(call, state="active", answered_at=T0 + 1, participants=[
+        ParticipantWrite(bob.id, "callee", "joined", T0, joined_at=T0 + 1,
+                         answered_device_id=b_dev.id)], legs=[])
+    await store.save_call(answered, 1)
+    assert await store.joined_calls_of_user(bob.id) == [call.call_id]
+    await store.save_call(ended(call, T0 + 9, "hung_up"), 2)
+    assert await store.joined_calls_of_user(bob.id) == []
+    assert await store.joined_calls_of_user(alice.id) == []
+
+
 async def test_ringing_calls_between(store: Store) -> None:
     alice, a_dev = await user_with_device(store, "alice")
     bob, b_dev = await user_with_device(store, "bob")
