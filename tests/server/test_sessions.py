@@ -226,3 +226,20 @@ async def test_a_device_that_connects_while_rung_gets_the_ring(server: LiveServe
         await fresh.next_event("call.ring", timeout=0.3)
     await fresh.request("call.answer", call_id=call_id)
     assert (await a1.next_event("call.answered"))["call_id"] == call_id
+
+
+async def test_a_fresh_start_of_a_joined_device_leaves_its_call(server: LiveServer) -> None:
+    """A new connection that does not resume (the app restarted, the page reloaded) holds no
+    call: the device leaves the calls it was in, so nobody waits on a ghost."""
+    _, (a1,) = await server.user_with_devices("alice", 1)
+    bob, (b1,) = await server.user_with_devices("bob", 1)
+    call_id = (await a1.request("call.start", to=[bob["user"]["id"]], media="audio"))["call_id"]
+    await b1.next_event("call.ring")
+    await b1.request("call.answer", call_id=call_id)
+    reloaded = SignalingConnection(server.ws_url, b1.token)
+    assert (await reloaded.connect())["resumed"] is False
+    ended = await a1.next_event("call.ended")
+    assert ended["call_id"] == call_id and ended["reason"] == "connection_lost"
+    # bob is not busy for the next call
+    await a1.request("call.start", to=[bob["user"]["id"]], media="audio")
+    assert (await reloaded.next_event("call.ring"))["call_waiting"] is False

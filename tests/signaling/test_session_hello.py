@@ -42,7 +42,7 @@ class _Service:
     def __init__(self) -> None:
         self.settings = Settings()
         self.bus = _Bus()
-        self.rings_again = 0
+        self.fresh_starts = 0
 
     def message_bucket(self, device_id: str) -> TokenBucket:
         return TokenBucket(100.0, 100.0)
@@ -60,8 +60,8 @@ class _Service:
         await listener(3, b'{"type":"e","seq":3}')  # new
         return True
 
-    async def ring_again(self, user_id: str, device_id: str, replayed: list[bytes]) -> None:
-        self.rings_again += 1
+    async def fresh_start(self, user_id: str, device_id: str, replayed: list[bytes]) -> None:
+        self.fresh_starts += 1
 
 
 async def test_events_during_hello_come_after_the_welcome_and_the_replay() -> None:
@@ -73,7 +73,7 @@ async def test_events_during_hello_come_after_the_welcome_and_the_replay() -> No
     assert [(f["type"], f.get("seq")) for f in link.frames] == [
         ("welcome", None), ("e", 2), ("e", 3)]
     assert link.frames[0]["resumed"] is True
-    assert service.rings_again == 0  # a complete resume: the device has its rings
+    assert service.fresh_starts == 0  # a complete resume: the device has its calls
     await session.handle_frame(b'{"v":1,"id":"h2","type":"hello"}')
     session.flush()
     assert link.frames[-1]["code"] == "invalid_state"

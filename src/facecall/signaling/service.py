@@ -224,20 +224,26 @@ class CallService:
         await self.bus.attach(device_id, session.connection_id, listener)
         return True
 
-    async def ring_again(self, user_id: str, device_id: str, replayed: list[bytes]) -> None:
-        """Ring the device again for each call that rings it but whose ``call.ring`` is not in
-        ``replayed``: a device that starts afresh (a new app, or a mailbox lost with a
-        restarted node's memory) must still learn of the calls ringing it."""
+    async def fresh_start(self, user_id: str, device_id: str, replayed: list[bytes]) -> None:
+        """The device starts afresh (its welcome said ``resumed: false``: a new app, a lost
+        session, or a node that restarted and lost its mailboxes). It holds no call any more:
+        it leaves the calls it was joined in (``connection_lost``, as its client ends them),
+        and it is rung again for each call that rings it whose ``call.ring`` is not among
+        ``replayed`` -- an incoming call still shows."""
         rung = set()
         for text in replayed:
             message = orjson.loads(text)
             if message.get("type") == "call.ring":
                 rung.add(message.get("call_id"))
         for call_id in await self.store.live_calls_of_user(user_id):
-            if call_id in rung or (entry := await self._load(call_id)) is None:
+            entry = await self._load(call_id)
+            leg = entry[1].active_leg(user_id, device_id) if entry is not None else None
+            if entry is None or leg is None:
                 continue
-            ring = entry[1].ring_message(user_id, device_id)
-            if ring is not None:
+            if leg.state is LegState.JOINED:
+                with contextlib.suppress(ProtocolError):  # it ended meanwhile
+                    await self._apply(call_id, DeviceLost(user_id, device_id))
+            elif call_id not in rung and (ring := entry[1].ring_message(user_id, device_id)):
                 await self.bus.deliver(device_id, {**ring,
                                                    "from_name": self._names.get(ring["from_user"])})
 

@@ -230,9 +230,9 @@ class DeviceSession:
             return
         finally:
             self._held = None
-        if not resumed:  # a fresh start: the calls ringing it must ring it
-            await self.service.ring_again(self.user_id, self.device_id,
-                                          [text for _, text in replay.messages])
+        if not resumed:  # it keeps no call; the calls ringing it must ring it
+            await self.service.fresh_start(self.user_id, self.device_id,
+                                           [text for _, text in replay.messages])
 
     async def detach(self) -> None:
         """The transport is gone: stop, and let the service start the resume grace."""

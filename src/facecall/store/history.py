@@ -13,7 +13,8 @@ MAX_HISTORY_LIMIT = 500
 
 def is_missed(role: str, joined_at: float | None, own_reason: str | None, call_reason: str | None) -> bool:
     """The missed-call rule: an incoming call the user never joined, that ended for them (or,
-    without an own reason, for everyone) by ring timeout or cancellation."""
+    without an own reason, for everyone) by ring timeout, cancellation or the caller's lost
+    connection (:data:`MISSED_REASONS`)."""
     reason = own_reason if own_reason is not None else call_reason
     return role == "callee" and joined_at is None and reason in MISSED_REASONS
 

@@ -22,7 +22,9 @@ ROLES: tuple[str, ...] = ("caller", "callee")
 
 #: Participant end reasons (or, when the participant has none, call end reasons) that make an
 #: unjoined incoming call a *missed* call in :class:`HistoryEntry`.
-MISSED_REASONS: frozenset[str] = frozenset({"ring_timeout", "cancelled"})
+#: ``connection_lost``: the caller (or whoever was in the call) was gone before anyone
+#: answered; the callee's devices had rung.
+MISSED_REASONS: frozenset[str] = frozenset({"ring_timeout", "cancelled", "connection_lost"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +180,8 @@ class HistoryEntry:
 
     ``missed`` is True when the call was incoming (the user was a callee), the user never joined
     (``joined_at`` is None) and the user's own end reason -- or, when that is None, the call's
-    end reason -- is ``ring_timeout`` or ``cancelled`` (:data:`MISSED_REASONS`).
+    end reason -- is ``ring_timeout``, ``cancelled`` or ``connection_lost``
+    (:data:`MISSED_REASONS`).
     ``duration`` is ``ended_at - answered_at`` when the call was answered and has ended, else None.
     """
 
