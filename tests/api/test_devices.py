@@ -90,3 +90,19 @@ async def test_device_names_are_clean(server: LiveServer, name: str) -> None:
     r = await server.http.post("/v1/devices", json={"kind": "sdk", "name": name}, headers=auth)
     assert r.status_code == 422
     assert (await server.http.get("/v1/devices", headers=auth)).json() == []
+
+
+async def test_a_device_token_cannot_mint_or_revoke_devices(server: LiveServer) -> None:
+    """A device's token lives on the device and never expires: if it leaks, it must not mint
+    more credentials or remove the owner's other devices. That takes an account token."""
+    account = await server.sign_up("owner")
+    phone = await server.register_device(account["token"], "phone")
+    laptop = await server.register_device(account["token"], "laptop")
+    as_phone = {"Authorization": f"Bearer {phone['token']}"}
+    minted = await server.http.post("/v1/devices", json={"kind": "sdk", "name": "x"}, headers=as_phone)
+    assert minted.status_code == 403
+    assert minted.json()["detail"] == "an account token is required (sign in)"
+    removed = await server.http.delete(f"/v1/devices/{laptop['device']['id']}", headers=as_phone)
+    assert removed.status_code == 403
+    listed = await server.http.get("/v1/devices", headers=as_phone)
+    assert {d["name"] for d in listed.json()} == {"phone", "laptop"}  # nothing changed

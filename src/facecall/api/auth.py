@@ -124,3 +124,12 @@ async def current_device(principal: Principal = Depends(current_principal)) -> P
     if principal.device_id is None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="a device token is required")
     return principal
+
+
+async def current_account(principal: Principal = Depends(current_principal)) -> Principal:  # noqa: B008
+    """An account token is required: registering and removing devices mint and revoke
+    credentials, which a device's own token (stored on the device, never expiring) must not."""
+    if principal.device_id is not None:
+        raise HTTPException(status.HTTP_403_FORBIDDEN,
+                            detail="an account token is required (sign in)")
+    return principal

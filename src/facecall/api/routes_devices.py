@@ -6,7 +6,7 @@ import time
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 
-from facecall.api.auth import Principal, current_principal, get_store, new_token, token_hash
+from facecall.api.auth import Principal, current_account, current_principal, get_store, new_token, token_hash
 from facecall.api.schemas import DeviceIn, DeviceOut, DeviceRegistered
 from facecall.store import Store
 from facecall.store.records import DeviceRecord
@@ -26,10 +26,11 @@ def device_out(device: DeviceRecord, online: bool = False) -> DeviceOut:
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DeviceRegistered)
 async def register_device(
     body: DeviceIn,
-    principal: Principal = Depends(current_principal),  # noqa: B008
+    principal: Principal = Depends(current_account),  # noqa: B008
     store: Store = Depends(get_store),  # noqa: B008
 ) -> DeviceRegistered:
-    """Register a device of the signed-in user; returns its token (shown once)."""
+    """Register a device of the signed-in user (an account token); returns its token (shown
+    once)."""
     if len(await store.list_devices(principal.user_id)) >= MAX_DEVICES_PER_USER:
         raise HTTPException(
             status.HTTP_409_CONFLICT, detail=f"at most {MAX_DEVICES_PER_USER} devices per user"
@@ -57,10 +58,11 @@ async def list_devices(
 async def remove_device(
     device_id: str,
     request: Request,
-    principal: Principal = Depends(current_principal),  # noqa: B008
+    principal: Principal = Depends(current_account),  # noqa: B008
     store: Store = Depends(get_store),  # noqa: B008
 ) -> None:
-    """Remove a device: its token stops working and it leaves any call it is in."""
+    """Remove a device (an account token): its token stops working and it leaves any call it
+    is in. A device removes itself by signing out (``DELETE /v1/sessions/current``)."""
     if len(device_id) > 64 or not await store.remove_device(principal.user_id, device_id, time.time()):
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such device")
     await request.app.state.signaling.device_removed(principal.user_id, device_id)
