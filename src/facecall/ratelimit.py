@@ -31,6 +31,10 @@ class TokenBucket:
         self.tokens -= 1.0
         return True
 
+    def give_back(self) -> None:
+        """Return a token taken for something that turned out not to count."""
+        self.tokens = min(self.burst, self.tokens + 1.0)
+
     def wait(self, now: float | None = None) -> float:
         """Seconds until a token is there (0: there is one now)."""
         self._refill(time.monotonic() if now is None else now)
@@ -78,3 +82,8 @@ class KeyedRateLimit:
         now = self.clock()
         bucket = self._bucket(key, now)
         return 0.0 if bucket.take(now) else bucket.wait(now)
+
+    def give_back(self, key: str) -> None:
+        """Return the token ``take`` spent for ``key``."""
+        if self.rate > 0 and (bucket := self._buckets.get(key)) is not None:
+            bucket.give_back()

@@ -123,3 +123,12 @@ async def test_too_many_hashes_at_once_get_503(server: LiveServer,
     assert busy.headers["retry-after"] == "1"
     monkeypatch.undo()
     assert (await _sign_in(server, "crowd")).status_code == 200
+
+
+async def test_guesses_sent_at_once_get_no_more_than_the_allowance(tmp_path: Path) -> None:
+    async with throttled(tmp_path, sign_in_failures_per_hour=1.0, sign_in_failure_burst=3) as live:
+        await live.sign_up("target")
+        replies = await asyncio.gather(*(_sign_in(live, "target", f"guess-{i:04d}")
+                                         for i in range(12)))
+        statuses = [r.status_code for r in replies]
+        assert statuses.count(401) == 3 and statuses.count(429) == 9

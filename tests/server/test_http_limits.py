@@ -149,3 +149,29 @@ def test_connection_limit_defaults_to_the_descriptor_limit() -> None:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     assert connection_limit(Settings()) == max(64, soft - RESERVED_DESCRIPTORS)
     assert connection_limit(Settings(max_connections=10)) == 10
+
+
+async def test_a_body_arriving_after_its_head_is_not_counted_as_a_head(tmp_path: Path) -> None:
+    """Body bytes that come in reads of their own (and the end of a body) are no head: a
+    32 KiB+ body under the API's 64 KiB limit is served, and so is the next request."""
+    async with limited_server(tmp_path) as live:
+        body = json.dumps({"username": "split", "password": "p" * 200}).encode() + b" " * 40_000
+        reader, writer = await _connect(live)
+        writer.write(b"POST /v1/accounts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body))
+        await writer.drain()
+        for part in (body[:1_000], body[1_000:]):  # the last read holds over 32 KiB
+            await asyncio.sleep(0.05)  # separate reads on the server
+            writer.write(part)
+            await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), 5)
+        assert line.startswith(b"HTTP/1.1 201")
+        length = 0
+        while (header := await reader.readline()) != b"\r\n":
+            if header.lower().startswith(b"content-length:"):
+                length = int(header.split(b":")[1])
+        await reader.readexactly(length)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        status, _ = await _response(reader)
+        assert status == 200
+        writer.close()

@@ -100,14 +100,16 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._arm(self._head_timeout, self._head_timed_out)
 
     def data_received(self, data: bytes) -> None:
-        heads = self._heads
-        if self._reading_head and self._deadline is None:  # a keep-alive request's first bytes
+        heads, reading_head = self._heads, self._reading_head
+        if reading_head and self._deadline is None:  # a keep-alive request's first bytes
             self._arm(self._head_timeout, self._head_timed_out)
         super().data_received(data)
         # a head still unfinished after this read is counted in raw bytes (llhttp buffers a
         # field until it ends, so the parsed size alone would let one endless field through);
         # a read that finished a head may hold the start of the next: counted from the next
-        if self._reading_head and heads == self._heads and not self.transport.is_closing():
+        # (a read that began inside a body and finished it is the body's, not a head's)
+        if reading_head and self._reading_head and heads == self._heads \
+                and not self.transport.is_closing():
             self._head_bytes += len(data)
             if self._head_bytes > self._max_head:
                 self._refuse(431, f"request head larger than {self._max_head} bytes")

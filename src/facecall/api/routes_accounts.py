@@ -70,12 +70,16 @@ async def sign_in(
 ) -> Session:
     """Exchange username and password for an account token."""
     throttle.attempt(request)
-    throttle.check_account(body.username)
-    user = await store.get_user_by_username(body.username)
-    if not await verify_password(user.password_hash if user else _DUMMY_HASH, body.password) \
-            or not user:
-        throttle.failed(body.username)
+    throttle.sign_in_attempt(body.username)
+    try:
+        user = await store.get_user_by_username(body.username)
+        right = await verify_password(user.password_hash if user else _DUMMY_HASH, body.password)
+    except BaseException:
+        throttle.give_back(body.username)  # not checked (busy, or the client went away)
+        raise
+    if not right or not user:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="wrong username or password")
+    throttle.give_back(body.username)
     return await _open_session(request, store, user)
 
 

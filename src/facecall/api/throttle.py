@@ -46,11 +46,13 @@ class AuthThrottle:
             raise too_many(wait, "too many sign-up or sign-in attempts from this address; "
                                  "retry later")
 
-    def check_account(self, username: str) -> None:
-        """Raise 429 while ``username`` has used up its failed sign-ins."""
-        if wait := self.failures.wait(username.lower()):
+    def sign_in_attempt(self, username: str) -> None:
+        """Spend one of ``username``'s failed sign-ins before its password is checked (so
+        that guesses sent at once cannot all get through), or raise 429; a sign-in that
+        succeeds, or is not checked at all, gives it back (:meth:`give_back`)."""
+        if wait := self.failures.take(username.lower()):
             raise too_many(wait, "too many failed sign-ins for this account; retry later")
 
-    def failed(self, username: str) -> None:
-        """Count a failed sign-in of ``username``."""
-        self.failures.take(username.lower())
+    def give_back(self, username: str) -> None:
+        """That sign-in of ``username`` was not a failed one (right password, or not checked)."""
+        self.failures.give_back(username.lower())

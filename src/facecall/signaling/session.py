@@ -168,9 +168,9 @@ class DeviceSession:
         try:
             message = parse_client_message(raw, self.max_bytes)
             msg_id = message.id
-            # answered with the id, so the client can retry it; a hello (once a connection)
-            # is not refused, or a device that spent its bucket could not reconnect
-            if message.type != "hello" and not self._bucket.take():
+            # answered with the id, so the client can retry it; a connection's first hello is
+            # not refused, or a device that spent its bucket could not reconnect
+            if (message.type != "hello" or self.hello_done) and not self._bucket.take():
                 raise ProtocolError(ErrorCode.RATE_LIMITED, "too many messages; slow down and retry")
             cached = self.service.cached_reply(self.device_id, msg_id)
             if cached is not None:  # a resent request: answer as before, do nothing again
