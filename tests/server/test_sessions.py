@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from facecall.client.signaling import SignalingConnection, SignalingError
@@ -214,8 +216,9 @@ async def test_a_device_that_connects_while_rung_gets_the_ring(server: LiveServe
     _, (a1,) = await server.user_with_devices("alice", 1)
     bob, (b1,) = await server.user_with_devices("bob", 1)
     call_id = (await a1.request("call.start", to=[bob["user"]["id"]], media="audio"))["call_id"]
-    await b1.next_event("call.ring")
-    await b1._ws.send('{"v": 1, "id": "a", "type": "ack", "seq": 1}')  # type: ignore[union-attr]
+    first = await b1.next_event("call.ring")
+    await b1._ws.send(json.dumps(  # type: ignore[union-attr]
+        {"v": 1, "id": "a", "type": "ack", "seq": first["seq"]}))
     await b1.request("ping")
     await b1.close()
     fresh = SignalingConnection(server.ws_url, b1.token)  # a new app: no seq to resume from

@@ -20,12 +20,13 @@ Listener = Callable[[int, bytes], Awaitable[None]]
 class Replay:
     """What a resuming device gets: the kept messages after its last seen ``seq``."""
 
-    # False when the device cannot pick up where it left off: messages after ``after_seq``
-    # were trimmed, ``after_seq`` is one this mailbox never assigned (it is newer than the
-    # node's memory: a restart), or the device's session was ended (:meth:`Bus.end_session`).
-    # ``messages`` then holds every kept message, and the device rebuilds its view.
+    # False when the device cannot pick up where it left off: it gave no seq (a fresh start),
+    # messages after ``after_seq`` were trimmed, ``after_seq`` is one this mailbox never
+    # assigned (numbers from before a node restart), or the device's session was ended
+    # (:meth:`Bus.end_session`). Then ``messages`` is empty, what was kept is dropped, and the
+    # device starts afresh after ``last_seq``.
     complete: bool
-    last_seq: int  # the newest seq assigned to this device so far
+    last_seq: int  # the newest seq assigned to this device so far (a mailbox starts anywhere)
     messages: list[tuple[int, bytes]]  # (seq, UTF-8 JSON text)
 
 
@@ -52,13 +53,13 @@ class Bus(abc.ABC):
 
     @abc.abstractmethod
     async def replay(self, device_id: str, after_seq: int | None) -> Replay:
-        """Messages kept for the device with seq > ``after_seq`` (all kept ones when None,
-        or when the replay is not complete)."""
+        """Messages kept for the device with seq > ``after_seq``; none when the replay is not
+        complete (see :class:`Replay`)."""
 
     @abc.abstractmethod
     async def end_session(self, device_id: str) -> None:
         """The device was gone past its resume grace and has left its calls: its next replay
-        is not complete (messages kept meanwhile are still replayed), the ones after are."""
+        is not complete (the ones after it are)."""
 
     @abc.abstractmethod
     async def ack(self, device_id: str, seq: int) -> None:

@@ -27,6 +27,15 @@ class _Mailbox:
     listener: Listener | None = None
 
 
+def first_seq() -> int:
+    """Where a new mailbox starts numbering: the wall clock in microseconds. A mailbox lives in
+    this process's memory; after a restart the device's old numbers are all below the new
+    ones (a device gets far fewer than a million events a second), so a resume from an old
+    number is seen for what it is -- not complete -- instead of being taken for a new one.
+    Below 2**53 until the year 2255, so JavaScript clients count them exactly."""
+    return time.time_ns() // 1000
+
+
 class InProcessBus(Bus):
     """Mailboxes in a dict; each keeps at most ``limit`` unacknowledged messages for ``ttl`` s."""
 
@@ -38,7 +47,8 @@ class InProcessBus(Bus):
     def _box(self, device_id: str) -> _Mailbox:
         box = self._boxes.get(device_id)
         if box is None:
-            box = self._boxes[device_id] = _Mailbox()
+            base = first_seq()
+            box = self._boxes[device_id] = _Mailbox(last_seq=base, trimmed_through=base)
         return box
 
     def _trim(self, box: _Mailbox, now: float) -> None:
@@ -82,13 +92,15 @@ class InProcessBus(Bus):
     async def replay(self, device_id: str, after_seq: int | None) -> Replay:
         box = self._box(device_id)
         self._trim(box, time.monotonic())
-        start = box.trimmed_through if after_seq is None else after_seq
-        complete = box.trimmed_through <= start <= box.last_seq and not box.session_ended
+        complete = after_seq is not None and not box.session_ended \
+            and box.trimmed_through <= after_seq <= box.last_seq
         box.session_ended = False  # said once: the device starts afresh from here
-        if not complete:
-            start = box.trimmed_through
-        messages = [(seq, text) for seq, text, _ in box.kept or () if seq > start]
-        return Replay(complete=complete, last_seq=box.last_seq, messages=messages)
+        if not complete:  # what is kept belongs to a view the device no longer has
+            box.kept = None
+            box.trimmed_through = box.last_seq
+            return Replay(complete=False, last_seq=box.last_seq, messages=[])
+        messages = [(seq, text) for seq, text, _ in box.kept or () if seq > after_seq]
+        return Replay(complete=True, last_seq=box.last_seq, messages=messages)
 
     async def ack(self, device_id: str, seq: int) -> None:
         box = self._boxes.get(device_id)

@@ -78,7 +78,8 @@ class SignalingConnection:
                 raise SignalingError(frame["code"], frame["message"], frame.get("re"))
         self.welcome = frame
         if not frame.get("resumed"):  # a fresh start (or the server lost track): count anew
-            self.last_seq = None
+            last_seq = frame.get("last_seq")
+            self.last_seq = last_seq if isinstance(last_seq, int) else None
         self._reader = asyncio.create_task(self._read())
         for request, _ in list(self._pending.values()):  # resend what was never answered
             await self._ws.send(json.dumps(request))

@@ -224,14 +224,14 @@ class CallService:
         await self.bus.attach(device_id, session.connection_id, listener)
         return True
 
-    async def fresh_start(self, user_id: str, device_id: str, replayed: list[bytes]) -> None:
+    async def fresh_start(self, user_id: str, device_id: str, sent: list[bytes]) -> None:
         """The device starts afresh (its welcome said ``resumed: false``: a new app, a lost
         session, or a node that restarted and lost its mailboxes). It holds no call any more:
         it leaves the calls it was joined in (``connection_lost``, as its client ends them),
         and it is rung again for each call that rings it whose ``call.ring`` is not among
-        ``replayed`` -- an incoming call still shows."""
+        ``sent`` (events since its welcome) -- an incoming call still shows."""
         rung = set()
-        for text in replayed:
+        for text in sent:
             message = orjson.loads(text)
             if message.get("type") == "call.ring":
                 rung.add(message.get("call_id"))

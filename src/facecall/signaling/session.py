@@ -211,28 +211,26 @@ class DeviceSession:
                 return  # the connection closed meanwhile
             replay = await self.service.bus.replay(self.device_id, message.resume_from)
             self.hello_done = True
-            resumed = message.resume_from is not None and replay.complete
+            resumed = replay.complete  # only ever with a resume_from
             self.reply({
                 "v": 1, "type": "welcome", "re": message.id, "user_id": self.user_id,
                 "device_id": self.device_id, "resumed": resumed, "last_seq": replay.last_seq,
             })
-            newest = 0 if message.resume_from is None or not replay.complete \
-                else message.resume_from
+            newest = message.resume_from if resumed else replay.last_seq
             for seq, text in replay.messages:
                 self.enqueue(text)
                 newest = seq
             held, self._held = self._held, None
-            for seq, text in held:
-                if seq > newest:  # else it was in the replay
-                    self.enqueue(text)
+            fresh = [text for seq, text in held if seq > newest]  # else replayed, or stale
+            for text in fresh:
+                self.enqueue(text)
         except NotFound:
             self.kick("device removed", CLOSE_REMOVED)
             return
         finally:
             self._held = None
         if not resumed:  # it keeps no call; the calls ringing it must ring it
-            await self.service.fresh_start(self.user_id, self.device_id,
-                                           [text for _, text in replay.messages])
+            await self.service.fresh_start(self.user_id, self.device_id, fresh)
 
     async def detach(self) -> None:
         """The transport is gone: stop, and let the service start the resume grace."""

@@ -171,8 +171,9 @@ export class Signaling extends EventTarget {
           this.pending.delete(id);
         }
       }
-      this.lastSeq = null;
     }
+    // Not resumed: nothing was replayed, and the events that follow are numbered after last_seq.
+    if (!resumed) this.lastSeq = typeof frame.last_seq === "number" ? frame.last_seq : null;
     this.setState("open", { resumed, reconnected: wasConnected });
     for (const p of this.pending.values()) this.transmit(p);
     clearInterval(this.pingTimer);
