@@ -33,6 +33,17 @@ async def _response(reader: asyncio.StreamReader, timeout: float = 5.0) -> tuple
     return int(head.split(b" ", 2)[1]), body
 
 
+async def _kept_alive_status(reader: asyncio.StreamReader) -> int:
+    """Status of one response on a connection that stays open (its body read by length)."""
+    line = await asyncio.wait_for(reader.readline(), 5)
+    length = 0
+    while (header := await reader.readline()) != b"\r\n":
+        if header.lower().startswith(b"content-length:"):
+            length = int(header.split(b":")[1])
+    await reader.readexactly(length)
+    return int(line.split(b" ", 2)[1])
+
+
 async def _healthy(live: LiveServer) -> None:
     assert (await live.http.get("/healthz")).status_code == 200
 
@@ -63,13 +74,7 @@ async def test_head_just_under_the_limit_and_keep_alive_are_served(tmp_path: Pat
         reader, writer = await _connect(live)
         for _ in range(3):  # one connection, three requests: each head is counted on its own
             writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 3000 + b"\r\n\r\n")
-            line = await asyncio.wait_for(reader.readline(), 5)
-            assert line.startswith(b"HTTP/1.1 200")
-            length = 0
-            while (header := await reader.readline()) != b"\r\n":
-                if header.lower().startswith(b"content-length:"):
-                    length = int(header.split(b":")[1])
-            await reader.readexactly(length)
+            assert await _kept_alive_status(reader) == 200
         writer.close()
 
 
@@ -164,13 +169,7 @@ async def test_a_body_arriving_after_its_head_is_not_counted_as_a_head(tmp_path:
             await asyncio.sleep(0.05)  # separate reads on the server
             writer.write(part)
             await writer.drain()
-        line = await asyncio.wait_for(reader.readline(), 5)
-        assert line.startswith(b"HTTP/1.1 201")
-        length = 0
-        while (header := await reader.readline()) != b"\r\n":
-            if header.lower().startswith(b"content-length:"):
-                length = int(header.split(b":")[1])
-        await reader.readexactly(length)
+        assert await _kept_alive_status(reader) == 201
         writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         status, _ = await _response(reader)
         assert status == 200

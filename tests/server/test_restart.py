@@ -62,6 +62,15 @@ class ServerProcess:
                 self.proc.wait()
 
 
+async def new_user(http: httpx.AsyncClient, name: str) -> tuple[str, str, str]:
+    """A new account with one device: (account token, user id, device token)."""
+    acct = (await http.post("/v1/accounts", json={"username": name,
+                                                  "password": "longenough!"})).json()
+    dev = (await http.post("/v1/devices", json={"kind": "sdk", "name": "d"},
+                           headers={"Authorization": f"Bearer {acct['token']}"})).json()
+    return acct["token"], acct["user"]["id"], dev["token"]
+
+
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[ServerProcess]:
     sock = free_socket()
@@ -78,15 +87,8 @@ async def test_ring_in_flight_survives_kill_9(node: ServerProcess) -> None:
     base = f"http://127.0.0.1:{node.port}"
     ws_url = f"ws://127.0.0.1:{node.port}/v1/signaling"
     async with httpx.AsyncClient(base_url=base) as http:
-        async def user(name: str) -> tuple[str, str, str]:
-            acct = (await http.post("/v1/accounts", json={"username": name,
-                                                          "password": "longenough!"})).json()
-            dev = (await http.post("/v1/devices", json={"kind": "sdk", "name": "d"},
-                                   headers={"Authorization": f"Bearer {acct['token']}"})).json()
-            return acct["token"], acct["user"]["id"], dev["token"]
-
-        a_token, _, a_dev = await user("alice")
-        b_token, b_id, b_dev = await user("bob")
+        a_token, _, a_dev = await new_user(http, "alice")
+        b_token, b_id, b_dev = await new_user(http, "bob")
         # an earlier, finished call that must still be in history afterwards
         alice = SignalingConnection(ws_url, a_dev)
         bob = SignalingConnection(ws_url, b_dev)
@@ -180,15 +182,8 @@ async def test_restart_mid_ring_rings_again_and_is_missed(tmp_path: Path) -> Non
         await node.ready()
         ws_url = f"ws://127.0.0.1:{port}/v1/signaling"
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-            async def user(name: str) -> tuple[str, str, str]:
-                acct = (await http.post("/v1/accounts", json={"username": name,
-                                                              "password": "longenough!"})).json()
-                dev = (await http.post("/v1/devices", json={"kind": "sdk", "name": "d"},
-                                       headers={"Authorization": f"Bearer {acct['token']}"})).json()
-                return acct["token"], acct["user"]["id"], dev["token"]
-
-            _, a_id, a_dev = await user("alice")
-            b_token, b_id, b_dev = await user("bob")
+            _, a_id, a_dev = await new_user(http, "alice")
+            b_token, b_id, b_dev = await new_user(http, "bob")
             alice = SignalingConnection(ws_url, a_dev)
             bob = SignalingConnection(ws_url, b_dev)
             await alice.connect()
