@@ -367,7 +367,11 @@ class CallMachine:
         if not event.removed:
             return
         self._set_leg(leg, state=LegState.ENDED, ended_at=now, reason=reason)
-        if not any(other.user_id == event.user_id for other in self.ringing_legs()):
+        still = len({other.device_id for other in self.ringing_legs()
+                     if other.user_id == event.user_id})
+        if still:  # the callers' "ringing on N devices" is one fewer
+            self._notify_joined("call.ringing", {"user_id": event.user_id, "devices": still})
+        else:
             self._user_out(event.user_id, reason, None, now)
 
     # ------------------------------------------------------------------ transitions
