@@ -27,6 +27,8 @@ T = TypeVar("T")
 
 _hasher = PasswordHasher()
 _bearer = HTTPBearer(auto_error=False)
+#: a real hash to verify against when the user does not exist, so that timing does not tell
+DUMMY_PASSWORD_HASH = _hasher.hash("facecall-timing-equaliser")
 
 MAX_TOKEN_CHARS = 128
 #: threads hashing passwords: half the cores, so the event loop keeps a core while sign-ins run

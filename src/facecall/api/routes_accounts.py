@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 
-from argon2 import PasswordHasher
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 
 from facecall.api.auth import (
+    DUMMY_PASSWORD_HASH,
     Principal,
     current_principal,
     get_store,
@@ -22,10 +22,6 @@ from facecall.store import Store, UsernameTaken
 from facecall.store.records import UserRecord
 
 router = APIRouter(prefix="/v1", tags=["accounts"])
-
-# A real hash to verify against when the user does not exist, so that timing does not tell.
-_DUMMY_HASH = PasswordHasher().hash("facecall-timing-equaliser")
-
 
 def get_throttle(request: Request) -> AuthThrottle:
     throttle: AuthThrottle = request.app.state.auth_throttle
@@ -73,7 +69,7 @@ async def sign_in(
     throttle.sign_in_attempt(body.username)
     try:
         user = await store.get_user_by_username(body.username)
-        right = await verify_password(user.password_hash if user else _DUMMY_HASH, body.password)
+        right = await verify_password(user.password_hash if user else DUMMY_PASSWORD_HASH, body.password)
     except BaseException:
         throttle.give_back(body.username)  # not checked (busy, or the client went away)
         raise
