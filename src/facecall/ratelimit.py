@@ -1,4 +1,4 @@
-"""Token buckets: one per device connection (signaling messages), or one per key (sign-in
+"""Token buckets: one per device (its signaling messages, over all its connections), or one per key (sign-in
 attempts by address and by account, :mod:`facecall.api.throttle`)."""
 
 from __future__ import annotations
