@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -148,3 +153,58 @@ async def sdk_devices(base_url: str) -> AsyncIterator[MakeDevice]:
     finally:
         for device in devices:
             await device.close()
+
+
+class ServerProcess:
+    """`facecall serve` as a child process (so that it can be killed for real)."""
+
+    def __init__(self, db: Path, port: int, ring_timeout: float, resume_grace: float = 60.0,
+                 turn_urls: list[str] | None = None) -> None:
+        """``facecall serve --no-turn`` on ``127.0.0.1:port`` with the SQLite database ``db``;
+        TURN credentials are signed with the tests' secret and list ``turn_urls`` (none: no
+        ICE server)."""
+        self.db, self.port, self.ring_timeout = db, port, ring_timeout
+        self.resume_grace = resume_grace
+        self.turn_urls = turn_urls or []
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "FACECALL_RESUME_GRACE": str(self.resume_grace),
+               "FACECALL_TURN_SECRETS": TEST_TURN_SECRET,
+               "FACECALL_TURN_URLS": ",".join(self.turn_urls)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "facecall", "serve", "--no-turn", "--port", str(self.port),
+             "--database-url", f"sqlite:///{self.db}", "--ring-timeout", str(self.ring_timeout),
+             "--log-level", "warning"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+
+    async def ready(self) -> None:
+        async with httpx.AsyncClient() as http:
+            for _ in range(200):
+                try:
+                    if (await http.get(f"http://127.0.0.1:{self.port}/healthz")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                assert self.proc is not None and self.proc.poll() is None, self.proc.stderr
+                await asyncio.sleep(0.05)
+        raise TimeoutError("server did not start")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"

@@ -4,10 +4,6 @@ after it restarts, and history survives (DESIGN.md invariant 2)."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,51 +11,7 @@ import httpx
 import pytest
 
 from facecall.client.signaling import SignalingConnection
-from tests.live import free_socket
-
-
-class ServerProcess:
-    """`facecall serve` as a child process (so that it can be killed for real)."""
-
-    def __init__(self, db: Path, port: int, ring_timeout: float, resume_grace: float = 60.0) -> None:
-        self.db, self.port, self.ring_timeout = db, port, ring_timeout
-        self.resume_grace = resume_grace
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {**os.environ, "FACECALL_RESUME_GRACE": str(self.resume_grace)}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "facecall", "serve", "--no-turn", "--port", str(self.port),
-             "--database-url", f"sqlite:///{self.db}", "--ring-timeout", str(self.ring_timeout),
-             "--log-level", "warning"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
-
-    async def ready(self) -> None:
-        async with httpx.AsyncClient() as http:
-            for _ in range(200):
-                try:
-                    if (await http.get(f"http://127.0.0.1:{self.port}/healthz")).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                assert self.proc is not None and self.proc.poll() is None, self.proc.stderr
-                await asyncio.sleep(0.05)
-        raise TimeoutError("server did not start")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+from tests.live import ServerProcess, free_socket
 
 
 async def new_user(http: httpx.AsyncClient, name: str) -> tuple[str, str, str]:
@@ -208,3 +160,62 @@ async def test_restart_mid_ring_rings_again_and_is_missed(tmp_path: Path) -> Non
             assert [(i["call_id"], i["missed"]) for i in history["items"]] == [(ringing, True)]
     finally:
         node.stop()
+
+
+async def test_calls_the_devices_still_hold_go_on_across_kill_9(node: ServerProcess) -> None:
+    """The mailboxes die with the node, so nobody resumes; but devices that say in their hello
+    which calls they hold stay in them (``welcome.calls``), so a restart of the server does not
+    end the calls: an answered one goes on, and one that was ringing can still be answered --
+    the caller, back after that, learns it from its welcome."""
+    node.start()
+    await node.ready()
+    ws_url = f"ws://127.0.0.1:{node.port}/v1/signaling"
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{node.port}") as http:
+        _, a_id, a_dev = await new_user(http, "alice")
+        b_token, b_id, b_dev = await new_user(http, "bob")
+        _, _, c_dev = await new_user(http, "carol")
+        alice = SignalingConnection(ws_url, a_dev)
+        bob = SignalingConnection(ws_url, b_dev)
+        carol = SignalingConnection(ws_url, c_dev)
+        for conn in (alice, bob, carol):
+            await conn.connect()
+        a_device, b_device = alice.welcome["device_id"], bob.welcome["device_id"]  # type: ignore[index]
+        talking = (await alice.request("call.start", to=[b_id], media="video"))["call_id"]
+        await bob.next_event("call.ring")
+        await bob.request("call.answer", call_id=talking)
+        await alice.next_event("call.answered")
+        ringing = (await carol.request("call.start", to=[a_id], media="audio"))["call_id"]
+        assert (await alice.next_event("call.ring"))["call_id"] == ringing
+        node.kill()
+        for conn in (alice, bob, carol):
+            await conn.drop()
+
+        node.start()
+        await node.ready()
+        welcome = await bob.connect(calls=[talking])
+        assert welcome["resumed"] is False
+        assert welcome["calls"] == [{"call_id": talking, "media": "video", "state": "joined",
+                                     "participants": [{"user_id": a_id, "device_id": a_device}]}]
+        welcome = await alice.connect(calls=[talking, ringing])
+        assert {c["call_id"]: (c["state"], c["participants"]) for c in welcome["calls"]} == {
+            talking: ("joined", [{"user_id": b_id, "device_id": b_device}]),
+            ringing: ("ringing", [{"user_id": carol.welcome["user_id"],  # type: ignore[index]
+                                   "device_id": carol.welcome["device_id"]}]),  # type: ignore[index]
+        }
+        # the media path is renegotiated over the new node; then alice takes carol's call
+        await bob.request("call.sdp", call_id=talking, to_device=a_device, ice_restart=True,
+                          description={"type": "offer", "sdp": "v=0\r\n"})
+        assert (await alice.next_event("call.sdp"))["from_device"] == b_device
+        await alice.request("call.hangup", call_id=talking)
+        assert (await bob.next_event("call.ended"))["reason"] == "hung_up"
+        await alice.request("call.answer", call_id=ringing)
+        welcome = await carol.connect(calls=[ringing])  # back after the answer: told by welcome
+        assert [(c["state"], c["participants"]) for c in welcome["calls"]] == [
+            ("joined", [{"user_id": a_id, "device_id": a_device}])]
+        await carol.request("call.hangup", call_id=ringing)
+        assert (await alice.next_event("call.ended"))["reason"] == "hung_up"
+
+        history = (await http.get("/v1/calls/history",
+                                  headers={"Authorization": f"Bearer {b_token}"})).json()
+        assert [(i["call_id"], i["end_reason"], i["missed"]) for i in history["items"]] == [
+            (talking, "hung_up", False)]

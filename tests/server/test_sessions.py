@@ -246,3 +246,95 @@ async def test_a_fresh_start_of_a_joined_device_leaves_its_call(server: LiveServ
     # bob is not busy for the next call
     await a1.request("call.start", to=[bob["user"]["id"]], media="audio")
     assert (await reloaded.next_event("call.ring"))["call_waiting"] is False
+
+
+async def test_a_fresh_start_keeps_the_calls_the_device_still_holds(server: LiveServer) -> None:
+    """A connection that cannot resume (here: a new connection without a seq) but says in its
+    hello which calls it still holds stays in those: ``welcome.calls`` lists each as it stands
+    now, nobody is told anything, and the call goes on."""
+    _, (a1,) = await server.user_with_devices("alice", 1)
+    bob, (b1,) = await server.user_with_devices("bob", 1)
+    call_id = (await a1.request("call.start", to=[bob["user"]["id"]], media="video"))["call_id"]
+    await b1.next_event("call.ring")
+    await b1.request("call.answer", call_id=call_id)
+    await b1.close()
+    again = SignalingConnection(server.ws_url, b1.token)
+    welcome = await again.connect(calls=[call_id])
+    assert welcome["resumed"] is False
+    assert welcome["calls"] == [{
+        "call_id": call_id, "media": "video", "state": "joined",
+        "participants": [{"user_id": a1.welcome["user_id"], "device_id": a1.welcome["device_id"]}],
+    }]
+    await again.request("call.sdp", call_id=call_id, to_device=a1.welcome["device_id"],
+                        description={"type": "offer", "sdp": "v=0\r\n"}, ice_restart=True)
+    seen = [await a1.next_event() for _ in range(3)]
+    assert [e["type"] for e in seen] == ["call.ringing", "call.answered", "call.sdp"]
+    assert seen[-1]["ice_restart"] is True
+    await again.request("call.hangup", call_id=call_id)
+    assert (await a1.next_event("call.ended"))["reason"] == "hung_up"
+
+
+async def test_a_fresh_start_holding_a_ringing_call_is_not_rung_again(server: LiveServer) -> None:
+    _, (a1,) = await server.user_with_devices("alice", 1)
+    bob, (b1,) = await server.user_with_devices("bob", 1)
+    call_id = (await a1.request("call.start", to=[bob["user"]["id"]], media="audio"))["call_id"]
+    await b1.next_event("call.ring")
+    await b1.close()
+    again = SignalingConnection(server.ws_url, b1.token)
+    welcome = await again.connect(calls=[call_id])
+    assert [(c["call_id"], c["state"], c["participants"]) for c in welcome["calls"]] == [
+        (call_id, "ringing", [{"user_id": a1.welcome["user_id"],
+                               "device_id": a1.welcome["device_id"]}])]
+    with pytest.raises(TimeoutError):
+        await again.next_event("call.ring", timeout=0.3)
+    await again.request("call.answer", call_id=call_id)
+    assert (await a1.next_event("call.answered"))["call_id"] == call_id
+
+
+async def test_held_calls_the_device_is_not_in_are_left_out_and_change_nothing(
+        server: LiveServer) -> None:
+    """``hello.calls`` naming another user's call, a call that ended, and a call that does not
+    exist: none is listed (so nothing is revealed about them), the device leaves the call it
+    did not name, and the others' call goes on."""
+    _, (a1,) = await server.user_with_devices("alice", 1)
+    bob, (b1,) = await server.user_with_devices("bob", 1)
+    carol, (c1,) = await server.user_with_devices("carol", 1)
+    _, (d1,) = await server.user_with_devices("dave", 1)
+    ended = (await a1.request("call.start", to=[bob["user"]["id"]], media="audio"))["call_id"]
+    await a1.request("call.cancel", call_id=ended)
+    theirs = (await d1.request("call.start", to=[carol["user"]["id"]], media="audio"))["call_id"]
+    await c1.next_event("call.ring")
+    await c1.request("call.answer", call_id=theirs)
+    mine = (await a1.request("call.start", to=[bob["user"]["id"]], media="audio"))["call_id"]
+    await b1.close()
+    intruder = SignalingConnection(server.ws_url, a1.token)
+    welcome = await intruder.connect(calls=[theirs, ended, "no-such-call"])
+    assert welcome["resumed"] is False and welcome["calls"] == []
+    # alice's device did not name her ringing call: it left it, which ended it
+    history = await server.http.get("/v1/calls/history",
+                                    headers={"Authorization": f"Bearer {bob['token']}"})
+    by_id = {i["call_id"]: i for i in history.json()["items"]}
+    assert by_id[mine]["end_reason"] == "connection_lost"
+    await d1.request("call.hangup", call_id=theirs)  # carol and dave's call was untouched
+    assert (await c1.next_event("call.ended"))["reason"] == "hung_up"
+
+
+@pytest.mark.parametrize("calls", [
+    ["x"] * 2,  # repeated
+    [f"c{i}" for i in range(17)],  # more than 16
+    "c1",  # not a list
+    [1],  # not ids
+    ["has space"],
+    ["x" * 65],
+])
+async def test_bad_held_calls_in_hello_are_refused(server: LiveServer, calls: object) -> None:
+    import websockets
+
+    _, (a1,) = await server.user_with_devices("alice", 1)
+    async with websockets.connect(server.ws_url, additional_headers={
+            "Authorization": f"Bearer {a1.token}"}) as ws:
+        await ws.send(json.dumps({"v": 1, "id": "h", "type": "hello", "calls": calls}))
+        reply = json.loads(await ws.recv())
+        assert (reply["type"], reply["code"], reply["re"]) == ("error", "invalid_field", "h")
+        await ws.send(json.dumps({"v": 1, "id": "h2", "type": "hello"}))  # the connection stays
+        assert json.loads(await ws.recv())["type"] == "welcome"

@@ -318,6 +318,22 @@ def test_ring_message_again() -> None:
     assert machine.ring_message("bob", "b9") is None  # not in the call
 
 
+def test_held_by_is_the_call_as_a_device_that_still_holds_it_sees_it() -> None:
+    machine, _ = call()
+    alice_a1 = {"user_id": "alice", "device_id": "a1"}
+    assert machine.held_by("bob", "b1") == {"call_id": "call-1", "media": "video",
+                                           "state": "ringing", "participants": [alice_a1]}
+    assert machine.held_by("alice", "a1") == {"call_id": "call-1", "media": "video",
+                                             "state": "joined", "participants": []}
+    machine.handle(Answer("bob", "b2"), 1.0)
+    assert machine.held_by("alice", "a1")["participants"] == [  # type: ignore[index]
+        {"user_id": "bob", "device_id": "b2"}]
+    assert machine.held_by("bob", "b1") is None  # answered elsewhere: out of the call
+    assert machine.held_by("carol", "c1") is None  # never in it
+    machine.handle(Hangup("alice", "a1"), 2.0)
+    assert machine.held_by("bob", "b2") is None  # the call ended
+
+
 def test_lost_caller_before_answer_ends_the_call() -> None:
     machine, _ = call()
     machine.handle(DeviceLost("alice", "a1"), 1.0)

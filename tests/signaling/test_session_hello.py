@@ -60,7 +60,12 @@ class _Service:
         await listener(3, b'{"type":"e","seq":3}')  # new
         return True
 
-    async def fresh_start(self, user_id: str, device_id: str, replayed: list[bytes]) -> None:
+    async def held_calls(self, user_id: str, device_id: str, declared: list[str]
+                         ) -> list[dict[str, Any]]:
+        raise AssertionError("a complete resume needs no list of the calls it holds")
+
+    async def fresh_start(self, user_id: str, device_id: str, replayed: list[bytes],
+                          kept: set[str]) -> None:
         self.fresh_starts += 1
 
 

@@ -346,6 +346,18 @@ class Call(AsyncIOEventEmitter):
         """Called by the device for every event about this call, in order."""
         self._inbox.put_nowait(event)
 
+    def _resync(self, view: dict[str, Any]) -> None:
+        """Catch up with the call as the server has it now (a ``welcome.calls`` entry, after
+        a reconnect the server could not resume: the events in between are lost). A call
+        answered meanwhile is taken as answered; a negotiation that may have lost its offer or
+        answer is started again from our side (an ICE restart) if we are the offerer."""
+        others = view.get("participants") or []
+        if self.state is CallState.CALLING and view.get("state") == "joined" and others:
+            self._deliver({"type": "call.answered", "call_id": self.id, **others[0]})
+        elif (self.state in (CallState.CONNECTING, CallState.RECONNECTING)
+              and self.direction is Direction.OUTGOING and self.remote_device is not None):
+            self._background.add(asyncio.ensure_future(self._restart()))
+
     async def _run(self) -> None:
         while self.state is not CallState.ENDED:
             event = await self._inbox.get()

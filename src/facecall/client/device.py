@@ -13,8 +13,10 @@ async with Device(url, "bob", password, state_file="bob.json") as bob:
 ```
 
 The device keeps its signaling connection up: when it drops, it reconnects and resumes
-(``hello{resume_from}``, docs/protocol.md "Resume"), so calls survive a network blip; if the
-server could not resume (grace expired), the calls it had are ended with ``connection_lost``.
+(``hello{resume_from}``, docs/protocol.md "Resume"), so calls survive a network blip. If the
+server could not resume (it restarted, or the grace expired), the device stays in the calls the
+server still has it in (its hello names the calls it holds) and ends the others with
+``connection_lost``.
 """
 
 from __future__ import annotations
@@ -353,7 +355,7 @@ class Device(AsyncIOEventEmitter):
         delay = 0.1
         while not self._closing:
             try:
-                welcome = await self.signaling.resume()
+                welcome = await self.signaling.resume(calls=list(self.calls))
             except (websockets.InvalidStatus, SignalingError) as exc:
                 log.warning("device.rejected", device_id=self.device_id, error=str(exc))
                 for call in list(self.calls.values()):
@@ -368,8 +370,13 @@ class Device(AsyncIOEventEmitter):
             self.reconnects += 1
             self.emit("connection", "connected")
             if not welcome.get("resumed"):
-                # The server lost our session: the calls it knew us in ended (connection_lost).
+                # The server lost our session (a restarted node, an expired grace): we are still
+                # in the calls its welcome lists, as they stand now; the others ended for us.
+                still_in = {view["call_id"]: view for view in welcome.get("calls", [])}
                 for call in list(self.calls.values()):
-                    await call._end(EndReason.CONNECTION_LOST)
+                    if (view := still_in.get(call.id)) is not None:
+                        call._resync(view)
+                    else:
+                        await call._end(EndReason.CONNECTION_LOST)
             self._connected.set()
             return

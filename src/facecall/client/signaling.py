@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import json
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import websockets
@@ -60,16 +61,21 @@ class SignalingConnection:
     def connected(self) -> bool:
         return self._ws is not None and self._closed is None
 
-    async def connect(self) -> dict[str, Any]:
-        """Open the connection and say hello (resuming if a seq was seen before)."""
+    async def connect(self, calls: Iterable[str] = ()) -> dict[str, Any]:
+        """Open the connection and say hello (resuming if a seq was seen before). ``calls``: the
+        calls this device still holds; if the server cannot resume, ``welcome.calls`` says which
+        of them the device is still in (docs/protocol.md, "A fresh start")."""
         self._closed = None
         self._ws = await websockets.connect(
             self.ws_url, additional_headers={"Authorization": f"Bearer {self.token}"},
             max_size=2**20, open_timeout=10,
         )
         hello_id = self._next_id()
-        await self._ws.send(json.dumps(
-            {"v": 1, "id": hello_id, "type": "hello", "resume_from": self.last_seq}))
+        hello: dict[str, Any] = {"v": 1, "id": hello_id, "type": "hello",
+                                 "resume_from": self.last_seq}
+        if held := list(calls):
+            hello["calls"] = held
+        await self._ws.send(json.dumps(hello))
         while True:
             frame = json.loads(await self._ws.recv())
             if frame.get("type") == "welcome":

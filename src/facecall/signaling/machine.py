@@ -430,6 +430,18 @@ class CallMachine:
         by_device = inviter.device_id if inviter is not None else self.caller_device
         return self._ring_message(by_user, by_device, participant.call_waiting)
 
+    def held_by(self, user_id: str, device_id: str) -> dict[str, Any] | None:
+        """The call as a device that still holds it sees it now (a ``welcome.calls`` entry:
+        ringing or joined, and the other joined devices), or None if the device is not in it."""
+        leg = self.active_leg(user_id, device_id)
+        if leg is None:
+            return None
+        others = [{"user_id": other.user_id, "device_id": other.device_id}
+                  for other in self.joined_legs() if other.device_id != device_id]
+        state = "joined" if leg.state is LegState.JOINED else "ringing"
+        return {"call_id": self.call_id, "media": self.media, "state": state,
+                "participants": others}
+
     def _user_out(self, user_id: str, reason: EndReason, others_reason: EndReason | None, now: float) -> None:
         """A ringing user will not join: stop the user's ringing devices (with
         ``others_reason``, or ``reason``), end the participant, tell the joined devices

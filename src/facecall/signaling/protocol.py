@@ -47,6 +47,8 @@ MAX_CALLEES = 32
 MAX_SDP_CHARS = 32 * 1024
 #: Largest ICE candidate line accepted in ``call.candidate``.
 MAX_CANDIDATE_CHARS = 1024
+#: Most calls one ``hello`` may say its device still holds.
+MAX_HELD_CALLS = 16
 
 #: An identifier: 1..64 printable ASCII characters without spaces (client message ids,
 #: user ids, device ids and call ids all share this shape).
@@ -55,10 +57,10 @@ Media = Literal["audio", "video"]
 NonNegInt = Annotated[int, Field(ge=0, le=2**63 - 1)]
 
 
-def _unique(users: list[str]) -> list[str]:
-    if len(set(users)) != len(users):
-        raise ValueError("user ids must be unique")
-    return users
+def _unique(ids: list[str]) -> list[str]:
+    if len(set(ids)) != len(ids):
+        raise ValueError("ids must be unique")
+    return ids
 
 
 #: The users a call rings: 1..32 distinct user ids.
@@ -92,10 +94,13 @@ class _ClientFrame(_Frame):
 class Hello(_ClientFrame):
     """First message on a connection. ``resume_from`` is the last event ``seq`` the device
     processed on its previous connection (``null`` for a fresh session); the server replays
-    every kept event after it and answers ``welcome``."""
+    every kept event after it and answers ``welcome``. ``calls``: the calls the device's client
+    still holds (ringing or joined); if the server cannot resume, the device stays in those
+    it is still in (``welcome.calls``) and leaves the others."""
 
     type: Literal["hello"]
     resume_from: NonNegInt | None = None
+    calls: Annotated[list[Id], Field(max_length=MAX_HELD_CALLS), AfterValidator(_unique)] = []
 
 
 class Ack(_ClientFrame):
@@ -257,9 +262,31 @@ class Error(_Frame):
     message: str
 
 
+class JoinedDevice(BaseModel):
+    """A device in a call."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    user_id: Id
+    device_id: Id
+
+
+class HeldCall(BaseModel):
+    """A call of ``hello.calls`` that the device is still in, as it stands now: whether this
+    device rings or is joined, and the other devices joined."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    call_id: Id
+    media: Media
+    state: Literal["ringing", "joined"]
+    participants: list[JoinedDevice]
+
+
 class Welcome(_Frame):
     """Reply to ``hello``: who this connection is, whether the previous session was resumed
-    (events after ``resume_from`` follow), and the last ``seq`` assigned to this device."""
+    (events after ``resume_from`` follow), and the last ``seq`` assigned to this device.
+    ``calls`` (only when not resumed): the calls of ``hello.calls`` the device is still in."""
 
     type: Literal["welcome"]
     re: Id
@@ -267,6 +294,7 @@ class Welcome(_Frame):
     device_id: Id
     resumed: bool
     last_seq: NonNegInt
+    calls: list[HeldCall] = []
 
 
 class Pong(_Frame):

@@ -224,18 +224,34 @@ class CallService:
         await self.bus.attach(device_id, session.connection_id, listener)
         return True
 
-    async def fresh_start(self, user_id: str, device_id: str, sent: list[bytes]) -> None:
+    async def held_calls(self, user_id: str, device_id: str, declared: list[str]
+                         ) -> list[dict[str, Any]]:
+        """The calls of ``declared`` (``hello.calls``: what the device's client still holds)
+        that the device is still in, as ``welcome.calls`` entries. A call the device is not in
+        (or that does not exist) is left out and tells the device nothing more."""
+        held = []
+        for call_id in declared:
+            entry = await self._load(call_id)
+            if entry is not None and (view := entry[1].held_by(user_id, device_id)) is not None:
+                held.append(view)
+        return held
+
+    async def fresh_start(self, user_id: str, device_id: str, sent: list[bytes],
+                          kept: set[str]) -> None:
         """The device starts afresh (its welcome said ``resumed: false``: a new app, a lost
-        session, or a node that restarted and lost its mailboxes). It holds no call any more:
-        it leaves the calls it was joined in (``connection_lost``, as its client ends them),
-        and it is rung again for each call that rings it whose ``call.ring`` is not among
-        ``sent`` (events since its welcome) -- an incoming call still shows."""
+        session, or a node that restarted and lost its mailboxes). It holds only the calls of
+        ``kept`` (its ``welcome.calls``): it leaves the other calls it was joined in
+        (``connection_lost``, as its client ends them), and it is rung again for each other call
+        that rings it whose ``call.ring`` is not among ``sent`` (events since its welcome) --
+        an incoming call still shows."""
         rung = set()
         for text in sent:
             message = orjson.loads(text)
             if message.get("type") == "call.ring":
                 rung.add(message.get("call_id"))
         for call_id in await self.store.live_calls_of_user(user_id):
+            if call_id in kept:
+                continue
             entry = await self._load(call_id)
             leg = entry[1].active_leg(user_id, device_id) if entry is not None else None
             if entry is None or leg is None:

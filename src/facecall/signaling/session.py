@@ -210,11 +210,14 @@ class DeviceSession:
                                                       self._on_event):
                 return  # the connection closed meanwhile
             replay = await self.service.bus.replay(self.device_id, message.resume_from)
-            self.hello_done = True
             resumed = replay.complete  # only ever with a resume_from
+            still_in = [] if resumed else await self.service.held_calls(
+                self.user_id, self.device_id, message.calls)
+            self.hello_done = True
             self.reply({
                 "v": 1, "type": "welcome", "re": message.id, "user_id": self.user_id,
                 "device_id": self.device_id, "resumed": resumed, "last_seq": replay.last_seq,
+                "calls": still_in,
             })
             newest = message.resume_from if resumed else replay.last_seq
             for seq, text in replay.messages:
@@ -229,8 +232,9 @@ class DeviceSession:
             return
         finally:
             self._held = None
-        if not resumed:  # it keeps no call; the calls ringing it must ring it
-            await self.service.fresh_start(self.user_id, self.device_id, fresh)
+        if not resumed:  # it keeps only what it still holds; the rest must ring it or end
+            await self.service.fresh_start(self.user_id, self.device_id, fresh,
+                                           {call["call_id"] for call in still_in})
 
     async def detach(self) -> None:
         """The transport is gone: stop, and let the service start the resume grace."""

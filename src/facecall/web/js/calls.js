@@ -68,6 +68,10 @@ export class Calls extends EventTarget {
     this.media = new LocalMedia();
     this.statsTimer = null;
     this.clockTimer = null;
+    signaling.heldCalls = () => [
+      ...(this.active && this.active.id && !this.active.ended ? [this.active.id] : []),
+      ...this.rings.keys(),
+    ];
     signaling.addEventListener("event", (e) => this.onEvent(e.detail));
     signaling.addEventListener("state", (e) => this.onSignalingState(e.detail));
   }
@@ -374,17 +378,23 @@ export class Calls extends EventTarget {
     }
   }
 
-  onSignalingState({ state, resumed, reconnected, reason }) {
+  onSignalingState({ state, resumed, reconnected, reason, calls }) {
     if (state === "reconnecting") {
       this.view.connection("Connection lost. Reconnecting…");
     } else if (state === "open") {
       this.view.connection(null);
       if (reconnected) this.view.status("Reconnected");
       if (reconnected && !resumed) {
-        // The server could not replay what we missed: our calls are over.
-        if (this.active && this.active.id) this.finish(this.active, "connection_lost",
-          endMessage("connection_lost"), { notify: true });
+        // The server could not replay what we missed (it restarted, or we were away too long):
+        // we are still in the calls its welcome lists, as they stand now; the others are over.
+        const kept = new Map((calls || []).map((view) => [view.call_id, view]));
+        const call = this.active;
+        if (call && call.id) {
+          if (kept.has(call.id)) this.resync(call, kept.get(call.id));
+          else this.finish(call, "connection_lost", endMessage("connection_lost"), { notify: true });
+        }
         for (const id of [...this.rings.keys()]) {
+          if (kept.has(id)) continue;
           this.rings.delete(id);
           this.view.hideIncoming(id);
         }
@@ -396,6 +406,20 @@ export class Calls extends EventTarget {
       }
     } else if (state === "closed" && reason === "unauthorized") {
       this.dispatchEvent(new CustomEvent("unauthorized"));
+    }
+  }
+
+  /** Catch up with a call the server still has us in after a reconnect it could not resume:
+   * an answer we missed is taken as one; a negotiation cut short restarts ICE (the caller
+   * offers). */
+  resync(call, view) {
+    const other = (view.participants || []).find((p) => p.user_id === call.peerId);
+    if (call.role !== "caller" || view.state !== "joined" || !other) return;
+    if (call.phase === "calling" || call.phase === "ringing") {
+      this.onEvent({ type: "call.answered", call_id: call.id, user_id: other.user_id,
+        device_id: other.device_id });
+    } else if (call.peer && call.phase === "connecting") {
+      call.peer.restartIce().catch(() => {});
     }
   }
 

@@ -6,6 +6,7 @@ const ACK_DELAY_MS = 200;
 const PING_EVERY_MS = 10000;
 const DEAD_AFTER_MS = 25000; // nothing heard for this long (pings included): the connection is dead
 const REQUEST_TIMEOUT_MS = 15000;
+const MAX_HELD_CALLS = 16; // the most calls a hello may name
 
 export class SignalingError extends Error {
   constructor(code, message) {
@@ -42,6 +43,9 @@ export class Signaling extends EventTarget {
     this.reconnectTimer = null;
     this.everConnected = false;
     this.lastHeard = 0;
+    // The calls this device holds (ringing or joined), named in hello: if the server cannot
+    // resume us (it restarted), we stay in those (docs/protocol.md, "A fresh start").
+    this.heldCalls = () => [];
     // The operating system knows first when the network goes away or comes back.
     this.onOffline = () => this.lose();
     this.onOnline = () => {
@@ -103,7 +107,10 @@ export class Signaling extends EventTarget {
     const ws = new WebSocket(`${this.url}?token=${encodeURIComponent(this.token)}`);
     this.ws = ws;
     ws.onopen = () => {
-      ws.send(JSON.stringify({ v: 1, id: this.id(), type: "hello", resume_from: this.lastSeq }));
+      const hello = { v: 1, id: this.id(), type: "hello", resume_from: this.lastSeq };
+      const calls = this.heldCalls().slice(0, MAX_HELD_CALLS);
+      if (calls.length) hello.calls = calls;
+      ws.send(JSON.stringify(hello));
     };
     ws.onmessage = (message) => this.onFrame(ws, message.data);
     ws.onclose = (event) => this.onClose(ws, event);
@@ -174,7 +181,7 @@ export class Signaling extends EventTarget {
     }
     // Not resumed: nothing was replayed, and the events that follow are numbered after last_seq.
     if (!resumed) this.lastSeq = typeof frame.last_seq === "number" ? frame.last_seq : null;
-    this.setState("open", { resumed, reconnected: wasConnected });
+    this.setState("open", { resumed, reconnected: wasConnected, calls: frame.calls || [] });
     for (const p of this.pending.values()) this.transmit(p);
     clearInterval(this.pingTimer);
     this.pingTimer = setInterval(() => {

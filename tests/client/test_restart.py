@@ -1,0 +1,89 @@
+"""A call between two SDK devices goes on when the server is killed and restarted under it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from facecall.client import CallState, EndReason
+from tests.client.test_calls import stamped_frames
+from tests.live import ServerProcess, free_socket, sdk_devices
+
+
+@pytest.fixture
+async def node(tmp_path: Path) -> AsyncIterator[ServerProcess]:
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    proc = ServerProcess(tmp_path / "facecall.db", port, ring_timeout=30.0, resume_grace=30.0)
+    proc.start()
+    try:
+        await proc.ready()
+        yield proc
+    finally:
+        proc.stop()
+
+
+async def test_a_call_goes_on_across_a_server_kill_9(node: ServerProcess) -> None:
+    """Media is peer to peer, so a signaling node that dies (SIGKILL: no goodbye) and comes back
+    must not end the call: both devices reconnect, the server could not resume them (its
+    mailboxes died with it), their hellos name the call, and they stay in it. Pictures keep
+    coming, and a hang-up afterwards reaches the other side as an ordinary hang-up."""
+    async with sdk_devices(node.base_url) as make:
+        alice = await make("alice")
+        bob = await make("bob")
+        outgoing = await alice.call("bob", video=True)
+        incoming = await bob.next_call(timeout=10)
+        await incoming.answer()
+        await asyncio.gather(outgoing.wait_connected(30), incoming.wait_connected(30))
+        changes: list[str] = []
+        alice.on("connection", changes.append)
+
+        node.kill()
+        node.start()
+        await node.ready()
+        for _ in range(200):
+            if alice.reconnects and bob.reconnects and alice.connected and bob.connected:
+                break
+            await asyncio.sleep(0.05)
+        assert alice.reconnects == 1 and bob.reconnects == 1
+        assert changes == ["reconnecting", "connected"]
+        assert alice.signaling is not None and alice.signaling.welcome is not None
+        assert alice.signaling.welcome["resumed"] is False  # the node lost its mailboxes
+        assert outgoing.state is CallState.CONNECTED and incoming.state is CallState.CONNECTED
+        assert (await stamped_frames(outgoing, 5)).summary().stamped >= 5
+        assert (await stamped_frames(incoming, 5)).summary().stamped >= 5
+        await incoming.hangup()
+        assert await outgoing.wait_ended(10) is EndReason.HUNG_UP
+
+
+async def test_a_call_answered_while_the_caller_was_away_connects(node: ServerProcess) -> None:
+    """The node dies while bob's phone rings; bob's device is back first and answers. The
+    ``call.answered`` for alice was lost with the node's memory, but her welcome says that bob's
+    device is in the call now: her device takes the call as answered and connects."""
+    async with sdk_devices(node.base_url) as make:
+        alice = await make("alice")
+        bob = await make("bob")
+        outgoing = await alice.call("bob", video=True)
+        incoming = await bob.next_call(timeout=10)
+        signaling = alice.signaling
+        assert signaling is not None
+        url, signaling.ws_url = signaling.ws_url, "ws://127.0.0.1:9/v1/signaling"  # no network
+        node.kill()
+        node.start()
+        await node.ready()
+        for _ in range(200):
+            if bob.reconnects and bob.connected:
+                break
+            await asyncio.sleep(0.05)
+        assert incoming.state is CallState.RINGING  # still ringing: not rung a second time
+        await incoming.answer()
+        assert outgoing.state is CallState.CALLING and not alice.connected
+        signaling.ws_url = url  # alice's network is back
+        await asyncio.gather(outgoing.wait_connected(30), incoming.wait_connected(30))
+        assert (await stamped_frames(outgoing, 3)).summary().stamped >= 3
+        await outgoing.hangup()
+        assert await incoming.wait_ended(10) is EndReason.HUNG_UP
