@@ -79,7 +79,13 @@ def test_bytes_are_accepted() -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    ["", "{", "nope", '{"v":1,', b"\xff\xfe{}", "[1,2]", '"text"', "42", "null", "{}{}"],
+    ["", "{", "nope", '{"v":1,', b"\xff\xfe{}", "[1,2]", '"text"', "42", "null", "{}{}",
+     # not JSON, though Python's json reads them (RFC 8259 §6) ...
+     "NaN", '{"v":1,"id":"a","type":"ping","x":NaN}', b'{"v":1,"id":"a","type":"ping","x":-Infinity}',
+     # ... and not UTF-8, though Python's json guesses UTF-16 and UTF-32 from bytes
+     '{"v":1,"id":"a","type":"ping"}'.encode("utf-16"),
+     '{"v":1,"id":"a","type":"ping"}'.encode("utf-32-le"),
+     b'\xef\xbb\xbf{"v":1,"id":"a","type":"ping"}'],  # a byte-order mark
 )
 def test_malformed_json(raw: str | bytes) -> None:
     assert code_of(raw) == (ErrorCode.MALFORMED_JSON, None)

@@ -444,6 +444,12 @@ def _read_id(obj: dict[str, Any]) -> str | None:
     return None
 
 
+def _not_json(constant: str) -> Any:
+    """``NaN``, ``Infinity`` and ``-Infinity``, which Python's json reads, are not JSON
+    (RFC 8259 §6)."""
+    raise ValueError(f"{constant} is not a JSON value")
+
+
 def parse_client_message(raw: str | bytes, max_bytes: int = MAX_FRAME_BYTES) -> ClientMessage:
     """Parse and validate one client frame.
 
@@ -464,8 +470,12 @@ def parse_client_message(raw: str | bytes, max_bytes: int = MAX_FRAME_BYTES) -> 
         pass
     # Not valid: parse step by step to say precisely what is wrong (the error codes above).
     try:
-        obj = json.loads(raw)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw  # not json's UTF-16/32 guess
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(ErrorCode.MALFORMED_JSON, f"not UTF-8: {exc}") from None
+    try:
+        obj = json.loads(text, parse_constant=_not_json)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and _not_json's
         raise ProtocolError(ErrorCode.MALFORMED_JSON, f"not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise ProtocolError(ErrorCode.MALFORMED_JSON, "a message must be a JSON object")
