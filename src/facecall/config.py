@@ -56,6 +56,9 @@ class Settings:
     turn_urls: list[str] = field(default_factory=list)  # empty: those of the built-in server
     log_level: str = "info"
     log_json: bool = False
+    # GET /metrics wants `Authorization: Bearer <this>` when set (Prometheus `authorization`);
+    # empty: open to whoever reaches the node (keep it off the public side of the proxy)
+    metrics_token: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

@@ -95,6 +95,29 @@ async def test_health_metrics_openapi(server: LiveServer) -> None:
     assert "/v1/accounts" in spec["paths"] and "/v1/turn/credentials" in spec["paths"]
 
 
+async def test_metrics_token(tmp_path: object) -> None:
+    from tests.live import live_server
+
+    async with live_server(f"sqlite+aiosqlite:///{tmp_path}/m.db", metrics_token="s3cret") as srv:
+        account = await srv.sign_up("metrics-reader")
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret"},
+                        {"Authorization": f"Bearer {account['token']}"},  # a user's token is not it
+                        {"Authorization": "Bearer " + "x" * 10_000}):
+            r = await srv.http.get("/metrics", headers=headers)
+            assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+        r = await srv.http.get("/metrics", headers={"Authorization": "Bearer s3cret"})
+        assert r.status_code == 200 and "python_info" in r.text
+
+
+async def test_api_docs_are_served_by_the_node(server: LiveServer) -> None:
+    """/docs loads Swagger UI from this server (tests/web/test_api_docs.py renders it);
+    ReDoc is not offered: its bundle fetches a logo from a third party."""
+    page = await server.http.get("/docs")
+    assert page.status_code == 200 and "https://" not in page.text
+    assert (await server.http.get("/api-docs-assets/swagger-ui-bundle.js")).status_code == 200
+    assert (await server.http.get("/redoc")).status_code == 404
+
+
 async def test_expired_account_token_is_refused(tmp_path: object) -> None:
     import asyncio
 

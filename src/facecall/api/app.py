@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.routing import Match, Mount
 from starlette.types import Scope
 
@@ -29,11 +30,14 @@ from facecall.store import Store
 from facecall.store.errors import InvalidInput
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+#: where the API docs pages (/docs, /redoc) load Swagger UI and ReDoc from: this server, never
+#: a public CDN (a self-hosted server's visitors are not announced to a third party)
+DOCS_ASSETS = "/api-docs-assets"
 
 
 #: paths that belong to the API: a wrong method there is 405 and an unknown path 404 from the
 #: router, never a miss of the web client's static files
-API_PATHS = ("/v1/", "/healthz", "/metrics", "/openapi.json", "/docs", "/redoc")
+API_PATHS = ("/v1/", "/healthz", "/metrics", "/openapi.json", "/docs", DOCS_ASSETS)
 
 
 class WebClientMount(Mount):
@@ -71,8 +75,9 @@ def create_app(settings: Settings, *, turn_uris: list[str] | None = None,
             await the_bus.close()
             await store.close()
 
-    app = FastAPI(
-        title="facecall", version=__version__, lifespan=lifespan,
+    app = FastAPIOffline(  # ReDoc is left out: its bundle fetches its logo from cdn.redoc.ly
+        static_url=DOCS_ASSETS, redoc_url=None, title="facecall", version=__version__,
+        lifespan=lifespan,
         description="Self-hosted, end-to-end encrypted video calling. "
         "Signaling runs over the WebSocket at /v1/signaling (see docs/protocol.md).",
     )

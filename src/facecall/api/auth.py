@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import os
 import secrets
 import time
@@ -135,3 +136,16 @@ async def current_account(principal: Principal = Depends(current_principal)) -> 
         raise HTTPException(status.HTTP_403_FORBIDDEN,
                             detail="an account token is required (sign in)")
     return principal
+
+
+async def metrics_reader(
+    request: Request,
+    credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),  # noqa: B008
+) -> None:
+    """With ``Settings.metrics_token`` set, ``/metrics`` wants it as a bearer token (RFC 6750
+    §2.1; Prometheus sends it from the scrape config's ``authorization``); unset: open."""
+    token: str = request.app.state.settings.metrics_token
+    given = credentials.credentials if credentials else ""
+    if token and not hmac.compare_digest(given.encode(), token.encode()):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="metrics need the metrics token",
+                            headers={"WWW-Authenticate": 'Bearer realm="metrics"'})

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from facecall import __version__
+from facecall.api.auth import metrics_reader
 from facecall.api.schemas import Health
 
 router = APIRouter(tags=["ops"])
@@ -18,7 +19,8 @@ async def healthz() -> Health:
     return Health(status="ok", version=__version__)
 
 
-@router.get("/metrics", include_in_schema=False)
+@router.get("/metrics", include_in_schema=False, dependencies=[Depends(metrics_reader)])
 async def metrics() -> Response:
-    """Prometheus text exposition of the process-wide registry."""
+    """Prometheus text exposition of the process-wide registry (``metrics_token``: see
+    :func:`~facecall.api.auth.metrics_reader`)."""
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
