@@ -198,6 +198,10 @@ async def test_methods_and_paths_of_the_api(server: LiveServer) -> None:
     assert wrong.status_code == 405
     assert wrong.headers["allow"] == "POST"
     assert (await server.http.put("/v1/accounts")).status_code == 405
+    # every method of the path, though two routes serve it (RFC 9110 §15.5.6)
+    both = await server.http.delete("/v1/devices")
+    assert both.status_code == 405 and both.headers["allow"] == "GET, POST"
+    assert both.json() == {"detail": "Method Not Allowed"}
     missing = await server.http.get("/v1/no-such-thing")
     assert missing.status_code == 404
     assert missing.json() == {"detail": "Not Found"}

@@ -11,11 +11,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, status
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Mount
 from starlette.types import Scope
 
@@ -30,6 +32,8 @@ from facecall.store import Store
 from facecall.store.errors import InvalidInput
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+#: the methods a 405's ``Allow`` may name
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 #: where the API docs pages (/docs, /redoc) load Swagger UI and ReDoc from: this server, never
 #: a public CDN (a self-hosted server's visitors are not announced to a third party)
 DOCS_ASSETS = "/api-docs-assets"
@@ -103,6 +107,17 @@ def create_app(settings: Settings, *, turn_uris: list[str] | None = None,
              "type": error["type"]}
             for error in exc.errors()
         ]})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        """As FastAPI answers, except that a 405's ``Allow`` lists the methods of every route
+        at that path (RFC 9110 §15.5.6), not only those of the first route that matched it."""
+        if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+            allowed = [method for method in HTTP_METHODS if any(
+                route.matches({**request.scope, "method": method})[0] is Match.FULL
+                for route in app.router.routes)]
+            exc.headers = {**(exc.headers or {}), "Allow": ", ".join(allowed)}
+        return await http_exception_handler(request, exc)
 
     app.add_middleware(BodySizeLimit)
     for module in (routes_ops, routes_accounts, routes_devices, routes_calls):
