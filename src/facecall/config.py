@@ -42,11 +42,13 @@ class Settings:
     http_body_timeout: float = 30.0
     max_connections: int = 0
     # sign-up / sign-in (facecall.api.throttle): attempts per client address, failed sign-ins
-    # per account; a rate of 0 is no limit
+    # per account and address, failed sign-ins per account; a rate of 0 is no limit
     auth_attempts_per_minute: float = 30.0
     auth_attempt_burst: float = 30.0
     sign_in_failures_per_hour: float = 30.0
     sign_in_failure_burst: float = 10.0
+    account_sign_in_failures_per_hour: float = 100.0
+    account_sign_in_failure_burst: float = 100.0
     messages_per_second: float = 50.0  # sustained client messages per device connection
     message_burst: float = 200.0  # bucket size: a burst of trickled candidates fits
     # TURN REST (ephemeral) credentials: the first secret signs, all of them verify (rotation).

@@ -84,21 +84,58 @@ async def test_attempts_per_address_are_limited(tmp_path: Path) -> None:
         assert (await live.http.get("/healthz")).status_code == 200
 
 
-async def test_failed_sign_ins_per_account_are_limited(tmp_path: Path) -> None:
+def _from(address: str) -> dict[str, str]:
+    """Headers of a request relayed by a trusted proxy (uvicorn trusts 127.0.0.1 by default)
+    for a client at ``address``."""
+    return {"X-Forwarded-For": address}
+
+
+async def test_failed_sign_ins_per_account_and_address_are_limited(tmp_path: Path) -> None:
+    """A guesser locks out itself, not the account: its owner, elsewhere, still signs in."""
     async with throttled(tmp_path, sign_in_failures_per_hour=1.0, sign_in_failure_burst=2) as live:
         await live.sign_up("victim")
         await live.sign_up("bystander")
+        guesser, owner = _from("127.0.0.66"), _from("127.0.0.7")
+        sign_in = "/v1/sessions"
         for _ in range(2):
-            assert (await _sign_in(live, "victim", "guess-guess")).status_code == 401
-        locked = await _sign_in(live, "VICTIM")  # right password, any spelling: still waits
+            r = await live.http.post(sign_in, json={"username": "victim", "password": "guess-guess"},
+                                     headers=guesser)
+            assert r.status_code == 401
+        locked = await live.http.post(sign_in, json={"username": "VICTIM", "password": PASSWORD},
+                                      headers=guesser)  # the right password, any spelling: waits
         assert locked.status_code == 429
-        assert "failed sign-ins for this account" in locked.json()["detail"]
+        assert "failed sign-ins for this account from this address" in locked.json()["detail"]
         assert int(locked.headers["retry-after"]) > 60
-        assert (await _sign_in(live, "bystander")).status_code == 200
+        r = await live.http.post(sign_in, json={"username": "victim", "password": PASSWORD},
+                                 headers=owner)
+        assert r.status_code == 200
+        r = await live.http.post(sign_in, json={"username": "bystander", "password": PASSWORD},
+                                 headers=guesser)
+        assert r.status_code == 200
         # an unknown account is limited the same way (whether it exists does not show)
-        for _ in range(2):
-            assert (await _sign_in(live, "nobody-here", "guess-guess")).status_code == 401
-        assert (await _sign_in(live, "nobody-here", "guess-guess")).status_code == 429
+        for expected in (401, 401, 429):
+            r = await live.http.post(sign_in, json={"username": "nobody-here",
+                                                    "password": "guess-guess"}, headers=guesser)
+            assert r.status_code == expected
+
+
+async def test_failed_sign_ins_per_account_from_all_addresses_are_limited(tmp_path: Path) -> None:
+    """Guesses spread over addresses are bounded too; a right password gives its tokens back."""
+    async with throttled(tmp_path, account_sign_in_failures_per_hour=1.0,
+                         account_sign_in_failure_burst=3) as live:
+        await live.sign_up("target")
+        r = await live.http.post("/v1/sessions", json={"username": "target", "password": PASSWORD},
+                                 headers=_from("127.0.0.9"))
+        assert r.status_code == 200  # costs nothing
+        for i in range(3):
+            r = await live.http.post("/v1/sessions", json={"username": "target",
+                                                           "password": "guess-guess"},
+                                     headers=_from(f"127.0.1.{i}"))
+            assert r.status_code == 401
+        r = await live.http.post("/v1/sessions", json={"username": "target", "password": PASSWORD},
+                                 headers=_from("127.0.2.1"))
+        assert r.status_code == 429
+        assert r.json()["detail"] == "too many failed sign-ins for this account; retry later"
 
 
 async def test_password_hashing_leaves_the_event_loop_free(server: LiveServer) -> None:

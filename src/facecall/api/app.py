@@ -89,6 +89,7 @@ def create_app(settings: Settings, *, turn_uris: list[str] | None = None,
     app.state.auth_throttle = AuthThrottle(
         settings.auth_attempts_per_minute, settings.auth_attempt_burst,
         settings.sign_in_failures_per_hour, settings.sign_in_failure_burst,
+        settings.account_sign_in_failures_per_hour, settings.account_sign_in_failure_burst,
     )
     app.state.turn_uris = list(settings.turn_urls or turn_uris or [])
 

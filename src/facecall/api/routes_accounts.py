@@ -66,16 +66,16 @@ async def sign_in(
 ) -> Session:
     """Exchange username and password for an account token."""
     throttle.attempt(request)
-    throttle.sign_in_attempt(body.username)
+    throttle.sign_in_attempt(request, body.username)
     try:
         user = await store.get_user_by_username(body.username)
         right = await verify_password(user.password_hash if user else DUMMY_PASSWORD_HASH, body.password)
     except BaseException:
-        throttle.give_back(body.username)  # not checked (busy, or the client went away)
+        throttle.give_back(request, body.username)  # not checked (busy, or the client left)
         raise
     if not right or not user:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="wrong username or password")
-    throttle.give_back(body.username)
+    throttle.give_back(request, body.username)
     return await _open_session(request, store, user)
 
 

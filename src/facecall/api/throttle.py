@@ -1,12 +1,21 @@
 """Rate limits for the routes that cost a password hash: sign-up and sign-in.
 
 Each argon2id hash costs ~0.1 s of a core, so these routes are where one client could spend the
-node's CPU, and sign-in is where a password is guessed. Two limits, each a token bucket per key:
+node's CPU, and sign-in is where a password is guessed. Three limits, each a token bucket per
+key:
 
 - attempts per client address (sign-ups and sign-ins together): ``Settings.auth_attempts_per_minute``
   with a burst of ``Settings.auth_attempt_burst``;
-- failed sign-ins per account (any address): ``Settings.sign_in_failures_per_hour`` with a burst
-  of ``Settings.sign_in_failure_burst``; a refused attempt costs no hash.
+- failed sign-ins per account *and* client address: ``Settings.sign_in_failures_per_hour`` with a
+  burst of ``Settings.sign_in_failure_burst`` -- one guesser locks out only itself, not the
+  account's owner signing in from elsewhere;
+- failed sign-ins per account from any address: ``Settings.account_sign_in_failures_per_hour``
+  with a burst of ``Settings.account_sign_in_failure_burst`` -- guesses spread over many
+  addresses are bounded too (NIST SP 800-63B §5.2.2: no more than 100 failed attempts on one
+  account). Reaching it locks the account's password sign-in until tokens come back; devices
+  already signed in keep working.
+
+A refused attempt costs no hash.
 
 A refusal is ``429 Too Many Requests`` with ``Retry-After`` (RFC 6585 §4). Behind a reverse
 proxy the client address is the one uvicorn takes from ``X-Forwarded-For`` when the proxy is
@@ -30,29 +39,44 @@ def too_many(retry_after: float, detail: str) -> HTTPException:
                          headers={"Retry-After": str(max(1, math.ceil(retry_after)))})
 
 
+def client_address(request: Request) -> str:
+    """The client's address (the proxy's ``X-Forwarded-For`` when uvicorn trusts the proxy)."""
+    return request.client.host if request.client else "unknown"
+
+
 class AuthThrottle:
-    """The two limits of sign-up / sign-in (see the module docstring)."""
+    """The three limits of sign-up / sign-in (see the module docstring)."""
 
     def __init__(self, attempts_per_minute: float, attempt_burst: float,
                  failures_per_hour: float, failure_burst: float,
+                 account_failures_per_hour: float, account_failure_burst: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.attempts = KeyedRateLimit(attempts_per_minute / 60.0, attempt_burst, clock=clock)
         self.failures = KeyedRateLimit(failures_per_hour / 3600.0, failure_burst, clock=clock)
+        self.account_failures = KeyedRateLimit(account_failures_per_hour / 3600.0,
+                                               account_failure_burst, clock=clock)
 
     def attempt(self, request: Request) -> None:
         """Count an attempt from the request's client address, or raise 429."""
-        client = request.client.host if request.client else "unknown"
-        if wait := self.attempts.take(client):
+        if wait := self.attempts.take(client_address(request)):
             raise too_many(wait, "too many sign-up or sign-in attempts from this address; "
                                  "retry later")
 
-    def sign_in_attempt(self, username: str) -> None:
-        """Spend one of ``username``'s failed sign-ins before its password is checked (so
-        that guesses sent at once cannot all get through), or raise 429; a sign-in that
-        succeeds, or is not checked at all, gives it back (:meth:`give_back`)."""
-        if wait := self.failures.take(username.lower()):
+    def sign_in_attempt(self, request: Request, username: str) -> None:
+        """Spend one of ``username``'s failed sign-ins (from this address, and in all) before
+        its password is checked, so that guesses sent at once cannot all get through, or raise
+        429; a sign-in that succeeds, or is not checked at all, gives them back
+        (:meth:`give_back`)."""
+        account = username.lower()
+        if wait := self.failures.take(f"{account}\n{client_address(request)}"):
+            raise too_many(wait, "too many failed sign-ins for this account from this address; "
+                                 "retry later")
+        if wait := self.account_failures.take(account):
+            self.failures.give_back(f"{account}\n{client_address(request)}")
             raise too_many(wait, "too many failed sign-ins for this account; retry later")
 
-    def give_back(self, username: str) -> None:
+    def give_back(self, request: Request, username: str) -> None:
         """That sign-in of ``username`` was not a failed one (right password, or not checked)."""
-        self.failures.give_back(username.lower())
+        account = username.lower()
+        self.failures.give_back(f"{account}\n{client_address(request)}")
+        self.account_failures.give_back(account)
