@@ -107,6 +107,9 @@ async def test_metrics_token(tmp_path: object) -> None:
             assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
         r = await srv.http.get("/metrics", headers={"Authorization": "Bearer s3cret"})
         assert r.status_code == 200 and "python_info" in r.text
+    async with live_server(f"sqlite+aiosqlite:///{tmp_path}/n.db", metrics_token="pässwort") as srv:
+        r = await srv.http.get("/metrics", headers={"Authorization": "Bearer pässwort".encode()})
+        assert r.status_code == 200  # a token beyond ASCII works, sent as UTF-8
 
 
 async def test_api_docs_are_served_by_the_node(server: LiveServer) -> None:
@@ -202,6 +205,10 @@ async def test_methods_and_paths_of_the_api(server: LiveServer) -> None:
     both = await server.http.delete("/v1/devices")
     assert both.status_code == 405 and both.headers["allow"] == "GET, POST"
     assert both.json() == {"detail": "Method Not Allowed"}
+    for method, path in (("POST", "/index.html"), ("PUT", "/"),
+                         ("POST", "/api-docs-assets/swagger-ui.css")):  # static files
+        static = await server.http.request(method, path)
+        assert static.status_code == 405 and static.headers["allow"] == "GET, HEAD"
     missing = await server.http.get("/v1/no-such-thing")
     assert missing.status_code == 404
     assert missing.json() == {"detail": "Not Found"}

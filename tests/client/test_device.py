@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from facecall.client import (
     AuthenticationError,
     CallError,
+    CallState,
     CallStateError,
     Device,
     NotConnectedError,
@@ -123,3 +125,23 @@ async def test_removed_device_registers_again(call_server: LiveServer, tmp_path:
     await again.connect()
     assert again.device_id != old
     await again.close()
+
+
+async def test_a_device_holding_more_calls_than_a_hello_may_name_reconnects(
+        make_device: MakeDevice) -> None:
+    """17 calls ring a device at once (anyone can make that happen); a network blip must not
+    cost it its connection: its hello names as many calls as allowed (16)."""
+    caller = await make_device("mallory")
+    victim = await make_device("victim")
+    assert caller.signaling is not None
+    for _ in range(17):
+        await caller.signaling.request("call.start", to=[victim.user_id], media="audio")
+    calls = [await victim.next_call(timeout=10) for _ in range(17)]
+    await victim.drop_connection()
+    for _ in range(200):
+        if victim.reconnects and victim.connected:
+            break
+        await asyncio.sleep(0.05)
+    assert victim.reconnects == 1 and victim.connected
+    assert [call.state for call in calls] == [CallState.RINGING] * 17  # resumed: all ring on
+    assert len(victim.calls) == 17

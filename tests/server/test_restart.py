@@ -196,16 +196,19 @@ async def test_calls_the_devices_still_hold_go_on_across_kill_9(node: ServerProc
         assert welcome["resumed"] is False
         assert welcome["calls"] == [{"call_id": talking, "media": "video", "state": "joined",
                                      "participants": [{"user_id": a_id, "device_id": a_device}]}]
+        # bob renegotiates the media path over the new node before alice is back: what was
+        # sent to her meanwhile reaches her when she is back and keeps the call
+        await bob.request("call.sdp", call_id=talking, to_device=a_device, ice_restart=True,
+                          description={"type": "offer", "sdp": "v=0\r\n"})
         welcome = await alice.connect(calls=[talking, ringing])
         assert {c["call_id"]: (c["state"], c["participants"]) for c in welcome["calls"]} == {
             talking: ("joined", [{"user_id": b_id, "device_id": b_device}]),
             ringing: ("ringing", [{"user_id": carol.welcome["user_id"],  # type: ignore[index]
                                    "device_id": carol.welcome["device_id"]}]),  # type: ignore[index]
         }
-        # the media path is renegotiated over the new node; then alice takes carol's call
-        await bob.request("call.sdp", call_id=talking, to_device=a_device, ice_restart=True,
-                          description={"type": "offer", "sdp": "v=0\r\n"})
-        assert (await alice.next_event("call.sdp"))["from_device"] == b_device
+        offer = await alice.next_event("call.sdp")
+        assert offer["from_device"] == b_device and offer["ice_restart"] is True
+        # then alice takes carol's call
         await alice.request("call.hangup", call_id=talking)
         assert (await bob.next_event("call.ended"))["reason"] == "hung_up"
         await alice.request("call.answer", call_id=ringing)

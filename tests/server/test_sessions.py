@@ -338,3 +338,94 @@ async def test_bad_held_calls_in_hello_are_refused(server: LiveServer, calls: ob
         assert (reply["type"], reply["code"], reply["re"]) == ("error", "invalid_field", "h")
         await ws.send(json.dumps({"v": 1, "id": "h2", "type": "hello"}))  # the connection stays
         assert json.loads(await ws.recv())["type"] == "welcome"
+
+
+async def test_two_hellos_of_one_device_take_turns(server: LiveServer,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two connections of one device say hello close together: the older names no call, the
+    newer names call X, while the older one's fresh start (which leaves X) is still reading
+    the store. The hellos take turns, so the newer welcome is not told "still in X" just
+    before the older fresh start takes the device out of X."""
+    import asyncio
+
+    import websockets
+
+    store = server.app.app.state.signaling.store  # type: ignore[attr-defined]
+    read_calls = store.live_calls_of_user
+
+    async def slow_read(user_id: str) -> list[str]:
+        await asyncio.sleep(0.2)  # a loaded database
+        return await read_calls(user_id)
+
+    _, (a1,) = await server.user_with_devices("alice", 1)
+    bob, (b1,) = await server.user_with_devices("bob", 1)
+    x = (await a1.request("call.start", to=[bob["user"]["id"]], media="audio"))["call_id"]
+    await b1.next_event("call.ring")
+    await b1.request("call.answer", call_id=x)
+    await b1.drop()
+    monkeypatch.setattr(store, "live_calls_of_user", slow_read)
+    headers = {"Authorization": f"Bearer {b1.token}"}
+    async with websockets.connect(server.ws_url, additional_headers=headers) as older, \
+            websockets.connect(server.ws_url, additional_headers=headers) as newer:
+        await older.send(json.dumps({"v": 1, "id": "h1", "type": "hello"}))
+        assert json.loads(await older.recv())["type"] == "welcome"  # its fresh start runs
+        await newer.send(json.dumps({"v": 1, "id": "h2", "type": "hello", "calls": [x]}))
+        welcome = json.loads(await newer.recv())
+        assert welcome["type"] == "welcome" and welcome["calls"] == []  # X was left first
+        assert (await a1.next_event("call.ended"))["reason"] == "connection_lost"
+
+
+async def test_a_call_starting_during_a_fresh_start_rings_once(
+        server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call that rings the device while its hello is still finishing (its fresh start reads
+    the device's calls from a slow store) is rung once, not again by the fresh start."""
+    import asyncio
+
+    import websockets
+
+    service = server.app.app.state.signaling  # type: ignore[attr-defined]
+    store = service.store
+    read_calls = store.live_calls_of_user
+
+    async def slow_read(user_id: str) -> list[str]:
+        await asyncio.sleep(0.1)  # a loaded database
+        return await read_calls(user_id)
+
+    _, (a1,) = await server.user_with_devices("alice", 1)
+    bob, (b1,) = await server.user_with_devices("bob", 1)
+    await b1.close()
+    monkeypatch.setattr(store, "live_calls_of_user", slow_read)
+    async with websockets.connect(server.ws_url, additional_headers={
+            "Authorization": f"Bearer {b1.token}"}) as ws:
+        await ws.send(json.dumps({"v": 1, "id": "h", "type": "hello"}))
+        assert json.loads(await ws.recv())["type"] == "welcome"
+        call_id = (await a1.request("call.start", to=[bob["user"]["id"]], media="audio"))["call_id"]
+        frames = []
+        with pytest.raises(TimeoutError):
+            while True:
+                frames.append(json.loads(await asyncio.wait_for(ws.recv(), 0.6)))
+        assert [f["call_id"] for f in frames if f["type"] == "call.ring"] == [call_id]
+
+
+async def test_what_a_kept_call_missed_is_delivered_again(server: LiveServer) -> None:
+    """A connection that cannot resume but keeps its call gets again, as new events, what its
+    mailbox held about that call (here: candidates sent while it was away); about the calls
+    it does not keep, nothing."""
+    _, (a1,) = await server.user_with_devices("alice", 1)
+    bob, (b1,) = await server.user_with_devices("bob", 1)
+    call_id = (await a1.request("call.start", to=[bob["user"]["id"]], media="audio"))["call_id"]
+    await b1.next_event("call.ring")
+    await b1.request("call.answer", call_id=call_id)
+    await b1.drop()
+    for i in range(3):
+        await a1.request("call.candidate", call_id=call_id, to_device=b1.device_id,  # type: ignore[attr-defined]
+                         candidate={"candidate": f"candidate:{i} 1 udp 1 127.0.0.1 9 typ host",
+                                    "sdpMid": "0", "sdpMLineIndex": 0})
+    again = SignalingConnection(server.ws_url, b1.token)  # no seq to resume from
+    welcome = await again.connect(calls=[call_id])
+    assert welcome["resumed"] is False and [c["call_id"] for c in welcome["calls"]] == [call_id]
+    got = [await again.next_event() for _ in range(3)]
+    assert [e["candidate"]["candidate"].split()[0] for e in got] == [f"candidate:{i}" for i in range(3)]
+    assert all(e["seq"] > welcome["last_seq"] for e in got)  # new events, counted on from there
+    with pytest.raises(TimeoutError):  # not the ring, nor the answer of the call it holds
+        await again.next_event(timeout=0.3)

@@ -3,7 +3,9 @@ event that arrives meanwhile, and a connection that drops mid-hello does not sta
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +66,13 @@ class _Service:
                          ) -> list[dict[str, Any]]:
         raise AssertionError("a complete resume needs no list of the calls it holds")
 
-    async def fresh_start(self, user_id: str, device_id: str, replayed: list[bytes],
-                          kept: set[str]) -> None:
+    async def fresh_start(self, user_id: str, device_id: str, kept: set[str],
+                          dropped: list[tuple[int, bytes]], already_rung: Any) -> None:
         self.fresh_starts += 1
+
+    @contextlib.asynccontextmanager
+    async def hello_turn(self, device_id: str) -> AsyncIterator[None]:
+        yield
 
 
 async def test_events_during_hello_come_after_the_welcome_and_the_replay() -> None:

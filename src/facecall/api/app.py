@@ -111,13 +111,15 @@ def create_app(settings: Settings, *, turn_uris: list[str] | None = None,
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        """As FastAPI answers, except that a 405's ``Allow`` lists the methods of every route
-        at that path (RFC 9110 §15.5.6), not only those of the first route that matched it."""
+        """As FastAPI answers, except that a 405's ``Allow`` lists the methods of every API
+        route at that path (RFC 9110 §15.5.6), not only those of the first route that matched
+        it; the static files (web client, docs assets) allow ``GET, HEAD``."""
         if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+            api_routes = [route for route in app.router.routes if not isinstance(route, Mount)]
             allowed = [method for method in HTTP_METHODS if any(
                 route.matches({**request.scope, "method": method})[0] is Match.FULL
-                for route in app.router.routes)]
-            exc.headers = {**(exc.headers or {}), "Allow": ", ".join(allowed)}
+                for route in api_routes)]
+            exc.headers = {**(exc.headers or {}), "Allow": ", ".join(allowed or ("GET", "HEAD"))}
         return await http_exception_handler(request, exc)
 
     app.add_middleware(BodySizeLimit)

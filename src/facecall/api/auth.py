@@ -145,7 +145,8 @@ async def metrics_reader(
     """With ``Settings.metrics_token`` set, ``/metrics`` wants it as a bearer token (RFC 6750
     §2.1; Prometheus sends it from the scrape config's ``authorization``); unset: open."""
     token: str = request.app.state.settings.metrics_token
-    given = credentials.credentials if credentials else ""
-    if token and not hmac.compare_digest(given.encode(), token.encode()):
+    # the header as sent (ASGI hands it over decoded as Latin-1), against the token's UTF-8
+    given = credentials.credentials.encode("latin-1") if credentials else b""
+    if token and not hmac.compare_digest(given, token.encode()):
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="metrics need the metrics token",
                             headers={"WWW-Authenticate": 'Bearer realm="metrics"'})

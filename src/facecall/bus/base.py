@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 Listener = Callable[[int, bytes], Awaitable[None]]
 """Called with (seq, UTF-8 JSON text) for every new message to an attached device."""
@@ -28,6 +28,10 @@ class Replay:
     complete: bool
     last_seq: int  # the newest seq assigned to this device so far (a mailbox starts anywhere)
     messages: list[tuple[int, bytes]]  # (seq, UTF-8 JSON text)
+    # Not complete: the dropped messages the device has not seen (after ``after_seq``; all of
+    # them when it gave none, or one from before a restart). The driver may deliver again, as
+    # new messages, those that still matter -- the ones about calls the device keeps.
+    dropped: list[tuple[int, bytes]] = field(default_factory=list)
 
 
 class Bus(abc.ABC):

@@ -96,9 +96,12 @@ class InProcessBus(Bus):
             and box.trimmed_through <= after_seq <= box.last_seq
         box.session_ended = False  # said once: the device starts afresh from here
         if not complete:  # what is kept belongs to a view the device no longer has
+            seen = after_seq if after_seq is not None and after_seq <= box.last_seq else None
+            dropped = [(seq, text) for seq, text, _ in box.kept or ()
+                       if seen is None or seq > seen]
             box.kept = None
             box.trimmed_through = box.last_seq
-            return Replay(complete=False, last_seq=box.last_seq, messages=[])
+            return Replay(complete=False, last_seq=box.last_seq, messages=[], dropped=dropped)
         messages = [(seq, text) for seq, text, _ in box.kept or () if seq > after_seq]
         return Replay(complete=True, last_seq=box.last_seq, messages=messages)
 

@@ -36,7 +36,7 @@ from aiortc import MediaStreamTrack
 from pyee.asyncio import AsyncIOEventEmitter
 
 from facecall.client.api import ApiClient
-from facecall.client.call import Call, Direction
+from facecall.client.call import Call, CallState, Direction
 from facecall.client.encoders import REALTIME, EncoderTuning
 from facecall.client.errors import (
     ApiError,
@@ -48,6 +48,7 @@ from facecall.client.errors import (
 from facecall.client.ice import parse_host_addresses
 from facecall.client.signaling import ConnectionClosed, SignalingConnection, SignalingError
 from facecall.logs import get_logger
+from facecall.signaling.protocol import MAX_HELD_CALLS
 from facecall.signaling.reasons import EndReason
 
 log = get_logger(__name__)
@@ -332,6 +333,8 @@ class Device(AsyncIOEventEmitter):
                 await self._reconnect()
                 continue
             if kind == "call.ring":
+                if event["call_id"] in self.calls:
+                    continue  # rung again for a call we hold (after a fresh start)
                 call = Call(self, event["call_id"], direction=Direction.INCOMING,
                             remote_user=event["from_user"], media=event["media"],
                             participants=event["participants"], call_waiting=event["call_waiting"],
@@ -349,17 +352,30 @@ class Device(AsyncIOEventEmitter):
                 while len(self._orphans) > MAX_ORPHAN_CALLS:
                     self._orphans.pop(next(iter(self._orphans)))
 
+    def _held_call_ids(self) -> list[str]:
+        """The calls to name in a hello (docs/protocol.md, "A fresh start"): the ones we are in
+        first, then those ringing us, as many as a hello may name."""
+        ringing = [call.id for call in self.calls.values() if call.state is CallState.RINGING]
+        joined = [call.id for call in self.calls.values() if call.state is not CallState.RINGING]
+        return (joined + ringing)[:MAX_HELD_CALLS]
+
     async def _reconnect(self) -> None:
         """Reconnect and resume (docs/protocol.md "Resume"), retrying with backoff."""
         assert self.signaling is not None
         delay = 0.1
         while not self._closing:
             try:
-                welcome = await self.signaling.resume(calls=list(self.calls))
-            except (websockets.InvalidStatus, SignalingError) as exc:
+                welcome = await self.signaling.resume(calls=self._held_call_ids())
+            except websockets.InvalidStatus as exc:  # the token was refused: device removed
                 log.warning("device.rejected", device_id=self.device_id, error=str(exc))
                 for call in list(self.calls.values()):
                     await call._end(EndReason.DEVICE_REMOVED)
+                self.emit("connection", "closed")
+                return
+            except SignalingError as exc:  # the server refused our hello: retrying won't help
+                log.error("device.hello_refused", device_id=self.device_id, error=str(exc))
+                for call in list(self.calls.values()):
+                    await call._end(EndReason.CONNECTION_LOST)
                 self.emit("connection", "closed")
                 return
             except (OSError, TimeoutError, websockets.WebSocketException) as exc:

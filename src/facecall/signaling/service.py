@@ -19,7 +19,8 @@ import contextlib
 import heapq
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -124,6 +125,14 @@ def _write_and_rows(machine: CallMachine, stored: Rows | None) -> tuple[CallWrit
     ), rows
 
 
+@dataclass
+class _HelloTurn:
+    """The hellos of one device, taking turns (see :meth:`CallService.hello_turn`)."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    hellos: int = 0  # in their hello or waiting for their turn
+
+
 class CallService:
     """All call signaling of one node."""
 
@@ -147,6 +156,7 @@ class CallService:
         self._sleep_until = 0.0  # when the timer loop wakes next by itself
         self._timer_task: asyncio.Task[None] | None = None
         self._glare_locks: dict[str, asyncio.Lock] = {}
+        self._hello_turns: dict[str, _HelloTurn] = {}
         # user id -> display name, for `call.ring`; also the users known to exist. Users are
         # never renamed or deleted (no API does either), so an entry never goes stale; a
         # feature that renames or deletes users must drop the entry here (on every node).
@@ -236,19 +246,21 @@ class CallService:
                 held.append(view)
         return held
 
-    async def fresh_start(self, user_id: str, device_id: str, sent: list[bytes],
-                          kept: set[str]) -> None:
+    async def fresh_start(self, user_id: str, device_id: str, kept: set[str],
+                          dropped: list[tuple[int, bytes]],
+                          already_rung: Callable[[str], bool]) -> None:
         """The device starts afresh (its welcome said ``resumed: false``: a new app, a lost
         session, or a node that restarted and lost its mailboxes). It holds only the calls of
-        ``kept`` (its ``welcome.calls``): it leaves the other calls it was joined in
-        (``connection_lost``, as its client ends them), and it is rung again for each other call
-        that rings it whose ``call.ring`` is not among ``sent`` (events since its welcome) --
-        an incoming call still shows."""
-        rung = set()
-        for text in sent:
-            message = orjson.loads(text)
-            if message.get("type") == "call.ring":
-                rung.add(message.get("call_id"))
+        ``kept`` (its ``welcome.calls``): what its mailbox had ``dropped`` about them is
+        delivered again (as new events); it leaves the other calls it was joined in
+        (``connection_lost``, as its client ends them), and it is rung again for each other
+        call that rings it unless ``already_rung`` (a ring since its welcome) -- an incoming
+        call still shows."""
+        for _, text in dropped:
+            event = orjson.loads(text)
+            if event.get("call_id") in kept and event.get("type") != "call.ring":
+                del event["seq"]
+                await self.bus.deliver(device_id, event)
         for call_id in await self.store.live_calls_of_user(user_id):
             if call_id in kept:
                 continue
@@ -259,9 +271,25 @@ class CallService:
             if leg.state is LegState.JOINED:
                 with contextlib.suppress(ProtocolError):  # it ended meanwhile
                     await self._apply(call_id, DeviceLost(user_id, device_id))
-            elif call_id not in rung and (ring := entry[1].ring_message(user_id, device_id)):
+            elif not already_rung(call_id) and (ring := entry[1].ring_message(user_id, device_id)):
                 await self.bus.deliver(device_id, {**ring,
                                                    "from_name": self._names.get(ring["from_user"])})
+
+    @contextlib.asynccontextmanager
+    async def hello_turn(self, device_id: str) -> AsyncIterator[None]:
+        """One ``hello`` of a device at a time (two connections racing must not act on the
+        device's calls at once: the older one's fresh start would undo the newer's welcome)."""
+        turn = self._hello_turns.get(device_id)
+        if turn is None:
+            turn = self._hello_turns[device_id] = _HelloTurn()
+        turn.hellos += 1
+        try:
+            async with turn.lock:
+                yield
+        finally:
+            turn.hellos -= 1
+            if not turn.hellos:
+                del self._hello_turns[device_id]
 
     async def device_detached(self, user_id: str, device_id: str, session: DeviceSession) -> None:
         """A connection closed; if it was the device's current one, the resume grace starts."""

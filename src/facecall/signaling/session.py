@@ -201,9 +201,14 @@ class DeviceSession:
 
     async def _hello(self, message: Any) -> None:
         """Attach, then answer ``welcome`` and replay what the device missed, in seq order,
-        before any event that arrives meanwhile (held until then; docs/protocol.md, "Resume")."""
+        before any event that arrives meanwhile (held until then; docs/protocol.md, "Resume").
+        One hello of a device at a time: a second connection's waits for the first's."""
         if self.hello_done:
             raise ProtocolError(ErrorCode.INVALID_STATE, "hello was already sent")
+        async with self.service.hello_turn(self.device_id):
+            await self._hello_in_turn(message)
+
+    async def _hello_in_turn(self, message: Any) -> None:
         self._held = []
         try:
             if not await self.service.device_attached(self.user_id, self.device_id, self,
@@ -223,18 +228,26 @@ class DeviceSession:
             for seq, text in replay.messages:
                 self.enqueue(text)
                 newest = seq
+            if not resumed:  # it keeps only what it still holds; the rest must ring it or end
+                await self.service.fresh_start(
+                    self.user_id, self.device_id, {call["call_id"] for call in still_in},
+                    replay.dropped, self._rung_since_welcome)
             held, self._held = self._held, None
-            fresh = [text for seq, text in held if seq > newest]  # else replayed, or stale
-            for text in fresh:
-                self.enqueue(text)
+            for seq, text in held:
+                if seq > newest:  # else replayed, or stale
+                    self.enqueue(text)
         except NotFound:
             self.kick("device removed", CLOSE_REMOVED)
-            return
         finally:
             self._held = None
-        if not resumed:  # it keeps only what it still holds; the rest must ring it or end
-            await self.service.fresh_start(self.user_id, self.device_id, fresh,
-                                           {call["call_id"] for call in still_in})
+
+    def _rung_since_welcome(self, call_id: str) -> bool:
+        """Whether a ``call.ring`` of ``call_id`` is among the events held during the hello."""
+        for _, text in self._held or ():
+            event = orjson.loads(text)
+            if event.get("type") == "call.ring" and event.get("call_id") == call_id:
+                return True
+        return False
 
     async def detach(self) -> None:
         """The transport is gone: stop, and let the service start the resume grace."""
