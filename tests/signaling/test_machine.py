@@ -74,7 +74,11 @@ def test_first_answer_wins_and_other_devices_stop() -> None:
     assert bob is not None and bob.state is ParticipantState.JOINED and bob.device_id == "b2"
     assert leg_state(machine, "b1") == (LegState.ENDED, EndReason.ANSWERED_ELSEWHERE)
     rejects(machine, Answer("bob", "b1"), ErrorCode.INVALID_STATE)
-    rejects(machine, Answer("bob", "b2"), ErrorCode.INVALID_STATE)
+    rejects(machine, Answer("alice", "a1"), ErrorCode.INVALID_STATE)  # the caller answers nothing
+    # the answering device answering again (a resend whose reply was lost): the same ok, and
+    # nothing happens
+    assert machine.handle(Answer("bob", "b2"), 3.0) == result
+    assert machine.drain_effects() == [] and machine.answered_at == 2.0
     assert machine.get_timer() is None
 
 

@@ -268,9 +268,13 @@ class CallMachine:
 
     def _on_answer(self, event: Answer, now: float) -> dict[str, Any]:
         leg = self._leg_of(event.user_id, event.device_id)
+        others = [{"user_id": other.user_id, "device_id": other.device_id}
+                  for other in self.joined_legs() if other is not leg]
         if leg.state is not LegState.RINGING:
+            participant = self._participants[event.user_id]
+            if participant.role is Role.CALLEE and participant.device_id == event.device_id:
+                return {"participants": others}  # answered already: a resend whose reply was lost
             raise ProtocolError(ErrorCode.INVALID_STATE, "this device has already joined")
-        others = [{"user_id": other.user_id, "device_id": other.device_id} for other in self.joined_legs()]
         self._set_leg(leg, state=LegState.JOINED, joined_at=now)
         user = event.user_id
         self._participants[user] = replace(
