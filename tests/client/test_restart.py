@@ -86,6 +86,8 @@ async def test_a_call_answered_while_the_caller_was_away_connects(node: ServerPr
         assert outgoing.state is CallState.CALLING and not alice.connected
         signaling.ws_url = url  # alice's network is back
         await asyncio.gather(outgoing.wait_connected(30), incoming.wait_connected(30))
+        # one negotiation did it, though alice heard of the answer twice (welcome, mailbox)
+        assert outgoing.ice_restarts == 0 and incoming.ice_restarts == 0
         assert (await stamped_frames(outgoing, 3)).summary().stamped >= 3
         await outgoing.hangup()
         assert await incoming.wait_ended(10) is EndReason.HUNG_UP

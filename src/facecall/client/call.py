@@ -371,6 +371,8 @@ class Call(AsyncIOEventEmitter):
         if kind == "call.ringing":
             self._emit_event("ringing", user_id=event["user_id"], devices=event["devices"])
         elif kind == "call.answered":
+            if self.state is not CallState.CALLING:
+                return  # told again (after a reconnect: by the welcome, then by the mailbox)
             self.remote_device = event["device_id"]
             self.timings.answered = time.monotonic()
             self._set_state(CallState.CONNECTING)

@@ -300,7 +300,9 @@ export class Calls extends EventTarget {
         }
         break;
       case "call.answered":
-        if (mine && call.role === "caller" && event.user_id === call.peerId) {
+        // once: after a reconnect it may come from the welcome and again from the mailbox
+        if (mine && call.role === "caller" && event.user_id === call.peerId
+            && (call.phase === "calling" || call.phase === "ringing")) {
           this.ringback.stop();
           call.phase = "connecting";
           call.remoteDevice = event.device_id;
