@@ -12,6 +12,7 @@ missed (docs/protocol.md, "Resume").
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -231,7 +232,7 @@ class DeviceSession:
             if not resumed:  # it keeps only what it still holds; the rest must ring it or end
                 await self.service.fresh_start(
                     self.user_id, self.device_id, {call["call_id"] for call in still_in},
-                    replay.dropped, self._rung_since_welcome)
+                    replay.dropped, functools.partial(self._rung_after, newest))
             held, self._held = self._held, None
             for seq, text in held:
                 if seq > newest:  # else replayed, or stale
@@ -241,12 +242,14 @@ class DeviceSession:
         finally:
             self._held = None
 
-    def _rung_since_welcome(self, call_id: str) -> bool:
-        """Whether a ``call.ring`` of ``call_id`` is among the events held during the hello."""
-        for _, text in self._held or ():
-            event = orjson.loads(text)
-            if event.get("type") == "call.ring" and event.get("call_id") == call_id:
-                return True
+    def _rung_after(self, newest: int, call_id: str) -> bool:
+        """Whether a ``call.ring`` of ``call_id`` numbered after ``newest`` is among the events
+        held during the hello (it goes out after the welcome; older ones do not)."""
+        for seq, text in self._held or ():
+            if seq > newest:
+                event = orjson.loads(text)
+                if event.get("type") == "call.ring" and event.get("call_id") == call_id:
+                    return True
         return False
 
     async def detach(self) -> None:
