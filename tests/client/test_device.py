@@ -145,3 +145,28 @@ async def test_a_device_holding_more_calls_than_a_hello_may_name_reconnects(
     assert victim.reconnects == 1 and victim.connected
     assert [call.state for call in calls] == [CallState.RINGING] * 17  # resumed: all ring on
     assert len(victim.calls) == 17
+
+
+async def test_a_ring_after_its_call_stopped_ringing_is_a_new_call(make_device: MakeDevice) -> None:
+    """The events of one read, in order: a ring again for the call the device holds (a fresh
+    start's) is not a second call; a ring after that call stopped ringing (re-invited into a
+    group call) is a new one."""
+    from facecall.client import EndReason
+
+    bob = await make_device("bob")
+    assert bob.signaling is not None
+    events = bob.signaling.events
+    ring = {"v": 1, "type": "call.ring", "call_id": "c-1", "from_user": "u-a",
+            "from_device": "d-a", "from_name": "alice", "media": "audio",
+            "participants": ["u-a", "u-c"], "call_waiting": False}
+    events.put_nowait(ring)
+    first = await bob.next_call(timeout=5)
+    for event in (ring, {"v": 1, "type": "call.stop_ringing", "call_id": "c-1",
+                         "reason": "declined_elsewhere"}, ring):
+        events.put_nowait(event)
+    second = await bob.next_call(timeout=5)
+    assert second is not first and second.state is CallState.RINGING
+    assert await first.wait_ended(5) is EndReason.DECLINED_ELSEWHERE
+    assert bob.calls == {"c-1": second}
+    with pytest.raises(TimeoutError):
+        await bob.next_call(timeout=0.2)

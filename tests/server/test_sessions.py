@@ -429,3 +429,94 @@ async def test_what_a_kept_call_missed_is_delivered_again(server: LiveServer) ->
     assert all(e["seq"] > welcome["last_seq"] for e in got)  # new events, counted on from there
     with pytest.raises(TimeoutError):  # not the ring, nor the answer of the call it holds
         await again.next_event(timeout=0.3)
+
+
+async def test_what_a_kept_call_missed_comes_before_what_follows(
+        server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An offer kept in the mailbox of a device that cannot resume comes before a candidate
+    sent while its hello is still being answered (a candidate before its offer cannot be
+    used)."""
+    import asyncio
+
+    service = server.app.app.state.signaling  # type: ignore[attr-defined]
+    _, (a1,) = await server.user_with_devices("alice", 1)
+    bob, (b1,) = await server.user_with_devices("bob", 1)
+    call_id = (await a1.request("call.start", to=[bob["user"]["id"]], media="audio"))["call_id"]
+    await b1.next_event("call.ring")
+    await b1.request("call.answer", call_id=call_id)
+    await b1.drop()
+    await a1.request("call.sdp", call_id=call_id, to_device=b1.device_id,  # type: ignore[attr-defined]
+                     description={"type": "offer", "sdp": "v=0\r\n"})
+    looking = asyncio.Event()
+    held_calls = service.held_calls
+
+    async def slow_held_calls(*args: object) -> object:
+        looking.set()
+        await asyncio.sleep(0.3)  # a loaded database
+        return await held_calls(*args)
+
+    monkeypatch.setattr(service, "held_calls", slow_held_calls)
+    again = SignalingConnection(server.ws_url, b1.token)
+    hello = asyncio.create_task(again.connect(calls=[call_id]))
+    await looking.wait()
+    await a1.request("call.candidate", call_id=call_id, to_device=b1.device_id,  # type: ignore[attr-defined]
+                     candidate={"candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host",
+                                "sdpMid": "0", "sdpMLineIndex": 0})
+    welcome = await hello
+    got = [await again.next_event() for _ in range(2)]
+    assert [e["type"] for e in got] == ["call.sdp", "call.candidate"]
+    assert welcome["last_seq"] < got[0]["seq"] < got[1]["seq"]
+
+
+async def test_a_fresh_start_that_fails_closes_1011_and_the_next_hello_starts_afresh(
+        server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store fails while a fresh start sorts out the device's calls: the connection is
+    closed with 1011, and the device's next hello starts afresh again (here: its ring comes)."""
+    import websockets
+
+    store = server.app.app.state.signaling.store  # type: ignore[attr-defined]
+    read_calls = store.live_calls_of_user
+    failures = [RuntimeError("the database went away")]
+
+    async def flaky_read(user_id: str) -> list[str]:
+        if failures:
+            raise failures.pop()
+        return await read_calls(user_id)
+
+    _, (a1,) = await server.user_with_devices("alice", 1)
+    bob, (b1,) = await server.user_with_devices("bob", 1)
+    await b1.close()
+    call_id = (await a1.request("call.start", to=[bob["user"]["id"]], media="audio"))["call_id"]
+    monkeypatch.setattr(store, "live_calls_of_user", flaky_read)
+    headers = {"Authorization": f"Bearer {b1.token}"}
+    async with websockets.connect(server.ws_url, additional_headers=headers) as ws:
+        await ws.send(json.dumps({"v": 1, "id": "h", "type": "hello"}))
+        welcome = json.loads(await ws.recv())
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+    again = SignalingConnection(server.ws_url, b1.token)
+    again.last_seq = welcome["last_seq"]  # it would resume: the failed fresh start ended that
+    assert (await again.connect())["resumed"] is False
+    assert (await again.next_event("call.ring"))["call_id"] == call_id
+
+
+async def test_answering_again_changes_nothing(server: LiveServer) -> None:
+    """The device that answered answers again (its reply was lost): the same ok, no event to
+    anyone, and nothing written."""
+    store = server.app.app.state.signaling.store  # type: ignore[attr-defined]
+    _, (a1,) = await server.user_with_devices("alice", 1)
+    bob, (b1,) = await server.user_with_devices("bob", 1)
+    call_id = (await a1.request("call.start", to=[bob["user"]["id"]], media="audio"))["call_id"]
+    await b1.next_event("call.ring")
+    first = await b1.request("call.answer", call_id=call_id)
+    version = (await store.load_call(call_id)).version
+    for _ in range(3):
+        again = await b1.request("call.answer", call_id=call_id)
+        assert again["participants"] == first["participants"]
+    assert (await store.load_call(call_id)).version == version
+    assert [e["type"] for e in [await a1.next_event() for _ in range(2)]] == [
+        "call.ringing", "call.answered"]
+    with pytest.raises(TimeoutError):
+        await a1.next_event(timeout=0.3)

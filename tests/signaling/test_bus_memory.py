@@ -37,3 +37,24 @@ async def test_replay_rules() -> None:
     await bus.end_session("d")
     assert (await bus.replay("d", newest)).complete is False  # said once
     assert (await bus.replay("d", newest)).complete is True
+
+
+async def test_a_replay_that_is_not_a_resume_carries_over_what_it_is_asked_to() -> None:
+    """What the device has not seen and ``carry`` picks is numbered anew, right after
+    ``last_seq`` and before anything delivered later; the rest is dropped."""
+    import orjson
+
+    bus = InProcessBus()
+    seqs = await _deliver(bus, 4)
+    await bus.end_session("d")  # its session ended: the next replay is not a resume
+    replay = await bus.replay("d", seqs[0],  # it has seen the first
+                              carry=lambda text: orjson.loads(text)["i"] % 2 == 0)
+    assert not replay.complete and replay.last_seq == seqs[-1]
+    assert [(seq, orjson.loads(text)) for seq, text in replay.messages] == [
+        (seqs[-1] + 1, {"type": "e", "i": 2, "seq": seqs[-1] + 1})]  # i=0 was seen, 1 and 3 not picked
+    later = await bus.deliver("d", {"type": "e", "i": 9})
+    assert later == seqs[-1] + 2
+    resumed = await bus.replay("d", replay.last_seq)  # the carried one is kept like any other
+    assert resumed.complete and [s for s, _ in resumed.messages] == [seqs[-1] + 1, later]
+    gone = await bus.replay("d", 10**18, carry=lambda text: True)  # from before a restart:
+    assert [orjson.loads(t)["i"] for _, t in gone.messages] == [2, 9]  # all unseen, carried

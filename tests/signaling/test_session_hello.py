@@ -34,7 +34,7 @@ class _Link:
 
 
 class _Bus:
-    async def replay(self, device_id: str, after_seq: int | None) -> Replay:
+    async def replay(self, device_id: str, after_seq: int | None, carry: Any = None) -> Replay:
         return Replay(complete=True, last_seq=2, messages=[(2, b'{"type":"e","seq":2}')])
 
 
@@ -67,7 +67,7 @@ class _Service:
         raise AssertionError("a complete resume needs no list of the calls it holds")
 
     async def fresh_start(self, user_id: str, device_id: str, kept: set[str],
-                          dropped: list[tuple[int, bytes]], already_rung: Any) -> None:
+                          already_rung: Any) -> None:
         self.fresh_starts += 1
 
     @contextlib.asynccontextmanager

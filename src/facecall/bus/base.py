@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 Listener = Callable[[int, bytes], Awaitable[None]]
 """Called with (seq, UTF-8 JSON text) for every new message to an attached device."""
@@ -23,15 +23,14 @@ class Replay:
     # False when the device cannot pick up where it left off: it gave no seq (a fresh start),
     # messages after ``after_seq`` were trimmed, ``after_seq`` is one this mailbox never
     # assigned (numbers from before a node restart), or the device's session was ended
-    # (:meth:`Bus.end_session`). Then ``messages`` is empty, what was kept is dropped, and the
-    # device starts afresh after ``last_seq``.
+    # (:meth:`Bus.end_session`). Then what was kept is dropped and the device starts afresh
+    # after ``last_seq``; ``messages`` are then only those the replay was asked to carry over,
+    # numbered anew after ``last_seq``.
     complete: bool
-    last_seq: int  # the newest seq assigned to this device so far (a mailbox starts anywhere)
+    # the newest seq assigned to this device so far (a mailbox starts anywhere); when not
+    # complete, the one before the carried-over ``messages``: the device counts on from it
+    last_seq: int
     messages: list[tuple[int, bytes]]  # (seq, UTF-8 JSON text)
-    # Not complete: the dropped messages the device has not seen (after ``after_seq``; all of
-    # them when it gave none, or one from before a restart). The driver may deliver again, as
-    # new messages, those that still matter -- the ones about calls the device keeps.
-    dropped: list[tuple[int, bytes]] = field(default_factory=list)
 
 
 class Bus(abc.ABC):
@@ -56,9 +55,12 @@ class Bus(abc.ABC):
         """Forget the connection if it is still the device's current one; True if it was."""
 
     @abc.abstractmethod
-    async def replay(self, device_id: str, after_seq: int | None) -> Replay:
-        """Messages kept for the device with seq > ``after_seq``; none when the replay is not
-        complete (see :class:`Replay`)."""
+    async def replay(self, device_id: str, after_seq: int | None,
+                     carry: Callable[[bytes], bool] | None = None) -> Replay:
+        """Messages kept for the device with seq > ``after_seq``. When the replay is not
+        complete (see :class:`Replay`) the kept messages are dropped, except those the device
+        has not seen for which ``carry(text)`` holds: they are numbered anew, before any
+        message delivered after this call, and make up the replay."""
 
     @abc.abstractmethod
     async def end_session(self, device_id: str) -> None:

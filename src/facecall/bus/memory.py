@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import orjson
@@ -89,7 +89,8 @@ class InProcessBus(Bus):
         box.listener = None
         return True
 
-    async def replay(self, device_id: str, after_seq: int | None) -> Replay:
+    async def replay(self, device_id: str, after_seq: int | None,
+                     carry: Callable[[bytes], bool] | None = None) -> Replay:
         box = self._box(device_id)
         self._trim(box, time.monotonic())
         complete = after_seq is not None and not box.session_ended \
@@ -97,11 +98,21 @@ class InProcessBus(Bus):
         box.session_ended = False  # said once: the device starts afresh from here
         if not complete:  # what is kept belongs to a view the device no longer has
             seen = after_seq if after_seq is not None and after_seq <= box.last_seq else None
-            dropped = [(seq, text) for seq, text, _ in box.kept or ()
-                       if seen is None or seq > seen]
+            carried = [text for seq, text, _ in box.kept or ()
+                       if carry is not None and (seen is None or seq > seen) and carry(text)]
             box.kept = None
-            box.trimmed_through = box.last_seq
-            return Replay(complete=False, last_seq=box.last_seq, messages=[], dropped=dropped)
+            box.trimmed_through = start = box.last_seq
+            messages = []
+            for text in carried:  # numbered anew, before anything delivered after this
+                message = orjson.loads(text)
+                box.last_seq += 1
+                message["seq"] = box.last_seq
+                text = orjson.dumps(message)
+                if box.kept is None:
+                    box.kept = deque()
+                box.kept.append((box.last_seq, text, time.monotonic()))
+                messages.append((box.last_seq, text))
+            return Replay(complete=False, last_seq=start, messages=messages)
         messages = [(seq, text) for seq, text, _ in box.kept or () if seq > after_seq]
         return Replay(complete=True, last_seq=box.last_seq, messages=messages)
 

@@ -315,7 +315,8 @@ class Device(AsyncIOEventEmitter):
             raise NotConnectedError(str(exc)) from None
 
     def _forget(self, call: Call) -> None:
-        self.calls.pop(call.id, None)
+        if self.calls.get(call.id) is call:  # not a newer Call of the same id (re-invited)
+            del self.calls[call.id]
 
     # ------------------------------------------------------------------ events
 
@@ -334,7 +335,7 @@ class Device(AsyncIOEventEmitter):
                 continue
             if kind == "call.ring":
                 if event["call_id"] in self.calls:
-                    continue  # rung again for a call we hold (after a fresh start)
+                    continue  # rung again for a call we hold and still ring for (fresh start)
                 call = Call(self, event["call_id"], direction=Direction.INCOMING,
                             remote_user=event["from_user"], media=event["media"],
                             participants=event["participants"], call_waiting=event["call_waiting"],
@@ -347,6 +348,8 @@ class Device(AsyncIOEventEmitter):
             call = self.calls.get(call_id) if isinstance(call_id, str) else None
             if call is not None:
                 call._deliver(event)
+                if kind in ("call.ended", "call.stop_ringing"):
+                    del self.calls[call.id]  # over: a ring that follows (re-invited) is new
             elif isinstance(call_id, str):
                 self._orphans.setdefault(call_id, []).append(event)
                 while len(self._orphans) > MAX_ORPHAN_CALLS:

@@ -266,15 +266,25 @@ class CallMachine:
                 )
         raise ProtocolError(ErrorCode.NOT_IN_CALL, "this device is not in the call")
 
+    def answered_by(self, user_id: str, device_id: str) -> dict[str, Any] | None:
+        """The result of :class:`Answer` again if this device is the one that answered the
+        call (a resend whose reply was lost, say with a node restart): nothing is to change."""
+        leg = self.active_leg(user_id, device_id)
+        participant = self._participants.get(user_id)
+        if self.ended or leg is None or leg.state is not LegState.JOINED or participant is None \
+                or participant.role is not Role.CALLEE or participant.device_id != device_id:
+            return None
+        return {"participants": [{"user_id": other.user_id, "device_id": other.device_id}
+                                 for other in self.joined_legs() if other is not leg]}
+
     def _on_answer(self, event: Answer, now: float) -> dict[str, Any]:
         leg = self._leg_of(event.user_id, event.device_id)
-        others = [{"user_id": other.user_id, "device_id": other.device_id}
-                  for other in self.joined_legs() if other is not leg]
         if leg.state is not LegState.RINGING:
-            participant = self._participants[event.user_id]
-            if participant.role is Role.CALLEE and participant.device_id == event.device_id:
-                return {"participants": others}  # answered already: a resend whose reply was lost
+            if (again := self.answered_by(event.user_id, event.device_id)) is not None:
+                return again
             raise ProtocolError(ErrorCode.INVALID_STATE, "this device has already joined")
+        others = [{"user_id": other.user_id, "device_id": other.device_id}
+                  for other in self.joined_legs()]
         self._set_leg(leg, state=LegState.JOINED, joined_at=now)
         user = event.user_id
         self._participants[user] = replace(

@@ -23,8 +23,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from facecall.bus import Bus, Listener
 from facecall.config import Settings
 from facecall.logs import get_logger
@@ -61,9 +59,7 @@ TIMER_POLL = 1.0  # seconds between store polls for deadlines set by other nodes
 
 
 #: requests whose event carries nothing but the acting (user, device)
-_PLAIN_EVENTS: dict[str, type[Answer | Cancel | Hangup]] = {
-    "call.answer": Answer, "call.cancel": Cancel, "call.hangup": Hangup,
-}
+_PLAIN_EVENTS: dict[str, type[Cancel | Hangup]] = {"call.cancel": Cancel, "call.hangup": Hangup}
 
 #: the stored participant and leg rows of a call: user id -> participant columns, device id ->
 #: leg columns (plain tuples: cheap to build, hash and compare on every save)
@@ -247,20 +243,13 @@ class CallService:
         return held
 
     async def fresh_start(self, user_id: str, device_id: str, kept: set[str],
-                          dropped: list[tuple[int, bytes]],
                           already_rung: Callable[[str], bool]) -> None:
         """The device starts afresh (its welcome said ``resumed: false``: a new app, a lost
         session, or a node that restarted and lost its mailboxes). It holds only the calls of
-        ``kept`` (its ``welcome.calls``): what its mailbox had ``dropped`` about them is
-        delivered again (as new events); it leaves the other calls it was joined in
+        ``kept`` (its ``welcome.calls``): it leaves the other calls it was joined in
         (``connection_lost``, as its client ends them), and it is rung again for each other
         call that rings it unless ``already_rung`` (a ring since its welcome) -- an incoming
         call still shows."""
-        for _, text in dropped:
-            event = orjson.loads(text)
-            if event.get("call_id") in kept and event.get("type") != "call.ring":
-                del event["seq"]
-                await self.bus.deliver(device_id, event)
         for call_id in await self.store.live_calls_of_user(user_id):
             if call_id in kept:
                 continue
@@ -358,6 +347,11 @@ class CallService:
             return await self._apply(message.call_id, invite)
         if kind == "call.decline":
             return await self._apply(message.call_id, Decline(user_id, device_id, message.busy))
+        if kind == "call.answer":
+            entry = await self._load(message.call_id)
+            if entry is not None and (again := entry[1].answered_by(user_id, device_id)):
+                return again  # answered already: the same reply, and nothing to write
+            return await self._apply(message.call_id, Answer(user_id, device_id))
         event_type = _PLAIN_EVENTS.get(kind)
         if event_type is None:
             raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"{kind} is not a request")

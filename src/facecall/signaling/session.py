@@ -31,6 +31,7 @@ log = get_logger(__name__)
 CLOSE_SLOW_CONSUMER = 4008
 CLOSE_REPLACED = 4009  # replaced by a newer connection of the device, or the device removed
 CLOSE_REMOVED = CLOSE_REPLACED
+CLOSE_INTERNAL_ERROR = 1011  # RFC 6455 §7.4.1: the server failed answering hello; reconnect
 
 
 class Link(Protocol):
@@ -46,6 +47,13 @@ class Link(Protocol):
 
     def close(self, code: int, reason: str) -> None:
         """Close the connection with ``code`` after what was written."""
+
+
+def _about_calls(calls: frozenset[str], text: bytes) -> bool:
+    """Whether the event ``text`` is about one of ``calls`` (and not its ring: a device that
+    holds a call needs no ring for it)."""
+    event = orjson.loads(text)
+    return event.get("call_id") in calls and event.get("type") != "call.ring"
 
 
 class DeviceSession:
@@ -215,7 +223,10 @@ class DeviceSession:
             if not await self.service.device_attached(self.user_id, self.device_id, self,
                                                       self._on_event):
                 return  # the connection closed meanwhile
-            replay = await self.service.bus.replay(self.device_id, message.resume_from)
+            # if it cannot resume, what its mailbox had about the calls it holds is carried over
+            replay = await self.service.bus.replay(
+                self.device_id, message.resume_from,
+                functools.partial(_about_calls, frozenset(message.calls)) if message.calls else None)
             resumed = replay.complete  # only ever with a resume_from
             still_in = [] if resumed else await self.service.held_calls(
                 self.user_id, self.device_id, message.calls)
@@ -230,9 +241,17 @@ class DeviceSession:
                 self.enqueue(text)
                 newest = seq
             if not resumed:  # it keeps only what it still holds; the rest must ring it or end
-                await self.service.fresh_start(
-                    self.user_id, self.device_id, {call["call_id"] for call in still_in},
-                    replay.dropped, functools.partial(self._rung_after, newest))
+                try:
+                    await self.service.fresh_start(
+                        self.user_id, self.device_id, {call["call_id"] for call in still_in},
+                        functools.partial(self._rung_after, newest))
+                except Exception:
+                    # its calls are not sorted out: it must start afresh again, on a new
+                    # connection (its next hello is not a resume; the held events stay kept)
+                    log.exception("session.fresh_start_failed", device_id=self.device_id)
+                    await self.service.bus.end_session(self.device_id)
+                    self.kick("internal error; reconnect", CLOSE_INTERNAL_ERROR)
+                    return
             held, self._held = self._held, None
             for seq, text in held:
                 if seq > newest:  # else replayed, or stale
