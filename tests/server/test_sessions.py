@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from typing import Any
 
 import pytest
 
@@ -10,12 +12,34 @@ from facecall.client.signaling import SignalingConnection, SignalingError
 from tests.live import LiveServer
 
 
-async def test_resume_replays_what_was_missed(server: LiveServer) -> None:
+async def answered_call(server: LiveServer, media: str = "audio"
+                        ) -> tuple[SignalingConnection, dict[str, Any], SignalingConnection, str]:
+    """alice's device a1 calls bob, whose device b1 answers: (a1, bob's account, b1, call id)."""
     _, (a1,) = await server.user_with_devices("alice", 1)
     bob, (b1,) = await server.user_with_devices("bob", 1)
-    call_id = (await a1.request("call.start", to=[bob["user"]["id"]], media="video"))["call_id"]
+    call_id = (await a1.request("call.start", to=[bob["user"]["id"]], media=media))["call_id"]
     await b1.next_event("call.ring")
     await b1.request("call.answer", call_id=call_id)
+    return a1, bob, b1, call_id
+
+
+def slow_down(monkeypatch: pytest.MonkeyPatch, owner: object, name: str, seconds: float,
+              started: asyncio.Event | None = None) -> None:
+    """``owner.name`` (a coroutine method) waits ``seconds`` first, as on a loaded database;
+    ``started`` is set when a call of it begins."""
+    method = getattr(owner, name)
+
+    async def slow(*args: Any, **kwargs: Any) -> Any:
+        if started is not None:
+            started.set()
+        await asyncio.sleep(seconds)
+        return await method(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, slow)
+
+
+async def test_resume_replays_what_was_missed(server: LiveServer) -> None:
+    a1, _bob, b1, call_id = await answered_call(server, "video")
     await a1.next_event("call.answered")
 
     await b1.drop()  # the network goes away without a close frame
@@ -73,11 +97,7 @@ async def _reply(ws: object, re: str) -> dict[str, object]:
 
 
 async def test_device_that_never_returns_leaves_the_call(server: LiveServer) -> None:
-    _, (a1,) = await server.user_with_devices("alice", 1)
-    bob, (b1,) = await server.user_with_devices("bob", 1)
-    call_id = (await a1.request("call.start", to=[bob["user"]["id"]], media="video"))["call_id"]
-    await b1.next_event("call.ring")
-    await b1.request("call.answer", call_id=call_id)
+    a1, bob, b1, _call_id = await answered_call(server, "video")
     await b1.drop()
     # the fixture's resume grace is 2 s
     ended = await a1.next_event("call.ended", timeout=15)
@@ -153,11 +173,7 @@ async def test_requests_before_hello_and_after_disconnect(server: LiveServer) ->
 async def test_resume_after_the_grace_expired_is_not_a_resume(server: LiveServer) -> None:
     """The device left its calls while away: its welcome says so (resumed false) and it is
     told to rebuild its view, not handed a replay that silently skips the end of its call."""
-    _, (a1,) = await server.user_with_devices("alice", 1)
-    bob, (b1,) = await server.user_with_devices("bob", 1)
-    call_id = (await a1.request("call.start", to=[bob["user"]["id"]], media="audio"))["call_id"]
-    await b1.next_event("call.ring")
-    await b1.request("call.answer", call_id=call_id)
+    a1, _bob, b1, call_id = await answered_call(server, "audio")
     await b1.drop()
     assert (await a1.next_event("call.ended", timeout=10))["reason"] == "connection_lost"
     welcome = await b1.resume()
@@ -234,11 +250,7 @@ async def test_a_device_that_connects_while_rung_gets_the_ring(server: LiveServe
 async def test_a_fresh_start_of_a_joined_device_leaves_its_call(server: LiveServer) -> None:
     """A new connection that does not resume (the app restarted, the page reloaded) holds no
     call: the device leaves the calls it was in, so nobody waits on a ghost."""
-    _, (a1,) = await server.user_with_devices("alice", 1)
-    bob, (b1,) = await server.user_with_devices("bob", 1)
-    call_id = (await a1.request("call.start", to=[bob["user"]["id"]], media="audio"))["call_id"]
-    await b1.next_event("call.ring")
-    await b1.request("call.answer", call_id=call_id)
+    a1, bob, b1, call_id = await answered_call(server, "audio")
     reloaded = SignalingConnection(server.ws_url, b1.token)
     assert (await reloaded.connect())["resumed"] is False
     ended = await a1.next_event("call.ended")
@@ -252,11 +264,7 @@ async def test_a_fresh_start_keeps_the_calls_the_device_still_holds(server: Live
     """A connection that cannot resume (here: a new connection without a seq) but says in its
     hello which calls it still holds stays in those: ``welcome.calls`` lists each as it stands
     now, nobody is told anything, and the call goes on."""
-    _, (a1,) = await server.user_with_devices("alice", 1)
-    bob, (b1,) = await server.user_with_devices("bob", 1)
-    call_id = (await a1.request("call.start", to=[bob["user"]["id"]], media="video"))["call_id"]
-    await b1.next_event("call.ring")
-    await b1.request("call.answer", call_id=call_id)
+    a1, _bob, b1, call_id = await answered_call(server, "video")
     await b1.close()
     again = SignalingConnection(server.ws_url, b1.token)
     welcome = await again.connect(calls=[call_id])
@@ -346,24 +354,12 @@ async def test_two_hellos_of_one_device_take_turns(server: LiveServer,
     newer names call X, while the older one's fresh start (which leaves X) is still reading
     the store. The hellos take turns, so the newer welcome is not told "still in X" just
     before the older fresh start takes the device out of X."""
-    import asyncio
-
     import websockets
 
-    store = server.app.app.state.signaling.store  # type: ignore[attr-defined]
-    read_calls = store.live_calls_of_user
-
-    async def slow_read(user_id: str) -> list[str]:
-        await asyncio.sleep(0.2)  # a loaded database
-        return await read_calls(user_id)
-
-    _, (a1,) = await server.user_with_devices("alice", 1)
-    bob, (b1,) = await server.user_with_devices("bob", 1)
-    x = (await a1.request("call.start", to=[bob["user"]["id"]], media="audio"))["call_id"]
-    await b1.next_event("call.ring")
-    await b1.request("call.answer", call_id=x)
+    a1, _, b1, x = await answered_call(server)
     await b1.drop()
-    monkeypatch.setattr(store, "live_calls_of_user", slow_read)
+    slow_down(monkeypatch, server.app.app.state.signaling.store,  # type: ignore[attr-defined]
+              "live_calls_of_user", 0.2)
     headers = {"Authorization": f"Bearer {b1.token}"}
     async with websockets.connect(server.ws_url, additional_headers=headers) as older, \
             websockets.connect(server.ws_url, additional_headers=headers) as newer:
@@ -379,22 +375,13 @@ async def test_a_call_starting_during_a_fresh_start_rings_once(
         server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """A call that rings the device while its hello is still finishing (its fresh start reads
     the device's calls from a slow store) is rung once, not again by the fresh start."""
-    import asyncio
-
     import websockets
-
-    service = server.app.app.state.signaling  # type: ignore[attr-defined]
-    store = service.store
-    read_calls = store.live_calls_of_user
-
-    async def slow_read(user_id: str) -> list[str]:
-        await asyncio.sleep(0.1)  # a loaded database
-        return await read_calls(user_id)
 
     _, (a1,) = await server.user_with_devices("alice", 1)
     bob, (b1,) = await server.user_with_devices("bob", 1)
     await b1.close()
-    monkeypatch.setattr(store, "live_calls_of_user", slow_read)
+    slow_down(monkeypatch, server.app.app.state.signaling.store,  # type: ignore[attr-defined]
+              "live_calls_of_user", 0.1)
     async with websockets.connect(server.ws_url, additional_headers={
             "Authorization": f"Bearer {b1.token}"}) as ws:
         await ws.send(json.dumps({"v": 1, "id": "h", "type": "hello"}))
@@ -411,11 +398,7 @@ async def test_what_a_kept_call_missed_is_delivered_again(server: LiveServer) ->
     """A connection that cannot resume but keeps its call gets again, as new events, what its
     mailbox held about that call (here: candidates sent while it was away); about the calls
     it does not keep, nothing."""
-    _, (a1,) = await server.user_with_devices("alice", 1)
-    bob, (b1,) = await server.user_with_devices("bob", 1)
-    call_id = (await a1.request("call.start", to=[bob["user"]["id"]], media="audio"))["call_id"]
-    await b1.next_event("call.ring")
-    await b1.request("call.answer", call_id=call_id)
+    a1, _bob, b1, call_id = await answered_call(server, "audio")
     await b1.drop()
     for i in range(3):
         await a1.request("call.candidate", call_id=call_id, to_device=b1.device_id,  # type: ignore[attr-defined]
@@ -436,26 +419,13 @@ async def test_what_a_kept_call_missed_comes_before_what_follows(
     """An offer kept in the mailbox of a device that cannot resume comes before a candidate
     sent while its hello is still being answered (a candidate before its offer cannot be
     used)."""
-    import asyncio
-
-    service = server.app.app.state.signaling  # type: ignore[attr-defined]
-    _, (a1,) = await server.user_with_devices("alice", 1)
-    bob, (b1,) = await server.user_with_devices("bob", 1)
-    call_id = (await a1.request("call.start", to=[bob["user"]["id"]], media="audio"))["call_id"]
-    await b1.next_event("call.ring")
-    await b1.request("call.answer", call_id=call_id)
+    a1, _, b1, call_id = await answered_call(server)
     await b1.drop()
     await a1.request("call.sdp", call_id=call_id, to_device=b1.device_id,  # type: ignore[attr-defined]
                      description={"type": "offer", "sdp": "v=0\r\n"})
     looking = asyncio.Event()
-    held_calls = service.held_calls
-
-    async def slow_held_calls(*args: object) -> object:
-        looking.set()
-        await asyncio.sleep(0.3)  # a loaded database
-        return await held_calls(*args)
-
-    monkeypatch.setattr(service, "held_calls", slow_held_calls)
+    slow_down(monkeypatch, server.app.app.state.signaling,  # type: ignore[attr-defined]
+              "held_calls", 0.3, started=looking)
     again = SignalingConnection(server.ws_url, b1.token)
     hello = asyncio.create_task(again.connect(calls=[call_id]))
     await looking.wait()
@@ -506,15 +476,12 @@ async def test_answering_again_changes_nothing(server: LiveServer) -> None:
     """The device that answered answers again (its reply was lost): the same ok, no event to
     anyone, and nothing written."""
     store = server.app.app.state.signaling.store  # type: ignore[attr-defined]
-    _, (a1,) = await server.user_with_devices("alice", 1)
-    bob, (b1,) = await server.user_with_devices("bob", 1)
-    call_id = (await a1.request("call.start", to=[bob["user"]["id"]], media="audio"))["call_id"]
-    await b1.next_event("call.ring")
-    first = await b1.request("call.answer", call_id=call_id)
+    a1, _, b1, call_id = await answered_call(server)
     version = (await store.load_call(call_id)).version
     for _ in range(3):
         again = await b1.request("call.answer", call_id=call_id)
-        assert again["participants"] == first["participants"]
+        assert again["participants"] == [{"user_id": a1.welcome["user_id"],  # type: ignore[index]
+                                          "device_id": a1.welcome["device_id"]}]  # type: ignore[index]
     assert (await store.load_call(call_id)).version == version
     assert [e["type"] for e in [await a1.next_event() for _ in range(2)]] == [
         "call.ringing", "call.answered"]
