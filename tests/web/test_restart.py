@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from playwright.async_api import Browser, expect
+from playwright.async_api import Browser, WebSocketRoute, expect
 
 from facecall.server import turn_uris
 from facecall.turn.server import TurnServer
@@ -12,16 +13,20 @@ from tests.live import ServerProcess, free_socket
 from tests.web.people import STEP, Person
 
 
+def node_for(turn: TurnServer, tmp_path: Path) -> ServerProcess:
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    return ServerProcess(tmp_path / "facecall.db", port, ring_timeout=30.0, resume_grace=30.0,
+                         turn_urls=turn_uris(turn))
+
+
 async def test_a_call_goes_on_across_a_server_kill_9(browser: Browser, turn: TurnServer,
                                                       tmp_path: Path) -> None:
     """The node's mailboxes die with it, so neither page can resume; each names its call in its
     hello, stays in it, and the call goes on: the media never stopped, and a hang-up afterwards
     reaches the other side as an ordinary end of the call."""
-    sock = free_socket()
-    port = sock.getsockname()[1]
-    sock.close()
-    node = ServerProcess(tmp_path / "facecall.db", port, ring_timeout=30.0, resume_grace=30.0,
-                         turn_urls=turn_uris(turn))
+    node = node_for(turn, tmp_path)
     node.start()
     people: list[Person] = []
     try:
@@ -52,6 +57,54 @@ async def test_a_call_goes_on_across_a_server_kill_9(browser: Browser, turn: Tur
         await bob.hang_up()
         await expect(alice.page.locator("#home-view")).to_be_visible(timeout=STEP)
         await alice.expect_alert("Call ended")
+    finally:
+        for person in people:
+            await person.close()
+        node.stop()
+
+
+async def test_a_call_answered_while_the_caller_was_away_connects(
+        browser: Browser, turn: TurnServer, tmp_path: Path) -> None:
+    """The node dies while bob's page rings; bob is back first (alice's page cannot reach the
+    node yet) and accepts. The call.answered for alice was numbered by the new node while she
+    was away; her welcome says bob's device is in the call, and her page connects the call."""
+    node = node_for(turn, tmp_path)
+    node.start()
+    people: list[Person] = []
+    away = True
+
+    async def alice_network(ws: WebSocketRoute) -> None:
+        if away:
+            await ws.close()
+        else:
+            ws.connect_to_server()
+
+    try:
+        await node.ready()
+        for name in ("bob", "alice"):
+            person = await Person.open(browser, node.base_url, name)
+            people.append(person)
+            await person.sign_in(device_name=f"{name}'s browser")
+        bob, alice = people
+        await alice.page.route_web_socket(re.compile(r".*/v1/signaling.*"), alice_network)
+        await alice.call("bob", "video")
+        await bob.expect_ringing("alice")
+
+        node.kill()
+        node.start()
+        await node.ready()
+        await expect(bob.page.locator("#connection")).to_be_hidden(timeout=STEP)
+        await bob.expect_ringing("alice")  # still ringing after the restart
+        await bob.accept()
+        await expect(alice.page.locator("#connection")).to_have_text(  # she is still away
+            "Connection lost. Reconnecting…")
+        assert (await alice.diagnostics())["phase"] in ("calling", "ringing")
+        away = False
+        await expect(alice.page.locator("#connection")).to_be_hidden(timeout=STEP)
+        await alice.wait_connected()
+        await bob.wait_connected()
+        await alice.hang_up()
+        await expect(bob.page.locator("#home-view")).to_be_visible(timeout=STEP)
     finally:
         for person in people:
             await person.close()
