@@ -68,6 +68,17 @@ class LiveServer:
         return account, conns
 
 
+async def reconnected(*devices: Device, timeout: float = 10.0) -> None:
+    """Wait until every one of ``devices`` has reconnected at least once and is connected."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not all(device.reconnects and device.connected for device in devices):
+        if loop.time() > deadline:
+            raise AssertionError(f"not reconnected within {timeout} s: "
+                                 f"{[(d.reconnects, d.connected) for d in devices]}")
+        await asyncio.sleep(0.05)
+
+
 def free_socket(host: str = "127.0.0.1") -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

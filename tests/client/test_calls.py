@@ -9,6 +9,7 @@ import pytest
 from facecall.client import Call, CallState, Device, EndReason
 from facecall.media.sinks import FrameCallbackSink, StampStats
 from tests.client.conftest import MakeDevice
+from tests.live import reconnected
 
 
 async def connected_call(make_device: MakeDevice, **options: object) -> tuple[Device, Device, Call, Call]:
@@ -159,11 +160,8 @@ async def test_device_that_reconnects_mid_call_keeps_the_call(make_device: MakeD
     changes: list[str] = []
     alice.on("connection", changes.append)
     await alice.drop_connection()
-    for _ in range(200):
-        if alice.reconnects and alice.connected:
-            break
-        await asyncio.sleep(0.05)
-    assert alice.reconnects == 1 and alice.connected
+    await reconnected(alice)
+    assert alice.reconnects == 1
     assert changes == ["reconnecting", "connected"]
     assert outgoing.state is CallState.CONNECTED
     first = (await stamped_frames(outgoing, 3)).latencies_ms

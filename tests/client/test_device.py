@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from pathlib import Path
@@ -19,7 +18,7 @@ from facecall.client import (
     UnknownUserError,
 )
 from tests.client.conftest import PASSWORD, MakeDevice
-from tests.live import LiveServer
+from tests.live import LiveServer, reconnected
 
 
 async def test_unknown_user(make_device: MakeDevice) -> None:
@@ -138,11 +137,8 @@ async def test_a_device_holding_more_calls_than_a_hello_may_name_reconnects(
         await caller.signaling.request("call.start", to=[victim.user_id], media="audio")
     calls = [await victim.next_call(timeout=10) for _ in range(17)]
     await victim.drop_connection()
-    for _ in range(200):
-        if victim.reconnects and victim.connected:
-            break
-        await asyncio.sleep(0.05)
-    assert victim.reconnects == 1 and victim.connected
+    await reconnected(victim)
+    assert victim.reconnects == 1
     assert [call.state for call in calls] == [CallState.RINGING] * 17  # resumed: all ring on
     assert len(victim.calls) == 17
 

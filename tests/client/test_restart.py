@@ -10,7 +10,7 @@ import pytest
 
 from facecall.client import CallState, EndReason
 from tests.client.test_calls import stamped_frames
-from tests.live import ServerProcess, free_socket, sdk_devices
+from tests.live import ServerProcess, free_socket, reconnected, sdk_devices
 
 
 @pytest.fixture
@@ -47,10 +47,7 @@ async def test_a_call_goes_on_across_a_server_restart(node: ServerProcess, how: 
         node.kill() if how == "kill" else node.stop()
         node.start()
         await node.ready()
-        for _ in range(200):
-            if alice.reconnects and bob.reconnects and alice.connected and bob.connected:
-                break
-            await asyncio.sleep(0.05)
+        await reconnected(alice, bob)
         assert alice.reconnects == 1 and bob.reconnects == 1
         assert changes == ["reconnecting", "connected"]
         assert alice.signaling is not None and alice.signaling.welcome is not None
@@ -77,10 +74,7 @@ async def test_a_call_answered_while_the_caller_was_away_connects(node: ServerPr
         node.kill()
         node.start()
         await node.ready()
-        for _ in range(200):
-            if bob.reconnects and bob.connected:
-                break
-            await asyncio.sleep(0.05)
+        await reconnected(bob)
         assert incoming.state is CallState.RINGING  # still ringing: not rung a second time
         await incoming.answer()
         assert outgoing.state is CallState.CALLING and not alice.connected

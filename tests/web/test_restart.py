@@ -21,6 +21,15 @@ def node_for(turn: TurnServer, tmp_path: Path) -> ServerProcess:
                          turn_urls=turn_uris(turn))
 
 
+async def sign_in(browser: Browser, node: ServerProcess, people: list[Person],
+                  *names: str) -> None:
+    """Open a page of ``node`` for each name, signed up with a device (kept in ``people``)."""
+    for name in names:
+        person = await Person.open(browser, node.base_url, name)
+        people.append(person)
+        await person.sign_in(device_name=f"{name}'s browser")
+
+
 async def test_a_call_goes_on_across_a_server_kill_9(browser: Browser, turn: TurnServer,
                                                       tmp_path: Path) -> None:
     """The node's mailboxes die with it, so neither page can resume; each names its call in its
@@ -31,10 +40,7 @@ async def test_a_call_goes_on_across_a_server_kill_9(browser: Browser, turn: Tur
     people: list[Person] = []
     try:
         await node.ready()
-        for name in ("bob", "alice"):
-            person = await Person.open(browser, node.base_url, name)
-            people.append(person)
-            await person.sign_in(device_name=f"{name}'s browser")
+        await sign_in(browser, node, people, "bob", "alice")
         bob, alice = people
         await alice.call("bob", "video")
         await bob.expect_ringing("alice")
@@ -81,10 +87,7 @@ async def test_a_call_answered_while_the_caller_was_away_connects(
 
     try:
         await node.ready()
-        for name in ("bob", "alice"):
-            person = await Person.open(browser, node.base_url, name)
-            people.append(person)
-            await person.sign_in(device_name=f"{name}'s browser")
+        await sign_in(browser, node, people, "bob", "alice")
         bob, alice = people
         await alice.page.route_web_socket(re.compile(r".*/v1/signaling.*"), alice_network)
         await alice.call("bob", "video")
