@@ -34,7 +34,7 @@ from facecall.store.errors import InvalidInput
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 #: the methods a 405's ``Allow`` may name
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-#: where the API docs pages (/docs, /redoc) load Swagger UI and ReDoc from: this server, never
+#: where the API docs page (/docs) loads Swagger UI from: this server, never
 #: a public CDN (a self-hosted server's visitors are not announced to a third party)
 DOCS_ASSETS = "/api-docs-assets"
 

@@ -68,11 +68,12 @@ class AuthThrottle:
         429; a sign-in that succeeds, or is not checked at all, gives them back
         (:meth:`give_back`)."""
         account = username.lower()
-        if wait := self.failures.take(f"{account}\n{client_address(request)}"):
+        pair = f"{account}\n{client_address(request)}"
+        if wait := self.failures.take(pair):
             raise too_many(wait, "too many failed sign-ins for this account from this address; "
                                  "retry later")
         if wait := self.account_failures.take(account):
-            self.failures.give_back(f"{account}\n{client_address(request)}")
+            self.failures.give_back(pair)
             raise too_many(wait, "too many failed sign-ins for this account; retry later")
 
     def give_back(self, request: Request, username: str) -> None:
