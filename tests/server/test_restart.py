@@ -23,6 +23,14 @@ async def new_user(http: httpx.AsyncClient, name: str) -> tuple[str, str, str]:
     return acct["token"], acct["user"]["id"], dev["token"]
 
 
+async def connected(ws_url: str, *device_tokens: str) -> list[SignalingConnection]:
+    """A signaling connection for each device token, each past its hello."""
+    conns = [SignalingConnection(ws_url, token) for token in device_tokens]
+    for conn in conns:
+        await conn.connect()
+    return conns
+
+
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[ServerProcess]:
     sock = free_socket()
@@ -42,10 +50,7 @@ async def test_ring_in_flight_survives_kill_9(node: ServerProcess) -> None:
         a_token, _, a_dev = await new_user(http, "alice")
         b_token, b_id, b_dev = await new_user(http, "bob")
         # an earlier, finished call that must still be in history afterwards
-        alice = SignalingConnection(ws_url, a_dev)
-        bob = SignalingConnection(ws_url, b_dev)
-        await alice.connect()
-        await bob.connect()
+        alice, bob = await connected(ws_url, a_dev, b_dev)
         first = (await alice.request("call.start", to=[b_id], media="audio"))["call_id"]
         await bob.next_event("call.ring")
         await bob.request("call.answer", call_id=first)
@@ -136,10 +141,7 @@ async def test_restart_mid_ring_rings_again_and_is_missed(tmp_path: Path) -> Non
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
             _, a_id, a_dev = await new_user(http, "alice")
             b_token, b_id, b_dev = await new_user(http, "bob")
-            alice = SignalingConnection(ws_url, a_dev)
-            bob = SignalingConnection(ws_url, b_dev)
-            await alice.connect()
-            await bob.connect()
+            alice, bob = await connected(ws_url, a_dev, b_dev)
             ringing = (await alice.request("call.start", to=[b_id], media="audio"))["call_id"]
             first_ring = await bob.next_event("call.ring")
             node.kill()
@@ -174,11 +176,7 @@ async def test_calls_the_devices_still_hold_go_on_across_kill_9(node: ServerProc
         _, a_id, a_dev = await new_user(http, "alice")
         b_token, b_id, b_dev = await new_user(http, "bob")
         _, _, c_dev = await new_user(http, "carol")
-        alice = SignalingConnection(ws_url, a_dev)
-        bob = SignalingConnection(ws_url, b_dev)
-        carol = SignalingConnection(ws_url, c_dev)
-        for conn in (alice, bob, carol):
-            await conn.connect()
+        alice, bob, carol = await connected(ws_url, a_dev, b_dev, c_dev)
         a_device, b_device = alice.welcome["device_id"], bob.welcome["device_id"]  # type: ignore[index]
         talking = (await alice.request("call.start", to=[b_id], media="video"))["call_id"]
         await bob.next_event("call.ring")
