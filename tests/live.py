@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import websockets
 
 from facecall.client import Device
 from facecall.client.signaling import SignalingConnection
@@ -219,3 +221,53 @@ class ServerProcess:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+
+class ReplyEater:
+    """A WebSocket proxy in front of ``/v1/signaling`` that forwards everything both ways,
+    except the replies to the first request of each type in ``eat`` (the connection broke
+    before they arrived). ``eaten`` is set once one was eaten. Used as a device's ``ws_url``."""
+
+    def __init__(self, upstream_ws_url: str, eat: set[str]) -> None:
+        self.upstream, self.eat = upstream_ws_url, set(eat)
+        self.eaten = asyncio.Event()
+        self._eaten_ids: set[str] = set()
+        self._server: Any = None
+        self.url = ""
+
+    async def __aenter__(self) -> ReplyEater:
+        self._server = await websockets.serve(self._pipe, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"ws://127.0.0.1:{port}/v1/signaling"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _pipe(self, client: Any) -> None:
+        headers = {"Authorization": client.request.headers.get("Authorization", "")}
+        try:
+            async with websockets.connect(self.upstream, additional_headers=headers) as server:
+                async def up() -> None:
+                    async for raw in client:
+                        message = json.loads(raw)
+                        if message.get("type") in self.eat:
+                            self.eat.discard(message["type"])
+                            self._eaten_ids.add(message["id"])
+                        await server.send(raw)
+
+                async def down() -> None:
+                    async for raw in server:
+                        if (re := json.loads(raw).get("re")) in self._eaten_ids:
+                            self._eaten_ids.discard(re)  # a resend (same id) is answered
+                            self.eaten.set()
+                            continue
+                        await client.send(raw)
+
+                tasks = [asyncio.create_task(up()), asyncio.create_task(down())]
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for task in tasks:
+                    task.cancel()
+        except (OSError, websockets.WebSocketException):
+            pass  # the node is down: the device sees its connection close and retries

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from facecall.client import CallState, EndReason
+from facecall.client import CallError, CallState, Device, EndReason
 from tests.client.test_calls import stamped_frames
-from tests.live import ServerProcess, free_socket, reconnected, sdk_devices
+from tests.live import ReplyEater, ServerProcess, free_socket, reconnected, sdk_devices
 
 
 @pytest.fixture
@@ -85,3 +85,61 @@ async def test_a_call_answered_while_the_caller_was_away_connects(node: ServerPr
         assert (await stamped_frames(outgoing, 3)).summary().stamped >= 3
         await outgoing.hangup()
         assert await incoming.wait_ended(10) is EndReason.HUNG_UP
+
+
+async def through(proxy: ReplyEater, device: Device) -> None:
+    """Reconnect ``device``'s signaling through ``proxy`` (a resume: nothing is lost)."""
+    assert device.signaling is not None
+    device.signaling.ws_url = proxy.url
+    await device.signaling.drop()
+    await reconnected(device)
+
+
+async def test_an_answer_whose_reply_died_with_the_node_is_resent(node: ServerProcess) -> None:
+    """bob's answer reached the node, its ``ok`` did not reach bob, and the node died. The
+    new node cannot resume bob; ``call.answer`` is idempotent for the device that answered, so
+    bob's device sends it again, gets its ``ok``, and the call connects."""
+    async with sdk_devices(node.base_url) as make:
+        alice = await make("alice")
+        bob = await make("bob")
+        assert bob.signaling is not None
+        async with ReplyEater(bob.signaling.ws_url, {"call.answer"}) as proxy:
+            await through(proxy, bob)
+            outgoing = await alice.call("bob", video=True)
+            incoming = await bob.next_call(timeout=10)
+            answering = asyncio.create_task(incoming.answer())
+            await asyncio.wait_for(proxy.eaten.wait(), 10)
+            assert not answering.done()
+            node.kill()
+            node.start()
+            await node.ready()
+            await asyncio.wait_for(answering, 15)
+            await asyncio.gather(outgoing.wait_connected(30), incoming.wait_connected(30))
+            await outgoing.hangup()
+            assert await incoming.wait_ended(10) is EndReason.HUNG_UP
+
+
+async def test_a_call_start_whose_reply_died_with_the_node_is_not_placed_again(
+        node: ServerProcess) -> None:
+    """alice's ``call.start`` reached the node (bob rings), its ``ok`` did not reach alice, and
+    the node died. The new node cannot resume alice and does not know the request's id: a
+    resend would ring bob with a second call. The SDK fails it with ``connection_lost``
+    instead; the call alice never heard of ends, and bob is not rung again."""
+    async with sdk_devices(node.base_url) as make:
+        alice = await make("alice")
+        bob = await make("bob")
+        assert alice.signaling is not None
+        async with ReplyEater(alice.signaling.ws_url, {"call.start"}) as proxy:
+            await through(proxy, alice)
+            placing = asyncio.create_task(alice.call("bob", video=False))
+            await asyncio.wait_for(proxy.eaten.wait(), 10)
+            rung = await bob.next_call(timeout=10)
+            node.kill()
+            node.start()
+            await node.ready()
+            with pytest.raises(CallError) as refused:
+                await asyncio.wait_for(placing, 15)
+            assert refused.value.code == "connection_lost"
+            assert await rung.wait_ended(10) is EndReason.CONNECTION_LOST
+            with pytest.raises(TimeoutError):
+                await bob.next_call(timeout=3)

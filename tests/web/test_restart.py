@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 from pathlib import Path
 
@@ -106,6 +108,62 @@ async def test_a_call_answered_while_the_caller_was_away_connects(
         await expect(alice.page.locator("#connection")).to_be_hidden(timeout=STEP)
         await alice.wait_connected()
         await bob.wait_connected()
+        await alice.hang_up()
+        await expect(bob.page.locator("#home-view")).to_be_visible(timeout=STEP)
+    finally:
+        for person in people:
+            await person.close()
+        node.stop()
+
+
+async def test_an_answer_whose_reply_died_with_the_node_is_resent(
+        browser: Browser, turn: TurnServer, tmp_path: Path) -> None:
+    """bob accepts; his ``call.answer`` reaches the node, its ``ok`` never reaches his page, and
+    the node dies. The new node cannot resume bob's page and no longer knows the request, but
+    ``call.answer`` is idempotent for the device that answered: the page sends it again and the
+    call connects (it used to fail the request, and end the call bob had just accepted)."""
+    node = node_for(turn, tmp_path)
+    node.start()
+    people: list[Person] = []
+    eaten: set[str] = set()
+    answer_eaten = asyncio.Event()
+
+    async def bob_network(ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()
+
+        def from_page(message: str | bytes) -> None:
+            frame = json.loads(message)
+            if frame.get("type") == "call.answer" and not answer_eaten.is_set():
+                eaten.add(frame["id"])
+            server.send(message)
+
+        def from_server(message: str | bytes) -> None:
+            if json.loads(message).get("re") in eaten:
+                eaten.clear()  # the resend (same id) is answered
+                answer_eaten.set()
+                return
+            ws.send(message)
+
+        ws.on_message(from_page)
+        server.on_message(from_server)
+
+    try:
+        await node.ready()
+        await sign_in(browser, node, people, "bob", "alice")
+        bob, alice = people
+        await bob.page.route_web_socket(re.compile(r".*/v1/signaling.*"), bob_network)
+        await bob.page.reload()  # the route applies to connections opened from now on
+        await expect(bob.page.locator("#home-view")).to_be_visible(timeout=STEP)
+        await alice.call("bob", "video")
+        await bob.expect_ringing("alice")
+        await bob.accept()
+        await asyncio.wait_for(answer_eaten.wait(), STEP / 1000)
+        node.kill()
+        node.start()
+        await node.ready()
+        await expect(bob.page.locator("#connection")).to_be_hidden(timeout=STEP)
+        await bob.wait_connected()
+        await alice.wait_connected()
         await alice.hang_up()
         await expect(bob.page.locator("#home-view")).to_be_visible(timeout=STEP)
     finally:

@@ -198,7 +198,11 @@ class Call(AsyncIOEventEmitter):
         """Decline an incoming call (every device of ours stops ringing)."""
         if self.direction is not Direction.INCOMING or self.state is not CallState.RINGING:
             raise CallStateError(f"only a ringing incoming call can be declined (this one is {self.state})")
-        await self.device.request("call.decline", call_id=self.id, busy=busy)
+        try:
+            await self.device.request("call.decline", call_id=self.id, busy=busy)
+        except CallError as exc:  # it stopped ringing meanwhile, or a resent decline was done
+            if exc.code not in ("call_ended", "invalid_state"):
+                raise
         await self._end(EndReason.BUSY if busy else EndReason.DECLINED)
 
     async def hangup(self) -> None:

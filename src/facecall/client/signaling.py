@@ -4,6 +4,8 @@ Used by the SDK's `Device` and by the test-suite. It keeps the last ``seq`` it s
 requests not yet answered; after a dropped connection :meth:`SignalingConnection.resume`
 reconnects, says ``hello{resume_from}``, and resends the unanswered requests with their ids (the
 server answers a repeated id from its cache instead of acting twice). docs/protocol.md, "Resume".
+When the server cannot resume (a fresh start: its cache is gone too), only the requests of
+:data:`RESENDABLE_AFTER_FRESH_START` are resent; the others fail with ``connection_lost``.
 """
 
 from __future__ import annotations
@@ -38,6 +40,16 @@ class ConnectionClosed(Exception):
     def __init__(self, code: int | None, reason: str) -> None:
         super().__init__(f"connection closed ({code}): {reason}")
         self.code, self.reason = code, reason
+
+
+#: requests whose outcome does not change when they are sent twice: resent after a fresh start
+#: (docs/protocol.md, "A fresh start"), when the server no longer knows whether it answered them
+#: (its reply may have died with a restarted node). ``call.answer`` is idempotent for the device
+#: that answered; a second decline, cancel or hang-up is refused with ``call_ended`` or
+#: ``invalid_state``, which the caller takes as done. Any other request (a ``call.start`` would
+#: ring a second call, a relayed SDP could cross a renegotiation) fails with ``connection_lost``.
+RESENDABLE_AFTER_FRESH_START = frozenset(
+    {"call.answer", "call.decline", "call.cancel", "call.hangup", "ping"})
 
 
 class SignalingConnection:
@@ -87,8 +99,16 @@ class SignalingConnection:
             last_seq = frame.get("last_seq")
             self.last_seq = last_seq if isinstance(last_seq, int) else None
         self._reader = asyncio.create_task(self._read())
-        for request, _ in list(self._pending.values()):  # resend what was never answered
-            await self._ws.send(json.dumps(request))
+        resumed = bool(frame.get("resumed"))
+        for msg_id, (request, future) in list(self._pending.items()):  # never answered
+            if resumed or request.get("type") in RESENDABLE_AFTER_FRESH_START:
+                await self._ws.send(json.dumps(request))  # answered once (resumed: the same id)
+                continue
+            del self._pending[msg_id]
+            if not future.done():
+                future.set_exception(SignalingError(
+                    "connection_lost", "the connection was lost before the server answered; "
+                    "the request may or may not have taken effect", msg_id))
         return frame
 
     resume = connect

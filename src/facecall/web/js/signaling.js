@@ -7,6 +7,9 @@ const PING_EVERY_MS = 10000;
 const DEAD_AFTER_MS = 25000; // nothing heard for this long (pings included): the connection is dead
 const REQUEST_TIMEOUT_MS = 15000;
 const MAX_HELD_CALLS = 16; // the most calls a hello may name
+// Requests whose outcome is the same when applied twice: resent after a fresh start, when the
+// server no longer knows whether it answered them (docs/protocol.md, "Requests across a drop").
+const RESENDABLE_AFTER_FRESH_START = new Set(["call.answer", "call.decline", "call.cancel", "call.hangup", "ping"]);
 
 export class SignalingError extends Error {
   constructor(code, message) {
@@ -169,10 +172,11 @@ export class Signaling extends EventTarget {
     this.attempt = 0;
     this.welcome = frame;
     if (!resumed && this.lastSeq !== null) {
-      // The server could not replay what we missed: requests sent before the drop may be lost
-      // or applied; fail them rather than risk acting twice.
+      // The server could not resume, and no longer knows the ids of requests sent before the
+      // drop: resend those whose outcome is the same when applied twice, fail the others rather
+      // than risk acting twice (docs/protocol.md, "Requests across a drop").
       for (const [id, p] of this.pending) {
-        if (p.everSent) {
+        if (p.everSent && !RESENDABLE_AFTER_FRESH_START.has(p.frame.type)) {
           clearTimeout(p.timer);
           p.reject(new SignalingError("connection_lost", "the connection was lost"));
           this.pending.delete(id);
