@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
@@ -14,6 +15,7 @@ from facecall.client import (
     CallState,
     CallStateError,
     Device,
+    EndReason,
     NotConnectedError,
     UnknownUserError,
 )
@@ -166,3 +168,24 @@ async def test_a_ring_after_its_call_stopped_ringing_is_a_new_call(make_device: 
     assert bob.calls == {"c-1": second}
     with pytest.raises(TimeoutError):
         await bob.next_call(timeout=0.2)
+
+
+async def test_a_device_taken_over_by_another_program_does_not_take_it_back(
+        call_server: LiveServer, make_device: MakeDevice) -> None:
+    """Another program connects with this device's token: the server closes this connection
+    with 4409. The SDK does not reconnect on its own (the two would take the device from each
+    other in turn): its calls end, it says ``replaced``, and the other program keeps the device."""
+    alice = await make_device("alice")
+    bob = await make_device("bob")
+    outgoing = await alice.call("bob", video=False)
+    await bob.next_call(timeout=10)
+    changes: list[str] = []
+    alice.on("connection", changes.append)
+    assert alice.token is not None
+    other = await call_server.device(alice.token)
+    assert await outgoing.wait_ended(10) is EndReason.CONNECTION_LOST
+    assert changes == ["replaced"] and not alice.connected
+    await asyncio.sleep(1.0)
+    assert changes == ["replaced"]
+    assert (await other.request("ping"))["type"] == "pong"  # still the device's connection
+    await other.close()

@@ -113,7 +113,7 @@ async def test_newer_connection_replaces_older(server: LiveServer) -> None:
     old = await server.device(reg["token"])
     new = await server.device(reg["token"])
     closed = await old.next_event("connection.closed")
-    assert closed["code"] == 4009
+    assert closed["code"] == 4409
     assert (await new.request("ping"))["type"] == "pong"
 
 

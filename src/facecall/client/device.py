@@ -48,7 +48,7 @@ from facecall.client.errors import (
 from facecall.client.ice import parse_host_addresses
 from facecall.client.signaling import ConnectionClosed, SignalingConnection, SignalingError
 from facecall.logs import get_logger
-from facecall.signaling.protocol import MAX_HELD_CALLS
+from facecall.signaling.protocol import CLOSE_REPLACED, MAX_HELD_CALLS
 from facecall.signaling.reasons import EndReason
 
 log = get_logger(__name__)
@@ -329,6 +329,14 @@ class Device(AsyncIOEventEmitter):
                 self._connected.clear()
                 if self._closing:
                     self.emit("connection", "closed")
+                    return
+                if event.get("code") == CLOSE_REPLACED:
+                    # another program connected with this device's token: taking the device
+                    # back would make the two take turns for ever (docs/protocol.md, 4409)
+                    log.warning("device.replaced", device_id=self.device_id)
+                    for call in list(self.calls.values()):
+                        await call._end(EndReason.CONNECTION_LOST)
+                    self.emit("connection", "replaced")
                     return
                 self.emit("connection", "reconnecting")
                 await self._reconnect()

@@ -49,6 +49,9 @@ MAX_SDP_CHARS = 32 * 1024
 MAX_CANDIDATE_CHARS = 1024
 #: Most calls one ``hello`` may say its device still holds.
 MAX_HELD_CALLS = 16
+#: WebSocket close codes of docs/protocol.md that a client acts on
+CLOSE_REMOVED = 4009  # the device was removed or signed out
+CLOSE_REPLACED = 4409  # replaced by a newer connection of the same device: do not reconnect
 
 #: An identifier: 1..64 printable ASCII characters without spaces (client message ids,
 #: user ids, device ids and call ids all share this shape).

@@ -42,6 +42,7 @@ from facecall.signaling.events import (
 )
 from facecall.signaling.glare import is_glare
 from facecall.signaling.machine import CallMachine
+from facecall.signaling.protocol import CLOSE_REMOVED, CLOSE_REPLACED
 from facecall.signaling.push import PushNotifier, UnconfiguredPush
 from facecall.signaling.records import LegState
 from facecall.store import CallWrite, LegWrite, ParticipantWrite, StaleVersion, Store
@@ -221,7 +222,7 @@ class CallService:
         previous = self._sessions.get(device_id)
         self._sessions[device_id] = session
         if previous is not None and previous is not session:
-            previous.kick("replaced by a newer connection of this device")
+            previous.kick("replaced by a newer connection of this device", CLOSE_REPLACED)
         else:
             metrics.CONNECTED_DEVICES.inc()
         if (task := self._grace.pop(device_id, None)) is not None:
@@ -310,7 +311,7 @@ class CallService:
     async def device_removed(self, user_id: str, device_id: str) -> None:
         """A device was removed: close its connection; it leaves every call it is in."""
         if (session := self._sessions.pop(device_id, None)) is not None:
-            session.kick("device removed")
+            session.kick("device removed", CLOSE_REMOVED)
             metrics.CONNECTED_DEVICES.dec()
         if (task := self._grace.pop(device_id, None)) is not None:
             task.cancel()

@@ -20,7 +20,7 @@ import orjson
 
 from facecall.logs import get_logger
 from facecall.signaling.errors import ErrorCode, ProtocolError
-from facecall.signaling.protocol import parse_client_message
+from facecall.signaling.protocol import CLOSE_REMOVED, parse_client_message
 from facecall.store import NotFound
 
 if TYPE_CHECKING:
@@ -29,8 +29,6 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 CLOSE_SLOW_CONSUMER = 4008
-CLOSE_REPLACED = 4009  # replaced by a newer connection of the device, or the device removed
-CLOSE_REMOVED = CLOSE_REPLACED
 CLOSE_INTERNAL_ERROR = 1011  # RFC 6455 §7.4.1: the server failed answering hello; reconnect
 
 
@@ -153,7 +151,7 @@ class DeviceSession:
             return
         self.enqueue(text)
 
-    def kick(self, reason: str, code: int = CLOSE_REPLACED) -> None:
+    def kick(self, reason: str, code: int) -> None:
         """Close this connection after what is queued (replaced, or the device was removed)."""
         if self.closed:
             return

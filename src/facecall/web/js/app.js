@@ -4,6 +4,7 @@ import { Api } from "./api.js";
 import { Calls } from "./calls.js";
 import { Home } from "./home.js";
 import { Signaling } from "./signaling.js";
+import { DeviceLock } from "./tabs.js";
 import { unlockAudio } from "./ringtone.js";
 import { CallView, Messages } from "./ui.js";
 import { relayOnly, setRelayOnly, store } from "./settings.js";
@@ -12,10 +13,10 @@ const $ = (id) => document.getElementById(id);
 const api = new Api("");
 const messages = new Messages();
 
-const state = { session: null, signaling: null, calls: null, home: null };
+const state = { session: null, signaling: null, calls: null, home: null, lock: null };
 
 function showView(name) {
-  for (const view of ["auth", "home", "call"]) $(`${view}-view`).hidden = view !== name;
+  for (const view of ["auth", "home", "call", "elsewhere"]) $(`${view}-view`).hidden = view !== name;
   if (name === "home" && state.home) state.home.refresh();
 }
 
@@ -134,14 +135,43 @@ function start(s) {
   });
   signaling.addEventListener("state", (e) => {
     if (e.detail.state === "open" && e.detail.reconnected && state.home) state.home.refresh();
+    if (e.detail.state === "closed" && e.detail.reason === "replaced") inUseElsewhere(s);
   });
-  signaling.start();
+  state.lock = new DeviceLock(s.deviceId);
+  takeDevice(s, false);
+}
+
+/** Run the device in this tab if no other tab does (or take it over: `steal`). */
+async function takeDevice(s, steal) {
+  const lock = state.lock;
+  const held = await lock.acquire({ steal, onLost: () => inUseElsewhere(s) });
+  if (state.session !== s) {
+    lock.free(); // signed out meanwhile
+    return;
+  }
+  if (!held) {
+    inUseElsewhere(s);
+    return;
+  }
+  state.signaling.start();
   showView("home");
+}
+
+/** Another tab or window runs this device now: step back (a call here ends) until "Use here". */
+function inUseElsewhere(s) {
+  if (state.session !== s) return;
+  if (state.calls && state.calls.active && state.signaling.state === "open") state.calls.hangup();
+  if (state.calls) state.calls.reset();
+  if (state.signaling && state.signaling.state !== "closed") state.signaling.close();
+  messages.connection(null);
+  showView("elsewhere");
 }
 
 function signOutLocally() {
   if (state.calls) state.calls.reset();
   if (state.signaling) state.signaling.close();
+  if (state.lock) state.lock.free();
+  state.lock = null;
   state.session = null;
   state.signaling = null;
   state.calls = null;
@@ -200,6 +230,9 @@ function init() {
     if (state.calls) state.calls.start($("call-username").value, media);
   });
   $("sign-out").addEventListener("click", signOut);
+  $("use-here").addEventListener("click", () => {
+    if (state.session) takeDevice(state.session, true);
+  });
   $("relay-only").checked = relayOnly();
   $("relay-only").addEventListener("change", (e) => setRelayOnly(e.target.checked));
   window.addEventListener("pagehide", () => {

@@ -130,6 +130,20 @@ export class Signaling extends EventTarget {
       this.setState("closed", { reason: "unauthorized", message: event.reason });
       return;
     }
+    if (event.code === 4409) {
+      // Another tab or window took this device over: reconnecting would take it back, and the
+      // two would take turns for ever. Stay closed until the user asks for the device here.
+      this.closedByUs = true;
+      window.removeEventListener("offline", this.onOffline);
+      window.removeEventListener("online", this.onOnline);
+      for (const [id, p] of this.pending) {
+        clearTimeout(p.timer);
+        p.reject(new SignalingError("replaced", "this device is in use in another tab"));
+        this.pending.delete(id);
+      }
+      this.setState("closed", { reason: "replaced" });
+      return;
+    }
     this.setState("reconnecting");
     const delay = RECONNECT_DELAYS_MS[Math.min(this.attempt, RECONNECT_DELAYS_MS.length - 1)];
     this.attempt += 1;

@@ -71,16 +71,17 @@ export class CallView {
   /** Wire the buttons to a Calls controller. */
   bind(calls) {
     this.calls = calls;
-    $("accept").addEventListener("click", () => this.incomingId && calls.accept(this.incomingId));
-    $("decline").addEventListener("click", () => this.incomingId && calls.decline(this.incomingId));
-    $("waiting-accept").addEventListener("click", () => this.waitingId && calls.accept(this.waitingId));
-    $("waiting-decline").addEventListener("click",
-      () => this.waitingId && calls.decline(this.waitingId, { busy: true }));
-    $("hangup").addEventListener("click", () => calls.hangup());
-    $("mute").addEventListener("click", () => calls.setMuted(!calls.media.muted));
-    $("camera").addEventListener("click", () => calls.setCameraOff(!calls.media.cameraOff));
-    $("switch-camera").addEventListener("click", () => calls.switchCamera());
-    $("incoming").addEventListener("keydown", (e) => this.trapFocus(e));
+    // assigned, not added: signing in again in this page binds a new view, and the buttons
+    // must act on the new calls only
+    $("accept").onclick = () => this.incomingId && calls.accept(this.incomingId);
+    $("decline").onclick = () => this.incomingId && calls.decline(this.incomingId);
+    $("waiting-accept").onclick = () => this.waitingId && calls.accept(this.waitingId);
+    $("waiting-decline").onclick = () => this.waitingId && calls.decline(this.waitingId, { busy: true });
+    $("hangup").onclick = () => calls.hangup();
+    $("mute").onclick = () => calls.setMuted(!calls.media.muted);
+    $("camera").onclick = () => calls.setCameraOff(!calls.media.cameraOff);
+    $("switch-camera").onclick = () => calls.switchCamera();
+    $("incoming").onkeydown = (e) => this.trapFocus(e);
   }
 
   status(text) { this.messages.status(text); }

@@ -1,0 +1,74 @@
+"""The app open in two tabs of one browser: the tabs share the device (its token), and the
+server keeps one connection per device. One tab runs the device; the other says so and offers
+"Use here" (docs/web.md, "Several tabs")."""
+
+from __future__ import annotations
+
+import asyncio
+
+from playwright.async_api import Page, expect
+
+from tests.web.conftest import PersonFactory
+from tests.web.people import STEP, Person
+
+NO_WEB_LOCKS = "Object.defineProperty(navigator, 'locks', {value: undefined});"
+
+
+async def second_tab(person: Person) -> Page:
+    """Open the app again in a new tab of ``person``'s browser (same localStorage)."""
+    page = await person.context.new_page()
+    sockets: list[object] = []
+    page.on("websocket", lambda ws: sockets.append(ws))
+    page.sockets = sockets  # type: ignore[attr-defined]
+    await page.goto(f"{person.base_url}/")
+    await expect(page.locator("body[data-ready=true]")).to_be_attached()
+    return page
+
+
+async def test_a_second_tab_leaves_the_device_to_the_first(people: PersonFactory) -> None:
+    """The second tab does not take the device: the first keeps its one connection and rings;
+    "Use here" moves the device to the second tab, and the first steps back."""
+    bob = await people("bob")
+    sockets: list[object] = []
+    bob.page.on("websocket", lambda ws: sockets.append(ws))
+    tab = await second_tab(bob)
+    await expect(tab.locator("#elsewhere-view")).to_be_visible(timeout=STEP)
+    await asyncio.sleep(2)
+    assert sockets == [] and tab.sockets == []  # type: ignore[attr-defined]
+    assert await bob.page.evaluate("window.facecall.signaling") == "open"
+    assert await tab.evaluate("window.facecall.signaling") == "closed"
+
+    alice = await people("alice")
+    await alice.call("bob", "audio")
+    await bob.expect_ringing("alice")
+    await expect(tab.get_by_role("dialog", name="alice")).to_be_hidden()
+    await alice.hang_up()
+    await expect(bob.page.get_by_role("dialog", name="alice")).to_be_hidden(timeout=STEP)
+
+    await tab.get_by_role("button", name="Use here").click()
+    await expect(tab.locator("#home-view")).to_be_visible(timeout=STEP)
+    await expect(bob.page.locator("#elsewhere-view")).to_be_visible(timeout=STEP)
+    await expect(tab.locator("#connection")).to_be_hidden(timeout=STEP)
+    assert await bob.page.evaluate("window.facecall.signaling") == "closed"
+    await alice.call("bob", "audio")
+    await expect(tab.get_by_role("dialog", name="alice")).to_be_visible(timeout=STEP)
+    await expect(bob.page.get_by_role("dialog", name="alice")).to_be_hidden()
+    await tab.get_by_role("button", name="Accept").click()
+    await alice.wait_for(lambda d: d["phase"] == "active", "the call is up")
+    await tab.close()
+
+
+async def test_without_web_locks_the_replaced_tab_stops(people: PersonFactory) -> None:
+    """Where tabs cannot coordinate (Web Locks need HTTPS or localhost), the second tab takes
+    the device; the server closes the first one's connection with 4409 and the first tab stays
+    closed instead of taking the device back (which made the two take turns for ever)."""
+    bob = await people("bob")
+    await bob.context.add_init_script(NO_WEB_LOCKS)
+    tab = await second_tab(bob)
+    await expect(tab.locator("#home-view")).to_be_visible(timeout=STEP)
+    await expect(bob.page.locator("#elsewhere-view")).to_be_visible(timeout=STEP)
+    await asyncio.sleep(3)
+    assert len(tab.sockets) == 1  # type: ignore[attr-defined]
+    assert await tab.evaluate("window.facecall.signaling") == "open"
+    assert await bob.page.evaluate("window.facecall.signaling") == "closed"
+    await tab.close()
