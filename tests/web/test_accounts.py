@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from pathlib import Path
 
@@ -41,13 +42,24 @@ async def test_sign_in_errors_sign_out_and_device_reuse(browser: Browser, server
         await expect(page.locator("#devices li")).to_contain_text("this device · online")
         await expect(page.locator("#me-name")).to_have_text("@alice")
 
-        # A reload keeps me signed in; signing out and in again reuses this browser's device.
+        # A reload keeps me signed in. Signing out removes this browser's device: its token no
+        # longer works (on a shared computer nobody can take my calls with it); signing in again
+        # registers the browser anew.
         await page.reload()
         await expect(page.locator("#home-view")).to_be_visible()
+        device = await page.evaluate("JSON.parse(localStorage.getItem('facecall.device'))")
         await page.get_by_role("button", name="Sign out").click()
         await expect(form).to_be_visible()
+        for _ in range(50):
+            me = await server.http.get("/v1/me", headers={"Authorization": f"Bearer {device['token']}"})
+            if me.status_code == 401:
+                break
+            await asyncio.sleep(0.1)
+        assert me.status_code == 401
         await person.sign_in(signup=False)
         await expect(page.locator("#devices li")).to_have_count(1)
+        again = await page.evaluate("JSON.parse(localStorage.getItem('facecall.device'))")
+        assert again["id"] != device["id"]
     finally:
         await person.close()
 
@@ -79,5 +91,51 @@ async def test_small_screen_layout(browser: Browser, server: LiveServer, screens
         # One column: each panel is below the previous one.
         assert all(a is not None and b is not None and b["y"] > a["y"] for a, b in itertools.pairwise(boxes))
         await person.page.screenshot(path=screenshots / "home-phone.png")
+    finally:
+        await person.close()
+
+
+async def test_a_sign_up_whose_device_is_refused_leaves_a_usable_account(
+        browser: Browser, server: LiveServer) -> None:
+    """The account is created but the device name is refused (a right-to-left override): the
+    form says so in words, switches to "Sign in" (creating the account again would say "taken"),
+    and signing in with a corrected name works."""
+    person = await Person.open(browser, server.base_url, "carol")
+    try:
+        page = person.page
+        form = page.locator("#auth-view")
+        await form.get_by_role("tab", name="Create account").click()
+        await form.get_by_label("Username").fill("carol")
+        await form.get_by_label("Password", exact=True).fill(PASSWORD)
+        await form.get_by_label("Name this device").fill("laptop\u202e")
+        await form.get_by_role("button", name="Create account").click()
+        error = page.locator("#auth-error")
+        await expect(error).to_contain_text("Your account “carol” was created")
+        await expect(error).to_contain_text("Device name: must not contain the character U+202E.")
+        await expect(error).not_to_contain_text("Value error")
+        await expect(form.get_by_role("tab", name="Sign in")).to_have_attribute("aria-selected", "true")
+        await form.get_by_label("Name this device").fill("laptop")
+        await form.get_by_role("button", name="Sign in").click()
+        await expect(page.locator("#home-view")).to_be_visible()
+        await expect(page.locator("#devices li")).to_contain_text("laptop")
+    finally:
+        await person.close()
+
+
+async def test_a_long_display_name_fits_a_phone_screen(browser: Browser, server: LiveServer) -> None:
+    """A long display name is cut with an ellipsis: the page never gets wider than the phone,
+    and "Sign out" stays on screen."""
+    name = "Maximilian Alexander Wolfeschlegelsteinhausenbergerdorff"
+    r = await server.http.post("/v1/accounts", json={"username": "max", "password": PASSWORD,
+                                                     "display_name": name})
+    assert r.status_code == 201, r.text
+    person = await Person.open(browser, server.base_url, "max", viewport={"width": 360, "height": 740})
+    try:
+        await person.sign_in(signup=False)
+        page = person.page
+        await expect(page.locator("#me-name")).to_contain_text("Maximilian")
+        assert await page.evaluate("document.documentElement.scrollWidth") <= 360
+        box = await page.get_by_role("button", name="Sign out").bounding_box()
+        assert box is not None and box["x"] + box["width"] <= 360
     finally:
         await person.close()

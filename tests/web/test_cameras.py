@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from playwright.async_api import Playwright, expect
 
 from tests.live import LiveServer
 from tests.web.conftest import PersonFactory, launch
+from tests.web.people import STEP
 
 
 async def test_no_camera_then_switching_cameras(playwright: Playwright, server: LiveServer,
@@ -50,3 +53,46 @@ async def test_no_camera_then_switching_cameras(playwright: Playwright, server: 
     finally:
         await no_camera.close()
         await three_cameras.close()
+
+
+# getUserMedia that takes 1.5 s (a permission prompt, a slow camera) and keeps what it returned
+SLOW_CAMERA = """
+window.__captures = [];
+const original = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+navigator.mediaDevices.getUserMedia = async (constraints) => {
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  const stream = await original(constraints);
+  window.__captures.push(stream);
+  return stream;
+};
+"""
+LIVE_TRACKS = "window.__captures.flatMap((s) => s.getTracks()).filter((t) => t.readyState === 'live').length"
+
+
+async def test_ending_a_call_while_the_camera_starts_leaves_it_off(people: PersonFactory) -> None:
+    """End is pressed while the browser is still starting the camera: when the capture arrives
+    it is stopped at once (the camera light and the microphone go off), and the next call's
+    capture is the only one live while it lasts."""
+    await people("bob")
+    alice = await people("alice")
+    await alice.context.add_init_script(SLOW_CAMERA)
+    await alice.page.reload()
+    await expect(alice.page.locator("#home-view")).to_be_visible(timeout=STEP)
+    await alice.call("bob", "video")
+    await expect(alice.page.locator("#call-state")).to_have_text("Starting camera…")
+    await alice.hang_up()
+    await expect(alice.page.locator("#home-view")).to_be_visible(timeout=STEP)
+    for _ in range(50):  # the capture arrives 1.5 s after it was asked for
+        if await alice.page.evaluate("window.__captures.length") == 1:
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)
+    assert await alice.page.evaluate("window.__captures.length") == 1
+    assert await alice.page.evaluate(LIVE_TRACKS) == 0
+
+    await alice.call("bob", "video")
+    await expect(alice.page.locator("#call-state")).to_have_text("Ringing…", timeout=STEP)
+    assert await alice.page.evaluate(LIVE_TRACKS) == 2  # this call's microphone and camera
+    await alice.hang_up()
+    await expect(alice.page.locator("#home-view")).to_be_visible(timeout=STEP)
+    assert await alice.page.evaluate(LIVE_TRACKS) == 0

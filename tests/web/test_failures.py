@@ -29,6 +29,12 @@ async def test_unknown_and_unavailable_callees(people: PersonFactory, server: Li
     alice = await people("alice")
     await alice.call("nobody", "video")
     await alice.expect_alert("No user named nobody")
+    bob = await people("bob")
+    await alice.call("bob", "audio")  # the error was about the last attempt, not this call
+    await expect(alice.page.get_by_role("alert").filter(has_text="No user named nobody")).to_be_hidden()
+    await bob.expect_ringing("alice")
+    await alice.hang_up()
+    await expect(alice.page.locator("#home-view")).to_be_visible(timeout=STEP)
 
     await alice.call("alice", "audio")
     await alice.expect_alert("You cannot call yourself")

@@ -27,9 +27,14 @@ async def test_every_device_rings_and_one_answers(people: PersonFactory) -> None
     await bob_phone.wait_connected()
     await alice.wait_connected()
 
+    await expect(bob_laptop.page.locator("#recents li").first).to_contain_text("in progress")
+
     await bob_phone.hang_up()
     await alice.expect_alert("Call ended")
     await expect(alice.page.locator("#home-view")).to_be_visible()
+    # the laptop hears nothing of the end of a call taken on the phone; its Recents catch up
+    await expect(bob_laptop.page.locator("#recents li").first).not_to_contain_text(
+        "in progress", timeout=STEP)
 
 
 async def test_decline_stops_every_device(people: PersonFactory) -> None:
@@ -48,6 +53,9 @@ async def test_decline_stops_every_device(people: PersonFactory) -> None:
     await alice.expect_alert("bob declined the call")
     await expect(alice.page.locator("#home-view")).to_be_visible()
     await expect(alice.page.locator("#recents li").first).to_contain_text("Outgoing audio · declined")
+    for device in (bob_laptop, bob_phone):  # the declining device's Recents too
+        await expect(device.page.locator("#recents li").first).to_contain_text(
+            "Incoming audio · declined", timeout=STEP)
 
 
 async def test_caller_cancels_and_callee_sees_a_missed_call(people: PersonFactory) -> None:

@@ -8,14 +8,21 @@ export class ApiError extends Error {
   }
 }
 
-/** A readable sentence for a FastAPI error body (`detail` is a string or a list of issues). */
+// What a person calls the fields of the API's request bodies.
+const FIELD_NAMES = { name: "Device name", display_name: "Display name", username: "Username",
+  password: "Password", kind: "Device kind" };
+
+/** A readable sentence for a FastAPI error body (`detail` is a string or a list of issues):
+ *  "Device name must not contain the character U+202E.", not pydantic's "name: Value error, …". */
 function describe(status, body) {
   const detail = body && body.detail;
   if (typeof detail === "string") return detail;
   if (Array.isArray(detail) && detail.length) {
     const issue = detail[0];
-    const field = Array.isArray(issue.loc) ? issue.loc[issue.loc.length - 1] : "input";
-    return `${String(field).replace("_", " ")}: ${issue.msg}`;
+    const field = Array.isArray(issue.loc) ? String(issue.loc[issue.loc.length - 1]) : "input";
+    const label = FIELD_NAMES[field] || field.replaceAll("_", " ");
+    const text = String(issue.msg || "is not valid").replace(/^Value error, /, "");
+    return `${label}: ${text}`;
   }
   return `the server answered ${status}`;
 }

@@ -69,14 +69,22 @@ async function submitAuth(event) {
   }
   $("auth-submit").disabled = true;
   authError("");
+  let account = null;
   try {
-    const account = mode === "signup"
+    account = mode === "signup"
       ? await api.signUp(username, password, $("auth-display-name").value.trim())
       : await api.signIn(username, password);
     await openDevice(account, deviceName);
     $("auth-password").value = "";
   } catch (error) {
-    if (error.status === 401) authError("Wrong username or password.");
+    if (account && mode === "signup") {
+      // the account exists now: creating it again would say "taken"; sign in instead
+      setMode("signin");
+      $("auth-username").value = username;
+      const reason = /[.!?]$/.test(error.message) ? error.message : `${error.message}.`;
+      authError(`Your account “${username}” was created, but this device could not be `
+        + `registered: ${reason} Correct it and sign in.`);
+    } else if (error.status === 401) authError("Wrong username or password.");
     else if (error.status === 409) authError(`The username “${username}” is taken.`);
     else authError(error.message);
   } finally {
@@ -182,11 +190,17 @@ function signOutLocally() {
   $("auth-username").focus();
 }
 
+/** Sign out for good: this browser's device is removed (its token revoked: it stops ringing,
+ *  and nobody who later uses this browser can take calls with it), the account token too. */
 async function signOut() {
   const s = state.session;
   if (state.calls) await state.calls.hangup();
-  if (s) api.signOut(s.account).catch(() => {});
   signOutLocally();
+  store.remove("device");
+  if (s) {
+    api.signOut(s.device).catch(() => {});
+    api.signOut(s.account).catch(() => {});
+  }
 }
 
 async function resume() {

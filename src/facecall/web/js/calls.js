@@ -114,6 +114,7 @@ export class Calls extends EventTarget {
     this.remember(user.id, name);
     const call = this.newCall({ id: null, role: "caller", peerId: user.id, name, media: mediaKind });
     this.active = call;
+    this.view.clearError(); // an earlier error (say, a mistyped name) is not about this call
     this.view.showCall(call, this.media);
     this.view.callState(call, "Starting camera…");
     if (!(await this.openMedia(call))) return;
@@ -159,6 +160,7 @@ export class Calls extends EventTarget {
     try {
       await this.media.open(call.media === "video");
     } catch (error) {
+      if (call.ended) return false; // ended while the camera was starting: nothing to say
       const message = error instanceof MediaError ? error.message : String(error);
       this.finish(call, null, message, { error: true });
       return false;
@@ -226,6 +228,7 @@ export class Calls extends EventTarget {
       /* it stopped ringing anyway */
     }
     this.view.status(`Declined the call from ${ring.name}`);
+    this.dispatchEvent(new CustomEvent("history-changed"));
   }
 
   async hangup() {

@@ -3,6 +3,7 @@
 import { initials } from "./ui.js";
 
 const $ = (id) => document.getElementById(id);
+const LIVE_RECHECK_MS = 3000; // how often recents are read again while a call shows "in progress"
 
 function when(seconds) {
   const date = new Date(seconds * 1000);
@@ -65,6 +66,7 @@ export class Home {
     this.call = call;
     this.error = error;
     this.onThisDeviceRemoved = onThisDeviceRemoved;
+    this.liveTimer = null;
   }
 
   async refresh() {
@@ -99,6 +101,16 @@ export class Home {
         callback));
     }
     $("recents-empty").hidden = history.items.length > 0;
+    // A call shown "in progress" may be going on (or end) on another device of mine, and this
+    // one hears nothing of it: look again until none is in progress.
+    clearTimeout(this.liveTimer);
+    this.liveTimer = null;
+    if (history.items.some((item) => item.ended_at === null)) {
+      this.liveTimer = setTimeout(() => {
+        this.liveTimer = null;
+        if (this.session() && !$("home-view").hidden) this.refreshRecents();
+      }, LIVE_RECHECK_MS);
+    }
   }
 
   async refreshDevices() {

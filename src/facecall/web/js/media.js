@@ -3,7 +3,7 @@
 export class MediaError extends Error {
   constructor(kind, message) {
     super(message);
-    this.kind = kind; // permission | no_device | busy | insecure | unknown
+    this.kind = kind; // permission | no_device | busy | insecure | unknown | closed
   }
 }
 
@@ -39,6 +39,7 @@ export class LocalMedia {
     this.cameraOff = false;
     this.muted = false;
     this.notice = null; // a message to show (e.g. continuing without a camera)
+    this.generation = 0; // bumped by close(): a capture that resolves after it is stopped
   }
 
   get audioTrack() {
@@ -49,12 +50,16 @@ export class LocalMedia {
     return this.stream.getVideoTracks()[0] || null;
   }
 
-  /** Capture for a call. A video call without a camera continues as audio only, with a notice. */
+  /** Capture for a call. A video call without a camera continues as audio only, with a notice.
+   *  If close() runs while the browser is still starting the camera (a permission prompt, a slow
+   *  device), the capture is stopped as soon as it arrives and this throws MediaError "closed":
+   *  nothing keeps the camera light on for a call that has ended. */
   async open(wantVideo) {
     if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
       throw new MediaError("insecure",
         "This page cannot use the camera or microphone: open it over HTTPS (or on localhost).");
     }
+    const generation = this.generation;
     let stream;
     try {
       stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: wantVideo ? VIDEO : false });
@@ -72,6 +77,11 @@ export class LocalMedia {
         ? "No camera was found: the call continues with audio only."
         : "The camera is in use by another application: the call continues with audio only.";
     }
+    if (generation !== this.generation) {
+      for (const track of stream.getTracks()) track.stop();
+      throw new MediaError("closed", "The call ended while the camera was starting.");
+    }
+    for (const track of this.stream.getTracks()) track.stop(); // never two captures at once
     this.stream = stream;
     await this.listCameras();
     return stream;
@@ -145,6 +155,7 @@ export class LocalMedia {
   }
 
   close() {
+    this.generation += 1;
     for (const track of this.stream.getTracks()) track.stop();
     this.stream = new MediaStream();
     this.cameraOff = false;

@@ -86,6 +86,7 @@ export class CallView {
 
   status(text) { this.messages.status(text); }
   error(text) { this.messages.error(text); }
+  clearError() { this.messages.dismiss(); }
   notice(text, options) { this.messages.notice(text, options); }
   connection(text) { this.messages.connection(text); }
 
