@@ -50,9 +50,18 @@ async def test_every_device_rings_first_answer_wins(server: LiveServer) -> None:
                                 "sdpMid": "0", "sdpMLineIndex": 0})
     cand = await a1.next_event("call.candidate")
     assert cand["candidate"]["sdpMid"] == "0"
+    await b2.request("call.media", call_id=call_id, to_device=a1.device_id,  # type: ignore[attr-defined]
+                     audio=True, video=False)  # bob's camera went off
+    media = await a1.next_event("call.media")
+    assert (media["from_device"], media["audio"], media["video"]) == (
+        b2.device_id, True, False)  # type: ignore[attr-defined]
     with pytest.raises(SignalingError) as denied:  # b1 lost the race: no relaying for it
         await b1.request("call.sdp", call_id=call_id, to_device=a1.device_id,  # type: ignore[attr-defined]
                          description={"type": "answer", "sdp": "v=0\r\n"})
+    assert denied.value.code in ("invalid_state", "not_in_call")
+    with pytest.raises(SignalingError) as denied:
+        await b1.request("call.media", call_id=call_id, to_device=a1.device_id,  # type: ignore[attr-defined]
+                         audio=False, video=False)
     assert denied.value.code in ("invalid_state", "not_in_call")
 
     await a1.request("call.hangup", call_id=call_id)

@@ -56,6 +56,10 @@ BAD_FRAMES: list[tuple[str, str]] = [
     ('{"v": 1, "id": "a", "type": "call.start", "to": [], "media": "video"}', "invalid_field"),
     ('{"v": 1, "id": "a", "type": "call.start", "to": ["b"], "media": "smell"}', "invalid_field"),
     ('{"v": 1, "id": "a", "type": "call.answer", "call_id": 7}', "invalid_field"),
+    ('{"v": 1, "id": "a", "type": "call.media", "call_id": "c", "to_device": "d", "audio": 1, '
+     '"video": true}', "invalid_field"),
+    ('{"v": 1, "id": "a", "type": "call.media", "call_id": "c", "to_device": "d", "audio": true}',
+     "invalid_field"),
     ('{"v": 1, "id": "a", "type": "call.answer", "call_id": "c", "extra": 1}', "invalid_field"),
     ('{"v": 1, "id": "' + "i" * 200 + '", "type": "ping"}', "invalid_field"),
     ('{"v": 1, "id": "a", "type": "call.hangup", "call_id": "nope"}', "unknown_call"),
@@ -119,6 +123,8 @@ async def test_messages_about_calls_the_device_is_not_in(server: LiveServer) -> 
         ("call.sdp", {"to_device": b1.device_id,  # type: ignore[attr-defined]
                       "description": {"type": "offer", "sdp": "v=0"}}),
         ("call.invite", {"to": [bob["user"]["id"]]}),
+        ("call.media", {"to_device": b1.device_id,  # type: ignore[attr-defined]
+                        "audio": False, "video": False}),
     ]:
         with pytest.raises(SignalingError) as err:
             await m1.request(kind, call_id=call_id, **extra)

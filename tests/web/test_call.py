@@ -42,17 +42,28 @@ async def test_video_call_between_two_browsers(people: PersonFactory, server: Li
     await asyncio.sleep(1.2)  # let the duration clock tick past 00:00 for the screenshot
     await alice.page.screenshot(path=screenshots / "in-call.png")
 
-    # Mute and camera off/on: the remote side keeps decoding once the camera is back.
+    # Mute and camera off/on: bob is told (call.media) and shows alice's avatar and a note
+    # instead of silence and a frozen picture; he decodes again once the camera is back.
+    note = bob.page.locator("#remote-note")
     await alice.page.get_by_role("button", name="Mute").click()
     await expect(alice.page.get_by_role("button", name="Unmute")).to_have_attribute("aria-pressed", "true")
     assert (await alice.diagnostics())["local"]["muted"] is True
+    await expect(note).to_have_text("alice: muted", timeout=STEP)
     await alice.page.get_by_role("button", name="Unmute").click()
     assert (await alice.diagnostics())["local"]["muted"] is False
+    await expect(note).to_be_hidden(timeout=STEP)
     await alice.page.get_by_role("button", name="Camera off").click()
     await expect(alice.page.locator("#local-video")).to_be_hidden()
     assert (await alice.diagnostics())["local"]["camera"] is False
+    await expect(note).to_have_text("alice: camera off", timeout=STEP)
+    await expect(bob.page.locator("#remote-avatar")).to_be_visible()
+    await expect(bob.page.locator("#remote-video")).to_be_hidden()
+    assert (await bob.diagnostics())["remote"] == {"audio": True, "video": False}
     await alice.page.get_by_role("button", name="Camera on").click()
     await expect(alice.page.locator("#local-video")).to_be_visible()
+    await expect(note).to_be_hidden(timeout=STEP)
+    await expect(bob.page.locator("#remote-video")).to_be_visible()
+    await expect(bob.page.locator("#remote-avatar")).to_be_hidden()
     resumed = (await bob.diagnostics())["stats"]["framesDecoded"]
     await bob.wait_for(lambda d: d["stats"]["framesDecoded"] > resumed + 10, "decoding after camera on")
     # One fake camera: switching is offered but disabled.

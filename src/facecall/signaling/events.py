@@ -12,10 +12,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .protocol import CallCandidate, CallSdp
+from .protocol import CallCandidate, CallMedia, CallSdp
 from .reasons import EndReason
 
-RelayKind = Literal["call.sdp", "call.candidate"]
+RelayKind = Literal["call.sdp", "call.candidate", "call.media"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,11 +69,12 @@ class Invite:
 
 @dataclass(frozen=True, slots=True)
 class Relay:
-    """SDP or an ICE candidate from one joined device to another joined device.
+    """SDP, an ICE candidate or a media state from one joined device to another joined device.
 
-    :param kind: ``"call.sdp"`` or ``"call.candidate"``.
+    :param kind: ``"call.sdp"``, ``"call.candidate"`` or ``"call.media"``.
     :param body: the JSON-safe payload fields copied into the relayed event:
-        ``{"description": {...}, "ice_restart": bool}`` or ``{"candidate": {...} | None}``.
+        ``{"description": {...}, "ice_restart": bool}``, ``{"candidate": {...} | None}`` or
+        ``{"audio": bool, "video": bool}``.
     """
 
     user_id: str
@@ -83,13 +84,16 @@ class Relay:
     body: Mapping[str, Any]
 
     @classmethod
-    def from_message(cls, user_id: str, device_id: str, message: CallSdp | CallCandidate) -> Relay:
-        """The relay event for a validated ``call.sdp`` / ``call.candidate`` message."""
+    def from_message(cls, user_id: str, device_id: str,
+                     message: CallSdp | CallCandidate | CallMedia) -> Relay:
+        """The relay event for a validated ``call.sdp`` / ``call.candidate`` / ``call.media``."""
         if isinstance(message, CallSdp):
             body: dict[str, Any] = {
                 "description": message.description.model_dump(mode="json"),
                 "ice_restart": message.ice_restart,
             }
+        elif isinstance(message, CallMedia):
+            body = {"audio": message.audio, "video": message.video}
         else:
             cand = message.candidate
             body = {"candidate": None if cand is None else cand.model_dump(mode="json")}

@@ -354,7 +354,7 @@ class CallMachine:
         leg = self.active_leg(event.user_id, event.device_id)
         if leg is None or leg.state is not LegState.JOINED:
             raise ProtocolError(ErrorCode.NOT_IN_CALL, "only a joined device can send media setup")
-        if event.kind not in ("call.sdp", "call.candidate"):
+        if event.kind not in ("call.sdp", "call.candidate", "call.media"):
             raise ProtocolError(ErrorCode.INVALID_FIELD, f"cannot relay {event.kind!r}")
         target = next((t for t in self.joined_legs() if t.device_id == event.to_device), None)
         if target is None or target.device_id == event.device_id:

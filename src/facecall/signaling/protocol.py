@@ -206,6 +206,19 @@ class CallCandidate(_ClientFrame):
     candidate: IceCandidate | None
 
 
+class CallMedia(_ClientFrame):
+    """Tell another joined device what this device sends now: its microphone (``audio``) and
+    its camera (``video``), so that the other side shows "muted" or "camera off" instead of
+    silence or a frozen last picture (a sender that stops sending leaves the receiver's track
+    live and unmuted: RTP just stops)."""
+
+    type: Literal["call.media"]
+    call_id: Id
+    to_device: Id
+    audio: bool
+    video: bool
+
+
 #: Any client → server message, discriminated by ``type``.
 ClientMessage = Annotated[
     Hello
@@ -218,7 +231,8 @@ ClientMessage = Annotated[
     | CallHangup
     | CallInvite
     | CallSdp
-    | CallCandidate,
+    | CallCandidate
+    | CallMedia,
     Field(discriminator="type"),
 ]
 
@@ -237,6 +251,7 @@ CLIENT_MESSAGE_TYPES: dict[str, type[_ClientFrame]] = {
         CallInvite,
         CallSdp,
         CallCandidate,
+        CallMedia,
     )
 }
 
@@ -402,6 +417,17 @@ class CallCandidateRelayed(_Event):
     candidate: IceCandidate | None
 
 
+class CallMediaRelayed(_Event):
+    """What another joined device sends now: its microphone (``audio``), its camera
+    (``video``)."""
+
+    type: Literal["call.media"]
+    from_user: Id
+    from_device: Id
+    audio: bool
+    video: bool
+
+
 #: Any server → client frame, discriminated by ``type``.
 ServerMessage = Annotated[
     Ok
@@ -416,7 +442,8 @@ ServerMessage = Annotated[
     | CallParticipantLeft
     | CallEndedEvent
     | CallSdpRelayed
-    | CallCandidateRelayed,
+    | CallCandidateRelayed
+    | CallMediaRelayed,
     Field(discriminator="type"),
 ]
 

@@ -339,7 +339,7 @@ class CallService:
                         message: Any) -> dict[str, Any]:
         if kind == "call.start":
             return await self.start_call(user_id, device_id, list(message.to), message.media)
-        if kind in ("call.sdp", "call.candidate"):
+        if kind in ("call.sdp", "call.candidate", "call.media"):
             relay = Relay.from_message(user_id, device_id, message)
             return await self._apply(message.call_id, relay, persist=False)
         if kind == "call.invite":

@@ -152,7 +152,7 @@ export class Calls extends EventTarget {
   newCall(fields) {
     return {
       remoteDevice: null, peer: null, phase: "calling", connectedAt: null, iceServers: null,
-      ended: false, ...fields,
+      ended: false, remoteMedia: { audio: true, video: true }, ...fields,
     };
   }
 
@@ -251,6 +251,7 @@ export class Calls extends EventTarget {
     this.media.setMuted(muted);
     this.view.controls(this.active, this.media);
     this.view.status(muted ? "Microphone muted" : "Microphone on");
+    this.sendMediaState(this.active);
   }
 
   async setCameraOff(off) {
@@ -269,6 +270,7 @@ export class Calls extends EventTarget {
     this.view.showLocal(this.media);
     this.view.controls(call, this.media);
     this.view.status(this.media.cameraOff ? "Camera off" : "Camera on");
+    this.sendMediaState(call);
   }
 
   async switchCamera() {
@@ -333,6 +335,12 @@ export class Calls extends EventTarget {
         break;
       case "call.candidate":
         if (mine) this.ensurePeer(call, event.from_device).onCandidate(event.candidate);
+        break;
+      case "call.media":
+        if (mine && event.from_device === call.remoteDevice) {
+          call.remoteMedia = { audio: event.audio, video: event.video };
+          this.view.remoteMedia(call);
+        }
         break;
       default:
         break;
@@ -444,10 +452,22 @@ export class Calls extends EventTarget {
     return peer;
   }
 
+  /** Tell the other device what we send now (docs/protocol.md, `call.media`): without it, a
+   *  muted microphone is silence and a camera turned off is a frozen last picture there. */
+  sendMediaState(call) {
+    if (!call || !call.id || !call.remoteDevice || !call.peer) return;
+    const video = call.media === "video" && !this.media.cameraOff && !!this.media.videoTrack;
+    this.signaling.request("call.media", {
+      call_id: call.id, to_device: call.remoteDevice, audio: !this.media.muted, video,
+    }).catch(() => {}); // the call may have ended meanwhile
+  }
+
   onPeerState(call, state) {
     if (call !== this.active) return;
     if (state === "connected") {
       if (!call.connectedAt) {
+        // muted or camera off before the media connected: say so now
+        if (this.media.muted || (call.media === "video" && this.media.cameraOff)) this.sendMediaState(call);
         this.ringback.stop();
         call.connectedAt = Date.now();
         call.phase = "active";
@@ -492,6 +512,7 @@ export class Calls extends EventTarget {
     const audio = this.media.audioTrack;
     return { phase: call.phase, callId: call.id, media: call.media, role: call.role,
       quality: call.peer ? call.peer.quality : "unknown", stats, rings: [...this.rings.keys()], ringtone,
+      remote: call.remoteMedia,
       local: { muted: !audio || !audio.enabled, camera: !!this.media.videoTrack && !this.media.cameraOff,
         cameras: this.media.videoDevices.length,
         cameraLabel: this.media.videoTrack ? this.media.videoTrack.label : null } };

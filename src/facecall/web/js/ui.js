@@ -143,6 +143,7 @@ export class CallView {
     $("call-peer").textContent = call.name;
     $("remote-avatar").textContent = initials(call.name);
     $("remote-avatar").hidden = false;
+    $("remote-note").hidden = true;
     this.remote.classList.toggle("audio-only", true);
     this.remote.srcObject = null;
     this.showLocal(media);
@@ -167,10 +168,24 @@ export class CallView {
 
   showRemote(call, stream) {
     if (this.remote.srcObject !== stream) this.remote.srcObject = stream;
-    const hasVideo = stream.getVideoTracks().length > 0 && call.media === "video";
+    this.remoteMedia(call);
+    this.remote.play().catch(() => {});
+  }
+
+  /** The other side's picture, or their avatar when they send none (an audio call, their
+   *  camera off), and a note when their camera is off or their microphone muted. */
+  remoteMedia(call) {
+    const stream = this.remote.srcObject;
+    const { audio, video } = call.remoteMedia;
+    const hasVideo = !!stream && stream.getVideoTracks().length > 0 && call.media === "video" && video;
     this.remote.classList.toggle("audio-only", !hasVideo);
     $("remote-avatar").hidden = hasVideo;
-    this.remote.play().catch(() => {});
+    const notes = [];
+    if (call.media === "video" && !video) notes.push("camera off");
+    if (!audio) notes.push("muted");
+    const note = $("remote-note");
+    note.textContent = notes.length ? `${call.name}: ${notes.join(", ")}` : "";
+    note.hidden = notes.length === 0;
   }
 
   controls(call, media) {
