@@ -31,6 +31,19 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert config.allowed_peers == []
     assert config.udp_io == "auto"
     assert (config.socket_buffer, config.relay_socket_buffer) == (4 * 1024 * 1024, 0)
+    assert config.max_permissions_per_allocation == 128
+    assert config.max_tcp_connections_per_address == 64
+    assert config.tls_handshake_timeout == 10.0
+
+
+def test_connection_and_permission_caps() -> None:
+    config = turn_config_from_args(parse(
+        "--turn-permission-quota", "16", "--turn-connections-per-address", "8",
+        "--turn-tls-handshake-timeout", "2.5",
+    ))
+    assert config.max_permissions_per_allocation == 16
+    assert config.max_tcp_connections_per_address == 8
+    assert config.tls_handshake_timeout == 2.5
 
 
 def test_udp_io_and_buffer_options() -> None:

@@ -157,6 +157,50 @@ async def test_allocate_errors(client: RawClient) -> None:
     assert dont_fragment.get(stun.UNKNOWN_ATTRIBUTES) == stun.DONT_FRAGMENT.to_bytes(2, "big")
 
 
+async def test_unknown_attributes_are_checked_after_authentication(client: RawClient) -> None:
+    """RFC 8489 §6.3: unknown comprehension-required attributes are looked at once the
+    authentication checks are done, so the 420 to an authenticated request is signed."""
+    unknown = (0x0030, b"x")
+    unsigned = stun.Message(stun.Method.REFRESH, stun.Class.REQUEST, os.urandom(12), [unknown])
+    assert error_code(await client.transact(unsigned, sign=False)) == 401
+    assert error_code(await client.allocate()) is None
+    response = await client.request(stun.Method.REFRESH, [unknown])
+    assert error_code(response) == 420
+    assert response.get(stun.UNKNOWN_ATTRIBUTES) == b"\x00\x30"
+    assert stun.check_message_integrity(response, client.key)
+    # Binding needs no credentials: its 420 comes at once, unsigned.
+    binding = stun.Message(stun.Method.BINDING, stun.Class.REQUEST, os.urandom(12), [unknown])
+    response = await client.transact(binding, sign=False)
+    assert error_code(response) == 420 and response.get(stun.MESSAGE_INTEGRITY) is None
+
+
+async def test_send_indication_with_unknown_required_attribute_is_discarded(
+    client: RawClient, peer: UdpEndpoint
+) -> None:
+    """RFC 8489 §6.3.2 (indications with unknown comprehension-required attributes are
+    discarded) and RFC 8656 §11.2 (DONT-FRAGMENT, which this server does not support)."""
+    await client.allocate()
+    assert error_code(await client.permit(peer.address)) is None
+    for extra in ((0x0030, b""), (stun.DONT_FRAGMENT, b"")):
+        tid = os.urandom(12)
+        indication = stun.Message(stun.Method.SEND, stun.Class.INDICATION, tid, [
+            (stun.XOR_PEER_ADDRESS, stun.encode_xor_address(peer.address, tid)),
+            (stun.DATA, b"must not leave"), extra])
+        client.endpoint.send(indication.encode(), client.server)
+        assert await peer.nothing(0.2), extra
+    client.send_indication(peer.address, b"plain")
+    assert (await peer.receive())[0] == b"plain"
+
+
+async def test_even_port_reservation_is_refused(client: RawClient) -> None:
+    """EVEN-PORT with R set asks for a reservation this server does not make: 508 (RFC 8656
+    §7.2); without R the relayed port is even."""
+    assert error_code(await client.allocate((stun.EVEN_PORT, b"\x80"))) == 508
+    response = await client.allocate((stun.EVEN_PORT, b"\x00"))
+    assert error_code(response) is None
+    assert client.relayed(response)[1] % 2 == 0
+
+
 async def test_ipv6_allocation(make_server, peer: UdpEndpoint) -> None:  # type: ignore[no-untyped-def]
     server = await make_server(udp_listen=[("::1", 0)], tcp_listen=[])
     endpoint = await udp_endpoint("::1")

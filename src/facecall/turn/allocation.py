@@ -210,6 +210,11 @@ class Allocation(asyncio.DatagramProtocol):
         """Install or refresh the permission for ``host`` (§9.2)."""
         self.permissions[host] = self.ticker.now + lifetime
 
+    def new_permissions(self, hosts: set[str]) -> int:
+        """How many of ``hosts`` have no permission entry yet, i.e. how many more entries
+        installing them all would take (§9.2)."""
+        return sum(1 for host in hosts if host not in self.permissions)
+
     def has_permission(self, host: str) -> bool:
         expiry = self.permissions.get(host)
         return expiry is not None and expiry >= self.ticker.now

@@ -20,6 +20,13 @@ from dataclasses import dataclass
 from facecall.turn.rest import rest_expiry, rest_password
 
 NONCE_DIGEST_HEX = 24
+NONCE_EXPIRY_HEX_MAX = 16
+_LOWER_HEX = frozenset("0123456789abcdef")
+
+
+def is_lower_hex(text: str) -> bool:
+    """Whether ``text`` is made of "0"-"9" and "a"-"f" only."""
+    return _LOWER_HEX.issuperset(text)
 
 
 def long_term_key(username: str, realm: str, password: str) -> bytes:
@@ -63,15 +70,16 @@ class Authenticator:
         return mac[:NONCE_DIGEST_HEX]
 
     def nonce_is_valid(self, nonce: str) -> bool:
-        """Whether ``nonce`` was issued by this server and has not expired."""
+        """Whether ``nonce`` was issued by this server and has not expired (a false answer is
+        a 438, RFC 8489 §9.2.4). Only the exact form :meth:`new_nonce` writes is looked at:
+        lowercase hex throughout (``hmac.compare_digest`` raises on non-ASCII text, and
+        ``int(_, 16)`` would take other Unicode digits, "_", "0x" and spaces)."""
         expiry, mac = nonce[:-NONCE_DIGEST_HEX], nonce[-NONCE_DIGEST_HEX:]
-        if not expiry or len(expiry) > 16:
+        if not 0 < len(expiry) <= NONCE_EXPIRY_HEX_MAX or not is_lower_hex(nonce):
             return False
-        try:
-            when = int(expiry, 16)
-        except ValueError:
-            return False
-        return hmac.compare_digest(self._nonce_mac(expiry), mac) and when >= self._clock()
+        return hmac.compare_digest(self._nonce_mac(expiry), mac) and (
+            int(expiry, 16) >= self._clock()
+        )
 
     def candidate_keys(self, username: str) -> list[bytes] | Rejection:
         """The keys ``username`` may have signed with, or why it is refused (401).

@@ -67,6 +67,13 @@ def add_turn_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--turn-deny-peer", action="append", metavar="CIDR", default=[])
     group.add_argument("--turn-user-quota", type=int, default=20)
     group.add_argument("--turn-total-quota", type=int, default=5000)
+    group.add_argument("--turn-permission-quota", type=int, default=128, metavar="N",
+                       help="peer addresses with a permission per allocation (508 beyond)")
+    group.add_argument("--turn-connections-per-address", type=int, default=64, metavar="N",
+                       help="concurrent TCP/TLS connections per client IP address; further "
+                       "ones are closed at once")
+    group.add_argument("--turn-tls-handshake-timeout", type=float, default=10.0,
+                       metavar="SECONDS", help="time a TLS client has to finish its handshake")
     group.add_argument("--turn-bandwidth", type=int, default=0,
                        help="bytes/s per allocation and direction (0: no cap)")
     group.add_argument("--turn-max-lifetime", type=int, default=3600)
@@ -118,6 +125,9 @@ def turn_config_from_args(args: argparse.Namespace) -> TurnConfig:
         denied_peers=list(args.turn_deny_peer),
         max_allocations_per_user=args.turn_user_quota,
         max_allocations=args.turn_total_quota,
+        max_permissions_per_allocation=args.turn_permission_quota,
+        max_tcp_connections_per_address=args.turn_connections_per_address,
+        tls_handshake_timeout=args.turn_tls_handshake_timeout,
         bandwidth_cap=args.turn_bandwidth,
         max_lifetime=args.turn_max_lifetime,
         reuse_port=args.turn_reuse_port,

@@ -37,6 +37,12 @@ class TurnConfig:
     max_allocations_per_user: int = 20  # 486 Allocation Quota Reached beyond
     max_allocations: int = 5000  # 508 Insufficient Capacity beyond
     max_tcp_connections: int = 5000  # further TCP/TLS connections are closed at once
+    # Concurrent TCP/TLS connections from one client IP address; further ones closed at once.
+    max_tcp_connections_per_address: int = 64
+    # Seconds a TLS client has to finish its handshake; its connection counts from accept.
+    tls_handshake_timeout: float = 10.0
+    # Peer addresses with a permission per allocation (RFC 8656 §9); 508 beyond.
+    max_permissions_per_allocation: int = 128
     bandwidth_cap: int = 0  # bytes per second per allocation and direction; 0: no cap
     default_lifetime: int = 600  # RFC 8656 §3.2 default allocation lifetime, seconds
     max_lifetime: int = 3600  # RFC 8656 §7.2 maximum allocation lifetime, seconds

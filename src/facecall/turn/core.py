@@ -36,6 +36,10 @@ UDP_TRANSPORT = 17  # REQUESTED-TRANSPORT protocol number (RFC 8656 §18.7)
 MAX_USERNAME = 512  # RFC 8489 §14.3: < 513 bytes
 MAX_REALM = 763  # RFC 8489 §14.9: < 128 characters, < 763 bytes
 MAX_NONCE = 763
+EVEN_PORT_RESERVE = 0x80  # the R bit of EVEN-PORT (RFC 8656 §18.8)
+# At most one traceback per this many seconds when handling a message fails unexpectedly
+# (formatting one costs about 13 ms, so one per packet would itself be an amplification).
+TRACEBACK_LOG_INTERVAL = 60.0
 
 # Comprehension-required attributes this server understands (RFC 8489 §14, RFC 8656 §18).
 # DONT-FRAGMENT, RESERVATION-TOKEN, PASSWORD-ALGORITHM and USERHASH are not supported and
@@ -63,6 +67,18 @@ KNOWN_REQUIRED = frozenset(
         stun.USE_CANDIDATE,
     }
 )
+
+
+def unknown_required(message: Message) -> list[int]:
+    """The comprehension-required attributes of ``message`` this server does not understand
+    (RFC 8489 §6.3), sorted, each once."""
+    return sorted(
+        {
+            t
+            for t, _ in message.attributes
+            if stun.is_comprehension_required(t) and t not in KNOWN_REQUIRED
+        }
+    )
 
 
 def quota_user(username: str) -> str:
@@ -137,15 +153,33 @@ class TurnCore:
         )
         self.allocations: dict[FiveTuple, Allocation] = {}
         self.per_user: dict[str, int] = {}
+        # Allocations being opened (relay socket not yet ready), per 5-tuple and per quota user:
+        # they count against the quotas like live ones (RFC 8656 §7.2, 486 and 508).
         self._pending: set[FiveTuple] = set()
+        self.pending_per_user: dict[str, int] = {}
+        self._traceback_quiet_until = float("-inf")
+        self._tracebacks_suppressed = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._software = config.software.encode()[:763]
 
     # --- entry points ---
 
     def handle_stun(self, data: bytes, ctx: ClientContext) -> None:
-        """Process one STUN message from a client; malformed ones are dropped (§6.3)."""
+        """Process one STUN message from a client; malformed ones are dropped (RFC 8489 §6.3).
+
+        Nothing raised while handling one message reaches the listener (where it would lose
+        the rest of a UDP batch or close a TCP/TLS connection): an unexpected exception drops
+        that message unanswered (a response formed half-way could be wrong, and a second
+        answer to the same transaction worse; the client retransmits or gives up as for a
+        lost packet), counts it in ``facecall_turn_internal_errors_total`` and logs its
+        traceback at most once per :data:`TRACEBACK_LOG_INTERVAL`."""
         self.ticker.tick()
+        try:
+            self._handle_message(data, ctx)
+        except Exception as exc:  # contained on purpose, see above
+            self._contain_failure(exc, ctx)
+
+    def _handle_message(self, data: bytes, ctx: ClientContext) -> None:
         try:
             message = stun.parse_message(data)
         except StunError:
@@ -156,6 +190,23 @@ class TurnCore:
             self._on_request(message, ctx)
         elif message.message_class == Class.INDICATION and message.method == Method.SEND:
             self._on_send_indication(message, ctx)
+
+    def _contain_failure(self, exc: Exception, ctx: ClientContext) -> None:
+        """Count a message whose handling raised; log the traceback if none was logged in the
+        last :data:`TRACEBACK_LOG_INTERVAL` seconds, with how many were not logged since."""
+        metrics.INTERNAL_ERRORS.inc()
+        now = self.ticker.now
+        if now < self._traceback_quiet_until:
+            self._tracebacks_suppressed += 1
+            return
+        self._traceback_quiet_until = now + TRACEBACK_LOG_INTERVAL
+        log.error(
+            "turn message handling failed; message dropped",
+            client=f"{ctx.five_tuple.protocol}:{ctx.five_tuple.client}",
+            suppressed=self._tracebacks_suppressed,
+            exc_info=exc,
+        )
+        self._tracebacks_suppressed = 0
 
     def expire(self) -> None:
         """Delete expired allocations, permissions and channels; report usage (§7, §9, §12)."""
@@ -241,25 +292,11 @@ class TurnCore:
     # --- requests ---
 
     def _on_request(self, message: Message, ctx: ClientContext) -> None:
-        unknown = sorted(
-            {
-                t
-                for t, _ in message.attributes
-                if stun.is_comprehension_required(t) and t not in KNOWN_REQUIRED
-            }
-        )
-        if unknown:
-            self._respond(
-                message,
-                ctx,
-                [(stun.UNKNOWN_ATTRIBUTES, stun.encode_unknown_attributes(unknown))],
-                None,
-                420,
-            )
-            return
-        if message.method == Method.BINDING:
-            self._on_binding(message, ctx)
-            return
+        """A request (RFC 8489 §6.3.1). The unknown comprehension-required attributes are
+        looked at "once the authentication checks are done" (§6.3): at once for Binding and
+        unknown methods, which take no credentials, after :meth:`_authenticate` for the TURN
+        methods, whose 420 is then signed with the request's key (§6.3.1.1, §9.2.4)."""
+        unknown = unknown_required(message)
         handler: Callable[..., list[tuple[int, bytes]] | None] | None = {
             Method.ALLOCATE: self._on_allocate,
             Method.REFRESH: self._on_refresh,
@@ -267,12 +304,20 @@ class TurnCore:
             Method.CHANNEL_BIND: self._on_channel_bind,
         }.get(message.method)
         if handler is None:
-            self._respond(message, ctx, [], None, 400)
+            if unknown:
+                self._respond_unknown(message, ctx, unknown, None)
+            elif message.method == Method.BINDING:
+                self._on_binding(message, ctx)
+            else:
+                self._respond(message, ctx, [], None, 400)
             return
         try:
             who = self._authenticate(message)
         except RequestError as exc:
             self._respond(message, ctx, exc.attributes, None, exc.code)
+            return
+        if unknown:
+            self._respond_unknown(message, ctx, unknown, who.key)
             return
         try:
             result = handler(message, ctx, who)
@@ -284,6 +329,13 @@ class TurnCore:
             return
         if result is not None:
             self._respond(message, ctx, result, who.key)
+
+    def _respond_unknown(
+        self, request: Message, ctx: ClientContext, unknown: list[int], key: bytes | None
+    ) -> None:
+        """420 Unknown Attribute listing ``unknown`` in UNKNOWN-ATTRIBUTES (RFC 8489 §6.3.1)."""
+        attributes = [(stun.UNKNOWN_ATTRIBUTES, stun.encode_unknown_attributes(unknown))]
+        self._respond(request, ctx, attributes, key, 420)
 
     def _on_binding(self, message: Message, ctx: ClientContext) -> None:
         """Binding (RFC 8489 §7.3.1): the reflexive transport address."""
@@ -356,27 +408,54 @@ class TurnCore:
         if transport[0] != UDP_TRANSPORT:
             raise RequestError(442)
         family = self._requested_family(message)
-        even = message.get(stun.EVEN_PORT)
-        if even is not None and len(even) != 1:
-            raise RequestError(400)
+        even = self._even_port(message)
         lifetime = self._lifetime(message) or self.config.default_lifetime
-        if self.per_user.get(quota_user(who.username), 0) >= self.config.max_allocations_per_user:
+        user = quota_user(who.username)
+        in_use = self.per_user.get(user, 0) + self.pending_per_user.get(user, 0)
+        if in_use >= self.config.max_allocations_per_user:
             raise RequestError(486)
         if len(self.allocations) + len(self._pending) >= self.config.max_allocations:
             raise RequestError(508)
         host = self.config.relay_ipv4 if family == stun.FAMILY_IPV4 else self.config.relay_ipv6
         assert host is not None
         try:
-            sock = self.ports.bind(host, family, even=even is not None)
+            sock = self.ports.bind(host, family, even=even)
         except OSError as exc:
             raise RequestError(508) from exc
-        self._pending.add(ctx.five_tuple)
+        self._add_pending(ctx.five_tuple, user)
         task = asyncio.ensure_future(
             self._finish_allocate(message, ctx, who, sock, family, lifetime)
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return None
+
+    def _add_pending(self, five_tuple: FiveTuple, user: str) -> None:
+        """Count an allocation being opened against the quotas (RFC 8656 §7.2)."""
+        self._pending.add(five_tuple)
+        self.pending_per_user[user] = self.pending_per_user.get(user, 0) + 1
+
+    def _release_pending(self, five_tuple: FiveTuple, user: str) -> None:
+        """Undo :meth:`_add_pending` once the allocation is live, failed or abandoned."""
+        self._pending.discard(five_tuple)
+        count = self.pending_per_user.get(user, 1) - 1
+        if count > 0:
+            self.pending_per_user[user] = count
+        else:
+            self.pending_per_user.pop(user, None)
+
+    def _even_port(self, message: Message) -> bool:
+        """Whether EVEN-PORT asks for an even relayed port (RFC 8656 §7.2 step 4, §18.8).
+        With the R bit set it also asks to reserve the next port, which this server does not
+        do: "cannot satisfy the request", 508."""
+        value = message.get(stun.EVEN_PORT)
+        if value is None:
+            return False
+        if len(value) != 1:
+            raise RequestError(400)
+        if value[0] & EVEN_PORT_RESERVE:
+            raise RequestError(508)
+        return True
 
     def _requested_family(self, message: Message) -> int:
         """REQUESTED-ADDRESS-FAMILY (RFC 8656 §7.2 step 7, RFC 6156)."""
@@ -418,6 +497,7 @@ class TurnCore:
             bandwidth_cap=self.config.bandwidth_cap,
         )
         allocation.allocate_transaction_id = message.transaction_id
+        user = quota_user(who.username)
         try:
             transport = await self.open_relay(sock, allocation)
         except OSError:
@@ -425,7 +505,9 @@ class TurnCore:
             self._respond(message, ctx, [], who.key, 508)
             return
         finally:
-            self._pending.discard(ctx.five_tuple)
+            # Every way out (ready, failed, cancelled) frees the pending place; a live
+            # allocation is counted in per_user below, with no await in between.
+            self._release_pending(ctx.five_tuple, user)
         if not ctx.alive():
             transport.close()
             return
@@ -437,7 +519,6 @@ class TurnCore:
         host = external or host  # behind a 1:1 NAT, advertise the public address (§7.2)
         allocation.relayed_address = (host, port)
         self.allocations[ctx.five_tuple] = allocation
-        user = quota_user(who.username)
         self.per_user[user] = self.per_user.get(user, 0) + 1
         ctx.index[ctx.index_key] = allocation
         metrics.ALLOCATIONS.inc()
@@ -489,9 +570,24 @@ class TurnCore:
     ) -> list[tuple[int, bytes]]:
         """CreatePermission (RFC 8656 §9.2): all peers or none."""
         allocation = self._allocation_for(ctx, who)
-        for host, _ in self._peer_addresses(message, allocation):
+        hosts = {host for host, _ in self._peer_addresses(message, allocation)}
+        self._check_permission_room(allocation, hosts)
+        for host in hosts:
             allocation.install_permission(host, self.config.permission_lifetime)
         return []
+
+    def _check_permission_room(self, allocation: Allocation, hosts: set[str]) -> None:
+        """508 Insufficient Capacity (RFC 8656 §9.2, §11.2: a valid request the server cannot
+        fulfil for a capacity limit) when installing ``hosts`` would leave the allocation with
+        more than ``max_permissions_per_allocation`` live permissions. Checked before anything
+        is installed, so a request is refused as a whole; refreshing is always fine."""
+        new = allocation.new_permissions(hosts)
+        if not new:
+            return
+        if len(allocation.permissions) + new > self.config.max_permissions_per_allocation:
+            allocation.expire(self.ticker.now)  # count live ones only
+            if len(allocation.permissions) + new > self.config.max_permissions_per_allocation:
+                raise RequestError(508)
 
     def _on_channel_bind(
         self, message: Message, ctx: ClientContext, who: Authenticated
@@ -510,6 +606,7 @@ class TurnCore:
         peer = peers[0]
         if allocation.channel_conflict(number, peer):
             raise RequestError(400)
+        self._check_permission_room(allocation, {peer[0]})
         allocation.bind_channel(number, peer, self.config.channel_lifetime)
         allocation.install_permission(peer[0], self.config.permission_lifetime)
         return []
@@ -517,7 +614,12 @@ class TurnCore:
     # --- indications ---
 
     def _on_send_indication(self, message: Message, ctx: ClientContext) -> None:
-        """Send indication (RFC 8656 §11.2): relayed only with a permission; never answered."""
+        """Send indication (RFC 8656 §11.2): relayed only with a permission; never answered.
+        One carrying an unknown comprehension-required attribute is discarded (RFC 8489
+        §6.3.2), DONT-FRAGMENT among them: this server cannot set DF on relayed datagrams, and
+        §11.2 leaves such an indication unrelayed."""
+        if unknown_required(message):
+            return
         allocation = self.allocations.get(ctx.five_tuple)
         peer_value = message.get(stun.XOR_PEER_ADDRESS)
         data = message.get(stun.DATA)

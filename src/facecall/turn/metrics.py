@@ -23,6 +23,15 @@ PACKETS = Counter(
 )  # direction: to_peer, from_peer, dropped
 BYTES = Counter("facecall_turn_relayed_bytes", "Application bytes relayed", ["direction"])
 CONNECTIONS = Gauge("facecall_turn_stream_connections", "Open TCP/TLS client connections")
+CONNECTIONS_REFUSED = Counter(
+    "facecall_turn_stream_connections_refused",
+    "TCP/TLS connections closed at once because a cap was reached",
+    ["reason"],
+)  # reason: total (max_tcp_connections), per_address (max_tcp_connections_per_address)
+INTERNAL_ERRORS = Counter(
+    "facecall_turn_internal_errors",
+    "STUN messages dropped because handling them raised an unexpected exception",
+)
 
 _METHOD_NAMES = {
     0x001: "binding",

@@ -11,6 +11,8 @@ import base64
 import hashlib
 import hmac
 
+MAX_EXPIRY_DIGITS = 12
+
 
 def rest_password(secret: str, username: str) -> str:
     """The password of a REST ``username`` under ``secret``."""
@@ -26,8 +28,15 @@ def ephemeral_credentials(secret: str, user: str, ttl: int, now: float) -> tuple
 
 def rest_expiry(username: str) -> int | None:
     """The expiry time of a REST username (``"<expiry>"`` or ``"<expiry>:<user>"``), or None
-    when the username is not in that form."""
+    when the username is not in that form. The expiry is ASCII digits only: ``str.isdigit``
+    and ``int`` also take other Unicode digits ("²", "١٢"), which no minted username holds
+    and on which ``int`` may even raise."""
     head = username.split(":", 1)[0]
-    if not head.isdigit() or len(head) > 12:
+    if not 0 < len(head) <= MAX_EXPIRY_DIGITS or not is_ascii_digits(head):
         return None
     return int(head)
+
+
+def is_ascii_digits(text: str) -> bool:
+    """Whether ``text`` is made of "0"-"9" only."""
+    return text.isascii() and text.isdigit()

@@ -20,11 +20,15 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
+from facecall.logs import get_logger
 from facecall.turn import batched, metrics, mmsg, stun
 from facecall.turn.allocation import Allocation, FiveTuple, set_buffers
 from facecall.turn.config import TurnConfig
 from facecall.turn.core import ClientContext, TurnCore, asyncio_relay
 from facecall.turn.stun import Address
+from facecall.turn.tls import ServerTls, TlsClosed
+
+log = get_logger(__name__)
 
 STREAM_HIGH_WATER = 256 * 1024  # bytes queued for a TCP/TLS client before relayed data drops
 UDP_IO = ("auto", "batched", "asyncio")
@@ -61,6 +65,24 @@ def reserve_descriptors(count: int) -> None:
         return
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe, contextlib.suppress(OSError):
         os.close(fcntl.fcntl(probe.fileno(), fcntl.F_DUPFD_CLOEXEC, target))
+
+
+def raise_descriptor_limit() -> int:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit and return the soft limit now
+    in force. Under the common soft limit of 1024 the server would run out of descriptors
+    (one per relay socket and per TCP/TLS connection) long before ``max_allocations`` and
+    ``max_tcp_connections``. The same few lines as :func:`facecall.api.http_transport.
+    raise_descriptor_limit`, kept here so that a standalone TURN server imports nothing of
+    ``api``."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass  # keep the soft limit we have
+    return soft
 
 
 def _udp_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -122,35 +144,52 @@ class UdpListener(asyncio.DatagramProtocol):
 
 
 class StreamConnection(asyncio.Protocol):
-    """One TCP or TLS client connection; its allocation ends with it (RFC 8656 §3.1)."""
+    """One TCP or TLS client connection; its allocation ends with it (RFC 8656 §3.1).
 
-    def __init__(self, server: TurnServer, protocol: str) -> None:
+    It is counted against ``max_tcp_connections`` and ``max_tcp_connections_per_address``
+    from the moment it is accepted. TLS clients are accepted as plain TCP too and their TLS
+    session runs here (:class:`facecall.turn.tls.ServerTls`); one that has not finished its
+    handshake within ``tls_handshake_timeout`` is closed."""
+
+    def __init__(
+        self, server: TurnServer, protocol: str, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.server = server
         self.core = server.core
         self.protocol = protocol
+        self.tls_context = tls
+        self.tls: ServerTls | None = None
         self.buffer = bytearray()
         self.allocations: dict[Any, Allocation] = {}
         self.transport: asyncio.Transport | None = None
         self.ctx: ClientContext | None = None
+        self.client_host = ""
         self._idle: asyncio.TimerHandle | None = None
+        self._handshake: asyncio.TimerHandle | None = None
         self.paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
-        if len(self.server.connections) >= self.server.config.max_tcp_connections:
+        client = _address(transport.get_extra_info("peername"))
+        self.client_host = client[0]
+        refusal = self.server.admit(self)
+        if refusal is not None:
+            metrics.CONNECTIONS_REFUSED.labels(refusal).inc()
+            self.transport = None
             transport.abort()
             return
-        self.server.connections.add(self)
-        metrics.CONNECTIONS.inc()
-        five_tuple = FiveTuple(
-            self.protocol,
-            _address(transport.get_extra_info("peername")),
-            _address(transport.get_extra_info("sockname")),
-        )
+        loop = asyncio.get_running_loop()
+        send = transport.write
+        if self.tls_context is not None:
+            self.tls = ServerTls(self.tls_context, transport.write)
+            send = self.tls.send
+            self._handshake = loop.call_later(
+                self.server.config.tls_handshake_timeout, self._check_handshake
+            )
         self.ctx = ClientContext(
-            five_tuple,
-            transport.write,
+            FiveTuple(self.protocol, client, _address(transport.get_extra_info("sockname"))),
+            send,
             stream=True,
             index=self.allocations,
             index_key=None,
@@ -158,8 +197,12 @@ class StreamConnection(asyncio.Protocol):
             flow=self,
         )
         transport.set_write_buffer_limits(high=STREAM_HIGH_WATER)
-        loop = asyncio.get_running_loop()
         self._idle = loop.call_later(self.server.config.idle_timeout, self._check_idle)
+
+    def _check_handshake(self) -> None:
+        """Close a TLS connection whose handshake has not finished in time."""
+        if self.tls is not None and not self.tls.established:
+            self._abort()
 
     def pause_writing(self) -> None:
         self.paused = True
@@ -180,8 +223,18 @@ class StreamConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.ctx is None:
             return
+        if self.tls is not None:
+            try:
+                data = self.tls.receive(data)
+            except TlsClosed:
+                self._abort()
+                return
+        self.buffer += data
+        self._take_frames(self.ctx)
+
+    def _take_frames(self, ctx: ClientContext) -> None:
+        """Handle every complete frame in the buffer (RFC 8489 §6.2.2, RFC 8656 §12.5)."""
         buffer = self.buffer
-        buffer += data
         pos = 0
         end = len(buffer)
         while end - pos >= 4:
@@ -194,7 +247,7 @@ class StreamConnection(asyncio.Protocol):
             frame = bytes(buffer[pos : pos + length])
             pos += length
             if frame[0] < 0x40:
-                self.core.handle_stun(frame, self.ctx)
+                self.core.handle_stun(frame, ctx)
             else:
                 allocation = self.allocations.get(None)
                 if allocation is not None:
@@ -210,9 +263,9 @@ class StreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._idle is not None:
             self._idle.cancel()
-        if self in self.server.connections:
-            self.server.connections.discard(self)
-            metrics.CONNECTIONS.dec()
+        if self._handshake is not None:
+            self._handshake.cancel()
+        self.server.release(self)
         self.transport = None
         for allocation in list(self.allocations.values()):
             self.core.delete(allocation, "connection closed")
@@ -239,6 +292,7 @@ class TurnServer:
             batched.open_relay if self.udp_io == "batched" else asyncio_relay,
         )
         self.connections: set[StreamConnection] = set()
+        self.connections_per_address: dict[str, int] = {}
         self._udp: list[UdpListener | batched.BatchUdpListener] = []
         self._servers: list[tuple[str, asyncio.Server]] = []
         self._housekeeping: asyncio.Task[None] | None = None
@@ -268,11 +322,46 @@ class TurnServer:
     def allocations(self) -> dict[FiveTuple, Allocation]:
         return self.core.allocations
 
+    def admit(self, connection: StreamConnection) -> str | None:
+        """Count a new TCP/TLS connection, or say which cap refuses it: "total"
+        (``max_tcp_connections``) or "per_address" (``max_tcp_connections_per_address``)."""
+        if len(self.connections) >= self.config.max_tcp_connections:
+            return "total"
+        host = connection.client_host
+        held = self.connections_per_address.get(host, 0)
+        if held >= self.config.max_tcp_connections_per_address:
+            return "per_address"
+        self.connections.add(connection)
+        self.connections_per_address[host] = held + 1
+        metrics.CONNECTIONS.inc()
+        return None
+
+    def release(self, connection: StreamConnection) -> None:
+        """Undo :meth:`admit` for a connection that has ended (once, however often called)."""
+        if connection not in self.connections:
+            return
+        self.connections.discard(connection)
+        host = connection.client_host
+        held = self.connections_per_address.get(host, 1) - 1
+        if held > 0:
+            self.connections_per_address[host] = held
+        else:
+            self.connections_per_address.pop(host, None)
+        metrics.CONNECTIONS.dec()
+
     async def start(self) -> None:
         """Bind every listener; raises OSError (and closes what was bound) on failure."""
         loop = asyncio.get_running_loop()
         # One relay socket per allocation, one connection per TCP/TLS client, a few spare.
-        reserve_descriptors(self.config.max_allocations + self.config.max_tcp_connections + 64)
+        needed = self.config.max_allocations + self.config.max_tcp_connections + 64
+        available = raise_descriptor_limit()
+        if available < needed:
+            log.warning(
+                "turn descriptor limit below the configured caps",
+                rlimit_nofile=available,
+                needed=needed,
+            )
+        reserve_descriptors(needed)
         try:
             for host, port in self.config.udp_listen:
                 if self.udp_io == "batched":
@@ -298,11 +387,12 @@ class TurnServer:
                 if addresses and protocol == "tls":
                     context = _tls_context(self.config)
                 for host, port in addresses:
+                    # TLS runs in each StreamConnection (tls.ServerTls), so that a connection
+                    # counts against the caps from accept, not from the end of its handshake.
                     server = await loop.create_server(
-                        lambda p=protocol: StreamConnection(self, p),  # type: ignore[misc]
+                        lambda p=protocol, c=context: StreamConnection(self, p, c),  # type: ignore[misc]
                         host,
                         port,
-                        ssl=context,
                         reuse_address=True,
                         reuse_port=self.config.reuse_port or None,
                     )
