@@ -7,21 +7,28 @@ import sys
 from collections.abc import Sequence
 
 from facecall import __version__
-from facecall.config import Settings
+from facecall.config import Settings, SettingsError
 from facecall.logs import configure_logging
 
 
 def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `serve` and `signaling` that are :class:`Settings` fields (each one also
+    a ``FACECALL_*`` variable; docs/operations.md lists all of them)."""
     parser.add_argument("--host", help="listen address (FACECALL_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="HTTP/WebSocket port (FACECALL_PORT, default 8080)")
     parser.add_argument("--database-url",
-                        help="SQLAlchemy URL (FACECALL_DATABASE_URL, default SQLite ./facecall.db)")
-    parser.add_argument("--ring-timeout", type=float, help="seconds before a ring is missed (30)")
-    parser.add_argument("--log-level", help="debug, info, warning, error")
-    parser.add_argument("--log-json", action="store_const", const=True, help="JSON log lines")
+                        help="sqlite:///PATH or postgresql://... (FACECALL_DATABASE_URL, "
+                        "default SQLite ./facecall.db)")
+    parser.add_argument("--ring-timeout", type=float,
+                        help="seconds before a ring is missed (FACECALL_RING_TIMEOUT, default 30)")
+    parser.add_argument("--log-level",
+                        help="debug, info, warning or error (FACECALL_LOG_LEVEL, default info)")
+    parser.add_argument("--log-json", action="store_const", const=True,
+                        help="JSON log lines (FACECALL_LOG_JSON)")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    """Settings from the environment and the options; :class:`SettingsError` when one is bad."""
     return Settings.from_env(
         host=args.host, port=args.port, database_url=args.database_url,
         ring_timeout=args.ring_timeout, log_level=args.log_level, log_json=args.log_json,
@@ -58,7 +65,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if hasattr(args, "run"):
         return int(args.run(args))
     if args.command in ("serve", "signaling"):
-        settings = _settings(args)
+        try:
+            settings = _settings(args)
+        except SettingsError as exc:  # one line per bad setting, no traceback
+            for line in str(exc).splitlines():
+                print(f"facecall: {line}", file=sys.stderr)
+            return 2
         configure_logging(settings.log_level, settings.log_json)
         from facecall.server import run
         from facecall.turn.cli import turn_config_from_args

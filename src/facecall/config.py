@@ -1,13 +1,32 @@
-"""Server configuration: defaults, ``FACECALL_*`` environment variables, then CLI flags."""
+"""Server configuration: defaults, ``FACECALL_*`` environment variables, then CLI flags.
+
+:class:`Settings` is a pydantic dataclass: every field carries the range it accepts, checked when
+the settings are built, so that a bad value stops the node at start-up
+(:meth:`Settings.from_env` raises :class:`SettingsError`, one line per bad setting naming it and
+what it may be) instead of failing later, call by call.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
-from typing import Any
+import re
+from dataclasses import field, fields
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
+from pydantic.dataclasses import dataclass
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from facecall.signaling.protocol import MAX_FRAME_BYTES
+
+#: The WebSocket transport's frame limit: a frame above it closes the connection (1009), one
+#: between ``Settings.max_message_bytes`` and it gets a ``too_large`` error instead.
+WS_MAX_FRAME = 1024 * 1024
 
 
 def _env_list(value: str) -> list[str]:
+    """The items of a comma-separated variable, stripped; empty items are dropped."""
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
@@ -21,73 +40,170 @@ def async_database_url(url: str) -> str:
     return f"{_ASYNC_DRIVERS.get(scheme, scheme)}{sep}{rest}"
 
 
+def _database_url(url: str) -> str:
+    """A SQLite or PostgreSQL URL (parsed by SQLAlchemy), with its async driver added."""
+    try:
+        scheme = make_url(url).drivername
+    except ArgumentError:
+        raise ValueError("not a database URL") from None
+    if scheme not in _ASYNC_DRIVERS and scheme not in _ASYNC_DRIVERS.values():
+        raise ValueError(f"unsupported database {scheme!r}")
+    return async_database_url(url)
+
+
+def _public_url(url: str) -> str:
+    """Empty, or an ``http(s)://host[:port][/path]`` URL."""
+    if url and not re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?", url):
+        raise ValueError("not an http:// or https:// URL")
+    return url
+
+
+#: An ICE server URI: ``stun:``/``stuns:`` host [``:port``] (RFC 7064), ``turn:``/``turns:``
+#: host [``:port``] [``?transport=udp|tcp``] (RFC 7065); the host a name, IPv4 or ``[IPv6]``.
+_ICE_URI = re.compile(
+    r"(?:(?P<stun>stuns?)|turns?):"
+    r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)"
+    r"(?::(?P<port>[0-9]{1,5}))?"
+    r"(?(stun)|(?:\?transport=(?:udp|tcp))?)"
+)
+
+
+def _ice_uri(uri: str) -> str:
+    """``uri`` when it is a STUN or TURN URI (:data:`_ICE_URI`, a port from 1 to 65535)."""
+    match = _ICE_URI.fullmatch(uri)
+    if match is None or (match["port"] is not None and not 1 <= int(match["port"]) <= 65535):
+        raise ValueError("not a STUN/TURN URI")
+    return uri
+
+
+def _lower(value: Any) -> Any:
+    """Text in lower case (log levels are matched whatever their case)."""
+    return value.lower() if isinstance(value, str) else value
+
+
+Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False,
+                                 description="a number of seconds above 0")]
+Rate = Annotated[float, Field(ge=0, allow_inf_nan=False,
+                              description="a number from 0 (0: no limit)")]
+Burst = Annotated[float, Field(ge=1, allow_inf_nan=False, description="a number from 1")]
+PerSecond = Annotated[float, Field(gt=0, allow_inf_nan=False, description="a number above 0")]
+
+
 @dataclass
 class Settings:
-    """All knobs of a facecall node. Each field can be set by ``FACECALL_<NAME>``."""
+    """All knobs of a facecall node. Each field can be set by ``FACECALL_<NAME>``; each carries
+    what it accepts (its ``description`` says it in words, for :class:`SettingsError`)."""
 
-    host: str = "127.0.0.1"
-    port: int = 8080
-    database_url: str = "sqlite+aiosqlite:///./facecall.db"
-    redis_url: str = ""  # empty: the in-process bus
-    public_url: str = ""  # how clients reach this node; derived from host/port when empty
-    ring_timeout: float = 30.0  # seconds before an unanswered ring becomes a missed call
-    resume_grace: float = 20.0  # seconds a dropped device may resume before it leaves its calls
-    user_token_ttl: float = 30 * 24 * 3600.0
-    max_message_bytes: int = 64 * 1024  # WebSocket frames larger than this are refused
-    outbox_limit: int = 512  # per-device messages kept for replay on resume
+    host: Annotated[str, Field(min_length=1, description="a host name or IP address")] = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535, description="an integer from 1 to 65535")] = 8080
+    database_url: Annotated[str, AfterValidator(_database_url), Field(
+        description="a SQLite or PostgreSQL URL (sqlite:///PATH or postgresql://...); "
+                    "no other database is supported")] = "sqlite+aiosqlite:///./facecall.db"
+    # how clients reach this node, as the start-up log line shows it; empty: http://host:port
+    public_url: Annotated[str, AfterValidator(_public_url), Field(
+        description="empty, or an http:// or https:// URL")] = ""
+    ring_timeout: Seconds = 30.0  # seconds before an unanswered ring becomes a missed call
+    resume_grace: Seconds = 20.0  # seconds a dropped device may resume before it leaves its calls
+    user_token_ttl: Seconds = 30 * 24 * 3600.0
+    # WebSocket frames larger than this are refused (too_large); at least the protocol's own
+    # limit, so that every message the protocol allows fits
+    max_message_bytes: Annotated[int, Field(
+        ge=MAX_FRAME_BYTES, le=WS_MAX_FRAME,
+        description=f"an integer from {MAX_FRAME_BYTES} to {WS_MAX_FRAME}")] = MAX_FRAME_BYTES
+    # per-device messages kept for replay on resume
+    outbox_limit: Annotated[int, Field(ge=1, description="an integer from 1")] = 512
     # HTTP connections (facecall.api.http_transport): request heads are bounded and must
     # arrive in time, bodies too; 0 connections: the open-file limit less a reserve
-    http_max_head_bytes: int = 32 * 1024
-    http_head_timeout: float = 10.0
-    http_body_timeout: float = 30.0
-    max_connections: int = 0
+    http_max_head_bytes: Annotated[int, Field(ge=1024, description="an integer from 1024")] \
+        = 32 * 1024
+    http_head_timeout: Seconds = 10.0
+    http_body_timeout: Seconds = 30.0
+    max_connections: Annotated[int, Field(
+        ge=0, description="an integer from 0 (0: the open-file limit less a reserve)")] = 0
     # sign-up / sign-in (facecall.api.throttle): attempts per client address, failed sign-ins
     # per account and address, failed sign-ins per account; a rate of 0 is no limit
-    auth_attempts_per_minute: float = 30.0
-    auth_attempt_burst: float = 30.0
-    sign_in_failures_per_hour: float = 30.0
-    sign_in_failure_burst: float = 10.0
-    account_sign_in_failures_per_hour: float = 100.0
-    account_sign_in_failure_burst: float = 100.0
-    messages_per_second: float = 50.0  # sustained client messages per device connection
-    message_burst: float = 200.0  # bucket size: a burst of trickled candidates fits
+    auth_attempts_per_minute: Rate = 30.0
+    auth_attempt_burst: Burst = 30.0
+    sign_in_failures_per_hour: Rate = 30.0
+    sign_in_failure_burst: Burst = 10.0
+    account_sign_in_failures_per_hour: Rate = 100.0
+    account_sign_in_failure_burst: Burst = 100.0
+    # sustained client messages per device connection (not 0: a device's bucket would stay empty)
+    messages_per_second: PerSecond = 50.0
+    message_burst: Burst = 200.0  # bucket size: a burst of trickled candidates fits
     # TURN REST (ephemeral) credentials: the first secret signs, all of them verify (rotation).
     # Empty: `facecall serve` makes a random one shared with its built-in TURN server.
-    turn_secrets: list[str] = field(default_factory=list)
-    turn_ttl: int = 600
-    turn_urls: list[str] = field(default_factory=list)  # empty: those of the built-in server
-    log_level: str = "info"
-    log_json: bool = False
+    turn_secrets: Annotated[list[Annotated[str, Field(min_length=1)]], Field(
+        description="comma-separated secrets, none of them empty")] = field(default_factory=list)
+    # whole seconds: the expiry in a TURN REST username is an integer Unix time
+    turn_ttl: Annotated[int, Field(
+        ge=60, description="a whole number of seconds from 60")] = 600
+    turn_urls: Annotated[list[Annotated[str, AfterValidator(_ice_uri)]], Field(
+        description="comma-separated stun:, stuns:, turn: or turns: URIs (RFC 7064, RFC 7065), "
+                    "e.g. turn:turn.example.org:3478?transport=udp")] = field(
+        default_factory=list)  # empty: those of the built-in server
+    log_level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower),
+                         Field(description="debug, info, warning or error")] = "info"
+    log_json: Annotated[bool, Field(description="on or off (1/0, true/false, yes/no, on/off)")] \
+        = False
     # GET /metrics wants `Authorization: Bearer <this>` when set (Prometheus `authorization`);
     # empty: open to whoever reaches the node (keep it off the public side of the proxy)
-    metrics_token: str = ""
+    metrics_token: Annotated[str, Field(description="any text (empty: no token)")] = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
-        """Build settings from ``FACECALL_*`` variables, then keyword overrides (CLI flags)."""
+        """Build settings from ``FACECALL_*`` variables, then keyword overrides (CLI flags:
+        ``ring_timeout`` is ``--ring-timeout``; None is not given); :class:`SettingsError`
+        when a value is out of its range. A bad variable is refused even when a flag overrides
+        it: the environment says something the operator did not mean."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in fields(cls):
             raw = env.get(f"FACECALL_{f.name.upper()}")
-            if raw is None:
-                continue
-            default = getattr(cls(), f.name)
-            if isinstance(default, bool):
-                values[f.name] = raw.lower() in ("1", "true", "yes", "on")
-            elif isinstance(default, int):
-                values[f.name] = int(raw)
-            elif isinstance(default, float):
-                values[f.name] = float(raw)
-            elif isinstance(default, list):
-                values[f.name] = _env_list(raw)
-            else:
-                values[f.name] = raw
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
-
-    def __post_init__(self) -> None:
-        self.database_url = async_database_url(self.database_url)
+            if raw is not None and raw.strip():  # the field's type parses and checks the text
+                # (an empty variable, as env files and compose leave them, is not set)
+                values[f.name] = _env_list(raw) if f.default_factory is list else raw
+        flags = {name: value for name, value in overrides.items() if value is not None}
+        variables = {name: f"FACECALL_{name.upper()}" for name in values}
+        lines: list[str] = []
+        try:
+            cls(**values)
+        except ValidationError as exc:
+            lines += SettingsError.lines(exc, variables)
+        try:
+            settings = cls(**{**values, **flags})
+        except ValidationError as exc:
+            lines += SettingsError.lines(
+                exc, {**variables, **{name: "--" + name.replace("_", "-") for name in flags}})
+            raise SettingsError("\n".join(dict.fromkeys(lines))) from None
+        if lines:
+            raise SettingsError("\n".join(lines))
+        return settings
 
     @property
     def base_url(self) -> str:
+        """How clients reach this node: ``public_url``, else ``http://host:port``."""
         return self.public_url or f"http://{self.host}:{self.port}"
+
+
+class SettingsError(ValueError):
+    """Settings that cannot be used; ``str()`` is one line per bad setting: its source (the
+    variable or flag), the value, and what it may be."""
+
+    @staticmethod
+    def lines(exc: ValidationError, sources: dict[str, str]) -> list[str]:
+        """Word pydantic's errors for whoever set the values: a line for each, naming the
+        setting by its ``sources`` entry (the variable or flag it came from)."""
+        lines: list[str] = []
+        for error in exc.errors(include_url=False):
+            name = str(error["loc"][0])
+            source = sources.get(name, name)
+            info = Settings.__pydantic_fields__[name]
+            allowed = f"must be {info.description}"
+            if error["type"] == "value_error":  # ours: say what was wrong, then what is allowed
+                allowed = f"{error['msg'].removeprefix('Value error, ')}; {allowed}"
+            if len(error["loc"]) > 1:  # an item of a list
+                lines.append(f"{source}: {error['input']!r} is not allowed: {allowed}")
+            else:
+                lines.append(f"{source}={error['input']!r} is not allowed: {allowed}")
+        return lines

@@ -10,20 +10,19 @@ import uvloop
 from facecall.api.app import create_app
 from facecall.api.http_transport import GuardedHttpProtocol, raise_descriptor_limit
 from facecall.api.ws_transport import SignalingWebSocket
-from facecall.config import Settings
+from facecall.config import WS_MAX_FRAME, Settings
 from facecall.logs import get_logger
 from facecall.turn.config import TurnConfig
 from facecall.turn.server import TurnServer
 
 log = get_logger(__name__)
 
-WS_MAX_FRAME = 1024 * 1024  # frames above Settings.max_message_bytes get `too_large`; above this, 1009
-
 
 def build_uvicorn(settings: Settings, turn_uris: list[str] | None = None) -> uvicorn.Server:
     """A uvicorn server for the API + signaling app, not started yet."""
     app = create_app(settings, turn_uris=turn_uris)
     config = uvicorn.Config(
+        # frames above Settings.max_message_bytes get `too_large`; above WS_MAX_FRAME, 1009
         app, host=settings.host, port=settings.port, ws_max_size=WS_MAX_FRAME,
         log_config=None, access_log=False, lifespan="on", ws_ping_interval=20.0,
         ws_ping_timeout=20.0, ws_per_message_deflate=False,  # zlib contexts cost ~100 KiB a device

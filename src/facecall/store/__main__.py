@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 
-from facecall.config import Settings
+from facecall.config import Settings, SettingsError
 from facecall.store.db import create_engine
 from facecall.store.migrate import current_revision, head_revision, migrate_url
 
@@ -36,7 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     for p in (up, down, sub.choices["current"]):
         p.add_argument("--database-url", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    url = args.database_url or Settings.from_env().database_url
+    try:
+        url = args.database_url or Settings.from_env().database_url
+    except SettingsError as exc:  # one line per bad setting, as `facecall serve` says it
+        for line in str(exc).splitlines():
+            print(f"python -m facecall.store: {line}", file=sys.stderr)
+        return 2
     if args.command == "current":
         revision = asyncio.run(_current(url))
         print(f"{revision or 'base'} (head: {head_revision()})")

@@ -1,0 +1,198 @@
+"""Server settings (facecall.config.Settings): every value is checked against its range when the
+settings are built, and `facecall serve` / `facecall signaling` refuse a bad one at start-up
+with one line naming the setting and what it may be (no traceback, non-zero exit)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from facecall.config import Settings
+from tests.live import free_socket
+
+#: (environment, command-line arguments, what the error line must name)
+BAD_VALUES: list[tuple[dict[str, str], list[str], str]] = [
+    ({"FACECALL_PORT": "abc"}, [], "FACECALL_PORT"),
+    ({"FACECALL_PORT": "70000"}, [], "FACECALL_PORT"),
+    ({"FACECALL_RING_TIMEOUT": "abc"}, [], "FACECALL_RING_TIMEOUT"),
+    ({"FACECALL_RING_TIMEOUT": "-5"}, [], "FACECALL_RING_TIMEOUT"),
+    ({"FACECALL_RING_TIMEOUT": "inf"}, [], "FACECALL_RING_TIMEOUT"),
+    ({}, ["--ring-timeout", "-5"], "--ring-timeout"),
+    ({"FACECALL_TURN_TTL": "600.5"}, [], "FACECALL_TURN_TTL"),
+    ({"FACECALL_TURN_TTL": "0"}, [], "FACECALL_TURN_TTL"),
+    ({"FACECALL_LOG_LEVEL": "loud"}, [], "FACECALL_LOG_LEVEL"),
+    ({}, ["--log-level", "loud"], "--log-level"),
+    ({"FACECALL_DATABASE_URL": "not-a-url"}, [], "FACECALL_DATABASE_URL"),
+    ({}, ["--database-url", "not-a-url"], "--database-url"),
+    ({}, ["--database-url", "mysql://x@127.0.0.1/db"], "--database-url"),
+    ({"FACECALL_MAX_MESSAGE_BYTES": "-1"}, [], "FACECALL_MAX_MESSAGE_BYTES"),
+    ({"FACECALL_HTTP_HEAD_TIMEOUT": "-1"}, [], "FACECALL_HTTP_HEAD_TIMEOUT"),
+    ({"FACECALL_HTTP_BODY_TIMEOUT": "0"}, [], "FACECALL_HTTP_BODY_TIMEOUT"),
+    ({"FACECALL_HTTP_MAX_HEAD_BYTES": "10"}, [], "FACECALL_HTTP_MAX_HEAD_BYTES"),
+    ({"FACECALL_RESUME_GRACE": "-1"}, [], "FACECALL_RESUME_GRACE"),
+    ({"FACECALL_USER_TOKEN_TTL": "0"}, [], "FACECALL_USER_TOKEN_TTL"),
+    ({"FACECALL_OUTBOX_LIMIT": "0"}, [], "FACECALL_OUTBOX_LIMIT"),
+    ({"FACECALL_MAX_CONNECTIONS": "-1"}, [], "FACECALL_MAX_CONNECTIONS"),
+    ({"FACECALL_MESSAGES_PER_SECOND": "0"}, [], "FACECALL_MESSAGES_PER_SECOND"),
+    ({"FACECALL_MESSAGE_BURST": "0.5"}, [], "FACECALL_MESSAGE_BURST"),
+    ({"FACECALL_AUTH_ATTEMPTS_PER_MINUTE": "-1"}, [], "FACECALL_AUTH_ATTEMPTS_PER_MINUTE"),
+    ({"FACECALL_SIGN_IN_FAILURE_BURST": "0"}, [], "FACECALL_SIGN_IN_FAILURE_BURST"),
+    ({"FACECALL_LOG_JSON": "maybe"}, [], "FACECALL_LOG_JSON"),
+    ({"FACECALL_TURN_URLS": "garbage"}, [], "FACECALL_TURN_URLS"),
+    ({"FACECALL_TURN_URLS": "turn:127.0.0.1:3478?transport=sctp"}, [], "FACECALL_TURN_URLS"),
+    ({"FACECALL_TURN_URLS": "http://turn.example.org"}, [], "FACECALL_TURN_URLS"),
+    ({"FACECALL_PUBLIC_URL": "call.example.org"}, [], "FACECALL_PUBLIC_URL"),
+]
+
+
+def _ids(case: tuple[dict[str, str], list[str], str]) -> str:
+    env, args, _ = case
+    return " ".join([*(f"{k}={v}" for k, v in env.items()), *args])
+
+
+@pytest.mark.parametrize("case", BAD_VALUES, ids=[_ids(c) for c in BAD_VALUES])
+def test_from_env_refuses_a_bad_value_naming_it(case: tuple[dict[str, str], list[str], str]) -> None:
+    env, args, source = case
+    flags = {args[i].removeprefix("--").replace("-", "_"): args[i + 1] for i in range(0, len(args), 2)}
+    if "ring_timeout" in flags:  # argparse hands the CLI's numbers over as numbers
+        flags["ring_timeout"] = float(flags["ring_timeout"])  # type: ignore[assignment]
+    with pytest.raises(ValueError) as caught:
+        Settings.from_env(env, **flags)
+    message = str(caught.value)
+    assert message.count("\n") == 0, message
+    assert message.startswith(f"{source}"), message
+    assert "must be" in message, message
+
+
+def test_from_env_error_says_what_is_allowed() -> None:
+    with pytest.raises(ValueError, match=r"^FACECALL_PORT='abc' is not allowed: must be an "
+                                         r"integer from 1 to 65535$"):
+        Settings.from_env({"FACECALL_PORT": "abc"})
+    with pytest.raises(ValueError, match=r"^--database-url='mysql://x@h/db' is not allowed: "
+                                         r"unsupported database 'mysql'; must be a SQLite or "
+                                         r"PostgreSQL URL"):
+        Settings.from_env({}, database_url="mysql://x@h/db")
+    with pytest.raises(ValueError, match=r"^FACECALL_TURN_URLS: 'garbage' is not allowed: .*"
+                                         r"turn: or turns: URIs \(RFC 7064, RFC 7065\)"):
+        Settings.from_env({"FACECALL_TURN_URLS": "stun:127.0.0.1,garbage"})
+    with pytest.raises(ValueError, match=r"^FACECALL_TURN_TTL='600.5' is not allowed: must be a "
+                                         r"whole number of seconds"):
+        Settings.from_env({"FACECALL_TURN_TTL": "600.5"})
+
+
+def test_from_env_names_every_bad_setting_one_line_each() -> None:
+    with pytest.raises(ValueError) as caught:
+        Settings.from_env({"FACECALL_PORT": "0", "FACECALL_RESUME_GRACE": "-1"})
+    lines = str(caught.value).splitlines()
+    assert [line.split("=")[0] for line in lines] == ["FACECALL_PORT", "FACECALL_RESUME_GRACE"]
+
+
+def test_a_bad_variable_is_refused_even_when_a_flag_overrides_it() -> None:
+    with pytest.raises(ValueError, match=r"^FACECALL_PORT='abc' is not allowed"):
+        Settings.from_env({"FACECALL_PORT": "abc"}, port=8081)
+    with pytest.raises(ValueError) as caught:
+        Settings.from_env({"FACECALL_RING_TIMEOUT": "x"}, ring_timeout=-1.0)
+    assert [line.split("=")[0] for line in str(caught.value).splitlines()] == [
+        "FACECALL_RING_TIMEOUT", "--ring-timeout"]
+
+
+def test_direct_construction_is_checked_too() -> None:
+    with pytest.raises(ValueError):
+        Settings(ring_timeout=-5)
+    with pytest.raises(ValueError):
+        Settings(max_message_bytes=-1)
+
+
+def test_good_values_are_parsed() -> None:
+    settings = Settings.from_env({
+        "FACECALL_PORT": "9000", "FACECALL_RING_TIMEOUT": "0.5", "FACECALL_TURN_TTL": "3600",
+        "FACECALL_LOG_LEVEL": "WARNING", "FACECALL_LOG_JSON": "yes",
+        "FACECALL_DATABASE_URL": "postgresql://u@127.0.0.1/facecall",
+        "FACECALL_TURN_URLS": "stun:127.0.0.1:3478, turn:[::1]:3478?transport=tcp,"
+                              "turns:turn.example.org?transport=tcp,stuns:stun.example.org",
+        "FACECALL_TURN_SECRETS": "new, old", "FACECALL_MAX_CONNECTIONS": "0",
+        "FACECALL_AUTH_ATTEMPTS_PER_MINUTE": "0", "FACECALL_PUBLIC_URL": "https://call.example.org",
+        "FACECALL_LOG_JSON_UNKNOWN": "ignored",
+    }, port=None, log_json=None)
+    assert settings.port == 9000 and settings.ring_timeout == 0.5 and settings.turn_ttl == 3600
+    assert settings.log_level == "warning" and settings.log_json is True
+    assert settings.database_url == "postgresql+asyncpg://u@127.0.0.1/facecall"
+    assert settings.turn_urls == ["stun:127.0.0.1:3478", "turn:[::1]:3478?transport=tcp",
+                                  "turns:turn.example.org?transport=tcp", "stuns:stun.example.org"]
+    assert settings.turn_secrets == ["new", "old"]
+    assert settings.base_url == "https://call.example.org"
+    assert Settings.from_env({}, database_url="sqlite:///x.db").database_url == "sqlite+aiosqlite:///x.db"
+    assert Settings.from_env({"FACECALL_PORT": "9000"}, port=9001).port == 9001  # flags win
+
+
+def test_defaults_are_valid_and_every_setting_says_what_it_accepts() -> None:
+    settings = Settings()
+    assert settings.base_url == "http://127.0.0.1:8080"
+    described = {name for name, info in Settings.__pydantic_fields__.items() if info.description}
+    assert described == {f.name for f in dataclasses.fields(Settings)}
+
+
+def test_redis_url_is_gone() -> None:
+    """Nothing reads it (no Redis bus yet): a setting that does nothing is not offered."""
+    assert "redis_url" not in {f.name for f in dataclasses.fields(Settings)}
+
+
+# -- start-up, as an operator runs it -----------------------------------------------------------
+
+STARTUP_CASES = [
+    ("serve", {"FACECALL_PORT": "abc"}, [], "FACECALL_PORT"),
+    ("serve", {"FACECALL_RING_TIMEOUT": "abc"}, [], "FACECALL_RING_TIMEOUT"),
+    ("serve", {}, ["--ring-timeout", "-5"], "--ring-timeout"),
+    ("serve", {"FACECALL_TURN_TTL": "600.5"}, [], "FACECALL_TURN_TTL"),
+    ("serve", {"FACECALL_LOG_LEVEL": "loud"}, [], "FACECALL_LOG_LEVEL"),
+    ("serve", {}, ["--database-url", "not-a-url"], "--database-url"),
+    ("serve", {}, ["--database-url", "mysql://x@127.0.0.1/db"], "--database-url"),
+    ("serve", {"FACECALL_MAX_MESSAGE_BYTES": "-1"}, [], "FACECALL_MAX_MESSAGE_BYTES"),
+    ("serve", {"FACECALL_HTTP_HEAD_TIMEOUT": "-1"}, [], "FACECALL_HTTP_HEAD_TIMEOUT"),
+    ("serve", {"FACECALL_RESUME_GRACE": "-1"}, [], "FACECALL_RESUME_GRACE"),
+    ("serve", {"FACECALL_LOG_JSON": "maybe"}, [], "FACECALL_LOG_JSON"),
+    ("serve", {"FACECALL_TURN_URLS": "garbage"}, [], "FACECALL_TURN_URLS"),
+    ("signaling", {"FACECALL_RING_TIMEOUT": "-5"}, [], "FACECALL_RING_TIMEOUT"),
+]
+
+
+@pytest.mark.parametrize(("command", "env", "args", "source"), STARTUP_CASES,
+                         ids=[f"{c} {_ids((e, a, s))}" for c, e, a, s in STARTUP_CASES])
+def test_start_up_refuses_a_bad_setting_in_one_line(tmp_path: Path, command: str,
+                                                     env: dict[str, str], args: list[str],
+                                                     source: str) -> None:
+    with free_socket() as sock:
+        port = sock.getsockname()[1]
+    argv = [sys.executable, "-m", "facecall", command, "--port", str(port)]
+    if command == "serve":
+        argv.append("--no-turn")
+    if "--database-url" not in args:
+        argv += ["--database-url", f"sqlite:///{tmp_path / 'facecall.db'}"]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FACECALL_")}
+    proc = subprocess.Popen(argv + args, env={**clean, **env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail("the server started with the bad value")
+    assert proc.returncode == 2, err
+    assert "Traceback" not in err and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"facecall: {source}") and "must be" in lines[0], lines[0]
+
+
+def test_an_empty_variable_is_not_set() -> None:
+    """Env files and compose files leave variables empty: that means "not set", the default."""
+    settings = Settings.from_env({"FACECALL_HOST": "", "FACECALL_RING_TIMEOUT": " ",
+                                  "FACECALL_LOG_JSON": "", "FACECALL_TURN_SECRETS": ""})
+    default = Settings()
+    assert (settings.host, settings.ring_timeout, settings.log_json) == (
+        default.host, default.ring_timeout, default.log_json)
