@@ -76,6 +76,9 @@ async def local_server(database_url: str | None = None, *, ring_timeout: float =
             await turn_server.start()
             uris = turn_uris(turn_server)
         server = build_uvicorn(settings, uris)
+        # Ctrl-C is the program's, not the embedded server's (uvicorn would take SIGINT, shut
+        # down under the devices, and raise it again only once it has stopped)
+        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
         task = asyncio.create_task(server.serve(sockets=[sock]))
         try:
             while not server.started:
@@ -186,7 +189,7 @@ async def run_demo(options: DemoOptions, step: Callable[[str], None] = lambda _:
                 "local": stats.candidate_pair.local_type, "remote": stats.candidate_pair.remote_type},
             "rtt_ms": None if math.isnan(stats.rtt_ms) else round(stats.rtt_ms, 1),
             "send_kbps": round(stats.send_bitrate_bps / 1000, 1),
-            "quality": (stats.engine or {}).get("quality"),  # the media engine's current rung
+            "quality": (stats.engine or {}).get("quality"),  # what the media engine sends now
             "directions": {name: probe.figures().as_dict() for name, probe in probes.items()},
             "ended": {"caller": str(outgoing.end_reason), "callee": str(bob_reason)},
         }
@@ -235,9 +238,12 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    return _exit_code(lambda: _demo(args))
+
+
+def _demo(args: argparse.Namespace) -> int:
     import uvloop
 
-    _quiet_logs()
     width, height = args.size
     options = DemoOptions(server=args.server, seconds=args.seconds, width=width, height=height,
                           fps=args.fps, relay=args.relay, codec=args.codec, json=args.json)
@@ -303,7 +309,8 @@ async def _call(args: argparse.Namespace) -> int:
         call = await device.call(args.callee, video=not args.audio_only, audio_source=audio,
                                  video_source=video)
         print(f"calling {args.callee} ({call.id})", file=sys.stderr)
-        state = await call.wait_state(CallState.CONNECTING, timeout=120)
+        # as long as it rings: the server ends an unanswered call at its ring timeout
+        state = await call.wait_state(CallState.CONNECTING)
         if state is CallState.ENDED:
             print(f"call ended: {call.end_reason}", file=sys.stderr)
             return 1
@@ -318,25 +325,31 @@ async def _answer(args: argparse.Namespace) -> int:
         print(f"waiting for a call as {device.username} ({device.device_id})", file=sys.stderr)
         for _ in range(args.count):
             call = await device.next_call(timeout=None)
-            print(f"{call.remote_user} is calling ({call.media}); answering", file=sys.stderr)
+            print(f"{call.remote_name or call.remote_user} is calling ({call.media}); answering",
+                  file=sys.stderr)
             await call.answer(audio_source=audio, video_source=video)
             reason = await _stay(call, args.seconds, args.record)
             print(f"call ended: {reason}", file=sys.stderr)
     return 0
 
 
+def _exit_code(main: Callable[[], int]) -> int:
+    """Run a command: an error is one line on stderr and exit code 1, Ctrl-C exit code 130."""
+    _quiet_logs()
+    try:
+        return main()
+    except (FacecallError, ValueError, FileNotFoundError) as exc:
+        print(f"facecall: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
 def _run(coro_fn: Callable[[argparse.Namespace], Any]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         import uvloop
 
-        _quiet_logs()
-        try:
-            return int(uvloop.run(coro_fn(args)))
-        except (FacecallError, ValueError, FileNotFoundError) as exc:
-            print(f"facecall: {exc}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            return 130
+        return _exit_code(lambda: int(uvloop.run(coro_fn(args))))
 
     return run
 

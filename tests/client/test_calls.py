@@ -19,6 +19,7 @@ async def connected_call(make_device: MakeDevice, **options: object) -> tuple[De
     incoming = await bob.next_call(timeout=10)
     assert incoming.id == outgoing.id and incoming.state is CallState.RINGING
     assert incoming.remote_user == alice.user_id and incoming.media == "video"
+    assert incoming.remote_name == "alice" and outgoing.remote_name == "bob"  # the ring's from_name
     await incoming.answer()
     await asyncio.gather(outgoing.wait_connected(30), incoming.wait_connected(30))
     return alice, bob, outgoing, incoming
@@ -229,7 +230,13 @@ async def test_calls_run_on_the_media_engine_and_report_its_quality(make_device:
         assert any(isinstance(p, EngineReceiver) for p in parts)
         sample = await call.get_stats()
         assert sample.engine is not None and sample.engine["receive"]
-    assert outgoing.quality is not None and outgoing.quality["resolution"]
+    # what is sent: the starting rung (640x360 @ 30) capped by the 320x240 @ 15 source
+    assert outgoing.quality is not None
+    assert (outgoing.quality["resolution"], outgoing.quality["fps"]) == ("320x240", 15)
+    sample = await outgoing.get_stats()
+    assert sample.engine is not None and sample.engine["quality"]["resolution"] == "320x240"
+    frame = await asyncio.wait_for(incoming.remote_video.recv(), 10)
+    assert (frame.width, frame.height) == (320, 240)
     await outgoing.hangup()
 
 

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import http.server
 import json
 import os
+import signal
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 
-from facecall.cli_client import DemoOptions, run_demo
-from facecall.client import CallState, EndReason
+from facecall.cli import build_parser
+from facecall.cli_client import DemoOptions, _call, run_demo
+from facecall.client import Call, CallState, EndReason
 from facecall.media.sinks import FrameCallbackSink
 from tests.client.conftest import PASSWORD, MakeDevice
 from tests.live import LiveServer
@@ -43,7 +49,12 @@ async def run(*args: str, timeout: float = 90) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "facecall", *args, env=ENV,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(process.communicate(), timeout)
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout)
+    except TimeoutError:
+        process.kill()  # not left behind
+        await process.wait()
+        raise
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
 
@@ -66,6 +77,84 @@ async def test_call_command_reports_an_unreachable_server(tmp_path: Path) -> Non
     code, _, err = await run("call", "bob", "--server", "http://127.0.0.1:9", "--user", "alice",
                              "--password", PASSWORD, "--state-file", str(tmp_path / "a.json"))
     assert code == 1 and "cannot reach http://127.0.0.1:9" in err
+
+
+@pytest.fixture
+def other_server() -> Iterator[str]:
+    """The URL of an HTTP server that is not facecall (it answers POST with an HTML page)."""
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def one_line(err: str) -> str:
+    """The only line of ``err`` (a command's error must be one clear line, no traceback)."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+async def test_call_command_without_a_password_or_saved_device(call_server: LiveServer,
+                                                               tmp_path: Path) -> None:
+    code, _, err = await run("call", "bob", "--server", call_server.base_url, "--user", "alice",
+                             "--state-file", str(tmp_path / "a.json"))
+    assert code == 1 and "password" in one_line(err)
+
+
+async def test_demo_command_reports_bad_servers(other_server: str) -> None:
+    for server, says in (("http://127.0.0.1:9", "cannot reach http://127.0.0.1:9"),
+                         ("127.0.0.1:9", "http://"),
+                         (other_server, "(not a facecall server?)")):
+        code, _, err = await run("demo", "--server", server, "--seconds", "1")
+        assert code == 1 and says in one_line(err), (server, err)
+
+
+async def test_demo_command_stops_at_ctrl_c() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "facecall", "demo", "--seconds", "60", "--size", "320x240",
+        "--fps", "15", env=ENV, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert process.stdout is not None
+    try:
+        seen = b""
+        while b"streaming" not in seen:
+            seen += await asyncio.wait_for(process.stdout.read(200), 60)
+        process.send_signal(signal.SIGINT)
+        interrupted = time.monotonic()
+        out, err = await asyncio.wait_for(process.communicate(), 30)
+        took = time.monotonic() - interrupted
+    finally:
+        if process.returncode is None:
+            process.kill()  # not left behind
+            await process.wait()
+    assert process.returncode == 130, err
+    assert b"Traceback" not in out + err
+    assert took < 3, took
+
+
+async def test_call_command_waits_as_long_as_the_call_rings(
+        call_server: LiveServer, make_device: MakeDevice, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No limit of its own: the server ends an unanswered call at its ring timeout (3 s here)."""
+    await make_device("bob")
+    limits: list[float | None] = []
+    wait_state = Call.wait_state
+
+    async def recorded(call: Call, *states: CallState, timeout: float | None = None) -> CallState:
+        limits.append(timeout)
+        return await wait_state(call, *states, timeout=timeout)
+
+    monkeypatch.setattr(Call, "wait_state", recorded)
+    args = build_parser().parse_args([
+        "call", "bob", "--server", call_server.base_url, "--user", "alice", "--password", PASSWORD,
+        "--sign-up", "--state-file", str(tmp_path / "a.json"), "--ice-host", "127.0.0.1"])
+    assert await _call(args) == 1  # nobody answered
+    assert limits == [None]
 
 
 async def test_call_command_reports_an_unknown_user(call_server: LiveServer, tmp_path: Path) -> None:
@@ -139,8 +228,29 @@ async def test_answer_command_records(call_server: LiveServer, make_device: Make
     await call.hangup()
     code, _, err = await answering
     assert code == 0, err
+    assert "alice is calling (video)" in err  # the caller's name, not a user id
     assert "call ended: hung_up" in err
     with av.open(str(out)) as container:
         assert container.streams.video, (list(container.streams), err)
         decoded = sum(1 for _ in container.decode(video=0))
     assert decoded > 5
+
+
+async def test_answer_command_exits_when_its_device_is_removed(call_server: LiveServer,
+                                                               tmp_path: Path) -> None:
+    state = tmp_path / "b.json"
+    account = await call_server.sign_up("bob", PASSWORD)
+    answering = asyncio.create_task(run(
+        "answer", "--server", call_server.base_url, "--user", "bob", "--password", PASSWORD,
+        "--state-file", str(state), timeout=30))
+    headers = {"Authorization": f"Bearer {account['token']}"}
+    online: list[str] = []
+    for _ in range(100):  # wait for the CLI's device to register and connect
+        online = [d["id"] for d in (await call_server.http.get("/v1/devices", headers=headers)).json()
+                  if d["online"]]
+        if online:
+            break
+        await asyncio.sleep(0.1)
+    assert (await call_server.http.delete(f"/v1/devices/{online[0]}", headers=headers)).status_code == 204
+    code, _, err = await answering
+    assert code == 1 and err.strip().splitlines()[-1] == "facecall: the device was removed", err

@@ -7,18 +7,24 @@ import json
 import os
 from pathlib import Path
 
+import httpx
 import pytest
 
 from facecall.client import (
+    ApiError,
     AuthenticationError,
+    Call,
     CallError,
     CallState,
     CallStateError,
     Device,
     EndReason,
+    FacecallError,
     NotConnectedError,
     UnknownUserError,
+    WaitTimeoutError,
 )
+from facecall.client.api import ApiClient
 from tests.client.conftest import PASSWORD, MakeDevice
 from tests.live import LiveServer, reconnected
 
@@ -189,3 +195,149 @@ async def test_a_device_taken_over_by_another_program_does_not_take_it_back(
     assert changes == ["replaced"]
     assert (await other.request("ping"))["type"] == "pong"  # still the device's connection
     await other.close()
+
+
+async def remove_device(server: LiveServer, device: Device) -> None:
+    """Remove ``device`` as its user would (``DELETE /v1/devices/{id}``)."""
+    session = await server.http.post("/v1/sessions", json={"username": device.username,
+                                                           "password": PASSWORD})
+    removed = await server.http.delete(f"/v1/devices/{device.device_id}", headers={
+        "Authorization": f"Bearer {session.json()['token']}"})
+    assert removed.status_code == 204
+
+
+async def test_a_removed_device_ends_its_calls_and_wakes_whoever_waits_for_one(
+        call_server: LiveServer, make_device: MakeDevice) -> None:
+    """The server closes the removed device's connection with 4009: its calls end with
+    ``device_removed``, it says ``closed`` and does not reconnect, and a program waiting for the
+    next call (``next_call``, ``incoming_calls``) hears of it instead of waiting for ever."""
+    alice = await make_device("alice")
+    bob = await make_device("bob")
+    outgoing = await alice.call("bob", video=False)
+    incoming = await bob.next_call(timeout=10)
+    await incoming.answer()
+    changes: list[str] = []
+    bob.on("connection", changes.append)
+    waiting = asyncio.create_task(bob.next_call(timeout=None))
+    iterating = asyncio.ensure_future(anext(bob.incoming_calls(), None))
+    await asyncio.sleep(0.1)
+    await remove_device(call_server, bob)
+    assert await incoming.wait_ended(10) is EndReason.DEVICE_REMOVED
+    assert await outgoing.wait_ended(10) is not None
+    with pytest.raises(NotConnectedError, match="removed"):
+        await asyncio.wait_for(waiting, 5)
+    assert await asyncio.wait_for(iterating, 5) is None  # the iterator ended
+    await asyncio.sleep(1.0)
+    assert changes == ["closed"] and not bob.connected and bob.reconnects == 0
+    with pytest.raises(NotConnectedError):
+        await bob.call("alice")
+
+
+async def test_a_device_removed_while_away_stops_when_its_token_is_refused(
+        call_server: LiveServer, make_device: MakeDevice) -> None:
+    """bob's device is away (its network is down) when it is removed; the call ends for alice,
+    bob's ICE restarts fail (no TURN credentials for a removed device) without an unretrieved
+    exception. When bob's network is back the server accepts the WebSocket and closes it before
+    the welcome (4401): the device stops, its call ends with ``device_removed``."""
+    alice = await make_device("alice")
+    bob = await make_device("bob", ice_restart_after=1.0)
+    outgoing = await alice.call("bob", video=True)
+    incoming = await bob.next_call(timeout=10)
+    await incoming.answer()
+    await asyncio.gather(outgoing.wait_connected(30), incoming.wait_connected(30))
+    changes: list[str] = []
+    bob.on("connection", changes.append)
+    signaling = bob.signaling
+    assert signaling is not None
+    url, signaling.ws_url = signaling.ws_url, "ws://127.0.0.1:9/v1/signaling"  # no network
+    await bob.drop_connection()
+    await remove_device(call_server, bob)
+    assert await outgoing.wait_ended(10) is not None
+    await incoming.wait_state(CallState.RECONNECTING, timeout=10)  # media stopped: ICE restarts
+    await asyncio.sleep(1.0)  # ... which cannot get TURN credentials
+    signaling.ws_url = url  # the network is back
+    assert await incoming.wait_ended(10) is EndReason.DEVICE_REMOVED
+    assert changes == ["reconnecting", "closed"] and not bob.connected
+    failed = [t for t in incoming._background if t.done() and not t.cancelled() and t.exception()]
+    assert failed == []  # each failure was retrieved (and logged), none is left to the loop
+    await asyncio.sleep(2.5)
+    assert changes == ["reconnecting", "closed"] and bob.reconnects == 0
+
+
+async def test_closing_a_device_wakes_whoever_waits_for_a_call(make_device: MakeDevice) -> None:
+    bob = await make_device("bob")
+    waiting = asyncio.create_task(bob.next_call(timeout=None))
+    got: list[Call] = []
+
+    async def bot() -> None:
+        async for call in bob.incoming_calls():
+            got.append(call)
+
+    iterating = asyncio.create_task(bot())
+    await asyncio.sleep(0.1)
+    await bob.close()
+    with pytest.raises(NotConnectedError, match="closed"):
+        await asyncio.wait_for(waiting, 5)
+    await asyncio.wait_for(iterating, 5)
+    assert got == []
+    with pytest.raises(NotConnectedError):
+        await bob.next_call(timeout=None)
+
+
+async def test_no_password_and_no_saved_device_is_a_clear_error(
+        call_server: LiveServer, tmp_path: Path) -> None:
+    device = Device(call_server.base_url, "alice", state_file=tmp_path / "nothing-saved.json")
+    with pytest.raises(FacecallError, match="password"):
+        await device.connect()
+    await device.api.close()
+
+
+async def test_the_state_file_may_start_with_a_tilde(
+        call_server: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    device = Device(call_server.base_url, "alice", PASSWORD, sign_up=True,
+                    state_file="~/.facecall/alice.json")
+    await device.connect()
+    await device.close()
+    assert json.loads((tmp_path / "home/.facecall/alice.json").read_text())["username"] == "alice"
+    assert not (tmp_path / "~").exists()
+
+
+async def test_errors_are_facecall_errors(make_device: MakeDevice) -> None:
+    """docs/sdk.md: every SDK error derives from FacecallError; the waits' timeouts are
+    also built-in TimeoutErrors."""
+    alice = await make_device("alice")
+    await make_device("bob")
+    with pytest.raises(FacecallError, match="already connected"):
+        await alice.connect()
+    with pytest.raises(WaitTimeoutError, match=r"no call rang within 0\.1 s") as waited:
+        await alice.next_call(timeout=0.1)
+    assert isinstance(waited.value, TimeoutError)
+    outgoing = await alice.call("bob", video=False)
+    with pytest.raises(WaitTimeoutError, match="connected"):
+        await outgoing.wait_connected(timeout=0.1)
+    with pytest.raises(WaitTimeoutError, match="end"):
+        await outgoing.wait_ended(timeout=0.1)
+    await outgoing.hangup()
+
+
+async def test_refusals_are_one_readable_line(call_server: LiveServer) -> None:
+    """A validation error shows its messages (not a list of dicts); an HTML page (a server that
+    is not facecall) shows the status and its reason (not the page)."""
+    device = Device(call_server.base_url, "ab", PASSWORD, sign_up=True)  # too short a name
+    with pytest.raises(ApiError) as refused:
+        await device.connect()
+    await device.api.close()
+    message = str(refused.value)
+    assert message.startswith("HTTP 422: ") and "username" in message
+    assert "[{" not in message and "'loc'" not in message and "\n" not in message
+
+    page = "<!DOCTYPE HTML>\n<html>\n<body>\n<h1>Error response</h1>\n</body>\n</html>\n"
+    api = ApiClient("http://127.0.0.1:9")
+    api.http = httpx.AsyncClient(base_url=api.base_url, transport=httpx.MockTransport(
+        lambda _: httpx.Response(501, text=page, headers={"content-type": "text/html"})))
+    with pytest.raises(ApiError) as refused:
+        await api.sign_in("alice", PASSWORD)
+    await api.close()
+    assert str(refused.value) == "HTTP 501: Not Implemented (not a facecall server?)"

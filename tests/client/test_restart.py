@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from facecall.client import CallError, CallState, Device, EndReason
+from facecall.client import CallError, CallState, Device, EndReason, NotConnectedError
 from tests.client.test_calls import stamped_frames
 from tests.live import ReplyEater, ServerProcess, free_socket, reconnected, sdk_devices
 
@@ -143,3 +144,33 @@ async def test_a_call_start_whose_reply_died_with_the_node_is_not_placed_again(
             assert await rung.wait_ended(10) is EndReason.CONNECTION_LOST
             with pytest.raises(TimeoutError):
                 await bob.next_call(timeout=3)
+
+
+async def test_a_call_ends_here_when_the_server_cannot_be_told(node: ServerProcess) -> None:
+    """The node is down (no node comes back): hanging up, or closing the device, still ends
+    the call here — its peer connection closes, media stops — and does not wait long for the
+    server. ``hangup()`` then says that the server was not told."""
+    async with sdk_devices(node.base_url) as make:
+        alice = await make("alice", reconnect_wait=1.0)
+        bob = await make("bob")
+        outgoing = await alice.call("bob", video=True)
+        incoming = await bob.next_call(timeout=10)
+        await incoming.answer()
+        await asyncio.gather(outgoing.wait_connected(30), incoming.wait_connected(30))
+        away = [asyncio.Event(), asyncio.Event()]
+        for device, event in zip((alice, bob), away, strict=True):
+            device.on("connection", lambda _change, event=event: event.set())
+        node.stop()
+        await asyncio.wait_for(asyncio.gather(*(event.wait() for event in away)), 10)
+
+        started = time.monotonic()
+        with pytest.raises(NotConnectedError):
+            await outgoing.hangup()
+        assert outgoing.state is CallState.ENDED and outgoing.end_reason is EndReason.HUNG_UP
+        assert outgoing.peer_connection is None
+        assert time.monotonic() - started < 3
+
+        started = time.monotonic()
+        await bob.close()  # reconnect_wait 15 s: close does not wait for it
+        assert incoming.state is CallState.ENDED and incoming.peer_connection is None
+        assert time.monotonic() - started < 4

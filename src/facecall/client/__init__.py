@@ -16,6 +16,7 @@ from facecall.client.errors import (
     MediaError,
     NotConnectedError,
     UnknownUserError,
+    WaitTimeoutError,
 )
 from facecall.client.ice import CandidatePairInfo
 from facecall.client.stats import CallStats
@@ -41,4 +42,5 @@ __all__ = [
     "MediaError",
     "NotConnectedError",
     "UnknownUserError",
+    "WaitTimeoutError",
 ]

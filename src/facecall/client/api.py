@@ -9,6 +9,32 @@ import httpx
 
 from facecall.client.errors import ApiError, AuthenticationError, UnknownUserError
 
+MAX_DETAIL_CHARS = 200
+
+
+def error_detail(response: httpx.Response) -> str:
+    """One readable line for a refusal: the server's ``detail`` (a validation error's messages,
+    joined), else the body's first line, else (an HTML page: not a facecall server) the reason."""
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    if isinstance(detail, list):  # FastAPI's validation errors: [{"loc": [...], "msg": ...}]
+        detail = "; ".join(_validation_message(item) for item in detail)
+    elif detail is None:
+        first = response.text.strip().split("\n", 1)[0].strip()
+        html = first.startswith("<")
+        detail = f"{response.reason_phrase} (not a facecall server?)" if html or not first else first
+    return str(detail)[:MAX_DETAIL_CHARS]
+
+
+def _validation_message(item: object) -> str:
+    if not isinstance(item, dict):
+        return str(item)
+    field = item.get("loc", [])[-1:] if isinstance(item.get("loc"), list) else []
+    message = str(item.get("msg", item))
+    return f"{field[0]}: {message}" if field and field[0] != "body" else message
+
 
 class ApiClient:
     """A thin client of the facecall HTTP API; raises :class:`ApiError` subclasses on refusals."""
@@ -33,12 +59,8 @@ class ApiClient:
         except httpx.HTTPError as exc:
             raise ApiError(0, f"cannot reach {self.base_url}: {exc}") from exc
         if response.status_code >= 400:
-            try:
-                detail = str(response.json().get("detail", response.text))
-            except ValueError:
-                detail = response.text
             cls = AuthenticationError if response.status_code == 401 else ApiError
-            raise cls(response.status_code, detail)
+            raise cls(response.status_code, error_detail(response))
         return response.json() if response.content else None
 
     async def sign_up(self, username: str, password: str) -> dict[str, Any]:

@@ -20,27 +20,45 @@ import contextlib
 import dataclasses
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Coroutine
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from aiortc import MediaStreamTrack, RTCSessionDescription
 from pyee.asyncio import AsyncIOEventEmitter
 
-from facecall.client.errors import CallError, CallStateError
+from facecall.client.errors import CallError, CallStateError, WaitTimeoutError
 from facecall.client.ice import ice_servers_from_api, selected_candidate_pair
 from facecall.client.peer import PeerSession
 from facecall.client.stats import CallStats, StatsSampler
 from facecall.client.tracks import LocalTrack, RemoteTrack
 from facecall.logs import get_logger
 from facecall.media.engine import MediaEngine
+from facecall.media.engine.adaptation import QualityState
+from facecall.media.engine.sender import scaled_size
 from facecall.signaling.reasons import EndReason
 
 if TYPE_CHECKING:
     from facecall.client.device import Device
 
 log = get_logger(__name__)
+
+T = TypeVar("T")
+
+PEER_CLOSE_WAIT = 1.0
+"""Seconds the end of a call waits for its peer connection to close."""
+
+
+async def wait_within(awaitable: Awaitable[T], timeout: float | None, what: str) -> T:
+    """``await awaitable`` for at most ``timeout`` seconds (None: no limit).
+
+    :raises WaitTimeoutError: ``what`` did not happen in time.
+    """
+    try:
+        return await asyncio.wait_for(awaitable, timeout)
+    except TimeoutError:
+        raise WaitTimeoutError(f"{what} within {timeout:g} s") from None
 
 
 class CallState(StrEnum):
@@ -104,13 +122,16 @@ class Call(AsyncIOEventEmitter):
 
     def __init__(self, device: Device, call_id: str, *, direction: Direction, remote_user: str,
                  media: str, participants: list[str] | None = None, call_waiting: bool = False,
-                 remote_device: str | None = None) -> None:
+                 remote_device: str | None = None, remote_name: str | None = None) -> None:
         super().__init__()
         self.device = device
         self.id = call_id
         self.direction = direction
         self.remote_user = remote_user
         """The other user's id."""
+        self.remote_name = remote_name
+        """The other user's name: the username called, or the caller's display name (the
+        ring's ``from_name``; None if the server gave none)."""
         self.media = media
         self.participants = participants or []
         self.call_waiting = call_waiting
@@ -127,6 +148,8 @@ class Call(AsyncIOEventEmitter):
         """ICE restarts that reconnected the call."""
         self.timings = CallTimings(created=time.monotonic())
         self._own_sources: list[MediaStreamTrack] = []
+        self._source_fps: float | None = None
+        """The frame rate of the video source, when the call made it (synthetic video)."""
         self._peer: PeerSession | None = None
         self._sinks: list[Sink] = []
         self._sinks_started = False
@@ -208,13 +231,31 @@ class Call(AsyncIOEventEmitter):
     async def hangup(self) -> None:
         """Hang up (an outgoing call nobody answered yet is cancelled). Ending twice is a no-op.
 
+        The call ends here whether or not the server can be told: with signaling down, at once
+        (media stops), and the server is told if signaling comes back within
+        ``Device.reconnect_wait``.
+
         :raises CallStateError: on an incoming call that still rings (use :meth:`decline`).
+        :raises NotConnectedError: the server could not be told (the call has ended here all the
+            same; the other side sees its media stop).
         """
         if self.state is CallState.ENDED:
             return
         if self.state is CallState.RINGING:
             raise CallStateError("an incoming call that rings is declined, not hung up")
         cancel = self.state is CallState.CALLING
+        reason = EndReason.CANCELLED if cancel else EndReason.HUNG_UP
+        if not self.device.connected:  # stop the media now; the server is told if signaling is back
+            await self._end(reason)
+        try:
+            reason = await self._tell_hangup(cancel)
+        finally:
+            await self._end(reason)  # the server told or not, the call is over here
+
+    cancel = hangup
+
+    async def _tell_hangup(self, cancel: bool) -> EndReason:
+        """Tell the server we leave (``call.cancel`` if nobody answered yet); returns why we ended."""
         try:
             await self.device.request("call.cancel" if cancel else "call.hangup", call_id=self.id)
         except CallError as exc:
@@ -222,10 +263,8 @@ class Call(AsyncIOEventEmitter):
                 raise
             if exc.code == "invalid_state" and cancel:  # answered meanwhile: hang up instead
                 await self.device.request("call.hangup", call_id=self.id)
-                cancel = False
-        await self._end(EndReason.CANCELLED if cancel else EndReason.HUNG_UP)
-
-    cancel = hangup
+                return EndReason.HUNG_UP
+        return EndReason.CANCELLED if cancel else EndReason.HUNG_UP
 
     def mute(self) -> None:
         """Send silence instead of the microphone."""
@@ -252,7 +291,7 @@ class Call(AsyncIOEventEmitter):
             sink.addTrack(self.remote_video)
         self._sinks.append(sink)
         if self._sinks_started:
-            self._background.add(asyncio.ensure_future(sink.start()))
+            self._in_background(sink.start())
 
     def record(self, path: str) -> Sink:
         """Record the remote audio and video to ``path`` (anything FFmpeg writes, by extension)."""
@@ -278,15 +317,32 @@ class Call(AsyncIOEventEmitter):
     async def _sample(self, peer: PeerSession) -> CallStats:
         stats = await self._sampler.sample(peer.pc)
         if peer.engine is not None:
-            stats = dataclasses.replace(stats, engine=peer.engine.stats())
+            figures = peer.engine.stats()
+            state = peer.engine.quality
+            figures["quality"] = self._sent_quality(peer.engine, state) if state is not None else None
+            stats = dataclasses.replace(stats, engine=figures)
         return stats
 
     @property
     def quality(self) -> dict[str, Any] | None:
-        """What the media engine sends now (rung, bitrate, why), or None before/without it."""
+        """What the media engine sends now (size, frame rate, bitrate, rung, why), or None
+        before/without it; see :meth:`_sent_quality`."""
         engine = self._peer.engine if self._peer is not None else None
         state = engine.quality if engine is not None else None
-        return state.as_dict() if state is not None else None
+        return self._sent_quality(engine, state) if engine is not None and state is not None else None
+
+    def _sent_quality(self, engine: MediaEngine, state: QualityState) -> dict[str, Any]:
+        """``state`` as the video is sent: ``resolution`` and ``fps`` are the ladder rung's
+        (``rung``) capped by the source's, since the engine scales down, never up, and cannot send
+        more frames than the source gives (its frame rate is known for the synthetic source)."""
+        figures = state.as_dict()
+        if engine.controller.source is not None:
+            width, height = scaled_size(*engine.controller.source[:2], state.rung)
+            figures["resolution"] = f"{width}x{height}"
+        if self._source_fps is not None and self._source_fps < state.fps:
+            fps = self._source_fps
+            figures["fps"] = int(fps) if fps == int(fps) else round(fps, 2)
+        return figures
 
     async def wait_state(self, *states: CallState, timeout: float | None = None) -> CallState:
         """Wait until the call is in one of ``states`` (or ended); returns the state reached."""
@@ -296,7 +352,8 @@ class Call(AsyncIOEventEmitter):
                 await self._state_changed.wait()
             return self.state
 
-        return await asyncio.wait_for(reach(), timeout)
+        wanted = " or ".join(str(state) for state in states)
+        return await wait_within(reach(), timeout, f"the call was not {wanted}")
 
     async def wait_connected(self, timeout: float | None = 30) -> None:
         """Wait for media to connect; :class:`CallStateError` if the call ends first."""
@@ -305,8 +362,8 @@ class Call(AsyncIOEventEmitter):
             raise CallStateError(f"the call ended ({self.end_reason}) before media connected")
 
     async def wait_ended(self, timeout: float | None = None) -> EndReason:
-        """Wait for the call to end; returns why."""
-        return await asyncio.wait_for(asyncio.shield(self._ended), timeout)
+        """Wait for the call to end; returns why (:class:`WaitTimeoutError` after ``timeout``)."""
+        return await wait_within(asyncio.shield(self._ended), timeout, "the call did not end")
 
     async def events(self) -> AsyncIterator[CallEvent]:
         """The call's events until it ends (the last one is the ``state`` event to ``ended``)."""
@@ -331,7 +388,21 @@ class Call(AsyncIOEventEmitter):
                 width, height, fps = self.device.synthetic_video
                 video = SyntheticVideoTrack(width, height, fps)
                 self._own_sources.append(video)
+                self._source_fps = fps
             self.local_video = LocalTrack(video)
+
+    def _in_background(self, coro: Coroutine[Any, Any, None]) -> asyncio.Future[None]:
+        """Run ``coro`` beside the call; a failure is logged, never left unretrieved (an ICE
+        restart of a device that was removed meanwhile fails to get TURN credentials)."""
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+        return task
+
+    def _background_done(self, task: asyncio.Future[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.info("call.background_failed", call_id=self.id, error=repr(exc))
 
     def _emit_event(self, type_: str, **data: Any) -> None:
         event = CallEvent(type_, self.id, data)
@@ -360,7 +431,7 @@ class Call(AsyncIOEventEmitter):
             self._deliver({"type": "call.answered", "call_id": self.id, **others[0]})
         elif (self.state in (CallState.CONNECTING, CallState.RECONNECTING)
               and self.direction is Direction.OUTGOING and self.remote_device is not None):
-            self._background.add(asyncio.ensure_future(self._restart()))
+            self._in_background(self._restart())
 
     async def _run(self) -> None:
         while self.state is not CallState.ENDED:
@@ -404,8 +475,8 @@ class Call(AsyncIOEventEmitter):
                            video_codec=device.video_codec, engine=engine)
         if engine is not None:  # "quality": the engine stepped the sent video up or down
             engine.on_quality_change(
-                lambda change: self.emit("quality", change.after.as_dict()) if peer is self._peer
-                else None)
+                lambda change: self.emit("quality", self._sent_quality(engine, change.after))
+                if peer is self._peer else None)
         tracks = [t for t in (self.local_audio, self.local_video) if t is not None]
         peer.add_tracks(tracks, ["audio", "video"] if self.video else ["audio"])
 
@@ -539,7 +610,7 @@ class Call(AsyncIOEventEmitter):
                     await self._end(EndReason.CONNECTION_LOST)
                     return
                 log.info("call.ice_restart", call_id=self.id, failed=failed, silent_s=round(waited, 1))
-                self._background.add(asyncio.ensure_future(self._restart()))
+                self._in_background(self._restart())
                 self._progress_at = now
 
     async def _end(self, reason: EndReason) -> None:
@@ -556,7 +627,9 @@ class Call(AsyncIOEventEmitter):
             self._monitor.cancel()
         peer, self._peer = self._peer, None
         if peer is not None:
-            await peer.close()
+            # Its media stops at once; giving the TURN allocation back takes ~40 s of STUN
+            # retransmissions when the TURN server is unreachable: that goes on in the background.
+            await asyncio.wait({self._in_background(peer.close())}, timeout=PEER_CLOSE_WAIT)
         self.remote_audio.stop()
         self.remote_video.stop()
         for sink in self._sinks if self._sinks_started else []:

@@ -36,31 +36,50 @@ from aiortc import MediaStreamTrack
 from pyee.asyncio import AsyncIOEventEmitter
 
 from facecall.client.api import ApiClient
-from facecall.client.call import Call, CallState, Direction
+from facecall.client.call import Call, CallState, Direction, wait_within
 from facecall.client.encoders import REALTIME, EncoderTuning
 from facecall.client.errors import (
     ApiError,
     AuthenticationError,
     CallError,
+    FacecallError,
     NotConnectedError,
     UnknownUserError,
 )
 from facecall.client.ice import parse_host_addresses
 from facecall.client.signaling import ConnectionClosed, SignalingConnection, SignalingError
 from facecall.logs import get_logger
-from facecall.signaling.protocol import CLOSE_REPLACED, MAX_HELD_CALLS
+from facecall.signaling.protocol import CLOSE_REMOVED, CLOSE_REPLACED, MAX_HELD_CALLS
 from facecall.signaling.reasons import EndReason
 
 log = get_logger(__name__)
 
 MAX_ORPHAN_CALLS = 16
+CLOSE_TOKEN_REFUSED = 4401  # docs/protocol.md: the token is missing, wrong, expired or revoked
+#: Close codes (docs/protocol.md, "Connection") saying that the server no longer takes this
+#: device: its token is refused (4401) or it was removed or signed out (4009). Reconnecting
+#: cannot help.
+REMOVED_CLOSE_CODES = frozenset({CLOSE_TOKEN_REFUSED, CLOSE_REMOVED})
+CLOSE_WAIT = 2.0
+"""Seconds :meth:`Device.close` waits for the server to take its hang-ups."""
+
+
+def refusal_code(exc: Exception) -> int | None:
+    """The close code of a failed (re)connection: the server's close before its welcome, or
+    4401 for an HTTP 401/403 refusal of the handshake."""
+    if isinstance(exc, ConnectionClosed):
+        return exc.code
+    if isinstance(exc, websockets.InvalidStatus) and exc.response.status_code in (401, 403):
+        return CLOSE_TOKEN_REFUSED
+    return None
 
 
 class Device(AsyncIOEventEmitter):
     """One device of one user, signed in to one facecall server.
 
     Emits (pyee) ``call`` with each incoming :class:`Call` as it rings, and ``connection`` with
-    ``"connected"``, ``"reconnecting"`` or ``"closed"``.
+    ``"connected"``, ``"reconnecting"``, ``"closed"`` (also when the device was removed) or
+    ``"replaced"``.
 
     :param server_url: the server's base URL, e.g. ``http://127.0.0.1:8080``.
     :param username: the account; with ``password`` to sign in (and register this device).
@@ -108,7 +127,7 @@ class Device(AsyncIOEventEmitter):
         self.api = ApiClient(server_url)
         self.username, self.password, self.sign_up = username, password, sign_up
         self.token = token
-        self.state_file = Path(state_file) if state_file is not None else None
+        self.state_file = Path(state_file).expanduser() if state_file is not None else None
         self.device_name = device_name or f"{kind}-{socket.gethostname()}"[:64]
         self.kind = kind
         self.ice_host_addresses = parse_host_addresses(ice_host_addresses)
@@ -129,7 +148,9 @@ class Device(AsyncIOEventEmitter):
         self.signaling: SignalingConnection | None = None
         self.calls: dict[str, Call] = {}
         self.reconnects = 0
-        self._incoming: asyncio.Queue[Call] = asyncio.Queue()
+        self._incoming: asyncio.Queue[Call | NotConnectedError] = asyncio.Queue()
+        """Incoming calls; once the device stops, the error that wakes whoever waits for one."""
+        self._wake_waiters(NotConnectedError("the device is not connected (call connect() first)"))
         self._connected = asyncio.Event()
         self._closing = False
         self._dispatcher: asyncio.Task[None] | None = None
@@ -156,9 +177,10 @@ class Device(AsyncIOEventEmitter):
 
         :raises AuthenticationError: wrong username/password (or a token the server refuses).
         :raises ApiError: the server refused or cannot be reached.
+        :raises FacecallError: already connected, or no saved device and no password to sign in.
         """
         if self.signaling is not None:
-            raise RuntimeError("this Device is already connected")
+            raise FacecallError("this Device is already connected")
         self._closing = False
         token = self.token or self._load_state()
         if token is not None:
@@ -174,16 +196,23 @@ class Device(AsyncIOEventEmitter):
         self.signaling = SignalingConnection(self.api.ws_url, token)
         try:
             welcome = await self.signaling.connect()
-        except (OSError, websockets.InvalidStatus, websockets.InvalidHandshake) as exc:
+        except (OSError, TimeoutError, ConnectionClosed, SignalingError,
+                websockets.WebSocketException) as exc:
             self.signaling = None
+            if refusal_code(exc) in REMOVED_CLOSE_CODES:
+                raise AuthenticationError(401, f"the server refused this device ({exc})") from exc
             raise ApiError(0, f"cannot open signaling at {self.api.ws_url}: {exc}") from exc
         self.user_id, self.device_id = welcome["user_id"], welcome["device_id"]
+        self._incoming = asyncio.Queue()  # calls may ring again
         self._connected.set()
         self.emit("connection", "connected")
         self._dispatcher = asyncio.create_task(self._dispatch(), name=f"device-{self.device_id}")
 
     async def _register(self) -> str:
-        assert self.username is not None and self.password is not None
+        if self.username is None or self.password is None:
+            needed = "a password is" if self.username is not None else "a username and password are"
+            saved = f" in {self.state_file}" if self.state_file is not None else ""
+            raise FacecallError(f"{needed} needed to sign in (no saved device{saved})")
         session: dict[str, Any] | None = None
         if self.sign_up:
             try:
@@ -223,15 +252,12 @@ class Device(AsyncIOEventEmitter):
                        "device_id": device_id, "token": token}, f)
 
     async def close(self) -> None:
-        """Hang up every call and close the connection."""
+        """Hang up every call and close the connection. Calls end here even when the server
+        cannot be told (it is unreachable): it is given :data:`CLOSE_WAIT` seconds in all."""
         self._closing = True
-        for call in list(self.calls.values()):
-            with contextlib.suppress(Exception):
-                if call.state == "ringing":
-                    await call._end(EndReason.HUNG_UP)
-                else:
-                    await call.hangup()
+        await self._leave_calls()
         self._connected.clear()
+        self._wake_waiters(NotConnectedError("the device is closed"))
         if self.signaling is not None:
             await self.signaling.close()
         if self._dispatcher is not None:
@@ -240,6 +266,28 @@ class Device(AsyncIOEventEmitter):
                 await self._dispatcher
         self.signaling = None
         await self.api.close()
+
+    async def _leave_calls(self) -> None:
+        """Hang up every call (one that still rings us just ends here), telling the server for
+        at most :data:`CLOSE_WAIT` seconds; then every call has ended here."""
+        calls = list(self.calls.values())
+
+        async def leave(call: Call) -> None:
+            if call.state is not CallState.RINGING:
+                await call.hangup()
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*map(leave, calls), return_exceptions=True),
+                                   CLOSE_WAIT)
+        for call in calls:
+            await call._end(EndReason.HUNG_UP)
+
+    def _wake_waiters(self, error: NotConnectedError) -> None:
+        """No call will ring any more: end ``incoming_calls()`` and make ``next_call()`` raise
+        ``error`` (it stays queued for later waiters, instead of calls that have ended)."""
+        while not self._incoming.empty():
+            self._incoming.get_nowait()
+        self._incoming.put_nowait(error)
 
     async def drop_connection(self) -> None:
         """Break the signaling transport without goodbye (the device then resumes; for tests)."""
@@ -265,7 +313,8 @@ class Device(AsyncIOEventEmitter):
         user_id = await self.resolve_user(user)
         reply = await self.request("call.start", to=[user_id], media="video" if video else "audio")
         call = Call(self, reply["call_id"], direction=Direction.OUTGOING, remote_user=user_id,
-                    media="video" if video else "audio", participants=[self.user_id or "", user_id])
+                    media="video" if video else "audio", participants=[self.user_id or "", user_id],
+                    remote_name=user)
         call._set_sources(audio_source, video_source, video)
         self._register_call(call)
         return call
@@ -283,13 +332,27 @@ class Device(AsyncIOEventEmitter):
         return self._user_ids[username]
 
     async def incoming_calls(self) -> AsyncIterator[Call]:
-        """Incoming calls as they ring, until the device closes."""
-        while not self._closing:
-            yield await self._incoming.get()
+        """Incoming calls as they ring, until the device closes (or is removed or replaced)."""
+        while isinstance(call := await self._next_incoming(), Call):
+            yield call
 
     async def next_call(self, timeout: float | None = 30) -> Call:
-        """The next incoming call (``TimeoutError`` if none rings within ``timeout``)."""
-        return await asyncio.wait_for(self._incoming.get(), timeout)
+        """The next incoming call.
+
+        :raises WaitTimeoutError: none rang within ``timeout`` seconds (None: no limit).
+        :raises NotConnectedError: the device is closed, or was removed or replaced, meanwhile.
+        """
+        call = await wait_within(self._next_incoming(), timeout, "no call rang")
+        if isinstance(call, NotConnectedError):
+            raise NotConnectedError(str(call))
+        return call
+
+    async def _next_incoming(self) -> Call | NotConnectedError:
+        """The next call that rings, or the error of a device that stopped (left queued)."""
+        call = await self._incoming.get()
+        if isinstance(call, NotConnectedError):
+            self._incoming.put_nowait(call)
+        return call
 
     async def ice_configuration(self) -> dict[str, Any]:
         """Fresh TURN REST credentials and ICE servers for one peer connection."""
@@ -300,13 +363,17 @@ class Device(AsyncIOEventEmitter):
         """Send a signaling request, waiting out a reconnection; server refusals → :class:`CallError`."""
         if self.signaling is None or (self._closing and type_ not in ("call.hangup", "call.cancel")):
             raise NotConnectedError("the device is not connected")
+        if self._closing and not self.connected:  # closing: do not wait for signaling to come back
+            raise NotConnectedError("the device closed while signaling was down")
         try:
             await asyncio.wait_for(self._connected.wait(), self.reconnect_wait)
         except TimeoutError:
             raise NotConnectedError(
                 f"the device could not reconnect within {self.reconnect_wait} s") from None
+        if (signaling := self.signaling) is None:  # stopped meanwhile (removed, replaced)
+            raise NotConnectedError("the device is not connected")
         try:
-            return await self.signaling.request(type_, **fields)
+            return await signaling.request(type_, **fields)
         except SignalingError as exc:
             if exc.code == "unknown_user":
                 raise UnknownUserError(", ".join(fields.get("to", []))) from None
@@ -330,16 +397,11 @@ class Device(AsyncIOEventEmitter):
                 if self._closing:
                     self.emit("connection", "closed")
                     return
-                if event.get("code") == CLOSE_REPLACED:
-                    # another program connected with this device's token: taking the device
-                    # back would make the two take turns for ever (docs/protocol.md, 4409)
-                    log.warning("device.replaced", device_id=self.device_id)
-                    for call in list(self.calls.values()):
-                        await call._end(EndReason.CONNECTION_LOST)
-                    self.emit("connection", "replaced")
+                if await self._stopped_by(event.get("code"), event.get("reason")):
                     return
                 self.emit("connection", "reconnecting")
-                await self._reconnect()
+                if not await self._reconnect():
+                    return
                 continue
             if kind == "call.ring":
                 if event["call_id"] in self.calls:
@@ -347,7 +409,7 @@ class Device(AsyncIOEventEmitter):
                 call = Call(self, event["call_id"], direction=Direction.INCOMING,
                             remote_user=event["from_user"], media=event["media"],
                             participants=event["participants"], call_waiting=event["call_waiting"],
-                            remote_device=event["from_device"])
+                            remote_device=event["from_device"], remote_name=event.get("from_name"))
                 self._register_call(call)
                 self._incoming.put_nowait(call)
                 self.emit("call", call)
@@ -370,26 +432,49 @@ class Device(AsyncIOEventEmitter):
         joined = [call.id for call in self.calls.values() if call.state is not CallState.RINGING]
         return (joined + ringing)[:MAX_HELD_CALLS]
 
-    async def _reconnect(self) -> None:
-        """Reconnect and resume (docs/protocol.md "Resume"), retrying with backoff."""
+    async def _stopped_by(self, code: int | None, reason: str | None) -> bool:
+        """Whether a close ``code`` means that the server will not take this device back; if so
+        the device stops (:meth:`_stop`): removed (4401, 4009), or replaced (4409)."""
+        if code in REMOVED_CLOSE_CODES:
+            log.warning("device.removed", device_id=self.device_id, code=code, reason=reason)
+            await self._stop(EndReason.DEVICE_REMOVED, "closed", "the device was removed")
+            return True
+        if code == CLOSE_REPLACED:
+            # another program connected with this device's token: taking the device back
+            # would make the two take turns for ever (docs/protocol.md, 4409)
+            log.warning("device.replaced", device_id=self.device_id)
+            await self._stop(EndReason.CONNECTION_LOST, "replaced",
+                             "another connection took this device over")
+            return True
+        return False
+
+    async def _stop(self, reason: EndReason, change: str, why: str) -> None:
+        """The server will not take this connection back: end every call with ``reason``, emit
+        ``connection`` ``change``, wake the waiters for calls; ``connect()`` starts again."""
+        self._connected.clear()
+        signaling, self.signaling = self.signaling, None
+        if signaling is not None:
+            await signaling.close()  # its unanswered requests fail
+        for call in list(self.calls.values()):
+            await call._end(reason)
+        self._wake_waiters(NotConnectedError(why))
+        self.emit("connection", change)
+
+    async def _reconnect(self) -> bool:
+        """Reconnect and resume (docs/protocol.md "Resume"), retrying with backoff; False if
+        the device stopped instead (removed, its hello refused, or closing)."""
         assert self.signaling is not None
         delay = 0.1
         while not self._closing:
             try:
                 welcome = await self.signaling.resume(calls=self._held_call_ids())
-            except websockets.InvalidStatus as exc:  # the token was refused: device removed
-                log.warning("device.rejected", device_id=self.device_id, error=str(exc))
-                for call in list(self.calls.values()):
-                    await call._end(EndReason.DEVICE_REMOVED)
-                self.emit("connection", "closed")
-                return
             except SignalingError as exc:  # the server refused our hello: retrying won't help
                 log.error("device.hello_refused", device_id=self.device_id, error=str(exc))
-                for call in list(self.calls.values()):
-                    await call._end(EndReason.CONNECTION_LOST)
-                self.emit("connection", "closed")
-                return
-            except (OSError, TimeoutError, websockets.WebSocketException) as exc:
+                await self._stop(EndReason.CONNECTION_LOST, "closed", f"the server refused: {exc}")
+                return False
+            except (OSError, TimeoutError, ConnectionClosed, websockets.WebSocketException) as exc:
+                if await self._stopped_by(refusal_code(exc), str(exc)):
+                    return False
                 log.info("device.reconnect_failed", device_id=self.device_id, error=str(exc))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
@@ -406,4 +491,5 @@ class Device(AsyncIOEventEmitter):
                     else:
                         await call._end(EndReason.CONNECTION_LOST)
             self._connected.set()
-            return
+            return True
+        return False

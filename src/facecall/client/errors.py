@@ -48,3 +48,8 @@ class CallStateError(FacecallError):
 
 class MediaError(FacecallError):
     """Media could not be set up (no common codec, no ICE path after every restart)."""
+
+
+class WaitTimeoutError(FacecallError, TimeoutError):
+    """A wait (``next_call``, ``Call.wait_*``) gave up after its ``timeout``; also a built-in
+    :class:`TimeoutError`, so ``except TimeoutError`` catches it too."""

@@ -87,13 +87,7 @@ class SignalingConnection:
                                  "resume_from": self.last_seq}
         if held := list(calls):
             hello["calls"] = held
-        await self._ws.send(json.dumps(hello))
-        while True:
-            frame = json.loads(await self._ws.recv())
-            if frame.get("type") == "welcome":
-                break
-            if frame.get("type") == "error":
-                raise SignalingError(frame["code"], frame["message"], frame.get("re"))
+        frame = await self._hello(hello)
         self.welcome = frame
         if not frame.get("resumed"):  # a fresh start (or the server lost track): count anew
             last_seq = frame.get("last_seq")
@@ -112,6 +106,25 @@ class SignalingConnection:
         return frame
 
     resume = connect
+
+    async def _hello(self, hello: dict[str, Any]) -> dict[str, Any]:
+        """Send ``hello`` and return the ``welcome``; the server refusing it raises
+        :class:`SignalingError`, closing the connection instead (say, 4401: the token is refused)
+        :class:`ConnectionClosed` with the close code."""
+        assert self._ws is not None
+        ws = self._ws
+        try:
+            await ws.send(json.dumps(hello))
+            while True:
+                frame: dict[str, Any] = json.loads(await ws.recv())
+                if frame.get("type") == "welcome":
+                    return frame
+                if frame.get("type") == "error":
+                    raise SignalingError(frame["code"], frame["message"], frame.get("re"))
+        except websockets.ConnectionClosed as exc:
+            code = exc.rcvd.code if exc.rcvd is not None else None
+            reason = exc.rcvd.reason if exc.rcvd is not None else "connection lost"
+            raise ConnectionClosed(code, reason or "connection lost") from exc
 
     def _next_id(self) -> str:
         return f"{self._prefix}-{next(self._ids)}"
