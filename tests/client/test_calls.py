@@ -175,8 +175,19 @@ async def test_mute_and_camera_off(make_device: MakeDevice) -> None:
     from facecall.media.sources import AudioLatencyProbe, now_us
 
     _alice, _bob, outgoing, incoming = await connected_call(make_device)
+
+    async def told(audio: bool, video: bool) -> None:
+        """The other side was told (``call.media``) what alice sends now."""
+        for _ in range(100):
+            if incoming.remote_media == {"audio": audio, "video": video}:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"bob was told {incoming.remote_media}")
+
+    assert incoming.remote_media == {"audio": True, "video": True}
     outgoing.camera_off()
     assert not outgoing.camera_enabled
+    await told(audio=True, video=False)
     black = asyncio.Event()
     frames: list[object] = []
 
@@ -191,6 +202,7 @@ async def test_mute_and_camera_off(make_device: MakeDevice) -> None:
     await asyncio.wait_for(black.wait(), 10)
     await sink.stop()
     outgoing.camera_on()
+    await told(audio=True, video=True)
     assert (await stamped_frames(incoming, 3)).summary().stamped >= 3
 
     async def markers_heard(seconds: float, after_us: int) -> int:
@@ -209,6 +221,7 @@ async def test_mute_and_camera_off(make_device: MakeDevice) -> None:
 
     outgoing.mute()
     assert outgoing.muted
+    await told(audio=False, video=True)
     # a 20 ms frame taken from the source just before mute() carries samples captured up to
     # 20 ms after it: markers from a frame after that must not be heard
     assert await markers_heard(1.6, now_us() + 40_000) == 0

@@ -167,6 +167,8 @@ class Call(AsyncIOEventEmitter):
         self._runner = asyncio.create_task(self._run(), name=f"call-{call_id}")
         self._monitor: asyncio.Task[None] | None = None
         self._background: set[asyncio.Future[None]] = set()
+        self.remote_media: dict[str, bool] = {"audio": True, "video": self.media == "video"}
+        """What the other device says it sends (``call.media``): its microphone, its camera."""
 
     def __repr__(self) -> str:
         return f"<Call {self.id} {self.direction} {self.state} with {self.remote_user}>"
@@ -267,22 +269,39 @@ class Call(AsyncIOEventEmitter):
         return EndReason.CANCELLED if cancel else EndReason.HUNG_UP
 
     def mute(self) -> None:
-        """Send silence instead of the microphone."""
+        """Send silence instead of the microphone (the other side is told: ``call.media``)."""
         if self.local_audio is not None:
             self.local_audio.enabled = False
+        self._tell_media()
 
     def unmute(self) -> None:
         if self.local_audio is not None:
             self.local_audio.enabled = True
+        self._tell_media()
 
     def camera_off(self) -> None:
-        """Send black pictures instead of the camera (the stream keeps going)."""
+        """Send black pictures instead of the camera (the stream keeps going; the other side is
+        told: ``call.media``)."""
         if self.local_video is not None:
             self.local_video.enabled = False
+        self._tell_media()
 
     def camera_on(self) -> None:
         if self.local_video is not None:
             self.local_video.enabled = True
+        self._tell_media()
+
+    def _tell_media(self) -> None:
+        """Say what we send now to the other device (docs/protocol.md, ``call.media``), once
+        there is one; a call that has not connected yet says it when it does."""
+        if self.remote_device is None or self.state not in (CallState.CONNECTED,
+                                                              CallState.RECONNECTING):
+            return
+        self._in_background(self._send_media(self.remote_device))
+
+    async def _send_media(self, to_device: str) -> None:
+        await self.device.request("call.media", call_id=self.id, to_device=to_device,
+                                  audio=not self.muted, video=self.camera_enabled)
 
     def add_sink(self, sink: Sink) -> None:
         """Feed the remote audio and video to ``sink`` (started when media connects, stopped at the end)."""
@@ -465,6 +484,10 @@ class Call(AsyncIOEventEmitter):
         elif kind == "call.candidate":
             if event["from_device"] == self.remote_device and self._peer is not None:
                 await self._peer.add_candidate(event["candidate"])
+        elif kind == "call.media":
+            if event["from_device"] == self.remote_device:
+                self.remote_media = {"audio": event["audio"], "video": event["video"]}
+                self._emit_event("remote_media", **self.remote_media)
 
     async def _new_peer(self) -> PeerSession:
         device = self.device
@@ -560,9 +583,12 @@ class Call(AsyncIOEventEmitter):
             self._emit_event("ice_restart", path=self.path)
         self._restart_attempts = 0
         self._restarting = False
-        if self.timings.connected is None:
+        first = self.timings.connected is None
+        if first:
             self.timings.connected = time.monotonic()
         self._set_state(CallState.CONNECTED)
+        if first and (self.muted or (self.video and not self.camera_enabled)):
+            self._tell_media()  # muted (or camera off) before the media connected
         if not self._sinks_started:
             self._sinks_started = True
             for sink in self._sinks:
