@@ -17,9 +17,14 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from facecall.turn import stun
 from facecall.turn.rest import rest_expiry, rest_password
+from facecall.turn.stun import Message, StunError
 
 NONCE_DIGEST_HEX = 24
+MAX_USERNAME = 512  # RFC 8489 §14.3: < 513 bytes
+MAX_REALM = 763  # RFC 8489 §14.9: < 128 characters, < 763 bytes
+MAX_NONCE = 763
 NONCE_EXPIRY_HEX_MAX = 16
 _LOWER_HEX = frozenset("0123456789abcdef")
 
@@ -32,6 +37,23 @@ def is_lower_hex(text: str) -> bool:
 def long_term_key(username: str, realm: str, password: str) -> bytes:
     """The long-term credential key (RFC 8489 §9.2.2, MD5 algorithm)."""
     return hashlib.md5(f"{username}:{realm}:{password}".encode()).digest()
+
+
+class RequestError(Exception):
+    """Ends processing of a request with an error response: ``code`` and its attributes."""
+
+    def __init__(self, code: int, attributes: list[tuple[int, bytes]] | None = None) -> None:
+        super().__init__(code)
+        self.code = code
+        self.attributes = attributes or []
+
+
+@dataclass(frozen=True)
+class Authenticated:
+    """Who signed a request, and the key it was signed with (responses are signed with it)."""
+
+    username: str
+    key: bytes
 
 
 @dataclass(frozen=True)
@@ -98,3 +120,37 @@ class Authenticator:
             long_term_key(username, self.realm, rest_password(secret, username))
             for secret in self._rest_secrets
         ]
+
+    def challenge(self) -> list[tuple[int, bytes]]:
+        """REALM and a fresh NONCE for 401 and 438 answers (RFC 8489 §9.2.4)."""
+        return [(stun.REALM, self.realm.encode()), (stun.NONCE, self.new_nonce().encode())]
+
+    def authenticate(self, message: Message) -> Authenticated:
+        """The long-term credential checks of RFC 8489 §9.2.4, in the RFC's order; raises
+        :class:`RequestError` with the answer (401 and 438 carry a challenge)."""
+        if message.get(stun.MESSAGE_INTEGRITY) is None and (
+            message.get(stun.MESSAGE_INTEGRITY_SHA256) is None
+        ):
+            raise RequestError(401, self.challenge())
+        raw_username = message.get(stun.USERNAME)
+        raw_realm = message.get(stun.REALM)
+        raw_nonce = message.get(stun.NONCE)
+        if raw_username is None or raw_realm is None or raw_nonce is None:
+            raise RequestError(400)
+        try:
+            username = stun.decode_text(raw_username, MAX_USERNAME)
+            realm = stun.decode_text(raw_realm, MAX_REALM)
+            nonce = stun.decode_text(raw_nonce, MAX_NONCE)
+        except StunError as exc:
+            raise RequestError(400) from exc
+        if not self.nonce_is_valid(nonce):
+            raise RequestError(438, self.challenge())
+        if realm != self.realm:
+            raise RequestError(401, self.challenge())
+        keys = self.candidate_keys(username)
+        if isinstance(keys, Rejection):
+            raise RequestError(keys.code, self.challenge())
+        for key in keys:
+            if stun.check_message_integrity(message, key):
+                return Authenticated(username, key)
+        raise RequestError(401, self.challenge())

@@ -24,7 +24,7 @@ from facecall.turn.allocation import (
     RelayTransport,
     Ticker,
 )
-from facecall.turn.auth import Authenticator, Rejection
+from facecall.turn.auth import Authenticated, Authenticator, RequestError
 from facecall.turn.config import TurnConfig
 from facecall.turn.peers import PeerPolicy
 from facecall.turn.rest import rest_expiry
@@ -33,9 +33,6 @@ from facecall.turn.stun import Class, Message, Method, StunError
 log = get_logger(__name__)
 
 UDP_TRANSPORT = 17  # REQUESTED-TRANSPORT protocol number (RFC 8656 §18.7)
-MAX_USERNAME = 512  # RFC 8489 §14.3: < 513 bytes
-MAX_REALM = 763  # RFC 8489 §14.9: < 128 characters, < 763 bytes
-MAX_NONCE = 763
 EVEN_PORT_RESERVE = 0x80  # the R bit of EVEN-PORT (RFC 8656 §18.8)
 # At most one traceback per this many seconds when handling a message fails unexpectedly
 # (formatting one costs about 13 ms, so one per packet would itself be an amplification).
@@ -89,15 +86,6 @@ def quota_user(username: str) -> str:
     return username
 
 
-class RequestError(Exception):
-    """Ends processing of a request with an error response."""
-
-    def __init__(self, code: int, attributes: list[tuple[int, bytes]] | None = None) -> None:
-        super().__init__(code)
-        self.code = code
-        self.attributes = attributes or []
-
-
 RelayOpener = Callable[[socket.socket, Allocation], Awaitable[RelayTransport]]
 
 
@@ -122,12 +110,6 @@ class ClientContext:
     # Whose ``paused`` flag says the client's transport is over its write high-water mark:
     # relayed data is then dropped, so a client that does not read cannot make us buffer.
     flow: FlowControl = NEVER_PAUSED
-
-
-@dataclass
-class Authenticated:
-    username: str
-    key: bytes
 
 
 class TurnCore:
@@ -282,19 +264,12 @@ class TurnCore:
         metrics.count_request(request.method, error)
         return response
 
-    def _challenge(self, code: int) -> list[tuple[int, bytes]]:
-        """REALM and NONCE for 401 and 438 answers (RFC 8489 §9.2.4)."""
-        return [
-            (stun.REALM, self.config.realm.encode()),
-            (stun.NONCE, self.auth.new_nonce().encode()),
-        ]
-
     # --- requests ---
 
     def _on_request(self, message: Message, ctx: ClientContext) -> None:
         """A request (RFC 8489 §6.3.1). The unknown comprehension-required attributes are
         looked at "once the authentication checks are done" (§6.3): at once for Binding and
-        unknown methods, which take no credentials, after :meth:`_authenticate` for the TURN
+        unknown methods, which take no credentials, after the credential checks for the TURN
         methods, whose 420 is then signed with the request's key (§6.3.1.1, §9.2.4)."""
         unknown = unknown_required(message)
         handler: Callable[..., list[tuple[int, bytes]] | None] | None = {
@@ -312,7 +287,7 @@ class TurnCore:
                 self._respond(message, ctx, [], None, 400)
             return
         try:
-            who = self._authenticate(message)
+            who = self.auth.authenticate(message)
         except RequestError as exc:
             self._respond(message, ctx, exc.attributes, None, exc.code)
             return
@@ -341,35 +316,6 @@ class TurnCore:
         """Binding (RFC 8489 §7.3.1): the reflexive transport address."""
         mapped = stun.encode_xor_address(ctx.five_tuple.client, message.transaction_id)
         self._respond(message, ctx, [(stun.XOR_MAPPED_ADDRESS, mapped)], None)
-
-    def _authenticate(self, message: Message) -> Authenticated:
-        """The long-term credential checks of RFC 8489 §9.2.4, in the RFC's order."""
-        if message.get(stun.MESSAGE_INTEGRITY) is None and (
-            message.get(stun.MESSAGE_INTEGRITY_SHA256) is None
-        ):
-            raise RequestError(401, self._challenge(401))
-        raw_username = message.get(stun.USERNAME)
-        raw_realm = message.get(stun.REALM)
-        raw_nonce = message.get(stun.NONCE)
-        if raw_username is None or raw_realm is None or raw_nonce is None:
-            raise RequestError(400)
-        try:
-            username = stun.decode_text(raw_username, MAX_USERNAME)
-            realm = stun.decode_text(raw_realm, MAX_REALM)
-            nonce = stun.decode_text(raw_nonce, MAX_NONCE)
-        except StunError as exc:
-            raise RequestError(400) from exc
-        if not self.auth.nonce_is_valid(nonce):
-            raise RequestError(438, self._challenge(438))
-        if realm != self.config.realm:
-            raise RequestError(401, self._challenge(401))
-        keys = self.auth.candidate_keys(username)
-        if isinstance(keys, Rejection):
-            raise RequestError(keys.code, self._challenge(keys.code))
-        for key in keys:
-            if stun.check_message_integrity(message, key):
-                return Authenticated(username, key)
-        raise RequestError(401, self._challenge(401))
 
     def _allocation_for(self, ctx: ClientContext, who: Authenticated) -> Allocation:
         """The allocation of this 5-tuple, same credentials (§7.3, §9.2, §11.2)."""
