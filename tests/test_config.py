@@ -196,3 +196,20 @@ def test_an_empty_variable_is_not_set() -> None:
     default = Settings()
     assert (settings.host, settings.ring_timeout, settings.log_json) == (
         default.host, default.ring_timeout, default.log_json)
+
+
+@pytest.mark.parametrize(("env", "attribute", "expected"), [
+    ({"FACECALL_LOG_LEVEL": "critical"}, "log_level", "critical"),
+    ({"FACECALL_LOG_LEVEL": "WARN"}, "log_level", "warning"),
+    ({"FACECALL_TURN_URLS": "TURN:turn.example.org:3478?transport=TCP"}, "turn_urls",
+     ["turn:turn.example.org:3478?transport=tcp"]),
+    ({"FACECALL_TURN_URLS": "turn:turn.example.org.:3478"}, "turn_urls",
+     ["turn:turn.example.org.:3478"]),
+    ({"FACECALL_TURN_URLS": "turns:turn_relay.internal"}, "turn_urls",
+     ["turns:turn_relay.internal"]),
+])
+def test_values_that_worked_before_validation_still_do(env: dict[str, str], attribute: str,
+                                                       expected: object) -> None:
+    """Log levels Python's logging takes, and ICE URIs as RFC 3986 and resolvers take them
+    (scheme in any case, written back in lower case; a final dot; an underscore)."""
+    assert getattr(Settings.from_env(env), attribute) == expected

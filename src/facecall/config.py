@@ -59,26 +59,39 @@ def _public_url(url: str) -> str:
 
 
 #: An ICE server URI: ``stun:``/``stuns:`` host [``:port``] (RFC 7064), ``turn:``/``turns:``
-#: host [``:port``] [``?transport=udp|tcp``] (RFC 7065); the host a name, IPv4 or ``[IPv6]``.
+#: host [``:port``] [``?transport=udp|tcp``] (RFC 7065); the host a name (underscores and a
+#: final dot allowed, as resolvers take them), IPv4 or ``[IPv6]``; scheme and transport in any
+#: case (RFC 3986 §3.1).
 _ICE_URI = re.compile(
     r"(?:(?P<stun>stuns?)|turns?):"
-    r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)"
+    r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_.])?)"
     r"(?::(?P<port>[0-9]{1,5}))?"
-    r"(?(stun)|(?:\?transport=(?:udp|tcp))?)"
+    r"(?(stun)|(?:\?transport=(?:udp|tcp))?)",
+    re.IGNORECASE,
 )
 
 
 def _ice_uri(uri: str) -> str:
-    """``uri`` when it is a STUN or TURN URI (:data:`_ICE_URI`, a port from 1 to 65535)."""
+    """``uri`` when it is a STUN or TURN URI (:data:`_ICE_URI`, a port from 1 to 65535),
+    its scheme and transport in lower case."""
     match = _ICE_URI.fullmatch(uri)
     if match is None or (match["port"] is not None and not 1 <= int(match["port"]) <= 65535):
         raise ValueError("not a STUN/TURN URI")
-    return uri
+    scheme, rest = uri.split(":", 1)  # written in lower case, as clients compare them
+    host, query, transport = rest.partition("?")
+    return f"{scheme.lower()}:{host}{query}{transport.lower()}"
 
 
-def _lower(value: Any) -> Any:
-    """Text in lower case (log levels are matched whatever their case)."""
-    return value.lower() if isinstance(value, str) else value
+#: other names Python's logging takes for a level
+_LEVEL_ALIASES = {"warn": "warning", "fatal": "critical"}
+
+
+def _log_level(value: Any) -> Any:
+    """A log level whatever its case, ``warn`` and ``fatal`` as logging takes them."""
+    if isinstance(value, str):
+        value = value.strip().lower()
+        return _LEVEL_ALIASES.get(value, value)
+    return value
 
 
 Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False,
@@ -142,8 +155,10 @@ class Settings:
         description="comma-separated stun:, stuns:, turn: or turns: URIs (RFC 7064, RFC 7065), "
                     "e.g. turn:turn.example.org:3478?transport=udp")] = field(
         default_factory=list)  # empty: those of the built-in server
-    log_level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower),
-                         Field(description="debug, info, warning or error")] = "info"
+    log_level: Annotated[Literal["debug", "info", "warning", "error", "critical"],
+                         BeforeValidator(_log_level),
+                         Field(description="debug, info, warning (warn), error or critical")] \
+        = "info"
     log_json: Annotated[bool, Field(description="on or off (1/0, true/false, yes/no, on/off)")] \
         = False
     # GET /metrics wants `Authorization: Bearer <this>` when set (Prometheus `authorization`);

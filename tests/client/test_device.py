@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 from pathlib import Path
@@ -26,7 +27,7 @@ from facecall.client import (
 )
 from facecall.client.api import ApiClient
 from tests.client.conftest import PASSWORD, MakeDevice
-from tests.live import LiveServer, reconnected
+from tests.live import LiveServer, ReplyEater, reconnected
 
 
 async def test_unknown_user(make_device: MakeDevice) -> None:
@@ -341,3 +342,36 @@ async def test_refusals_are_one_readable_line(call_server: LiveServer) -> None:
         await api.sign_in("alice", PASSWORD)
     await api.close()
     assert str(refused.value) == "HTTP 501: Not Implemented (not a facecall server?)"
+
+
+async def test_a_call_that_rings_while_the_device_closes_ends_too(
+        make_device: MakeDevice) -> None:
+    """close() waits up to CLOSE_WAIT for the server to take its hang-ups (here the reply to
+    alice's cancel never comes); a call that rings her meanwhile must end with the others, and
+    the request nobody waits for any more is not reported as an unretrieved error."""
+    alice = await make_device("alice")
+    bob = await make_device("bob")
+    carol = await make_device("carol")
+    unretrieved: list[dict[str, object]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: unretrieved.append(context))
+    assert alice.signaling is not None
+    async with ReplyEater(alice.signaling.ws_url, {"call.cancel"}) as proxy:
+        alice.signaling.ws_url = proxy.url
+        await alice.signaling.drop()
+        await reconnected(alice)
+        outgoing = await alice.call("bob", video=False)
+        await bob.next_call(timeout=10)
+        rung: list[Call] = []
+        alice.on("call", rung.append)
+        closing = asyncio.create_task(alice.close())
+        await asyncio.wait_for(proxy.eaten.wait(), 5)
+        await carol.call("alice", video=False)
+        await asyncio.wait_for(closing, 10)
+    assert outgoing.state is CallState.ENDED
+    assert rung and all(call.state is CallState.ENDED for call in rung)
+    assert alice.calls == {}
+    gc.collect()
+    await asyncio.sleep(0.1)
+    assert not [c for c in unretrieved if "never retrieved" in str(c.get("message"))]
+    loop.set_exception_handler(None)

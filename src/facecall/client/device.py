@@ -264,6 +264,8 @@ class Device(AsyncIOEventEmitter):
             self._dispatcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._dispatcher
+        for call in list(self.calls.values()):  # rang while the others were being left
+            await call._end(EndReason.HUNG_UP)
         self.signaling = None
         await self.api.close()
 

@@ -52,6 +52,13 @@ RESENDABLE_AFTER_FRESH_START = frozenset(
     {"call.answer", "call.decline", "call.cancel", "call.hangup", "ping"})
 
 
+def _outcome_taken(future: asyncio.Future[Any]) -> None:
+    """Mark a request's outcome as seen, so that asyncio does not report an error that the
+    request's caller (gone by then) was never there to take."""
+    if not future.cancelled():
+        future.exception()
+
+
 class SignalingConnection:
     """One device's signaling connection to a facecall server."""
 
@@ -136,6 +143,9 @@ class SignalingConnection:
         msg_id = self._next_id()
         request = {"v": 1, "id": msg_id, "type": type_, **fields}
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        # a caller that stopped waiting (its timeout) leaves the request pending, to be resent
+        # and answered: its outcome, an error included, is then nobody's to log
+        future.add_done_callback(_outcome_taken)
         self._pending[msg_id] = (request, future)
         await self._ws.send(json.dumps(request))
         try:
