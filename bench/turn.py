@@ -4,6 +4,8 @@
     .venv/bin/python bench/turn.py --loads call      # one load
     .venv/bin/python bench/turn.py --workers         # also ours as 2 SO_REUSEPORT workers
     .venv/bin/python bench/turn.py --asyncio         # also ours on the asyncio UDP path
+    .venv/bin/python bench/turn.py --transport tls --loads call --allocations 0
+                                                     # clients over TLS (or tcp) instead of UDP
 
 For each load, starts a fresh server (ours: ``python -m facecall.turn`` on uvloop; coturn:
 ``turnserver`` with the equivalent configuration: loopback listener, REST secret, relay ports
@@ -31,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from facecall.turn import stun
 from facecall.turn.auth import long_term_key
 from facecall.turn.rest import ephemeral_credentials
+from facecall.turn.tls import write_self_signed
 from procstat import cpu_times, exit_on_sigterm, udp_and_tcp_free_port
 
 SECRET = "bench-secret"
@@ -86,23 +89,32 @@ def wait_ready(port: int, timeout: float = 10) -> None:
 
 
 def start_ours(
-    port: int, log: Path, workers: int = 1, udp_io: str = "auto"
+    port: int, log: Path, workers: int = 1, udp_io: str = "auto",
+    tls: tuple[int, Path, Path] | None = None,
 ) -> subprocess.Popen[bytes]:
+    """``tls``: (port, certificate, key) of a TLS listener besides UDP/TCP on ``port``."""
+    tls_options = [] if tls is None else [
+        "--turn-tls-listen", f"127.0.0.1:{tls[0]}", "--turn-tls-cert", str(tls[1]),
+        "--turn-tls-key", str(tls[2])]
     return subprocess.Popen(
         [sys.executable, "-m", "facecall.turn", "--workers", str(workers), "--turn-udp-io", udp_io,
-         "--turn-listen", f"127.0.0.1:{port}",
+         "--turn-listen", f"127.0.0.1:{port}", *tls_options,
          "--turn-secret", SECRET, "--turn-allow-peer", "127.0.0.0/8",
          "--turn-relay-ports", "61000-65535", "--turn-user-quota", "5000",
-         "--turn-total-quota", "5000", "--log-level", "warning"],
+         "--turn-total-quota", "5000", "--turn-connections-per-address", "5000",
+         "--log-level", "warning"],
         stdout=log.open("wb"), stderr=subprocess.STDOUT,
     )
 
 
-def start_coturn(port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_coturn(port: int, log: Path,
+                 tls: tuple[int, Path, Path] | None = None) -> subprocess.Popen[bytes]:
+    tls_options = ["--no-tls"] if tls is None else [
+        f"--tls-listening-port={tls[0]}", f"--cert={tls[1]}", f"--pkey={tls[2]}"]
     return subprocess.Popen(
         ["turnserver", "-n", "--listening-ip=127.0.0.1", f"--listening-port={port}",
          "--relay-ip=127.0.0.1", "--min-port=61000", "--max-port=65535",
-         "--allow-loopback-peers", "--no-tls", "--no-dtls", "--realm=facecall",
+         "--allow-loopback-peers", *tls_options, "--no-dtls", "--realm=facecall",
          "--use-auth-secret", f"--static-auth-secret={SECRET}", "--no-cli",
          "--no-multicast-peers", f"--log-file={log}", "--no-stdout-log", "--simple-log",
          f"--pidfile={log}.pid"],
@@ -110,12 +122,17 @@ def start_coturn(port: int, log: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def run_uclient(port: int, peer_port: int, load: tuple[int, int, int, int]) -> str:
+#: turnutils_uclient's options for the client-to-server transport
+TRANSPORT_OPTIONS = {"udp": [], "tcp": ["-t"], "tls": ["-t", "-S"]}
+
+
+def run_uclient(port: int, peer_port: int, load: tuple[int, int, int, int],
+                transport: str = "udp") -> str:
     clients, interval, size, count = load
     out = subprocess.run(
-        ["turnutils_uclient", "-p", str(port), "-W", SECRET, "-u", "bench",
-         "-e", "127.0.0.1", "-r", str(peer_port), "-c", "-l", str(size), "-m", str(clients),
-         "-z", str(interval), "-n", str(count), "127.0.0.1"],
+        ["turnutils_uclient", *TRANSPORT_OPTIONS[transport], "-p", str(port), "-W", SECRET,
+         "-u", "bench", "-e", "127.0.0.1", "-r", str(peer_port), "-c", "-l", str(size),
+         "-m", str(clients), "-z", str(interval), "-n", str(count), "127.0.0.1"],
         capture_output=True, text=True, timeout=600, check=False,
     )
     return out.stdout + out.stderr
@@ -164,14 +181,19 @@ def time_allocations(port: int, count: int) -> list[float]:
     return times
 
 
-def measure(kind: str, load_name: str | None, workdir: Path, allocations: int) -> object:
+def measure(kind: str, load_name: str | None, workdir: Path, allocations: int,
+            transport: str = "udp") -> object:
     port, peer_port = udp_and_tcp_free_port(), udp_and_tcp_free_port()
     log = workdir / f"{kind}.log"
+    tls = None
+    if transport == "tls":
+        cert, key = write_self_signed(workdir, ["127.0.0.1", "localhost"])
+        tls = (udp_and_tcp_free_port(), cert, key)
     if kind == "coturn":
-        server = start_coturn(port, log)
+        server = start_coturn(port, log, tls)
     else:
         server = start_ours(port, log, workers=2 if kind == "ours-2w" else 1,
-                            udp_io="asyncio" if kind == "ours-aio" else "auto")
+                            udp_io="asyncio" if kind == "ours-aio" else "auto", tls=tls)
     peer = subprocess.Popen(["turnutils_peer", "-L", "127.0.0.1", "-p", str(peer_port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -180,7 +202,7 @@ def measure(kind: str, load_name: str | None, workdir: Path, allocations: int) -
         if load_name is None:
             return time_allocations(port, allocations)
         user, system = cpu_times(server.pid, children=True)
-        output = run_uclient(port, peer_port, LOADS[load_name])
+        output = run_uclient(tls[0] if tls else port, peer_port, LOADS[load_name], transport)
         user_after, system_after = cpu_times(server.pid, children=True)
         return parse(output, (user_after - user, system_after - system))
     finally:
@@ -201,6 +223,8 @@ def main() -> None:
     parser.add_argument("--allocations", type=int, default=500)
     parser.add_argument("--workers", action="store_true",
                         help="also run ours as 2 SO_REUSEPORT worker processes")
+    parser.add_argument("--transport", choices=list(TRANSPORT_OPTIONS), default="udp",
+                        help="how the clients reach the server (the relay to the peer is UDP)")
     parser.add_argument("--asyncio", action="store_true",
                         help="also run ours on the asyncio UDP path (ours-aio; ours takes the "
                         "batched path where available)")
@@ -209,12 +233,13 @@ def main() -> None:
              *(("ours-2w",) if args.workers else ()), "coturn")
     with tempfile.TemporaryDirectory(prefix="turn-bench-") as tmp:
         workdir = Path(tmp)
+        print(f"clients over {args.transport}")
         print(f"{'load':6} {'server':7} {'sent':>8} {'recv':>8} {'loss %':>7} {'rtt ms':>7} "
               f"{'user s':>6} {'sys s':>6} {'us/pkt':>7}")
         for load_name in args.loads:
             results = {}
             for kind in kinds:
-                r = measure(kind, load_name, workdir, 0)
+                r = measure(kind, load_name, workdir, 0, args.transport)
                 assert isinstance(r, Result)
                 results[kind] = r
                 print(f"{load_name:6} {kind:7} {r.sent:8} {r.received:8} {r.loss:7.3f} "
