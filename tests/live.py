@@ -218,6 +218,13 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait()
 
+    async def crash_and_restart(self) -> None:
+        """SIGKILL the node (no shutdown code runs; its in-memory mailboxes die with it), start
+        it again on the same database and port, and wait until it serves."""
+        self.kill()
+        self.start()
+        await self.ready()
+
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"

@@ -8,9 +8,10 @@ import uvicorn
 import uvloop
 
 from facecall.api.app import create_app
-from facecall.api.http_transport import GuardedHttpProtocol, raise_descriptor_limit
+from facecall.api.http_transport import GuardedHttpProtocol
 from facecall.api.ws_transport import SignalingWebSocket
 from facecall.config import WS_MAX_FRAME, Settings
+from facecall.descriptors import raise_descriptor_limit
 from facecall.logs import get_logger
 from facecall.turn.config import TurnConfig
 from facecall.turn.server import TurnServer

@@ -72,9 +72,7 @@ async def test_a_call_answered_while_the_caller_was_away_connects(node: ServerPr
         signaling = alice.signaling
         assert signaling is not None
         url, signaling.ws_url = signaling.ws_url, "ws://127.0.0.1:9/v1/signaling"  # no network
-        node.kill()
-        node.start()
-        await node.ready()
+        await node.crash_and_restart()
         await reconnected(bob)
         assert incoming.state is CallState.RINGING  # still ringing: not rung a second time
         await incoming.answer()
@@ -111,9 +109,7 @@ async def test_an_answer_whose_reply_died_with_the_node_is_resent(node: ServerPr
             answering = asyncio.create_task(incoming.answer())
             await asyncio.wait_for(proxy.eaten.wait(), 10)
             assert not answering.done()
-            node.kill()
-            node.start()
-            await node.ready()
+            await node.crash_and_restart()
             await asyncio.wait_for(answering, 15)
             await asyncio.gather(outgoing.wait_connected(30), incoming.wait_connected(30))
             await outgoing.hangup()
@@ -135,9 +131,7 @@ async def test_a_call_start_whose_reply_died_with_the_node_is_not_placed_again(
             placing = asyncio.create_task(alice.call("bob", video=False))
             await asyncio.wait_for(proxy.eaten.wait(), 10)
             rung = await bob.next_call(timeout=10)
-            node.kill()
-            node.start()
-            await node.ready()
+            await node.crash_and_restart()
             with pytest.raises(CallError) as refused:
                 await asyncio.wait_for(placing, 15)
             assert refused.value.code == "connection_lost"

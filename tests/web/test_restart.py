@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from playwright.async_api import Browser, WebSocketRoute, expect
@@ -23,13 +25,25 @@ def node_for(turn: TurnServer, tmp_path: Path) -> ServerProcess:
                          turn_urls=turn_uris(turn))
 
 
-async def sign_in(browser: Browser, node: ServerProcess, people: list[Person],
-                  *names: str) -> None:
-    """Open a page of ``node`` for each name, signed up with a device (kept in ``people``)."""
-    for name in names:
-        person = await Person.open(browser, node.base_url, name)
-        people.append(person)
-        await person.sign_in(device_name=f"{name}'s browser")
+@asynccontextmanager
+async def node_with(browser: Browser, turn: TurnServer, tmp_path: Path,
+                    *names: str) -> AsyncIterator[tuple[ServerProcess, list[Person]]]:
+    """A node in its own process (so that it can be killed) and a signed-up page of it for each
+    of ``names``; the pages are closed and the node stopped at the end."""
+    node = node_for(turn, tmp_path)
+    node.start()
+    people: list[Person] = []
+    try:
+        await node.ready()
+        for name in names:
+            person = await Person.open(browser, node.base_url, name)
+            people.append(person)
+            await person.sign_in(device_name=f"{name}'s browser")
+        yield node, people
+    finally:
+        for person in people:
+            await person.close()
+        node.stop()
 
 
 async def test_a_call_goes_on_across_a_server_kill_9(browser: Browser, turn: TurnServer,
@@ -37,12 +51,7 @@ async def test_a_call_goes_on_across_a_server_kill_9(browser: Browser, turn: Tur
     """The node's mailboxes die with it, so neither page can resume; each names its call in its
     hello, stays in it, and the call goes on: the media never stopped, and a hang-up afterwards
     reaches the other side as an ordinary end of the call."""
-    node = node_for(turn, tmp_path)
-    node.start()
-    people: list[Person] = []
-    try:
-        await node.ready()
-        await sign_in(browser, node, people, "bob", "alice")
+    async with node_with(browser, turn, tmp_path, "bob", "alice") as (node, people):
         bob, alice = people
         await alice.call("bob", "video")
         await bob.expect_ringing("alice")
@@ -65,10 +74,6 @@ async def test_a_call_goes_on_across_a_server_kill_9(browser: Browser, turn: Tur
         await bob.hang_up()
         await expect(alice.page.locator("#home-view")).to_be_visible(timeout=STEP)
         await alice.expect_alert("Call ended")
-    finally:
-        for person in people:
-            await person.close()
-        node.stop()
 
 
 async def test_a_call_answered_while_the_caller_was_away_connects(
@@ -76,9 +81,6 @@ async def test_a_call_answered_while_the_caller_was_away_connects(
     """The node dies while bob's page rings; bob is back first (alice's page cannot reach the
     node yet) and accepts. The call.answered for alice was numbered by the new node while she
     was away; her welcome says bob's device is in the call, and her page connects the call."""
-    node = node_for(turn, tmp_path)
-    node.start()
-    people: list[Person] = []
     away = True
 
     async def alice_network(ws: WebSocketRoute) -> None:
@@ -87,17 +89,13 @@ async def test_a_call_answered_while_the_caller_was_away_connects(
         else:
             ws.connect_to_server()
 
-    try:
-        await node.ready()
-        await sign_in(browser, node, people, "bob", "alice")
+    async with node_with(browser, turn, tmp_path, "bob", "alice") as (node, people):
         bob, alice = people
         await alice.page.route_web_socket(re.compile(r".*/v1/signaling.*"), alice_network)
         await alice.call("bob", "video")
         await bob.expect_ringing("alice")
 
-        node.kill()
-        node.start()
-        await node.ready()
+        await node.crash_and_restart()
         await expect(bob.page.locator("#connection")).to_be_hidden(timeout=STEP)
         await bob.expect_ringing("alice")  # still ringing after the restart
         await bob.accept()
@@ -110,10 +108,6 @@ async def test_a_call_answered_while_the_caller_was_away_connects(
         await bob.wait_connected()
         await alice.hang_up()
         await expect(bob.page.locator("#home-view")).to_be_visible(timeout=STEP)
-    finally:
-        for person in people:
-            await person.close()
-        node.stop()
 
 
 async def test_an_answer_whose_reply_died_with_the_node_is_resent(
@@ -122,9 +116,6 @@ async def test_an_answer_whose_reply_died_with_the_node_is_resent(
     the node dies. The new node cannot resume bob's page and no longer knows the request, but
     ``call.answer`` is idempotent for the device that answered: the page sends it again and the
     call connects (it used to fail the request, and end the call bob had just accepted)."""
-    node = node_for(turn, tmp_path)
-    node.start()
-    people: list[Person] = []
     eaten: set[str] = set()
     answer_eaten = asyncio.Event()
 
@@ -147,9 +138,7 @@ async def test_an_answer_whose_reply_died_with_the_node_is_resent(
         ws.on_message(from_page)
         server.on_message(from_server)
 
-    try:
-        await node.ready()
-        await sign_in(browser, node, people, "bob", "alice")
+    async with node_with(browser, turn, tmp_path, "bob", "alice") as (node, people):
         bob, alice = people
         await bob.page.route_web_socket(re.compile(r".*/v1/signaling.*"), bob_network)
         await bob.page.reload()  # the route applies to connections opened from now on
@@ -158,15 +147,9 @@ async def test_an_answer_whose_reply_died_with_the_node_is_resent(
         await bob.expect_ringing("alice")
         await bob.accept()
         await asyncio.wait_for(answer_eaten.wait(), STEP / 1000)
-        node.kill()
-        node.start()
-        await node.ready()
+        await node.crash_and_restart()
         await expect(bob.page.locator("#connection")).to_be_hidden(timeout=STEP)
         await bob.wait_connected()
         await alice.wait_connected()
         await alice.hang_up()
         await expect(bob.page.locator("#home-view")).to_be_visible(timeout=STEP)
-    finally:
-        for person in people:
-            await person.close()
-        node.stop()

@@ -36,20 +36,6 @@ from facecall.config import Settings
 RESERVED_DESCRIPTORS = 256
 
 
-def raise_descriptor_limit() -> int:
-    """Raise this process's soft limit on open files to its hard limit (what a server that
-    holds one socket per connected device needs); returns the soft limit now in force."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError):
-            pass  # keep the soft limit we have
-    return soft
-
-
 def connection_limit(settings: Settings) -> int:
     """``Settings.max_connections``, or when that is 0 the open-file limit less a reserve."""
     if settings.max_connections > 0:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
+from facecall.descriptors import raise_descriptor_limit
 from facecall.logs import get_logger
 from facecall.turn import batched, metrics, mmsg, stun
 from facecall.turn.allocation import Allocation, FiveTuple, set_buffers
@@ -65,24 +66,6 @@ def reserve_descriptors(count: int) -> None:
         return
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe, contextlib.suppress(OSError):
         os.close(fcntl.fcntl(probe.fileno(), fcntl.F_DUPFD_CLOEXEC, target))
-
-
-def raise_descriptor_limit() -> int:
-    """Raise this process's soft RLIMIT_NOFILE to its hard limit and return the soft limit now
-    in force. Under the common soft limit of 1024 the server would run out of descriptors
-    (one per relay socket and per TCP/TLS connection) long before ``max_allocations`` and
-    ``max_tcp_connections``. The same few lines as :func:`facecall.api.http_transport.
-    raise_descriptor_limit`, kept here so that a standalone TURN server imports nothing of
-    ``api``."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError):
-            pass  # keep the soft limit we have
-    return soft
 
 
 def _udp_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
