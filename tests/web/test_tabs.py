@@ -5,7 +5,10 @@ server keeps one connection per device. One tab runs the device; the other says 
 from __future__ import annotations
 
 import asyncio
+import json
 
+import pytest
+import websockets
 from playwright.async_api import Page, expect
 
 from tests.web.conftest import PersonFactory
@@ -64,6 +67,8 @@ async def test_without_web_locks_the_replaced_tab_stops(people: PersonFactory) -
     closed instead of taking the device back (which made the two take turns for ever)."""
     bob = await people("bob")
     await bob.context.add_init_script(NO_WEB_LOCKS)
+    await bob.page.reload()  # this tab without Web Locks too
+    await expect(bob.page.locator("#home-view")).to_be_visible(timeout=STEP)
     tab = await second_tab(bob)
     await expect(tab.locator("#home-view")).to_be_visible(timeout=STEP)
     await expect(bob.page.locator("#elsewhere-view")).to_be_visible(timeout=STEP)
@@ -72,3 +77,30 @@ async def test_without_web_locks_the_replaced_tab_stops(people: PersonFactory) -
     assert await tab.evaluate("window.facecall.signaling") == "open"
     assert await bob.page.evaluate("window.facecall.signaling") == "closed"
     await tab.close()
+
+
+async def test_the_tab_that_holds_the_device_takes_it_back_from_a_stale_connection(
+        people: PersonFactory) -> None:
+    """Two tabs trade the device quickly: the tab that just lost the lock may still get its
+    hello to the server after the new holder's, and the holder's connection is replaced (4409).
+    The holder takes the device back (the stale tab is closing) instead of stepping back, which
+    left no tab running the device. Here the stale connection is a raw one with the token."""
+    bob = await people("bob")
+    device = await bob.page.evaluate("JSON.parse(localStorage.getItem('facecall.device'))")
+    ws_url = bob.base_url.replace("http", "ws", 1) + "/v1/signaling"
+    async with websockets.connect(f"{ws_url}?token={device['token']}") as stale:
+        await stale.send(json.dumps({"v": 1, "id": "h", "type": "hello"}))
+        assert json.loads(await stale.recv())["type"] == "welcome"
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:  # bob's tab takes the device back: this connection is replaced
+                await asyncio.wait_for(stale.recv(), STEP / 1000)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4409
+    await expect(bob.page.locator("#home-view")).to_be_visible(timeout=STEP)
+    for _ in range(50):
+        if await bob.page.evaluate("window.facecall.signaling") == "open":
+            break
+        await asyncio.sleep(0.1)
+    assert await bob.page.evaluate("window.facecall.signaling") == "open"
+    alice = await people("alice")
+    await alice.call("bob", "audio")
+    await bob.expect_ringing("alice")

@@ -13,7 +13,12 @@ const $ = (id) => document.getElementById(id);
 const api = new Api("");
 const messages = new Messages();
 
-const state = { session: null, signaling: null, calls: null, home: null, lock: null };
+const state = { session: null, signaling: null, calls: null, home: null, lock: null, replacedAt: [] };
+// a tab holding the device's lock that is replaced takes the device back after this long, at
+// most this many times in this window (see replaced())
+const REPLACED_RETRY_MS = 300;
+const REPLACED_RETRIES = 3;
+const REPLACED_WINDOW_MS = 10000;
 
 function showView(name) {
   for (const view of ["auth", "home", "call", "elsewhere"]) $(`${view}-view`).hidden = view !== name;
@@ -143,7 +148,7 @@ function start(s) {
   });
   signaling.addEventListener("state", (e) => {
     if (e.detail.state === "open" && e.detail.reconnected && state.home) state.home.refresh();
-    if (e.detail.state === "closed" && e.detail.reason === "replaced") inUseElsewhere(s);
+    if (e.detail.state === "closed" && e.detail.reason === "replaced") replaced(s);
   });
   state.lock = new DeviceLock(s.deviceId);
   takeDevice(s, false);
@@ -163,6 +168,24 @@ async function takeDevice(s, steal) {
   }
   state.signaling.start();
   showView("home");
+}
+
+/** Another connection of this device replaced ours (close 4409). A tab that holds the device's
+ *  lock takes the device back: the other connection is a tab that has just lost the lock (its
+ *  hello crossed ours on the way to the server) and is closing. Without the lock, or when it
+ *  keeps happening, step back instead: two holders would take the device from each other. */
+function replaced(s) {
+  if (state.session !== s) return;
+  const now = Date.now();
+  state.replacedAt = (state.replacedAt || []).filter((t) => now - t < REPLACED_WINDOW_MS);
+  state.replacedAt.push(now);
+  if (state.lock && state.lock.held && state.replacedAt.length <= REPLACED_RETRIES) {
+    setTimeout(() => {
+      if (state.session === s && state.lock && state.lock.held) state.signaling.start();
+    }, REPLACED_RETRY_MS);
+    return;
+  }
+  inUseElsewhere(s);
 }
 
 /** Another tab or window runs this device now: step back (a call here ends) until "Use here". */

@@ -40,6 +40,11 @@ export class DeviceLock {
     });
   }
 
+  /** Whether this tab holds the lock (never where Web Locks are missing). */
+  get held() {
+    return this.release !== null;
+  }
+
   /** Let another tab have the device (signed out here). */
   free() {
     if (this.release) this.release();
