@@ -104,3 +104,54 @@ async def test_the_tab_that_holds_the_device_takes_it_back_from_a_stale_connecti
     alice = await people("alice")
     await alice.call("bob", "audio")
     await bob.expect_ringing("alice")
+
+
+async def test_a_waiting_tab_takes_over_when_the_running_one_closes_or_signs_out(
+        people: PersonFactory) -> None:
+    """The tab that shows "open in another tab" waits for the device: when the tab that runs it
+    is closed, it takes over (calls ring there, not nowhere); when that tab signs out (the device
+    is removed), it goes to sign-in instead of claiming calls ring elsewhere."""
+    bob = await people("bob")
+    tab = await second_tab(bob)
+    await expect(tab.locator("#elsewhere-view")).to_be_visible(timeout=STEP)
+    third = await second_tab(bob)
+    await expect(third.locator("#elsewhere-view")).to_be_visible(timeout=STEP)
+    await bob.page.close()
+    for _ in range(150):  # one of the two waiting tabs gets the device
+        shown = [await page.locator("#home-view").is_visible() for page in (tab, third)]
+        if any(shown):
+            break
+        await asyncio.sleep(0.1)
+    assert shown.count(True) == 1, shown
+    running, waiting = (tab, third) if shown[0] else (third, tab)
+    await expect(waiting.locator("#elsewhere-view")).to_be_visible()
+    alice = await people("alice")
+    await alice.call("bob", "audio")
+    await expect(running.get_by_role("dialog", name="alice")).to_be_visible(timeout=STEP)
+    await alice.hang_up()
+    await expect(running.get_by_role("dialog", name="alice")).to_be_hidden(timeout=STEP)
+
+    await running.get_by_role("button", name="Sign out").click()
+    await expect(waiting.locator("#auth-view")).to_be_visible(timeout=STEP)
+    await expect(waiting.locator("#alert")).to_contain_text("removed or signed out")
+    await tab.close()
+    await third.close()
+
+
+async def test_a_reload_keeps_the_device_in_the_reloaded_tab(people: PersonFactory) -> None:
+    """A waiting tab gets the lock for a moment while the tab that runs the device reloads; the
+    reloaded tab takes the device back (it ran it: sessionStorage says so) and the waiting tab
+    goes on waiting, instead of a reload moving the device to a tab in the background."""
+    bob = await people("bob")
+    tab = await second_tab(bob)
+    await expect(tab.locator("#elsewhere-view")).to_be_visible(timeout=STEP)
+    await bob.page.reload()
+    await expect(bob.page.locator("#home-view")).to_be_visible(timeout=STEP)
+    await asyncio.sleep(3)  # past the waiting tab's take-over delay
+    await expect(tab.locator("#elsewhere-view")).to_be_visible()
+    assert await bob.page.evaluate("window.facecall.signaling") == "open"
+    assert await tab.evaluate("window.facecall.signaling") == "closed"
+    alice = await people("alice")
+    await alice.call("bob", "audio")
+    await bob.expect_ringing("alice")
+    await tab.close()

@@ -19,6 +19,11 @@ const state = { session: null, signaling: null, calls: null, home: null, lock: n
 const REPLACED_RETRY_MS = 300;
 const REPLACED_RETRIES = 3;
 const REPLACED_WINDOW_MS = 10000;
+// a waiting tab that gets the device waits this long before it runs it: a tab that is only
+// reloading takes it back meanwhile (see takeDevice)
+const TAKEOVER_DELAY_MS = 1500;
+// this tab ran the device when it was last unloaded (sessionStorage survives a reload, not a close)
+const RAN_DEVICE = "facecall.ranDevice";
 
 function showView(name) {
   for (const view of ["auth", "home", "call", "elsewhere"]) $(`${view}-view`).hidden = view !== name;
@@ -154,9 +159,12 @@ function start(s) {
   takeDevice(s, false);
 }
 
-/** Run the device in this tab if no other tab does (or take it over: `steal`). */
+/** Run the device in this tab if no other tab does (or take it over: `steal`). A tab that ran
+ *  the device before it reloaded takes it back from a tab that got it meanwhile. */
 async function takeDevice(s, steal) {
   const lock = state.lock;
+  if (sessionStorage.getItem(RAN_DEVICE) === s.deviceId) steal = true;
+  sessionStorage.removeItem(RAN_DEVICE);
   const held = await lock.acquire({ steal, onLost: () => inUseElsewhere(s) });
   if (state.session !== s) {
     lock.free(); // signed out meanwhile
@@ -188,7 +196,8 @@ function replaced(s) {
   inUseElsewhere(s);
 }
 
-/** Another tab or window runs this device now: step back (a call here ends) until "Use here". */
+/** Another tab or window runs this device now: step back (a call here ends) until "Use here",
+ *  or until that tab closes or signs out (then this one takes over by itself). */
 function inUseElsewhere(s) {
   if (state.session !== s) return;
   if (state.calls && state.calls.active && state.signaling.state === "open") state.calls.hangup();
@@ -196,9 +205,25 @@ function inUseElsewhere(s) {
   if (state.signaling && state.signaling.state !== "closed") state.signaling.close();
   messages.connection(null);
   showView("elsewhere");
+  if (DeviceLock.supported) waitForDevice(s);
+}
+
+/** Run the device here once the tab that runs it lets it go. */
+async function waitForDevice(s) {
+  const lock = state.lock;
+  if (!lock || !(await lock.acquire({ wait: true, onLost: () => inUseElsewhere(s) }))) return;
+  await new Promise((resolve) => setTimeout(resolve, TAKEOVER_DELAY_MS));
+  if (state.session !== s || state.lock !== lock) {
+    lock.free();
+    return;
+  }
+  if (!lock.held) return; // the tab that let it go was only reloading, and took it back
+  state.signaling.start();
+  showView("home");
 }
 
 function signOutLocally() {
+  const s = state.session;
   if (state.calls) state.calls.reset();
   if (state.signaling) state.signaling.close();
   if (state.lock) state.lock.free();
@@ -207,7 +232,9 @@ function signOutLocally() {
   state.signaling = null;
   state.calls = null;
   state.home = null;
-  store.remove("account");
+  // only this tab's session: another tab may have signed in anew since (a new account token)
+  const saved = store.get("account");
+  if (!s || !saved || saved.token === s.account) store.remove("account");
   messages.connection(null);
   showView("auth");
   $("auth-username").focus();
@@ -219,7 +246,8 @@ async function signOut() {
   const s = state.session;
   if (state.calls) await state.calls.hangup();
   signOutLocally();
-  store.remove("device");
+  const device = store.get("device");
+  if (s && device && device.token === s.device) store.remove("device");
   if (s) {
     api.signOut(s.device).catch(() => {});
     api.signOut(s.account).catch(() => {});
@@ -273,6 +301,7 @@ function init() {
   $("relay-only").checked = relayOnly();
   $("relay-only").addEventListener("change", (e) => setRelayOnly(e.target.checked));
   window.addEventListener("pagehide", () => {
+    if (state.lock && state.lock.held && state.session) sessionStorage.setItem(RAN_DEVICE, state.session.deviceId);
     if (state.calls && state.calls.active) state.calls.hangup();
   });
   // For diagnostics (and the test-suite): the live call's phase and WebRTC statistics.

@@ -21,7 +21,8 @@ export function endMessage(reason, name, role) {
     case "answered_elsewhere": return "Answered on another device";
     case "declined_elsewhere": return "Declined on another device";
     case "glare": return `You and ${name} called each other at the same moment`;
-    case "device_removed": return "Call ended: this device was removed";
+    // this page's own device removed signs it out; a call hears of the other side's
+    case "device_removed": return `Call ended: ${name || "the other side"} signed out or removed that device`;
     case "server_shutdown": return "Call ended: the server is restarting";
     case "handed_off": return "The call moved to another device";
     default: return "Call ended";
@@ -125,6 +126,10 @@ export class Calls extends EventTarget {
     let reply;
     try {
       call.iceServers = await this.iceServers();
+      if (call.ended) { // ended while the ICE servers were fetched: place nothing
+        this.starting = false;
+        return;
+      }
       reply = await this.signaling.request("call.start", { to: [user.id], media: mediaKind });
     } catch (error) {
       this.starting = false;
@@ -201,6 +206,7 @@ export class Calls extends EventTarget {
     if (this.active !== call) return;
     this.view.showCall(call, this.media);
     call.iceServers = await this.iceServers();
+    if (call.ended || this.active !== call) return; // ended meanwhile: answer nothing
     try {
       const reply = await this.signaling.request("call.answer", { call_id: callId });
       const other = (reply.participants || []).find((p) => p.user_id === call.peerId);

@@ -232,6 +232,11 @@ export class Signaling extends EventTarget {
   /** Send a request; resolves with its `ok`, rejects with a SignalingError. Survives reconnects
    *  (resent with the same id, which the server answers once). */
   request(type, fields = {}) {
+    if (this.closedByUs) {
+      // closed for good (signed out, or another tab runs the device): a request kept until a
+      // later start() would act on a call this page has long given up
+      return Promise.reject(new SignalingError("closed", "this page is not connected"));
+    }
     const frame = { v: 1, id: this.id(), type, ...fields };
     return new Promise((resolve, reject) => {
       const p = { frame, resolve, reject, sent: false, everSent: false };
