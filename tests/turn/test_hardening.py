@@ -218,6 +218,15 @@ async def test_pending_allocations_are_released_on_failure_and_lost_connections(
         server.core.open_relay = refuse
         assert error_code(await client.allocate()) == 508
         assert server.core.pending_per_user == {}
+
+        async def broken(sock: Any, allocation: Allocation) -> Any:
+            raise RuntimeError("a bug in the relay path")
+
+        failures = metric("facecall_turn_internal_errors_total")
+        server.core.open_relay = broken  # not the system saying no: counted as our fault
+        assert error_code(await client.allocate()) == 508
+        assert server.core.pending_per_user == {}
+        assert metric("facecall_turn_internal_errors_total") == failures + 1
         # A TCP client that goes away while its Allocate is pending frees its place too.
         server.core.open_relay = original
         gate = gate_relays(server)

@@ -446,8 +446,10 @@ class TurnCore:
         user = quota_user(who.username)
         try:
             transport = await self.open_relay(sock, allocation)
-        except OSError:
+        except Exception as exc:  # no relay: the socket is closed and the client told (508)
             sock.close()
+            if not isinstance(exc, OSError):  # not the system saying no: a fault of ours
+                self._contain_failure(exc, ctx)
             self._respond(message, ctx, [], who.key, 508)
             return
         finally:
