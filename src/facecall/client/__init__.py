@@ -4,7 +4,8 @@
 calls give :class:`Call` objects with P2P media through aiortc.
 """
 
-from facecall.client.call import Call, CallEvent, CallState, CallTimings, Direction
+from facecall.client.call import Call
+from facecall.client.call_records import CallEvent, CallState, CallTimings, Direction
 from facecall.client.device import Device
 from facecall.client.encoders import REALTIME, EncoderTuning
 from facecall.client.errors import (

@@ -18,17 +18,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Coroutine
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from collections.abc import AsyncIterator, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from aiortc import MediaStreamTrack, RTCSessionDescription
 from pyee.asyncio import AsyncIOEventEmitter
 
-from facecall.client.errors import CallError, CallStateError, WaitTimeoutError
+from facecall.client.call_records import CallEvent, CallState, CallTimings, Direction, Sink
+from facecall.client.errors import CallError, CallStateError, wait_within
 from facecall.client.ice import ice_servers_from_api, selected_candidate_pair
 from facecall.client.peer import PeerSession
 from facecall.client.stats import CallStats, StatsSampler
@@ -44,73 +42,8 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-T = TypeVar("T")
-
 PEER_CLOSE_WAIT = 1.0
 """Seconds the end of a call waits for its peer connection to close."""
-
-
-async def wait_within(awaitable: Awaitable[T], timeout: float | None, what: str) -> T:
-    """``await awaitable`` for at most ``timeout`` seconds (None: no limit).
-
-    :raises WaitTimeoutError: ``what`` did not happen in time.
-    """
-    try:
-        return await asyncio.wait_for(awaitable, timeout)
-    except TimeoutError:
-        raise WaitTimeoutError(f"{what} within {timeout:g} s") from None
-
-
-class CallState(StrEnum):
-    """Where a call is, for this device."""
-
-    RINGING = "ringing"  # incoming, not answered yet
-    CALLING = "calling"  # outgoing, nobody answered yet
-    CONNECTING = "connecting"  # answered; media is being negotiated
-    CONNECTED = "connected"  # media flows
-    RECONNECTING = "reconnecting"  # the path failed; an ICE restart is under way
-    ENDED = "ended"
-
-
-class Direction(StrEnum):
-    INCOMING = "incoming"
-    OUTGOING = "outgoing"
-
-
-@dataclass(frozen=True, slots=True)
-class CallEvent:
-    """Something that happened to a call: ``type`` is ``state``, ``ringing``, ``answered``,
-    ``declined``, ``participant_left`` or ``ice_restart``; ``data`` holds the details."""
-
-    type: str
-    call_id: str
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-class Sink(Protocol):
-    """aiortc's sink shape (``MediaRecorder``, ``MediaBlackhole``, ``FrameCallbackSink``)."""
-
-    def addTrack(self, track: MediaStreamTrack) -> None: ...
-    async def start(self) -> None: ...
-    async def stop(self) -> None: ...
-
-
-@dataclass
-class CallTimings:
-    """``time.monotonic()`` instants of a call's milestones (``None`` until reached)."""
-
-    created: float
-    answered: float | None = None
-    connected: float | None = None
-    first_frame: float | None = None
-    ended: float | None = None
-
-    @property
-    def connect_ms(self) -> float:
-        """Answer → media connected (ICE + DTLS), in ms."""
-        if self.answered is None or self.connected is None:
-            return math.nan
-        return 1000 * (self.connected - self.answered)
 
 
 class Call(AsyncIOEventEmitter):

@@ -36,7 +36,8 @@ from aiortc import MediaStreamTrack
 from pyee.asyncio import AsyncIOEventEmitter
 
 from facecall.client.api import ApiClient
-from facecall.client.call import Call, CallState, Direction, wait_within
+from facecall.client.call import Call
+from facecall.client.call_records import CallState, Direction
 from facecall.client.encoders import REALTIME, EncoderTuning
 from facecall.client.errors import (
     ApiError,
@@ -45,6 +46,7 @@ from facecall.client.errors import (
     FacecallError,
     NotConnectedError,
     UnknownUserError,
+    wait_within,
 )
 from facecall.client.ice import parse_host_addresses
 from facecall.client.signaling import ConnectionClosed, SignalingConnection, SignalingError

@@ -5,6 +5,10 @@ Every error a server answers with keeps its stable code (docs/protocol.md, "Erro
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
 
 class FacecallError(Exception):
     """Base class of every SDK error."""
@@ -53,3 +57,17 @@ class MediaError(FacecallError):
 class WaitTimeoutError(FacecallError, TimeoutError):
     """A wait (``next_call``, ``Call.wait_*``) gave up after its ``timeout``; also a built-in
     :class:`TimeoutError`, so ``except TimeoutError`` catches it too."""
+
+
+T = TypeVar("T")
+
+
+async def wait_within(awaitable: Awaitable[T], timeout: float | None, what: str) -> T:
+    """``await awaitable`` for at most ``timeout`` seconds (None: no limit).
+
+    :raises WaitTimeoutError: ``what`` did not happen in time.
+    """
+    try:
+        return await asyncio.wait_for(awaitable, timeout)
+    except TimeoutError:
+        raise WaitTimeoutError(f"{what} within {timeout:g} s") from None
