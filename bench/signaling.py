@@ -147,11 +147,13 @@ async def facecall_pair(caller: SignalingConnection, callees: list[SignalingConn
 async def bench_facecall(args: argparse.Namespace, workdir: Path) -> tuple[Result, float]:
     port = free_port()
     profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
+    entry = [str(Path(__file__).with_name("serve_without_call_writes.py"))] \
+        if args.without_call_writes else ["-m", "facecall"]
     # One synthetic device here places dozens of calls a second, far beyond what the per-device
     # rate limit allows a real one, and one address signs up every benchmark user: lift both
     # limits for the benchmark.
     proc = start_process(
-        [sys.executable, *profile, "-m", "facecall", "serve", "--no-turn", "--port", str(port),
+        [sys.executable, *profile, *entry, "serve", "--no-turn", "--port", str(port),
          "--database-url", f"sqlite:///{workdir / 'bench.db'}", "--log-level", "warning"],
         env={"FACECALL_MESSAGES_PER_SECOND": "100000", "FACECALL_MESSAGE_BURST": "100000",
              "FACECALL_AUTH_ATTEMPTS_PER_MINUTE": "0"})
@@ -337,6 +339,10 @@ async def main() -> None:
     parser.add_argument("--relay-deflate", action="store_true",
                         help="the relay compresses every frame (permessage-deflate), as it did "
                              "before session 6; facecall does not, so this floor is ~37%% too high")
+    parser.add_argument("--without-call-writes", action="store_true",
+                        help="facecall with the statements and COMMIT of its call writes skipped "
+                             "(bench/serve_without_call_writes.py): the ceiling of any store work, "
+                             "not a server")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
@@ -353,7 +359,8 @@ async def main() -> None:
         print(json.dumps({**report, "rounds": rounds, "args": vars(args)}, indent=2))
         return
     of = f" (median of {args.rounds} rounds)" if args.rounds > 1 else ""
-    print(f"{'':24}{'facecall':>14}{'bare relay':>14}{of}")
+    ours = "facecall*" if args.without_call_writes else "facecall"
+    print(f"{'':24}{ours:>14}{'bare relay':>14}{of}")
     for key in ("setups_per_s", "setups_per_cpu_s", "ring_p50_ms", "ring_p99_ms",
                 "us_per_message", "server_cpu_s", "messages"):
         print(f"{key:24}{report['facecall'][key]:>14.2f}{report['bare_relay'][key]:>14.2f}")
@@ -363,6 +370,8 @@ async def main() -> None:
         low, high = report["message_cost_ratio_range"]
         ratio += f" (rounds: {low:.2f}-{high:.2f})"
     print(f"per-message cost ratio (facecall / bare relay): {ratio}")
+    if args.without_call_writes:
+        print("* call writes skipped: what a set-up costs if storing it cost nothing (a ceiling)")
 
 
 if __name__ == "__main__":
