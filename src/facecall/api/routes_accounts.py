@@ -1,4 +1,4 @@
-"""Accounts: sign up, sign in, sign out, look up users."""
+"""Accounts: sign up, sign in, sign out, look up users, change my name and password."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from facecall.api.auth import (
     DUMMY_PASSWORD_HASH,
     Principal,
+    current_account,
     current_principal,
     get_store,
     hash_password,
@@ -16,9 +17,9 @@ from facecall.api.auth import (
     token_hash,
     verify_password,
 )
-from facecall.api.schemas import Session, SignIn, SignUp, Username, UserOut
+from facecall.api.schemas import PasswordChange, ProfileIn, Session, SignIn, SignUp, Username, UserOut
 from facecall.api.throttle import AuthThrottle
-from facecall.store import Store, UsernameTaken
+from facecall.store import NotFound, Store, UsernameTaken
 from facecall.store.records import UserRecord
 
 router = APIRouter(prefix="/v1", tags=["accounts"])
@@ -104,6 +105,61 @@ async def me(
     if user is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="account no longer exists")
     return user_out(user)
+
+
+@router.patch("/me", response_model=UserOut)
+async def update_me(
+    body: ProfileIn, request: Request,
+    principal: Principal = Depends(current_principal),  # noqa: B008
+    store: Store = Depends(get_store),  # noqa: B008
+) -> UserOut:
+    """Change my display name (what my calls ring with and my recents show). Any of my tokens."""
+    try:
+        user = await store.rename_user(principal.user_id, body.display_name)
+    except NotFound:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="account no longer exists") from None
+    request.app.state.signaling.user_renamed(user.id)
+    return user_out(user)
+
+
+@router.put("/me/password", status_code=status.HTTP_204_NO_CONTENT)
+async def change_password(
+    body: PasswordChange, request: Request,
+    principal: Principal = Depends(current_account),  # noqa: B008
+    store: Store = Depends(get_store),  # noqa: B008
+    throttle: AuthThrottle = Depends(get_throttle),  # noqa: B008
+) -> None:
+    """Change my password (an account token, and the current password).
+
+    Every other account token of mine stops working: a browser or app signed in with the old
+    password must sign in again to manage devices or read history. Devices stay signed in and
+    keep ringing, unless ``sign_out_other_devices`` removes all of them but ``this_device_id``.
+    A wrong current password counts as a failed sign-in (the same limits, 429 when spent).
+    """
+    user = await store.get_user(principal.user_id)
+    if user is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="account no longer exists")
+    throttle.attempt(request)
+    throttle.sign_in_attempt(request, user.username)
+    try:
+        right = await verify_password(user.password_hash, body.current_password)
+    except BaseException:
+        throttle.give_back(request, user.username)
+        raise
+    if not right:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="the current password is wrong")
+    throttle.give_back(request, user.username)
+    new_hash = await hash_password(body.new_password)
+    try:
+        removed = await store.change_password(
+            user.id, new_hash, time.time(), keep_token_hash=principal.token_hash,
+            remove_devices=body.sign_out_other_devices, keep_device_id=body.this_device_id)
+    except NotFound as exc:
+        if exc.kind == "device":
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such device") from None
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="account no longer exists") from None
+    for device_id in removed:
+        await request.app.state.signaling.device_removed(user.id, device_id)
 
 
 @router.get("/users/{username}", response_model=UserOut)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import unicodedata
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 #: bidirectional embeddings, overrides and isolates (Unicode UAX #9 §2): in a name they can make
 #: what another user's screen shows read differently from what was typed
@@ -47,6 +47,30 @@ class SignUp(Strict):
 class SignIn(Strict):
     username: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     password: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+class ProfileIn(Strict):
+    """What a user may change of their own account, besides the password."""
+
+    display_name: ShownName
+
+
+class PasswordChange(Strict):
+    current_password: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    new_password: Password
+    sign_out_other_devices: bool = Field(
+        default=False,
+        description="Also remove every other device of the account: they stop ringing, their "
+                    "signaling connections close (4009) and their tokens stop working.")
+    this_device_id: str | None = Field(
+        default=None, max_length=64,
+        description="With `sign_out_other_devices`: the device asking, which stays signed in.")
+
+    @model_validator(mode="after")
+    def _device_kept_only_when_others_go(self) -> PasswordChange:
+        if self.this_device_id is not None and not self.sign_out_other_devices:
+            raise ValueError("this_device_id is only used with sign_out_other_devices")
+        return self
 
 
 class UserOut(BaseModel):

@@ -85,6 +85,23 @@ class ApiClient:
         result: dict[str, Any] = await self._call("GET", "/v1/me", token)
         return result
 
+    async def rename(self, token: str, display_name: str) -> dict[str, Any]:
+        """Change my display name (any of my tokens); returns me, ``{id, username, display_name}``."""
+        result: dict[str, Any] = await self._call("PATCH", "/v1/me", token,
+                                                  json={"display_name": display_name})
+        return result
+
+    async def change_password(self, account_token: str, current_password: str, new_password: str,
+                              *, sign_out_other_devices: bool = False,
+                              this_device_id: str | None = None) -> None:
+        """Change my password (an account token). My other account tokens stop working; with
+        ``sign_out_other_devices`` every device but ``this_device_id`` is removed too. A wrong
+        current password is an :class:`ApiError` with status 403."""
+        body: dict[str, Any] = {"current_password": current_password, "new_password": new_password}
+        if sign_out_other_devices:
+            body.update(sign_out_other_devices=True, this_device_id=this_device_id)
+        await self._call("PUT", "/v1/me/password", account_token, json=body)
+
     async def find_user(self, token: str, username: str) -> dict[str, Any]:
         """``{id, username, display_name}``; :class:`UnknownUserError` if there is no such user."""
         try:

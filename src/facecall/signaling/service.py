@@ -155,8 +155,7 @@ class CallService:
         self._glare_locks: dict[str, asyncio.Lock] = {}
         self._hello_turns: dict[str, _HelloTurn] = {}
         # user id -> display name, for `call.ring`; also the users known to exist. Users are
-        # never renamed or deleted (no API does either), so an entry never goes stale; a
-        # feature that renames or deletes users must drop the entry here (on every node).
+        # never deleted; a rename drops the entry (:meth:`user_renamed`).
         self._names: dict[str, str] = {}
         self._buckets: dict[str, TokenBucket] = {}  # device id -> its message rate limit
 
@@ -307,6 +306,11 @@ class CallService:
         for call_id in await self.store.live_calls_of_user(user_id):
             with contextlib.suppress(ProtocolError):  # this device was not in that call
                 await self._apply(call_id, event)
+
+    def user_renamed(self, user_id: str) -> None:
+        """A user changed their display name: rings read it from the store again. (This node
+        only: with several nodes, the Redis bus of scale-out must carry this too.)"""
+        self._names.pop(user_id, None)
 
     async def device_removed(self, user_id: str, device_id: str) -> None:
         """A device was removed: close its connection; it leaves every call it is in."""

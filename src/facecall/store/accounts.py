@@ -48,6 +48,15 @@ RESOLVE_TOKEN = Q.of(
     "FROM auth_tokens t LEFT OUTER JOIN user_devices d ON d.id = t.device_id WHERE t.token_hash = $1"
 )
 REVOKE_TOKEN = Q.of("UPDATE auth_tokens SET revoked_at = $2 WHERE token_hash = $1 AND revoked_at IS NULL")
+RENAME_USER = Q.of("UPDATE users SET display_name = $2 WHERE id = $1")
+SET_PASSWORD_HASH = Q.of("UPDATE users SET password_hash = $2 WHERE id = $1")
+REVOKE_OTHER_ACCOUNT_TOKENS = Q.of(
+    "UPDATE auth_tokens SET revoked_at = $2 WHERE user_id = $1 AND device_id IS NULL "
+    "AND revoked_at IS NULL AND token_hash != $3"
+)
+LIVE_DEVICE_IDS = Q.of(
+    "SELECT id FROM user_devices WHERE user_id = $1 AND removed_at IS NULL ORDER BY created_at, id"
+)
 
 
 def _user(d: Dialect, r: Any) -> UserRecord:
@@ -141,6 +150,33 @@ def _revoke_token(d: Dialect, digest: str, moment: float) -> Body[bool]:
     return (yield COUNT, REVOKE_TOKEN, (digest, d.time(moment))) == 1
 
 
+def _rename_user(d: Dialect, user_id: str, display_name: str) -> Body[UserRecord]:
+    if (yield COUNT, RENAME_USER, (user_id, display_name)) != 1:
+        raise NotFound("user", user_id)
+    row = yield ONE, USER_BY_ID, (user_id,)
+    return _user(d, row)
+
+
+def _change_password(
+    d: Dialect, user_id: str, password_hash: str, moment: float, keep_token: str,
+    remove_devices: bool, keep_device: str | None,
+) -> Body[list[str]]:
+    if (yield COUNT, SET_PASSWORD_HASH, (user_id, password_hash)) != 1:
+        raise NotFound("user", user_id)
+    at = d.time(moment)
+    yield COUNT, REVOKE_OTHER_ACCOUNT_TOKENS, (user_id, at, keep_token)
+    if not remove_devices:
+        return []
+    device_ids: list[str] = [r[0] for r in (yield ALL, LIVE_DEVICE_IDS, (user_id,))]
+    if keep_device is not None and keep_device not in device_ids:
+        raise NotFound("device", keep_device)
+    removed = [device_id for device_id in device_ids if device_id != keep_device]
+    for device_id in removed:
+        yield COUNT, REMOVE_DEVICE, (device_id, user_id, at)
+        yield COUNT, REVOKE_DEVICE_TOKENS, (device_id, at)
+    return removed
+
+
 def normalise_username(username: object) -> str:
     """The stored form of a username: validated and lowercased."""
     return validate.text(username, "username", USERNAME_LEN).lower()
@@ -190,6 +226,31 @@ class AccountsRepository:
         if not wanted:
             return {}
         return await self._db.read(_users, wanted)
+
+    async def rename_user(self, user_id: str, display_name: str) -> UserRecord:
+        """Change a user's display name; returns the user as stored. Raises :class:`NotFound`
+        for an unknown user and :class:`InvalidInput` for an empty or overlong name."""
+        name = validate.text(display_name, "display_name", DISPLAY_NAME_LEN)
+        return await self._db.write(_rename_user, validate.ident(user_id, "user_id"), name)
+
+    async def change_password(
+        self, user_id: str, password_hash: str, now: float, *, keep_token_hash: str,
+        remove_devices: bool = False, keep_device_id: str | None = None,
+    ) -> list[str]:
+        """Store a new password hash and revoke every account token of the user but
+        ``keep_token_hash`` (the one that asked), in one transaction. With ``remove_devices``,
+        every device of the user but ``keep_device_id`` is removed too (its tokens revoked);
+        returns the ids of the removed devices.
+
+        Raises :class:`NotFound` for an unknown user, or a ``keep_device_id`` that is not one of
+        the user's devices (then nothing changes).
+        """
+        return await self._db.write(
+            _change_password, validate.ident(user_id, "user_id"),
+            validate.text(password_hash, "password_hash", PASSWORD_HASH_LEN),
+            validate.instant(now, "now"), validate.token_hash(keep_token_hash), remove_devices,
+            validate.optional_ident(keep_device_id, "keep_device_id"),
+        )
 
     # -- devices -------------------------------------------------------------------------------
 

@@ -10,7 +10,8 @@ export class ApiError extends Error {
 
 // What a person calls the fields of the API's request bodies.
 const FIELD_NAMES = { name: "Device name", display_name: "Display name", username: "Username",
-  password: "Password", kind: "Device kind" };
+  password: "Password", kind: "Device kind", current_password: "Current password",
+  new_password: "New password" };
 
 /** A readable sentence for a FastAPI error body (`detail` is a string or a list of issues):
  *  "Device name must not contain the character U+202E.", not pydantic's "name: Value error, …". */
@@ -30,6 +31,8 @@ function describe(status, body) {
 export class Api {
   constructor(base = "") {
     this.base = base;
+    /** Called with the token of every request answered 401 (it no longer works). */
+    this.onUnauthorized = null;
   }
 
   async request(method, path, { token, body } = {}) {
@@ -51,6 +54,7 @@ export class Api {
     } catch {
       data = null;
     }
+    if (response.status === 401 && token && this.onUnauthorized) this.onUnauthorized(token);
     if (!response.ok) throw new ApiError(response.status, describe(response.status, data));
     return data;
   }
@@ -71,6 +75,16 @@ export class Api {
 
   me(token) {
     return this.request("GET", "/v1/me", { token });
+  }
+
+  rename(token, displayName) {
+    return this.request("PATCH", "/v1/me", { token, body: { display_name: displayName } });
+  }
+
+  changePassword(token, currentPassword, newPassword, signOutOthers, thisDeviceId) {
+    const body = { current_password: currentPassword, new_password: newPassword };
+    if (signOutOthers) Object.assign(body, { sign_out_other_devices: true, this_device_id: thisDeviceId });
+    return this.request("PUT", "/v1/me/password", { token, body });
   }
 
   user(token, username) {

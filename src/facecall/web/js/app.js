@@ -1,5 +1,6 @@
 // The facecall web client: sign in, register this browser as a device, then calls.
 
+import { AccountPanel } from "./account.js";
 import { Api } from "./api.js";
 import { Calls } from "./calls.js";
 import { Home } from "./home.js";
@@ -13,7 +14,8 @@ const $ = (id) => document.getElementById(id);
 const api = new Api("");
 const messages = new Messages();
 
-const state = { session: null, signaling: null, calls: null, home: null, lock: null, replacedAt: [] };
+const state = { session: null, signaling: null, calls: null, home: null, account: null, lock: null,
+  replacedAt: [] };
 // a tab holding the device's lock that is replaced takes the device back after this long, at
 // most this many times in this window (see replaced())
 const REPLACED_RETRY_MS = 300;
@@ -28,6 +30,7 @@ const RAN_DEVICE = "facecall.ranDevice";
 function showView(name) {
   for (const view of ["auth", "home", "call", "elsewhere"]) $(`${view}-view`).hidden = view !== name;
   if (name === "home" && state.home) state.home.refresh();
+  if (name === "home" && state.account) state.account.show();
 }
 
 function session() {
@@ -125,10 +128,22 @@ async function openDevice(account, deviceName) {
 }
 
 // -- signed in -------------------------------------------------------------------------------
+function showMe(user) {
+  $("me-name").textContent = user.display_name && user.display_name !== user.username
+    ? `${user.display_name} (@${user.username})` : `@${user.username}`;
+}
+
+/** The account token of this tab stopped working (the password was changed elsewhere, or the
+ *  session expired): sign in again. This browser's device stays registered and is used again. */
+function accountTokenEnded(token) {
+  if (!state.session || token !== state.session.account) return;
+  signOutLocally();
+  messages.error("You were signed out here: your password was changed or your session ended. Sign in again.");
+}
+
 function start(s) {
   state.session = s;
-  $("me-name").textContent = s.user.display_name && s.user.display_name !== s.user.username
-    ? `${s.user.display_name} (@${s.user.username})` : `@${s.user.username}`;
+  showMe(s.user);
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   const signaling = new Signaling(`${scheme}//${location.host}/v1/signaling`, s.device);
   const view = new CallView(messages, showView);
@@ -150,6 +165,16 @@ function start(s) {
     call: (username, media) => calls.start(username, media),
     error: (text) => messages.error(text),
     onThisDeviceRemoved: () => signOutLocally(),
+  });
+  state.account = new AccountPanel({
+    api, session,
+    onRenamed: (user) => {
+      s.user = user;
+      showMe(user);
+      const saved = store.get("account");
+      if (saved && saved.token === s.account) store.set("account", { ...saved, user });
+    },
+    onDevicesChanged: () => state.home && state.home.refreshDevices(),
   });
   signaling.addEventListener("state", (e) => {
     if (e.detail.state === "open" && e.detail.reconnected && state.home) state.home.refresh();
@@ -232,6 +257,7 @@ function signOutLocally() {
   state.signaling = null;
   state.calls = null;
   state.home = null;
+  state.account = null;
   // only this tab's session: another tab may have signed in anew since (a new account token)
   const saved = store.get("account");
   if (!s || !saved || saved.token === s.account) store.remove("account");
@@ -275,6 +301,7 @@ async function resume() {
 
 // -- wiring ------------------------------------------------------------------------------------
 function init() {
+  api.onUnauthorized = accountTokenEnded;
   setMode("signin");
   $("auth-device-name").value = (store.get("device") || {}).name || defaultDeviceName();
   $("tab-signin").addEventListener("click", () => setMode("signin"));

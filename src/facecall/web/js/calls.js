@@ -106,6 +106,7 @@ export class Calls extends EventTarget {
     try {
       user = await this.api.user(this.tokens().account, username);
     } catch (error) {
+      if (error instanceof ApiError && error.status === 401) return undefined; // signed out: app.js says so
       if (error instanceof ApiError && error.status === 404) return this.view.error(`No user named ${username}`);
       if (error instanceof ApiError && error.status === 422) return this.view.error(`“${username}” is not a valid username`);
       return this.view.error(error.message);

@@ -145,7 +145,7 @@ export class Home {
     try {
       await this.api.removeDevice(this.session().account, device.id);
     } catch (error) {
-      this.error(`Could not remove the device: ${error.message}`);
+      if (error.status !== 401) this.error(`Could not remove the device: ${error.message}`); // 401: app.js says so
       return;
     }
     if (mine) this.onThisDeviceRemoved();

@@ -1,0 +1,79 @@
+// The account panel of the home screen: my display name and my password.
+
+const $ = (id) => document.getElementById(id);
+
+export class AccountPanel {
+  /**
+   * @param {object} o
+   * @param {import('./api.js').Api} o.api
+   * @param {() => object} o.session   {account, deviceId, user}
+   * @param {(user: object) => void} o.onRenamed
+   * @param {() => void} o.onDevicesChanged
+   */
+  constructor({ api, session, onRenamed, onDevicesChanged }) {
+    this.api = api;
+    this.session = session;
+    this.onRenamed = onRenamed;
+    this.onDevicesChanged = onDevicesChanged;
+    $("name-form").onsubmit = (event) => this.rename(event);
+    $("password-form").onsubmit = (event) => this.changePassword(event);
+  }
+
+  /** Show the signed-in user's values and no stale outcome. */
+  show() {
+    const s = this.session();
+    if (!s) return;
+    $("account-display-name").value = s.user.display_name;
+    $("password-form-username").value = s.user.username;
+    this.say("", "");
+  }
+
+  say(error, done) {
+    $("account-error").textContent = error;
+    $("account-done").textContent = done;
+  }
+
+  async rename(event) {
+    event.preventDefault();
+    const name = $("account-display-name").value.trim();
+    if (!name) return this.say("Enter a display name.", "");
+    $("save-name").disabled = true;
+    try {
+      const user = await this.api.rename(this.session().account, name);
+      this.onRenamed(user);
+      $("account-display-name").value = user.display_name;
+      this.say("", "Display name saved.");
+    } catch (error) {
+      if (error.status !== 401) this.say(`Could not save the name: ${error.message}`, "");
+    } finally {
+      $("save-name").disabled = false;
+    }
+  }
+
+  async changePassword(event) {
+    event.preventDefault();
+    const current = $("current-password").value;
+    const next = $("new-password").value;
+    const others = $("sign-out-others").checked;
+    if (!current) return this.say("Enter your current password.", "");
+    if (next.length < 8) return this.say("Choose a new password of at least 8 characters.", "");
+    const question = "Sign out all your other devices? They stop ringing until you sign in on them again.";
+    if (others && !window.confirm(question)) return;
+    $("change-password").disabled = true;
+    try {
+      const s = this.session();
+      await this.api.changePassword(s.account, current, next, others, s.deviceId);
+      $("current-password").value = "";
+      $("new-password").value = "";
+      $("sign-out-others").checked = false;
+      this.say("", others ? "Password changed. Your other devices are signed out."
+        : "Password changed. Browsers signed in with the old password must sign in again.");
+      if (others) this.onDevicesChanged();
+    } catch (error) {
+      if (error.status === 403) this.say("The current password is wrong.", "");
+      else if (error.status !== 401) this.say(`Could not change the password: ${error.message}`, "");
+    } finally {
+      $("change-password").disabled = false;
+    }
+  }
+}

@@ -1,0 +1,85 @@
+"""The account panel in a real Chromium: my display name, my password, and what a password
+change does to my other browsers."""
+
+from __future__ import annotations
+
+from playwright.async_api import Browser, expect
+
+from tests.live import LiveServer
+from tests.web.conftest import PersonFactory
+from tests.web.people import PASSWORD, Person
+
+NEW_PASSWORD = "a brand new secret"
+
+
+async def change_password(person: Person, current: str, new: str, *, sign_out_others: bool) -> None:
+    panel = person.page.locator("#password-form")
+    await panel.get_by_label("Current password").fill(current)
+    await panel.get_by_label("New password").fill(new)
+    if sign_out_others:
+        await panel.get_by_label("Sign out my other devices").check()
+    await panel.get_by_role("button", name="Change password").click()
+
+
+async def test_rename_then_ring_with_the_new_name(people: PersonFactory) -> None:
+    alice = await people("alice")
+    bob = await people("bob")
+    page = alice.page
+    name = page.locator("#name-form").get_by_label("Display name")
+    await expect(name).to_have_value("alice")
+    await name.fill("   ")
+    await page.locator("#name-form").get_by_role("button", name="Save").click()
+    await expect(page.locator("#account-error")).to_have_text("Enter a display name.")
+    await name.fill("Alice \u202eLiddell")
+    await page.locator("#name-form").get_by_role("button", name="Save").click()
+    await expect(page.locator("#account-error")).to_contain_text(
+        "Display name: must not contain the character U+202E")
+    await name.fill("  Alice Liddell ")
+    await page.locator("#name-form").get_by_role("button", name="Save").click()
+    await expect(page.locator("#account-done")).to_have_text("Display name saved.")
+    await expect(page.locator("#account-error")).to_have_text("")
+    await expect(page.locator("#me-name")).to_have_text("Alice Liddell (@alice)")
+    await page.reload()  # stored as well
+    await expect(page.locator("#me-name")).to_have_text("Alice Liddell (@alice)")
+    await expect(name).to_have_value("Alice Liddell")
+    await alice.call("bob", "audio")
+    await bob.expect_ringing("Alice Liddell")
+
+
+async def test_password_change_signs_out_my_other_browsers(browser: Browser, server: LiveServer,
+                                                          people: PersonFactory) -> None:
+    alice = await people("alice")
+    laptop = await people("alice", signup=False, device_name="laptop")
+    await expect(laptop.page.locator("#devices li")).to_have_count(2)
+
+    await change_password(alice, "not my password", NEW_PASSWORD, sign_out_others=False)
+    await expect(alice.page.locator("#account-error")).to_have_text("The current password is wrong.")
+    await change_password(alice, PASSWORD, "short", sign_out_others=False)
+    await expect(alice.page.locator("#account-error")).to_have_text(
+        "Choose a new password of at least 8 characters.")
+    await change_password(alice, PASSWORD, NEW_PASSWORD, sign_out_others=False)
+    await expect(alice.page.locator("#account-done")).to_contain_text("Password changed.")
+    await expect(alice.page.locator("#current-password")).to_have_value("")
+
+    # The laptop's sign-in used the old password: the next thing it asks of its account tells
+    # it to sign in again. Its device stays registered and comes back with the new password.
+    await laptop.call("bob")
+    await expect(laptop.page.locator("#auth-view")).to_be_visible()
+    await laptop.expect_alert("your password was changed")
+    form = laptop.page.locator("#auth-view")
+    await form.get_by_label("Username").fill("alice")
+    await form.get_by_label("Password").fill(NEW_PASSWORD)
+    await form.get_by_role("button", name="Sign in").click()
+    await expect(laptop.page.locator("#home-view")).to_be_visible()
+    await expect(laptop.page.locator("#devices li")).to_have_count(2)
+
+    # Signing out the other devices removes the laptop's: it stops ringing and says so.
+    await change_password(alice, NEW_PASSWORD, PASSWORD, sign_out_others=True)
+    await expect(alice.page.locator("#account-done")).to_have_text(
+        "Password changed. Your other devices are signed out.")
+    await expect(alice.page.locator("#devices li")).to_have_count(1)
+    await expect(alice.page.locator("#devices li")).to_contain_text("this device")
+    await expect(laptop.page.locator("#auth-view")).to_be_visible()
+    await laptop.expect_alert("This device was removed or signed out")
+    r = await server.http.post("/v1/sessions", json={"username": "alice", "password": PASSWORD})
+    assert r.status_code == 200
