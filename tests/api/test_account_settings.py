@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from facecall.client.signaling import SignalingError
 from tests.live import LiveServer, live_server
 
 PASSWORD = "correct horse battery"
@@ -166,3 +167,65 @@ async def test_someone_elses_device_cannot_be_kept(server: LiveServer) -> None:
     assert await sign_in(server, "alice") == 200
     assert (await a1.request("ping"))["type"] == "pong"
     assert (await b1.request("ping"))["type"] == "pong"
+
+
+async def delete_me(server: LiveServer, token: str, body: Any) -> Any:
+    return await server.http.request("DELETE", "/v1/me", json=body, headers=bearer(token))
+
+
+async def test_delete_my_account(server: LiveServer) -> None:
+    bob, (b1,) = await server.user_with_devices("bob", 1)
+    alice, (a1, a2) = await server.user_with_devices("alice", 2)
+    talk = (await b1.request("call.start", to=[alice["user"]["id"]], media="audio"))["call_id"]
+    await a1.next_event("call.ring")
+    await a1.request("call.answer", call_id=talk)
+
+    r = await delete_me(server, alice["token"], {"password": PASSWORD})
+    assert r.status_code == 204
+    for device in (a1, a2):
+        assert (await device.next_event("connection.closed"))["code"] == 4009
+    assert (await b1.next_event("call.ended"))["reason"] == "device_removed"
+    assert (await server.http.get("/v1/me", headers=bearer(alice["token"]))).status_code == 401
+    assert await sign_in(server, "alice") == 401
+    found = await server.http.get("/v1/users/alice", headers=bearer(bob["token"]))
+    assert found.status_code == 404
+    # bob's recents keep the call, with a deleted account in it
+    history = (await server.http.get("/v1/calls/history", headers=bearer(bob["token"]))).json()
+    assert [item["call_id"] for item in history["items"]] == [talk]
+    assert history["items"][0]["participants"] == [
+        {"user_id": alice["user"]["id"], "username": None, "deleted": True}]
+    # calling the deleted account by id: no such user
+    with pytest.raises(SignalingError) as refused:
+        await b1.request("call.start", to=[alice["user"]["id"]], media="audio")
+    assert refused.value.code == "unknown_user"
+    # the username is free again, for a new account
+    again = await server.sign_up("alice")
+    assert again["user"]["id"] != alice["user"]["id"]
+
+
+@pytest.mark.parametrize(("body", "status"), [
+    ({"password": "not my password"}, 403),
+    ({"password": ""}, 422),
+    ({}, 422),
+    (None, 422),
+    ({"password": PASSWORD, "everything": True}, 422),
+    ({"password": "x" * 257}, 422),
+    ({"password": 12345678}, 422),
+])
+async def test_delete_refuses_bad_input_and_deletes_nothing(server: LiveServer, body: Any,
+                                                            status: int) -> None:
+    alice, (a1,) = await server.user_with_devices("alice", 1)
+    r = await delete_me(server, alice["token"], body)
+    assert r.status_code == status
+    assert "detail" in r.json()
+    assert await sign_in(server, "alice") == 200
+    assert (await a1.request("ping"))["type"] == "pong"
+
+
+async def test_delete_needs_an_account_token(server: LiveServer) -> None:
+    _alice, (a1,) = await server.user_with_devices("alice", 1)
+    assert (await delete_me(server, a1.token, {"password": PASSWORD})).status_code == 403
+    no_token = await server.http.request("DELETE", "/v1/me", json={"password": PASSWORD})
+    assert no_token.status_code == 401
+    assert await sign_in(server, "alice") == 200
+    assert (await a1.request("ping"))["type"] == "pong"

@@ -36,5 +36,13 @@ async def test_rename_and_change_password(server: LiveServer) -> None:
         with pytest.raises(AuthenticationError):
             await api.sign_in("alice", PASSWORD)
         assert (await api.sign_in("alice", "a new secret"))["user"]["display_name"] == "Alice Liddell"
+        with pytest.raises(ApiError) as wrong:
+            await api.delete_account(session["token"], "not it")
+        assert wrong.value.status == 403
+        await api.delete_account(session["token"], "a new secret")
+        with pytest.raises(AuthenticationError):
+            await api.sign_in("alice", "a new secret")
+        with pytest.raises(AuthenticationError):
+            await api.me(device["token"])
     finally:
         await api.close()

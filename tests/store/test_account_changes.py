@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from facecall.store import InvalidInput, NotFound, Store
-from tests.store.factories import T0, token_hash
+from tests.store.factories import T0, ended, ringing_call, token_hash, user_with_device
 
 
 async def test_rename_user(store: Store) -> None:
@@ -106,3 +106,53 @@ async def test_change_password_refuses_bad_input(store: Store, field: str,
 async def test_change_password_of_unknown_user(store: Store) -> None:
     with pytest.raises(NotFound, match="user"):
         await store.change_password("no-such-user", "h", T0, keep_token_hash=token_hash("x"))
+
+
+async def test_delete_user(store: Store) -> None:
+    alice, alices_browser = await user_with_device(store, "alice")
+    bob, bobs_browser = await user_with_device(store, "bob")
+    phone = await store.create_device(alice.id, "ios", "phone", T0 + 1)
+    await store.create_token(token_hash("account"), alice.id, None, T0, None)
+    await store.create_token(token_hash("phone"), alice.id, phone.id, T0, None)
+    await store.create_token(token_hash("bob"), bob.id, None, T0, None)
+    call = ringing_call(alice, alices_browser, [(bob, bobs_browser)])
+    await store.create_call(call)
+    await store.save_call(ended(call, T0 + 5, "cancelled"), 1)
+
+    removed = await store.delete_user(alice.id, T0 + 10)
+    assert removed == [alices_browser.id, phone.id]
+    gone = await store.get_user(alice.id)
+    assert gone is not None and gone.deleted_at == T0 + 10
+    assert gone.username == f"~{alice.id}" and gone.display_name == "" and gone.password_hash == ""
+    assert await store.get_user_by_username("alice") is None
+    assert await store.get_user_by_username(f"~{alice.id}") is None
+    assert await store.list_devices(alice.id) == []
+    for name in ("account", "phone"):
+        assert await store.resolve_token(token_hash(name), T0 + 11) is None
+    assert await store.resolve_token(token_hash("bob"), T0 + 11) is not None
+    # bob's history keeps the call, with a deleted account in it
+    (entry,) = await store.call_history(bob.id)
+    assert entry.call_id == call.call_id and [o.deleted for o in entry.others] == [True]
+    # the name is free again; the deleted account takes no devices, tokens or second deletion
+    again = await store.create_user("alice", "Another Alice", "h", T0 + 12)
+    assert again.id != alice.id and await store.get_user_by_username("ALICE") == again
+    with pytest.raises(NotFound, match="user"):
+        await store.create_device(alice.id, "ios", "new phone", T0 + 13)
+    with pytest.raises(NotFound, match="user"):
+        await store.create_token(token_hash("new"), alice.id, None, T0 + 13, None)
+    with pytest.raises(NotFound, match="user"):
+        await store.rename_user(alice.id, "Back")
+    with pytest.raises(NotFound, match="user"):
+        await store.change_password(alice.id, "h", T0 + 13, keep_token_hash=token_hash("x"))
+    with pytest.raises(NotFound, match="user"):
+        await store.delete_user(alice.id, T0 + 14)
+    assert (await store.get_user(alice.id)).deleted_at == T0 + 10  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("user_id", ["no-such-user", "", None, "u" * 200])
+async def test_delete_unknown_or_malformed_user(store: Store, user_id: object) -> None:
+    bob, _ = await user_with_device(store, "bob")
+    with pytest.raises((NotFound, InvalidInput)):
+        await store.delete_user(user_id, T0)  # type: ignore[arg-type]
+    assert await store.get_user(bob.id) == bob
+    assert len(await store.list_devices(bob.id)) == 1

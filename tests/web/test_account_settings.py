@@ -83,3 +83,32 @@ async def test_password_change_signs_out_my_other_browsers(browser: Browser, ser
     await laptop.expect_alert("This device was removed or signed out")
     r = await server.http.post("/v1/sessions", json={"username": "alice", "password": PASSWORD})
     assert r.status_code == 200
+
+
+async def test_delete_my_account(people: PersonFactory, server: LiveServer) -> None:
+    bob = await people("bob")
+    alice = await people("alice")
+    await alice.call("bob", "audio")
+    await bob.expect_ringing("alice")
+    await bob.decline()
+    await expect(bob.page.locator("#recents li")).to_have_count(1)
+    await expect(bob.page.locator("#recents li .callback")).to_have_count(1)
+
+    page = alice.page
+    await page.get_by_text("Delete my account").first.click()  # the disclosure
+    form = page.locator("#delete-form")
+    await form.get_by_label("Password").fill("not my password")
+    await form.get_by_role("button", name="Delete my account").click()
+    await expect(page.locator("#account-error")).to_have_text("The password is wrong.")
+    await form.get_by_label("Password").fill(PASSWORD)
+    await form.get_by_role("button", name="Delete my account").click()
+    await expect(page.locator("#auth-view")).to_be_visible()
+    await alice.expect_alert("Your account was deleted.")
+    assert await page.evaluate("localStorage.getItem('facecall.device')") is None
+    r = await server.http.post("/v1/sessions", json={"username": "alice", "password": PASSWORD})
+    assert r.status_code == 401
+
+    await bob.page.reload()
+    await expect(bob.page.locator("#recents li")).to_have_count(1)
+    await expect(bob.page.locator("#recents li .name")).to_have_text("Deleted account")
+    await expect(bob.page.locator("#recents li .callback")).to_have_count(0)

@@ -1,4 +1,4 @@
-"""Accounts: sign up, sign in, sign out, look up users, change my name and password."""
+"""Accounts: sign up, sign in, sign out, look up users; change my name and password, delete me."""
 
 from __future__ import annotations
 
@@ -17,7 +17,16 @@ from facecall.api.auth import (
     token_hash,
     verify_password,
 )
-from facecall.api.schemas import PasswordChange, ProfileIn, Session, SignIn, SignUp, Username, UserOut
+from facecall.api.schemas import (
+    AccountDeletion,
+    PasswordChange,
+    ProfileIn,
+    Session,
+    SignIn,
+    SignUp,
+    Username,
+    UserOut,
+)
 from facecall.api.throttle import AuthThrottle
 from facecall.store import NotFound, Store, UsernameTaken
 from facecall.store.records import UserRecord
@@ -122,6 +131,26 @@ async def update_me(
     return user_out(user)
 
 
+async def _check_own_password(request: Request, store: Store, principal: Principal, password: str,
+                              throttle: AuthThrottle) -> UserRecord:
+    """The user of ``principal`` if ``password`` is theirs; a wrong one is a failed sign-in
+    (the same limits: 429 once spent) and answers 403."""
+    user = await store.get_user(principal.user_id)
+    if user is None or user.deleted_at is not None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="account no longer exists")
+    throttle.attempt(request)
+    throttle.sign_in_attempt(request, user.username)
+    try:
+        right = await verify_password(user.password_hash, password)
+    except BaseException:
+        throttle.give_back(request, user.username)
+        raise
+    if not right:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="the current password is wrong")
+    throttle.give_back(request, user.username)
+    return user
+
+
 @router.put("/me/password", status_code=status.HTTP_204_NO_CONTENT)
 async def change_password(
     body: PasswordChange, request: Request,
@@ -136,19 +165,7 @@ async def change_password(
     keep ringing, unless ``sign_out_other_devices`` removes all of them but ``this_device_id``.
     A wrong current password counts as a failed sign-in (the same limits, 429 when spent).
     """
-    user = await store.get_user(principal.user_id)
-    if user is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="account no longer exists")
-    throttle.attempt(request)
-    throttle.sign_in_attempt(request, user.username)
-    try:
-        right = await verify_password(user.password_hash, body.current_password)
-    except BaseException:
-        throttle.give_back(request, user.username)
-        raise
-    if not right:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="the current password is wrong")
-    throttle.give_back(request, user.username)
+    user = await _check_own_password(request, store, principal, body.current_password, throttle)
     new_hash = await hash_password(body.new_password)
     try:
         removed = await store.change_password(
@@ -160,6 +177,28 @@ async def change_password(
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="account no longer exists") from None
     for device_id in removed:
         await request.app.state.signaling.device_removed(user.id, device_id)
+
+
+@router.delete("/me", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_me(
+    body: AccountDeletion, request: Request,
+    principal: Principal = Depends(current_account),  # noqa: B008
+    store: Store = Depends(get_store),  # noqa: B008
+    throttle: AuthThrottle = Depends(get_throttle),  # noqa: B008
+) -> None:
+    """Delete my account (an account token, and my password). Every device of mine is removed
+    (each leaves its calls, its connection closes with 4009) and every token revoked; my
+    username is free to sign up with again; my name and password hash are erased. The calls I
+    took part in stay in the other people's history, shown as a deleted account."""
+    user = await _check_own_password(request, store, principal, body.password, throttle)
+    try:
+        removed = await store.delete_user(user.id, time.time())
+    except NotFound:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="account no longer exists") from None
+    signaling = request.app.state.signaling
+    signaling.user_renamed(user.id)
+    for device_id in removed:
+        await signaling.device_removed(user.id, device_id)
 
 
 @router.get("/users/{username}", response_model=UserOut)

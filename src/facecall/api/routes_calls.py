@@ -34,7 +34,9 @@ async def call_history(
         HistoryItem(
             call_id=e.call_id, media=e.media, direction=e.direction,
             caller_user_id=e.caller_user_id,
-            participants=[HistoryParticipant(user_id=o.user_id, username=o.username)
+            participants=[HistoryParticipant(user_id=o.user_id,
+                                             username=None if o.deleted else o.username,
+                                             deleted=o.deleted)
                           for o in e.others],
             my_state=e.my_state, my_end_reason=e.my_end_reason, end_reason=e.end_reason,
             missed=e.missed, created_at=e.created_at, answered_at=e.answered_at,

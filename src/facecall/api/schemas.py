@@ -73,6 +73,10 @@ class PasswordChange(Strict):
         return self
 
 
+class AccountDeletion(Strict):
+    password: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
 class UserOut(BaseModel):
     id: str
     username: str
@@ -124,7 +128,8 @@ class TurnCredentials(BaseModel):
 
 class HistoryParticipant(BaseModel):
     user_id: str
-    username: str
+    username: str | None = Field(description="None once the account was deleted.")
+    deleted: bool = False
 
 
 class HistoryItem(BaseModel):

@@ -102,6 +102,11 @@ class ApiClient:
             body.update(sign_out_other_devices=True, this_device_id=this_device_id)
         await self._call("PUT", "/v1/me/password", account_token, json=body)
 
+    async def delete_account(self, account_token: str, password: str) -> None:
+        """Delete my account (an account token and my password): every device removed, every
+        token revoked, my username free again. A wrong password is an :class:`ApiError` 403."""
+        await self._call("DELETE", "/v1/me", account_token, json={"password": password})
+
     async def find_user(self, token: str, username: str) -> dict[str, Any]:
         """``{id, username, display_name}``; :class:`UnknownUserError` if there is no such user."""
         try:

@@ -308,8 +308,9 @@ class CallService:
                 await self._apply(call_id, event)
 
     def user_renamed(self, user_id: str) -> None:
-        """A user changed their display name: rings read it from the store again. (This node
-        only: with several nodes, the Redis bus of scale-out must carry this too.)"""
+        """A user changed their display name or deleted their account: rings read the user
+        from the store again. (This node only: with several nodes, the Redis bus of scale-out
+        must carry this too.)"""
         self._names.pop(user_id, None)
 
     async def device_removed(self, user_id: str, device_id: str) -> None:
@@ -369,10 +370,11 @@ class CallService:
         if caller not in names or any(u not in names for u in user_ids):
             found = await self.store.get_users([*user_ids, caller])
             for user in found.values():  # for the caller's name on rings (`from_name`)
-                names[user.id] = user.display_name
+                if user.deleted_at is None:  # a deleted account is no one to call
+                    names[user.id] = user.display_name
             while len(names) > CACHE_LIMIT:
                 del names[next(iter(names))]
-            missing = [u for u in user_ids if u not in found]
+            missing = [u for u in user_ids if u not in found or found[u].deleted_at is not None]
             if missing:
                 raise ProtocolError(ErrorCode.UNKNOWN_USER,
                                     f"no such user: {', '.join(missing[:5])}")

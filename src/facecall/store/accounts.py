@@ -17,14 +17,14 @@ from facecall.store.models import (
 )
 from facecall.store.records import DEVICE_KINDS, DeviceRecord, TokenRecord, UserRecord
 
-USER_COLUMNS = "id, username, display_name, password_hash, created_at"
+USER_COLUMNS = "id, username, display_name, password_hash, created_at, deleted_at"
 DEVICE_COLUMNS = "id, user_id, kind, name, created_at, last_seen_at, removed_at"
 
 USER_BY_ID = Q.of(f"SELECT {USER_COLUMNS} FROM users WHERE id = $1")
-USER_BY_NAME = Q.of(f"SELECT {USER_COLUMNS} FROM users WHERE username = $1")
+USER_BY_NAME = Q.of(f"SELECT {USER_COLUMNS} FROM users WHERE username = $1 AND deleted_at IS NULL")
 USERS_BY_IDS = Q.of(f"SELECT {USER_COLUMNS} FROM users WHERE id {{ids1}}")
-USER_EXISTS = Q.of("SELECT 1 FROM users WHERE id = $1")
-INSERT_USER = Q.of(f"INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5)")
+USER_EXISTS = Q.of("SELECT 1 FROM users WHERE id = $1 AND deleted_at IS NULL")  # takes devices, tokens
+INSERT_USER = Q.of(f"INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, NULL)")
 INSERT_DEVICE = Q.of(f"INSERT INTO user_devices ({DEVICE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, NULL)")
 DEVICES_OF_USERS = Q.of(
     f"SELECT {DEVICE_COLUMNS} FROM user_devices WHERE user_id {{ids1}} AND removed_at IS NULL "
@@ -48,8 +48,20 @@ RESOLVE_TOKEN = Q.of(
     "FROM auth_tokens t LEFT OUTER JOIN user_devices d ON d.id = t.device_id WHERE t.token_hash = $1"
 )
 REVOKE_TOKEN = Q.of("UPDATE auth_tokens SET revoked_at = $2 WHERE token_hash = $1 AND revoked_at IS NULL")
-RENAME_USER = Q.of("UPDATE users SET display_name = $2 WHERE id = $1")
-SET_PASSWORD_HASH = Q.of("UPDATE users SET password_hash = $2 WHERE id = $1")
+RENAME_USER = Q.of("UPDATE users SET display_name = $2 WHERE id = $1 AND deleted_at IS NULL")
+SET_PASSWORD_HASH = Q.of("UPDATE users SET password_hash = $2 WHERE id = $1 AND deleted_at IS NULL")
+#: the prefix of a deleted account's username: no username may contain it (see DELETE_USER)
+DELETED_USERNAME_PREFIX = "~"
+DELETE_USER = Q.of(
+    "UPDATE users SET username = $3 || id, display_name = '', password_hash = '', deleted_at = $2 "
+    "WHERE id = $1 AND deleted_at IS NULL"
+)
+REMOVE_DEVICES_OF_USER = Q.of(
+    "UPDATE user_devices SET removed_at = $2 WHERE user_id = $1 AND removed_at IS NULL"
+)
+REVOKE_TOKENS_OF_USER = Q.of(
+    "UPDATE auth_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL"
+)
 REVOKE_OTHER_ACCOUNT_TOKENS = Q.of(
     "UPDATE auth_tokens SET revoked_at = $2 WHERE user_id = $1 AND device_id IS NULL "
     "AND revoked_at IS NULL AND token_hash != $3"
@@ -60,7 +72,8 @@ LIVE_DEVICE_IDS = Q.of(
 
 
 def _user(d: Dialect, r: Any) -> UserRecord:
-    return UserRecord(id=r[0], username=r[1], display_name=r[2], password_hash=r[3], created_at=d.epoch(r[4]))
+    return UserRecord(id=r[0], username=r[1], display_name=r[2], password_hash=r[3], created_at=d.epoch(r[4]),
+                      deleted_at=d.epoch(r[5]))
 
 
 def _device(d: Dialect, r: Any) -> DeviceRecord:
@@ -177,6 +190,16 @@ def _change_password(
     return removed
 
 
+def _delete_user(d: Dialect, user_id: str, moment: float) -> Body[list[str]]:
+    at = d.time(moment)
+    device_ids: list[str] = [r[0] for r in (yield ALL, LIVE_DEVICE_IDS, (user_id,))]
+    if (yield COUNT, DELETE_USER, (user_id, at, DELETED_USERNAME_PREFIX)) != 1:
+        raise NotFound("user", user_id)
+    yield COUNT, REMOVE_DEVICES_OF_USER, (user_id, at)
+    yield COUNT, REVOKE_TOKENS_OF_USER, (user_id, at)
+    return device_ids
+
+
 def normalise_username(username: object) -> str:
     """The stored form of a username: validated and lowercased."""
     return validate.text(username, "username", USERNAME_LEN).lower()
@@ -251,6 +274,15 @@ class AccountsRepository:
             validate.instant(now, "now"), validate.token_hash(keep_token_hash), remove_devices,
             validate.optional_ident(keep_device_id, "keep_device_id"),
         )
+
+    async def delete_user(self, user_id: str, now: float) -> list[str]:
+        """Delete an account, in one transaction: its username (free to sign up with again),
+        display name and password hash are erased, every device removed and every token
+        revoked. The row stays, marked ``deleted_at``, for the calls in other people's history
+        that reference it. Returns the ids of the devices removed. Raises :class:`NotFound`
+        for an unknown or already deleted user."""
+        moment = validate.instant(now, "now")
+        return await self._db.write(_delete_user, validate.ident(user_id, "user_id"), moment)
 
     # -- devices -------------------------------------------------------------------------------
 

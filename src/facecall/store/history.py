@@ -27,7 +27,7 @@ _MINE = (
 MY_CALLS = Q.of(f"{_MINE} ORDER BY c.created_at DESC, c.id DESC LIMIT $2")
 MY_CALLS_BEFORE = Q.of(f"{_MINE} AND c.created_at < $3 ORDER BY c.created_at DESC, c.id DESC LIMIT $2")
 OTHERS = Q.of(
-    "SELECT p.call_id, p.user_id, u.username, u.display_name, p.role, p.state, p.end_reason "
+    "SELECT p.call_id, p.user_id, u.username, u.display_name, p.role, p.state, p.end_reason, u.deleted_at "
     "FROM call_participants p JOIN users u ON u.id = p.user_id "
     "WHERE p.user_id != $1 AND p.call_id {ids2} ORDER BY p.invited_at, p.user_id"
 )
@@ -65,7 +65,8 @@ def _history(d: Dialect, user_id: str, limit: int, cutoff: float | None) -> Body
         for o in (yield ALL, OTHERS, (user_id, d.ids(list(others)))):
             others[o[0]].append(
                 HistoryParty(
-                    user_id=o[1], username=o[2], display_name=o[3], role=o[4], state=o[5], end_reason=o[6]
+                    user_id=o[1], username=o[2], display_name=o[3], role=o[4], state=o[5], end_reason=o[6],
+                    deleted=o[7] is not None,
                 )
             )
     return [_entry(d, row, tuple(others[row[0]])) for row in rows]

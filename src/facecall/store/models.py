@@ -67,6 +67,7 @@ class UserRow(Base):
     display_name: Mapped[str] = mapped_column(String(DISPLAY_NAME_LEN))
     password_hash: Mapped[str] = mapped_column(String(PASSWORD_HASH_LEN))
     created_at: Mapped[float] = mapped_column(EpochTime())
+    deleted_at: Mapped[float | None] = mapped_column(EpochTime())  # migration 0005
 
 
 class DeviceRow(Base):

@@ -36,6 +36,7 @@ class UserRecord:
     display_name: str
     password_hash: str
     created_at: float
+    deleted_at: float | None = None  # a deleted account: username "~<id>", no name, no password
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +173,7 @@ class HistoryParty:
     role: str
     state: str
     end_reason: str | None
+    deleted: bool = False  # the account was deleted since (username and name are gone)
 
 
 @dataclass(frozen=True, slots=True)

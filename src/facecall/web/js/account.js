@@ -1,4 +1,4 @@
-// The account panel of the home screen: my display name and my password.
+// The account panel of the home screen: my display name, my password, deleting my account.
 
 const $ = (id) => document.getElementById(id);
 
@@ -9,14 +9,17 @@ export class AccountPanel {
    * @param {() => object} o.session   {account, deviceId, user}
    * @param {(user: object) => void} o.onRenamed
    * @param {() => void} o.onDevicesChanged
+   * @param {() => void} o.onDeleted
    */
-  constructor({ api, session, onRenamed, onDevicesChanged }) {
+  constructor({ api, session, onRenamed, onDevicesChanged, onDeleted }) {
     this.api = api;
     this.session = session;
     this.onRenamed = onRenamed;
     this.onDevicesChanged = onDevicesChanged;
+    this.onDeleted = onDeleted;
     $("name-form").onsubmit = (event) => this.rename(event);
     $("password-form").onsubmit = (event) => this.changePassword(event);
+    $("delete-form").onsubmit = (event) => this.deleteAccount(event);
   }
 
   /** Show the signed-in user's values and no stale outcome. */
@@ -25,6 +28,8 @@ export class AccountPanel {
     if (!s) return;
     $("account-display-name").value = s.user.display_name;
     $("password-form-username").value = s.user.username;
+    $("delete-password").value = "";
+    $("delete-account").open = false;
     this.say("", "");
   }
 
@@ -75,5 +80,25 @@ export class AccountPanel {
     } finally {
       $("change-password").disabled = false;
     }
+  }
+
+  async deleteAccount(event) {
+    event.preventDefault();
+    const password = $("delete-password").value;
+    if (!password) return this.say("Enter your password to delete your account.", "");
+    const s = this.session();
+    if (!window.confirm(`Delete the account @${s.user.username} for good? This cannot be undone.`)) return;
+    $("delete-account-button").disabled = true;
+    try {
+      await this.api.deleteAccount(s.account, password);
+    } catch (error) {
+      if (error.status === 403) this.say("The password is wrong.", "");
+      else if (error.status !== 401) this.say(`Could not delete the account: ${error.message}`, "");
+      return;
+    } finally {
+      $("delete-account-button").disabled = false;
+    }
+    $("delete-password").value = "";
+    this.onDeleted();
   }
 }

@@ -81,6 +81,10 @@ export class Api {
     return this.request("PATCH", "/v1/me", { token, body: { display_name: displayName } });
   }
 
+  deleteAccount(token, password) {
+    return this.request("DELETE", "/v1/me", { token, body: { password } });
+  }
+
   changePassword(token, currentPassword, newPassword, signOutOthers, thisDeviceId) {
     const body = { current_password: currentPassword, new_password: newPassword };
     if (signOutOthers) Object.assign(body, { sign_out_other_devices: true, this_device_id: thisDeviceId });

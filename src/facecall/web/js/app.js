@@ -141,6 +141,15 @@ function accountTokenEnded(token) {
   messages.error("You were signed out here: your password was changed or your session ended. Sign in again.");
 }
 
+/** My account was deleted from this tab: nothing of it is kept in this browser. */
+function accountDeleted(s) {
+  if (state.session !== s) return;
+  signOutLocally();
+  const device = store.get("device");
+  if (device && device.userId === s.userId) store.remove("device");
+  messages.notice("Your account was deleted.");
+}
+
 function start(s) {
   state.session = s;
   showMe(s.user);
@@ -175,6 +184,7 @@ function start(s) {
       if (saved && saved.token === s.account) store.set("account", { ...saved, user });
     },
     onDevicesChanged: () => state.home && state.home.refreshDevices(),
+    onDeleted: () => accountDeleted(s),
   });
   signaling.addEventListener("state", (e) => {
     if (e.detail.state === "open" && e.detail.reconnected && state.home) state.home.refresh();

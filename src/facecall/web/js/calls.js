@@ -88,7 +88,7 @@ export class Calls extends EventTarget {
     try {
       const history = await this.api.history(this.tokens().account, 10);
       for (const item of history.items) {
-        for (const p of item.participants) this.remember(p.user_id, p.username);
+        for (const p of item.participants) if (p.username) this.remember(p.user_id, p.username);
       }
     } catch {
       /* fall through */

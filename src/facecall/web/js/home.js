@@ -83,8 +83,8 @@ export class Home {
     const list = $("recents");
     list.replaceChildren();
     for (const item of history.items) {
-      const other = item.participants.map((p) => p.username).join(", ") || "Unknown";
-      const first = item.participants[0];
+      const other = item.participants.map((p) => p.username || "Deleted account").join(", ") || "Unknown";
+      const first = item.participants.find((p) => p.username); // a deleted account cannot be called back
       const text = describeCall(item);
       const callback = first
         ? el("button", {

@@ -1,0 +1,33 @@
+"""``users.deleted_at``: when the account was deleted (``DELETE /v1/me``).
+
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-12-06
+
+A deleted account keeps its row, because the calls it took part in (other people's history)
+reference it. What identified the person goes: the username becomes ``~`` and the user id (no
+username may contain ``~``, so the name is free to sign up with again), the display name and
+the password hash are emptied, every device is removed and every token revoked. ``deleted_at``
+says that this happened, and when; a nullable column is added in place on both backends.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+from facecall.store.coltypes import EpochTime
+
+revision: str = "0005"
+down_revision: str | None = "0004"
+branch_labels: str | None = None
+depends_on: str | None = None
+
+
+def upgrade() -> None:
+    op.add_column("users", sa.Column("deleted_at", EpochTime(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("users") as batch:  # SQLite before 3.35 cannot drop a column in place
+        batch.drop_column("deleted_at")
