@@ -61,13 +61,18 @@ class LiveServer:
     async def user_with_devices(self, username: str, n: int = 1) -> tuple[dict[str, Any],
                                                                         list[SignalingConnection]]:
         account = await self.sign_up(username)
+        return account, await self.connected_devices(account, n)
+
+    async def connected_devices(self, account: dict[str, Any], n: int) -> list[SignalingConnection]:
+        """``n`` new devices of the signed-in ``account``, connected (``.device_id`` set)."""
+        username = account["user"]["username"]
         conns = []
         for i in range(n):
             reg = await self.register_device(account["token"], name=f"{username}-dev{i}")
             conn = await self.device(reg["token"])
             conn.device_id = reg["device"]["id"]  # type: ignore[attr-defined]
             conns.append(conn)
-        return account, conns
+        return conns
 
 
 async def reconnected(*devices: Device, timeout: float = 10.0) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from facecall.config import Settings
+from facecall.config import Settings, SettingsError
 from tests.live import free_socket
 
 #: (environment, command-line arguments, what the error line must name)
@@ -47,6 +47,8 @@ BAD_VALUES: list[tuple[dict[str, str], list[str], str]] = [
     ({"FACECALL_TURN_URLS": "turn:127.0.0.1:3478?transport=sctp"}, [], "FACECALL_TURN_URLS"),
     ({"FACECALL_TURN_URLS": "http://turn.example.org"}, [], "FACECALL_TURN_URLS"),
     ({"FACECALL_PUBLIC_URL": "call.example.org"}, [], "FACECALL_PUBLIC_URL"),
+    ({"FACECALL_SIGN_UP": "invite"}, [], "FACECALL_SIGN_UP"),
+    ({"FACECALL_ADMIN_TOKEN": "too-short"}, [], "FACECALL_ADMIN_TOKEN"),
 ]
 
 
@@ -213,3 +215,16 @@ def test_values_that_worked_before_validation_still_do(env: dict[str, str], attr
     """Log levels Python's logging takes, and ICE URIs as RFC 3986 and resolvers take them
     (scheme in any case, written back in lower case; a final dot; an underscore)."""
     assert getattr(Settings.from_env(env), attribute) == expected
+
+
+def test_sign_up_and_admin_token() -> None:
+    settings = Settings.from_env({"FACECALL_SIGN_UP": " Closed ", "FACECALL_ADMIN_TOKEN": "s" * 16})
+    assert settings.sign_up == "closed" and settings.admin_token == "s" * 16
+    assert Settings.from_env({}).sign_up == "open" and Settings.from_env({}).admin_token == ""
+
+
+def test_a_refused_secret_is_not_shown() -> None:
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"FACECALL_ADMIN_TOKEN": "hunter2-secret"})
+    assert "hunter2" not in str(refused.value)
+    assert str(refused.value).startswith("FACECALL_ADMIN_TOKEN=(secret, not shown) is not allowed: ")

@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     from facecall.cli_client import add_client_commands
 
     add_client_commands(commands)  # demo, call, answer
+    from facecall.cli_admin import add_admin_commands
+
+    add_admin_commands(commands)  # admin users ...
     return parser
 
 

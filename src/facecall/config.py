@@ -58,6 +58,17 @@ def _public_url(url: str) -> str:
     return url
 
 
+#: the fewest characters of an admin token (a bearer secret the admin API is reached with)
+ADMIN_TOKEN_MIN_CHARS = 16
+
+
+def _admin_token(token: str) -> str:
+    """Empty (no admin API), or a secret of at least :data:`ADMIN_TOKEN_MIN_CHARS` characters."""
+    if token and len(token) < ADMIN_TOKEN_MIN_CHARS:
+        raise ValueError(f"{len(token)} characters is too short to guess safely")
+    return token
+
+
 #: An ICE server URI: ``stun:``/``stuns:`` host [``:port``] (RFC 7064), ``turn:``/``turns:``
 #: host [``:port``] [``?transport=udp|tcp``] (RFC 7065); the host a name (underscores and a
 #: final dot allowed, as resolvers take them), IPv4 or ``[IPv6]``; scheme and transport in any
@@ -92,6 +103,11 @@ def _log_level(value: Any) -> Any:
         value = value.strip().lower()
         return _LEVEL_ALIASES.get(value, value)
     return value
+
+
+def _lower(value: Any) -> Any:
+    """A word whatever its case and surrounding spaces."""
+    return value.strip().lower() if isinstance(value, str) else value
 
 
 Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False,
@@ -164,6 +180,13 @@ class Settings:
     # GET /metrics wants `Authorization: Bearer <this>` when set (Prometheus `authorization`);
     # empty: open to whoever reaches the node (keep it off the public side of the proxy)
     metrics_token: Annotated[str, Field(description="any text (empty: no token)")] = ""
+    # POST /v1/accounts: "open" to anyone who reaches the node; "closed": only the admin API
+    # (`facecall admin users add`) creates accounts
+    sign_up: Annotated[Literal["open", "closed"], BeforeValidator(_lower),
+                       Field(description="open or closed")] = "open"
+    # /v1/admin/* wants `Authorization: Bearer <this>`; empty: the admin API is off
+    admin_token: Annotated[str, AfterValidator(_admin_token), Field(
+        description=f"empty (no admin API) or at least {ADMIN_TOKEN_MIN_CHARS} characters")] = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -201,6 +224,10 @@ class Settings:
         return self.public_url or f"http://{self.host}:{self.port}"
 
 
+#: settings whose values are secrets: an error names them without showing the value
+SECRET_SETTINGS = frozenset({"turn_secrets", "metrics_token", "admin_token"})
+
+
 class SettingsError(ValueError):
     """Settings that cannot be used; ``str()`` is one line per bad setting: its source (the
     variable or flag), the value, and what it may be."""
@@ -217,8 +244,9 @@ class SettingsError(ValueError):
             allowed = f"must be {info.description}"
             if error["type"] == "value_error":  # ours: say what was wrong, then what is allowed
                 allowed = f"{error['msg'].removeprefix('Value error, ')}; {allowed}"
+            given = "(secret, not shown)" if name in SECRET_SETTINGS else repr(error["input"])
             if len(error["loc"]) > 1:  # an item of a list
-                lines.append(f"{source}: {error['input']!r} is not allowed: {allowed}")
+                lines.append(f"{source}: {given} is not allowed: {allowed}")
             else:
-                lines.append(f"{source}={error['input']!r} is not allowed: {allowed}")
+                lines.append(f"{source}={given} is not allowed: {allowed}")
         return lines

@@ -156,3 +156,36 @@ async def test_delete_unknown_or_malformed_user(store: Store, user_id: object) -
         await store.delete_user(user_id, T0)  # type: ignore[arg-type]
     assert await store.get_user(bob.id) == bob
     assert len(await store.list_devices(bob.id)) == 1
+
+
+async def test_list_users_by_username_with_device_counts(store: Store) -> None:
+    carol, _ = await user_with_device(store, "carol")
+    alice = await store.create_user("alice", "Alice", "h", T0)
+    bob, bobs = await user_with_device(store, "bob")
+    await store.create_device(bob.id, "ios", "phone", T0)
+    await store.remove_device(bob.id, bobs.id, T0 + 1)
+    gone, _ = await user_with_device(store, "dave")
+    await store.delete_user(gone.id, T0 + 2)
+    page = await store.list_users(limit=2)
+    assert [(u.username, n) for u, n in page] == [("alice", 0), ("bob", 1)]
+    assert [(u.username, n) for u, n in await store.list_users(after="BOB")] == [("carol", 1)]
+    assert await store.list_users(after="carol") == []
+    assert page[0][0] == alice and carol.username == "carol"
+
+
+@pytest.mark.parametrize("kwargs", [{"limit": 0}, {"limit": 1001}, {"limit": True}, {"after": 5},
+                                    {"after": "x" * 65}])
+async def test_list_users_refuses_bad_input(store: Store, kwargs: dict[str, object]) -> None:
+    with pytest.raises(InvalidInput):
+        await store.list_users(**kwargs)  # type: ignore[arg-type]
+
+
+async def test_change_password_without_a_token_to_keep_revokes_every_account_token(store: Store) -> None:
+    alice, phone = await user_with_device(store, "alice")
+    await store.create_token(token_hash("one"), alice.id, None, T0, None)
+    await store.create_token(token_hash("two"), alice.id, None, T0, None)
+    await store.create_token(token_hash("phone"), alice.id, phone.id, T0, None)
+    assert await store.change_password(alice.id, "new", T0 + 1, keep_token_hash=None) == []
+    assert await store.resolve_token(token_hash("one"), T0 + 2) is None
+    assert await store.resolve_token(token_hash("two"), T0 + 2) is None
+    assert await store.resolve_token(token_hash("phone"), T0 + 2) is not None

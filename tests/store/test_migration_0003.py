@@ -81,7 +81,7 @@ async def test_0003_converts_text_timestamps_exactly_and_back(tmp_path: Path) ->
     url = f"sqlite+aiosqlite:///{path}"
     assert await migrate_url(url, "upgrade", "0002") == "0002"
     texts = _seed_0002(path)
-    assert await migrate_url(url, "upgrade", "head") == "0004"
+    assert await migrate_url(url, "upgrade", "head") == "0005"
     assert _types(path) <= {"real", "integer"}
     conn = sqlite3.connect(path)
     try:  # 0004 rebuilt the child tables: every row kept, every foreign key holds
@@ -95,6 +95,7 @@ async def test_0003_converts_text_timestamps_exactly_and_back(tmp_path: Path) ->
         for uid, text in texts.items():
             user = await store.get_user(uid)
             assert user is not None and user.created_at == old_epoch(text)
+            assert user.deleted_at is None  # 0005
             assert type(user.created_at) is float
             device = await store.get_device(f"d-{uid}")
             assert device is not None and device.last_seen_at == old_epoch(text)

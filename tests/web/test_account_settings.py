@@ -6,7 +6,7 @@ from __future__ import annotations
 from playwright.async_api import Browser, expect
 
 from tests.live import LiveServer
-from tests.web.conftest import PersonFactory
+from tests.web.conftest import PersonFactory, ServerFactory
 from tests.web.people import PASSWORD, Person
 
 NEW_PASSWORD = "a brand new secret"
@@ -112,3 +112,18 @@ async def test_delete_my_account(people: PersonFactory, server: LiveServer) -> N
     await expect(bob.page.locator("#recents li")).to_have_count(1)
     await expect(bob.page.locator("#recents li .name")).to_have_text("Deleted account")
     await expect(bob.page.locator("#recents li .callback")).to_have_count(0)
+
+
+async def test_closed_sign_up_says_so(browser: Browser, web_server: ServerFactory) -> None:
+    async with web_server(sign_up="closed") as live:
+        person = await Person.open(browser, live.base_url, "alice")
+        try:
+            form = person.page.locator("#auth-view")
+            await expect(form.get_by_text("Accounts on this server are made by its administrator.")) \
+                .to_be_visible()
+            await expect(form.get_by_role("tab", name="Create account")).to_be_hidden()
+            await form.get_by_role("tab", name="Sign in").press("ArrowRight")
+            await expect(form.get_by_role("tab", name="Sign in")).to_have_attribute("aria-selected", "true")
+            await expect(form.get_by_role("button", name="Sign in")).to_be_visible()
+        finally:
+            await person.close()

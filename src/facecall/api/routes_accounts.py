@@ -56,7 +56,11 @@ async def sign_up(
     store: Store = Depends(get_store),  # noqa: B008
     throttle: AuthThrottle = Depends(get_throttle),  # noqa: B008
 ) -> Session:
-    """Create an account and return an account token."""
+    """Create an account and return an account token. 403 when sign-up is closed on this node
+    (``FACECALL_SIGN_UP=closed``: its administrator creates accounts)."""
+    if request.app.state.settings.sign_up == "closed":
+        raise HTTPException(status.HTTP_403_FORBIDDEN,
+                            detail="sign-up is closed on this server: ask its administrator for an account")
     throttle.attempt(request)
     password_hash = await hash_password(body.password)
     try:
@@ -131,6 +135,23 @@ async def update_me(
     return user_out(user)
 
 
+async def devices_removed(request: Request, user_id: str, device_ids: list[str]) -> None:
+    """Tell the signaling service: each device's connection closes (4009), it leaves its calls."""
+    for device_id in device_ids:
+        await request.app.state.signaling.device_removed(user_id, device_id)
+
+
+async def delete_account(request: Request, store: Store, user_id: str) -> None:
+    """Delete the account (:meth:`Store.delete_user`) and end what its devices were doing;
+    401 when it is gone already."""
+    try:
+        removed = await store.delete_user(user_id, time.time())
+    except NotFound:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="account no longer exists") from None
+    request.app.state.signaling.user_renamed(user_id)
+    await devices_removed(request, user_id, removed)
+
+
 async def _check_own_password(request: Request, store: Store, principal: Principal, password: str,
                               throttle: AuthThrottle) -> UserRecord:
     """The user of ``principal`` if ``password`` is theirs; a wrong one is a failed sign-in
@@ -175,8 +196,7 @@ async def change_password(
         if exc.kind == "device":
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such device") from None
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="account no longer exists") from None
-    for device_id in removed:
-        await request.app.state.signaling.device_removed(user.id, device_id)
+    await devices_removed(request, user.id, removed)
 
 
 @router.delete("/me", status_code=status.HTTP_204_NO_CONTENT)
@@ -191,14 +211,7 @@ async def delete_me(
     username is free to sign up with again; my name and password hash are erased. The calls I
     took part in stay in the other people's history, shown as a deleted account."""
     user = await _check_own_password(request, store, principal, body.password, throttle)
-    try:
-        removed = await store.delete_user(user.id, time.time())
-    except NotFound:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="account no longer exists") from None
-    signaling = request.app.state.signaling
-    signaling.user_renamed(user.id)
-    for device_id in removed:
-        await signaling.device_removed(user.id, device_id)
+    await delete_account(request, store, user.id)
 
 
 @router.get("/users/{username}", response_model=UserOut)

@@ -77,6 +77,25 @@ class AccountDeletion(Strict):
     password: Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
 
+class AdminPasswordReset(Strict):
+    new_password: Password
+    sign_out_devices: bool = Field(
+        default=False, description="Also remove every device of the user (they stop ringing).")
+
+
+class AdminUser(BaseModel):
+    id: str
+    username: str
+    display_name: str
+    created_at: float
+    devices: int = Field(description="devices registered and not removed")
+
+
+class AdminUsers(BaseModel):
+    users: list[AdminUser]
+    next_after: str | None = Field(description="Pass as `after` to fetch the next page.")
+
+
 class UserOut(BaseModel):
     id: str
     username: str
@@ -156,3 +175,11 @@ class History(BaseModel):
 class Health(BaseModel):
     status: Literal["ok"]
     version: str
+
+
+class ServerInfo(BaseModel):
+    """What a client may want to know before anyone signs in."""
+
+    version: str
+    sign_up: Literal["open", "closed"] = Field(
+        description="closed: accounts are made by the server's administrator")

@@ -17,6 +17,8 @@ from facecall.store.models import (
 )
 from facecall.store.records import DEVICE_KINDS, DeviceRecord, TokenRecord, UserRecord
 
+#: the most users one page of :meth:`AccountsRepository.list_users` returns
+MAX_USERS_PAGE = 1000
 USER_COLUMNS = "id, username, display_name, password_hash, created_at, deleted_at"
 DEVICE_COLUMNS = "id, user_id, kind, name, created_at, last_seen_at, removed_at"
 
@@ -65,6 +67,12 @@ REVOKE_TOKENS_OF_USER = Q.of(
 REVOKE_OTHER_ACCOUNT_TOKENS = Q.of(
     "UPDATE auth_tokens SET revoked_at = $2 WHERE user_id = $1 AND device_id IS NULL "
     "AND revoked_at IS NULL AND token_hash != $3"
+)
+USERS_PAGE = Q.of(
+    f"SELECT {USER_COLUMNS} FROM users WHERE deleted_at IS NULL AND username > $2 ORDER BY username LIMIT $1"
+)
+DEVICE_COUNTS = Q.of(
+    "SELECT user_id, count(*) FROM user_devices WHERE user_id {ids1} AND removed_at IS NULL GROUP BY user_id"
 )
 LIVE_DEVICE_IDS = Q.of(
     "SELECT id FROM user_devices WHERE user_id = $1 AND removed_at IS NULL ORDER BY created_at, id"
@@ -163,6 +171,14 @@ def _revoke_token(d: Dialect, digest: str, moment: float) -> Body[bool]:
     return (yield COUNT, REVOKE_TOKEN, (digest, d.time(moment))) == 1
 
 
+def _users_page(d: Dialect, limit: int, after: str) -> Body[list[tuple[UserRecord, int]]]:
+    users = [_user(d, r) for r in (yield ALL, USERS_PAGE, (limit, after))]
+    if not users:
+        return []
+    counts = dict((yield ALL, DEVICE_COUNTS, (d.ids([u.id for u in users]),)))
+    return [(u, int(counts.get(u.id, 0))) for u in users]
+
+
 def _rename_user(d: Dialect, user_id: str, display_name: str) -> Body[UserRecord]:
     if (yield COUNT, RENAME_USER, (user_id, display_name)) != 1:
         raise NotFound("user", user_id)
@@ -256,14 +272,22 @@ class AccountsRepository:
         name = validate.text(display_name, "display_name", DISPLAY_NAME_LEN)
         return await self._db.write(_rename_user, validate.ident(user_id, "user_id"), name)
 
+    async def list_users(self, *, limit: int = 100, after: str = "") -> list[tuple[UserRecord, int]]:
+        """Accounts that are not deleted, by username, with how many devices each has: at most
+        ``limit``, usernames after ``after`` (pass the last one to page on)."""
+        validate.positive_int(limit, "limit", MAX_USERS_PAGE)
+        if not isinstance(after, str) or len(after) > USERNAME_LEN:
+            raise InvalidInput("after", f"must be a username of at most {USERNAME_LEN} characters")
+        return await self._db.read(_users_page, limit, after.lower(), atomic=True)
+
     async def change_password(
-        self, user_id: str, password_hash: str, now: float, *, keep_token_hash: str,
+        self, user_id: str, password_hash: str, now: float, *, keep_token_hash: str | None,
         remove_devices: bool = False, keep_device_id: str | None = None,
     ) -> list[str]:
         """Store a new password hash and revoke every account token of the user but
-        ``keep_token_hash`` (the one that asked), in one transaction. With ``remove_devices``,
-        every device of the user but ``keep_device_id`` is removed too (its tokens revoked);
-        returns the ids of the removed devices.
+        ``keep_token_hash`` (the one that asked; None: every one), in one transaction. With
+        ``remove_devices``, every device of the user but ``keep_device_id`` is removed too (its
+        tokens revoked); returns the ids of the removed devices.
 
         Raises :class:`NotFound` for an unknown user, or a ``keep_device_id`` that is not one of
         the user's devices (then nothing changes).
@@ -271,7 +295,9 @@ class AccountsRepository:
         return await self._db.write(
             _change_password, validate.ident(user_id, "user_id"),
             validate.text(password_hash, "password_hash", PASSWORD_HASH_LEN),
-            validate.instant(now, "now"), validate.token_hash(keep_token_hash), remove_devices,
+            validate.instant(now, "now"),
+            "" if keep_token_hash is None else validate.token_hash(keep_token_hash),  # "": no token
+            remove_devices,
             validate.optional_ident(keep_device_id, "keep_device_id"),
         )
 

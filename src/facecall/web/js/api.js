@@ -59,6 +59,10 @@ export class Api {
     return data;
   }
 
+  serverInfo() {
+    return this.request("GET", "/v1/server");
+  }
+
   signUp(username, password, displayName) {
     const body = { username, password };
     if (displayName) body.display_name = displayName;

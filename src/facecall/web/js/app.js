@@ -49,6 +49,13 @@ function defaultDeviceName() {
 // -- sign in ---------------------------------------------------------------------------------
 let mode = "signin";
 
+/** Sign-up is closed on this server (its administrator makes accounts): sign in only. */
+function closeSignUp() {
+  setMode("signin");
+  $("tab-signup").hidden = true;
+  $("sign-up-closed").hidden = false;
+}
+
 function setMode(next) {
   mode = next;
   const signup = mode === "signup";
@@ -98,6 +105,10 @@ async function submitAuth(event) {
       authError(`Your account “${username}” was created, but this device could not be `
         + `registered: ${reason} Correct it and sign in.`);
     } else if (error.status === 401) authError("Wrong username or password.");
+    else if (error.status === 403 && mode === "signup") {
+      closeSignUp();
+      authError("Sign-up is closed on this server. Ask its administrator for an account.");
+    }
     else if (error.status === 409) authError(`The username “${username}” is taken.`);
     else authError(error.message);
   } finally {
@@ -318,7 +329,7 @@ function init() {
   $("tab-signup").addEventListener("click", () => setMode("signup"));
   for (const tab of [$("tab-signin"), $("tab-signup")]) {
     tab.addEventListener("keydown", (e) => {
-      if (e.key === "ArrowRight" || e.key === "ArrowLeft") {
+      if ((e.key === "ArrowRight" || e.key === "ArrowLeft") && !$("tab-signup").hidden) {
         const next = mode === "signin" ? "signup" : "signin";
         setMode(next);
         $(`tab-${next}`).focus();
@@ -347,6 +358,9 @@ function init() {
     dropConnection: () => state.signaling && state.signaling.drop(),
     get signaling() { return state.signaling ? state.signaling.state : "closed"; },
   };
+  api.serverInfo().then((info) => {
+    if (info && info.sign_up === "closed") closeSignUp();
+  }, () => {}); // unreachable now: the sign-in form says so when it is used
   resume().then((ok) => {
     if (!ok) {
       showView("auth");

@@ -29,5 +29,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("users") as batch:  # SQLite before 3.35 cannot drop a column in place
-        batch.drop_column("deleted_at")
+    if op.get_bind().dialect.name == "sqlite":
+        # in place (SQLite 3.35+): a batch copy of `users` would drop the table, which foreign
+        # keys (on in the migration's transaction) refuse, or cascade to devices and tokens
+        op.execute("ALTER TABLE users DROP COLUMN deleted_at")
+    else:
+        op.drop_column("users", "deleted_at")

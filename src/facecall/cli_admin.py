@@ -1,0 +1,152 @@
+"""``facecall admin users list|add|passwd|delete``: the admin API (``/v1/admin``) from a shell.
+
+The node must run with ``FACECALL_ADMIN_TOKEN`` set; this command reads the same variable, so on
+the server's own host it needs nothing else. ``--server`` (default: ``FACECALL_PUBLIC_URL``, else
+``http://HOST:PORT`` of the settings) names the node. Passwords are asked for twice on a
+terminal, or read as one line from standard input (``echo "$PW" | facecall admin users add bob``).
+Exit status: 0 done, 1 the node refused (its reason is printed), 2 a usage or settings error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+import time
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from facecall.client.api import error_detail
+from facecall.config import Settings, SettingsError
+
+PROG = "facecall admin"
+
+
+class AdminError(Exception):
+    """What to print before exiting with ``status``."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _new_password() -> str:
+    """A new password: asked twice on a terminal, else one line of standard input."""
+    if sys.stdin.isatty():
+        first = getpass.getpass("New password: ")
+        if getpass.getpass("Repeat it: ") != first:
+            raise AdminError("the two passwords differ; nothing was changed", 2)
+        return first
+    line = sys.stdin.readline()
+    if not line:
+        raise AdminError("no password on standard input; nothing was changed", 2)
+    return line.rstrip("\r\n")
+
+
+def _server(args: argparse.Namespace) -> str:
+    if args.server:
+        return str(args.server).rstrip("/")
+    try:
+        return Settings.from_env().base_url.rstrip("/")
+    except SettingsError as exc:
+        raise AdminError(str(exc).splitlines()[0], 2) from None
+
+
+def _request(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> Any:
+    token = os.environ.get("FACECALL_ADMIN_TOKEN", "")
+    if not token:
+        raise AdminError("set FACECALL_ADMIN_TOKEN to the node's admin token", 2)
+    base = _server(args)
+    try:
+        response = httpx.request(method, f"{base}{path}", timeout=30,
+                                 headers={"Authorization": f"Bearer {token}"}, **kwargs)
+    except httpx.HTTPError as exc:
+        raise AdminError(f"cannot reach {base}: {exc}") from None
+    if response.status_code >= 400:
+        raise AdminError(f"{error_detail(response)} (HTTP {response.status_code})")
+    return response.json() if response.content else None
+
+
+def _list(args: argparse.Namespace) -> None:
+    users: list[dict[str, Any]] = []
+    after = ""
+    while True:
+        page = _request(args, "GET", "/v1/admin/users", params={"limit": 1000, "after": after})
+        users += page["users"]
+        if page["next_after"] is None:
+            break
+        after = page["next_after"]
+    if args.json:
+        print(json.dumps(users, indent=2, ensure_ascii=False))
+        return
+    width = max([len("USERNAME"), *(len(u["username"]) for u in users)])
+    print(f"{'USERNAME':{width}}  {'CREATED':10}  {'DEVICES':>7}  DISPLAY NAME")
+    for u in users:
+        created = time.strftime("%Y-%m-%d", time.gmtime(u["created_at"]))
+        print(f"{u['username']:{width}}  {created:10}  {u['devices']:>7}  {u['display_name']}")
+    print(f"{len(users)} account{'s' if len(users) != 1 else ''}", file=sys.stderr)
+
+
+def _add(args: argparse.Namespace) -> None:
+    body = {"username": args.username, "password": _new_password()}
+    if args.display_name:
+        body["display_name"] = args.display_name
+    user = _request(args, "POST", "/v1/admin/users", json=body)
+    print(f"created {user['username']} ({user['id']})")
+
+
+def _passwd(args: argparse.Namespace) -> None:
+    body = {"new_password": _new_password(), "sign_out_devices": args.sign_out_devices}
+    _request(args, "PUT", f"/v1/admin/users/{quote(args.username, safe='')}/password", json=body)
+    devices = " and removed every device" if args.sign_out_devices else ""
+    print(f"set the password of {args.username}: signed out every sign-in{devices}")
+
+
+def _delete(args: argparse.Namespace) -> None:
+    if not args.yes:
+        raise AdminError(f"deleting {args.username} cannot be undone: repeat with --yes", 2)
+    _request(args, "DELETE", f"/v1/admin/users/{quote(args.username, safe='')}")
+    print(f"deleted {args.username}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        args.action(args)
+    except AdminError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return exc.status
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``admin users list|add|passwd|delete``; each sets ``args.run(args) -> exit code``."""
+    admin = commands.add_parser("admin", help="manage accounts through a node's admin API",
+                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    admin.add_argument("--server", help="the node's URL (default: FACECALL_PUBLIC_URL or http://HOST:PORT)")
+    areas = admin.add_subparsers(dest="area", required=True, metavar="AREA")
+    users = areas.add_parser("users", help="accounts").add_subparsers(dest="verb", required=True,
+                                                                     metavar="ACTION")
+    listing = users.add_parser("list", help="every account, with its device count")
+    listing.add_argument("--json", action="store_true", help="one JSON array")
+    listing.set_defaults(action=_list)
+    add = users.add_parser("add", help="create an account (sign-up may be closed)")
+    add.add_argument("username")
+    add.add_argument("--display-name")
+    add.set_defaults(action=_add)
+    passwd = users.add_parser("passwd", help="set a password; every sign-in of the account ends")
+    passwd.add_argument("username")
+    passwd.add_argument("--sign-out-devices", action="store_true",
+                        help="also remove every device of the account")
+    passwd.set_defaults(action=_passwd)
+    delete = users.add_parser("delete", help="delete an account for good")
+    delete.add_argument("username")
+    delete.add_argument("--yes", action="store_true", help="yes, delete it")
+    delete.set_defaults(action=_delete)
+    admin.set_defaults(run=_run)
