@@ -144,12 +144,23 @@ function showMe(user) {
     ? `${user.display_name} (@${user.username})` : `@${user.username}`;
 }
 
-/** The account token of this tab stopped working (the password was changed elsewhere, or the
- *  session expired): sign in again. This browser's device stays registered and is used again. */
-function accountTokenEnded(token) {
-  if (!state.session || token !== state.session.account) return;
+/** The account token of this tab stopped working: sign in again. Either the password was
+ *  changed elsewhere or the sign-in expired (this browser's device stays registered and is used
+ *  again), or the device went too (signed out in another tab, removed): the device token says. */
+async function accountTokenEnded(token) {
+  const s = state.session;
+  if (!s || token !== s.account) return;
+  let deviceWorks = true;
+  try {
+    await api.me(s.device);
+  } catch (error) {
+    deviceWorks = error.status !== 401;
+  }
+  if (state.session !== s) return; // dealt with meanwhile (the signaling said "unauthorized")
   signOutLocally();
-  messages.error("You were signed out here: your password was changed or your session ended. Sign in again.");
+  messages.error(deviceWorks
+    ? "You were signed out here: your password was changed or your session ended. Sign in again."
+    : "This device was removed or signed out. Sign in again to use it.");
 }
 
 /** My account was deleted from this tab: nothing of it is kept in this browser. */
