@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -110,11 +111,13 @@ async def live_server(database_url: str, **overrides: Any) -> AsyncIterator[Live
         if task.done():
             task.result()
         await asyncio.sleep(0.01)
-    base = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+    tls = settings.tls_cert != ""  # HTTPS and WSS: trust the node's own certificate
+    base = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=settings.tls_cert) if tls else True
+    async with httpx.AsyncClient(base_url=base, timeout=10, verify=verify) as http:
         try:
-            yield LiveServer(settings, base, f"ws://127.0.0.1:{port}/v1/signaling", http,
-                             server.config.loaded_app)
+            yield LiveServer(settings, base, f"{'wss' if tls else 'ws'}://127.0.0.1:{port}/v1/signaling",
+                             http, server.config.loaded_app)
         finally:
             server.should_exit = True
             await asyncio.wait_for(task, 15)

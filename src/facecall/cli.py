@@ -25,6 +25,9 @@ def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
                         help="debug, info, warning or error (FACECALL_LOG_LEVEL, default info)")
     parser.add_argument("--log-json", action="store_const", const=True,
                         help="JSON log lines (FACECALL_LOG_JSON)")
+    parser.add_argument("--tls-cert", help="PEM certificate chain: serve HTTPS and WSS "
+                                           "(FACECALL_TLS_CERT, with --tls-key)")
+    parser.add_argument("--tls-key", help="PEM private key of --tls-cert (FACECALL_TLS_KEY)")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -32,6 +35,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings.from_env(
         host=args.host, port=args.port, database_url=args.database_url,
         ring_timeout=args.ring_timeout, log_level=args.log_level, log_json=args.log_json,
+        tls_cert=args.tls_cert, tls_key=args.tls_key,
     )
 
 

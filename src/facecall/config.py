@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from dataclasses import field, fields
 from typing import Annotated, Any, Literal
 
@@ -67,6 +68,17 @@ def _admin_token(token: str) -> str:
     if token and len(token) < ADMIN_TOKEN_MIN_CHARS:
         raise ValueError(f"{len(token)} characters is too short to guess safely")
     return token
+
+
+def _readable_file(path: str) -> str:
+    """Empty, or the path of a file this process can read."""
+    if path:
+        try:
+            with open(os.path.expanduser(path), "rb") as f:
+                f.read(1)
+        except OSError as exc:
+            raise ValueError(f"cannot be read ({exc.strerror or exc})") from None
+    return os.path.expanduser(path) if path else path
 
 
 #: An ICE server URI: ``stun:``/``stuns:`` host [``:port``] (RFC 7064), ``turn:``/``turns:``
@@ -188,6 +200,26 @@ class Settings:
     admin_token: Annotated[str, AfterValidator(_admin_token), Field(
         description=f"empty (no admin API) or at least {ADMIN_TOKEN_MIN_CHARS} characters")] = ""
 
+    # HTTPS and WSS on the node's own port (RFC 8446 via Python's ssl): a PEM certificate chain
+    # and its private key, both or neither; empty: plain HTTP (behind a TLS-terminating proxy)
+    tls_cert: Annotated[str, AfterValidator(_readable_file), Field(
+        description="empty, or a readable PEM certificate chain (with FACECALL_TLS_KEY)")] = ""
+    tls_key: Annotated[str, AfterValidator(_readable_file), Field(
+        description="empty, or a readable PEM private key (with FACECALL_TLS_CERT)")] = ""
+
+    def tls_problem(self) -> str | None:
+        """Why ``tls_cert`` and ``tls_key`` cannot serve HTTPS, or None (also when both are
+        empty)."""
+        if not self.tls_cert and not self.tls_key:
+            return None
+        if not self.tls_cert or not self.tls_key:
+            return "a certificate and its key go together: give both or neither"
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(self.tls_cert, self.tls_key)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            return f"the certificate and key do not load together ({exc})"
+        return None
+
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from ``FACECALL_*`` variables, then keyword overrides (CLI flags:
@@ -214,14 +246,17 @@ class Settings:
             lines += SettingsError.lines(
                 exc, {**variables, **{name: "--" + name.replace("_", "-") for name in flags}})
             raise SettingsError("\n".join(dict.fromkeys(lines))) from None
+        if (problem := settings.tls_problem()) is not None:
+            lines.append(f"FACECALL_TLS_CERT / FACECALL_TLS_KEY (--tls-cert / --tls-key): {problem}")
         if lines:
             raise SettingsError("\n".join(lines))
         return settings
 
     @property
     def base_url(self) -> str:
-        """How clients reach this node: ``public_url``, else ``http://host:port``."""
-        return self.public_url or f"http://{self.host}:{self.port}"
+        """How clients reach this node: ``public_url``, else ``http(s)://host:port``."""
+        scheme = "https" if self.tls_cert else "http"
+        return self.public_url or f"{scheme}://{self.host}:{self.port}"
 
 
 #: settings whose values are secrets: an error names them without showing the value

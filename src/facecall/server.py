@@ -29,6 +29,7 @@ def build_uvicorn(settings: Settings, turn_uris: list[str] | None = None) -> uvi
         ws_ping_timeout=20.0, ws_per_message_deflate=False,  # zlib contexts cost ~100 KiB a device
         ws=SignalingWebSocket,  # /v1/signaling without ASGI (docs/benchmarks.md, "Signaling")
         http=GuardedHttpProtocol,  # bounded heads, head/body deadlines, a connection cap
+        ssl_certfile=settings.tls_cert or None, ssl_keyfile=settings.tls_key or None,
     )
     return uvicorn.Server(config)
 

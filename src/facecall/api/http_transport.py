@@ -177,6 +177,17 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         elif not self.transport.is_closing():
             self.transport.close()  # an idle connection: nothing to answer
 
+    def shutdown(self) -> None:
+        """uvicorn is stopping. An idle connection over TLS is dropped at once: closing it
+        properly waits for the client's close_notify (RFC 8446 §6.1), which a client that is
+        not reading its pooled connection never sends, and that would hold the shutdown for
+        asyncio's SSL shutdown timeout (30 s). Between requests there is nothing to lose."""
+        idle = self.cycle is None or self.cycle.response_complete
+        if idle and self.transport.get_extra_info("sslcontext") is not None:
+            self.transport.abort()
+            return
+        super().shutdown()
+
     def _body_timed_out(self) -> None:
         self._deadline = None
         if not self.transport.is_closing():
