@@ -228,3 +228,14 @@ def test_a_refused_secret_is_not_shown() -> None:
         Settings.from_env({"FACECALL_ADMIN_TOKEN": "hunter2-secret"})
     assert "hunter2" not in str(refused.value)
     assert str(refused.value).startswith("FACECALL_ADMIN_TOKEN=(secret, not shown) is not allowed: ")
+
+
+@pytest.mark.parametrize("env", [
+    {"FACECALL_ADMIN_TOKEN": "0123456789abcdef\n"}, {"FACECALL_ADMIN_TOKEN": " 0123456789abcdef"},
+    {"FACECALL_ADMIN_TOKEN": "0123456789\x01abcdef"}, {"FACECALL_METRICS_TOKEN": "scrape-me "},
+    {"FACECALL_METRICS_TOKEN": "scrape\tme"},
+])
+def test_bearer_tokens_that_could_never_match_are_refused(env: dict[str, str]) -> None:
+    """HTTP strips spaces around a header value and refuses control characters."""
+    with pytest.raises(SettingsError, match="would never match"):
+        Settings.from_env(env)

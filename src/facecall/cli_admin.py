@@ -57,9 +57,11 @@ def _server(args: argparse.Namespace) -> str:
 
 
 def _request(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> Any:
-    token = os.environ.get("FACECALL_ADMIN_TOKEN", "")
+    token = os.environ.get("FACECALL_ADMIN_TOKEN", "").strip()  # a file read keeps its line break
     if not token:
         raise AdminError("set FACECALL_ADMIN_TOKEN to the node's admin token", 2)
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in token):
+        raise AdminError("FACECALL_ADMIN_TOKEN holds control characters; no node's token does", 2)
     base = _server(args)
     try:
         response = httpx.request(method, f"{base}{path}", timeout=30,

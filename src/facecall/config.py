@@ -63,8 +63,18 @@ def _public_url(url: str) -> str:
 ADMIN_TOKEN_MIN_CHARS = 16
 
 
+def _bearer_token(token: str) -> str:
+    """A token sent as ``Authorization: Bearer <token>``: HTTP strips the spaces around a
+    header value (RFC 9110 §5.5) and refuses control characters, so a token with them could
+    never match."""
+    if token != token.strip() or any(ord(c) < 0x20 or ord(c) == 0x7F for c in token):
+        raise ValueError("spaces around it or control characters (a line break?) would never match")
+    return token
+
+
 def _admin_token(token: str) -> str:
     """Empty (no admin API), or a secret of at least :data:`ADMIN_TOKEN_MIN_CHARS` characters."""
+    _bearer_token(token)
     if token and len(token) < ADMIN_TOKEN_MIN_CHARS:
         raise ValueError(f"{len(token)} characters is too short to guess safely")
     return token
@@ -191,14 +201,16 @@ class Settings:
         = False
     # GET /metrics wants `Authorization: Bearer <this>` when set (Prometheus `authorization`);
     # empty: open to whoever reaches the node (keep it off the public side of the proxy)
-    metrics_token: Annotated[str, Field(description="any text (empty: no token)")] = ""
+    metrics_token: Annotated[str, AfterValidator(_bearer_token), Field(
+        description="empty (no token) or text without spaces around it or control characters")] = ""
     # POST /v1/accounts: "open" to anyone who reaches the node; "closed": only the admin API
     # (`facecall admin users add`) creates accounts
     sign_up: Annotated[Literal["open", "closed"], BeforeValidator(_lower),
                        Field(description="open or closed")] = "open"
     # /v1/admin/* wants `Authorization: Bearer <this>`; empty: the admin API is off
     admin_token: Annotated[str, AfterValidator(_admin_token), Field(
-        description=f"empty (no admin API) or at least {ADMIN_TOKEN_MIN_CHARS} characters")] = ""
+        description=f"empty (no admin API) or at least {ADMIN_TOKEN_MIN_CHARS} characters, without "
+                    "spaces around them or control characters")] = ""
 
     # HTTPS and WSS on the node's own port (RFC 8446 via Python's ssl): a PEM certificate chain
     # and its private key, both or neither; empty: plain HTTP (behind a TLS-terminating proxy)

@@ -123,7 +123,8 @@ async def test_sign_out_other_devices(server: LiveServer) -> None:
                      sign_out_other_devices=True, this_device_id=here.device_id)
     assert r.status_code == 204
     for gone in (phone, tablet):
-        assert (await gone.next_event("connection.closed"))["code"] == 4009
+        closed = await gone.next_event("connection.closed")
+        assert (closed["code"], closed["reason"]) == (4009, "device removed")
     assert (await b1.next_event("call.ended"))["reason"] == "device_removed"
     assert (await here.request("ping"))["type"] == "pong"
     listed = await server.http.get("/v1/devices", headers=bearer(alice["token"]))
@@ -183,7 +184,8 @@ async def test_delete_my_account(server: LiveServer) -> None:
     r = await delete_me(server, alice["token"], {"password": PASSWORD})
     assert r.status_code == 204
     for device in (a1, a2):
-        assert (await device.next_event("connection.closed"))["code"] == 4009
+        closed = await device.next_event("connection.closed")
+        assert (closed["code"], closed["reason"]) == (4009, "account deleted")
     assert (await b1.next_event("call.ended"))["reason"] == "device_removed"
     assert (await server.http.get("/v1/me", headers=bearer(alice["token"]))).status_code == 401
     assert await sign_in(server, "alice") == 401

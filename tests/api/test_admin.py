@@ -172,7 +172,7 @@ async def test_the_admin_command_line(closed: LiveServer, monkeypatch: pytest.Mo
     monkeypatch.setenv("FACECALL_ADMIN_TOKEN", "wrong-token-of-32-characters-xx!")
     status, _, err = await run_cli([*server, "list"], monkeypatch, capsys)
     assert status == 1 and "the admin API wants the admin token (HTTP 401)" in err
-    monkeypatch.setenv("FACECALL_ADMIN_TOKEN", ADMIN_TOKEN)
+    monkeypatch.setenv("FACECALL_ADMIN_TOKEN", ADMIN_TOKEN + "\n")  # read from a file: the line break goes
 
     status, out, _ = await run_cli([*server, "add", "alice", "--display-name", "Alice L"],
                                    monkeypatch, capsys, stdin=PASSWORD + "\n")

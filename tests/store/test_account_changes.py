@@ -189,3 +189,18 @@ async def test_change_password_without_a_token_to_keep_revokes_every_account_tok
     assert await store.resolve_token(token_hash("one"), T0 + 2) is None
     assert await store.resolve_token(token_hash("two"), T0 + 2) is None
     assert await store.resolve_token(token_hash("phone"), T0 + 2) is not None
+
+
+async def test_a_sign_in_checked_against_an_old_password_gets_no_token(store: Store) -> None:
+    """A sign-in reads the hash, checks the password (0.1 s), then stores its token: if the
+    password changed (or the account went) meanwhile, the token is refused, not left working."""
+    alice = await store.create_user("alice", "Alice", "old-hash", T0)
+    await store.create_token(token_hash("ok"), alice.id, None, T0, None, password_hash="old-hash")
+    await store.change_password(alice.id, "new-hash", T0 + 1, keep_token_hash=None)
+    with pytest.raises(NotFound, match="user"):
+        await store.create_token(token_hash("late"), alice.id, None, T0 + 2, None, password_hash="old-hash")
+    assert await store.resolve_token(token_hash("late"), T0 + 3) is None
+    await store.create_token(token_hash("new"), alice.id, None, T0 + 2, None, password_hash="new-hash")
+    await store.delete_user(alice.id, T0 + 4)
+    with pytest.raises(NotFound, match="user"):
+        await store.create_token(token_hash("after"), alice.id, None, T0 + 5, None, password_hash="")

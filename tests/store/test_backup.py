@@ -68,14 +68,33 @@ async def _make(url: str) -> None:
     ("sqlite+aiosqlite:///{tmp}/missing.db", "copy.db", "no database at"),
     ("sqlite+aiosqlite:///{tmp}/idle.db", "idle.db", "exists already"),
     ("sqlite+aiosqlite:///{tmp}/idle.db", "no-such-dir/copy.db", "no directory"),
+    ("sqlite+aiosqlite:///{tmp}/idle.db", "dangling", "exists already"),  # a symlink to nowhere
 ])
 def test_backup_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str, target: str,
                          message: str) -> None:
     idle = f"sqlite+aiosqlite:///{tmp_path / 'idle.db'}"
     asyncio.run(_make(idle))
     before = (tmp_path / "idle.db").read_bytes()
+    (tmp_path / "dangling").symlink_to(tmp_path / "copy.db")
     status = main(["--database-url", url.format(tmp=tmp_path), "backup", str(tmp_path / target)])
     assert status == 1
     assert message in capsys.readouterr().err
     assert (tmp_path / "idle.db").read_bytes() == before
     assert not (tmp_path / "copy.db").exists()
+
+
+def test_backup_of_a_path_with_uri_characters(tmp_path: Path) -> None:
+    """"#" and "?" are part of the file name, not a URI's fragment or query; a plain SQLite
+    URL given with --database-url works like FACECALL_DATABASE_URL."""
+    path = tmp_path / "facecall#prod?.db"
+    asyncio.run(_make(f"sqlite+aiosqlite:///{path}"))
+    target = tmp_path / "copy.db"
+    assert main(["--database-url", f"sqlite:///{path}", "backup", str(target)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("facecall#prod")) == ["copy.db"]
+    assert target.stat().st_mode & 0o777 == 0o600
+    copy = sqlite3.connect(target)
+    try:
+        assert copy.execute("SELECT username FROM users").fetchall() == [("alice",)]
+    finally:
+        copy.close()
+    assert main(["--database-url", f"sqlite:///{path}", "current"]) == 0

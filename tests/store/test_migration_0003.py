@@ -4,6 +4,7 @@ exactly, and back on downgrade); a database holding data migrates up and down on
 from __future__ import annotations
 
 import sqlite3
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -142,5 +143,28 @@ async def test_migrations_up_and_down_with_data(database_url: str) -> None:
         loaded = await store.load_call(live.call_id)
         assert loaded is not None and abs(loaded.created_at - live.created_at) < 1e-6
         assert loaded.next_deadline is not None and abs(loaded.next_deadline - (T0 + 30.123456)) < 1e-6
+    finally:
+        await store.close()
+
+
+async def test_a_deleted_account_stays_deleted_across_a_downgrade(database_url: str) -> None:
+    """0005's downgrade drops ``deleted_at``; upgrading again marks the erased rows anew."""
+    store = await Store.open(database_url)
+    try:
+        alice, _ = await user_with_device(store, "alice")
+        bob, _ = await user_with_device(store, "bob")
+        await store.delete_user(alice.id, T0 + 1)
+    finally:
+        await store.close()
+    assert await migrate_url(database_url, "downgrade", "0004") == "0004"
+    before = time.time()
+    assert await migrate_url(database_url, "upgrade", "head") == "0005"
+    store = await Store.open(database_url, migrate=False)
+    try:
+        gone = await store.get_user(alice.id)
+        assert gone is not None and gone.deleted_at is not None
+        assert before - 1 <= gone.deleted_at <= time.time() + 1
+        assert (await store.get_user(bob.id)).deleted_at is None  # type: ignore[union-attr]
+        assert [u.username for u, _ in await store.list_users()] == ["bob"]
     finally:
         await store.close()

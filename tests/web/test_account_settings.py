@@ -3,6 +3,7 @@ change does to my other browsers."""
 
 from __future__ import annotations
 
+import pytest
 from playwright.async_api import Browser, expect
 
 from tests.live import LiveServer
@@ -54,6 +55,8 @@ async def test_password_change_signs_out_my_other_browsers(browser: Browser, ser
 
     await change_password(alice, "not my password", NEW_PASSWORD, sign_out_others=False)
     await expect(alice.page.locator("#account-error")).to_have_text("The current password is wrong.")
+    await expect(alice.page.locator("#current-password")).to_have_attribute("aria-invalid", "true")
+    await expect(alice.page.locator("#current-password")).to_be_focused()
     await change_password(alice, PASSWORD, "short", sign_out_others=False)
     await expect(alice.page.locator("#account-error")).to_have_text(
         "Choose a new password of at least 8 characters.")
@@ -88,6 +91,7 @@ async def test_password_change_signs_out_my_other_browsers(browser: Browser, ser
 async def test_delete_my_account(people: PersonFactory, server: LiveServer) -> None:
     bob = await people("bob")
     alice = await people("alice")
+    laptop = await people("alice", signup=False, device_name="laptop")
     await alice.call("bob", "audio")
     await bob.expect_ringing("alice")
     await bob.decline()
@@ -105,9 +109,22 @@ async def test_delete_my_account(people: PersonFactory, server: LiveServer) -> N
     await expect(page.locator("#auth-view")).to_be_visible()
     await alice.expect_alert("Your account was deleted.")
     assert await page.evaluate("localStorage.getItem('facecall.device')") is None
+    # alice's other browser is told what happened, and forgets the account too
+    await expect(laptop.page.locator("#auth-view")).to_be_visible()
+    await laptop.expect_alert("This account was deleted")
+    assert await laptop.page.evaluate("localStorage.getItem('facecall.device')") is None
     r = await server.http.post("/v1/sessions", json={"username": "alice", "password": PASSWORD})
     assert r.status_code == 401
 
+    # bob's page still lists the old call; its name now belongs to a newcomer, whom the
+    # call-back button must not ring
+    newcomer = await server.sign_up("alice")
+    newcomer_device = await server.register_device(newcomer["token"])
+    ringing = await server.device(newcomer_device["token"])
+    await bob.page.locator("#recents li .callback").click()
+    await bob.expect_alert("The account “alice” in your recents was deleted")
+    with pytest.raises(TimeoutError):
+        await ringing.next_event("call.ring", timeout=1.0)
     await bob.page.reload()
     await expect(bob.page.locator("#recents li")).to_have_count(1)
     await expect(bob.page.locator("#recents li .name")).to_have_text("Deleted account")

@@ -43,10 +43,17 @@ def user_out(user: UserRecord) -> UserOut:
 
 
 async def _open_session(request: Request, store: Store, user: UserRecord) -> Session:
+    """An account token for ``user``, whose password was just checked against
+    ``user.password_hash``: 401 when that is no longer their password (changed or reset
+    meanwhile) or the account was deleted meanwhile."""
     now = time.time()
     ttl: float = request.app.state.settings.user_token_ttl
     token = new_token()
-    await store.create_token(token_hash(token), user.id, None, now, now + ttl)
+    try:
+        await store.create_token(token_hash(token), user.id, None, now, now + ttl,
+                                 password_hash=user.password_hash)
+    except NotFound:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="wrong username or password") from None
     return Session(token=token, user=user_out(user), expires_at=now + ttl)
 
 
@@ -135,10 +142,12 @@ async def update_me(
     return user_out(user)
 
 
-async def devices_removed(request: Request, user_id: str, device_ids: list[str]) -> None:
-    """Tell the signaling service: each device's connection closes (4009), it leaves its calls."""
+async def devices_removed(request: Request, user_id: str, device_ids: list[str],
+                          why: str = "device removed") -> None:
+    """Tell the signaling service: each device's connection closes (4009, ``why`` its reason),
+    it leaves its calls."""
     for device_id in device_ids:
-        await request.app.state.signaling.device_removed(user_id, device_id)
+        await request.app.state.signaling.device_removed(user_id, device_id, why)
 
 
 async def delete_account(request: Request, store: Store, user_id: str) -> None:
@@ -149,7 +158,7 @@ async def delete_account(request: Request, store: Store, user_id: str) -> None:
     except NotFound:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="account no longer exists") from None
     request.app.state.signaling.user_renamed(user_id)
-    await devices_removed(request, user_id, removed)
+    await devices_removed(request, user_id, removed, "account deleted")
 
 
 async def _check_own_password(request: Request, store: Store, principal: Principal, password: str,

@@ -313,10 +313,11 @@ class CallService:
         must carry this too.)"""
         self._names.pop(user_id, None)
 
-    async def device_removed(self, user_id: str, device_id: str) -> None:
-        """A device was removed: close its connection; it leaves every call it is in."""
+    async def device_removed(self, user_id: str, device_id: str, why: str = "device removed") -> None:
+        """A device was removed: close its connection (4009, ``why`` as the close reason:
+        "device removed" or "account deleted"); it leaves every call it is in."""
         if (session := self._sessions.pop(device_id, None)) is not None:
-            session.kick("device removed", CLOSE_REMOVED)
+            session.kick(why, CLOSE_REMOVED)
             metrics.CONNECTED_DEVICES.dec()
         if (task := self._grace.pop(device_id, None)) is not None:
             task.cancel()

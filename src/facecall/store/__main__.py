@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sqlite3
 import sys
 from pathlib import Path
+from urllib.request import pathname2url
 
 from sqlalchemy.engine import make_url
 
@@ -27,10 +29,13 @@ class BackupError(Exception):
     """A backup that cannot be made; ``str()`` says why, in one line."""
 
 
-def backup_sqlite(url: str, target: Path, progress: bool = False) -> int:
+def backup_sqlite(url: str, target: Path) -> int:
     """Copy the SQLite database of ``url`` to ``target`` with SQLite's online backup API
-    (sqlite.org/backup.html): a consistent copy while nodes keep writing to it. Returns the
-    pages copied. ``target`` must not exist."""
+    (sqlite.org/backup.html) in one step: one read transaction, a consistent copy while nodes
+    keep writing (WAL readers do not block writers; a copy made in several steps starts over
+    whenever another connection writes, and under steady writes never ends). Returns the pages
+    copied. ``target`` must not exist; it is created readable by its owner only (it holds
+    password hashes)."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         raise BackupError("backup copies SQLite databases; for PostgreSQL use pg_dump")
@@ -39,33 +44,32 @@ def backup_sqlite(url: str, target: Path, progress: bool = False) -> int:
     source_path = Path(str(parsed.database))
     if not source_path.is_file():
         raise BackupError(f"no database at {source_path}")
-    if target.exists():
-        raise BackupError(f"{target} exists already; name a new file")
     if not target.parent.is_dir():
         raise BackupError(f"no directory {target.parent}")
-    source = sqlite3.connect(f"file:{source_path}?mode=ro", uri=True, timeout=10)
-    copy = sqlite3.connect(str(target))
-    copied = 0
-
-    def step(_status: int, remaining: int, total: int) -> None:
-        nonlocal copied
-        copied = total
-        if progress and total:
-            print(f"\r{100 * (total - remaining) // total}% of {total} pages", end="",
-                  file=sys.stderr, flush=True)
-
+    try:  # a new file, never through a symlink (dangling or not) or over anything there
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+    except FileExistsError:
+        raise BackupError(f"{target} exists already; name a new file") from None
+    except OSError as exc:
+        raise BackupError(f"cannot create {target}: {exc.strerror or exc}") from None
     try:
-        source.backup(copy, pages=1024, progress=step)
-        if progress:
-            print(file=sys.stderr)
+        # a URI (read-only, never created): the path percent-encoded, so "#" or "?" in it stay
+        # part of the file name
+        source = sqlite3.connect(f"file:{pathname2url(str(source_path.resolve()))}?mode=ro",
+                                 uri=True, timeout=10)
+        try:
+            copy = sqlite3.connect(str(target))
+            try:
+                source.backup(copy, pages=-1)
+                pages: int = copy.execute("PRAGMA page_count").fetchone()[0]
+            finally:
+                copy.close()
+        finally:
+            source.close()
     except BaseException:
-        copy.close()
         target.unlink(missing_ok=True)
         raise
-    finally:
-        source.close()
-    copy.close()
-    return copied
+    return pages
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,14 +92,15 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--database-url", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
-        url = args.database_url or Settings.from_env().database_url
+        # the flag is checked and given its async driver as FACECALL_DATABASE_URL is
+        url = Settings.from_env(database_url=args.database_url).database_url
     except SettingsError as exc:  # one line per bad setting, as `facecall serve` says it
         for line in str(exc).splitlines():
             print(f"python -m facecall.store: {line}", file=sys.stderr)
         return 2
     if args.command == "backup":
         try:
-            pages = backup_sqlite(url, args.target, progress=sys.stderr.isatty())
+            pages = backup_sqlite(url, args.target)
         except (BackupError, sqlite3.Error) as exc:
             print(f"python -m facecall.store: {exc}", file=sys.stderr)
             return 1

@@ -26,6 +26,9 @@ USER_BY_ID = Q.of(f"SELECT {USER_COLUMNS} FROM users WHERE id = $1")
 USER_BY_NAME = Q.of(f"SELECT {USER_COLUMNS} FROM users WHERE username = $1 AND deleted_at IS NULL")
 USERS_BY_IDS = Q.of(f"SELECT {USER_COLUMNS} FROM users WHERE id {{ids1}}")
 USER_EXISTS = Q.of("SELECT 1 FROM users WHERE id = $1 AND deleted_at IS NULL")  # takes devices, tokens
+USER_WITH_PASSWORD = Q.of(
+    "SELECT 1 FROM users WHERE id = $1 AND deleted_at IS NULL AND password_hash = $2"
+)
 INSERT_USER = Q.of(f"INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, NULL)")
 INSERT_DEVICE = Q.of(f"INSERT INTO user_devices ({DEVICE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, NULL)")
 DEVICES_OF_USERS = Q.of(
@@ -145,9 +148,12 @@ def _touch_device(d: Dialect, device_id: str, moment: float) -> Body[None]:
         raise NotFound("device", str(device_id))
 
 
-def _insert_token(d: Dialect, t: TokenRecord) -> Body[None]:
-    if (yield ONE, USER_EXISTS, (t.user_id,)) is None:
-        raise NotFound("user", t.user_id)
+def _insert_token(d: Dialect, t: TokenRecord, password_hash: str | None) -> Body[None]:
+    if password_hash is None:
+        if (yield ONE, USER_EXISTS, (t.user_id,)) is None:
+            raise NotFound("user", t.user_id)
+    elif (yield ONE, USER_WITH_PASSWORD, (t.user_id, password_hash)) is None:
+        raise NotFound("user", t.user_id)  # gone, or its password changed since it was checked
     if t.device_id is not None and (yield ONE, OWNED_DEVICE, (t.device_id, t.user_id)) is None:
         raise NotFound("device", t.device_id)
     args = (t.token_hash, t.user_id, t.device_id, d.time(t.created_at), d.time(t.expires_at))
@@ -366,11 +372,18 @@ class AccountsRepository:
         device_id: str | None,
         now: float,
         expires_at: float | None,
+        *,
+        password_hash: str | None = None,
     ) -> None:
         """Store a token by its hash (the caller hashes). ``device_id`` None: account token.
 
-        Raises :class:`NotFound` for an unknown user, or a device that is not the user's (or was
-        removed); :class:`TokenExists` if the hash is stored already.
+        With ``password_hash`` (what a sign-in checked the password against), the token is
+        stored only if that is still the user's password: a sign-in that was checking the old
+        password while it changed gets no token (the change revoked every other one).
+
+        Raises :class:`NotFound` for an unknown or deleted user (or, with ``password_hash``, one
+        whose password changed), or a device that is not the user's (or was removed);
+        :class:`TokenExists` if the hash is stored already.
         """
         record = TokenRecord(
             token_hash=validate.token_hash(token_hash),
@@ -381,7 +394,7 @@ class AccountsRepository:
             revoked_at=None,
         )
         try:
-            await self._db.write(_insert_token, record)
+            await self._db.write(_insert_token, record, password_hash)
         except IntegrityViolation as exc:
             raise TokenExists() from exc
 

@@ -33,15 +33,26 @@ export class AccountPanel {
     this.say("", "");
   }
 
-  say(error, done) {
+  say(error, done, field = null) {
     $("account-error").textContent = error;
     $("account-done").textContent = done;
+    for (const id of ["account-display-name", "current-password", "new-password", "delete-password"]) {
+      const input = $(id);
+      if (input === field) {
+        input.setAttribute("aria-invalid", "true");
+        input.setAttribute("aria-describedby", "account-error");
+      } else {
+        input.removeAttribute("aria-invalid");
+        input.removeAttribute("aria-describedby");
+      }
+    }
+    if (field) field.focus();
   }
 
   async rename(event) {
     event.preventDefault();
     const name = $("account-display-name").value.trim();
-    if (!name) return this.say("Enter a display name.", "");
+    if (!name) return this.say("Enter a display name.", "", $("account-display-name"));
     $("save-name").disabled = true;
     try {
       const user = await this.api.rename(this.session().account, name);
@@ -49,7 +60,8 @@ export class AccountPanel {
       $("account-display-name").value = user.display_name;
       this.say("", "Display name saved.");
     } catch (error) {
-      if (error.status !== 401) this.say(`Could not save the name: ${error.message}`, "");
+      const field = error.status === 422 ? $("account-display-name") : null;
+      if (error.status !== 401) this.say(`Could not save the name: ${error.message}`, "", field);
     } finally {
       $("save-name").disabled = false;
     }
@@ -60,8 +72,10 @@ export class AccountPanel {
     const current = $("current-password").value;
     const next = $("new-password").value;
     const others = $("sign-out-others").checked;
-    if (!current) return this.say("Enter your current password.", "");
-    if (next.length < 8) return this.say("Choose a new password of at least 8 characters.", "");
+    if (!current) return this.say("Enter your current password.", "", $("current-password"));
+    if (next.length < 8) {
+      return this.say("Choose a new password of at least 8 characters.", "", $("new-password"));
+    }
     const question = "Sign out all your other devices? They stop ringing until you sign in on them again.";
     if (others && !window.confirm(question)) return;
     $("change-password").disabled = true;
@@ -75,8 +89,11 @@ export class AccountPanel {
         : "Password changed. Browsers signed in with the old password must sign in again.");
       if (others) this.onDevicesChanged();
     } catch (error) {
-      if (error.status === 403) this.say("The current password is wrong.", "");
-      else if (error.status !== 401) this.say(`Could not change the password: ${error.message}`, "");
+      if (error.status === 403) this.say("The current password is wrong.", "", $("current-password"));
+      else if (error.status !== 401) {
+        const field = error.status === 422 ? $("new-password") : null;
+        this.say(`Could not change the password: ${error.message}`, "", field);
+      }
     } finally {
       $("change-password").disabled = false;
     }
@@ -85,14 +102,14 @@ export class AccountPanel {
   async deleteAccount(event) {
     event.preventDefault();
     const password = $("delete-password").value;
-    if (!password) return this.say("Enter your password to delete your account.", "");
+    if (!password) return this.say("Enter your password to delete your account.", "", $("delete-password"));
     const s = this.session();
     if (!window.confirm(`Delete the account @${s.user.username} for good? This cannot be undone.`)) return;
     $("delete-account-button").disabled = true;
     try {
       await this.api.deleteAccount(s.account, password);
     } catch (error) {
-      if (error.status === 403) this.say("The password is wrong.", "");
+      if (error.status === 403) this.say("The password is wrong.", "", $("delete-password"));
       else if (error.status !== 401) this.say(`Could not delete the account: ${error.message}`, "");
       return;
     } finally {

@@ -185,15 +185,21 @@ function start(s) {
   calls.remember(s.userId, s.user.username);
   view.bind(calls);
   calls.addEventListener("history-changed", () => state.home && state.home.refreshRecents());
-  calls.addEventListener("unauthorized", () => {
+  calls.addEventListener("unauthorized", (e) => {
+    if (state.session !== s) return;
+    const accountDeleted = e.detail && e.detail.message === "account deleted";
     signOutLocally();
-    messages.error("This device was removed or signed out. Sign in again to use it.");
+    if (accountDeleted) {
+      const device = store.get("device");
+      if (device && device.userId === s.userId) store.remove("device");
+      messages.error("This account was deleted (from another device or by the server's administrator).");
+    } else messages.error("This device was removed or signed out. Sign in again to use it.");
   });
   state.signaling = signaling;
   state.calls = calls;
   state.home = new Home({
     api, session,
-    call: (username, media) => calls.start(username, media),
+    call: (username, media, userId) => calls.start(username, media, userId),
     error: (text) => messages.error(text),
     onThisDeviceRemoved: () => signOutLocally(),
   });

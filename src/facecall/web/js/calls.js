@@ -97,7 +97,9 @@ export class Calls extends EventTarget {
   }
 
   // -- placing a call --------------------------------------------------------------------
-  async start(username, mediaKind) {
+  /** Call ``username``; from recents, ``expectedId`` is the account called before: a name
+   *  whose account was deleted may belong to someone else now. */
+  async start(username, mediaKind, expectedId = null) {
     unlockAudio();
     username = username.trim().toLowerCase();
     if (this.active) return this.view.error("End the current call first.");
@@ -110,6 +112,9 @@ export class Calls extends EventTarget {
       if (error instanceof ApiError && error.status === 404) return this.view.error(`No user named ${username}`);
       if (error instanceof ApiError && error.status === 422) return this.view.error(`“${username}” is not a valid username`);
       return this.view.error(error.message);
+    }
+    if (expectedId && user.id !== expectedId) {
+      return this.view.error(`The account “${username}” in your recents was deleted; that name is someone else's now.`);
     }
     if (user.id === this.tokens().userId) return this.view.error("You cannot call yourself");
     const name = user.display_name || user.username;
@@ -398,7 +403,7 @@ export class Calls extends EventTarget {
     }
   }
 
-  onSignalingState({ state, resumed, reconnected, reason, calls }) {
+  onSignalingState({ state, resumed, reconnected, reason, message, calls }) {
     if (state === "reconnecting") {
       this.view.connection("Connection lost. Reconnecting…");
     } else if (state === "open") {
@@ -425,7 +430,7 @@ export class Calls extends EventTarget {
         this.active.peer.restartIce().catch(() => {});
       }
     } else if (state === "closed" && reason === "unauthorized") {
-      this.dispatchEvent(new CustomEvent("unauthorized"));
+      this.dispatchEvent(new CustomEvent("unauthorized", { detail: { message } }));
     }
   }
 

@@ -56,7 +56,7 @@ export class Home {
    * @param {object} o
    * @param {import('./api.js').Api} o.api
    * @param {() => object} o.session   {account, device, deviceId, userId}
-   * @param {(username: string, media: string) => void} o.call
+   * @param {(username: string, media: string, userId: string) => void} o.call
    * @param {(text: string) => void} o.error
    * @param {() => void} o.onThisDeviceRemoved
    */
@@ -90,7 +90,7 @@ export class Home {
         ? el("button", {
           type: "button", class: "callback secondary",
           "aria-label": `Call ${other} (${item.media})`,
-          onclick: () => this.call(first.username, item.media),
+          onclick: () => this.call(first.username, item.media, first.user_id),
         }, icon(item.media === "video" ? "video-call" : "audio-call"))
         : "";
       list.append(el("li", { class: item.missed ? "missed" : "", "data-call-id": item.call_id },

@@ -125,8 +125,9 @@ export class Signaling extends EventTarget {
     this.ws = null;
     for (const p of this.pending.values()) p.sent = false;
     if (this.closedByUs) return;
-    if (event.code === 4401 || event.code === 4403) {
-      // The token was revoked (device removed or signed out elsewhere): no point retrying.
+    if (event.code === 4401 || event.code === 4403 || event.code === 4009) {
+      // The token was revoked (device removed or signed out elsewhere, 4009 says so at once,
+      // with "account deleted" when the whole account went): no point retrying.
       this.setState("closed", { reason: "unauthorized", message: event.reason });
       return;
     }

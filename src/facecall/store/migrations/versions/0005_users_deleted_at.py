@@ -9,6 +9,10 @@ reference it. What identified the person goes: the username becomes ``~`` and th
 username may contain ``~``, so the name is free to sign up with again), the display name and
 the password hash are emptied, every device is removed and every token revoked. ``deleted_at``
 says that this happened, and when; a nullable column is added in place on both backends.
+
+A downgrade drops the column and keeps the erased rows. Upgrading again marks those rows
+deleted anew (their ``~`` username says so), at the time of the upgrade: the release the
+database was downgraded for never brings a deleted account back.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ depends_on: str | None = None
 
 def upgrade() -> None:
     op.add_column("users", sa.Column("deleted_at", EpochTime(), nullable=True))
+    now = "now()" if op.get_bind().dialect.name == "postgresql" \
+        else "(julianday('now') - 2440587.5) * 86400.0"  # SQLite: REAL epoch seconds (0003)
+    op.execute(f"UPDATE users SET deleted_at = {now} WHERE username LIKE '~%'")
 
 
 def downgrade() -> None:
