@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from playwright.async_api import Playwright, expect
+import json
+import re
+
+from playwright.async_api import Playwright, WebSocketRoute, expect
 
 from tests.live import LiveServer
 from tests.web.conftest import PersonFactory, launch
@@ -77,3 +80,34 @@ async def test_signaling_reconnects_and_the_call_goes_on(people: PersonFactory) 
     await bob.hang_up()
     await expect(alice.page.locator("#home-view")).to_be_visible(timeout=STEP)
     await alice.expect_alert("Call ended")
+
+
+async def test_a_call_the_caller_cannot_connect_ends_for_the_callee_too(people: PersonFactory) -> None:
+    """The caller's page gives up on a call (its offer is refused): it tells the server, so the
+    callee's page ends the call too instead of showing "Connecting…" for ever."""
+    bob = await people("bob")
+    alice = await people("alice")
+
+    async def alice_network(ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()
+
+        def from_page(message: str | bytes) -> None:
+            frame = json.loads(message)
+            if frame.get("type") == "call.sdp":  # the node refuses the offer
+                ws.send(json.dumps({"v": 1, "type": "error", "re": frame["id"], "code": "internal",
+                                    "message": "refused by the test"}))
+                return
+            server.send(message)
+
+        ws.on_message(from_page)
+        server.on_message(lambda message: ws.send(message))
+
+    await alice.page.route_web_socket(re.compile(r".*/v1/signaling.*"), alice_network)
+    await alice.page.reload()
+    await expect(alice.page.locator("#home-view")).to_be_visible(timeout=STEP)
+    await alice.call("bob", "audio")
+    await bob.expect_ringing("alice")
+    await bob.accept()
+    await alice.expect_alert("The call could not connect: refused by the test")
+    await expect(bob.page.locator("#home-view")).to_be_visible(timeout=STEP)
+    assert (await bob.diagnostics())["phase"] == "idle"

@@ -29,7 +29,7 @@ async def test_sign_up_and_connect_over_https(browser: Browser, web_server: Serv
             await form.get_by_label("Password", exact=True).fill(PASSWORD)
             await form.get_by_role("button", name="Create account").click()
             await expect(page.locator("#devices li")).to_contain_text("this device · online")
-            assert await page.evaluate("window.facecall.signaling") == "open"
+            await page.wait_for_function("window.facecall.signaling === 'open'")
             devices = await page.evaluate("navigator.mediaDevices.enumerateDevices()")
             assert any(d["kind"] == "videoinput" for d in devices)
         finally:

@@ -5,6 +5,7 @@ import { LocalMedia, MediaError } from "./media.js";
 import { Peer } from "./peer.js";
 import { Tone, unlockAudio } from "./ringtone.js";
 import { ApiError } from "./api.js";
+import { SignalingError } from "./signaling.js";
 
 const STATS_EVERY_MS = 1000;
 
@@ -325,8 +326,12 @@ export class Calls extends EventTarget {
           call.remoteDevice = event.device_id;
           this.view.callState(call, "Connecting…");
           const peer = this.ensurePeer(call, event.device_id);
-          peer.offer().catch((error) => this.finish(call, "error", `The call could not connect: ${error.message}`,
-            { error: true, notify: true }));
+          peer.offer().catch((error) => {
+            // lost with a connection the server could not resume: the welcome says whether the
+            // call goes on, and then resync() offers again (an ICE restart)
+            if (error instanceof SignalingError && error.code === "connection_lost") return;
+            this.finish(call, "error", `The call could not connect: ${error.message}`, { error: true, notify: true });
+          });
         }
         break;
       case "call.declined":
@@ -531,9 +536,12 @@ export class Calls extends EventTarget {
   }
 
   // -- the end ---------------------------------------------------------------------------------
-  finish(call, reason, message, { error = false } = {}) {
+  /** End ``call`` here; with ``notify``, tell the server too (this page ends it: the other
+   *  side must not wait on a call nobody is in any more). */
+  finish(call, reason, message, { error = false, notify = false } = {}) {
     if (call.ended) return;
     call.ended = true;
+    if (notify && call.id) this.signaling.request("call.hangup", { call_id: call.id }).catch(() => {});
     this.ringback.stop();
     clearInterval(this.statsTimer);
     clearInterval(this.clockTimer);
