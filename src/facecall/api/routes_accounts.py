@@ -28,10 +28,12 @@ from facecall.api.schemas import (
     UserOut,
 )
 from facecall.api.throttle import AuthThrottle
+from facecall.logs import get_logger
 from facecall.store import NotFound, Store, UsernameTaken
 from facecall.store.records import UserRecord
 
 router = APIRouter(prefix="/v1", tags=["accounts"])
+log = get_logger(__name__)
 
 def get_throttle(request: Request) -> AuthThrottle:
     throttle: AuthThrottle = request.app.state.auth_throttle
@@ -159,6 +161,7 @@ async def delete_account(request: Request, store: Store, user_id: str) -> None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="account no longer exists") from None
     request.app.state.signaling.user_renamed(user_id)
     await devices_removed(request, user_id, removed, "account deleted")
+    log.info("account.deleted", user_id=user_id, devices_removed=len(removed))
 
 
 async def _check_own_password(request: Request, store: Store, principal: Principal, password: str,
@@ -206,6 +209,7 @@ async def change_password(
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such device") from None
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="account no longer exists") from None
     await devices_removed(request, user.id, removed)
+    log.info("account.password_changed", user_id=user.id, devices_removed=len(removed))
 
 
 @router.delete("/me", status_code=status.HTTP_204_NO_CONTENT)

@@ -18,11 +18,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from facecall.api.auth import get_store, hash_password
 from facecall.api.routes_accounts import delete_account, devices_removed, user_out
 from facecall.api.schemas import AdminPasswordReset, AdminUser, AdminUsers, SignUp, Username, UserOut
+from facecall.logs import get_logger
 from facecall.store import NotFound, Store, UsernameTaken
 from facecall.store.accounts import MAX_USERS_PAGE
 from facecall.store.records import UserRecord
 
 _bearer = HTTPBearer(auto_error=False)
+log = get_logger(__name__)
 
 
 async def admin(request: Request,
@@ -71,6 +73,7 @@ async def create_user(body: SignUp, store: Store = Depends(get_store)) -> UserOu
                                        password_hash, time.time())
     except UsernameTaken:
         raise HTTPException(status.HTTP_409_CONFLICT, detail="username is taken") from None
+    log.info("admin.user_created", user_id=user.id, username=user.username)
     return user_out(user)
 
 
@@ -87,6 +90,7 @@ async def reset_password(username: Username, body: AdminPasswordReset, request: 
     except NotFound:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no user named {username}") from None
     await devices_removed(request, user.id, removed)
+    log.info("admin.password_reset", user_id=user.id, username=user.username, devices_removed=len(removed))
 
 
 @router.delete("/users/{username}", status_code=status.HTTP_204_NO_CONTENT)
@@ -95,3 +99,4 @@ async def delete_user(username: Username, request: Request,
     """Delete an account, as ``DELETE /v1/me`` does."""
     user = await _user(store, username)
     await delete_account(request, store, user.id)
+    log.info("admin.user_deleted", user_id=user.id, username=user.username)
