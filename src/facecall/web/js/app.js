@@ -163,13 +163,14 @@ async function accountTokenEnded(token) {
     : "This device was removed or signed out. Sign in again to use it.");
 }
 
-/** My account was deleted from this tab: nothing of it is kept in this browser. */
-function accountDeleted(s) {
+/** The account of session ``s`` was deleted (in this tab, in another browser, or by the
+ *  server's administrator): sign out and forget this browser's device of it; then ``say``. */
+function accountGone(s, say) {
   if (state.session !== s) return;
   signOutLocally();
   const device = store.get("device");
   if (device && device.userId === s.userId) store.remove("device");
-  messages.notice("Your account was deleted.");
+  say();
 }
 
 function start(s) {
@@ -187,13 +188,13 @@ function start(s) {
   calls.addEventListener("history-changed", () => state.home && state.home.refreshRecents());
   calls.addEventListener("unauthorized", (e) => {
     if (state.session !== s) return;
-    const accountDeleted = e.detail && e.detail.message === "account deleted";
+    if (e.detail && e.detail.message === "account deleted") {
+      accountGone(s, () => messages.error(
+        "This account was deleted (from another device or by the server's administrator)."));
+      return;
+    }
     signOutLocally();
-    if (accountDeleted) {
-      const device = store.get("device");
-      if (device && device.userId === s.userId) store.remove("device");
-      messages.error("This account was deleted (from another device or by the server's administrator).");
-    } else messages.error("This device was removed or signed out. Sign in again to use it.");
+    messages.error("This device was removed or signed out. Sign in again to use it.");
   });
   state.signaling = signaling;
   state.calls = calls;
@@ -212,7 +213,7 @@ function start(s) {
       if (saved && saved.token === s.account) store.set("account", { ...saved, user });
     },
     onDevicesChanged: () => state.home && state.home.refreshDevices(),
-    onDeleted: () => accountDeleted(s),
+    onDeleted: () => accountGone(s, () => messages.notice("Your account was deleted.")),
   });
   signaling.addEventListener("state", (e) => {
     if (e.detail.state === "open" && e.detail.reconnected && state.home) state.home.refresh();
