@@ -138,6 +138,14 @@ async def current_account(principal: Principal = Depends(current_principal)) -> 
     return principal
 
 
+def bearer_is(credentials: HTTPAuthorizationCredentials | None, secret: str) -> bool:
+    """Whether the bearer token sent is ``secret`` (metrics and admin tokens), compared in
+    constant time: the header as sent (ASGI hands it over decoded as Latin-1) against the
+    secret's UTF-8."""
+    given = credentials.credentials.encode("latin-1") if credentials else b""
+    return hmac.compare_digest(given, secret.encode())
+
+
 async def metrics_reader(
     request: Request,
     credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),  # noqa: B008
@@ -145,8 +153,6 @@ async def metrics_reader(
     """With ``Settings.metrics_token`` set, ``/metrics`` wants it as a bearer token (RFC 6750
     §2.1; Prometheus sends it from the scrape config's ``authorization``); unset: open."""
     token: str = request.app.state.settings.metrics_token
-    # the header as sent (ASGI hands it over decoded as Latin-1), against the token's UTF-8
-    given = credentials.credentials.encode("latin-1") if credentials else b""
-    if token and not hmac.compare_digest(given, token.encode()):
+    if token and not bearer_is(credentials, token):
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="metrics need the metrics token",
                             headers={"WWW-Authenticate": 'Bearer realm="metrics"'})

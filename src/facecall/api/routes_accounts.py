@@ -44,6 +44,17 @@ def user_out(user: UserRecord) -> UserOut:
     return UserOut(id=user.id, username=user.username, display_name=user.display_name)
 
 
+async def create_account(store: Store, body: SignUp) -> UserRecord:
+    """Hash the password and store the account (sign-up, and the admin API's create); 409
+    when the username is taken."""
+    password_hash = await hash_password(body.password)
+    try:
+        return await store.create_user(body.username, body.display_name or body.username,
+                                       password_hash, time.time())
+    except UsernameTaken:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail="username is taken") from None
+
+
 async def _open_session(request: Request, store: Store, user: UserRecord) -> Session:
     """An account token for ``user``, whose password was just checked against
     ``user.password_hash``: 401 when that is no longer their password (changed or reset
@@ -71,14 +82,7 @@ async def sign_up(
         raise HTTPException(status.HTTP_403_FORBIDDEN,
                             detail="sign-up is closed on this server: ask its administrator for an account")
     throttle.attempt(request)
-    password_hash = await hash_password(body.password)
-    try:
-        user = await store.create_user(
-            body.username, body.display_name or body.username, password_hash, time.time(),
-        )
-    except UsernameTaken:
-        raise HTTPException(status.HTTP_409_CONFLICT, detail="username is taken") from None
-    return await _open_session(request, store, user)
+    return await _open_session(request, store, await create_account(store, body))
 
 
 @router.post("/sessions", response_model=Session)

@@ -8,18 +8,17 @@ their open connections close at once (4009) and their calls end, as when the use
 
 from __future__ import annotations
 
-import hmac
 import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from facecall.api.auth import get_store, hash_password
-from facecall.api.routes_accounts import delete_account, devices_removed, user_out
+from facecall.api.auth import bearer_is, get_store, hash_password
+from facecall.api.routes_accounts import create_account, delete_account, devices_removed, user_out
 from facecall.api.schemas import AdminPasswordReset, AdminUser, AdminUsers, SignUp, Username, UserOut
 from facecall.logs import get_logger
-from facecall.store import NotFound, Store, UsernameTaken
+from facecall.store import NotFound, Store
 from facecall.store.accounts import MAX_USERS_PAGE
 from facecall.store.records import UserRecord
 
@@ -35,8 +34,7 @@ async def admin(request: Request,
     if not token:
         raise HTTPException(status.HTTP_403_FORBIDDEN,
                             detail="the admin API is off on this node: set FACECALL_ADMIN_TOKEN")
-    given = credentials.credentials.encode("latin-1") if credentials else b""
-    if not hmac.compare_digest(given, token.encode()):
+    if not bearer_is(credentials, token):
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="the admin API wants the admin token",
                             headers={"WWW-Authenticate": 'Bearer realm="admin"'})
 
@@ -67,12 +65,7 @@ async def list_users(
 @router.post("/users", status_code=status.HTTP_201_CREATED, response_model=UserOut)
 async def create_user(body: SignUp, store: Store = Depends(get_store)) -> UserOut:  # noqa: B008
     """Create an account (whether sign-up is open or not)."""
-    password_hash = await hash_password(body.password)
-    try:
-        user = await store.create_user(body.username, body.display_name or body.username,
-                                       password_hash, time.time())
-    except UsernameTaken:
-        raise HTTPException(status.HTTP_409_CONFLICT, detail="username is taken") from None
+    user = await create_account(store, body)
     log.info("admin.user_created", user_id=user.id, username=user.username)
     return user_out(user)
 
