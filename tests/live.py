@@ -180,19 +180,21 @@ class ServerProcess:
     """`facecall serve` as a child process (so that it can be killed for real)."""
 
     def __init__(self, db: Path, port: int, ring_timeout: float, resume_grace: float = 60.0,
-                 turn_urls: list[str] | None = None) -> None:
+                 turn_urls: list[str] | None = None, env: dict[str, str] | None = None) -> None:
         """``facecall serve --no-turn`` on ``127.0.0.1:port`` with the SQLite database ``db``;
         TURN credentials are signed with the tests' secret and list ``turn_urls`` (none: no
-        ICE server)."""
+        ICE server); ``env`` adds settings (``FACECALL_TLS_CERT``: HTTPS, trusting that
+        certificate)."""
         self.db, self.port, self.ring_timeout = db, port, ring_timeout
         self.resume_grace = resume_grace
         self.turn_urls = turn_urls or []
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         env = {**os.environ, "FACECALL_RESUME_GRACE": str(self.resume_grace),
                "FACECALL_TURN_SECRETS": TEST_TURN_SECRET,
-               "FACECALL_TURN_URLS": ",".join(self.turn_urls)}
+               "FACECALL_TURN_URLS": ",".join(self.turn_urls), **self.env}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "facecall", "serve", "--no-turn", "--port", str(self.port),
              "--database-url", f"sqlite:///{self.db}", "--ring-timeout", str(self.ring_timeout),
@@ -201,10 +203,10 @@ class ServerProcess:
         )
 
     async def ready(self) -> None:
-        async with httpx.AsyncClient() as http:
+        async with httpx.AsyncClient(verify=self.verify) as http:
             for _ in range(200):
                 try:
-                    if (await http.get(f"http://127.0.0.1:{self.port}/healthz")).status_code == 200:
+                    if (await http.get(f"{self.base_url}/healthz")).status_code == 200:
                         return
                 except httpx.TransportError:
                     pass
@@ -235,7 +237,13 @@ class ServerProcess:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if 'FACECALL_TLS_CERT' in self.env else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """What a client of this node trusts: its own certificate when it serves HTTPS."""
+        cert = self.env.get("FACECALL_TLS_CERT")
+        return ssl.create_default_context(cafile=cert) if cert else True
 
 
 class ReplyEater:

@@ -227,10 +227,22 @@ class Settings:
         if not self.tls_cert or not self.tls_key:
             return "a certificate and its key go together: give both or neither"
         try:
-            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(self.tls_cert, self.tls_key)
+            self.tls_context()
         except (ssl.SSLError, OSError, ValueError) as exc:
             return f"the certificate and key do not load together ({exc})"
         return None
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The server-side TLS context of ``tls_cert`` and ``tls_key`` (TLS 1.2 or later,
+        Python's defaults otherwise), or None when the node serves plain HTTP. Raises
+        ``ssl.SSLError``/``OSError``/``ValueError`` when the pair does not load (see
+        :meth:`tls_problem`)."""
+        if not self.tls_cert:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.tls_cert, self.tls_key)
+        return context
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
+import socket
+from collections.abc import Sequence
 
 import uvicorn
 import uvloop
 
 from facecall.api.app import create_app
 from facecall.api.http_transport import GuardedHttpProtocol
+from facecall.api.tls_transport import TlsHandshakeGuard
 from facecall.api.ws_transport import SignalingWebSocket
 from facecall.config import WS_MAX_FRAME, Settings
 from facecall.descriptors import raise_descriptor_limit
@@ -22,16 +26,29 @@ log = get_logger(__name__)
 def build_uvicorn(settings: Settings, turn_uris: list[str] | None = None) -> uvicorn.Server:
     """A uvicorn server for the API + signaling app, not started yet."""
     app = create_app(settings, turn_uris=turn_uris)
+    tls = settings.tls_context()
     config = uvicorn.Config(
         # frames above Settings.max_message_bytes get `too_large`; above WS_MAX_FRAME, 1009
         app, host=settings.host, port=settings.port, ws_max_size=WS_MAX_FRAME,
         log_config=None, access_log=False, lifespan="on", ws_ping_interval=20.0,
         ws_ping_timeout=20.0, ws_per_message_deflate=False,  # zlib contexts cost ~100 KiB a device
         ws=SignalingWebSocket,  # /v1/signaling without ASGI (docs/benchmarks.md, "Signaling")
-        http=GuardedHttpProtocol,  # bounded heads, head/body deadlines, a connection cap
-        ssl_certfile=settings.tls_cert or None, ssl_keyfile=settings.tls_key or None,
+        # bounded heads, head/body deadlines, a connection cap; over TLS the handshake too
+        http=GuardedHttpProtocol if tls is None else TlsHandshakeGuard.factory(tls),
     )
-    return uvicorn.Server(config)
+    return uvicorn.Server(config) if tls is None else TlsNodeServer(config)
+
+
+class TlsNodeServer(uvicorn.Server):
+    """uvicorn's server for a node that runs TLS itself (:mod:`facecall.api.tls_transport`):
+    uvicorn, whose own ``ssl`` setting stays unset, would announce an ``http://`` URL."""
+
+    def _log_started_message(self, listeners: Sequence[socket.socket]) -> None:
+        for listener in listeners:
+            host, port = listener.getsockname()[:2]
+            logging.getLogger("uvicorn.error").info(
+                "Uvicorn running on https://%s (Press CTRL+C to quit)",
+                     f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
 
 
 def turn_uris(server: TurnServer) -> list[str]:

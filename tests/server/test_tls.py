@@ -5,6 +5,8 @@ connection: the node must not wait for that client's close_notify (it used to, 3
 
 from __future__ import annotations
 
+import asyncio
+import json
 import ssl
 import subprocess
 import sys
@@ -13,10 +15,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+import websockets
 
 from facecall.config import Settings, SettingsError
 from facecall.turn.tls import write_self_signed
-from tests.live import LiveServer, live_server
+from tests.live import TEST_PASSWORD, LiveServer, ServerProcess, free_socket, live_server
 
 
 @pytest.fixture
@@ -84,3 +87,99 @@ def test_serve_refuses_a_key_without_its_certificate(tmp_path: Path, pem: tuple[
     assert done.stderr.strip() == ("facecall: FACECALL_TLS_CERT / FACECALL_TLS_KEY (--tls-cert / "
                                    "--tls-key): a certificate and its key go together: give both or neither")
     assert ssl.OPENSSL_VERSION  # the node's TLS is Python's ssl (OpenSSL)
+
+
+# -- the TLS handshake inside the node's limits (facecall.api.tls_transport) -----------------
+
+#: the first bytes of a TLS record carrying a ClientHello (RFC 8446 §5.1, §4.1.2), cut short
+HALF_A_CLIENT_HELLO = bytes.fromhex("160301020001" "0001fc0303") + b"\x00" * 20
+
+
+async def _dropped(reader: asyncio.StreamReader, within: float = 10.0) -> bool:
+    """Whether the node closes this connection (EOF or reset) before ``within`` seconds."""
+    try:
+        return await asyncio.wait_for(reader.read(-1), within) == b""
+    except ConnectionResetError:
+        return True
+
+
+async def _stalled_connections(port: int) -> list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """Two TCP connections to the TLS port that never finish a handshake: one sends nothing,
+    one half a ClientHello."""
+    silent = await asyncio.open_connection("127.0.0.1", port)
+    partial = await asyncio.open_connection("127.0.0.1", port)
+    partial[1].write(HALF_A_CLIENT_HELLO)
+    await partial[1].drain()
+    return [silent, partial]
+
+
+async def test_a_handshake_that_never_finishes_is_dropped_at_the_head_timeout(
+        tmp_path: Path, pem: tuple[Path, Path]) -> None:
+    cert, key = pem
+    async with live_server(f"sqlite+aiosqlite:///{tmp_path / 'f.db'}", tls_cert=str(cert),
+                           tls_key=str(key), http_head_timeout=0.3) as live:
+        stalled = await _stalled_connections(live.settings.port)
+        for reader, writer in stalled:
+            assert await _dropped(reader)  # asyncio's own handshake timeout would be 60 s
+            writer.close()
+        assert (await live.http.get("/healthz")).status_code == 200
+
+
+async def test_connections_in_their_handshake_count_against_the_cap(
+        tmp_path: Path, pem: tuple[Path, Path]) -> None:
+    cert, key = pem
+    async with live_server(f"sqlite+aiosqlite:///{tmp_path / 'f.db'}", tls_cert=str(cert),
+                           tls_key=str(key), max_connections=3) as live:
+        held = [await asyncio.open_connection("127.0.0.1", live.settings.port) for _ in range(3)]
+        await asyncio.sleep(0.1)
+        reader, writer = await asyncio.open_connection("127.0.0.1", live.settings.port)
+        assert await _dropped(reader, within=5.0)  # closed before any handshake: nothing to say
+        writer.close()
+        trust = ssl.create_default_context(cafile=str(cert))
+        async with httpx.AsyncClient(base_url=live.base_url, verify=trust, timeout=5) as fresh:
+            with pytest.raises(httpx.TransportError):
+                await fresh.get("/healthz")
+            for _, w in held:
+                w.close()
+            for _ in range(100):  # room again once the node has seen them go
+                try:
+                    if (await fresh.get("/healthz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the node did not take connections again")
+
+
+async def test_the_node_process_serves_tls_and_bounds_handshakes(
+        tmp_path: Path, pem: tuple[Path, Path]) -> None:
+    """`facecall serve` (uvloop, not the tests' event loop): HTTPS, WSS signaling, and a
+    stalled handshake dropped at the head timeout."""
+    cert, key = pem
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    node = ServerProcess(tmp_path / "f.db", port, ring_timeout=30.0, env={
+        "FACECALL_TLS_CERT": str(cert), "FACECALL_TLS_KEY": str(key),
+        "FACECALL_HTTP_HEAD_TIMEOUT": "0.5"})
+    node.start()
+    try:
+        await node.ready()
+        stalled = await _stalled_connections(port)
+        async with httpx.AsyncClient(base_url=node.base_url, verify=node.verify, timeout=10) as http:
+            account = (await http.post("/v1/accounts", json={
+                "username": "tess", "password": TEST_PASSWORD, "display_name": "Tess"})).json()
+            device = (await http.post("/v1/devices", json={"kind": "desktop", "name": "laptop"},
+                                      headers={"Authorization": f"Bearer {account['token']}"})).json()
+        ws_url = f"wss://127.0.0.1:{port}/v1/signaling"
+        async with websockets.connect(ws_url, ssl=node.verify, additional_headers={
+                "Authorization": f"Bearer {device['token']}"}) as ws:
+            await ws.send(json.dumps({"v": 1, "id": "h1", "type": "hello"}))
+            welcome = json.loads(await ws.recv())
+            assert welcome["type"] == "welcome" and welcome["device_id"] == device["device"]["id"]
+        for reader, writer in stalled:
+            assert await _dropped(reader)
+            writer.close()
+        assert node.proc is not None and node.proc.poll() is None
+    finally:
+        node.stop()
