@@ -1,6 +1,7 @@
 // The facecall web client: sign in, register this browser as a device, then calls.
 
 import { AccountPanel } from "./account.js";
+import { CallAlerts } from "./alerts.js";
 import { Api } from "./api.js";
 import { Calls } from "./calls.js";
 import { Home } from "./home.js";
@@ -13,6 +14,7 @@ import { relayOnly, setRelayOnly, store } from "./settings.js";
 const $ = (id) => document.getElementById(id);
 const api = new Api("");
 const messages = new Messages();
+const alerts = new CallAlerts();
 
 const state = { session: null, signaling: null, calls: null, home: null, account: null, lock: null,
   replacedAt: [] };
@@ -178,7 +180,7 @@ function start(s) {
   showMe(s.user);
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   const signaling = new Signaling(`${scheme}//${location.host}/v1/signaling`, s.device);
-  const view = new CallView(messages, showView);
+  const view = new CallView(messages, showView, alerts);
   const calls = new Calls({
     signaling, api, view, relayOnly,
     tokens: () => ({ account: s.account, device: s.device, userId: s.userId }),
@@ -289,6 +291,7 @@ async function waitForDevice(s) {
 function signOutLocally() {
   const s = state.session;
   if (state.calls) state.calls.reset();
+  alerts.clear();
   if (state.signaling) state.signaling.close();
   if (state.lock) state.lock.free();
   state.lock = null;
@@ -366,6 +369,17 @@ function init() {
   });
   $("relay-only").checked = relayOnly();
   $("relay-only").addEventListener("change", (e) => setRelayOnly(e.target.checked));
+  $("notify-setting").hidden = !CallAlerts.supported;
+  $("call-notifications").checked = CallAlerts.on;
+  $("call-notifications").addEventListener("change", async (e) => {
+    const wanted = e.target.checked;
+    const on = await CallAlerts.turn(wanted);
+    e.target.checked = on;
+    if (wanted && !on) {
+      messages.error("This browser blocks notifications from this site: allow them in its site " +
+        "settings, then tick the box again.");
+    }
+  });
   window.addEventListener("pagehide", () => {
     if (state.lock && state.lock.held && state.session) sessionStorage.setItem(RAN_DEVICE, state.session.deviceId);
     if (state.calls && state.calls.active) state.calls.hangup();

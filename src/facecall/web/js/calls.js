@@ -383,9 +383,10 @@ export class Calls extends EventTarget {
     const ring = this.rings.get(event.call_id);
     if (!ring) return;
     this.rings.delete(event.call_id);
-    this.view.hideIncoming(event.call_id);
-    this.refreshIncoming();
     const message = endMessage(event.reason, ring.name, "callee");
+    const missed = event.reason === "ring_timeout" || event.reason === "cancelled";
+    this.view.hideIncoming(event.call_id, { missed: missed ? message : null });
+    this.refreshIncoming();
     if (event.reason !== "glare") this.view.notice(message, { kind: event.reason });
     this.dispatchEvent(new CustomEvent("history-changed"));
   }

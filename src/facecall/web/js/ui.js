@@ -56,10 +56,14 @@ export class Messages {
 }
 
 export class CallView {
-  /** @param {Messages} messages  @param {(view: string) => void} showView */
-  constructor(messages, showView) {
+  /**
+   * @param {Messages} messages  @param {(view: string) => void} showView
+   * @param {import("./alerts.js").CallAlerts} alerts  rings and missed calls, told outside the page
+   */
+  constructor(messages, showView, alerts) {
     this.messages = messages;
     this.showView = showView;
+    this.alerts = alerts;
     this.handlers = {};
     this.incomingId = null;
     this.waitingId = null;
@@ -105,6 +109,7 @@ export class CallView {
       $("accept").focus();
       this.status(`${kind} from ${ring.name}`);
     }
+    this.alerts.ring(ring);
   }
 
   showWaiting(ring) {
@@ -113,9 +118,16 @@ export class CallView {
       `${ring.name} is calling (${ring.media === "video" ? "video" : "audio"})`;
     $("call-waiting").hidden = false;
     this.status(`Call waiting: ${ring.name} is calling`);
+    this.alerts.ring(ring);
   }
 
-  hideIncoming(callId) {
+  /**
+   * Stop showing a ring (`callId`), or every ring (null). `missed`: what to tell the person if
+   * they are away ("Missed call from …").
+   */
+  hideIncoming(callId, { missed = null } = {}) {
+    if (callId === null) this.alerts.stopAll();
+    else this.alerts.stop(callId, { missed });
     if (callId === null || this.incomingId === callId) {
       if (!$("incoming").hidden) {
         $("incoming").hidden = true;
