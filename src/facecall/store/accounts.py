@@ -9,6 +9,7 @@ from facecall.store import validate
 from facecall.store.driver import ALL, COUNT, ONE, Body, Database, Dialect, IntegrityViolation, Q
 from facecall.store.errors import InvalidInput, NotFound, TokenExists, UsernameTaken
 from facecall.store.ids import new_id
+from facecall.store.invites import use_invite
 from facecall.store.models import (
     DEVICE_NAME_LEN,
     DISPLAY_NAME_LEN,
@@ -102,8 +103,10 @@ def _device(d: Dialect, r: Any) -> DeviceRecord:
 # -- transaction bodies (see facecall.store.driver) -----------------------------------------------
 
 
-def _insert_user(d: Dialect, u: UserRecord) -> Body[None]:
+def _insert_user(d: Dialect, u: UserRecord, invite_code_hash: str | None) -> Body[None]:
     yield COUNT, INSERT_USER, (u.id, u.username, u.display_name, u.password_hash, d.time(u.created_at))
+    if invite_code_hash is not None:
+        yield from use_invite(d, invite_code_hash, u.id, u.created_at)
 
 
 def _one_user(d: Dialect, q: Q, key: str) -> Body[UserRecord | None]:
@@ -235,12 +238,15 @@ class AccountsRepository:
     # -- users ---------------------------------------------------------------------------------
 
     async def create_user(
-        self, username: str, display_name: str, password_hash: str, now: float
+        self, username: str, display_name: str, password_hash: str, now: float,
+        *, invite_code_hash: str | None = None,
     ) -> UserRecord:
-        """Create a user; ``username`` is stored lowercased.
+        """Create a user; ``username`` is stored lowercased. With ``invite_code_hash``, the
+        invitation with that code hash is used in the same transaction.
 
-        Raises :class:`UsernameTaken` if the username exists in any letter case, and
-        :class:`InvalidInput` for empty or overlong values.
+        Raises :class:`UsernameTaken` if the username exists in any letter case (the invitation
+        stays open), :class:`InviteNotUsable` if the invitation is unknown, used, withdrawn or
+        expired (no user is created), and :class:`InvalidInput` for empty or overlong values.
         """
         record = UserRecord(
             id=new_id(),
@@ -250,7 +256,7 @@ class AccountsRepository:
             created_at=validate.instant(now, "now"),
         )
         try:
-            await self._db.write(_insert_user, record)
+            await self._db.write(_insert_user, record, invite_code_hash)
         except IntegrityViolation as exc:
             raise UsernameTaken(record.username) from exc
         return record

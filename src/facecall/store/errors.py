@@ -64,3 +64,10 @@ class StaleVersion(StoreError):
         self.call_id = call_id
         self.expected = expected
         self.actual = actual
+
+
+class InviteNotUsable(StoreError):
+    """The invitation code is unknown, used, withdrawn or expired."""
+
+    def __init__(self) -> None:
+        super().__init__("the invitation is unknown, used, withdrawn or expired")

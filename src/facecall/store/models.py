@@ -29,6 +29,7 @@ DISPLAY_NAME_LEN = 128
 PASSWORD_HASH_LEN = 512
 DEVICE_NAME_LEN = 128
 TOKEN_HASH_LEN = 64
+INVITE_NOTE_LEN = 128
 STATE_LEN = 32
 REASON_LEN = 32
 
@@ -68,6 +69,22 @@ class UserRow(Base):
     password_hash: Mapped[str] = mapped_column(String(PASSWORD_HASH_LEN))
     created_at: Mapped[float] = mapped_column(EpochTime())
     deleted_at: Mapped[float | None] = mapped_column(EpochTime())  # migration 0005
+
+
+class InviteRow(Base):
+    """``invites``: one-time invitations to create an account (migration 0006), by the sha256
+    hex of their code; a used one names the account made with it."""
+
+    __tablename__ = "invites"
+
+    id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
+    code_hash: Mapped[str] = mapped_column(String(TOKEN_HASH_LEN), unique=True)
+    note: Mapped[str] = mapped_column(String(INVITE_NOTE_LEN))
+    created_at: Mapped[float] = mapped_column(EpochTime())
+    expires_at: Mapped[float] = mapped_column(EpochTime())
+    used_at: Mapped[float | None] = mapped_column(EpochTime())
+    used_by: Mapped[str | None] = mapped_column(String(ID_LEN), ForeignKey("users.id"))
+    withdrawn_at: Mapped[float | None] = mapped_column(EpochTime())
 
 
 class DeviceRow(Base):
@@ -182,6 +199,7 @@ def _table(model: type[Base]) -> Table:
 users = _table(UserRow)
 devices = _table(DeviceRow)
 tokens = _table(TokenRow)
+invites = _table(InviteRow)
 calls = _table(CallRow)
 participants = _table(ParticipantRow)
 legs = _table(LegRow)

@@ -40,6 +40,28 @@ class UserRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class InviteRecord:
+    """An invitation to create one account, known by the hash of its code (the code itself
+    is shown once, to the administrator who made it)."""
+
+    id: str
+    note: str  # whom it is for, as the administrator wrote it ("" when not said)
+    created_at: float
+    expires_at: float
+    used_at: float | None = None
+    used_by: str | None = None  # the user id of the account made with it
+    withdrawn_at: float | None = None
+
+    def state(self, now: float) -> Literal["open", "used", "withdrawn", "expired"]:
+        """What the invitation is at ``now``: a used one stays used, a withdrawn one withdrawn."""
+        if self.used_at is not None:
+            return "used"
+        if self.withdrawn_at is not None:
+            return "withdrawn"
+        return "expired" if self.expires_at <= now else "open"
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceRecord:
     """One registered device of a user; ``removed_at`` is set once the device was removed."""
 

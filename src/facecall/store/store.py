@@ -9,13 +9,14 @@ from facecall.store.calls import CallsRepository
 from facecall.store.db import create_engine, is_sqlite_memory
 from facecall.store.driver import Database
 from facecall.store.history import HistoryRepository
+from facecall.store.invites import InvitesRepository
 from facecall.store.migrate import run_migrations, upgrade_sqlite_connection
 from facecall.store.pg_driver import PgDatabase
 from facecall.store.sqlite_driver import SqliteDatabase
 
 
-class Store(AccountsRepository, CallsRepository, HistoryRepository):
-    """Pure persistence for facecall: users, devices, tokens, calls and history.
+class Store(AccountsRepository, CallsRepository, HistoryRepository, InvitesRepository):
+    """Pure persistence for facecall: users, devices, tokens, invitations, calls and history.
 
     Open with :meth:`open`; every method is one transaction. Works on SQLite (stdlib
     ``sqlite3`` on dedicated threads) and PostgreSQL (asyncpg) alike.
