@@ -52,7 +52,7 @@ async def test_closed_sign_up_and_accounts_made_by_the_admin(closed: LiveServer)
     refused = await closed.http.post("/v1/accounts", json={"username": "alice", "password": PASSWORD})
     assert refused.status_code == 403
     assert refused.json()["detail"] == \
-        "sign-up is closed on this server: ask its administrator for an account"
+        "sign-up is closed on this server: ask its administrator for an account or an invitation"
     made = await closed.http.post("/v1/admin/users", headers=admin(), json={
         "username": "Alice", "password": PASSWORD, "display_name": "Alice Liddell"})
     assert made.status_code == 201
@@ -106,6 +106,9 @@ async def test_reset_password_and_delete(closed: LiveServer) -> None:
     ("POST", "/v1/admin/users", {"username": "mallory", "password": PASSWORD}),
     ("PUT", "/v1/admin/users/alice/password", {"new_password": "pwned-pwned"}),
     ("DELETE", "/v1/admin/users/alice", None),
+    ("GET", "/v1/admin/invites", None),
+    ("POST", "/v1/admin/invites", {"note": "for mallory"}),
+    ("DELETE", "/v1/admin/invites/some-id", None),
 ])
 async def test_admin_api_wants_the_admin_token(closed: LiveServer, method: str, path: str,
                                                body: Any) -> None:

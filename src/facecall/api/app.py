@@ -22,7 +22,14 @@ from starlette.routing import Match, Mount
 from starlette.types import Scope
 
 from facecall import __version__
-from facecall.api import routes_accounts, routes_admin, routes_calls, routes_devices, routes_ops
+from facecall.api import (
+    routes_accounts,
+    routes_admin,
+    routes_calls,
+    routes_devices,
+    routes_invites,
+    routes_ops,
+)
 from facecall.api.limits import BodySizeLimit
 from facecall.api.throttle import AuthThrottle
 from facecall.bus import Bus, InProcessBus
@@ -123,7 +130,8 @@ def create_app(settings: Settings, *, turn_uris: list[str] | None = None,
         return await http_exception_handler(request, exc)
 
     app.add_middleware(BodySizeLimit)
-    for module in (routes_ops, routes_accounts, routes_devices, routes_calls, routes_admin):
+    for module in (routes_ops, routes_accounts, routes_devices, routes_calls, routes_admin,
+                   routes_invites):
         app.include_router(module.router)
     if (WEB_DIR / "index.html").exists():
         app.router.routes.append(WebClientMount("/", StaticFiles(directory=WEB_DIR, html=True),

@@ -19,6 +19,7 @@ from facecall.api.auth import (
 )
 from facecall.api.schemas import (
     AccountDeletion,
+    AccountIn,
     PasswordChange,
     ProfileIn,
     Session,
@@ -29,11 +30,13 @@ from facecall.api.schemas import (
 )
 from facecall.api.throttle import AuthThrottle
 from facecall.logs import get_logger
-from facecall.store import NotFound, Store, UsernameTaken
+from facecall.store import InviteNotUsable, NotFound, Store, UsernameTaken
 from facecall.store.records import UserRecord
 
 router = APIRouter(prefix="/v1", tags=["accounts"])
 log = get_logger(__name__)
+INVITE_NOT_USABLE = ("this invitation cannot be used: it was already used, has expired or was "
+                     "withdrawn. Ask for a new one")
 
 def get_throttle(request: Request) -> AuthThrottle:
     throttle: AuthThrottle = request.app.state.auth_throttle
@@ -44,15 +47,19 @@ def user_out(user: UserRecord) -> UserOut:
     return UserOut(id=user.id, username=user.username, display_name=user.display_name)
 
 
-async def create_account(store: Store, body: SignUp) -> UserRecord:
-    """Hash the password and store the account (sign-up, and the admin API's create); 409
-    when the username is taken."""
+async def create_account(store: Store, body: AccountIn, invite: str | None = None) -> UserRecord:
+    """Hash the password and store the account (sign-up, and the admin API's create), using up
+    the invitation with the code ``invite`` if given; 409 when the username is taken (the
+    invitation stays open), 403 when the invitation cannot be used."""
     password_hash = await hash_password(body.password)
     try:
         return await store.create_user(body.username, body.display_name or body.username,
-                                       password_hash, time.time())
+                                       password_hash, time.time(),
+                                       invite_code_hash=None if invite is None else token_hash(invite))
     except UsernameTaken:
         raise HTTPException(status.HTTP_409_CONFLICT, detail="username is taken") from None
+    except InviteNotUsable:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail=INVITE_NOT_USABLE) from None
 
 
 async def _open_session(request: Request, store: Store, user: UserRecord) -> Session:
@@ -76,13 +83,19 @@ async def sign_up(
     store: Store = Depends(get_store),  # noqa: B008
     throttle: AuthThrottle = Depends(get_throttle),  # noqa: B008
 ) -> Session:
-    """Create an account and return an account token. 403 when sign-up is closed on this node
-    (``FACECALL_SIGN_UP=closed``: its administrator creates accounts)."""
-    if request.app.state.settings.sign_up == "closed":
+    """Create an account and return an account token. Where sign-up is closed
+    (``FACECALL_SIGN_UP=closed``) only with an invitation's code (``invite``): 403 without one.
+    An invitation given is used up, whether sign-up is open or not; 403 when it was already
+    used, has expired or was withdrawn."""
+    if request.app.state.settings.sign_up == "closed" and body.invite is None:
         raise HTTPException(status.HTTP_403_FORBIDDEN,
-                            detail="sign-up is closed on this server: ask its administrator for an account")
+                            detail="sign-up is closed on this server: ask its administrator for "
+                                   "an account or an invitation")
     throttle.attempt(request)
-    return await _open_session(request, store, await create_account(store, body))
+    user = await create_account(store, body, body.invite)
+    if body.invite is not None:
+        log.info("account.created_by_invitation", user_id=user.id)
+    return await _open_session(request, store, user)
 
 
 @router.post("/sessions", response_model=Session)

@@ -16,7 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from facecall.api.auth import bearer_is, get_store, hash_password
 from facecall.api.routes_accounts import create_account, delete_account, devices_removed, user_out
-from facecall.api.schemas import AdminPasswordReset, AdminUser, AdminUsers, SignUp, Username, UserOut
+from facecall.api.schemas import AccountIn, AdminPasswordReset, AdminUser, AdminUsers, Username, UserOut
 from facecall.logs import get_logger
 from facecall.store import NotFound, Store
 from facecall.store.accounts import MAX_USERS_PAGE
@@ -63,7 +63,7 @@ async def list_users(
 
 
 @router.post("/users", status_code=status.HTTP_201_CREATED, response_model=UserOut)
-async def create_user(body: SignUp, store: Store = Depends(get_store)) -> UserOut:  # noqa: B008
+async def create_user(body: AccountIn, store: Store = Depends(get_store)) -> UserOut:  # noqa: B008
     """Create an account (whether sign-up is open or not)."""
     user = await create_account(store, body)
     log.info("admin.user_created", user_id=user.id, username=user.username)

@@ -38,10 +38,25 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class SignUp(Strict):
+#: an invitation's code, as the admin API makes it (43 URL-safe characters) with some room
+InviteCode = Annotated[str, StringConstraints(min_length=16, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+class AccountIn(Strict):
+    """A new account, as the admin API makes it."""
+
     username: Username
     password: Password
     display_name: ShownName | None = None
+
+
+class SignUp(AccountIn):
+    """A new account, made by its owner."""
+
+    invite: InviteCode | None = Field(
+        default=None,
+        description="The code of an invitation (the `#invite=` part of its link): needed when "
+                    "sign-up is closed; used up by this account.")
 
 
 class SignIn(Strict):
@@ -81,6 +96,35 @@ class AdminPasswordReset(Strict):
     new_password: Password
     sign_out_devices: bool = Field(
         default=False, description="Also remove every device of the user (they stop ringing).")
+
+
+class InviteIn(Strict):
+    note: Annotated[str, StringConstraints(strip_whitespace=True, max_length=64),
+                    AfterValidator(shown_text)] = Field(
+        default="", description="Whom it is for, for the administrator's list.")
+    valid_for_days: float = Field(default=7.0, gt=0, le=90,
+                                  description="How long the link works if nobody uses it.")
+
+
+class InviteOut(BaseModel):
+    id: str
+    note: str
+    state: Literal["open", "used", "withdrawn", "expired"]
+    created_at: float
+    expires_at: float
+    used_at: float | None
+    used_by: str | None = Field(description="The username of the account made with it "
+                                            "(None while unused, or once that account was deleted).")
+
+
+class InviteMade(BaseModel):
+    invite: InviteOut
+    code: str = Field(description="Shown once: the server keeps only its hash.")
+    link: str = Field(description="What to send: the server's public URL with `#invite=<code>`.")
+
+
+class Invites(BaseModel):
+    invites: list[InviteOut]
 
 
 class AdminUser(BaseModel):
