@@ -1,4 +1,5 @@
-"""``facecall admin users list|add|passwd|delete``: the admin API (``/v1/admin``) from a shell.
+"""``facecall admin users list|add|passwd|delete`` and ``facecall admin invites list|add|withdraw``:
+the admin API (``/v1/admin``) from a shell.
 
 The node must run with ``FACECALL_ADMIN_TOKEN`` set; this command reads the same variable, so on
 the server's own host it needs nothing else. ``--server`` (default: ``FACECALL_PUBLIC_URL``, else
@@ -115,6 +116,36 @@ def _delete(args: argparse.Namespace) -> None:
     print(f"deleted {args.username}")
 
 
+def _when(epoch: float | None) -> str:
+    return "-" if epoch is None else time.strftime("%Y-%m-%d %H:%M", time.gmtime(epoch))
+
+
+def _invites(args: argparse.Namespace) -> None:
+    invites: list[dict[str, Any]] = _request(args, "GET", "/v1/admin/invites")["invites"]
+    if args.json:
+        print(json.dumps(invites, indent=2, ensure_ascii=False))
+        return
+    width = max([len("ID"), *(len(i["id"]) for i in invites)])
+    print(f"{'ID':{width}}  {'STATE':9}  {'EXPIRES (UTC)':16}  {'USED BY':12}  NOTE")
+    for i in invites:
+        used_by = i["used_by"] or ("(deleted)" if i["state"] == "used" else "-")
+        print(f"{i['id']:{width}}  {i['state']:9}  {_when(i['expires_at']):16}  {used_by:12}  {i['note']}")
+    print(f"{len(invites)} invitation{'s' if len(invites) != 1 else ''}", file=sys.stderr)
+
+
+def _invite(args: argparse.Namespace) -> None:
+    made = _request(args, "POST", "/v1/admin/invites",
+                    json={"note": args.note, "valid_for_days": args.days})
+    print(made["link"])
+    print(f"invitation {made['invite']['id']}: one account, until {_when(made['invite']['expires_at'])} UTC; "
+          "the link is shown only now", file=sys.stderr)
+
+
+def _withdraw(args: argparse.Namespace) -> None:
+    _request(args, "DELETE", f"/v1/admin/invites/{quote(args.id, safe='')}")
+    print(f"withdrew invitation {args.id}: its link no longer works")
+
+
 def _run(args: argparse.Namespace) -> int:
     try:
         args.action(args)
@@ -128,7 +159,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``admin users list|add|passwd|delete``; each sets ``args.run(args) -> exit code``."""
+    """Register ``admin users list|add|passwd|delete`` and ``admin invites list|add|withdraw``;
+    each sets ``args.run(args) -> exit code``."""
     admin = commands.add_parser("admin", help="manage accounts through a node's admin API",
                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     admin.add_argument("--server", help="the node's URL (default: FACECALL_PUBLIC_URL or http://HOST:PORT)")
@@ -151,4 +183,17 @@ def add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     delete.add_argument("username")
     delete.add_argument("--yes", action="store_true", help="yes, delete it")
     delete.set_defaults(action=_delete)
+    invites = areas.add_parser("invites", help="invitations to make an account").add_subparsers(
+        dest="verb", required=True, metavar="ACTION")
+    listing = invites.add_parser("list", help="every invitation: open, used (by whom), withdrawn, expired")
+    listing.add_argument("--json", action="store_true", help="one JSON array")
+    listing.set_defaults(action=_invites)
+    add = invites.add_parser("add", help="make an invitation; prints the link to send (shown once)")
+    add.add_argument("--note", default="", help="whom it is for (shown in the list)")
+    add.add_argument("--days", type=float, default=7.0,
+                     help="how long the link works (default 7, at most 90)")
+    add.set_defaults(action=_invite)
+    withdraw = invites.add_parser("withdraw", help="withdraw an open invitation: its link stops working")
+    withdraw.add_argument("id", help="the invitation's id (from `list`)")
+    withdraw.set_defaults(action=_withdraw)
     admin.set_defaults(run=_run)

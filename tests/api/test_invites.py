@@ -4,11 +4,12 @@ server, and no more; withdrawn and expired ones make none; bad input changes not
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
 
-from tests.api.test_admin import ADMIN_TOKEN, PASSWORD, admin, closed, sign_in
+from tests.api.test_admin import ADMIN_TOKEN, PASSWORD, admin, closed, run_cli, sign_in
 from tests.live import LiveServer, live_server
 
 __all__ = ["closed"]  # the fixture, shared with test_admin
@@ -131,3 +132,36 @@ async def test_bad_input_is_refused_and_changes_nothing(closed: LiveServer, path
     assert (await sign_up(closed, "ivy", made["code"])).status_code == 201
     long_id = await closed.http.delete("/v1/admin/invites/" + "a" * 300, headers=admin())
     assert long_id.status_code == 404
+
+
+async def test_the_invites_command_line(closed: LiveServer, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("FACECALL_ADMIN_TOKEN", ADMIN_TOKEN)
+    invites = ["admin", "--server", closed.base_url, "invites"]
+    status, out, err = await run_cli([*invites, "add", "--note", "for Mum", "--days", "3"],
+                                     monkeypatch, capsys)
+    assert status == 0, err
+    link = out.splitlines()[-1]
+    assert link.startswith(f"{closed.base_url}/#invite=") and "the link is shown only now" in err
+    code = link.partition("#invite=")[2]
+    assert (await sign_up(closed, "mum", code)).status_code == 201
+
+    status, out, err = await run_cli([*invites, "add"], monkeypatch, capsys)
+    second_code = out.splitlines()[-1].partition("#invite=")[2]
+    status, out, err = await run_cli([*invites, "list"], monkeypatch, capsys)
+    assert status == 0 and "2 invitations" in err
+    rows = [line.split() for line in out.splitlines() if line.split()[1:2] in (["open"], ["used"])]
+    assert [(r[1], r[4]) for r in rows] == [("open", "-"), ("used", "mum")]
+    status, out, _ = await run_cli([*invites, "withdraw", rows[0][0]], monkeypatch, capsys)
+    assert status == 0 and "no longer works" in out
+    assert (await sign_up(closed, "dad", second_code)).status_code == 403
+
+    status, _, err = await run_cli([*invites, "withdraw", rows[1][0]], monkeypatch, capsys)
+    assert status == 1 and "already used (HTTP 409)" in err
+    status, _, err = await run_cli([*invites, "withdraw", "nope"], monkeypatch, capsys)
+    assert status == 1 and "no such invitation (HTTP 404)" in err
+    status, _, err = await run_cli([*invites, "add", "--days", "365"], monkeypatch, capsys)
+    assert status == 1 and "(HTTP 422)" in err
+    status, out, _ = await run_cli([*invites, "list", "--json"], monkeypatch, capsys)
+    assert status == 0
+    assert [i["state"] for i in json.loads(out[out.index("["):])] == ["withdrawn", "used"]
