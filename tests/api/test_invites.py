@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from facecall.client.api import ApiClient
+from facecall.client.errors import ApiError
 from tests.api.test_admin import ADMIN_TOKEN, PASSWORD, admin, closed, run_cli, sign_in
 from tests.live import LiveServer, live_server
 
@@ -165,3 +167,19 @@ async def test_the_invites_command_line(closed: LiveServer, monkeypatch: pytest.
     status, out, _ = await run_cli([*invites, "list", "--json"], monkeypatch, capsys)
     assert status == 0
     assert [i["state"] for i in json.loads(out[out.index("["):])] == ["withdrawn", "used"]
+
+
+async def test_the_sdk_signs_up_with_an_invitation(closed: LiveServer) -> None:
+    code = (await invite(closed))["code"]
+    api = ApiClient(closed.base_url)
+    try:
+        with pytest.raises(ApiError) as refused:
+            await api.sign_up("joan", PASSWORD)
+        assert refused.value.status == 403 and "sign-up is closed" in refused.value.detail
+        session = await api.sign_up("joan", PASSWORD, invite=code)
+        assert session["user"]["username"] == "joan"
+        with pytest.raises(ApiError) as used:
+            await api.sign_up("kim", PASSWORD, invite=code)
+        assert used.value.status == 403 and used.value.detail == NOT_USABLE
+    finally:
+        await api.close()

@@ -63,10 +63,14 @@ class ApiClient:
             raise cls(response.status_code, error_detail(response))
         return response.json() if response.content else None
 
-    async def sign_up(self, username: str, password: str) -> dict[str, Any]:
-        """Create an account; returns the session (``token``, ``user``)."""
-        result: dict[str, Any] = await self._call(
-            "POST", "/v1/accounts", json={"username": username, "password": password})
+    async def sign_up(self, username: str, password: str, invite: str | None = None) -> dict[str, Any]:
+        """Create an account; returns the session (``token``, ``user``). ``invite``: the code of
+        an invitation (the ``#invite=`` part of its link), which a server whose sign-up is
+        closed asks for; it is used up."""
+        body = {"username": username, "password": password}
+        if invite is not None:
+            body["invite"] = invite
+        result: dict[str, Any] = await self._call("POST", "/v1/accounts", json=body)
         return result
 
     async def sign_in(self, username: str, password: str) -> dict[str, Any]:

@@ -63,9 +63,10 @@ export class Api {
     return this.request("GET", "/v1/server");
   }
 
-  signUp(username, password, displayName) {
+  signUp(username, password, displayName, invite) {
     const body = { username, password };
     if (displayName) body.display_name = displayName;
+    if (invite) body.invite = invite;
     return this.request("POST", "/v1/accounts", { body });
   }
 

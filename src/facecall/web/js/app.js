@@ -28,6 +28,8 @@ const REPLACED_WINDOW_MS = 10000;
 const TAKEOVER_DELAY_MS = 1500;
 // this tab ran the device when it was last unloaded (sessionStorage survives a reload, not a close)
 const RAN_DEVICE = "facecall.ranDevice";
+// the code of an invitation link this tab was opened with, until an account is made with it
+const INVITE = "facecall.invite";
 
 function showView(name) {
   for (const view of ["auth", "home", "call", "elsewhere"]) $(`${view}-view`).hidden = view !== name;
@@ -50,9 +52,46 @@ function defaultDeviceName() {
 
 // -- sign in ---------------------------------------------------------------------------------
 let mode = "signin";
+let signUpClosed = false;
 
-/** Sign-up is closed on this server (its administrator makes accounts): sign in only. */
+/**
+ * The code of the invitation this tab was opened with: `#invite=CODE` (a fragment: browsers
+ * never send it to the server, so it stays out of access logs), moved out of the address bar
+ * into sessionStorage at once, so that a reload keeps it and a bookmark does not.
+ */
+function takeInvite() {
+  const code = new URLSearchParams(location.hash.slice(1)).get("invite");
+  if (code) {
+    sessionStorage.setItem(INVITE, code);
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  return sessionStorage.getItem(INVITE);
+}
+
+/** Show the invitation, if this tab has one: "Create account" comes first, open or closed. */
+function showInvite() {
+  const invited = !!sessionStorage.getItem(INVITE);
+  $("invite-hint").hidden = !invited;
+  if (invited) {
+    $("tab-signup").hidden = false;
+    $("sign-up-closed").hidden = true;
+    setMode("signup");
+  } else if (signUpClosed) {
+    closeSignUp();
+  }
+}
+
+/** The invitation was used, or cannot be. */
+function dropInvite() {
+  sessionStorage.removeItem(INVITE);
+  $("invite-hint").hidden = true;
+}
+
+/** Sign-up is closed on this server (its administrator makes accounts): sign in only, unless
+ *  this tab was opened with an invitation. */
 function closeSignUp() {
+  signUpClosed = true;
+  if (sessionStorage.getItem(INVITE)) return;
   setMode("signin");
   $("tab-signup").hidden = true;
   $("sign-up-closed").hidden = false;
@@ -93,9 +132,11 @@ async function submitAuth(event) {
   authError("");
   let account = null;
   try {
+    const invite = sessionStorage.getItem(INVITE);
     account = mode === "signup"
-      ? await api.signUp(username, password, $("auth-display-name").value.trim())
+      ? await api.signUp(username, password, $("auth-display-name").value.trim(), invite)
       : await api.signIn(username, password);
+    if (mode === "signup") dropInvite();
     await openDevice(account, deviceName);
     $("auth-password").value = "";
   } catch (error) {
@@ -107,7 +148,11 @@ async function submitAuth(event) {
       authError(`Your account “${username}” was created, but this device could not be `
         + `registered: ${reason} Correct it and sign in.`);
     } else if (error.status === 401) authError("Wrong username or password.");
-    else if (error.status === 403 && mode === "signup") {
+    else if (error.status === 403 && mode === "signup" && sessionStorage.getItem(INVITE)) {
+      dropInvite(); // used, expired or withdrawn: the server says which way to go
+      if (signUpClosed) closeSignUp();
+      authError(/[.!?]$/.test(error.message) ? error.message : `${error.message}.`);
+    } else if (error.status === 403 && mode === "signup") {
       closeSignUp();
       authError("Sign-up is closed on this server. Ask its administrator for an account.");
     }
@@ -304,6 +349,7 @@ function signOutLocally() {
   const saved = store.get("account");
   if (!s || !saved || saved.token === s.account) store.remove("account");
   messages.connection(null);
+  showInvite();
   showView("auth");
   $("auth-username").focus();
 }
@@ -392,11 +438,15 @@ function init() {
   };
   api.serverInfo().then((info) => {
     if (info && info.sign_up === "closed") closeSignUp();
+    showInvite();
   }, () => {}); // unreachable now: the sign-in form says so when it is used
+  if (takeInvite()) showInvite();
   resume().then((ok) => {
     if (!ok) {
       showView("auth");
       $("auth-username").focus();
+    } else if (sessionStorage.getItem(INVITE)) {
+      messages.notice("This link invites you to make a new account: sign out first to use it.");
     }
     document.body.dataset.ready = "true";
   });
