@@ -6,7 +6,10 @@ connection: the node must not wait for that client's close_notify (it used to, 3
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
+import socket
 import ssl
 import subprocess
 import sys
@@ -180,6 +183,57 @@ async def test_the_node_process_serves_tls_and_bounds_handshakes(
         for reader, writer in stalled:
             assert await _dropped(reader)
             writer.close()
+        # a ClientHello sent with the connection: uvloop reads it before the node's handshake
+        # has started, and it must still reach the handshake (it stalled until the timeout)
+        trust = ssl.create_default_context(cafile=str(cert))
+        for _ in range(10):
+            reply = await asyncio.to_thread(_health_with_the_hello_sent_at_once, port, trust)
+            assert reply.startswith(b"HTTP/1.1 200 "), reply
         assert node.proc is not None and node.proc.poll() is None
     finally:
         node.stop()
+
+
+def _health_with_the_hello_sent_at_once(port: int, trust: ssl.SSLContext) -> bytes:
+    """``GET /healthz`` over a new TLS connection whose ClientHello (RFC 8446 §4.1.2) is made
+    before connecting and written the moment the connection exists."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = trust.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+    with contextlib.suppress(ssl.SSLWantReadError):
+        tls.do_handshake()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(outgoing.read())
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                sock.sendall(outgoing.read())
+                data = sock.recv(65536)
+                if not data:
+                    return b"closed during the handshake"
+                incoming.write(data)
+        tls.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        sock.sendall(outgoing.read())
+        reply = b""
+        while data := sock.recv(65536):
+            incoming.write(data)
+            try:
+                while chunk := tls.read(65536):
+                    reply += chunk
+            except ssl.SSLWantReadError:
+                continue
+            break  # the node's close_notify (RFC 8446 §6.1): the reply is whole
+        return reply
+
+
+async def test_clients_that_leave_right_after_their_handshake_leave_no_warning(
+        tls_server: LiveServer, pem: tuple[Path, Path], caplog: pytest.LogCaptureFixture) -> None:
+    trust = ssl.create_default_context(cafile=str(pem[0]))
+    for _ in range(5):
+        _, writer = await asyncio.open_connection("127.0.0.1", tls_server.settings.port, ssl=trust)
+        writer.close()
+        await writer.wait_closed()
+    await asyncio.sleep(0.2)
+    assert (await tls_server.http.get("/healthz")).status_code == 200
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

@@ -13,19 +13,85 @@ from its first moment — one over ``max_connections`` is closed at once, before
 ``Settings.http_head_timeout``. Then the connection is :class:`~facecall.api.http_transport.
 GuardedHttpProtocol`'s, as over plain TCP: the same head limits and deadlines, the same
 WebSocket upgrade to ``/v1/signaling``.
+
+The ClientHello may be read before ``start_tls`` has taken the transport: uvloop starts reading
+a new connection right after ``connection_made``, whatever the protocol asked for there, and
+the handshake starts on the next turn of the loop. Those bytes are kept and handed to the TLS
+protocol first, before the transport reads on (:func:`started` and :func:`feed`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-from typing import Any
+from collections.abc import Awaitable, Coroutine, Generator
+from typing import Any, TypeVar
 
 from facecall.api.http_transport import GuardedHttpProtocol, connection_limit
 from facecall.config import Settings
 from facecall.logs import get_logger
 
 log = get_logger(__name__)
+T = TypeVar("T")
+
+
+class _Rest:
+    """The rest of a coroutine that :func:`started` ran up to its first suspension."""
+
+    __slots__ = ("_coro", "_waiting_on")
+
+    def __init__(self, coro: Coroutine[Any, Any, T], waiting_on: Any) -> None:
+        self._coro = coro
+        self._waiting_on = waiting_on
+
+    def __await__(self) -> Generator[Any, Any, T]:
+        coro, signal = self._coro, self._waiting_on
+        while True:
+            try:
+                value = yield signal  # the awaiting task waits for what the coroutine waits for
+            except BaseException as exc:  # cancelled, or an error thrown into the task
+                try:
+                    signal = coro.throw(exc)
+                except StopIteration as done:
+                    return done.value  # type: ignore[no-any-return]
+            else:
+                try:
+                    signal = coro.send(value)
+                except StopIteration as done:
+                    return done.value  # type: ignore[no-any-return]
+
+
+def started(coro: Coroutine[Any, Any, T]) -> Awaitable[T]:
+    """Run ``coro`` now, up to its first suspension, and return what finishes it (await it in
+    the same task). ``loop.start_tls`` switches the transport to its TLS protocol and queues
+    that protocol's ``connection_made`` and the transport's ``resume_reading`` before it first
+    waits: once this returns, a callback queued with ``call_soon`` runs right after those two,
+    before the transport reads anything."""
+    try:
+        waiting_on = coro.send(None)
+    except StopIteration as done:
+        result: T = done.value
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        future.set_result(result)
+        return future
+    return _Rest(coro, waiting_on)
+
+
+def feed(protocol: asyncio.BaseProtocol, data: bytes) -> None:
+    """Hand ``data`` to ``protocol`` as its transport would: through ``get_buffer`` and
+    ``buffer_updated`` for a buffered protocol (asyncio's and uvloop's TLS protocols are),
+    else ``data_received``."""
+    get_buffer = getattr(protocol, "get_buffer", None)
+    if get_buffer is None:
+        protocol.data_received(data)  # type: ignore[attr-defined]
+        return
+    view = memoryview(data)
+    while view:
+        buffer = get_buffer(len(view))
+        n = min(len(buffer), len(view))
+        buffer[:n] = view[:n]
+        protocol.buffer_updated(n)  # type: ignore[attr-defined]
+        view = view[n:]
 
 
 class TlsHandshakeGuard(asyncio.Protocol):
@@ -33,12 +99,13 @@ class TlsHandshakeGuard(asyncio.Protocol):
     docstring). Build it with :meth:`factory`.
 
     It is the connection's protocol twice over: on the TCP transport until ``start_tls`` takes
-    it, then on the TLS transport until the HTTP protocol takes over — what arrives between the
-    handshake's end and that hand-over (a client sends its request right behind its Finished)
-    is kept here and handed on in order."""
+    it (what it reads then is the start of the handshake: kept for the TLS protocol), then on
+    the TLS transport until the HTTP protocol takes over (what it reads then is application
+    data — a client sends its request right behind its Finished: kept and handed on in
+    order)."""
 
-    __slots__ = ("_app_state", "_config", "_context", "_early", "_eof", "_handshake", "_loop",
-                 "_lost", "_server_state", "_transport")
+    __slots__ = ("_app_state", "_config", "_context", "_early", "_handshake", "_hello",
+                 "_loop", "_lost", "_server_state", "_tls", "_transport")
 
     def __init__(self, context: ssl.SSLContext, config: Any, server_state: Any,
                  app_state: dict[str, Any], _loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -49,8 +116,9 @@ class TlsHandshakeGuard(asyncio.Protocol):
         self._loop = _loop or asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._handshake: asyncio.Task[None] | None = None
+        self._tls = False  # start_tls has the transport: what arrives now is application data
+        self._hello: list[bytes] = []  # handshake bytes read before start_tls took the transport
         self._early: list[bytes] = []  # application data read before the hand-over
-        self._eof = False
         self._lost = False
 
     @classmethod
@@ -75,15 +143,22 @@ class TlsHandshakeGuard(asyncio.Protocol):
             return
         self._transport = transport
         connections.add(self)
-        transport.pause_reading()  # the ClientHello is for start_tls's protocol, not this one
+        transport.pause_reading()  # asyncio honours this; uvloop reads on all the same
         self._handshake = self._loop.create_task(self._run_handshake(transport, settings))
 
     def data_received(self, data: bytes) -> None:
-        self._early.append(data)
+        if self._tls:
+            self._early.append(data)
+        else:
+            self._hello.append(data)
+            if self._transport is not None:
+                self._transport.pause_reading()
 
-    def eof_received(self) -> bool:
-        self._eof = True
-        return True  # the HTTP protocol decides, once it has the connection
+    def eof_received(self) -> None:
+        """The client left (before its handshake, or with a close_notify before the hand-over):
+        the transport closes. Over TLS it would whatever this returned (and asyncio warns
+        about a true value)."""
+        return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
@@ -102,10 +177,18 @@ class TlsHandshakeGuard(asyncio.Protocol):
     # -- internals ---------------------------------------------------------------------------
 
     async def _run_handshake(self, transport: asyncio.Transport, settings: Settings) -> None:
+        if self._lost or transport.is_closing():
+            self._end()
+            return
+        self._tls = True
         try:
-            tls = await self._loop.start_tls(
+            handshake = started(self._loop.start_tls(
                 transport, self, self._context, server_side=True,
-                ssl_handshake_timeout=settings.http_head_timeout)
+                ssl_handshake_timeout=settings.http_head_timeout))
+            if self._hello:  # runs after the TLS protocol's connection_made, before any read
+                self._loop.call_soon(feed, transport.get_protocol(), b"".join(self._hello))
+                self._hello.clear()
+            tls = await handshake
         except OSError as exc:  # ssl.SSLError, a reset, the timeout (ConnectionAbortedError)
             log.debug("TLS handshake with %s failed: %r",
                       transport.get_extra_info("peername"), exc)
@@ -122,8 +205,6 @@ class TlsHandshakeGuard(asyncio.Protocol):
         if self._early and not tls.is_closing():
             http.data_received(b"".join(self._early))
         self._early.clear()
-        if self._eof and not tls.is_closing() and not http.eof_received():
-            tls.close()
 
     def _end(self) -> None:
         self._server_state.connections.discard(self)

@@ -1,0 +1,41 @@
+"""``facecall serve`` with uvicorn's own TLS, as before ``f85449f``: the anchor of
+``bench/https_connections.py``, never a server to run.
+
+uvicorn hands the certificate to ``loop.create_server(ssl=...)``, so the event loop runs each
+handshake before the node's protocol exists (uncounted, up to 60 s). Everything after the
+handshake is the node's own :class:`~facecall.api.http_transport.GuardedHttpProtocol`, as in
+``facecall serve``.
+
+    .venv/bin/python bench/serve_uvicorn_tls.py serve --no-turn --port 8443 --tls-cert C --tls-key K
+"""
+
+from __future__ import annotations
+
+import sys
+
+import uvicorn
+
+from facecall import server
+from facecall.api.app import create_app
+from facecall.api.http_transport import GuardedHttpProtocol
+from facecall.api.ws_transport import SignalingWebSocket
+from facecall.cli import main
+from facecall.config import WS_MAX_FRAME, Settings
+
+
+def build_uvicorn_with_its_tls(settings: Settings, turn_uris: list[str] | None = None) -> uvicorn.Server:
+    """:func:`facecall.server.build_uvicorn` as it was: the certificate given to uvicorn."""
+    config = uvicorn.Config(
+        create_app(settings, turn_uris=turn_uris), host=settings.host, port=settings.port,
+        ws_max_size=WS_MAX_FRAME, log_config=None, access_log=False, lifespan="on",
+        ws_ping_interval=20.0, ws_ping_timeout=20.0, ws_per_message_deflate=False,
+        ws=SignalingWebSocket, http=GuardedHttpProtocol,
+        ssl_certfile=settings.tls_cert or None, ssl_keyfile=settings.tls_key or None,
+    )
+    return uvicorn.Server(config)
+
+
+if __name__ == "__main__":
+    print("facecall: TLS handshakes run by uvicorn's event loop (a benchmark anchor)", file=sys.stderr)
+    server.build_uvicorn = build_uvicorn_with_its_tls
+    sys.exit(main(sys.argv[1:]))
