@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import math
 import os
 import sys
 import time
@@ -120,6 +121,17 @@ def _when(epoch: float | None) -> str:
     return "-" if epoch is None else time.strftime("%Y-%m-%d %H:%M", time.gmtime(epoch))
 
 
+def _days(text: str) -> float:
+    """``--days``: a finite number (the node checks the range)."""
+    try:
+        days = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of days: {text!r}") from None
+    if not math.isfinite(days):
+        raise argparse.ArgumentTypeError(f"not a number of days: {text!r}")
+    return days
+
+
 def _invites(args: argparse.Namespace) -> None:
     invites: list[dict[str, Any]] = _request(args, "GET", "/v1/admin/invites")["invites"]
     if args.json:
@@ -190,7 +202,7 @@ def add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     listing.set_defaults(action=_invites)
     add = invites.add_parser("add", help="make an invitation; prints the link to send (shown once)")
     add.add_argument("--note", default="", help="whom it is for (shown in the list)")
-    add.add_argument("--days", type=float, default=7.0,
+    add.add_argument("--days", type=_days, default=7.0,
                      help="how long the link works (default 7, at most 90)")
     add.set_defaults(action=_invite)
     withdraw = invites.add_parser("withdraw", help="withdraw an open invitation: its link stops working")

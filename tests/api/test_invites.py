@@ -164,6 +164,11 @@ async def test_the_invites_command_line(closed: LiveServer, monkeypatch: pytest.
     assert status == 1 and "no such invitation (HTTP 404)" in err
     status, _, err = await run_cli([*invites, "add", "--days", "365"], monkeypatch, capsys)
     assert status == 1 and "(HTTP 422)" in err
+    for days in ("nan", "inf", "-inf", "a week"):
+        with pytest.raises(SystemExit) as usage:
+            await run_cli([*invites, "add", f"--days={days}"], monkeypatch, capsys)
+        assert usage.value.code == 2
+        assert "not a number of days" in capsys.readouterr().err
     status, out, _ = await run_cli([*invites, "list", "--json"], monkeypatch, capsys)
     assert status == 0
     assert [i["state"] for i in json.loads(out[out.index("["):])] == ["withdrawn", "used"]

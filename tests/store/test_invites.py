@@ -77,6 +77,9 @@ async def test_withdrawing_a_used_or_unknown_invitation(store: Store) -> None:
     after = await store.withdraw_invite(made.id, T0 + 2)
     assert after is not None and after.state(T0 + 3) == "used" and after.withdrawn_at is None
     assert await store.withdraw_invite("no-such-invite", T0) is None
+    old = await store.create_invite(code_hash("c4"), "", T0, T0 + 60)
+    after = await store.withdraw_invite(old.id, T0 + 61)
+    assert after is not None and after.state(T0 + 62) == "expired" and after.withdrawn_at is None
 
 
 async def test_bad_invitations_are_refused_and_nothing_is_stored(store: Store) -> None:

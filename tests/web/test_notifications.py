@@ -133,3 +133,42 @@ async def test_notifications_the_browser_blocks_are_explained(people: PersonFact
     await bob.expect_alert("This browser blocks notifications from this site")
     await expect(box).not_to_be_checked()
     assert await bob.page.evaluate("localStorage.getItem('facecall.callNotifications')") == "false"
+
+
+async def test_a_ring_that_began_in_view_notifies_when_the_person_looks_away(
+        people: PersonFactory) -> None:
+    bob = await people("bob")
+    alice = await people("alice")
+    await turn_notifications_on(bob, bob.base_url)
+    await alice.call("bob", "audio")
+    await bob.expect_ringing("alice")
+    assert await notifications(bob.page) == []  # bob sees it ring
+    await look_away(bob)
+    shown = await until(bob.page, lambda n: len(n) == 1, "notified once bob looked away")
+    assert shown[0]["body"] == "Incoming audio call" and not shown[0]["closed"]
+    await bob.decline()  # from the page (it rings there still)
+    await until(bob.page, lambda n: n[0]["closed"], "taking the notification away")
+    assert len(await notifications(bob.page)) == 1  # declined is not missed
+
+
+async def test_a_waiting_call_keeps_its_one_notification_when_the_call_in_progress_ends(
+        people: PersonFactory) -> None:
+    bob = await people("bob")
+    alice = await people("alice")
+    carol = await people("carol")
+    await turn_notifications_on(bob, bob.base_url)
+    await alice.call("bob", "video")
+    await bob.expect_ringing("alice")
+    await bob.accept()
+    await bob.wait_connected()
+    await look_away(bob)
+    await carol.call("bob", "audio")
+    await expect(bob.page.locator("#call-waiting")).to_be_visible(timeout=STEP)
+    await until(bob.page, lambda n: len(n) == 1, "notified of the waiting call")
+    await alice.hang_up()  # bob's call ends; carol's ring moves to the incoming screen
+    await bob.expect_ringing("carol")
+    await asyncio.sleep(0.5)
+    shown = await notifications(bob.page)
+    assert [(n["title"], n["closed"]) for n in shown] == [("carol", False)]
+    await carol.hang_up()
+    await until(bob.page, lambda n: n[-1]["title"] == "Missed call from carol", "told of the missed call")

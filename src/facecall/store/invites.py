@@ -29,8 +29,9 @@ USE_INVITE = Q.of(
     "UPDATE invites SET used_at = $2, used_by = $3 WHERE code_hash = $1 AND used_at IS NULL "
     "AND withdrawn_at IS NULL AND expires_at > $2"
 )
-WITHDRAW_INVITE = Q.of(
-    "UPDATE invites SET withdrawn_at = $2 WHERE id = $1 AND used_at IS NULL AND withdrawn_at IS NULL"
+WITHDRAW_INVITE = Q.of(  # an expired invitation stays expired: nothing is left to withdraw
+    "UPDATE invites SET withdrawn_at = $2 WHERE id = $1 AND used_at IS NULL AND withdrawn_at IS NULL "
+    "AND expires_at > $2"
 )
 
 
@@ -91,5 +92,6 @@ class InvitesRepository:
 
     async def withdraw_invite(self, invite_id: str, now: float) -> InviteRecord | None:
         """Withdraw an open invitation so that its link stops working; returns the invitation as
-        it now stands (a used one stays used), or None if there is none with this id."""
+        it now stands (a used one stays used, an expired one expired), or None if there is
+        none with this id."""
         return await self._db.write(_withdraw_invite, invite_id, validate.instant(now, "now"))

@@ -2,8 +2,9 @@
 // The tab's title says who is calling; and when the person turned it on ("Notify me of calls
 // …", home screen) and the browser allows it, a system notification does too (Notifications
 // API: https://notifications.spec.whatwg.org/), replaced by "Missed call from …" when the
-// caller gives up or the ring times out. A notification goes away when the ring stops for any
-// other reason (answered, declined, answered on another device) or when the tab is looked at;
+// caller gives up or the ring times out. A ring that began while the person was looking
+// notifies when they look away. A notification goes away when the ring stops for any other
+// reason (answered, declined, answered on another device) or when the tab is looked at;
 // clicking it brings the tab forward, where the incoming screen has Accept and Decline.
 // Only the tab that runs the device rings (js/tabs.js), so only it notifies.
 
@@ -15,16 +16,20 @@ export class CallAlerts {
   constructor() {
     this.title = document.title;
     this.shown = new Map(); // call id -> Notification
-    this.calling = new Map(); // call id -> the caller's name, while it rings here
+    this.calling = new Map(); // call id -> the ring (caller's name, media), while it rings here
     this.missed = null; // "Missed call from …" kept in the title until the tab is looked at
-    const looked = () => {
-      if (this.away) return;
+    const changed = () => {
+      if (this.away) {
+        for (const ring of this.calling.values()) this.notifyRing(ring);
+        return;
+      }
       for (const id of [...this.shown.keys()]) this.close(id);
       this.missed = null;
       this.showTitle();
     };
-    window.addEventListener("focus", looked);
-    document.addEventListener("visibilitychange", looked);
+    window.addEventListener("focus", changed);
+    window.addEventListener("blur", changed);
+    document.addEventListener("visibilitychange", changed);
   }
 
   /** Whether this browser can show notifications for this page (they need a secure context). */
@@ -60,19 +65,17 @@ export class CallAlerts {
   /** A call rings here (the incoming screen or the call-waiting banner shows it). */
   ring(ring) {
     this.calling.delete(ring.call_id);
-    this.calling.set(ring.call_id, ring.name); // the newest ring names the title
+    this.calling.set(ring.call_id, ring); // the newest ring names the title
     this.showTitle();
-    if (!CallAlerts.on || !this.away || this.shown.has(ring.call_id)) return;
-    const kind = ring.media === "video" ? "Incoming video call" : "Incoming audio call";
-    this.notify(ring.call_id, ring.name, kind, true);
+    if (this.away) this.notifyRing(ring);
   }
 
   /** The call stopped ringing here. `missed`: the caller gave up or nobody answered in time. */
   stop(callId, { missed = null } = {}) {
-    const name = this.calling.get(callId);
+    const rang = this.calling.has(callId);
     this.calling.delete(callId);
     this.close(callId);
-    if (missed && name !== undefined && this.away) {
+    if (missed && rang && this.away) {
       this.missed = missed;
       if (CallAlerts.on) this.notify(callId, missed, "facecall", false);
     }
@@ -94,10 +97,17 @@ export class CallAlerts {
 
   // -- internals --------------------------------------------------------------------------
 
+  /** A system notification for a ring, once (when they are on). */
+  notifyRing(ring) {
+    if (!CallAlerts.on || this.shown.has(ring.call_id)) return;
+    const kind = ring.media === "video" ? "Incoming video call" : "Incoming audio call";
+    this.notify(ring.call_id, ring.name, kind, true);
+  }
+
   showTitle() {
-    const names = [...this.calling.values()];
-    const caller = names[names.length - 1];
-    if (caller !== undefined) document.title = `${caller} is calling… — ${this.title}`;
+    const rings = [...this.calling.values()];
+    const newest = rings[rings.length - 1];
+    if (newest !== undefined) document.title = `${newest.name} is calling… — ${this.title}`;
     else if (this.missed) document.title = `${this.missed} — ${this.title}`;
     else document.title = this.title;
   }

@@ -30,6 +30,7 @@ const TAKEOVER_DELAY_MS = 1500;
 const RAN_DEVICE = "facecall.ranDevice";
 // the code of an invitation link this tab was opened with, until an account is made with it
 const INVITE = "facecall.invite";
+const INVITE_CODE = /^[A-Za-z0-9_-]{16,64}$/; // as the server checks it (schemas.InviteCode)
 
 function showView(name) {
   for (const view of ["auth", "home", "call", "elsewhere"]) $(`${view}-view`).hidden = view !== name;
@@ -60,12 +61,21 @@ let signUpClosed = false;
  * into sessionStorage at once, so that a reload keeps it and a bookmark does not.
  */
 function takeInvite() {
-  const code = new URLSearchParams(location.hash.slice(1)).get("invite");
-  if (code) {
-    sessionStorage.setItem(INVITE, code);
+  const given = new URLSearchParams(location.hash.slice(1)).get("invite");
+  if (given !== null) {
     history.replaceState(null, "", location.pathname + location.search);
+    // what mail and chat programs add after a link: ".", ")", ">", a space…
+    const code = given.trim().replace(/[^A-Za-z0-9_-]+$/, "");
+    if (INVITE_CODE.test(code)) sessionStorage.setItem(INVITE, code);
+    else brokenInvite();
   }
   return sessionStorage.getItem(INVITE);
+}
+
+/** An invitation link that lost part of its code on the way. */
+function brokenInvite() {
+  dropInvite();
+  $("invite-problem").hidden = false;
 }
 
 /** Show the invitation, if this tab has one: "Create account" comes first, open or closed. */
@@ -137,6 +147,7 @@ async function submitAuth(event) {
       ? await api.signUp(username, password, $("auth-display-name").value.trim(), invite)
       : await api.signIn(username, password);
     if (mode === "signup") dropInvite();
+    $("invite-problem").hidden = true;
     await openDevice(account, deviceName);
     $("auth-password").value = "";
   } catch (error) {
@@ -148,7 +159,11 @@ async function submitAuth(event) {
       authError(`Your account “${username}” was created, but this device could not be `
         + `registered: ${reason} Correct it and sign in.`);
     } else if (error.status === 401) authError("Wrong username or password.");
-    else if (error.status === 403 && mode === "signup" && sessionStorage.getItem(INVITE)) {
+    else if (error.status === 422 && mode === "signup" && /^invite\b/.test(error.message)) {
+      brokenInvite();
+      if (signUpClosed) closeSignUp();
+      $("invite-problem").focus();
+    } else if (error.status === 403 && mode === "signup" && sessionStorage.getItem(INVITE)) {
       dropInvite(); // used, expired or withdrawn: the server says which way to go
       if (signUpClosed) closeSignUp();
       authError(/[.!?]$/.test(error.message) ? error.message : `${error.message}.`);

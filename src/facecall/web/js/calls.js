@@ -397,7 +397,7 @@ export class Calls extends EventTarget {
     const ring = rings[rings.length - 1];
     if (!ring) {
       this.ringtone.stop();
-      this.view.hideIncoming(null);
+      this.view.noRings();
       return;
     }
     if (this.active) {
@@ -559,6 +559,6 @@ export class Calls extends EventTarget {
     if (this.active) this.finish(this.active, "hung_up", null);
     this.rings.clear();
     this.ringtone.stop();
-    this.view.hideIncoming(null);
+    this.view.noRings();
   }
 }

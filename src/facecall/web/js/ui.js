@@ -112,6 +112,13 @@ export class CallView {
     this.alerts.ring(ring);
   }
 
+  /** Nothing rings here any more. (Hiding the screens alone, as a call ends, leaves the rings
+   *  that go on — a call-waiting ring becomes the incoming screen — notified as they were.) */
+  noRings() {
+    this.alerts.stopAll();
+    this.hideIncoming(null);
+  }
+
   showWaiting(ring) {
     this.waitingId = ring.call_id;
     $("waiting-text").textContent =
@@ -122,12 +129,11 @@ export class CallView {
   }
 
   /**
-   * Stop showing a ring (`callId`), or every ring (null). `missed`: what to tell the person if
-   * they are away ("Missed call from …").
+   * Stop showing a ring (`callId`: it stopped ringing), or the incoming screen and banner
+   * (null). `missed`: what to tell the person if they are away ("Missed call from …").
    */
   hideIncoming(callId, { missed = null } = {}) {
-    if (callId === null) this.alerts.stopAll();
-    else this.alerts.stop(callId, { missed });
+    if (callId !== null) this.alerts.stop(callId, { missed });
     if (callId === null || this.incomingId === callId) {
       if (!$("incoming").hidden) {
         $("incoming").hidden = true;
