@@ -138,6 +138,42 @@ async def test_failed_sign_ins_per_account_from_all_addresses_are_limited(tmp_pa
         assert r.json()["detail"] == "too many failed sign-ins for this account; retry later"
 
 
+async def test_guessers_elsewhere_do_not_lock_the_owner_out_of_their_own_device(tmp_path: Path) -> None:
+    """A sign-in that shows a device token of the account is not held by the account-wide
+    limit that guesses from many addresses spent; any other token shown changes nothing."""
+    async with throttled(tmp_path, account_sign_in_failures_per_hour=1.0,
+                         account_sign_in_failure_burst=3) as live:
+        account = await live.sign_up("owner")
+        phone = await live.register_device(account["token"], "phone")
+        other = await live.sign_up("other")
+        others_phone = await live.register_device(other["token"], "phone")
+        removed = await live.register_device(account["token"], "old tablet")
+        assert (await live.http.delete(f"/v1/devices/{removed['device']['id']}", headers={
+            "Authorization": f"Bearer {account['token']}"})).status_code == 204
+        for i in range(3):  # a guesser spends the account's allowance from three addresses
+            r = await live.http.post("/v1/sessions", json={"username": "owner", "password": "guess-guess"},
+                                     headers=_from(f"127.0.1.{i}"))
+            assert r.status_code == 401
+
+        def shown(token: str) -> dict[str, str]:
+            return {**_from("127.0.3.1"), "Authorization": f"Bearer {token}"}
+
+        for token in (None, account["token"], others_phone["token"], removed["token"], "x" * 500):
+            headers = shown(token) if token else _from("127.0.3.1")
+            r = await live.http.post("/v1/sessions", json={"username": "owner", "password": PASSWORD},
+                                     headers=headers)
+            assert r.status_code == 429, token  # no device of this account: the limit holds
+        r = await live.http.post("/v1/sessions", json={"username": "OWNER", "password": PASSWORD},
+                                 headers=shown(phone["token"]))
+        assert r.status_code == 200 and r.json()["user"]["username"] == "owner"
+        wrong = await live.http.post("/v1/sessions", json={"username": "owner", "password": "nope-nope"},
+                                     headers=shown(phone["token"]))
+        assert wrong.status_code == 401  # still a wrong password, counted for this address
+        r = await live.http.post("/v1/sessions", json={"username": "owner", "password": PASSWORD},
+                                 headers=_from("127.0.3.2"))
+        assert r.status_code == 429  # the owner's sign-in gave nothing back to the guessers
+
+
 async def test_password_hashing_leaves_the_event_loop_free(server: LiveServer) -> None:
     await server.sign_up("busy")
     sign_ins = [asyncio.create_task(_sign_in(server, "busy", "wrong-password")) for _ in range(4)]

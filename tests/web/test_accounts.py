@@ -9,7 +9,7 @@ from pathlib import Path
 from playwright.async_api import Browser, expect
 
 from tests.live import LiveServer
-from tests.web.conftest import PersonFactory
+from tests.web.conftest import PersonFactory, ServerFactory
 from tests.web.people import PASSWORD, Person
 
 
@@ -139,3 +139,25 @@ async def test_a_long_display_name_fits_a_phone_screen(browser: Browser, server:
         assert box is not None and box["x"] + box["width"] <= 360
     finally:
         await person.close()
+
+
+async def test_guessers_elsewhere_do_not_lock_the_owner_out_of_this_browser(
+        browser: Browser, web_server: ServerFactory) -> None:
+    """The account's allowance of failed sign-ins is spent by guesses from other addresses;
+    this browser, which runs a device of the account, still signs in (it shows that device)."""
+    async with web_server(user_token_ttl=2.0, account_sign_in_failures_per_hour=1.0,
+                          account_sign_in_failure_burst=3) as live:
+        owner = await Person.open(browser, live.base_url, "owner")
+        await owner.sign_in(signup=True, device_name="laptop")
+        await asyncio.sleep(2.5)  # the account token expires; the device stays
+        await owner.page.reload()
+        await expect(owner.page.locator("#auth-view")).to_be_visible()
+        for i in range(3):
+            r = await live.http.post("/v1/sessions", json={"username": "owner", "password": "guess-guess"},
+                                     headers={"X-Forwarded-For": f"127.0.1.{i}"})
+            assert r.status_code == 401
+        r = await live.http.post("/v1/sessions", json={"username": "owner", "password": PASSWORD})
+        assert r.status_code == 429  # elsewhere: locked
+        await owner.sign_in(signup=False)
+        await expect(owner.page.locator("#devices li")).to_have_count(1)  # the same device, reused
+        await owner.close()

@@ -109,6 +109,19 @@ async def resolve_bearer(store: Store, token: str | None) -> Principal:
     return Principal(user_id=record.user_id, device_id=record.device_id, token_hash=digest)
 
 
+async def device_of(store: Store, credentials: HTTPAuthorizationCredentials | None,
+                    username: str) -> bool:
+    """Whether ``credentials`` hold a valid device token of the user named ``username`` (a
+    client signing in on a device it already runs); any other token, or none, is False."""
+    if credentials is None or len(credentials.credentials) > MAX_TOKEN_CHARS:
+        return False
+    record = await store.resolve_token(token_hash(credentials.credentials), time.time())
+    if record is None or record.device_id is None:
+        return False
+    user = await store.get_user(record.user_id)
+    return user is not None and user.deleted_at is None and user.username == username.lower()
+
+
 def get_store(request: Request) -> Store:
     store: Store = request.app.state.store
     return store

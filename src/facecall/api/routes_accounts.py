@@ -5,12 +5,14 @@ from __future__ import annotations
 import time
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from facecall.api.auth import (
     DUMMY_PASSWORD_HASH,
     Principal,
     current_account,
     current_principal,
+    device_of,
     get_store,
     hash_password,
     new_token,
@@ -35,6 +37,7 @@ from facecall.store.records import UserRecord
 
 router = APIRouter(prefix="/v1", tags=["accounts"])
 log = get_logger(__name__)
+_device_shown = HTTPBearer(auto_error=False, description="optional: a device token of the account")
 INVITE_NOT_USABLE = ("this invitation cannot be used: it was already used, has expired or was "
                      "withdrawn. Ask for a new one")
 
@@ -103,19 +106,27 @@ async def sign_in(
     body: SignIn, request: Request,
     store: Store = Depends(get_store),  # noqa: B008
     throttle: AuthThrottle = Depends(get_throttle),  # noqa: B008
+    credentials: HTTPAuthorizationCredentials | None = Depends(_device_shown),  # noqa: B008
 ) -> Session:
-    """Exchange username and password for an account token."""
+    """Exchange username and password for an account token.
+
+    A client signing in again on a device of that account it runs (its account token expired,
+    or the password changed) may show that device's token as ``Authorization: Bearer``: the
+    account-wide limit of failed sign-ins, which guessers elsewhere can spend, does not hold
+    it back (the limits per address still do). Any other token there is ignored."""
     throttle.attempt(request)
-    throttle.sign_in_attempt(request, body.username)
+    known_device = await device_of(store, credentials, body.username)
+    throttle.sign_in_attempt(request, body.username, known_device=known_device)
     try:
         user = await store.get_user_by_username(body.username)
         right = await verify_password(user.password_hash if user else DUMMY_PASSWORD_HASH, body.password)
     except BaseException:
-        throttle.give_back(request, body.username)  # not checked (busy, or the client left)
+        # not checked (busy, or the client left)
+        throttle.give_back(request, body.username, known_device=known_device)
         raise
     if not right or not user:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="wrong username or password")
-    throttle.give_back(request, body.username)
+    throttle.give_back(request, body.username, known_device=known_device)
     return await _open_session(request, store, user)
 
 

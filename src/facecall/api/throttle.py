@@ -13,7 +13,10 @@ key:
   with a burst of ``Settings.account_sign_in_failure_burst`` -- guesses spread over many
   addresses are bounded too (NIST SP 800-63B §5.2.2: no more than 100 failed attempts on one
   account). Reaching it locks the account's password sign-in until tokens come back; devices
-  already signed in keep working.
+  already signed in keep working, and a sign-in that shows a device token of the account (a
+  browser or app signing in again on its own device) is not held by it: guessers elsewhere
+  cannot lock the owner out of the devices they use (the "device cookie" of OWASP's
+  authentication cheat sheet). The first two limits still apply to it.
 
 A refused attempt costs no hash.
 
@@ -62,22 +65,26 @@ class AuthThrottle:
             raise too_many(wait, "too many sign-up or sign-in attempts from this address; "
                                  "retry later")
 
-    def sign_in_attempt(self, request: Request, username: str) -> None:
-        """Spend one of ``username``'s failed sign-ins (from this address, and in all) before
-        its password is checked, so that guesses sent at once cannot all get through, or raise
-        429; a sign-in that succeeds, or is not checked at all, gives them back
-        (:meth:`give_back`)."""
+    def sign_in_attempt(self, request: Request, username: str, *, known_device: bool = False) -> None:
+        """Spend one of ``username``'s failed sign-ins (from this address, and in all unless
+        the client showed a device token of the account: ``known_device``) before its password
+        is checked, so that guesses sent at once cannot all get through, or raise 429; a
+        sign-in that succeeds, or is not checked at all, gives them back (:meth:`give_back`)."""
         account = username.lower()
         pair = f"{account}\n{client_address(request)}"
         if wait := self.failures.take(pair):
             raise too_many(wait, "too many failed sign-ins for this account from this address; "
                                  "retry later")
+        if known_device:
+            return
         if wait := self.account_failures.take(account):
             self.failures.give_back(pair)
             raise too_many(wait, "too many failed sign-ins for this account; retry later")
 
-    def give_back(self, request: Request, username: str) -> None:
-        """That sign-in of ``username`` was not a failed one (right password, or not checked)."""
+    def give_back(self, request: Request, username: str, *, known_device: bool = False) -> None:
+        """That sign-in of ``username`` was not a failed one (right password, or not checked);
+        ``known_device`` as it was given to :meth:`sign_in_attempt`."""
         account = username.lower()
         self.failures.give_back(f"{account}\n{client_address(request)}")
-        self.account_failures.give_back(account)
+        if not known_device:
+            self.account_failures.give_back(account)

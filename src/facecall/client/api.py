@@ -73,10 +73,14 @@ class ApiClient:
         result: dict[str, Any] = await self._call("POST", "/v1/accounts", json=body)
         return result
 
-    async def sign_in(self, username: str, password: str) -> dict[str, Any]:
-        """Sign in; returns the session (``token``, ``user``)."""
+    async def sign_in(self, username: str, password: str,
+                      device_token: str | None = None) -> dict[str, Any]:
+        """Sign in; returns the session (``token``, ``user``). ``device_token``: a device of
+        that account this client runs, whose sign-in the failed sign-ins of guessers elsewhere
+        then do not hold back."""
         result: dict[str, Any] = await self._call(
-            "POST", "/v1/sessions", json={"username": username, "password": password})
+            "POST", "/v1/sessions", token=device_token,
+            json={"username": username, "password": password})
         return result
 
     async def register_device(self, account_token: str, name: str, kind: str = "sdk") -> dict[str, Any]:

@@ -35,7 +35,9 @@ export class Api {
     this.onUnauthorized = null;
   }
 
-  async request(method, path, { token, body } = {}) {
+  /** `reportUnauthorized`: a 401 means this token no longer works (false: the token only
+   *  vouches for the request, which may be refused for another reason). */
+  async request(method, path, { token, body, reportUnauthorized = true } = {}) {
     const headers = {};
     if (token) headers.Authorization = `Bearer ${token}`;
     if (body !== undefined) headers["Content-Type"] = "application/json";
@@ -54,7 +56,9 @@ export class Api {
     } catch {
       data = null;
     }
-    if (response.status === 401 && token && this.onUnauthorized) this.onUnauthorized(token);
+    if (response.status === 401 && token && reportUnauthorized && this.onUnauthorized) {
+      this.onUnauthorized(token);
+    }
     if (!response.ok) throw new ApiError(response.status, describe(response.status, data));
     return data;
   }
@@ -70,8 +74,12 @@ export class Api {
     return this.request("POST", "/v1/accounts", { body });
   }
 
-  signIn(username, password) {
-    return this.request("POST", "/v1/sessions", { body: { username, password } });
+  /** `deviceToken`: this browser's device, when it has one: a sign-in on a device of the
+   *  account is not held back by failed sign-ins that guessers elsewhere spent. */
+  signIn(username, password, deviceToken = null) {
+    return this.request("POST", "/v1/sessions", {
+      body: { username, password }, token: deviceToken, reportUnauthorized: false,
+    });
   }
 
   signOut(token) {

@@ -145,7 +145,7 @@ async function submitAuth(event) {
     const invite = sessionStorage.getItem(INVITE);
     account = mode === "signup"
       ? await api.signUp(username, password, $("auth-display-name").value.trim(), invite)
-      : await api.signIn(username, password);
+      : await api.signIn(username, password, (store.get("device") || {}).token || null);
     if (mode === "signup") dropInvite();
     $("invite-problem").hidden = true;
     await openDevice(account, deviceName);
