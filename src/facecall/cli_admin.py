@@ -84,15 +84,22 @@ def _list(args: argparse.Namespace) -> None:
         if page["next_after"] is None:
             break
         after = page["next_after"]
-    if args.json:
-        print(json.dumps(users, indent=2, ensure_ascii=False))
-        return
     width = max([len("USERNAME"), *(len(u["username"]) for u in users)])
-    print(f"{'USERNAME':{width}}  {'CREATED':10}  {'DEVICES':>7}  DISPLAY NAME")
+    lines = [f"{'USERNAME':{width}}  {'CREATED':10}  {'DEVICES':>7}  DISPLAY NAME"]
     for u in users:
         created = time.strftime("%Y-%m-%d", time.gmtime(u["created_at"]))
-        print(f"{u['username']:{width}}  {created:10}  {u['devices']:>7}  {u['display_name']}")
-    print(f"{len(users)} account{'s' if len(users) != 1 else ''}", file=sys.stderr)
+        lines.append(f"{u['username']:{width}}  {created:10}  {u['devices']:>7}  {u['display_name']}")
+    _print_list(args, users, lines, "account")
+
+
+def _print_list(args: argparse.Namespace, items: list[dict[str, Any]], lines: list[str], noun: str) -> None:
+    """``items`` as one JSON array with ``--json``, else the table ``lines`` and, on standard
+    error, how many there are."""
+    if args.json:
+        print(json.dumps(items, indent=2, ensure_ascii=False))
+        return
+    print("\n".join(lines))
+    print(f"{len(items)} {noun}{'s' if len(items) != 1 else ''}", file=sys.stderr)
 
 
 def _add(args: argparse.Namespace) -> None:
@@ -134,15 +141,13 @@ def _days(text: str) -> float:
 
 def _invites(args: argparse.Namespace) -> None:
     invites: list[dict[str, Any]] = _request(args, "GET", "/v1/admin/invites")["invites"]
-    if args.json:
-        print(json.dumps(invites, indent=2, ensure_ascii=False))
-        return
     width = max([len("ID"), *(len(i["id"]) for i in invites)])
-    print(f"{'ID':{width}}  {'STATE':9}  {'EXPIRES (UTC)':16}  {'USED BY':12}  NOTE")
+    lines = [f"{'ID':{width}}  {'STATE':9}  {'EXPIRES (UTC)':16}  {'USED BY':12}  NOTE"]
     for i in invites:
         used_by = i["used_by"] or ("(deleted)" if i["state"] == "used" else "-")
-        print(f"{i['id']:{width}}  {i['state']:9}  {_when(i['expires_at']):16}  {used_by:12}  {i['note']}")
-    print(f"{len(invites)} invitation{'s' if len(invites) != 1 else ''}", file=sys.stderr)
+        expires = _when(i["expires_at"])
+        lines.append(f"{i['id']:{width}}  {i['state']:9}  {expires:16}  {used_by:12}  {i['note']}")
+    _print_list(args, invites, lines, "invitation")
 
 
 def _invite(args: argparse.Namespace) -> None:
