@@ -174,6 +174,25 @@ async def test_guessers_elsewhere_do_not_lock_the_owner_out_of_their_own_device(
         assert r.status_code == 429  # the owner's sign-in gave nothing back to the guessers
 
 
+async def test_a_stolen_device_token_gets_no_more_guesses_over_many_addresses(tmp_path: Path) -> None:
+    """Shown with a device token, failed sign-ins count per device as well as per address."""
+    async with throttled(tmp_path, sign_in_failures_per_hour=1.0, sign_in_failure_burst=3) as live:
+        account = await live.sign_up("owner")
+        phone = await live.register_device(account["token"], "phone")
+        stolen = {"Authorization": f"Bearer {phone['token']}"}
+        for i in range(3):
+            r = await live.http.post("/v1/sessions", json={"username": "owner", "password": "guess-guess"},
+                                     headers={**stolen, **_from(f"127.0.4.{i}")})
+            assert r.status_code == 401
+        r = await live.http.post("/v1/sessions", json={"username": "owner", "password": PASSWORD},
+                                 headers={**stolen, **_from("127.0.4.9")})
+        assert r.status_code == 429
+        assert r.json()["detail"] == "too many failed sign-ins for this account on this device; retry later"
+        r = await live.http.post("/v1/sessions", json={"username": "owner", "password": PASSWORD},
+                                 headers=_from("127.0.4.9"))
+        assert r.status_code == 200  # without the device: the account's own allowance is whole
+
+
 async def test_password_hashing_leaves_the_event_loop_free(server: LiveServer) -> None:
     await server.sign_up("busy")
     sign_ins = [asyncio.create_task(_sign_in(server, "busy", "wrong-password")) for _ in range(4)]

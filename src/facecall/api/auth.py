@@ -110,16 +110,18 @@ async def resolve_bearer(store: Store, token: str | None) -> Principal:
 
 
 async def device_of(store: Store, credentials: HTTPAuthorizationCredentials | None,
-                    username: str) -> bool:
-    """Whether ``credentials`` hold a valid device token of the user named ``username`` (a
-    client signing in on a device it already runs); any other token, or none, is False."""
+                    username: str) -> str | None:
+    """The device whose valid token ``credentials`` hold, if it is one of the user named
+    ``username`` (a client signing in on a device it already runs); else None."""
     if credentials is None or len(credentials.credentials) > MAX_TOKEN_CHARS:
-        return False
+        return None
     record = await store.resolve_token(token_hash(credentials.credentials), time.time())
     if record is None or record.device_id is None:
-        return False
+        return None
     user = await store.get_user(record.user_id)
-    return user is not None and user.deleted_at is None and user.username == username.lower()
+    if user is None or user.deleted_at is not None or user.username != username.lower():
+        return None
+    return record.device_id
 
 
 def get_store(request: Request) -> Store:

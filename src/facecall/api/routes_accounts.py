@@ -113,20 +113,21 @@ async def sign_in(
     A client signing in again on a device of that account it runs (its account token expired,
     or the password changed) may show that device's token as ``Authorization: Bearer``: the
     account-wide limit of failed sign-ins, which guessers elsewhere can spend, does not hold
-    it back (the limits per address still do). Any other token there is ignored."""
+    it back (the limits per address still do, and one per device). Any other token there is
+    ignored."""
     throttle.attempt(request)
-    known_device = await device_of(store, credentials, body.username)
-    throttle.sign_in_attempt(request, body.username, known_device=known_device)
+    device_id = await device_of(store, credentials, body.username)
+    throttle.sign_in_attempt(request, body.username, device_id=device_id)
     try:
         user = await store.get_user_by_username(body.username)
         right = await verify_password(user.password_hash if user else DUMMY_PASSWORD_HASH, body.password)
     except BaseException:
         # not checked (busy, or the client left)
-        throttle.give_back(request, body.username, known_device=known_device)
+        throttle.give_back(request, body.username, device_id=device_id)
         raise
     if not right or not user:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="wrong username or password")
-    throttle.give_back(request, body.username, known_device=known_device)
+    throttle.give_back(request, body.username, device_id=device_id)
     return await _open_session(request, store, user)
 
 

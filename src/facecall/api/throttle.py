@@ -16,7 +16,9 @@ key:
   already signed in keep working, and a sign-in that shows a device token of the account (a
   browser or app signing in again on its own device) is not held by it: guessers elsewhere
   cannot lock the owner out of the devices they use (the "device cookie" of OWASP's
-  authentication cheat sheet). The first two limits still apply to it.
+  authentication cheat sheet). The first two limits still apply to it, and the second also
+  per device: whoever stole a device's token gets no more guesses by spreading them over
+  addresses.
 
 A refused attempt costs no hash.
 
@@ -65,26 +67,33 @@ class AuthThrottle:
             raise too_many(wait, "too many sign-up or sign-in attempts from this address; "
                                  "retry later")
 
-    def sign_in_attempt(self, request: Request, username: str, *, known_device: bool = False) -> None:
-        """Spend one of ``username``'s failed sign-ins (from this address, and in all unless
-        the client showed a device token of the account: ``known_device``) before its password
-        is checked, so that guesses sent at once cannot all get through, or raise 429; a
-        sign-in that succeeds, or is not checked at all, gives them back (:meth:`give_back`)."""
+    def sign_in_attempt(self, request: Request, username: str, *, device_id: str | None = None) -> None:
+        """Spend one of ``username``'s failed sign-ins before its password is checked, so that
+        guesses sent at once cannot all get through, or raise 429: from this address, and in
+        all — or, when the client showed the token of its device ``device_id`` of the account,
+        from that device. A sign-in that succeeds, or is not checked at all, gives them back
+        (:meth:`give_back`)."""
         account = username.lower()
         pair = f"{account}\n{client_address(request)}"
         if wait := self.failures.take(pair):
             raise too_many(wait, "too many failed sign-ins for this account from this address; "
                                  "retry later")
-        if known_device:
+        if device_id is not None:
+            if wait := self.failures.take(f"{account}\ndevice {device_id}"):
+                self.failures.give_back(pair)
+                raise too_many(wait, "too many failed sign-ins for this account on this device; "
+                                     "retry later")
             return
         if wait := self.account_failures.take(account):
             self.failures.give_back(pair)
             raise too_many(wait, "too many failed sign-ins for this account; retry later")
 
-    def give_back(self, request: Request, username: str, *, known_device: bool = False) -> None:
+    def give_back(self, request: Request, username: str, *, device_id: str | None = None) -> None:
         """That sign-in of ``username`` was not a failed one (right password, or not checked);
-        ``known_device`` as it was given to :meth:`sign_in_attempt`."""
+        ``device_id`` as it was given to :meth:`sign_in_attempt`."""
         account = username.lower()
         self.failures.give_back(f"{account}\n{client_address(request)}")
-        if not known_device:
+        if device_id is not None:
+            self.failures.give_back(f"{account}\ndevice {device_id}")
+        else:
             self.account_failures.give_back(account)
