@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Awaitable, Coroutine, Generator
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from facecall.api.http_transport import GuardedHttpProtocol, connection_limit
 from facecall.config import Settings
@@ -35,7 +35,7 @@ log = get_logger(__name__)
 T = TypeVar("T")
 
 
-class _Rest:
+class _Rest(Generic[T]):
     """The rest of a coroutine that :func:`started` ran up to its first suspension."""
 
     __slots__ = ("_coro", "_waiting_on")
