@@ -193,6 +193,20 @@ async def test_a_stolen_device_token_gets_no_more_guesses_over_many_addresses(tm
         assert r.status_code == 200  # without the device: the account's own allowance is whole
 
 
+async def test_with_no_limit_per_address_a_device_token_meets_the_account_limit(tmp_path: Path) -> None:
+    """FACECALL_SIGN_IN_FAILURES_PER_HOUR=0 turns the per-device count off too: a sign-in shown
+    with a device token then meets the account-wide limit, as one without."""
+    async with throttled(tmp_path, sign_in_failures_per_hour=0.0, account_sign_in_failures_per_hour=1.0,
+                         account_sign_in_failure_burst=3) as live:
+        account = await live.sign_up("owner")
+        phone = await live.register_device(account["token"], "phone")
+        stolen = {"Authorization": f"Bearer {phone['token']}"}
+        codes = [(await live.http.post("/v1/sessions", json={"username": "owner", "password": "guess-guess"},
+                                       headers={**stolen, **_from(f"127.0.5.{i}")})).status_code
+                 for i in range(5)]
+        assert codes == [401, 401, 401, 429, 429]
+
+
 async def test_password_hashing_leaves_the_event_loop_free(server: LiveServer) -> None:
     await server.sign_up("busy")
     sign_ins = [asyncio.create_task(_sign_in(server, "busy", "wrong-password")) for _ in range(4)]

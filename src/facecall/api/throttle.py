@@ -78,8 +78,8 @@ class AuthThrottle:
         if wait := self.failures.take(pair):
             raise too_many(wait, "too many failed sign-ins for this account from this address; "
                                  "retry later")
-        if device_id is not None:
-            if wait := self.failures.take(f"{account}\ndevice {device_id}"):
+        if (device := self._device_key(account, device_id)) is not None:
+            if wait := self.failures.take(device):
                 self.failures.give_back(pair)
                 raise too_many(wait, "too many failed sign-ins for this account on this device; "
                                      "retry later")
@@ -93,7 +93,15 @@ class AuthThrottle:
         ``device_id`` as it was given to :meth:`sign_in_attempt`."""
         account = username.lower()
         self.failures.give_back(f"{account}\n{client_address(request)}")
-        if device_id is not None:
-            self.failures.give_back(f"{account}\ndevice {device_id}")
+        if (device := self._device_key(account, device_id)) is not None:
+            self.failures.give_back(device)
         else:
             self.account_failures.give_back(account)
+
+    def _device_key(self, account: str, device_id: str | None) -> str | None:
+        """The key of the failures counted per device instead of per account, or None: no
+        device shown, or no limit of failures per address and device (rate 0), when the
+        account-wide limit stays the one that holds."""
+        if device_id is None or self.failures.rate <= 0:
+            return None
+        return f"{account}\ndevice {device_id}"

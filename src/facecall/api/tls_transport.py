@@ -137,8 +137,7 @@ class TlsHandshakeGuard(asyncio.Protocol):
         settings: Settings = self._config.app.state.settings
         connections = self._server_state.connections
         if len(connections) >= connection_limit(settings):
-            log.warning("Refused a connection before its TLS handshake: %d are open.",
-                        len(connections))
+            log.warning("tls.connection_refused", open_connections=len(connections))
             transport.close()
             return
         self._transport = transport
@@ -190,8 +189,8 @@ class TlsHandshakeGuard(asyncio.Protocol):
                 self._hello.clear()
             tls = await handshake
         except OSError as exc:  # ssl.SSLError, a reset, the timeout (ConnectionAbortedError)
-            log.debug("TLS handshake with %s failed: %r",
-                      transport.get_extra_info("peername"), exc)
+            log.debug("tls.handshake_failed", peer=transport.get_extra_info("peername"),
+                      error=repr(exc))
             transport.abort()
             return
         finally:
