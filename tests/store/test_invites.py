@@ -25,22 +25,26 @@ async def test_an_invitation_makes_one_account(store: Store) -> None:
     [stored] = await store.list_invites()
     assert stored.state(T0 + 10) == "used"
     assert (stored.used_by, stored.used_at) == (user.id, T0 + 5)
-    with pytest.raises(InviteNotUsable):  # once only, and nobody is created
+    with pytest.raises(InviteNotUsable) as used:  # once only, and nobody is created
         await store.create_user("dad", "Dad", "h", T0 + 6, invite_code_hash=code_hash("c1"))
+    assert used.value.reason == "used"
     assert await store.get_user_by_username("dad") is None
 
 
 async def test_unknown_expired_and_withdrawn_invitations_make_no_account(store: Store) -> None:
-    with pytest.raises(InviteNotUsable):
+    with pytest.raises(InviteNotUsable) as unknown:
         await store.create_user("eve", "Eve", "h", T0, invite_code_hash=code_hash("guess"))
+    assert unknown.value.reason == "unknown"
     await store.create_invite(code_hash("old"), "", T0, T0 + 60)
-    with pytest.raises(InviteNotUsable):
+    with pytest.raises(InviteNotUsable) as expired:
         await store.create_user("eve", "Eve", "h", T0 + 60, invite_code_hash=code_hash("old"))
+    assert expired.value.reason == "expired"
     made = await store.create_invite(code_hash("gone"), "", T0, T0 + DAY)
     withdrawn = await store.withdraw_invite(made.id, T0 + 1)
     assert withdrawn is not None and withdrawn.state(T0 + 2) == "withdrawn"
-    with pytest.raises(InviteNotUsable):
+    with pytest.raises(InviteNotUsable) as withdrawn_one:
         await store.create_user("eve", "Eve", "h", T0 + 2, invite_code_hash=code_hash("gone"))
+    assert withdrawn_one.value.reason == "withdrawn"
     assert await store.get_user_by_username("eve") is None
     states = {i.note or i.id: i.state(T0 + 100) for i in await store.list_invites()}
     assert sorted(states.values()) == ["expired", "withdrawn"]

@@ -38,8 +38,14 @@ from facecall.store.records import UserRecord
 router = APIRouter(prefix="/v1", tags=["accounts"])
 log = get_logger(__name__)
 _device_shown = HTTPBearer(auto_error=False, description="optional: a device token of the account")
-INVITE_NOT_USABLE = ("this invitation cannot be used: it was already used, has expired or was "
-                     "withdrawn. Ask for a new one")
+#: why an invitation cannot be used (``InviteNotUsable.reason``), as the person reads it
+INVITE_NOT_USABLE = {
+    "unknown": "this invitation link is not valid: it may have been cut short. Open the whole "
+               "link you were sent, or ask for a new one",
+    "used": "this invitation was already used. Ask for a new one",
+    "withdrawn": "this invitation was withdrawn. Ask for a new one",
+    "expired": "this invitation has expired. Ask for a new one",
+}
 
 def get_throttle(request: Request) -> AuthThrottle:
     throttle: AuthThrottle = request.app.state.auth_throttle
@@ -61,8 +67,8 @@ async def create_account(store: Store, body: AccountIn, invite: str | None = Non
                                        invite_code_hash=None if invite is None else token_hash(invite))
     except UsernameTaken:
         raise HTTPException(status.HTTP_409_CONFLICT, detail="username is taken") from None
-    except InviteNotUsable:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, detail=INVITE_NOT_USABLE) from None
+    except InviteNotUsable as exc:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail=INVITE_NOT_USABLE[exc.reason]) from None
 
 
 async def _open_session(request: Request, store: Store, user: UserRecord) -> Session:

@@ -67,7 +67,9 @@ class StaleVersion(StoreError):
 
 
 class InviteNotUsable(StoreError):
-    """The invitation code is unknown, used, withdrawn or expired."""
+    """The invitation code is unknown, or the invitation was used, withdrawn or expired
+    (``reason``)."""
 
-    def __init__(self) -> None:
-        super().__init__("the invitation is unknown, used, withdrawn or expired")
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the invitation cannot be used: {reason}")
+        self.reason = reason

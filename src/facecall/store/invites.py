@@ -25,6 +25,7 @@ INSERT_INVITE = Q.of(
 )
 INVITES = Q.of(f"SELECT {INVITE_COLUMNS} FROM invites ORDER BY created_at DESC, id LIMIT $1")
 INVITE_BY_ID = Q.of(f"SELECT {INVITE_COLUMNS} FROM invites WHERE id = $1")
+INVITE_BY_CODE = Q.of(f"SELECT {INVITE_COLUMNS} FROM invites WHERE code_hash = $1")
 USE_INVITE = Q.of(
     "UPDATE invites SET used_at = $2, used_by = $3 WHERE code_hash = $1 AND used_at IS NULL "
     "AND withdrawn_at IS NULL AND expires_at > $2"
@@ -42,9 +43,12 @@ def _invite(d: Dialect, r: Any) -> InviteRecord:
 
 def use_invite(d: Dialect, code_hash: str, user_id: str, moment: float) -> Body[None]:
     """Mark the open invitation with this code hash used by ``user_id`` (a statement of the
-    transaction that creates that user); :class:`InviteNotUsable` rolls it back otherwise."""
+    transaction that creates that user); :class:`InviteNotUsable` rolls it back otherwise,
+    saying why: ``unknown`` (no such code: a link cut short), ``used``, ``withdrawn`` or
+    ``expired``."""
     if (yield COUNT, USE_INVITE, (code_hash, d.time(moment), user_id)) != 1:
-        raise InviteNotUsable()
+        row = yield ONE, INVITE_BY_CODE, (code_hash,)
+        raise InviteNotUsable("unknown" if row is None else _invite(d, row).state(moment))
 
 
 def _insert_invite(d: Dialect, code_hash: str, invite: InviteRecord) -> Body[None]:
