@@ -113,15 +113,16 @@ async def device_of(store: Store, credentials: HTTPAuthorizationCredentials | No
                     username: str) -> str | None:
     """The device whose valid token ``credentials`` hold, if it is one of the user named
     ``username`` (a client signing in on a device it already runs); else None."""
-    if credentials is None or len(credentials.credentials) > MAX_TOKEN_CHARS:
+    try:
+        principal = await resolve_bearer(store, credentials.credentials if credentials else None)
+    except HTTPException:  # none, or not a token that works
         return None
-    record = await store.resolve_token(token_hash(credentials.credentials), time.time())
-    if record is None or record.device_id is None:
+    if principal.device_id is None:
         return None
-    user = await store.get_user(record.user_id)
+    user = await store.get_user(principal.user_id)
     if user is None or user.deleted_at is not None or user.username != username.lower():
         return None
-    return record.device_id
+    return principal.device_id
 
 
 def get_store(request: Request) -> Store:
