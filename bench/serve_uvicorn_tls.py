@@ -16,23 +16,20 @@ import sys
 import uvicorn
 
 from facecall import server
-from facecall.api.app import create_app
 from facecall.api.http_transport import GuardedHttpProtocol
-from facecall.api.ws_transport import SignalingWebSocket
 from facecall.cli import main
-from facecall.config import WS_MAX_FRAME, Settings
+from facecall.config import Settings
+
+build_uvicorn = server.build_uvicorn
 
 
 def build_uvicorn_with_its_tls(settings: Settings, turn_uris: list[str] | None = None) -> uvicorn.Server:
-    """:func:`facecall.server.build_uvicorn` as it was: the certificate given to uvicorn."""
-    config = uvicorn.Config(
-        create_app(settings, turn_uris=turn_uris), host=settings.host, port=settings.port,
-        ws_max_size=WS_MAX_FRAME, log_config=None, access_log=False, lifespan="on",
-        ws_ping_interval=20.0, ws_ping_timeout=20.0, ws_per_message_deflate=False,
-        ws=SignalingWebSocket, http=GuardedHttpProtocol,
-        ssl_certfile=settings.tls_cert or None, ssl_keyfile=settings.tls_key or None,
-    )
-    return uvicorn.Server(config)
+    """:func:`facecall.server.build_uvicorn` as it was: the certificate given to uvicorn
+    (read when uvicorn loads its config, as the server starts)."""
+    node = build_uvicorn(settings, turn_uris)
+    node.config.http = GuardedHttpProtocol
+    node.config.ssl_certfile, node.config.ssl_keyfile = settings.tls_cert, settings.tls_key
+    return node
 
 
 if __name__ == "__main__":
