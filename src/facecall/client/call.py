@@ -29,12 +29,10 @@ from facecall.client.call_records import CallEvent, CallState, CallTimings, Dire
 from facecall.client.errors import CallError, CallStateError, wait_within
 from facecall.client.ice import ice_servers_from_api, selected_candidate_pair
 from facecall.client.peer import PeerSession
-from facecall.client.stats import CallStats, StatsSampler
+from facecall.client.stats import CallStats, StatsSampler, sent_quality
 from facecall.client.tracks import LocalTrack, RemoteTrack
 from facecall.logs import get_logger
 from facecall.media.engine import MediaEngine
-from facecall.media.engine.adaptation import QualityState
-from facecall.media.engine.sender import scaled_size
 from facecall.signaling.reasons import EndReason
 
 if TYPE_CHECKING:
@@ -271,30 +269,22 @@ class Call(AsyncIOEventEmitter):
         if peer.engine is not None:
             figures = peer.engine.stats()
             state = peer.engine.quality
-            figures["quality"] = self._sent_quality(peer.engine, state) if state is not None else None
+            if state is not None:
+                figures["quality"] = sent_quality(peer.engine, state, self._source_fps)
+            else:
+                figures["quality"] = None
             stats = dataclasses.replace(stats, engine=figures)
         return stats
 
     @property
     def quality(self) -> dict[str, Any] | None:
         """What the media engine sends now (size, frame rate, bitrate, rung, why), or None
-        before/without it; see :meth:`_sent_quality`."""
+        before/without it; see :func:`~facecall.client.stats.sent_quality`."""
         engine = self._peer.engine if self._peer is not None else None
         state = engine.quality if engine is not None else None
-        return self._sent_quality(engine, state) if engine is not None and state is not None else None
-
-    def _sent_quality(self, engine: MediaEngine, state: QualityState) -> dict[str, Any]:
-        """``state`` as the video is sent: ``resolution`` and ``fps`` are the ladder rung's
-        (``rung``) capped by the source's, since the engine scales down, never up, and cannot send
-        more frames than the source gives (its frame rate is known for the synthetic source)."""
-        figures = state.as_dict()
-        if engine.controller.source is not None:
-            width, height = scaled_size(*engine.controller.source[:2], state.rung)
-            figures["resolution"] = f"{width}x{height}"
-        if self._source_fps is not None and self._source_fps < state.fps:
-            fps = self._source_fps
-            figures["fps"] = int(fps) if fps == int(fps) else round(fps, 2)
-        return figures
+        if engine is None or state is None:
+            return None
+        return sent_quality(engine, state, self._source_fps)
 
     async def wait_state(self, *states: CallState, timeout: float | None = None) -> CallState:
         """Wait until the call is in one of ``states`` (or ended); returns the state reached."""
@@ -431,7 +421,7 @@ class Call(AsyncIOEventEmitter):
                            video_codec=device.video_codec, engine=engine)
         if engine is not None:  # "quality": the engine stepped the sent video up or down
             engine.on_quality_change(
-                lambda change: self.emit("quality", self._sent_quality(engine, change.after))
+                lambda change: self.emit("quality", sent_quality(engine, change.after, self._source_fps))
                 if peer is self._peer else None)
         tracks = [t for t in (self.local_audio, self.local_video) if t is not None]
         peer.add_tracks(tracks, ["audio", "video"] if self.video else ["audio"])

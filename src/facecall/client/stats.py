@@ -17,6 +17,9 @@ from aiortc import RTCPeerConnection
 
 from facecall.client.ice import CandidatePairInfo, selected_candidate_pair
 from facecall.client.tracks import RemoteTrack
+from facecall.media.engine import MediaEngine
+from facecall.media.engine.adaptation import QualityState
+from facecall.media.engine.sender import scaled_size
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,3 +115,16 @@ class StatsSampler:
             path=pair.path if pair else None,
             candidate_pair=pair,
         )
+
+
+def sent_quality(engine: MediaEngine, state: QualityState, source_fps: float | None) -> dict[str, Any]:
+    """``state`` as the video is sent: ``resolution`` and ``fps`` are the ladder rung's
+    (``rung``) capped by the source's, since the engine scales down, never up, and cannot send
+    more frames than the source gives (``source_fps``: known for the synthetic source)."""
+    figures = state.as_dict()
+    if engine.controller.source is not None:
+        width, height = scaled_size(*engine.controller.source[:2], state.rung)
+        figures["resolution"] = f"{width}x{height}"
+    if source_fps is not None and source_fps < state.fps:
+        figures["fps"] = int(source_fps) if source_fps == int(source_fps) else round(source_fps, 2)
+    return figures
