@@ -7,15 +7,18 @@ message pattern our signaling server produces, minus everything that makes it a 
 Frames go uncompressed, as facecall's do: permessage-deflate (RFC 7692, websockets' default) would
 make the relay compress and inflate every frame, work facecall does not do, and so raise the floor
 (by ~37 % per message on this machine). ``deflate`` as a second argument turns it on, to reproduce
-the floor of the figures measured before that was noticed.
-Run: ``python bench/bare_relay.py PORT [deflate]``.
+the floor of the figures measured before that was noticed. ``--tls CERT KEY`` serves WSS (the
+TLS of ``websockets.serve(ssl=...)``, that is the event loop's), as ``facecall serve --tls-cert``
+does for the signaling node.
+Run: ``python bench/bare_relay.py PORT [deflate] [--tls CERT KEY]``.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
-import sys
+import ssl
 from urllib.parse import parse_qs, urlsplit
 
 import uvloop
@@ -41,11 +44,21 @@ async def handler(ws: ServerConnection) -> None:
         clients.pop(name, None)
 
 
-async def main(port: int, compression: str | None) -> None:
-    async with serve(handler, "127.0.0.1", port, max_size=2**20, compression=compression):
+async def main(port: int, compression: str | None, context: ssl.SSLContext | None) -> None:
+    async with serve(handler, "127.0.0.1", port, max_size=2**20, compression=compression,
+                     ssl=context):
         print("ready", flush=True)
         await asyncio.Future()
 
 
 if __name__ == "__main__":
-    uvloop.run(main(int(sys.argv[1]), "deflate" if sys.argv[2:] == ["deflate"] else None))
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("port", type=int)
+    parser.add_argument("deflate", nargs="?", choices=["deflate"])
+    parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
+    args = parser.parse_args()
+    tls: ssl.SSLContext | None = None
+    if args.tls:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(*args.tls)
+    uvloop.run(main(args.port, args.deflate, tls))

@@ -7,9 +7,13 @@ process (`facecall serve --no-turn`, SQLite in a temp dir); its CPU time is read
 "set-ups per CPU-second" is independent of how fast this one load-generating process is. Both
 servers carry the frames uncompressed: facecall does not negotiate permessage-deflate, so the
 relay does not either (``--relay-deflate`` gives the floor used before 2026-12-06, session 6).
+``--tls`` runs both over WSS with one self-signed certificate (``facecall serve --tls-cert``
+beside ``websockets.serve(ssl=...)``); the clients trust it through ``SSL_CERT_FILE``, as
+docs/operations.md tells SDK users with a private CA to do.
 
     .venv/bin/python bench/signaling.py --pairs 50 --callee-devices 2 --seconds 20 --idle 1000
     .venv/bin/python bench/signaling.py --pairs 5 --seconds 15 --idle 1000 --rounds 5
+    .venv/bin/python bench/signaling.py --pairs 5 --seconds 10 --idle 200 --rounds 3 --tls
 
 This VM's speed drifts by 10-40 % between minutes: with ``--rounds N`` the two servers take
 turns (odd rounds start with the relay) and every figure is the median over the rounds, the
@@ -39,6 +43,7 @@ import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from facecall.client.signaling import SignalingConnection
+from facecall.turn.tls import write_self_signed
 from procstat import cpu_seconds, exit_on_sigterm, free_port, percentile, rss_bytes
 
 CANDIDATE = {"candidate": "candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host",
@@ -152,15 +157,18 @@ async def bench_facecall(args: argparse.Namespace, workdir: Path) -> tuple[Resul
     # One synthetic device here places dozens of calls a second, far beyond what the per-device
     # rate limit allows a real one, and one address signs up every benchmark user: lift both
     # limits for the benchmark.
+    tls = ["--tls-cert", str(args.tls_files[0]), "--tls-key", str(args.tls_files[1])] \
+        if args.tls_files else []
     proc = start_process(
         [sys.executable, *profile, *entry, "serve", "--no-turn", "--port", str(port),
-         "--database-url", f"sqlite:///{workdir / 'bench.db'}", "--log-level", "warning"],
+         "--database-url", f"sqlite:///{workdir / 'bench.db'}", "--log-level", "warning", *tls],
         env={"FACECALL_MESSAGES_PER_SECOND": "100000", "FACECALL_MESSAGE_BURST": "100000",
              "FACECALL_AUTH_ATTEMPTS_PER_MINUTE": "0"})
     try:
-        base = f"http://127.0.0.1:{port}"
+        secure = "s" if args.tls else ""
+        base = f"http{secure}://127.0.0.1:{port}"
         await wait_http(f"{base}/healthz")
-        ws_url = f"ws://127.0.0.1:{port}/v1/signaling"
+        ws_url = f"ws{secure}://127.0.0.1:{port}/v1/signaling"
         async with httpx.AsyncClient(base_url=base, timeout=60) as http:
             callers = await make_devices(http, "caller", args.pairs, 1)
             callees = await make_devices(http, "callee", args.pairs, args.callee_devices)
@@ -264,10 +272,11 @@ async def bare_pair(caller: BareClient, callees: list[BareClient], deadline: flo
 async def bench_bare(args: argparse.Namespace) -> Result:
     port = free_port()
     compression = "deflate" if args.relay_deflate else None
+    tls = ["--tls", *map(str, args.tls_files)] if args.tls_files else []
     proc = start_process([sys.executable, str(Path(__file__).with_name("bare_relay.py")), str(port),
-                          *(["deflate"] if compression else [])])
+                          *(["deflate"] if compression else []), *tls])
     try:
-        url = f"ws://127.0.0.1:{port}/"
+        url = f"ws{'s' if args.tls else ''}://127.0.0.1:{port}/"
         for _ in range(400):
             try:
                 probe = await websockets.connect(url + "?id=probe")
@@ -343,9 +352,20 @@ async def main() -> None:
                         help="facecall with the statements and COMMIT of its call writes skipped "
                              "(bench/serve_without_call_writes.py): the ceiling of any store work, "
                              "not a server")
+    parser.add_argument("--tls", action="store_true",
+                        help="both servers over WSS (one self-signed certificate, trusted through "
+                             "SSL_CERT_FILE)")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    with tempfile.TemporaryDirectory(prefix="facecall-bench-tls-") as tls_dir:
+        args.tls_files = write_self_signed(Path(tls_dir), ["127.0.0.1"]) if args.tls else None
+        if args.tls_files:
+            os.environ["SSL_CERT_FILE"] = str(args.tls_files[0])
+        await run_rounds(args)
+
+
+async def run_rounds(args: argparse.Namespace) -> None:
     rounds = []
     for index in range(args.rounds):
         rounds.append(await one_round(args, index))
@@ -356,7 +376,7 @@ async def main() -> None:
         ratios = [r["message_cost_ratio"] for r in rounds]
         report["message_cost_ratio_range"] = [min(ratios), max(ratios)]
     if args.json or args.skip_floor:
-        print(json.dumps({**report, "rounds": rounds, "args": vars(args)}, indent=2))
+        print(json.dumps({**report, "rounds": rounds, "args": vars(args)}, indent=2, default=str))
         return
     of = f" (median of {args.rounds} rounds)" if args.rounds > 1 else ""
     ours = "facecall*" if args.without_call_writes else "facecall"
@@ -369,7 +389,8 @@ async def main() -> None:
     if args.rounds > 1:
         low, high = report["message_cost_ratio_range"]
         ratio += f" (rounds: {low:.2f}-{high:.2f})"
-    print(f"per-message cost ratio (facecall / bare relay): {ratio}")
+    over = " over WSS" if args.tls else ""
+    print(f"per-message cost ratio{over} (facecall / bare relay): {ratio}")
     if args.without_call_writes:
         print("* call writes skipped: what a set-up costs if storing it cost nothing (a ceiling)")
 
