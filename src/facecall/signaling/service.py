@@ -145,6 +145,8 @@ class CallService:
         self._stored_rows: dict[str, tuple[int, Rows]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._replies: dict[str, OrderedDict[str, bytes]] = {}
+        # (device id, request id) -> futures of its resends, while the request is handled
+        self._running: dict[tuple[str, str], list[asyncio.Future[bytes | None]]] = {}
         self._sessions: dict[str, DeviceSession] = {}
         self._grace: dict[str, asyncio.Task[None]] = {}
         self._deadlines: list[tuple[float, str]] = []  # heap of (deadline, call id)
@@ -198,6 +200,27 @@ class CallService:
         replies[msg_id] = text
         while len(replies) > REPLY_CACHE_PER_DEVICE:
             replies.popitem(last=False)
+
+    def reply_pending(self, device_id: str, msg_id: str) -> asyncio.Future[bytes | None] | None:
+        """While request ``msg_id`` of this device is still being handled (by a connection the
+        device has since replaced), the reply it will get (None if it was cancelled); else None.
+        A resend waits for it instead of acting a second time: the reply cache only has a
+        request once it is answered."""
+        waiting = self._running.get((device_id, msg_id))
+        if waiting is None:
+            return None
+        future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        waiting.append(future)
+        return future
+
+    def request_started(self, device_id: str, msg_id: str) -> None:
+        self._running[(device_id, msg_id)] = []
+
+    def request_finished(self, device_id: str, msg_id: str, text: bytes | None) -> None:
+        """Request ``msg_id`` was answered with ``text`` (None: cancelled); its resends get it."""
+        for future in self._running.pop((device_id, msg_id), ()):
+            if not future.done():
+                future.set_result(text)
 
     def message_bucket(self, device_id: str) -> TokenBucket:
         """The device's rate limit on the messages it sends: one bucket per device, which its

@@ -47,6 +47,10 @@ class Link(Protocol):
         """Close the connection with ``code`` after what was written."""
 
 
+def _internal_error(msg_id: str) -> bytes:
+    return orjson.dumps(ProtocolError(ErrorCode.INTERNAL, "internal error; retry", msg_id).to_wire())
+
+
 def _about_calls(calls: frozenset[str], text: bytes) -> bool:
     """Whether the event ``text`` is about one of ``calls`` (and not its ring: a device that
     holds a call needs no ring for it)."""
@@ -172,6 +176,7 @@ class DeviceSession:
     async def handle_frame(self, raw: str | bytes) -> None:
         """Parse, authorise and act on one client frame; every failure gets an error reply."""
         msg_id: str | None = None
+        in_flight = False  # this request's reply is awaited by its resends (see below)
         try:
             message = parse_client_message(raw, self.max_bytes)
             msg_id = message.id
@@ -194,6 +199,15 @@ class DeviceSession:
             elif message.type == "ping":
                 result = {"type": "pong"}
             else:
+                # resent on this connection while an older one still handles it: the reply
+                # is not cached yet, so wait for it rather than act twice
+                pending = self.service.reply_pending(self.device_id, msg_id)
+                if pending is not None:
+                    answered = await pending
+                    self.enqueue(answered if answered is not None else _internal_error(msg_id))
+                    return
+                self.service.request_started(self.device_id, msg_id)
+                in_flight = True
                 result = await self.service.handle_request(self.user_id, self.device_id, message)
             reply = {"v": 1, "type": "ok", "re": msg_id, **(result or {})}
         except ProtocolError as exc:
@@ -201,9 +215,15 @@ class DeviceSession:
         except Exception:
             log.exception("session.internal_error", device_id=self.device_id, re=msg_id)
             reply = ProtocolError(ErrorCode.INTERNAL, "internal error; retry", msg_id).to_wire()
+        except BaseException:  # cancelled (shutdown): its resends are not left waiting
+            if in_flight and msg_id is not None:
+                self.service.request_finished(self.device_id, msg_id, None)
+            raise
         text = orjson.dumps(reply)
         if msg_id is not None and reply["type"] == "ok":
             self.service.remember_reply(self.device_id, msg_id, text)
+        if in_flight and msg_id is not None:
+            self.service.request_finished(self.device_id, msg_id, text)
         self.enqueue(text)
 
     async def _hello(self, message: Any) -> None:
