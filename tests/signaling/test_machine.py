@@ -203,6 +203,30 @@ def test_alone_with_someone_still_ringing_keeps_the_call() -> None:
     ]
 
 
+@pytest.mark.parametrize("leave", ["hangup", "removed"])
+def test_a_user_still_ringing_when_the_others_leave_is_missed(leave: str) -> None:
+    machine, _ = call({"bob": ["b1"], "carol": ["c1", "c2"]}, now=0.0)
+    machine.handle(Answer("bob", "b1"), 1.0)
+    machine.handle(Hangup("bob", "b1"), 2.0)
+    machine.drain_effects()
+    if leave == "hangup":
+        machine.handle(Hangup("alice", "a1"), 3.0)
+        reason = "hung_up"
+    else:
+        machine.handle(DeviceLost("alice", "a1", removed=True), 3.0)
+        reason = "device_removed"
+    assert sent(machine.drain_effects()) == [  # nobody is left for carol: her ring is given up
+        ("c1", "call.stop_ringing", {"reason": "cancelled"}),
+        ("c2", "call.stop_ringing", {"reason": "cancelled"}),
+    ]
+    assert machine.end_reason is EndReason(reason)
+    carol = machine.participant("carol")
+    assert carol is not None and carol.reason is EndReason.CANCELLED  # a missed call
+    assert leg_state(machine, "c1") == (LegState.ENDED, EndReason.CANCELLED)
+    bob = machine.participant("bob")
+    assert bob is not None and bob.reason is EndReason.HUNG_UP
+
+
 def test_invite_rings_new_users_with_their_own_deadline() -> None:
     machine, _ = call({"bob": ["b1"]}, now=0.0)
     machine.handle(Answer("bob", "b1"), 5.0)

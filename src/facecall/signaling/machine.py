@@ -58,6 +58,9 @@ DEFAULT_RING_TIMEOUT = 30.0
 MAX_PARTICIPANTS = MAX_CALLEES + 1
 #: Version of the :meth:`CallMachine.to_dict` format.
 SNAPSHOT_VERSION = 1
+#: call end reasons that, for a user still ringing, mean the others gave up on them: the
+#: ring ends ``cancelled`` for that user (a missed call) -- see :meth:`CallMachine._end`
+_WITHDRAWN = frozenset({EndReason.HUNG_UP, EndReason.DEVICE_REMOVED})
 
 
 class CallMachine:
@@ -495,22 +498,25 @@ class CallMachine:
         return False
 
     def _end(self, reason: EndReason, now: float) -> None:
-        """Terminal transition: every active leg and participant ends with ``reason``."""
+        """Terminal transition: every active leg and participant ends with ``reason`` -- except
+        that a user still ringing when the others hung up (or their devices were removed) was
+        given up on before answering: ``cancelled``, a missed call, as when the caller cancels."""
+        ring_reason = EndReason.CANCELLED if reason in _WITHDRAWN else reason
         for leg in list(self._legs):
             if leg.state is LegState.RINGING:
-                self._deliver(leg, "call.stop_ringing", reason=reason._value_)
+                self._deliver(leg, "call.stop_ringing", reason=ring_reason._value_)
+                self._set_leg(leg, state=LegState.ENDED, ended_at=now, reason=ring_reason)
             elif leg.state is LegState.JOINED:
                 self._deliver(leg, "call.ended", reason=reason._value_)
-            else:
-                continue
-            self._set_leg(leg, state=LegState.ENDED, ended_at=now, reason=reason)
+                self._set_leg(leg, state=LegState.ENDED, ended_at=now, reason=reason)
         for user_id, participant in self._participants.items():
             if participant.state is not ParticipantState.ENDED:
+                ringing = participant.state is ParticipantState.RINGING
                 self._participants[user_id] = replace(
                     participant,
                     state=ParticipantState.ENDED,
                     ended_at=now,
-                    reason=reason,
+                    reason=ring_reason if ringing else reason,
                     ring_deadline=None,
                 )
         self.state = CallState.ENDED

@@ -15,7 +15,8 @@ class EndReason(StrEnum):
     HUNG_UP = "hung_up"  # a participant hung up (the call ends when fewer than two remain)
     DECLINED = "declined"  # the callee declined (stops all of that user's devices)
     BUSY = "busy"  # the callee declined because they are in another call
-    CANCELLED = "cancelled"  # the caller gave up before anyone answered
+    CANCELLED = "cancelled"  # given up before this user answered: the caller cancelled, or
+    # (for a user still ringing) everyone who had answered hung up
     RING_TIMEOUT = "ring_timeout"  # nobody answered within the ring timeout: a missed call
     ANSWERED_ELSEWHERE = "answered_elsewhere"  # another device of the same user answered
     DECLINED_ELSEWHERE = "declined_elsewhere"  # another device of the same user declined
