@@ -112,6 +112,43 @@ async def test_missed_in_a_group_call_that_went_on(store: Store) -> None:
     assert bob_entry.missed is False
 
 
+async def test_a_caller_invited_back_into_their_call_still_placed_it(store: Store) -> None:
+    alice, a_dev = await user_with_device(store, "alice")
+    bob, b_dev = await user_with_device(store, "bob")
+    carol, c_dev = await user_with_device(store, "carol")
+    group = ringing_call(alice, a_dev, [(bob, b_dev), (carol, c_dev)])
+    await store.create_call(group)
+    # alice hung up, then bob invited her back; she has not answered (yet): her participant
+    # row is a callee's now, ringing
+    reinvited = replace(
+        group,
+        state="active",
+        answered_at=T0 + 5,
+        participants=[
+            ParticipantWrite(alice.id, "callee", "ringing", T0 + 60),
+            ParticipantWrite(bob.id, "callee", "joined", T0, joined_at=T0 + 5),
+            ParticipantWrite(carol.id, "callee", "joined", T0, joined_at=T0 + 6),
+        ],
+        legs=[],
+    )
+    await store.save_call(reinvited, 1)
+    (entry,) = await store.call_history(alice.id)
+    assert (entry.direction, entry.missed) == ("outgoing", False)
+    # the call ends while she still rings: still her outgoing call, not a missed one
+    gone = replace(
+        reinvited,
+        state="ended",
+        ended_at=T0 + 90,
+        end_reason="hung_up",
+        participants=[ParticipantWrite(alice.id, "callee", "ended", T0 + 60, end_reason="cancelled")],
+    )
+    await store.save_call(gone, 2)
+    (entry,) = await store.call_history(alice.id)
+    assert (entry.direction, entry.missed) == ("outgoing", False)
+    (bob_entry,) = await store.call_history(bob.id)
+    assert bob_entry.direction == "incoming"
+
+
 async def test_history_paging(store: Store) -> None:
     alice, a_dev = await user_with_device(store, "alice")
     bob, b_dev = await user_with_device(store, "bob")

@@ -11,17 +11,19 @@ from facecall.store.records import MISSED_REASONS, HistoryEntry, HistoryParty
 MAX_HISTORY_LIMIT = 500
 
 
-def is_missed(role: str, joined_at: float | None, own_reason: str | None, call_reason: str | None) -> bool:
+def is_missed(
+    incoming: bool, joined_at: float | None, own_reason: str | None, call_reason: str | None
+) -> bool:
     """The missed-call rule: an incoming call the user never joined, that ended for them (or,
     without an own reason, for everyone) by ring timeout, cancellation or the caller's lost
     connection (:data:`MISSED_REASONS`)."""
     reason = own_reason if own_reason is not None else call_reason
-    return role == "callee" and joined_at is None and reason in MISSED_REASONS
+    return incoming and joined_at is None and reason in MISSED_REASONS
 
 
 _MINE = (
     "SELECT c.id, c.media, c.state, c.caller_user_id, c.created_at, c.answered_at, c.ended_at, c.end_reason, "
-    "me.role, me.state, me.end_reason, me.joined_at "
+    "me.state, me.end_reason, me.joined_at "
     "FROM call_participants me JOIN calls c ON c.id = me.call_id WHERE me.user_id = $1"
 )
 MY_CALLS = Q.of(f"{_MINE} ORDER BY c.created_at DESC, c.id DESC LIMIT $2")
@@ -33,20 +35,23 @@ OTHERS = Q.of(
 )
 
 
-def _entry(d: Dialect, m: Any, others: tuple[HistoryParty, ...]) -> HistoryEntry:
+def _entry(d: Dialect, user_id: str, m: Any, others: tuple[HistoryParty, ...]) -> HistoryEntry:
     answered, ended = d.epoch(m[5]), d.epoch(m[6])
-    role, own_reason, joined = m[8], m[10], d.epoch(m[11])
+    own_reason, joined = m[9], d.epoch(m[10])
+    # the user placed the call, whatever their role is now (a caller who left and was invited
+    # back is a callee of that invitation)
+    incoming = m[3] != user_id
     return HistoryEntry(
         call_id=m[0],
         media=m[1],
-        direction="outgoing" if role == "caller" else "incoming",
+        direction="incoming" if incoming else "outgoing",
         caller_user_id=m[3],
         others=others,
-        my_state=m[9],
+        my_state=m[8],
         my_end_reason=own_reason,
         call_state=m[2],
         end_reason=m[7],
-        missed=is_missed(role, joined, own_reason, m[7]),
+        missed=is_missed(incoming, joined, own_reason, m[7]),
         created_at=d.epoch(m[4]),
         answered_at=answered,
         ended_at=ended,
@@ -69,7 +74,7 @@ def _history(d: Dialect, user_id: str, limit: int, cutoff: float | None) -> Body
                     deleted=o[7] is not None,
                 )
             )
-    return [_entry(d, row, tuple(others[row[0]])) for row in rows]
+    return [_entry(d, user_id, row, tuple(others[row[0]])) for row in rows]
 
 
 class HistoryRepository:

@@ -202,7 +202,8 @@ class HistoryParty:
 class HistoryEntry:
     """One call in a user's history.
 
-    ``missed`` is True when the call was incoming (the user was a callee), the user never joined
+    ``direction`` is outgoing for the user who placed the call (``caller_user_id``), whatever their
+    participant role is now. ``missed`` is True when the call was incoming, the user never joined
     (``joined_at`` is None) and the user's own end reason -- or, when that is None, the call's
     end reason -- is ``ring_timeout``, ``cancelled`` or ``connection_lost``
     (:data:`MISSED_REASONS`).
