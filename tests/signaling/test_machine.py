@@ -393,6 +393,21 @@ def test_glare() -> None:
     assert not is_glare(a_to_b, b_to_a)
 
 
+def test_a_group_call_is_never_glare() -> None:
+    a_to_b = CallMachine.start(call_id="c-a", media="audio", caller_user="alice",
+                               caller_device="a1", callees={"bob": ["b1"]}, now=0.0)
+    b_to_ac = CallMachine.start(call_id="c-b", media="audio", caller_user="bob",
+                                caller_device="b1", callees={"alice": ["a1"], "carol": ["c1"]},
+                                now=0.0)
+    assert not is_glare(a_to_b, b_to_ac) and not is_glare(b_to_ac, a_to_b)
+    b_to_a = CallMachine.start(call_id="c-c", media="audio", caller_user="bob",
+                               caller_device="b1", callees={"alice": ["a1"]}, now=0.0)
+    assert is_glare(a_to_b, b_to_a)
+    b_to_a.handle(Answer("alice", "a1"), 1.0)  # not glare now; an invitee would make it 3 users
+    b_to_a.handle(Invite("alice", "a1", {"carol": ["c1"]}), 2.0)
+    assert len(b_to_a.participants) == 3
+
+
 ALL_EVENTS: list[Event] = [
     Answer("bob", "b1"),
     Decline("bob", "b1"),

@@ -1,7 +1,7 @@
 """Glare: two users call each other at the same moment.
 
-The driver notices glare when a ``call.start`` from A to B arrives while B's call to A is still
-ringing (or the other way round, on another node). Both nodes must pick the same survivor
+The driver notices glare when a 1:1 ``call.start`` from A to B arrives while B's 1:1 call to A
+is still ringing (or the other way round, on another node). Both nodes must pick the same survivor
 without talking to each other, so the choice depends only on the two calls:
 
 * the call whose **caller user id sorts lower** (plain string order) survives;
@@ -18,9 +18,13 @@ from .records import CallState, ParticipantState
 
 
 def is_glare(call_a: CallMachine, call_b: CallMachine) -> bool:
-    """Whether the two calls are glare: both still unanswered, and each one's caller is a
-    ringing callee of the other."""
+    """Whether the two calls are glare: two 1:1 calls, both still unanswered, and each one's
+    caller is the ringing callee of the other. A call with more users (a group call, or one
+    that invited someone) is never glare: the two users each meant a different call, and both
+    ring on (with call waiting), whichever of them came first."""
     if call_a.state is not CallState.RINGING or call_b.state is not CallState.RINGING:
+        return False
+    if len(call_a.participants) != 2 or len(call_b.participants) != 2:
         return False
     a_in_b = call_b.participant(call_a.caller_user)
     b_in_a = call_a.participant(call_b.caller_user)
