@@ -118,20 +118,31 @@ async def test_messages_about_calls_the_device_is_not_in(server: LiveServer) -> 
     await b1.next_event("call.ring")
     from facecall.client.signaling import SignalingError
 
-    for kind, extra in [
+    requests = [
         ("call.answer", {}), ("call.decline", {}), ("call.hangup", {}), ("call.cancel", {}),
         ("call.sdp", {"to_device": b1.device_id,  # type: ignore[attr-defined]
                       "description": {"type": "offer", "sdp": "v=0"}}),
         ("call.invite", {"to": [bob["user"]["id"]]}),
         ("call.media", {"to_device": b1.device_id,  # type: ignore[attr-defined]
                         "audio": False, "video": False}),
-    ]:
-        with pytest.raises(SignalingError) as err:
-            await m1.request(kind, call_id=call_id, **extra)
-        assert err.value.code in ("not_in_call", "not_allowed"), (kind, err.value.code)
+    ]
+    # mallory learns nothing: the call answers as one that does not exist, ended or not
+    for about in (call_id, "0" * 32):
+        for kind, extra in requests:
+            with pytest.raises(SignalingError) as err:
+                await m1.request(kind, call_id=about, **extra)
+            assert err.value.code == "unknown_call", (kind, err.value.code)
     # nothing changed: bob can still answer
     await b1.request("call.answer", call_id=call_id)
     assert (await a1.next_event("call.answered"))["user_id"] == bob["user"]["id"]
+    await a1.request("call.hangup", call_id=call_id)
+    for kind, extra in requests:
+        with pytest.raises(SignalingError) as err:
+            await m1.request(kind, call_id=call_id, **extra)
+        assert err.value.code == "unknown_call", (kind, err.value.code)
+    with pytest.raises(SignalingError) as err:  # bob was in it: he may know that it ended
+        await b1.request("call.hangup", call_id=call_id)
+    assert err.value.code == "call_ended"
 
 
 async def test_rate_limit(server: LiveServer) -> None:

@@ -254,7 +254,7 @@ def test_invite_rings_new_users_with_their_own_deadline() -> None:
 def test_invite_is_checked() -> None:
     machine, _ = call({"bob": ["b1"], "carol": ["c1"]})
     rejects(machine, Invite("bob", "b1", {"dave": ["d1"]}), ErrorCode.NOT_ALLOWED)  # ringing
-    rejects(machine, Invite("eve", "e1", {"dave": ["d1"]}), ErrorCode.NOT_IN_CALL)
+    rejects(machine, Invite("eve", "e1", {"dave": ["d1"]}), ErrorCode.UNKNOWN_CALL)
     rejects(machine, Invite("alice", "a1", {"carol": ["c1"]}), ErrorCode.INVALID_STATE)
     rejects(machine, Invite("alice", "a1", {"dave": ["b1"]}), ErrorCode.INVALID_STATE)
     rejects(machine, Invite("alice", "a1", {}), ErrorCode.INVALID_FIELD)
@@ -309,7 +309,7 @@ def test_relay_only_between_joined_devices() -> None:
     ]
     rejects(machine, Relay("carol", "c1", "a1", "call.sdp", SDP), ErrorCode.NOT_IN_CALL)
     rejects(machine, Relay("bob", "b2", "a1", "call.sdp", SDP), ErrorCode.NOT_IN_CALL)
-    rejects(machine, Relay("eve", "e1", "a1", "call.sdp", SDP), ErrorCode.NOT_IN_CALL)
+    rejects(machine, Relay("eve", "e1", "a1", "call.sdp", SDP), ErrorCode.UNKNOWN_CALL)
     rejects(machine, Relay("alice", "a1", "c1", "call.sdp", SDP), ErrorCode.NOT_ALLOWED)
     rejects(machine, Relay("alice", "a1", "a1", "call.sdp", SDP), ErrorCode.NOT_ALLOWED)
     rejects(machine, Relay("alice", "a1", "zz", "call.sdp", SDP), ErrorCode.NOT_ALLOWED)
@@ -430,13 +430,22 @@ def test_an_ended_call_accepts_nothing(event: Event) -> None:
 
 def test_events_from_strangers_are_refused() -> None:
     machine, _ = call()
-    for event in (Answer("eve", "e1"), Decline("eve", "e1"), Hangup("eve", "e1"),
-                  Cancel("eve", "e1"), DeviceLost("eve", "e1"), Answer("bob", "b9")):
+    # a user never in the call learns nothing of it: as if it did not exist, ended or not
+    strangers = (Answer("eve", "e1"), Decline("eve", "e1"), Hangup("eve", "e1"),
+                 Cancel("eve", "e1"), Invite("eve", "e1", {"dave": ["d1"]}),
+                 Relay("eve", "e1", "a1", "call.sdp", SDP))
+    for event in strangers:
+        rejects(machine, event, ErrorCode.UNKNOWN_CALL)
+    # a device of a user in the call, or a lost device the service names: not in it
+    for event in (DeviceLost("eve", "e1"), Answer("bob", "b9")):
         rejects(machine, event, ErrorCode.NOT_IN_CALL)
     rejects(machine, Hangup("bob", "b1"), ErrorCode.INVALID_STATE)  # ringing: decline instead
     machine.handle(Answer("bob", "b1"), 1.0)
     rejects(machine, Decline("bob", "b1"), ErrorCode.INVALID_STATE)
     rejects(machine, Decline("bob", "b2"), ErrorCode.INVALID_STATE)  # answered elsewhere
+    machine.handle(Hangup("bob", "b1"), 2.0)
+    for event in strangers:
+        rejects(machine, event, ErrorCode.UNKNOWN_CALL)
 
 
 @pytest.mark.parametrize(

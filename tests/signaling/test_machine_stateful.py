@@ -126,9 +126,14 @@ class CallRules(RuleBasedStateMachine):
             self.machine.handle(event, self.now)
         except ProtocolError as exc:
             assert self.machine.to_dict() == before_dict, "a rejected event changed state"
-            if was_ended:
+            stranger = not isinstance(event, DeviceLost | Abort) \
+                and self.machine.participant(event.user_id) is None
+            if stranger:  # never in the call: it learns nothing of it, ended or not
+                assert exc.code is ErrorCode.UNKNOWN_CALL
+            elif was_ended:
                 assert exc.code is ErrorCode.CALL_ENDED
             return
+        assert self.machine.participant(getattr(event, "user_id", CALLER)) is not None
         assert not was_ended, "an ended call accepted an event"
         self.accepted[type(event).__name__] += 1
         actor = None if isinstance(event, Abort) else (event.user_id, event.device_id)

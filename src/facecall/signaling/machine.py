@@ -234,8 +234,12 @@ class CallMachine:
 
         :returns: the JSON-safe result fields of the ``ok`` reply (``{}`` for most events;
             ``{"participants": [{"user_id", "device_id"}, ...]}`` for :class:`Answer`).
-        :raises ProtocolError: if the event is not allowed now; then nothing changed.
+        :raises ProtocolError: if the event is not allowed now; then nothing changed. A device
+            whose user was never in the call learns nothing of it, not even whether it has
+            ended: ``unknown_call``, as for a call id that does not exist.
         """
+        if not isinstance(event, DeviceLost | Abort) and event.user_id not in self._participants:
+            raise ProtocolError(ErrorCode.UNKNOWN_CALL, "no such call")
         if self.ended:
             raise ProtocolError(ErrorCode.CALL_ENDED, f"call {self.call_id} has ended")
         if isinstance(event, Answer):
