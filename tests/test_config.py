@@ -239,3 +239,15 @@ def test_bearer_tokens_that_could_never_match_are_refused(env: dict[str, str]) -
     """HTTP strips spaces around a header value and refuses control characters."""
     with pytest.raises(SettingsError, match="would never match"):
         Settings.from_env(env)
+
+
+def test_an_ipv6_host_is_bracketed_in_the_node_url() -> None:
+    assert Settings(host="::1", port=8443).base_url == "http://[::1]:8443"
+    assert Settings(host="127.0.0.1", port=8080).base_url == "http://127.0.0.1:8080"
+
+
+def test_the_database_url_is_shown_without_its_password() -> None:
+    settings = Settings(database_url="postgresql://facecall:S3cretPW@127.0.0.1:5432/facecall")
+    assert "S3cretPW" not in settings.database_url_shown
+    assert settings.database_url_shown == "postgresql+asyncpg://facecall:***@127.0.0.1:5432/facecall"
+    assert Settings(database_url="sqlite:///x.db").database_url_shown == "sqlite+aiosqlite:///x.db"

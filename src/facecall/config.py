@@ -278,9 +278,16 @@ class Settings:
 
     @property
     def base_url(self) -> str:
-        """How clients reach this node: ``public_url``, else ``http(s)://host:port``."""
+        """How clients reach this node: ``public_url``, else ``http(s)://host:port`` (an IPv6
+        host in brackets, RFC 3986 §3.2.2)."""
         scheme = "https" if self.tls_cert else "http"
-        return self.public_url or f"{scheme}://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return self.public_url or f"{scheme}://{host}:{self.port}"
+
+    @property
+    def database_url_shown(self) -> str:
+        """``database_url`` with its password masked, for logs and messages."""
+        return make_url(self.database_url).render_as_string(hide_password=True)
 
 
 #: settings whose values are secrets: an error names them without showing the value

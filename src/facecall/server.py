@@ -80,7 +80,7 @@ async def serve(settings: Settings, turn_config: TurnConfig | None = None) -> No
         await turn.start()
         uris = turn_uris(turn)
     server = build_uvicorn(settings, uris)
-    log.info("facecall.serving", url=settings.base_url, database=settings.database_url,
+    log.info("facecall.serving", url=settings.base_url, database=settings.database_url_shown,
              turn=uris or None)
     try:
         await server.serve()
