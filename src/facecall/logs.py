@@ -9,9 +9,16 @@ import structlog
 
 
 def configure_logging(level: str = "info", json: bool = False) -> None:
-    """Route stdlib and structlog records through one renderer (JSON lines or console)."""
-    renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    """Route stdlib and structlog records through one renderer (JSON lines or console).
+
+    An exception is logged as a plain traceback -- the console's too: structlog's default
+    there (rich, when installed) prints every frame's local variables, and those hold request
+    bodies with passwords. In JSON lines the traceback is the ``exception`` text.
+    """
+    renderers: list[structlog.types.Processor] = (
+        [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()] if json
+        else [structlog.dev.ConsoleRenderer(
+            colors=False, exception_formatter=structlog.dev.plain_traceback)]
     )
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -29,7 +36,7 @@ def configure_logging(level: str = "info", json: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer])
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderers])
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
