@@ -51,6 +51,8 @@ def _new_password() -> str:
 
 def _server(args: argparse.Namespace) -> str:
     if args.server:
+        if not str(args.server).startswith(("http://", "https://")):
+            raise AdminError(f"--server wants the node's URL, http://… or https://…, not {args.server!r}", 2)
         return str(args.server).rstrip("/")
     try:
         return Settings.from_env().base_url.rstrip("/")
@@ -68,9 +70,16 @@ def _request(args: argparse.Namespace, method: str, path: str, **kwargs: Any) ->
     try:
         response = httpx.request(method, f"{base}{path}", timeout=30,
                                  headers={"Authorization": f"Bearer {token}"}, **kwargs)
+    except httpx.RemoteProtocolError as exc:
+        hint = " (does the node serve HTTPS? then --server https://…)" if base.startswith("http:") else ""
+        raise AdminError(f"cannot talk to {base}: {exc}{hint}") from None
     except httpx.HTTPError as exc:
         raise AdminError(f"cannot reach {base}: {exc}") from None
-    if response.status_code >= 400:
+    if response.is_redirect:  # nothing was done: a proxy's http→https redirect, say
+        where = response.headers.get("location", "elsewhere")
+        raise AdminError(f"{base} redirects to {where} (HTTP {response.status_code}); nothing was "
+                         "done: give --server the node's own URL")
+    if not response.is_success:
         raise AdminError(f"{error_detail(response)} (HTTP {response.status_code})")
     return response.json() if response.content else None
 
@@ -113,8 +122,11 @@ def _add(args: argparse.Namespace) -> None:
 def _passwd(args: argparse.Namespace) -> None:
     body = {"new_password": _new_password(), "sign_out_devices": args.sign_out_devices}
     _request(args, "PUT", f"/v1/admin/users/{quote(args.username, safe='')}/password", json=body)
-    devices = " and removed every device" if args.sign_out_devices else ""
-    print(f"set the password of {args.username}: signed out every sign-in{devices}")
+    if args.sign_out_devices:
+        print(f"set the password of {args.username}: every sign-in ended and every device was removed")
+    else:
+        print(f"set the password of {args.username}: its sign-ins ended; its devices stay signed in "
+              "(--sign-out-devices removes them)")
 
 
 def _delete(args: argparse.Namespace) -> None:
@@ -122,6 +134,13 @@ def _delete(args: argparse.Namespace) -> None:
         raise AdminError(f"deleting {args.username} cannot be undone: repeat with --yes", 2)
     _request(args, "DELETE", f"/v1/admin/users/{quote(args.username, safe='')}")
     print(f"deleted {args.username}")
+
+
+def _named(text: str) -> str:
+    """A username or invitation id: not empty (an empty one would name the collection)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
 
 
 def _when(epoch: float | None) -> str:
@@ -188,16 +207,16 @@ def add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     listing.add_argument("--json", action="store_true", help="one JSON array")
     listing.set_defaults(action=_list)
     add = users.add_parser("add", help="create an account (sign-up may be closed)")
-    add.add_argument("username")
+    add.add_argument("username", type=_named)
     add.add_argument("--display-name")
     add.set_defaults(action=_add)
     passwd = users.add_parser("passwd", help="set a password; every sign-in of the account ends")
-    passwd.add_argument("username")
+    passwd.add_argument("username", type=_named)
     passwd.add_argument("--sign-out-devices", action="store_true",
                         help="also remove every device of the account")
     passwd.set_defaults(action=_passwd)
     delete = users.add_parser("delete", help="delete an account for good")
-    delete.add_argument("username")
+    delete.add_argument("username", type=_named)
     delete.add_argument("--yes", action="store_true", help="yes, delete it")
     delete.set_defaults(action=_delete)
     invites = areas.add_parser("invites", help="invitations to make an account").add_subparsers(
@@ -211,6 +230,6 @@ def add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
                      help="how long the link works (default 7, at most 90)")
     add.set_defaults(action=_invite)
     withdraw = invites.add_parser("withdraw", help="withdraw an open invitation: its link stops working")
-    withdraw.add_argument("id", help="the invitation's id (from `list`)")
+    withdraw.add_argument("id", type=_named, help="the invitation's id (from `list`)")
     withdraw.set_defaults(action=_withdraw)
     admin.set_defaults(run=_run)

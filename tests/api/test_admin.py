@@ -211,3 +211,43 @@ async def test_the_admin_command_line(closed: LiveServer, monkeypatch: pytest.Mo
     status, _, err = await run_cli(["admin", "--server", "http://127.0.0.1:9", "users", "list"],
                                    monkeypatch, capsys)
     assert status == 1 and "cannot reach http://127.0.0.1:9" in err
+
+
+async def test_the_admin_command_line_never_takes_a_redirect_for_done(
+        closed: LiveServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A proxy's http→https redirect (or any 3xx) did nothing: the command says so and fails."""
+    async def redirect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 301 Moved Permanently\r\nLocation: https://call.example.org/\r\n"
+                     b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    front = await asyncio.start_server(redirect, "127.0.0.1", 0)
+    port = front.sockets[0].getsockname()[1]
+    monkeypatch.setenv("FACECALL_ADMIN_TOKEN", ADMIN_TOKEN)
+    status, _, _ = await run_cli(["admin", "--server", closed.base_url, "users", "add", "victim"],
+                                 monkeypatch, capsys, stdin=PASSWORD + "\n")
+    assert status == 0
+    try:
+        for argv in (["users", "delete", "victim", "--yes"], ["users", "list"],
+                     ["users", "passwd", "victim"], ["invites", "withdraw", "some-id"]):
+            status, out, err = await run_cli(["admin", "--server", f"http://127.0.0.1:{port}", *argv],
+                                             monkeypatch, capsys, stdin="a new secret\n")
+            assert status == 1, argv
+            assert "redirects to https://call.example.org/ (HTTP 301); nothing was done" in err
+            assert "deleted" not in out and "withdrew" not in out and "Traceback" not in err
+    finally:
+        front.close()
+        await front.wait_closed()
+    assert await sign_in(closed, "victim") == 200  # still there
+    for argv in (["users", "delete", "", "--yes"], ["invites", "withdraw", " "]):  # not "all of them"
+        with pytest.raises(SystemExit) as usage:  # argparse: a usage error
+            await run_cli(["admin", "--server", closed.base_url, *argv], monkeypatch, capsys)
+        out, err = capsys.readouterr()
+        assert usage.value.code == 2 and "must not be empty" in err and out == ""
+    status, _, err = await run_cli(["admin", "--server", "127.0.0.1:9", "users", "list"], monkeypatch, capsys)
+    assert status == 2 and "--server wants the node's URL" in err
+    status, out, _ = await run_cli(["admin", "--server", closed.base_url, "users", "passwd", "victim"],
+                                   monkeypatch, capsys, stdin="a new secret\n")
+    assert status == 0 and "its devices stay signed in (--sign-out-devices removes them)" in out
