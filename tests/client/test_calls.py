@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
 from facecall.client import Call, CallState, Device, EndReason
+from facecall.client.errors import CallError
 from facecall.media.sinks import FrameCallbackSink, StampStats
 from tests.client.conftest import MakeDevice
-from tests.live import reconnected
+from tests.live import live_server, reconnected, sdk_devices
 
 
 async def connected_call(make_device: MakeDevice, **options: object) -> tuple[Device, Device, Call, Call]:
@@ -258,3 +260,22 @@ async def test_stock_media_path_on_request(make_device: MakeDevice) -> None:
     await stamped_frames(incoming, 5)
     assert outgoing.quality is None and (await outgoing.get_stats()).engine is None
     await outgoing.hangup()
+
+
+async def test_calls_connect_directly_on_a_server_without_turn(tmp_path: Path) -> None:
+    """`facecall serve --no-turn` (no TURN secret: /v1/turn/credentials answers 503): media
+    flows between host candidates; a relay-only device is told it cannot have media."""
+    async with live_server(f"sqlite+aiosqlite:///{tmp_path / 'f.db'}", turn_urls=[],
+                           turn_secrets=[]) as server, sdk_devices(server.base_url) as make:
+        assert (await server.http.get("/healthz")).status_code == 200
+        alice, bob = await make("alice"), await make("bob")
+        outgoing = await alice.call("bob", video=False)
+        incoming = await bob.next_call(timeout=10)
+        await incoming.answer()
+        await asyncio.gather(outgoing.wait_connected(30), incoming.wait_connected(30))
+        assert (await outgoing.get_stats()).path == "host"
+        await outgoing.hangup()
+        carol = await make("carol", relay_only=True)
+        with pytest.raises(CallError) as refused:
+            await carol.ice_configuration()
+        assert refused.value.code == "no_turn"

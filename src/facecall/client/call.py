@@ -344,7 +344,7 @@ class Call(AsyncIOEventEmitter):
     def _background_done(self, task: asyncio.Future[None]) -> None:
         self._background.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
-            log.info("call.background_failed", call_id=self.id, error=repr(exc))
+            log.warning("call.background_failed", call_id=self.id, error=repr(exc))
 
     def _emit_event(self, type_: str, **data: Any) -> None:
         event = CallEvent(type_, self.id, data)

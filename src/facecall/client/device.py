@@ -359,9 +359,22 @@ class Device(AsyncIOEventEmitter):
         return call
 
     async def ice_configuration(self) -> dict[str, Any]:
-        """Fresh TURN REST credentials and ICE servers for one peer connection."""
+        """Fresh TURN REST credentials and ICE servers for one peer connection. A server that
+        offers no TURN (``facecall serve --no-turn``: 503) gives none: media then flows only
+        directly, between host candidates -- unless the device is ``relay_only``, which then
+        cannot have media at all (:class:`CallError` ``no_turn``)."""
         assert self.token is not None
-        return await self.api.turn_credentials(self.token)
+        try:
+            return await self.api.turn_credentials(self.token)
+        except ApiError as exc:
+            if exc.status != 503:
+                raise
+            if self.relay_only:
+                raise CallError("no_turn", "relay-only media needs TURN, and this server offers "
+                                "none (it runs without a TURN secret)") from None
+            log.warning("device.no_turn", detail=exc.detail,
+                        consequence="direct media only: no relay candidates")
+            return {"ice_servers": []}
 
     async def request(self, type_: str, **fields: Any) -> dict[str, Any]:
         """Send a signaling request, waiting out a reconnection; server refusals → :class:`CallError`."""
