@@ -26,6 +26,7 @@ from typing import Any
 
 from facecall.client import Call, CallState, Device, EndReason, FacecallError
 from facecall.client.measure import CallProbe
+from facecall.media.sources import MediaSourceError
 
 LOOPBACK = "127.0.0.1"
 
@@ -277,6 +278,22 @@ def _device_from_args(args: argparse.Namespace) -> Device:
                   kind="cli", relay_only=args.relay, ice_host_addresses=args.ice_host or None)
 
 
+def _output_file(text: str) -> str:
+    """``--record``: a file this user can create (missing folders are made), checked before the
+    call rather than failing in its middle."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; name a file, e.g. {path / 'call.mp4'}")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"cannot write {text}: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise argparse.ArgumentTypeError(f"cannot write {text}: permission denied")
+    return text
+
+
 def _sources(args: argparse.Namespace) -> tuple[Any, Any]:
     if not args.video:
         return None, None
@@ -338,7 +355,7 @@ def _exit_code(main: Callable[[], int]) -> int:
     _quiet_logs()
     try:
         return main()
-    except (FacecallError, ValueError, FileNotFoundError) as exc:
+    except (FacecallError, MediaSourceError, ValueError, FileNotFoundError) as exc:
         print(f"facecall: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -367,7 +384,8 @@ def _add_account_arguments(parser: argparse.ArgumentParser) -> None:
                              "FACECALL_ICE_HOST_ADDRESSES)")
     parser.add_argument("--video", metavar="FILE", help="send this media file (looped) instead of "
                                                         "synthetic audio and video")
-    parser.add_argument("--record", metavar="OUT", help="record what the other side sends")
+    parser.add_argument("--record", metavar="OUT", type=_output_file,
+                        help="record what the other side sends")
     parser.add_argument("--seconds", type=float, help="hang up after this long (default: until the "
                                                       "other side hangs up)")
 

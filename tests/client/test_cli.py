@@ -207,6 +207,27 @@ async def test_call_command_sends_a_file(call_server: LiveServer, make_device: M
     assert frames > 5
 
 
+async def test_call_command_refuses_media_it_cannot_read_or_write(call_server: LiveServer,
+                                                                 tmp_path: Path) -> None:
+    """One line and exit 1 for a --video that is not media, a usage error for a --record that
+    cannot be written -- before any call is placed."""
+    not_media = tmp_path / "notes.txt"
+    not_media.write_text("not a video\n")
+    account = ("--server", call_server.base_url, "--user", "alice", "--password", PASSWORD,
+               "--sign-up", "--state-file", str(tmp_path / "a.json"))
+    code, _, err = await run("call", "bob", *account, "--video", str(not_media))
+    assert code == 1 and "Traceback" not in err
+    (line,) = [x for x in err.splitlines() if x.startswith("facecall:")]
+    assert str(not_media) in line
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    for target, why in ((blocker / "rec.mp4", "is not a folder"), (tmp_path, "is a folder")):
+        code, _, err = await run("call", "bob", *account, "--record", str(target))
+        assert code == 2 and why in err and "Traceback" not in err
+    assert (await call_server.http.post("/v1/sessions", json={"username": "alice", "password": PASSWORD}
+                                        )).status_code == 401  # nothing ran: not even the sign-up
+
+
 async def test_answer_command_records(call_server: LiveServer, make_device: MakeDevice,
                                       tmp_path: Path) -> None:
     out = tmp_path / "received.mp4"
