@@ -221,6 +221,14 @@ class Health(BaseModel):
     version: str
 
 
+class Readiness(BaseModel):
+    """``/readyz``: whether the node can serve requests that need its database."""
+
+    status: Literal["ok", "unavailable"]
+    version: str
+    detail: str | None = None
+
+
 class ServerInfo(BaseModel):
     """What a client may want to know before anyone signs in."""
 

@@ -7,12 +7,18 @@ from sqlalchemy.engine import make_url
 from facecall.store.accounts import AccountsRepository
 from facecall.store.calls import CallsRepository
 from facecall.store.db import create_engine, is_sqlite_memory
-from facecall.store.driver import Database
+from facecall.store.driver import ONE, Body, Database, Dialect, Q
 from facecall.store.history import HistoryRepository
 from facecall.store.invites import InvitesRepository
 from facecall.store.migrate import run_migrations, upgrade_sqlite_connection
 from facecall.store.pg_driver import PgDatabase
 from facecall.store.sqlite_driver import SqliteDatabase
+
+PING = Q.of("SELECT 1")
+
+
+def _ping(_d: Dialect) -> Body[None]:
+    yield ONE, PING, ()
 
 
 class Store(AccountsRepository, CallsRepository, HistoryRepository, InvitesRepository):
@@ -55,6 +61,10 @@ class Store(AccountsRepository, CallsRepository, HistoryRepository, InvitesRepos
     def dialect(self) -> str:
         """``"sqlite"`` or ``"postgresql"``."""
         return self._db.dialect
+
+    async def ping(self) -> None:
+        """One trivial read; raises when the database does not answer it."""
+        await self._db.read(_ping)
 
     async def close(self) -> None:
         """Close every connection."""
