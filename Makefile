@@ -30,5 +30,7 @@ test: system-deps $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
 
+## Remove what setting up made. The server's database (./facecall.db) is data, not build
+## output: it stays.
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis facecall.db
+	rm -rf $(VENV) .pytest_cache .hypothesis
