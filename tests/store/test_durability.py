@@ -145,3 +145,25 @@ async def test_inline_read_falls_back_to_reader_thread_when_busy(tmp_path: Path)
             db.inline = real
     finally:
         await store.close()
+
+
+async def test_a_new_sqlite_database_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    """It holds password and token hashes: 0600, as backups are, whatever the umask."""
+    import stat
+
+    from facecall.store import Store
+
+    path = tmp_path / "new.db"
+    store = await Store.open(f"sqlite+aiosqlite:///{path}")
+    try:
+        await store.create_user("alice", "Alice", "-", 1.0)
+        for name in ("new.db", "new.db-wal", "new.db-shm"):
+            assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+    finally:
+        await store.close()
+    kept = tmp_path / "kept.db"
+    kept.touch(mode=0o640)
+    kept.chmod(0o640)
+    store = await Store.open(f"sqlite+aiosqlite:///{kept}")
+    await store.close()
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o640  # the owner's choice stays

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import queue
 import sqlite3
 import threading
@@ -72,6 +73,14 @@ def sqlite_connect(path: str, *, wait: bool = True) -> sqlite3.Connection:
     if not wait:
         conn.execute("PRAGMA busy_timeout=0")
     return conn
+
+
+def create_private(path: str) -> None:
+    """Create the database file readable by its owner only (it holds password hashes and
+    tokens' hashes), if it does not exist yet; SQLite gives its ``-wal`` and ``-shm`` files the
+    same mode. An existing file keeps the mode its owner chose."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def is_busy(exc: sqlite3.Error) -> bool:
@@ -308,6 +317,8 @@ class SqliteDatabase(Database):
 
     def __init__(self, path: str, *, memory: bool, inline_reads: bool = True,
                  inline_writes: bool = True) -> None:
+        if not memory:
+            create_private(path)
         self.sql = SqliteDialect()
         self.writer = SqliteWorker(path, "facecall-sqlite-writer")
         self.reader = self.writer if memory else SqliteWorker(path, "facecall-sqlite-reader")
