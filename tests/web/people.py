@@ -22,6 +22,7 @@ class Person:
     page: Page
     base_url: str
     console: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # uncaught exceptions in the page
 
     @classmethod
     async def open(cls, browser: Browser, base_url: str, username: str, *, query: str = "",
@@ -30,6 +31,7 @@ class Person:
         page = await context.new_page()
         person = cls(username, context, page, base_url)
         page.on("console", person._log)
+        page.on("pageerror", lambda error: person.errors.append(str(error)))
         page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
         await page.goto(f"{base_url}/{query}")
         await expect(page.locator("body[data-ready=true]")).to_be_attached()
@@ -70,6 +72,12 @@ class Person:
 
     async def expect_alert(self, text: str, timeout: float = STEP) -> None:
         await expect(self.page.get_by_role("alert").filter(has_text=text)).to_be_visible(timeout=timeout)
+
+    async def expect_notice(self, text: str, timeout: float = STEP) -> None:
+        """An informational message ("Call ended", "Missed call from …"): polite, not an alert."""
+        notice = self.page.locator("#notice").filter(has_text=text)
+        await expect(notice).to_be_visible(timeout=timeout)
+        await expect(notice).to_have_attribute("role", "status")
 
     async def diagnostics(self) -> dict[str, Any]:
         result: dict[str, Any] = await self.page.evaluate("window.facecall.diagnostics()")

@@ -107,7 +107,7 @@ async def test_delete_my_account(people: PersonFactory, server: LiveServer) -> N
     await form.get_by_label("Password").fill(PASSWORD)
     await form.get_by_role("button", name="Delete my account").click()
     await expect(page.locator("#auth-view")).to_be_visible()
-    await alice.expect_alert("Your account was deleted.")
+    await alice.expect_notice("Your account was deleted.")
     assert await page.evaluate("localStorage.getItem('facecall.device')") is None
     # alice's other browser is told what happened, and forgets the account too
     await expect(laptop.page.locator("#auth-view")).to_be_visible()

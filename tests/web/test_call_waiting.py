@@ -39,13 +39,13 @@ async def test_call_waiting_decline_then_switch(people: PersonFactory, server: L
         second = (await carol.request("call.start", to=[bob_id], media="audio"))["call_id"]
         await expect(banner).to_be_visible(timeout=STEP)
         await banner.get_by_role("button", name="End & accept").click()
-        await alice.expect_alert("Call ended")
+        await alice.expect_notice("Call ended")
         answered = await carol.next_event("call.answered")
         assert answered["call_id"] == second and answered["user_id"] == bob_id
         diag = await bob.diagnostics()
         assert diag["callId"] == second and diag["media"] == "audio"
         await expect(bob.page.locator("#call-peer")).to_have_text("carol")
         await carol.request("call.hangup", call_id=second)
-        await bob.expect_alert("Call ended")
+        await bob.expect_notice("Call ended")
     finally:
         await carol.close()

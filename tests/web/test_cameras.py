@@ -19,7 +19,7 @@ async def test_no_camera_then_switching_cameras(playwright: Playwright, server: 
         bob = await people("bob", b=three_cameras)
         alice = await people("alice", b=no_camera)
         await alice.call("bob", "video")
-        await alice.expect_alert("No camera was found: the call continues with audio only.")
+        await alice.expect_notice("No camera was found: the call continues with audio only.")
         await bob.expect_ringing("alice")
         await bob.accept()
 

@@ -44,7 +44,7 @@ async def test_unknown_and_unavailable_callees(people: PersonFactory, server: Li
 
     await server.sign_up("carol")  # an account without any device
     await alice.call("carol", "audio")
-    await alice.expect_alert("carol is unavailable")
+    await alice.expect_notice("carol is unavailable")
     await expect(alice.page.locator("#home-view")).to_be_visible()
 
     # dave has a device, but it is not connected: the caller is told, and it rings on anyway
@@ -79,7 +79,7 @@ async def test_signaling_reconnects_and_the_call_goes_on(people: PersonFactory) 
     await bob.wait_for(lambda d: d["stats"]["framesDecoded"] > frames + 10, "decoding after the drop")
     await bob.hang_up()
     await expect(alice.page.locator("#home-view")).to_be_visible(timeout=STEP)
-    await alice.expect_alert("Call ended")
+    await alice.expect_notice("Call ended")
 
 
 async def test_a_call_the_caller_cannot_connect_ends_for_the_callee_too(people: PersonFactory) -> None:

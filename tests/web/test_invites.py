@@ -33,7 +33,7 @@ async def test_an_invitation_link_makes_one_account(browser: Browser, web_server
         await expect(page.locator("#me-name")).to_contain_text("mum")
         await page.goto(live.base_url + "/" + fragment)  # the link again, signed in
         await page.reload()
-        await mum.expect_alert("This link invites you to make a new account: sign out first to use it.")
+        await mum.expect_notice("This link invites you to make a new account: sign out first to use it.")
         await expect(page.locator("#home-view")).to_be_visible()
 
         # the same link again, in another browser: used up, and this server is closed

@@ -119,7 +119,7 @@ async def test_a_ring_answered_on_another_device_takes_its_notification_away(
 
     await bob_phone.accept()
     await until(bob_laptop.page, lambda n: n[0]["closed"], "taking the notification away")
-    await bob_laptop.expect_alert("Answered on another device")
+    await bob_laptop.expect_notice("Answered on another device")
     assert len(await notifications(bob_laptop.page)) == 1  # answered is not missed
     for device in (bob_laptop, bob_phone):
         await expect(device.page).to_have_title("facecall")

@@ -70,4 +70,4 @@ async def test_python_calls_browser(people: PersonFactory, sdk_device: MakeDevic
 
     await outgoing.hangup()
     await expect(alice.page.locator("#home-view")).to_be_visible(timeout=STEP)
-    await alice.expect_alert("Call ended")
+    await alice.expect_notice("Call ended")

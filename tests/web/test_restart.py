@@ -73,7 +73,7 @@ async def test_a_call_goes_on_across_a_server_kill_9(browser: Browser, turn: Tur
                            "decoding after the restart")
         await bob.hang_up()
         await expect(alice.page.locator("#home-view")).to_be_visible(timeout=STEP)
-        await alice.expect_alert("Call ended")
+        await alice.expect_notice("Call ended")
 
 
 async def test_a_call_answered_while_the_caller_was_away_connects(

@@ -26,10 +26,10 @@ async def test_ring_timeout(people: PersonFactory) -> None:
     await bob_laptop.expect_ringing("alice")
     await bob_phone.expect_ringing("alice")
 
-    await alice.expect_alert("No answer from bob")
+    await alice.expect_notice("No answer from bob")
     await expect(alice.page.locator("#home-view")).to_be_visible()
     for device in (bob_laptop, bob_phone):
-        await device.expect_alert("Missed call from alice")
+        await device.expect_notice("Missed call from alice")
         await expect(device.page.locator("#incoming")).to_be_hidden()
         await expect(device.page.locator("#recents li.missed")).to_contain_text("Missed video call")
     await expect(alice.page.locator("#recents li").first).to_contain_text("Outgoing video · no answer")

@@ -21,7 +21,7 @@ async def test_every_device_rings_and_one_answers(people: PersonFactory) -> None
         await device.wait_for(lambda d: d["ringtone"] is True, "playing the ringtone")
     await bob_phone.accept()
 
-    await bob_laptop.expect_alert("Answered on another device")
+    await bob_laptop.expect_notice("Answered on another device")
     await expect(bob_laptop.page.locator("#incoming")).to_be_hidden()
     assert (await bob_laptop.diagnostics()) == {"phase": "idle", "rings": [], "ringtone": False}
     await bob_phone.wait_connected()
@@ -30,7 +30,7 @@ async def test_every_device_rings_and_one_answers(people: PersonFactory) -> None
     await expect(bob_laptop.page.locator("#recents li").first).to_contain_text("in progress")
 
     await bob_phone.hang_up()
-    await alice.expect_alert("Call ended")
+    await alice.expect_notice("Call ended")
     await expect(alice.page.locator("#home-view")).to_be_visible()
     # the laptop hears nothing of the end of a call taken on the phone; its Recents catch up
     await expect(bob_laptop.page.locator("#recents li").first).not_to_contain_text(
@@ -48,9 +48,9 @@ async def test_decline_stops_every_device(people: PersonFactory) -> None:
     await bob_phone.expect_ringing("alice")
     await bob_laptop.decline()
 
-    await bob_phone.expect_alert("Declined on another device")
+    await bob_phone.expect_notice("Declined on another device")
     await expect(bob_phone.page.locator("#incoming")).to_be_hidden()
-    await alice.expect_alert("bob declined the call")
+    await alice.expect_notice("bob declined the call")
     await expect(alice.page.locator("#home-view")).to_be_visible()
     await expect(alice.page.locator("#recents li").first).to_contain_text("Outgoing audio · declined")
     for device in (bob_laptop, bob_phone):  # the declining device's Recents too
@@ -66,9 +66,9 @@ async def test_caller_cancels_and_callee_sees_a_missed_call(people: PersonFactor
     await bob.expect_ringing("alice")
     await expect(alice.page.locator("#call-state")).to_have_text("Ringing…", timeout=STEP)
     await alice.hang_up()
-    await alice.expect_alert("Call cancelled")
+    await alice.expect_notice("Call cancelled")
 
-    await bob.expect_alert("Missed call from alice")
+    await bob.expect_notice("Missed call from alice")
     await expect(bob.page.locator("#incoming")).to_be_hidden()
     missed = bob.page.locator("#recents li.missed")
     await expect(missed).to_have_count(1, timeout=STEP)

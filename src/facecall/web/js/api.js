@@ -1,11 +1,33 @@
 // The HTTP API (see /openapi.json): accounts, devices, users, history, TURN credentials.
 
 export class ApiError extends Error {
-  constructor(status, detail) {
+  /** `retryAfter`: seconds to wait before trying again (a 429's Retry-After), or null. */
+  constructor(status, detail, retryAfter = null) {
     super(detail);
     this.status = status;
     this.detail = detail;
+    this.retryAfter = retryAfter;
   }
+}
+
+/** "30 seconds", "2 minutes", "1 hour": how long to wait, rounded up. */
+export function waitWords(seconds) {
+  const s = Math.max(1, Math.ceil(seconds));
+  if (s < 60) return `${s} second${s === 1 ? "" : "s"}`;
+  const m = Math.ceil(s / 60);
+  if (m < 60) return `${m} minute${m === 1 ? "" : "s"}`;
+  const h = Math.ceil(m / 60);
+  return `${h} hour${h === 1 ? "" : "s"}`;
+}
+
+/** A 429 in plain words: what was refused, and how long to wait when the server says. */
+export function tooManyMessage(error) {
+  const detail = String(error.detail || "");
+  const wait = error.retryAfter ? `Try again in ${waitWords(error.retryAfter)}.` : "Wait a while and try again.";
+  if (/failed sign-ins/.test(detail)) {
+    return `Too many failed sign-ins for this account. ${wait} If you forgot your password, ask the server's administrator to reset it.`;
+  }
+  return `Too many attempts. ${wait}`;
 }
 
 // What a person calls the fields of the API's request bodies.
@@ -59,7 +81,10 @@ export class Api {
     if (response.status === 401 && token && reportUnauthorized && this.onUnauthorized) {
       this.onUnauthorized(token);
     }
-    if (!response.ok) throw new ApiError(response.status, describe(response.status, data));
+    if (!response.ok) {
+      const retry = Number.parseInt(response.headers.get("Retry-After") || "", 10);
+      throw new ApiError(response.status, describe(response.status, data), Number.isFinite(retry) ? retry : null);
+    }
     return data;
   }
 

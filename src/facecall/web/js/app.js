@@ -2,8 +2,8 @@
 
 import { AccountPanel } from "./account.js";
 import { CallAlerts } from "./alerts.js";
-import { Api } from "./api.js";
-import { Calls } from "./calls.js";
+import { Api, tooManyMessage } from "./api.js";
+import { CALL_LIMITS, Calls } from "./calls.js";
 import { Home } from "./home.js";
 import { Signaling } from "./signaling.js";
 import { DeviceLock } from "./tabs.js";
@@ -34,8 +34,26 @@ const INVITE_CODE = /^[A-Za-z0-9_-]{16,64}$/; // as the server checks it (schema
 
 function showView(name) {
   for (const view of ["auth", "home", "call", "elsewhere"]) $(`${view}-view`).hidden = view !== name;
+  document.body.dataset.view = name;
   if (name === "home" && state.home) state.home.refresh();
   if (name === "home" && state.account) state.account.show();
+  // focus that was in a view now hidden (or nowhere) goes to the heading of the view shown,
+  // not to <body>: keyboard and screen-reader users go on from the top of the new screen
+  const focused = document.activeElement;
+  if (!focused || focused === document.body || !focused.checkVisibility()) {
+    const heading = $(`${name}-title`);
+    if (heading) heading.focus({ preventScroll: true });
+  }
+}
+
+/** Whether the server has a TURN relay (null: not known yet): relay-only media needs one. */
+function showRelay(available) {
+  const box = $("relay-only");
+  box.disabled = available === false;
+  box.checked = available !== false && relayOnly();
+  $("relay-none").hidden = available !== false;
+  if (available === false) box.setAttribute("aria-describedby", "relay-none");
+  else box.removeAttribute("aria-describedby");
 }
 
 function session() {
@@ -158,6 +176,10 @@ async function submitAuth(event) {
       const reason = /[.!?]$/.test(error.message) ? error.message : `${error.message}.`;
       authError(`Your account “${username}” was created, but this device could not be `
         + `registered: ${reason} Correct it and sign in.`);
+    } else if (error.deviceLimit) {
+      authError(error.message);
+    } else if (error.status === 429) {
+      authError(tooManyMessage(error));
     } else if (error.status === 401) authError("Wrong username or password.");
     else if (error.status === 422 && mode === "signup" && /^invite\b/.test(error.message)) {
       brokenInvite();
@@ -171,7 +193,7 @@ async function submitAuth(event) {
       closeSignUp();
       authError("Sign-up is closed on this server. Ask its administrator for an account.");
     }
-    else if (error.status === 409) authError(`The username “${username}” is taken.`);
+    else if (error.status === 409 && mode === "signup") authError(`The username “${username}” is taken.`);
     else authError(error.message);
   } finally {
     $("auth-submit").disabled = false;
@@ -190,7 +212,12 @@ async function openDevice(account, deviceName) {
     }
   }
   if (!device) {
-    const registered = await api.registerDevice(account.token, deviceName);
+    let registered;
+    try {
+      registered = await api.registerDevice(account.token, deviceName);
+    } catch (error) {
+      throw deviceLimit(error);
+    }
     device = { id: registered.device.id, name: registered.device.name, token: registered.token,
       userId: account.user.id };
     store.set("device", device);
@@ -198,6 +225,18 @@ async function openDevice(account, deviceName) {
   store.set("account", { token: account.token, user: account.user });
   start({ account: account.token, user: account.user, device: device.token, deviceId: device.id,
     userId: account.user.id });
+}
+
+/** The server refuses a new device when the account has as many as it may have (409 "at most
+ *  N devices per user"): say so, and what to do, instead of the error as it came. */
+function deviceLimit(error) {
+  const limit = error.status === 409 && /at most (\d+) devices/.exec(error.message || "");
+  if (!limit) return error;
+  const plain = new Error(`This account already has ${limit[1]} devices, the most it can have, so this `
+    + "browser cannot be added. On a device that is still signed in, open “My devices” and remove "
+    + "one you no longer use (or ask the server's administrator), then sign in here again.");
+  plain.deviceLimit = true;
+  return plain;
 }
 
 // -- signed in -------------------------------------------------------------------------------
@@ -248,6 +287,9 @@ function start(s) {
   calls.remember(s.userId, s.user.username);
   view.bind(calls);
   calls.addEventListener("history-changed", () => state.home && state.home.refreshRecents());
+  calls.addEventListener("relay-available", (e) => state.calls === calls && showRelay(e.detail));
+  showRelay(null);
+  calls.iceServers(); // asks the server for TURN credentials: says whether it has a relay
   calls.addEventListener("unauthorized", (e) => {
     if (state.session !== s) return;
     if (e.detail && e.detail.message === "account deleted") {
@@ -450,6 +492,7 @@ function init() {
     diagnostics: () => (state.calls ? state.calls.diagnostics() : Promise.resolve({ phase: "signed-out" })),
     dropConnection: () => state.signaling && state.signaling.drop(),
     get signaling() { return state.signaling ? state.signaling.state : "closed"; },
+    callLimits: CALL_LIMITS, // how long a call may take to connect or to come back (tests shorten them)
   };
   api.serverInfo().then((info) => {
     if (info && info.sign_up === "closed") closeSignUp();

@@ -8,6 +8,21 @@ import { ApiError } from "./api.js";
 import { SignalingError } from "./signaling.js";
 
 const STATS_EVERY_MS = 1000;
+// How long a call may wait for its media to connect, and to come back once it was lost, before
+// it is given up (never "Connecting…" for ever). Tests shorten them (window.facecall.callLimits).
+export const CALL_LIMITS = { connectMs: 30000, reconnectMs: 30000 };
+const NO_CONNECT = "The call could not connect. Check your network connection and try again"
+  + " (a firewall may block calls; the server may offer no relay).";
+const NO_RECONNECT = "The call was lost: the connection did not come back. Call again when your network works.";
+
+/** A call's duration as the in-call screen shows it: "05:07", or "1:01:02" from an hour on. */
+export function formatDuration(seconds) {
+  const s = Math.max(0, Math.floor(seconds));
+  const hh = Math.floor(s / 3600);
+  const mm = String(Math.floor(s / 60) % 60).padStart(2, "0");
+  const ss = String(s % 60).padStart(2, "0");
+  return hh > 0 ? `${hh}:${mm}:${ss}` : `${mm}:${ss}`;
+}
 
 /** Why a call ended, as the person on this device should read it. */
 export function endMessage(reason, name, role) {
@@ -70,6 +85,7 @@ export class Calls extends EventTarget {
     this.media = new LocalMedia();
     this.statsTimer = null;
     this.clockTimer = null;
+    this.relayAvailable = null;
     signaling.heldCalls = () => [
       ...(this.active && this.active.id && !this.active.ended ? [this.active.id] : []),
       ...this.rings.keys(),
@@ -163,7 +179,7 @@ export class Calls extends EventTarget {
 
   newCall(fields) {
     return {
-      remoteDevice: null, peer: null, phase: "calling", connectedAt: null, iceServers: null,
+      remoteDevice: null, peer: null, phase: "calling", connectedAt: null, iceServers: null, connectTimer: null,
       ended: false, remoteMedia: { audio: true, video: true }, ...fields,
     };
   }
@@ -184,10 +200,27 @@ export class Calls extends EventTarget {
   async iceServers() {
     try {
       const credentials = await this.api.turnCredentials(this.tokens().device);
-      return credentials.ice_servers;
-    } catch {
+      const servers = credentials.ice_servers || [];
+      this.setRelayAvailable(servers.some((server) => [].concat(server.urls || [])
+        .some((url) => /^turns?:/.test(url))));
+      return servers;
+    } catch (error) {
+      // 503: the server has no TURN relay at all; relay-only calls could never connect
+      if (error instanceof ApiError && error.status === 503) this.setRelayAvailable(false);
       return []; // host candidates still work on a local network
     }
+  }
+
+  /** Whether the server offers a TURN relay (null: not known yet); the home screen shows it. */
+  setRelayAvailable(available) {
+    if (this.relayAvailable === available) return;
+    this.relayAvailable = available;
+    this.dispatchEvent(new CustomEvent("relay-available", { detail: available }));
+  }
+
+  /** Relay-only media, when it is chosen and the server has a relay to use. */
+  useRelayOnly() {
+    return this.relayOnly() && this.relayAvailable !== false;
   }
 
   // -- answering ---------------------------------------------------------------------------
@@ -224,6 +257,7 @@ export class Calls extends EventTarget {
       this.finish(call, null, message);
       return;
     }
+    this.watchConnection(call, CALL_LIMITS.connectMs, NO_CONNECT);
     this.ensurePeer(call, call.remoteDevice);
     this.flushEarlyMedia(call);
     this.refreshIncoming();
@@ -325,6 +359,7 @@ export class Calls extends EventTarget {
           call.phase = "connecting";
           call.remoteDevice = event.device_id;
           this.view.callState(call, "Connecting…");
+          this.watchConnection(call, CALL_LIMITS.connectMs, NO_CONNECT);
           const peer = this.ensurePeer(call, event.device_id);
           peer.offer().catch((error) => {
             // lost with a connection the server could not resume: the welcome says whether the
@@ -459,7 +494,7 @@ export class Calls extends EventTarget {
     if (call.peer) return call.peer;
     call.remoteDevice = call.remoteDevice || remoteDevice;
     const peer = new Peer({
-      iceServers: call.iceServers || [], relayOnly: this.relayOnly(), media: this.media,
+      iceServers: call.iceServers || [], relayOnly: this.useRelayOnly(), media: this.media,
       video: call.media === "video", callId: call.id, remoteDevice: call.remoteDevice,
       send: (type, fields) => this.signaling.request(type, fields),
     });
@@ -480,9 +515,22 @@ export class Calls extends EventTarget {
     }).catch(() => {}); // the call may have ended meanwhile
   }
 
+  /** Give the call up after ``ms`` unless its media connects meanwhile (``what``: the sentence). */
+  watchConnection(call, ms, what) {
+    clearTimeout(call.connectTimer);
+    call.connectTimer = setTimeout(() => {
+      call.connectTimer = null;
+      if (call.ended || this.active !== call) return;
+      if (call.peer && call.peer.pc.connectionState === "connected") return;
+      this.finish(call, "error", what, { error: true, notify: true });
+    }, ms);
+  }
+
   onPeerState(call, state) {
     if (call !== this.active) return;
     if (state === "connected") {
+      clearTimeout(call.connectTimer);
+      call.connectTimer = null;
       if (!call.connectedAt) {
         // muted or camera off before the media connected: say so now
         if (this.media.muted || (call.media === "video" && this.media.cameraOff)) this.sendMediaState(call);
@@ -493,21 +541,19 @@ export class Calls extends EventTarget {
         this.clockTimer = setInterval(() => this.tick(call), 1000);
       }
       this.tick(call);
-    } else if (state === "disconnected") {
+    } else if (state === "disconnected" || state === "failed") {
       this.view.callState(call, "Reconnecting…");
-    } else if (state === "failed") {
-      this.view.callState(call, "Reconnecting…");
+      // a call that never connected keeps its first deadline; one that did gets a new one
+      if (call.connectedAt && !call.connectTimer) this.watchConnection(call, CALL_LIMITS.reconnectMs, NO_RECONNECT);
+    }
+    if (state === "failed") {
       if (call.role === "caller" && this.signaling.state === "open") call.peer.restartIce().catch(() => {});
     }
   }
 
   tick(call) {
     if (call !== this.active || !call.connectedAt || call.peer.pc.connectionState !== "connected") return;
-    const seconds = Math.floor((Date.now() - call.connectedAt) / 1000);
-    const mm = String(Math.floor(seconds / 60)).padStart(2, "0");
-    const ss = String(seconds % 60).padStart(2, "0");
-    this.view.callState(call, seconds >= 3600 ? `${Math.floor(seconds / 3600)}:${mm.slice(-2)}:${ss}` : `${mm}:${ss}`,
-      { quiet: true });
+    this.view.callState(call, formatDuration((Date.now() - call.connectedAt) / 1000), { quiet: true });
   }
 
   async sample(call) {
@@ -546,6 +592,7 @@ export class Calls extends EventTarget {
     this.ringback.stop();
     clearInterval(this.statsTimer);
     clearInterval(this.clockTimer);
+    clearTimeout(call.connectTimer);
     if (call.peer) call.peer.close();
     this.media.close();
     if (this.active === call) this.active = null;

@@ -67,6 +67,8 @@ export class Home {
     this.error = error;
     this.onThisDeviceRemoved = onThisDeviceRemoved;
     this.liveTimer = null;
+    this.shownHistory = null;
+    this.names = new Map(); // user id -> {username, displayName}
   }
 
   async refresh() {
@@ -74,16 +76,48 @@ export class Home {
   }
 
   async refreshRecents() {
+    const s = this.session();
+    if (!s) return;
     let history;
     try {
-      history = await this.api.history(this.session().account, 30);
+      history = await this.api.history(s.account, 30);
     } catch {
       return;
     }
+    if (this.session() !== s) return; // signed out meanwhile
     const list = $("recents");
+    // the same history as last time (a call in progress, read again): leave the list alone
+    const signature = JSON.stringify(history.items);
+    if (signature !== this.shownHistory || !list.isConnected || list.children.length !== history.items.length) {
+      this.shownHistory = signature;
+      this.renderRecents(list, history.items);
+    }
+    $("recents-empty").hidden = history.items.length > 0;
+    this.lookUpNames(s, history.items);
+    // A call shown "in progress" may be going on (or end) on another device of mine, and this
+    // one hears nothing of it: look again until none is in progress.
+    clearTimeout(this.liveTimer);
+    this.liveTimer = null;
+    if (history.items.some((item) => item.ended_at === null)) {
+      this.liveTimer = setTimeout(() => {
+        this.liveTimer = null;
+        if (this.session() === s && !$("home-view").hidden) this.refreshRecents();
+      }, LIVE_RECHECK_MS);
+    }
+  }
+
+  /** What recents call a person: their display name (as everywhere else), else the username. */
+  nameOf(p) {
+    if (!p.username) return "Deleted account";
+    const known = this.names.get(p.user_id);
+    return known && known.username === p.username && known.displayName ? known.displayName : p.username;
+  }
+
+  renderRecents(list, items) {
     list.replaceChildren();
-    for (const item of history.items) {
-      const other = item.participants.map((p) => p.username || "Deleted account").join(", ") || "Unknown";
+    for (const item of items) {
+      const other = item.participants.map((p) => this.nameOf(p)).join(", ") || "Unknown";
+      const handles = item.participants.filter((p) => p.username).map((p) => `@${p.username}`).join(", ");
       const first = item.participants.find((p) => p.username); // a deleted account cannot be called back
       const text = describeCall(item);
       const callback = first
@@ -93,37 +127,60 @@ export class Home {
           onclick: () => this.call(first.username, item.media, first.user_id),
         }, icon(item.media === "video" ? "video-call" : "audio-call"))
         : "";
+      const showHandle = handles && handles !== item.participants.map((p) => `@${this.nameOf(p)}`).join(", ");
       list.append(el("li", { class: item.missed ? "missed" : "", "data-call-id": item.call_id },
         el("span", { class: "avatar", "aria-hidden": "true" }, initials(other)),
         el("span", { class: "who" },
-          el("span", { class: "name" }, other),
-          el("span", { class: "meta" }, el("span", { class: "kind" }, text), ` · ${when(item.created_at)}`)),
+          el("span", { class: "name", title: handles }, other),
+          el("span", { class: "meta" }, showHandle ? el("span", { class: "handle" }, `${handles} · `) : "",
+            el("span", { class: "kind" }, text), ` · ${when(item.created_at)}`)),
         callback));
     }
-    $("recents-empty").hidden = history.items.length > 0;
-    // A call shown "in progress" may be going on (or end) on another device of mine, and this
-    // one hears nothing of it: look again until none is in progress.
-    clearTimeout(this.liveTimer);
-    this.liveTimer = null;
-    if (history.items.some((item) => item.ended_at === null)) {
-      this.liveTimer = setTimeout(() => {
-        this.liveTimer = null;
-        if (this.session() && !$("home-view").hidden) this.refreshRecents();
-      }, LIVE_RECHECK_MS);
+  }
+
+  /** Display names of the people in recents (the history has usernames only), each looked up
+   *  once; the list is drawn again when one is new. */
+  async lookUpNames(s, items) {
+    const wanted = new Map();
+    for (const item of items) {
+      for (const p of item.participants) if (p.username && !this.names.has(p.user_id)) wanted.set(p.user_id, p.username);
+    }
+    if (wanted.size === 0) return;
+    let changed = false;
+    await Promise.all([...wanted].map(async ([userId, username]) => {
+      this.names.set(userId, { username, displayName: null }); // once, even if it fails
+      try {
+        const user = await this.api.user(s.account, username);
+        // a deleted account's name may be someone else's now: only the same account counts
+        if (user.id === userId && user.display_name) {
+          this.names.set(userId, { username, displayName: user.display_name });
+          changed = changed || user.display_name !== username;
+        }
+      } catch {
+        /* the username it is */
+      }
+    }));
+    if (changed && this.session() === s) {
+      this.shownHistory = JSON.stringify(items);
+      this.renderRecents($("recents"), items);
     }
   }
 
   async refreshDevices() {
+    const s = this.session();
+    if (!s) return;
     let devices;
     try {
-      devices = await this.api.devices(this.session().account);
+      devices = await this.api.devices(s.account);
     } catch {
       return;
     }
+    // signed out meanwhile (this device removed during its call, sign-out): nothing to show
+    if (this.session() !== s) return;
     const list = $("devices");
     list.replaceChildren();
     for (const device of devices) {
-      const mine = device.id === this.session().deviceId;
+      const mine = device.id === s.deviceId;
       const online = device.online || mine;
       list.append(el("li", { "data-device-id": device.id },
         el("span", { class: "who" },
@@ -142,8 +199,10 @@ export class Home {
       ? "Remove this device? You will be signed out here."
       : `Remove “${device.name}”? It will stop ringing and be signed out.`;
     if (!window.confirm(question)) return;
+    const s = this.session();
+    if (!s) return;
     try {
-      await this.api.removeDevice(this.session().account, device.id);
+      await this.api.removeDevice(s.account, device.id);
     } catch (error) {
       if (error.status !== 401) this.error(`Could not remove the device: ${error.message}`); // 401: app.js says so
       return;

@@ -6,17 +6,30 @@ export function initials(name) {
   return (name || "?").trim().slice(0, 1).toUpperCase() || "?";
 }
 
-/** Messages: `status` (polite, screen readers), `error` (an alert to dismiss), `notice`. */
+const NOTICE_MS = 6000;
+// an error that only says the server cannot be reached: it goes once the connection is back
+const UNREACHABLE = /^The server cannot be reached/;
+
+/**
+ * Messages: `status` (polite, screen readers only), `error` (red, role=alert, stays until
+ * dismissed or superseded), `notice` (neutral, role=status: "Call ended", "Missed call from …";
+ * goes by itself), and the connection banner.
+ */
 export class Messages {
   constructor() {
     this.statusEl = $("status");
     this.alertEl = $("alert");
     this.alertText = $("alert-text");
+    this.noticeEl = $("notice");
+    this.noticeText = $("notice-text");
     this.connectionEl = $("connection");
     this.timer = null;
     $("alert-close").addEventListener("click", () => this.dismiss());
+    $("notice-close").addEventListener("click", () => this.dismissNotice());
     document.addEventListener("keydown", (e) => {
-      if (e.key === "Escape" && !this.alertEl.hidden) this.dismiss();
+      if (e.key !== "Escape" || !$("incoming").hidden) return; // the ringing screen ignores Escape
+      if (!this.alertEl.hidden) this.dismiss();
+      else if (!this.noticeEl.hidden) this.dismissNotice();
     });
   }
 
@@ -28,30 +41,42 @@ export class Messages {
     });
   }
 
-  show(text, kind) {
-    clearTimeout(this.timer);
-    this.alertText.textContent = text;
-    this.alertEl.dataset.kind = kind || "error";
-    this.alertEl.hidden = false;
-    this.status(text);
-  }
-
   error(text) {
-    this.show(text, "error");
+    this.dismissNotice();
+    this.alertText.textContent = text;
+    this.alertEl.dataset.kind = UNREACHABLE.test(text) ? "unreachable" : "error";
+    this.alertEl.hidden = false;
   }
 
+  /** An informational message (role=status, announced politely), gone after a few seconds.
+   *  Not over the incoming-call screen: the ring says what matters there. */
   notice(text, { kind } = {}) {
-    this.show(text, kind || "notice");
-    this.timer = setTimeout(() => this.dismiss(), 8000);
+    clearTimeout(this.timer);
+    this.noticeText.textContent = text;
+    this.noticeEl.dataset.kind = kind || "notice";
+    this.noticeEl.hidden = !$("incoming").hidden;
+    if (this.noticeEl.hidden) this.status(text);
+    this.timer = setTimeout(() => this.dismissNotice(), NOTICE_MS);
   }
 
   dismiss() {
     this.alertEl.hidden = true;
   }
 
+  dismissNotice() {
+    clearTimeout(this.timer);
+    this.noticeEl.hidden = true;
+  }
+
+  /** The server answers again: an error that said it could not be reached is stale. */
+  reachable() {
+    if (!this.alertEl.hidden && this.alertEl.dataset.kind === "unreachable") this.dismiss();
+  }
+
   connection(text) {
     this.connectionEl.textContent = text || "";
     this.connectionEl.hidden = !text;
+    if (!text) this.reachable();
   }
 }
 
@@ -68,6 +93,7 @@ export class CallView {
     this.incomingId = null;
     this.waitingId = null;
     this.previousFocus = null;
+    this.callFocus = null;
     this.remote = $("remote-video");
     this.local = $("local-video");
   }
@@ -104,9 +130,14 @@ export class CallView {
     const kind = ring.media === "video" ? "Incoming video call" : "Incoming audio call";
     $("incoming-kind").textContent = ring.call_waiting ? `${kind} · you are in a call on another device` : kind;
     if (fresh) {
-      this.previousFocus = document.activeElement;
+      // Focus goes to the dialog itself, never to Accept: a key being typed elsewhere (Enter,
+      // Space) must not answer the call. The page behind is inert while it rings (the dialog
+      // is modal); focus goes back where it was when the ringing stops.
+      if (el.hidden) this.previousFocus = document.activeElement;
       el.hidden = false;
-      $("accept").focus();
+      $("main").inert = true;
+      this.messages.dismissNotice();
+      el.focus({ preventScroll: true });
       this.status(`${kind} from ${ring.name}`);
     }
     this.alerts.ring(ring);
@@ -137,7 +168,10 @@ export class CallView {
     if (callId === null || this.incomingId === callId) {
       if (!$("incoming").hidden) {
         $("incoming").hidden = true;
-        if (this.previousFocus && this.previousFocus.focus) this.previousFocus.focus();
+        $("main").inert = false;
+        const back = this.previousFocus;
+        this.previousFocus = null;
+        if (back && back.isConnected && back.focus && back.checkVisibility()) back.focus({ preventScroll: true });
       }
       this.incomingId = null;
     }
@@ -148,6 +182,10 @@ export class CallView {
   }
 
   trapFocus(e) {
+    if (e.key === "Escape") { // not an answer, and not a dismissal of the ring either
+      e.preventDefault();
+      return;
+    }
     if (e.key !== "Tab") return;
     const buttons = [$("decline"), $("accept")];
     const index = buttons.indexOf(document.activeElement);
@@ -157,6 +195,10 @@ export class CallView {
 
   // -- in call -------------------------------------------------------------------------
   showCall(call, media) {
+    const focused = document.activeElement;
+    if (!this.callFocus && focused && focused !== document.body && !$("call-view").contains(focused)) {
+      this.callFocus = focused; // where focus goes back when the call ends
+    }
     this.showView("call");
     $("call-peer").textContent = call.name;
     $("remote-avatar").textContent = initials(call.name);
@@ -245,7 +287,16 @@ export class CallView {
     this.remote.srcObject = null;
     this.local.srcObject = null;
     this.hideIncoming(null);
+    const back = this.callFocus;
+    this.callFocus = null;
     this.showView("home");
+    // focus goes back to what started the call (a button in recents is rebuilt: then the
+    // username field of "New call"), not to <body>
+    if ($("incoming").hidden) {
+      const target = back && back.isConnected && back.checkVisibility() && !$("call-view").contains(back)
+        ? back : $("call-username");
+      target.focus({ preventScroll: true });
+    }
     if (message) {
       if (error) this.error(message);
       else this.notice(message);

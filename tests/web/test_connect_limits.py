@@ -1,0 +1,67 @@
+"""A call never waits for ever: "Connecting…" is given up with a sentence; relay-only is not
+offered by a server without TURN."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from playwright.async_api import Browser, WebSocketRoute, expect
+
+from tests.web.conftest import PersonFactory, ServerFactory
+from tests.web.people import STEP, Person
+
+
+async def test_a_call_that_cannot_connect_is_given_up(people: PersonFactory) -> None:
+    bob = await people("bob")
+    alice = await people("alice")
+
+    async def no_media_negotiation(ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()
+
+        def from_page(message: str | bytes) -> None:
+            frame = json.loads(message)
+            if frame.get("type") in ("call.sdp", "call.candidate"):  # lost on the way: no reply either
+                return
+            server.send(message)
+
+        ws.on_message(from_page)
+        server.on_message(lambda message: ws.send(message))
+
+    await alice.page.route_web_socket(re.compile(r".*/v1/signaling.*"), no_media_negotiation)
+    await alice.page.reload()
+    await expect(alice.page.locator("#home-view")).to_be_visible(timeout=STEP)
+    for person in (alice, bob):  # 30 s in the product; shortened for the test
+        await person.page.evaluate("window.facecall.callLimits.connectMs = 3000")
+
+    await alice.call("bob", "audio")
+    await bob.expect_ringing("alice")
+    await bob.accept()
+    await expect(alice.page.locator("#call-state")).to_have_text("Connecting…", timeout=STEP)
+    for person in (alice, bob):
+        await person.expect_alert("The call could not connect.")
+        await expect(person.page.locator("#home-view")).to_be_visible()
+        assert (await person.diagnostics())["phase"] == "idle"
+
+
+async def test_relay_only_is_not_offered_without_turn(web_server: ServerFactory, browser: Browser) -> None:
+    async with web_server(turn_secrets=[], turn_urls=[]) as live:
+        alice = await Person.open(browser, live.base_url, "alice", query="?relay=1")
+        bob = await Person.open(browser, live.base_url, "bob")
+        try:
+            await alice.sign_in()
+            await bob.sign_in()
+            box = alice.page.get_by_label("Relay all media through the server")
+            await expect(box).to_be_disabled(timeout=STEP)
+            await expect(box).not_to_be_checked()
+            await expect(alice.page.locator("#relay-none")).to_contain_text("This server has no relay")
+            # the call connects directly instead of waiting for a relay that does not exist
+            await alice.call("bob", "video")
+            await bob.expect_ringing("alice")
+            await bob.accept()
+            diag = await alice.wait_connected()
+            assert diag["stats"]["localCandidateType"] != "relay", diag
+            await alice.hang_up()
+        finally:
+            await alice.close()
+            await bob.close()
