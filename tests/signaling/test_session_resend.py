@@ -5,7 +5,10 @@ request takes effect once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +55,24 @@ def _reply(link: _Link, msg_id: str) -> dict[str, Any]:
     return next(f for f in link.frames if f.get("re") == msg_id)
 
 
-async def test_a_resend_during_the_first_handling_gets_its_reply_and_acts_once(tmp_path: Path) -> None:
+@dataclass
+class _Resend:
+    """alice's phone placed a call to bob on its old connection, which is still handling it;
+    the phone's new connection said hello and resent the same request."""
+
+    store: Store
+    service: _HeldService
+    bob: str
+    start: bytes
+    old: DeviceSession
+    new: DeviceSession
+    new_link: _Link
+    first: asyncio.Task[None]
+    resend: asyncio.Task[None]
+
+
+@contextlib.asynccontextmanager
+async def _resent_while_held(tmp_path: Path) -> AsyncIterator[_Resend]:
     store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'f.db'}")
     service = _HeldService(store, InProcessBus(), Settings(resume_grace=60.0))
     try:
@@ -63,62 +83,41 @@ async def test_a_resend_during_the_first_handling_gets_its_reply_and_acts_once(t
         await store.create_device(bob.id, "sdk", "phone", now)
         start = orjson.dumps({"v": 1, "id": "start-1", "type": "call.start", "to": [bob.id],
                               "media": "audio"})
-
-        old_link, new_link = _Link(), _Link()
-        old = DeviceSession(service, alice.id, phone.id, old_link)  # type: ignore[arg-type]
+        old = DeviceSession(service, alice.id, phone.id, _Link())  # type: ignore[arg-type]
         await old.handle_frame(b'{"v":1,"id":"h1","type":"hello"}')
         first = asyncio.create_task(old.handle_frame(start))
         await service.held.wait()  # the old connection is in the middle of call.start
-
+        new_link = _Link()
         new = DeviceSession(service, alice.id, phone.id, new_link)  # type: ignore[arg-type]
         await new.handle_frame(b'{"v":1,"id":"h2","type":"hello","resume_from":0}')
         resend = asyncio.create_task(new.handle_frame(start))  # the SDK resends unanswered ids
         await asyncio.sleep(0.05)
         assert not resend.done()  # it waits for the first handling
-        service.gate.set()
-        await asyncio.gather(first, resend)
-        old.flush()
-        new.flush()
-
-        assert service.requests == 1  # acted once
-        reply = _reply(new_link, "start-1")
-        assert reply["type"] == "ok"
-        assert (await store.live_calls_of_user(bob.id)) == [reply["call_id"]]
-        # the request is answered from the reply cache from now on
-        again = asyncio.create_task(new.handle_frame(start))
-        await again
-        new.flush()
-        assert [f["call_id"] for f in new_link.frames if f.get("re") == "start-1"] == [reply["call_id"]] * 2
-        assert service.requests == 1
+        yield _Resend(store, service, bob.id, start, old, new, new_link, first, resend)
     finally:
         await service.stop()
         await store.close()
+
+
+async def test_a_resend_during_the_first_handling_gets_its_reply_and_acts_once(tmp_path: Path) -> None:
+    async with _resent_while_held(tmp_path) as case:
+        case.service.gate.set()
+        await asyncio.gather(case.first, case.resend)
+        case.new.flush()
+        assert case.service.requests == 1  # acted once
+        reply = _reply(case.new_link, "start-1")
+        assert reply["type"] == "ok"
+        assert (await case.store.live_calls_of_user(case.bob)) == [reply["call_id"]]
+        await case.new.handle_frame(case.start)  # from now on, from the reply cache
+        case.new.flush()
+        replies = [f["call_id"] for f in case.new_link.frames if f.get("re") == "start-1"]
+        assert replies == [reply["call_id"]] * 2 and case.service.requests == 1
 
 
 async def test_a_resend_of_a_request_cancelled_midway_is_not_left_waiting(tmp_path: Path) -> None:
-    store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'f.db'}")
-    service = _HeldService(store, InProcessBus(), Settings(resume_grace=60.0))
-    try:
-        now = time.time()
-        alice = await store.create_user("alice", "Alice", "-", now)
-        bob = await store.create_user("bob", "Bob", "-", now)
-        phone = await store.create_device(alice.id, "sdk", "phone", now)
-        start = orjson.dumps({"v": 1, "id": "start-1", "type": "call.start", "to": [bob.id],
-                              "media": "audio"})
-        old = DeviceSession(service, alice.id, phone.id, _Link())  # type: ignore[arg-type]
-        await old.handle_frame(b'{"v":1,"id":"h1","type":"hello"}')
-        first = asyncio.create_task(old.handle_frame(start))
-        await service.held.wait()
-        new_link = _Link()
-        new = DeviceSession(service, alice.id, phone.id, new_link)  # type: ignore[arg-type]
-        await new.handle_frame(b'{"v":1,"id":"h2","type":"hello","resume_from":0}')
-        resend = asyncio.create_task(new.handle_frame(start))
-        await asyncio.sleep(0.05)
-        first.cancel()  # a node shutting down
-        await asyncio.wait_for(resend, 5)
-        new.flush()
-        assert _reply(new_link, "start-1")["code"] == "internal"  # "retry": nothing was answered
-        assert (await store.live_calls_of_user(bob.id)) == []
-    finally:
-        await service.stop()
-        await store.close()
+    async with _resent_while_held(tmp_path) as case:
+        case.first.cancel()  # a node shutting down
+        await asyncio.wait_for(case.resend, 5)
+        case.new.flush()
+        assert _reply(case.new_link, "start-1")["code"] == "internal"  # "retry": nothing answered
+        assert (await case.store.live_calls_of_user(case.bob)) == []
