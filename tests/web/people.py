@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, expect
+from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, WebSocketRoute, expect
 
 PASSWORD = "correct horse battery"
 STEP = 15_000  # ms: how long a UI expectation may take (ICE, decoding, ...)
@@ -52,6 +54,25 @@ class Person:
         await form.get_by_role("button", name="Create account" if signup else "Sign in").click()
         await expect(page.locator("#home-view")).to_be_visible()
         await expect(page.locator("#devices li")).not_to_have_count(0)
+
+    async def intercept_signaling(self, from_page: Callable[[WebSocketRoute, dict[str, Any]], bool]) -> None:
+        """Reload the page with its signaling passing through the test: ``from_page(ws, frame)``
+        sees each frame the page sends and returns whether it goes on to the node (it may
+        answer the page itself through ``ws``); the node's frames reach the page as they are."""
+
+        async def route(ws: WebSocketRoute) -> None:
+            server = ws.connect_to_server()
+
+            def on_message(message: str | bytes) -> None:
+                if from_page(ws, json.loads(message)):
+                    server.send(message)
+
+            ws.on_message(on_message)
+            server.on_message(lambda message: ws.send(message))
+
+        await self.page.route_web_socket(re.compile(r".*/v1/signaling.*"), route)
+        await self.page.reload()  # the route applies to connections opened from now on
+        await expect(self.page.locator("#home-view")).to_be_visible(timeout=STEP)
 
     async def call(self, username: str, media: str = "video") -> None:
         await self.page.locator("#call-username").fill(username)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import re
+from typing import Any
 
 from playwright.async_api import Playwright, WebSocketRoute, expect
 
@@ -88,23 +88,14 @@ async def test_a_call_the_caller_cannot_connect_ends_for_the_callee_too(people: 
     bob = await people("bob")
     alice = await people("alice")
 
-    async def alice_network(ws: WebSocketRoute) -> None:
-        server = ws.connect_to_server()
+    def refuse_offers(ws: WebSocketRoute, frame: dict[str, Any]) -> bool:
+        if frame.get("type") == "call.sdp":  # the node refuses the offer
+            ws.send(json.dumps({"v": 1, "type": "error", "re": frame["id"], "code": "internal",
+                                "message": "refused by the test"}))
+            return False
+        return True
 
-        def from_page(message: str | bytes) -> None:
-            frame = json.loads(message)
-            if frame.get("type") == "call.sdp":  # the node refuses the offer
-                ws.send(json.dumps({"v": 1, "type": "error", "re": frame["id"], "code": "internal",
-                                    "message": "refused by the test"}))
-                return
-            server.send(message)
-
-        ws.on_message(from_page)
-        server.on_message(lambda message: ws.send(message))
-
-    await alice.page.route_web_socket(re.compile(r".*/v1/signaling.*"), alice_network)
-    await alice.page.reload()
-    await expect(alice.page.locator("#home-view")).to_be_visible(timeout=STEP)
+    await alice.intercept_signaling(refuse_offers)
     await alice.call("bob", "audio")
     await bob.expect_ringing("alice")
     await bob.accept()
