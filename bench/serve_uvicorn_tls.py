@@ -19,14 +19,16 @@ from facecall import server
 from facecall.api.http_transport import GuardedHttpProtocol
 from facecall.cli import main
 from facecall.config import Settings
+from facecall.store import Store
 
 build_uvicorn = server.build_uvicorn
 
 
-def build_uvicorn_with_its_tls(settings: Settings, turn_uris: list[str] | None = None) -> uvicorn.Server:
+def build_uvicorn_with_its_tls(settings: Settings, turn_uris: list[str] | None = None,
+                               store: Store | None = None) -> uvicorn.Server:
     """:func:`facecall.server.build_uvicorn` as it was: the certificate given to uvicorn
     (read when uvicorn loads its config, as the server starts)."""
-    node = build_uvicorn(settings, turn_uris)
+    node = build_uvicorn(settings, turn_uris, store=store)
     node.config.http = GuardedHttpProtocol
     node.config.ssl_certfile, node.config.ssl_keyfile = settings.tls_cert, settings.tls_key
     return node

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from facecall.config import Settings, SettingsError
+from facecall.store.db import shown_url
 from tests.live import free_socket
 
 #: (environment, command-line arguments, what the error line must name)
@@ -248,6 +249,5 @@ def test_an_ipv6_host_is_bracketed_in_the_node_url() -> None:
 
 def test_the_database_url_is_shown_without_its_password() -> None:
     settings = Settings(database_url="postgresql://facecall:S3cretPW@127.0.0.1:5432/facecall")
-    assert "S3cretPW" not in settings.database_url_shown
-    assert settings.database_url_shown == "postgresql+asyncpg://facecall:***@127.0.0.1:5432/facecall"
-    assert Settings(database_url="sqlite:///x.db").database_url_shown == "sqlite+aiosqlite:///x.db"
+    assert shown_url(settings.database_url) == "postgresql+asyncpg://facecall:***@127.0.0.1:5432/facecall"
+    assert shown_url(Settings(database_url="sqlite:///x.db").database_url) == "sqlite+aiosqlite:///x.db"

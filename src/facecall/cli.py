@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from facecall import __version__
 from facecall.config import Settings, SettingsError
 from facecall.logs import configure_logging
+
+if TYPE_CHECKING:
+    from facecall.turn.config import TurnConfig
+
+
+def _add_log_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-level",
+                        help="debug, info, warning (warn), error or critical (fatal), any case "
+                        "(FACECALL_LOG_LEVEL, default info)")
+    parser.add_argument("--log-json", action="store_const", const=True,
+                        help="JSON log lines (FACECALL_LOG_JSON)")
 
 
 def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,10 +34,7 @@ def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
                         "default SQLite ./facecall.db)")
     parser.add_argument("--ring-timeout", type=float,
                         help="seconds before a ring is missed (FACECALL_RING_TIMEOUT, default 30)")
-    parser.add_argument("--log-level",
-                        help="debug, info, warning or error (FACECALL_LOG_LEVEL, default info)")
-    parser.add_argument("--log-json", action="store_const", const=True,
-                        help="JSON log lines (FACECALL_LOG_JSON)")
+    _add_log_arguments(parser)
     parser.add_argument("--tls-cert", help="PEM certificate chain: serve HTTPS and WSS "
                                            "(FACECALL_TLS_CERT, with --tls-key)")
     parser.add_argument("--tls-key", help="PEM private key of --tls-cert (FACECALL_TLS_KEY)")
@@ -52,10 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_turn_arguments(serve)
 
     signaling = commands.add_parser(
-        "signaling", help="API + signaling node only (scale-out: PostgreSQL + Redis)")
+        "signaling", help="API + signaling node only, without STUN/TURN (one node: there is "
+        "no Redis bus for several yet)")
     _add_server_arguments(signaling)
 
     turn = commands.add_parser("turn", help="the STUN/TURN server alone")
+    _add_log_arguments(turn)
     add_turn_arguments(turn)
 
     from facecall.cli_client import add_client_commands
@@ -67,41 +79,92 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _fail(lines: str, status: int) -> int:
+    """Print each line of ``lines`` as ``facecall: ...`` on stderr; return ``status``."""
+    for line in lines.splitlines():
+        print(f"facecall: {line}", file=sys.stderr)
+    return status
+
+
+def _encrypted_tls_key(args: argparse.Namespace) -> str | None:
+    """The refusal of an encrypted ``--tls-key`` / ``FACECALL_TLS_KEY``, or None. Checked
+    before the settings are built: loading such a key would ask for its passphrase on a
+    terminal (once for the check, once more to serve) and fail without one."""
+    from facecall.turn.cli import ENCRYPTED_KEY, encrypted_key
+
+    variable = os.environ.get("FACECALL_TLS_KEY", "").strip()
+    for source, path in (("--tls-key", args.tls_key), ("FACECALL_TLS_KEY", variable)):
+        if path and encrypted_key(path):
+            return f"{source}={path!r} {ENCRYPTED_KEY}"
+        if path:
+            return None  # the flag wins over the variable
+    return None
+
+
+def _turn_config(args: argparse.Namespace) -> TurnConfig:
+    from facecall.turn.cli import turn_config_from_args
+
+    return turn_config_from_args(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status: 0, 2 for a setting or option that is not
+    allowed, 1 when the node cannot start (a port it cannot listen on, a database it cannot
+    use) -- each said in one line ``facecall: ...`` on stderr."""
     args = build_parser().parse_args(argv)
     if hasattr(args, "run"):
         return int(args.run(args))
     if args.command in ("serve", "signaling"):
+        if (refusal := _encrypted_tls_key(args)) is not None:
+            return _fail(refusal, 2)
         try:
             settings = _settings(args)
         except SettingsError as exc:  # one line per bad setting, no traceback
-            for line in str(exc).splitlines():
-                print(f"facecall: {line}", file=sys.stderr)
-            return 2
-        configure_logging(settings.log_level, settings.log_json)
-        from facecall.server import run
-        from facecall.turn.cli import turn_config_from_args
+            return _fail(str(exc), 2)
+        from facecall.turn.cli import TurnOptionsError
 
         turn_config = None
         if args.command == "serve" and not args.no_turn:
             if args.turn_secret:
                 settings.turn_secrets = list(args.turn_secret)
-            turn_config = turn_config_from_args(args)
+            try:
+                turn_config = _turn_config(args)
+            except TurnOptionsError as exc:
+                return _fail(str(exc), 2)
+        configure_logging(settings.log_level, settings.log_json)
+        from facecall.server import StartupFailure, run
+
         try:
             run(settings, turn_config)
         except KeyboardInterrupt:
             pass
+        except StartupFailure as exc:
+            return _fail(str(exc), 1)
         return 0
     if args.command == "turn":
-        configure_logging("info")
+        from facecall.turn.cli import TurnOptionsError, TurnStartFailure, run_turn
+
+        try:  # only the logging settings: the others are the node's, not the TURN server's
+            logging_env = {name: os.environ[name] for name in ("FACECALL_LOG_LEVEL",
+                                                               "FACECALL_LOG_JSON")
+                           if name in os.environ}
+            log_settings = Settings.from_env(logging_env, log_level=args.log_level,
+                                             log_json=args.log_json)
+        except SettingsError as exc:
+            return _fail(str(exc), 2)
+        try:
+            turn_config = _turn_config(args)
+        except TurnOptionsError as exc:
+            return _fail(str(exc), 2)
+        configure_logging(log_settings.log_level, log_settings.log_json)
         import uvloop
 
-        from facecall.turn.cli import run_turn
-
         try:
-            uvloop.run(run_turn(args))
+            uvloop.run(run_turn(turn_config))
         except KeyboardInterrupt:
             pass
+        except TurnStartFailure as exc:
+            return _fail(str(exc), 1)
         return 0
     return 2
 

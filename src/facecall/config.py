@@ -284,11 +284,6 @@ class Settings:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return self.public_url or f"{scheme}://{host}:{self.port}"
 
-    @property
-    def database_url_shown(self) -> str:
-        """``database_url`` with its password masked, for logs and messages."""
-        return make_url(self.database_url).render_as_string(hide_password=True)
-
 
 #: settings whose values are secrets: an error names them without showing the value
 SECRET_SETTINGS = frozenset({"turn_secrets", "metrics_token", "admin_token"})

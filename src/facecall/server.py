@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import logging
+import contextlib
+import errno
 import secrets
 import socket
-from collections.abc import Sequence
 
 import uvicorn
 import uvloop
@@ -17,15 +17,26 @@ from facecall.api.ws_transport import SignalingWebSocket
 from facecall.config import WS_MAX_FRAME, Settings
 from facecall.descriptors import raise_descriptor_limit
 from facecall.logs import get_logger
+from facecall.store import Store
+from facecall.store.db import shown_url
+from facecall.store.migrate import database_problem
+from facecall.turn.cli import TurnStartFailure, start_turn
 from facecall.turn.config import TurnConfig
 from facecall.turn.server import TurnServer
 
 log = get_logger(__name__)
 
 
-def build_uvicorn(settings: Settings, turn_uris: list[str] | None = None) -> uvicorn.Server:
-    """A uvicorn server for the API + signaling app, not started yet."""
-    app = create_app(settings, turn_uris=turn_uris)
+class StartupFailure(Exception):
+    """The node cannot start: a port it cannot listen on, a database it cannot use. ``str()``
+    is one line naming what failed (``facecall: ...`` on stderr, no traceback)."""
+
+
+def build_uvicorn(settings: Settings, turn_uris: list[str] | None = None,
+                  store: Store | None = None) -> uvicorn.Server:
+    """A uvicorn server for the API + signaling app, not started yet; ``store``: an open store
+    for the app to use (its caller closes it), else the app opens ``settings.database_url``."""
+    app = create_app(settings, turn_uris=turn_uris, store=store)
     tls = settings.tls_context()
     config = uvicorn.Config(
         # frames above Settings.max_message_bytes get `too_large`; above WS_MAX_FRAME, 1009
@@ -36,19 +47,7 @@ def build_uvicorn(settings: Settings, turn_uris: list[str] | None = None) -> uvi
         # bounded heads, head/body deadlines, a connection cap; over TLS the handshake too
         http=GuardedHttpProtocol if tls is None else TlsHandshakeGuard.factory(tls),
     )
-    return uvicorn.Server(config) if tls is None else TlsNodeServer(config)
-
-
-class TlsNodeServer(uvicorn.Server):
-    """uvicorn's server for a node that runs TLS itself (:mod:`facecall.api.tls_transport`):
-    uvicorn, whose own ``ssl`` setting stays unset, would announce an ``http://`` URL."""
-
-    def _log_started_message(self, listeners: Sequence[socket.socket]) -> None:
-        for listener in listeners:
-            host, port = listener.getsockname()[:2]
-            logging.getLogger("uvicorn.error").info(
-                "Uvicorn running on https://%s (Press CTRL+C to quit)",
-                     f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    return uvicorn.Server(config)
 
 
 def turn_uris(server: TurnServer) -> list[str]:
@@ -65,28 +64,78 @@ def turn_uris(server: TurnServer) -> list[str]:
     return uris
 
 
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def bind_http(host: str, port: int) -> socket.socket:
+    """The node's listening socket, bound as uvicorn binds it (SO_REUSEADDR, IPv4 or IPv6 by
+    the host's form); :class:`StartupFailure` naming the address when it cannot be."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if isinstance(exc, socket.gaierror):
+            reason = f"no such host ({exc.strerror})"
+        elif exc.errno == errno.EADDRNOTAVAIL:
+            reason = "that address is not one of this machine's"
+        else:
+            reason = (exc.strerror or str(exc)).lower()
+        raise StartupFailure(f"cannot listen on {_hostport(host, port)}: {reason}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+async def open_store(settings: Settings) -> Store:
+    """The node's store, migrated; :class:`StartupFailure` (one line, the URL without its
+    password) when the database cannot be opened or migrated."""
+    try:
+        return await Store.open(settings.database_url)
+    except Exception as exc:
+        problem = database_problem(exc, settings.database_url)
+        if problem is None:
+            raise
+        raise StartupFailure(problem) from None
+
+
 async def serve(settings: Settings, turn_config: TurnConfig | None = None) -> None:
     """Serve HTTP + WebSocket, and STUN/TURN in the same process when ``turn_config`` is given,
-    until cancelled or signalled."""
+    until cancelled or signalled. Everything that can fail at start-up is done before the node
+    says it serves: the HTTP port is bound, then the TURN server's, then the database opened
+    and migrated; the first of them that fails raises :class:`StartupFailure`, with what was
+    opened closed again."""
     raise_descriptor_limit()  # one socket per connected device
     turn: TurnServer | None = None
+    store: Store | None = None
     uris: list[str] = []
-    if turn_config is not None:
-        if not settings.turn_secrets:
-            settings.turn_secrets = [secrets.token_urlsafe(32)]
-        turn_config.rest_secrets = list(dict.fromkeys(turn_config.rest_secrets
-                                                      + settings.turn_secrets))
-        turn = TurnServer(turn_config)
-        await turn.start()
-        uris = turn_uris(turn)
-    server = build_uvicorn(settings, uris)
-    log.info("facecall.serving", url=settings.base_url, database=settings.database_url_shown,
-             turn=uris or None)
+    sock = bind_http(settings.host, settings.port)
     try:
-        await server.serve()
+        if turn_config is not None:
+            if not settings.turn_secrets:
+                settings.turn_secrets = [secrets.token_urlsafe(32)]
+            turn_config.rest_secrets = list(dict.fromkeys(turn_config.rest_secrets
+                                                          + settings.turn_secrets))
+            try:
+                turn = await start_turn(turn_config)
+            except TurnStartFailure as exc:
+                raise StartupFailure(str(exc)) from None
+            uris = turn_uris(turn)
+        store = await open_store(settings)
+        server = build_uvicorn(settings, uris, store=store)
+        log.info("facecall.serving", url=settings.base_url, database=shown_url(settings.database_url),
+                 turn=uris or None)
+        await server.serve(sockets=[sock])
     finally:
+        if store is not None:
+            await store.close()
         if turn is not None:
             await turn.stop()
+        with contextlib.suppress(OSError):
+            sock.close()
 
 
 def run(settings: Settings, turn_config: TurnConfig | None = None) -> None:

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from facecall.turn import stun
-from facecall.turn.cli import add_turn_arguments, parse_address, run_turn, turn_config_from_args
+from facecall.turn.cli import (
+    TurnOptionsError,
+    add_turn_arguments,
+    parse_address,
+    run_turn,
+    turn_config_from_args,
+)
+from facecall.turn.tls import write_self_signed
 
 from .conftest import free_port, udp_endpoint
 
@@ -92,3 +105,138 @@ async def test_run_turn_serves_until_cancelled() -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
         endpoint.close()
+
+
+# -- options that cannot be used: one line each, before anything starts -------------------------
+
+BAD_OPTIONS = [
+    (["--turn-listen", "127.0.0.1:notaport"], "--turn-listen='127.0.0.1:notaport'"),
+    (["--turn-listen", "127.0.0.1:70000"], "--turn-listen='127.0.0.1:70000'"),
+    (["--turn-listen", ":3478"], "--turn-listen=':3478'"),
+    (["--turn-tls-listen", "[::1:5349"], "--turn-tls-listen='[::1:5349'"),
+    (["--turn-user-quota", "-5"], "--turn-user-quota=-5"),
+    (["--turn-total-quota", "0"], "--turn-total-quota=0"),
+    (["--turn-permission-quota", "0"], "--turn-permission-quota=0"),
+    (["--turn-connections-per-address", "-1"], "--turn-connections-per-address=-1"),
+    (["--turn-tls-handshake-timeout", "nan"], "--turn-tls-handshake-timeout=nan"),
+    (["--turn-tls-handshake-timeout", "0"], "--turn-tls-handshake-timeout=0.0"),
+    (["--turn-bandwidth", "-1"], "--turn-bandwidth=-1"),
+    (["--turn-max-lifetime", "-1"], "--turn-max-lifetime=-1"),
+    (["--turn-socket-buffer", "-1"], "--turn-socket-buffer=-1"),
+    (["--turn-relay-socket-buffer", "-1"], "--turn-relay-socket-buffer=-1"),
+    (["--turn-user", "alice"], "--turn-user='alice'"),
+    (["--turn-relay-ip", "::1"], "--turn-relay-ip='::1'"),
+    (["--turn-relay-ip6", "garbage"], "--turn-relay-ip6='garbage'"),
+    (["--turn-external-ip", "203.0.113"], "--turn-external-ip='203.0.113'"),
+    (["--turn-allow-peer", "10.0.0.0/33"], "--turn-allow-peer='10.0.0.0/33'"),
+    (["--turn-tls-cert", "/nonexistent/cert.pem", "--turn-tls-key", "/nonexistent/key.pem"],
+     "--turn-tls-cert='/nonexistent/cert.pem' is not allowed: cannot be read"),
+    (["--turn-tls-cert", "/nonexistent/cert.pem"], "--turn-tls-cert / --turn-tls-key: a "
+     "certificate and its key go together"),
+    (["--turn-tls-key", "/nonexistent/key.pem"], "--turn-tls-cert / --turn-tls-key: a "
+     "certificate and its key go together"),
+    (["--turn-tls-listen", "127.0.0.1:5349"], "--turn-tls-listen needs --turn-tls-cert"),
+]
+
+
+@pytest.mark.parametrize(("argv", "start"), BAD_OPTIONS, ids=[" ".join(a) for a, _ in BAD_OPTIONS])
+def test_an_option_that_cannot_be_used_is_refused(argv: list[str], start: str) -> None:
+    with pytest.raises(TurnOptionsError) as refused:
+        turn_config_from_args(parse(*argv))
+    assert str(refused.value).splitlines()[0].startswith(start), str(refused.value)
+
+
+def test_a_refused_number_says_what_is_allowed() -> None:
+    with pytest.raises(TurnOptionsError, match=r"^--turn-user-quota=-5 is not allowed: must be "
+                                               r"an integer from 1$"):
+        turn_config_from_args(parse("--turn-user-quota", "-5"))
+
+
+def test_the_limits_themselves_are_taken(tmp_path: Path) -> None:
+    cert, key = write_self_signed(tmp_path, ["127.0.0.1"])
+    config = turn_config_from_args(parse(
+        "--turn-user-quota", "1", "--turn-bandwidth", "0", "--turn-max-lifetime", "600",
+        "--turn-relay-socket-buffer", "0", "--turn-relay-ip", "", "--turn-relay-ip6", "",
+        "--turn-tls-cert", str(cert), "--turn-tls-key", str(key),
+        "--turn-tls-listen", "127.0.0.1:5350"))
+    assert config.max_allocations_per_user == 1 and config.max_lifetime == 600
+    assert config.relay_ipv4 is None and config.tls_listen == [("127.0.0.1", 5350)]
+
+
+def facecall(*argv: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FACECALL_")}
+    return subprocess.Popen([sys.executable, "-m", "facecall", *argv], env={**clean, **(env or {})},
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def refused(*argv: str) -> tuple[int, list[str]]:
+    proc = facecall(*argv)
+    try:
+        out, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail("it started with an option it cannot use")
+    assert "Traceback" not in err and out == "", err
+    return proc.returncode, err.strip().splitlines()
+
+
+@pytest.mark.parametrize("command", ["serve", "turn"])
+@pytest.mark.parametrize(("argv", "line"), [
+    (["--turn-listen", "127.0.0.1:notaport"], "facecall: --turn-listen='127.0.0.1:notaport' is "
+     "not allowed: must be HOST, HOST:PORT, [IPv6] or [IPv6]:PORT, a port from 1 to 65535"),
+    (["--turn-user-quota", "-5"], "facecall: --turn-user-quota=-5 is not allowed: must be an "
+     "integer from 1"),
+    (["--turn-tls-cert", "/nonexistent.pem"], "facecall: --turn-tls-cert / --turn-tls-key: a "
+     "certificate and its key go together: give both or neither"),
+    (["--turn-tls-cert", "/nonexistent.pem", "--turn-tls-key", "/nonexistent.pem"],
+     "facecall: --turn-tls-cert='/nonexistent.pem' is not allowed: cannot be read (No such "
+     "file or directory)"),
+])
+def test_facecall_refuses_a_turn_option_in_one_line(tmp_path: Path, command: str,
+                                                    argv: list[str], line: str) -> None:
+    extra = ["--port", str(free_port(socket.SOCK_STREAM)), "--database-url",
+             f"sqlite:///{tmp_path / 'f.db'}"] if command == "serve" else []
+    status, lines = refused(command, *extra, *argv)
+    assert status == 2
+    assert lines[0] == line, lines
+    assert len(lines) == 1 or lines[1].startswith("facecall: --turn-tls-key="), lines
+
+
+def test_facecall_turn_refuses_a_bad_log_setting_in_one_line() -> None:
+    proc = facecall("turn", env={"FACECALL_LOG_LEVEL": "loud"})
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 2
+    assert err.strip().startswith("facecall: FACECALL_LOG_LEVEL='loud' is not allowed: must be ")
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("how", ["variables", "flags"])
+def test_facecall_turn_logs_as_the_node_does(how: str) -> None:
+    """FACECALL_LOG_JSON / FACECALL_LOG_LEVEL (or --log-json / --log-level), as `serve` takes
+    them."""
+    port = free_port()
+    argv = ["turn", "--turn-listen", f"127.0.0.1:{port}", "--turn-secret", "s"]
+    env = {}
+    if how == "variables":
+        env = {"FACECALL_LOG_JSON": "1", "FACECALL_LOG_LEVEL": "INFO"}
+    else:
+        argv += ["--log-json", "--log-level", "info"]
+    proc = facecall(*argv, env=env)
+    try:
+        assert proc.stderr is not None
+        first = json.loads(proc.stderr.readline())
+        assert first["event"] == "turn server listening" and first["level"] == "info"
+        assert first["udp"] == [["127.0.0.1", port]]
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=15)
+    quiet = facecall(*argv[:5], env={"FACECALL_LOG_LEVEL": "error"})
+    try:
+        time.sleep(1.5)
+        assert quiet.poll() is None
+    finally:
+        quiet.terminate()
+        _, err = quiet.communicate(timeout=15)
+    assert "turn server listening" not in err

@@ -68,12 +68,16 @@ def _printable(value: object) -> object:
 
 
 def create_app(settings: Settings, *, turn_uris: list[str] | None = None,
-               bus: Bus | None = None) -> FastAPI:
-    """Build the app; the store, bus and call service start in its lifespan."""
+               bus: Bus | None = None, store: Store | None = None) -> FastAPI:
+    """Build the app; the store, bus and call service start in its lifespan. ``store``: one
+    already open (``facecall serve`` opens it before it says it serves, so that a database
+    it cannot use stops it in one line); its caller closes it. Else the lifespan opens
+    ``settings.database_url`` and closes it again."""
+    given_store = store
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = await Store.open(settings.database_url)
+        store = given_store or await Store.open(settings.database_url)
         the_bus = bus or InProcessBus(limit=settings.outbox_limit, ttl=settings.resume_grace * 4)
         await the_bus.start()
         service = CallService(store, the_bus, settings)
@@ -84,7 +88,8 @@ def create_app(settings: Settings, *, turn_uris: list[str] | None = None,
         finally:
             await service.stop()
             await the_bus.close()
-            await store.close()
+            if given_store is None:
+                await store.close()
 
     app = FastAPIOffline(  # ReDoc is left out: its bundle fetches its logo from cdn.redoc.ly
         static_url=DOCS_ASSETS, redoc_url=None, title="facecall", version=__version__,

@@ -10,11 +10,18 @@ import sys
 from pathlib import Path
 from urllib.request import pathname2url
 
+from alembic.util import CommandError
 from sqlalchemy.engine import make_url
 
 from facecall.config import Settings, SettingsError
-from facecall.store.db import create_engine, is_sqlite_memory
-from facecall.store.migrate import current_revision, head_revision, migrate_url
+from facecall.store.db import create_engine, is_sqlite_memory, shown_url, sqlite_path
+from facecall.store.migrate import (
+    current_revision,
+    database_problem,
+    head_revision,
+    known_revisions,
+    migrate_url,
+)
 
 
 async def _current(url: str) -> str | None:
@@ -106,12 +113,33 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"backed up {pages} pages to {args.target}")
         return 0
-    if args.command == "current":
-        revision = asyncio.run(_current(url))
-        print(f"{revision or 'base'} (head: {head_revision()})")
+    path = sqlite_path(url)
+    if args.command in ("current", "downgrade") and path is not None and not Path(path).exists():
+        # opening a database that is not there would create an empty one: a typo in the path
+        # would leave a stray file behind, and look like a database at "base"
+        print(f"python -m facecall.store: no database at {path} ({shown_url(url)}); "
+              "`migrate` creates one", file=sys.stderr)
+        if args.command == "downgrade":
+            return 1
+        # no database has no migration applied: "base", as before (scripts read stdout), and
+        # nothing created
+        print(f"base (head: {head_revision()})")
         return 0
-    action = "upgrade" if args.command == "migrate" else "downgrade"
-    revision = asyncio.run(migrate_url(url, action, args.revision))
+    try:
+        if args.command == "current":
+            revision = asyncio.run(_current(url))
+            print(f"{revision or 'base'} (head: {head_revision()})")
+            return 0
+        action = "upgrade" if args.command == "migrate" else "downgrade"
+        revision = asyncio.run(migrate_url(url, action, args.revision))
+    except Exception as exc:
+        problem = database_problem(exc, url)
+        if problem is None:
+            raise
+        if isinstance(exc, CommandError):  # a --revision alembic cannot resolve
+            problem += f" (revisions: base, {', '.join(known_revisions())}, head)"
+        print(f"python -m facecall.store: {problem}", file=sys.stderr)
+        return 1
     print(f"{action}d to {revision or 'base'}")
     return 0
 

@@ -19,7 +19,8 @@ from sqlalchemy.pool import StaticPool
 
 from facecall.store.sqlite_driver import SQLITE_BUSY_TIMEOUT_MS, SQLITE_PRAGMAS
 
-__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "create_engine", "is_sqlite_memory", "write_transaction"]
+__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "create_engine", "is_sqlite_memory", "shown_url",
+           "sqlite_path", "write_transaction"]
 
 WRITE_OPTION = "facecall_write"
 
@@ -28,6 +29,19 @@ def is_sqlite_memory(url: str) -> bool:
     """True for an in-memory SQLite URL (``sqlite+aiosqlite://`` or ``...:///:memory:``)."""
     parsed = make_url(url)
     return parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file of a SQLite URL, or None for PostgreSQL and in-memory SQLite."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or is_sqlite_memory(url):
+        return None
+    return str(parsed.database)
+
+
+def shown_url(url: str) -> str:
+    """``url`` with its password masked, for logs and messages."""
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -60,6 +74,13 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         engine = create_async_engine(url, **kwargs)
         sqlite_listeners(engine.sync_engine)
         return engine
+    # asyncpg parses the URL itself, as the store's own pool does (pg_driver): SQLAlchemy would
+    # hand each query parameter to asyncpg.connect() as a keyword, and libpq's (sslmode=...,
+    # the standard way to say it) are not asyncpg's keywords
+    import asyncpg
+
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    kwargs.setdefault("async_creator", lambda: asyncpg.connect(dsn))
     return create_async_engine(url, **kwargs)
 
 

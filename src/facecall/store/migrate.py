@@ -7,6 +7,7 @@ transaction; on PostgreSQL an advisory lock serialises nodes migrating at the sa
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -14,8 +15,10 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import create_engine as create_sync_engine
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import StaticPool
 
@@ -23,6 +26,7 @@ from facecall.store.db import (
     WRITE_OPTION,
     create_engine,
     is_sqlite_memory,
+    shown_url,
     sqlite_listeners,
     write_transaction,
 )
@@ -48,9 +52,35 @@ def head_revision() -> str:
     return head
 
 
+def known_revisions() -> list[str]:
+    """Every revision among the packaged scripts, oldest first."""
+    script = ScriptDirectory.from_config(alembic_config())
+    return [r.revision for r in reversed(list(script.walk_revisions()))]
+
+
+class UnknownRevision(Exception):
+    """The database is at a revision this facecall has no script for: a newer facecall
+    migrated it. ``str()`` says so in one line."""
+
+    def __init__(self, revision: str) -> None:
+        self.revision = revision
+        super().__init__(
+            f"the database is at revision {revision!r}, which this facecall does not know (its "
+            f"newest is {head_revision()!r}): a newer facecall migrated it; run that version, "
+            "or a backup made for this one")
+
+
+def check_known_revision(connection: Connection) -> None:
+    """Raise :class:`UnknownRevision` when the database is at a revision newer than ours."""
+    current = _current(connection)
+    if current is not None and current not in known_revisions():
+        raise UnknownRevision(current)
+
+
 def _run(connection: Connection, action: str, revision: str) -> None:
     if connection.dialect.name == "postgresql":
         connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_MIGRATION_LOCK})")
+    check_known_revision(connection)
     config = alembic_config()
     config.attributes["connection"] = connection
     if action == "upgrade":
@@ -100,3 +130,44 @@ async def migrate_url(url: str, action: str = "upgrade", revision: str = "head")
         return await current_revision(engine)
     finally:
         await engine.dispose()
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The driver's own exception behind SQLAlchemy's wrapping of it."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        exc = exc.orig
+        if exc.__cause__ is not None:  # asyncpg's, under SQLAlchemy's adapted DB-API error
+            exc = exc.__cause__
+    return exc
+
+
+def database_problem(exc: BaseException, url: str) -> str | None:
+    """One line saying why ``url`` could not be opened or migrated (``exc``, as
+    :meth:`facecall.store.Store.open`, :func:`migrate_url` and :func:`current_revision`
+    raise it), the URL without its password; None when ``exc`` is not such a failure (a bug)."""
+    import asyncpg
+
+    shown = shown_url(url)
+    cause = _cause(exc)
+    text = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    if isinstance(cause, UnknownRevision):
+        return f"{shown}: {cause}"
+    if isinstance(cause, CommandError):
+        return f"cannot migrate {shown}: {text}"
+    if isinstance(cause, sqlite3.Error) or (isinstance(cause, OSError)
+                                            and make_url(url).get_backend_name() == "sqlite"):
+        if isinstance(cause, OSError):
+            text = cause.strerror or text
+        hint = ""
+        if "unable to open" in text:
+            hint = " (does its directory exist, and may this user write there?)"
+        return f"cannot open the database {shown}: {text}{hint}"
+    if isinstance(cause, asyncpg.PostgresError | asyncpg.InterfaceError):
+        return f"cannot use the database {shown}: {text}"
+    if isinstance(cause, TimeoutError | asyncio.TimeoutError):
+        return f"cannot reach the database {shown}: timed out"
+    if isinstance(cause, ConnectionRefusedError):
+        return f"cannot reach the database {shown}: connection refused (is the server running?)"
+    if isinstance(cause, OSError):
+        return f"cannot reach the database {shown}: {cause.strerror or text}"
+    return None
