@@ -251,3 +251,13 @@ def test_the_database_url_is_shown_without_its_password() -> None:
     settings = Settings(database_url="postgresql://facecall:S3cretPW@127.0.0.1:5432/facecall")
     assert shown_url(settings.database_url) == "postgresql+asyncpg://facecall:***@127.0.0.1:5432/facecall"
     assert shown_url(Settings(database_url="sqlite:///x.db").database_url) == "sqlite+aiosqlite:///x.db"
+
+
+def test_a_misspelt_variable_is_named_with_the_setting_it_is_closest_to() -> None:
+    env = {"FACECALL_RING_TIMOUT": "-5", "FACECALL_PORT": "9000", "FACECALL_PASSWORD": "x",
+           "FACECALL_NOTHING_LIKE_IT_AT_ALL": "1", "OTHER": "1"}
+    assert Settings.unknown_variables(env) == [
+        "FACECALL_NOTHING_LIKE_IT_AT_ALL is not a setting; it is ignored",
+        "FACECALL_RING_TIMOUT is not a setting (did you mean FACECALL_RING_TIMEOUT?); it is ignored",
+    ]
+    assert Settings.from_env(env).ring_timeout == 30.0  # ignored, as the warning says

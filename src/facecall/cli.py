@@ -121,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = _settings(args)
         except SettingsError as exc:  # one line per bad setting, no traceback
             return _fail(str(exc), 2)
+        for warning in Settings.unknown_variables():
+            print(f"facecall: warning: {warning}", file=sys.stderr)
         from facecall.turn.cli import TurnOptionsError
 
         turn_config = None

@@ -8,6 +8,7 @@ what it may be) instead of failing later, call by call.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import ssl
@@ -245,6 +246,21 @@ class Settings:
         return context
 
     @classmethod
+    def unknown_variables(cls, environ: dict[str, str] | None = None) -> list[str]:
+        """A warning for each ``FACECALL_*`` variable that is no setting (a typo, most likely:
+        ``FACECALL_RING_TIMOUT`` would otherwise be ignored without a word), naming the setting
+        it is closest to. The SDK's and tests' own variables are not settings and not warned of."""
+        env = os.environ if environ is None else environ
+        known = {f"FACECALL_{f.name.upper()}" for f in fields(cls)} | OTHER_VARIABLES
+        warnings = []
+        for name in sorted(n for n in env if n.startswith("FACECALL_") and n not in known):
+            # compared without the prefix that every one of them shares
+            close = difflib.get_close_matches(name[9:], sorted(k[9:] for k in known), n=1, cutoff=0.75)
+            hint = f" (did you mean FACECALL_{close[0]}?)" if close else ""
+            warnings.append(f"{name} is not a setting{hint}; it is ignored")
+        return warnings
+
+    @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from ``FACECALL_*`` variables, then keyword overrides (CLI flags:
         ``ring_timeout`` is ``--ring-timeout``; None is not given); :class:`SettingsError`
@@ -287,6 +303,10 @@ class Settings:
 
 #: settings whose values are secrets: an error names them without showing the value
 SECRET_SETTINGS = frozenset({"turn_secrets", "metrics_token", "admin_token"})
+#: ``FACECALL_*`` variables that are not node settings: the client command line's password,
+#: and the test suite's own
+OTHER_VARIABLES = frozenset({"FACECALL_PASSWORD", "FACECALL_PG_BIN", "FACECALL_SCREENSHOTS",
+                             "FACECALL_STATEFUL_EXAMPLES", "FACECALL_NO_NETNS", "FACECALL_CHROMIUM"})
 
 
 class SettingsError(ValueError):
