@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import websockets
 
 from facecall.client import Device
@@ -85,6 +86,39 @@ async def reconnected(*devices: Device, timeout: float = 10.0) -> None:
             raise AssertionError(f"not reconnected within {timeout} s: "
                                  f"{[(d.reconnects, d.connected) for d in devices]}")
         await asyncio.sleep(0.05)
+
+
+def facecall_process(*argv: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """The real `facecall` command, started: no ``FACECALL_*`` variable but those of ``env``,
+    no terminal (a new session, standard input closed), text output piped."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FACECALL_")}
+    return subprocess.Popen([sys.executable, "-m", "facecall", *argv], env={**clean, **(env or {})},
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def refused_start(*argv: str, env: dict[str, str] | None = None,
+                  timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run `facecall ARGV`, which must refuse to start; the test fails if it runs on."""
+    proc = facecall_process(*argv, env=env)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail(f"`facecall {' '.join(argv)}` started instead of refusing")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def one_line(done: subprocess.CompletedProcess[str], status: int = 1) -> str:
+    """The single `facecall: ...` line a refused start printed (with exit ``status``)."""
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("facecall: "), lines[0]
+    assert done.returncode == status, done.stderr
+    assert done.stdout == ""
+    return lines[0]
 
 
 def free_socket(host: str = "127.0.0.1") -> socket.socket:

@@ -5,16 +5,13 @@ with one line naming the setting and what it may be (no traceback, non-zero exit
 from __future__ import annotations
 
 import dataclasses
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from facecall.config import Settings, SettingsError
 from facecall.store.db import shown_url
-from tests.live import free_socket
+from tests.live import free_socket, one_line, refused_start
 
 #: (environment, command-line arguments, what the error line must name)
 BAD_VALUES: list[tuple[dict[str, str], list[str], str]] = [
@@ -171,25 +168,13 @@ def test_start_up_refuses_a_bad_setting_in_one_line(tmp_path: Path, command: str
                                                      source: str) -> None:
     with free_socket() as sock:
         port = sock.getsockname()[1]
-    argv = [sys.executable, "-m", "facecall", command, "--port", str(port)]
+    argv = [command, "--port", str(port)]
     if command == "serve":
         argv.append("--no-turn")
     if "--database-url" not in args:
         argv += ["--database-url", f"sqlite:///{tmp_path / 'facecall.db'}"]
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("FACECALL_")}
-    proc = subprocess.Popen(argv + args, env={**clean, **env}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        out, err = proc.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        pytest.fail("the server started with the bad value")
-    assert proc.returncode == 2, err
-    assert "Traceback" not in err and out == ""
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith(f"facecall: {source}") and "must be" in lines[0], lines[0]
+    line = one_line(refused_start(*argv, *args, env=env, timeout=20), status=2)
+    assert line.startswith(f"facecall: {source}") and "must be" in line, line
 
 
 def test_an_empty_variable_is_not_set() -> None:

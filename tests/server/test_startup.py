@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from facecall.turn.tls import write_self_signed
-from tests.live import free_socket
+from tests.live import facecall_process, free_socket, one_line, refused_start
 from tests.pg import PostgresServer, running_postgres
 
 
@@ -30,32 +30,9 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return int(sock.getsockname()[1])
 
 
-def facecall(*argv: str, env: dict[str, str] | None = None,
-             timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    """Run the real `facecall` command (no terminal: a new session, stdin closed)."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("FACECALL_")}
-    try:
-        return subprocess.run([sys.executable, "-m", "facecall", *argv], env={**clean, **(env or {})},
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=timeout, start_new_session=True)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"`facecall {' '.join(argv)}` started instead of refusing")
-
-
-def one_line(done: subprocess.CompletedProcess[str], status: int = 1) -> str:
-    """The single `facecall: ...` line a failed start printed."""
-    assert "Traceback" not in done.stderr, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("facecall: "), lines[0]
-    assert done.returncode == status, done.stderr
-    assert done.stdout == ""
-    return lines[0]
-
-
 def serve(*argv: str, database: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
-    return facecall("serve", "--port", str(free_port()), "--database-url", database, *argv,
-                    **kwargs)  # type: ignore[arg-type]
+    return refused_start("serve", "--port", str(free_port()), "--database-url", database, *argv,
+                         **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -72,7 +49,7 @@ def test_a_taken_turn_port_is_named_in_one_line(tmp_path: Path, udp_port_taken: 
     argv = [command, "--turn-listen", f"127.0.0.1:{udp_port_taken}"]
     if command == "serve":
         argv += ["--port", str(free_port()), "--database-url", f"sqlite:///{tmp_path / 'f.db'}"]
-    line = one_line(facecall(*argv))
+    line = one_line(refused_start(*argv))
     assert line == (f"facecall: cannot listen for TURN on 127.0.0.1:{udp_port_taken} (udp): "
                     "address already in use")
 
@@ -81,7 +58,7 @@ def test_a_taken_turn_port_leaves_no_http_side_behind(tmp_path: Path, udp_port_t
     """The TURN port is found taken before the node serves anything: it never says it serves,
     never opens the database, and its HTTP port is free again."""
     port = free_port()
-    done = facecall("serve", "--port", str(port), "--turn-listen", f"127.0.0.1:{udp_port_taken}",
+    done = refused_start("serve", "--port", str(port), "--turn-listen", f"127.0.0.1:{udp_port_taken}",
                     "--database-url", f"sqlite:///{tmp_path / 'f.db'}")
     one_line(done)
     assert "serving" not in done.stderr and "startup complete" not in done.stderr
@@ -94,7 +71,7 @@ def test_a_taken_http_port_is_named_before_anything_says_it_serves(tmp_path: Pat
     with free_socket() as holder:
         holder.listen()
         port = holder.getsockname()[1]
-        done = facecall("serve", "--no-turn", "--port", str(port),
+        done = refused_start("serve", "--no-turn", "--port", str(port),
                         "--database-url", f"sqlite:///{tmp_path / 'f.db'}")
     assert one_line(done) == f"facecall: cannot listen on 127.0.0.1:{port}: address already in use"
 
@@ -105,7 +82,7 @@ def test_a_host_address_not_on_this_machine_is_named(tmp_path: Path, command: st
             "--database-url", f"sqlite:///{tmp_path / 'f.db'}"]
     if command == "serve":
         argv.append("--no-turn")
-    line = one_line(facecall(*argv))
+    line = one_line(refused_start(*argv))
     assert line.startswith("facecall: cannot listen on 192.0.2.10:"), line
     assert "not one of this machine's" in line
 
@@ -211,10 +188,12 @@ def test_an_encrypted_tls_key_is_refused_plainly(tmp_path: Path, given_as: str) 
 
 def test_the_help_says_what_is_true() -> None:
     """`signaling` is one node (no Redis bus yet); --log-level takes what the setting takes."""
-    top = facecall("--help")
-    assert top.returncode == 0
-    assert "Redis" not in top.stdout.replace("no Redis bus", "")
+    def help_of(*command: str) -> str:
+        out, _ = facecall_process(*command, "--help").communicate(timeout=30)
+        return out
+
+    assert "Redis" not in help_of().replace("no Redis bus", "")
     for command in ("serve", "signaling", "turn"):
-        text = " ".join(facecall(command, "--help").stdout.split())
+        text = " ".join(help_of(command).split())
         assert "debug, info, warning (warn), error or critical (fatal)" in text, command
         assert "--log-json" in text, command

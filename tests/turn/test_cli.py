@@ -7,8 +7,6 @@ import asyncio
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from facecall.turn.cli import (
     turn_config_from_args,
 )
 from facecall.turn.tls import write_self_signed
+from tests.live import facecall_process, one_line, refused_start
 
 from .conftest import free_port, udp_endpoint
 
@@ -163,23 +162,10 @@ def test_the_limits_themselves_are_taken(tmp_path: Path) -> None:
     assert config.relay_ipv4 is None and config.tls_listen == [("127.0.0.1", 5350)]
 
 
-def facecall(*argv: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("FACECALL_")}
-    return subprocess.Popen([sys.executable, "-m", "facecall", *argv], env={**clean, **(env or {})},
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-
-
 def refused(*argv: str) -> tuple[int, list[str]]:
-    proc = facecall(*argv)
-    try:
-        out, err = proc.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        pytest.fail("it started with an option it cannot use")
-    assert "Traceback" not in err and out == "", err
-    return proc.returncode, err.strip().splitlines()
+    done = refused_start(*argv, timeout=20)
+    assert "Traceback" not in done.stderr and done.stdout == "", done.stderr
+    return done.returncode, done.stderr.strip().splitlines()
 
 
 @pytest.mark.parametrize("command", ["serve", "turn"])
@@ -205,11 +191,8 @@ def test_facecall_refuses_a_turn_option_in_one_line(tmp_path: Path, command: str
 
 
 def test_facecall_turn_refuses_a_bad_log_setting_in_one_line() -> None:
-    proc = facecall("turn", env={"FACECALL_LOG_LEVEL": "loud"})
-    _, err = proc.communicate(timeout=20)
-    assert proc.returncode == 2
-    assert err.strip().startswith("facecall: FACECALL_LOG_LEVEL='loud' is not allowed: must be ")
-    assert len(err.strip().splitlines()) == 1
+    line = one_line(refused_start("turn", env={"FACECALL_LOG_LEVEL": "loud"}), status=2)
+    assert line.startswith("facecall: FACECALL_LOG_LEVEL='loud' is not allowed: must be ")
 
 
 @pytest.mark.parametrize("how", ["variables", "flags"])
@@ -223,7 +206,7 @@ def test_facecall_turn_logs_as_the_node_does(how: str) -> None:
         env = {"FACECALL_LOG_JSON": "1", "FACECALL_LOG_LEVEL": "INFO"}
     else:
         argv += ["--log-json", "--log-level", "info"]
-    proc = facecall(*argv, env=env)
+    proc = facecall_process(*argv, env=env)
     try:
         assert proc.stderr is not None
         first = json.loads(proc.stderr.readline())
@@ -232,7 +215,7 @@ def test_facecall_turn_logs_as_the_node_does(how: str) -> None:
     finally:
         proc.terminate()
         proc.communicate(timeout=15)
-    quiet = facecall(*argv[:5], env={"FACECALL_LOG_LEVEL": "error"})
+    quiet = facecall_process(*argv[:5], env={"FACECALL_LOG_LEVEL": "error"})
     try:
         time.sleep(1.5)
         assert quiet.poll() is None
