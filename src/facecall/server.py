@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import secrets
 import socket
 
@@ -20,7 +19,7 @@ from facecall.logs import get_logger
 from facecall.store import Store
 from facecall.store.db import shown_url
 from facecall.store.migrate import database_problem
-from facecall.turn.cli import TurnStartFailure, start_turn
+from facecall.turn.cli import TurnStartFailure, hostport, listen_failure, start_turn
 from facecall.turn.config import TurnConfig
 from facecall.turn.server import TurnServer
 
@@ -53,19 +52,11 @@ def build_uvicorn(settings: Settings, turn_uris: list[str] | None = None,
 def turn_uris(server: TurnServer) -> list[str]:
     """The ICE server URIs (RFC 7064 / RFC 7065) clients use to reach ``server``."""
 
-    def hostport(address: tuple[str, int]) -> str:
-        host, port = address
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-    uris = [f"stun:{hostport(a)}" for a in server.udp_addresses[:1]]
-    uris += [f"turn:{hostport(a)}?transport=udp" for a in server.udp_addresses]
-    uris += [f"turn:{hostport(a)}?transport=tcp" for a in server.tcp_addresses]
-    uris += [f"turns:{hostport(a)}?transport=tcp" for a in server.tls_addresses]
+    uris = [f"stun:{hostport(*a)}" for a in server.udp_addresses[:1]]
+    uris += [f"turn:{hostport(*a)}?transport=udp" for a in server.udp_addresses]
+    uris += [f"turn:{hostport(*a)}?transport=tcp" for a in server.tcp_addresses]
+    uris += [f"turns:{hostport(*a)}?transport=tcp" for a in server.tls_addresses]
     return uris
-
-
-def _hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def bind_http(host: str, port: int) -> socket.socket:
@@ -79,13 +70,7 @@ def bind_http(host: str, port: int) -> socket.socket:
         sock.listen(2048)
     except OSError as exc:
         sock.close()
-        if isinstance(exc, socket.gaierror):
-            reason = f"no such host ({exc.strerror})"
-        elif exc.errno == errno.EADDRNOTAVAIL:
-            reason = "that address is not one of this machine's"
-        else:
-            reason = (exc.strerror or str(exc)).lower()
-        raise StartupFailure(f"cannot listen on {_hostport(host, port)}: {reason}") from None
+        raise StartupFailure(f"cannot listen on {hostport(host, port)}: {listen_failure(exc)}") from None
     sock.set_inheritable(True)
     return sock
 

@@ -297,7 +297,8 @@ def turn_config_from_args(args: argparse.Namespace) -> TurnConfig:
     )
 
 
-def _hostport(host: str, port: int) -> str:
+def hostport(host: str, port: int) -> str:
+    """``host:port``, an IPv6 host in brackets (RFC 3986 §3.2.2)."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
@@ -313,14 +314,16 @@ def _bind_problem(host: str, port: int, protocol: str, reuse_port: bool) -> str 
             if reuse_port:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((host, port))
-    except socket.gaierror as exc:
-        return f"no such host ({exc.strerror})"
     except OSError as exc:
-        return _reason(exc)
+        return listen_failure(exc)
     return None
 
 
-def _reason(exc: OSError) -> str:
+def listen_failure(exc: OSError) -> str:
+    """Why a socket could not be bound, as one short phrase (``facecall: cannot listen on
+    ADDRESS: <this>``)."""
+    if isinstance(exc, socket.gaierror):
+        return f"no such host ({exc.strerror})"
     if exc.errno == errno.EADDRNOTAVAIL:
         return "that address is not one of this machine's"
     if exc.errno == errno.EACCES:
@@ -341,10 +344,10 @@ async def start_turn(config: TurnConfig) -> TurnServer:
                                     ("tls", config.tls_listen)):
             for host, port in addresses:
                 if (problem := _bind_problem(host, port, protocol, config.reuse_port)):
-                    raise TurnStartFailure(f"cannot listen for TURN on {_hostport(host, port)} "
+                    raise TurnStartFailure(f"cannot listen for TURN on {hostport(host, port)} "
                                            f"({protocol}): {problem}") from None
-        every = ", ".join(_hostport(*a) for a in [*config.udp_listen, *config.tls_listen])
-        raise TurnStartFailure(f"cannot listen for TURN on {every}: {_reason(exc)}") from None
+        every = ", ".join(hostport(*a) for a in [*config.udp_listen, *config.tls_listen])
+        raise TurnStartFailure(f"cannot listen for TURN on {every}: {listen_failure(exc)}") from None
     return server
 
 
