@@ -15,6 +15,7 @@ from facecall.bus.base import Replay
 from facecall.bus.memory import InProcessBus
 from facecall.config import Settings
 from facecall.ratelimit import TokenBucket
+from facecall.signaling.replies import Replies
 from facecall.signaling.service import CallService
 from facecall.signaling.session import DeviceSession
 from facecall.store import Store
@@ -45,15 +46,10 @@ class _Service:
         self.settings = Settings()
         self.bus = _Bus()
         self.fresh_starts = 0
+        self.replies = Replies()
 
     def message_bucket(self, device_id: str) -> TokenBucket:
         return TokenBucket(100.0, 100.0)
-
-    def cached_reply(self, device_id: str, msg_id: str) -> bytes | None:
-        return None
-
-    def remember_reply(self, device_id: str, msg_id: str, text: bytes) -> None:
-        pass
 
     async def device_attached(self, user_id: str, device_id: str, session: DeviceSession,
                               listener: Any) -> bool:

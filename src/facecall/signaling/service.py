@@ -45,6 +45,7 @@ from facecall.signaling.machine import CallMachine
 from facecall.signaling.protocol import CLOSE_REMOVED, CLOSE_REPLACED
 from facecall.signaling.push import PushNotifier, UnconfiguredPush
 from facecall.signaling.records import LegState
+from facecall.signaling.replies import Replies
 from facecall.store import CallWrite, LegWrite, ParticipantWrite, StaleVersion, Store
 from facecall.store.ids import time_ordered_id
 
@@ -54,7 +55,6 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 CACHE_LIMIT = 10_000  # calls kept in memory between requests
-REPLY_CACHE_PER_DEVICE = 128  # answered request ids remembered for resend dedupe
 SAVE_ATTEMPTS = 4
 TIMER_POLL = 1.0  # seconds between store polls for deadlines set by other nodes or past runs
 
@@ -144,9 +144,7 @@ class CallService:
         # call id -> (version, the participant and leg rows the store holds at that version)
         self._stored_rows: dict[str, tuple[int, Rows]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._replies: dict[str, OrderedDict[str, bytes]] = {}
-        # (device id, request id) -> futures of its resends, while the request is handled
-        self._running: dict[tuple[str, str], list[asyncio.Future[bytes | None]]] = {}
+        self.replies = Replies()  # request-id dedupe of the devices' sessions
         self._sessions: dict[str, DeviceSession] = {}
         self._grace: dict[str, asyncio.Task[None]] = {}
         self._deadlines: list[tuple[float, str]] = []  # heap of (deadline, call id)
@@ -189,38 +187,6 @@ class CallService:
         self._grace.clear()
 
     # ------------------------------------------------------------------ sessions
-
-    def cached_reply(self, device_id: str, msg_id: str) -> bytes | None:
-        """The reply already sent for request ``msg_id`` of this device (resend dedupe)."""
-        replies = self._replies.get(device_id)
-        return replies.get(msg_id) if replies else None
-
-    def remember_reply(self, device_id: str, msg_id: str, text: bytes) -> None:
-        replies = self._replies.setdefault(device_id, OrderedDict())
-        replies[msg_id] = text
-        while len(replies) > REPLY_CACHE_PER_DEVICE:
-            replies.popitem(last=False)
-
-    def reply_pending(self, device_id: str, msg_id: str) -> asyncio.Future[bytes | None] | None:
-        """While request ``msg_id`` of this device is still being handled (by a connection the
-        device has since replaced), the reply it will get (None if it was cancelled); else None.
-        A resend waits for it instead of acting a second time: the reply cache only has a
-        request once it is answered."""
-        waiting = self._running.get((device_id, msg_id))
-        if waiting is None:
-            return None
-        future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
-        waiting.append(future)
-        return future
-
-    def request_started(self, device_id: str, msg_id: str) -> None:
-        self._running[(device_id, msg_id)] = []
-
-    def request_finished(self, device_id: str, msg_id: str, text: bytes | None) -> None:
-        """Request ``msg_id`` was answered with ``text`` (None: cancelled); its resends get it."""
-        for future in self._running.pop((device_id, msg_id), ()):
-            if not future.done():
-                future.set_result(text)
 
     def message_bucket(self, device_id: str) -> TokenBucket:
         """The device's rate limit on the messages it sends: one bucket per device, which its
@@ -346,7 +312,7 @@ class CallService:
             task.cancel()
         await self._leave_all(user_id, device_id, DeviceLost(user_id, device_id, removed=True))
         await self.bus.forget(device_id)
-        self._replies.pop(device_id, None)
+        self.replies.forget(device_id)
         self._buckets.pop(device_id, None)
 
     # ------------------------------------------------------------------ requests

@@ -184,7 +184,7 @@ class DeviceSession:
             # not refused, or a device that spent its bucket could not reconnect
             if (message.type != "hello" or self.hello_done) and not self._bucket.take():
                 raise ProtocolError(ErrorCode.RATE_LIMITED, "too many messages; slow down and retry")
-            cached = self.service.cached_reply(self.device_id, msg_id)
+            cached = self.service.replies.cached(self.device_id, msg_id)
             if cached is not None:  # a resent request: answer as before, do nothing again
                 self.enqueue(cached)
                 return
@@ -201,12 +201,12 @@ class DeviceSession:
             else:
                 # resent on this connection while an older one still handles it: the reply
                 # is not cached yet, so wait for it rather than act twice
-                pending = self.service.reply_pending(self.device_id, msg_id)
+                pending = self.service.replies.pending(self.device_id, msg_id)
                 if pending is not None:
                     answered = await pending
                     self.enqueue(answered if answered is not None else _internal_error(msg_id))
                     return
-                self.service.request_started(self.device_id, msg_id)
+                self.service.replies.started(self.device_id, msg_id)
                 in_flight = True
                 result = await self.service.handle_request(self.user_id, self.device_id, message)
             reply = {"v": 1, "type": "ok", "re": msg_id, **(result or {})}
@@ -217,13 +217,13 @@ class DeviceSession:
             reply = ProtocolError(ErrorCode.INTERNAL, "internal error; retry", msg_id).to_wire()
         except BaseException:  # cancelled (shutdown): its resends are not left waiting
             if in_flight and msg_id is not None:
-                self.service.request_finished(self.device_id, msg_id, None)
+                self.service.replies.finished(self.device_id, msg_id, None)
             raise
         text = orjson.dumps(reply)
         if msg_id is not None and reply["type"] == "ok":
-            self.service.remember_reply(self.device_id, msg_id, text)
+            self.service.replies.remember(self.device_id, msg_id, text)
         if in_flight and msg_id is not None:
-            self.service.request_finished(self.device_id, msg_id, text)
+            self.service.replies.finished(self.device_id, msg_id, text)
         self.enqueue(text)
 
     async def _hello(self, message: Any) -> None:
