@@ -19,7 +19,7 @@ from sqlalchemy.pool import StaticPool
 
 from facecall.store.sqlite_driver import SQLITE_BUSY_TIMEOUT_MS, SQLITE_PRAGMAS
 
-__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "create_engine", "is_sqlite_memory", "shown_url",
+__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "asyncpg_dsn", "create_engine", "is_sqlite_memory", "shown_url",
            "sqlite_path", "write_transaction"]
 
 WRITE_OPTION = "facecall_write"
@@ -37,6 +37,12 @@ def sqlite_path(url: str) -> str | None:
     if parsed.get_backend_name() != "sqlite" or is_sqlite_memory(url):
         return None
     return str(parsed.database)
+
+
+def asyncpg_dsn(url: str) -> str:
+    """The libpq-style DSN asyncpg parses itself (``sslmode`` and the other query parameters
+    included) for a ``postgresql+asyncpg://`` URL."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def shown_url(url: str) -> str:
@@ -79,7 +85,7 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     # the standard way to say it) are not asyncpg's keywords
     import asyncpg
 
-    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    dsn = asyncpg_dsn(url)
     kwargs.setdefault("async_creator", lambda: asyncpg.connect(dsn))
     return create_async_engine(url, **kwargs)
 

@@ -6,7 +6,7 @@ from sqlalchemy.engine import make_url
 
 from facecall.store.accounts import AccountsRepository
 from facecall.store.calls import CallsRepository
-from facecall.store.db import create_engine, is_sqlite_memory
+from facecall.store.db import asyncpg_dsn, create_engine, sqlite_path
 from facecall.store.driver import ONE, Body, Database, Dialect, Q
 from facecall.store.history import HistoryRepository
 from facecall.store.invites import InvitesRepository
@@ -39,8 +39,8 @@ class Store(AccountsRepository, CallsRepository, HistoryRepository, InvitesRepos
         parsed = make_url(url)
         db: Database
         if parsed.get_backend_name() == "sqlite":
-            memory = is_sqlite_memory(url)
-            db = SqliteDatabase(":memory:" if memory else str(parsed.database), memory=memory)
+            path = sqlite_path(url)
+            db = SqliteDatabase(path or ":memory:", memory=path is None)
             if migrate:
                 try:
                     await db.writer.submit(upgrade_sqlite_connection)
@@ -54,8 +54,7 @@ class Store(AccountsRepository, CallsRepository, HistoryRepository, InvitesRepos
                 await run_migrations(engine, "upgrade", "head")
             finally:
                 await engine.dispose()
-        dsn = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
-        return cls(await PgDatabase.connect(dsn), url)
+        return cls(await PgDatabase.connect(asyncpg_dsn(url)), url)
 
     @property
     def dialect(self) -> str:
