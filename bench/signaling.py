@@ -14,6 +14,14 @@ docs/operations.md tells SDK users with a private CA to do.
     .venv/bin/python bench/signaling.py --pairs 50 --callee-devices 2 --seconds 20 --idle 1000
     .venv/bin/python bench/signaling.py --pairs 5 --seconds 15 --idle 1000 --rounds 5
     .venv/bin/python bench/signaling.py --pairs 5 --seconds 10 --idle 200 --rounds 3 --tls
+    .venv/bin/python bench/signaling.py --pairs 5 --seconds 10 --idle 200 --rounds 3 --nodes 2
+
+``--nodes N`` runs N ``facecall signaling`` nodes sharing a throwaway PostgreSQL and
+redis-server (tests/pg.py, tests/redis_server.py: Debian's packages) instead of one SQLite
+node: each caller connects to one node and its callee's devices to the next, so with two nodes
+every message of a set-up crosses from one node to the other through Redis. The server CPU is
+then the cluster's: every node, redis-server, and PostgreSQL's postmaster with its backends
+(``--json`` splits it); memory per idle device is the nodes' and redis-server's RSS growth.
 
 This VM's speed drifts by 10-40 % between minutes: with ``--rounds N`` the two servers take
 turns (odd rounds start with the relay) and every figure is the median over the rounds, the
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -40,8 +49,10 @@ from typing import Any
 import httpx
 import uvloop
 import websockets
+from redis.asyncio import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests/: throwaway servers
 from facecall.client.signaling import SignalingConnection
 from facecall.turn.tls import write_self_signed
 from procstat import cpu_seconds, exit_on_sigterm, free_port, percentile, rss_bytes
@@ -59,6 +70,7 @@ class Result:
     server_cpu: float = 0.0
     messages: int = 0
     ring_latencies: list[float] = field(default_factory=list)
+    cpu_parts: dict[str, float] = field(default_factory=dict)  # --nodes: the cluster's CPU by part
 
     def row(self) -> dict[str, Any]:
         return {
@@ -69,6 +81,7 @@ class Result:
             "us_per_message": self.server_cpu / self.messages * 1e6 if self.messages else 0.0,
             "messages": self.messages,
             "server_cpu_s": self.server_cpu,
+            **{f"cpu_s_{part}": seconds for part, seconds in self.cpu_parts.items()},
         }
 
 
@@ -149,8 +162,30 @@ async def facecall_pair(caller: SignalingConnection, callees: list[SignalingConn
         result.messages += 9 * 2 + n + 1 + 1 + (n - 1) + 2 + 4 + 1
 
 
-async def bench_facecall(args: argparse.Namespace, workdir: Path) -> tuple[Result, float]:
-    port = free_port()
+@dataclass
+class Backing:
+    """What ``--nodes`` runs the nodes on: one PostgreSQL and one redis-server, for all rounds."""
+
+    postgres: Any  # tests.pg.PostgresServer
+    redis: Any  # tests.redis_server.RedisServer
+
+    def cpu_pids(self) -> dict[str, list[int]]:
+        """redis-server, and PostgreSQL's postmaster with its backends (its children)."""
+        postmaster = int((self.postgres.data_dir / "postmaster.pid").read_text().split()[0])
+        children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
+        return {"redis": [self.redis.pid], "postgresql": [postmaster, *map(int, children)]}
+
+
+def cluster_cpu(node_pids: list[int], backing: Backing | None) -> dict[str, float]:
+    """CPU seconds so far of the nodes, and of what they run on (``--nodes``)."""
+    parts = {"nodes": sum(cpu_seconds(pid) for pid in node_pids)}
+    for part, pids in (backing.cpu_pids() if backing is not None else {}).items():
+        parts[part] = sum(cpu_seconds(pid) for pid in pids if Path(f"/proc/{pid}").exists())
+    return parts
+
+
+async def bench_facecall(args: argparse.Namespace, workdir: Path,
+                         backing: Backing | None = None) -> tuple[Result, float]:
     profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
     entry = [str(Path(__file__).with_name("serve_without_call_writes.py"))] \
         if args.without_call_writes else ["-m", "facecall"]
@@ -159,50 +194,76 @@ async def bench_facecall(args: argparse.Namespace, workdir: Path) -> tuple[Resul
     # limits for the benchmark.
     tls = ["--tls-cert", str(args.tls_files[0]), "--tls-key", str(args.tls_files[1])] \
         if args.tls_files else []
-    proc = start_process(
-        [sys.executable, *profile, *entry, "serve", "--no-turn", "--port", str(port),
-         "--database-url", f"sqlite:///{workdir / 'bench.db'}", "--log-level", "warning", *tls],
-        env={"FACECALL_MESSAGES_PER_SECOND": "100000", "FACECALL_MESSAGE_BURST": "100000",
-             "FACECALL_AUTH_ATTEMPTS_PER_MINUTE": "0"})
+    env = {"FACECALL_MESSAGES_PER_SECOND": "100000", "FACECALL_MESSAGE_BURST": "100000",
+           "FACECALL_AUTH_ATTEMPTS_PER_MINUTE": "0"}
+    if backing is None:
+        command = ["serve", "--no-turn", "--database-url", f"sqlite:///{workdir / 'bench.db'}"]
+    else:  # a fresh database and an empty bus for each round
+        database = backing.postgres.create_database().replace("+asyncpg", "")
+        redis = Redis.from_url(backing.redis.url)
+        await redis.flushall()
+        await redis.aclose()
+        command = ["signaling", "--database-url", database, "--redis-url", backing.redis.url]
+    ports = [free_port() for _ in range(max(1, args.nodes))]
+    procs: list[subprocess.Popen[bytes]] = []
     try:
+        for index, port in enumerate(ports):
+            procs.append(start_process(
+                [sys.executable, *(profile if index == 0 else []), *entry, *command,
+                 "--port", str(port), "--log-level", "warning", *tls], env=env))
+            if index == 0:  # the first one migrates the database; the others find it done
+                await wait_http(f"http{'s' if args.tls else ''}://127.0.0.1:{port}/healthz")
         secure = "s" if args.tls else ""
-        base = f"http{secure}://127.0.0.1:{port}"
-        await wait_http(f"{base}/healthz")
-        ws_url = f"ws{secure}://127.0.0.1:{port}/v1/signaling"
-        async with httpx.AsyncClient(base_url=base, timeout=60) as http:
+        for port in ports:
+            await wait_http(f"http{secure}://127.0.0.1:{port}/healthz")
+        ws_urls = [f"ws{secure}://127.0.0.1:{port}/v1/signaling" for port in ports]
+        async with httpx.AsyncClient(base_url=f"http{secure}://127.0.0.1:{ports[0]}",
+                                     timeout=60) as http:
             callers = await make_devices(http, "caller", args.pairs, 1)
             callees = await make_devices(http, "callee", args.pairs, args.callee_devices)
             idle_users = max(1, args.idle // 32)
             idle = await make_devices(http, "idle", idle_users, min(32, args.idle))
-        # memory per idle device
-        rss_before = rss_bytes(proc.pid)
-        idle_conns = [SignalingConnection(ws_url, t) for _, tokens in idle for t in tokens]
+        # memory per idle device, spread over the nodes (and what Redis keeps for each)
+        holders = [proc.pid for proc in procs] + ([backing.redis.pid] if backing else [])
+        rss_before = sum(rss_bytes(pid) for pid in holders)
+        idle_conns = [SignalingConnection(ws_urls[i % len(ws_urls)], t)
+                      for i, t in enumerate(t for _, tokens in idle for t in tokens)]
         for start in range(0, len(idle_conns), 50):
             await asyncio.gather(*(c.connect() for c in idle_conns[start:start + 50]))
         await asyncio.sleep(1.0)
-        per_device = (rss_bytes(proc.pid) - rss_before) / max(1, len(idle_conns))
+        per_device = (sum(rss_bytes(pid) for pid in holders) - rss_before) / max(1, len(idle_conns))
 
-        caller_conns = [SignalingConnection(ws_url, tokens[0]) for _, tokens in callers]
-        callee_conns = [[SignalingConnection(ws_url, t) for t in tokens] for _, tokens in callees]
+        # caller i on node i, its callee's devices on the next node: every set-up crosses nodes
+        caller_conns = [SignalingConnection(ws_urls[i % len(ws_urls)], tokens[0])
+                        for i, (_, tokens) in enumerate(callers)]
+        callee_conns = [[SignalingConnection(ws_urls[(i + 1) % len(ws_urls)], t) for t in tokens]
+                        for i, (_, tokens) in enumerate(callees)]
         await asyncio.gather(*(c.connect() for c in itertools.chain(caller_conns,
                                                                     *callee_conns)))
         result = Result("facecall")
         deadline = time.perf_counter() + args.seconds
-        cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
+        pids = [proc.pid for proc in procs]
+        cpu0, t0 = cluster_cpu(pids, backing), time.perf_counter()
         await asyncio.gather(*(facecall_pair(caller_conns[i], callee_conns[i], callees[i][0],
                                              deadline, result) for i in range(args.pairs)))
         result.seconds = time.perf_counter() - t0
-        result.server_cpu = cpu_seconds(proc.pid) - cpu0
+        cpu1 = cluster_cpu(pids, backing)
+        result.cpu_parts = {part: cpu1[part] - cpu0[part] for part in cpu0}
+        result.server_cpu = sum(result.cpu_parts.values())
+        if backing is None:
+            result.cpu_parts = {}
         for conn in itertools.chain(idle_conns, caller_conns, *callee_conns):
             await conn.close()
         return result, per_device
     finally:
-        proc.send_signal(signal.SIGINT)  # a clean exit (cProfile writes its file on exit)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        for proc in procs:
+            proc.send_signal(signal.SIGINT)  # a clean exit (cProfile writes its file on exit)
+        for proc in procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 # --------------------------------------------------------------------------- bare relay
@@ -307,12 +368,13 @@ async def bench_bare(args: argparse.Namespace) -> Result:
         proc.wait(10)
 
 
-async def one_round(args: argparse.Namespace, index: int) -> dict[str, Any]:
+async def one_round(args: argparse.Namespace, index: int,
+                    backing: Backing | None) -> dict[str, Any]:
     """facecall and the relay, one after the other; odd rounds run the relay first, so that a
     machine getting faster or slower during the run does not always favour the same one."""
     floor = await bench_bare(args) if not args.skip_floor and index % 2 else None
     with tempfile.TemporaryDirectory(prefix="facecall-bench-") as tmp:
-        ours, per_device = await bench_facecall(args, Path(tmp))
+        ours, per_device = await bench_facecall(args, Path(tmp), backing)
     if not args.skip_floor and floor is None:
         floor = await bench_bare(args)
     report: dict[str, Any] = {"facecall": ours.row(), "idle_device_kib": per_device / 1024}
@@ -355,20 +417,33 @@ async def main() -> None:
     parser.add_argument("--tls", action="store_true",
                         help="both servers over WSS (one self-signed certificate, trusted through "
                              "SSL_CERT_FILE)")
+    parser.add_argument("--nodes", type=int, default=0,
+                        help="N facecall signaling nodes on one PostgreSQL and one Redis, "
+                             "each call crossing nodes (default 0: one SQLite node)")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
-    with tempfile.TemporaryDirectory(prefix="facecall-bench-tls-") as tls_dir:
+    if args.nodes < 0 or (args.nodes and args.without_call_writes):
+        parser.error("--nodes must be 0 or more, and cannot go with --without-call-writes")
+    with contextlib.ExitStack() as stack:
+        tls_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="facecall-bench-tls-"))
         args.tls_files = write_self_signed(Path(tls_dir), ["127.0.0.1"]) if args.tls else None
         if args.tls_files:
             os.environ["SSL_CERT_FILE"] = str(args.tls_files[0])
-        await run_rounds(args)
+        backing = None
+        if args.nodes:
+            from tests.pg import running_postgres
+            from tests.redis_server import running_redis
+
+            backing = Backing(stack.enter_context(running_postgres()),
+                              stack.enter_context(running_redis()))
+        await run_rounds(args, backing)
 
 
-async def run_rounds(args: argparse.Namespace) -> None:
+async def run_rounds(args: argparse.Namespace, backing: Backing | None) -> None:
     rounds = []
     for index in range(args.rounds):
-        rounds.append(await one_round(args, index))
+        rounds.append(await one_round(args, index, backing))
         if args.rounds > 1:
             print(f"round {index + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     report = median_report(rounds)
@@ -379,7 +454,8 @@ async def run_rounds(args: argparse.Namespace) -> None:
         print(json.dumps({**report, "rounds": rounds, "args": vars(args)}, indent=2, default=str))
         return
     of = f" (median of {args.rounds} rounds)" if args.rounds > 1 else ""
-    ours = "facecall*" if args.without_call_writes else "facecall"
+    ours = "facecall*" if args.without_call_writes else \
+        f"{args.nodes} nodes" if args.nodes else "facecall"
     print(f"{'':24}{ours:>14}{'bare relay':>14}{of}")
     for key in ("setups_per_s", "setups_per_cpu_s", "ring_p50_ms", "ring_p99_ms",
                 "us_per_message", "server_cpu_s", "messages"):
@@ -391,6 +467,10 @@ async def run_rounds(args: argparse.Namespace) -> None:
         ratio += f" (rounds: {low:.2f}-{high:.2f})"
     over = " over WSS" if args.tls else ""
     print(f"per-message cost ratio{over} (facecall / bare relay): {ratio}")
+    if args.nodes:
+        parts = ", ".join(f"{key[6:]} {report['facecall'][key]:.2f} s" for key in report["facecall"]
+                          if key.startswith("cpu_s_"))
+        print(f"cluster CPU (median): {parts}")
     if args.without_call_writes:
         print("* call writes skipped: what a set-up costs if storing it cost nothing (a ceiling)")
 

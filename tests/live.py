@@ -213,12 +213,13 @@ async def sdk_devices(base_url: str) -> AsyncIterator[MakeDevice]:
 class ServerProcess:
     """`facecall serve` as a child process (so that it can be killed for real)."""
 
-    def __init__(self, db: Path, port: int, ring_timeout: float, resume_grace: float = 60.0,
+    def __init__(self, db: Path | str, port: int, ring_timeout: float, resume_grace: float = 60.0,
                  turn_urls: list[str] | None = None, env: dict[str, str] | None = None) -> None:
-        """``facecall serve --no-turn`` on ``127.0.0.1:port`` with the SQLite database ``db``;
-        TURN credentials are signed with the tests' secret and list ``turn_urls`` (none: no
-        ICE server); ``env`` adds settings (``FACECALL_TLS_CERT``: HTTPS, trusting that
-        certificate)."""
+        """``facecall serve --no-turn`` on ``127.0.0.1:port`` with the SQLite database ``db``
+        (a path), or the database URL ``db``; TURN credentials are signed with the tests'
+        secret and list ``turn_urls`` (none: no ICE server); ``env`` adds settings
+        (``FACECALL_TLS_CERT``: HTTPS, trusting that certificate; ``FACECALL_REDIS_URL``: a
+        node sharing that bus)."""
         self.db, self.port, self.ring_timeout = db, port, ring_timeout
         self.resume_grace = resume_grace
         self.turn_urls = turn_urls or []
@@ -231,7 +232,8 @@ class ServerProcess:
                "FACECALL_TURN_URLS": ",".join(self.turn_urls), **self.env}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "facecall", "serve", "--no-turn", "--port", str(self.port),
-             "--database-url", f"sqlite:///{self.db}", "--ring-timeout", str(self.ring_timeout),
+             "--database-url", self.db if isinstance(self.db, str) else f"sqlite:///{self.db}",
+             "--ring-timeout", str(self.ring_timeout),
              "--log-level", "warning"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )

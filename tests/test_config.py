@@ -137,9 +137,21 @@ def test_defaults_are_valid_and_every_setting_says_what_it_accepts() -> None:
     assert described == {f.name for f in dataclasses.fields(Settings)}
 
 
-def test_redis_url_is_gone() -> None:
-    """Nothing reads it (no Redis bus yet): a setting that does nothing is not offered."""
-    assert "redis_url" not in {f.name for f in dataclasses.fields(Settings)}
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/0", "redis://:pw@redis.internal",
+                                 "rediss://cache.example.org:6380/2", "unix:///run/redis.sock",
+                                 "redis://[::1]:6379?socket_timeout=5"])
+def test_a_redis_url_with_postgresql_is_taken(url: str) -> None:
+    settings = Settings.from_env({"FACECALL_REDIS_URL": url,
+                                  "FACECALL_DATABASE_URL": "postgresql://u@db.internal/facecall"})
+    assert settings.redis_url == url
+
+
+def test_a_redis_url_is_refused_without_showing_its_password() -> None:
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"FACECALL_REDIS_URL": "http://:hunter2@127.0.0.1:6379",
+                           "FACECALL_DATABASE_URL": "postgresql://u@db.internal/facecall"})
+    assert "hunter2" not in str(refused.value)
+    assert str(refused.value).startswith("FACECALL_REDIS_URL=(secret, not shown) is not allowed: ")
 
 
 # -- start-up, as an operator runs it -----------------------------------------------------------
@@ -158,6 +170,9 @@ STARTUP_CASES = [
     ("serve", {"FACECALL_LOG_JSON": "maybe"}, [], "FACECALL_LOG_JSON"),
     ("serve", {"FACECALL_TURN_URLS": "garbage"}, [], "FACECALL_TURN_URLS"),
     ("signaling", {"FACECALL_RING_TIMEOUT": "-5"}, [], "FACECALL_RING_TIMEOUT"),
+    ("signaling", {}, ["--redis-url", "localhost:6379"], "--redis-url"),
+    # SQLite is one node's database: a shared bus with it would split the calls
+    ("signaling", {"FACECALL_REDIS_URL": "redis://127.0.0.1:1"}, [], "FACECALL_REDIS_URL"),
 ]
 
 

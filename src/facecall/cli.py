@@ -32,6 +32,9 @@ def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--database-url",
                         help="sqlite:///PATH or postgresql://... (FACECALL_DATABASE_URL, "
                         "default SQLite ./facecall.db)")
+    parser.add_argument("--redis-url",
+                        help="redis://HOST[:PORT][/DB]: the bus several nodes share, with one "
+                        "PostgreSQL --database-url (FACECALL_REDIS_URL, default none: one node)")
     parser.add_argument("--ring-timeout", type=float,
                         help="seconds before a ring is missed (FACECALL_RING_TIMEOUT, default 30)")
     _add_log_arguments(parser)
@@ -43,7 +46,7 @@ def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
 def _settings(args: argparse.Namespace) -> Settings:
     """Settings from the environment and the options; :class:`SettingsError` when one is bad."""
     return Settings.from_env(
-        host=args.host, port=args.port, database_url=args.database_url,
+        host=args.host, port=args.port, database_url=args.database_url, redis_url=args.redis_url,
         ring_timeout=args.ring_timeout, log_level=args.log_level, log_json=args.log_json,
         tls_cert=args.tls_cert, tls_key=args.tls_key,
     )
@@ -62,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_turn_arguments(serve)
 
     signaling = commands.add_parser(
-        "signaling", help="API + signaling node only, without STUN/TURN (one node: there is "
-        "no Redis bus for several yet)")
+        "signaling", help="API + signaling node only, without STUN/TURN (several share one "
+        "PostgreSQL --database-url and one --redis-url)")
     _add_server_arguments(signaling)
 
     turn = commands.add_parser("turn", help="the STUN/TURN server alone")

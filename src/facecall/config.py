@@ -53,6 +53,14 @@ def _database_url(url: str) -> str:
     return async_database_url(url)
 
 
+def _redis_url(url: str) -> str:
+    """Empty (the in-process bus: one node), or a ``redis://``, ``rediss://`` (TLS) or
+    ``unix://`` URL as redis-py reads them."""
+    if url and not re.fullmatch(r"(rediss?://[^\s/?#]+(/\d*)?|unix:///\S+)(\?\S*)?", url):
+        raise ValueError("not a redis://HOST[:PORT][/DB], rediss://... or unix:///PATH URL")
+    return url
+
+
 def _public_url(url: str) -> str:
     """Empty, or an ``http(s)://host[:port][/path]`` URL."""
     if url and not re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?", url):
@@ -151,6 +159,11 @@ class Settings:
     database_url: Annotated[str, AfterValidator(_database_url), Field(
         description="a SQLite or PostgreSQL URL (sqlite:///PATH or postgresql://...); "
                     "no other database is supported")] = "sqlite+aiosqlite:///./facecall.db"
+    # the bus that several nodes share (facecall.bus.redis_bus); empty: this node alone, with
+    # the in-process bus. Nodes that share a bus share one PostgreSQL database too.
+    redis_url: Annotated[str, AfterValidator(_redis_url), Field(
+        description="empty, or a redis://HOST[:PORT][/DB], rediss://... or unix:///PATH URL "
+                    "(with a PostgreSQL database)")] = ""
     # how clients reach this node, as the start-up log line shows it; empty: http://host:port
     public_url: Annotated[str, AfterValidator(_public_url), Field(
         description="empty, or an http:// or https:// URL")] = ""
@@ -288,6 +301,10 @@ class Settings:
             raise SettingsError("\n".join(dict.fromkeys(lines))) from None
         if (problem := settings.tls_problem()) is not None:
             lines.append(f"FACECALL_TLS_CERT / FACECALL_TLS_KEY (--tls-cert / --tls-key): {problem}")
+        if settings.redis_url and not settings.database_url.startswith("postgresql"):
+            lines.append("FACECALL_REDIS_URL (--redis-url) must be used with a PostgreSQL "
+                         "FACECALL_DATABASE_URL (--database-url): the nodes that share a bus "
+                         "share their calls through one database, and SQLite is one node's")
         if lines:
             raise SettingsError("\n".join(lines))
         return settings
@@ -302,7 +319,7 @@ class Settings:
 
 
 #: settings whose values are secrets: an error names them without showing the value
-SECRET_SETTINGS = frozenset({"turn_secrets", "metrics_token", "admin_token"})
+SECRET_SETTINGS = frozenset({"turn_secrets", "metrics_token", "admin_token", "redis_url"})
 #: ``FACECALL_*`` variables that are not node settings: the client command line's password,
 #: and the test suite's own
 OTHER_VARIABLES = frozenset({"FACECALL_PASSWORD", "FACECALL_PG_BIN", "FACECALL_SCREENSHOTS",

@@ -13,6 +13,8 @@ from facecall.api.app import create_app
 from facecall.api.http_transport import GuardedHttpProtocol
 from facecall.api.tls_transport import TlsHandshakeGuard
 from facecall.api.ws_transport import SignalingWebSocket
+from facecall.bus import Bus
+from facecall.bus.redis_bus import BusUnavailable, RedisBus
 from facecall.config import WS_MAX_FRAME, Settings
 from facecall.descriptors import raise_descriptor_limit
 from facecall.logs import get_logger
@@ -32,10 +34,11 @@ class StartupFailure(Exception):
 
 
 def build_uvicorn(settings: Settings, turn_uris: list[str] | None = None,
-                  store: Store | None = None) -> uvicorn.Server:
-    """A uvicorn server for the API + signaling app, not started yet; ``store``: an open store
-    for the app to use (its caller closes it), else the app opens ``settings.database_url``."""
-    app = create_app(settings, turn_uris=turn_uris, store=store)
+                  store: Store | None = None, bus: Bus | None = None) -> uvicorn.Server:
+    """A uvicorn server for the API + signaling app, not started yet; ``store`` and ``bus``: an
+    open store and a started bus for the app to use (their caller closes them), else the app
+    opens ``settings.database_url`` and an in-process bus."""
+    app = create_app(settings, turn_uris=turn_uris, store=store, bus=bus)
     tls = settings.tls_context()
     config = uvicorn.Config(
         # frames above Settings.max_message_bytes get `too_large`; above WS_MAX_FRAME, 1009
@@ -87,6 +90,20 @@ async def open_store(settings: Settings) -> Store:
         raise StartupFailure(problem) from None
 
 
+async def open_bus(settings: Settings) -> Bus | None:
+    """The Redis bus of ``settings.redis_url``, started, or None for the in-process bus (the
+    app makes it); :class:`StartupFailure` (one line, the URL without its password) when
+    Redis cannot be reached."""
+    if not settings.redis_url:
+        return None
+    bus = RedisBus(settings.redis_url, limit=settings.outbox_limit, ttl=settings.resume_grace * 4)
+    try:
+        await bus.start()
+    except BusUnavailable as exc:
+        raise StartupFailure(str(exc)) from None
+    return bus
+
+
 async def serve(settings: Settings, turn_config: TurnConfig | None = None) -> None:
     """Serve HTTP + WebSocket, and STUN/TURN in the same process when ``turn_config`` is given,
     until cancelled or signalled. Everything that can fail at start-up is done before the node
@@ -96,6 +113,7 @@ async def serve(settings: Settings, turn_config: TurnConfig | None = None) -> No
     raise_descriptor_limit()  # one socket per connected device
     turn: TurnServer | None = None
     store: Store | None = None
+    bus: Bus | None = None
     uris: list[str] = []
     sock = bind_http(settings.host, settings.port)
     try:
@@ -110,11 +128,15 @@ async def serve(settings: Settings, turn_config: TurnConfig | None = None) -> No
                 raise StartupFailure(str(exc)) from None
             uris = turn_uris(turn)
         store = await open_store(settings)
-        server = build_uvicorn(settings, uris, store=store)
+        bus = await open_bus(settings)
+        server = build_uvicorn(settings, uris, store=store, bus=bus)
         log.info("facecall.serving", url=settings.base_url, database=shown_url(settings.database_url),
+                 bus=shown_url(settings.redis_url) if settings.redis_url else "in-process",
                  turn=uris or None)
         await server.serve(sockets=[sock])
     finally:
+        if bus is not None:
+            await bus.close()
         if store is not None:
             await store.close()
         if turn is not None:

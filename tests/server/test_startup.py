@@ -127,6 +127,16 @@ def test_an_unknown_postgresql_database_is_one_line(postgres: PostgresServer) ->
 
 
 @pytest.mark.postgres
+def test_an_unreachable_redis_is_one_line_without_its_password(postgres: PostgresServer) -> None:
+    url = postgres.create_database().replace("postgresql+asyncpg://", "postgresql://")
+    port = free_port()  # nothing listens there
+    line = one_line(serve("--no-turn", "--redis-url", f"redis://:S3cretPW@127.0.0.1:{port}/0",
+                          database=url))
+    assert "S3cretPW" not in line
+    assert line == f"facecall: cannot reach Redis at redis://127.0.0.1:{port}/0: Connection refused", line
+
+
+@pytest.mark.postgres
 def test_libpq_sslmode_in_the_database_url_works(tmp_path: Path, postgres: PostgresServer) -> None:
     """`?sslmode=disable`, as libpq and every PostgreSQL tool write it, is taken (asyncpg reads
     it); `sslmode=require` against a server without TLS is refused in one line."""

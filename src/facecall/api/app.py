@@ -69,17 +69,20 @@ def _printable(value: object) -> object:
 
 def create_app(settings: Settings, *, turn_uris: list[str] | None = None,
                bus: Bus | None = None, store: Store | None = None) -> FastAPI:
-    """Build the app; the store, bus and call service start in its lifespan. ``store``: one
-    already open (``facecall serve`` opens it before it says it serves, so that a database
-    it cannot use stops it in one line); its caller closes it. Else the lifespan opens
-    ``settings.database_url`` and closes it again."""
-    given_store = store
+    """Build the app; the store, bus and call service start in its lifespan. ``store`` and
+    ``bus``: ones already open and started (``facecall serve`` opens them before it says it
+    serves, so that a database or Redis it cannot use stops it in one line); their caller
+    closes them. Else the lifespan opens ``settings.database_url`` and an in-process bus, and
+    closes them again."""
+    given_store, given_bus = store, bus
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = given_store or await Store.open(settings.database_url)
-        the_bus = bus or InProcessBus(limit=settings.outbox_limit, ttl=settings.resume_grace * 4)
-        await the_bus.start()
+        the_bus = given_bus or InProcessBus(limit=settings.outbox_limit,
+                                            ttl=settings.resume_grace * 4)
+        if given_bus is None:
+            await the_bus.start()
         service = CallService(store, the_bus, settings)
         app.state.store, app.state.bus, app.state.signaling = store, the_bus, service
         await service.start()
@@ -87,7 +90,8 @@ def create_app(settings: Settings, *, turn_uris: list[str] | None = None,
             yield
         finally:
             await service.stop()
-            await the_bus.close()
+            if given_bus is None:
+                await the_bus.close()
             if given_store is None:
                 await store.close()
 

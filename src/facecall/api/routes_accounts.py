@@ -175,7 +175,7 @@ async def update_me(
         user = await store.rename_user(principal.user_id, body.display_name)
     except NotFound:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="account no longer exists") from None
-    request.app.state.signaling.user_renamed(user.id)
+    await request.app.state.signaling.user_renamed(user.id)
     return user_out(user)
 
 
@@ -194,7 +194,7 @@ async def delete_account(request: Request, store: Store, user_id: str) -> None:
         removed = await store.delete_user(user_id, time.time())
     except NotFound:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="account no longer exists") from None
-    request.app.state.signaling.user_renamed(user_id)
+    await request.app.state.signaling.user_renamed(user_id)
     await devices_removed(request, user_id, removed, "account deleted")
     log.info("account.deleted", user_id=user_id, devices_removed=len(removed))
 

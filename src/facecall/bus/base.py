@@ -9,11 +9,27 @@ calls: it moves opaque JSON objects, numbered and encoded once as UTF-8 JSON byt
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable, Iterable
+import contextlib
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 Listener = Callable[[int, bytes], Awaitable[None]]
 """Called with (seq, UTF-8 JSON text) for every new message to an attached device."""
+
+Kicker = Callable[[str, str, int], Awaitable[None]]
+"""Called on the node holding a device's live connection with (device id, close reason, close
+code): that node closes the connection and forgets what it kept for it (see :meth:`Bus.kick`)."""
+
+AnnouncementHandler = Callable[[str, str], Awaitable[None]]
+"""Called on every node with (topic, key) of an announcement (see :meth:`Bus.announce`)."""
+
+
+#: :meth:`Bus.claim_request`: another node is acting on that request right now
+IN_PROGRESS = b""
+
+
+class LockTimeout(Exception):
+    """A cluster-wide lock (:meth:`Bus.exclusive`) was not free in time."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +52,9 @@ class Replay:
 class Bus(abc.ABC):
     """Routing and presence for device connections (in-process or Redis)."""
 
+    #: True when other nodes share this bus: what one node caches, another may change
+    shared: bool = False
+
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Connect to the backing service, if any."""
 
@@ -44,11 +63,22 @@ class Bus(abc.ABC):
 
     @abc.abstractmethod
     async def deliver(self, device_id: str, message: dict[str, object]) -> int:
-        """Number ``message`` with the next seq, keep it, push it if attached; return the seq."""
+        """Number ``message`` (which has no ``seq`` of its own) with the next seq, keep it, push
+        it if attached; return the seq. A device attached to this node has it pushed before
+        this returns; one attached to another node gets it from that node, in seq order."""
+
+    async def deliver_many(self, deliveries: Sequence[tuple[str, dict[str, object]]]) -> list[int]:
+        """:meth:`deliver` each ``(device id, message)`` in turn (a shared bus: all at once);
+        their seqs."""
+        return [await self.deliver(device_id, message) for device_id, message in deliveries]
 
     @abc.abstractmethod
     async def attach(self, device_id: str, connection_id: str, listener: Listener) -> None:
-        """Make ``listener`` the device's one live connection (a newer one replaces older)."""
+        """Make ``listener`` the device's one live connection (a newer one, on any node,
+        replaces older; connection ids are unique across nodes). The listener gets what is
+        delivered from then on, in seq order without repeats; a seq it never gets is one a
+        replay handed out instead, or one trimmed or lost before it could be pushed (the
+        device's next resume tells it so)."""
 
     @abc.abstractmethod
     async def detach(self, device_id: str, connection_id: str) -> bool:
@@ -77,4 +107,47 @@ class Bus(abc.ABC):
 
     @abc.abstractmethod
     async def forget(self, device_id: str) -> None:
-        """Drop the device's mailbox (device removed)."""
+        """Drop the device's mailbox and its registration (device removed)."""
+
+    @abc.abstractmethod
+    def on_kick(self, kicker: Kicker) -> None:
+        """Set this node's :data:`Kicker` (the signaling service's; one per node)."""
+
+    @abc.abstractmethod
+    async def kick(self, device_id: str, reason: str, code: int) -> None:
+        """Have the node holding the device's live connection close it (its :data:`Kicker` is
+        called there, on this node too); nothing when the device is connected nowhere."""
+
+    @abc.abstractmethod
+    def on_announce(self, handler: AnnouncementHandler) -> None:
+        """Set this node's :data:`AnnouncementHandler`."""
+
+    @abc.abstractmethod
+    async def announce(self, topic: str, key: str) -> None:
+        """Tell every node, this one included, that ``key`` of ``topic`` changed (a cache
+        entry to drop). This node's handler has run when the call returns; every other node
+        runs it before any message this node delivers afterwards reaches a device attached
+        to that node (nothing is promised about other nodes' own deliveries)."""
+
+    @abc.abstractmethod
+    def exclusive(self, name: str, timeout: float = 5.0) -> contextlib.AbstractAsyncContextManager[None]:
+        """Hold the lock ``name`` across every node sharing this bus while the ``async with``
+        body runs; raises :class:`LockTimeout` when it is not free within ``timeout`` s. A
+        holder that dies lets go after a bounded time."""
+
+    async def claim_request(self, device_id: str, msg_id: str) -> bytes | None:
+        """Claim the device's request ``msg_id`` for this node, so that a request resent to
+        another node after a drop is acted on once across all nodes: None when claimed (act on
+        it, then :meth:`request_answered` or :meth:`request_released`); the ``ok`` reply it got
+        when a node answered it already; :data:`IN_PROGRESS` while another node acts on it (ask
+        again shortly). A claim whose node dies lapses after a bounded time. A bus that is not
+        :attr:`shared` claims every request: one node dedupes on its own
+        (:mod:`facecall.signaling.replies`)."""
+        return None
+
+    async def request_answered(self, device_id: str, msg_id: str, reply: bytes) -> None:  # noqa: B027
+        """The claimed request was answered ``ok`` with ``reply``: a resend gets it, on any node,
+        for as long as a device's messages are kept."""
+
+    async def request_released(self, device_id: str, msg_id: str) -> None:  # noqa: B027
+        """The claimed request failed (an error reply changes nothing): a resend acts anew."""

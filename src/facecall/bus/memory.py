@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 
 import orjson
 
-from facecall.bus.base import Bus, Listener, Replay
+from facecall.bus.base import AnnouncementHandler, Bus, Kicker, Listener, LockTimeout, Replay
 from facecall.logs import get_logger
 
 log = get_logger(__name__)
@@ -36,6 +38,17 @@ def first_seq() -> int:
     return time.time_ns() // 1000
 
 
+class _NamedLock:
+    """A lock of :meth:`InProcessBus.exclusive`, with the number of those holding it or waiting
+    for it (the entry is dropped at zero)."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
 class InProcessBus(Bus):
     """Mailboxes in a dict; each keeps at most ``limit`` unacknowledged messages for ``ttl`` s."""
 
@@ -43,6 +56,9 @@ class InProcessBus(Bus):
         self.limit = limit
         self.ttl = ttl
         self._boxes: dict[str, _Mailbox] = {}
+        self._kicker: Kicker | None = None
+        self._announced: AnnouncementHandler | None = None
+        self._locks: dict[str, _NamedLock] = {}
 
     def _box(self, device_id: str) -> _Mailbox:
         box = self._boxes.get(device_id)
@@ -128,3 +144,38 @@ class InProcessBus(Bus):
 
     async def forget(self, device_id: str) -> None:
         self._boxes.pop(device_id, None)
+
+    def on_kick(self, kicker: Kicker) -> None:
+        self._kicker = kicker
+
+    async def kick(self, device_id: str, reason: str, code: int) -> None:
+        box = self._boxes.get(device_id)
+        if box is not None and box.listener is not None and self._kicker is not None:
+            await self._kicker(device_id, reason, code)
+
+    def on_announce(self, handler: AnnouncementHandler) -> None:
+        self._announced = handler
+
+    async def announce(self, topic: str, key: str) -> None:
+        if self._announced is not None:
+            await self._announced(topic, key)
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self, name: str, timeout: float = 5.0) -> AsyncIterator[None]:
+        held = self._locks.get(name)
+        if held is None:
+            held = self._locks[name] = _NamedLock()
+        held.users += 1  # the entry goes when no one holds or waits for it
+        try:
+            try:
+                await asyncio.wait_for(held.lock.acquire(), timeout)
+            except TimeoutError:
+                raise LockTimeout(f"{name} is held by another request") from None
+            try:
+                yield
+            finally:
+                held.lock.release()
+        finally:
+            held.users -= 1
+            if not held.users:
+                del self._locks[name]

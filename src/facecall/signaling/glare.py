@@ -1,14 +1,9 @@
 """Glare: two users call each other at the same moment.
 
-The driver notices glare when a 1:1 ``call.start`` from A to B arrives while B's 1:1 call to A
-is still ringing (or the other way round, on another node). Both nodes must pick the same survivor
-without talking to each other, so the choice depends only on the two calls:
-
-* the call whose **caller user id sorts lower** (plain string order) survives;
-* if both calls have the same caller (not glare proper, but total), the lower ``call_id`` wins.
-
-The driver then aborts the loser with ``Abort(EndReason.GLARE)``; its ringing devices get
-``call.stop_ringing(glare)`` and its caller ``call.ended(glare)``, and the survivor rings on.
+The driver queues the two 1:1 ``call.start`` requests of a user pair on a lock of the bus
+(:meth:`facecall.bus.Bus.exclusive`, which spans every node sharing the bus), so the second one
+always finds the first call ringing: :func:`is_glare` tells it so, and its device answers that
+call instead of placing another (``"glare": "merged"``, docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -34,11 +29,3 @@ def is_glare(call_a: CallMachine, call_b: CallMachine) -> bool:
         and a_in_b.state is ParticipantState.RINGING
         and b_in_a.state is ParticipantState.RINGING
     )
-
-
-def glare_winner(call_a: CallMachine, call_b: CallMachine) -> CallMachine:
-    """The call that survives glare (deterministic and symmetric:
-    ``glare_winner(a, b) is glare_winner(b, a)``)."""
-    key_a = (call_a.caller_user, call_a.call_id)
-    key_b = (call_b.caller_user, call_b.call_id)
-    return call_a if key_a <= key_b else call_b

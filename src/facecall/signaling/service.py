@@ -6,10 +6,16 @@ delivers the effects through the `Bus`. Ring deadlines are kept in the ``calls.n
 column, so a restarted node — or another node — finishes what was in flight. Devices whose
 connection drops get ``Settings.resume_grace`` seconds to resume before they leave their calls.
 
-Glare (two users calling each other at once) is settled on this node by queueing the two
-``call.start`` requests of a user pair: the second finds the first ringing and answers it. Across
-nodes that needs a shared lock (the Redis bus, a later issue); `glare.glare_winner` is the
-deterministic tie-break for that case.
+Glare (two users calling each other at once) is settled by queueing the two ``call.start``
+requests of a user pair on a lock of the bus (:meth:`Bus.exclusive`: across every node when the
+bus is shared): the second finds the first ringing and answers it.
+
+Several nodes share calls through the store (each save names the version it replaces: a node
+whose cached machine is behind gets :class:`StaleVersion`, reloads and applies the event again)
+and devices through a shared bus: with one, a node announces every save so that the others drop
+their cached copy before any effect of it reaches a device, a device's connection is closed
+(replaced, removed) on whichever node holds it, and a user's changed name is dropped from every
+node's cache.
 """
 
 from __future__ import annotations
@@ -20,10 +26,9 @@ import heapq
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from facecall.bus import Bus, Listener
+from facecall.bus import Bus, Listener, LockTimeout
 from facecall.config import Settings
 from facecall.logs import get_logger
 from facecall.ratelimit import TokenBucket
@@ -57,6 +62,11 @@ log = get_logger(__name__)
 CACHE_LIMIT = 10_000  # calls kept in memory between requests
 SAVE_ATTEMPTS = 4
 TIMER_POLL = 1.0  # seconds between store polls for deadlines set by other nodes or past runs
+GLARE_WAIT = 10.0  # seconds a call.start waits for the other start of its user pair
+HELLO_WAIT = 30.0  # seconds a hello waits for an earlier hello of its device
+REPLACED = "replaced by a newer connection of this device"
+ANNOUNCE_USER = "user"  # key: user id (renamed or deleted)
+ANNOUNCE_CALL = "call"  # key: "call_id version" (saved by some node)
 
 
 #: requests whose event carries nothing but the acting (user, device)
@@ -122,14 +132,6 @@ def _write_and_rows(machine: CallMachine, stored: Rows | None) -> tuple[CallWrit
     ), rows
 
 
-@dataclass
-class _HelloTurn:
-    """The hellos of one device, taking turns (see :meth:`CallService.hello_turn`)."""
-
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    hellos: int = 0  # in their hello or waiting for their turn
-
-
 class CallService:
     """All call signaling of one node."""
 
@@ -152,12 +154,12 @@ class CallService:
         self._wake = asyncio.Event()
         self._sleep_until = 0.0  # when the timer loop wakes next by itself
         self._timer_task: asyncio.Task[None] | None = None
-        self._glare_locks: dict[str, asyncio.Lock] = {}
-        self._hello_turns: dict[str, _HelloTurn] = {}
         # user id -> display name, for `call.ring`; also the users known to exist. Users are
         # never deleted; a rename drops the entry (:meth:`user_renamed`).
         self._names: dict[str, str] = {}
         self._buckets: dict[str, TokenBucket] = {}  # device id -> its message rate limit
+        bus.on_kick(self._kicked)
+        bus.on_announce(self._announced)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -208,9 +210,11 @@ class CallService:
         if session.closed:  # dropped during the write: it must not look online
             return False
         previous = self._sessions.get(device_id)
+        if previous is None and self.bus.shared:  # its older connection may be on another node
+            await self.bus.kick(device_id, REPLACED, CLOSE_REPLACED)
         self._sessions[device_id] = session
         if previous is not None and previous is not session:
-            previous.kick("replaced by a newer connection of this device", CLOSE_REPLACED)
+            previous.kick(REPLACED, CLOSE_REPLACED)
         else:
             metrics.CONNECTED_DEVICES.inc()
         if (task := self._grace.pop(device_id, None)) is not None:
@@ -255,19 +259,16 @@ class CallService:
 
     @contextlib.asynccontextmanager
     async def hello_turn(self, device_id: str) -> AsyncIterator[None]:
-        """One ``hello`` of a device at a time (two connections racing must not act on the
-        device's calls at once: the older one's fresh start would undo the newer's welcome)."""
-        turn = self._hello_turns.get(device_id)
-        if turn is None:
-            turn = self._hello_turns[device_id] = _HelloTurn()
-        turn.hellos += 1
+        """One ``hello`` of a device at a time, on every node sharing the bus (two connections
+        racing must not act on the device's calls at once: the older one's fresh start would
+        undo the newer's welcome). Raises :class:`ProtocolError` ``internal`` when the other
+        hello holds the turn too long."""
         try:
-            async with turn.lock:
+            async with self.bus.exclusive(f"hello:{device_id}", HELLO_WAIT):
                 yield
-        finally:
-            turn.hellos -= 1
-            if not turn.hellos:
-                del self._hello_turns[device_id]
+        except LockTimeout as exc:
+            raise ProtocolError(ErrorCode.INTERNAL, "another connection of this device is "
+                                "saying hello; retry") from exc
 
     async def device_detached(self, user_id: str, device_id: str, session: DeviceSession) -> None:
         """A connection closed; if it was the device's current one, the resume grace starts."""
@@ -296,24 +297,45 @@ class CallService:
             with contextlib.suppress(ProtocolError):  # this device was not in that call
                 await self._apply(call_id, event)
 
-    def user_renamed(self, user_id: str) -> None:
+    async def user_renamed(self, user_id: str) -> None:
         """A user changed their display name or deleted their account: rings read the user
-        from the store again. (This node only: with several nodes, the Redis bus of scale-out
-        must carry this too.)"""
-        self._names.pop(user_id, None)
+        from the store again, on every node sharing the bus."""
+        await self.bus.announce(ANNOUNCE_USER, user_id)
 
     async def device_removed(self, user_id: str, device_id: str, why: str = "device removed") -> None:
         """A device was removed: close its connection (4009, ``why`` as the close reason:
-        "device removed" or "account deleted"); it leaves every call it is in."""
-        if (session := self._sessions.pop(device_id, None)) is not None:
-            session.kick(why, CLOSE_REMOVED)
-            metrics.CONNECTED_DEVICES.dec()
-        if (task := self._grace.pop(device_id, None)) is not None:
-            task.cancel()
+        "device removed" or "account deleted"), on whichever node holds it; it leaves every
+        call it is in."""
+        await self.bus.kick(device_id, why, CLOSE_REMOVED)
+        self._forget_device(device_id)
         await self._leave_all(user_id, device_id, DeviceLost(user_id, device_id, removed=True))
         await self.bus.forget(device_id)
+
+    def _forget_device(self, device_id: str) -> None:
+        """Drop what this node keeps for a removed device: its resume grace, request replies
+        and rate limit."""
+        if (task := self._grace.pop(device_id, None)) is not None:
+            task.cancel()
         self.replies.forget(device_id)
         self._buckets.pop(device_id, None)
+
+    async def _kicked(self, device_id: str, reason: str, code: int) -> None:
+        """The bus asks this node to close the device's connection (see :meth:`Bus.kick`)."""
+        if (session := self._sessions.pop(device_id, None)) is not None:
+            session.kick(reason, code)
+            metrics.CONNECTED_DEVICES.dec()
+        if code == CLOSE_REMOVED:
+            self._forget_device(device_id)
+
+    async def _announced(self, topic: str, key: str) -> None:
+        """Another node (or this one) changed something this node may hold in a cache."""
+        if topic == ANNOUNCE_USER:
+            self._names.pop(key, None)
+        elif topic == ANNOUNCE_CALL:
+            call_id, _, version = key.partition(" ")
+            cached = self._cache.get(call_id)
+            if cached is not None and cached[0] < int(version):
+                self._forget(call_id)
 
     # ------------------------------------------------------------------ requests
 
@@ -381,13 +403,12 @@ class CallService:
         if len(to) != 1:
             return await self._place(user_id, device_id, to, media)
         pair = "|".join(sorted((user_id, to[0])))
-        lock = self._glare_locks.setdefault(pair, asyncio.Lock())
         try:
-            async with lock:  # two users calling each other at once queue here, one by one
+            # two users calling each other at once queue here, one by one, on every node
+            async with self.bus.exclusive(f"glare:{pair}", GLARE_WAIT):
                 return await self._place(user_id, device_id, to, media)
-        finally:
-            if not lock.locked() and self._glare_locks.get(pair) is lock:
-                del self._glare_locks[pair]
+        except LockTimeout as exc:
+            raise ProtocolError(ErrorCode.INTERNAL, "the call is busy; retry") from exc
 
     async def _place(self, user_id: str, device_id: str, to: list[str],
                      media: str) -> dict[str, Any]:
@@ -512,6 +533,8 @@ class CallService:
                     raise
                 if persist:  # a relay changes no state: the cached entry stays as it is
                     self._remember(machine, version, rows)
+                    if self.bus.shared:  # other nodes drop their copy before any effect
+                        await self.bus.announce(ANNOUNCE_CALL, f"{call_id} {version}")
                 await self._perform(machine, effects)
                 if machine.ended:
                     self._locks.pop(call_id, None)
@@ -519,23 +542,42 @@ class CallService:
         raise ProtocolError(ErrorCode.INTERNAL, "the call is busy; retry")
 
     async def _perform(self, machine: CallMachine, effects: list[Effect]) -> None:
-        """Deliver effects in order, after the state that caused them was stored."""
+        """Deliver effects in order, after the state that caused them was stored: all at once
+        (one round trip on a shared bus), after one look at who of the rung is online (for
+        ``call.ringing`` and the push of a ring to a device that is not)."""
+        deliveries: list[tuple[str, dict[str, Any]]] = []
+        rung: set[str] = set()
+        for effect in effects:
+            if isinstance(effect, Deliver):
+                kind = effect.message["type"]
+                if kind == "call.ring":
+                    rung.add(effect.device_id)
+                elif kind == "call.ringing":
+                    rung.update(self._rung_devices(machine, effect.message["user_id"]))
+            elif isinstance(effect, CallEnded):
+                metrics.calls_ended(effect.reason.value).inc()
+                log.info("call.ended", call_id=machine.call_id, reason=effect.reason.value)
+        online = await self.bus.online(rung) if rung else set()
+        offline_rings: list[tuple[Deliver, dict[str, Any]]] = []
         for effect in effects:
             if isinstance(effect, Deliver):
                 message = effect.message
                 if message["type"] == "call.ring":
                     message = {**message, "from_name": self._names.get(message["from_user"])}
+                    if effect.device_id not in online:
+                        offline_rings.append((effect, message))
                 elif message["type"] == "call.ringing":  # is the callee reachable right now?
-                    rung = [leg.device_id for leg in machine.ringing_legs()
-                            if leg.user_id == message["user_id"]]
-                    message = {**message, "online": len(await self.bus.online(rung))}
-                await self.bus.deliver(effect.device_id, message)
-                if message["type"] == "call.ring" and \
-                        effect.device_id not in await self.bus.online([effect.device_id]):
-                    await self.push.notify_ring(effect.user_id, effect.device_id, message)
-            elif isinstance(effect, CallEnded):
-                metrics.calls_ended(effect.reason.value).inc()
-                log.info("call.ended", call_id=machine.call_id, reason=effect.reason.value)
+                    reachable = online.intersection(self._rung_devices(machine, message["user_id"]))
+                    message = {**message, "online": len(reachable)}
+                deliveries.append((effect.device_id, message))
+        await self.bus.deliver_many(deliveries)
+        for effect, message in offline_rings:
+            await self.push.notify_ring(effect.user_id, effect.device_id, message)
+
+    @staticmethod
+    def _rung_devices(machine: CallMachine, user_id: str) -> list[str]:
+        """The devices of ``user_id`` that ``machine`` rings now."""
+        return [leg.device_id for leg in machine.ringing_legs() if leg.user_id == user_id]
 
     # ------------------------------------------------------------------ timers
 

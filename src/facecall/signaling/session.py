@@ -21,6 +21,7 @@ import orjson
 from facecall.logs import get_logger
 from facecall.signaling.errors import ErrorCode, ProtocolError
 from facecall.signaling.protocol import CLOSE_REMOVED, parse_client_message
+from facecall.signaling.replies import CLAIMED_ACROSS_NODES, claim_across_nodes, internal_error
 from facecall.store import NotFound
 
 if TYPE_CHECKING:
@@ -45,10 +46,6 @@ class Link(Protocol):
 
     def close(self, code: int, reason: str) -> None:
         """Close the connection with ``code`` after what was written."""
-
-
-def _internal_error(msg_id: str) -> bytes:
-    return orjson.dumps(ProtocolError(ErrorCode.INTERNAL, "internal error; retry", msg_id).to_wire())
 
 
 def _about_calls(calls: frozenset[str], text: bytes) -> bool:
@@ -177,6 +174,7 @@ class DeviceSession:
         """Parse, authorise and act on one client frame; every failure gets an error reply."""
         msg_id: str | None = None
         in_flight = False  # this request's reply is awaited by its resends (see below)
+        claimed = False  # claimed on the shared bus: its outcome is told there too
         try:
             message = parse_client_message(raw, self.max_bytes)
             msg_id = message.id
@@ -204,8 +202,15 @@ class DeviceSession:
                 pending = self.service.replies.pending(self.device_id, msg_id)
                 if pending is not None:
                     answered = await pending
-                    self.enqueue(answered if answered is not None else _internal_error(msg_id))
+                    self.enqueue(answered if answered is not None else internal_error(msg_id))
                     return
+                if self.service.bus.shared and message.type in CLAIMED_ACROSS_NODES:
+                    # resent to this node while another acted on it, or acts on it still
+                    earlier = await claim_across_nodes(self.service.bus, self.device_id, msg_id)
+                    if earlier is not None:
+                        self.enqueue(earlier)
+                        return
+                    claimed = True
                 self.service.replies.started(self.device_id, msg_id)
                 in_flight = True
                 result = await self.service.handle_request(self.user_id, self.device_id, message)
@@ -220,6 +225,14 @@ class DeviceSession:
                 self.service.replies.finished(self.device_id, msg_id, None)
             raise
         text = orjson.dumps(reply)
+        if claimed and msg_id is not None:
+            try:
+                if reply["type"] == "ok":
+                    await self.service.bus.request_answered(self.device_id, msg_id, text)
+                else:
+                    await self.service.bus.request_released(self.device_id, msg_id)
+            except Exception:  # the reply stands; the claim lapses by itself
+                log.exception("session.claim_not_told", device_id=self.device_id, re=msg_id)
         if msg_id is not None and reply["type"] == "ok":
             self.service.replies.remember(self.device_id, msg_id, text)
         if in_flight and msg_id is not None:
