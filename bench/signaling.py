@@ -19,7 +19,8 @@ docs/operations.md tells SDK users with a private CA to do.
 ``--nodes N`` runs N ``facecall signaling`` nodes sharing a throwaway PostgreSQL and
 redis-server (tests/pg.py, tests/redis_server.py: Debian's packages) instead of one SQLite
 node: each caller connects to one node and its callee's devices to the next, so with two nodes
-every message of a set-up crosses from one node to the other through Redis. The server CPU is
+every message of a set-up crosses from one node to the other through Redis (``--nodes 1
+--in-process-bus``: one node on PostgreSQL alone). The server CPU is
 then the cluster's: every node, redis-server, and PostgreSQL's postmaster with its backends
 (``--json`` splits it); memory per idle device is the nodes' and redis-server's RSS growth.
 
@@ -203,7 +204,9 @@ async def bench_facecall(args: argparse.Namespace, workdir: Path,
         redis = Redis.from_url(backing.redis.url)
         await redis.flushall()
         await redis.aclose()
-        command = ["signaling", "--database-url", database, "--redis-url", backing.redis.url]
+        command = ["signaling", "--database-url", database]
+        if not args.in_process_bus:
+            command += ["--redis-url", backing.redis.url]
     ports = [free_port() for _ in range(max(1, args.nodes))]
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -420,7 +423,12 @@ async def main() -> None:
     parser.add_argument("--nodes", type=int, default=0,
                         help="N facecall signaling nodes on one PostgreSQL and one Redis, "
                              "each call crossing nodes (default 0: one SQLite node)")
+    parser.add_argument("--in-process-bus", action="store_true",
+                        help="with --nodes 1: the node on PostgreSQL without Redis (what the "
+                             "database costs, apart from the shared bus)")
     args = parser.parse_args()
+    if args.in_process_bus and args.nodes != 1:
+        parser.error("--in-process-bus goes with --nodes 1")
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     if args.nodes < 0 or (args.nodes and args.without_call_writes):
