@@ -166,7 +166,10 @@ async def test_a_kick_on_one_node_closes_the_connection_on_another(nodes: Nodes)
     assert kicked["b"] == []
 
 
-async def test_an_announcement_reaches_every_node_before_a_later_delivery(nodes: Nodes) -> None:
+@pytest.mark.parametrize("together", [False, True], ids=["announce", "deliver_many"])
+async def test_an_announcement_reaches_every_node_before_a_later_delivery(
+        nodes: Nodes, together: bool) -> None:
+    """Whether announced on its own or with the deliveries that follow it (one script)."""
     a, b, c = await nodes.new(), await nodes.new(), await nodes.new()
     logs: dict[str, list[tuple[str, object]]] = {"a": [], "b": [], "c": []}
     for name, bus in (("a", a), ("b", b), ("c", c)):
@@ -182,6 +185,13 @@ async def test_an_announcement_reaches_every_node_before_a_later_delivery(nodes:
     await b.attach("db", "cb", lambda seq, text: on("b", seq, text))
     await c.attach("dc", "cc", lambda seq, text: on("c", seq, text))
     for i in range(10):
+        if together:
+            await asyncio.gather(
+                a.deliver_many([("db", {"key": f"k{i}"}), ("dc", {"key": f"k{i}"})],
+                               announcing=("user", f"k{i}")),
+                c.deliver("dc", {"key": f"c{i}"}))
+            assert ("announce", f"k{i}") in logs["a"]  # this node's ran before it returned
+            continue
         await a.announce("user", f"k{i}")
         assert logs["a"][-1] == ("announce", f"k{i}")  # this node's ran before it returned
         # C's own delivery races A's: when it gets the later seq and is pushed while A's is

@@ -67,9 +67,12 @@ class Bus(abc.ABC):
         it if attached; return the seq. A device attached to this node has it pushed before
         this returns; one attached to another node gets it from that node, in seq order."""
 
-    async def deliver_many(self, deliveries: Sequence[tuple[str, dict[str, object]]]) -> list[int]:
-        """:meth:`deliver` each ``(device id, message)`` in turn (a shared bus: all at once);
-        their seqs."""
+    async def deliver_many(self, deliveries: Sequence[tuple[str, dict[str, object]]],
+                           announcing: tuple[str, str] | None = None) -> list[int]:
+        """:meth:`announce` ``announcing`` (topic, key) if given, then :meth:`deliver` each
+        ``(device id, message)`` in turn (a shared bus: all at once); their seqs."""
+        if announcing is not None:
+            await self.announce(*announcing)
         return [await self.deliver(device_id, message) for device_id, message in deliveries]
 
     @abc.abstractmethod

@@ -332,14 +332,17 @@ class RedisBus(Bus):
         """DELIVER (one round trip); push here if the device is attached here."""
         return (await self.deliver_many([(device_id, message)]))[0]
 
-    async def deliver_many(self, deliveries: Sequence[tuple[str, dict[str, object]]]) -> list[int]:
-        """DELIVER of them all (one round trip), then the pushes to devices attached here, in
-        order."""
-        if not deliveries:
+    async def deliver_many(self, deliveries: Sequence[tuple[str, dict[str, object]]],
+                           announcing: tuple[str, str] | None = None) -> list[int]:
+        """DELIVER of them all, after PUBLISHing the announcement (one round trip); then this
+        node's announcement handler, then the pushes to devices attached here, in order."""
+        if not deliveries and announcing is None:
             return []
         keys: list[bytes] = []
-        args: list[bytes | str | int] = [first_seq(), self.limit, self._ttl_ms, self._msgs_px,
-                                         self._box_px, self._node, self._channels]
+        args: list[bytes | str | int] = [
+            first_seq(), self.limit, self._ttl_ms, self._msgs_px, self._box_px, self._node,
+            self._channels, self._all_channel,
+            b"" if announcing is None else self._announcement(*announcing)]
         heads = []
         for device_id, message in deliveries:
             if "seq" in message:  # ours goes last (InProcessBus keeps a given key's place)
@@ -351,6 +354,8 @@ class RedisBus(Bus):
                      self._key(device_id, b"reg")]
             args += [head, to_bytes(device_id)]
         done = await self._run("deliver messages", "DELIVER", keys, args)
+        if announcing is not None and self._announced is not None:
+            await self._announced(*announcing)
         seqs = []
         for index, (device_id, _) in enumerate(deliveries):
             seq, where = int(done[2 * index]), done[2 * index + 1]
@@ -489,10 +494,12 @@ class RedisBus(Bus):
     async def announce(self, topic: str, key: str) -> None:
         """PUBLISH on the broadcast channel (one round trip), then this node's handler. Every
         later PUBLISH of this node (deliveries included) reaches each node after it."""
-        await self._publish("announce", self._all_channel,
-                            b"a" + field(self._node) + field(to_bytes(topic)) + to_bytes(key))
+        await self._publish("announce", self._all_channel, self._announcement(topic, key))
         if self._announced is not None:
             await self._announced(topic, key)
+
+    def _announcement(self, topic: str, key: str) -> bytes:
+        return b"a" + field(self._node) + field(to_bytes(topic)) + to_bytes(key)
 
     # ------------------------------------------------------------------ locks
 

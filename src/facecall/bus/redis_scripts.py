@@ -92,13 +92,15 @@ end
 
 DELIVER = _COMMON + """
 -- KEYS box, msgs, reg of each delivery in turn. ARGV first, limit, ttl_ms, msgs_px, box_px,
--- node, channel prefix, then head, device of each delivery. Returns {seq, where} of each in
--- turn, flat: where 0 attached nowhere, 1 here (push it), 2 published.
+-- node, channel prefix, broadcast channel, an announcement to PUBLISH on it first ('' none),
+-- then head, device of each delivery. Returns {seq, where} of each in turn, flat: where 0
+-- attached nowhere, 1 here (push it), 2 published.
+if ARGV[9] ~= '' then redis.call('PUBLISH', ARGV[8], ARGV[9]) end
 local limit, ttl_ms = tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
 local out = {}
 for i = 1, #KEYS / 3 do
-  local box, msgs, head, device = KEYS[3 * i - 2], KEYS[3 * i - 1], ARGV[6 + 2 * i], ARGV[7 + 2 * i]
+  local box, msgs, head, device = KEYS[3 * i - 2], KEYS[3 * i - 1], ARGV[8 + 2 * i], ARGV[9 + 2 * i]
   ensure(box, msgs, ARGV[1])
   local seq = int(redis.call('HINCRBY', box, 'last', 1))
   local text = head .. '"seq":' .. seq .. '}'

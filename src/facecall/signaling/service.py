@@ -474,18 +474,20 @@ class CallService:
                     raise
                 if persist:  # a relay changes no state: the cached entry stays as it is
                     self._remember(machine, version, rows)
-                    if self.bus.shared:  # other nodes drop their copy before any effect
-                        await self.bus.announce(ANNOUNCE_CALL, f"{call_id} {version}")
-                await self._perform(machine, effects)
+                # with other nodes, they drop their copy of the call before any effect
+                saved = (ANNOUNCE_CALL, f"{call_id} {version}") \
+                    if persist and self.bus.shared else None
+                await self._perform(machine, effects, saved)
                 if machine.ended:
                     self._locks.pop(call_id, None)
                 return result
         raise ProtocolError(ErrorCode.INTERNAL, "the call is busy; retry")
 
-    async def _perform(self, machine: CallMachine, effects: list[Effect]) -> None:
-        """Deliver effects in order, after the state that caused them was stored: all at once
-        (one round trip on a shared bus), after one look at who of the rung is online (for
-        ``call.ringing`` and the push of a ring to a device that is not)."""
+    async def _perform(self, machine: CallMachine, effects: list[Effect],
+                       announcing: tuple[str, str] | None = None) -> None:
+        """Deliver effects in order, after the state that caused them was stored: all at once,
+        after ``announcing`` (one round trip on a shared bus), after one look at who of the
+        rung is online (for ``call.ringing`` and the push of a ring to a device that is not)."""
         deliveries: list[tuple[str, dict[str, Any]]] = []
         rung: set[str] = set()
         for effect in effects:
@@ -511,7 +513,7 @@ class CallService:
                     reachable = online.intersection(self._rung_devices(machine, message["user_id"]))
                     message = {**message, "online": len(reachable)}
                 deliveries.append((effect.device_id, message))
-        await self.bus.deliver_many(deliveries)
+        await self.bus.deliver_many(deliveries, announcing)
         for effect, message in offline_rings:
             await self.push.notify_ring(effect.user_id, effect.device_id, message)
 
