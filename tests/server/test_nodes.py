@@ -1,7 +1,8 @@
 """Several nodes: two `facecall serve` processes sharing one PostgreSQL database and one Redis
 bus (DESIGN.md invariant 5). Nothing assumes that a device is connected to the node that acts
 on its call: a call placed on one node is answered, relayed, resumed, timed out and ended on the
-other, and a node killed with SIGKILL loses no signaling (the mailboxes live in Redis)."""
+other, a node killed with SIGKILL loses no signaling (the mailboxes live in Redis), and while
+Redis is down the nodes answer `internal` and keep their connections, then carry on."""
 
 from __future__ import annotations
 
@@ -288,3 +289,47 @@ async def test_a_request_resent_to_the_other_node_is_acted_on_once(nodes: list[N
             finally:
                 await alice.close()
                 await bob.close()
+
+
+async def test_nodes_answer_internal_while_redis_is_down_and_carry_on_after(
+        tmp_path: Path, postgres: PostgresServer) -> None:
+    """Redis killed: a request that needs it is answered `internal` (retry) and the connection
+    stays up; Redis back (empty: it kept nothing), the nodes register their devices again and
+    a new call rings across them."""
+    url = postgres.create_database().replace("postgresql+asyncpg://", "postgresql://")
+    with running_redis() as redis:
+        one, two = (Node(ServerProcess(url, _free_port(), ring_timeout=RING_TIMEOUT,
+                                       env={"FACECALL_REDIS_URL": redis.url}))
+                    for _ in range(2))
+        try:
+            for node in (one, two):
+                node.process.start()
+                await node.process.ready()
+            async with httpx.AsyncClient(base_url=one.base_url) as http:
+                _, _, alice_token = await new_user(http, "alice")
+                _, bob_id, bob_token = await new_user(http, "bob")
+            alice, bob = await _on(one, alice_token), await _on(two, bob_token)
+            try:
+                redis.kill()
+                with pytest.raises(SignalingError) as refused:
+                    await alice.request("call.start", to=[bob_id], media="audio")
+                assert refused.value.code == "internal"
+                assert alice.connected and bob.connected
+                redis.start()
+                for _ in range(100):  # until the node has its Redis connection back
+                    try:
+                        placed = await alice.request("call.start", to=[bob_id], media="audio")
+                        break
+                    except SignalingError as exc:
+                        assert exc.code == "internal"
+                        await asyncio.sleep(0.2)
+                else:
+                    raise AssertionError("the node never came back to Redis")
+                ring = await bob.next_event("call.ring", timeout=20)
+                assert ring["call_id"] == placed["call_id"]
+            finally:
+                await alice.close()
+                await bob.close()
+        finally:
+            for node in (one, two):
+                node.process.stop()
