@@ -14,8 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from facecall.client import EndReason
 from facecall.client.signaling import SignalingConnection, SignalingError
-from tests.live import ReplyEater, ServerProcess, free_socket
+from tests.client.test_calls import stamped_frames
+from tests.live import ReplyEater, ServerProcess, free_socket, sdk_devices
 from tests.pg import PostgresServer, running_postgres
 from tests.redis_server import RedisServer, running_redis
 from tests.server.test_restart import new_user
@@ -333,3 +335,21 @@ async def test_nodes_answer_internal_while_redis_is_down_and_carry_on_after(
         finally:
             for node in (one, two):
                 node.process.stop()
+
+
+async def test_sdk_devices_on_two_nodes_call_with_real_media(nodes: list[Node]) -> None:
+    """The Python SDK, as a user runs it, with its two devices behind different nodes: the call
+    connects peer to peer (its offer, answer and candidates relayed across nodes) and pictures
+    flow both ways until the hang-up ends it on both."""
+    one, two = nodes
+    async with sdk_devices(one.base_url) as on_one, sdk_devices(two.base_url) as on_two:
+        alice, bob = await on_one("alice"), await on_two("bob")
+        outgoing = await alice.call("bob", video=True)
+        incoming = await bob.next_call(timeout=10)
+        assert incoming.id == outgoing.id and incoming.remote_name == "alice"
+        await incoming.answer()
+        await asyncio.gather(outgoing.wait_connected(30), incoming.wait_connected(30))
+        for call in (outgoing, incoming):
+            assert (await stamped_frames(call, 10)).summary().stamped >= 10
+        await outgoing.hangup()
+        assert await incoming.wait_ended(10) is EndReason.HUNG_UP
