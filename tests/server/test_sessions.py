@@ -282,6 +282,49 @@ async def test_a_fresh_start_keeps_the_calls_the_device_still_holds(server: Live
     assert (await a1.next_event("call.ended"))["reason"] == "hung_up"
 
 
+async def test_a_reloaded_client_asks_its_peer_to_set_the_media_up_anew(server: LiveServer) -> None:
+    """A reloaded page keeps its call (``hello.calls``) but lost its peer connection: its
+    ``call.rejoin`` reaches the other joined device, which offers again; the call, its
+    participants and its history are untouched (docs/protocol.md, "Rejoining the media")."""
+    a1, bob, b1, call_id = await answered_call(server, "video")
+    await b1.close()
+    reloaded = SignalingConnection(server.ws_url, b1.token)
+    welcome = await reloaded.connect(calls=[call_id])
+    (held,) = welcome["calls"]
+    (other,) = held["participants"]
+    ok = await reloaded.request("call.rejoin", call_id=call_id, to_device=other["device_id"])
+    assert ok["type"] == "ok" and set(ok) == {"v", "type", "re"}
+    rejoin = await a1.next_event("call.rejoin")
+    assert (rejoin["call_id"], rejoin["from_user"], rejoin["from_device"]) == (
+        call_id, bob["user"]["id"], b1.welcome["device_id"])
+    await a1.request("call.sdp", call_id=call_id, to_device=b1.welcome["device_id"],
+                     description={"type": "offer", "sdp": "v=0\r\n"})
+    offer = await reloaded.next_event("call.sdp")
+    assert (offer["description"]["type"], offer["ice_restart"]) == ("offer", False)
+    # only to another joined device of that call: not to itself, not to a stranger
+    for to_device in (b1.welcome["device_id"], "0" * 32):
+        with pytest.raises(SignalingError) as refused:
+            await reloaded.request("call.rejoin", call_id=call_id, to_device=to_device)
+        assert refused.value.code == "not_allowed"
+    await a1.request("call.hangup", call_id=call_id)
+    assert (await reloaded.next_event("call.ended"))["reason"] == "hung_up"
+    with pytest.raises(SignalingError) as ended:
+        await reloaded.request("call.rejoin", call_id=call_id, to_device=a1.welcome["device_id"])
+    assert ended.value.code == "call_ended"
+
+
+async def test_a_ringing_device_cannot_ask_for_the_media(server: LiveServer) -> None:
+    _, (a1,) = await server.user_with_devices("alice", 1)
+    bob, (b1,) = await server.user_with_devices("bob", 1)
+    call_id = (await a1.request("call.start", to=[bob["user"]["id"]], media="audio"))["call_id"]
+    await b1.next_event("call.ring")
+    with pytest.raises(SignalingError) as refused:
+        await b1.request("call.rejoin", call_id=call_id, to_device=a1.welcome["device_id"])
+    assert refused.value.code == "not_in_call"
+    with pytest.raises(TimeoutError):
+        await a1.next_event("call.rejoin", timeout=0.3)
+
+
 async def test_a_fresh_start_holding_a_ringing_call_is_not_rung_again(server: LiveServer) -> None:
     _, (a1,) = await server.user_with_devices("alice", 1)
     bob, (b1,) = await server.user_with_devices("bob", 1)

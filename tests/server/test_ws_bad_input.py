@@ -60,6 +60,10 @@ BAD_FRAMES: list[tuple[str, str]] = [
      '"video": true}', "invalid_field"),
     ('{"v": 1, "id": "a", "type": "call.media", "call_id": "c", "to_device": "d", "audio": true}',
      "invalid_field"),
+    ('{"v": 1, "id": "a", "type": "call.rejoin", "call_id": "c"}', "invalid_field"),
+    ('{"v": 1, "id": "a", "type": "call.rejoin", "call_id": "c", "to_device": 5}', "invalid_field"),
+    ('{"v": 1, "id": "a", "type": "call.rejoin", "call_id": "c", "to_device": "d", "sdp": "x"}',
+     "invalid_field"),
     ('{"v": 1, "id": "a", "type": "call.answer", "call_id": "c", "extra": 1}', "invalid_field"),
     ('{"v": 1, "id": "' + "i" * 200 + '", "type": "ping"}', "invalid_field"),
     ('{"v": 1, "id": "a", "type": "call.hangup", "call_id": "nope"}', "unknown_call"),
@@ -125,6 +129,7 @@ async def test_messages_about_calls_the_device_is_not_in(server: LiveServer) -> 
         ("call.invite", {"to": [bob["user"]["id"]]}),
         ("call.media", {"to_device": b1.device_id,  # type: ignore[attr-defined]
                         "audio": False, "video": False}),
+        ("call.rejoin", {"to_device": a1.device_id}),  # type: ignore[attr-defined]
     ]
     # mallory learns nothing: the call answers as one that does not exist, ended or not
     for about in (call_id, "0" * 32):

@@ -12,10 +12,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .protocol import CallCandidate, CallMedia, CallSdp
+from .protocol import CallCandidate, CallMedia, CallRejoin, CallSdp
 from .reasons import EndReason
 
-RelayKind = Literal["call.sdp", "call.candidate", "call.media"]
+RelayKind = Literal["call.sdp", "call.candidate", "call.media", "call.rejoin"]
+#: The requests relayed from one joined device to another, unchanged but for the sender.
+RELAY_KINDS: frozenset[str] = frozenset(RelayKind.__args__)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,12 +71,13 @@ class Invite:
 
 @dataclass(frozen=True, slots=True)
 class Relay:
-    """SDP, an ICE candidate or a media state from one joined device to another joined device.
+    """SDP, an ICE candidate, a media state or a request to set the media up anew, from one
+    joined device to another joined device.
 
-    :param kind: ``"call.sdp"``, ``"call.candidate"`` or ``"call.media"``.
+    :param kind: one of :data:`RELAY_KINDS`.
     :param body: the JSON-safe payload fields copied into the relayed event:
-        ``{"description": {...}, "ice_restart": bool}``, ``{"candidate": {...} | None}`` or
-        ``{"audio": bool, "video": bool}``.
+        ``{"description": {...}, "ice_restart": bool}``, ``{"candidate": {...} | None}``,
+        ``{"audio": bool, "video": bool}`` or ``{}`` (``call.rejoin``).
     """
 
     user_id: str
@@ -85,8 +88,9 @@ class Relay:
 
     @classmethod
     def from_message(cls, user_id: str, device_id: str,
-                     message: CallSdp | CallCandidate | CallMedia) -> Relay:
-        """The relay event for a validated ``call.sdp`` / ``call.candidate`` / ``call.media``."""
+                     message: CallSdp | CallCandidate | CallMedia | CallRejoin) -> Relay:
+        """The relay event for a validated ``call.sdp`` / ``call.candidate`` / ``call.media``
+        / ``call.rejoin``."""
         if isinstance(message, CallSdp):
             body: dict[str, Any] = {
                 "description": message.description.model_dump(mode="json"),
@@ -94,6 +98,8 @@ class Relay:
             }
         elif isinstance(message, CallMedia):
             body = {"audio": message.audio, "video": message.video}
+        elif isinstance(message, CallRejoin):
+            body = {}
         else:
             cand = message.candidate
             body = {"candidate": None if cand is None else cand.model_dump(mode="json")}

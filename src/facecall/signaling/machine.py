@@ -38,7 +38,18 @@ from typing import Any
 
 from .effects import CallEnded, Deliver, Effect, effect_from_dict, effect_to_dict
 from .errors import ErrorCode, ProtocolError
-from .events import Abort, Answer, Cancel, Decline, DeviceLost, Event, Hangup, Invite, Relay
+from .events import (
+    RELAY_KINDS,
+    Abort,
+    Answer,
+    Cancel,
+    Decline,
+    DeviceLost,
+    Event,
+    Hangup,
+    Invite,
+    Relay,
+)
 from .protocol import MAX_CALLEES, PROTOCOL_VERSION
 from .reasons import EndReason
 from .records import (
@@ -361,7 +372,7 @@ class CallMachine:
         leg = self.active_leg(event.user_id, event.device_id)
         if leg is None or leg.state is not LegState.JOINED:
             raise ProtocolError(ErrorCode.NOT_IN_CALL, "only a joined device can send media setup")
-        if event.kind not in ("call.sdp", "call.candidate", "call.media"):
+        if event.kind not in RELAY_KINDS:
             raise ProtocolError(ErrorCode.INVALID_FIELD, f"cannot relay {event.kind!r}")
         target = next((t for t in self.joined_legs() if t.device_id == event.to_device), None)
         if target is None or target.device_id == event.device_id:

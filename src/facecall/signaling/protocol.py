@@ -219,6 +219,17 @@ class CallMedia(_ClientFrame):
     video: bool
 
 
+class CallRejoin(_ClientFrame):
+    """Ask another joined device to set up the media with this device anew: this device is
+    still in the call, but its client lost its peer connection (a reloaded page, a restarted
+    app). The other device closes its peer connection with this one and offers again, as to a
+    device that has just joined (docs/protocol.md, "Rejoining the media")."""
+
+    type: Literal["call.rejoin"]
+    call_id: Id
+    to_device: Id
+
+
 #: Any client → server message, discriminated by ``type``.
 ClientMessage = Annotated[
     Hello
@@ -232,7 +243,8 @@ ClientMessage = Annotated[
     | CallInvite
     | CallSdp
     | CallCandidate
-    | CallMedia,
+    | CallMedia
+    | CallRejoin,
     Field(discriminator="type"),
 ]
 
@@ -252,6 +264,7 @@ CLIENT_MESSAGE_TYPES: dict[str, type[_ClientFrame]] = {
         CallSdp,
         CallCandidate,
         CallMedia,
+        CallRejoin,
     )
 }
 
@@ -428,6 +441,16 @@ class CallMediaRelayed(_Event):
     video: bool
 
 
+class CallRejoinRelayed(_Event):
+    """Another joined device lost its peer connection with this one (a reloaded page, a
+    restarted app) and is still in the call: close the peer connection with it and offer to it
+    anew, as to a device that has just joined."""
+
+    type: Literal["call.rejoin"]
+    from_user: Id
+    from_device: Id
+
+
 #: Any server → client frame, discriminated by ``type``.
 ServerMessage = Annotated[
     Ok
@@ -443,7 +466,8 @@ ServerMessage = Annotated[
     | CallEndedEvent
     | CallSdpRelayed
     | CallCandidateRelayed
-    | CallMediaRelayed,
+    | CallMediaRelayed
+    | CallRejoinRelayed,
     Field(discriminator="type"),
 ]
 

@@ -37,6 +37,7 @@ from facecall.signaling.call_writes import Rows, write_and_rows
 from facecall.signaling.effects import CallEnded, Deliver, Effect
 from facecall.signaling.errors import ErrorCode, ProtocolError
 from facecall.signaling.events import (
+    RELAY_KINDS,
     Answer,
     Cancel,
     Decline,
@@ -297,7 +298,7 @@ class CallService:
                         message: Any) -> dict[str, Any]:
         if kind == "call.start":
             return await self.start_call(user_id, device_id, list(message.to), message.media)
-        if kind in ("call.sdp", "call.candidate", "call.media"):
+        if kind in RELAY_KINDS:
             relay = Relay.from_message(user_id, device_id, message)
             return await self._apply(message.call_id, relay, persist=False)
         if kind == "call.invite":
