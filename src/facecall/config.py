@@ -169,6 +169,9 @@ class Settings:
         description="empty, or an http:// or https:// URL")] = ""
     ring_timeout: Seconds = 30.0  # seconds before an unanswered ring becomes a missed call
     resume_grace: Seconds = 20.0  # seconds a dropped device may resume before it leaves its calls
+    # seconds a web page that unloaded in a call (said bye) may take to come back (a reload)
+    # before it hangs up: a closed tab ends the call this much later
+    unload_grace: Seconds = 10.0
     user_token_ttl: Seconds = 30 * 24 * 3600.0
     # WebSocket frames larger than this are refused (too_large); at least the protocol's own
     # limit, so that every message the protocol allows fits

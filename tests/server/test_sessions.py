@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from facecall.client.signaling import SignalingConnection, SignalingError
-from tests.live import LiveServer
+from tests.live import LiveServer, live_server
 
 
 async def answered_call(server: LiveServer, media: str = "audio"
@@ -311,6 +312,54 @@ async def test_a_reloaded_client_asks_its_peer_to_set_the_media_up_anew(server: 
     with pytest.raises(SignalingError) as ended:
         await reloaded.request("call.rejoin", call_id=call_id, to_device=a1.welcome["device_id"])
     assert ended.value.code == "call_ended"
+
+
+async def test_a_page_that_said_bye_and_is_gone_hangs_up_after_the_unload_grace(
+        tmp_path: Path) -> None:
+    """A page that unloads in a call says ``bye``: if it is not back within the (short) unload
+    grace, it hangs up -- the call ends ``hung_up`` well before the resume grace would."""
+    async with live_server(f"sqlite+aiosqlite:///{tmp_path / 'f.db'}", ring_timeout=30.0,
+                           resume_grace=60.0, unload_grace=0.5) as server:
+        a1, bob, b1, call_id = await answered_call(server, "video")
+        await b1.request("bye")
+        await b1.close()
+        ended = await a1.next_event("call.ended", timeout=10)
+        assert (ended["call_id"], ended["reason"]) == (call_id, "hung_up")
+        history = await server.http.get("/v1/calls/history",
+                                        headers={"Authorization": f"Bearer {bob['token']}"})
+        assert history.json()["items"][0]["my_end_reason"] == "hung_up"
+
+
+async def test_a_caller_page_gone_while_ringing_cancels_after_the_unload_grace(
+        tmp_path: Path) -> None:
+    async with live_server(f"sqlite+aiosqlite:///{tmp_path / 'f.db'}", ring_timeout=30.0,
+                           resume_grace=60.0, unload_grace=0.5) as server:
+        _, (a1,) = await server.user_with_devices("alice", 1)
+        bob, (b1,) = await server.user_with_devices("bob", 1)
+        call_id = (await a1.request("call.start", to=[bob["user"]["id"]], media="audio"))["call_id"]
+        await b1.next_event("call.ring")
+        await a1.request("bye")
+        await a1.close()
+        stop = await b1.next_event("call.stop_ringing", timeout=10)
+        assert (stop["call_id"], stop["reason"]) == (call_id, "cancelled")
+
+
+async def test_a_page_that_said_bye_and_reloads_keeps_its_call(tmp_path: Path) -> None:
+    """The same page back within the unload grace, naming its call (a reload), is still in it
+    after the grace has passed: nobody was told anything."""
+    async with live_server(f"sqlite+aiosqlite:///{tmp_path / 'f.db'}", ring_timeout=30.0,
+                           resume_grace=60.0, unload_grace=1.0) as server:
+        a1, _bob, b1, call_id = await answered_call(server, "video")
+        await a1.next_event("call.answered")
+        await b1.request("bye")
+        await b1.close()
+        reloaded = SignalingConnection(server.ws_url, b1.token)
+        welcome = await reloaded.connect(calls=[call_id])
+        assert [c["state"] for c in welcome["calls"]] == ["joined"]
+        with pytest.raises(TimeoutError):
+            await a1.next_event(timeout=2.0)  # twice the unload grace: nothing happens
+        await reloaded.request("call.hangup", call_id=call_id)
+        assert (await a1.next_event("call.ended"))["reason"] == "hung_up"
 
 
 async def test_a_ringing_device_cannot_ask_for_the_media(server: LiveServer) -> None:

@@ -93,6 +93,7 @@ class Call(AsyncIOEventEmitter):
         self._progress_bytes = -1
         self._restart_attempts = 0
         self._restarting = False
+        self._rejoining = False  # the far end asked for the media anew (call.rejoin)
         self._negotiating = asyncio.Lock()
         """One offer/answer exchange at a time: a local restart and a remote offer never interleave."""
         self._runner = asyncio.create_task(self._run(), name=f"call-{call_id}")
@@ -411,6 +412,12 @@ class Call(AsyncIOEventEmitter):
             if event["from_device"] == self.remote_device:
                 self.remote_media = {"audio": event["audio"], "video": event["video"]}
                 self._emit_event("remote_media", **self.remote_media)
+        elif kind == "call.rejoin" and event["from_device"] == self.remote_device:
+            # its client lost the peer connection (a reloaded page): offer anew, as to a newcomer
+            self._rejoining = True
+            if self.state is CallState.CONNECTED:
+                self._set_state(CallState.RECONNECTING)
+            await self._offer(restart=False)
 
     async def _new_peer(self) -> PeerSession:
         device = self.device
@@ -501,9 +508,12 @@ class Call(AsyncIOEventEmitter):
     async def _on_connected(self) -> None:
         if self.state in (CallState.ENDED, CallState.CONNECTED):
             return
-        if self.state is CallState.RECONNECTING:
+        if self.state is CallState.RECONNECTING and self._rejoining:
+            self._emit_event("rejoined", path=self.path)
+        elif self.state is CallState.RECONNECTING:
             self.ice_restarts += 1
             self._emit_event("ice_restart", path=self.path)
+        self._rejoining = False
         self._restart_attempts = 0
         self._restarting = False
         first = self.timings.connected is None

@@ -120,6 +120,16 @@ class Ping(_ClientFrame):
     type: Literal["ping"]
 
 
+class Bye(_ClientFrame):
+    """This client is going away now and may be back in a moment: a web page that unloads,
+    which may be a reload. The device's resume grace becomes ``unload_grace`` (shorter), and a
+    device that does not come back within it hangs up the calls it is joined in, as a closed
+    page does. A reloaded page comes back naming its call and keeps it (docs/protocol.md,
+    "Rejoining the media"). Answered ``ok``; the client need not wait for it."""
+
+    type: Literal["bye"]
+
+
 class CallStart(_ClientFrame):
     """Place a call to one or more users; every registered device of each rings.
     Answered with ``ok {call_id}``."""
@@ -235,6 +245,7 @@ ClientMessage = Annotated[
     Hello
     | Ack
     | Ping
+    | Bye
     | CallStart
     | CallAnswer
     | CallDecline
@@ -255,6 +266,7 @@ CLIENT_MESSAGE_TYPES: dict[str, type[_ClientFrame]] = {
         Hello,
         Ack,
         Ping,
+        Bye,
         CallStart,
         CallAnswer,
         CallDecline,

@@ -218,16 +218,22 @@ class CallService:
             del self._sessions[device_id]
             metrics.CONNECTED_DEVICES.dec()
         if await self.bus.detach(device_id, session.connection_id):
-            self._start_grace(user_id, device_id)
+            self._start_grace(user_id, device_id, unloaded=session.leaving)
 
-    def _start_grace(self, user_id: str, device_id: str) -> None:
+    def _start_grace(self, user_id: str, device_id: str, unloaded: bool = False) -> None:
+        """The device has ``resume_grace`` seconds to come back before it leaves its calls
+        (``connection_lost``); a page that said ``bye`` (``unloaded``) has ``unload_grace``,
+        and hangs up (it was closed, unless it is back: a reload)."""
+        grace = self.settings.unload_grace if unloaded else self.settings.resume_grace
+        leave: Event = Hangup(user_id, device_id) if unloaded else DeviceLost(user_id, device_id)
+
         async def expire() -> None:
-            await asyncio.sleep(self.settings.resume_grace)
+            await asyncio.sleep(grace)
             if device_id in await self.bus.online([device_id]):
                 return
             self._grace.pop(device_id, None)
             self._buckets.pop(device_id, None)
-            await self._leave_all(user_id, device_id, DeviceLost(user_id, device_id))
+            await self._leave_all(user_id, device_id, leave)
             await self.bus.end_session(device_id)  # its next hello is not a complete resume
 
         if (old := self._grace.pop(device_id, None)) is not None:

@@ -73,6 +73,7 @@ class DeviceSession:
         "connection_id",
         "device_id",
         "hello_done",
+        "leaving",
         "max_bytes",
         "service",
         "user_id",
@@ -95,6 +96,7 @@ class DeviceSession:
         self._held: list[tuple[int, bytes]] | None = None  # events that came during hello
         self.attached = False  # the bus delivers to this session (set by the service)
         self.hello_done = False
+        self.leaving = False  # said bye: a page unloading (see Bye)
         self.closed = False
         self._kick: tuple[int, str] | None = None  # the close to send once the queue is out
         self._close_sent = False
@@ -196,6 +198,9 @@ class DeviceSession:
                 return  # acks are not answered
             elif message.type == "ping":
                 result = {"type": "pong"}
+            elif message.type == "bye":
+                self.leaving = True
+                result = None
             else:
                 # resent on this connection while an older one still handles it: the reply
                 # is not cached yet, so wait for it rather than act twice
