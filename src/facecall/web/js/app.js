@@ -485,7 +485,12 @@ function init() {
   });
   window.addEventListener("pagehide", () => {
     if (state.lock && state.lock.held && state.session) sessionStorage.setItem(RAN_DEVICE, state.session.deviceId);
-    if (state.calls && state.calls.active) state.calls.hangup();
+    // a call goes on if this is a reload (the page that follows rejoins it); a closed tab's
+    // call ends a few seconds later (the server's unload grace), as a hang-up
+    if (state.calls && state.calls.active) {
+      if (state.calls.keepForReload()) state.signaling.request("bye").catch(() => {});
+      else state.calls.hangup();
+    }
   });
   // For diagnostics (and the test-suite): the live call's phase and WebRTC statistics.
   window.facecall = {

@@ -12,6 +12,21 @@ const STATS_EVERY_MS = 1000;
 // How long a call may wait for its media to connect, and to come back once it was lost, before
 // it is given up (never "Connecting…" for ever). Tests shorten them (window.facecall.callLimits).
 export const CALL_LIMITS = { connectMs: 30000, reconnectMs: 30000 };
+// The call this tab was in when it unloaded (sessionStorage survives a reload, not a close):
+// the reloaded page goes on in it (docs/protocol.md, "Rejoining the media").
+const KEPT_CALL = "facecall.call";
+
+/** The call kept over a reload by this tab for user ``userId``, once (it is forgotten here). */
+function takeKeptCall(userId) {
+  let kept = null;
+  try {
+    kept = JSON.parse(sessionStorage.getItem(KEPT_CALL) || "null");
+  } catch {
+    /* not ours: ignored */
+  }
+  sessionStorage.removeItem(KEPT_CALL);
+  return kept && kept.userId === userId && typeof kept.id === "string" ? kept : null;
+}
 export class Calls extends EventTarget {
   /**
    * @param {object} o
@@ -37,10 +52,11 @@ export class Calls extends EventTarget {
     this.ringback = new Tone("ringback");
     this.media = new LocalMedia();
     this.statsTimer = null;
-    this.clockTimer = null;
     this.relayAvailable = null;
+    this.kept = takeKeptCall(tokens().userId); // the call this tab was in before it reloaded
     signaling.heldCalls = () => [
       ...(this.active && this.active.id && !this.active.ended ? [this.active.id] : []),
+      ...(this.kept ? [this.kept.id] : []),
       ...this.rings.keys(),
     ];
     signaling.addEventListener("event", (e) => this.onEvent(e.detail));
@@ -133,7 +149,8 @@ export class Calls extends EventTarget {
   newCall(fields) {
     return {
       remoteDevice: null, peer: null, phase: "calling", connectedAt: null, iceServers: null, connectTimer: null,
-      ended: false, remoteMedia: { audio: true, video: true }, ...fields,
+      clockTimer: null, awaitingOffer: null, renewed: false, ended: false,
+      remoteMedia: { audio: true, video: true }, ...fields,
     };
   }
 
@@ -174,6 +191,87 @@ export class Calls extends EventTarget {
   /** Relay-only media, when it is chosen and the server has a relay to use. */
   useRelayOnly() {
     return this.relayOnly() && this.relayAvailable !== false;
+  }
+
+  // -- a reload --------------------------------------------------------------------------------
+  /** The page is unloading, maybe reloading: keep the call this device is in for the page that
+   *  may follow (the server keeps the device in it for a short while: `bye`). False when there
+   *  is nothing to keep (no call, or one still being placed: that one is hung up). */
+  keepForReload() {
+    const call = this.active;
+    if (!call || !call.id || call.ended) return false;
+    sessionStorage.setItem(KEPT_CALL, JSON.stringify({
+      userId: this.tokens().userId, id: call.id, role: call.role, peerId: call.peerId, name: call.name,
+      media: call.media, connectedAt: call.connectedAt, muted: this.media.muted,
+      cameraOff: call.media === "video" && this.media.cameraOff,
+    }));
+    return true;
+  }
+
+  /** The first welcome after a reload: go on in the kept call if the server still has this
+   *  device in it (its view, from `welcome.calls`): the camera again, and `call.rejoin` to the
+   *  other device, which offers anew; or, still ringing them, wait for the answer as before. */
+  async rejoin(kept, view) {
+    const other = view && view.state === "joined"
+      ? (view.participants || []).find((p) => p.user_id === kept.peerId) : undefined;
+    if (!view || view.state !== "joined") {
+      this.view.notice(`The call with ${kept.name} ended while the page was reloading.`);
+      this.dispatchEvent(new CustomEvent("history-changed"));
+      return;
+    }
+    this.remember(kept.peerId, kept.name);
+    const call = this.newCall({
+      id: kept.id, role: kept.role, peerId: kept.peerId, name: kept.name, media: kept.media,
+      connectedAt: other ? kept.connectedAt : null, phase: other ? "connecting" : "ringing",
+      remoteDevice: other ? other.device_id : null,
+      // until its new offer, what that device sends belongs to the connection that was lost
+      awaitingOffer: other ? other.device_id : null, renewed: !!other,
+    });
+    this.active = call;
+    this.view.showCall(call, this.media);
+    this.view.callState(call, other ? "Reconnecting…" : "Ringing…");
+    if (!(await this.openMedia(call))) {
+      this.signaling.request("call.hangup", { call_id: call.id }).catch(() => {});
+      return;
+    }
+    if (this.active !== call) return;
+    if (kept.muted) this.media.setMuted(true);
+    if (kept.cameraOff) this.media.stopCamera();
+    this.view.showCall(call, this.media);
+    call.iceServers = await this.iceServers();
+    if (call.ended || this.active !== call) return;
+    if (!other) {
+      this.ringback.start(); // call.answered comes as it would have
+      return;
+    }
+    this.watchConnection(call, CALL_LIMITS.reconnectMs, NO_RECONNECT);
+    try {
+      await this.signaling.request("call.rejoin", { call_id: call.id, to_device: other.device_id });
+    } catch (error) {
+      if (error.code === "call_ended" || error.code === "not_in_call") {
+        this.finish(call, "hung_up", endMessage("hung_up", call.name, call.role));
+      } else {
+        this.finish(call, "error", `The call could not reconnect: ${error.message}`, { error: true, notify: true });
+      }
+    }
+  }
+
+  /** The other device asked for the media anew (`call.rejoin`: its page reloaded): a new
+   *  peer connection, offered as to a device that has just joined. */
+  renewPeer(call) {
+    if (call.peer) call.peer.close();
+    call.peer = null;
+    clearInterval(this.statsTimer);
+    call.renewed = true;
+    this.view.callState(call, "Reconnecting…");
+    if (!call.connectTimer) {
+      this.watchConnection(call, call.connectedAt ? CALL_LIMITS.reconnectMs : CALL_LIMITS.connectMs,
+        call.connectedAt ? NO_RECONNECT : NO_CONNECT);
+    }
+    this.ensurePeer(call, call.remoteDevice).offer().catch((error) => {
+      if (error instanceof SignalingError && error.code === "connection_lost") return;
+      this.finish(call, "error", `The call could not reconnect: ${error.message}`, { error: true, notify: true });
+    });
   }
 
   // -- answering ---------------------------------------------------------------------------
@@ -331,6 +429,11 @@ export class Calls extends EventTarget {
         if (mine) this.finish(call, event.reason, endMessage(event.reason, call.name, call.role));
         break;
       case "call.sdp":
+        if (mine && call.awaitingOffer === event.from_device) {
+          // after a reload: only the new connection's offer counts (docs/protocol.md)
+          if (event.description.type !== "offer" || event.ice_restart) break;
+          call.awaitingOffer = null;
+        }
         if (mine) {
           const peer = this.ensurePeer(call, event.from_device);
           peer.onDescription(event.description).catch((error) => console.warn("facecall: sdp", error));
@@ -339,7 +442,13 @@ export class Calls extends EventTarget {
         }
         break;
       case "call.candidate":
-        if (mine) this.ensurePeer(call, event.from_device).onCandidate(event.candidate);
+        if (mine && call.awaitingOffer !== event.from_device) {
+          this.ensurePeer(call, event.from_device).onCandidate(event.candidate);
+        }
+        break;
+      case "call.rejoin":
+        if (mine && event.from_device === call.remoteDevice && call.phase !== "calling"
+            && call.phase !== "ringing") this.renewPeer(call);
         break;
       case "call.media":
         if (mine && event.from_device === call.remoteDevice) {
@@ -402,6 +511,11 @@ export class Calls extends EventTarget {
       this.view.connection("Connection lost. Reconnecting…");
     } else if (state === "open") {
       this.view.connection(null);
+      if (this.kept) {
+        const kept = this.kept;
+        this.kept = null;
+        this.rejoin(kept, (calls || []).find((view) => view.call_id === kept.id));
+      }
       if (reconnected) this.view.status("Reconnected");
       if (reconnected && !resumed) {
         // The server could not replay what we missed (it restarted, or we were away too long):
@@ -489,10 +603,16 @@ export class Calls extends EventTarget {
         if (this.media.muted || (call.media === "video" && this.media.cameraOff)) this.sendMediaState(call);
         this.ringback.stop();
         call.connectedAt = Date.now();
-        call.phase = "active";
         this.view.status(`Connected with ${call.name}`);
-        this.clockTimer = setInterval(() => this.tick(call), 1000);
+      } else if (call.renewed) {
+        this.view.status(`Reconnected with ${call.name}`);
       }
+      if (call.renewed) {
+        call.renewed = false;
+        this.sendMediaState(call); // the page that reloaded has forgotten it
+      }
+      call.phase = "active";
+      if (!call.clockTimer) call.clockTimer = setInterval(() => this.tick(call), 1000);
       this.tick(call);
     } else if (state === "disconnected" || state === "failed") {
       this.view.callState(call, "Reconnecting…");
@@ -544,7 +664,7 @@ export class Calls extends EventTarget {
     if (notify && call.id) this.signaling.request("call.hangup", { call_id: call.id }).catch(() => {});
     this.ringback.stop();
     clearInterval(this.statsTimer);
-    clearInterval(this.clockTimer);
+    clearInterval(call.clockTimer);
     clearTimeout(call.connectTimer);
     if (call.peer) call.peer.close();
     this.media.close();
