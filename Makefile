@@ -2,20 +2,26 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
+RUNTIME := $(VENV)/.installed-runtime
 STAMP  := $(VENV)/.installed
 
 .PHONY: run test lint system-deps venv clean
 
-$(STAMP): pyproject.toml
+# What the server needs to run; the test and lint tools come on top (`[dev]`).
+$(RUNTIME): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $(RUNTIME)
+
+$(STAMP): $(RUNTIME)
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
 
 ## Start the all-in-one server (HTTP + WebSocket on 127.0.0.1:8080, SQLite ./facecall.db).
-run: $(STAMP)
+run: $(RUNTIME)
 	$(VENV)/bin/facecall serve
 
 ## System packages the suite talks to (coturn's client tools, PostgreSQL, Redis). Root only.
