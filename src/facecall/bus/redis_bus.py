@@ -35,8 +35,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from facecall.bus import redis_scripts as lua
 from facecall.bus.base import AnnouncementHandler, Bus, Kicker, Listener, LockTimeout, Replay
@@ -120,7 +119,7 @@ class RedisBus(Bus):
         self._all_channel = self._p + b"all"
         self._client: aioredis.Redis | None = None
         self._pubsub: Any = None
-        self._scripts: dict[str, AsyncScript] = {}
+        self._scripts: dict[str, tuple[str, bytes]] = {}  # name: (SHA1, source)
         self._tasks: set[asyncio.Task[None]] = set()
         self._local: dict[str, Inbox] = {}
         self._barriers: dict[int, asyncio.Future[None]] = {}
@@ -141,12 +140,18 @@ class RedisBus(Bus):
 
     async def _run(self, what: str, script: str, keys: Sequence[bytes],
                    args: Sequence[bytes | str | int]) -> Any:
-        """Run one script (EVALSHA, EVAL when Redis lost its script cache); Redis failures
-        become :class:`BusUnavailable`."""
-        if self._client is None:
+        """Run one script (EVALSHA, EVAL when Redis lost its script cache: a restarted Redis);
+        Redis failures become :class:`BusUnavailable`. EVALSHA straight from the client, not
+        through redis-py's ``Script`` objects, which cost ~40 % more CPU per call."""
+        client = self._client
+        if client is None:
             raise BusUnavailable(f"the Redis bus at {self.where} is not started (or closed)")
+        sha, source = self._scripts[script]
         try:
-            return await self._scripts[script](keys=list(keys), args=list(args), client=self._client)
+            try:
+                return await client.evalsha(sha, len(keys), *keys, *args)
+            except NoScriptError:  # EVAL caches it again for the EVALSHAs that follow
+                return await client.eval(source, len(keys), *keys, *args)
         except (RedisError, OSError) as exc:
             raise self._failed(what, exc) from exc
 
@@ -172,7 +177,8 @@ class RedisBus(Bus):
             for name in ("DELIVER", "ATTACH", "DETACH", "DROP_IF", "RENEW_IF", "REPLAY", "RENUMBER",
                          "FETCH", "ACK", "END_SESSION", "KICK", "ONLINE", "HEARTBEAT", "CLAIM",
                          "RELEASE"):
-                self._scripts[name] = client.register_script(getattr(lua, name))
+                source = getattr(lua, name).encode()
+                self._scripts[name] = (await client.script_load(source), source)
             await self._beat()
             self._pubsub = client.pubsub()
             await self._pubsub.subscribe(self._own_channel, self._all_channel)
