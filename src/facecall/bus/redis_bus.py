@@ -35,12 +35,13 @@ import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from facecall.bus import redis_scripts as lua
 from facecall.bus.base import AnnouncementHandler, Bus, Kicker, Listener, LockTimeout, Replay
 from facecall.bus.memory import first_seq
 from facecall.bus.redis_inbox import Inbox
+from facecall.bus.redis_pipeline import ScriptRunner
 from facecall.bus.redis_scripts import field, fields, from_bytes, kept_text, to_bytes
 from facecall.logs import get_logger
 
@@ -119,7 +120,7 @@ class RedisBus(Bus):
         self._all_channel = self._p + b"all"
         self._client: aioredis.Redis | None = None
         self._pubsub: Any = None
-        self._scripts: dict[str, tuple[str, bytes]] = {}  # name: (SHA1, source)
+        self._scripts: ScriptRunner | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._local: dict[str, Inbox] = {}
         self._barriers: dict[int, asyncio.Future[None]] = {}
@@ -140,18 +141,13 @@ class RedisBus(Bus):
 
     async def _run(self, what: str, script: str, keys: Sequence[bytes],
                    args: Sequence[bytes | str | int]) -> Any:
-        """Run one script (EVALSHA, EVAL when Redis lost its script cache: a restarted Redis);
-        Redis failures become :class:`BusUnavailable`. EVALSHA straight from the client, not
-        through redis-py's ``Script`` objects, which cost ~40 % more CPU per call."""
-        client = self._client
-        if client is None:
+        """Run one script (coalesced with the others of this loop pass: see
+        :mod:`facecall.bus.redis_pipeline`); Redis failures become :class:`BusUnavailable`."""
+        scripts = self._scripts
+        if scripts is None or self._client is None:
             raise BusUnavailable(f"the Redis bus at {self.where} is not started (or closed)")
-        sha, source = self._scripts[script]
         try:
-            try:
-                return await client.evalsha(sha, len(keys), *keys, *args)
-            except NoScriptError:  # EVAL caches it again for the EVALSHAs that follow
-                return await client.eval(source, len(keys), *keys, *args)
+            return await scripts.run(script, keys, args)
         except (RedisError, OSError) as exc:
             raise self._failed(what, exc) from exc
 
@@ -174,11 +170,12 @@ class RedisBus(Bus):
         self._client = client
         try:
             await client.ping()
+            scripts = ScriptRunner(client)
             for name in ("DELIVER", "ATTACH", "DETACH", "DROP_IF", "RENEW_IF", "REPLAY", "RENUMBER",
                          "FETCH", "ACK", "END_SESSION", "KICK", "ONLINE", "HEARTBEAT", "CLAIM",
                          "RELEASE"):
-                source = getattr(lua, name).encode()
-                self._scripts[name] = (await client.script_load(source), source)
+                await scripts.load(name, getattr(lua, name))
+            self._scripts = scripts
             await self._beat()
             self._pubsub = client.pubsub()
             await self._pubsub.subscribe(self._own_channel, self._all_channel)
