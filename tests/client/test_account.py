@@ -1,4 +1,4 @@
-"""The SDK's account calls against a real server: rename and change the password."""
+"""The SDK's account calls against a real server: rename me and my devices, change the password."""
 
 from __future__ import annotations
 
@@ -44,5 +44,32 @@ async def test_rename_and_change_password(server: LiveServer) -> None:
             await api.sign_in("alice", "a new secret")
         with pytest.raises(AuthenticationError):
             await api.me(device["token"])
+    finally:
+        await api.close()
+
+
+async def test_rename_device(server: LiveServer) -> None:
+    api = ApiClient(server.base_url)
+    try:
+        session = await api.sign_up("alice", PASSWORD)
+        phone = await api.register_device(session["token"], "phone")
+        laptop = await api.register_device(session["token"], "laptop")
+        renamed = await api.rename_device(session["token"], phone["device"]["id"], " Kitchen iPad ")
+        assert renamed == {**phone["device"], "name": "Kitchen iPad"}
+        itself = await api.rename_device(laptop["token"], laptop["device"]["id"], "my laptop")
+        assert itself["name"] == "my laptop"
+        with pytest.raises(ApiError) as other:  # a device token renames its own device only
+            await api.rename_device(laptop["token"], phone["device"]["id"], "mine")
+        assert other.value.status == 403
+        with pytest.raises(ApiError) as bad:
+            await api.rename_device(session["token"], phone["device"]["id"], "n" * 65)
+        assert bad.value.status == 422 and "name" in str(bad.value)
+        with pytest.raises(ApiError) as unknown:
+            await api.rename_device(session["token"], "no such device #1?", "x")
+        assert unknown.value.status == 404 and str(unknown.value).endswith("no such device")
+        with pytest.raises(AuthenticationError):
+            await api.rename_device("nonsense", phone["device"]["id"], "x")
+        listed = await server.http.get("/v1/devices", headers={"Authorization": f"Bearer {session['token']}"})
+        assert [d["name"] for d in listed.json()] == ["Kitchen iPad", "my laptop"]
     finally:
         await api.close()

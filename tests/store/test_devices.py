@@ -1,6 +1,8 @@
-"""Devices: register, list, remove (revoking tokens), touch."""
+"""Devices: register, list, rename, remove (revoking tokens), touch."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 
@@ -58,6 +60,29 @@ async def test_remove_device_revokes_its_tokens_only(store: Store) -> None:
     assert await store.resolve_token(token_hash("phone"), T0 + 12) is None
     assert await store.resolve_token(token_hash("web"), T0 + 12) is not None
     assert await store.resolve_token(token_hash("account"), T0 + 12) is not None
+
+
+async def test_rename_device(store: Store) -> None:
+    user = await store.create_user("alice", "Alice", "h", T0)
+    other = await store.create_user("bob", "Bob", "h", T0)
+    phone = await store.create_device(user.id, "ios", "iPhone", T0)
+    laptop = await store.create_device(user.id, "desktop", "Laptop", T0 + 1)
+    renamed = await store.rename_device(user.id, phone.id, "Kitchen iPad")
+    assert renamed == replace(phone, name="Kitchen iPad")
+    assert await store.rename_device(user.id, phone.id, "Kitchen iPad") == renamed  # unchanged: still found
+    assert await store.list_devices(user.id) == [renamed, laptop]
+
+    assert await store.rename_device(other.id, phone.id, "bob's now") is None  # not bob's device
+    assert await store.rename_device(user.id, "ghost", "x") is None
+    assert await store.rename_device(user.id, "d" * 65, "x") is None
+    assert await store.remove_device(user.id, laptop.id, T0 + 5) is True
+    assert await store.rename_device(user.id, laptop.id, "back") is None  # removed
+    for bad in ("", "n" * 129, 5):
+        with pytest.raises(InvalidInput, match="name"):
+            await store.rename_device(user.id, phone.id, bad)  # type: ignore[arg-type]
+    assert await store.get_device(phone.id) == renamed
+    gone = await store.get_device(laptop.id)
+    assert gone is not None and gone.name == "Laptop"
 
 
 async def test_touch_device(store: Store) -> None:

@@ -81,6 +81,57 @@ async def test_remove_another_device_signs_it_out(people: PersonFactory) -> None
     await expect(phone.page.locator("#auth-view")).to_be_visible()
 
 
+async def test_rename_devices(people: PersonFactory, server: LiveServer) -> None:
+    laptop = await people("bob", device_name="laptop")
+    phone = await people("bob", signup=False, device_name="phone")
+    page = laptop.page
+    await page.reload()  # the device list as it is now
+    devices = page.locator("#devices")
+    await expect(devices.locator("li")).to_have_count(2)
+
+    # Escape puts the line back as it was, focus on its Rename button
+    await devices.get_by_role("button", name="Rename device phone").click()
+    field = devices.get_by_role("textbox", name="New name for device phone")
+    await expect(field).to_be_focused()
+    await expect(field).to_have_value("phone")
+    await field.fill("something else")
+    await field.press("Escape")
+    await expect(field).to_have_count(0)
+    await expect(devices.get_by_role("button", name="Rename device phone")).to_be_focused()
+
+    # a name the server refuses says why, and the form stays for another try
+    await devices.get_by_role("button", name="Rename device phone").click()
+    await field.fill("phone ‮reversed")
+    await field.press("Enter")
+    await expect(devices.get_by_role("alert")).to_have_text(
+        "Could not rename the device: Device name: must not contain the character U+202E")
+    await expect(field).to_have_attribute("aria-invalid", "true")
+    await field.fill("   ")
+    await field.press("Enter")
+    await expect(devices.get_by_role("alert")).to_have_text("Enter a device name.")
+    await field.fill("  Kitchen iPad ")
+    await field.press("Enter")
+    await expect(devices.locator(".name")).to_have_text(["laptop", "Kitchen iPad"])
+    await expect(devices.get_by_role("button", name="Rename device Kitchen iPad")).to_be_focused()
+
+    # this browser's own device, with the Save button: the sign-in form's name follows
+    await devices.get_by_role("button", name="Rename device laptop").click()
+    await devices.get_by_role("textbox", name="New name for device laptop").fill("Work laptop")
+    await devices.get_by_role("button", name="Save").click()
+    await expect(devices.locator(".name")).to_have_text(["Work laptop", "Kitchen iPad"])
+    await expect(devices.locator("li").first).to_contain_text("this device")
+    await expect(page.locator("#auth-device-name")).to_have_value("Work laptop")
+    stored = await page.evaluate("JSON.parse(localStorage.getItem('facecall.device'))")
+    assert stored["name"] == "Work laptop"
+
+    await page.reload()  # kept by the server (and this browser)
+    await expect(devices.locator(".name")).to_have_text(["Work laptop", "Kitchen iPad"])
+    await expect(page.locator("#auth-device-name")).to_have_value("Work laptop")
+    await phone.page.reload()  # the renamed browser lists it too, and still runs
+    await expect(phone.page.locator("#devices .name")).to_have_text(["Work laptop", "Kitchen iPad"])
+    assert laptop.errors == [] and phone.errors == []
+
+
 async def test_small_screen_layout(browser: Browser, server: LiveServer, screenshots: Path) -> None:
     person = await Person.open(browser, server.base_url, "alice", viewport={"width": 390, "height": 780})
     try:

@@ -145,12 +145,26 @@ async def current_device(principal: Principal = Depends(current_principal)) -> P
     return principal
 
 
+def account_token_required() -> HTTPException:
+    """The 403 of a device token where an account token (from signing in) is needed."""
+    return HTTPException(status.HTTP_403_FORBIDDEN, detail="an account token is required (sign in)")
+
+
 async def current_account(principal: Principal = Depends(current_principal)) -> Principal:  # noqa: B008
     """An account token is required: registering and removing devices mint and revoke
     credentials, which a device's own token (stored on the device, never expiring) must not."""
     if principal.device_id is not None:
-        raise HTTPException(status.HTTP_403_FORBIDDEN,
-                            detail="an account token is required (sign in)")
+        raise account_token_required()
+    return principal
+
+
+async def account_or_device_itself(
+    device_id: str, principal: Principal = Depends(current_principal),  # noqa: B008
+) -> Principal:
+    """An account token, or the token of the device ``device_id`` (the path's) itself: a device
+    may change its own name, which mints and revokes nothing, but not another device."""
+    if principal.device_id is not None and principal.device_id != device_id:
+        raise account_token_required()
     return principal
 
 

@@ -159,6 +159,12 @@ class DeviceIn(Strict):
     name: ShownName
 
 
+class DeviceRename(Strict):
+    """A device's new name: the same rules as when it was registered."""
+
+    name: ShownName
+
+
 class DeviceOut(BaseModel):
     id: str
     kind: str

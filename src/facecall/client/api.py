@@ -89,6 +89,15 @@ class ApiClient:
             "POST", "/v1/devices", account_token, json={"kind": kind, "name": name})
         return result
 
+    async def rename_device(self, token: str, device_id: str, name: str) -> dict[str, Any]:
+        """Rename one of my devices; returns it as ``GET /v1/devices`` lists it (``id``, ``kind``,
+        ``name``, ``online``, ...). ``token``: an account token (any of my devices), or a device
+        token (that device only; another is an :class:`ApiError` 403). A bad name is an
+        :class:`ApiError` 422; a device that is not mine, or no longer exists, 404."""
+        result: dict[str, Any] = await self._call(
+            "PATCH", f"/v1/devices/{quote(device_id, safe='')}", token, json={"name": name})
+        return result
+
     async def me(self, token: str) -> dict[str, Any]:
         result: dict[str, Any] = await self._call("GET", "/v1/me", token)
         return result

@@ -43,6 +43,9 @@ REMOVE_DEVICE = Q.of(
 REVOKE_DEVICE_TOKENS = Q.of(
     "UPDATE auth_tokens SET revoked_at = $2 WHERE device_id = $1 AND revoked_at IS NULL"
 )
+RENAME_DEVICE = Q.of(
+    "UPDATE user_devices SET name = $3 WHERE id = $1 AND user_id = $2 AND removed_at IS NULL"
+)
 TOUCH_DEVICE = Q.of("UPDATE user_devices SET last_seen_at = $2 WHERE id = $1 AND removed_at IS NULL")
 OWNED_DEVICE = Q.of("SELECT 1 FROM user_devices WHERE id = $1 AND user_id = $2 AND removed_at IS NULL")
 INSERT_TOKEN = Q.of(
@@ -144,6 +147,13 @@ def _remove_device(d: Dialect, user_id: str, device_id: str, moment: float) -> B
         return False
     yield COUNT, REVOKE_DEVICE_TOKENS, (device_id, at)
     return True
+
+
+def _rename_device(d: Dialect, user_id: str, device_id: str, name: str) -> Body[DeviceRecord | None]:
+    if (yield COUNT, RENAME_DEVICE, (device_id, user_id, name)) != 1:
+        return None
+    row = yield ONE, DEVICE_BY_ID, (device_id,)
+    return _device(d, row)
 
 
 def _touch_device(d: Dialect, device_id: str, moment: float) -> Body[None]:
@@ -362,6 +372,15 @@ class AccountsRepository:
         """
         moment = validate.instant(now, "now")
         return await self._db.write(_remove_device, user_id, device_id, moment)
+
+    async def rename_device(self, user_id: str, device_id: str, name: str) -> DeviceRecord | None:
+        """Change the name of one of the user's devices; returns the device as stored.
+
+        Returns None (and changes nothing) if the device is unknown, belongs to another user or
+        was removed. Raises :class:`InvalidInput` for an empty or overlong name.
+        """
+        checked = validate.text(name, "name", DEVICE_NAME_LEN)
+        return await self._db.write(_rename_device, validate.ident(user_id, "user_id"), device_id, checked)
 
     async def touch_device(self, device_id: str, now: float) -> None:
         """Record that the device was seen at ``now``. Raises :class:`NotFound` if it is unknown

@@ -141,6 +141,10 @@ export class Api {
     return this.request("GET", "/v1/devices", { token });
   }
 
+  renameDevice(token, id, name) {
+    return this.request("PATCH", `/v1/devices/${encodeURIComponent(id)}`, { token, body: { name } });
+  }
+
   removeDevice(token, id) {
     return this.request("DELETE", `/v1/devices/${encodeURIComponent(id)}`, { token });
   }

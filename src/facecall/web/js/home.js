@@ -1,5 +1,6 @@
-// The home screen: recents (with missed calls) and my devices.
+// The home screen: recents (with missed calls) and my devices (rename, remove).
 
+import { store } from "./settings.js";
 import { initials } from "./ui.js";
 
 const $ = (id) => document.getElementById(id);
@@ -177,21 +178,95 @@ export class Home {
     }
     // signed out meanwhile (this device removed during its call, sign-out): nothing to show
     if (this.session() !== s) return;
-    const list = $("devices");
-    list.replaceChildren();
-    for (const device of devices) {
-      const mine = device.id === s.deviceId;
-      const online = device.online || mine;
-      list.append(el("li", { "data-device-id": device.id },
-        el("span", { class: "who" },
-          el("span", { class: "name" }, device.name),
-          el("span", { class: `meta ${online ? "online" : "offline"}` },
-            `${mine ? "this device" : device.kind} · ${online ? "online" : "offline"}`)),
-        el("button", {
-          type: "button", class: "danger", "aria-label": `Remove device ${device.name}`,
-          onclick: () => this.remove(device, mine),
-        }, "Remove")));
+    $("devices").replaceChildren(...devices.map((device) => this.deviceRow(device, s)));
+  }
+
+  /** One line of My devices: its name, kind and whether it is online; Rename and Remove. */
+  deviceRow(device, s) {
+    const mine = device.id === s.deviceId;
+    const online = device.online || mine;
+    return el("li", { "data-device-id": device.id },
+      el("span", { class: "who" },
+        el("span", { class: "name" }, device.name),
+        el("span", { class: `meta ${online ? "online" : "offline"}` },
+          `${mine ? "this device" : device.kind} · ${online ? "online" : "offline"}`)),
+      el("button", {
+        type: "button", class: "rename secondary", "aria-label": `Rename device ${device.name}`,
+        onclick: (event) => this.startRename(event.currentTarget.closest("li"), device, s),
+      }, "Rename"),
+      el("button", {
+        type: "button", class: "danger", "aria-label": `Remove device ${device.name}`,
+        onclick: () => this.remove(device, mine),
+      }, "Remove"));
+  }
+
+  /** The device's line becomes a small form: Enter saves, Escape (or Cancel) puts the line
+   *  back as it was. */
+  startRename(row, device, s) {
+    const errorId = `rename-error-${device.id}`;
+    const input = el("input", {
+      name: "device_name", maxlength: "64", required: "", autocomplete: "off",
+      "aria-label": `New name for device ${device.name}`, "aria-describedby": errorId,
+    });
+    input.value = device.name;
+    const error = el("p", { id: errorId, class: "form-error", role: "alert" });
+    const cancel = () => {
+      const line = this.deviceRow(device, s);
+      editor.replaceWith(line);
+      line.querySelector(".rename").focus();
+    };
+    const form = el("form", {
+      class: "rename-form", novalidate: "",
+      onsubmit: (event) => {
+        event.preventDefault();
+        this.rename(device, input, error);
+      },
+      onkeydown: (event) => {
+        if (event.key !== "Escape") return;
+        event.stopPropagation(); // cancels the rename only, not a message shown meanwhile
+        cancel();
+      },
+    }, input,
+    el("button", { type: "submit", class: "secondary" }, "Save"),
+    el("button", { type: "button", class: "ghost", onclick: cancel }, "Cancel"),
+    error);
+    const editor = el("li", { "data-device-id": device.id }, form);
+    row.replaceWith(editor);
+    input.focus();
+    input.select();
+  }
+
+  async rename(device, input, error) {
+    const refuse = (text) => {
+      error.textContent = text;
+      input.setAttribute("aria-invalid", "true");
+      input.focus();
+    };
+    const name = input.value.trim();
+    if (!name) return refuse("Enter a device name.");
+    const s = this.session();
+    if (!s) return;
+    const save = input.form.querySelector("button[type=submit]");
+    save.disabled = true;
+    let renamed;
+    try {
+      renamed = await this.api.renameDevice(s.account, device.id, name);
+    } catch (failure) {
+      if (failure.status !== 401) refuse(`Could not rename the device: ${failure.message}`); // 401: app.js says so
+      return;
+    } finally {
+      save.disabled = false;
     }
+    if (renamed.id === s.deviceId) {
+      // this browser's device: the name it registers with again (the sign-in form) follows
+      const saved = store.get("device");
+      if (saved && saved.id === renamed.id) store.set("device", { ...saved, name: renamed.name });
+      $("auth-device-name").value = renamed.name;
+    }
+    input.closest("li").replaceWith(this.deviceRow(renamed, s)); // at once, even if reading the list fails
+    await this.refreshDevices();
+    const line = [...$("devices").children].find((li) => li.dataset.deviceId === renamed.id);
+    if (line) line.querySelector(".rename").focus();
   }
 
   async remove(device, mine) {
