@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 import websockets
+from websockets.typing import Subprotocol
 
 from facecall.config import Settings, SettingsError
 from facecall.turn.tls import write_self_signed
@@ -57,6 +58,14 @@ async def test_api_and_signaling_over_tls(tls_server: LiveServer, pem: tuple[Pat
         with pytest.raises(httpx.ConnectError):
             await untrusting.get(tls_server.base_url + "/healthz")
     assert (await b1.request("ping"))["type"] == "pong"
+    # a browser's way over WSS too: the token in a subprotocol, facecall.v1 selected
+    carol = await tls_server.register_device((await tls_server.sign_up("carol"))["token"])
+    offers = [Subprotocol("facecall.v1"), Subprotocol(f"facecall.token.{carol['token']}")]
+    async with websockets.connect(tls_server.ws_url, subprotocols=offers,
+                                  ssl=ssl.create_default_context(cafile=str(pem[0]))) as ws:
+        assert ws.subprotocol == "facecall.v1"
+        await ws.send(json.dumps({"v": 1, "id": "h1", "type": "hello"}))
+        assert json.loads(await ws.recv())["device_id"] == carol["device"]["id"]
 
 
 def test_tls_settings_are_checked(tmp_path: Path, pem: tuple[Path, Path]) -> None:

@@ -9,11 +9,19 @@ from typing import Any
 
 import pytest
 import websockets
+from websockets.typing import Subprotocol
 
 from tests.live import LiveServer
 
 
-async def _raw(server: LiveServer, token: str | None) -> Any:
+async def _raw(server: LiveServer, token: str | None, via: str = "header") -> Any:
+    """Connect with ``token`` in ``Authorization: Bearer`` or, ``via="subprotocol"``, in a
+    ``facecall.token.`` subprotocol beside ``facecall.v1`` (as browsers do)."""
+    if via == "subprotocol":
+        offers = [Subprotocol("facecall.v1")]
+        if token is not None:
+            offers.append(Subprotocol(f"facecall.token.{token}"))
+        return await websockets.connect(server.ws_url, subprotocols=offers, max_size=2**22)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return await websockets.connect(server.ws_url, additional_headers=headers, max_size=2**22)
 
@@ -29,20 +37,71 @@ async def _device(server: LiveServer, name: str) -> tuple[dict[str, Any], str]:
     return account, reg["token"]
 
 
-@pytest.mark.parametrize("token", [None, "wrong", "x" * 4000])
-async def test_bad_tokens_close_with_4401(server: LiveServer, token: str | None) -> None:
-    ws = await _raw(server, token)
+@pytest.mark.parametrize("via", ["header", "subprotocol"])
+@pytest.mark.parametrize("token", [None, "", "wrong", "x" * 4000])
+async def test_bad_tokens_close_with_4401(server: LiveServer, token: str | None, via: str) -> None:
+    ws = await _raw(server, token, via)
     with pytest.raises(websockets.ConnectionClosed):
         await ws.recv()
     assert ws.close_code == 4401
+    assert ws.close_reason in ("missing bearer token", "malformed bearer token",
+                               "invalid, expired or revoked token")
 
 
-async def test_account_token_is_not_a_device(server: LiveServer) -> None:
+@pytest.mark.parametrize("via", ["header", "subprotocol"])
+async def test_account_token_is_not_a_device(server: LiveServer, via: str) -> None:
     account = await server.sign_up("acct")
-    ws = await _raw(server, account["token"])
+    ws = await _raw(server, account["token"], via)
     with pytest.raises(websockets.ConnectionClosed):
         await ws.recv()
     assert ws.close_code == 4403
+
+
+async def _refused(server: LiveServer, *fields: str) -> websockets.InvalidStatus:
+    """The handshake answer to ``Sec-WebSocket-Protocol`` fields sent as they are."""
+    headers = [("Sec-WebSocket-Protocol", value) for value in fields]
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        await websockets.connect(server.ws_url, additional_headers=headers)
+    return refused.value
+
+
+async def test_bad_subprotocol_offers_are_refused_and_the_server_goes_on(
+        server: LiveServer) -> None:
+    """RFC 6455 §4.1: subprotocols are tokens; the server selects only one that was offered."""
+    _, token = await _device(server, "offers")
+    for field in (f"facecall.v1, facecall.token.{token} extra", f"facecall.v1; {token}",
+                  f'facecall.v1, "facecall.token.{token}"', f"facecall.v1,facecall.token.{token}/",
+                  ", ,"):
+        refused = await _refused(server, field)
+        assert refused.response.status_code == 400, field
+        assert refused.response.body == b"invalid Sec-WebSocket-Protocol header\n"
+    refused = await _refused(server, f"facecall.token.{token}")  # facecall.v1 not offered
+    assert refused.response.status_code == 400
+    assert b"facecall.v1" in refused.response.body and token.encode() not in refused.response.body
+    refused = await _refused(server, "facecall.v2, chat")
+    assert refused.response.status_code == 400
+    for fields in (["facecall.v1, " + "x" * 9000],  # one field over websockets' line limit
+                   ["facecall.v1, " + "x" * 7000] * 5):  # a head over the node's 32 KiB
+        refused = await _refused(server, *fields)
+        assert refused.response.status_code == 431
+    # several token subprotocols, or one with nothing after its prefix: 4401 after the handshake
+    # (a browser sees the code, and does not retry)
+    for offers, reason in (([token, "another"], "more than one facecall.token. subprotocol"),
+                           ([""], "missing bearer token")):
+        ws = await websockets.connect(server.ws_url, subprotocols=[
+            Subprotocol("facecall.v1"), *(Subprotocol(f"facecall.token.{t}") for t in offers)])
+        assert ws.subprotocol == "facecall.v1"
+        with pytest.raises(websockets.ConnectionClosed):
+            await ws.recv()
+        assert (ws.close_code, ws.close_reason) == (4401, reason)
+    # many offers, within the limits, split over several fields: the one token among them works
+    many = [", ".join(f"other{i}.{j}" for j in range(200)) for i in range(3)]
+    headers = [("Sec-WebSocket-Protocol", v) for v in [*many, f"facecall.token.{token}"]]
+    async with websockets.connect(server.ws_url, additional_headers=headers, subprotocols=[
+            Subprotocol("facecall.v1")]) as ws:
+        assert ws.subprotocol == "facecall.v1"
+        await ws.send(json.dumps({"v": 1, "id": "h", "type": "hello"}))
+        assert (await _next(ws))["type"] == "welcome"
 
 
 BAD_FRAMES: list[tuple[str, str]] = [

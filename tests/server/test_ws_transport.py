@@ -1,26 +1,35 @@
 """The signaling WebSocket transport (facecall.api.ws_transport): RFC 6455 behaviour a client
-sees — tokens, close codes, fragmentation, ping/pong, invalid UTF-8, other paths, keepalive."""
+sees — tokens (header or subprotocol), close codes, fragmentation, ping/pong, invalid UTF-8,
+other paths, keepalive."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import websockets
+from fastapi import HTTPException
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import OPEN
+from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
 from facecall.api import ws_transport
 from facecall.api.auth import token_hash
 from facecall.api.ws_frames import encode_text_frames
-from facecall.api.ws_transport import SignalingWebSocket, _Resumed, bearer_token
+from facecall.api.ws_transport import (
+    SignalingWebSocket,
+    _Resumed,
+    bearer_token,
+    offered_subprotocols,
+)
 from tests.live import LiveServer
 
 
@@ -30,7 +39,15 @@ async def _device_token(server: LiveServer, name: str) -> tuple[dict[str, Any], 
     return account, reg
 
 
-async def _connect(server: LiveServer, token: str | None, url: str | None = None) -> Any:
+async def _connect(server: LiveServer, token: str | None, url: str | None = None,
+                   via: str = "header") -> Any:
+    """A connection sending ``token`` in ``Authorization: Bearer`` (``via="header"``, as the
+    SDK does) or in a subprotocol beside ``facecall.v1`` (``via="subprotocol"``, as browsers)."""
+    if via == "subprotocol":
+        offers = [Subprotocol("facecall.v1")]
+        if token is not None:
+            offers.append(Subprotocol(f"facecall.token.{token}"))
+        return await websockets.connect(url or server.ws_url, subprotocols=offers)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return await websockets.connect(url or server.ws_url, additional_headers=headers)
 
@@ -48,7 +65,9 @@ async def _hello(ws: Any) -> dict[str, Any]:
     return reply
 
 
-async def test_expired_and_revoked_device_tokens_close_with_4401(server: LiveServer) -> None:
+@pytest.mark.parametrize("via", ["header", "subprotocol"])
+async def test_expired_and_revoked_device_tokens_close_with_4401(server: LiveServer,
+                                                                 via: str) -> None:
     account, reg = await _device_token(server, "tokens")
     store = server.app.app.state.store  # inside uvicorn's proxy-headers middleware
     now = time.time()
@@ -56,20 +75,69 @@ async def test_expired_and_revoked_device_tokens_close_with_4401(server: LiveSer
     user_id, device_id = account["user"]["id"], reg["device"]["id"]
     await store.create_token(token_hash(expired), user_id, device_id, now - 100, now - 10)
     await store.create_token(token_hash(revoked), user_id, device_id, now, None)
-    ws = await _connect(server, revoked)
+    ws = await _connect(server, revoked, via=via)
     assert (await _hello(ws))["type"] == "welcome"  # live until revoked
     await ws.close()
     assert await store.revoke_token(token_hash(revoked), time.time())
     for token in (expired, revoked):
-        ws = await _connect(server, token)
+        ws = await _connect(server, token, via=via)
         assert await _closed_with(ws) == 4401
-        assert ws.close_reason
+        assert ws.close_reason == "invalid, expired or revoked token"
 
 
-async def test_token_in_the_query_string(server: LiveServer) -> None:
+async def test_token_in_a_subprotocol_selects_facecall_v1(server: LiveServer) -> None:
+    """A browser's way (RFC 6455 §4.1): the server selects facecall.v1, never the token one."""
     _, reg = await _device_token(server, "browser")
-    async with websockets.connect(f"{server.ws_url}?token={reg['token']}") as ws:
+    async with await _connect(server, reg["token"], via="subprotocol") as ws:
+        assert ws.subprotocol == "facecall.v1"
+        assert ws.response.headers.get_all("Sec-WebSocket-Protocol") == ["facecall.v1"]
         assert (await _hello(ws))["device_id"] == reg["device"]["id"]
+    offers = [Subprotocol(f"facecall.token.{reg['token']}"), Subprotocol("facecall.v1")]
+    async with websockets.connect(server.ws_url, subprotocols=offers) as ws:  # in any order
+        assert ws.subprotocol == "facecall.v1"
+        assert reg["token"] not in str(ws.response.headers)
+        assert (await _hello(ws))["device_id"] == reg["device"]["id"]
+
+
+async def test_the_header_comes_before_the_subprotocol(server: LiveServer) -> None:
+    _, reg = await _device_token(server, "both")
+    offers = [Subprotocol("facecall.v1"), Subprotocol("facecall.token.not-this-one")]
+    async with websockets.connect(server.ws_url, subprotocols=offers, additional_headers={
+            "Authorization": f"Bearer {reg['token']}"}) as ws:
+        assert ws.subprotocol == "facecall.v1"
+        assert (await _hello(ws))["device_id"] == reg["device"]["id"]
+
+
+@pytest.mark.parametrize("via", ["header", "subprotocol", None])
+async def test_a_token_in_the_query_string_is_refused(server: LiveServer, via: str | None) -> None:
+    """URLs end up in proxy access logs: a token there closes with 4401, even beside a good
+    token where it belongs."""
+    _, reg = await _device_token(server, "leaky")
+    url = f"{server.ws_url}?token={reg['token']}"
+    ws = await (_connect(server, reg["token"], url, via) if via else websockets.connect(url))
+    assert await _closed_with(ws) == 4401
+    assert ws.close_reason == ("the token belongs in Authorization: Bearer or a facecall.token. "
+                               "subprotocol, not in the URL")
+    async with await _connect(server, reg["token"], via="subprotocol") as ws:  # still fine
+        assert (await _hello(ws))["type"] == "welcome"
+
+
+async def test_the_handshake_is_not_logged_with_credentials(
+        server: LiveServer, caplog: pytest.LogCaptureFixture) -> None:
+    """websockets logs the request line and every header at DEBUG: never a token."""
+    _, reg = await _device_token(server, "quiet")
+    caplog.set_level(logging.DEBUG, logger="facecall.ws")
+    async with await _connect(server, reg["token"], via="subprotocol") as ws:
+        await _hello(ws)
+    async with await _connect(server, reg["token"]) as ws:
+        await _hello(ws)
+    ws = await websockets.connect(f"{server.ws_url}?token={reg['token']}")
+    await _closed_with(ws)
+    handshake = [r.getMessage().lower() for r in caplog.records if r.name == "facecall.ws"]
+    assert "< sec-websocket-protocol: [redacted]" in handshake  # the log was on
+    assert "< authorization: [redacted]" in handshake
+    assert "< get /v1/signaling?[redacted] http/1.1" in handshake
+    assert not [line for line in caplog.text.splitlines() if reg["token"] in line]
 
 
 async def test_fragmented_messages_are_reassembled(server: LiveServer) -> None:
@@ -274,8 +342,11 @@ def _protocol(ping: float | None, store: Any = None) -> tuple[SignalingWebSocket
     return proto, transport
 
 
-def _client(path: str) -> tuple[ClientProtocol, bytes]:
-    client = ClientProtocol(parse_uri(f"ws://test{path}"))
+def _client(path: str, token: str | None = None) -> tuple[ClientProtocol, bytes]:
+    """A client offering ``token`` the browser's way (facecall.v1 and facecall.token.<token>);
+    websockets checks that the answer selects one of its offers (RFC 6455 §4.1)."""
+    offers = [Subprotocol("facecall.v1"), Subprotocol(f"facecall.token.{token}")] if token else None
+    client = ClientProtocol(parse_uri(f"ws://test{path}"), subprotocols=offers)
     client.send_request(client.connect())
     return client, b"".join(client.data_to_send())
 
@@ -297,16 +368,17 @@ async def test_other_path_gets_404_and_tcp_is_closed() -> None:
 
 async def test_keepalive_closes_with_1011_when_no_pong_comes() -> None:
     proto, transport = _protocol(0.02)
-    client, request = _client("/v1/signaling?token=whatever")
+    client, request = _client("/v1/signaling", "whatever")
     proto.data_received(request)
     (response,) = _read(client, transport)
     assert response.status_code == 101
+    assert client.subprotocol == "facecall.v1"
     await asyncio.sleep(0)  # the token check runs: 4401 starts the closing handshake
     events = _read(client, transport)
     assert events and events[-1].opcode is Opcode.CLOSE
 
     proto, transport = _protocol(0.02, _NeverAnswers())  # authentication hangs: only keepalive acts
-    client, request = _client("/v1/signaling?token=pending")
+    client, request = _client("/v1/signaling", "pending")
     proto.data_received(request)
     _read(client, transport)
     seen: list[Frame] = []
@@ -323,7 +395,7 @@ async def test_keepalive_closes_with_1011_when_no_pong_comes() -> None:
 
 async def test_keepalive_pongs_keep_the_connection() -> None:
     proto, transport = _protocol(0.01, _NeverAnswers())
-    client, request = _client("/v1/signaling?token=pending")
+    client, request = _client("/v1/signaling", "pending")
     proto.data_received(request)
     _read(client, transport)
     pings = 0
@@ -343,7 +415,7 @@ async def test_a_pong_after_the_close_began_does_not_cancel_the_drop(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ws_transport, "CLOSE_TIMEOUT", 0.05)
     proto, transport = _protocol(0.01, _NeverAnswers())
-    client, request = _client("/v1/signaling?token=pending")
+    client, request = _client("/v1/signaling", "pending")
     proto.data_received(request)
     _read(client, transport)
     for _ in range(400):  # the first keepalive ping
@@ -362,12 +434,24 @@ class _NeverAnswers:
         await asyncio.Event().wait()
 
 
-def test_bearer_token_prefers_the_header() -> None:
-    client, _ = _client("/v1/signaling?token=from-query")
+def test_bearer_token_prefers_the_header_and_refuses_the_query() -> None:
+    client, _ = _client("/v1/signaling", "from-protocol")
     request = client.connect()
-    assert bearer_token(request) == "from-query"
+    offered = offered_subprotocols(request)
+    assert offered == ["facecall.v1", "facecall.token.from-protocol"]
+    assert bearer_token(request, offered) == "from-protocol"
+    assert bearer_token(request, ["facecall.v1"]) is None
+    assert bearer_token(request, ["facecall.v1", "facecall.token."]) == ""  # 4401: missing
+    with pytest.raises(HTTPException, match="more than one"):
+        bearer_token(request, [*offered, Subprotocol("facecall.token.another")])
     request.headers["Authorization"] = "Bearer from-header"
-    assert bearer_token(request) == "from-header"
+    assert bearer_token(request, offered) == "from-header"
+    for query in ("?token=from-query", "?token=", "?x=1&token=a"):
+        request.path = f"/v1/signaling{query}"
+        with pytest.raises(HTTPException, match="not in the URL"):
+            bearer_token(request, offered)
+    request.path = "/v1/signaling?tokens=1"
+    assert bearer_token(request, offered) == "from-header"
 
 
 # -- frames, over an in-memory transport (RFC 6455 §5): the lean data-frame path and websockets ----
@@ -403,7 +487,7 @@ async def _open(monkeypatch: pytest.MonkeyPatch) -> tuple[SignalingWebSocket, _M
                                                           ClientProtocol, _Recorder]:
     monkeypatch.setattr(ws_transport, "DeviceSession", _Recorder)
     proto, transport = _protocol(None, _Authorises())
-    client, request = _client("/v1/signaling?token=ok")
+    client, request = _client("/v1/signaling", "ok")
     proto.data_received(request)
     (response,) = _read(client, transport)
     assert response.status_code == 101
@@ -505,7 +589,7 @@ async def test_frames_sent_with_the_upgrade_request_are_read(
     """A client should wait for the 101 (§4.1); one that does not still gets its messages."""
     monkeypatch.setattr(ws_transport, "DeviceSession", _Recorder)
     proto, _transport = _protocol(None, _Authorises())
-    client, request = _client("/v1/signaling?token=ok")
+    client, request = _client("/v1/signaling", "ok")
     client.state = OPEN
     wire = request + _frames(client, Frame(Opcode.TEXT, b"early"))
     proto.data_received(wire[:-2])  # the frame's last bytes come with the next ones

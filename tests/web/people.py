@@ -25,6 +25,7 @@ class Person:
     base_url: str
     console: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # uncaught exceptions in the page
+    sockets: list[str] = field(default_factory=list)  # the URLs of the WebSockets the page opened
 
     @classmethod
     async def open(cls, browser: Browser, base_url: str, username: str, *, query: str = "",
@@ -34,6 +35,7 @@ class Person:
         person = cls(username, context, page, base_url)
         page.on("console", person._log)
         page.on("pageerror", lambda error: person.errors.append(str(error)))
+        page.on("websocket", lambda ws: person.sockets.append(ws.url))
         page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
         await page.goto(f"{base_url}/{query}")
         await expect(page.locator("body[data-ready=true]")).to_be_attached()

@@ -25,6 +25,11 @@ async def test_video_call_between_two_browsers(people: PersonFactory, server: Li
     await bob.page.screenshot(path=screenshots / "incoming-call.png")
     await expect(alice.page.locator("#call-state")).to_have_text("Ringing…")
 
+    # the device token travels in a subprotocol (docs/protocol.md, "Connection"): never in the
+    # URL, which proxies log and the console shows when a connection fails
+    for person in (alice, bob):
+        assert person.sockets and set(person.sockets) == {server.ws_url}, person.sockets
+
     await bob.accept()
     first_bob = await bob.wait_connected()
     first_alice = await alice.wait_connected()

@@ -88,7 +88,8 @@ async def test_the_tab_that_holds_the_device_takes_it_back_from_a_stale_connecti
     bob = await people("bob")
     device = await bob.page.evaluate("JSON.parse(localStorage.getItem('facecall.device'))")
     ws_url = bob.base_url.replace("http", "ws", 1) + "/v1/signaling"
-    async with websockets.connect(f"{ws_url}?token={device['token']}") as stale:
+    async with websockets.connect(ws_url, additional_headers={
+            "Authorization": f"Bearer {device['token']}"}) as stale:
         await stale.send(json.dumps({"v": 1, "id": "h", "type": "hello"}))
         assert json.loads(await stale.recv())["type"] == "welcome"
         with pytest.raises(websockets.ConnectionClosed) as closed:

@@ -17,7 +17,10 @@ connection is written once, when the read ends (``reading`` and
 :meth:`DeviceSession.end_of_read`). HTTP routes are untouched (FastAPI behind uvicorn's HTTP
 protocol).
 
-What a client sees is what docs/protocol.md says of ``/v1/signaling``: the handshake is accepted,
+What a client sees is what docs/protocol.md says of ``/v1/signaling``: the device token comes in
+``Authorization: Bearer`` or, from a browser (which cannot set headers on a WebSocket), in a
+``facecall.token.<token>`` subprotocol offered beside ``facecall.v1``, which the server selects;
+never in the URL, which proxies log. The handshake is accepted,
 then a missing/wrong/expired/revoked token closes with 4401 and an account token with 4403;
 frames over ``Settings.max_message_bytes`` get ``too_large``; a message over the transport limit
 (uvicorn's ``ws_max_size``) closes with 1009 (§7.4.1); a text message that is not UTF-8 closes
@@ -29,17 +32,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Coroutine, Generator
+from collections.abc import Awaitable, Coroutine, Generator, Sequence
 from typing import Any
 from urllib.parse import parse_qs
 
 from fastapi import HTTPException
+from websockets.exceptions import InvalidHeader, NegotiationError
 from websockets.frames import Frame, Opcode
+from websockets.headers import parse_subprotocol
 from websockets.http11 import Request
 from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol
 
-from facecall.api.auth import resolve_bearer
+from facecall.api.auth import resolve_bearer, unauthorized
 from facecall.api.ws_frames import FIN_BINARY, FIN_TEXT, apply_mask, encode_text_frames, frame_at
 from facecall.logs import get_logger
 from facecall.signaling.session import DeviceSession
@@ -55,18 +61,73 @@ CLOSE_INTERNAL = 1011  # RFC 6455 §7.4.1 (also used for a missed keepalive pong
 CLOSE_RESTART = 1012  # service restart (IANA WebSocket close code registry)
 CLOSE_TIMEOUT = 10.0  # seconds to wait for the peer's Close before dropping TCP (§7.1.1)
 INBOX_LIMIT = 64  # whole messages waiting for the session before reading is paused
-_WS_LOGGER = logging.getLogger("facecall.ws")
+SUBPROTOCOL = Subprotocol("facecall.v1")  # the one the server selects when any are offered
+TOKEN_SUBPROTOCOL = "facecall.token."  # + the device token: how a browser sends it
 _PING = b"facecall"
+#: request header fields whose values never reach the log (websockets logs them all at DEBUG)
+_SECRET_FIELDS = frozenset({"authorization", "sec-websocket-protocol", "cookie"})
 
 
-def bearer_token(request: Request) -> str | None:
-    """The token from ``Authorization: Bearer``, else from ``?token=`` (browsers cannot set
-    headers on a WebSocket)."""
+class _RedactHandshake(logging.Filter):
+    """websockets logs the opening handshake's request line and every header field at DEBUG
+    (RFC 6455 §4.1). Keep credentials out: the query of the request line (an old client's
+    ``?token=``), ``Authorization``, ``Sec-WebSocket-Protocol`` (the token subprotocol) and
+    ``Cookie`` are logged as ``[redacted]``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if record.levelno != logging.DEBUG or not isinstance(args, tuple):
+            return True
+        if record.msg == "< %s: %s" and str(args[0]).lower() in _SECRET_FIELDS:
+            record.args = (args[0], "[redacted]")
+        elif record.msg == "< %s %s %s" and "?" in str(args[1]):
+            record.args = (args[0], str(args[1]).partition("?")[0] + "?[redacted]", args[2])
+        return True
+
+
+_WS_LOGGER = logging.getLogger("facecall.ws")
+_WS_LOGGER.addFilter(_RedactHandshake())
+
+
+def offered_subprotocols(request: Request) -> list[Subprotocol]:
+    """The subprotocols the client offers, in order, from all its ``Sec-WebSocket-Protocol``
+    fields (RFC 6455 §4.1, §11.3.4: tokens, comma-separated). Raises
+    :class:`~websockets.exceptions.InvalidHeader` when a field is not such a list."""
+    return [protocol for value in request.headers.get_all("Sec-WebSocket-Protocol")
+            for protocol in parse_subprotocol(value)]
+
+
+def select_subprotocol(conn: ServerProtocol,
+                       offered: Sequence[Subprotocol]) -> Subprotocol | None:
+    """The subprotocol of the handshake's answer (RFC 6455 §4.2.2, /subprotocol/): none when
+    none was offered (a client sending ``Authorization``), else ``facecall.v1`` — never the
+    token one, which would show the token in the response. A browser fails a connection whose
+    answer selects none of the subprotocols it offered (§4.1), so an offer without
+    ``facecall.v1`` is refused with 400 rather than accepted without a subprotocol."""
+    if not offered:
+        return None
+    if SUBPROTOCOL in offered:
+        return SUBPROTOCOL
+    raise NegotiationError(f"the {SUBPROTOCOL} subprotocol is not offered")
+
+
+def bearer_token(request: Request, offered: Sequence[Subprotocol]) -> str | None:
+    """The device token: from ``Authorization: Bearer`` (RFC 6750 §2.1), else from the
+    ``facecall.token.<token>`` subprotocol among ``offered`` (browsers cannot set headers on a
+    WebSocket; RFC 6455 §4.1 lets them offer subprotocols). Raises a 401 (the connection is
+    closed with 4401) for a ``token`` in the query — a URL ends up in proxy access logs and in
+    browser consoles, so it is refused even beside a good header — and for several token
+    subprotocols."""
+    _, _, query = request.path.partition("?")
+    if query and "token" in parse_qs(query, keep_blank_values=True):
+        raise unauthorized("the token belongs in Authorization: Bearer or a "
+                           f"{TOKEN_SUBPROTOCOL} subprotocol, not in the URL")
     value = request.headers.get("Authorization")
     if value is not None and value[:7].lower() == "bearer ":
         return value[7:].strip()
-    _, _, query = request.path.partition("?")
-    tokens = parse_qs(query).get("token") if query else None
+    tokens = [p[len(TOKEN_SUBPROTOCOL):] for p in offered if p.startswith(TOKEN_SUBPROTOCOL)]
+    if len(tokens) > 1:
+        raise unauthorized(f"more than one {TOKEN_SUBPROTOCOL} subprotocol")
     return tokens[0] if tokens else None
 
 
@@ -99,7 +160,8 @@ class SignalingWebSocket(asyncio.Protocol):
                  _loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._app = config.app  # the FastAPI app: its lifespan put the store and service on .state
         self._server_state = server_state
-        self._conn = ServerProtocol(max_size=config.ws_max_size, logger=_WS_LOGGER)
+        self._conn = ServerProtocol(max_size=config.ws_max_size, logger=_WS_LOGGER,
+                                    select_subprotocol=select_subprotocol)
         self._max_size: int = config.ws_max_size
         self._fast = False  # frames are split here (the connection is open, see _on_request)
         self._rest = b""  # the start of a frame header that has not all arrived
@@ -264,10 +326,18 @@ class SignalingWebSocket(asyncio.Protocol):
             self._timer = None
 
     def _on_request(self, request: Request) -> None:
-        """The opening handshake (RFC 6455 §4.2.2)."""
+        """The opening handshake (RFC 6455 §4.2.2): websockets checks it and answers, with
+        ``facecall.v1`` as /subprotocol/ when subprotocols are offered
+        (:func:`select_subprotocol`). A malformed ``Sec-WebSocket-Protocol`` gets 400 from here,
+        without the field's value (websockets' own answer and log would quote it)."""
         conn = self._conn
         if request.path.partition("?")[0] != SIGNALING_PATH:
             conn.send_response(conn.reject(404, "no WebSocket endpoint here\n"))
+            return
+        try:
+            offered = offered_subprotocols(request)
+        except InvalidHeader:
+            conn.send_response(conn.reject(400, "invalid Sec-WebSocket-Protocol header\n"))
             return
         response = conn.accept(request)
         conn.send_response(response)
@@ -275,15 +345,15 @@ class SignalingWebSocket(asyncio.Protocol):
             return
         self._fast = True
         self._schedule_ping(self._ping_interval)
-        task = asyncio.get_running_loop().create_task(self._open(bearer_token(request)))
+        task = asyncio.get_running_loop().create_task(self._open(request, offered))
         self._server_state.tasks.add(task)
         task.add_done_callback(self._server_state.tasks.discard)
 
-    async def _open(self, token: str | None) -> None:
+    async def _open(self, request: Request, offered: list[Subprotocol]) -> None:
         """Authenticate the device; then handle what arrived meanwhile."""
         state = self._app.state
         try:
-            principal = await resolve_bearer(state.store, token)
+            principal = await resolve_bearer(state.store, bearer_token(request, offered))
         except HTTPException as exc:
             self.close(CLOSE_UNAUTHORIZED, str(exc.detail))
             return

@@ -107,7 +107,18 @@ export class Signaling extends EventTarget {
     clearTimeout(this.reconnectTimer);
     if (this.ws) abandon(this.ws); // never two connections at once
     this.setState(this.everConnected ? "reconnecting" : "connecting");
-    const ws = new WebSocket(`${this.url}?token=${encodeURIComponent(this.token)}`);
+    // A browser cannot set Authorization on a WebSocket, and a URL ends up in proxy logs: the
+    // token rides in a second subprotocol; the server selects facecall.v1 (docs/protocol.md,
+    // "Connection"). Tokens are URL-safe base64, characters a subprotocol may hold.
+    let ws;
+    try {
+      ws = new WebSocket(this.url, ["facecall.v1", `facecall.token.${this.token}`]);
+    } catch {
+      // SyntaxError: not a token the server issued (the error would quote it: not shown)
+      this.ws = null;
+      this.setState("closed", { reason: "unauthorized", message: "invalid device token" });
+      return;
+    }
     this.ws = ws;
     ws.onopen = () => {
       const hello = { v: 1, id: this.id(), type: "hello", resume_from: this.lastSeq };
