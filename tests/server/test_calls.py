@@ -75,6 +75,33 @@ async def test_every_device_rings_first_answer_wins(server: LiveServer) -> None:
     assert item["end_reason"] == "hung_up" and item["direction"] == "incoming"
 
 
+@pytest.mark.parametrize("reason", ["no_media", "connection_lost"])
+async def test_a_hang_up_says_why_the_client_gave_up(server: LiveServer, reason: str) -> None:
+    """A client that gives up on the media hangs up with why: the other device is told, and
+    history keeps it. A call whose media never connected has no duration: it never lasted."""
+    alice, (a1,) = await server.user_with_devices("alice", 1)
+    bob, (b1,) = await server.user_with_devices("bob", 1)
+    call_id = (await a1.request("call.start", to=[bob["user"]["id"]], media="video"))["call_id"]
+    await b1.next_event("call.ring")
+    await b1.request("call.answer", call_id=call_id)
+    await asyncio.sleep(0.3)
+    await a1.request("call.hangup", call_id=call_id, reason=reason)
+    assert (await b1.next_event("call.ended"))["reason"] == reason
+    for account in (alice, bob):
+        history = await server.http.get("/v1/calls/history",
+                                        headers={"Authorization": f"Bearer {account['token']}"})
+        item = history.json()["items"][0]
+        assert (item["call_id"], item["end_reason"], item["my_end_reason"]) == (call_id, reason, reason)
+        assert item["missed"] is False
+        if reason == "no_media":
+            assert item["duration"] is None and item["answered_at"] is not None
+        else:
+            assert item["duration"] >= 0.3
+    with pytest.raises(SignalingError) as refused:
+        await b1.request("call.hangup", call_id=call_id, reason="declined")
+    assert refused.value.code == "invalid_field"
+
+
 async def test_decline_stops_all_devices_and_ends_1to1(server: LiveServer) -> None:
     _alice, (a1,) = await server.user_with_devices("alice", 1)
     bob, (b1, b2) = await server.user_with_devices("bob", 2)

@@ -156,6 +156,31 @@ def test_either_side_hangs_up_a_one_to_one_call(leaver: tuple[str, str]) -> None
     assert [p.reason for p in machine.participants] == [EndReason.HUNG_UP] * 2
 
 
+@pytest.mark.parametrize("reason", [EndReason.NO_MEDIA, EndReason.CONNECTION_LOST])
+def test_a_client_that_gave_up_on_the_media_says_why(reason: EndReason) -> None:
+    """``call.hangup {reason}``: the media never connected, or was lost and did not come back;
+    the other side and the history hear that, not ``hung_up``."""
+    machine, _ = call({"bob": ["b1"]})
+    machine.handle(Answer("bob", "b1"), 1.0)
+    machine.drain_effects()
+    machine.handle(Hangup("bob", "b1", reason), 31.0)
+    effects = machine.drain_effects()
+    assert sent(effects) == [("a1", "call.ended", {"reason": reason.value})]
+    assert ended(effects) == [reason.value]
+    assert [p.reason for p in machine.participants] == [reason] * 2
+
+
+def test_a_user_still_ringing_when_the_media_failed_is_missed() -> None:
+    machine, _ = call({"bob": ["b1"], "carol": ["c1"]}, now=0.0)
+    machine.handle(Answer("bob", "b1"), 1.0)
+    machine.handle(Hangup("bob", "b1", EndReason.NO_MEDIA), 2.0)
+    machine.drain_effects()
+    machine.handle(Hangup("alice", "a1", EndReason.NO_MEDIA), 3.0)
+    assert sent(machine.drain_effects()) == [("c1", "call.stop_ringing", {"reason": "cancelled"})]
+    carol = machine.participant("carol")
+    assert carol is not None and carol.reason is EndReason.CANCELLED  # missed, in history
+
+
 def test_group_call_continues_until_fewer_than_two_remain() -> None:
     machine, _ = call({"bob": ["b1"], "carol": ["c1"], "dave": ["d1"]})
     machine.handle(Answer("bob", "b1"), 1.0)

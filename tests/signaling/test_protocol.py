@@ -42,6 +42,10 @@ GOOD: list[dict[str, Any]] = [
     {"type": "call.decline", "call_id": "c", "busy": True},
     {"type": "call.cancel", "call_id": "c"},
     {"type": "call.hangup", "call_id": "c"},
+    {"type": "call.hangup", "call_id": "c", "reason": "no_media"},
+    {"type": "call.hangup", "call_id": "c", "reason": "connection_lost"},
+    {"type": "call.rejoin", "call_id": "c", "to_device": "d"},
+    {"type": "bye"},
     {"type": "call.invite", "call_id": "c", "to": ["carol", "dave"]},
     {
         "type": "call.sdp",
@@ -150,6 +154,9 @@ def test_unknown_type(kind: Any) -> None:
         {"type": "call.decline", "call_id": "c", "busy": "yes"},
         {"type": "call.decline", "call_id": "c", "busy": 1},
         {"type": "call.invite", "call_id": "c", "to": []},
+        {"type": "call.hangup", "call_id": "c", "reason": "declined"},  # not a hang-up's reason
+        {"type": "call.hangup", "call_id": "c", "reason": None},
+        {"type": "call.hangup", "call_id": "c", "reason": "x" * 200},
         {"type": "call.sdp", "call_id": "c", "to_device": "d",
          "description": {"type": "pranswer", "sdp": "v=0"}},
         {"type": "call.sdp", "call_id": "c", "to_device": "d",

@@ -27,6 +27,11 @@ async def test_a_call_that_cannot_connect_is_given_up(people: PersonFactory) -> 
         await person.expect_alert("The call could not connect.")
         await expect(person.page.locator("#home-view")).to_be_visible()
         assert (await person.diagnostics())["phase"] == "idle"
+    # recents say so, instead of a duration for a call that never was
+    await expect(alice.page.locator("#recents li").first).to_contain_text(
+        "Outgoing audio · could not connect", timeout=STEP)
+    await expect(bob.page.locator("#recents li").first).to_contain_text(
+        "Incoming audio · could not connect", timeout=STEP)
 
 
 async def test_relay_only_is_not_offered_without_turn(web_server: ServerFactory, browser: Browser) -> None:

@@ -564,9 +564,10 @@ class Call(AsyncIOEventEmitter):
                                                               CallState.RECONNECTING):
                 if self._restart_attempts >= device.max_ice_restarts:
                     log.warning("call.path_lost", call_id=self.id, attempts=self._restart_attempts)
+                    lost = EndReason.CONNECTION_LOST if self.timings.connected else EndReason.NO_MEDIA
                     with contextlib.suppress(Exception):
-                        await self.device.request("call.hangup", call_id=self.id)
-                    await self._end(EndReason.CONNECTION_LOST)
+                        await self.device.request("call.hangup", call_id=self.id, reason=lost.value)
+                    await self._end(lost)
                     return
                 log.info("call.ice_restart", call_id=self.id, failed=failed, silent_s=round(waited, 1))
                 self._in_background(self._restart())

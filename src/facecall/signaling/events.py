@@ -47,11 +47,13 @@ class Cancel:
 
 @dataclass(frozen=True, slots=True)
 class Hangup:
-    """A joined device leaves (``call.hangup``). From the caller before anyone answered it is
-    a cancel."""
+    """A joined device leaves (``call.hangup``), with ``reason``: ``hung_up``, or ``no_media``
+    / ``connection_lost`` when its client gave up on the media. From the caller before anyone
+    answered it is a cancel."""
 
     user_id: str
     device_id: str
+    reason: EndReason = EndReason.HUNG_UP
 
 
 @dataclass(frozen=True, slots=True)

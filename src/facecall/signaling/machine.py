@@ -71,7 +71,7 @@ MAX_PARTICIPANTS = MAX_CALLEES + 1
 SNAPSHOT_VERSION = 1
 #: call end reasons that, for a user still ringing, mean the others gave up on them: the
 #: ring ends ``cancelled`` for that user (a missed call) -- see :meth:`CallMachine._end`
-_WITHDRAWN = frozenset({EndReason.HUNG_UP, EndReason.DEVICE_REMOVED})
+_WITHDRAWN = frozenset({EndReason.HUNG_UP, EndReason.DEVICE_REMOVED, EndReason.NO_MEDIA})
 
 
 class CallMachine:
@@ -347,7 +347,7 @@ class CallMachine:
             self._set_leg(leg, state=LegState.ENDED, ended_at=now, reason=EndReason.CANCELLED)
             self._end(EndReason.CANCELLED, now)
             return
-        self._leave(leg, EndReason.HUNG_UP, now)
+        self._leave(leg, event.reason if isinstance(event, Hangup) else EndReason.HUNG_UP, now)
 
     def _on_invite(self, event: Invite, now: float) -> None:
         leg = self._leg_of(event.user_id, event.device_id)

@@ -163,11 +163,18 @@ class CallCancel(_ClientFrame):
     call_id: Id
 
 
+#: Why a device hangs up (``call.hangup``): the person did, or its client gave up on the media.
+HangupReason = Literal["hung_up", "no_media", "connection_lost"]
+
+
 class CallHangup(_ClientFrame):
-    """Leave a joined call."""
+    """Leave a joined call. ``reason``: ``hung_up`` (the person hung up), ``no_media`` (the
+    client gave up because the media never connected) or ``connection_lost`` (the media was
+    lost and did not come back); the others hear it, and history keeps it."""
 
     type: Literal["call.hangup"]
     call_id: Id
+    reason: HangupReason = "hung_up"
 
 
 class CallInvite(_ClientFrame):

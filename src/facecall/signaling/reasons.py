@@ -20,7 +20,9 @@ class EndReason(StrEnum):
     RING_TIMEOUT = "ring_timeout"  # nobody answered within the ring timeout: a missed call
     ANSWERED_ELSEWHERE = "answered_elsewhere"  # another device of the same user answered
     DECLINED_ELSEWHERE = "declined_elsewhere"  # another device of the same user declined
-    CONNECTION_LOST = "connection_lost"  # the device did not come back within the resume grace
+    CONNECTION_LOST = "connection_lost"  # the device did not come back within the resume grace,
+    # or (``call.hangup``) its media was lost and did not come back
+    NO_MEDIA = "no_media"  # the call's media never connected (a firewall, no relay): given up
     GLARE = "glare"  # both users called each other at once; this call lost the tie-break
     UNAVAILABLE = "unavailable"  # the callee has no device that could ring
     HANDED_OFF = "handed_off"  # the call moved to another device of the same user

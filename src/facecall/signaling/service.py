@@ -51,6 +51,7 @@ from facecall.signaling.glare import is_glare
 from facecall.signaling.machine import CallMachine
 from facecall.signaling.protocol import CLOSE_REMOVED, CLOSE_REPLACED
 from facecall.signaling.push import PushNotifier, UnconfiguredPush
+from facecall.signaling.reasons import EndReason
 from facecall.signaling.records import LegState
 from facecall.signaling.replies import Replies
 from facecall.store import StaleVersion, Store
@@ -72,7 +73,6 @@ ANNOUNCE_CALL = "call"  # key: "call_id version" (saved by some node)
 
 
 #: requests whose event carries nothing but the acting (user, device)
-_PLAIN_EVENTS: dict[str, type[Cancel | Hangup]] = {"call.cancel": Cancel, "call.hangup": Hangup}
 
 class CallService:
     """All call signaling of one node."""
@@ -318,10 +318,12 @@ class CallService:
             if entry is not None and (again := entry[1].answered_by(user_id, device_id)):
                 return again  # answered already: the same reply, and nothing to write
             return await self._apply(message.call_id, Answer(user_id, device_id))
-        event_type = _PLAIN_EVENTS.get(kind)
-        if event_type is None:
+        if kind == "call.hangup":
+            return await self._apply(message.call_id,
+                                     Hangup(user_id, device_id, EndReason(message.reason)))
+        if kind != "call.cancel":
             raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"{kind} is not a request")
-        return await self._apply(message.call_id, event_type(user_id, device_id))
+        return await self._apply(message.call_id, Cancel(user_id, device_id))
 
     async def _callees(self, caller: str, user_ids: list[str]) -> tuple[dict[str, list[str]],
                                                                         set[str]]:

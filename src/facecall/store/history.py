@@ -56,7 +56,9 @@ def _entry(d: Dialect, user_id: str, m: Any, others: tuple[HistoryParty, ...]) -
         answered_at=answered,
         ended_at=ended,
         joined_at=joined,
-        duration=None if answered is None or ended is None else max(0.0, ended - answered),
+        # a call whose media never connected did not last: it is no call with a duration
+        duration=None if answered is None or ended is None or m[7] == "no_media"
+        else max(0.0, ended - answered),
     )
 
 

@@ -24,6 +24,7 @@ export function endMessage(reason, name, role) {
     case "unavailable": return `${name} is unavailable: none of their devices can take calls right now`;
     case "cancelled": return role === "caller" ? "Call cancelled" : `Missed call from ${name}`;
     case "connection_lost": return "Call ended: the connection was lost";
+    case "no_media": return NO_CONNECT;
     case "answered_elsewhere": return "Answered on another device";
     case "declined_elsewhere": return "Declined on another device";
     case "glare": return `You and ${name} called each other at the same moment`;

@@ -426,7 +426,10 @@ export class Calls extends EventTarget {
       case "call.participant_left":
         break; // 1:1: the call.ended that follows says it all
       case "call.ended":
-        if (mine) this.finish(call, event.reason, endMessage(event.reason, call.name, call.role));
+        if (mine) {
+          this.finish(call, event.reason, endMessage(event.reason, call.name, call.role),
+            { error: event.reason === "no_media" }); // what this side would have said itself
+        }
         break;
       case "call.sdp":
         if (mine && call.awaitingOffer === event.from_device) {
@@ -589,7 +592,9 @@ export class Calls extends EventTarget {
       call.connectTimer = null;
       if (call.ended || this.active !== call) return;
       if (call.peer && call.peer.pc.connectionState === "connected") return;
-      this.finish(call, "error", what, { error: true, notify: true });
+      // the other side and the history hear why: it never connected, or it did not come back
+      const why = call.connectedAt ? "connection_lost" : "no_media";
+      this.finish(call, why, what, { error: true, notify: true, why });
     }, ms);
   }
 
@@ -657,11 +662,13 @@ export class Calls extends EventTarget {
 
   // -- the end ---------------------------------------------------------------------------------
   /** End ``call`` here; with ``notify``, tell the server too (this page ends it: the other
-   *  side must not wait on a call nobody is in any more). */
-  finish(call, reason, message, { error = false, notify = false } = {}) {
+   *  side must not wait on a call nobody is in any more), hanging up with reason ``why``. */
+  finish(call, reason, message, { error = false, notify = false, why = "hung_up" } = {}) {
     if (call.ended) return;
     call.ended = true;
-    if (notify && call.id) this.signaling.request("call.hangup", { call_id: call.id }).catch(() => {});
+    if (notify && call.id) {
+      this.signaling.request("call.hangup", { call_id: call.id, reason: why }).catch(() => {});
+    }
     this.ringback.stop();
     clearInterval(this.statsTimer);
     clearInterval(call.clockTimer);

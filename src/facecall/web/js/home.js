@@ -30,6 +30,7 @@ export function describeCall(item) {
   const reasons = {
     declined: "declined", busy: "busy", ring_timeout: "no answer", unavailable: "unavailable",
     cancelled: "cancelled", glare: "crossed calls", connection_lost: "connection lost",
+    no_media: "could not connect",
   };
   const reason = reasons[item.my_end_reason] || reasons[item.end_reason] || "not answered";
   return `${way} ${kind.toLowerCase()} · ${reason}`;
