@@ -80,6 +80,15 @@ class Person:
         await self.page.locator("#call-username").fill(username)
         await self.page.locator("#video-call" if media == "video" else "#audio-call").click()
 
+    async def in_call_with(self, callee: Person, media: str = "video") -> dict[str, Any]:
+        """Call ``callee``, who accepts; returns this side's diagnostics once both sides are
+        connected and decoding."""
+        await self.call(callee.username, media)
+        await callee.expect_ringing(self.username)
+        await callee.accept()
+        await callee.wait_connected()
+        return await self.wait_connected()
+
     async def expect_ringing(self, caller: str) -> None:
         dialog = self.page.get_by_role("dialog", name=caller)
         await expect(dialog).to_be_visible(timeout=STEP)

@@ -57,10 +57,7 @@ async def test_unknown_and_unavailable_callees(people: PersonFactory, server: Li
 async def test_signaling_reconnects_and_the_call_goes_on(people: PersonFactory) -> None:
     bob = await people("bob")
     alice = await people("alice")
-    await alice.call("bob", "video")
-    await bob.expect_ringing("alice")
-    await bob.accept()
-    await bob.wait_connected()
+    await alice.in_call_with(bob)
 
     # Each side's connection breaks under it (the socket is given up, as when TCP dies); it
     # reconnects, resumes, and the call is untouched. (Chromium's offline emulation does not

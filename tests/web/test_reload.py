@@ -32,11 +32,7 @@ async def test_a_reload_goes_on_in_the_call(people: PersonFactory) -> None:
     duration goes on from where it was, and nobody is told the call ended."""
     bob = await people("bob")
     alice = await people("alice")
-    await alice.call("bob", "video")
-    await bob.expect_ringing("alice")
-    await bob.accept()
-    await bob.wait_connected()
-    call_id = (await alice.wait_connected())["callId"]
+    call_id = (await alice.in_call_with(bob))["callId"]
     await asyncio.sleep(2.2)  # the clock past 00:02
 
     for who, other in ((alice, bob), (bob, alice)):
@@ -81,10 +77,7 @@ async def test_a_closed_tab_ends_the_call_as_a_hang_up(people: PersonFactory, se
     unload grace (the fixture's: 10 s, the default), as hung up, not after the resume grace."""
     bob = await people("bob")
     alice = await people("alice")
-    await alice.call("bob", "video")
-    await bob.expect_ringing("alice")
-    await bob.accept()
-    await bob.wait_connected()
+    await alice.in_call_with(bob)
     await alice.page.close(run_before_unload=True)
     # well before the 20 s resume grace, and "Call ended", not "the connection was lost"
     await expect(bob.page.locator("#home-view")).to_be_visible(timeout=16_000)

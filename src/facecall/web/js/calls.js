@@ -198,6 +198,10 @@ export class Calls extends EventTarget {
    *  may follow (the server keeps the device in it for a short while: `bye`). False when there
    *  is nothing to keep (no call, or one still being placed: that one is hung up). */
   keepForReload() {
+    if (this.kept) { // reloaded again before the server answered: still that call
+      sessionStorage.setItem(KEPT_CALL, JSON.stringify(this.kept));
+      return true;
+    }
     const call = this.active;
     if (!call || !call.id || call.ended) return false;
     sessionStorage.setItem(KEPT_CALL, JSON.stringify({
