@@ -2,8 +2,9 @@
 the event loop run go to Redis in one pipeline (one write, one read) instead of a round trip
 each.
 
-redis-py's asyncio client spends ~50 µs of CPU on one ``EVALSHA`` alone and ~13-25 µs per
-command in a pipeline of 4-16 (``docs/benchmarks.md``, "Several nodes"). The first script of a
+redis-py's asyncio client spends 60-75 µs of the node's CPU on one ``EVALSHA`` alone, about
+30 µs each in pipelines of 4 and 14-20 µs in pipelines of 16 (``bench/redis_commands.py``;
+``docs/benchmarks.md``, "Session 14"). The first script of a
 pass leads: it yields once, so that the other requests stepped in the same pass add theirs,
 then runs alone (nothing joined) or sends them all as one pipeline, whose replies come back in
 order (`Redis pipelining <https://redis.io/docs/latest/develop/use/pipelining/>`_). Each caller
