@@ -70,6 +70,7 @@ HELLO_WAIT = 30.0  # seconds a hello waits for an earlier hello of its device
 REPLACED = "replaced by a newer connection of this device"
 ANNOUNCE_USER = "user"  # key: user id (renamed or deleted)
 ANNOUNCE_CALL = "call"  # key: "call_id version" (saved by some node)
+ANNOUNCE_ATTACHED = "attached"  # key: device id (connected to some node: no grace runs out)
 
 
 #: requests whose event carries nothing but the acting (user, device)
@@ -163,6 +164,8 @@ class CallService:
             task.cancel()
         session.attached = True
         await self.bus.attach(device_id, session.connection_id, listener)
+        if self.bus.shared:  # a grace started on the node it left must not run out later
+            await self.bus.announce(ANNOUNCE_ATTACHED, device_id)
         return True
 
     async def held_calls(self, user_id: str, device_id: str, declared: list[str]
@@ -279,6 +282,9 @@ class CallService:
         """Another node (or this one) changed something this node may hold in a cache."""
         if topic == ANNOUNCE_USER:
             self._names.pop(key, None)
+        elif topic == ANNOUNCE_ATTACHED:
+            if (task := self._grace.pop(key, None)) is not None:
+                task.cancel()
         elif topic == ANNOUNCE_CALL:
             call_id, _, version = key.partition(" ")
             cached = self._cache.get(call_id)

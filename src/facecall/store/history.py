@@ -9,6 +9,8 @@ from facecall.store.driver import ALL, Body, Database, Dialect, Q
 from facecall.store.records import MISSED_REASONS, HistoryEntry, HistoryParty
 
 MAX_HISTORY_LIMIT = 500
+#: end reasons of someone who was in a call and left it: a call with one of them did last
+LEFT_A_CALL = frozenset({"hung_up", "connection_lost", "device_removed", "handed_off"})
 
 
 def is_missed(
@@ -56,10 +58,18 @@ def _entry(d: Dialect, user_id: str, m: Any, others: tuple[HistoryParty, ...]) -
         answered_at=answered,
         ended_at=ended,
         joined_at=joined,
-        # a call whose media never connected did not last: it is no call with a duration
-        duration=None if answered is None or ended is None or m[7] == "no_media"
+        duration=None if answered is None or ended is None or _never_lasted(m[7], own_reason, others)
         else max(0.0, ended - answered),
     )
+
+
+def _never_lasted(call_reason: str | None, own_reason: str | None,
+                  others: tuple[HistoryParty, ...]) -> bool:
+    """A call whose media never connected (it ended ``no_media``) and that nobody left in
+    another way: it has no duration. One that somebody hung up first did last (say, two people
+    talked, and a third they invited never got media)."""
+    return call_reason == "no_media" and own_reason not in LEFT_A_CALL and not any(
+        other.end_reason in LEFT_A_CALL for other in others)
 
 
 def _history(d: Dialect, user_id: str, limit: int, cutoff: float | None) -> Body[list[HistoryEntry]]:

@@ -28,6 +28,21 @@ const REPLACED_WINDOW_MS = 10000;
 const TAKEOVER_DELAY_MS = 1500;
 // this tab ran the device when it was last unloaded (sessionStorage survives a reload, not a close)
 const RAN_DEVICE = "facecall.ranDevice";
+// a tab unloaded in a call, maybe reloading (however slowly): until when other tabs leave the
+// device to it (the server keeps the call for FACECALL_UNLOAD_GRACE, 10 s by default, then
+// hangs up; a tab that took the device meanwhile would end the call at once)
+const RELOADING = "facecall.reloadingInCall";
+const UNLOAD_GRACE_MS = 10000;
+
+/** Until when a tab that unloaded in a call may come back for device ``deviceId`` (0: none). */
+function reloadingUntil(deviceId) {
+  try {
+    const mark = JSON.parse(localStorage.getItem(RELOADING) || "null");
+    return mark && mark.device === deviceId ? mark.until : 0;
+  } catch {
+    return 0;
+  }
+}
 // the code of an invitation link this tab was opened with, until an account is made with it
 const INVITE = "facecall.invite";
 const INVITE_CODE = /^[A-Za-z0-9_-]{16,64}$/; // as the server checks it (schemas.InviteCode)
@@ -342,6 +357,7 @@ async function takeDevice(s, steal) {
     inUseElsewhere(s);
     return;
   }
+  if (reloadingUntil(s.deviceId)) localStorage.removeItem(RELOADING); // back: its call is here
   state.signaling.start();
   showView("home");
 }
@@ -381,6 +397,10 @@ async function waitForDevice(s) {
   const lock = state.lock;
   if (!lock || !(await lock.acquire({ wait: true, onLost: () => inUseElsewhere(s) }))) return;
   await new Promise((resolve) => setTimeout(resolve, TAKEOVER_DELAY_MS));
+  // the tab that let it go unloaded in a call: it may be reloading slowly; give it its time
+  while (lock.held && reloadingUntil(s.deviceId) > Date.now()) {
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
   if (state.session !== s || state.lock !== lock) {
     lock.free();
     return;
@@ -488,8 +508,13 @@ function init() {
     // a call goes on if this is a reload (the page that follows rejoins it); a closed tab's
     // call ends a few seconds later (the server's unload grace), as a hang-up
     if (state.calls && state.calls.active) {
-      if (state.calls.keepForReload()) state.signaling.request("bye").catch(() => {});
-      else state.calls.hangup();
+      if (state.calls.keepForReload()) {
+        state.signaling.request("bye").catch(() => {});
+        localStorage.setItem(RELOADING, JSON.stringify({
+          device: state.session.deviceId, until: Date.now() + UNLOAD_GRACE_MS }));
+      } else {
+        state.calls.hangup();
+      }
     }
   });
   // For diagnostics (and the test-suite): the live call's phase and WebRTC statistics.

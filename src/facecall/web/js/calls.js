@@ -149,7 +149,7 @@ export class Calls extends EventTarget {
   newCall(fields) {
     return {
       remoteDevice: null, peer: null, phase: "calling", connectedAt: null, iceServers: null, connectTimer: null,
-      clockTimer: null, awaitingOffer: null, renewed: false, ended: false,
+      clockTimer: null, awaitingOffer: null, renewed: false, preparing: false, renewAsked: false, ended: false,
       remoteMedia: { audio: true, video: true }, ...fields,
     };
   }
@@ -230,6 +230,9 @@ export class Calls extends EventTarget {
       remoteDevice: other ? other.device_id : null,
       // until its new offer, what that device sends belongs to the connection that was lost
       awaitingOffer: other ? other.device_id : null, renewed: !!other,
+      // until the camera and the ICE servers are ready, a call.rejoin from that device (its
+      // page reloaded too) waits: an offer made now would carry neither
+      preparing: !!other,
     });
     this.active = call;
     this.view.showCall(call, this.media);
@@ -248,7 +251,12 @@ export class Calls extends EventTarget {
       this.ringback.start(); // call.answered comes as it would have
       return;
     }
+    call.preparing = false;
     this.watchConnection(call, CALL_LIMITS.reconnectMs, NO_RECONNECT);
+    if (call.renewAsked) { // that device reloaded too and asked us first: we offer, it answers
+      this.renewPeer(call);
+      return;
+    }
     try {
       await this.signaling.request("call.rejoin", { call_id: call.id, to_device: other.device_id });
     } catch (error) {
@@ -272,7 +280,9 @@ export class Calls extends EventTarget {
       this.watchConnection(call, call.connectedAt ? CALL_LIMITS.reconnectMs : CALL_LIMITS.connectMs,
         call.connectedAt ? NO_RECONNECT : NO_CONNECT);
     }
-    this.ensurePeer(call, call.remoteDevice).offer().catch((error) => {
+    const peer = this.ensurePeer(call, call.remoteDevice);
+    peer.offer().catch((error) => {
+      if (peer.closed || call.peer !== peer) return; // replaced meanwhile (glare, another rejoin)
       if (error instanceof SignalingError && error.code === "connection_lost") return;
       this.finish(call, "error", `The call could not reconnect: ${error.message}`, { error: true, notify: true });
     });
@@ -441,6 +451,17 @@ export class Calls extends EventTarget {
           if (event.description.type !== "offer" || event.ice_restart) break;
           call.awaitingOffer = null;
         }
+        if (mine && event.description.type === "offer" && !event.ice_restart && call.peer
+            && !call.peer.closed && (call.peer.makingOffer || call.peer.pc.signalingState === "have-local-offer")) {
+          // glare: both pages reloaded and each offers to the other. The device with the
+          // smaller id wins (the SDK's rule): it ignores this offer; the other side gives its
+          // own up and answers
+          const own = (this.signaling.welcome && this.signaling.welcome.device_id) || "";
+          if (own < event.from_device) break;
+          call.peer.close();
+          call.peer = null;
+          clearInterval(this.statsTimer);
+        }
         if (mine) {
           const peer = this.ensurePeer(call, event.from_device);
           peer.onDescription(event.description).catch((error) => console.warn("facecall: sdp", error));
@@ -455,7 +476,11 @@ export class Calls extends EventTarget {
         break;
       case "call.rejoin":
         if (mine && event.from_device === call.remoteDevice && call.phase !== "calling"
-            && call.phase !== "ringing") this.renewPeer(call);
+            && call.phase !== "ringing") {
+          call.awaitingOffer = null; // what that device sends from now on is its new page's
+          if (call.preparing) call.renewAsked = true;
+          else this.renewPeer(call);
+        }
         break;
       case "call.media":
         if (mine && event.from_device === call.remoteDevice) {

@@ -22,6 +22,7 @@ export class Peer extends EventTarget {
     this.pendingCandidates = [];
     this.remoteStream = new MediaStream();
     this.closed = false;
+    this.makingOffer = false;
     this.previous = null; // last stats sample, for rates
     this.quality = "unknown";
     this.pc = new RTCPeerConnection({
@@ -59,8 +60,14 @@ export class Peer extends EventTarget {
           { direction: "sendrecv", streams: [this.media.stream] });
       }
     }
-    const offer = await this.pc.createOffer({ iceRestart });
-    await this.pc.setLocalDescription(offer);
+    this.makingOffer = true; // an offer that crosses the other side's is glare (calls.js)
+    try {
+      const offer = await this.pc.createOffer({ iceRestart });
+      await this.pc.setLocalDescription(offer);
+    } finally {
+      this.makingOffer = false;
+    }
+    if (this.closed) return; // given up meanwhile (glare: the other side's offer won)
     await this.signal("call.sdp", {
       description: { type: "offer", sdp: this.pc.localDescription.sdp }, ice_restart: iceRestart,
     });

@@ -1,0 +1,100 @@
+"""The unload grace (``bye``) with two nodes sharing PostgreSQL and Redis: a page reloaded
+onto the other node."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from facecall.client.signaling import SignalingConnection
+from tests.live import ServerProcess
+from tests.pg import PostgresServer
+from tests.redis_server import RedisServer
+from tests.server.test_nodes import Node, _free_port, _on, postgres, redis_server  # noqa: F401
+from tests.server.test_restart import new_user
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+
+@pytest.fixture
+async def short_unload_nodes(tmp_path: Path, postgres: PostgresServer,  # noqa: F811
+                             redis_server: RedisServer) -> AsyncIterator[list[Node]]:  # noqa: F811
+    url = postgres.create_database().replace("postgresql+asyncpg://", "postgresql://")
+    started = [Node(ServerProcess(url, _free_port(), ring_timeout=30.0, resume_grace=30.0,
+                                  env={"FACECALL_REDIS_URL": redis_server.url,
+                                       "FACECALL_UNLOAD_GRACE": "1.5"}))
+               for _ in range(2)]
+    try:
+        for node in started:
+            node.process.start()
+        for node in started:
+            await node.process.ready()
+        yield started
+    finally:
+        for node in started:
+            node.process.stop()
+
+
+async def test_a_page_reloaded_onto_another_node_keeps_the_resume_grace(
+        short_unload_nodes: list[Node]) -> None:
+    """Bob's page says bye on node one and reloads onto node two (a load balancer), keeping
+    the call. Then his network drops (no bye): he has the resume grace (30 s) to come back.
+    Node one's unload grace for the page that went away must not hang him up meanwhile."""
+    one, two = short_unload_nodes
+    async with httpx.AsyncClient(base_url=one.base_url) as http:
+        _, _, alice_token = await new_user(http, "alice")
+        _, bob_id, bob_token = await new_user(http, "bob")
+    alice, bob = await _on(one, alice_token), await _on(one, bob_token)
+    reloaded = None
+    try:
+        call_id = (await alice.request("call.start", to=[bob_id], media="audio"))["call_id"]
+        await bob.next_event("call.ring")
+        await bob.request("call.answer", call_id=call_id)
+        await alice.next_event("call.answered")
+        await bob.request("bye")
+        await bob.close()  # node one: the unload grace starts
+        reloaded = SignalingConnection(two.ws_url, bob_token)
+        welcome = await reloaded.connect(calls=[call_id])
+        assert [c["state"] for c in welcome["calls"]] == ["joined"]
+        await reloaded.drop()  # a network loss on node two, no bye: the resume grace
+        with pytest.raises(TimeoutError):  # well past the unload grace, within the resume grace
+            await alice.next_event("call.ended", timeout=4.0)
+    finally:
+        await alice.close()
+        await bob.close()
+        if reloaded is not None:
+            await reloaded.close()
+
+
+async def test_a_page_reloaded_onto_another_node_keeps_its_call(
+        short_unload_nodes: list[Node]) -> None:
+    """The plain case: bye on node one, back on node two within the unload grace, and staying
+    there: node one's unload grace passes and changes nothing."""
+    one, two = short_unload_nodes
+    async with httpx.AsyncClient(base_url=one.base_url) as http:
+        _, _, alice_token = await new_user(http, "alice")
+        _, bob_id, bob_token = await new_user(http, "bob")
+    alice, bob = await _on(one, alice_token), await _on(one, bob_token)
+    reloaded = None
+    try:
+        call_id = (await alice.request("call.start", to=[bob_id], media="audio"))["call_id"]
+        await bob.next_event("call.ring")
+        await bob.request("call.answer", call_id=call_id)
+        await alice.next_event("call.answered")
+        await bob.request("bye")
+        await bob.close()
+        reloaded = SignalingConnection(two.ws_url, bob_token)
+        welcome = await reloaded.connect(calls=[call_id])
+        assert [c["state"] for c in welcome["calls"]] == ["joined"]
+        with pytest.raises(TimeoutError):
+            await alice.next_event("call.ended", timeout=3.0)
+        await reloaded.request("call.rejoin", call_id=call_id, to_device=alice.welcome["device_id"])  # type: ignore[index]
+        assert (await alice.next_event("call.rejoin"))["call_id"] == call_id
+    finally:
+        await alice.close()
+        await bob.close()
+        if reloaded is not None:
+            await reloaded.close()

@@ -1,0 +1,84 @@
+"""Reloads during a call, harder cases: both sides at once, a slow reload with a second tab
+open, a reload during call waiting."""
+
+from __future__ import annotations
+
+import asyncio
+
+from playwright.async_api import Route, expect
+
+from tests.live import LiveServer
+from tests.web.conftest import PersonFactory
+from tests.web.people import STEP
+from tests.web.test_reload import decodes_more, reload_in_call
+from tests.web.test_tabs import second_tab
+
+
+async def test_both_sides_reloading_at_once_get_the_media_back(people: PersonFactory) -> None:
+    """Both pages reload at the same moment: each asks the other for the media anew
+    (call.rejoin). The call must come back with pictures flowing both ways."""
+    bob = await people("bob")
+    alice = await people("alice")
+    call_id = (await alice.in_call_with(bob))["callId"]
+    for _ in range(4):
+        await asyncio.gather(reload_in_call(alice), reload_in_call(bob))
+        for who in (alice, bob):
+            diag = await who.wait_connected()
+            assert (diag["callId"], diag["phase"]) == (call_id, "active")
+        await decodes_more(alice)
+        await decodes_more(bob)
+
+
+async def test_a_slow_reload_with_a_second_tab_open_keeps_the_call(people: PersonFactory) -> None:
+    """Alice has the app open in a second tab (it waits for the device). Her call tab reloads,
+    slowly (a slow network: the page takes 3 s to load). The second tab takes the device when
+    the first lets go of it; the reloaded tab takes it back (it ran the device). The call must
+    go on: the tab that held the device for a moment did not hold the call, and must not end
+    it."""
+    bob = await people("bob")
+    alice = await people("alice")
+    call_id = (await alice.in_call_with(bob))["callId"]
+    tab = await second_tab(alice)
+    await tab.wait_for_timeout(500)
+
+    async def slow(route: Route) -> None:
+        await asyncio.sleep(3)
+        await route.continue_()
+
+    await alice.page.route("**/js/app.js*", slow)
+    await reload_in_call(alice)  # today: "The call with bob ended while the page was reloading."
+    await alice.page.unroute("**/js/app.js*")
+    diag = await alice.wait_connected()
+    assert (diag["callId"], diag["phase"]) == (call_id, "active")
+    await decodes_more(bob)
+    assert (await bob.diagnostics())["callId"] == call_id
+
+
+async def test_a_reload_during_call_waiting_keeps_both(people: PersonFactory, server: LiveServer) -> None:
+    """Bob is in a call with Alice and Carol's call waits (a banner). Bob reloads: he is back
+    in the call with Alice, and Carol's call still waits for him; "End & accept" takes it."""
+    bob = await people("bob")
+    alice = await people("alice")
+    bob_id = (await server.http.get("/v1/users/bob", headers={
+        "Authorization": f"Bearer {(await server.sign_up('carol'))['token']}"})).json()["id"]
+    carol_account = (await server.http.post("/v1/sessions", json={
+        "username": "carol", "password": "correct horse battery"})).json()
+    reg = await server.register_device(carol_account["token"], name="carol's bot")
+    carol = await server.device(reg["token"])
+    try:
+        call_id = (await alice.in_call_with(bob))["callId"]
+        waiting = (await carol.request("call.start", to=[bob_id], media="audio"))["call_id"]
+        banner = bob.page.get_by_role("dialog", name="carol is calling (audio)")
+        await expect(banner).to_be_visible(timeout=STEP)
+        await reload_in_call(bob)
+        diag = await bob.wait_connected()
+        assert diag["callId"] == call_id
+        await expect(banner).to_be_visible(timeout=STEP)
+        await expect(bob.page.locator("#incoming")).to_be_hidden()
+        await banner.get_by_role("button", name="End & accept").click()
+        answered = await carol.next_event("call.answered")
+        assert answered["call_id"] == waiting
+        await alice.expect_notice("Call ended")
+    finally:
+        await carol.close()
+
