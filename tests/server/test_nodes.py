@@ -7,6 +7,7 @@ Redis is down the nodes answer `internal` and keep their connections, then carry
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,13 +59,13 @@ def _free_port() -> int:
     return port
 
 
-@pytest.fixture
-async def nodes(tmp_path: Path, postgres: PostgresServer,
-                redis_server: RedisServer) -> AsyncIterator[list[Node]]:
-    """Two nodes on a fresh database and the module's Redis."""
+@contextlib.asynccontextmanager
+async def two_nodes(postgres: PostgresServer, redis_server: RedisServer,
+                    **env: str) -> AsyncIterator[list[Node]]:
+    """Two running nodes on a fresh database and ``redis_server``, with ``env`` besides."""
     url = postgres.create_database().replace("postgresql+asyncpg://", "postgresql://")
     started = [Node(ServerProcess(url, _free_port(), ring_timeout=RING_TIMEOUT, resume_grace=30.0,
-                                  env={"FACECALL_REDIS_URL": redis_server.url}))
+                                  env={"FACECALL_REDIS_URL": redis_server.url, **env}))
                for _ in range(2)]
     try:
         for node in started:
@@ -75,6 +76,13 @@ async def nodes(tmp_path: Path, postgres: PostgresServer,
     finally:
         for node in started:
             node.process.stop()
+
+
+@pytest.fixture
+async def nodes(postgres: PostgresServer, redis_server: RedisServer) -> AsyncIterator[list[Node]]:
+    """Two nodes on a fresh database and the module's Redis."""
+    async with two_nodes(postgres, redis_server) as started:
+        yield started
 
 
 async def _device(http: httpx.AsyncClient, account_token: str, name: str) -> str:

@@ -4,38 +4,24 @@ onto the other node."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from facecall.client.signaling import SignalingConnection
-from tests.live import ServerProcess
 from tests.pg import PostgresServer
 from tests.redis_server import RedisServer
-from tests.server.test_nodes import Node, _free_port, _on, postgres, redis_server  # noqa: F401
+from tests.server.test_nodes import Node, _on, postgres, redis_server, two_nodes  # noqa: F401
 from tests.server.test_restart import new_user
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
 @pytest.fixture
-async def short_unload_nodes(tmp_path: Path, postgres: PostgresServer,  # noqa: F811
+async def short_unload_nodes(postgres: PostgresServer,  # noqa: F811
                              redis_server: RedisServer) -> AsyncIterator[list[Node]]:  # noqa: F811
-    url = postgres.create_database().replace("postgresql+asyncpg://", "postgresql://")
-    started = [Node(ServerProcess(url, _free_port(), ring_timeout=30.0, resume_grace=30.0,
-                                  env={"FACECALL_REDIS_URL": redis_server.url,
-                                       "FACECALL_UNLOAD_GRACE": "1.5"}))
-               for _ in range(2)]
-    try:
-        for node in started:
-            node.process.start()
-        for node in started:
-            await node.process.ready()
+    async with two_nodes(postgres, redis_server, FACECALL_UNLOAD_GRACE="1.5") as started:
         yield started
-    finally:
-        for node in started:
-            node.process.stop()
 
 
 async def test_a_page_reloaded_onto_another_node_keeps_the_resume_grace(
