@@ -73,8 +73,6 @@ ANNOUNCE_CALL = "call"  # key: "call_id version" (saved by some node)
 ANNOUNCE_ATTACHED = "attached"  # key: device id (connected to some node: no grace runs out)
 
 
-#: requests whose event carries nothing but the acting (user, device)
-
 class CallService:
     """All call signaling of one node."""
 
