@@ -4,20 +4,26 @@ from __future__ import annotations
 
 from playwright.async_api import expect
 
+from facecall.client.signaling import SignalingConnection
 from tests.live import LiveServer
 from tests.web.conftest import PersonFactory
 from tests.web.people import STEP
 
 
-async def test_call_waiting_decline_then_switch(people: PersonFactory, server: LiveServer) -> None:
-    bob = await people("bob")
-    alice = await people("alice")
-    bob_id = (await server.http.get("/v1/users/bob", headers={
+async def carol_calling_bob(server: LiveServer) -> tuple[str, SignalingConnection]:
+    """carol, a bot with one connected device, and bob's user id (for her ``call.start``)."""
+    bob_id: str = (await server.http.get("/v1/users/bob", headers={
         "Authorization": f"Bearer {(await server.sign_up('carol'))['token']}"})).json()["id"]
     carol_account = (await server.http.post("/v1/sessions", json={
         "username": "carol", "password": "correct horse battery"})).json()
     reg = await server.register_device(carol_account["token"], name="carol's bot")
-    carol = await server.device(reg["token"])
+    return bob_id, await server.device(reg["token"])
+
+
+async def test_call_waiting_decline_then_switch(people: PersonFactory, server: LiveServer) -> None:
+    bob = await people("bob")
+    alice = await people("alice")
+    bob_id, carol = await carol_calling_bob(server)
     try:
         await alice.call("bob", "video")
         await bob.expect_ringing("alice")

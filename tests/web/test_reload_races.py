@@ -10,6 +10,7 @@ from playwright.async_api import Route, expect
 from tests.live import LiveServer
 from tests.web.conftest import PersonFactory
 from tests.web.people import STEP
+from tests.web.test_call_waiting import carol_calling_bob
 from tests.web.test_reload import decodes_more, reload_in_call
 from tests.web.test_tabs import second_tab
 
@@ -59,12 +60,7 @@ async def test_a_reload_during_call_waiting_keeps_both(people: PersonFactory, se
     in the call with Alice, and Carol's call still waits for him; "End & accept" takes it."""
     bob = await people("bob")
     alice = await people("alice")
-    bob_id = (await server.http.get("/v1/users/bob", headers={
-        "Authorization": f"Bearer {(await server.sign_up('carol'))['token']}"})).json()["id"]
-    carol_account = (await server.http.post("/v1/sessions", json={
-        "username": "carol", "password": "correct horse battery"})).json()
-    reg = await server.register_device(carol_account["token"], name="carol's bot")
-    carol = await server.device(reg["token"])
+    bob_id, carol = await carol_calling_bob(server)
     try:
         call_id = (await alice.in_call_with(bob))["callId"]
         waiting = (await carol.request("call.start", to=[bob_id], media="audio"))["call_id"]
