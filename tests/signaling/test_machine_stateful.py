@@ -25,9 +25,11 @@ from facecall.signaling.events import (
     Decline,
     DeviceLost,
     Event,
+    Handoff,
     Hangup,
     Invite,
     Relay,
+    Watch,
 )
 from facecall.signaling.machine import CallMachine
 from facecall.signaling.reasons import EndReason
@@ -99,12 +101,29 @@ class CallRules(RuleBasedStateMachine):
             else:
                 assert to_device[(new.device_id, expected)] == 1, (new, effects)
         for leg in after[len(before):]:
+            if leg.rung_at is None and before:  # a handoff: the acting device took the call
+                assert (leg.user_id, leg.device_id) == actor and leg.state is LegState.JOINED
+                left = [old for old, new in zip(before, after, strict=False)
+                        if old.user_id == leg.user_id and old.state is LegState.JOINED
+                        and new.reason is EndReason.HANDED_OFF]
+                assert len(left) == 1 and to_device[(leg.device_id, "call.elsewhere")] == 0
+                continue
             if leg.rung_at is None:  # the caller's own device, joined from the start
-                assert (leg.user_id, leg.device_id) == (CALLER, CALLER_DEVICE) and not before
+                assert (leg.user_id, leg.device_id) == (CALLER, CALLER_DEVICE)
                 continue
             assert leg.state is LegState.RINGING
             assert to_device[(leg.device_id, "call.ring")] == 1
         for effect in effects:
+            if isinstance(effect, Deliver) and effect.message["type"] == "call.elsewhere":
+                # only to the user's own other devices, never to the one holding the call
+                participant = self.machine.participant(effect.user_id)
+                assert participant is not None and effect.device_id in DEVICES[effect.user_id]
+                assert effect.device_id in participant.devices
+                if effect.message["state"] == "active":
+                    assert effect.device_id != effect.message["device_id"]
+                    assert effect.message["device_id"] == participant.device_id
+                    assert self.machine.state.value == "active"
+                    assert self.machine.active_leg(effect.user_id, effect.device_id) is None
             if isinstance(effect, Deliver) and effect.message["type"] in ("call.sdp",
                                                                           "call.candidate"):
                 target = self.machine.active_leg(effect.user_id, effect.device_id)
@@ -146,6 +165,7 @@ class CallRules(RuleBasedStateMachine):
         self.machine = CallMachine.start(
             call_id="call", media="video", caller_user=CALLER, caller_device=CALLER_DEVICE,
             callees=devices_for(spec), busy_users=busy, ring_timeout=ring_timeout, now=self.now,
+            caller_devices=DEVICES[CALLER],
         )
         self._check_step([], None, self.machine.drain_effects())
 
@@ -179,6 +199,23 @@ class CallRules(RuleBasedStateMachine):
     @rule(data=st.data())
     def hangup(self, data: st.DataObject) -> None:
         self.apply(Hangup(*self._actor(data)))
+
+    @rule(data=st.data())
+    def handoff(self, data: st.DataObject) -> None:
+        """Any device of a user in the call (rung or not), or anyone, takes the call."""
+        joined = [leg.user_id for leg in self.machine.joined_legs()]
+        if joined and data.draw(st.integers(0, 2)) > 0:
+            user = data.draw(st.sampled_from(joined))
+            self.apply(Handoff(user, data.draw(st.sampled_from(DEVICES[user]))))
+        else:
+            self.apply(Handoff(*data.draw(actors)))
+
+    @rule(data=st.data())
+    def watch(self, data: st.DataObject) -> None:
+        """A device the call did not know connects; it hears call.elsewhere from now on."""
+        before = len(self.machine.drain_effects())
+        self.apply(Watch(*data.draw(actors)))
+        assert before == 0
 
     @rule(data=st.data(), spec=callee_map, busy=st.sets(users))
     def invite(self, data: st.DataObject, spec: dict[str, int], busy: set[str]) -> None:

@@ -58,6 +58,9 @@ class _Service:
         await listener(3, b'{"type":"e","seq":3}')  # new
         return True
 
+    async def calls_elsewhere(self, user_id: str, device_id: str) -> list[dict[str, Any]]:
+        return []
+
     async def held_calls(self, user_id: str, device_id: str, declared: list[str]
                          ) -> list[dict[str, Any]]:
         raise AssertionError("a complete resume needs no list of the calls it holds")

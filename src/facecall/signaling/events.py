@@ -57,6 +57,24 @@ class Hangup:
 
 
 @dataclass(frozen=True, slots=True)
+class Handoff:
+    """A device takes over its user's place in an answered call from another of the user's
+    devices (``call.handoff``)."""
+
+    user_id: str
+    device_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """A device of a user in the call that the call did not know (registered since the user
+    came in) connected: it hears ``call.elsewhere`` from now on. Sent by the driver."""
+
+    user_id: str
+    device_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Invite:
     """A joined device rings more users into the call (``call.invite``).
 
@@ -126,4 +144,4 @@ class Abort:
 
 
 #: Every event :meth:`CallMachine.handle` accepts.
-Event = Answer | Decline | Cancel | Hangup | Invite | Relay | DeviceLost | Abort
+Event = Answer | Decline | Cancel | Hangup | Handoff | Watch | Invite | Relay | DeviceLost | Abort

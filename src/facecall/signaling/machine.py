@@ -20,6 +20,11 @@ users. Behaviour (``docs/protocol.md`` has the message flows):
 * a decline stops all of that user's devices (``declined_elsewhere`` for the others); joined
   devices hear ``call.declined``; a 1:1 call declined ends ``declined`` (``busy`` if busy);
 * the caller cancelling (or hanging up) before anyone answered ends the call ``cancelled``;
+* a user's other devices hear ``call.elsewhere`` when the user's part of the call becomes
+  answered (``active``, on which device) and when it ends for the user (``ended``);
+* a device of a user who is joined on another device takes the call over (``call.handoff``):
+  the old device gets ``call.ended(handed_off)``, the other joined devices
+  ``call.handed_off``; the call, its duration and the user's participant go on;
 * a user whose devices ring ``ring_timeout`` seconds without an answer is *missed*
   (``ring_timeout``); invitees of an ongoing call each get their own deadline;
 * a hang-up (or a lost device) removes that device; the call ends when nobody is joined, or
@@ -46,9 +51,11 @@ from .events import (
     Decline,
     DeviceLost,
     Event,
+    Handoff,
     Hangup,
     Invite,
     Relay,
+    Watch,
 )
 from .protocol import MAX_CALLEES, PROTOCOL_VERSION
 from .reasons import EndReason
@@ -121,12 +128,14 @@ class CallMachine:
         now: float,
         busy_users: Iterable[str] = (),
         ring_timeout: float = DEFAULT_RING_TIMEOUT,
+        caller_devices: Sequence[str] = (),
     ) -> CallMachine:
         """Place a call: the caller's device is joined, every device of every callee rings.
 
         :param callees: callee user id → device ids to ring (in order). A user with no device
             is ``unavailable`` at once; if every callee is, the call ends ``unavailable``.
         :param busy_users: callees already in another call (their ring has ``call_waiting``).
+        :param caller_devices: the caller's other devices (they hear ``call.elsewhere``).
         :raises ProtocolError: ``invalid_field`` (no callee, or media not audio/video),
             ``not_allowed`` (calling yourself), ``call_full`` (too many callees).
         """
@@ -158,6 +167,7 @@ class CallMachine:
             invited_at=now,
             device_id=caller_device,
             joined_at=now,
+            devices=tuple(dict.fromkeys((caller_device, *caller_devices))),
         )
         machine._legs.append(Leg(caller_user, caller_device, LegState.JOINED, rung_at=None, joined_at=now))
         machine._ring(caller_user, caller_device, callees, frozenset(busy_users), now)
@@ -259,6 +269,10 @@ class CallMachine:
             self._on_decline(event, now)
         elif isinstance(event, Cancel | Hangup):
             self._on_leave(event, now)
+        elif isinstance(event, Handoff):
+            return self._on_handoff(event, now)
+        elif isinstance(event, Watch):
+            self._on_watch(event)
         elif isinstance(event, Invite):
             self._on_invite(event, now)
         elif isinstance(event, Relay):
@@ -313,15 +327,73 @@ class CallMachine:
             ring_deadline=None,
         )
         self._stop_user_ringing(user, EndReason.ANSWERED_ELSEWHERE, now)
+        # the users whose part of the call is answered now: this one, and the caller at once
+        newly = [user]
         if self.state is CallState.RINGING:
             self.state = CallState.ACTIVE
             self.answered_at = now
+            newly = [leg.user_id for leg in self.joined_legs()]
         self._notify_joined(
             "call.answered",
             {"user_id": user, "device_id": event.device_id},
             exclude=(user, event.device_id),
         )
+        for user_id in newly:
+            self._tell_elsewhere(self._participants[user_id])
         return {"participants": others}
+
+    def handed_to(self, user_id: str, device_id: str) -> dict[str, Any] | None:
+        """The result of :class:`Handoff` if the user's part of this answered call is on this
+        device already (a resend whose reply was lost; or the device that holds the call):
+        nothing is to change. None otherwise."""
+        leg = self.active_leg(user_id, device_id)
+        participant = self._participants.get(user_id)
+        if self.state is not CallState.ACTIVE or leg is None or leg.state is not LegState.JOINED \
+                or participant is None or participant.device_id != device_id:
+            return None
+        return {"media": self.media,
+                "participants": [{"user_id": other.user_id, "device_id": other.device_id}
+                                 for other in self.joined_legs() if other is not leg]}
+
+    def _on_handoff(self, event: Handoff, now: float) -> dict[str, Any]:
+        """The user's part of the call moves to ``event.device_id`` (see :class:`CallHandoff
+        <facecall.signaling.protocol.CallHandoff>`): the old leg ends ``handed_off``, a new
+        joined leg starts; the participant, and so the user's history, goes on."""
+        if (again := self.handed_to(event.user_id, event.device_id)) is not None:
+            return again
+        if self.active_leg(event.user_id, event.device_id) is not None:
+            raise ProtocolError(ErrorCode.INVALID_STATE, "this device rings: answer the call")
+        participant = self._participants[event.user_id]
+        if self.state is not CallState.ACTIVE or participant.state is not ParticipantState.JOINED:
+            raise ProtocolError(ErrorCode.INVALID_STATE,
+                                "only an answered call you are in can move to this device")
+        old = self.active_leg(event.user_id, participant.device_id or "")
+        assert old is not None and old.state is LegState.JOINED  # a joined user has its leg
+        self._set_leg(old, state=LegState.ENDED, ended_at=now, reason=EndReason.HANDED_OFF)
+        new = Leg(event.user_id, event.device_id, LegState.JOINED, rung_at=None, joined_at=now)
+        self._legs.append(new)
+        self._participants[event.user_id] = participant = replace(
+            participant, device_id=event.device_id,
+            devices=tuple(dict.fromkeys((*participant.devices, old.device_id, event.device_id))),
+        )
+        self._deliver(old, "call.ended", reason=EndReason.HANDED_OFF._value_)
+        self._notify_joined(
+            "call.handed_off",
+            {"user_id": event.user_id, "from_device": old.device_id, "to_device": event.device_id},
+            exclude=(event.user_id, event.device_id),
+        )
+        self._tell_elsewhere(participant)  # the old device too: it may take the call back
+        return {"media": self.media,
+                "participants": [{"user_id": other.user_id, "device_id": other.device_id}
+                                 for other in self.joined_legs() if other is not new]}
+
+    def _on_watch(self, event: Watch) -> None:
+        participant = self._participants[event.user_id]
+        if participant.state is ParticipantState.ENDED:
+            raise ProtocolError(ErrorCode.INVALID_STATE, "the user is no longer in this call")
+        if event.device_id not in participant.devices:
+            self._participants[event.user_id] = replace(
+                participant, devices=(*participant.devices, event.device_id))
 
     def _on_decline(self, event: Decline, now: float) -> None:
         leg = self._leg_of(event.user_id, event.device_id)
@@ -417,7 +489,7 @@ class CallMachine:
         now: float,
     ) -> None:
         """Ring every device of ``callees``; users without a device are unavailable."""
-        for user_id in callees:
+        for user_id, devices in callees.items():
             self._participants[user_id] = Participant(
                 user_id=user_id,
                 role=Role.CALLEE,
@@ -426,6 +498,7 @@ class CallMachine:
                 invited_by=by_user,
                 ring_deadline=now + self.ring_timeout,
                 call_waiting=user_id in busy_users,
+                devices=tuple(dict.fromkeys(devices)),
             )
         unavailable = []
         for user_id, devices in callees.items():
@@ -492,8 +565,11 @@ class CallMachine:
     def _leave(self, leg: Leg, reason: EndReason, now: float) -> None:
         """A joined device leaves; its user is out of the call."""
         self._set_leg(leg, state=LegState.ENDED, ended_at=now, reason=reason)
+        participant = self._participants[leg.user_id]
+        if self.state is CallState.ACTIVE:
+            self._tell_elsewhere(participant, ended=True)
         self._participants[leg.user_id] = replace(
-            self._participants[leg.user_id], state=ParticipantState.ENDED, ended_at=now, reason=reason
+            participant, state=ParticipantState.ENDED, ended_at=now, reason=reason
         )
         if not self._maybe_end(reason, now):
             self._notify_joined(
@@ -525,6 +601,8 @@ class CallMachine:
                 self._deliver(leg, "call.ended", reason=reason._value_)
                 self._set_leg(leg, state=LegState.ENDED, ended_at=now, reason=reason)
         for user_id, participant in self._participants.items():
+            if participant.state is ParticipantState.JOINED and self.state is CallState.ACTIVE:
+                self._tell_elsewhere(participant, ended=True)
             if participant.state is not ParticipantState.ENDED:
                 ringing = participant.state is ParticipantState.RINGING
                 self._participants[user_id] = replace(
@@ -544,6 +622,35 @@ class CallMachine:
             if leg.user_id == user_id:
                 self._deliver(leg, "call.stop_ringing", reason=reason._value_)
                 self._set_leg(leg, state=LegState.ENDED, ended_at=now, reason=reason)
+
+    def elsewhere_for(self, user_id: str, device_id: str) -> dict[str, Any] | None:
+        """This call as a ``welcome.elsewhere`` entry for a device of ``user_id``, if the call
+        is answered and the user is in it on another device (which this one may take over)."""
+        participant = self._participants.get(user_id)
+        if self.state is not CallState.ACTIVE or participant is None \
+                or participant.state is not ParticipantState.JOINED or participant.device_id == device_id:
+            return None
+        return self.elsewhere_view(participant)
+
+    def elsewhere_view(self, participant: Participant) -> dict[str, Any]:
+        """What the user's other devices are told of the user's answered part of the call (a
+        ``welcome.elsewhere`` entry; names are the driver's to fill in)."""
+        return {"call_id": self.call_id, "device_id": participant.device_id, "media": self.media,
+                "participants": [{"user_id": p.user_id, "name": None}
+                                 for p in self._participants.values()
+                                 if p.state is ParticipantState.JOINED
+                                 and p.user_id != participant.user_id]}
+
+    def _tell_elsewhere(self, participant: Participant, ended: bool = False) -> None:
+        """``call.elsewhere`` to the user's devices other than the one in the call."""
+        fields = {"state": "ended"}
+        if not ended:
+            fields = {"state": "active", **self.elsewhere_view(participant)}
+            del fields["call_id"]  # the message has it
+        for device_id in participant.devices:
+            if device_id != participant.device_id:
+                self._effects.append(Deliver(participant.user_id, device_id,
+                                             self._message("call.elsewhere", **fields)))
 
     def _set_leg(self, leg: Leg, **changes: Any) -> None:
         for index in range(len(self._legs) - 1, -1, -1):

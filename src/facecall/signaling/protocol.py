@@ -247,6 +247,18 @@ class CallRejoin(_ClientFrame):
     to_device: Id
 
 
+class CallHandoff(_ClientFrame):
+    """Move the call to this device: the call is answered, and its user is in it on another
+    of their devices. That device leaves it (``call.ended`` ``handed_off``), this one joins in
+    its place; the others hear ``call.handed_off`` and offer to this device, as to one that has
+    just answered (docs/protocol.md, "Moving a call to another device"). The ``ok`` carries the
+    other joined devices (``participants``) and ``media``. Sent by the device that already
+    holds the call, it changes nothing and answers the same."""
+
+    type: Literal["call.handoff"]
+    call_id: Id
+
+
 #: Any client → server message, discriminated by ``type``.
 ClientMessage = Annotated[
     Hello
@@ -262,7 +274,8 @@ ClientMessage = Annotated[
     | CallSdp
     | CallCandidate
     | CallMedia
-    | CallRejoin,
+    | CallRejoin
+    | CallHandoff,
     Field(discriminator="type"),
 ]
 
@@ -284,6 +297,7 @@ CLIENT_MESSAGE_TYPES: dict[str, type[_ClientFrame]] = {
         CallCandidate,
         CallMedia,
         CallRejoin,
+        CallHandoff,
     )
 }
 
@@ -333,10 +347,34 @@ class HeldCall(BaseModel):
     participants: list[JoinedDevice]
 
 
+class OtherUser(BaseModel):
+    """Another user of a call, with their display name when the server knows it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    user_id: Id
+    name: Annotated[str, StringConstraints(max_length=64)] | None = None
+
+
+class ElsewhereCall(BaseModel):
+    """An answered call that this device's user is in on another of their devices
+    (``device_id``): it can move to this device with ``call.handoff``. ``participants``: the
+    other users joined when this was sent."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    call_id: Id
+    device_id: Id
+    media: Media
+    participants: list[OtherUser]
+
+
 class Welcome(_Frame):
     """Reply to ``hello``: who this connection is, whether the previous session was resumed
     (events after ``resume_from`` follow), and the last ``seq`` assigned to this device.
-    ``calls`` (only when not resumed): the calls of ``hello.calls`` the device is still in."""
+    ``calls`` (only when not resumed): the calls of ``hello.calls`` the device is still in.
+    ``elsewhere``: the answered calls its user is in on another device, which it may take
+    over (``call.handoff``)."""
 
     type: Literal["welcome"]
     re: Id
@@ -345,6 +383,7 @@ class Welcome(_Frame):
     resumed: bool
     last_seq: NonNegInt
     calls: list[HeldCall] = []
+    elsewhere: list[ElsewhereCall] = []
 
 
 class Pong(_Frame):
@@ -430,6 +469,32 @@ class CallEndedEvent(_Event):
     reason: EndReason
 
 
+class CallHandedOff(_Event):
+    """Another user's call moved between their devices (``call.handoff``): ``from_device``
+    has left the call (close the peer connection with it; keep showing its last picture until
+    the new one carries media), ``to_device`` is in the call in its place: offer to it, as to a
+    device that has just answered. The call itself goes on: it did not end, nobody left."""
+
+    type: Literal["call.handed_off"]
+    user_id: Id
+    from_device: Id
+    to_device: Id
+
+
+class CallElsewhere(_Event):
+    """To the other devices of a user, about that user's own answered call on one of their
+    devices: ``active`` -- the call is on ``device_id`` now (answered there, or moved there)
+    and may move to this device with ``call.handoff``; ``ended`` -- the user is no longer in
+    it. Sent only to devices connected at the time; a device that connects later finds these
+    calls in ``welcome.elsewhere``."""
+
+    type: Literal["call.elsewhere"]
+    state: Literal["active", "ended"]
+    device_id: Id | None = None
+    media: Media | None = None
+    participants: list[OtherUser] = []
+
+
 class CallSdpRelayed(_Event):
     """An SDP offer/answer from another joined device of the call."""
 
@@ -486,7 +551,9 @@ ServerMessage = Annotated[
     | CallSdpRelayed
     | CallCandidateRelayed
     | CallMediaRelayed
-    | CallRejoinRelayed,
+    | CallRejoinRelayed
+    | CallHandedOff
+    | CallElsewhere,
     Field(discriminator="type"),
 ]
 

@@ -105,7 +105,9 @@ class Participant:
 
     ``device_id`` is the device that answered (the caller's device for the caller);
     ``ring_deadline`` is when the user's ring times out while ``state`` is ``ringing``;
-    ``invited_by`` is the user whose ``call.start``/``call.invite`` rang this user.
+    ``invited_by`` is the user whose ``call.start``/``call.invite`` rang this user;
+    ``devices`` are the user's devices known when the user came into the call (the rung ones,
+    the caller's registered ones) and any the call moved to: where ``call.elsewhere`` goes.
     A re-invited user's record is replaced (its legs keep the history).
     """
 
@@ -120,6 +122,7 @@ class Participant:
     joined_at: float | None = None
     ended_at: float | None = None
     reason: EndReason | None = None
+    devices: tuple[str, ...] = ()
 
     @property
     def missed(self) -> bool:
@@ -140,6 +143,7 @@ class Participant:
             "joined_at": self.joined_at,
             "ended_at": self.ended_at,
             "reason": None if self.reason is None else self.reason._value_,
+            "devices": list(self.devices),
         }
 
     @classmethod
@@ -158,4 +162,5 @@ class Participant:
             joined_at=data["joined_at"],
             ended_at=data["ended_at"],
             reason=None if reason is None else REASONS[reason],
+            devices=tuple(data.get("devices", ())),  # absent in snapshots of before handoff
         )

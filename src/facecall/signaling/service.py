@@ -43,9 +43,11 @@ from facecall.signaling.events import (
     Decline,
     DeviceLost,
     Event,
+    Handoff,
     Hangup,
     Invite,
     Relay,
+    Watch,
 )
 from facecall.signaling.glare import is_glare
 from facecall.signaling.machine import CallMachine
@@ -177,6 +179,30 @@ class CallService:
             if entry is not None and (view := entry[1].held_by(user_id, device_id)) is not None:
                 held.append(view)
         return held
+
+    async def calls_elsewhere(self, user_id: str, device_id: str) -> list[dict[str, Any]]:
+        """The answered calls the user is in on another device, as ``welcome.elsewhere``
+        entries: what this device may take over (``call.handoff``)."""
+        found = []
+        for call_id in await self.store.joined_calls_of_user(user_id):
+            entry = await self._load(call_id)
+            if entry is None or (view := entry[1].elsewhere_for(user_id, device_id)) is None:
+                continue
+            participant = entry[1].participant(user_id)
+            if participant is not None and device_id not in participant.devices:
+                try:  # a device newer than the call: it must hear where the call goes next
+                    await self._apply(call_id, Watch(user_id, device_id))
+                except ProtocolError:
+                    continue  # the user left it meanwhile
+            found.append(self._named(view))
+        return found
+
+    def _named(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """``fields`` with the display names this node knows filled into ``participants``."""
+        names = self._names
+        return {**fields, "participants": [{"user_id": other["user_id"],
+                                            "name": names.get(other["user_id"])}
+                                           for other in fields["participants"]]}
 
     async def fresh_start(self, user_id: str, device_id: str, kept: set[str],
                           already_rung: Callable[[str], bool]) -> None:
@@ -312,7 +338,7 @@ class CallService:
             relay = Relay.from_message(user_id, device_id, message)
             return await self._apply(message.call_id, relay, persist=False)
         if kind == "call.invite":
-            callees, busy = await self._callees(user_id, list(message.to))
+            callees, busy, _ = await self._callees(user_id, list(message.to))
             invite = Invite(user_id, device_id, callees, frozenset(busy))
             return await self._apply(message.call_id, invite)
         if kind == "call.decline":
@@ -325,13 +351,19 @@ class CallService:
         if kind == "call.hangup":
             return await self._apply(message.call_id,
                                      Hangup(user_id, device_id, EndReason(message.reason)))
+        if kind == "call.handoff":
+            entry = await self._load(message.call_id)
+            if entry is not None and (again := entry[1].handed_to(user_id, device_id)):
+                return again  # on this device already: the same reply, and nothing to write
+            return await self._apply(message.call_id, Handoff(user_id, device_id))
         if kind != "call.cancel":
             raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"{kind} is not a request")
         return await self._apply(message.call_id, Cancel(user_id, device_id))
 
-    async def _callees(self, caller: str, user_ids: list[str]) -> tuple[dict[str, list[str]],
-                                                                        set[str]]:
-        """Devices to ring per callee and which callees are already in a call."""
+    async def _callees(self, caller: str, user_ids: list[str], with_caller: bool = False
+                       ) -> tuple[dict[str, list[str]], set[str], list[str]]:
+        """Devices to ring per callee, which callees are already in a call, and (``with_caller``,
+        in the same query) the caller's own devices."""
         names = self._names
         if caller not in names or any(u not in names for u in user_ids):
             found = await self.store.get_users([*user_ids, caller])
@@ -344,10 +376,12 @@ class CallService:
             if missing:
                 raise ProtocolError(ErrorCode.UNKNOWN_USER,
                                     f"no such user: {', '.join(missing[:5])}")
-        devices = await self.store.list_devices_of_users(user_ids)
+        devices = await self.store.list_devices_of_users([*user_ids, caller] if with_caller
+                                                         else user_ids)
         callees = {u: [d.id for d in devices.get(u, [])] for u in user_ids}
+        own = [d.id for d in devices.get(caller, [])] if with_caller else []
         busy = {u for u in user_ids if u != caller and await self.store.joined_calls_of_user(u)}
-        return callees, busy
+        return callees, busy, own
 
     async def start_call(self, user_id: str, device_id: str, to: list[str],
                          media: str) -> dict[str, Any]:
@@ -366,12 +400,12 @@ class CallService:
 
     async def _place(self, user_id: str, device_id: str, to: list[str],
                      media: str) -> dict[str, Any]:
-        callees, busy = await self._callees(user_id, to)
+        callees, busy, own = await self._callees(user_id, to, with_caller=True)
         now = self.clock()
         machine = CallMachine.start(
             call_id=time_ordered_id(now), media=media, caller_user=user_id, caller_device=device_id,
             callees=callees, now=now, busy_users=busy,
-            ring_timeout=self.settings.ring_timeout,
+            ring_timeout=self.settings.ring_timeout, caller_devices=own,
         )
         if len(to) == 1:
             for other_id in await self.store.ringing_calls_between(to[0], user_id):
@@ -500,13 +534,14 @@ class CallService:
                        announcing: tuple[str, str] | None = None) -> None:
         """Deliver effects in order, after the state that caused them was stored: all at once,
         after ``announcing`` (one round trip on a shared bus), after one look at who of the
-        rung is online (for ``call.ringing`` and the push of a ring to a device that is not)."""
+        rung is online (for ``call.ringing`` and the push of a ring to a device that is not;
+        ``call.elsewhere`` goes to connected devices only)."""
         deliveries: list[tuple[str, dict[str, Any]]] = []
-        rung: set[str] = set()
+        rung: set[str] = set()  # and the devices told call.elsewhere: only if connected
         for effect in effects:
             if isinstance(effect, Deliver):
                 kind = effect.message["type"]
-                if kind == "call.ring":
+                if kind == "call.ring" or kind == "call.elsewhere":
                     rung.add(effect.device_id)
                 elif kind == "call.ringing":
                     rung.update(self._rung_devices(machine, effect.message["user_id"]))
@@ -525,6 +560,11 @@ class CallService:
                 elif message["type"] == "call.ringing":  # is the callee reachable right now?
                     reachable = online.intersection(self._rung_devices(machine, message["user_id"]))
                     message = {**message, "online": len(reachable)}
+                elif message["type"] == "call.elsewhere":  # welcome.elsewhere tells the others
+                    if effect.device_id not in online:
+                        continue
+                    if message["state"] == "active":
+                        message = self._named(message)
                 deliveries.append((effect.device_id, message))
         await self.bus.deliver_many(deliveries, announcing)
         for effect, message in offline_rings:

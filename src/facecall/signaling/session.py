@@ -266,11 +266,12 @@ class DeviceSession:
             resumed = replay.complete  # only ever with a resume_from
             still_in = [] if resumed else await self.service.held_calls(
                 self.user_id, self.device_id, message.calls)
+            elsewhere = await self.service.calls_elsewhere(self.user_id, self.device_id)
             self.hello_done = True
             self.reply({
                 "v": 1, "type": "welcome", "re": message.id, "user_id": self.user_id,
                 "device_id": self.device_id, "resumed": resumed, "last_seq": replay.last_seq,
-                "calls": still_in,
+                "calls": still_in, "elsewhere": elsewhere,
             })
             newest = message.resume_from if resumed else replay.last_seq
             for seq, text in replay.messages:
