@@ -87,7 +87,7 @@ async def test_handoff_moves_the_call_and_the_other_side_goes_on(server: LiveSer
 
 
 async def test_what_cannot_be_moved(server: LiveServer) -> None:
-    alice, (a1, a2) = await server.user_with_devices("alice", 2)
+    _alice, (a1, a2) = await server.user_with_devices("alice", 2)
     bob, (b1,) = await server.user_with_devices("bob", 1)
     _mallory, (m1,) = await server.user_with_devices("mallory", 1)
     call_id = (await a1.request("call.start", to=[bob["user"]["id"]], media="audio"))["call_id"]
