@@ -140,6 +140,7 @@ async def facecall_pair(caller: SignalingConnection, callees: list[SignalingConn
         await caller.next_event("call.answered")
         for device in callees[1:]:
             await device.next_event("call.stop_ringing")
+            await device.next_event("call.elsewhere")  # the call is on the callee's first device
         await caller.request("call.sdp", call_id=call_id, to_device=callee_id,
                              description={"type": "offer", "sdp": SDP})
         await callee_device.next_event("call.sdp")
@@ -156,11 +157,13 @@ async def facecall_pair(caller: SignalingConnection, callees: list[SignalingConn
             await caller.next_event("call.candidate")
         await caller.request("call.hangup", call_id=call_id)
         await callee_device.next_event("call.ended")
+        for device in callees[1:]:
+            await device.next_event("call.elsewhere")  # ended
         result.setups += 1
         # requests + replies + events (ring per device, ringing, answered, stop_ringing, 2 sdp,
-        # 4 candidates, ended)
+        # 4 candidates, ended; to each other callee device call.elsewhere active and ended)
         n = len(callees)
-        result.messages += 9 * 2 + n + 1 + 1 + (n - 1) + 2 + 4 + 1
+        result.messages += 9 * 2 + n + 1 + 1 + (n - 1) + 2 + 4 + 1 + 2 * (n - 1)
 
 
 @dataclass
@@ -309,9 +312,11 @@ async def bare_pair(caller: BareClient, callees: list[BareClient], deadline: flo
         for device in callees:
             await device.next()
             result.ring_latencies.append(time.perf_counter() - sent)
-        await first.request([caller.name, *names[1:]], type="call.answered")
+        # to the caller, and twice to each other callee device (stop_ringing, elsewhere)
+        await first.request([caller.name, *names[1:], *names[1:]], type="call.answered")
         await caller.next()
         for device in callees[1:]:
+            await device.next()
             await device.next()
         await caller.request([first.name], type="call.sdp", sdp=SDP)
         await first.next()
@@ -323,14 +328,17 @@ async def bare_pair(caller: BareClient, callees: list[BareClient], deadline: flo
         for _ in range(2):
             await first.next()
             await caller.next()
-        await caller.request([first.name], type="call.ended")
+        await caller.request([first.name, *names[1:]], type="call.ended")
         await first.next()
+        for device in callees[1:]:
+            await device.next()
         # the relay forwards instead of generating events. Frames: 9 requests (ring, answered,
         # 2 sdp, 4 candidates, ended) + their 9 replies + what was forwarded (ring per device,
-        # answered, its copy to the other callee devices, 2 sdp, 4 candidates, ended)
+        # answered, its two copies to the other callee devices, 2 sdp, 4 candidates, ended and
+        # its copy to the other callee devices)
         result.setups += 1
         n = len(callees)
-        result.messages += 9 * 2 + n + 1 + (n - 1) + 2 + 4 + 1
+        result.messages += 9 * 2 + n + 1 + (n - 1) + 2 + 4 + 1 + 2 * (n - 1)
 
 
 async def bench_bare(args: argparse.Namespace) -> Result:
