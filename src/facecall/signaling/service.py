@@ -194,15 +194,30 @@ class CallService:
                     await self._apply(call_id, Watch(user_id, device_id))
                 except ProtocolError:
                     continue  # the user left it meanwhile
-            found.append(self._named(view))
+            found.append(await self._named(view))
         return found
 
-    def _named(self, fields: dict[str, Any]) -> dict[str, Any]:
-        """``fields`` with the display names this node knows filled into ``participants``."""
+    async def _known_names(self, user_ids: list[str]) -> set[str]:
+        """Cache the display names of ``user_ids`` (one store read, only if some are not
+        cached yet); returns those of them that are users (a deleted account is no one)."""
         names = self._names
-        return {**fields, "participants": [{"user_id": other["user_id"],
-                                            "name": names.get(other["user_id"])}
-                                           for other in fields["participants"]]}
+        if all(u in names for u in user_ids):
+            return set(user_ids)
+        found = await self.store.get_users(user_ids)
+        for user in found.values():
+            if user.deleted_at is None:
+                names[user.id] = user.display_name
+        while len(names) > CACHE_LIMIT:
+            del names[next(iter(names))]
+        return {u for u in user_ids if u in found and found[u].deleted_at is None}
+
+    async def _named(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """``fields`` with the users' display names filled into ``participants``."""
+        others = [other["user_id"] for other in fields["participants"]]
+        await self._known_names(others)
+        names = self._names
+        return {**fields, "participants": [{"user_id": user_id, "name": names.get(user_id)}
+                                           for user_id in others]}
 
     async def fresh_start(self, user_id: str, device_id: str, kept: set[str],
                           already_rung: Callable[[str], bool]) -> None:
@@ -364,18 +379,10 @@ class CallService:
                        ) -> tuple[dict[str, list[str]], set[str], list[str]]:
         """Devices to ring per callee, which callees are already in a call, and (``with_caller``,
         in the same query) the caller's own devices."""
-        names = self._names
-        if caller not in names or any(u not in names for u in user_ids):
-            found = await self.store.get_users([*user_ids, caller])
-            for user in found.values():  # for the caller's name on rings (`from_name`)
-                if user.deleted_at is None:  # a deleted account is no one to call
-                    names[user.id] = user.display_name
-            while len(names) > CACHE_LIMIT:
-                del names[next(iter(names))]
-            missing = [u for u in user_ids if u not in found or found[u].deleted_at is not None]
-            if missing:
-                raise ProtocolError(ErrorCode.UNKNOWN_USER,
-                                    f"no such user: {', '.join(missing[:5])}")
+        existing = await self._known_names([*user_ids, caller])  # the caller's: `from_name`
+        missing = [u for u in user_ids if u not in existing]
+        if missing:
+            raise ProtocolError(ErrorCode.UNKNOWN_USER, f"no such user: {', '.join(missing[:5])}")
         devices = await self.store.list_devices_of_users([*user_ids, caller] if with_caller
                                                          else user_ids)
         callees = {u: [d.id for d in devices.get(u, [])] for u in user_ids}
@@ -564,7 +571,7 @@ class CallService:
                     if effect.device_id not in online:
                         continue
                     if message["state"] == "active":
-                        message = self._named(message)
+                        message = await self._named(message)
                 deliveries.append((effect.device_id, message))
         await self.bus.deliver_many(deliveries, announcing)
         for effect, message in offline_rings:
