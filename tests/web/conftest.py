@@ -96,8 +96,10 @@ async def people(browser: Browser, server: LiveServer) -> AsyncIterator[PersonFa
     opened: list[Person] = []
 
     async def open_person(username: str, *, signup: bool = True, device_name: str | None = None,
-                          query: str = "", b: Browser | None = None) -> Person:
-        person = await Person.open(b or browser, server.base_url, username, query=query)
+                          query: str = "", b: Browser | None = None,
+                          permissions: list[str] | None = None) -> Person:
+        person = await Person.open(b or browser, server.base_url, username, query=query,
+                                   permissions=permissions)
         opened.append(person)
         await person.sign_in(signup=signup, device_name=device_name or f"{username}'s browser")
         return person

@@ -29,8 +29,11 @@ class Person:
 
     @classmethod
     async def open(cls, browser: Browser, base_url: str, username: str, *, query: str = "",
-                   viewport: dict[str, int] | None = None) -> Person:
-        context = await browser.new_context(viewport=viewport or {"width": 1100, "height": 720})  # type: ignore[arg-type]
+                   viewport: dict[str, int] | None = None, permissions: list[str] | None = None) -> Person:
+        """``permissions``: what the site is granted up front (say ``["microphone"]``: with
+        ``launch(grant_media=False)`` the camera is then refused and the microphone allowed)."""
+        context = await browser.new_context(viewport=viewport or {"width": 1100, "height": 720},  # type: ignore[arg-type]
+                                            permissions=permissions)
         page = await context.new_page()
         person = cls(username, context, page, base_url)
         page.on("console", person._log)

@@ -1,11 +1,13 @@
 """Reloads during a call, harder cases: both sides at once, a slow reload with a second tab
-open, a reload during call waiting."""
+open, a page reloaded again before the server welcomed it, a reload during call waiting."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 
-from playwright.async_api import Route, expect
+from playwright.async_api import Route, WebSocketRoute, expect
 
 from tests.live import LiveServer
 from tests.web.conftest import PersonFactory
@@ -53,6 +55,48 @@ async def test_a_slow_reload_with_a_second_tab_open_keeps_the_call(people: Perso
     assert (diag["callId"], diag["phase"]) == (call_id, "active")
     await decodes_more(bob)
     assert (await bob.diagnostics())["callId"] == call_id
+
+
+async def test_a_page_reloaded_twice_before_its_welcome_keeps_the_call(people: PersonFactory) -> None:
+    """Alice's page reloads, and reloads again before the server has welcomed the page in
+    between (that page has taken the call it was to rejoin out of sessionStorage, and is not
+    in it yet). The call goes on for both: once with the node having seen that page's hello
+    (its welcome held back), once with nothing of it reaching the node."""
+    bob = await people("bob")
+    alice = await people("alice")
+    call_id = (await alice.in_call_with(bob))["callId"]
+    hold: dict[str, str | None] = {"next": None}  # how the next signaling connection is held
+    hello = asyncio.Event()
+
+    def route(ws: WebSocketRoute) -> None:
+        held, hold["next"] = hold["next"], None  # only the first connection after the reload
+        server = None if held == "hello" else ws.connect_to_server()
+
+        def from_page(message: str | bytes) -> None:
+            if json.loads(message).get("type") == "hello":
+                hello.set()
+            if server is not None:
+                server.send(message)
+
+        ws.on_message(from_page)
+        if server is not None:
+            server.on_message(lambda message: None if held else ws.send(message))
+
+    await alice.page.route_web_socket(re.compile(r".*/v1/signaling.*"), route)
+    for held in ("welcome", "hello"):
+        hold["next"] = held
+        hello.clear()
+        await alice.page.reload()
+        await asyncio.wait_for(hello.wait(), STEP / 1000)
+        assert (await alice.diagnostics())["phase"] == "idle"  # not welcomed: not in the call yet
+        await reload_in_call(alice)
+        diag = await alice.wait_connected()
+        assert (diag["callId"], diag["phase"]) == (call_id, "active"), held
+        await decodes_more(alice)
+        await decodes_more(bob)
+        assert (await bob.diagnostics())["callId"] == call_id
+    await expect(bob.page.locator("#call-view")).to_be_visible()
+    assert not alice.errors and not bob.errors
 
 
 async def test_a_reload_during_call_waiting_keeps_both(people: PersonFactory, server: LiveServer) -> None:

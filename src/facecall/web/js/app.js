@@ -506,15 +506,15 @@ function init() {
   window.addEventListener("pagehide", () => {
     if (state.lock && state.lock.held && state.session) sessionStorage.setItem(RAN_DEVICE, state.session.deviceId);
     // a call goes on if this is a reload (the page that follows rejoins it); a closed tab's
-    // call ends a few seconds later (the server's unload grace), as a hang-up
-    if (state.calls && state.calls.active) {
-      if (state.calls.keepForReload()) {
-        state.signaling.request("bye").catch(() => {});
-        localStorage.setItem(RELOADING, JSON.stringify({
-          device: state.session.deviceId, until: Date.now() + UNLOAD_GRACE_MS }));
-      } else {
-        state.calls.hangup();
-      }
+    // call ends a few seconds later (the server's unload grace), as a hang-up. A page reloaded
+    // before the server welcomed it is not in its call yet, but still keeps it (calls.kept).
+    if (!state.calls) return;
+    if (state.calls.keepForReload()) {
+      state.signaling.request("bye").catch(() => {});
+      localStorage.setItem(RELOADING, JSON.stringify({
+        device: state.session.deviceId, until: Date.now() + UNLOAD_GRACE_MS }));
+    } else if (state.calls.active) {
+      state.calls.hangup();
     }
   });
   // For diagnostics (and the test-suite): the live call's phase and WebRTC statistics.

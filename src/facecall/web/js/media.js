@@ -7,9 +7,10 @@ export class MediaError extends Error {
   }
 }
 
-/** Map a getUserMedia failure to a message a person can act on. */
+/** Map a getUserMedia failure to a message a person can act on. ``wantVideo``: true (camera
+ *  and microphone asked for), false (the microphone) or "camera" (the camera alone). */
 export function explain(error, wantVideo) {
-  const what = wantVideo ? "camera and microphone" : "microphone";
+  const what = wantVideo === "camera" ? "camera" : wantVideo ? "camera and microphone" : "microphone";
   switch (error && error.name) {
     case "NotAllowedError":
     case "SecurityError":
@@ -17,9 +18,9 @@ export function explain(error, wantVideo) {
         `Permission to use the ${what} was denied. Allow it in the browser's site settings, then try again.`);
     case "NotFoundError":
     case "OverconstrainedError":
-      return new MediaError("no_device", wantVideo
-        ? "No camera or microphone was found. Connect one and try again."
-        : "No microphone was found. Connect one and try again.");
+      return new MediaError("no_device", wantVideo === "camera" ? "No camera was found. Connect one and try again."
+        : wantVideo ? "No camera or microphone was found. Connect one and try again."
+          : "No microphone was found. Connect one and try again.");
     case "NotReadableError":
     case "AbortError":
       return new MediaError("busy",
@@ -28,6 +29,42 @@ export function explain(error, wantVideo) {
       return new MediaError("unknown", `The ${what} could not be started (${error && error.message}).`);
   }
 }
+
+/** The state of the site's permission ``name`` ("granted", "denied", "prompt"), or null where
+ *  the browser cannot say (no Permissions API, or no such permission name there). */
+async function permissionState(name) {
+  try {
+    return (await navigator.permissions.query({ name })).state;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * A video call's capture failed with ``error``: whether to try the microphone alone (the call
+ * goes on with audio only). Yes when the camera is missing or busy; when permission was refused,
+ * yes unless the microphone is known to be refused as well (Chromium refuses a request for
+ * both with the same NotAllowedError when only the camera is blocked for the site), or nothing
+ * was decided (the question was dismissed: asking again for the microphone alone would be a
+ * second question the person has just closed).
+ */
+async function worthAudioOnly(error) {
+  if (error.name === "NotFoundError" || error.name === "NotReadableError" || error.name === "OverconstrainedError") {
+    return true;
+  }
+  if (error.name !== "NotAllowedError") return false;
+  const [camera, microphone] = await Promise.all([permissionState("camera"), permissionState("microphone")]);
+  if (microphone === "denied") return false;
+  return !(camera === "prompt" && microphone === "prompt");
+}
+
+const AUDIO_ONLY = {
+  NotFoundError: "No camera was found: the call continues with audio only.",
+  OverconstrainedError: "No camera was found: the call continues with audio only.",
+  NotReadableError: "The camera is in use by another application: the call continues with audio only.",
+  NotAllowedError: "Camera access is blocked: the call continues with audio only. Allow the camera "
+    + "in the browser's site settings to turn it on.",
+};
 
 const VIDEO = { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 30 } };
 
@@ -50,7 +87,9 @@ export class LocalMedia {
     return this.stream.getVideoTracks()[0] || null;
   }
 
-  /** Capture for a call. A video call without a camera continues as audio only, with a notice.
+  /** Capture for a call. A video call without a camera — none, one in use elsewhere, or one the
+   *  site may not use — continues as audio only, with a notice (a blocked camera starts "off":
+   *  Camera on asks for it again once the person allowed it).
    *  If close() runs while the browser is still starting the camera (a permission prompt, a slow
    *  device), the capture is stopped as soon as it arrives and this throws MediaError "closed":
    *  nothing keeps the camera light on for a call that has ended. */
@@ -60,22 +99,22 @@ export class LocalMedia {
         "This page cannot use the camera or microphone: open it over HTTPS (or on localhost).");
     }
     const generation = this.generation;
+    this.notice = null;
     let stream;
+    let blocked = false;
     try {
       stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: wantVideo ? VIDEO : false });
     } catch (error) {
-      if (!wantVideo || (error.name !== "NotFoundError" && error.name !== "NotReadableError"
-          && error.name !== "OverconstrainedError")) {
-        throw explain(error, wantVideo);
-      }
+      if (!wantVideo || !(await worthAudioOnly(error))) throw explain(error, wantVideo);
       try {
         stream = await navigator.mediaDevices.getUserMedia({ audio: true });
       } catch (second) {
-        throw explain(second, false);
+        // refused again: the microphone is blocked too, and the first error says it all
+        throw error.name === "NotAllowedError" && second.name === "NotAllowedError"
+          ? explain(error, true) : explain(second, false);
       }
-      this.notice = error.name === "NotFoundError"
-        ? "No camera was found: the call continues with audio only."
-        : "The camera is in use by another application: the call continues with audio only.";
+      blocked = error.name === "NotAllowedError";
+      this.notice = AUDIO_ONLY[error.name];
     }
     if (generation !== this.generation) {
       for (const track of stream.getTracks()) track.stop();
@@ -83,6 +122,7 @@ export class LocalMedia {
     }
     for (const track of this.stream.getTracks()) track.stop(); // never two captures at once
     this.stream = stream;
+    if (blocked) this.cameraOff = true; // nothing to turn off; "Camera on" asks again
     await this.listCameras();
     return stream;
   }
@@ -135,7 +175,7 @@ export class LocalMedia {
     try {
       stream = await navigator.mediaDevices.getUserMedia({ video: constraints });
     } catch (error) {
-      throw explain(error, true);
+      throw explain(error, "camera");
     }
     const track = stream.getVideoTracks()[0];
     const old = this.videoTrack;

@@ -1,0 +1,394 @@
+// One call of this device, under the Calls controller (calls.js): its phase, its peer connection
+// to the other person's device and the timers that watch it, the events that came before its
+// id was known, and what lets it outlive a reload of the page (docs/protocol.md, "Rejoining
+// the media").
+
+import { Peer } from "./peer.js";
+import { SignalingError } from "./signaling.js";
+import { NO_CONNECT, NO_RECONNECT, endMessage, formatDuration } from "./call-text.js";
+
+const STATS_EVERY_MS = 1000;
+// How long a call may wait for its media to connect, and to come back once it was lost, before
+// it is given up (never "Connecting…" for ever). Tests shorten them (window.facecall.callLimits).
+export const CALL_LIMITS = { connectMs: 30000, reconnectMs: 30000 };
+// The call this tab was in when it unloaded (sessionStorage survives a reload, not a close):
+// the reloaded page goes on in it.
+const KEPT_CALL = "facecall.call";
+
+/**
+ * A call kept over a reload: what the next page needs to go on in it.
+ * @typedef {object} KeptCall
+ * @property {string} userId  whose call (a page signed in as someone else ignores it)
+ * @property {string} id @property {"caller"|"callee"} role @property {string} peerId
+ * @property {string} name @property {"audio"|"video"} media
+ * @property {number|null} connectedAt  when the media first connected (the duration goes on)
+ * @property {boolean} muted @property {boolean} cameraOff
+ */
+
+/** The call kept over a reload by this tab for user ``userId``, once (it is forgotten here).
+ *  @returns {KeptCall|null} */
+export function takeKeptCall(userId) {
+  let kept = null;
+  try {
+    kept = JSON.parse(sessionStorage.getItem(KEPT_CALL) || "null");
+  } catch {
+    /* not ours: ignored */
+  }
+  sessionStorage.removeItem(KEPT_CALL);
+  return kept && kept.userId === userId && typeof kept.id === "string" ? kept : null;
+}
+
+/** Keep ``kept`` for the page that follows this one, if it is a reload. @param {KeptCall} kept */
+export function keepCall(kept) {
+  sessionStorage.setItem(KEPT_CALL, JSON.stringify(kept));
+}
+
+/**
+ * What a Call uses of the controller that owns it (the Calls controller is one).
+ * @typedef {object} CallHost
+ * @property {import('./signaling.js').Signaling} signaling
+ * @property {import('./media.js').LocalMedia} media  this device's camera and microphone
+ * @property {object} view  the UI (ui.js CallView)
+ * @property {import('./ringtone.js').Tone} ringback
+ * @property {Call|null} active  the call this device is in
+ * @property {() => boolean} useRelayOnly
+ * @property {(call: Call, reason: string|null, message: string|null, options?: object) => void} finish
+ *   end the call here (and, with ``notify``, on the server)
+ */
+
+/**
+ * One call: who it is with, where it stands (`phase`: calling → ringing → connecting → active),
+ * and its media path — the peer connection to ``remoteDevice``, the other person's device in
+ * it. That device can change under a call that goes on: a reloaded page on either side gets a
+ * new peer connection (`renewPeer`), and so would a call the other person moves to another of
+ * their devices (`renewPeer(newDevice)`).
+ */
+export class Call {
+  /**
+   * @param {CallHost} host
+   * @param {object} fields  id (null while it is being placed), role, peerId, name, media, and
+   *   whatever else starts otherwise than a new call (phase, remoteDevice…)
+   */
+  constructor(host, fields) {
+    this.host = host;
+    this.id = null;
+    this.role = "caller";
+    this.peerId = null; // the other person's user id
+    this.name = "";
+    this.media = "video";
+    this.phase = "calling";
+    this.remoteDevice = null; // the other person's device in the call, once known
+    this.peer = null; // the peer connection to remoteDevice
+    this.connectedAt = null; // when the media first connected (the duration counts from it)
+    this.iceServers = null;
+    this.connectTimer = null; // gives the call up unless its media connects in time
+    this.clockTimer = null; // the duration on screen
+    this.statsTimer = null; // the network-quality indicator
+    this.lastStats = null;
+    // after a reload (ours or theirs): until that device's new offer, what it sends belongs to
+    // the connection that was lost
+    this.awaitingOffer = null;
+    this.renewed = false; // a new peer connection replaces one that worked: "Reconnected"
+    this.preparing = false; // rejoining: the camera and the ICE servers are not ready yet
+    this.renewAsked = false; // …and the other device asked for the media anew meanwhile
+    this.ended = false;
+    this.remoteMedia = { audio: true, video: true }; // what the other device says it sends
+    this.early = []; // events that came while this call was placed, before its id was known
+    this.ring = null; // Accept was pressed: the ring, live on the server until call.answer
+    this.ringStopped = null; // …and why it stopped ringing meanwhile
+    Object.assign(this, fields);
+  }
+
+  /** The call a reloaded page goes on in, as the welcome shows it: ``other`` is the other
+   *  person's device still in the call (undefined: the call still rings them). */
+  static fromKept(host, kept, other) {
+    return new Call(host, {
+      id: kept.id, role: kept.role, peerId: kept.peerId, name: kept.name, media: kept.media,
+      connectedAt: other ? kept.connectedAt : null, phase: other ? "connecting" : "ringing",
+      remoteDevice: other ? other.device_id : null,
+      awaitingOffer: other ? other.device_id : null, renewed: !!other,
+      // until the camera and the ICE servers are ready, a call.rejoin from that device (its
+      // page reloaded too) waits: an offer made now would carry neither
+      preparing: !!other,
+    });
+  }
+
+  /** What the page that may follow this one needs to go on in this call.
+   *  @returns {KeptCall} */
+  toKept(userId) {
+    const media = this.host.media;
+    return {
+      userId, id: this.id, role: this.role, peerId: this.peerId, name: this.name, media: this.media,
+      connectedAt: this.connectedAt, muted: media.muted, cameraOff: this.media === "video" && media.cameraOff,
+    };
+  }
+
+  /** Whether this is the call this device is in (not one that ended or was replaced). */
+  get current() {
+    return this.host.active === this;
+  }
+
+  /** The events that came for this call before its id was known, handed back once. */
+  takeEarly(callId = undefined) {
+    const early = callId === undefined ? this.early : this.early.filter((e) => e.call_id === callId);
+    this.early = callId === undefined ? [] : this.early.filter((e) => e.call_id !== callId);
+    return early;
+  }
+
+  // -- the peer connection ----------------------------------------------------------------------
+  /** The peer connection to the other device, made (towards ``remoteDevice`` unless the call
+   *  already knows its device) if there is none yet. */
+  ensurePeer(remoteDevice) {
+    if (this.peer) return this.peer;
+    const host = this.host;
+    this.remoteDevice = this.remoteDevice || remoteDevice;
+    const peer = new Peer({
+      iceServers: this.iceServers || [], relayOnly: host.useRelayOnly(), media: host.media,
+      video: this.media === "video", callId: this.id, remoteDevice: this.remoteDevice,
+      send: (type, fields) => host.signaling.request(type, fields),
+    });
+    this.peer = peer;
+    peer.addEventListener("track", () => {
+      if (this.peer === peer) host.view.showRemote(this, peer.remoteStream);
+    });
+    peer.addEventListener("state", (e) => {
+      if (this.peer === peer) this.onPeerState(e.detail);
+    });
+    this.statsTimer = setInterval(() => this.sample(), STATS_EVERY_MS);
+    return peer;
+  }
+
+  /** Close the peer connection (another takes its place, or none). */
+  dropPeer() {
+    if (this.peer) this.peer.close();
+    this.peer = null;
+    clearInterval(this.statsTimer);
+    this.statsTimer = null;
+  }
+
+  /** The caller's side once the callee answered on ``event.device_id``: offer to that device. */
+  onAnswered(event) {
+    // once: after a reconnect it may come from the welcome and again from the mailbox
+    if (this.role !== "caller" || event.user_id !== this.peerId
+        || (this.phase !== "calling" && this.phase !== "ringing")) return;
+    this.host.ringback.stop();
+    this.phase = "connecting";
+    this.remoteDevice = event.device_id;
+    this.host.view.callState(this, "Connecting…");
+    this.watchConnection(CALL_LIMITS.connectMs, NO_CONNECT);
+    const peer = this.ensurePeer(event.device_id);
+    peer.offer().catch((error) => {
+      // lost with a connection the server could not resume: the welcome says whether the
+      // call goes on, and then resync() offers again (an ICE restart)
+      if (error instanceof SignalingError && error.code === "connection_lost") return;
+      this.host.finish(this, "error", `The call could not connect: ${error.message}`, { error: true, notify: true });
+    });
+  }
+
+  /** The other person's devices ring (the caller's side). */
+  onRinging(event) {
+    if (this.phase !== "calling") return;
+    this.phase = "ringing";
+    this.host.view.callState(this, event.online === 0
+      ? `${this.name || "They"} ${this.name ? "is" : "are"} offline — ringing their devices anyway…`
+      : "Ringing…");
+  }
+
+  /** A relayed `call.sdp`. */
+  onSdp(event) {
+    if (this.awaitingOffer === event.from_device) {
+      // after a reload: only the new connection's offer counts (docs/protocol.md)
+      if (event.description.type !== "offer" || event.ice_restart) return;
+      this.awaitingOffer = null;
+    }
+    const peer = this.peer;
+    if (event.description.type === "offer" && !event.ice_restart && peer && !peer.closed
+        && (peer.makingOffer || peer.pc.signalingState === "have-local-offer")) {
+      // glare: both pages reloaded and each offers to the other. The device with the smaller
+      // id wins (the SDK's rule): it ignores this offer; the other side gives its own up and
+      // answers
+      const signaling = this.host.signaling;
+      const own = (signaling.welcome && signaling.welcome.device_id) || "";
+      if (own < event.from_device) return;
+      this.dropPeer();
+    }
+    this.ensurePeer(event.from_device).onDescription(event.description)
+      .catch((error) => console.warn("facecall: sdp", error));
+  }
+
+  /** A relayed `call.candidate` (none from a connection a reload left behind). */
+  onCandidate(event) {
+    if (this.awaitingOffer === event.from_device) return;
+    this.ensurePeer(event.from_device).onCandidate(event.candidate);
+  }
+
+  /** The other device asks for the media anew (`call.rejoin`: its page reloaded). */
+  onRejoin(event) {
+    if (event.from_device !== this.remoteDevice || this.phase === "calling" || this.phase === "ringing") return;
+    this.awaitingOffer = null; // what that device sends from now on is its new page's
+    if (this.preparing) this.renewAsked = true;
+    else this.renewPeer();
+  }
+
+  /** What the other device sends now (`call.media`: muted, camera off). */
+  onRemoteMedia(event) {
+    if (event.from_device !== this.remoteDevice) return;
+    this.remoteMedia = { audio: event.audio, video: event.video };
+    this.host.view.remoteMedia(this);
+  }
+
+  /**
+   * A new peer connection to ``device`` (the same one unless told otherwise), offered as to a
+   * device that has just joined: the other device's page reloaded and asked for the media anew
+   * (`call.rejoin`), or the call has another device on the other side now.
+   */
+  renewPeer(device = this.remoteDevice) {
+    this.dropPeer();
+    this.remoteDevice = device;
+    this.renewed = true;
+    this.host.view.callState(this, "Reconnecting…");
+    if (!this.connectTimer) {
+      this.watchConnection(this.connectedAt ? CALL_LIMITS.reconnectMs : CALL_LIMITS.connectMs,
+        this.connectedAt ? NO_RECONNECT : NO_CONNECT);
+    }
+    const peer = this.ensurePeer(device);
+    peer.offer().catch((error) => {
+      if (peer.closed || this.peer !== peer) return; // replaced meanwhile (glare, another rejoin)
+      if (error instanceof SignalingError && error.code === "connection_lost") return;
+      this.host.finish(this, "error", `The call could not reconnect: ${error.message}`, { error: true, notify: true });
+    });
+  }
+
+  /**
+   * This page reloaded and the welcome still has the device in the call, with the other
+   * person's device ``device`` in it; the camera and the ICE servers are ready. Ask that
+   * device for the media anew (`call.rejoin`): it offers, we answer. If it reloaded too and
+   * asked us first, we offer instead.
+   */
+  async rejoin(device) {
+    this.preparing = false;
+    this.watchConnection(CALL_LIMITS.reconnectMs, NO_RECONNECT);
+    if (this.renewAsked) {
+      this.renewPeer();
+      return;
+    }
+    try {
+      await this.host.signaling.request("call.rejoin", { call_id: this.id, to_device: device });
+    } catch (error) {
+      if (error.code === "call_ended" || error.code === "not_in_call") {
+        this.host.finish(this, "hung_up", endMessage("hung_up", this.name, this.role));
+      } else {
+        this.host.finish(this, "error", `The call could not reconnect: ${error.message}`, { error: true, notify: true });
+      }
+    }
+  }
+
+  /** Catch up after a reconnect the server could not resume (``view``: the call in its welcome):
+   *  an answer we missed is taken as one; a negotiation cut short restarts ICE (the caller
+   *  offers). */
+  resync(view) {
+    const other = (view.participants || []).find((p) => p.user_id === this.peerId);
+    if (this.role !== "caller" || view.state !== "joined" || !other) return;
+    if (this.phase === "calling" || this.phase === "ringing") {
+      this.onAnswered({ type: "call.answered", call_id: this.id, user_id: other.user_id, device_id: other.device_id });
+    } else if (this.peer && this.phase === "connecting") {
+      this.peer.restartIce().catch(() => {});
+    }
+  }
+
+  /** The signaling connection is back: a caller whose media path failed meanwhile restarts ICE. */
+  onSignalingOpen() {
+    if (this.peer && this.role === "caller" && this.peer.pc.connectionState === "failed") {
+      this.peer.restartIce().catch(() => {});
+    }
+  }
+
+  /** Tell the other device what we send now (docs/protocol.md, `call.media`): without it, a
+   *  muted microphone is silence and a camera turned off is a frozen last picture there. */
+  sendMediaState() {
+    if (!this.id || !this.remoteDevice || !this.peer) return;
+    const media = this.host.media;
+    const video = this.media === "video" && !media.cameraOff && !!media.videoTrack;
+    this.host.signaling.request("call.media", {
+      call_id: this.id, to_device: this.remoteDevice, audio: !media.muted, video,
+    }).catch(() => {}); // the call may have ended meanwhile
+  }
+
+  /** Send another video track (camera on, switched), or none (camera off). */
+  async replaceVideo(track) {
+    if (this.peer) await this.peer.replaceVideo(track);
+  }
+
+  // -- timers ---------------------------------------------------------------------------------
+  /** Give the call up after ``ms`` unless its media connects meanwhile (``what``: the sentence). */
+  watchConnection(ms, what) {
+    clearTimeout(this.connectTimer);
+    this.connectTimer = setTimeout(() => {
+      this.connectTimer = null;
+      if (this.ended || !this.current) return;
+      if (this.peer && this.peer.pc.connectionState === "connected") return;
+      // the other side and the history hear why: it never connected, or it did not come back
+      const why = this.connectedAt ? "connection_lost" : "no_media";
+      this.host.finish(this, why, what, { error: true, notify: true, why });
+    }, ms);
+  }
+
+  onPeerState(state) {
+    if (!this.current) return;
+    const { view, media } = this.host;
+    if (state === "connected") {
+      clearTimeout(this.connectTimer);
+      this.connectTimer = null;
+      if (!this.connectedAt) {
+        // muted or camera off before the media connected: say so now
+        if (media.muted || (this.media === "video" && media.cameraOff)) this.sendMediaState();
+        this.host.ringback.stop();
+        this.connectedAt = Date.now();
+        view.status(`Connected with ${this.name}`);
+      } else if (this.renewed) {
+        view.status(`Reconnected with ${this.name}`);
+      }
+      if (this.renewed) {
+        this.renewed = false;
+        this.sendMediaState(); // the page that reloaded has forgotten it
+      }
+      this.phase = "active";
+      if (!this.clockTimer) this.clockTimer = setInterval(() => this.tick(), 1000);
+      this.tick();
+    } else if (state === "disconnected" || state === "failed") {
+      view.callState(this, "Reconnecting…");
+      // a call that never connected keeps its first deadline; one that did gets a new one
+      if (this.connectedAt && !this.connectTimer) this.watchConnection(CALL_LIMITS.reconnectMs, NO_RECONNECT);
+    }
+    if (state === "failed") {
+      if (this.role === "caller" && this.host.signaling.state === "open") this.peer.restartIce().catch(() => {});
+    }
+  }
+
+  /** The duration on screen. */
+  tick() {
+    if (!this.current || !this.connectedAt || !this.peer || this.peer.pc.connectionState !== "connected") return;
+    this.host.view.callState(this, formatDuration((Date.now() - this.connectedAt) / 1000), { quiet: true });
+  }
+
+  /** The network-quality indicator, from the peer connection's statistics. */
+  async sample() {
+    if (!this.current || !this.peer) return;
+    try {
+      const stats = await this.peer.measure();
+      this.lastStats = stats;
+      this.host.view.quality(stats);
+    } catch {
+      /* closed meanwhile */
+    }
+  }
+
+  /** Stop what this call runs here (timers, the peer connection): it has ended. */
+  close() {
+    this.ended = true;
+    clearInterval(this.statsTimer);
+    clearInterval(this.clockTimer);
+    clearTimeout(this.connectTimer);
+    if (this.peer) this.peer.close();
+  }
+}
