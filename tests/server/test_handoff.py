@@ -27,7 +27,7 @@ async def test_an_answered_call_is_announced_to_the_users_other_devices(server: 
     call_id, alice, (a1, a2), bob, (b1, b2) = await answered_call(server)
     mine = await a2.next_event("call.elsewhere")
     assert mine == {**mine, "call_id": call_id, "state": "active", "device_id": a1.device_id,
-                    "media": "video",
+                    "media": "video", "role": "caller",
                     "participants": [{"user_id": bob["user"]["id"], "name": "bob"}]}
     theirs = await b2.next_event("call.elsewhere")
     assert (theirs["device_id"], theirs["participants"]) == \
@@ -37,7 +37,8 @@ async def test_an_answered_call_is_announced_to_the_users_other_devices(server: 
                                (await server.register_device(alice["token"], "tablet"))["token"])
     welcome = await late.connect()
     assert welcome["elsewhere"] == [{"call_id": call_id, "device_id": a1.device_id,
-                                     "media": "video", "participants": mine["participants"]}]
+                                     "media": "video", "role": "caller",
+                                     "participants": mine["participants"]}]
     await a1.request("call.hangup", call_id=call_id)
     for device in (a2, b2, late):
         assert (await device.next_event("call.elsewhere"))["state"] == "ended"

@@ -37,7 +37,7 @@ async def test_a_device_on_the_other_node_finds_the_call_and_takes_it(nodes: lis
         phone = await _on(two, alice_phone_token)
         assert phone.welcome is not None
         assert phone.welcome["elsewhere"] == [{
-            "call_id": call_id, "device_id": _id(laptop), "media": "video",
+            "call_id": call_id, "device_id": _id(laptop), "media": "video", "role": "caller",
             "participants": [{"user_id": bob_id, "name": "bob"}]}]
         reply = await phone.request("call.handoff", call_id=call_id)
         assert reply["participants"] == [{"user_id": bob_id, "device_id": _id(bob)}]

@@ -68,7 +68,7 @@ def test_first_answer_wins_and_other_devices_stop() -> None:
     assert sent(machine.drain_effects()) == [
         ("b1", "call.stop_ringing", {"reason": "answered_elsewhere"}),
         ("a1", "call.answered", {"user_id": "bob", "device_id": "b2"}),
-        ("b1", "call.elsewhere", {"state": "active", "device_id": "b2", "media": "video",
+        ("b1", "call.elsewhere", {"state": "active", "device_id": "b2", "media": "video", "role": "callee",
                                   "participants": [{"user_id": "alice", "name": None}]}),
     ]
     assert machine.state is CallState.ACTIVE and machine.answered_at == 2.0

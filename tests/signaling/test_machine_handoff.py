@@ -45,9 +45,9 @@ def test_an_answer_tells_both_users_other_devices_where_the_call_is() -> None:
     elsewhere = [(device, fields) for device, kind, fields in sent(machine.drain_effects())
                  if kind == "call.elsewhere"]
     assert elsewhere == [
-        ("a2", {"state": "active", "device_id": "a1", "media": "audio",
+        ("a2", {"state": "active", "device_id": "a1", "media": "audio", "role": "caller",
                 "participants": [{"user_id": "bob", "name": None}]}),
-        ("b2", {"state": "active", "device_id": "b1", "media": "audio",
+        ("b2", {"state": "active", "device_id": "b1", "media": "audio", "role": "callee",
                 "participants": [{"user_id": "alice", "name": None}]}),
     ]
 
@@ -59,9 +59,9 @@ def test_handoff_moves_the_users_part_of_the_call_to_the_new_device() -> None:
     assert sent(machine.drain_effects()) == [
         ("a1", "call.ended", {"reason": "handed_off"}),
         ("b2", "call.handed_off", {"user_id": "alice", "from_device": "a1", "to_device": "a2"}),
-        ("a1", "call.elsewhere", {"state": "active", "device_id": "a2", "media": "video",
+        ("a1", "call.elsewhere", {"state": "active", "device_id": "a2", "media": "video", "role": "caller",
                                   "participants": [{"user_id": "bob", "name": None}]}),
-        ("a3", "call.elsewhere", {"state": "active", "device_id": "a2", "media": "video",
+        ("a3", "call.elsewhere", {"state": "active", "device_id": "a2", "media": "video", "role": "caller",
                                   "participants": [{"user_id": "bob", "name": None}]}),
     ]
     assert machine.state is CallState.ACTIVE and machine.answered_at == 2.0

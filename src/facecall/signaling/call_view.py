@@ -184,6 +184,7 @@ class CallView:
         """What the user's other devices are told of the user's answered part of the call (a
         ``welcome.elsewhere`` entry; names are the driver's to fill in)."""
         return {"call_id": self.call_id, "device_id": participant.device_id, "media": self.media,
+                "role": participant.role._value_,
                 "participants": [{"user_id": p.user_id, "name": None}
                                  for p in self._participants.values()
                                  if p.state is ParticipantState.JOINED

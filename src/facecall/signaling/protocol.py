@@ -358,14 +358,15 @@ class OtherUser(BaseModel):
 
 class ElsewhereCall(BaseModel):
     """An answered call that this device's user is in on another of their devices
-    (``device_id``): it can move to this device with ``call.handoff``. ``participants``: the
-    other users joined when this was sent."""
+    (``device_id``): it can move to this device with ``call.handoff``. ``role``: the user's
+    (who placed the call); ``participants``: the other users joined when this was sent."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     call_id: Id
     device_id: Id
     media: Media
+    role: Literal["caller", "callee"]
     participants: list[OtherUser]
 
 
@@ -492,6 +493,7 @@ class CallElsewhere(_Event):
     state: Literal["active", "ended"]
     device_id: Id | None = None
     media: Media | None = None
+    role: Literal["caller", "callee"] | None = None
     participants: list[OtherUser] = []
 
 
