@@ -118,6 +118,11 @@ class Person:
         result: dict[str, Any] = await self.page.evaluate("window.facecall.diagnostics()")
         return result
 
+    async def ring_state(self) -> dict[str, Any]:
+        """The diagnostics' phase, rings and ringtone: what a device that is not in a call shows."""
+        diag = await self.diagnostics()
+        return {key: diag.get(key) for key in ("phase", "rings", "ringtone")}
+
     async def wait_connected(self) -> dict[str, Any]:
         """Wait until the call is up and the remote video is decoding; returns the stats."""
         await expect(self.page.locator("#call-state")).to_have_text(re.compile(r"^\d\d:\d\d$"), timeout=STEP)

@@ -98,7 +98,7 @@ async def test_accept_without_media_rings_on(playwright: Playwright, server: Liv
                 lambda d: d["phase"] == "idle" and d["rings"] == [call_id] and d["ringtone"], "ringing again")
         await asyncio.sleep(1)  # long enough for a decline to have reached everyone
         await phone.expect_ringing("alice")
-        assert (await phone.diagnostics()) == {"phase": "idle", "rings": [call_id], "ringtone": True}
+        assert await phone.ring_state() == {"phase": "idle", "rings": [call_id], "ringtone": True}
         await expect(alice.page.locator("#call-state")).to_have_text("Ringing…")
         assert (await alice.diagnostics())["phase"] == "ringing"
         await expect(alice.page.locator("#notice")).to_be_hidden()
@@ -106,7 +106,7 @@ async def test_accept_without_media_rings_on(playwright: Playwright, server: Liv
         await phone.accept()
         await laptop.expect_notice("Answered on another device")
         await expect(laptop.page.locator("#incoming")).to_be_hidden()
-        assert (await laptop.diagnostics()) == {"phase": "idle", "rings": [], "ringtone": False}
+        assert await laptop.ring_state() == {"phase": "idle", "rings": [], "ringtone": False}
         await phone.wait_connected()
         await alice.wait_connected()
         await alice.hang_up()

@@ -23,7 +23,7 @@ async def test_every_device_rings_and_one_answers(people: PersonFactory) -> None
 
     await bob_laptop.expect_notice("Answered on another device")
     await expect(bob_laptop.page.locator("#incoming")).to_be_hidden()
-    assert (await bob_laptop.diagnostics()) == {"phase": "idle", "rings": [], "ringtone": False}
+    assert await bob_laptop.ring_state() == {"phase": "idle", "rings": [], "ringtone": False}
     await bob_phone.wait_connected()
     await alice.wait_connected()
 

@@ -4,6 +4,7 @@ import { AccountPanel } from "./account.js";
 import { CallAlerts } from "./alerts.js";
 import { Api, tooManyMessage } from "./api.js";
 import { CALL_LIMITS, Calls } from "./calls.js";
+import { HandoffBar } from "./handoff.js";
 import { Home } from "./home.js";
 import { Signaling } from "./signaling.js";
 import { DeviceLock } from "./tabs.js";
@@ -17,7 +18,7 @@ const messages = new Messages();
 const alerts = new CallAlerts();
 
 const state = { session: null, signaling: null, calls: null, home: null, account: null, lock: null,
-  replacedAt: [] };
+  handoff: null, replacedAt: [] };
 // a tab holding the device's lock that is replaced takes the device back after this long, at
 // most this many times in this window (see replaced())
 const REPLACED_RETRY_MS = 300;
@@ -323,6 +324,24 @@ function start(s) {
     error: (text) => messages.error(text),
     onThisDeviceRemoved: () => signOutLocally(),
   });
+  const askedDevices = new Set(); // device ids looked up in My devices once
+  const handoff = new HandoffBar({
+    signaling,
+    busy: () => Boolean(calls.active),
+    take: async (entry) => {
+      if (await calls.takeOver(entry)) handoff.forget(entry.call_id);
+    },
+    deviceName: (id) => {
+      const device = state.home && state.home.devices.find((d) => d.id === id);
+      if (!device && state.home && !askedDevices.has(id)) { // a device newer than the list
+        askedDevices.add(id);
+        state.home.refreshDevices().then(() => handoff.render());
+      }
+      return device ? device.name : null;
+    },
+  });
+  state.handoff = handoff;
+  calls.addEventListener("history-changed", () => handoff.render()); // a call ended here
   state.account = new AccountPanel({
     api, session,
     onRenamed: (user) => {
@@ -413,6 +432,8 @@ async function waitForDevice(s) {
 function signOutLocally() {
   const s = state.session;
   if (state.calls) state.calls.reset();
+  if (state.handoff) state.handoff.close();
+  state.handoff = null;
   alerts.clear();
   if (state.signaling) state.signaling.close();
   if (state.lock) state.lock.free();

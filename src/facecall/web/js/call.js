@@ -89,6 +89,7 @@ export class Call {
     // the connection that was lost
     this.awaitingOffer = null;
     this.renewed = false; // a new peer connection replaces one that worked: "Reconnected"
+    this.moved = false; // …because the other person moved the call to another device: say nothing
     this.preparing = false; // rejoining: the camera and the ICE servers are not ready yet
     this.renewAsked = false; // …and the other device asked for the media anew meanwhile
     this.ended = false;
@@ -230,6 +231,18 @@ export class Call {
     else this.renewPeer();
   }
 
+  /** The other person moved the call to another of their devices (`call.handed_off`): offer
+   *  to that device as to one that has just answered, and drop the old one. The call goes on
+   *  and nothing is said: the old connection's last picture stays until the new one's media
+   *  comes (docs/protocol.md, "Moving a call to another device"). */
+  onHandedOff(event) {
+    if (event.user_id !== this.peerId || event.from_device !== this.remoteDevice
+        || this.phase === "calling" || this.phase === "ringing") return;
+    this.awaitingOffer = null;
+    this.moved = true;
+    this.renewPeer(event.to_device);
+  }
+
   /** What the other device sends now (`call.media`: muted, camera off). */
   onRemoteMedia(event) {
     if (event.from_device !== this.remoteDevice) return;
@@ -246,7 +259,7 @@ export class Call {
     this.dropPeer();
     this.remoteDevice = device;
     this.renewed = true;
-    this.host.view.callState(this, "Reconnecting…");
+    if (!this.moved) this.host.view.callState(this, "Reconnecting…");
     if (!this.connectTimer) {
       this.watchConnection(this.connectedAt ? CALL_LIMITS.reconnectMs : CALL_LIMITS.connectMs,
         this.connectedAt ? NO_RECONNECT : NO_CONNECT);
@@ -345,12 +358,13 @@ export class Call {
         this.host.ringback.stop();
         this.connectedAt = Date.now();
         view.status(`Connected with ${this.name}`);
-      } else if (this.renewed) {
+      } else if (this.renewed && !this.moved) {
         view.status(`Reconnected with ${this.name}`);
       }
       if (this.renewed) {
         this.renewed = false;
-        this.sendMediaState(); // the page that reloaded has forgotten it
+        this.moved = false;
+        this.sendMediaState(); // the page that reloaded, or the device the call moved to, has not heard it
       }
       this.phase = "active";
       if (!this.clockTimer) this.clockTimer = setInterval(() => this.tick(), 1000);

@@ -265,6 +265,50 @@ export class Calls extends EventTarget {
     this.refreshIncoming();
   }
 
+  /**
+   * Move here the call ``entry`` that this user is in on another of their devices (a
+   * `welcome.elsewhere` entry or a `call.elsewhere` event): the camera and microphone, then
+   * `call.handoff`; the other side offers to this device as to one that has just answered
+   * (docs/protocol.md, "Moving a call to another device"). Returns whether the call is here.
+   */
+  async takeOver(entry) {
+    unlockAudio();
+    if (this.active) return false; // one call per page
+    const other = (entry.participants || [])[0] || { user_id: null, name: null };
+    const call = new Call(this, {
+      id: entry.call_id, role: entry.role || "callee", peerId: other.user_id,
+      name: other.name || (other.user_id ? this.names.get(other.user_id) : null) || "Call",
+      media: entry.media, phase: "connecting",
+    });
+    this.active = call;
+    this.view.showCall(call, this.media);
+    this.view.callState(call, "Moving the call here…");
+    if (!(await this.openMedia(call))) return false;
+    if (this.active !== call) return false;
+    this.view.showCall(call, this.media);
+    call.iceServers = await this.iceServers();
+    if (call.ended || this.active !== call) return false;
+    try {
+      const reply = await this.signaling.request("call.handoff", { call_id: call.id });
+      const participants = reply.participants || [];
+      const peer = participants.find((p) => p.user_id === call.peerId) || participants[0];
+      if (peer) {
+        call.peerId = peer.user_id;
+        call.remoteDevice = call.remoteDevice || peer.device_id; // its offer may be here first
+      }
+    } catch (error) {
+      const gone = error.code === "call_ended" || error.code === "invalid_state" || error.code === "unknown_call";
+      this.finish(call, null, gone ? "That call is over or can no longer move here" : requestMessage(error, call.name),
+        { error: !gone });
+      return false;
+    }
+    if (!call.ended && this.active === call) {
+      call.watchConnection(CALL_LIMITS.connectMs, NO_CONNECT);
+      if (call.remoteDevice) call.ensurePeer(call.remoteDevice);
+    }
+    return true;
+  }
+
   /** Decline ``callId`` for every device of mine (``busy``: from call waiting, the caller
    *  hears that I am busy). */
   async decline(callId, { busy = false } = {}) {
@@ -368,6 +412,7 @@ export class Calls extends EventTarget {
         break;
       case "call.candidate": if (mine) call.onCandidate(event); break;
       case "call.rejoin": if (mine) call.onRejoin(event); break;
+      case "call.handed_off": if (mine) call.onHandedOff(event); break;
       case "call.media": if (mine) call.onRemoteMedia(event); break;
       default:
         break;
@@ -454,10 +499,12 @@ export class Calls extends EventTarget {
   async diagnostics() {
     const call = this.active;
     const ringtone = this.ringtone.playing;
-    if (!call) return { phase: "idle", rings: [...this.rings.keys()], ringtone };
+    const device = this.signaling.welcome ? this.signaling.welcome.device_id : null;
+    if (!call) return { phase: "idle", rings: [...this.rings.keys()], ringtone, device };
     const stats = call.peer ? await call.peer.stats() : null;
     const audio = this.media.audioTrack;
-    return { phase: call.phase, callId: call.id, media: call.media, role: call.role,
+    return { phase: call.phase, callId: call.id, media: call.media, role: call.role, device,
+      remoteDevice: call.remoteDevice,
       quality: call.peer ? call.peer.quality : "unknown", stats, rings: [...this.rings.keys()], ringtone,
       remote: call.remoteMedia,
       local: { muted: !audio || !audio.enabled, camera: !!this.media.videoTrack && !this.media.cameraOff,

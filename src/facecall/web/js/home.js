@@ -71,6 +71,7 @@ export class Home {
     this.liveTimer = null;
     this.shownHistory = null;
     this.names = new Map(); // user id -> {username, displayName}
+    this.devices = []; // My devices as last listed (the handoff bar names them)
   }
 
   async refresh() {
@@ -179,6 +180,7 @@ export class Home {
     }
     // signed out meanwhile (this device removed during its call, sign-out): nothing to show
     if (this.session() !== s) return;
+    this.devices = devices;
     $("devices").replaceChildren(...devices.map((device) => this.deviceRow(device, s)));
   }
 
