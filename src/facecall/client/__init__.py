@@ -1,12 +1,14 @@
 """facecall.client — the Python SDK (see ``docs/sdk.md``).
 
-:class:`Device` signs in and keeps the signaling connection; :meth:`Device.call` and incoming
-calls give :class:`Call` objects with P2P media through aiortc.
+:class:`Device` signs in and keeps the signaling connection; :meth:`Device.call`, incoming
+calls and :meth:`Device.take_call` (a call moved here from the user's other device) give
+:class:`Call` objects with P2P media through aiortc.
 """
 
 from facecall.client.call import Call
 from facecall.client.call_records import CallEvent, CallState, CallTimings, Direction
 from facecall.client.device import Device
+from facecall.client.elsewhere import CallElsewhere, OtherUser
 from facecall.client.encoders import REALTIME, EncoderTuning
 from facecall.client.errors import (
     ApiError,
@@ -28,6 +30,7 @@ __all__ = [
     "ApiError",
     "AuthenticationError",
     "Call",
+    "CallElsewhere",
     "CallError",
     "CallEvent",
     "CallState",
@@ -42,6 +45,7 @@ __all__ = [
     "FacecallError",
     "MediaError",
     "NotConnectedError",
+    "OtherUser",
     "UnknownUserError",
     "WaitTimeoutError",
 ]

@@ -1,9 +1,10 @@
 """A 1:1 call as the SDK sees it: ringing, answering, P2P media, ICE restarts, the end.
 
 The server runs the call state machine (docs/protocol.md, "Calls"); a :class:`Call` mirrors it
-for one device and adds media. Who offers: the device that was already in the call offers to
-the one that answers (the caller's device, on ``call.answered``). Media is one aiortc peer
-connection (:class:`~facecall.client.peer.PeerSession`) at a time.
+for one device and adds media. Media is one aiortc peer connection
+(:class:`~facecall.client.peer.PeerSession`) at a time; who offers, crossing offers and the
+replacement of the connection (ICE restart, rejoin, handoff) are in
+:mod:`facecall.client.negotiation`, the base class of :class:`Call`.
 
 ICE restart (RFC 8445 §9, W3C webrtc §4.4.1.1 ``restartIce``): a call watches its path — aiortc's
 ``connectionState == "failed"``, or no byte received for ``ice_restart_after`` seconds — and then
@@ -11,6 +12,10 @@ offers again with fresh ICE credentials and fresh gathering (a new peer connecti
 restart ICE in place), flagged ``ice_restart: true``. Either side may do so; when both offer at
 once, the device with the lower device id keeps its offer and the other answers it (the "polite
 peer" rule of W3C webrtc §10.7 perfect negotiation).
+
+A call the other user moves to another of their devices goes on here as the same object
+(``call.handed_off``: :func:`facecall.client.handoff.follow_handoff`); a call this device gives
+away ends with ``handed_off`` (docs/protocol.md, "Moving a call to another device").
 """
 
 from __future__ import annotations
@@ -22,17 +27,17 @@ import time
 from collections.abc import AsyncIterator, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from aiortc import MediaStreamTrack, RTCSessionDescription
-from pyee.asyncio import AsyncIOEventEmitter
+from aiortc import MediaStreamTrack
 
 from facecall.client.call_records import CallEvent, CallState, CallTimings, Direction, Sink
 from facecall.client.errors import CallError, CallStateError, wait_within
-from facecall.client.ice import ice_servers_from_api, selected_candidate_pair
+from facecall.client.handoff import follow_handoff
+from facecall.client.ice import selected_candidate_pair
+from facecall.client.negotiation import PeerNegotiation, Renegotiation
 from facecall.client.peer import PeerSession
 from facecall.client.stats import CallStats, StatsSampler, sent_quality
 from facecall.client.tracks import LocalTrack, RemoteTrack
 from facecall.logs import get_logger
-from facecall.media.engine import MediaEngine
 from facecall.signaling.reasons import EndReason
 
 if TYPE_CHECKING:
@@ -44,7 +49,7 @@ PEER_CLOSE_WAIT = 1.0
 """Seconds the end of a call waits for its peer connection to close."""
 
 
-class Call(AsyncIOEventEmitter):
+class Call(PeerNegotiation):
     """One call of one device. Made by :meth:`Device.call` or delivered as an incoming call.
 
     Emits (pyee) ``statechange`` (new state), ``ended`` (reason), ``stats`` (:class:`CallStats`)
@@ -93,7 +98,8 @@ class Call(AsyncIOEventEmitter):
         self._progress_bytes = -1
         self._restart_attempts = 0
         self._restarting = False
-        self._rejoining = False  # the far end asked for the media anew (call.rejoin)
+        self._renegotiating: Renegotiation | None = None
+        self._offers_first = direction is Direction.OUTGOING
         self._negotiating = asyncio.Lock()
         """One offer/answer exchange at a time: a local restart and a remote offer never interleave."""
         self._runner = asyncio.create_task(self._run(), name=f"call-{call_id}")
@@ -373,7 +379,7 @@ class Call(AsyncIOEventEmitter):
         if self.state is CallState.CALLING and view.get("state") == "joined" and others:
             self._deliver({"type": "call.answered", "call_id": self.id, **others[0]})
         elif (self.state in (CallState.CONNECTING, CallState.RECONNECTING)
-              and self.direction is Direction.OUTGOING and self.remote_device is not None):
+              and self._offers_first and self.remote_device is not None):
             self._in_background(self._restart())
 
     async def _run(self) -> None:
@@ -414,129 +420,9 @@ class Call(AsyncIOEventEmitter):
                 self._emit_event("remote_media", **self.remote_media)
         elif kind == "call.rejoin" and event["from_device"] == self.remote_device:
             # its client lost the peer connection (a reloaded page): offer anew, as to a newcomer
-            self._rejoining = True
-            if self.state is CallState.CONNECTED:
-                self._set_state(CallState.RECONNECTING)
-            await self._offer(restart=False)
-
-    async def _new_peer(self) -> PeerSession:
-        device = self.device
-        servers = ice_servers_from_api(await device.ice_configuration())
-        engine = MediaEngine() if device.media_engine else None
-        peer = PeerSession(ice_servers=servers, relay_only=device.relay_only,
-                           ice_host_addresses=device.ice_host_addresses, tuning=device.encoder_tuning,
-                           video_codec=device.video_codec, engine=engine)
-        if engine is not None:  # "quality": the engine stepped the sent video up or down
-            engine.on_quality_change(
-                lambda change: self.emit("quality", sent_quality(engine, change.after, self._source_fps))
-                if peer is self._peer else None)
-        tracks = [t for t in (self.local_audio, self.local_video) if t is not None]
-        peer.add_tracks(tracks, ["audio", "video"] if self.video else ["audio"])
-
-        @peer.pc.on("track")
-        def on_track(track: MediaStreamTrack) -> None:
-            if peer is self._peer:
-                (self.remote_video if track.kind == "video" else self.remote_audio).attach(track)
-
-        @peer.pc.on("connectionstatechange")
-        async def on_state() -> None:
-            if peer is not self._peer:
-                return
-            if peer.pc.connectionState == "connected":
-                await self._on_connected()
-
-        self._peer = peer
-        self._progress_at = time.monotonic()
-        self._progress_bytes = -1
-        if self._monitor is None:
-            self._monitor = asyncio.create_task(self._watch())
-        return peer
-
-    async def _send_description(self, description: RTCSessionDescription, restart: bool) -> None:
-        assert self.remote_device is not None
-        await self.device.request("call.sdp", call_id=self.id, to_device=self.remote_device,
-                                  description={"type": description.type, "sdp": description.sdp},
-                                  ice_restart=restart)
-        # Every candidate is in the SDP (aiortc gathers first): signal end-of-candidates.
-        await self.device.request("call.candidate", call_id=self.id, to_device=self.remote_device,
-                                  candidate=None)
-
-    async def _offer(self, restart: bool) -> None:
-        async with self._negotiating:
-            await self._offer_locked(restart)
-
-    async def _offer_locked(self, restart: bool) -> None:
-        if self._peer is not None:
-            old, self._peer = self._peer, None
-            await old.close()
-        peer = await self._new_peer()
-        offer = await peer.create_offer()
-        if peer is self._peer and self.state is not CallState.ENDED:
-            await self._send_description(offer, restart)
-
-    async def _on_description(self, event: dict[str, Any]) -> None:
-        async with self._negotiating:
-            await self._on_description_locked(event)
-
-    async def _on_description_locked(self, event: dict[str, Any]) -> None:
-        description = RTCSessionDescription(sdp=event["description"]["sdp"],
-                                            type=event["description"]["type"])
-        if self.remote_device is None:
-            self.remote_device = event["from_device"]
-        if event["from_device"] != self.remote_device:
-            return
-        restart = bool(event.get("ice_restart"))
-        if description.type == "answer":
-            if self._peer is not None and self._peer.pc.signalingState == "have-local-offer":
-                await self._peer.accept_answer(description)
-            return
-        # An offer: the first one, or an ICE restart (maybe crossing our own).
-        if self._peer is not None and self._peer.pc.signalingState == "have-local-offer":
-            polite = (self.device.device_id or "") > self.remote_device
-            if not polite:
-                return  # our offer wins; the far end answers it
-        if restart:
-            self._set_state(CallState.RECONNECTING)
-        if self._peer is not None:
-            old, self._peer = self._peer, None
-            await old.close()
-        peer = await self._new_peer()
-        answer = await peer.accept_offer(description)
-        if peer is self._peer and self.state is not CallState.ENDED:
-            await self._send_description(answer, restart)
-
-    async def _on_connected(self) -> None:
-        if self.state in (CallState.ENDED, CallState.CONNECTED):
-            return
-        if self.state is CallState.RECONNECTING and self._rejoining:
-            self._emit_event("rejoined", path=self.path)
-        elif self.state is CallState.RECONNECTING:
-            self.ice_restarts += 1
-            self._emit_event("ice_restart", path=self.path)
-        self._rejoining = False
-        self._restart_attempts = 0
-        self._restarting = False
-        first = self.timings.connected is None
-        if first:
-            self.timings.connected = time.monotonic()
-        self._set_state(CallState.CONNECTED)
-        if first and (self.muted or (self.video and not self.camera_enabled)):
-            self._tell_media()  # muted (or camera off) before the media connected
-        if not self._sinks_started:
-            self._sinks_started = True
-            for sink in self._sinks:
-                await sink.start()
-
-    async def _restart(self) -> None:
-        if self._restarting or self.state is CallState.ENDED:
-            return
-        self._restarting = True
-        try:
-            self._restart_attempts += 1
-            self._set_state(CallState.RECONNECTING)
-            await self._offer(restart=True)
-        finally:
-            self._restarting = False
+            await self._renegotiate(event["from_device"], "rejoin")
+        elif kind == "call.handed_off":  # the other user moved the call to another device
+            await follow_handoff(self, event)
 
     async def _watch(self) -> None:
         """Sample stats; restart ICE when the path fails (connection failed or no bytes in)."""

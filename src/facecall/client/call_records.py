@@ -30,7 +30,9 @@ class Direction(StrEnum):
 @dataclass(frozen=True, slots=True)
 class CallEvent:
     """Something that happened to a call: ``type`` is ``state``, ``ringing``, ``answered``,
-    ``declined``, ``participant_left`` or ``ice_restart``; ``data`` holds the details."""
+    ``declined``, ``participant_left``, ``ice_restart``, ``rejoined``, ``remote_media`` or
+    ``handed_off`` (the other user moved the call to another of their devices: ``user_id``,
+    ``from_device``, ``to_device``); ``data`` holds the details."""
 
     type: str
     call_id: str

@@ -17,6 +17,10 @@ The device keeps its signaling connection up: when it drops, it reconnects and r
 server could not resume (it restarted, or the grace expired), the device stays in the calls the
 server still has it in (its hello names the calls it holds) and ends the others with
 ``connection_lost``.
+
+The device also keeps what its user has on their other devices (``calls_elsewhere``, emitted as
+``elsewhere``) and can take such a call over (:meth:`Device.take_call`; docs/protocol.md,
+"Moving a call to another device").
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import contextlib
 import json
 import os
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -38,6 +42,7 @@ from pyee.asyncio import AsyncIOEventEmitter
 from facecall.client.api import ApiClient
 from facecall.client.call import Call
 from facecall.client.call_records import CallState, Direction
+from facecall.client.elsewhere import CallElsewhere, Change, ElsewhereCalls
 from facecall.client.encoders import REALTIME, EncoderTuning
 from facecall.client.errors import (
     ApiError,
@@ -48,6 +53,7 @@ from facecall.client.errors import (
     UnknownUserError,
     wait_within,
 )
+from facecall.client.handoff import taken_call
 from facecall.client.ice import parse_host_addresses
 from facecall.client.signaling import ConnectionClosed, SignalingConnection, SignalingError
 from facecall.logs import get_logger
@@ -79,9 +85,10 @@ def refusal_code(exc: Exception) -> int | None:
 class Device(AsyncIOEventEmitter):
     """One device of one user, signed in to one facecall server.
 
-    Emits (pyee) ``call`` with each incoming :class:`Call` as it rings, and ``connection`` with
+    Emits (pyee) ``call`` with each incoming :class:`Call` as it rings, ``connection`` with
     ``"connected"``, ``"reconnecting"``, ``"closed"`` (also when the device was removed) or
-    ``"replaced"``.
+    ``"replaced"``, and ``elsewhere`` with ``(call_id, CallElsewhere | None)`` each time
+    :attr:`calls_elsewhere` changes.
 
     :param server_url: the server's base URL, e.g. ``http://127.0.0.1:8080``.
     :param username: the account; with ``password`` to sign in (and register this device).
@@ -159,6 +166,9 @@ class Device(AsyncIOEventEmitter):
         self._user_ids: dict[str, str] = {}
         self._orphans: dict[str, list[dict[str, Any]]] = {}
         """Events about a call id not known yet (they can overtake the reply to ``call.start``)."""
+        self._elsewhere = ElsewhereCalls()
+        self._taking: set[str] = set()
+        """Calls whose ``call.handoff`` is not answered yet (a hello names them: held here)."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -206,6 +216,7 @@ class Device(AsyncIOEventEmitter):
             raise ApiError(0, f"cannot open signaling at {self.api.ws_url}: {exc}") from exc
         self.user_id, self.device_id = welcome["user_id"], welcome["device_id"]
         self._incoming = asyncio.Queue()  # calls may ring again
+        self._elsewhere_changed(self._elsewhere.welcome(welcome))
         self._connected.set()
         self.emit("connection", "connected")
         self._dispatcher = asyncio.create_task(self._dispatch(), name=f"device-{self.device_id}")
@@ -268,6 +279,7 @@ class Device(AsyncIOEventEmitter):
                 await self._dispatcher
         for call in list(self.calls.values()):  # rang while the others were being left
             await call._end(EndReason.HUNG_UP)
+        self._elsewhere_changed(self._elsewhere.clear())
         self.signaling = None
         await self.api.close()
 
@@ -322,6 +334,53 @@ class Device(AsyncIOEventEmitter):
         call._set_sources(audio_source, video_source, video)
         self._register_call(call)
         return call
+
+    @property
+    def calls_elsewhere(self) -> Mapping[str, CallElsewhere]:
+        """The user's answered calls on their other devices, by call id (read-only, kept up to
+        date from ``welcome.elsewhere`` and ``call.elsewhere``): each may be taken over here
+        with :meth:`take_call`. Changes are emitted as ``elsewhere``."""
+        return self._elsewhere.view
+
+    async def take_call(self, call: str | CallElsewhere, *, video: bool | None = None,
+                        audio_source: MediaStreamTrack | None = None,
+                        video_source: MediaStreamTrack | None = None) -> Call:
+        """Move the user's answered call from their other device to this one (``call.handoff``,
+        docs/protocol.md "Moving a call to another device"); returns its :class:`Call`, joined
+        (``connecting``): the other side offers to this device, as to a callee that answered,
+        and the device that had the call ends its part with ``handed_off``. ``call``: a call id
+        or an entry of :attr:`calls_elsewhere`; ``video`` and the sources as for
+        :meth:`Call.answer` (``video=None``: as the call's media). A call this device is in
+        already is returned as it is.
+
+        :raises NotConnectedError: the device is not connected.
+        :raises CallError: the server refused, with its code: ``invalid_state`` (not answered
+            yet, the user is not in it any more, or it rings here: answer it), ``unknown_call``
+            (no such call, or not the user's), ``call_ended``.
+        """
+        call_id = call.call_id if isinstance(call, CallElsewhere) else call
+        if not self.connected or self.signaling is None:
+            raise NotConnectedError("the device is not connected (call connect() first)")
+        held = self.calls.get(call_id)
+        if held is not None and held.state is not CallState.RINGING:
+            return held
+        where = self._elsewhere.view.get(call_id)
+        self._orphans.pop(call_id, None)  # from before this device's part began: not for it
+        self._taking.add(call_id)
+        try:
+            reply = await self.request("call.handoff", call_id=call_id)
+        finally:
+            self._taking.discard(call_id)
+        taken = taken_call(self, call_id, reply, where, video=video, audio_source=audio_source,
+                           video_source=video_source)
+        self._register_call(taken)  # with the offer, if it came before the reply
+        self._elsewhere_changed([self._elsewhere.forget(call_id)])
+        return taken
+
+    def _elsewhere_changed(self, changes: Iterable[Change | None]) -> None:
+        for change in changes:
+            if change is not None:
+                self.emit("elsewhere", *change)
 
     def _register_call(self, call: Call) -> None:
         self.calls[call.id] = call
@@ -420,6 +479,9 @@ class Device(AsyncIOEventEmitter):
                 if not await self._reconnect():
                     return
                 continue
+            if kind == "call.elsewhere":  # docs/protocol.md, "Moving a call to another device"
+                self._elsewhere_changed([self._elsewhere.update(event)])
+                continue
             if kind == "call.ring":
                 if event["call_id"] in self.calls:
                     continue  # rung again for a call we hold and still ring for (fresh start)
@@ -443,11 +505,12 @@ class Device(AsyncIOEventEmitter):
                     self._orphans.pop(next(iter(self._orphans)))
 
     def _held_call_ids(self) -> list[str]:
-        """The calls to name in a hello (docs/protocol.md, "A fresh start"): the ones we are in
-        first, then those ringing us, as many as a hello may name."""
+        """The calls to name in a hello (docs/protocol.md, "A fresh start"): the ones being
+        taken over (:meth:`take_call`) and those we are in first, then those ringing us, as many
+        as a hello may name."""
         ringing = [call.id for call in self.calls.values() if call.state is CallState.RINGING]
         joined = [call.id for call in self.calls.values() if call.state is not CallState.RINGING]
-        return (joined + ringing)[:MAX_HELD_CALLS]
+        return list(dict.fromkeys([*self._taking, *joined, *ringing]))[:MAX_HELD_CALLS]
 
     async def _stopped_by(self, code: int | None, reason: str | None) -> bool:
         """Whether a close ``code`` means that the server will not take this device back; if so
@@ -474,6 +537,7 @@ class Device(AsyncIOEventEmitter):
             await signaling.close()  # its unanswered requests fail
         for call in list(self.calls.values()):
             await call._end(reason)
+        self._elsewhere_changed(self._elsewhere.clear())
         self._wake_waiters(NotConnectedError(why))
         self.emit("connection", change)
 
@@ -498,6 +562,7 @@ class Device(AsyncIOEventEmitter):
                 continue
             self.reconnects += 1
             self.emit("connection", "connected")
+            self._elsewhere_changed(self._elsewhere.welcome(welcome))
             if not welcome.get("resumed"):
                 # The server lost our session (a restarted node, an expired grace): we are still
                 # in the calls its welcome lists, as they stand now; the others ended for us.

@@ -45,11 +45,13 @@ class ConnectionClosed(Exception):
 #: requests whose outcome does not change when they are sent twice: resent after a fresh start
 #: (docs/protocol.md, "A fresh start"), when the server no longer knows whether it answered them
 #: (its reply may have died with a restarted node). ``call.answer`` is idempotent for the device
-#: that answered; a second decline, cancel or hang-up is refused with ``call_ended`` or
-#: ``invalid_state``, which the caller takes as done. Any other request (a ``call.start`` would
-#: ring a second call, a relayed SDP could cross a renegotiation) fails with ``connection_lost``.
+#: that answered, and ``call.handoff`` for the device that took the call ("Moving a call to
+#: another device": a resent one changes nothing and gets the same ``ok``); a second decline,
+#: cancel or hang-up is refused with ``call_ended`` or ``invalid_state``, which the caller takes
+#: as done. Any other request (a ``call.start`` would ring a second call, a relayed SDP could
+#: cross a renegotiation) fails with ``connection_lost``.
 RESENDABLE_AFTER_FRESH_START = frozenset(
-    {"call.answer", "call.decline", "call.cancel", "call.hangup", "ping"})
+    {"call.answer", "call.decline", "call.cancel", "call.hangup", "call.handoff", "ping"})
 
 
 def _outcome_taken(future: asyncio.Future[Any]) -> None:

@@ -136,7 +136,7 @@ class CallView:
         if self.state is not CallState.ACTIVE or leg is None or leg.state is not LegState.JOINED \
                 or participant is None or participant.device_id != device_id:
             return None
-        return {"media": self.media,
+        return {"media": self.media, "role": participant.role._value_,
                 "participants": [{"user_id": other.user_id, "device_id": other.device_id}
                                  for other in self.joined_legs() if other is not leg]}
 

@@ -274,9 +274,9 @@ class CallMachine(CallView):
             exclude=(event.user_id, event.device_id),
         )
         self._tell_elsewhere(participant)  # the old device too: it may take the call back
-        return {"media": self.media,
-                "participants": [{"user_id": other.user_id, "device_id": other.device_id}
-                                 for other in self.joined_legs() if other is not new]}
+        result = self.handed_to(event.user_id, event.device_id)
+        assert result is not None  # the call is on this device now
+        return result
 
     def _on_watch(self, event: Watch) -> None:
         participant = self._participants[event.user_id]

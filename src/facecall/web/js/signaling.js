@@ -9,7 +9,7 @@ const REQUEST_TIMEOUT_MS = 15000;
 const MAX_HELD_CALLS = 16; // the most calls a hello may name
 // Requests whose outcome is the same when applied twice: resent after a fresh start, when the
 // server no longer knows whether it answered them (docs/protocol.md, "Requests across a drop").
-const RESENDABLE_AFTER_FRESH_START = new Set(["call.answer", "call.decline", "call.cancel", "call.hangup", "ping"]);
+const RESENDABLE_AFTER_FRESH_START = new Set(["call.answer", "call.handoff", "call.decline", "call.cancel", "call.hangup", "ping"]);
 
 export class SignalingError extends Error {
   constructor(code, message) {
