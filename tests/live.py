@@ -122,7 +122,9 @@ def one_line(done: subprocess.CompletedProcess[str], status: int = 1) -> str:
 
 
 def free_socket(host: str = "127.0.0.1") -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    """A bound TCP socket on a free port (``IPPROTO_TCP`` named, so that asyncio's loop turns
+    Nagle's algorithm off on the connections it accepts, as uvloop does: see ``bind_http``)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     return sock

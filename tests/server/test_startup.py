@@ -207,3 +207,32 @@ def test_the_help_says_what_is_true() -> None:
         text = " ".join(help_of(command).split())
         assert "debug, info, warning (warn), error or critical (fatal)" in text, command
         assert "--log-json" in text, command
+
+
+def test_the_nodes_connections_send_without_waiting_for_acks_on_any_event_loop() -> None:
+    """``bind_http``'s socket names TCP, so that asyncio's own loop (not only uvloop) turns
+    Nagle's algorithm off on every connection it accepts: a signaling frame is not held back
+    for a delayed ACK."""
+    import asyncio
+
+    from facecall.server import bind_http
+
+    async def accepted_nodelay() -> int:
+        listener = bind_http("127.0.0.1", 0)
+        got: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        async def on_connection(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            got.set_result(writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP,
+                                                                     socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(on_connection, sock=listener)
+        _, writer = await asyncio.open_connection("127.0.0.1", listener.getsockname()[1])
+        try:
+            return await asyncio.wait_for(got, 5)
+        finally:
+            writer.close()
+            server.close()
+
+    with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
+        assert runner.run(accepted_nodelay()) == 1
