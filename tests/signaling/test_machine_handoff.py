@@ -55,7 +55,7 @@ def test_an_answer_tells_both_users_other_devices_where_the_call_is() -> None:
 def test_handoff_moves_the_users_part_of_the_call_to_the_new_device() -> None:
     machine = answered()
     result = machine.handle(Handoff("alice", "a2"), 10.0)
-    assert result == {"media": "video", "role": "caller",
+    assert result == {"media": "video", "role": "caller", "in_call_for": 10.0,
                       "participants": [{"user_id": "bob", "device_id": "b2"}]}
     assert sent(machine.drain_effects()) == [
         ("a1", "call.ended", {"reason": "handed_off"}),
@@ -80,11 +80,12 @@ def test_a_resent_handoff_answers_the_same_and_changes_nothing() -> None:
     first = machine.handle(Handoff("alice", "a2"), 10.0)
     machine.drain_effects()
     before = machine.to_dict()
-    assert machine.handle(Handoff("alice", "a2"), 11.0) == first
+    assert machine.handle(Handoff("alice", "a2"), 11.0) == {**first, "in_call_for": 11.0}
     assert machine.drain_effects() == [] and machine.to_dict() == before
     # the device that holds the call from the start asking is the same no-op
     assert machine.handle(Handoff("bob", "b2"), 11.0) == \
-        {"media": "video", "role": "callee", "participants": [{"user_id": "alice", "device_id": "a2"}]}
+        {"media": "video", "role": "callee", "in_call_for": 9.0,
+         "participants": [{"user_id": "alice", "device_id": "a2"}]}
     assert machine.drain_effects() == []
 
 

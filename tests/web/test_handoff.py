@@ -56,9 +56,12 @@ async def test_a_call_moves_to_my_other_device_and_back_and_bob_does_not_notice(
     laptop_id = (await laptop.diagnostics())["device"]
     await bob.page.evaluate(WATCH)
 
+    await asyncio.sleep(2)  # they talk a little
     moved_at = time.monotonic()
     await phone.page.get_by_role("button", name="Move video call here").click()
     await phone.wait_connected()
+    duration = await phone.page.locator("#call-state").text_content()
+    assert duration is not None and duration >= "00:02", duration  # it went on, not from 00:00
     diag = await bob.wait_for(from_device(phone_id), "seeing the phone's video")
     print(f"\nbob's picture came from the phone {time.monotonic() - moved_at:.2f} s after the click")
     assert diag["phase"] == "active" and diag["callId"] == call_id

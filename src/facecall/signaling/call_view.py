@@ -127,16 +127,19 @@ class CallView:
         return {"participants": [{"user_id": other.user_id, "device_id": other.device_id}
                                  for other in self.joined_legs() if other is not leg]}
 
-    def handed_to(self, user_id: str, device_id: str) -> dict[str, Any] | None:
+    def handed_to(self, user_id: str, device_id: str, now: float) -> dict[str, Any] | None:
         """The result of :class:`Handoff` if the user's part of this answered call is on this
         device already (a resend whose reply was lost; or the device that holds the call):
-        nothing is to change. None otherwise."""
+        nothing is to change. None otherwise. ``in_call_for``: seconds since the user joined
+        the call at ``now`` (the device that took it shows the same duration)."""
         leg = self.active_leg(user_id, device_id)
         participant = self._participants.get(user_id)
         if self.state is not CallState.ACTIVE or leg is None or leg.state is not LegState.JOINED \
                 or participant is None or participant.device_id != device_id:
             return None
+        joined = participant.joined_at if participant.joined_at is not None else now
         return {"media": self.media, "role": participant.role._value_,
+                "in_call_for": round(max(0.0, now - joined), 3),
                 "participants": [{"user_id": other.user_id, "device_id": other.device_id}
                                  for other in self.joined_legs() if other is not leg]}
 

@@ -250,7 +250,7 @@ class CallMachine(CallView):
         """The user's part of the call moves to ``event.device_id`` (see :class:`CallHandoff
         <facecall.signaling.protocol.CallHandoff>`): the old leg ends ``handed_off``, a new
         joined leg starts; the participant, and so the user's history, goes on."""
-        if (again := self.handed_to(event.user_id, event.device_id)) is not None:
+        if (again := self.handed_to(event.user_id, event.device_id, now)) is not None:
             return again
         if self.active_leg(event.user_id, event.device_id) is not None:
             raise ProtocolError(ErrorCode.INVALID_STATE, "this device rings: answer the call")
@@ -274,7 +274,7 @@ class CallMachine(CallView):
             exclude=(event.user_id, event.device_id),
         )
         self._tell_elsewhere(participant)  # the old device too: it may take the call back
-        result = self.handed_to(event.user_id, event.device_id)
+        result = self.handed_to(event.user_id, event.device_id, now)
         assert result is not None  # the call is on this device now
         return result
 

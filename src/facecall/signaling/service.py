@@ -368,7 +368,7 @@ class CallService:
                                      Hangup(user_id, device_id, EndReason(message.reason)))
         if kind == "call.handoff":
             entry = await self._load(message.call_id)
-            if entry is not None and (again := entry[1].handed_to(user_id, device_id)):
+            if entry is not None and (again := entry[1].handed_to(user_id, device_id, self.clock())):
                 return again  # on this device already: the same reply, and nothing to write
             return await self._apply(message.call_id, Handoff(user_id, device_id))
         if kind != "call.cancel":

@@ -80,6 +80,7 @@ export class Call {
     this.remoteDevice = null; // the other person's device in the call, once known
     this.peer = null; // the peer connection to remoteDevice
     this.connectedAt = null; // when the media first connected (the duration counts from it)
+    this.inCallFor = 0; // seconds the user was in this call on another device before it moved here
     this.iceServers = null;
     this.connectTimer = null; // gives the call up unless its media connects in time
     this.clockTimer = null; // the duration on screen
@@ -356,7 +357,7 @@ export class Call {
         // muted or camera off before the media connected: say so now
         if (media.muted || (this.media === "video" && media.cameraOff)) this.sendMediaState();
         this.host.ringback.stop();
-        this.connectedAt = Date.now();
+        this.connectedAt = Date.now() - this.inCallFor * 1000;
         view.status(`Connected with ${this.name}`);
       } else if (this.renewed && !this.moved) {
         view.status(`Reconnected with ${this.name}`);

@@ -290,6 +290,7 @@ export class Calls extends EventTarget {
     if (call.ended || this.active !== call) return false;
     try {
       const reply = await this.signaling.request("call.handoff", { call_id: call.id });
+      if (typeof reply.in_call_for === "number") call.inCallFor = reply.in_call_for; // the duration goes on
       const participants = reply.participants || [];
       const peer = participants.find((p) => p.user_id === call.peerId) || participants[0];
       if (peer) {
