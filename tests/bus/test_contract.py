@@ -212,3 +212,19 @@ async def test_exclusive_is_mutual_exclusion_with_a_timeout(buses: Buses) -> Non
             raise RuntimeError("boom")
     async with bus.exclusive("room", timeout=0.1):
         pass
+
+
+async def test_deliveries_if_attached_reach_only_a_device_connected_now(buses: Buses) -> None:
+    """``deliver_many(..., if_attached=...)``: those deliveries are dropped (seq 0, nothing kept)
+    for a device attached nowhere, kept and pushed as any other for one attached; the others go
+    as always."""
+    bus = await buses.new()
+    here = Recorder()
+    await bus.attach("on", "c1", here)
+    seqs = await bus.deliver_many(
+        [("on", {"type": "a"}), ("off", {"type": "b"}), ("off", {"type": "c"}),
+         ("on", {"type": "d"})], if_attached=[0, 1])
+    assert seqs[1] == 0 and seqs[0] > 0 and seqs[3] == seqs[0] + 1 and seqs[2] > 0
+    assert [orjson.loads(text)["type"] for _, text in here.got] == ["a", "d"]
+    kept = await bus.replay("off", None)  # a fresh start keeps nothing, but numbering shows
+    assert kept.last_seq == seqs[2]  # the one if_attached delivery took no number

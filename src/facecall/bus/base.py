@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 Listener = Callable[[int, bytes], Awaitable[None]]
@@ -68,12 +68,21 @@ class Bus(abc.ABC):
         this returns; one attached to another node gets it from that node, in seq order."""
 
     async def deliver_many(self, deliveries: Sequence[tuple[str, dict[str, object]]],
-                           announcing: tuple[str, str] | None = None) -> list[int]:
+                           announcing: tuple[str, str] | None = None,
+                           if_attached: Collection[int] = ()) -> list[int]:
         """:meth:`announce` ``announcing`` (topic, key) if given, then :meth:`deliver` each
-        ``(device id, message)`` in turn (a shared bus: all at once); their seqs."""
+        ``(device id, message)`` in turn (a shared bus: all at once); their seqs. The
+        deliveries whose index is in ``if_attached`` are dropped (seq 0) unless their device is
+        attached to some node now: news that a device connecting later reads elsewhere."""
         if announcing is not None:
             await self.announce(*announcing)
-        return [await self.deliver(device_id, message) for device_id, message in deliveries]
+        seqs = []
+        for index, (device_id, message) in enumerate(deliveries):
+            if index in if_attached and not await self.online([device_id]):
+                seqs.append(0)
+                continue
+            seqs.append(await self.deliver(device_id, message))
+        return seqs
 
     @abc.abstractmethod
     async def attach(self, device_id: str, connection_id: str, listener: Listener) -> None:

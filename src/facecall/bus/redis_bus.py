@@ -28,7 +28,7 @@ import secrets
 import time
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -336,9 +336,12 @@ class RedisBus(Bus):
         return (await self.deliver_many([(device_id, message)]))[0]
 
     async def deliver_many(self, deliveries: Sequence[tuple[str, dict[str, object]]],
-                           announcing: tuple[str, str] | None = None) -> list[int]:
+                           announcing: tuple[str, str] | None = None,
+                           if_attached: Collection[int] = ()) -> list[int]:
         """DELIVER of them all, after PUBLISHing the announcement (one round trip); then this
-        node's announcement handler, then the pushes to devices attached here, in order."""
+        node's announcement handler, then the pushes to devices attached here, in order. Those
+        of ``if_attached`` go only to a device registered now (on a node whose heartbeat may
+        have stopped: :meth:`online` would also ask for that)."""
         if not deliveries and announcing is None:
             return []
         keys: list[bytes] = []
@@ -347,7 +350,7 @@ class RedisBus(Bus):
             self._channels, self._all_channel,
             b"" if announcing is None else self._announcement(*announcing)]
         heads = []
-        for device_id, message in deliveries:
+        for index, (device_id, message) in enumerate(deliveries):
             if "seq" in message:  # ours goes last (InProcessBus keeps a given key's place)
                 message = {k: v for k, v in message.items() if k != "seq"}
             body = orjson.dumps(message)
@@ -355,13 +358,13 @@ class RedisBus(Bus):
             heads.append(head)
             keys += [self._key(device_id, b"box"), self._key(device_id, b"msgs"),
                      self._key(device_id, b"reg")]
-            args += [head, to_bytes(device_id)]
+            args += [head, to_bytes(device_id), b"1" if index in if_attached else b"0"]
         done = await self._run("deliver messages", "DELIVER", keys, args)
         if announcing is not None and self._announced is not None:
             await self._announced(*announcing)
         seqs = []
         for index, (device_id, _) in enumerate(deliveries):
-            seq, where = int(done[2 * index]), done[2 * index + 1]
+            seq, where = int(done[2 * index]), done[2 * index + 1]  # where 3: seq 0, dropped
             if where == 1 and (attached := self._local.get(device_id)) is not None:
                 await attached.offer(seq, heads[index] + b'"seq":%d}' % seq, wait=True)
             seqs.append(seq)

@@ -93,31 +93,37 @@ end
 DELIVER = _COMMON + """
 -- KEYS box, msgs, reg of each delivery in turn. ARGV first, limit, ttl_ms, msgs_px, box_px,
 -- node, channel prefix, broadcast channel, an announcement to PUBLISH on it first ('' none),
--- then head, device of each delivery. Returns {seq, where} of each in turn, flat: where 0
--- attached nowhere, 1 here (push it), 2 published.
+-- then head, device, if_attached ('1': only to a device registered now) of each delivery.
+-- Returns {seq, where} of each in turn, flat: where 0 attached nowhere, 1 here (push it),
+-- 2 published, 3 dropped (if_attached, and registered nowhere: seq 0).
 if ARGV[9] ~= '' then redis.call('PUBLISH', ARGV[8], ARGV[9]) end
 local limit, ttl_ms = tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
 local out = {}
 for i = 1, #KEYS / 3 do
-  local box, msgs, head, device = KEYS[3 * i - 2], KEYS[3 * i - 1], ARGV[8 + 2 * i], ARGV[9 + 2 * i]
-  ensure(box, msgs, ARGV[1])
-  local seq = int(redis.call('HINCRBY', box, 'last', 1))
-  local text = head .. '"seq":' .. seq .. '}'
-  redis.call('RPUSH', msgs, int(now) .. ':' .. text)
-  trim(msgs, limit, ttl_ms, now)
-  redis.call('PEXPIRE', msgs, ARGV[4])
-  redis.call('PEXPIRE', box, ARGV[5])
+  local box, msgs = KEYS[3 * i - 2], KEYS[3 * i - 1]
+  local head, device, if_attached = ARGV[7 + 3 * i], ARGV[8 + 3 * i], ARGV[9 + 3 * i]
   local reg = redis.call('GET', KEYS[3 * i])
-  local where = 0
-  if reg then
-    local node = node_of(reg)
-    if node == ARGV[6] then where = 1 else
-      redis.call('PUBLISH', ARGV[7] .. node, 'm' .. field(seq) .. field(device) .. text)
-      where = 2
+  if not reg and if_attached == '1' then
+    out[2 * i - 1], out[2 * i] = 0, 3
+  else
+    ensure(box, msgs, ARGV[1])
+    local seq = int(redis.call('HINCRBY', box, 'last', 1))
+    local text = head .. '"seq":' .. seq .. '}'
+    redis.call('RPUSH', msgs, int(now) .. ':' .. text)
+    trim(msgs, limit, ttl_ms, now)
+    redis.call('PEXPIRE', msgs, ARGV[4])
+    redis.call('PEXPIRE', box, ARGV[5])
+    local where = 0
+    if reg then
+      local node = node_of(reg)
+      if node == ARGV[6] then where = 1 else
+        redis.call('PUBLISH', ARGV[7] .. node, 'm' .. field(seq) .. field(device) .. text)
+        where = 2
+      end
     end
+    out[2 * i - 1], out[2 * i] = seq, where
   end
-  out[2 * i - 1], out[2 * i] = seq, where
 end
 return out
 """

@@ -541,14 +541,15 @@ class CallService:
                        announcing: tuple[str, str] | None = None) -> None:
         """Deliver effects in order, after the state that caused them was stored: all at once,
         after ``announcing`` (one round trip on a shared bus), after one look at who of the
-        rung is online (for ``call.ringing`` and the push of a ring to a device that is not;
-        ``call.elsewhere`` goes to connected devices only)."""
+        rung is online (for ``call.ringing`` and the push of a ring to a device that is not).
+        ``call.elsewhere`` goes to connected devices only (``if_attached``: the bus looks in the
+        same round trip); one that connects later reads ``welcome.elsewhere``."""
         deliveries: list[tuple[str, dict[str, Any]]] = []
-        rung: set[str] = set()  # and the devices told call.elsewhere: only if connected
+        rung: set[str] = set()
         for effect in effects:
             if isinstance(effect, Deliver):
                 kind = effect.message["type"]
-                if kind == "call.ring" or kind == "call.elsewhere":
+                if kind == "call.ring":
                     rung.add(effect.device_id)
                 elif kind == "call.ringing":
                     rung.update(self._rung_devices(machine, effect.message["user_id"]))
@@ -557,6 +558,7 @@ class CallService:
                 log.info("call.ended", call_id=machine.call_id, reason=effect.reason.value)
         online = await self.bus.online(rung) if rung else set()
         offline_rings: list[tuple[Deliver, dict[str, Any]]] = []
+        if_attached: list[int] = []
         for effect in effects:
             if isinstance(effect, Deliver):
                 message = effect.message
@@ -567,13 +569,12 @@ class CallService:
                 elif message["type"] == "call.ringing":  # is the callee reachable right now?
                     reachable = online.intersection(self._rung_devices(machine, message["user_id"]))
                     message = {**message, "online": len(reachable)}
-                elif message["type"] == "call.elsewhere":  # welcome.elsewhere tells the others
-                    if effect.device_id not in online:
-                        continue
+                elif message["type"] == "call.elsewhere":
+                    if_attached.append(len(deliveries))
                     if message["state"] == "active":
                         message = await self._named(message)
                 deliveries.append((effect.device_id, message))
-        await self.bus.deliver_many(deliveries, announcing)
+        await self.bus.deliver_many(deliveries, announcing, if_attached)
         for effect, message in offline_rings:
             await self.push.notify_ring(effect.user_id, effect.device_id, message)
 
