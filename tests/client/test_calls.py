@@ -58,6 +58,8 @@ async def test_media_both_ways_and_hangup_ends_both(make_device: MakeDevice) -> 
         assert sample.path == "host" and sample.frames_received >= 10
         assert sample.candidate_pair is not None
         assert sample.candidate_pair.local_address[0] == "127.0.0.1"
+    # both ends show the same security code (facecall.e2ee.security_code)
+    assert outgoing.security_code is not None and outgoing.security_code == incoming.security_code
 
     await outgoing.hangup()
     assert outgoing.state is CallState.ENDED and outgoing.end_reason is EndReason.HUNG_UP

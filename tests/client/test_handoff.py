@@ -152,6 +152,8 @@ async def test_a_call_moves_to_the_users_other_device(make_device: MakeDevice,
     await arrivals.sink.start()
     await asyncio.sleep(1.0)  # steady media from a1 first
 
+    code_with_a1 = incoming.security_code
+    assert code_with_a1 is not None and code_with_a1 == outgoing.security_code
     moved_us = now_us()
     taken = await a2.take_call(where)
     assert taken.id == call_id and a2.calls[call_id] is taken
@@ -165,6 +167,8 @@ async def test_a_call_moves_to_the_users_other_device(make_device: MakeDevice,
     event = (await asyncio.wait_for(moved, 10)).data
     assert event == {"user_id": a1.user_id, "from_device": a1.device_id, "to_device": a2.device_id}
     await asyncio.gather(taken.wait_connected(30), incoming.wait_connected(30))
+    # a2 has its own certificate: bob and a2 agree on a new security code
+    assert taken.security_code == incoming.security_code != code_with_a1
     await until(lambda: len(arrivals.pictures_captured_after(a1_ended_us)) >= 15,
                 "bob receives a2's pictures", timeout=20)
     await until(lambda: arrivals.markers_captured_after(a1_ended_us) >= 2,

@@ -37,6 +37,7 @@ from facecall.client.negotiation import PeerNegotiation, Renegotiation
 from facecall.client.peer import PeerSession
 from facecall.client.stats import CallStats, StatsSampler, sent_quality
 from facecall.client.tracks import LocalTrack, RemoteTrack
+from facecall.e2ee.security_code import security_code
 from facecall.logs import get_logger
 from facecall.signaling.reasons import EndReason
 
@@ -135,6 +136,17 @@ class Call(PeerNegotiation):
     def peer_connection(self) -> Any:
         """The current aiortc ``RTCPeerConnection`` (replaced on ICE restart), or ``None``."""
         return self._peer.pc if self._peer is not None else None
+
+    @property
+    def security_code(self) -> str | None:
+        """The call's security code (:mod:`facecall.e2ee.security_code`: twenty digits, the same
+        on the other device exactly when nobody is in the middle of the media), from the current
+        peer connection's descriptions; None until both are set."""
+        pc = self.peer_connection
+        local, remote = (pc.localDescription, pc.remoteDescription) if pc is not None else (None, None)
+        if local is None or remote is None:
+            return None
+        return security_code(local.sdp, remote.sdp)
 
     async def answer(self, *, video: bool | None = None, audio_source: MediaStreamTrack | None = None,
                      video_source: MediaStreamTrack | None = None) -> None:
