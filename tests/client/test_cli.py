@@ -187,12 +187,16 @@ async def test_call_command_sends_a_file(call_server: LiveServer, make_device: M
         nonlocal frames
         frames += 1
 
+    codes: list[str | None] = []
+
     async def answer() -> EndReason:
         call = await bob.next_call(60)
         sink = FrameCallbackSink(count, read_stamps=False)
         sink.addTrack(call.remote_video)
         await sink.start()
         await call.answer()
+        await call.wait_connected(60)
+        codes.append(call.security_code)
         reason = await call.wait_ended(60)
         await sink.stop()
         return reason
@@ -204,6 +208,7 @@ async def test_call_command_sends_a_file(call_server: LiveServer, make_device: M
     assert code == 0, err
     assert "connected over host" in err
     assert await answering is EndReason.HUNG_UP
+    assert codes[0] is not None and f"security code {codes[0]}" in err  # bob sees the same
     assert frames > 5
 
 
