@@ -6,6 +6,7 @@
 import { Peer } from "./peer.js";
 import { SignalingError } from "./signaling.js";
 import { NO_CONNECT, NO_RECONNECT, endMessage, formatDuration } from "./call-text.js";
+import { peerSecurityCode } from "./security-code.js";
 
 const STATS_EVERY_MS = 1000;
 // How long a call may wait for its media to connect, and to come back once it was lost, before
@@ -86,6 +87,9 @@ export class Call {
     this.clockTimer = null; // the duration on screen
     this.statsTimer = null; // the network-quality indicator
     this.lastStats = null;
+    // the security code of the connected peer connection (security-code.js): null until it
+    // connects, and again while another connection replaces it (a new certificate, a new code)
+    this.securityCode = null;
     // after a reload (ours or theirs): until that device's new offer, what it sends belongs to
     // the connection that was lost
     this.awaitingOffer = null;
@@ -166,6 +170,25 @@ export class Call {
     this.peer = null;
     clearInterval(this.statsTimer);
     this.statsTimer = null;
+    this.showSecurityCode(null);
+  }
+
+  /** The security code of ``peer`` once its media connected (security-code.js); shown unless
+   *  the peer connection was replaced or the call ended meanwhile. */
+  async updateSecurityCode(peer) {
+    let code = null;
+    try {
+      code = await peerSecurityCode(peer.pc);
+    } catch (error) {
+      console.warn("facecall: security code", error);
+    }
+    if (this.peer === peer && !peer.closed) this.showSecurityCode(code);
+  }
+
+  showSecurityCode(code) {
+    if (code === this.securityCode) return;
+    this.securityCode = code;
+    if (this.current && !this.ended) this.host.view.securityCode(code);
   }
 
   /** The caller's side once the callee answered on ``event.device_id``: offer to that device. */
@@ -368,6 +391,7 @@ export class Call {
         this.sendMediaState(); // the page that reloaded, or the device the call moved to, has not heard it
       }
       this.phase = "active";
+      this.updateSecurityCode(this.peer);
       if (!this.clockTimer) this.clockTimer = setInterval(() => this.tick(), 1000);
       this.tick();
     } else if (state === "disconnected" || state === "failed") {

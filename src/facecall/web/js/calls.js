@@ -496,7 +496,8 @@ export class Calls extends EventTarget {
     }
   }
 
-  /** What tests and the curious read: the call's phase and the connection's statistics. */
+  /** What tests and the curious read: the call's phase, the connection's statistics and its
+   *  security code. */
   async diagnostics() {
     const call = this.active;
     const ringtone = this.ringtone.playing;
@@ -507,7 +508,7 @@ export class Calls extends EventTarget {
     return { phase: call.phase, callId: call.id, media: call.media, role: call.role, device,
       remoteDevice: call.remoteDevice,
       quality: call.peer ? call.peer.quality : "unknown", stats, rings: [...this.rings.keys()], ringtone,
-      remote: call.remoteMedia,
+      remote: call.remoteMedia, securityCode: call.securityCode,
       local: { muted: !audio || !audio.enabled, camera: !!this.media.videoTrack && !this.media.cameraOff,
         cameras: this.media.videoDevices.length,
         cameraLabel: this.media.videoTrack ? this.media.videoTrack.label : null } };

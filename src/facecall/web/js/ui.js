@@ -209,7 +209,17 @@ export class CallView {
     this.showLocal(media);
     this.controls(call, media);
     this.quality({ quality: "unknown" });
+    this.securityCode(call.securityCode);
     $("hangup").focus();
+  }
+
+  /** The call's security code ("01234 56789 01234 56789"), or none (null: not connected, or
+   *  another connection is replacing this one). */
+  securityCode(code) {
+    $("security-code").textContent = code || "";
+    const el = $("security");
+    if (!code) el.open = false;
+    el.hidden = !code;
   }
 
   showLocal(media) {
@@ -284,6 +294,7 @@ export class CallView {
   }
 
   endCall(call, message, { error }) {
+    this.securityCode(null);
     this.remote.srcObject = null;
     this.local.srcObject = null;
     this.hideIncoming(null);
