@@ -14,7 +14,10 @@ Version 1, for implementations that must agree (the web client computes it in
 1. Each side's fingerprints are the ``a=fingerprint`` lines of its SDP (session or media level)
    whose hash function is ``sha-256`` (every WebRTC stack offers one), written
    ``sha-256 <HEX:HEX:…>`` with the hex in upper case; a side that lists several (several
-   certificates) joins them, sorted and distinct, with ``,``.
+   certificates) joins them, sorted and distinct, with ``,``. The other side's must be those
+   its DTLS checked: aiortc checks every line, so its remote description will do; Chromium
+   keeps only the line it checks (not always sha-256), so the web client hashes the
+   certificate the DTLS presented (docs/security.md, "Which fingerprint of the other side").
 2. The two sides' strings are sorted, so that both ends hash the same bytes:
    ``SHA-256("facecall security code v1\\n" + first + "\\n" + second)`` (UTF-8).
 3. The first 10 bytes of that hash, as a big-endian integer, modulo 10^20, written with 20
