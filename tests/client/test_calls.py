@@ -183,12 +183,12 @@ async def test_mute_and_camera_off(make_device: MakeDevice) -> None:
     async def told(audio: bool, video: bool) -> None:
         """The other side was told (``call.media``) what alice sends now."""
         for _ in range(100):
-            if incoming.remote_media == {"audio": audio, "video": video}:
+            if incoming.remote_media == {"audio": audio, "video": video, "screen": False}:
                 return
             await asyncio.sleep(0.05)
         raise AssertionError(f"bob was told {incoming.remote_media}")
 
-    assert incoming.remote_media == {"audio": True, "video": True}
+    assert incoming.remote_media == {"audio": True, "video": True, "screen": False}
     outgoing.camera_off()
     assert not outgoing.camera_enabled
     await told(audio=True, video=False)

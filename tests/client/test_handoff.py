@@ -180,8 +180,8 @@ async def test_a_call_moves_to_the_users_other_device(make_device: MakeDevice,
     assert states == [CallState.RECONNECTING, CallState.CONNECTED]
     assert incoming.remote_device == a2.device_id and incoming.peer_connection is not old_pc
     assert incoming.timings.connected == connected_at and incoming.ice_restarts == 0
-    assert incoming.remote_media == {"audio": True, "video": True}  # a2 is not muted
-    await until(lambda: taken.remote_media == {"audio": False, "video": True},
+    assert incoming.remote_media == {"audio": True, "video": True, "screen": False}  # a2: not muted
+    await until(lambda: taken.remote_media == {"audio": False, "video": True, "screen": False},
                 "a2 told that bob is muted")
     assert (await stamped_frames(taken, 5)).summary().stamped >= 5  # and alice sees bob
     # a1 ended its part without a word: no hang-up; it may take the call back now

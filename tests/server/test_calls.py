@@ -53,8 +53,11 @@ async def test_every_device_rings_first_answer_wins(server: LiveServer) -> None:
     await b2.request("call.media", call_id=call_id, to_device=a1.device_id,  # type: ignore[attr-defined]
                      audio=True, video=False)  # bob's camera went off
     media = await a1.next_event("call.media")
-    assert (media["from_device"], media["audio"], media["video"]) == (
-        b2.device_id, True, False)  # type: ignore[attr-defined]
+    assert (media["from_device"], media["audio"], media["video"], media["screen"]) == (
+        b2.device_id, True, False, False)  # type: ignore[attr-defined]
+    await b2.request("call.media", call_id=call_id, to_device=a1.device_id,  # type: ignore[attr-defined]
+                     audio=True, video=True, screen=True)  # bob shares his screen
+    assert (await a1.next_event("call.media"))["screen"] is True
     with pytest.raises(SignalingError) as denied:  # b1 lost the race: no relaying for it
         await b1.request("call.sdp", call_id=call_id, to_device=a1.device_id,  # type: ignore[attr-defined]
                          description={"type": "answer", "sdp": "v=0\r\n"})

@@ -119,6 +119,8 @@ BAD_FRAMES: list[tuple[str, str]] = [
      '"video": true}', "invalid_field"),
     ('{"v": 1, "id": "a", "type": "call.media", "call_id": "c", "to_device": "d", "audio": true}',
      "invalid_field"),
+    ('{"v": 1, "id": "a", "type": "call.media", "call_id": "c", "to_device": "d", "audio": true, '
+     '"video": true, "screen": "yes"}', "invalid_field"),
     ('{"v": 1, "id": "a", "type": "bye", "calls": []}', "invalid_field"),
     ('{"v": 1, "id": "a", "type": "call.rejoin", "call_id": "c"}', "invalid_field"),
     ('{"v": 1, "id": "a", "type": "call.rejoin", "call_id": "c", "to_device": 5}', "invalid_field"),

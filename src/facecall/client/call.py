@@ -106,7 +106,8 @@ class Call(PeerNegotiation):
         self._runner = asyncio.create_task(self._run(), name=f"call-{call_id}")
         self._monitor: asyncio.Task[None] | None = None
         self._background: set[asyncio.Future[None]] = set()
-        self.remote_media: dict[str, bool] = {"audio": True, "video": self.media == "video"}
+        self.remote_media: dict[str, bool] = {"audio": True, "video": self.media == "video",
+                                              "screen": False}
         """What the other device says it sends (``call.media``): its microphone, its camera."""
 
     def __repr__(self) -> str:
@@ -428,7 +429,8 @@ class Call(PeerNegotiation):
                 await self._peer.add_candidate(event["candidate"])
         elif kind == "call.media":
             if event["from_device"] == self.remote_device:
-                self.remote_media = {"audio": event["audio"], "video": event["video"]}
+                self.remote_media = {"audio": event["audio"], "video": event["video"],
+                                     "screen": event.get("screen", False)}
                 self._emit_event("remote_media", **self.remote_media)
         elif kind == "call.rejoin" and event["from_device"] == self.remote_device:
             # its client lost the peer connection (a reloaded page): offer anew, as to a newcomer

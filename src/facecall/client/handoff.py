@@ -82,7 +82,7 @@ async def follow_handoff(call: Call, event: dict[str, Any]) -> None:
         return
     call._emit_event("handed_off", user_id=event["user_id"], from_device=from_device,
                      to_device=to_device)
-    unknown = {"audio": True, "video": call.video}
+    unknown = {"audio": True, "video": call.video, "screen": False}
     if call.remote_media != unknown:
         call.remote_media = unknown
         call._emit_event("remote_media", **unknown)

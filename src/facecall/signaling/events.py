@@ -97,7 +97,7 @@ class Relay:
     :param kind: one of :data:`RELAY_KINDS`.
     :param body: the JSON-safe payload fields copied into the relayed event:
         ``{"description": {...}, "ice_restart": bool}``, ``{"candidate": {...} | None}``,
-        ``{"audio": bool, "video": bool}`` or ``{}`` (``call.rejoin``).
+        ``{"audio": bool, "video": bool, "screen": bool}`` or ``{}`` (``call.rejoin``).
     """
 
     user_id: str
@@ -117,7 +117,7 @@ class Relay:
                 "ice_restart": message.ice_restart,
             }
         elif isinstance(message, CallMedia):
-            body = {"audio": message.audio, "video": message.video}
+            body = {"audio": message.audio, "video": message.video, "screen": message.screen}
         elif isinstance(message, CallRejoin):
             body = {}
         else:

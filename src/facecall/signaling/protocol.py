@@ -227,13 +227,15 @@ class CallMedia(_ClientFrame):
     """Tell another joined device what this device sends now: its microphone (``audio``) and
     its camera (``video``), so that the other side shows "muted" or "camera off" instead of
     silence or a frozen last picture (a sender that stops sending leaves the receiver's track
-    live and unmuted: RTP just stops)."""
+    live and unmuted: RTP just stops); ``screen``: the video is this device's screen, not its
+    camera (shown whole and unmirrored, with a note that it is a shared screen)."""
 
     type: Literal["call.media"]
     call_id: Id
     to_device: Id
     audio: bool
     video: bool
+    screen: bool = False
 
 
 class CallRejoin(_ClientFrame):
@@ -519,13 +521,14 @@ class CallCandidateRelayed(_Event):
 
 class CallMediaRelayed(_Event):
     """What another joined device sends now: its microphone (``audio``), its camera
-    (``video``)."""
+    (``video``), and whether that video is its screen (``screen``)."""
 
     type: Literal["call.media"]
     from_user: Id
     from_device: Id
     audio: bool
     video: bool
+    screen: bool = False
 
 
 class CallRejoinRelayed(_Event):
