@@ -34,10 +34,10 @@ from facecall.client.errors import CallError, CallStateError, wait_within
 from facecall.client.handoff import follow_handoff
 from facecall.client.ice import selected_candidate_pair
 from facecall.client.negotiation import PeerNegotiation, Renegotiation
-from facecall.client.peer import PeerSession
+from facecall.client.peer import PeerSession, dtls_fingerprints
 from facecall.client.stats import CallStats, StatsSampler, sent_quality
 from facecall.client.tracks import LocalTrack, RemoteTrack
-from facecall.e2ee.security_code import security_code
+from facecall.e2ee.security_code import code_of
 from facecall.logs import get_logger
 from facecall.signaling.reasons import EndReason
 
@@ -141,13 +141,11 @@ class Call(PeerNegotiation):
     @property
     def security_code(self) -> str | None:
         """The call's security code (:mod:`facecall.e2ee.security_code`: twenty digits, the same
-        on the other device exactly when nobody is in the middle of the media), from the current
-        peer connection's descriptions; None until both are set."""
+        on the other device exactly when nobody is in the middle of the media), from the
+        certificates of the current peer connection's DTLS; None until it is connected."""
         pc = self.peer_connection
-        local, remote = (pc.localDescription, pc.remoteDescription) if pc is not None else (None, None)
-        if local is None or remote is None:
-            return None
-        return security_code(local.sdp, remote.sdp)
+        both = dtls_fingerprints(pc) if pc is not None else None
+        return code_of(*both) if both is not None else None
 
     async def answer(self, *, video: bool | None = None, audio_source: MediaStreamTrack | None = None,
                      video_source: MediaStreamTrack | None = None) -> None:

@@ -24,6 +24,7 @@ from aiortc import (
     RTCPeerConnection,
     RTCSessionDescription,
 )
+from aiortc.rtcdtlstransport import certificate_digest
 from aiortc.sdp import candidate_from_sdp
 
 from facecall.client.encoders import EncoderTuning, encoder_tuning
@@ -33,6 +34,25 @@ from facecall.media.engine import MediaEngine
 from facecall.media.engine.codecs import video_codec_preferences
 
 CODECS = {"VP8": "video/VP8", "H264": "video/H264"}
+
+
+def dtls_fingerprints(pc: RTCPeerConnection) -> tuple[str, str] | None:
+    """The ``sha-256`` fingerprints (``sha-256 HEX:…``) of the certificates at both ends of
+    ``pc``'s connected DTLS transport: this side's own, and the one the other side's DTLS
+    presented and aiortc accepted — the certificate the media is really encrypted with, never
+    the SDP's lines (with BUNDLE, aiortc checks only the first m-section's; docs/security.md).
+    None before the handshake. Reads aiortc's private ``_ssl`` (pinned 1.16: tested)."""
+    for transceiver in pc.getTransceivers():
+        transport = transceiver.sender.transport
+        if transport is None or transport.state != "connected":
+            continue
+        peer = transport._ssl.get_peer_certificate(as_cryptography=True)
+        mine = next((f.value for f in transport.getLocalParameters().fingerprints
+                     if f.algorithm.lower() == "sha-256"), None)
+        if peer is None or mine is None:
+            return None
+        return f"sha-256 {mine.upper()}", f"sha-256 {certificate_digest(peer, 'sha-256')}"
+    return None
 
 
 class PeerSession:

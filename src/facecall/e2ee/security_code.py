@@ -11,13 +11,16 @@ would then hold different pairs of fingerprints: the code, a hash of the pair, d
 Version 1, for implementations that must agree (the web client computes it in
 ``web/js/security-code.js``):
 
-1. Each side's fingerprints are the ``a=fingerprint`` lines of its SDP (session or media level)
-   whose hash function is ``sha-256`` (every WebRTC stack offers one), written
-   ``sha-256 <HEX:HEX:…>`` with the hex in upper case; a side that lists several (several
-   certificates) joins them, sorted and distinct, with ``,``. The other side's must be those
-   its DTLS checked: aiortc checks every line, so its remote description will do; Chromium
-   keeps only the line it checks (not always sha-256), so the web client hashes the
-   certificate the DTLS presented (docs/security.md, "Which fingerprint of the other side").
+1. Each side's fingerprint is the ``sha-256`` fingerprint (RFC 8122 §5) of the certificate
+   its end of the DTLS uses, written ``sha-256 <HEX:HEX:…>`` with the hex in upper case (as an
+   ``a=fingerprint`` line has it; :func:`sdp_fingerprints` reads a side's own description,
+   joining several, sorted and distinct, with ``,``). The other side's must be the certificate
+   its DTLS presented and this side's DTLS accepted, **never** the lines of the remote
+   description: with BUNDLE only the first m-section's lines are checked (aiortc), or only one
+   line is kept (Chromium), so other lines prove nothing (docs/security.md, "Which fingerprint
+   of the other side"). The SDK takes it from aiortc's DTLS transport
+   (:func:`facecall.client.peer.dtls_fingerprints`), the web client from
+   ``RTCDtlsTransport.getRemoteCertificates()``.
 2. The two sides' strings are sorted, so that both ends hash the same bytes:
    ``SHA-256("facecall security code v1\\n" + first + "\\n" + second)`` (UTF-8).
 3. The first 10 bytes of that hash, as a big-endian integer, modulo 10^20, written with 20
@@ -62,9 +65,10 @@ def code_of(one: str, other: str) -> str:
 
 
 def security_code(local_sdp: str, remote_sdp: str) -> str | None:
-    """The code of a peer connection from its local and remote descriptions (the fingerprint
-    this side's DTLS presents, and the one it checks the other side's certificate against);
-    None while either has no ``sha-256`` fingerprint."""
+    """The code of two descriptions' ``sha-256`` lines; None while either has none. Right only
+    where each description's lines are exactly the certificates in use — each side's own
+    description, as in the cross-checks of the two implementations — and not for a remote
+    description received over signaling (see step 1 above)."""
     mine, theirs = sdp_fingerprints(local_sdp), sdp_fingerprints(remote_sdp)
     if mine is None or theirs is None:
         return None

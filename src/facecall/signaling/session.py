@@ -48,11 +48,16 @@ class Link(Protocol):
         """Close the connection with ``code`` after what was written."""
 
 
+#: events a fresh start never carries over: a device that holds a call needs no ring for it,
+#: and ``welcome.elsewhere`` says where the user's calls are now (an older ``call.elsewhere``
+#: would bring back a call that has moved or ended)
+_NOT_CARRIED = frozenset({"call.ring", "call.elsewhere"})
+
+
 def _about_calls(calls: frozenset[str], text: bytes) -> bool:
-    """Whether the event ``text`` is about one of ``calls`` (and not its ring: a device that
-    holds a call needs no ring for it)."""
+    """Whether the event ``text`` is about one of ``calls`` and worth carrying over."""
     event = orjson.loads(text)
-    return event.get("call_id") in calls and event.get("type") != "call.ring"
+    return event.get("call_id") in calls and event.get("type") not in _NOT_CARRIED
 
 
 class DeviceSession:

@@ -38,6 +38,9 @@ export class HandoffBar {
 
   onEvent(event) {
     if (event.type !== "call.elsewhere") return;
+    // a resume replays events older than its welcome, whose list is newer: those are stale
+    const welcome = this.signaling.welcome;
+    if (welcome && typeof event.seq === "number" && event.seq <= welcome.last_seq) return;
     if (event.state === "active") this.calls.set(event.call_id, event);
     else this.calls.delete(event.call_id);
     this.render();

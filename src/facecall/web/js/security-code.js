@@ -9,12 +9,12 @@
 // as a big-endian integer modulo 10^20, in 20 digits as four groups of five.
 //
 // In a call (peerSecurityCode), this side's fingerprints come from its local description and the
-// other side's from the certificate its DTLS presented, when the browser tells it
-// (RTCDtlsTransport.getRemoteCertificates): Chromium's remoteDescription.sdp keeps one
-// a=fingerprint per transport, the one it checks the certificate against, and of a peer that
-// lists sha-256, sha-384 and sha-512 (aiortc, so the Python SDK) it keeps the sha-512 one. The SHA-256 of the certificate DTLS accepted is what that peer's sha-256 line
-// says when nobody is in the middle, and whatever it presented otherwise. Without it, the
-// remote description's sha-256 lines.
+// other side's from the certificate its DTLS presented (RTCDtlsTransport.getRemoteCertificates),
+// never from the remote description: Chromium keeps there one a=fingerprint per transport, the
+// one it checks (of a peer that lists sha-256, sha-384 and sha-512, as aiortc does, the
+// sha-512), and with BUNDLE only the first m-section's transport counts, so other lines prove
+// nothing. The SHA-256 of the certificate DTLS accepted is what that peer's sha-256 line says
+// when nobody is in the middle, and whatever it presented otherwise. No certificate: no code.
 
 const DOMAIN = "facecall security code v1\n";
 const DIGITS = 20;
@@ -59,8 +59,9 @@ export async function securityCode(localSdp, remoteSdp) {
 /** The sha-256 fingerprint of the certificate the other side's DTLS presented to ``pc``, written
  *  as sdpFingerprints writes it; null where the browser does not say. Chromium may report the
  *  peer connection connected a moment before its DTLS transport: that one is waited for
- *  (``waitMs`` at most). */
-export async function remoteCertificateFingerprint(pc, waitMs = 5000) {
+ *  (``waitMs`` at most: as long as a call waits for its media to connect, however busy the
+ *  machine). */
+export async function remoteCertificateFingerprint(pc, waitMs = 30000) {
   const transports = [...pc.getReceivers(), ...pc.getSenders(), pc.sctp].map((x) => x && x.transport);
   const dtls = transports.find((t) => t && typeof t.getRemoteCertificates === "function");
   if (!dtls) return null;
@@ -84,13 +85,15 @@ export async function remoteCertificateFingerprint(pc, waitMs = 5000) {
   return `sha-256 ${[...digest].map((byte) => byte.toString(16).padStart(2, "0").toUpperCase()).join(":")}`;
 }
 
-/** The code of a connected RTCPeerConnection ``pc`` (see above); null while it has none.
+/** The code of a connected RTCPeerConnection ``pc`` (see above); null while it has none, and
+ *  where the browser does not tell the certificate the other side presented: the remote
+ *  description's lines are not what DTLS checked (with BUNDLE only the first m-section's count),
+ *  so a code from them could match with someone in the middle (docs/security.md).
  *  @param {RTCPeerConnection} pc @returns {Promise<string|null>} */
 export async function peerSecurityCode(pc) {
   const local = pc.localDescription;
-  const remote = pc.remoteDescription;
   const mine = sdpFingerprints(local ? local.sdp : "");
-  const theirs = (await remoteCertificateFingerprint(pc)) || sdpFingerprints(remote ? remote.sdp : "");
+  const theirs = await remoteCertificateFingerprint(pc);
   if (mine === null || theirs === null) return null;
   return codeOf(mine, theirs);
 }
