@@ -4,6 +4,8 @@ server and real WebSocket clients."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from facecall.client.signaling import SignalingConnection, SignalingError
@@ -116,3 +118,24 @@ async def test_what_cannot_be_moved(server: LiveServer) -> None:
     assert over.value.code == "call_ended"
     # the connections survived every refusal
     assert (await a2.request("ping"))["type"] == "pong"
+
+
+async def test_two_devices_taking_the_call_at_once_move_it_twice_in_order(server: LiveServer) -> None:
+    """Both requests succeed, one after the other: the call ends up on the one applied last,
+    the other gets call.ended(handed_off) as any device the call left, and bob follows both."""
+    call_id, alice, (a1, a2), bob, (b1, _b2) = await answered_call(server)
+    (a3,) = await server.connected_devices(alice, 1)
+    first, second = await asyncio.gather(a2.request("call.handoff", call_id=call_id),
+                                         a3.request("call.handoff", call_id=call_id))
+    assert first["participants"] == second["participants"] == \
+        [{"user_id": bob["user"]["id"], "device_id": b1.device_id}]
+    moves = [await b1.next_event("call.handed_off") for _ in range(2)]
+    assert moves[0]["from_device"] == a1.device_id
+    assert moves[1]["from_device"] == moves[0]["to_device"]
+    holder = moves[1]["to_device"]
+    loser = a2 if holder == a3.device_id else a3
+    assert (await loser.next_event("call.ended"))["reason"] == "handed_off"
+    assert (await a1.next_event("call.ended"))["reason"] == "handed_off"
+    store = server.app.app.state.store
+    legs = {leg.device_id: leg.end_reason for leg in (await store.load_call(call_id)).legs}
+    assert legs[a1.device_id] == legs[loser.device_id] == "handed_off"

@@ -3,6 +3,8 @@ call is on node one, the device that takes it over is on node two."""
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
@@ -57,3 +59,32 @@ async def test_a_device_on_the_other_node_finds_the_call_and_takes_it(nodes: lis
         for conn in (laptop, bob, phone):
             if conn is not None:
                 await conn.close()
+
+
+async def test_two_devices_on_two_nodes_taking_the_call_at_once(nodes: list[Node]) -> None:  # noqa: F811
+    """Each node saves a version of the call; the one that loses the race reloads and applies its
+    handoff to the newer call: the call moves twice, in one order, and nothing is lost."""
+    one, two = nodes
+    async with httpx.AsyncClient(base_url=one.base_url) as http:
+        alice_account, _, laptop_token = await new_user(http, "alice")
+        phone_token = await _device(http, alice_account, "phone")
+        tablet_token = await _device(http, alice_account, "tablet")
+        _, bob_id, bob_token = await new_user(http, "bob")
+    laptop, bob = await _on(one, laptop_token), await _on(one, bob_token)
+    phone, tablet = await _on(one, phone_token), await _on(two, tablet_token)
+    try:
+        call_id = (await laptop.request("call.start", to=[bob_id], media="audio"))["call_id"]
+        await bob.next_event("call.ring")
+        await bob.request("call.answer", call_id=call_id)
+        await laptop.next_event("call.answered")
+        await asyncio.gather(phone.request("call.handoff", call_id=call_id),
+                             tablet.request("call.handoff", call_id=call_id))
+        moves = [await bob.next_event("call.handed_off") for _ in range(2)]
+        assert moves[0]["from_device"] == _id(laptop)
+        assert moves[1]["from_device"] == moves[0]["to_device"]
+        holder = phone if moves[1]["to_device"] == _id(phone) else tablet
+        await bob.request("call.hangup", call_id=call_id)
+        assert (await holder.next_event("call.ended"))["reason"] == "hung_up"
+    finally:
+        for conn in (laptop, bob, phone, tablet):
+            await conn.close()
