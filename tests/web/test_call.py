@@ -63,7 +63,7 @@ async def test_video_call_between_two_browsers(people: PersonFactory, server: Li
     await expect(note).to_have_text("alice: camera off", timeout=STEP)
     await expect(bob.page.locator("#remote-avatar")).to_be_visible()
     await expect(bob.page.locator("#remote-video")).to_be_hidden()
-    assert (await bob.diagnostics())["remote"] == {"audio": True, "video": False}
+    assert (await bob.diagnostics())["remote"] == {"audio": True, "video": False, "screen": False}
     await alice.page.get_by_role("button", name="Camera on").click()
     await expect(alice.page.locator("#local-video")).to_be_visible()
     await expect(note).to_be_hidden(timeout=STEP)

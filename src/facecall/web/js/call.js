@@ -98,7 +98,8 @@ export class Call {
     this.preparing = false; // rejoining: the camera and the ICE servers are not ready yet
     this.renewAsked = false; // …and the other device asked for the media anew meanwhile
     this.ended = false;
-    this.remoteMedia = { audio: true, video: true }; // what the other device says it sends
+    // what the other device says it sends (screen: its video is a shared screen)
+    this.remoteMedia = { audio: true, video: true, screen: false };
     this.early = []; // events that came while this call was placed, before its id was known
     this.ring = null; // Accept was pressed: the ring, live on the server until call.answer
     this.ringStopped = null; // …and why it stopped ringing meanwhile
@@ -267,10 +268,10 @@ export class Call {
     this.renewPeer(event.to_device);
   }
 
-  /** What the other device sends now (`call.media`: muted, camera off). */
+  /** What the other device sends now (`call.media`: muted, camera off, a shared screen). */
   onRemoteMedia(event) {
     if (event.from_device !== this.remoteDevice) return;
-    this.remoteMedia = { audio: event.audio, video: event.video };
+    this.remoteMedia = { audio: event.audio, video: event.video, screen: event.screen === true };
     this.host.view.remoteMedia(this);
   }
 
@@ -341,17 +342,19 @@ export class Call {
   }
 
   /** Tell the other device what we send now (docs/protocol.md, `call.media`): without it, a
-   *  muted microphone is silence and a camera turned off is a frozen last picture there. */
+   *  muted microphone is silence and a camera turned off is a frozen last picture there; and a
+   *  shared screen would be cropped and mirrored as a face is. */
   sendMediaState() {
     if (!this.id || !this.remoteDevice || !this.peer) return;
     const media = this.host.media;
-    const video = this.media === "video" && !media.cameraOff && !!media.videoTrack;
+    const screen = this.media === "video" && !!media.screen;
+    const video = screen || (this.media === "video" && !media.cameraOff && !!media.videoTrack);
     this.host.signaling.request("call.media", {
-      call_id: this.id, to_device: this.remoteDevice, audio: !media.muted, video,
+      call_id: this.id, to_device: this.remoteDevice, audio: !media.muted, video, screen,
     }).catch(() => {}); // the call may have ended meanwhile
   }
 
-  /** Send another video track (camera on, switched), or none (camera off). */
+  /** Send another video track (camera on, switched, a shared screen), or none (camera off). */
   async replaceVideo(track) {
     if (this.peer) await this.peer.replaceVideo(track);
   }
@@ -377,8 +380,8 @@ export class Call {
       clearTimeout(this.connectTimer);
       this.connectTimer = null;
       if (!this.connectedAt) {
-        // muted or camera off before the media connected: say so now
-        if (media.muted || (this.media === "video" && media.cameraOff)) this.sendMediaState();
+        // muted, camera off or a screen shared before the media connected: say so now
+        if (media.muted || (this.media === "video" && (media.cameraOff || media.screen))) this.sendMediaState();
         this.host.ringback.stop();
         this.connectedAt = Date.now() - this.inCallFor * 1000;
         view.status(`Connected with ${this.name}`);

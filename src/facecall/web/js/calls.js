@@ -7,6 +7,7 @@ import { Tone, unlockAudio } from "./ringtone.js";
 import { ApiError } from "./api.js";
 import { Call, CALL_LIMITS, keepCall, takeKeptCall } from "./call.js";
 import { NO_CONNECT, endMessage, requestMessage } from "./call-text.js";
+import { ScreenShare } from "./screen-share.js";
 
 export { CALL_LIMITS };
 
@@ -39,6 +40,7 @@ export class Calls extends EventTarget {
     this.ringtone = new Tone("ring");
     this.ringback = new Tone("ringback");
     this.media = new LocalMedia();
+    this.screenShare = new ScreenShare(this); // "Share screen" in a video call
     this.relayAvailable = null;
     this.kept = takeKeptCall(tokens().userId); // the call this tab was in before it reloaded
     signaling.heldCalls = () => [
@@ -354,6 +356,12 @@ export class Calls extends EventTarget {
   async setCameraOff(off) {
     const call = this.active;
     if (!call) return;
+    if (this.media.screen) { // the screen is sent: this sets whether the camera comes back after it
+      this.media.setCameraAfterScreen(!off);
+      this.view.controls(call, this.media);
+      this.view.status(off ? "Camera off" : "Camera on when you stop sharing your screen");
+      return;
+    }
     try {
       if (off) {
         this.media.stopCamera();
@@ -496,8 +504,9 @@ export class Calls extends EventTarget {
     }
   }
 
-  /** What tests and the curious read: the call's phase, the connection's statistics and its
-   *  security code. */
+  /** What tests and the curious read: the call's phase, the connection's statistics, its
+   *  security code, and what each side sends (`remote`: as the other side's call.media says;
+   *  `local`: microphone, camera, shared screen). */
   async diagnostics() {
     const call = this.active;
     const ringtone = this.ringtone.playing;
@@ -510,6 +519,7 @@ export class Calls extends EventTarget {
       quality: call.peer ? call.peer.quality : "unknown", stats, rings: [...this.rings.keys()], ringtone,
       remote: call.remoteMedia, securityCode: call.securityCode,
       local: { muted: !audio || !audio.enabled, camera: !!this.media.videoTrack && !this.media.cameraOff,
+        screen: !!this.media.screen,
         cameras: this.media.videoDevices.length,
         cameraLabel: this.media.videoTrack ? this.media.videoTrack.label : null } };
   }

@@ -1,9 +1,12 @@
-// Local camera and microphone: capture, clear errors, camera off/on and switching cameras.
+// Local camera and microphone: capture, clear errors, camera off/on and switching cameras;
+// and the capture of a shared screen (screen-share.js decides when).
 
 export class MediaError extends Error {
   constructor(kind, message) {
     super(message);
-    this.kind = kind; // permission | no_device | busy | insecure | unknown | closed
+    // permission | no_device | busy | insecure | unknown | closed; for a screen: cancelled
+    // (the picker was closed or refused) | unsupported
+    this.kind = kind;
   }
 }
 
@@ -28,6 +31,28 @@ export function explain(error, wantVideo) {
     default:
       return new MediaError("unknown", `The ${what} could not be started (${error && error.message}).`);
   }
+}
+
+/** Map a getDisplayMedia failure to a message. A picker the person closed or refused is not
+ *  an error (kind "cancelled": a notice says so); anything else is. */
+export function explainScreen(error) {
+  switch (error && error.name) {
+    case "NotAllowedError":
+    case "AbortError":
+      return new MediaError("cancelled", "Screen sharing was cancelled: the call goes on as before.");
+    case "NotReadableError":
+      return new MediaError("busy",
+        "Your screen could not be shared: the system did not let the browser capture it.");
+    case "NotFoundError":
+      return new MediaError("no_device", "Your screen could not be shared: there is nothing to share.");
+    default:
+      return new MediaError("unknown", `Your screen could not be shared (${error && error.message}).`);
+  }
+}
+
+/** Whether this browser can share a screen (not on phones, nor outside a secure context). */
+export function canShareScreen() {
+  return !!(navigator.mediaDevices && navigator.mediaDevices.getDisplayMedia);
 }
 
 /** The state of the site's permission ``name`` ("granted", "denied", "prompt"), or null where
@@ -77,14 +102,24 @@ export class LocalMedia {
     this.muted = false;
     this.notice = null; // a message to show (e.g. continuing without a camera)
     this.generation = 0; // bumped by close(): a capture that resolves after it is stopped
+    // the shared screen, while it is: its video track is sent instead of the camera's, and
+    // the camera is released meanwhile (cameraOff then says whether it comes back afterwards)
+    this.screen = null;
+    this.screenStream = null;
   }
 
   get audioTrack() {
     return this.stream.getAudioTracks()[0] || null;
   }
 
+  /** The camera's track (none while it is off, or released for a shared screen). */
   get videoTrack() {
     return this.stream.getVideoTracks()[0] || null;
+  }
+
+  /** The video track to send: the shared screen, else the camera (null: none). */
+  get sentVideo() {
+    return this.screen || this.videoTrack;
   }
 
   /** Capture for a call. A video call without a camera — none, one in use elsewhere, or one the
@@ -140,7 +175,7 @@ export class LocalMedia {
   }
 
   get canSwitchCamera() {
-    return this.videoDevices.length > 1 && !this.cameraOff && !!this.videoTrack;
+    return this.videoDevices.length > 1 && !this.cameraOff && !!this.videoTrack && !this.screen;
   }
 
   setMuted(muted) {
@@ -171,6 +206,7 @@ export class LocalMedia {
     const device = this.videoDevices[this.deviceIndex];
     const constraints = { ...VIDEO };
     if (device && device.deviceId) constraints.deviceId = { exact: device.deviceId };
+    const generation = this.generation;
     let stream;
     try {
       stream = await navigator.mediaDevices.getUserMedia({ video: constraints });
@@ -178,6 +214,10 @@ export class LocalMedia {
       throw explain(error, "camera");
     }
     const track = stream.getVideoTracks()[0];
+    if (generation !== this.generation) { // the call ended while the camera was starting
+      track.stop();
+      throw new MediaError("closed", "The call ended while the camera was starting.");
+    }
     const old = this.videoTrack;
     try {
       await use(track);
@@ -194,8 +234,59 @@ export class LocalMedia {
     return track;
   }
 
+  // -- a shared screen -----------------------------------------------------------------------
+  /** Ask the browser for a screen to share (its picker: a screen, a window or a tab). Returns
+   *  its stream; what is sent does not change until `useScreen`. Throws a MediaError
+   *  ("cancelled" when the person closed or refused the picker; "closed" when the call ended
+   *  meanwhile: the capture is stopped at once). */
+  async captureScreen() {
+    if (!canShareScreen()) throw new MediaError("unsupported", "This browser cannot share a screen.");
+    const generation = this.generation;
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
+    } catch (error) {
+      throw explainScreen(error);
+    }
+    const track = stream.getVideoTracks()[0];
+    if (generation !== this.generation || !track) {
+      for (const t of stream.getTracks()) t.stop();
+      throw generation !== this.generation
+        ? new MediaError("closed", "The call ended while the screen was being chosen.")
+        : new MediaError("no_device", "Your screen could not be shared: there is nothing to share.");
+    }
+    // text and lines stay sharp: the encoder lowers the frame rate before the resolution
+    if ("contentHint" in track) track.contentHint = "detail";
+    return stream;
+  }
+
+  /** Send the screen of ``stream`` (already put on the sender): the camera is released (its
+   *  light goes off) until the share ends; ``cameraOff`` keeps saying whether it comes back. */
+  useScreen(stream) {
+    this.screenStream = stream;
+    this.screen = stream.getVideoTracks()[0];
+    const camera = this.videoTrack;
+    if (camera) {
+      camera.stop();
+      this.stream.removeTrack(camera);
+    }
+  }
+
+  /** The share is over (its track stopped): the camera's track, if any, is what is sent again. */
+  stopScreen() {
+    if (this.screenStream) for (const track of this.screenStream.getTracks()) track.stop();
+    this.screen = null;
+    this.screenStream = null;
+  }
+
+  /** While a screen is shared: whether the camera comes back when the share ends. */
+  setCameraAfterScreen(on) {
+    this.cameraOff = !on;
+  }
+
   close() {
     this.generation += 1;
+    this.stopScreen();
     for (const track of this.stream.getTracks()) track.stop();
     this.stream = new MediaStream();
     this.cameraOff = false;

@@ -56,7 +56,7 @@ export class Peer extends EventTarget {
       this.pc.addTransceiver(this.media.audioTrack || "audio",
         { direction: "sendrecv", streams: [this.media.stream] });
       if (this.video) {
-        this.pc.addTransceiver(this.media.videoTrack || "video",
+        this.pc.addTransceiver(this.media.sentVideo || "video",
           { direction: "sendrecv", streams: [this.media.stream] });
       }
     }
@@ -86,7 +86,7 @@ export class Peer extends EventTarget {
     if (description.type === "offer") {
       for (const transceiver of this.pc.getTransceivers()) {
         const kind = transceiver.receiver.track.kind;
-        const track = kind === "audio" ? this.media.audioTrack : this.media.videoTrack;
+        const track = kind === "audio" ? this.media.audioTrack : this.media.sentVideo; // camera or screen
         if (track && transceiver.sender.track !== track) {
           await transceiver.sender.replaceTrack(track);
           transceiver.sender.setStreams(this.media.stream);
@@ -126,7 +126,8 @@ export class Peer extends EventTarget {
     return transceiver ? transceiver.sender : null;
   }
 
-  /** Send another video track (camera switched or turned back on), or nothing (camera off). */
+  /** Send another video track (camera switched or turned back on, a shared screen), or nothing
+   *  (camera off). */
   async replaceVideo(track) {
     const sender = this.videoSender();
     if (sender) await sender.replaceTrack(track);
@@ -141,7 +142,7 @@ export class Peer extends EventTarget {
       connectionState: this.pc.connectionState,
       iceConnectionState: this.pc.iceConnectionState,
       localCandidateType: null, remoteCandidateType: null, relayProtocol: null,
-      rtt: null, framesDecoded: 0, framesReceived: 0, frameWidth: 0,
+      rtt: null, framesDecoded: 0, framesReceived: 0, frameWidth: 0, frameHeight: 0,
       audioPacketsReceived: 0, packetsReceived: 0, packetsLost: 0, bytesSent: 0,
       framesEncoded: 0, sourceFrames: 0,
     };
@@ -169,7 +170,10 @@ export class Peer extends EventTarget {
         if (s.kind === "video") {
           out.framesDecoded += s.framesDecoded || 0;
           out.framesReceived += s.framesReceived || 0;
-          out.frameWidth = Math.max(out.frameWidth, s.frameWidth || 0);
+          if (s.frameWidth && s.frameWidth >= out.frameWidth) { // the size of the last decoded frame
+            out.frameWidth = s.frameWidth;
+            out.frameHeight = s.frameHeight || 0;
+          }
         } else if (s.kind === "audio") {
           out.audioPacketsReceived += s.packetsReceived || 0;
         }

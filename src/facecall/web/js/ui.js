@@ -1,5 +1,7 @@
 // The DOM side of calls: incoming screen, call waiting, in-call screen, messages.
 
+import { canShareScreen } from "./media.js";
+
 const $ = (id) => document.getElementById(id);
 
 export function initials(name) {
@@ -111,6 +113,7 @@ export class CallView {
     $("mute").onclick = () => calls.setMuted(!calls.media.muted);
     $("camera").onclick = () => calls.setCameraOff(!calls.media.cameraOff);
     $("switch-camera").onclick = () => calls.switchCamera();
+    $("share-screen").onclick = () => calls.screenShare.toggle();
     $("incoming").onkeydown = (e) => this.trapFocus(e);
   }
 
@@ -205,6 +208,7 @@ export class CallView {
     $("remote-avatar").hidden = false;
     $("remote-note").hidden = true;
     this.remote.classList.toggle("audio-only", true);
+    this.remote.classList.remove("screen");
     this.remote.srcObject = null;
     this.showLocal(media);
     this.controls(call, media);
@@ -222,14 +226,20 @@ export class CallView {
     el.hidden = !code;
   }
 
+  /** My picture: the camera (mirrored, as in a mirror), or the screen I share (whole and
+   *  unmirrored), or nothing (camera off). */
   showLocal(media) {
-    const hasVideo = !!media.videoTrack && !media.cameraOff;
+    const screen = !!media.screen;
+    const hasVideo = screen || (!!media.videoTrack && !media.cameraOff);
+    const stream = screen ? media.screenStream : media.stream;
     this.local.classList.toggle("off", !hasVideo);
+    this.local.classList.toggle("screen", screen);
+    this.local.setAttribute("aria-label", screen ? "Your shared screen" : "Your camera");
     if (hasVideo) {
-      if (this.local.srcObject !== media.stream) this.local.srcObject = media.stream;
+      if (this.local.srcObject !== stream) this.local.srcObject = stream;
       else {
         this.local.srcObject = null;
-        this.local.srcObject = media.stream;
+        this.local.srcObject = stream;
       }
     } else {
       this.local.srcObject = null;
@@ -243,19 +253,28 @@ export class CallView {
   }
 
   /** The other side's picture, or their avatar when they send none (an audio call, their
-   *  camera off), and a note when their camera is off or their microphone muted. */
+   *  camera off), and a note when their camera is off or their microphone muted. A shared
+   *  screen is shown whole (not cropped to fill the window), with a note saying it is one. */
   remoteMedia(call) {
     const stream = this.remote.srcObject;
-    const { audio, video } = call.remoteMedia;
+    const { audio, video, screen } = call.remoteMedia;
     const hasVideo = !!stream && stream.getVideoTracks().length > 0 && call.media === "video" && video;
+    const sharing = hasVideo && !!screen;
     this.remote.classList.toggle("audio-only", !hasVideo);
+    this.remote.classList.toggle("screen", sharing);
+    this.remote.setAttribute("aria-label", sharing ? `${call.name}'s shared screen` : "Remote video");
     $("remote-avatar").hidden = hasVideo;
     const notes = [];
     if (call.media === "video" && !video) notes.push("camera off");
     if (!audio) notes.push("muted");
     const note = $("remote-note");
-    note.textContent = notes.length ? `${call.name}: ${notes.join(", ")}` : "";
-    note.hidden = notes.length === 0;
+    if (sharing) {
+      note.textContent = `${call.name} is sharing their screen${audio ? "" : " (muted)"}`;
+    } else {
+      note.textContent = notes.length ? `${call.name}: ${notes.join(", ")}` : "";
+    }
+    note.classList.toggle("screen", sharing);
+    note.hidden = !sharing && notes.length === 0;
   }
 
   controls(call, media) {
@@ -269,10 +288,22 @@ export class CallView {
     camera.disabled = media.videoDevices.length === 0;
     camera.title = camera.disabled ? "No camera was found" : "";
     camera.querySelector(".label").textContent = media.cameraOff ? "Camera on" : "Camera off";
+    if (media.screen) camera.title = media.cameraOff ? "Your camera stays off when you stop sharing your screen"
+      : "Your camera comes back when you stop sharing your screen";
     const sw = $("switch-camera");
     sw.hidden = !video;
     sw.disabled = !media.canSwitchCamera;
-    sw.title = media.canSwitchCamera ? "Use the next camera" : "This device has only one camera";
+    sw.title = media.screen ? "Not while you share your screen"
+      : media.canSwitchCamera ? "Use the next camera" : "This device has only one camera";
+    const share = $("share-screen");
+    share.hidden = !canShareScreen();
+    const capturing = !!media.audioTrack; // not while the camera and microphone are starting
+    share.disabled = !video || !capturing;
+    share.title = !video ? "Screen sharing needs a video call: an audio call sends no video"
+      : media.screen ? "Stop sharing your screen: your camera comes back as it was"
+        : capturing ? "Show your screen instead of your camera" : "";
+    share.setAttribute("aria-pressed", String(!!media.screen));
+    share.querySelector(".label").textContent = media.screen ? "Stop sharing" : "Share screen";
   }
 
   callState(call, text, { quiet = false } = {}) {
