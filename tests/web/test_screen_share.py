@@ -12,7 +12,6 @@ is 640x480, so the size of the frames bob decodes says which one alice sends.
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -152,8 +151,6 @@ async def test_share_screen_then_back_to_the_camera(people: PersonFactory, scree
     await expect(bob.page.locator("#home-view")).to_be_visible(timeout=STEP)
     assert await alice.page.evaluate("window.__shared.readyState") == "ended"
     assert alice.errors == [] and bob.errors == []
-    for name in ("screen-share.png", "screen-share-sender.png"):  # for a person to look at
-        shutil.copy(screenshots / name, Path("/tmp") / name)
 
 
 async def test_a_shared_screen_across_reloads_and_a_move(people: PersonFactory) -> None:
