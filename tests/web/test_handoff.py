@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 from playwright.async_api import expect
@@ -43,7 +44,7 @@ def from_device(device_id: str) -> Any:
 
 
 async def test_a_call_moves_to_my_other_device_and_back_and_bob_does_not_notice(
-        people: PersonFactory) -> None:
+        people: PersonFactory, screenshots: Path) -> None:
     laptop = await people("alice", device_name="laptop")
     phone = await people("alice", signup=False, device_name="phone")
     bob = await people("bob")
@@ -51,6 +52,7 @@ async def test_a_call_moves_to_my_other_device_and_back_and_bob_does_not_notice(
     bar = phone.page.locator("#handoff")
     await expect(bar).to_contain_text("You are in a call with bob on laptop", timeout=STEP)
     await expect(laptop.page.locator("#handoff")).to_be_hidden()  # the call is on this one
+    await phone.page.screenshot(path=screenshots / "handoff.png")
     call_id = (await bob.diagnostics())["callId"]
     phone_id = (await phone.diagnostics())["device"]
     laptop_id = (await laptop.diagnostics())["device"]
