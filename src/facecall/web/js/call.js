@@ -6,7 +6,7 @@
 import { Peer } from "./peer.js";
 import { SignalingError } from "./signaling.js";
 import { NO_CONNECT, NO_RECONNECT, endMessage, formatDuration } from "./call-text.js";
-import { peerSecurityCode } from "./security-code.js";
+import { certificateLines, peerSecurityCode } from "./security-code.js";
 
 const STATS_EVERY_MS = 1000;
 // How long a call may wait for its media to connect, and to come back once it was lost, before
@@ -90,6 +90,7 @@ export class Call {
     // the security code of the connected peer connection (security-code.js): null until it
     // connects, and again while another connection replaces it (a new certificate, a new code)
     this.securityCode = null;
+    this.remoteCertificates = null; // the fingerprint lines of the other side's last description
     // after a reload (ours or theirs): until that device's new offer, what it sends belongs to
     // the connection that was lost
     this.awaitingOffer = null;
@@ -169,6 +170,7 @@ export class Call {
   dropPeer() {
     if (this.peer) this.peer.close();
     this.peer = null;
+    this.remoteCertificates = null;
     clearInterval(this.statsTimer);
     this.statsTimer = null;
     this.showSecurityCode(null);
@@ -227,8 +229,15 @@ export class Call {
       if (event.description.type !== "offer" || event.ice_restart) return;
       this.awaitingOffer = null;
     }
+    const offer = event.description.type === "offer";
+    const certificates = certificateLines(event.description.sdp);
+    if (offer && this.peer && this.remoteCertificates !== null && certificates !== this.remoteCertificates) {
+      // another certificate: the other side made a new peer connection (the SDK restarts ICE
+      // so, aiortc having no ICE restart of its own): so does this side, to answer it
+      this.dropPeer();
+    }
     const peer = this.peer;
-    if (event.description.type === "offer" && !event.ice_restart && peer && !peer.closed
+    if (offer && !event.ice_restart && peer && !peer.closed
         && (peer.makingOffer || peer.pc.signalingState === "have-local-offer")) {
       // glare: both pages reloaded and each offers to the other. The device with the smaller
       // id wins (the SDK's rule): it ignores this offer; the other side gives its own up and
@@ -238,6 +247,7 @@ export class Call {
       if (own < event.from_device) return;
       this.dropPeer();
     }
+    this.remoteCertificates = certificates;
     this.ensurePeer(event.from_device).onDescription(event.description)
       .catch((error) => console.warn("facecall: sdp", error));
   }
@@ -265,6 +275,15 @@ export class Call {
         || this.phase === "calling" || this.phase === "ringing") return;
     this.awaitingOffer = null;
     this.moved = true;
+    // the new device has a microphone, camera and screen of its own: nothing is known of them
+    // until it says (call.media), so not what the old one last said
+    this.remoteMedia = { audio: true, video: this.media === "video", screen: false };
+    this.host.view.remoteMedia(this);
+    if (this.preparing) { // this page is reloading: offer once its camera is ready (rejoin)
+      this.remoteDevice = event.to_device;
+      this.renewAsked = true;
+      return;
+    }
     this.renewPeer(event.to_device);
   }
 
@@ -313,6 +332,9 @@ export class Call {
     try {
       await this.host.signaling.request("call.rejoin", { call_id: this.id, to_device: device });
     } catch (error) {
+      // that device is no longer in the call: the other person moved it (call.handed_off
+      // follows, or came meanwhile) or left it (call.ended follows); else the watchdog ends it
+      if (error.code === "not_allowed") return;
       if (error.code === "call_ended" || error.code === "not_in_call") {
         this.host.finish(this, "hung_up", endMessage("hung_up", this.name, this.role));
       } else {

@@ -47,8 +47,17 @@ export class ScreenShare {
       if (!call.current || call.ended) return stopCapture();
       try {
         // on the sender before the camera stops: a sender whose track ends under it may stop
-        // sending for good
-        await call.replaceVideo(track);
+        // sending for good. A peer connection replaced meanwhile (the other page reloaded)
+        // gets it in turn: the old one was closed under this replaceTrack
+        let peer;
+        do {
+          peer = call.peer;
+          try {
+            await call.replaceVideo(track);
+          } catch (error) {
+            if (call.peer === peer || !call.current || call.ended) throw error;
+          }
+        } while (call.peer !== peer && call.current && !call.ended);
       } catch (error) {
         stopCapture();
         view.error(`Your screen could not be shared (${error.message}).`);

@@ -35,6 +35,18 @@ export function sdpFingerprints(sdp) {
   return found.size ? [...found].sort().join(",") : null;
 }
 
+/** Every `a=fingerprint` line of ``sdp``, any hash function, normalised, distinct and sorted,
+ *  joined by ","; null if none: what says which certificates a description stands for (a new
+ *  peer connection has a new certificate). @param {string} sdp @returns {string|null} */
+export function certificateLines(sdp) {
+  const found = new Set();
+  for (const line of String(sdp || "").split(LINE_END)) {
+    const match = FINGERPRINT.exec(line);
+    if (match) found.add(`${match[1].toLowerCase()} ${match[2].toUpperCase()}`);
+  }
+  return found.size ? [...found].sort().join(",") : null;
+}
+
 /** The code of two sides' fingerprint strings (as sdpFingerprints writes them), in either
  *  order: "01234 56789 01234 56789". @returns {Promise<string>} */
 export async function codeOf(one, other) {
