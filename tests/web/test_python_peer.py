@@ -9,17 +9,28 @@ from typing import Any
 import pytest
 from playwright.async_api import expect
 
-from facecall.client import Call, CallState, EndReason
+from facecall.client import Call, CallState, Device, EndReason
 from facecall.media.sinks import FrameCallbackSink
 from tests.live import LiveServer, MakeDevice, sdk_devices
 from tests.web.conftest import PersonFactory
-from tests.web.people import STEP
+from tests.web.people import STEP, Person
 
 
 @pytest.fixture
 async def sdk_device(server: LiveServer) -> AsyncIterator[MakeDevice]:
     async with sdk_devices(server.base_url) as make:
         yield make
+
+
+async def browser_calls_sdk(person: Person, bot: Device, media: str = "video") -> Call:
+    """``person``'s browser calls the SDK device ``bot``, which answers; returns the bot's Call
+    once both sides are connected (and the browser decodes the bot's video)."""
+    await person.call(bot.username or "", media)
+    incoming = await bot.next_call(timeout=15)
+    await incoming.answer()
+    await incoming.wait_connected(30)
+    await person.wait_connected()
+    return incoming
 
 
 async def browser_video_reaches(call: Call, count: int = 10) -> list[tuple[int, int]]:

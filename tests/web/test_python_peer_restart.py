@@ -10,7 +10,7 @@ from playwright.async_api import expect
 from tests.live import MakeDevice
 from tests.web.conftest import PersonFactory
 from tests.web.people import STEP
-from tests.web.test_python_peer import browser_video_reaches, sdk_device  # noqa: F401 (fixture)
+from tests.web.test_python_peer import browser_calls_sdk, browser_video_reaches, sdk_device  # noqa: F401 (fixture)
 from tests.web.test_security_code import shown_code
 
 
@@ -26,11 +26,7 @@ async def test_the_sdk_sees_a_browser_s_shared_screen(people: PersonFactory,
                                                      sdk_device: MakeDevice) -> None:  # noqa: F811
     bot = await sdk_device("bot")
     alice = await people("alice")
-    await alice.call("bot", "video")
-    incoming = await bot.next_call(timeout=15)
-    await incoming.answer()
-    await incoming.wait_connected(30)
-    await alice.wait_connected()
+    incoming = await browser_calls_sdk(alice, bot)
     await alice.page.locator("#share-screen").click()
     await expect(alice.page.locator("#share-screen")).to_have_attribute("aria-pressed", "true", timeout=STEP)
     await until(lambda: incoming.remote_media.get("screen") is True, "the SDK told of the screen")
@@ -50,11 +46,7 @@ async def test_a_browser_placed_call_survives_an_sdk_ice_restart(people: PersonF
     fails and the call ends `connection_lost`. It must reconnect, with matching codes."""
     bot = await sdk_device("bot")
     alice = await people("alice")
-    await alice.call("bot", "video")
-    incoming = await bot.next_call(timeout=15)
-    await incoming.answer()
-    await incoming.wait_connected(30)
-    await alice.wait_connected()
+    incoming = await browser_calls_sdk(alice, bot)
     code = await shown_code(alice)
     assert incoming.security_code == code
 

@@ -12,7 +12,7 @@ from facecall.client import CallState, EndReason
 from tests.live import LiveServer, MakeDevice
 from tests.web.conftest import PersonFactory
 from tests.web.people import STEP, Person
-from tests.web.test_python_peer import browser_video_reaches, sdk_device  # noqa: F401 (fixture)
+from tests.web.test_python_peer import browser_calls_sdk, browser_video_reaches, sdk_device  # noqa: F401 (fixture)
 
 
 async def reload_in_call(person: Person) -> None:
@@ -90,11 +90,7 @@ async def test_a_browser_reloading_in_a_call_with_the_sdk(people: PersonFactory,
     and it decodes the browser's camera again."""
     bot = await sdk_device("bot")
     alice = await people("alice")
-    await alice.call("bot", "video")
-    incoming = await bot.next_call(timeout=15)
-    await incoming.answer()
-    await incoming.wait_connected(30)
-    await alice.wait_connected()
+    incoming = await browser_calls_sdk(alice, bot)
     rejoined = asyncio.get_running_loop().create_future()
     incoming.on("rejoined", lambda event: rejoined.done() or rejoined.set_result(event))
 

@@ -16,7 +16,7 @@ from facecall.e2ee.security_code import sdp_fingerprints, security_code
 from tests.live import LiveServer, MakeDevice
 from tests.web.conftest import PersonFactory
 from tests.web.people import STEP, Person
-from tests.web.test_python_peer import sdk_device  # noqa: F401 (fixture)
+from tests.web.test_python_peer import browser_calls_sdk, sdk_device  # noqa: F401 (fixture)
 from tests.web.test_reload import reload_in_call
 
 CODE = re.compile(r"^\d{5} \d{5} \d{5} \d{5}$")
@@ -230,14 +230,9 @@ async def test_the_browser_and_the_python_sdk_show_the_same_code(people: PersonF
                                                                 sdk_device: MakeDevice) -> None:  # noqa: F811
     bot = await sdk_device("bot")
     alice = await people("alice")
-    await alice.call("bot", "video")
-    incoming = await bot.next_call(timeout=15)
-    await incoming.answer()
-    await incoming.wait_connected(30)
-    await alice.wait_connected()
+    incoming = await browser_calls_sdk(alice, bot)
     code = await shown_code(alice)
-    pc = incoming.peer_connection
-    assert security_code(pc.localDescription.sdp, pc.remoteDescription.sdp) == code
+    assert incoming.security_code == code
     assert incoming.security_code == code
 
     # the page reloads: the SDK offers on a new connection, and both sides agree on its code
