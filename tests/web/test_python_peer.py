@@ -33,6 +33,17 @@ async def browser_calls_sdk(person: Person, bot: Device, media: str = "video") -
     return incoming
 
 
+async def sdk_calls_browser(bot: Device, person: Person, video: bool = True) -> Call:
+    """The SDK device ``bot`` calls ``person``, whose browser accepts; returns the bot's Call
+    once both sides are connected (and the browser decodes the bot's video)."""
+    outgoing = await bot.call(person.username, video=video)
+    await person.expect_ringing(bot.username or "")
+    await person.accept()
+    await outgoing.wait_connected(30)
+    await person.wait_connected()
+    return outgoing
+
+
 async def browser_video_reaches(call: Call, count: int = 10) -> list[tuple[int, int]]:
     """Decode ``count`` frames of the browser's camera in the SDK; their sizes."""
     sizes: list[tuple[int, int]] = []
@@ -72,11 +83,7 @@ async def test_browser_calls_python(people: PersonFactory, sdk_device: MakeDevic
 async def test_python_calls_browser(people: PersonFactory, sdk_device: MakeDevice) -> None:
     alice = await people("alice")
     bot = await sdk_device("bot")
-    outgoing = await bot.call("alice", video=True)
-    await alice.expect_ringing("bot")
-    await alice.accept()
-    await outgoing.wait_connected(30)
-    await alice.wait_connected()
+    outgoing = await sdk_calls_browser(bot, alice)
     assert all(w > 0 and h > 0 for w, h in await browser_video_reaches(outgoing))
 
     await outgoing.hangup()

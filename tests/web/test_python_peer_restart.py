@@ -10,7 +10,7 @@ from playwright.async_api import expect
 from tests.live import MakeDevice
 from tests.web.conftest import PersonFactory
 from tests.web.people import STEP
-from tests.web.test_python_peer import browser_calls_sdk, browser_video_reaches, sdk_device  # noqa: F401 (fixture)
+from tests.web.test_python_peer import browser_calls_sdk, browser_video_reaches, sdk_calls_browser, sdk_device  # noqa: F401 (fixture)
 from tests.web.test_security_code import shown_code
 
 
@@ -69,11 +69,7 @@ async def test_an_sdk_caller_s_ice_restart_renews_the_browser_s_code(people: Per
     await alice.page.reload()
     await expect(alice.page.locator("#home-view")).to_be_visible(timeout=STEP)
     bot = await sdk_device("bot")
-    outgoing = await bot.call("alice", video=True)
-    await alice.expect_ringing("bot")
-    await alice.accept()
-    await outgoing.wait_connected(30)
-    await alice.wait_connected()
+    outgoing = await sdk_calls_browser(bot, alice)
     code = await shown_code(alice)
     assert outgoing.security_code == code
     await outgoing.restart_ice()
