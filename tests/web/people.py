@@ -60,13 +60,18 @@ class Person:
         await expect(page.locator("#home-view")).to_be_visible()
         await expect(page.locator("#devices li")).not_to_have_count(0)
 
-    async def intercept_signaling(self, from_page: Callable[[WebSocketRoute, dict[str, Any]], bool]) -> None:
+    async def intercept_signaling(self, from_page: Callable[[WebSocketRoute, dict[str, Any]], bool]
+                                  ) -> list[WebSocketRoute]:
         """Reload the page with its signaling passing through the test: ``from_page(ws, frame)``
         sees each frame the page sends and returns whether it goes on to the node (it may
-        answer the page itself through ``ws``); the node's frames reach the page as they are."""
+        answer the page itself through ``ws``); the node's frames reach the page as they are.
+        Returns the node side of each connection, as they open (to send the node a frame
+        held back earlier)."""
+        servers: list[WebSocketRoute] = []
 
         async def route(ws: WebSocketRoute) -> None:
             server = ws.connect_to_server()
+            servers.append(server)
 
             def on_message(message: str | bytes) -> None:
                 if from_page(ws, json.loads(message)):
@@ -78,6 +83,7 @@ class Person:
         await self.page.route_web_socket(re.compile(r".*/v1/signaling.*"), route)
         await self.page.reload()  # the route applies to connections opened from now on
         await expect(self.page.locator("#home-view")).to_be_visible(timeout=STEP)
+        return servers
 
     async def call(self, username: str, media: str = "video") -> None:
         await self.page.locator("#call-username").fill(username)

@@ -86,22 +86,7 @@ async def test_hanging_up_on_the_old_device_as_the_new_one_takes_the_call(people
             return False
         return True
 
-    servers: list[Any] = []
-
-    async def route(ws: WebSocketRoute) -> None:
-        server = ws.connect_to_server()
-        servers.append(server)
-
-        def on_message(message: str | bytes) -> None:
-            if from_page(ws, json.loads(message)):
-                server.send(message)
-
-        ws.on_message(on_message)
-        server.on_message(lambda message: ws.send(message))
-
-    await phone.page.route_web_socket(re.compile(r".*/v1/signaling.*"), route)
-    await phone.page.reload()
-    await expect(phone.page.locator("#home-view")).to_be_visible(timeout=STEP)
+    servers = await phone.intercept_signaling(from_page)
     await laptop.in_call_with(bob)
     await expect(phone.page.locator("#handoff")).to_contain_text("on laptop", timeout=STEP)
     await phone.page.get_by_role("button", name="Move video call here").click()
