@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import pytest
@@ -86,6 +86,14 @@ async def reconnected(*devices: Device, timeout: float = 10.0) -> None:
             raise AssertionError(f"not reconnected within {timeout} s: "
                                  f"{[(d.reconnects, d.connected) for d in devices]}")
         await asyncio.sleep(0.05)
+
+
+async def through(proxy: SignalingProxy, device: Device) -> None:
+    """Reconnect ``device``'s signaling through ``proxy`` (a resume: nothing is lost)."""
+    assert device.signaling is not None
+    device.signaling.ws_url = proxy.url
+    await device.signaling.drop()
+    await reconnected(device)
 
 
 def facecall_process(*argv: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
@@ -284,19 +292,17 @@ class ServerProcess:
         return ssl.create_default_context(cafile=cert) if cert else True
 
 
-class ReplyEater:
-    """A WebSocket proxy in front of ``/v1/signaling`` that forwards everything both ways,
-    except the replies to the first request of each type in ``eat`` (the connection broke
-    before they arrived). ``eaten`` is set once one was eaten. Used as a device's ``ws_url``."""
+class SignalingProxy:
+    """A WebSocket proxy in front of ``/v1/signaling``, used as a device's ``ws_url``: it
+    forwards every frame both ways, through :meth:`from_device` and :meth:`from_node`, which
+    subclasses override to drop or change frames (a broken connection, a server in the middle)."""
 
-    def __init__(self, upstream_ws_url: str, eat: set[str]) -> None:
-        self.upstream, self.eat = upstream_ws_url, set(eat)
-        self.eaten = asyncio.Event()
-        self._eaten_ids: set[str] = set()
+    def __init__(self, upstream_ws_url: str) -> None:
+        self.upstream = upstream_ws_url
         self._server: Any = None
         self.url = ""
 
-    async def __aenter__(self) -> ReplyEater:
+    async def __aenter__(self) -> Self:
         self._server = await websockets.serve(self._pipe, "127.0.0.1", 0)
         port = self._server.sockets[0].getsockname()[1]
         self.url = f"ws://127.0.0.1:{port}/v1/signaling"
@@ -306,25 +312,29 @@ class ReplyEater:
         self._server.close()
         await self._server.wait_closed()
 
+    def from_device(self, message: dict[str, Any]) -> bool:
+        """Whether a frame the device sent goes on to the node."""
+        return True
+
+    def from_node(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        """The frame the device gets for one the node sent; None: it gets none."""
+        return message
+
     async def _pipe(self, client: Any) -> None:
         headers = {"Authorization": client.request.headers.get("Authorization", "")}
         try:
             async with websockets.connect(self.upstream, additional_headers=headers) as server:
                 async def up() -> None:
                     async for raw in client:
-                        message = json.loads(raw)
-                        if message.get("type") in self.eat:
-                            self.eat.discard(message["type"])
-                            self._eaten_ids.add(message["id"])
-                        await server.send(raw)
+                        if self.from_device(json.loads(raw)):
+                            await server.send(raw)
 
                 async def down() -> None:
                     async for raw in server:
-                        if (re := json.loads(raw).get("re")) in self._eaten_ids:
-                            self._eaten_ids.discard(re)  # a resend (same id) is answered
-                            self.eaten.set()
-                            continue
-                        await client.send(raw)
+                        message = json.loads(raw)
+                        changed = self.from_node(message)
+                        if changed is not None:
+                            await client.send(raw if changed is message else json.dumps(changed))
 
                 tasks = [asyncio.create_task(up()), asyncio.create_task(down())]
                 await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -332,3 +342,28 @@ class ReplyEater:
                     task.cancel()
         except (OSError, websockets.WebSocketException):
             pass  # the node is down: the device sees its connection close and retries
+
+
+class ReplyEater(SignalingProxy):
+    """A signaling proxy that forwards everything both ways, except the replies to the first
+    request of each type in ``eat`` (the connection broke before they arrived). ``eaten`` is
+    set once one was eaten."""
+
+    def __init__(self, upstream_ws_url: str, eat: set[str]) -> None:
+        super().__init__(upstream_ws_url)
+        self.eat = set(eat)
+        self.eaten = asyncio.Event()
+        self._eaten_ids: set[str] = set()
+
+    def from_device(self, message: dict[str, Any]) -> bool:
+        if message.get("type") in self.eat:
+            self.eat.discard(message["type"])
+            self._eaten_ids.add(message["id"])
+        return True
+
+    def from_node(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        if (re := message.get("re")) in self._eaten_ids:
+            self._eaten_ids.discard(re)  # a resend (same id) is answered
+            self.eaten.set()
+            return None
+        return message

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from facecall.client import CallError, CallState, Device, EndReason, NotConnectedError
+from facecall.client import CallError, CallState, EndReason, NotConnectedError
 from tests.client.test_calls import stamped_frames
-from tests.live import ReplyEater, ServerProcess, free_socket, reconnected, sdk_devices
+from tests.live import ReplyEater, ServerProcess, free_socket, reconnected, sdk_devices, through
 
 
 @pytest.fixture
@@ -84,14 +84,6 @@ async def test_a_call_answered_while_the_caller_was_away_connects(node: ServerPr
         assert (await stamped_frames(outgoing, 3)).summary().stamped >= 3
         await outgoing.hangup()
         assert await incoming.wait_ended(10) is EndReason.HUNG_UP
-
-
-async def through(proxy: ReplyEater, device: Device) -> None:
-    """Reconnect ``device``'s signaling through ``proxy`` (a resume: nothing is lost)."""
-    assert device.signaling is not None
-    device.signaling.ws_url = proxy.url
-    await device.signaling.drop()
-    await reconnected(device)
 
 
 async def test_an_answer_whose_reply_died_with_the_node_is_resent(node: ServerProcess) -> None:

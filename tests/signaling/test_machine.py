@@ -318,13 +318,14 @@ def test_relay_only_between_joined_devices() -> None:
     machine.drain_effects()
     sdp = parse_client_message(json.dumps({
         "v": 1, "id": "x", "type": "call.sdp", "call_id": "call-1", "to_device": "b1",
-        "description": {"type": "offer", "sdp": "v=0"}, "ice_restart": True}))
+        "description": {"type": "offer", "sdp": "v=0"}, "ice_restart": True,
+        "signature": "s" * 85 + "A"}))
     assert isinstance(sdp, CallSdp)
     machine.handle(Relay.from_message("alice", "a1", sdp), 2.0)
-    assert sent(machine.drain_effects()) == [
+    assert sent(machine.drain_effects()) == [  # the signature as sent: the device checks it
         ("b1", "call.sdp", {"from_user": "alice", "from_device": "a1",
                             "description": {"type": "offer", "sdp": "v=0"},
-                            "ice_restart": True}),
+                            "ice_restart": True, "signature": "s" * 85 + "A"}),
     ]
     cand = parse_client_message(json.dumps({
         "v": 1, "id": "y", "type": "call.candidate", "call_id": "call-1", "to_device": "a1",

@@ -44,6 +44,7 @@ GOOD: list[dict[str, Any]] = [
     {"type": "call.hangup", "call_id": "c"},
     {"type": "call.hangup", "call_id": "c", "reason": "no_media"},
     {"type": "call.hangup", "call_id": "c", "reason": "connection_lost"},
+    {"type": "call.hangup", "call_id": "c", "reason": "identity_check_failed"},
     {"type": "call.rejoin", "call_id": "c", "to_device": "d"},
     {"type": "bye"},
     {"type": "call.invite", "call_id": "c", "to": ["carol", "dave"]},
@@ -56,6 +57,10 @@ GOOD: list[dict[str, Any]] = [
     },
     {"type": "call.sdp", "call_id": "c", "to_device": "d",
      "description": {"type": "answer", "sdp": "x" * p.MAX_SDP_CHARS}},
+    {"type": "call.sdp", "call_id": "c", "to_device": "d",
+     "description": {"type": "answer", "sdp": "v=0"}, "signature": "-_" * 42 + "gw"},
+    {"type": "call.sdp", "call_id": "c", "to_device": "d",
+     "description": {"type": "answer", "sdp": "v=0"}, "signature": None},
     {"type": "call.candidate", "call_id": "c", "to_device": "d", "candidate": None},
     {
         "type": "call.candidate",
@@ -164,6 +169,10 @@ def test_unknown_type(kind: Any) -> None:
         {"type": "call.sdp", "call_id": "c", "to_device": "d",
          "description": {"type": "offer", "sdp": "v=0", "extra": 1}},
         {"type": "call.sdp", "call_id": "c", "description": {"type": "offer", "sdp": "v=0"}},
+        *({"type": "call.sdp", "call_id": "c", "to_device": "d",  # a signature is 86 base64url
+           "description": {"type": "offer", "sdp": "v=0"}, "signature": signature}
+          for signature in ("", "A" * 85, "A" * 87, "A" * 5000, "A" * 85 + "B", "+" * 86,
+                            "A" * 84 + "==", 42, ["A" * 86])),
         {"type": "call.candidate", "call_id": "c", "to_device": "d"},  # candidate is required
         {"type": "call.candidate", "call_id": "c", "to_device": "d",
          "candidate": {"candidate": "x", "sdpMLineIndex": -1}},

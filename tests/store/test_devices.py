@@ -94,3 +94,35 @@ async def test_touch_device(store: Store) -> None:
     assert touched.created_at == T0
     with pytest.raises(NotFound, match="device"):
         await store.touch_device("ghost", T0)
+
+
+KEY_A = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"  # RFC 8032 §7.1 test 1's public key
+KEY_B = "PUAXw-hDiVqStwqnTRt-vJyYLM8uxJaMwM1V8Sr0Zgw"  # test 2's
+
+
+async def test_an_identity_key_is_set_once(store: Store) -> None:
+    """A device's identity key is given at registration or later, once: the same key again
+    changes nothing, another key leaves the first (the caller compares), and only the owner's
+    live devices take one."""
+    alice = await store.create_user("alice", "Alice", "h", T0)
+    bob = await store.create_user("bob", "Bob", "h", T0)
+    keyed = await store.create_device(alice.id, "sdk", "bot", T0, KEY_A)
+    assert keyed.identity_key == KEY_A and await store.get_device(keyed.id) == keyed
+    bare = await store.create_device(alice.id, "browser", "laptop", T0 + 1)
+    assert bare.identity_key is None
+    assert (await store.set_identity_key(alice.id, bare.id, KEY_B)) == replace(bare, identity_key=KEY_B)
+    assert (await store.set_identity_key(alice.id, bare.id, KEY_B)).identity_key == KEY_B  # type: ignore[union-attr]
+    kept = await store.set_identity_key(alice.id, bare.id, KEY_A)
+    assert kept is not None and kept.identity_key == KEY_B
+    assert (await store.set_identity_key(alice.id, keyed.id, KEY_B)).identity_key == KEY_A  # type: ignore[union-attr]
+    assert await store.set_identity_key(bob.id, bare.id, KEY_A) is None  # not bob's
+    assert await store.set_identity_key(alice.id, "no-such-device", KEY_A) is None
+    gone = await store.create_device(alice.id, "ios", "old phone", T0 + 2)
+    assert await store.remove_device(alice.id, gone.id, T0 + 3)
+    assert await store.set_identity_key(alice.id, gone.id, KEY_A) is None
+    assert (await store.get_device(gone.id)).identity_key is None  # type: ignore[union-attr]
+    with pytest.raises(InvalidInput, match="identity_key"):
+        await store.set_identity_key(alice.id, bare.id, "k" * 44)
+    with pytest.raises(InvalidInput, match="identity_key"):
+        await store.create_device(alice.id, "sdk", "x", T0, "k" * 44)
+    assert [d.identity_key for d in await store.list_devices(alice.id)] == [KEY_A, KEY_B]

@@ -15,11 +15,19 @@ from facecall.api.auth import (
     new_token,
     token_hash,
 )
-from facecall.api.schemas import DeviceIn, DeviceOut, DeviceRegistered, DeviceRename
+from facecall.api.schemas import (
+    DeviceIn,
+    DeviceKey,
+    DeviceOut,
+    DeviceRegistered,
+    DeviceRename,
+    IdentityKeyIn,
+    IdentityKeys,
+)
 from facecall.store import Store
 from facecall.store.records import DeviceRecord
 
-router = APIRouter(prefix="/v1/devices", tags=["devices"])
+router = APIRouter(prefix="/v1", tags=["devices"])
 
 MAX_DEVICES_PER_USER = 32
 #: device ids are at most this long (``store.models.ID_LEN``): a longer one is no device
@@ -29,30 +37,30 @@ MAX_DEVICE_ID_CHARS = 64
 def device_out(device: DeviceRecord, online: bool = False) -> DeviceOut:
     return DeviceOut(
         id=device.id, kind=device.kind, name=device.name, created_at=device.created_at,
-        last_seen_at=device.last_seen_at, online=online,
+        last_seen_at=device.last_seen_at, online=online, identity_key=device.identity_key,
     )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=DeviceRegistered)
+@router.post("/devices", status_code=status.HTTP_201_CREATED, response_model=DeviceRegistered)
 async def register_device(
     body: DeviceIn,
     principal: Principal = Depends(current_account),  # noqa: B008
     store: Store = Depends(get_store),  # noqa: B008
 ) -> DeviceRegistered:
-    """Register a device of the signed-in user (an account token); returns its token (shown
-    once)."""
+    """Register a device of the signed-in user (an account token), with its public identity key
+    if it gives one; returns its token (shown once)."""
     if len(await store.list_devices(principal.user_id)) >= MAX_DEVICES_PER_USER:
         raise HTTPException(
             status.HTTP_409_CONFLICT, detail=f"at most {MAX_DEVICES_PER_USER} devices per user"
         )
     now = time.time()
-    device = await store.create_device(principal.user_id, body.kind, body.name, now)
+    device = await store.create_device(principal.user_id, body.kind, body.name, now, body.identity_key)
     token = new_token()
     await store.create_token(token_hash(token), principal.user_id, device.id, now, None)
     return DeviceRegistered(device=device_out(device), token=token)
 
 
-@router.get("", response_model=list[DeviceOut])
+@router.get("/devices", response_model=list[DeviceOut])
 async def list_devices(
     request: Request,
     principal: Principal = Depends(current_principal),  # noqa: B008
@@ -64,7 +72,7 @@ async def list_devices(
     return [device_out(d, d.id in online) for d in devices]
 
 
-@router.patch("/{device_id}", response_model=DeviceOut)
+@router.patch("/devices/{device_id}", response_model=DeviceOut)
 async def rename_device(
     device_id: str,
     body: DeviceRename,
@@ -86,7 +94,7 @@ async def rename_device(
     return device_out(device, device.id in online)
 
 
-@router.delete("/{device_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/devices/{device_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def remove_device(
     device_id: str,
     request: Request,
@@ -100,3 +108,50 @@ async def remove_device(
     if not removed:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such device")
     await request.app.state.signaling.device_removed(principal.user_id, device_id)
+
+
+@router.put("/devices/{device_id}/identity-key", response_model=DeviceOut)
+async def set_identity_key(
+    device_id: str,
+    body: IdentityKeyIn,
+    request: Request,
+    principal: Principal = Depends(account_or_device_itself),  # noqa: B008
+    store: Store = Depends(get_store),  # noqa: B008
+) -> DeviceOut:
+    """Publish the public identity key of a device registered without one (docs/security.md,
+    "Device identity keys"). Once only: the same key again is a no-op (200), another key is
+    409, since a key that could change would let whoever holds a token swap it for their own.
+    The device itself (its token) or its account may set it; another device: 403. 404 "no such
+    device" for an unknown, removed or another user's device."""
+    device = None
+    if len(device_id) <= MAX_DEVICE_ID_CHARS:
+        device = await store.set_identity_key(principal.user_id, device_id, body.identity_key)
+    if device is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such device")
+    if device.identity_key != body.identity_key:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            detail="this device has another identity key already; a key is never changed",
+        )
+    online = await request.app.state.bus.online([device.id])
+    return device_out(device, device.id in online)
+
+
+@router.get("/users/{user_id}/identity-keys", response_model=IdentityKeys)
+async def identity_keys(
+    user_id: str,
+    principal: Principal = Depends(current_principal),  # noqa: B008
+    store: Store = Depends(get_store),  # noqa: B008
+) -> IdentityKeys:
+    """The public identity keys of a user's devices (those not removed that published one),
+    by user id, as the ``from_user`` of a relayed ``call.sdp`` names them: a device checks the
+    signature of another's SDP with it (docs/security.md). Any signed-in account or device may
+    read them. 404 "no such user" for an unknown or deleted user."""
+    user = await store.get_user(user_id) if len(user_id) <= MAX_DEVICE_ID_CHARS else None
+    if user is None or user.deleted_at is not None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such user")
+    devices = await store.list_devices(user_id)
+    return IdentityKeys(user_id=user_id, devices=[
+        DeviceKey(device_id=d.id, identity_key=d.identity_key)
+        for d in devices if d.identity_key is not None
+    ])

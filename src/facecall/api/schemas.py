@@ -154,9 +154,25 @@ class Session(BaseModel):
     expires_at: float
 
 
+#: a device's public Ed25519 identity key: the unpadded base64url of its 32 bytes
+#: (``facecall.e2ee.identity``); the last character carries 4 bits and 2 zero bits
+IdentityKey = Annotated[
+    str, StringConstraints(min_length=43, max_length=43, pattern=r"^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"),
+]
+
+
 class DeviceIn(Strict):
     kind: DeviceKind
     name: ShownName
+    identity_key: IdentityKey | None = Field(
+        default=None, description="The device's public Ed25519 identity key (docs/security.md); "
+        "it can also be given later, once, with PUT /v1/devices/{id}/identity-key.")
+
+
+class IdentityKeyIn(Strict):
+    """A device's public identity key, given once."""
+
+    identity_key: IdentityKey
 
 
 class DeviceRename(Strict):
@@ -172,11 +188,26 @@ class DeviceOut(BaseModel):
     created_at: float
     last_seen_at: float | None
     online: bool = False
+    identity_key: str | None = Field(
+        default=None, description="The device's public Ed25519 identity key; None if it has "
+        "not published one.")
 
 
 class DeviceRegistered(BaseModel):
     device: DeviceOut
     token: str = Field(description="The device token; shown once. Use it for /v1/signaling.")
+
+
+class DeviceKey(BaseModel):
+    device_id: str
+    identity_key: str
+
+
+class IdentityKeys(BaseModel):
+    """The public identity keys of a user's devices that published one (docs/security.md)."""
+
+    user_id: str
+    devices: list[DeviceKey]
 
 
 class IceServer(BaseModel):

@@ -83,10 +83,30 @@ class ApiClient:
             json={"username": username, "password": password})
         return result
 
-    async def register_device(self, account_token: str, name: str, kind: str = "sdk") -> dict[str, Any]:
-        """Register a device; returns ``{device, token}`` (the token is shown once)."""
+    async def register_device(self, account_token: str, name: str, kind: str = "sdk",
+                              identity_key: str | None = None) -> dict[str, Any]:
+        """Register a device, with its public identity key if given; returns ``{device,
+        token}`` (the token is shown once)."""
+        body: dict[str, Any] = {"kind": kind, "name": name}
+        if identity_key is not None:
+            body["identity_key"] = identity_key
+        result: dict[str, Any] = await self._call("POST", "/v1/devices", account_token, json=body)
+        return result
+
+    async def set_identity_key(self, token: str, device_id: str, identity_key: str) -> dict[str, Any]:
+        """Publish the public identity key of a device that has none (once; the same key again
+        is a no-op). Returns the device as listed; another key already set is an
+        :class:`ApiError` 409."""
         result: dict[str, Any] = await self._call(
-            "POST", "/v1/devices", account_token, json={"kind": kind, "name": name})
+            "PUT", f"/v1/devices/{quote(device_id, safe='')}/identity-key", token,
+            json={"identity_key": identity_key})
+        return result
+
+    async def identity_keys(self, token: str, user_id: str) -> dict[str, Any]:
+        """``{user_id, devices: [{device_id, identity_key}]}``: the published keys of a user's
+        devices (docs/security.md)."""
+        result: dict[str, Any] = await self._call(
+            "GET", f"/v1/users/{quote(user_id, safe='')}/identity-keys", token)
         return result
 
     async def rename_device(self, token: str, device_id: str, name: str) -> dict[str, Any]:

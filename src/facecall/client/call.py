@@ -75,6 +75,7 @@ class Call(PeerNegotiation):
         self.remote_device = remote_device
         self.state = CallState.RINGING if direction is Direction.INCOMING else CallState.CALLING
         self.end_reason: EndReason | None = None
+        self.identity_failure: str | None = None
         self.local_audio: LocalTrack | None = None
         self.local_video: LocalTrack | None = None
         self.remote_audio = RemoteTrack("audio")

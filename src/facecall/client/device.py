@@ -55,6 +55,7 @@ from facecall.client.errors import (
 )
 from facecall.client.handoff import taken_call
 from facecall.client.ice import parse_host_addresses
+from facecall.client.identity import Identity
 from facecall.client.signaling import ConnectionClosed, SignalingConnection, SignalingError
 from facecall.logs import get_logger
 from facecall.signaling.protocol import CLOSE_REMOVED, CLOSE_REPLACED, MAX_HELD_CALLS
@@ -125,6 +126,7 @@ class Device(AsyncIOEventEmitter):
         connect_timeout: float = 20.0,
         max_ice_restarts: int = 5,
         reconnect_wait: float = 15.0,
+        identity_key: str | None = None,
     ) -> None:
         super().__init__()
         if not server_url.startswith(("http://", "https://")):
@@ -169,6 +171,12 @@ class Device(AsyncIOEventEmitter):
         self._elsewhere = ElsewhereCalls()
         self._taking: set[str] = set()
         """Calls whose ``call.handoff`` is not answered yet (a hello names them: held here)."""
+        self.identity: Identity | None = None if identity_key is None else Identity(identity_key)
+        """This device's identity key and the other devices' keys it trusts (docs/security.md);
+        read from the state file, made when the device registers, or given as ``identity_key``."""
+        self._identity_published = False
+        self._state: dict[str, Any] = {}
+        """The state file's fields besides the identity's (``token``, ``user_id``, ...)."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -215,6 +223,12 @@ class Device(AsyncIOEventEmitter):
                 raise AuthenticationError(401, f"the server refused this device ({exc})") from exc
             raise ApiError(0, f"cannot open signaling at {self.api.ws_url}: {exc}") from exc
         self.user_id, self.device_id = welcome["user_id"], welcome["device_id"]
+        try:
+            await self._publish_identity()
+        except BaseException:
+            signaling, self.signaling = self.signaling, None
+            await signaling.close()
+            raise
         self._incoming = asyncio.Queue()  # calls may ring again
         self._elsewhere_changed(self._elsewhere.welcome(welcome))
         self._connected.set()
@@ -235,10 +249,40 @@ class Device(AsyncIOEventEmitter):
                     raise
         if session is None:
             session = await self.api.sign_in(self.username, self.password)
-        registered = await self.api.register_device(session["token"], self.device_name, self.kind)
+        # a new device, a new key; the keys this program trusts for other devices stay
+        identity = Identity(pinned=None if self.identity is None else self.identity.state()["pinned_keys"])
+        registered = await self.api.register_device(session["token"], self.device_name, self.kind,
+                                                    identity.public_key)
+        self.identity, self._identity_published = identity, True
         token: str = registered["token"]
-        self._save_state(token, session["user"]["id"], registered["device"]["id"])
+        self._state = {"user_id": session["user"]["id"], "device_id": registered["device"]["id"],
+                       "token": token, "identity_published": True}
+        await self._save_state()
         return token
+
+    async def _publish_identity(self) -> None:
+        """Make sure this device's public identity key is the one the server has for it: a
+        device registered before keys existed (or whose state file has none) publishes one, once.
+        A device whose published key this program does not hold cannot sign: FacecallError."""
+        if self.identity is None:
+            self.identity = Identity()
+        self.identity.on_change = self._save_state
+        if self._identity_published:
+            return
+        assert self.token is not None and self.device_id is not None
+        try:
+            await self.api.set_identity_key(self.token, self.device_id, self.identity.public_key)
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+            raise FacecallError(
+                f"device {self.device_id} has published another identity key than the one this "
+                "program holds, so it cannot sign its calls: use the state file it was "
+                "registered with (or its identity_key), or register a new device") from exc
+        self._identity_published = True
+        if self.token == self._state.get("token"):
+            self._state["identity_published"] = True
+        await self._save_state()
 
     def _load_state(self) -> str | None:
         if self.state_file is None or not self.state_file.exists():
@@ -253,16 +297,26 @@ class Device(AsyncIOEventEmitter):
             return None
         self.username = self.username or state.get("username")
         token = state.get("token")
-        return token if isinstance(token, str) else None
+        if not isinstance(token, str):
+            return None
+        self._state = state
+        if self.identity is None:
+            self.identity = Identity.from_state(state)
+            self._identity_published = self.identity is not None and bool(
+                state.get("identity_published"))
+        return token
 
-    def _save_state(self, token: str, user_id: str, device_id: str) -> None:
+    async def _save_state(self) -> None:
+        """Write the state file (0600): the device's token, identity key and pinned keys."""
         if self.state_file is None:
             return
+        state = {**self._state, "server": self.api.base_url, "username": self.username}
+        if self.identity is not None:
+            state.update(self.identity.state())
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.state_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            json.dump({"server": self.api.base_url, "username": self.username, "user_id": user_id,
-                       "device_id": device_id, "token": token}, f)
+            json.dump(state, f)
 
     async def close(self) -> None:
         """Hang up every call and close the connection. Calls end here even when the server

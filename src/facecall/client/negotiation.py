@@ -31,6 +31,7 @@ remote device at a time, how it is negotiated, and how it is replaced.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -42,10 +43,15 @@ from facecall.client.ice import ice_servers_from_api
 from facecall.client.peer import PeerSession
 from facecall.client.stats import sent_quality
 from facecall.client.tracks import LocalTrack, RemoteTrack
+from facecall.e2ee.identity import IdentityError
+from facecall.logs import get_logger
 from facecall.media.engine import MediaEngine
+from facecall.signaling.reasons import EndReason
 
 if TYPE_CHECKING:
     from facecall.client.device import Device
+
+log = get_logger(__name__)
 
 Renegotiation = Literal["rejoin", "handoff"]
 """Why a call set its media up anew with a device as with a newcomer (not an ICE restart)."""
@@ -81,6 +87,8 @@ class PeerNegotiation(AsyncIOEventEmitter):
     the one that restarts a negotiation cut short (docs/protocol.md, "A fresh start")."""
     _negotiating: asyncio.Lock
     _monitor: asyncio.Task[None] | None
+    identity_failure: str | None
+    """Why this device refused the other device's description (its identity check failed)."""
 
     if TYPE_CHECKING:  # the Call's own
         @property
@@ -93,6 +101,7 @@ class PeerNegotiation(AsyncIOEventEmitter):
         def path(self) -> str | None: ...
         def _emit_event(self, type_: str, **data: Any) -> None: ...
         def _set_state(self, state: CallState) -> None: ...
+        async def _end(self, reason: EndReason) -> None: ...
         def _tell_media(self) -> None: ...
         async def _watch(self) -> None: ...
 
@@ -130,10 +139,15 @@ class PeerNegotiation(AsyncIOEventEmitter):
         return peer
 
     async def _send_description(self, description: RTCSessionDescription, restart: bool) -> None:
-        assert self.remote_device is not None
-        await self.device.request("call.sdp", call_id=self.id, to_device=self.remote_device,
-                                  description={"type": description.type, "sdp": description.sdp},
-                                  ice_restart=restart)
+        """Send a description, signed with this device's identity key (docs/security.md)."""
+        device = self.device
+        assert self.remote_device is not None and device.identity is not None
+        assert device.user_id is not None and device.device_id is not None
+        signature = device.identity.sign(self.id, device.user_id, device.device_id,
+                                         self.remote_device, description.type, description.sdp)
+        await device.request("call.sdp", call_id=self.id, to_device=self.remote_device,
+                             description={"type": description.type, "sdp": description.sdp},
+                             ice_restart=restart, signature=signature)
         # Every candidate is in the SDP (aiortc gathers first): signal end-of-candidates.
         await self.device.request("call.candidate", call_id=self.id, to_device=self.remote_device,
                                   candidate=None)
@@ -180,6 +194,8 @@ class PeerNegotiation(AsyncIOEventEmitter):
             self.remote_device = event["from_device"]
         if event["from_device"] != self.remote_device:
             return
+        if not await self._identity_checked(event):
+            return
         restart = bool(event.get("ice_restart"))
         if description.type == "answer":
             if self._peer is not None and self._peer.pc.signalingState == "have-local-offer":
@@ -199,6 +215,28 @@ class PeerNegotiation(AsyncIOEventEmitter):
         answer = await peer.accept_offer(description)
         if peer is self._peer and self.state is not CallState.ENDED:
             await self._send_description(answer, restart)
+
+    async def _identity_checked(self, event: dict[str, Any]) -> bool:
+        """Whether a relayed description is signed by the identity key of the device it comes
+        from (docs/security.md, "Device identity keys"). If not, this device refuses it: it
+        leaves the call with ``identity_check_failed`` and the call emits ``identity_failed``
+        with the reason."""
+        device = self.device
+        assert device.identity is not None and device.token is not None
+        assert device.device_id is not None
+        try:
+            await device.identity.check(device.api, device.token, self.id, device.device_id, event)
+        except IdentityError as exc:
+            log.warning("call.identity_check_failed", call_id=self.id,
+                        from_device=event.get("from_device"), why=str(exc))
+            self.identity_failure = str(exc)
+            self._emit_event("identity_failed", reason=str(exc))
+            reason = EndReason.IDENTITY_CHECK_FAILED
+            with contextlib.suppress(Exception):
+                await device.request("call.hangup", call_id=self.id, reason=reason.value)
+            await self._end(reason)
+            return False
+        return True
 
     async def _on_connected(self) -> None:
         if self.state in (CallState.ENDED, CallState.CONNECTED):

@@ -48,7 +48,8 @@ class Cancel:
 @dataclass(frozen=True, slots=True)
 class Hangup:
     """A joined device leaves (``call.hangup``), with ``reason``: ``hung_up``, or ``no_media``
-    / ``connection_lost`` when its client gave up on the media. From the caller before anyone
+    / ``connection_lost`` when its client gave up on the media, or ``identity_check_failed``
+    when it refused the other device's SDP. From the caller before anyone
     answered it is a cancel."""
 
     user_id: str
@@ -96,8 +97,9 @@ class Relay:
 
     :param kind: one of :data:`RELAY_KINDS`.
     :param body: the JSON-safe payload fields copied into the relayed event:
-        ``{"description": {...}, "ice_restart": bool}``, ``{"candidate": {...} | None}``,
-        ``{"audio": bool, "video": bool, "screen": bool}`` or ``{}`` (``call.rejoin``).
+        ``{"description": {...}, "ice_restart": bool, "signature": str | None}``,
+        ``{"candidate": {...} | None}``, ``{"audio": bool, "video": bool, "screen": bool}``
+        or ``{}`` (``call.rejoin``).
     """
 
     user_id: str
@@ -115,6 +117,7 @@ class Relay:
             body: dict[str, Any] = {
                 "description": message.description.model_dump(mode="json"),
                 "ice_restart": message.ice_restart,
+                "signature": message.signature,
             }
         elif isinstance(message, CallMedia):
             body = {"audio": message.audio, "video": message.video, "screen": message.screen}

@@ -74,7 +74,8 @@ DEFAULT_RING_TIMEOUT = 30.0
 MAX_PARTICIPANTS = MAX_CALLEES + 1
 #: call end reasons that, for a user still ringing, mean the others gave up on them: the
 #: ring ends ``cancelled`` for that user (a missed call) -- see :meth:`CallMachine._end`
-_WITHDRAWN = frozenset({EndReason.HUNG_UP, EndReason.DEVICE_REMOVED, EndReason.NO_MEDIA})
+_WITHDRAWN = frozenset({EndReason.HUNG_UP, EndReason.DEVICE_REMOVED, EndReason.NO_MEDIA,
+                        EndReason.IDENTITY_CHECK_FAILED})
 
 
 class CallMachine(CallView):

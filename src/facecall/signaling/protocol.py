@@ -164,13 +164,15 @@ class CallCancel(_ClientFrame):
 
 
 #: Why a device hangs up (``call.hangup``): the person did, or its client gave up on the media.
-HangupReason = Literal["hung_up", "no_media", "connection_lost"]
+HangupReason = Literal["hung_up", "no_media", "connection_lost", "identity_check_failed"]
 
 
 class CallHangup(_ClientFrame):
     """Leave a joined call. ``reason``: ``hung_up`` (the person hung up), ``no_media`` (the
-    client gave up because the media never connected) or ``connection_lost`` (the media was
-    lost and did not come back); the others hear it, and history keeps it."""
+    client gave up because the media never connected), ``connection_lost`` (the media was
+    lost and did not come back) or ``identity_check_failed`` (the client refused an SDP that
+    the other device's identity key did not sign: docs/security.md); the others hear it, and
+    history keeps it."""
 
     type: Literal["call.hangup"]
     call_id: Id
@@ -204,14 +206,24 @@ class IceCandidate(BaseModel):
     sdpMLineIndex: Annotated[int, Field(ge=0, le=1023)] | None = None
 
 
+#: an Ed25519 signature (RFC 8032) as unpadded base64url: 64 bytes, 86 characters, the last
+#: one carrying 2 bits and 4 zero bits (``facecall.e2ee.identity``)
+Signature = Annotated[
+    str, StringConstraints(min_length=86, max_length=86, pattern=r"^[A-Za-z0-9_-]{85}[AQgw]$")
+]
+
+
 class CallSdp(_ClientFrame):
-    """Send an SDP offer/answer to another joined device of the call."""
+    """Send an SDP offer/answer to another joined device of the call. ``signature``: this
+    device's identity-key signature over the description (docs/security.md, "Device identity
+    keys"); the server relays it untouched and does not check it — the receiving device does."""
 
     type: Literal["call.sdp"]
     call_id: Id
     to_device: Id
     description: SessionDescription
     ice_restart: bool = False
+    signature: Signature | None = None
 
 
 class CallCandidate(_ClientFrame):
@@ -501,13 +513,15 @@ class CallElsewhere(_Event):
 
 
 class CallSdpRelayed(_Event):
-    """An SDP offer/answer from another joined device of the call."""
+    """An SDP offer/answer from another joined device of the call, with the sender's
+    ``signature`` as it sent it (None: it sent none)."""
 
     type: Literal["call.sdp"]
     from_user: Id
     from_device: Id
     description: SessionDescription
     ice_restart: bool
+    signature: str | None = None
 
 
 class CallCandidateRelayed(_Event):

@@ -23,6 +23,8 @@ class EndReason(StrEnum):
     CONNECTION_LOST = "connection_lost"  # the device did not come back within the resume grace,
     # or (``call.hangup``) its media was lost and did not come back
     NO_MEDIA = "no_media"  # the call's media never connected (a firewall, no relay): given up
+    IDENTITY_CHECK_FAILED = "identity_check_failed"  # (``call.hangup``) the other device's SDP
+    # was not signed by the identity key this device knows for it: someone may be in the middle
     GLARE = "glare"  # both users called each other at once; this call lost the tie-break
     UNAVAILABLE = "unavailable"  # the callee has no device that could ring
     HANDED_OFF = "handed_off"  # the call moved to another device of the same user

@@ -13,6 +13,7 @@ from facecall.store.invites import use_invite
 from facecall.store.models import (
     DEVICE_NAME_LEN,
     DISPLAY_NAME_LEN,
+    IDENTITY_KEY_LEN,
     PASSWORD_HASH_LEN,
     USERNAME_LEN,
 )
@@ -21,7 +22,7 @@ from facecall.store.records import DEVICE_KINDS, DeviceRecord, TokenRecord, User
 #: the most users one page of :meth:`AccountsRepository.list_users` returns
 MAX_USERS_PAGE = 1000
 USER_COLUMNS = "id, username, display_name, password_hash, created_at, deleted_at"
-DEVICE_COLUMNS = "id, user_id, kind, name, created_at, last_seen_at, removed_at"
+DEVICE_COLUMNS = "id, user_id, kind, name, created_at, last_seen_at, removed_at, identity_key"
 
 USER_BY_ID = Q.of(f"SELECT {USER_COLUMNS} FROM users WHERE id = $1")
 USER_BY_NAME = Q.of(f"SELECT {USER_COLUMNS} FROM users WHERE username = $1 AND deleted_at IS NULL")
@@ -31,7 +32,9 @@ USER_WITH_PASSWORD = Q.of(
     "SELECT 1 FROM users WHERE id = $1 AND deleted_at IS NULL AND password_hash = $2"
 )
 INSERT_USER = Q.of(f"INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, NULL)")
-INSERT_DEVICE = Q.of(f"INSERT INTO user_devices ({DEVICE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, NULL)")
+INSERT_DEVICE = Q.of(
+    f"INSERT INTO user_devices ({DEVICE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, NULL, $7)"
+)
 DEVICES_OF_USERS = Q.of(
     f"SELECT {DEVICE_COLUMNS} FROM user_devices WHERE user_id {{ids1}} AND removed_at IS NULL "
     "ORDER BY created_at, id"
@@ -45,6 +48,11 @@ REVOKE_DEVICE_TOKENS = Q.of(
 )
 RENAME_DEVICE = Q.of(
     "UPDATE user_devices SET name = $3 WHERE id = $1 AND user_id = $2 AND removed_at IS NULL"
+)
+#: set once: a key already set stays (the caller reads the device to tell which case it was)
+SET_IDENTITY_KEY = Q.of(
+    "UPDATE user_devices SET identity_key = $3 WHERE id = $1 AND user_id = $2 AND removed_at IS NULL "
+    "AND identity_key IS NULL"
 )
 TOUCH_DEVICE = Q.of("UPDATE user_devices SET last_seen_at = $2 WHERE id = $1 AND removed_at IS NULL")
 OWNED_DEVICE = Q.of("SELECT 1 FROM user_devices WHERE id = $1 AND user_id = $2 AND removed_at IS NULL")
@@ -100,6 +108,7 @@ def _device(d: Dialect, r: Any) -> DeviceRecord:
         created_at=d.epoch(r[4]),
         last_seen_at=d.epoch(r[5]),
         removed_at=d.epoch(r[6]),
+        identity_key=r[7],
     )
 
 
@@ -126,7 +135,7 @@ def _insert_device(d: Dialect, dev: DeviceRecord) -> Body[None]:
     if (yield ONE, USER_EXISTS, (dev.user_id,)) is None:
         raise NotFound("user", dev.user_id)
     created = d.time(dev.created_at)
-    yield COUNT, INSERT_DEVICE, (dev.id, dev.user_id, dev.kind, dev.name, created, created)
+    yield COUNT, INSERT_DEVICE, (dev.id, dev.user_id, dev.kind, dev.name, created, created, dev.identity_key)
 
 
 def _devices_of(d: Dialect, wanted: list[str]) -> Body[dict[str, list[DeviceRecord]]]:
@@ -153,6 +162,14 @@ def _rename_device(d: Dialect, user_id: str, device_id: str, name: str) -> Body[
     if (yield COUNT, RENAME_DEVICE, (device_id, user_id, name)) != 1:
         return None
     row = yield ONE, DEVICE_BY_ID, (device_id,)
+    return _device(d, row)
+
+
+def _set_identity_key(d: Dialect, user_id: str, device_id: str, key: str) -> Body[DeviceRecord | None]:
+    yield COUNT, SET_IDENTITY_KEY, (device_id, user_id, key)
+    row = yield ONE, DEVICE_BY_ID, (device_id,)
+    if row is None or row[1] != user_id or row[6] is not None:
+        return None
     return _device(d, row)
 
 
@@ -334,8 +351,11 @@ class AccountsRepository:
 
     # -- devices -------------------------------------------------------------------------------
 
-    async def create_device(self, user_id: str, kind: str, name: str, now: float) -> DeviceRecord:
-        """Register a device for a user. Raises :class:`NotFound` for an unknown user."""
+    async def create_device(self, user_id: str, kind: str, name: str, now: float,
+                            identity_key: str | None = None) -> DeviceRecord:
+        """Register a device for a user, with its public identity key if it has one (the API
+        checks its form: ``facecall.e2ee.identity``). Raises :class:`NotFound` for an unknown
+        user."""
         moment = validate.instant(now, "now")
         record = DeviceRecord(
             id=new_id(),
@@ -345,6 +365,8 @@ class AccountsRepository:
             created_at=moment,
             last_seen_at=moment,
             removed_at=None,
+            identity_key=None if identity_key is None else validate.text(
+                identity_key, "identity_key", IDENTITY_KEY_LEN),
         )
         await self._db.write(_insert_device, record)
         return record
@@ -381,6 +403,14 @@ class AccountsRepository:
         """
         checked = validate.text(name, "name", DEVICE_NAME_LEN)
         return await self._db.write(_rename_device, validate.ident(user_id, "user_id"), device_id, checked)
+
+    async def set_identity_key(self, user_id: str, device_id: str, key: str) -> DeviceRecord | None:
+        """Give one of the user's devices its public identity key, once: a device that has one
+        keeps it (compare the returned ``identity_key`` with ``key`` to tell). Returns the
+        device as stored, or None if it is unknown, another user's or removed."""
+        checked = validate.text(key, "identity_key", IDENTITY_KEY_LEN)
+        return await self._db.write(
+            _set_identity_key, validate.ident(user_id, "user_id"), device_id, checked)
 
     async def touch_device(self, device_id: str, now: float) -> None:
         """Record that the device was seen at ``now``. Raises :class:`NotFound` if it is unknown

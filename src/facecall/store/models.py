@@ -28,6 +28,8 @@ USERNAME_LEN = 64
 DISPLAY_NAME_LEN = 128
 PASSWORD_HASH_LEN = 512
 DEVICE_NAME_LEN = 128
+#: a public Ed25519 key as base64url (``facecall.e2ee.identity``: 32 bytes, 43 characters)
+IDENTITY_KEY_LEN = 43
 TOKEN_HASH_LEN = 64
 INVITE_NOTE_LEN = 128
 STATE_LEN = 32
@@ -102,6 +104,8 @@ class DeviceRow(Base):
     created_at: Mapped[float] = mapped_column(EpochTime())
     last_seen_at: Mapped[float] = mapped_column(EpochTime())
     removed_at: Mapped[float | None] = mapped_column(EpochTime())
+    #: the device's public Ed25519 identity key, base64url (migration 0007); set once
+    identity_key: Mapped[str | None] = mapped_column(String(IDENTITY_KEY_LEN))
 
 
 class TokenRow(Base):

@@ -63,7 +63,8 @@ class InviteRecord:
 
 @dataclass(frozen=True, slots=True)
 class DeviceRecord:
-    """One registered device of a user; ``removed_at`` is set once the device was removed."""
+    """One registered device of a user; ``removed_at`` is set once the device was removed;
+    ``identity_key`` is its public Ed25519 key (``facecall.e2ee.identity``), set once."""
 
     id: str
     user_id: str
@@ -72,6 +73,7 @@ class DeviceRecord:
     created_at: float
     last_seen_at: float
     removed_at: float | None
+    identity_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,120 @@
+"""This device's identity key, and the keys of other devices it trusts (docs/security.md,
+"Device identity keys").
+
+The device signs every SDP it sends with its own Ed25519 key (``facecall.e2ee.identity``) and
+checks every SDP it receives against the key of the device that sent it. It learns another
+device's key from the server (``GET /v1/users/{id}/identity-keys``) the first time it needs
+it and keeps it from then on (trust on first use): a device's key never changes, so a server
+that later hands out another key for it, or relays a description that key did not sign, is
+refused. A device the server invents is new, and is trusted on first use like any new device;
+what catches that is people comparing the call's security code (docs/security.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from facecall.client.api import ApiClient
+from facecall.client.errors import ApiError
+from facecall.e2ee.identity import (
+    IdentityError,
+    new_private_key,
+    private_key_from_text,
+    private_key_text,
+    public_key_from_text,
+    public_key_text,
+    sign_description,
+    verify_description,
+)
+
+#: how many other devices' keys a device keeps; past it, it forgets the oldest pins (a device
+#: forgotten is trusted on first use again)
+MAX_PINNED = 4096
+
+
+class Identity:
+    """This device's key pair, and the pinned ``device id → (user id, public key)`` of the
+    other devices it has called or been called by.
+
+    :param private_key: this device's private key as :func:`private_key_text` writes it; a new
+        one is made if None.
+    :param pinned: pins as :meth:`state` saved them.
+    :param on_change: called (and awaited) after a new pin, to save the state.
+    """
+
+    def __init__(self, private_key: str | None = None,
+                 pinned: Mapping[str, Any] | None = None,
+                 on_change: Callable[[], Awaitable[None] | None] | None = None) -> None:
+        self._key = new_private_key() if private_key is None else private_key_from_text(private_key)
+        self.public_key = public_key_text(self._key)
+        self._pinned: dict[str, tuple[str, str]] = {}
+        for device_id, entry in (pinned or {}).items():
+            if (isinstance(entry, list | tuple) and len(entry) == 2
+                    and all(isinstance(part, str) for part in entry)):
+                self._pinned[device_id] = (entry[0], entry[1])
+        self.on_change = on_change
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> Identity | None:
+        """The identity a state file holds, or None if it holds none (an older state file)."""
+        key = state.get("identity_key")
+        if not isinstance(key, str):
+            return None
+        try:
+            return cls(key, state.get("pinned_keys") if isinstance(state.get("pinned_keys"), dict) else None)
+        except IdentityError as exc:
+            raise ValueError(f"the state file's identity key is unreadable: {exc}") from None
+
+    def state(self) -> dict[str, Any]:
+        """What a state file keeps: the private key and the pins."""
+        return {"identity_key": private_key_text(self._key),
+                "pinned_keys": {device: list(pin) for device, pin in self._pinned.items()}}
+
+    def sign(self, call_id: str, user_id: str, device_id: str, to_device: str,
+             type_: str, sdp: str) -> str:
+        """The signature of a description this device sends (``call.sdp``'s ``signature``)."""
+        return sign_description(self._key, call_id, user_id, device_id, to_device, type_, sdp)
+
+    def pinned(self, device_id: str) -> tuple[str, str] | None:
+        """``(user id, key)`` pinned for a device, or None."""
+        return self._pinned.get(device_id)
+
+    async def key_of(self, api: ApiClient, token: str, user_id: str, device_id: str) -> str:
+        """The key of another device: the pinned one, or (first use) the one the server lists
+        for it, pinned from then on. :class:`IdentityError` if the device is pinned as another
+        user's, or the server lists no key for it."""
+        pin = self._pinned.get(device_id)
+        if pin is not None:
+            if pin[0] != user_id:
+                raise IdentityError(
+                    f"device {device_id} is known as a device of user {pin[0]}, not {user_id}")
+            return pin[1]
+        try:
+            listed = await api.identity_keys(token, user_id)
+        except ApiError as exc:
+            raise IdentityError(f"cannot read the identity keys of user {user_id}: {exc}") from exc
+        key = next((entry.get("identity_key") for entry in listed.get("devices", [])
+                    if isinstance(entry, dict) and entry.get("device_id") == device_id), None)
+        if not isinstance(key, str):
+            raise IdentityError(f"device {device_id} of user {user_id} has no identity key")
+        public_key_from_text(key)  # a key at all
+        if len(self._pinned) >= MAX_PINNED:
+            del self._pinned[next(iter(self._pinned))]
+        self._pinned[device_id] = (user_id, key)
+        if self.on_change is not None:
+            saved = self.on_change()
+            if saved is not None:
+                await saved
+        return key
+
+    async def check(self, api: ApiClient, token: str, call_id: str, own_device: str,
+                    event: Mapping[str, Any]) -> None:
+        """Check a relayed ``call.sdp`` addressed to ``own_device``: signed by the identity key
+        of the device it comes from, for this call and this device (RFC 8032 §5.1.7 over
+        ``facecall.e2ee.identity.statement``). :class:`IdentityError` says why not."""
+        user_id, device_id = event["from_user"], event["from_device"]
+        key = await self.key_of(api, token, user_id, device_id)
+        description = event["description"]
+        verify_description(key, event.get("signature"), call_id, user_id, device_id,
+                           own_device, description["type"], description["sdp"])
