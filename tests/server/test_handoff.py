@@ -120,6 +120,26 @@ async def test_what_cannot_be_moved(server: LiveServer) -> None:
     assert (await a2.request("ping"))["type"] == "pong"
 
 
+async def test_a_device_in_another_call_cannot_take_one_over(server: LiveServer) -> None:
+    """alice talks to bob on a1 and to carol on a2 (she took carol's waiting call there): a2
+    cannot also take bob's call -- it would be in two calls at once -- until it hangs up."""
+    call_id, alice, (a1, a2), _bob, (b1, _b2) = await answered_call(server)
+    _carol, (c1,) = await server.user_with_devices("carol", 1)
+    other = (await c1.request("call.start", to=[alice["user"]["id"]], media="audio"))["call_id"]
+    assert (await a2.next_event("call.ring"))["call_waiting"] is True
+    await a2.request("call.answer", call_id=other)
+    with pytest.raises(SignalingError) as refused:
+        await a2.request("call.handoff", call_id=call_id)
+    assert refused.value.code == "not_allowed" and other in refused.value.message
+    await b1.request("call.media", call_id=call_id, to_device=a1.device_id, audio=True, video=True)
+    assert (await a1.next_event("call.media"))["from_device"] == b1.device_id  # still a1's
+    await a2.request("call.hangup", call_id=other)
+    assert (await c1.next_event("call.ended"))["reason"] == "hung_up"
+    await a2.request("call.handoff", call_id=call_id)
+    assert (await a1.next_event("call.ended"))["reason"] == "handed_off"
+    assert (await b1.next_event("call.handed_off"))["to_device"] == a2.device_id
+
+
 async def test_two_devices_taking_the_call_at_once_move_it_twice_in_order(server: LiveServer) -> None:
     """Both requests succeed, one after the other: the call ends up on the one applied last,
     the other gets call.ended(handed_off) as any device the call left, and bob follows both."""

@@ -367,13 +367,25 @@ class CallService:
             return await self._apply(message.call_id,
                                      Hangup(user_id, device_id, EndReason(message.reason)))
         if kind == "call.handoff":
-            entry = await self._load(message.call_id)
-            if entry is not None and (again := entry[1].handed_to(user_id, device_id, self.clock())):
-                return again  # on this device already: the same reply, and nothing to write
-            return await self._apply(message.call_id, Handoff(user_id, device_id))
+            return await self._handoff(user_id, device_id, message.call_id)
         if kind != "call.cancel":
             raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"{kind} is not a request")
         return await self._apply(message.call_id, Cancel(user_id, device_id))
+
+    async def _handoff(self, user_id: str, device_id: str, call_id: str) -> dict[str, Any]:
+        """``call.handoff``: move the user's call to this device. A resend, or one from the
+        device that has the call, answers the same and writes nothing; a device joined in
+        another call of the user's is refused (``not_allowed``): it would be in two at once."""
+        entry = await self._load(call_id)
+        if entry is not None and (again := entry[1].handed_to(user_id, device_id, self.clock())):
+            return again
+        for other in await self.store.joined_calls_of_user(user_id):
+            held = None if other == call_id else await self._load(other)
+            leg = None if held is None else held[1].active_leg(user_id, device_id)
+            if leg is not None and leg.state is LegState.JOINED:
+                raise ProtocolError(ErrorCode.NOT_ALLOWED,
+                                    f"this device is in another call ({other}): hang it up first")
+        return await self._apply(call_id, Handoff(user_id, device_id))
 
     async def _callees(self, caller: str, user_ids: list[str], with_caller: bool = False
                        ) -> tuple[dict[str, list[str]], set[str], list[str]]:
