@@ -61,6 +61,8 @@ from procstat import cpu_seconds, exit_on_sigterm, free_port, percentile, rss_by
 CANDIDATE = {"candidate": "candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host",
              "sdpMid": "0", "sdpMLineIndex": 0}
 SDP = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n" + "a=x\r\n" * 60
+#: an identity-key signature as every client sends with its SDP (the server checks only its form)
+SIGNATURE = "LkQfzYgPEajuTffMoright_KVtXSggOo77PXVCd2fSsBMqZdK3Wvah_ob6UuEDiQm8vYF8mzTCp1fr4YZ0hPCw"
 
 
 @dataclass
@@ -142,10 +144,11 @@ async def facecall_pair(caller: SignalingConnection, callees: list[SignalingConn
             await device.next_event("call.stop_ringing")
             await device.next_event("call.elsewhere")  # the call is on the callee's first device
         await caller.request("call.sdp", call_id=call_id, to_device=callee_id,
-                             description={"type": "offer", "sdp": SDP})
+                             description={"type": "offer", "sdp": SDP}, signature=SIGNATURE)
         await callee_device.next_event("call.sdp")
         await callee_device.request("call.sdp", call_id=call_id, to_device=caller_id,
-                                    description={"type": "answer", "sdp": SDP})
+                                    description={"type": "answer", "sdp": SDP},
+                                    signature=SIGNATURE)
         await caller.next_event("call.sdp")
         for _ in range(2):
             await caller.request("call.candidate", call_id=call_id, to_device=callee_id,
@@ -318,9 +321,9 @@ async def bare_pair(caller: BareClient, callees: list[BareClient], deadline: flo
         for device in callees[1:]:
             await device.next()
             await device.next()
-        await caller.request([first.name], type="call.sdp", sdp=SDP)
+        await caller.request([first.name], type="call.sdp", sdp=SDP, signature=SIGNATURE)
         await first.next()
-        await first.request([caller.name], type="call.sdp", sdp=SDP)
+        await first.request([caller.name], type="call.sdp", sdp=SDP, signature=SIGNATURE)
         await caller.next()
         for _ in range(2):
             await caller.request([first.name], type="call.candidate", candidate=CANDIDATE)
