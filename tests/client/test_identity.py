@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from facecall.client import CallState, Device, EndReason, FacecallError
+from facecall.client import CallState, CallStateError, Device, EndReason, FacecallError
 from facecall.client.api import ApiClient
 from facecall.e2ee.identity import new_private_key, public_key_text, sign_description
 from tests.client.conftest import PASSWORD, MakeDevice
@@ -90,6 +90,8 @@ async def test_a_changed_description_is_refused(call_server: LiveServer, make_de
     async with ServerInTheMiddle(bob.signaling.ws_url, own_fingerprint) as proxy:  # type: ignore[union-attr]
         _, incoming = await refused(alice, bob, proxy)
     assert "not signed by its identity key" in (incoming.identity_failure or "")
+    with pytest.raises(CallStateError, match="identity_check_failed.*not signed by its identity key"):
+        await incoming.wait_connected(1)
     history = await call_server.http.get("/v1/calls/history",
                                          headers={"Authorization": f"Bearer {alice.token}"})
     assert history.json()["items"][0]["end_reason"] == "identity_check_failed"

@@ -320,7 +320,8 @@ class Call(PeerNegotiation):
         """Wait for media to connect; :class:`CallStateError` if the call ends first."""
         state = await self.wait_state(CallState.CONNECTED, timeout=timeout)
         if state is not CallState.CONNECTED:
-            raise CallStateError(f"the call ended ({self.end_reason}) before media connected")
+            why = f": {self.identity_failure}" if self.identity_failure else ""
+            raise CallStateError(f"the call ended ({self.end_reason}) before media connected{why}")
 
     async def wait_ended(self, timeout: float | None = None) -> EndReason:
         """Wait for the call to end; returns why (:class:`WaitTimeoutError` after ``timeout``)."""
