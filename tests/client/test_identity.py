@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from facecall.client import CallState, CallStateError, Device, EndReason, FacecallError
+from facecall.client import CallState, CallStateError, Device, EndReason, FacecallError, IdentityError
 from facecall.client.api import ApiClient
 from facecall.e2ee.identity import new_private_key, public_key_text, sign_description
 from tests.client.conftest import PASSWORD, MakeDevice
@@ -90,7 +90,7 @@ async def test_a_changed_description_is_refused(call_server: LiveServer, make_de
     async with ServerInTheMiddle(bob.signaling.ws_url, own_fingerprint) as proxy:  # type: ignore[union-attr]
         _, incoming = await refused(alice, bob, proxy)
     assert "not signed by its identity key" in (incoming.identity_failure or "")
-    with pytest.raises(CallStateError, match="identity_check_failed.*not signed by its identity key"):
+    with pytest.raises(CallStateError, match=r"identity_check_failed.*not signed by its identity key"):
         await incoming.wait_connected(1)
     history = await call_server.http.get("/v1/calls/history",
                                          headers={"Authorization": f"Bearer {alice.token}"})
@@ -207,3 +207,41 @@ async def test_a_call_with_a_device_that_has_no_key_is_refused(
     assert await outgoing.wait_ended(15) is EndReason.IDENTITY_CHECK_FAILED
     assert "has no identity key" in (incoming.identity_failure or "")
     assert outgoing.state is CallState.ENDED
+
+
+async def test_safety_numbers_match_and_show_a_change(
+        call_server: LiveServer, make_device: MakeDevice, tmp_path: Path) -> None:
+    """alice and bob get the same sixty digits; once alice marks them compared they are
+    ``verified``, until bob adds a device (``changed``). A server that lists another key for a
+    device alice met, or leaves her own device's key out, is refused."""
+    state = tmp_path / "alice.json"
+    alice = await make_device("alice", state_file=state)
+    bob = await make_device("bob")
+    mine = await alice.safety_number("bob")
+    theirs = await bob.safety_number(user_id=alice.user_id)
+    assert mine.number == theirs.number and len(mine.number.replace(" ", "")) == 60
+    assert (mine.status, theirs.status) == ("unverified", "unverified")
+    assert alice.identity is not None and bob.identity is not None
+    assert alice.identity.pinned(bob.device_id or "") == (bob.user_id, bob.identity.public_key)
+    await alice.mark_verified(mine)
+    assert (await alice.safety_number("bob")).status == "verified"
+    assert json.loads(state.read_text())["verified_numbers"] == {bob.user_id: mine.number}
+
+    await make_device("bob")  # bob's new tablet
+    again = await alice.safety_number("bob")
+    assert again.status == "changed" and again.number != mine.number
+    assert again.number == (await bob.safety_number("alice")).number
+
+    database = sqlite3.connect(tmp_path / "facecall.db")
+    with database:
+        database.execute("UPDATE user_devices SET identity_key = ? WHERE id = ?",
+                         (public_key_text(new_private_key()), bob.device_id))
+    with pytest.raises(IdentityError, match="another identity key for device"):
+        await alice.safety_number("bob")
+    with database:
+        database.execute("UPDATE user_devices SET identity_key = NULL WHERE id = ?", (alice.device_id,))
+    database.close()
+    with pytest.raises(IdentityError, match="this device's own identity key"):
+        await alice.safety_number("bob")
+    with pytest.raises(ValueError, match="username or a user_id"):
+        await alice.safety_number()

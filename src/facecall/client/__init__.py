@@ -22,7 +22,9 @@ from facecall.client.errors import (
     WaitTimeoutError,
 )
 from facecall.client.ice import CandidatePairInfo
+from facecall.client.identity import SafetyNumber
 from facecall.client.stats import CallStats
+from facecall.e2ee.identity import IdentityError
 from facecall.signaling.reasons import EndReason
 
 __all__ = [
@@ -43,9 +45,11 @@ __all__ = [
     "EncoderTuning",
     "EndReason",
     "FacecallError",
+    "IdentityError",
     "MediaError",
     "NotConnectedError",
     "OtherUser",
+    "SafetyNumber",
     "UnknownUserError",
     "WaitTimeoutError",
 ]

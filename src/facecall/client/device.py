@@ -27,11 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
-import socket
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -44,6 +41,7 @@ from facecall.client.call import Call
 from facecall.client.call_records import CallState, Direction
 from facecall.client.elsewhere import CallElsewhere, Change, ElsewhereCalls
 from facecall.client.encoders import REALTIME, EncoderTuning
+from facecall.client.enrolment import Enrolment
 from facecall.client.errors import (
     ApiError,
     AuthenticationError,
@@ -55,7 +53,7 @@ from facecall.client.errors import (
 )
 from facecall.client.handoff import taken_call
 from facecall.client.ice import parse_host_addresses
-from facecall.client.identity import Identity
+from facecall.client.identity import Identity, SafetyNumber
 from facecall.client.signaling import ConnectionClosed, SignalingConnection, SignalingError
 from facecall.logs import get_logger
 from facecall.signaling.protocol import CLOSE_REMOVED, CLOSE_REPLACED, MAX_HELD_CALLS
@@ -131,16 +129,13 @@ class Device(AsyncIOEventEmitter):
         super().__init__()
         if not server_url.startswith(("http://", "https://")):
             raise ValueError(f"server_url must be an http:// or https:// URL, not {server_url!r}")
-        if token is None and state_file is None and (username is None or password is None):
-            raise ValueError("give username and password, a device token, or a state_file")
         if video_codec is not None and video_codec not in ("VP8", "H264"):
             raise ValueError(f"video_codec must be 'VP8' or 'H264', not {video_codec!r}")
         self.api = ApiClient(server_url)
-        self.username, self.password, self.sign_up = username, password, sign_up
+        self.enrolment = Enrolment(self.api, username, password, sign_up=sign_up, token=token,
+                                   state_file=state_file, device_name=device_name, kind=kind,
+                                   identity_key=identity_key)
         self.token = token
-        self.state_file = Path(state_file).expanduser() if state_file is not None else None
-        self.device_name = device_name or f"{kind}-{socket.gethostname()}"[:64]
-        self.kind = kind
         self.ice_host_addresses = parse_host_addresses(ice_host_addresses)
         self.relay_only = relay_only
         self.video_codec = video_codec
@@ -171,12 +166,6 @@ class Device(AsyncIOEventEmitter):
         self._elsewhere = ElsewhereCalls()
         self._taking: set[str] = set()
         """Calls whose ``call.handoff`` is not answered yet (a hello names them: held here)."""
-        self.identity: Identity | None = None if identity_key is None else Identity(identity_key)
-        """This device's identity key and the other devices' keys it trusts (docs/security.md);
-        read from the state file, made when the device registers, or given as ``identity_key``."""
-        self._identity_published = False
-        self._state: dict[str, Any] = {}
-        """The state file's fields besides the identity's (``token``, ``user_id``, ...)."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -202,17 +191,7 @@ class Device(AsyncIOEventEmitter):
         if self.signaling is not None:
             raise FacecallError("this Device is already connected")
         self._closing = False
-        token = self.token or self._load_state()
-        if token is not None:
-            try:
-                await self.api.me(token)
-            except AuthenticationError:
-                if self.token is not None or self.password is None:
-                    raise
-                token = None  # the saved device was removed: register again
-        if token is None:
-            token = await self._register()
-        self.token = token
+        token = self.token = await self.enrolment.device_token()
         self.signaling = SignalingConnection(self.api.ws_url, token)
         try:
             welcome = await self.signaling.connect()
@@ -224,7 +203,7 @@ class Device(AsyncIOEventEmitter):
             raise ApiError(0, f"cannot open signaling at {self.api.ws_url}: {exc}") from exc
         self.user_id, self.device_id = welcome["user_id"], welcome["device_id"]
         try:
-            await self._publish_identity()
+            await self.enrolment.publish_identity(self.device_id)
         except BaseException:
             signaling, self.signaling = self.signaling, None
             await signaling.close()
@@ -235,88 +214,17 @@ class Device(AsyncIOEventEmitter):
         self.emit("connection", "connected")
         self._dispatcher = asyncio.create_task(self._dispatch(), name=f"device-{self.device_id}")
 
-    async def _register(self) -> str:
-        if self.username is None or self.password is None:
-            needed = "a password is" if self.username is not None else "a username and password are"
-            saved = f" in {self.state_file}" if self.state_file is not None else ""
-            raise FacecallError(f"{needed} needed to sign in (no saved device{saved})")
-        session: dict[str, Any] | None = None
-        if self.sign_up:
-            try:
-                session = await self.api.sign_up(self.username, self.password)
-            except ApiError as exc:
-                if exc.status != 409:
-                    raise
-        if session is None:
-            session = await self.api.sign_in(self.username, self.password)
-        # a new device, a new key; the keys this program trusts for other devices stay
-        identity = Identity(pinned=None if self.identity is None else self.identity.state()["pinned_keys"])
-        registered = await self.api.register_device(session["token"], self.device_name, self.kind,
-                                                    identity.public_key)
-        self.identity, self._identity_published = identity, True
-        token: str = registered["token"]
-        self._state = {"user_id": session["user"]["id"], "device_id": registered["device"]["id"],
-                       "token": token, "identity_published": True}
-        await self._save_state()
-        return token
+    @property
+    def username(self) -> str | None:
+        """The account's username (from the state file when none was given)."""
+        return self.enrolment.username
 
-    async def _publish_identity(self) -> None:
-        """Make sure this device's public identity key is the one the server has for it: a
-        device registered before keys existed (or whose state file has none) publishes one, once.
-        A device whose published key this program does not hold cannot sign: FacecallError."""
-        if self.identity is None:
-            self.identity = Identity()
-        self.identity.on_change = self._save_state
-        if self._identity_published:
-            return
-        assert self.token is not None and self.device_id is not None
-        try:
-            await self.api.set_identity_key(self.token, self.device_id, self.identity.public_key)
-        except ApiError as exc:
-            if exc.status != 409:
-                raise
-            raise FacecallError(
-                f"device {self.device_id} has published another identity key than the one this "
-                "program holds, so it cannot sign its calls: use the state file it was "
-                "registered with (or its identity_key), or register a new device") from exc
-        self._identity_published = True
-        if self.token == self._state.get("token"):
-            self._state["identity_published"] = True
-        await self._save_state()
-
-    def _load_state(self) -> str | None:
-        if self.state_file is None or not self.state_file.exists():
-            return None
-        try:
-            state = json.loads(self.state_file.read_text())
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"unreadable state file {self.state_file}: {exc}") from exc
-        if state.get("server") != self.api.base_url:
-            return None
-        if self.username is not None and state.get("username") != self.username:
-            return None
-        self.username = self.username or state.get("username")
-        token = state.get("token")
-        if not isinstance(token, str):
-            return None
-        self._state = state
-        if self.identity is None:
-            self.identity = Identity.from_state(state)
-            self._identity_published = self.identity is not None and bool(
-                state.get("identity_published"))
-        return token
-
-    async def _save_state(self) -> None:
-        """Write the state file (0600): the device's token, identity key and pinned keys."""
-        if self.state_file is None:
-            return
-        state = {**self._state, "server": self.api.base_url, "username": self.username}
-        if self.identity is not None:
-            state.update(self.identity.state())
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.state_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(state, f)
+    @property
+    def identity(self) -> Identity | None:
+        """This device's identity key and the other devices' keys it trusts (docs/security.md):
+        from the state file, given as ``identity_key``, or made when the device registered; None
+        before the first ``connect()``."""
+        return self.enrolment.identity
 
     async def close(self) -> None:
         """Hang up every call and close the connection. Calls end here even when the server
@@ -447,6 +355,31 @@ class Device(AsyncIOEventEmitter):
             assert self.token is not None
             self._user_ids[username] = (await self.api.find_user(self.token, username))["id"]
         return self._user_ids[username]
+
+    async def safety_number(self, username: str | None = None, *,
+                            user_id: str | None = None) -> SafetyNumber:
+        """The safety number of this user and another (a ``username``, or a ``user_id`` such as
+        a call's ``remote_user``): sixty digits to compare once with that person, and whether
+        they were marked as compared (docs/security.md, "Safety numbers").
+
+        :raises IdentityError: the server lists another key for a device of theirs this device
+            met, or not this device's own key (someone may be in the middle).
+        """
+        if (username is None) == (user_id is None):
+            raise ValueError("give a username or a user_id")
+        if not self.connected or self.identity is None:
+            raise NotConnectedError("the device is not connected")
+        other = user_id if user_id is not None else await self.resolve_user(username or "")
+        assert self.token is not None and self.user_id is not None and self.device_id is not None
+        return await self.identity.safety_number(self.api, self.token, self.user_id, self.device_id,
+                                                 other)
+
+    async def mark_verified(self, number: SafetyNumber) -> None:
+        """Remember that this user compared ``number`` with the other person and it matched:
+        :meth:`safety_number` says ``verified`` while it stays the same, ``changed`` after."""
+        if self.identity is None:
+            raise NotConnectedError("the device is not connected")
+        await self.identity.mark_verified(number)
 
     async def incoming_calls(self) -> AsyncIterator[Call]:
         """Incoming calls as they ring, until the device closes (or is removed or replaced)."""

@@ -13,7 +13,8 @@ what catches that is people comparing the call's security code (docs/security.md
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from facecall.client.api import ApiClient
 from facecall.client.errors import ApiError
@@ -27,10 +28,25 @@ from facecall.e2ee.identity import (
     sign_description,
     verify_description,
 )
+from facecall.e2ee.safety_number import safety_number
 
 #: how many other devices' keys a device keeps; past it, it forgets the oldest pins (a device
 #: forgotten is trusted on first use again)
 MAX_PINNED = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class SafetyNumber:
+    """The safety number of this device's user and another (:mod:`facecall.e2ee.safety_number`).
+
+    ``status``: ``verified`` (the number its user marked as compared, still the same),
+    ``changed`` (one was marked, and the keys changed since: a new device, or someone in the
+    middle) or ``unverified``.
+    """
+
+    user_id: str
+    number: str
+    status: Literal["verified", "changed", "unverified"]
 
 
 class Identity:
@@ -53,6 +69,8 @@ class Identity:
             if (isinstance(entry, list | tuple) and len(entry) == 2
                     and all(isinstance(part, str) for part in entry)):
                 self._pinned[device_id] = (entry[0], entry[1])
+        self._verified: dict[str, str] = {}
+        """user id → the safety number this device's user compared with that user's"""
         self.on_change = on_change
 
     @classmethod
@@ -61,15 +79,21 @@ class Identity:
         key = state.get("identity_key")
         if not isinstance(key, str):
             return None
+        pinned = state.get("pinned_keys")
         try:
-            return cls(key, state.get("pinned_keys") if isinstance(state.get("pinned_keys"), dict) else None)
+            identity = cls(key, pinned if isinstance(pinned, dict) else None)
         except IdentityError as exc:
             raise ValueError(f"the state file's identity key is unreadable: {exc}") from None
+        verified = state.get("verified_numbers")
+        if isinstance(verified, dict):
+            identity._verified = {u: n for u, n in verified.items() if isinstance(n, str)}
+        return identity
 
     def state(self) -> dict[str, Any]:
         """What a state file keeps: the private key and the pins."""
         return {"identity_key": private_key_text(self._key),
-                "pinned_keys": {device: list(pin) for device, pin in self._pinned.items()}}
+                "pinned_keys": {device: list(pin) for device, pin in self._pinned.items()},
+                "verified_numbers": dict(self._verified)}
 
     def sign(self, call_id: str, user_id: str, device_id: str, to_device: str,
              type_: str, sdp: str) -> str:
@@ -99,14 +123,59 @@ class Identity:
         if not isinstance(key, str):
             raise IdentityError(f"device {device_id} of user {user_id} has no identity key")
         public_key_from_text(key)  # a key at all
+        self._pin(user_id, device_id, key)
+        await self._changed()
+        return key
+
+    def _pin(self, user_id: str, device_id: str, key: str) -> None:
         if len(self._pinned) >= MAX_PINNED:
             del self._pinned[next(iter(self._pinned))]
         self._pinned[device_id] = (user_id, key)
+
+    async def _changed(self) -> None:
         if self.on_change is not None:
             saved = self.on_change()
             if saved is not None:
                 await saved
-        return key
+
+    async def safety_number(self, api: ApiClient, token: str, own_user: str, own_device: str,
+                            user_id: str) -> SafetyNumber:
+        """The safety number of this device's user and ``user_id``, over the keys the server
+        lists for both (``GET /v1/users/{id}/identity-keys``), with whether it was verified.
+        The lists are checked against what this device knows: its own key must be among its
+        user's, and every device of ``user_id`` it pinned must be listed with the pinned key
+        (:class:`IdentityError` if not: the server hands out another key for a device). The
+        other user's listed keys are pinned from then on."""
+        try:
+            own = await api.identity_keys(token, own_user)
+            theirs = await api.identity_keys(token, user_id)
+        except ApiError as exc:
+            raise IdentityError(f"cannot read the identity keys: {exc}") from exc
+        own_keys = _listed(own)
+        if own_keys.get(own_device) != self.public_key:
+            raise IdentityError("the server does not list this device's own identity key")
+        their_keys = _listed(theirs)
+        for device_id, key in their_keys.items():
+            pin = self._pinned.get(device_id)
+            if pin is not None and pin != (user_id, key):
+                raise IdentityError(
+                    f"the server lists another identity key for device {device_id} than the "
+                    "one this device met: someone may be in the middle")
+        number = safety_number((own_user, own_keys.values()), (user_id, their_keys.values()))
+        for device_id, key in their_keys.items():
+            if device_id not in self._pinned:
+                self._pin(user_id, device_id, key)
+        await self._changed()
+        verified = self._verified.get(user_id)
+        status: Literal["verified", "changed", "unverified"] = (
+            "unverified" if verified is None else "verified" if verified == number else "changed")
+        return SafetyNumber(user_id, number, status)
+
+    async def mark_verified(self, number: SafetyNumber) -> None:
+        """Remember ``number`` as the one this device's user compared with the other person
+        (a later :meth:`safety_number` says ``changed`` when it is no longer the same)."""
+        self._verified[number.user_id] = number.number
+        await self._changed()
 
     async def check(self, api: ApiClient, token: str, call_id: str, own_device: str,
                     event: Mapping[str, Any]) -> None:
@@ -118,3 +187,13 @@ class Identity:
         description = event["description"]
         verify_description(key, event.get("signature"), call_id, user_id, device_id,
                            own_device, description["type"], description["sdp"])
+
+
+def _listed(keys: Mapping[str, Any]) -> dict[str, str]:
+    """``device id → key`` of a ``GET /v1/users/{id}/identity-keys`` answer."""
+    devices = keys.get("devices")
+    if not isinstance(devices, list):
+        raise IdentityError("the server's list of identity keys is malformed")
+    return {entry["device_id"]: entry["identity_key"] for entry in devices
+            if isinstance(entry, dict) and isinstance(entry.get("device_id"), str)
+            and isinstance(entry.get("identity_key"), str)}
