@@ -275,7 +275,8 @@ def _device_from_args(args: argparse.Namespace) -> Device:
     if state is None and args.user:
         state = Path.home() / ".facecall" / f"{args.user}.json"
     return Device(args.server, args.user, password, sign_up=args.sign_up, state_file=state,
-                  kind="cli", relay_only=args.relay, ice_host_addresses=args.ice_host or None)
+                  kind="cli", relay_only=getattr(args, "relay", False),
+                  ice_host_addresses=getattr(args, "ice_host", None) or None)
 
 
 def _output_file(text: str) -> str:
@@ -352,6 +353,29 @@ async def _answer(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _safety_number(args: argparse.Namespace) -> int:
+    """Print the safety number with a user (docs/security.md, "Safety numbers"); with
+    ``--mark-verified``, remember it as compared."""
+    async with _device_from_args(args) as device:
+        number = await device.safety_number(args.other)
+        if args.mark_verified:
+            await device.mark_verified(number)
+        status = "verified" if args.mark_verified else number.status
+        print(f"safety number with {args.other} ({status}):")
+        digits = number.number.split(" ")
+        print(" ".join(digits[:6]))
+        print(" ".join(digits[6:]))
+        if args.mark_verified:
+            print("marked as compared: a change will show here and in calls", file=sys.stderr)
+        elif number.status == "changed":
+            print(f"CHANGED since you compared it: {args.other} has a new or removed device, or "
+                  "someone is in the middle. Compare it again before you trust it.", file=sys.stderr)
+        elif number.status == "unverified":
+            print(f"compare it with {args.other} (side by side, or read it out); if it matches, "
+                  "run this again with --mark-verified", file=sys.stderr)
+    return 0
+
+
 def _exit_code(main: Callable[[], int]) -> int:
     """Run a command: an error is one line on stderr and exit code 1, Ctrl-C exit code 130."""
     _quiet_logs()
@@ -379,7 +403,11 @@ def _add_account_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--password", help="your password (or FACECALL_PASSWORD)")
     parser.add_argument("--sign-up", action="store_true", help="create the account if needed")
     parser.add_argument("--state-file", type=Path,
-                        help="where this device's token is kept (default ~/.facecall/USER.json)")
+                        help="where this device's token and keys are kept "
+                             "(default ~/.facecall/USER.json)")
+
+
+def _add_media_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--relay", action="store_true", help="media through the TURN relay only")
     parser.add_argument("--ice-host", action="append", metavar="ADDRESS",
                         help="gather host candidates on this address (repeatable; "
@@ -393,7 +421,8 @@ def _add_account_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``demo``, ``call`` and ``answer``; each sets ``args.run(args) -> exit code``."""
+    """Register ``demo``, ``call``, ``answer`` and ``safety-number``; each sets
+    ``args.run(args) -> exit code``."""
     demo = commands.add_parser("demo", help="a measured two-user video call, server included")
     demo.add_argument("--server", help="use this server instead of one started in-process")
     demo.add_argument("--seconds", type=float, default=5.0, help="media time (default 5)")
@@ -407,10 +436,20 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     call = commands.add_parser("call", help="call a user")
     call.add_argument("callee", metavar="USER")
     _add_account_arguments(call)
+    _add_media_arguments(call)
     call.add_argument("--audio-only", action="store_true", help="an audio call")
     call.set_defaults(run=_run(_call))
 
     answer = commands.add_parser("answer", help="wait for a call and answer it")
     _add_account_arguments(answer)
+    _add_media_arguments(answer)
     answer.add_argument("--count", type=int, default=1, help="calls to answer before exiting")
     answer.set_defaults(run=_run(_answer))
+
+    safety = commands.add_parser("safety-number",
+                                 help="the safety number to compare once with a user")
+    safety.add_argument("other", metavar="USER")
+    _add_account_arguments(safety)
+    safety.add_argument("--mark-verified", action="store_true",
+                        help="you compared it with them and it matched: remember it")
+    safety.set_defaults(run=_run(_safety_number))

@@ -280,3 +280,26 @@ async def test_answer_command_exits_when_its_device_is_removed(call_server: Live
     assert (await call_server.http.delete(f"/v1/devices/{online[0]}", headers=headers)).status_code == 204
     code, _, err = await answering
     assert code == 1 and err.strip().splitlines()[-1] == "facecall: the device was removed", err
+
+
+async def test_safety_number_command(call_server: LiveServer, make_device: MakeDevice,
+                                     tmp_path: Path) -> None:
+    """``facecall safety-number bob``: the digits bob's device computes too, and how to mark
+    them compared; ``--mark-verified`` remembers them, so the next run says ``verified``."""
+    bob = await make_device("bob")
+    state = str(tmp_path / "a.json")
+    account = ("--server", call_server.base_url, "--user", "alice", "--password", PASSWORD,
+               "--sign-up", "--state-file", state)
+    code, out, err = await run("safety-number", "bob", *account)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "safety number with bob (unverified):"
+    number = await bob.safety_number("alice")
+    assert " ".join(lines[1:3]) == number.number
+    assert "--mark-verified" in err
+    code, out, err = await run("safety-number", "bob", *account, "--mark-verified")
+    assert code == 0 and out.splitlines()[0] == "safety number with bob (verified):", err
+    code, out, _ = await run("safety-number", "bob", *account)
+    assert out.splitlines()[0] == "safety number with bob (verified):"
+    code, _, err = await run("safety-number", "nobody", *account)
+    assert code == 1 and "no such user: 'nobody'" in err
