@@ -16,6 +16,10 @@ Three kinds of frames:
 
 Validation is strict: unknown fields are refused, no type coercion (``"1"`` is not an int,
 ``1`` is not a bool), every string has a length limit.
+
+The client messages and the parser are here; the limits, field types and frame base shared by
+both directions in :mod:`.frames`; the server's replies and events in :mod:`.server_messages`.
+Import any of them from here.
 """
 
 from __future__ import annotations
@@ -23,66 +27,49 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    TypeAdapter,
-    ValidationError,
-)
+from pydantic import Field, StringConstraints, TypeAdapter, ValidationError
 
 from .errors import ErrorCode, ProtocolError
-from .reasons import EndReason
+from .frames import (
+    CLOSE_REMOVED,
+    CLOSE_REPLACED,
+    MAX_CALLEES,
+    MAX_CANDIDATE_CHARS,
+    MAX_FRAME_BYTES,
+    MAX_HELD_CALLS,
+    MAX_SDP_CHARS,
+    PROTOCOL_VERSION,
+    Frame,
+    HeldCallIds,
+    IceCandidate,
+    Id,
+    Media,
+    NonNegInt,
+    SessionDescription,
+    UserIds,
+)
+from .server_messages import Error, Ok, ServerMessage
 
-#: The protocol version this module speaks (the ``v`` of every frame).
-PROTOCOL_VERSION = 1
-#: Default limit for one client frame, in bytes (UTF-8). The driver may pass a different one.
-MAX_FRAME_BYTES = 64 * 1024
-#: Most users one ``call.start`` or ``call.invite`` may name.
-MAX_CALLEES = 32
-#: Largest SDP accepted in ``call.sdp`` (characters; SDP is ASCII).
-MAX_SDP_CHARS = 32 * 1024
-#: Largest ICE candidate line accepted in ``call.candidate``.
-MAX_CANDIDATE_CHARS = 1024
-#: Most calls one ``hello`` may say its device still holds.
-MAX_HELD_CALLS = 16
-#: WebSocket close codes of docs/protocol.md that a client acts on
-CLOSE_REMOVED = 4009  # the device was removed or signed out
-CLOSE_REPLACED = 4409  # replaced by a newer connection of the same device: do not reconnect
-
-#: An identifier: 1..64 printable ASCII characters without spaces (client message ids,
-#: user ids, device ids and call ids all share this shape).
-Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[!-~]+$")]
-Media = Literal["audio", "video"]
-NonNegInt = Annotated[int, Field(ge=0, le=2**63 - 1)]
-
-
-def _unique(ids: list[str]) -> list[str]:
-    if len(set(ids)) != len(ids):
-        raise ValueError("ids must be unique")
-    return ids
-
-
-#: The users a call rings: 1..32 distinct user ids.
-UserIds = Annotated[list[Id], Field(min_length=1, max_length=MAX_CALLEES), AfterValidator(_unique)]
-
-
-def _exact_int(value: Any) -> Any:
-    """Refuse ``1.0`` and ``true`` where the version ``1`` is meant (a literal compares by ==)."""
-    if type(value) is not int:
-        raise ValueError("must be the integer 1")
-    return value
-
-
-class _Frame(BaseModel):
-    """Common configuration: strict types, no unknown fields, immutable."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    v: Annotated[Literal[1], BeforeValidator(_exact_int)]
+#: the names of the shared modules that other modules import from here
+__all__ = [
+    "CLIENT_MESSAGE_TYPES",
+    "CLOSE_REMOVED",
+    "CLOSE_REPLACED",
+    "MAX_CALLEES",
+    "MAX_CANDIDATE_CHARS",
+    "MAX_FRAME_BYTES",
+    "MAX_HELD_CALLS",
+    "MAX_SDP_CHARS",
+    "PROTOCOL_VERSION",
+    "ClientMessage",
+    "Error",
+    "Ok",
+    "ServerMessage",
+    "error_reply",
+    "ok_reply",
+    "parse_client_message",
+    "parse_server_message",
+]
 
 
 # ======================================================================================
@@ -90,7 +77,7 @@ class _Frame(BaseModel):
 # ======================================================================================
 
 
-class _ClientFrame(_Frame):
+class _ClientFrame(Frame):
     id: Id = Field(description="Client-chosen message id, echoed as `re` in the reply.")
 
 
@@ -103,7 +90,7 @@ class Hello(_ClientFrame):
 
     type: Literal["hello"]
     resume_from: NonNegInt | None = None
-    calls: Annotated[list[Id], Field(max_length=MAX_HELD_CALLS), AfterValidator(_unique)] = []
+    calls: HeldCallIds = []
 
 
 class Ack(_ClientFrame):
@@ -185,25 +172,6 @@ class CallInvite(_ClientFrame):
     type: Literal["call.invite"]
     call_id: Id
     to: UserIds
-
-
-class SessionDescription(BaseModel):
-    """An SDP offer or answer (W3C ``RTCSessionDescriptionInit``)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    type: Literal["offer", "answer"]
-    sdp: Annotated[str, StringConstraints(min_length=1, max_length=MAX_SDP_CHARS)]
-
-
-class IceCandidate(BaseModel):
-    """A trickled ICE candidate (W3C ``RTCIceCandidateInit``)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    candidate: Annotated[str, StringConstraints(max_length=MAX_CANDIDATE_CHARS)]
-    sdpMid: Annotated[str, StringConstraints(max_length=64)] | None = None
-    sdpMLineIndex: Annotated[int, Field(ge=0, le=1023)] | None = None
 
 
 #: an Ed25519 signature (RFC 8032) as unpadded base64url: 64 bytes, 86 characters, the last
@@ -316,266 +284,6 @@ CLIENT_MESSAGE_TYPES: dict[str, type[_ClientFrame]] = {
     )
 }
 
-
-# ======================================================================================
-# server → client: replies
-# ======================================================================================
-
-
-class Ok(_Frame):
-    """Success reply to the client message ``re``; request-specific result fields
-    (e.g. ``call_id`` for ``call.start``) sit next to ``re``."""
-
-    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
-
-    type: Literal["ok"]
-    re: Id
-
-
-class Error(_Frame):
-    """Failure reply: nothing changed. ``re`` is null when the id could not be read."""
-
-    type: Literal["error"]
-    re: Id | None
-    code: ErrorCode
-    message: str
-
-
-class JoinedDevice(BaseModel):
-    """A device in a call."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    user_id: Id
-    device_id: Id
-
-
-class HeldCall(BaseModel):
-    """A call of ``hello.calls`` that the device is still in, as it stands now: whether this
-    device rings or is joined, and the other devices joined."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    call_id: Id
-    media: Media
-    state: Literal["ringing", "joined"]
-    participants: list[JoinedDevice]
-
-
-class OtherUser(BaseModel):
-    """Another user of a call, with their display name when the server knows it."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    user_id: Id
-    name: Annotated[str, StringConstraints(max_length=64)] | None = None
-
-
-class ElsewhereCall(BaseModel):
-    """An answered call that this device's user is in on another of their devices
-    (``device_id``): it can move to this device with ``call.handoff``. ``role``: the user's
-    (who placed the call); ``participants``: the other users joined when this was sent."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    call_id: Id
-    device_id: Id
-    media: Media
-    role: Literal["caller", "callee"]
-    participants: list[OtherUser]
-
-
-class Welcome(_Frame):
-    """Reply to ``hello``: who this connection is, whether the previous session was resumed
-    (events after ``resume_from`` follow), and the last ``seq`` assigned to this device.
-    ``calls`` (only when not resumed): the calls of ``hello.calls`` the device is still in.
-    ``elsewhere``: the answered calls its user is in on another device, which it may take
-    over (``call.handoff``)."""
-
-    type: Literal["welcome"]
-    re: Id
-    user_id: Id
-    device_id: Id
-    resumed: bool
-    last_seq: NonNegInt
-    calls: list[HeldCall] = []
-    elsewhere: list[ElsewhereCall] = []
-
-
-class Pong(_Frame):
-    """Reply to ``ping``."""
-
-    type: Literal["pong"]
-    re: Id
-
-
-# ======================================================================================
-# server → client: events (sequenced per device)
-# ======================================================================================
-
-
-class _Event(_Frame):
-    seq: NonNegInt = Field(description="Per-device sequence number (delivery layer).")
-    call_id: Id
-
-
-class CallRing(_Event):
-    """An incoming call rings on this device. ``participants``: the user ids in the call
-    (joined or ringing, caller first); ``call_waiting``: the user is already in another call."""
-
-    type: Literal["call.ring"]
-    from_user: Id
-    from_device: Id
-    from_name: Annotated[str, StringConstraints(max_length=64)] | None = Field(
-        default=None, description="The display name of `from_user`, for the incoming-call screen.")
-    media: Media
-    participants: list[Id]
-    call_waiting: bool
-
-
-class CallRinging(_Event):
-    """To joined devices: ``devices`` devices of ``user_id`` are ringing, ``online`` of them
-    connected right now (0: the user is offline; their devices ring when they connect, until
-    the ring times out)."""
-
-    type: Literal["call.ringing"]
-    user_id: Id
-    devices: NonNegInt
-    online: NonNegInt | None = None
-
-
-class CallAnswered(_Event):
-    """To joined devices: ``user_id`` answered on ``device_id`` and is now in the call."""
-
-    type: Literal["call.answered"]
-    user_id: Id
-    device_id: Id
-
-
-class CallStopRinging(_Event):
-    """To a ringing device: stop ringing (``answered_elsewhere``, ``declined_elsewhere``,
-    ``cancelled``, ``ring_timeout``, ``glare``, …)."""
-
-    type: Literal["call.stop_ringing"]
-    reason: EndReason
-
-
-class CallDeclined(_Event):
-    """To joined devices: ``user_id`` will not join (``declined``, ``busy``, ``ring_timeout``,
-    ``unavailable``, ``connection_lost``)."""
-
-    type: Literal["call.declined"]
-    user_id: Id
-    reason: EndReason
-
-
-class CallParticipantLeft(_Event):
-    """To the remaining joined devices: a joined device left; the call goes on."""
-
-    type: Literal["call.participant_left"]
-    user_id: Id
-    device_id: Id
-    reason: EndReason
-
-
-class CallEndedEvent(_Event):
-    """To every device still joined when the call ends."""
-
-    type: Literal["call.ended"]
-    reason: EndReason
-
-
-class CallHandedOff(_Event):
-    """Another user's call moved between their devices (``call.handoff``): ``from_device``
-    has left the call (close the peer connection with it; keep showing its last picture until
-    the new one carries media), ``to_device`` is in the call in its place: offer to it, as to a
-    device that has just answered. The call itself goes on: it did not end, nobody left."""
-
-    type: Literal["call.handed_off"]
-    user_id: Id
-    from_device: Id
-    to_device: Id
-
-
-class CallElsewhere(_Event):
-    """To the other devices of a user, about that user's own answered call on one of their
-    devices: ``active`` -- the call is on ``device_id`` now (answered there, or moved there)
-    and may move to this device with ``call.handoff``; ``ended`` -- the user is no longer in
-    it. Sent only to devices connected at the time; a device that connects later finds these
-    calls in ``welcome.elsewhere``."""
-
-    type: Literal["call.elsewhere"]
-    state: Literal["active", "ended"]
-    device_id: Id | None = None
-    media: Media | None = None
-    role: Literal["caller", "callee"] | None = None
-    participants: list[OtherUser] = []
-
-
-class CallSdpRelayed(_Event):
-    """An SDP offer/answer from another joined device of the call, with the sender's
-    ``signature`` as it sent it (None: it sent none)."""
-
-    type: Literal["call.sdp"]
-    from_user: Id
-    from_device: Id
-    description: SessionDescription
-    ice_restart: bool
-    signature: str | None = None
-
-
-class CallCandidateRelayed(_Event):
-    """An ICE candidate (``null``: end of candidates) from another joined device."""
-
-    type: Literal["call.candidate"]
-    from_user: Id
-    from_device: Id
-    candidate: IceCandidate | None
-
-
-class CallMediaRelayed(_Event):
-    """What another joined device sends now: its microphone (``audio``), its camera
-    (``video``), and whether that video is its screen (``screen``)."""
-
-    type: Literal["call.media"]
-    from_user: Id
-    from_device: Id
-    audio: bool
-    video: bool
-    screen: bool = False
-
-
-class CallRejoinRelayed(_Event):
-    """Another joined device lost its peer connection with this one (a reloaded page, a
-    restarted app) and is still in the call: close the peer connection with it and offer to it
-    anew, as to a device that has just joined."""
-
-    type: Literal["call.rejoin"]
-    from_user: Id
-    from_device: Id
-
-
-#: Any server → client frame, discriminated by ``type``.
-ServerMessage = Annotated[
-    Ok
-    | Error
-    | Welcome
-    | Pong
-    | CallRing
-    | CallRinging
-    | CallAnswered
-    | CallStopRinging
-    | CallDeclined
-    | CallParticipantLeft
-    | CallEndedEvent
-    | CallSdpRelayed
-    | CallCandidateRelayed
-    | CallMediaRelayed
-    | CallRejoinRelayed
-    | CallHandedOff
-    | CallElsewhere,
-    Field(discriminator="type"),
-]
 
 _SERVER_ADAPTER: TypeAdapter[Any] = TypeAdapter(ServerMessage)
 #: every client message in one validator: a valid frame is parsed once, straight from its text

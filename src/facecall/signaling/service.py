@@ -25,7 +25,7 @@ import contextlib
 import heapq
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from facecall.bus import Bus, Listener, LockTimeout
@@ -47,9 +47,9 @@ from facecall.signaling.events import (
     Hangup,
     Invite,
     Relay,
-    Watch,
 )
 from facecall.signaling.glare import is_glare
+from facecall.signaling.hello import DeviceHello
 from facecall.signaling.machine import CallMachine
 from facecall.signaling.protocol import CLOSE_REMOVED, CLOSE_REPLACED
 from facecall.signaling.push import PushNotifier, UnconfiguredPush
@@ -68,14 +68,13 @@ CACHE_LIMIT = 10_000  # calls kept in memory between requests
 SAVE_ATTEMPTS = 4
 TIMER_POLL = 1.0  # seconds between store polls for deadlines set by other nodes or past runs
 GLARE_WAIT = 10.0  # seconds a call.start waits for the other start of its user pair
-HELLO_WAIT = 30.0  # seconds a hello waits for an earlier hello of its device
 REPLACED = "replaced by a newer connection of this device"
 ANNOUNCE_USER = "user"  # key: user id (renamed or deleted)
 ANNOUNCE_CALL = "call"  # key: "call_id version" (saved by some node)
 ANNOUNCE_ATTACHED = "attached"  # key: device id (connected to some node: no grace runs out)
 
 
-class CallService:
+class CallService(DeviceHello):
     """All call signaling of one node."""
 
     def __init__(self, store: Store, bus: Bus, settings: Settings,
@@ -168,35 +167,6 @@ class CallService:
             await self.bus.announce(ANNOUNCE_ATTACHED, device_id)
         return True
 
-    async def held_calls(self, user_id: str, device_id: str, declared: list[str]
-                         ) -> list[dict[str, Any]]:
-        """The calls of ``declared`` (``hello.calls``: what the device's client still holds)
-        that the device is still in, as ``welcome.calls`` entries. A call the device is not in
-        (or that does not exist) is left out and tells the device nothing more."""
-        held = []
-        for call_id in declared:
-            entry = await self._load(call_id)
-            if entry is not None and (view := entry[1].held_by(user_id, device_id)) is not None:
-                held.append(view)
-        return held
-
-    async def calls_elsewhere(self, user_id: str, device_id: str) -> list[dict[str, Any]]:
-        """The answered calls the user is in on another device, as ``welcome.elsewhere``
-        entries: what this device may take over (``call.handoff``)."""
-        found = []
-        for call_id in await self.store.joined_calls_of_user(user_id):
-            entry = await self._load(call_id)
-            if entry is None or (view := entry[1].elsewhere_for(user_id, device_id)) is None:
-                continue
-            participant = entry[1].participant(user_id)
-            if participant is not None and device_id not in participant.devices:
-                try:  # a device newer than the call: it must hear where the call goes next
-                    await self._apply(call_id, Watch(user_id, device_id))
-                except ProtocolError:
-                    continue  # the user left it meanwhile
-            found.append(await self._named(view))
-        return found
-
     async def _known_names(self, user_ids: list[str]) -> set[str]:
         """Cache the display names of ``user_ids`` (one store read, only if some are not
         cached yet); returns those of them that are users (a deleted account is no one)."""
@@ -218,41 +188,6 @@ class CallService:
         names = self._names
         return {**fields, "participants": [{"user_id": user_id, "name": names.get(user_id)}
                                            for user_id in others]}
-
-    async def fresh_start(self, user_id: str, device_id: str, kept: set[str],
-                          already_rung: Callable[[str], bool]) -> None:
-        """The device starts afresh (its welcome said ``resumed: false``: a new app, a lost
-        session, or a node that restarted and lost its mailboxes). It holds only the calls of
-        ``kept`` (its ``welcome.calls``): it leaves the other calls it was joined in
-        (``connection_lost``, as its client ends them), and it is rung again for each other
-        call that rings it unless ``already_rung`` (a ring since its welcome) -- an incoming
-        call still shows."""
-        for call_id in await self.store.live_calls_of_user(user_id):
-            if call_id in kept:
-                continue
-            entry = await self._load(call_id)
-            leg = entry[1].active_leg(user_id, device_id) if entry is not None else None
-            if entry is None or leg is None:
-                continue
-            if leg.state is LegState.JOINED:
-                with contextlib.suppress(ProtocolError):  # it ended meanwhile
-                    await self._apply(call_id, DeviceLost(user_id, device_id))
-            elif not already_rung(call_id) and (ring := entry[1].ring_message(user_id, device_id)):
-                await self.bus.deliver(device_id, {**ring,
-                                                   "from_name": self._names.get(ring["from_user"])})
-
-    @contextlib.asynccontextmanager
-    async def hello_turn(self, device_id: str) -> AsyncIterator[None]:
-        """One ``hello`` of a device at a time, on every node sharing the bus (two connections
-        racing must not act on the device's calls at once: the older one's fresh start would
-        undo the newer's welcome). Raises :class:`ProtocolError` ``internal`` when the other
-        hello holds the turn too long."""
-        try:
-            async with self.bus.exclusive(f"hello:{device_id}", HELLO_WAIT):
-                yield
-        except LockTimeout as exc:
-            raise ProtocolError(ErrorCode.INTERNAL, "another connection of this device is "
-                                "saying hello; retry") from exc
 
     async def device_detached(self, user_id: str, device_id: str, session: DeviceSession) -> None:
         """A connection closed; if it was the device's current one, the resume grace starts."""
