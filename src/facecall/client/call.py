@@ -35,6 +35,7 @@ from facecall.client.handoff import follow_handoff
 from facecall.client.ice import selected_candidate_pair
 from facecall.client.negotiation import PeerNegotiation, Renegotiation
 from facecall.client.peer import PeerSession, dtls_fingerprints
+from facecall.client.shareplay import CallSharePlay
 from facecall.client.stats import CallStats, StatsSampler, sent_quality
 from facecall.client.tracks import LocalTrack, RemoteTrack
 from facecall.e2ee.security_code import code_of
@@ -76,6 +77,9 @@ class Call(PeerNegotiation):
         self.state = CallState.RINGING if direction is Direction.INCOMING else CallState.CALLING
         self.end_reason: EndReason | None = None
         self.identity_failure: str | None = None
+        self.shareplay = CallSharePlay(device.device_id or "", lambda activity: self._emit_event(
+            "shareplay", activity=activity))
+        """Shared playback in this call: a video both people watch together (docs/shareplay.md)."""
         self.local_audio: LocalTrack | None = None
         self.local_video: LocalTrack | None = None
         self.remote_audio = RemoteTrack("audio")
@@ -482,6 +486,7 @@ class Call(PeerNegotiation):
         self.state = CallState.ENDED
         self._state_changed.set()
         self.device._forget(self)
+        self.shareplay.close()
         current = asyncio.current_task()
         if self._monitor is not None and self._monitor is not current:
             self._monitor.cancel()

@@ -41,6 +41,7 @@ from pyee.asyncio import AsyncIOEventEmitter
 from facecall.client.call_records import CallState, CallTimings, Sink
 from facecall.client.ice import ice_servers_from_api
 from facecall.client.peer import PeerSession
+from facecall.client.shareplay import CallSharePlay
 from facecall.client.stats import sent_quality
 from facecall.client.tracks import LocalTrack, RemoteTrack
 from facecall.e2ee.identity import IdentityError
@@ -88,6 +89,7 @@ class PeerNegotiation(AsyncIOEventEmitter):
     _negotiating: asyncio.Lock
     _monitor: asyncio.Task[None] | None
     identity_failure: str | None
+    shareplay: CallSharePlay
     """Why this device refused the other device's description (its identity check failed)."""
 
     if TYPE_CHECKING:  # the Call's own
@@ -118,6 +120,7 @@ class PeerNegotiation(AsyncIOEventEmitter):
                 if peer is self._peer else None)
         tracks = [t for t in (self.local_audio, self.local_video) if t is not None]
         peer.add_tracks(tracks, ["audio", "video"] if self.video else ["audio"])
+        self.shareplay.attach(peer.open_channel())
 
         @peer.pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 from aiortc import (
     RTCBundlePolicy,
     RTCConfiguration,
+    RTCDataChannel,
     RTCIceCandidate,
     RTCIceServer,
     RTCIceTransportPolicy,
@@ -34,6 +35,10 @@ from facecall.media.engine import MediaEngine
 from facecall.media.engine.codecs import video_codec_preferences
 
 CODECS = {"VP8": "video/VP8", "H264": "video/H264"}
+#: the call's data channel, negotiated out of band (W3C webrtc §6.2 ``negotiated``): both ends
+#: create it with this label and id before the first offer (the web client too, peer.js)
+DATA_CHANNEL_LABEL = "facecall"
+DATA_CHANNEL_ID = 0
 
 
 def dtls_fingerprints(pc: RTCPeerConnection) -> tuple[str, str] | None:
@@ -110,6 +115,12 @@ class PeerSession:
                 transceiver.setCodecPreferences(video_codec_preferences(CODECS[self.video_codec], only=True))
             elif kind == "video" and self.engine is not None:
                 transceiver.setCodecPreferences(video_codec_preferences(self.engine.config.video_codec))
+
+    def open_channel(self) -> RTCDataChannel:
+        """The call's data channel on this connection (end-to-end over its DTLS, RFC 8831):
+        shared playback's messages go there. Made before the first offer or answer, so that
+        the SDP carries its SCTP m-section."""
+        return self.pc.createDataChannel(DATA_CHANNEL_LABEL, negotiated=True, id=DATA_CHANNEL_ID)
 
     async def create_offer(self) -> RTCSessionDescription:
         with self._hooks():
