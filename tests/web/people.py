@@ -12,6 +12,8 @@ from typing import Any
 from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, WebSocketRoute, expect
 
 PASSWORD = "correct horse battery"
+#: what a server in the middle does to a signaling frame: the frame it passes on, or None
+Tamper = Callable[[dict[str, Any]], dict[str, Any] | None]
 STEP = 15_000  # ms: how long a UI expectation may take (ICE, decoding, ...)
 
 
@@ -84,6 +86,37 @@ class Person:
         await self.page.reload()  # the route applies to connections opened from now on
         await expect(self.page.locator("#home-view")).to_be_visible(timeout=STEP)
         return servers
+
+    async def tamper_signaling(self, *, to_node: Tamper | None = None, to_page: Tamper | None = None
+                               ) -> None:
+        """Reload the page with its signaling passing through the test, as a server in the
+        middle would run it: each frame the page sends reaches the node as ``to_node(frame)``
+        returns it, and each frame of the node reaches the page as ``to_page(frame)`` returns it
+        (None: dropped; no function: as it is)."""
+
+        async def route(ws: WebSocketRoute) -> None:
+            server = ws.connect_to_server()
+
+            def through(change: Tamper | None, send: Callable[[str], None]) -> Callable[[str | bytes], None]:
+                def on_message(message: str | bytes) -> None:
+                    if change is None:
+                        send(message)  # type: ignore[arg-type]
+                        return
+                    frame = change(json.loads(message))
+                    if frame is not None:
+                        send(json.dumps(frame))
+                return on_message
+
+            ws.on_message(through(to_node, server.send))
+            server.on_message(through(to_page, ws.send))
+
+        await self.page.route_web_socket(re.compile(r".*/v1/signaling.*"), route)
+        await self.page.reload()
+        await expect(self.page.locator("#home-view")).to_be_visible(timeout=STEP)
+
+    async def local_storage(self, key: str) -> Any:
+        """A value the page keeps in ``localStorage`` (JSON), or None."""
+        return await self.page.evaluate("(key) => JSON.parse(localStorage.getItem(key))", key)
 
     async def call(self, username: str, media: str = "video") -> None:
         await self.page.locator("#call-username").fill(username)

@@ -33,7 +33,7 @@ export function tooManyMessage(error) {
 // What a person calls the fields of the API's request bodies.
 const FIELD_NAMES = { name: "Device name", display_name: "Display name", username: "Username",
   password: "Password", kind: "Device kind", current_password: "Current password",
-  new_password: "New password" };
+  new_password: "New password", identity_key: "Identity key" };
 
 /** A readable sentence for a FastAPI error body (`detail` is a string or a list of issues):
  *  "Device name must not contain the character U+202E.", not pydantic's "name: Value error, …". */
@@ -133,8 +133,25 @@ export class Api {
     return this.request("GET", `/v1/users/${encodeURIComponent(username)}`, { token });
   }
 
-  registerDevice(token, name) {
-    return this.request("POST", "/v1/devices", { token, body: { kind: "browser", name } });
+  /** Register this browser as a device, with the public key of its identity key pair
+   *  (identity.js). */
+  registerDevice(token, name, identityKey) {
+    return this.request("POST", "/v1/devices", {
+      token, body: { kind: "browser", name, identity_key: identityKey },
+    });
+  }
+
+  /** Publish the identity key of a device registered without one (once: the same key again is
+   *  a no-op, another is refused with 409). */
+  setIdentityKey(token, id, identityKey) {
+    return this.request("PUT", `/v1/devices/${encodeURIComponent(id)}/identity-key`, {
+      token, body: { identity_key: identityKey },
+    });
+  }
+
+  /** `{user_id, devices: [{device_id, identity_key}]}`: the published keys of a user's devices. */
+  identityKeys(token, userId) {
+    return this.request("GET", `/v1/users/${encodeURIComponent(userId)}/identity-keys`, { token });
   }
 
   devices(token) {

@@ -6,6 +6,7 @@ import { Api, tooManyMessage } from "./api.js";
 import { CALL_LIMITS, Calls } from "./calls.js";
 import { HandoffBar } from "./handoff.js";
 import { Home } from "./home.js";
+import { deviceIdentity, forgetKeys, newKeys, saveKeys } from "./identity.js";
 import { Signaling } from "./signaling.js";
 import { DeviceLock } from "./tabs.js";
 import { unlockAudio } from "./ringtone.js";
@@ -227,20 +228,42 @@ async function openDevice(account, deviceName) {
       device = null;
     }
   }
-  if (!device) {
-    let registered;
-    try {
-      registered = await api.registerDevice(account.token, deviceName);
-    } catch (error) {
-      throw deviceLimit(error);
-    }
-    device = { id: registered.device.id, name: registered.device.name, token: registered.token,
-      userId: account.user.id };
-    store.set("device", device);
-  }
+  if (!device) device = await newDevice(account.token, account.user.id, deviceName);
   store.set("account", { token: account.token, user: account.user });
-  start({ account: account.token, user: account.user, device: device.token, deviceId: device.id,
-    userId: account.user.id });
+  await startWithIdentity({ account: account.token, user: account.user, userId: account.user.id }, device);
+}
+
+/** Register this browser as a new device of user ``userId``, with a new identity key. */
+async function newDevice(accountToken, userId, name) {
+  const keys = await newKeys();
+  let registered;
+  try {
+    registered = await api.registerDevice(accountToken, name, keys.publicKey);
+  } catch (error) {
+    throw deviceLimit(error);
+  }
+  const previous = store.get("device"); // a device this browser no longer uses: its key goes
+  if (previous && previous.id) forgetKeys(previous.id);
+  const device = { id: registered.device.id, name: registered.device.name, token: registered.token, userId };
+  store.set("device", device);
+  await saveKeys({ deviceId: device.id, userId, ...keys, published: true });
+  return device;
+}
+
+/** Start session ``s`` on this browser's ``device`` with its identity key (identity.js). A
+ *  device whose key this browser lost (its site data was cleared) cannot sign its calls any
+ *  more: this browser becomes a new device in its place, and says so. */
+async function startWithIdentity(s, device) {
+  let identity = await deviceIdentity(api, device);
+  if (!identity) {
+    const lost = device; // removed first: it frees its place among the account's devices
+    await api.removeDevice(s.account, lost.id).catch(() => {});
+    device = await newDevice(s.account, s.userId, lost.name);
+    identity = await deviceIdentity(api, device);
+    messages.notice(`This browser had lost the key that secures the calls of its device “${lost.name}”, `
+      + "so it was signed in again as a new device, and the old one was removed from My devices.");
+  }
+  start({ ...s, device: device.token, deviceId: device.id, identity });
 }
 
 /** The server refuses a new device when the account has as many as it may have (409 "at most
@@ -286,7 +309,10 @@ function accountGone(s, say) {
   if (state.session !== s) return;
   signOutLocally();
   const device = store.get("device");
-  if (device && device.userId === s.userId) store.remove("device");
+  if (device && device.userId === s.userId) {
+    store.remove("device");
+    forgetKeys(device.id);
+  }
   say();
 }
 
@@ -297,7 +323,7 @@ function start(s) {
   const signaling = new Signaling(`${scheme}//${location.host}/v1/signaling`, s.device);
   const view = new CallView(messages, showView, alerts);
   const calls = new Calls({
-    signaling, api, view, relayOnly,
+    signaling, api, view, relayOnly, identity: s.identity,
     tokens: () => ({ account: s.account, device: s.device, userId: s.userId }),
   });
   calls.remember(s.userId, s.user.username);
@@ -459,7 +485,10 @@ async function signOut() {
   if (state.calls) await state.calls.hangup();
   signOutLocally();
   const device = store.get("device");
-  if (s && device && device.token === s.device) store.remove("device");
+  if (s && device && device.token === s.device) {
+    store.remove("device");
+    forgetKeys(device.id);
+  }
   if (s) {
     api.signOut(s.device).catch(() => {});
     api.signOut(s.account).catch(() => {});
@@ -473,7 +502,7 @@ async function resume() {
   try {
     const user = await api.me(account.token);
     await api.me(device.token);
-    start({ account: account.token, user, device: device.token, deviceId: device.id, userId: user.id });
+    await startWithIdentity({ account: account.token, user, userId: user.id }, device);
     return true;
   } catch (error) {
     if (error.status === 401) {
@@ -543,6 +572,11 @@ function init() {
     diagnostics: () => (state.calls ? state.calls.diagnostics() : Promise.resolve({ phase: "signed-out" })),
     dropConnection: () => state.signaling && state.signaling.drop(),
     get signaling() { return state.signaling ? state.signaling.state : "closed"; },
+    // this browser's device and the public key it signs with (identity.js)
+    get identity() {
+      const s = state.session;
+      return s ? { deviceId: s.deviceId, key: s.identity.publicKey } : null;
+    },
     callLimits: CALL_LIMITS, // how long a call may take to connect or to come back (tests shorten them)
   };
   api.serverInfo().then((info) => {

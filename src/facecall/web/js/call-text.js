@@ -32,6 +32,10 @@ export function endMessage(reason, name, role) {
     case "device_removed": return `Call ended: ${name || "the other side"} signed out or removed that device`;
     case "server_shutdown": return "Call ended: the server is restarting";
     case "handed_off": return "The call moved to another device";
+    // the other device refused what this one sent: it was not signed by this device's key
+    case "identity_check_failed":
+      return `Call ended: ${name || "the other side"}'s device could not confirm that the call came from `
+        + "your device — someone may be listening in";
     default: return "Call ended";
   }
 }
@@ -48,4 +52,15 @@ export function requestMessage(error, name) {
       return "The server cannot be reached right now. Check your connection and try again.";
     default: return error.message || "Something went wrong";
   }
+}
+
+/** Why this device ended a call whose description from the other device did not pass the
+ *  identity check (identity.js): ``error.unchecked`` when the check could not be made. */
+export function identityFailedMessage(name, error) {
+  const who = name || "the other side";
+  if (error && error.unchecked) {
+    return `Call ended: ${who}'s device could not be checked (its key could not be read from the `
+      + "server). Call again when your connection works.";
+  }
+  return `Call ended: ${who}'s device could not prove it is theirs — someone may be listening in`;
 }

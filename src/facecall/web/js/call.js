@@ -5,7 +5,7 @@
 
 import { Peer } from "./peer.js";
 import { SignalingError } from "./signaling.js";
-import { NO_CONNECT, NO_RECONNECT, endMessage, formatDuration } from "./call-text.js";
+import { NO_CONNECT, NO_RECONNECT, endMessage, formatDuration, identityFailedMessage } from "./call-text.js";
 import { certificateLines, peerSecurityCode } from "./security-code.js";
 
 const STATS_EVERY_MS = 1000;
@@ -49,6 +49,8 @@ export function keepCall(kept) {
  * @typedef {object} CallHost
  * @property {import('./signaling.js').Signaling} signaling
  * @property {import('./media.js').LocalMedia} media  this device's camera and microphone
+ * @property {import('./identity.js').Identity} identity  signs what this device sends, checks
+ *   what it gets
  * @property {object} view  the UI (ui.js CallView)
  * @property {import('./ringtone.js').Tone} ringback
  * @property {Call|null} active  the call this device is in
@@ -102,6 +104,8 @@ export class Call {
     // what the other device says it sends (screen: its video is a shared screen)
     this.remoteMedia = { audio: true, video: true, screen: false };
     this.early = []; // events that came while this call was placed, before its id was known
+    // relayed events that came while a description's identity is checked: they wait for it
+    this.held = null;
     this.ring = null; // Accept was pressed: the ring, live on the server until call.answer
     this.ringStopped = null; // …and why it stopped ringing meanwhile
     Object.assign(this, fields);
@@ -154,6 +158,7 @@ export class Call {
       iceServers: this.iceServers || [], relayOnly: host.useRelayOnly(), media: host.media,
       video: this.media === "video", callId: this.id, remoteDevice: this.remoteDevice,
       send: (type, fields) => host.signaling.request(type, fields),
+      sign: (callId, toDevice, type, sdp) => host.identity.sign(callId, toDevice, type, sdp),
     });
     this.peer = peer;
     peer.addEventListener("track", () => {
@@ -222,7 +227,68 @@ export class Call {
       : "Ringing…");
   }
 
-  /** A relayed `call.sdp`. */
+  // -- what the other device sends, in order ------------------------------------------------
+  /**
+   * A relayed event about the media path (`call.sdp`, `call.candidate`, `call.rejoin`,
+   * `call.handed_off`, `call.media`), applied in the order it came. A description is applied
+   * only once its signature is checked (identity.js: signed by the identity key of the device
+   * it comes from): meanwhile whatever comes after it waits (a candidate must not overtake its
+   * description, nor a handoff the description before it).
+   */
+  onRelayed(event) {
+    if (this.held) {
+      this.held.push(event);
+      return;
+    }
+    if (event.type !== "call.sdp") {
+      this.apply(event);
+      return;
+    }
+    this.held = [];
+    this.checkIdentity(event).then((ok) => {
+      const waiting = this.held;
+      this.held = null;
+      if (!ok || this.ended) return;
+      this.onSdp(event);
+      while (waiting.length && !this.ended) {
+        if (this.held) { // another description is being checked: the rest waits behind it
+          this.held.push(...waiting);
+          return;
+        }
+        this.onRelayed(waiting.shift());
+      }
+    });
+  }
+
+  /** Apply a relayed event that is not a description (onRelayed). */
+  apply(event) {
+    switch (event.type) {
+      case "call.candidate": this.onCandidate(event); break;
+      case "call.rejoin": this.onRejoin(event); break;
+      case "call.handed_off": this.onHandedOff(event); break;
+      case "call.media": this.onRemoteMedia(event); break;
+      default: break;
+    }
+  }
+
+  /** Whether a relayed description is signed by its device's identity key. If not, the call
+   *  ends here and for the other side (`identity_check_failed`), before anything of it is
+   *  applied: someone between the devices (the server, or whoever runs it) may have changed it. */
+  async checkIdentity(event) {
+    try {
+      await this.host.identity.check(this.id, event);
+      return true;
+    } catch (error) {
+      console.warn("facecall: identity check failed", error);
+      if (!this.ended) {
+        this.host.finish(this, "identity_check_failed", identityFailedMessage(this.name, error),
+          { error: true, notify: true, why: "identity_check_failed" });
+      }
+      return false;
+    }
+  }
+
+  /** A relayed `call.sdp`, its signature checked. */
   onSdp(event) {
     if (this.awaitingOffer === event.from_device) {
       // after a reload: only the new connection's offer counts (docs/protocol.md)

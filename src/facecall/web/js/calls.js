@@ -23,11 +23,13 @@ export class Calls extends EventTarget {
    * @param {() => {account: string, device: string, userId: string}} o.tokens
    * @param {() => boolean} o.relayOnly
    * @param {object} o.view  the UI (see ui.js CallView)
+   * @param {import('./identity.js').Identity} o.identity  this device's identity key
    */
-  constructor({ signaling, api, tokens, relayOnly, view }) {
+  constructor({ signaling, api, tokens, relayOnly, view, identity }) {
     super();
     this.signaling = signaling;
     this.api = api;
+    this.identity = identity;
     this.tokens = tokens;
     this.relayOnly = relayOnly;
     this.view = view;
@@ -412,17 +414,18 @@ export class Calls extends EventTarget {
       case "call.ended":
         if (mine) {
           this.finish(call, event.reason, endMessage(event.reason, call.name, call.role),
-            { error: event.reason === "no_media" }); // what this side would have said itself
+            // what this side would have said itself; a failed identity check is a warning
+            { error: event.reason === "no_media" || event.reason === "identity_check_failed" });
         }
         break;
       case "call.sdp":
-        if (mine) call.onSdp(event);
+        if (mine) call.onRelayed(event);
         else if (call && call.id === null) call.early.push(event);
         break;
-      case "call.candidate": if (mine) call.onCandidate(event); break;
-      case "call.rejoin": if (mine) call.onRejoin(event); break;
-      case "call.handed_off": if (mine) call.onHandedOff(event); break;
-      case "call.media": if (mine) call.onRemoteMedia(event); break;
+      // in order with the descriptions, which wait for their identity check (call.js)
+      case "call.candidate": case "call.rejoin": case "call.handed_off": case "call.media":
+        if (mine) call.onRelayed(event);
+        break;
       default:
         break;
     }

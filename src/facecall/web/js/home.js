@@ -25,6 +25,8 @@ export function describeCall(item) {
   const kind = item.media === "video" ? "Video" : "Audio";
   if (item.missed) return `Missed ${kind.toLowerCase()} call`;
   const way = item.direction === "outgoing" ? "Outgoing" : "Incoming";
+  // a device refused the other's description (identity.js): whatever its duration, no call was had
+  if (item.end_reason === "identity_check_failed") return `${way} ${kind.toLowerCase()} · security check failed`;
   if (item.duration !== null && item.answered_at !== null) return `${way} ${kind.toLowerCase()} · ${duration(item.duration)}`;
   if (item.ended_at === null) return `${way} ${kind.toLowerCase()} · in progress`;
   const reasons = {

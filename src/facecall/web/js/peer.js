@@ -11,12 +11,15 @@ export class Peer extends EventTarget {
    * @param {(type: string, fields: object) => Promise<object>} o.send  a signaling request
    * @param {string} o.callId
    * @param {string} o.remoteDevice
+   * @param {(callId: string, toDevice: string, type: string, sdp: string) => Promise<string>} o.sign
+   *   this device's signature of a description it sends (identity.js)
    */
-  constructor({ iceServers, relayOnly, media, video, send, callId, remoteDevice }) {
+  constructor({ iceServers, relayOnly, media, video, send, callId, remoteDevice, sign }) {
     super();
     this.media = media;
     this.video = video;
     this.send = send;
+    this.sign = sign;
     this.callId = callId;
     this.remoteDevice = remoteDevice;
     this.pendingCandidates = [];
@@ -68,9 +71,16 @@ export class Peer extends EventTarget {
       this.makingOffer = false;
     }
     if (this.closed) return; // given up meanwhile (glare: the other side's offer won)
-    await this.signal("call.sdp", {
-      description: { type: "offer", sdp: this.pc.localDescription.sdp }, ice_restart: iceRestart,
-    });
+    await this.sendDescription("offer", { ice_restart: iceRestart });
+  }
+
+  /** Send the local description as it stands, signed with this device's identity key (the
+   *  signature covers the exact SDP string sent: the other side checks it before applying it). */
+  async sendDescription(type, fields = {}) {
+    const sdp = this.pc.localDescription.sdp; // read once: candidates gathered later change it
+    const signature = await this.sign(this.callId, this.remoteDevice, type, sdp);
+    if (this.closed) return;
+    await this.signal("call.sdp", { description: { type, sdp }, signature, ...fields });
   }
 
   /** Restart ICE after the path failed (only the offering side does this). */
@@ -79,7 +89,7 @@ export class Peer extends EventTarget {
     return this.offer({ iceRestart: true });
   }
 
-  /** A relayed `call.sdp` from the remote device. */
+  /** A relayed `call.sdp` from the remote device, its signature already checked (call.js). */
   async onDescription(description) {
     if (this.closed) return;
     await this.pc.setRemoteDescription(description);
@@ -95,7 +105,7 @@ export class Peer extends EventTarget {
       }
       const answer = await this.pc.createAnswer();
       await this.pc.setLocalDescription(answer);
-      await this.signal("call.sdp", { description: { type: "answer", sdp: this.pc.localDescription.sdp } });
+      await this.sendDescription("answer");
     }
     const queued = this.pendingCandidates;
     this.pendingCandidates = [];

@@ -1,0 +1,303 @@
+// Device identity keys (docs/security.md, "Device identity keys"): this browser's device signs
+// every SDP it sends with an Ed25519 key of its own, and checks every SDP it gets against the
+// key of the device that sent it, so that a server that changes a description (its own DTLS
+// fingerprint in place of the other device's) is caught before the description is applied.
+//
+// The spec, version 1, is src/facecall/e2ee/identity.py (the Python SDK signs and checks the
+// same): keys are the unpadded base64url of their 32 raw bytes (43 characters), signatures of
+// their 64 bytes (86 characters), and a signature covers the UTF-8 of
+// "facecall sdp v1\n" + call_id + "\n" + from_user + "\n" + from_device + "\n" + to_device +
+// "\n" + type + "\n" + sdp, the SDP exactly as sent.
+//
+// The private key is made here with WebCrypto, not extractable (no script can read it out), and
+// kept in IndexedDB under the device's id (CryptoKey objects are structured-cloneable); other
+// devices' keys are pinned in localStorage on first use (trust on first use: a device's key
+// never changes, so a server that later hands out another one is refused).
+
+export const DOMAIN = "facecall sdp v1\n";
+const ED25519 = { name: "Ed25519" };
+const KEY_BYTES = 32;
+const SIGNATURE_BYTES = 64;
+// how many other devices' keys this browser keeps; past it the oldest pins are forgotten (a
+// device forgotten is trusted on first use again), as the SDK does
+const MAX_PINNED = 4096;
+const PINS = "facecall.pinnedKeys"; // localStorage: device id -> [user id, key]
+const DB_NAME = "facecall-identity";
+const DB_STORE = "keys"; // IndexedDB: {deviceId, userId, privateKey, publicKey, published}
+
+/** A key or signature that is malformed, a signature that does not verify, or a device whose
+ *  key cannot be had. ``unchecked``: the check could not be made (the server did not answer),
+ *  which is not the same as a check that failed. */
+export class IdentityError extends Error {
+  constructor(message, { unchecked = false } = {}) {
+    super(message);
+    this.name = "IdentityError";
+    this.unchecked = unchecked;
+  }
+}
+
+// -- the encoding and the statement -----------------------------------------------------------
+/** Unpadded base64url (RFC 4648 §5) of ``bytes``. */
+export function toBase64url(bytes) {
+  let binary = "";
+  for (const byte of new Uint8Array(bytes)) binary += String.fromCharCode(byte);
+  return btoa(binary).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+}
+
+/** The bytes of an unpadded base64url string that must hold exactly ``size`` bytes, in its one
+ *  canonical spelling (the last character's spare bits 0); IdentityError otherwise. */
+export function fromBase64url(text, size, what) {
+  const chars = Math.floor((size * 4 + 2) / 3);
+  if (typeof text !== "string" || text.length !== chars) {
+    throw new IdentityError(`${what} must be ${chars} base64url characters`);
+  }
+  if (!/^[A-Za-z0-9_-]*$/.test(text)) throw new IdentityError(`${what} is not base64url`);
+  const binary = atob(text.replaceAll("-", "+").replaceAll("_", "/") + "=".repeat((4 - (text.length % 4)) % 4));
+  const bytes = Uint8Array.from(binary, (c) => c.charCodeAt(0));
+  if (bytes.length !== size || toBase64url(bytes) !== text) {
+    throw new IdentityError(`${what} is not the canonical base64url of ${size} bytes`);
+  }
+  return bytes;
+}
+
+/** The bytes a device signs for a description it sends (version 1, above). */
+export function statement(callId, fromUser, fromDevice, toDevice, type, sdp) {
+  const ids = { call_id: callId, from_user: fromUser, from_device: fromDevice, to_device: toDevice };
+  for (const [name, value] of Object.entries(ids)) {
+    if (typeof value !== "string" || !value || /[\r\n]/.test(value)) {
+      throw new IdentityError(`${name} must be a non-empty id without line breaks`);
+    }
+  }
+  if (type !== "offer" && type !== "answer") {
+    throw new IdentityError(`a description's type is offer or answer, not ${type}`);
+  }
+  if (typeof sdp !== "string") throw new IdentityError("a description's sdp is a string");
+  return new TextEncoder().encode(DOMAIN + [callId, fromUser, fromDevice, toDevice, type, sdp].join("\n"));
+}
+
+/** The ``signature`` of a ``call.sdp`` (RFC 8032 §5.1.6) with the CryptoKey ``privateKey``. */
+export async function signDescription(privateKey, callId, fromUser, fromDevice, toDevice, type, sdp) {
+  const data = statement(callId, fromUser, fromDevice, toDevice, type, sdp);
+  return toBase64url(await crypto.subtle.sign(ED25519, privateKey, data));
+}
+
+/** Check a relayed description's ``signature`` with the sending device's published ``key``
+ *  (RFC 8032 §5.1.7); IdentityError says why it does not hold. */
+export async function verifyDescription(key, signature, callId, fromUser, fromDevice, toDevice, type, sdp) {
+  const raw = fromBase64url(key, KEY_BYTES, "an identity key");
+  if (signature === null || signature === undefined) {
+    throw new IdentityError(`device ${fromDevice} sent a description without a signature`);
+  }
+  if (typeof signature !== "string") throw new IdentityError("a signature is a base64url string");
+  const bytes = fromBase64url(signature, SIGNATURE_BYTES, "a signature");
+  const data = statement(callId, fromUser, fromDevice, toDevice, type, sdp);
+  let publicKey;
+  try {
+    publicKey = await crypto.subtle.importKey("raw", raw, ED25519, false, ["verify"]);
+  } catch (error) {
+    throw new IdentityError(`not an Ed25519 public key: ${error.message}`);
+  }
+  let valid = false;
+  try {
+    valid = await crypto.subtle.verify(ED25519, publicKey, bytes, data);
+  } catch {
+    valid = false;
+  }
+  if (!valid) throw new IdentityError(`the description from device ${fromDevice} is not signed by its identity key`);
+}
+
+// -- this device's key pair, in IndexedDB -------------------------------------------------------
+// the records this page made or read, also when IndexedDB cannot keep them (a private window
+// of some browsers): this page goes on signing with them
+const kept = new Map();
+
+/** A new key pair for a device: ``{privateKey, publicKey}``, the private key a CryptoKey that
+ *  cannot be exported, the public key as it is published. A clear Error where the browser has
+ *  no Ed25519 (it could not take part in calls: the other side refuses what it does not sign). */
+export async function newKeys() {
+  let pair;
+  try {
+    pair = await crypto.subtle.generateKey(ED25519, false, ["sign", "verify"]);
+  } catch {
+    throw new Error("This browser cannot make the key that secures your calls (it lacks Ed25519 "
+      + "signatures). Update it, or use another browser.");
+  }
+  const raw = await crypto.subtle.exportKey("raw", pair.publicKey); // a public key always exports
+  return { privateKey: pair.privateKey, publicKey: toBase64url(raw) };
+}
+
+function database() {
+  return new Promise((resolve, reject) => {
+    const request = indexedDB.open(DB_NAME, 1);
+    request.onupgradeneeded = () => request.result.createObjectStore(DB_STORE, { keyPath: "deviceId" });
+    request.onsuccess = () => resolve(request.result);
+    request.onerror = () => reject(request.error);
+    request.onblocked = () => reject(new Error("IndexedDB is blocked"));
+  });
+}
+
+/** Run ``work(store)`` in one transaction on the keys' store; its request's result. */
+async function transact(mode, work) {
+  const db = await database();
+  try {
+    return await new Promise((resolve, reject) => {
+      const transaction = db.transaction(DB_STORE, mode);
+      const request = work(transaction.objectStore(DB_STORE));
+      transaction.oncomplete = () => resolve(request.result);
+      transaction.onerror = () => reject(transaction.error);
+      transaction.onabort = () => reject(transaction.error || new Error("aborted"));
+    });
+  } finally {
+    db.close();
+  }
+}
+
+/** The key record of device ``deviceId`` that this browser holds, or null. */
+async function loadKeys(deviceId) {
+  if (kept.has(deviceId)) return kept.get(deviceId);
+  try {
+    const record = await transact("readonly", (s) => s.get(deviceId));
+    if (record && record.privateKey instanceof CryptoKey && typeof record.publicKey === "string") {
+      kept.set(deviceId, record);
+      return record;
+    }
+  } catch (error) {
+    console.warn("facecall: cannot read the identity key", error);
+  }
+  return null;
+}
+
+/** Keep the key record of a device (``{deviceId, userId, privateKey, publicKey, published}``). */
+export async function saveKeys(record) {
+  kept.set(record.deviceId, record);
+  try {
+    await transact("readwrite", (s) => s.put(record));
+  } catch (error) {
+    console.warn("facecall: the identity key is kept for this page only", error);
+  }
+}
+
+/** Forget the key of a device this browser no longer is (signed out, replaced). */
+export async function forgetKeys(deviceId) {
+  kept.delete(deviceId);
+  try {
+    await transact("readwrite", (s) => s.delete(deviceId));
+  } catch {
+    /* nothing kept */
+  }
+}
+
+/** Run ``work`` with the Web Lock of device ``deviceId``'s key: two tabs that find no key do
+ *  not make and publish two (the second would be refused). */
+function locked(deviceId, work) {
+  if (!(navigator.locks && navigator.locks.request)) return work();
+  return navigator.locks.request(`facecall-identity-${deviceId}`, work);
+}
+
+/**
+ * This browser's identity for its registered ``device`` ({id, userId, token}): the key pair kept
+ * for it, published first if the server may not have it yet (a device registered before identity
+ * keys existed, or this browser's key store was cleared and the device has none). Null when the
+ * device already has another key, which this browser no longer holds: it cannot sign for it.
+ */
+export async function deviceIdentity(api, device) {
+  return locked(device.id, async () => {
+    let record = await loadKeys(device.id);
+    if (!record) {
+      record = { deviceId: device.id, userId: device.userId, ...(await newKeys()), published: false };
+      await saveKeys(record); // before it is published: a page closed meanwhile publishes it later
+    }
+    if (!record.published) {
+      try {
+        await api.setIdentityKey(device.token, device.id, record.publicKey);
+      } catch (error) {
+        if (error.status !== 409) throw error;
+        await forgetKeys(device.id);
+        return null;
+      }
+      record = { ...record, published: true };
+      await saveKeys(record);
+    }
+    return new Identity({ ...record, userId: device.userId, api, token: device.token });
+  });
+}
+
+// -- signing and checking -----------------------------------------------------------------------
+/** The pins: device id -> [user id, key], oldest first. */
+function readPins() {
+  try {
+    const pins = JSON.parse(localStorage.getItem(PINS) || "{}");
+    return pins && typeof pins === "object" && !Array.isArray(pins) ? pins : {};
+  } catch {
+    return {};
+  }
+}
+
+/** This device's key pair and the keys it trusts for other devices. */
+export class Identity {
+  /**
+   * @param {object} o
+   * @param {string} o.deviceId @param {string} o.userId  this device, and whose it is
+   * @param {CryptoKey} o.privateKey @param {string} o.publicKey
+   * @param {import('./api.js').Api} o.api  to read another user's keys
+   * @param {string} o.token  this device's token, for that
+   */
+  constructor({ deviceId, userId, privateKey, publicKey, api, token }) {
+    Object.assign(this, { deviceId, userId, privateKey, publicKey, api, token });
+  }
+
+  /** The signature of a description this device sends to ``toDevice`` (`call.sdp`'s
+   *  ``signature``), over the exact ``sdp`` sent. */
+  sign(callId, toDevice, type, sdp) {
+    return signDescription(this.privateKey, callId, this.userId, this.deviceId, toDevice, type, sdp);
+  }
+
+  /** ``[user id, key]`` pinned for a device, or null. */
+  pinned(deviceId) {
+    const pin = readPins()[deviceId];
+    return Array.isArray(pin) && pin.length === 2 && pin.every((part) => typeof part === "string") ? pin : null;
+  }
+
+  /** The key of another device: the pinned one, or (first use) the one the server lists for it,
+   *  pinned from then on. IdentityError if the device is pinned as another user's, or the
+   *  server lists no key (or no valid key) for it. */
+  async keyOf(userId, deviceId) {
+    let pin = this.pinned(deviceId);
+    if (!pin) {
+      let listed;
+      try {
+        listed = await this.api.identityKeys(this.token, userId);
+      } catch (error) {
+        // a 404 (no such user) is an answer; no answer at all is a check not made
+        throw new IdentityError(`cannot read the identity keys of user ${userId}: ${error.message}`,
+          { unchecked: !(error.status >= 400 && error.status < 500) });
+      }
+      const entry = ((listed && listed.devices) || []).find((d) => d && d.device_id === deviceId);
+      const key = entry ? entry.identity_key : null;
+      if (typeof key !== "string") throw new IdentityError(`device ${deviceId} of user ${userId} has no identity key`);
+      fromBase64url(key, KEY_BYTES, "an identity key"); // a key at all
+      const pins = readPins(); // as they are now: another tab may have pinned it meanwhile
+      pin = this.pinned(deviceId) || [userId, key];
+      if (!pins[deviceId]) {
+        const ids = Object.keys(pins);
+        for (const old of ids.slice(0, Math.max(0, ids.length - MAX_PINNED + 1))) delete pins[old];
+        pins[deviceId] = pin;
+        localStorage.setItem(PINS, JSON.stringify(pins));
+      }
+    }
+    if (pin[0] !== userId) {
+      throw new IdentityError(`device ${deviceId} is known as a device of user ${pin[0]}, not ${userId}`);
+    }
+    return pin[1];
+  }
+
+  /** Check a relayed `call.sdp` of call ``callId``, addressed to this device: signed by the
+   *  identity key of the device it comes from, for this call and this device. IdentityError
+   *  says why not. */
+  async check(callId, event) {
+    const key = await this.keyOf(event.from_user, event.from_device);
+    const description = event.description || {};
+    await verifyDescription(key, event.signature, callId, event.from_user, event.from_device,
+      this.deviceId, description.type, description.sdp);
+  }
+}
