@@ -78,10 +78,12 @@ async def test_every_device_rings_first_answer_wins(server: LiveServer) -> None:
     assert item["end_reason"] == "hung_up" and item["direction"] == "incoming"
 
 
-@pytest.mark.parametrize("reason", ["no_media", "connection_lost"])
+@pytest.mark.parametrize("reason", ["no_media", "connection_lost", "identity_check_failed"])
 async def test_a_hang_up_says_why_the_client_gave_up(server: LiveServer, reason: str) -> None:
-    """A client that gives up on the media hangs up with why: the other device is told, and
-    history keeps it. A call whose media never connected has no duration: it never lasted."""
+    """A client that gives up on the media, or refuses the other device's SDP, hangs up with
+    why: the other device is told, and history keeps it. A call whose media never connected
+    has no duration: it never lasted. (A refused SDP may come at an ICE restart, after minutes
+    of talk: the server cannot tell, and keeps the duration.)"""
     alice, (a1,) = await server.user_with_devices("alice", 1)
     bob, (b1,) = await server.user_with_devices("bob", 1)
     call_id = (await a1.request("call.start", to=[bob["user"]["id"]], media="video"))["call_id"]
