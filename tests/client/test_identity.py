@@ -175,11 +175,22 @@ async def test_a_device_registered_without_a_key_publishes_one_once(
     finally:
         await again.close()
 
-    stranger = Device(call_server.base_url, token=registered["token"])
+    other_state = tmp_path / "someone-else.json"
+    other_state.write_text(json.dumps({"server": call_server.base_url, "username": "alice",
+                                       "token": "another device's token", "identity_key": "x"}))
+    kept = other_state.read_text()
+    stranger = Device(call_server.base_url, token=registered["token"], state_file=other_state)
     with pytest.raises(FacecallError, match="another identity key"):
         await stranger.connect()
     assert stranger.signaling is None and not stranger.connected
+    assert other_state.read_text() == kept  # another device's state file is left alone
     await stranger.api.close()
+    with_file = Device(call_server.base_url, token=registered["token"], state_file=state)
+    await with_file.connect()  # the token given, and the state file that holds its key
+    try:
+        assert with_file.identity is not None and with_file.identity.public_key == published
+    finally:
+        await with_file.close()
     holder = Device(call_server.base_url, token=registered["token"],
                     identity_key=json.loads(state.read_text())["identity_key"])
     await holder.connect()

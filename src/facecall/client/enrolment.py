@@ -45,7 +45,8 @@ class Enrolment:
         :raises AuthenticationError: a given token, or the password, that the server refuses.
         :raises FacecallError: no saved device and no password to sign in with.
         """
-        token = self.token or self._load()
+        saved = self._load()
+        token = self.token or saved
         if token is not None:
             try:
                 await self.api.me(token)
@@ -79,8 +80,7 @@ class Enrolment:
                 "program holds, so it cannot sign its calls: use the state file it was "
                 "registered with (or its identity_key), or register a new device") from exc
         self._published = True
-        if self.token == self._state.get("token"):
-            self._state["identity_published"] = True
+        self._state["identity_published"] = True
         await self.save()
         return self.identity
 
@@ -105,6 +105,7 @@ class Enrolment:
                                                     identity.public_key)
         self.identity, self._published = identity, True
         token: str = registered["token"]
+        self.token = token
         self._state = {"user_id": session["user"]["id"], "device_id": registered["device"]["id"],
                        "token": token, "identity_published": True}
         await self.save()
@@ -127,6 +128,8 @@ class Enrolment:
         token = state.get("token")
         if not isinstance(token, str):
             return None
+        if self.token is not None and token != self.token:
+            return None  # another device's: its identity is not this one's
         self._state = state
         if self.identity is None:
             self.identity = Identity.from_state(state)
@@ -134,8 +137,10 @@ class Enrolment:
         return token
 
     async def save(self) -> None:
-        """Write the state file (0600): the device's token, identity key and pinned keys."""
-        if self.state_file is None:
+        """Write the state file (0600): the device's token, identity key and pinned keys. Only
+        for the device it keeps: a state file of another device (a token given that is not
+        its) stays as it is."""
+        if self.state_file is None or self._state.get("token") != self.token:
             return
         state = {**self._state, "server": self.api.base_url, "username": self.username}
         if self.identity is not None:
