@@ -233,6 +233,22 @@ function readPins() {
   }
 }
 
+/** Pin the keys of ``userId``'s devices this browser has not met yet: ``entries`` are
+ *  ``[deviceId, key]``. Pins already there stay (a device's key never changes); past MAX_PINNED
+ *  the oldest are forgotten. Re-read first: another tab may have pinned some meanwhile. */
+export function pinKeys(userId, entries) {
+  const pins = readPins();
+  let added = false;
+  for (const [deviceId, key] of entries) {
+    if (pins[deviceId]) continue;
+    const ids = Object.keys(pins);
+    for (const old of ids.slice(0, Math.max(0, ids.length - MAX_PINNED + 1))) delete pins[old];
+    pins[deviceId] = [userId, key];
+    added = true;
+  }
+  if (added) localStorage.setItem(PINS, JSON.stringify(pins));
+}
+
 /** This device's key pair and the keys it trusts for other devices. */
 export class Identity {
   /**
@@ -276,14 +292,8 @@ export class Identity {
       const key = entry ? entry.identity_key : null;
       if (typeof key !== "string") throw new IdentityError(`device ${deviceId} of user ${userId} has no identity key`);
       fromBase64url(key, KEY_BYTES, "an identity key"); // a key at all
-      const pins = readPins(); // as they are now: another tab may have pinned it meanwhile
-      pin = this.pinned(deviceId) || [userId, key];
-      if (!pins[deviceId]) {
-        const ids = Object.keys(pins);
-        for (const old of ids.slice(0, Math.max(0, ids.length - MAX_PINNED + 1))) delete pins[old];
-        pins[deviceId] = pin;
-        localStorage.setItem(PINS, JSON.stringify(pins));
-      }
+      pinKeys(userId, [[deviceId, key]]);
+      pin = this.pinned(deviceId); // another tab's pin, if it pinned this device meanwhile
     }
     if (pin[0] !== userId) {
       throw new IdentityError(`device ${deviceId} is known as a device of user ${pin[0]}, not ${userId}`);

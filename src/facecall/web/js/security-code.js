@@ -16,6 +16,8 @@
 // nothing. The SHA-256 of the certificate DTLS accepted is what that peer's sha-256 line says
 // when nobody is in the middle, and whatever it presented otherwise. No certificate: no code.
 
+import { SafetyNumberError, addStyles, element, safetyNumberWith, setVerified, showNumber, statusOf } from "./safety-number.js";
+
 const DOMAIN = "facecall security code v1\n";
 const DIGITS = 20;
 // one whole line of the SDP (RFC 8122 §5: a=fingerprint:<hash function> <fingerprint>)
@@ -108,4 +110,139 @@ export async function peerSecurityCode(pc) {
   const theirs = await remoteCertificateFingerprint(pc);
   if (mine === null || theirs === null) return null;
   return codeOf(mine, theirs);
+}
+
+// -- the safety number, next to the code -----------------------------------------------------------
+// Under the security code of a connected call, where the code says "this connection", a line
+// says whether the safety number with the other person (safety-number.js) was compared:
+// "Verified" (marked, and unchanged), "Safety number changed" (marked, and changed since: a new
+// device, or someone in the middle), or a "Verify bob" link that shows the sixty digits to read
+// aloud and a "Mark as verified" button. The line follows the code: shown with it, hidden with
+// it, computed anew when the code changes (a new connection may be with another device).
+
+/**
+ * The safety number's line of the call screen, built after the security code's (#security).
+ * One per page: watchCallSafety makes it, or gives it a new session's ``identity``.
+ */
+class CallSafety {
+  /**
+   * @param {object} o
+   * @param {() => import('./identity.js').Identity|null} o.identity  this device (null: signed out)
+   * @param {() => Promise<string|null>} o.remoteDevice  the other person's device in the
+   *   connected call; identity.js pinned it with its user when it checked its description
+   */
+  constructor({ identity, remoteDevice }) {
+    Object.assign(this, { identity, remoteDevice });
+    this.shown = null; // {userId, name, number, status} on screen
+    this.asked = 0; // the latest refresh: an older one's answer is dropped
+    addStyles();
+    const status = element("span", { id: "call-safety-status", className: "safety-status", tabIndex: -1 });
+    const open = element("button", { type: "button", id: "call-safety-open", className: "link",
+      "aria-expanded": "false", "aria-controls": "call-safety-panel" });
+    const panel = element("div", { id: "call-safety-panel", className: "safety-panel", hidden: true },
+      element("p", { id: "call-safety-help" }),
+      element("div", { id: "call-safety-number" }),
+      element("div", { className: "safety-actions" },
+        element("button", { type: "button", id: "call-safety-mark", className: "primary",
+          textContent: "Mark as verified" }),
+        element("button", { type: "button", id: "call-safety-unmark", className: "ghost",
+          textContent: "Unmark" })));
+    this.root = element("div", { id: "call-safety", className: "call-safety", hidden: true },
+      element("p", { className: "safety-line" }, status, " ", open), panel);
+    const code = document.getElementById("security");
+    code.after(this.root);
+    open.onclick = () => this.toggle(panel.hidden);
+    panel.querySelector("#call-safety-mark").onclick = () => this.mark(true);
+    panel.querySelector("#call-safety-unmark").onclick = () => this.mark(false);
+    // the code's line shown, hidden or changed (ui.js sets it)
+    new MutationObserver(() => this.refresh()).observe(code, {
+      attributes: true, attributeFilter: ["hidden"], childList: true, characterData: true, subtree: true });
+  }
+
+  part(id) {
+    return this.root.querySelector(`#${id}`);
+  }
+
+  /** Show the line for the call's code as it is now (hidden with no code). */
+  async refresh() {
+    const asked = ++this.asked;
+    const code = document.getElementById("security");
+    const identity = this.identity();
+    if (code.hidden || !identity) return this.show(null);
+    let device = null;
+    try {
+      device = await this.remoteDevice();
+    } catch {
+      device = null;
+    }
+    const pin = device ? identity.pinned(device) : null;
+    if (asked !== this.asked) return undefined;
+    if (!pin) return this.show(null);
+    const name = document.getElementById("call-peer").textContent || "them";
+    let shown;
+    try {
+      shown = { ...(await safetyNumberWith(identity, pin[0], name)), name };
+    } catch (error) {
+      if (!(error instanceof SafetyNumberError)) console.warn("facecall: safety number", error);
+      // a server that did not answer says nothing about the keys: no line
+      shown = error instanceof SafetyNumberError && !error.unchecked ? { name, status: "refused", why: error.message } : null;
+    }
+    if (asked === this.asked) this.show(shown);
+    return undefined;
+  }
+
+  /** Show ``shown`` ({userId, name, number, status} or {name, status: "refused", why}), or no line. */
+  show(shown) {
+    this.shown = shown;
+    this.root.hidden = !shown;
+    this.toggle(false);
+    if (!shown) return;
+    const status = this.part("call-safety-status");
+    const open = this.part("call-safety-open");
+    status.dataset.status = shown.status;
+    status.textContent = { verified: "Verified", changed: "Safety number changed",
+      refused: `No safety number: ${shown.why}`, unverified: "" }[shown.status];
+    status.hidden = !status.textContent;
+    open.hidden = shown.status === "refused";
+    open.textContent = shown.status === "unverified" ? `Verify ${shown.name}`
+      : shown.status === "changed" ? "Compare again" : "Show safety number";
+    if (shown.number) {
+      showNumber(this.part("call-safety-number"), shown.number);
+      this.part("call-safety-help").textContent = shown.status === "changed"
+        ? `The safety number with ${shown.name} changed since you verified it: one of you added or `
+          + "removed a device, or someone is in the middle. Compare it again: read it aloud, or "
+          + "compare screens."
+        : `Read these digits to ${shown.name}, or compare screens. If they are the same on both, `
+          + "nobody — not even the server — is in the middle of your calls with them.";
+      this.part("call-safety-mark").hidden = shown.status === "verified";
+      this.part("call-safety-unmark").hidden = shown.status === "unverified";
+    }
+  }
+
+  /** Open (``open``) or close the panel with the number. */
+  toggle(open) {
+    this.part("call-safety-panel").hidden = !open;
+    this.part("call-safety-open").setAttribute("aria-expanded", String(open));
+  }
+
+  /** Mark the number on screen as compared (``on``), or forget the one marked. */
+  mark(on) {
+    const shown = this.shown;
+    const identity = this.identity();
+    if (!shown || !shown.number || !identity) return;
+    setVerified(identity.userId, shown.userId, on ? shown.number : null);
+    this.show({ ...shown, status: statusOf(identity.userId, shown.userId, shown.number) });
+    const status = this.part("call-safety-status");
+    (status.hidden ? this.part("call-safety-open") : status).focus();
+  }
+}
+
+let callSafety = null;
+
+/** Show the safety number's line under the security code of every connected call (see
+ *  CallSafety for the options); again with a new session: its identity from then on. */
+export function watchCallSafety(options) {
+  if (callSafety) Object.assign(callSafety, options);
+  else callSafety = new CallSafety(options);
+  return callSafety;
 }
