@@ -4,6 +4,8 @@ map back to the source's numbers."""
 
 from __future__ import annotations
 
+import itertools
+
 from aiortc.rtp import RtpPacket
 from hypothesis import given
 from hypothesis import strategies as st
@@ -44,7 +46,8 @@ def test_a_switch_continues_the_numbering_and_the_clock() -> None:
     last_a_ts = (2**32 - 100 + 2 * 3000) % 2**32
     assert first_b.timestamp == (last_a_ts + 45000) % 2**32  # 0.5 s at 90 kHz later
     nxt = munger.forward(packet(B, 5001, 126456), 2 / 30 + 0.53)
-    assert nxt is not None and nxt.sequence_number == 2 and nxt.timestamp == (first_b.timestamp + 3000) % 2**32
+    assert nxt is not None and nxt.sequence_number == 2
+    assert nxt.timestamp == (first_b.timestamp + 3000) % 2**32
     munger.switch_to(B)  # the same source: nothing changes
     assert munger.forward(packet(B, 5002, 129456), 0.7).sequence_number == 3  # type: ignore[union-attr]
     munger.switch_to(None)
@@ -71,9 +74,9 @@ def test_in_order_sources_make_one_gapless_stream_across_any_switches(
             out.append(sent)
     seqs = [p.sequence_number for p in out]
     assert seqs == [(7 + i) % 65536 for i in range(len(out))]
-    assert all(seq_newer(b, a) for a, b in zip(seqs, seqs[1:], strict=False))
+    assert all(seq_newer(b, a) for a, b in itertools.pairwise(seqs))
     stamps = [p.timestamp for p in out]
-    assert all((b - a) % 2**32 < 2**31 and b != a for a, b in zip(stamps, stamps[1:], strict=False))
+    assert all((b - a) % 2**32 < 2**31 and b != a for a, b in itertools.pairwise(stamps))
 
 
 def test_vp8_picture_ids_go_on_across_a_switch() -> None:
