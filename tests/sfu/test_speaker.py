@@ -11,8 +11,9 @@ TALK, QUIET = 35, 127  # RFC 6464 levels: speech, silence
 def speak(room: DominantSpeaker, levels: dict[str, int], start: float, seconds: float) -> float:
     """Every participant of ``levels`` sends one packet per 20 ms at its level; decisions every
     300 ms. Returns the end time; the decisions are in ``room.dominant``."""
-    tick = round(start / 0.02)
-    for tick in range(tick, tick + round(seconds / 0.02)):
+    first = round(start / 0.02)
+    tick = first
+    for tick in range(first, first + round(seconds / 0.02)):
         now = tick * 0.02
         for who, level in levels.items():
             room.add(who, level, now)
