@@ -49,21 +49,25 @@ def _newer(a: int, b: int, modulus: int) -> bool:
     return a != b and (a - b) % modulus < modulus // 2
 
 
-def seq_newer(a: int, b: int) -> bool:
-    """Whether RTP sequence number ``a`` is after ``b``."""
-    return _newer(a, b, SEQ_MOD)
-
-
 @dataclass(slots=True)
 class _Feed:
-    """The source feeding the slot now, and the offsets fixed at its first packet."""
+    """The source feeding the slot now, and the offsets fixed at its first packet. Sequence
+    numbers are kept extended (RFC 3550 §A.1: the 16-bit number plus 2^16 per wrap), so that a
+    packet from before the first is told apart however long the feed lasts."""
 
     ssrc: int
     started: bool = False
-    first_seq: int = 0
-    highest_seq: int = 0
+    first_ext: int = 0
+    highest_ext: int = 0
     seq_offset: int = 0
     ts_offset: int = 0
+
+    def extend(self, seq: int) -> int:
+        """The extended number of ``seq``: the one nearest the highest seen."""
+        delta = (seq - self.highest_ext) % SEQ_MOD
+        if delta >= SEQ_MOD // 2:
+            delta -= SEQ_MOD
+        return self.highest_ext + delta
 
 
 class RtpMunger:
@@ -110,18 +114,20 @@ class RtpMunger:
         if not feed.started:
             elapsed = 0.0 if self._last_arrival is None else max(0.0, arrival - self._last_arrival)
             step = max(1, round(elapsed * self.clock_rate))
-            feed.started, feed.first_seq, feed.highest_seq = True, seq, seq
+            feed.started, feed.first_ext, feed.highest_ext = True, seq, seq
             feed.seq_offset = (self._last_seq + 1 - seq) % SEQ_MOD
             feed.ts_offset = (self._last_ts + step - packet.timestamp) % TS_MOD
-        elif seq != feed.first_seq and not seq_newer(seq, feed.first_seq):
-            self.dropped += 1  # from before the switch: its number was someone else's
-            return None
+            ext = seq
+        else:
+            ext = feed.extend(seq)
+            if ext < feed.first_ext:
+                self.dropped += 1  # from before the switch: its number was someone else's
+                return None
         out_seq = (seq + feed.seq_offset) % SEQ_MOD
         out_ts = (packet.timestamp + feed.ts_offset) % TS_MOD
-        if seq_newer(seq, feed.highest_seq) or seq == feed.first_seq:
-            feed.highest_seq = seq
-            if seq_newer(out_seq, self._last_seq) or not self.forwarded:
-                self._last_seq, self._last_ts, self._last_arrival = out_seq, out_ts, arrival
+        if ext >= feed.highest_ext:  # the newest yet: the next feed goes on from it
+            feed.highest_ext = ext
+            self._last_seq, self._last_ts, self._last_arrival = out_seq, out_ts, arrival
         self._history[out_seq] = (feed.ssrc, seq)
         self._history.move_to_end(out_seq)
         while len(self._history) > HISTORY:
