@@ -109,3 +109,10 @@ async def test_malformed_keys_are_refused_and_nothing_changes(server: LiveServer
     r = await server.http.put(f"/v1/devices/{device['device']['id']}/identity-key",
                               headers=bearer(device["token"]), content=b"{not json")
     assert r.status_code == 422
+
+
+def test_the_clients_take_as_many_keys_as_the_server_allows_devices() -> None:
+    from facecall.api.routes_devices import MAX_DEVICES_PER_USER
+    from facecall.e2ee.identity import MAX_DEVICES
+
+    assert MAX_DEVICES == MAX_DEVICES_PER_USER

@@ -8,6 +8,7 @@ import base64
 import pytest
 
 from facecall.e2ee.identity import (
+    SMALL_ORDER_KEYS,
     IdentityError,
     new_private_key,
     private_key_from_text,
@@ -99,3 +100,18 @@ def test_a_statement_needs_plain_ids_and_a_known_type(index: int, value: str) ->
     changed[index] = value
     with pytest.raises(IdentityError):
         statement(*changed)
+
+
+@pytest.mark.parametrize("point", sorted(SMALL_ORDER_KEYS))
+def test_keys_of_small_order_are_refused(point: bytes) -> None:
+    """A small-order point verifies forged signatures; no device has one (audit, session 16)."""
+    text = base64.urlsafe_b64encode(point).rstrip(b"=").decode()
+    with pytest.raises(IdentityError, match="small order"):
+        public_key_from_text(text)
+
+
+def test_a_description_that_is_not_unicode_is_refused_not_crashed_on() -> None:
+    """A lone surrogate (which a server could relay) has no UTF-8: an IdentityError, which
+    ends the call as refused, not another exception that drops the event (audit, session 16)."""
+    with pytest.raises(IdentityError, match="not valid Unicode"):
+        statement("call-1", "user-a", "device-a", "device-b", "offer", "v=0\ud800")

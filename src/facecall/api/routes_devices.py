@@ -29,6 +29,8 @@ from facecall.store.records import DeviceRecord
 
 router = APIRouter(prefix="/v1", tags=["devices"])
 
+#: the clients refuse a list of a user's identity keys longer than this
+#: (facecall.e2ee.identity.MAX_DEVICES, the same number: a test checks)
 MAX_DEVICES_PER_USER = 32
 #: device ids are at most this long (``store.models.ID_LEN``): a longer one is no device
 MAX_DEVICE_ID_CHARS = 64

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from facecall.client.api import ApiClient
 from facecall.client.errors import ApiError
 from facecall.e2ee.identity import (
+    MAX_DEVICES,
     IdentityError,
     new_private_key,
     private_key_from_text,
@@ -39,14 +40,20 @@ MAX_PINNED = 4096
 class SafetyNumber:
     """The safety number of this device's user and another (:mod:`facecall.e2ee.safety_number`).
 
-    ``status``: ``verified`` (the number its user marked as compared, still the same),
-    ``changed`` (one was marked, and the keys changed since: a new device, or someone in the
-    middle) or ``unverified``.
+    ``status``: ``verified`` (the number its user marked as compared, still the same, and every
+    device of the other user this device met is among those it covers), ``changed`` (one was
+    marked, and the keys changed since — a new or removed device, or someone in the middle — or
+    a device of theirs this device met is not in the list) or ``unverified``.
+    ``devices``: the other user's devices the number covers: a call is with a device the number
+    vouches for when its ``remote_device`` is one of them. ``unlisted``: devices this device
+    met as theirs that the list leaves out (removed, or hidden by the server).
     """
 
     user_id: str
     number: str
     status: Literal["verified", "changed", "unverified"]
+    devices: frozenset[str] = frozenset()
+    unlisted: frozenset[str] = frozenset()
 
 
 class Identity:
@@ -115,12 +122,11 @@ class Identity:
                     f"device {device_id} is known as a device of user {pin[0]}, not {user_id}")
             return pin[1]
         try:
-            listed = await api.identity_keys(token, user_id)
+            listed = _listed(await api.identity_keys(token, user_id))
         except ApiError as exc:
             raise IdentityError(f"cannot read the identity keys of user {user_id}: {exc}") from exc
-        key = next((entry.get("identity_key") for entry in listed.get("devices", [])
-                    if isinstance(entry, dict) and entry.get("device_id") == device_id), None)
-        if not isinstance(key, str):
+        key = listed.get(device_id)
+        if key is None:
             raise IdentityError(f"device {device_id} of user {user_id} has no identity key")
         public_key_from_text(key)  # a key at all
         self._pin(user_id, device_id, key)
@@ -128,8 +134,12 @@ class Identity:
         return key
 
     def _pin(self, user_id: str, device_id: str, key: str) -> None:
+        """Pin a device's key; past MAX_PINNED the oldest pin goes, never one of a user whose
+        number was marked as compared."""
         if len(self._pinned) >= MAX_PINNED:
-            del self._pinned[next(iter(self._pinned))]
+            oldest = next((d for d, (u, _) in self._pinned.items() if u not in self._verified),
+                          next(iter(self._pinned)))
+            del self._pinned[oldest]
         self._pinned[device_id] = (user_id, key)
 
     async def _changed(self) -> None:
@@ -166,15 +176,23 @@ class Identity:
             if device_id not in self._pinned:
                 self._pin(user_id, device_id, key)
         await self._changed()
+        unlisted = frozenset(device for device, (user, _) in self._pinned.items()
+                             if user == user_id and device not in their_keys)
         verified = self._verified.get(user_id)
         status: Literal["verified", "changed", "unverified"] = (
-            "unverified" if verified is None else "verified" if verified == number else "changed")
-        return SafetyNumber(user_id, number, status)
+            "unverified" if verified is None
+            else "verified" if verified == number and not unlisted else "changed")
+        return SafetyNumber(user_id, number, status, frozenset(their_keys), unlisted)
 
     async def mark_verified(self, number: SafetyNumber) -> None:
         """Remember ``number`` as the one this device's user compared with the other person
-        (a later :meth:`safety_number` says ``changed`` when it is no longer the same)."""
+        (a later :meth:`safety_number` says ``changed`` when it is no longer the same). The
+        devices of theirs this device met that the number leaves out (``unlisted``) are
+        forgotten: the person vouched for the list as it is, and one of those that calls again
+        is new to this device."""
         self._verified[number.user_id] = number.number
+        for device in number.unlisted:
+            self._pinned.pop(device, None)
         await self._changed()
 
     async def check(self, api: ApiClient, token: str, call_id: str, own_device: str,
@@ -194,6 +212,9 @@ def _listed(keys: Mapping[str, Any]) -> dict[str, str]:
     devices = keys.get("devices")
     if not isinstance(devices, list):
         raise IdentityError("the server's list of identity keys is malformed")
+    if len(devices) > MAX_DEVICES:  # the server allows no more: a list made to evict pins
+        raise IdentityError(f"the server lists {len(devices)} devices for one user, more than "
+                            f"the {MAX_DEVICES} a user can have")
     return {entry["device_id"]: entry["identity_key"] for entry in devices
             if isinstance(entry, dict) and isinstance(entry.get("device_id"), str)
             and isinstance(entry.get("identity_key"), str)}

@@ -65,6 +65,7 @@ class PeerNegotiation(AsyncIOEventEmitter):
     device: Device
     id: str
     state: CallState
+    remote_user: str
     remote_device: str | None
     local_audio: LocalTrack | None
     local_video: LocalTrack | None
@@ -197,6 +198,11 @@ class PeerNegotiation(AsyncIOEventEmitter):
             self.remote_device = event["from_device"]
         if event["from_device"] != self.remote_device:
             return
+        if event["from_user"] != self.remote_user:  # the server says the device is another's
+            await self._refuse(f"device {self.remote_device} is in this call as a device of user "
+                               f"{self.remote_user}, but its description comes as user "
+                               f"{event['from_user']}'s", event)
+            return
         if not await self._identity_checked(event):
             return
         restart = bool(event.get("ice_restart"))
@@ -230,16 +236,20 @@ class PeerNegotiation(AsyncIOEventEmitter):
         try:
             await device.identity.check(device.api, device.token, self.id, device.device_id, event)
         except IdentityError as exc:
-            log.warning("call.identity_check_failed", call_id=self.id,
-                        from_device=event.get("from_device"), why=str(exc))
-            self.identity_failure = str(exc)
-            self._emit_event("identity_failed", reason=str(exc))
-            reason = EndReason.IDENTITY_CHECK_FAILED
-            with contextlib.suppress(Exception):
-                await device.request("call.hangup", call_id=self.id, reason=reason.value)
-            await self._end(reason)
+            await self._refuse(str(exc), event)
             return False
         return True
+
+    async def _refuse(self, why: str, event: dict[str, Any]) -> None:
+        """Refuse a description: leave the call with ``identity_check_failed``, say why."""
+        log.warning("call.identity_check_failed", call_id=self.id,
+                    from_device=event.get("from_device"), why=why)
+        self.identity_failure = why
+        self._emit_event("identity_failed", reason=why)
+        reason = EndReason.IDENTITY_CHECK_FAILED
+        with contextlib.suppress(Exception):
+            await self.device.request("call.hangup", call_id=self.id, reason=reason.value)
+        await self._end(reason)
 
     async def _on_connected(self) -> None:
         if self.state in (CallState.ENDED, CallState.CONNECTED):

@@ -52,6 +52,20 @@ DOMAIN = "facecall sdp v1\n"
 #: characters of a written key (32 bytes) and of a written signature (64 bytes)
 KEY_CHARS = 43
 SIGNATURE_CHARS = 86
+#: the most devices a user has (the server refuses more): a longer list of keys is not one
+MAX_DEVICES = 32
+#: the encodings of the eight points of small order (RFC 8032 §5.1.7 accepts them; a key that
+#: is one verifies signatures of anything under it): refused as keys, as libsodium does
+SMALL_ORDER_KEYS = frozenset(bytes.fromhex(h) for h in (
+    "0100000000000000000000000000000000000000000000000000000000000000",
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "0000000000000000000000000000000000000000000000000000000000000000",
+    "0000000000000000000000000000000000000000000000000000000000000080",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+))
 
 
 class IdentityError(ValueError):
@@ -99,8 +113,11 @@ def public_key_text(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
 
 def public_key_from_text(text: str) -> Ed25519PublicKey:
     """The public key of a published key; :class:`IdentityError` if it is not one."""
+    raw = _unb64(text, 32, "an identity key")
+    if raw in SMALL_ORDER_KEYS:
+        raise IdentityError("an identity key of small order (it would verify anything)")
     try:
-        return Ed25519PublicKey.from_public_bytes(_unb64(text, 32, "an identity key"))
+        return Ed25519PublicKey.from_public_bytes(raw)
     except ValueError as exc:
         if isinstance(exc, IdentityError):
             raise
@@ -117,7 +134,10 @@ def statement(call_id: str, from_user: str, from_device: str, to_device: str,
     if type_ not in ("offer", "answer"):
         raise IdentityError(f"a description's type is offer or answer, not {type_!r}")
     fields = (call_id, from_user, from_device, to_device, type_, sdp)
-    return (DOMAIN + "\n".join(fields)).encode("utf-8")
+    try:
+        return (DOMAIN + "\n".join(fields)).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: no UTF-8, and no one text to sign
+        raise IdentityError("a description that is not valid Unicode") from None
 
 
 def sign_description(key: Ed25519PrivateKey, call_id: str, from_user: str, from_device: str,
