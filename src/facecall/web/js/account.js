@@ -256,8 +256,9 @@ export class ContactCheck {
     const s = this.session();
     const shown = this.shown;
     if (!s || !shown) return;
-    setVerified(s.userId, shown.userId, on ? shown.number : null);
-    this.show({ ...shown, status: statusOf(s.userId, shown.userId, shown.number) });
+    setVerified(s.userId, shown.userId, on ? shown.number : null, shown.unlisted);
+    const unlisted = on ? [] : shown.unlisted; // marking forgets the devices the list left out
+    this.show({ ...shown, unlisted, status: statusOf(s.userId, shown.userId, shown.number, unlisted) });
     $(on ? "verify-unmark" : "verify-mark").focus();
   }
 

@@ -59,7 +59,7 @@ export class Api {
 
   /** `reportUnauthorized`: a 401 means this token no longer works (false: the token only
    *  vouches for the request, which may be refused for another reason). */
-  async request(method, path, { token, body, reportUnauthorized = true } = {}) {
+  async request(method, path, { token, body, reportUnauthorized = true, timeoutMs = 0 } = {}) {
     const headers = {};
     if (token) headers.Authorization = `Bearer ${token}`;
     if (body !== undefined) headers["Content-Type"] = "application/json";
@@ -67,6 +67,7 @@ export class Api {
     try {
       response = await fetch(this.base + path, {
         method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+        signal: timeoutMs ? AbortSignal.timeout(timeoutMs) : undefined,
       });
     } catch {
       throw new ApiError(0, "The server cannot be reached. Check your connection.");
@@ -150,8 +151,11 @@ export class Api {
   }
 
   /** `{user_id, devices: [{device_id, identity_key}]}`: the published keys of a user's devices. */
+  /** A user's devices' identity keys. A call's next events wait for this answer (identity.js):
+   *  given up after 10 s, as a server that does not answer. */
   identityKeys(token, userId) {
-    return this.request("GET", `/v1/users/${encodeURIComponent(userId)}/identity-keys`, { token });
+    return this.request("GET", `/v1/users/${encodeURIComponent(userId)}/identity-keys`,
+      { token, timeoutMs: 10000 });
   }
 
   devices(token) {

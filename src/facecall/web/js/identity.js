@@ -22,6 +22,23 @@ const SIGNATURE_BYTES = 64;
 // device forgotten is trusted on first use again), as the SDK does
 const MAX_PINNED = 4096;
 const PINS = "facecall.pinnedKeys"; // localStorage: device id -> [user id, key]
+// the safety numbers this browser's users marked as compared (safety-number.js): own user id ->
+// {other user id -> number}; pins of those users are never evicted
+const VERIFIED = "facecall.verifiedNumbers";
+// the most devices a user has (the server refuses more): a longer list of keys is not one
+export const MAX_DEVICES = 32;
+// the eight points of small order (RFC 8032 §5.1.7 accepts them; a key that is one verifies
+// forged signatures): refused as keys, as facecall/e2ee/identity.py does
+const SMALL_ORDER = new Set([
+  "0100000000000000000000000000000000000000000000000000000000000000",
+  "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+  "0000000000000000000000000000000000000000000000000000000000000000",
+  "0000000000000000000000000000000000000000000000000000000000000080",
+  "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+  "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+  "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+  "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+]);
 const DB_NAME = "facecall-identity";
 const DB_STORE = "keys"; // IndexedDB: {deviceId, userId, privateKey, publicKey, published}
 
@@ -60,6 +77,14 @@ export function fromBase64url(text, size, what) {
   return bytes;
 }
 
+/** The 32 bytes of a published identity key; IdentityError if it is malformed or of small order. */
+export function keyBytes(text) {
+  const raw = fromBase64url(text, KEY_BYTES, "an identity key");
+  const hex = Array.from(raw, (b) => b.toString(16).padStart(2, "0")).join("");
+  if (SMALL_ORDER.has(hex)) throw new IdentityError("an identity key of small order (it would verify anything)");
+  return raw;
+}
+
 /** The bytes a device signs for a description it sends (version 1, above). */
 export function statement(callId, fromUser, fromDevice, toDevice, type, sdp) {
   const ids = { call_id: callId, from_user: fromUser, from_device: fromDevice, to_device: toDevice };
@@ -84,7 +109,7 @@ export async function signDescription(privateKey, callId, fromUser, fromDevice, 
 /** Check a relayed description's ``signature`` with the sending device's published ``key``
  *  (RFC 8032 §5.1.7); IdentityError says why it does not hold. */
 export async function verifyDescription(key, signature, callId, fromUser, fromDevice, toDevice, type, sdp) {
-  const raw = fromBase64url(key, KEY_BYTES, "an identity key");
+  const raw = keyBytes(key);
   if (signature === null || signature === undefined) {
     throw new IdentityError(`device ${fromDevice} sent a description without a signature`);
   }
@@ -233,16 +258,61 @@ function readPins() {
   }
 }
 
+/** The verified numbers: own user id -> {other user id -> number}. */
+function readVerified() {
+  try {
+    const all = JSON.parse(localStorage.getItem(VERIFIED) || "{}");
+    return all && typeof all === "object" && !Array.isArray(all) ? all : {};
+  } catch {
+    return {};
+  }
+}
+
+/** The number user ``ownUserId`` marked as compared with ``userId``, or null. */
+export function verifiedNumber(ownUserId, userId) {
+  const mine = readVerified()[ownUserId];
+  const number = mine && typeof mine === "object" ? mine[userId] : null;
+  return typeof number === "string" ? number : null;
+}
+
+/** Remember ``number`` as the one user ``ownUserId`` compared with ``userId`` (null: forget it,
+ *  "Unmark"). ``unlisted``: devices met as ``userId``'s that the compared list left out — the
+ *  person vouched for the list as it is, so their pins go (one that calls again is new). */
+export function setVerified(ownUserId, userId, number, unlisted = []) {
+  const all = readVerified();
+  const mine = all[ownUserId] && typeof all[ownUserId] === "object" ? all[ownUserId] : {};
+  if (number === null) delete mine[userId];
+  else mine[userId] = number;
+  all[ownUserId] = mine;
+  localStorage.setItem(VERIFIED, JSON.stringify(all));
+  if (number !== null && unlisted.length) {
+    const pins = readPins();
+    for (const deviceId of unlisted) if (pins[deviceId] && pins[deviceId][0] === userId) delete pins[deviceId];
+    localStorage.setItem(PINS, JSON.stringify(pins));
+  }
+}
+
+/** The devices pinned as ``userId``'s. */
+export function pinnedDevicesOf(userId) {
+  return Object.entries(readPins()).filter(([, pin]) => Array.isArray(pin) && pin[0] === userId)
+    .map(([deviceId]) => deviceId);
+}
+
 /** Pin the keys of ``userId``'s devices this browser has not met yet: ``entries`` are
  *  ``[deviceId, key]``. Pins already there stay (a device's key never changes); past MAX_PINNED
- *  the oldest are forgotten. Re-read first: another tab may have pinned some meanwhile. */
+ *  the oldest go, never those of a user whose number someone here marked as compared. Re-read
+ *  first: another tab may have pinned some meanwhile. */
 export function pinKeys(userId, entries) {
   const pins = readPins();
+  const kept = new Set(Object.values(readVerified()).flatMap((mine) => Object.keys(mine || {})));
   let added = false;
   for (const [deviceId, key] of entries) {
     if (pins[deviceId]) continue;
     const ids = Object.keys(pins);
-    for (const old of ids.slice(0, Math.max(0, ids.length - MAX_PINNED + 1))) delete pins[old];
+    if (ids.length >= MAX_PINNED) {
+      const old = ids.find((id) => !kept.has(pins[id][0])) || ids[0];
+      delete pins[old];
+    }
     pins[deviceId] = [userId, key];
     added = true;
   }
@@ -288,10 +358,14 @@ export class Identity {
         throw new IdentityError(`cannot read the identity keys of user ${userId}: ${error.message}`,
           { unchecked: !(error.status >= 400 && error.status < 500) });
       }
-      const entry = ((listed && listed.devices) || []).find((d) => d && d.device_id === deviceId);
+      const devices = (listed && listed.devices) || [];
+      if (!Array.isArray(devices) || devices.length > MAX_DEVICES) {
+        throw new IdentityError(`the server's list of the keys of user ${userId} is malformed or longer than the ${MAX_DEVICES} devices a user can have`);
+      }
+      const entry = devices.find((d) => d && d.device_id === deviceId);
       const key = entry ? entry.identity_key : null;
       if (typeof key !== "string") throw new IdentityError(`device ${deviceId} of user ${userId} has no identity key`);
-      fromBase64url(key, KEY_BYTES, "an identity key"); // a key at all
+      keyBytes(key); // a key at all
       pinKeys(userId, [[deviceId, key]]);
       pin = this.pinned(deviceId); // another tab's pin, if it pinned this device meanwhile
     }

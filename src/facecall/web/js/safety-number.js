@@ -16,14 +16,13 @@
 // identity.js) must be listed with the key it pinned. Then the other person's listed keys are
 // pinned, so that a call with any of their devices is checked against the compared keys.
 
-import { fromBase64url, IdentityError, pinKeys } from "./identity.js";
+import { IdentityError, MAX_DEVICES, keyBytes, pinKeys, pinnedDevicesOf, setVerified, verifiedNumber }
+  from "./identity.js";
+
+export { setVerified, verifiedNumber };
 
 export const DOMAIN = "facecall safety number v1\n";
 const HALF_DIGITS = 30;
-const KEY_BYTES = 32;
-// the numbers this browser's users marked as compared: own user id -> {other user id -> number}
-// (a browser signed in as another account has numbers of its own)
-const VERIFIED = "facecall.verifiedNumbers";
 
 /** Why there is no safety number: ``unchecked`` when the server could not be asked (or did not
  *  answer), otherwise the keys it lists do not hold (``refused``: someone may be in the middle)
@@ -45,7 +44,7 @@ export async function half(userId, keys) {
   // plain code-unit order, as Python sorts these ASCII strings
   const distinct = [...new Set(keys)].sort();
   if (!distinct.length) throw new IdentityError(`user ${userId} has no device with an identity key`);
-  for (const key of distinct) fromBase64url(key, KEY_BYTES, "an identity key");
+  for (const key of distinct) keyBytes(key);
   if (typeof userId !== "string" || !userId || userId.includes("\n")) {
     throw new IdentityError("a user id is non-empty and has no line break");
   }
@@ -64,38 +63,12 @@ export async function safetyNumber(one, other) {
 }
 
 // -- what this browser remembers -----------------------------------------------------------------
-function readJson(name) {
-  try {
-    const value = JSON.parse(localStorage.getItem(name) || "{}");
-    return value && typeof value === "object" && !Array.isArray(value) ? value : {};
-  } catch {
-    return {};
-  }
-}
-
-/** The number user ``ownUserId`` marked as compared with ``userId``, or null. */
-export function verifiedNumber(ownUserId, userId) {
-  const mine = readJson(VERIFIED)[ownUserId];
-  const number = mine && typeof mine === "object" ? mine[userId] : null;
-  return typeof number === "string" ? number : null;
-}
-
-/** Remember ``number`` as the one user ``ownUserId`` compared with ``userId`` (null: forget it,
- *  "Unmark"). */
-export function setVerified(ownUserId, userId, number) {
-  const all = readJson(VERIFIED);
-  const mine = all[ownUserId] && typeof all[ownUserId] === "object" ? all[ownUserId] : {};
-  if (number === null) delete mine[userId];
-  else mine[userId] = number;
-  all[ownUserId] = mine;
-  localStorage.setItem(VERIFIED, JSON.stringify(all));
-}
-
-/** "verified" (the marked number, still the same), "changed" (one was marked, and the keys
- *  changed since) or "unverified". */
-export function statusOf(ownUserId, userId, number) {
+/** "verified" (the marked number, still the same, and no device met as theirs left out of
+ *  the list: ``unlisted`` empty), "changed" (one was marked, and the keys changed since, or a
+ *  device met as theirs is missing) or "unverified". */
+export function statusOf(ownUserId, userId, number, unlisted = []) {
   const marked = verifiedNumber(ownUserId, userId);
-  return marked === null ? "unverified" : marked === number ? "verified" : "changed";
+  return marked === null ? "unverified" : marked === number && !unlisted.length ? "verified" : "changed";
 }
 
 // -- from the server's lists ---------------------------------------------------------------------
@@ -103,6 +76,10 @@ export function statusOf(ownUserId, userId, number) {
 function listed(answer) {
   const devices = answer && answer.devices;
   if (!Array.isArray(devices)) throw new SafetyNumberError("the server's list of identity keys is malformed");
+  if (devices.length > MAX_DEVICES) { // the server allows no more: a list made to evict pins
+    throw new SafetyNumberError(`The server lists ${devices.length} devices for one person, more than `
+      + `the ${MAX_DEVICES} anyone can have — someone may be in the middle.`, { refused: true });
+  }
   const keys = new Map();
   for (const entry of devices) {
     if (entry && typeof entry.device_id === "string" && typeof entry.identity_key === "string") {
@@ -128,7 +105,9 @@ async function keysOf(identity, userId, name) {
  * messages, say their username), over the keys the server lists for both, checked against what
  * this browser knows (above); the other person's listed keys are pinned from then on.
  * @param {import('./identity.js').Identity} identity  this device (its api, token, user, key)
- * @returns {Promise<{userId: string, number: string, status: "verified"|"changed"|"unverified"}>}
+ * @returns {Promise<{userId: string, number: string, devices: string[], unlisted: string[],
+ *   status: "verified"|"changed"|"unverified"}>}  ``devices``: theirs the number covers;
+ *   ``unlisted``: devices met as theirs the list leaves out (the status is then "changed")
  * @throws {SafetyNumberError} why there is no number to show (``refused``: someone may be in
  *   the middle; ``unchecked``: the server did not answer)
  */
@@ -163,7 +142,10 @@ export async function safetyNumberWith(identity, userId, name = userId) {
     throw new SafetyNumberError(`The server lists a key that is not one (${error.message}).`, { refused: true });
   }
   pinKeys(userId, theirs);
-  return { userId, number, status: statusOf(identity.userId, userId, number) };
+  // devices met as theirs that the list leaves out: removed, or hidden by the server
+  const unlisted = pinnedDevicesOf(userId).filter((deviceId) => !theirs.has(deviceId));
+  return { userId, number, devices: [...theirs.keys()], unlisted,
+    status: statusOf(identity.userId, userId, number, unlisted) };
 }
 
 // -- showing it ----------------------------------------------------------------------------------

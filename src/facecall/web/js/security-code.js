@@ -182,6 +182,10 @@ class CallSafety {
     let shown;
     try {
       shown = { ...(await safetyNumberWith(identity, pin[0], name)), name };
+      if (!shown.devices.includes(device)) { // the number does not vouch for this call's device
+        shown = { name, status: "refused", why: `this call is with a device of ${name}'s that ${name}'s `
+          + "list of devices leaves out — someone may be in the middle." };
+      }
     } catch (error) {
       if (!(error instanceof SafetyNumberError)) console.warn("facecall: safety number", error);
       // a server that did not answer says nothing about the keys: no line
@@ -230,8 +234,9 @@ class CallSafety {
     const shown = this.shown;
     const identity = this.identity();
     if (!shown || !shown.number || !identity) return;
-    setVerified(identity.userId, shown.userId, on ? shown.number : null);
-    this.show({ ...shown, status: statusOf(identity.userId, shown.userId, shown.number) });
+    setVerified(identity.userId, shown.userId, on ? shown.number : null, shown.unlisted);
+    const unlisted = on ? [] : shown.unlisted; // marking forgets the devices the list left out
+    this.show({ ...shown, unlisted, status: statusOf(identity.userId, shown.userId, shown.number, unlisted) });
     const status = this.part("call-safety-status");
     (status.hidden ? this.part("call-safety-open") : status).focus();
   }
