@@ -180,5 +180,18 @@ class Person:
             diag = await self.diagnostics()
         return diag
 
+    async def watch_together(self, url: str, title: str = "") -> None:
+        """Share a video in the call: "Watch together", its address (and a title), Start."""
+        await self.page.get_by_role("button", name="Watch together").click()
+        await self.page.get_by_label("Video address").fill(url)
+        await self.page.get_by_label("Title").fill(title)
+        await self.page.get_by_role("button", name="Start", exact=True).click()
+
+    async def shareplay(self) -> dict[str, Any]:
+        """The call's shared playback as this page has it (js/watch-together.js diagnostics):
+        the activity, the shared position, the <video>'s, the clock, the channel."""
+        result: dict[str, Any] = (await self.diagnostics())["shareplay"]
+        return result
+
     async def close(self) -> None:
         await self.context.close()

@@ -55,6 +55,8 @@ export function keepCall(kept) {
  * @property {import('./ringtone.js').Tone} ringback
  * @property {Call|null} active  the call this device is in
  * @property {() => boolean} useRelayOnly
+ * @property {import('./watch-together.js').WatchTogether} watch  shared playback: each peer
+ *   connection's data channel goes to it
  * @property {(call: Call, reason: string|null, message: string|null, options?: object) => void} finish
  *   end the call here (and, with ``notify``, on the server)
  */
@@ -161,6 +163,7 @@ export class Call {
       sign: (callId, toDevice, type, sdp) => host.identity.sign(callId, toDevice, type, sdp),
     });
     this.peer = peer;
+    host.watch.attach(this, peer.channel); // a new connection, a new channel: the state again
     peer.addEventListener("track", () => {
       if (this.peer === peer) host.view.showRemote(this, peer.remoteStream);
     });

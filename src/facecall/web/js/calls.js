@@ -8,6 +8,7 @@ import { ApiError } from "./api.js";
 import { Call, CALL_LIMITS, keepCall, takeKeptCall } from "./call.js";
 import { NO_CONNECT, endMessage, requestMessage } from "./call-text.js";
 import { ScreenShare } from "./screen-share.js";
+import { WatchTogether } from "./watch-together.js";
 
 export { CALL_LIMITS };
 
@@ -43,6 +44,7 @@ export class Calls extends EventTarget {
     this.ringback = new Tone("ringback");
     this.media = new LocalMedia();
     this.screenShare = new ScreenShare(this); // "Share screen" in a video call
+    this.watch = new WatchTogether(this); // "Watch together": shared playback over the call's data channel
     this.relayAvailable = null;
     this.kept = takeKeptCall(tokens().userId); // the call this tab was in before it reloaded
     signaling.heldCalls = () => [
@@ -520,7 +522,7 @@ export class Calls extends EventTarget {
     return { phase: call.phase, callId: call.id, media: call.media, role: call.role, device,
       remoteDevice: call.remoteDevice,
       quality: call.peer ? call.peer.quality : "unknown", stats, rings: [...this.rings.keys()], ringtone,
-      remote: call.remoteMedia, securityCode: call.securityCode,
+      remote: call.remoteMedia, securityCode: call.securityCode, shareplay: this.watch.diagnostics(),
       local: { muted: !audio || !audio.enabled, camera: !!this.media.videoTrack && !this.media.cameraOff,
         screen: !!this.media.screen,
         cameras: this.media.videoDevices.length,
@@ -533,6 +535,7 @@ export class Calls extends EventTarget {
   finish(call, reason, message, { error = false, notify = false, why = "hung_up" } = {}) {
     if (call.ended) return;
     call.close();
+    this.watch.close(call); // what the call shared ends with it
     if (notify && call.id) {
       this.signaling.request("call.hangup", { call_id: call.id, reason: why }).catch(() => {});
     }

@@ -1,5 +1,10 @@
 // One RTCPeerConnection to one remote device: offer/answer over signaling, trickle ICE,
-// ICE restart, and the statistics behind the network-quality indicator.
+// ICE restart, the call's data channel, and the statistics behind the network-quality indicator.
+
+/** The call's data channel, negotiated out of band (W3C webrtc §6.2 `negotiated`): both ends
+ *  make it with this label and id before the first offer or answer (the SDK too:
+ *  facecall.client.peer.DATA_CHANNEL_LABEL), so the SDP carries its SCTP m-section. */
+export const DATA_CHANNEL = { label: "facecall", id: 0 };
 
 export class Peer extends EventTarget {
   /**
@@ -31,6 +36,10 @@ export class Peer extends EventTarget {
     this.pc = new RTCPeerConnection({
       iceServers, iceTransportPolicy: relayOnly ? "relay" : "all", bundlePolicy: "max-bundle",
     });
+    // shared playback's messages (watch-together.js), end to end over this connection's DTLS
+    // (RFC 8831); every peer connection has its own, made before anything is negotiated
+    this.channel = this.pc.createDataChannel(DATA_CHANNEL.label, { negotiated: true, id: DATA_CHANNEL.id });
+    this.channel.binaryType = "arraybuffer";
     this.pc.onicecandidate = (event) => this.onLocalCandidate(event.candidate);
     this.pc.ontrack = (event) => {
       if (!this.remoteStream.getTracks().includes(event.track)) this.remoteStream.addTrack(event.track);

@@ -114,6 +114,7 @@ export class CallView {
     $("camera").onclick = () => calls.setCameraOff(!calls.media.cameraOff);
     $("switch-camera").onclick = () => calls.switchCamera();
     $("share-screen").onclick = () => calls.screenShare.toggle();
+    $("watch-together").onclick = () => calls.watch.ask();
     $("incoming").onkeydown = (e) => this.trapFocus(e);
   }
 
@@ -304,6 +305,10 @@ export class CallView {
         : capturing ? "Show your screen instead of your camera" : "";
     share.setAttribute("aria-pressed", String(!!media.screen));
     share.querySelector(".label").textContent = media.screen ? "Stop sharing" : "Share screen";
+    // a video to watch together (watch-together.js), once the call's media connected
+    const watch = $("watch-together");
+    watch.disabled = !call || !call.connectedAt;
+    watch.title = watch.disabled ? "Once the call is connected" : "Watch a video together";
   }
 
   callState(call, text, { quiet = false } = {}) {
