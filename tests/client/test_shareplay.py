@@ -69,6 +69,7 @@ async def test_both_ends_follow_what_either_does(make_device: MakeDevice) -> Non
     assert same_position(outgoing, incoming) < 60  # twice as fast: twice the reading error
     incoming.shareplay.end()
     await until(lambda: outgoing.shareplay.activity is None)
+    assert outgoing.shareplay.refused == incoming.shareplay.refused == 0  # no empty state sent
     with pytest.raises(ShareplayError, match="nothing is shared"):
         outgoing.shareplay.pause()
     await outgoing.hangup()

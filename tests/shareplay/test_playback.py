@@ -128,3 +128,32 @@ def test_local_changes_that_make_no_sense_are_refused() -> None:
     with pytest.raises(ShareplayError, match="position"):
         a.seek(-1.0, 0.0)
     assert a.version == (1, "device-a")
+
+
+def test_nothing_ever_shared_sends_no_state_and_a_new_peer_is_measured_anew() -> None:
+    """Version 0 is no state (the other side would refuse it). A new connection's other end may
+    have another clock (a reloaded page, another device): what it set is re-anchored here with
+    the old offset, and its clock is measured from scratch."""
+    a, b = pair()
+    assert a.state_message(0.0) is None
+    skew = 60_000.0
+    pong, _ = a.receive(encode(b.ping(1_000.0 + skew)), 1_000.0)
+    b.receive(encode(pong), 1_000.0 + skew)  # type: ignore[arg-type]
+    b.receive(encode(a.start(URL, "", 2_000.0)), 2_000.0 + skew)
+    assert b.position(4_000.0 + skew) == pytest.approx(2.0)
+    b.new_peer(4_000.0 + skew)
+    assert b.clock.best is None and b.activity is not None and b.activity.local
+    assert b.position(5_000.0 + skew) == pytest.approx(3.0)  # on its own clock now
+
+
+def test_sizes_count_utf8_bytes() -> None:
+    a, b = pair()
+    title = "é" * 200  # 400 bytes of UTF-8 in 200 characters
+    message = encode(a.start(URL, title, 0.0))
+    assert "é" in message  # sent as UTF-8, not \\u-escaped (6 bytes a character)
+    b.receive(message, 0.0)
+    assert b.activity is not None and b.activity.title == title
+    with pytest.raises(ShareplayError):
+        b.receive('"' + "é" * (MAX_MESSAGE_BYTES // 2) + '"', 0.0)  # few characters, many bytes
+    with pytest.raises(ShareplayError, match="bytes"):
+        a.start("https://x/" + "𝄞" * 2038, "", 0.0)  # 2,048 characters, 8,162 bytes

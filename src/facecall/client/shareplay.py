@@ -91,7 +91,10 @@ class CallSharePlay:
         def on_open() -> None:
             if channel is not self._channel:
                 return
-            self._send_on(channel, self.playback.state_message(now_ms()))
+            self.playback.new_peer(now_ms())  # perhaps another device, another clock
+            state = self.playback.state_message(now_ms())
+            if state is not None:
+                self._send_on(channel, state)
             if self._pinger is not None:
                 self._pinger.cancel()
             self._pinger = asyncio.ensure_future(self._ping(channel))

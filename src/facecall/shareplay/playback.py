@@ -135,7 +135,8 @@ class Activity:
 
 def parse_message(raw: str | bytes) -> _StateIn | _PingIn | _PongIn:
     """A validated message; :class:`ShareplayError` says what is wrong with one that is not."""
-    if len(raw) > MAX_MESSAGE_BYTES:
+    if len(raw) > MAX_MESSAGE_BYTES or (
+            isinstance(raw, str) and len(raw.encode("utf-8", "replace")) > MAX_MESSAGE_BYTES):
         raise ShareplayError(f"a message is at most {MAX_MESSAGE_BYTES} bytes")
     try:
         return _MESSAGE.validate_json(raw)
@@ -181,7 +182,10 @@ class SharedPlayback:
                                    playing=playing, position=position, rate=1.0, at=now)
         except ValidationError as exc:
             raise ShareplayError(_describe(exc)) from None
-        return self._set(Activity(**activity.model_dump(), local=True))
+        shared = Activity(**activity.model_dump(), local=True)
+        if len(encode(_state((self.version[0] + 1, self.device_id), shared)).encode()) > MAX_MESSAGE_BYTES:
+            raise ShareplayError(f"the url and title take more than {MAX_MESSAGE_BYTES} bytes")
+        return self._set(shared)
 
     def play(self, now: float) -> dict[str, Any]:
         return self._change(now, playing=True)
@@ -203,12 +207,24 @@ class SharedPlayback:
         """Stop sharing, for both."""
         return self._set(None)
 
-    def state_message(self, now: float) -> dict[str, Any]:
-        """The current state, re-anchored on this clock, to send when the channel opens."""
+    def state_message(self, now: float) -> dict[str, Any] | None:
+        """The current state, re-anchored on this clock, to send when the channel opens; None
+        while nothing was ever shared (version 0 is no state: the other side would refuse it)."""
+        if self.version[0] == 0:
+            return None
         activity = self.activity
         if activity is not None and not activity.local:
             activity = replace(activity, position=self.position(now) or 0.0, at=now, local=True)
         return _state(self.version, activity)
+
+    def new_peer(self, now: float) -> None:
+        """The other end is a new connection — a reloaded page, another device after a handoff
+        — whose clock may be another: what it set is re-anchored on this clock while the old
+        offset still holds, and its clock is measured anew."""
+        activity = self.activity
+        if activity is not None and not activity.local:
+            self.activity = replace(activity, position=self.position(now) or 0.0, at=now, local=True)
+        self.clock = ClockSync()
 
     def ping(self, now: float) -> dict[str, Any]:
         return {"v": 1, "type": "clock.ping", "t0": now}
@@ -257,5 +273,5 @@ def _state(version: tuple[int, str], activity: Activity | None) -> dict[str, Any
 
 
 def encode(message: dict[str, Any]) -> str:
-    """A message as sent on the data channel."""
-    return json.dumps(message, separators=(",", ":"))
+    """A message as sent on the data channel (UTF-8 text: non-ASCII as it is, not escaped)."""
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
