@@ -1,7 +1,7 @@
 """Audit of device identity keys and safety numbers in the browser (web/js/identity.js,
 call.js, safety-number.js, security-code.js; docs/security.md): what a server in the middle
 (ours, or whoever holds it and its database) can still do. Each test is a defect, marked
-``xfail(strict=True)`` until it is fixed.
+``xfail(strict=True)`` until it was fixed (all were, in session 16).
 
 The server's powers are played with the real server: its signaling through
 ``Person.tamper_signaling``, its HTTP answers through Playwright's ``page.route``, its database
@@ -42,9 +42,6 @@ async def device_with_key(server: LiveServer, username: str, key: str) -> tuple[
     return account["user"]["id"], response.json()["device"]["id"]
 
 
-@pytest.mark.xfail(strict=True, reason="audit: call.js onSdp applies a checked description from "
-                   "any device (and any user) the server names, not only from the call's "
-                   "remoteDevice as the SDK does, and answers it to remoteDevice")
 async def test_a_description_from_a_device_not_in_the_call_is_applied(
         people: PersonFactory, server: LiveServer, sdk_device: MakeDevice) -> None:  # noqa: F811
     """bob's SDK device calls alice's browser. The server relays bob's offer as if mallory's

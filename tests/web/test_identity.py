@@ -156,30 +156,32 @@ ORDER_JS = """async () => {
     },
     finish: (call, reason) => { finished.push(reason); call.ended = true; },
   };
-  const call = new Call(host, { id: "call-1", name: "bob" });
+  const call = new Call(host, { id: "call-1", name: "bob", peerId: "user-b", remoteDevice: "device-b" });
+  const from = { from_user: "user-b", from_device: "device-b" }; // the call's other device
   const applied = [];
   for (const name of ["onSdp", "onCandidate", "onRejoin", "onHandedOff", "onRemoteMedia"]) {
     call[name] = (event) => applied.push(event.n);
   }
   const settle = () => new Promise((resolve) => setTimeout(resolve, 0));
   const steps = {};
-  call.onRelayed({ type: "call.candidate", n: 1 }); // nothing to wait for: at once
-  call.onRelayed({ type: "call.sdp", n: 2 });
-  call.onRelayed({ type: "call.candidate", n: 3 });
-  call.onRelayed({ type: "call.sdp", n: 4 });
-  call.onRelayed({ type: "call.candidate", n: 5 });
-  call.onRelayed({ type: "call.media", n: 6 });
+  call.onRelayed({ type: "call.candidate", n: 1, ...from }); // nothing to wait for: at once
+  call.onRelayed({ type: "call.sdp", n: 2, ...from });
+  call.onRelayed({ type: "call.candidate", n: 3, ...from });
+  call.onRelayed({ type: "call.sdp", n: 4, ...from });
+  call.onRelayed({ type: "call.candidate", n: 5, ...from });
+  call.onRelayed({ type: "call.media", n: 6, ...from });
   await settle();
   steps.whileChecking = [...applied];
+  call.onRelayed({ type: "call.sdp", n: 100, from_user: "user-m", from_device: "device-m" }); // not the call's
   checks[0][1]();
   await settle();
   steps.firstChecked = [...applied];
-  call.onRelayed({ type: "call.handed_off", n: 7 });
+  call.onRelayed({ type: "call.handed_off", n: 7, ...from });
   checks[1][1]();
   await settle();
   steps.secondChecked = [...applied];
-  call.onRelayed({ type: "call.sdp", n: 8 });
-  call.onRelayed({ type: "call.candidate", n: 9 });
+  call.onRelayed({ type: "call.sdp", n: 8, ...from });
+  call.onRelayed({ type: "call.candidate", n: 9, ...from });
   checks[2][2](new Error("not signed"));
   await settle();
   steps.refused = [...applied];

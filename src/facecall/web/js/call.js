@@ -243,6 +243,20 @@ export class Call {
       this.held.push(event);
       return;
     }
+    if (event.type === "call.sdp" || event.type === "call.candidate") {
+      // only from the call's other device, as the other person: a description signed by some
+      // other device (of an account the server owns, say) must not be applied at all
+      const known = this.remoteDevice;
+      if ((known && event.from_device !== known) || (!known && event.from_user !== this.peerId)) {
+        console.warn("facecall: ignored a", event.type, "from", event.from_user, event.from_device);
+        return;
+      }
+      if (event.from_user !== this.peerId) { // the call's device, claimed as another's
+        this.refuseIdentity(new Error(`device ${known} is in this call as ${this.name}'s, but its `
+          + `description comes as user ${event.from_user}'s`));
+        return;
+      }
+    }
     if (event.type !== "call.sdp") {
       this.apply(event);
       return;
@@ -282,12 +296,18 @@ export class Call {
       await this.host.identity.check(this.id, event);
       return true;
     } catch (error) {
-      console.warn("facecall: identity check failed", error);
-      if (!this.ended) {
-        this.host.finish(this, "identity_check_failed", identityFailedMessage(this.name, error),
-          { error: true, notify: true, why: "identity_check_failed" });
-      }
+      this.refuseIdentity(error);
       return false;
+    }
+  }
+
+  /** End the call here and for the other side (`identity_check_failed`): what the other
+   *  device sent does not hold (``error`` says why). */
+  refuseIdentity(error) {
+    console.warn("facecall: identity check failed", error);
+    if (!this.ended) {
+      this.host.finish(this, "identity_check_failed", identityFailedMessage(this.name, error),
+        { error: true, notify: true, why: "identity_check_failed" });
     }
   }
 
