@@ -17,7 +17,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pytest
 from playwright.async_api import Route, expect
 
 from facecall.e2ee.identity import new_private_key, public_key_text, sign_description
