@@ -172,7 +172,7 @@ ORDER_JS = """async () => {
   call.onRelayed({ type: "call.media", n: 6, ...from });
   await settle();
   steps.whileChecking = [...applied];
-  call.onRelayed({ type: "call.sdp", n: 100, from_user: "user-m", from_device: "device-m" }); // not the call's
+  call.onRelayed({ type: "call.sdp", n: 100, from_user: "user-m", from_device: "device-m" }); // not ours
   checks[0][1]();
   await settle();
   steps.firstChecked = [...applied];
