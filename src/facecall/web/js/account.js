@@ -29,7 +29,7 @@ export class AccountPanel {
     // the safety number's line of the call screen, for this session's device
     watchCallSafety({
       identity: () => (session() ? session().identity : null),
-      remoteDevice: async () => (await window.facecall.diagnostics()).remoteDevice || null,
+      remoteDevice: async () => document.getElementById("security").dataset.device || null,
     });
   }
 

@@ -199,7 +199,7 @@ export class Call {
   showSecurityCode(code) {
     if (code === this.securityCode) return;
     this.securityCode = code;
-    if (this.current && !this.ended) this.host.view.securityCode(code);
+    if (this.current && !this.ended) this.host.view.securityCode(code, this.remoteDevice);
   }
 
   /** The caller's side once the callee answered on ``event.device_id``: offer to that device. */

@@ -156,7 +156,8 @@ class CallSafety {
     panel.querySelector("#call-safety-unmark").onclick = () => this.mark(false);
     // the code's line shown, hidden or changed (ui.js sets it)
     new MutationObserver(() => this.refresh()).observe(code, {
-      attributes: true, attributeFilter: ["hidden"], childList: true, characterData: true, subtree: true });
+      attributes: true, attributeFilter: ["hidden", "data-device"], childList: true, characterData: true,
+      subtree: true });
   }
 
   part(id) {

@@ -214,15 +214,17 @@ export class CallView {
     this.showLocal(media);
     this.controls(call, media);
     this.quality({ quality: "unknown" });
-    this.securityCode(call.securityCode);
+    this.securityCode(call.securityCode, call.remoteDevice);
     $("hangup").focus();
   }
 
   /** The call's security code ("01234 56789 01234 56789"), or none (null: not connected, or
-   *  another connection is replacing this one). */
-  securityCode(code) {
+   *  another connection is replacing this one), and the other device it is the code with
+   *  (``data-device``: the safety number's line checks that device, security-code.js). */
+  securityCode(code, device = null) {
     $("security-code").textContent = code || "";
     const el = $("security");
+    el.dataset.device = (code && device) || "";
     if (!code) el.open = false;
     el.hidden = !code;
   }
