@@ -202,6 +202,15 @@ async def test_what_follows_a_description_waits_for_its_check(page: Person) -> N
     }
 
 
+async def refused_call(alice: Person, bob: Person) -> None:
+    """alice calls bob, who accepts; bob's browser refuses alice's offer, and both say why."""
+    await alice.call("bob")
+    await bob.expect_ringing("alice")
+    await bob.accept()
+    await bob.expect_alert(f"Call ended: alice's {REFUSED}")
+    await alice.expect_alert(f"Call ended: bob's {NOT_CONFIRMED}")
+
+
 async def test_browsers_sign_check_and_pin_and_a_key_swapped_later_is_refused(
         people: PersonFactory, server: LiveServer, tmp_path: Path) -> None:
     """Each browser published its key when it registered, and a call between two browsers
@@ -238,11 +247,7 @@ async def test_browsers_sign_check_and_pin_and_a_key_swapped_later_is_refused(
     assert await bob.local_storage(PINS) == {a["deviceId"]: [a_device["userId"], a["key"]]}
 
     set_key_in_db(tmp_path, a["deviceId"], public_key_text(attacker))
-    await alice.call("bob")
-    await bob.expect_ringing("alice")
-    await bob.accept()
-    await bob.expect_alert(f"Call ended: alice's {REFUSED}")
-    await alice.expect_alert(f"Call ended: bob's {NOT_CONFIRMED}")
+    await refused_call(alice, bob)
     assert changed
     assert await bob.local_storage(PINS) == {a["deviceId"]: [a_device["userId"], a["key"]]}
 
@@ -260,11 +265,7 @@ async def test_a_changed_offer_is_refused_by_the_browser(
         return own_fingerprint(frame)
 
     await bob.tamper_signaling(to_page=offers(fingerprint))
-    await alice.call("bob")
-    await bob.expect_ringing("alice")
-    await bob.accept()
-    await bob.expect_alert(f"Call ended: alice's {REFUSED}")
-    await alice.expect_alert(f"Call ended: bob's {NOT_CONFIRMED}")
+    await refused_call(alice, bob)
     assert changed
     assert (await bob.diagnostics())["phase"] == "idle" and (await alice.diagnostics())["phase"] == "idle"
     token = (await device_of(alice))["token"]
