@@ -7,11 +7,13 @@ device's key from the server (``GET /v1/users/{id}/identity-keys``) the first ti
 it and keeps it from then on (trust on first use): a device's key never changes, so a server
 that later hands out another key for it, or relays a description that key did not sign, is
 refused. A device the server invents is new, and is trusted on first use like any new device;
-what catches that is people comparing the call's security code (docs/security.md).
+what catches that is people comparing their safety number (:meth:`Identity.safety_number`) or
+the call's security code (docs/security.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -97,7 +99,7 @@ class Identity:
         return identity
 
     def state(self) -> dict[str, Any]:
-        """What a state file keeps: the private key and the pins."""
+        """What a state file keeps: the private key, the pins and the compared numbers."""
         return {"identity_key": private_key_text(self._key),
                 "pinned_keys": {device: list(pin) for device, pin in self._pinned.items()},
                 "verified_numbers": dict(self._verified)}
@@ -157,8 +159,8 @@ class Identity:
         (:class:`IdentityError` if not: the server hands out another key for a device). The
         other user's listed keys are pinned from then on."""
         try:
-            own = await api.identity_keys(token, own_user)
-            theirs = await api.identity_keys(token, user_id)
+            own, theirs = await asyncio.gather(api.identity_keys(token, own_user),
+                                               api.identity_keys(token, user_id))
         except ApiError as exc:
             raise IdentityError(f"cannot read the identity keys: {exc}") from exc
         own_keys = _listed(own)

@@ -119,8 +119,6 @@ def public_key_from_text(text: str) -> Ed25519PublicKey:
     try:
         return Ed25519PublicKey.from_public_bytes(raw)
     except ValueError as exc:
-        if isinstance(exc, IdentityError):
-            raise
         raise IdentityError(f"not an Ed25519 public key: {exc}") from None
 
 

@@ -182,10 +182,7 @@ class SharedPlayback:
                                    playing=playing, position=position, rate=1.0, at=now)
         except ValidationError as exc:
             raise ShareplayError(_describe(exc)) from None
-        shared = Activity(**activity.model_dump(), local=True)
-        if len(encode(_state((self.version[0] + 1, self.device_id), shared)).encode()) > MAX_MESSAGE_BYTES:
-            raise ShareplayError(f"the url and title take more than {MAX_MESSAGE_BYTES} bytes")
-        return self._set(shared)
+        return self._set(Activity(**activity.model_dump(), local=True))
 
     def play(self, now: float) -> dict[str, Any]:
         return self._change(now, playing=True)
@@ -258,9 +255,14 @@ class SharedPlayback:
         return self._set(replace(self.activity, position=position, at=now, local=True, **changes))
 
     def _set(self, activity: Activity | None) -> dict[str, Any]:
-        self.version = (self.version[0] + 1, self.device_id)
-        self.activity = activity
-        return _state(self.version, activity)
+        """Make ``activity`` the state, with the next version; the message to send. A state
+        whose message would be too large for the other side is refused, nothing changed."""
+        version = (self.version[0] + 1, self.device_id)
+        message = _state(version, activity)
+        if len(encode(message).encode()) > MAX_MESSAGE_BYTES:
+            raise ShareplayError(f"the url and title take more than {MAX_MESSAGE_BYTES} bytes")
+        self.version, self.activity = version, activity
+        return message
 
 
 def _state(version: tuple[int, str], activity: Activity | None) -> dict[str, Any]:
