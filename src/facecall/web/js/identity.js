@@ -248,25 +248,21 @@ export async function deviceIdentity(api, device) {
 }
 
 // -- signing and checking -----------------------------------------------------------------------
-/** The pins: device id -> [user id, key], oldest first. */
-function readPins() {
+/** The JSON object kept in localStorage under ``name`` ({} if none, or not an object). */
+function readObject(name) {
   try {
-    const pins = JSON.parse(localStorage.getItem(PINS) || "{}");
-    return pins && typeof pins === "object" && !Array.isArray(pins) ? pins : {};
+    const value = JSON.parse(localStorage.getItem(name) || "{}");
+    return value && typeof value === "object" && !Array.isArray(value) ? value : {};
   } catch {
     return {};
   }
 }
 
+/** The pins: device id -> [user id, key], oldest first. */
+const readPins = () => readObject(PINS);
+
 /** The verified numbers: own user id -> {other user id -> number}. */
-function readVerified() {
-  try {
-    const all = JSON.parse(localStorage.getItem(VERIFIED) || "{}");
-    return all && typeof all === "object" && !Array.isArray(all) ? all : {};
-  } catch {
-    return {};
-  }
-}
+const readVerified = () => readObject(VERIFIED);
 
 /** The number user ``ownUserId`` marked as compared with ``userId``, or null. */
 export function verifiedNumber(ownUserId, userId) {
