@@ -86,7 +86,7 @@ KNOWN_ANSWER_JS = """async ({ seedHex, publicKey, call, attacker }) => {
   const sender = new m.Identity({ deviceId: fromDevice, userId: fromUser, privateKey, publicKey, api,
     token: "t" });
   const receiver = new m.Identity({ deviceId: toDevice, userId: "user-b", privateKey: null, publicKey: null,
-    api, token: "t" });
+    api, token: "t", lookupPauses: [1, 1, 1] });
   const why = async (event) => {
     try {
       await receiver.check(callId, event);
@@ -115,8 +115,24 @@ KNOWN_ANSWER_JS = """async ({ seedHex, publicKey, call, attacker }) => {
   out.noKey = await why({ ...event, from_device: "device-c" });
   answer = () => ({ devices: [{ device_id: "device-d", identity_key: "A".repeat(42) }] });
   out.badKey = await why({ ...event, from_device: "device-d" });
-  answer = () => { throw Object.assign(new Error("The server cannot be reached."), { status: 0 }); };
-  out.noAnswer = await why({ ...event, from_device: "device-e" });
+  let asked = 0;
+  const failing = (status) => () => {
+    asked += 1;
+    throw Object.assign(new Error(`failed with ${status}`), { status });
+  };
+  answer = failing(0);
+  out.noAnswer = [await why({ ...event, from_device: "device-e" }), asked];
+  asked = 0;
+  answer = failing(404);
+  out.refused = [await why({ ...event, from_device: "device-e" }), asked];
+  // a node restarting: no answer twice (unreachable, then a 503), then the list
+  asked = 0;
+  const listing = { devices: [{ device_id: "device-f", identity_key: publicKey }] };
+  answer = () => (asked < 2 ? failing(asked ? 503 : 0)() : listing);
+  const senderF = new m.Identity({ deviceId: "device-f", userId: fromUser, privateKey, publicKey, api,
+    token: "t" });
+  const signedByF = await senderF.sign(callId, toDevice, type, sdp);
+  out.restarted = [await why({ ...event, from_device: "device-f", signature: signedByF }), asked];
   out.pins = JSON.parse(localStorage.getItem("facecall.pinnedKeys"));
   return out;
 }"""
@@ -142,8 +158,12 @@ async def test_the_known_answer_and_what_the_browser_refuses(page: Person) -> No
     assert "known as a device of user user-a, not user-x" in out["anotherUser"]
     assert "device device-c of user user-a has no identity key" in out["noKey"]
     assert "43 base64url characters" in out["badKey"]
-    assert out["noAnswer"].startswith("unchecked: cannot read the identity keys")
-    assert out["pins"] == {"device-a": ["user-a", PUBLIC]}  # nothing pinned but the first key
+    assert out["noAnswer"][0].startswith("unchecked: cannot read the identity keys")
+    assert out["noAnswer"][1] == 4  # the first try and one after each of the three pauses
+    assert out["refused"] == ["cannot read the identity keys of user user-a: failed with 404", 1]
+    assert out["restarted"] == [None, 2]  # two tries unanswered, then checked and pinned
+    # nothing pinned but the keys read and checked
+    assert out["pins"] == {"device-a": ["user-a", PUBLIC], "device-f": ["user-a", PUBLIC]}
 
 
 ORDER_JS = """async () => {

@@ -36,6 +36,9 @@ from facecall.e2ee.safety_number import safety_number
 #: how many other devices' keys a device keeps; past it, it forgets the oldest pins (a device
 #: forgotten is trusted on first use again)
 MAX_PINNED = 4096
+#: the pauses (seconds) between tries to read a user's keys while the server does not answer
+#: (unreachable, or a 5xx: a node restarting): about 12 s in all before the check is given up
+KEY_LOOKUP_PAUSES = (0.25, 0.5, 1.0, 2.0, 4.0, 4.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,10 +126,7 @@ class Identity:
                 raise IdentityError(
                     f"device {device_id} is known as a device of user {pin[0]}, not {user_id}")
             return pin[1]
-        try:
-            listed = _listed(await api.identity_keys(token, user_id))
-        except ApiError as exc:
-            raise IdentityError(f"cannot read the identity keys of user {user_id}: {exc}") from exc
+        listed = _listed(await _read_keys(api, token, user_id))
         key = listed.get(device_id)
         if key is None:
             raise IdentityError(f"device {device_id} of user {user_id} has no identity key")
@@ -207,6 +207,27 @@ class Identity:
         description = event["description"]
         verify_description(key, event.get("signature"), call_id, user_id, device_id,
                            own_device, description["type"], description["sdp"])
+
+
+async def _read_keys(api: ApiClient, token: str, user_id: str) -> dict[str, Any]:
+    """``GET /v1/users/{id}/identity-keys``, tried again after each of :data:`KEY_LOOKUP_PAUSES`
+    while no answer comes (unreachable, a 5xx — a node restarting — or 429), so that a restart
+    during a call's set-up does not end the call. Any other refusal (4xx) is an answer and is
+    not tried again. :class:`IdentityError` when no answer came in time, or a refusal did."""
+    pauses = iter(KEY_LOOKUP_PAUSES)
+    while True:
+        try:
+            return await api.identity_keys(token, user_id)
+        except ApiError as exc:
+            pause = next(pauses, None)
+            if pause is None or not _no_answer(exc.status):
+                raise IdentityError(f"cannot read the identity keys of user {user_id}: {exc}") from exc
+        await asyncio.sleep(pause)
+
+
+def _no_answer(status: int) -> bool:
+    """Whether an HTTP status (0: unreachable) means the server did not answer the question."""
+    return status == 0 or status == 429 or status >= 500
 
 
 def _listed(keys: Mapping[str, Any]) -> dict[str, str]:

@@ -27,6 +27,9 @@ const PINS = "facecall.pinnedKeys"; // localStorage: device id -> [user id, key]
 const VERIFIED = "facecall.verifiedNumbers";
 // the most devices a user has (the server refuses more): a longer list of keys is not one
 export const MAX_DEVICES = 32;
+// the pauses (ms) between tries to read a user's keys while the server does not answer
+// (unreachable, a 5xx — a node restarting — or 429): about 12 s in all, as the SDK does
+export const KEY_LOOKUP_PAUSES = [250, 500, 1000, 2000, 4000, 4000];
 // the eight points of small order (RFC 8032 §5.1.7 accepts them; a key that is one verifies
 // forged signatures): refused as keys, as facecall/e2ee/identity.py does
 const SMALL_ORDER = new Set([
@@ -264,6 +267,28 @@ const readPins = () => readObject(PINS);
 /** The verified numbers: own user id -> {other user id -> number}. */
 const readVerified = () => readObject(VERIFIED);
 
+/** Whether an HTTP status (0: unreachable) means the server did not answer the question. */
+const noAnswer = (status) => !(status > 0) || status === 429 || status >= 500;
+
+/** ``GET /v1/users/{id}/identity-keys``, tried again after each of ``pauses`` (ms) while no
+ *  answer comes, so that a server restart during a call's set-up does not end the call. Any
+ *  other refusal (a 404: no such user) is an answer and is not tried again. IdentityError when
+ *  no answer came in time (``unchecked``), or a refusal did. */
+async function readKeys(api, token, userId, pauses) {
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      return await api.identityKeys(token, userId);
+    } catch (error) {
+      const unanswered = noAnswer(error.status);
+      if (!unanswered || attempt >= pauses.length) {
+        throw new IdentityError(`cannot read the identity keys of user ${userId}: ${error.message}`,
+          { unchecked: unanswered });
+      }
+    }
+    await new Promise((resolve) => setTimeout(resolve, pauses[attempt]));
+  }
+}
+
 /** The number user ``ownUserId`` marked as compared with ``userId``, or null. */
 export function verifiedNumber(ownUserId, userId) {
   const mine = readVerified()[ownUserId];
@@ -323,9 +348,11 @@ export class Identity {
    * @param {CryptoKey} o.privateKey @param {string} o.publicKey
    * @param {import('./api.js').Api} o.api  to read another user's keys
    * @param {string} o.token  this device's token, for that
+   * @param {number[]} [o.lookupPauses]  the pauses (ms) between tries to read them while the
+   *   server does not answer (KEY_LOOKUP_PAUSES)
    */
-  constructor({ deviceId, userId, privateKey, publicKey, api, token }) {
-    Object.assign(this, { deviceId, userId, privateKey, publicKey, api, token });
+  constructor({ deviceId, userId, privateKey, publicKey, api, token, lookupPauses = KEY_LOOKUP_PAUSES }) {
+    Object.assign(this, { deviceId, userId, privateKey, publicKey, api, token, lookupPauses });
   }
 
   /** The signature of a description this device sends to ``toDevice`` (`call.sdp`'s
@@ -346,14 +373,7 @@ export class Identity {
   async keyOf(userId, deviceId) {
     let pin = this.pinned(deviceId);
     if (!pin) {
-      let listed;
-      try {
-        listed = await this.api.identityKeys(this.token, userId);
-      } catch (error) {
-        // a 404 (no such user) is an answer; no answer at all is a check not made
-        throw new IdentityError(`cannot read the identity keys of user ${userId}: ${error.message}`,
-          { unchecked: !(error.status >= 400 && error.status < 500) });
-      }
+      const listed = await readKeys(this.api, this.token, userId, this.lookupPauses);
       const devices = (listed && listed.devices) || [];
       if (!Array.isArray(devices) || devices.length > MAX_DEVICES) {
         throw new IdentityError(`the server's list of the keys of user ${userId} is malformed or longer than the ${MAX_DEVICES} devices a user can have`);
