@@ -1,0 +1,465 @@
+"""A room of the SFU: participants join with an offer (:mod:`facecall.sfu.sdp`), and every
+participant's audio and video is forwarded, without decoding, to the other participants'
+receive slots.
+
+* **Slots.** A participant's ``recvonly`` m-lines are its slots: each is one steady outgoing
+  stream (:class:`~facecall.sfu.munger.RtpMunger`: the slot's SSRC, sequence numbers and
+  timestamps, RFC 3550 §5.1) fed by one publisher at a time; video slots also shift the VP8
+  picture numbers (:class:`~facecall.sfu.munger.Vp8Munger`, RFC 7741 §4.2). Packets leave with
+  the slot's payload type and MID (RFC 8843 §9.2).
+* **Who goes in a slot.** With no more publishers than slots, everyone gets one and keeps it.
+  With more, the slots go to the most recent dominant speakers
+  (:class:`~facecall.sfu.speaker.DominantSpeaker`, RFC 6464 levels), then to the earliest
+  joined. A slot keeps its publisher while that publisher stays chosen.
+* **Key frames.** A video slot moves to a new publisher only at one of its key frames
+  (:func:`~facecall.sfu.vp8.is_keyframe`), forwarding the old one until then; the SFU asks for
+  it with a PLI (RFC 4585 §6.3.1), repeated while it does not come. A subscriber's PLI or FIR
+  (RFC 5104 §4.3.1) on a slot becomes a PLI to the slot's publisher, at most one per
+  :data:`PLI_INTERVAL` per publisher.
+* **Losses.** A subscriber's NACK (RFC 4585 §6.2.1) is answered from a per-source cache of the
+  last :data:`CACHE_PACKETS` packets; what is not there is NACKed to the publisher, whose
+  retransmission is forwarded like any packet.
+* **Liveness.** A participant whose transport closes or fails, or from whom nothing has come
+  for ``silence_timeout`` seconds (a crashed client sends no DTLS close), is removed.
+
+Not here yet: simulcast layers, REMB/TWCC towards publishers, sender reports for the slots
+(RFC 3550 §6.4.1: receivers then have no lip sync), RTX (RFC 4588).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from aiortc.rtcicetransport import RTCIceServer
+from aiortc.rtp import (
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    AnyRtcpPacket,
+    RtcpPsfbPacket,
+    RtcpRtpfbPacket,
+    RtpPacket,
+)
+
+from facecall.sfu.munger import RtpMunger, Vp8Munger
+from facecall.sfu.sdp import Offer, build_answer, parse_offer
+from facecall.sfu.speaker import DominantSpeaker
+from facecall.sfu.transport import SfuTransport
+from facecall.sfu.vp8 import is_keyframe
+
+logger = logging.getLogger(__name__)
+
+SLOTS = 3
+#: at most one PLI per publisher in this many seconds (a PLI storm freezes VP8: notes)
+PLI_INTERVAL = 0.5
+#: packets kept per source to answer NACKs (about 3 s of 720p video)
+CACHE_PACKETS = 512
+#: seconds between speaker decisions, PLI repeats and liveness checks
+TICK = 0.3
+KINDS = ("audio", "video")
+CLOCK_RATES = {"audio": 48000, "video": 90000}
+
+
+class RoomError(Exception):
+    """A participant cannot join (already in the room, or the room is closed)."""
+
+
+class PacketCache(OrderedDict[int, RtpPacket]):
+    """The last :data:`CACHE_PACKETS` packets of one source by sequence number (RFC 4585 §6.2.1)."""
+
+    def put(self, packet: RtpPacket) -> None:
+        self[packet.sequence_number] = packet
+        self.move_to_end(packet.sequence_number)
+        if len(self) > CACHE_PACKETS:
+            self.popitem(last=False)
+
+
+@dataclass(eq=False, slots=True)
+class Slot:
+    """One receive slot of a subscriber (one of its ``recvonly`` m-lines)."""
+
+    owner: Participant
+    mid: str
+    kind: str
+    payload_type: int
+    munger: RtpMunger
+    vp8: Vp8Munger | None
+    feed: Participant | None = None
+    """The publisher being forwarded now."""
+    pending: Participant | None = None
+    """The publisher the slot moves to at its next key frame (video)."""
+
+    @property
+    def target(self) -> Participant | None:
+        return self.pending or self.feed
+
+
+@dataclass(eq=False, slots=True)
+class Participant:
+    id: str
+    transport: SfuTransport
+    offer: Offer
+    last_heard: float
+    sources: dict[int, str] = field(default_factory=dict)
+    """The participant's own streams: SSRC → kind."""
+    unlearned: dict[str, str] = field(default_factory=dict)
+    """Sending m-lines without ``a=ssrc``: mid → kind, learnt from the MID extension."""
+    slots: dict[str, list[Slot]] = field(default_factory=dict)
+    slot_by_ssrc: dict[int, Slot] = field(default_factory=dict)
+    caches: dict[int, PacketCache] = field(default_factory=dict)
+    task: asyncio.Task[None] | None = None
+
+    def source(self, kind: str) -> int | None:
+        return next((ssrc for ssrc, k in self.sources.items() if k == kind), None)
+
+    def add_source(self, ssrc: int, kind: str) -> None:
+        self.sources[ssrc] = kind
+        self.caches[ssrc] = PacketCache()
+
+
+@dataclass(slots=True)
+class RoomStats:
+    forwarded: int = 0
+    dropped_unknown: int = 0
+    plis_sent: int = 0
+    nacks_answered: int = 0
+    nacks_forwarded: int = 0
+
+
+class Room:
+    """Participants and the forwarding between them.
+
+    :param slots: receive slots per kind an offer may have (K).
+    :param silence_timeout: seconds without any packet after which a participant is removed.
+    :param ice_servers: STUN/TURN servers for the SFU's own candidates (default: none).
+    """
+
+    def __init__(self, slots: int = SLOTS, *, silence_timeout: float = 15.0,
+                 ice_servers: Sequence[RTCIceServer] = ()) -> None:
+        self.slots = slots
+        self.silence_timeout = silence_timeout
+        self.ice_servers = list(ice_servers)
+        self.participants: dict[str, Participant] = {}
+        self.speaker = DominantSpeaker()
+        self.stats = RoomStats()
+        self._by_transport: dict[SfuTransport, Participant] = {}
+        self._routes: dict[int, list[Slot]] = {}
+        self._recent: list[str] = []
+        self._last_pli: dict[int, float] = {}
+        self._ticker: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    # --- membership
+
+    async def join(self, participant_id: str, offer_sdp: str) -> str:
+        """Add a participant from its offer; returns the SFU's answer. Media flows once ICE and
+        DTLS complete (in the background). :class:`~facecall.sfu.sdp.SfuOfferError` for an
+        offer that does not fit (nothing changes), :class:`RoomError` for a duplicate id."""
+        if self._closed:
+            raise RoomError("the room is closed")
+        if participant_id in self.participants:
+            raise RoomError(f"{participant_id!r} is already in the room")
+        offer = parse_offer(offer_sdp, self.slots)
+        transport = SfuTransport(self, ice_servers=self.ice_servers)
+        await transport.gather()
+        if participant_id in self.participants:  # joined twice concurrently
+            await transport.close()
+            raise RoomError(f"{participant_id!r} is already in the room")
+        p = Participant(participant_id, transport, offer, time.monotonic())
+        for m in offer.media:
+            if m.sends and m.ssrc is not None:
+                p.add_source(m.ssrc, m.kind)
+            elif m.sends:
+                p.unlearned[m.mid] = m.kind
+        taken = set(p.sources)
+        slot_ssrcs: dict[str, int] = {}
+        for kind in KINDS:
+            p.slots[kind] = []
+            for m in offer.slots(kind):
+                ssrc = _fresh_ssrc(taken)
+                slot = Slot(p, m.mid, kind, m.codec.payloadType,
+                            RtpMunger(ssrc, CLOCK_RATES[kind], first_seq=secrets.randbits(16),
+                                      first_ts=secrets.randbits(32)),
+                            Vp8Munger() if kind == "video" else None)
+                p.slots[kind].append(slot)
+                p.slot_by_ssrc[ssrc] = slot
+                slot_ssrcs[m.mid] = ssrc
+        transport.configure(offer.header_extensions, [m.codec.payloadType for m in offer.media],
+                            list(slot_ssrcs.values()))
+        answer = build_answer(offer, ice=transport.ice_parameters, candidates=transport.candidates,
+                              fingerprints=transport.fingerprints, slot_ssrcs=slot_ssrcs,
+                              session_id=secrets.randbits(62))
+        self.participants[participant_id] = p
+        self._by_transport[transport] = p
+        p.task = asyncio.ensure_future(self._connect(p))
+        if self._ticker is None:
+            self._ticker = asyncio.ensure_future(self._tick())
+        await self._assign()
+        return answer
+
+    async def leave(self, participant_id: str) -> None:
+        """Remove a participant: its slots in others' views are freed (or refilled), its
+        transport closed."""
+        p = self.participants.pop(participant_id, None)
+        if p is None:
+            return
+        self._by_transport.pop(p.transport, None)
+        for ssrc in p.sources:
+            self._last_pli.pop(ssrc, None)
+        self.speaker.remove(participant_id)
+        if participant_id in self._recent:
+            self._recent.remove(participant_id)
+        for other in self.participants.values():
+            for slot in _all_slots(other):
+                if slot.pending is p:
+                    slot.pending = None
+                if slot.feed is p:
+                    slot.feed = None
+                    slot.munger.switch_to(None)
+        await self._assign()
+        if p.task is not None and p.task is not asyncio.current_task():
+            p.task.cancel()
+        await p.transport.close()
+        logger.info("sfu room: %s left (%d remain)", participant_id, len(self.participants))
+
+    async def close(self) -> None:
+        """Remove everyone and stop."""
+        self._closed = True
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+        for participant_id in list(self.participants):
+            await self.leave(participant_id)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def slot_sources(self, participant_id: str) -> dict[str, str | None]:
+        """Who feeds each of a participant's slots now: mid → participant id (or None)."""
+        p = self.participants[participant_id]
+        return {s.mid: s.feed.id if s.feed else None for s in _all_slots(p)}
+
+    async def _connect(self, p: Participant) -> None:
+        ok = await p.transport.connect(p.offer.ice, p.offer.candidates, p.offer.dtls,
+                                       p.offer.sfu_dtls_role)
+        if self.participants.get(p.id) is not p:
+            return
+        if not ok:
+            logger.info("sfu room: %s could not connect (ICE %s, DTLS %s)", p.id,
+                        p.transport.ice_state, p.transport.state)
+            await self.leave(p.id)
+            return
+        p.last_heard = time.monotonic()
+        await self._assign()
+
+    # --- PacketHandler (called by the transports)
+
+    async def handle_rtp(self, transport: SfuTransport, packet: RtpPacket, arrival: float) -> None:
+        p = self._by_transport.get(transport)
+        if p is None:
+            return
+        kind = p.sources.get(packet.ssrc)
+        if kind is None and (kind := p.unlearned.pop(packet.extensions.mid or "", None)) is not None:
+            p.add_source(packet.ssrc, kind)  # RFC 8843 §9.2: the MID names the m-line
+            await self._assign()
+        if kind is None:
+            self.stats.dropped_unknown += 1
+            return
+        p.last_heard = arrival
+        if kind == "audio" and packet.extensions.audio_level is not None:
+            voice, level = packet.extensions.audio_level
+            # V = 0 from a sender without voice detection (aiortc) means "unknown"
+            self.speaker.add(p.id, level, arrival, True if voice else None)
+        p.caches[packet.ssrc].put(packet)
+        keyframe = kind == "video" and is_keyframe(packet.payload)
+        moved = False
+        for slot in self._routes.get(packet.ssrc, ()):
+            if slot.pending is p:
+                if not keyframe:
+                    continue
+                slot.feed, slot.pending, moved = p, None, True
+                slot.munger.switch_to(packet.ssrc)
+            await self._forward(slot, packet, arrival)
+        if moved:
+            self._rebuild_routes()
+
+    async def handle_rtcp(self, transport: SfuTransport, packet: AnyRtcpPacket) -> None:
+        p = self._by_transport.get(transport)
+        if p is None:
+            return
+        p.last_heard = time.monotonic()
+        if isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+            if packet.fmt == RTCP_PSFB_PLI:
+                ssrcs = [packet.media_ssrc]
+            else:  # FIR FCI entries: SSRC (4 octets), seq nr (1), reserved (3): RFC 5104 §4.3.1.1
+                ssrcs = [int.from_bytes(packet.fci[i:i + 4], "big")
+                         for i in range(0, len(packet.fci) - 7, 8)]
+            for ssrc in ssrcs:
+                slot = p.slot_by_ssrc.get(ssrc)
+                if slot is not None and slot.feed is not None:
+                    await self._request_keyframe(slot.feed)
+        elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+            slot = p.slot_by_ssrc.get(packet.media_ssrc)
+            if slot is not None:
+                await self._answer_nack(slot, packet.lost)
+
+    def handle_closed(self, transport: SfuTransport) -> None:
+        p = self._by_transport.get(transport)
+        if p is not None:
+            logger.info("sfu room: %s's transport closed", p.id)
+            self._spawn(self.leave(p.id))
+
+    # --- forwarding
+
+    async def _forward(self, slot: Slot, packet: RtpPacket, arrival: float) -> bool:
+        source_ssrc = packet.ssrc
+        out = slot.munger.forward(_copy(packet), arrival)
+        if out is None:
+            return False
+        if slot.vp8 is not None:
+            out.payload = slot.vp8.forward(source_ssrc, out.payload)
+        out.payload_type = slot.payload_type
+        out.extensions.mid = slot.mid
+        if not await slot.owner.transport.send_rtp(out):
+            return False
+        self.stats.forwarded += 1
+        return True
+
+    async def _answer_nack(self, slot: Slot, lost: list[int]) -> None:
+        """Resend what the cache holds (through the slot's munger: the same numbers as the
+        first time), NACK the rest to the publisher in its own numbers (RFC 4585 §6.2.1)."""
+        feed = slot.feed
+        if feed is None:
+            return
+        ssrc = feed.source(slot.kind)
+        upstream: list[int] = []
+        now = time.monotonic()
+        for out_seq in lost:
+            origin = slot.munger.source_of(out_seq % 65536)
+            if origin is None or origin[0] != ssrc:
+                continue  # not remembered, or sent before the slot's last switch
+            cached = feed.caches[ssrc].get(origin[1])
+            if cached is not None and await self._forward(slot, cached, now):
+                self.stats.nacks_answered += 1
+            else:
+                upstream.append(origin[1])
+        if upstream and ssrc is not None:
+            nack = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=feed.transport.rtcp_ssrc,
+                                   media_ssrc=ssrc, lost=sorted(set(upstream)))
+            if await feed.transport.send_rtcp([nack]):
+                self.stats.nacks_forwarded += len(nack.lost)
+
+    async def _request_keyframe(self, publisher: Participant) -> None:
+        """A PLI (RFC 4585 §6.3.1) to ``publisher``'s video, unless one went lately."""
+        ssrc = publisher.source("video")
+        now = time.monotonic()
+        if ssrc is None or now - self._last_pli.get(ssrc, -PLI_INTERVAL) < PLI_INTERVAL:
+            return
+        self._last_pli[ssrc] = now
+        pli = RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=publisher.transport.rtcp_ssrc, media_ssrc=ssrc)
+        if await publisher.transport.send_rtcp([pli]):
+            self.stats.plis_sent += 1
+
+    # --- slot assignment
+
+    def _ranking(self) -> list[Participant]:
+        """Publishers in order of preference: the most recent dominant speakers, then by
+        joining order."""
+        recent = [self.participants[i] for i in self._recent if i in self.participants]
+        return recent + [p for p in self.participants.values() if p not in recent]
+
+    async def _assign(self) -> None:
+        """Give every connected subscriber's slots their publishers; PLI the video publishers
+        that gained a slot."""
+        ranking = self._ranking()
+        keyframes: list[Participant] = []
+        for sub in self.participants.values():
+            if sub.transport.state != "connected":
+                continue  # a key frame now would be lost: slots fill once it connects
+            for kind, slots in sub.slots.items():
+                wanted = [q for q in ranking if q is not sub and q.source(kind) is not None]
+                wanted = wanted[:len(slots)]
+                targets = {slot.target for slot in slots}
+                incoming = [q for q in wanted if q not in targets]
+                for slot in slots:
+                    if slot.target is not None and slot.target in wanted:
+                        continue
+                    new = incoming.pop(0) if incoming else None
+                    if new is None or kind == "audio":
+                        slot.feed, slot.pending = new, None
+                        slot.munger.switch_to(None if new is None else new.source(kind))
+                    elif new is slot.feed:  # back to the one still being forwarded
+                        slot.pending = None
+                    else:
+                        slot.pending = new  # the old feed goes on until new's key frame
+                        if new not in keyframes:
+                            keyframes.append(new)
+        self._rebuild_routes()
+        for publisher in keyframes:
+            await self._request_keyframe(publisher)
+
+    def _rebuild_routes(self) -> None:
+        routes: dict[int, list[Slot]] = {}
+        for sub in self.participants.values():
+            for slot in _all_slots(sub):
+                for publisher in {slot.feed, slot.pending} - {None}:
+                    assert publisher is not None
+                    ssrc = publisher.source(slot.kind)
+                    if ssrc is not None:
+                        routes.setdefault(ssrc, []).append(slot)
+        self._routes = routes
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(TICK)
+            now = time.monotonic()
+            try:
+                if (dominant := self.speaker.decide(now)) is not None and dominant in self.participants:
+                    if dominant in self._recent:
+                        self._recent.remove(dominant)
+                    self._recent.insert(0, dominant)
+                    await self._assign()
+                for p in list(self.participants.values()):
+                    if now - p.last_heard > self.silence_timeout:
+                        logger.info("sfu room: nothing from %s for %.0f s: removed", p.id,
+                                    now - p.last_heard)
+                        await self.leave(p.id)
+                for p in list(self.participants.values()):
+                    for slot in _all_slots(p):
+                        if slot.pending is not None:
+                            await self._request_keyframe(slot.pending)
+            except Exception:  # one bad tick must not end forwarding for the room
+                logger.exception("sfu room: tick failed")
+
+    def _spawn(self, coroutine: object) -> None:
+        task = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _all_slots(p: Participant) -> list[Slot]:
+    return [slot for kind in KINDS for slot in p.slots.get(kind, ())]
+
+
+def _fresh_ssrc(taken: set[int]) -> int:
+    while (ssrc := secrets.randbits(32)) in taken or ssrc == 0:
+        pass
+    taken.add(ssrc)
+    return ssrc
+
+
+def _copy(packet: RtpPacket) -> RtpPacket:
+    """A packet to rewrite for one subscriber, leaving the original (cached, and sent to
+    others) as it came."""
+    out = RtpPacket(payload_type=packet.payload_type, marker=packet.marker,
+                    sequence_number=packet.sequence_number, timestamp=packet.timestamp,
+                    ssrc=packet.ssrc, payload=packet.payload)
+    out.csrc = list(packet.csrc)
+    out.extensions = dataclasses.replace(packet.extensions)
+    return out

@@ -1,0 +1,217 @@
+"""The SFU's side of the offer/answer exchange (RFC 8829 JSEP §5.3, RFC 3264 §6).
+
+Each participant's client *offers*; the SFU *answers*. The offer's shape (one transport for
+everything, so BUNDLE, RFC 8843, with RTP and RTCP on one port, RFC 8035/5761):
+
+* at most one sending (``sendonly`` or ``sendrecv``) ``audio`` m-line with Opus and one sending
+  ``video`` m-line with VP8 — the participant's own media;
+* up to ``slots`` ``recvonly`` audio and ``slots`` ``recvonly`` video m-lines — its receive
+  *slots*: each carries whichever other participant the room puts there, as one steady stream
+  (:class:`facecall.sfu.munger.RtpMunger`);
+* ICE credentials and every candidate (no trickle: aioice gathers before the offer is made),
+  and a DTLS fingerprint (RFC 8122 §5).
+
+The answer (:func:`build_answer`) keeps the offer's m-lines in order (RFC 3264 §6), one codec
+each — the offer's own payload type for Opus or VP8, with NACK, PLI (RFC 4585 §4.2) and FIR
+(RFC 5104 §7.1) feedback for video — the header extensions the SFU reads (MID, RFC 8843
+§14; audio level, RFC 6464; abs-send-time), and for every slot the SSRC and ``msid`` of the
+stream the SFU will send there (RFC 5576 §4.1, RFC 8830 §2). Anything else is refused with an
+:class:`SfuOfferError` naming what is wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiortc.rtcdtlstransport import RTCDtlsFingerprint, RTCDtlsParameters
+from aiortc.rtcicetransport import RTCIceCandidate, RTCIceParameters
+from aiortc.rtcrtpparameters import (
+    RTCRtcpFeedback,
+    RTCRtpCodecParameters,
+    RTCRtpHeaderExtensionParameters,
+)
+from aiortc.sdp import GroupDescription, MediaDescription, SessionDescription, SsrcDescription
+
+MAX_OFFER_BYTES = 64 * 1024
+#: header extensions the SFU reads or writes; others are left out of the answer
+URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
+URI_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+EXTENSIONS = {"audio": (URI_MID, URI_AUDIO_LEVEL), "video": (URI_MID, URI_ABS_SEND_TIME)}
+CODECS = {"audio": ("audio/opus", 48000), "video": ("video/VP8", 90000)}
+VIDEO_FEEDBACK = (RTCRtcpFeedback("nack"), RTCRtcpFeedback("nack", "pli"), RTCRtcpFeedback("ccm", "fir"))
+SENDING = ("sendonly", "sendrecv")
+ANSWER_DIRECTION = {"sendonly": "recvonly", "sendrecv": "recvonly", "recvonly": "sendonly",
+                    "inactive": "inactive"}
+CNAME = "facecall-sfu"
+
+
+class SfuOfferError(ValueError):
+    """An offer the SFU cannot answer; the message says why."""
+
+
+@dataclass(slots=True)
+class OfferedMedia:
+    """One audio or video m-line of the offer, as the SFU uses it."""
+
+    mid: str
+    kind: str
+    direction: str
+    codec: RTCRtpCodecParameters
+    """Opus or VP8 as offered (its payload type is the one used on this m-line)."""
+    ssrc: int | None
+    """The sender's SSRC (``a=ssrc``) on a sending m-line, if announced."""
+
+    @property
+    def sends(self) -> bool:
+        """The participant publishes on this m-line."""
+        return self.direction in SENDING
+
+    @property
+    def is_slot(self) -> bool:
+        """The participant receives on this m-line: a receive slot."""
+        return self.direction == "recvonly"
+
+
+@dataclass(slots=True)
+class Offer:
+    """A checked offer: transport parameters and the m-lines in order."""
+
+    ice: RTCIceParameters
+    candidates: list[RTCIceCandidate]
+    dtls: RTCDtlsParameters
+    media: list[OfferedMedia]
+    header_extensions: list[RTCRtpHeaderExtensionParameters] = field(default_factory=list)
+
+    @property
+    def sfu_dtls_role(self) -> str:
+        """``server`` (``a=setup:passive``) unless the offerer insists on being the server
+        (RFC 8842 §5.3: the answerer must not answer ``actpass``)."""
+        return "client" if self.dtls.role == "server" else "server"
+
+    def sending(self, kind: str) -> OfferedMedia | None:
+        return next((m for m in self.media if m.kind == kind and m.sends), None)
+
+    def slots(self, kind: str) -> list[OfferedMedia]:
+        return [m for m in self.media if m.kind == kind and m.is_slot]
+
+
+def parse_offer(sdp: str, slots: int) -> Offer:
+    """Check an offer against the shape above; :class:`SfuOfferError` if it does not fit."""
+    if not isinstance(sdp, str) or not sdp.strip():
+        raise SfuOfferError("empty offer")
+    if len(sdp) > MAX_OFFER_BYTES:
+        raise SfuOfferError(f"offer larger than {MAX_OFFER_BYTES} bytes")
+    if not sdp.lstrip().startswith("v=0"):
+        raise SfuOfferError("not an SDP offer (it must begin with v=0)")
+    try:
+        session = SessionDescription.parse(sdp)
+    except Exception as exc:  # aiortc's parser raises whatever a malformed line causes
+        raise SfuOfferError(f"not an SDP offer: {type(exc).__name__} {exc}".strip()) from None
+    if not session.media:
+        raise SfuOfferError("the offer has no m-lines")
+    if len(session.media) > 2 + 2 * slots:
+        raise SfuOfferError(f"too many m-lines: {len(session.media)} (at most {2 + 2 * slots}: "
+                            f"one audio and one video to send, {slots} of each to receive)")
+    media = [_check_media(m) for m in session.media]
+    mids = [m.mid for m in media]
+    if len(set(mids)) != len(mids):
+        raise SfuOfferError("two m-lines share a mid")
+    bundle = next((g for g in session.group if g.semantic == "BUNDLE"), None)
+    if bundle is None:
+        raise SfuOfferError("no BUNDLE group: the SFU takes all media on one transport (RFC 8843)")
+    if set(map(str, bundle.items)) != set(mids):
+        raise SfuOfferError("the BUNDLE group must hold every m-line")
+    for kind in ("audio", "video"):
+        if sum(m.kind == kind and m.sends for m in media) > 1:
+            raise SfuOfferError(f"more than one sending {kind} m-line")
+        if sum(m.kind == kind and m.is_slot for m in media) > slots:
+            raise SfuOfferError(f"more than {slots} recvonly {kind} m-lines (receive slots)")
+    first = session.media[0]
+    ice, dtls = first.ice, first.dtls
+    if ice is None or not ice.usernameFragment or not ice.password:
+        raise SfuOfferError("no ICE ufrag/pwd")
+    if dtls is None or not dtls.fingerprints:
+        raise SfuOfferError("no DTLS fingerprint")
+    candidates = _candidates(session)
+    if not candidates:
+        raise SfuOfferError("no ICE candidates in the offer (the SFU takes no trickled ones)")
+    return Offer(ice=ice, candidates=candidates, dtls=dtls, media=media,
+                 header_extensions=_header_extensions(session))
+
+
+def _check_media(m: MediaDescription) -> OfferedMedia:
+    mid = m.rtp.muxId
+    if m.kind not in CODECS:
+        raise SfuOfferError(f"unsupported m-line kind {m.kind!r} (only audio and video)")
+    if not mid:
+        raise SfuOfferError(f"a {m.kind} m-line without a=mid")
+    if not m.rtcp_mux:
+        raise SfuOfferError(f"m-line {mid}: no a=rtcp-mux (RFC 5761)")
+    direction = m.direction or "sendrecv"
+    mime, rate = CODECS[m.kind]
+    codec = next((c for c in m.rtp.codecs if c.mimeType.lower() == mime.lower()
+                  and c.clockRate == rate), None)
+    if codec is None:
+        raise SfuOfferError(f"m-line {mid}: no {mime.split('/')[1]} offered")
+    ssrc = m.ssrc[0].ssrc if m.ssrc and direction in SENDING else None
+    return OfferedMedia(mid=mid, kind=m.kind, direction=direction, codec=codec, ssrc=ssrc)
+
+
+def _candidates(session: SessionDescription) -> list[RTCIceCandidate]:
+    seen, out = set(), []
+    for m in session.media:
+        for c in m.ice_candidates:
+            key = (c.foundation, c.component, c.protocol, c.ip, c.port)
+            if c.component == 1 and key not in seen:
+                seen.add(key)
+                out.append(c)
+    return out
+
+
+def _header_extensions(session: SessionDescription) -> list[RTCRtpHeaderExtensionParameters]:
+    """The offered extensions the SFU uses; one ID means one URI across the bundle
+    (RFC 8843 §9.1)."""
+    by_id: dict[int, str] = {}
+    for m in session.media:
+        for ext in m.rtp.headerExtensions:
+            if by_id.setdefault(ext.id, ext.uri) != ext.uri:
+                raise SfuOfferError(f"extmap id {ext.id} names two extensions in one bundle")
+    wanted = {uri for uris in EXTENSIONS.values() for uri in uris}
+    return [RTCRtpHeaderExtensionParameters(id=i, uri=u) for i, u in by_id.items() if u in wanted]
+
+
+def build_answer(offer: Offer, *, ice: RTCIceParameters, candidates: list[RTCIceCandidate],
+                 fingerprints: list[RTCDtlsFingerprint], slot_ssrcs: dict[str, int],
+                 session_id: int) -> str:
+    """The SFU's answer to ``offer``: its ICE credentials and candidates, its DTLS fingerprint
+    and role, and per slot (``slot_ssrcs``: mid → the slot's outgoing SSRC) the stream it sends."""
+    session = SessionDescription()
+    session.origin = f"- {session_id} 1 IN IP4 0.0.0.0"
+    session.group.append(GroupDescription(semantic="BUNDLE", items=[m.mid for m in offer.media]))
+    session.msid_semantic.append(GroupDescription(semantic="WMS", items=["*"]))
+    ids = {ext.uri: ext.id for ext in offer.header_extensions}
+    for offered in offer.media:
+        m = MediaDescription(kind=offered.kind, port=9, profile="UDP/TLS/RTP/SAVPF",
+                             fmt=[offered.codec.payloadType])
+        m.host = "0.0.0.0"
+        m.rtcp_port, m.rtcp_host, m.rtcp_mux = 9, "0.0.0.0", True
+        m.direction = ANSWER_DIRECTION[offered.direction]
+        m.rtp.muxId = offered.mid
+        m.rtp.codecs = [RTCRtpCodecParameters(
+            mimeType=offered.codec.mimeType, clockRate=offered.codec.clockRate,
+            channels=offered.codec.channels, payloadType=offered.codec.payloadType,
+            rtcpFeedback=list(VIDEO_FEEDBACK) if offered.kind == "video" else [],
+            parameters=dict(offered.codec.parameters))]
+        m.rtp.headerExtensions = [RTCRtpHeaderExtensionParameters(id=ids[uri], uri=uri)
+                                  for uri in EXTENSIONS[offered.kind] if uri in ids]
+        if offered.is_slot:
+            stream = f"slot-{offered.mid}"
+            m.msid = f"{stream} {stream}-{offered.kind}"
+            m.ssrc = [SsrcDescription(ssrc=slot_ssrcs[offered.mid], cname=CNAME, msid=m.msid)]
+        m.ice = ice
+        m.ice_candidates = list(candidates)
+        m.ice_candidates_complete = True
+        m.dtls = RTCDtlsParameters(fingerprints=list(fingerprints), role=offer.sfu_dtls_role)
+        session.media.append(m)
+    return str(session)
