@@ -1,6 +1,7 @@
 """Watch together (docs/shareplay.md): two people in a call watch one video, each page playing
 it from a loopback HTTP server, over the call's data channel — browser ↔ browser and browser ↔
-Python SDK, both ways.
+Python SDK, both ways. A page asks before it loads a video the other side shares: what it
+requests is recorded (``page.on("request")``) and the server counts what it is asked for.
 
 How far apart two pages' videos are is read "at the same moment" without trusting the
 protocol's own clock sync: each page gives its ``video.currentTime`` with
@@ -17,11 +18,13 @@ import re
 import statistics
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import av
 import numpy as np
@@ -78,8 +81,10 @@ def write_clip(path: Path, seconds: int = SECONDS, fps: int = 24, width: int = 3
 
 @dataclass
 class Videos:
-    clip: str  # the clip
+    clip: str  # the clip (also with any query: another address for the same file)
     missing: str  # 404
+    host: str  # "127.0.0.1:port"
+    requests: Counter[str]  # requests the server had, by path (query included)
 
 
 @pytest.fixture(scope="module")
@@ -92,10 +97,12 @@ def clip_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 @pytest.fixture
 def videos(clip_bytes: bytes) -> Iterator[Videos]:
     """A loopback HTTP server with the clip (byte ranges answered, so the pages can seek)."""
+    requests: Counter[str] = Counter()
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            if self.path != "/clip.webm":
+            requests[self.path] += 1
+            if urlsplit(self.path).path != "/clip.webm":
                 self.send_error(404)
                 return
             body, status = clip_bytes, 200
@@ -123,9 +130,10 @@ def videos(clip_bytes: bytes) -> Iterator[Videos]:
     httpd.daemon_threads = True
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    host = f"127.0.0.1:{httpd.server_address[1]}"
     try:
-        yield Videos(clip=f"{base}/clip.webm", missing=f"{base}/missing.webm")
+        yield Videos(clip=f"http://{host}/clip.webm", missing=f"http://{host}/missing.webm", host=host,
+                     requests=requests)
     finally:
         httpd.shutdown()
         httpd.server_close()
@@ -171,6 +179,30 @@ async def playing(person: Person, *, paused: bool = False) -> dict[str, Any]:
         "paused in place" if paused else "playing in sync")
 
 
+def recording(page: Page) -> list[str]:
+    """The address of every request ``page`` makes from now on (a reload included)."""
+    seen: list[str] = []
+    page.on("request", lambda request: seen.append(request.url))
+    return seen
+
+
+def offer(person: Person) -> Any:
+    """The question "alice wants to watch “Clip” together — Watch / Not now" on ``person``'s page."""
+    return person.page.locator("#watch-offer")
+
+
+async def asked(person: Person, by: str, title: str, videos: Videos) -> None:
+    """``person``'s page asks about ``by``'s video ``title`` (from the test's server), and shows
+    nothing of it: no video, no address given to the <video>."""
+    question = offer(person)
+    await expect(question.locator("#watch-offer-text")).to_have_text(
+        f"{by} wants to watch “{title}” together", timeout=STEP)
+    await expect(question.locator("#watch-offer-from")).to_have_text(
+        f"from {videos.host} · http://, not encrypted")
+    await expect(person.page.locator("#watch")).to_be_hidden()
+    assert await person.page.locator("#watch-video").get_attribute("src") is None
+
+
 async def until(check: Any, what: str, timeout: float = STEP / 1000) -> None:
     deadline = time.monotonic() + timeout
     while not await check():
@@ -199,10 +231,34 @@ async def test_two_browsers_watch_together_in_sync(people: PersonFactory, videos
     await page.get_by_role("button", name="Cancel").click()
     assert (await alice.shareplay())["activity"] is None
 
+    # alice shares a video: her page plays it at once (she chose it); bob's asks first, the
+    # focus on the question, and loads nothing — while alice's plays and the state and clock
+    # reach bob's page
+    bob_requests = recording(bob.page)
     await alice.watch_together(videos.clip, "Clip")
-    for person, by in ((alice, "You shared this video"), (bob, "Shared by alice")):
-        await expect(person.page.locator("#watch-name")).to_have_text("Clip", timeout=STEP)
-        await expect(person.page.locator("#watch-by")).to_have_text(by)
+    await expect(page.locator("#watch-by")).to_have_text("You shared this video", timeout=STEP)
+    await asked(bob, "alice", "Clip", videos)
+    await expect(offer(bob)).to_be_focused()
+    await playing(alice)
+    await expect(page.locator("#watch-offer")).to_be_hidden()
+    await bob.wait_for(lambda d: d["shareplay"]["clock"] is not None and d["shareplay"]["asking"],
+                       "following the state, asking")
+    assert videos.clip not in bob_requests
+    await bob.page.screenshot(path=screenshots / "shareplay-prompt.png")
+    # by keyboard: Tab to Watch, Enter; the focus goes to the video's Play/Pause
+    await bob.page.keyboard.press("Tab")
+    await expect(offer(bob).get_by_role("button", name="Watch", exact=True)).to_be_focused()
+    await bob.page.keyboard.press("Enter")
+    await expect(offer(bob)).to_be_hidden()
+    await expect(bob.page.locator("#watch-play")).to_be_focused()
+    await expect(bob.page.locator("#watch-name")).to_have_text("Clip")
+    await expect(bob.page.locator("#watch-by")).to_have_text("Shared by alice")
+    await playing(bob)
+    assert videos.clip in bob_requests  # (the recording sees the video's requests)
+    # alice starts the clip again for both: the question took some of its 20 s
+    await page.locator("#watch-seek").fill("0")
+    version = (await alice.shareplay())["version"]
+    await bob.wait_for(lambda d: d["shareplay"]["version"] == version, "alice's seek")
     await playing(alice)
     await playing(bob)
     samples = await agreement(alice, bob)
@@ -256,6 +312,18 @@ async def test_two_browsers_watch_together_in_sync(people: PersonFactory, videos
     await bob.page.get_by_role("button", name="Stop watching").click()
     await expect(page.locator("#watch")).to_be_hidden(timeout=STEP)
     await alice.expect_notice("bob stopped the video")
+
+    # a video shared later is asked about again; when its sharing ends, so does the question
+    again = f"{videos.clip}?again"
+    await alice.watch_together(again, "Again")
+    await asked(bob, "alice", "Again", videos)
+    box = await offer(bob).bounding_box()  # (bob's page is still phone-sized)
+    assert box is not None and 0 <= box["x"] and box["x"] + box["width"] <= 390 and box["y"] >= 0, box
+    await playing(alice)
+    await page.get_by_role("button", name="Stop watching").click()
+    await expect(offer(bob)).to_be_hidden(timeout=STEP)
+    await bob.expect_notice("alice stopped the video")
+    assert again not in bob_requests and videos.requests["/clip.webm?again"] > 0
     assert (await alice.diagnostics())["phase"] == "active"
     assert not alice.errors and not bob.errors
 
@@ -279,32 +347,72 @@ async def test_a_reloaded_page_catches_up_and_a_video_that_cannot_play_says_so(
     bob = await people("bob")
     alice = await people("alice")
     await alice.in_call_with(bob)
+    alice_requests = recording(alice.page)
     await alice.watch_together(videos.clip, "Clip")
+    await asked(bob, "alice", "Clip", videos)
+    await offer(bob).get_by_role("button", name="Watch", exact=True).click()
     await playing(bob)
 
-    # bob's page reloads: its new peer connection's channel brings the video back where it is
+    # bob's page reloads: its new peer connection's channel brings the shared state back, and the
+    # reloaded page asks again (a yes lasts as long as the page); bob says Not now
+    bob_requests = recording(bob.page)
     await bob.page.reload()
     await bob.wait_connected()
-    await expect(bob.page.locator("#watch-name")).to_have_text("Clip", timeout=STEP)
-    await expect(bob.page.locator("#watch-by")).to_have_text("Shared by alice")
+    await asked(bob, "alice", "Clip", videos)
+    await offer(bob).get_by_role("button", name="Not now").click()
+    await expect(offer(bob)).to_be_hidden()
+    join = bob.page.get_by_role("button", name="Join alice's video")
+    await expect(join).to_be_focused()
+    # alice moves the video to 12 s and pauses it meanwhile: bob's page follows, loading nothing
+    where = await page_pause_at(alice, 12.0)
+    assert 12.0 <= where < 13.0
+    await bob.wait_for(lambda d: (s := d["shareplay"])["activity"] is not None
+                       and not s["activity"]["playing"] and abs(s["position"] - where) < 0.001
+                       and s["declined"], "following: paused there")
+    assert videos.clip not in bob_requests
+    assert await bob.page.locator("#watch-video").get_attribute("src") is None
+    # bob joins later (the question again, Watch): the video where it is now, paused there
+    await join.click()
+    await expect(offer(bob).get_by_role("button", name="Watch", exact=True)).to_be_focused()
+    await bob.page.keyboard.press("Enter")
+    await expect(bob.page.locator("#watch-by")).to_have_text("Shared by alice", timeout=STEP)
+    await until(lambda: _both_at(alice, bob, where), f"both at {where:.2f} s")
+    # and what the reloaded page does counts for both: bob plays, in sync
+    await bob.page.get_by_role("button", name="Play", exact=True).click()
+    await playing(alice)
     await playing(bob)
     samples = await agreement(alice, bob, 1.0)
     report("after a reload", samples)
     assert max(samples) < APART_MS
-    # and what the reloaded page does counts for both
-    await bob.page.get_by_role("button", name="Pause").click()
-    await playing(alice, paused=True)
 
-    # an address that gives no video: both say so, and the call goes on
+    # bob shares another video, an address that gives none: alice's page asks first (loading
+    # nothing while bob's already says it cannot play); once she says Watch, both say so, and
+    # the call goes on
     await bob.watch_together(videos.missing)
+    await expect(bob.page.locator("#watch-problem")).to_contain_text("This video cannot be played here",
+                                                                    timeout=STEP)
+    await asked(alice, "bob", "missing.webm", videos)
+    assert videos.missing not in alice_requests
+    await offer(alice).get_by_role("button", name="Watch", exact=True).click()
     for person in (alice, bob):
         await expect(person.page.locator("#watch-problem")).to_contain_text(
             "This video cannot be played here", timeout=STEP)
         await expect(person.page.locator("#watch-name")).to_have_text("missing.webm")
+    assert videos.missing in alice_requests
     assert (await alice.diagnostics())["phase"] == (await bob.diagnostics())["phase"] == "active"
     await alice.hang_up()
     await expect(bob.page.locator("#watch")).to_be_hidden(timeout=STEP)
     assert not alice.errors and not bob.errors
+
+
+async def page_pause_at(person: Person, seconds: float) -> float:
+    """``person`` moves the shared video (playing) to ``seconds`` and pauses it: where it stopped."""
+    await person.page.locator("#watch-seek").fill(str(seconds))
+    await person.page.get_by_role("button", name="Pause").click()
+    shared = await person.wait_for(lambda d: (s := d["shareplay"])["activity"] is not None
+                                   and not s["activity"]["playing"], "paused")
+    position: float = shared["shareplay"]["position"]
+    return position
 
 
 async def sdk_and_page_apart_ms(call: Call, person: Person) -> float:
@@ -336,7 +444,8 @@ async def test_a_browser_and_the_sdk_watch_together(
     call = await browser_calls_sdk(alice, bot)
     await alice.watch_together(videos.clip, "Clip")
     await until(lambda: same_state(call, alice), "the same state in the SDK")
-    await playing(alice)
+    await playing(alice)  # a video alice shared herself: no question
+    await expect(alice.page.locator("#watch-offer")).to_be_hidden()
     await until(lambda: _sdk_within(call, alice, 40), "the SDK's position on the page")
 
     call.shareplay.pause()
@@ -393,15 +502,34 @@ GARBAGE = [
 
 async def test_the_sdk_shares_with_a_browser_and_garbage_changes_nothing(
         people: PersonFactory, sdk_device: MakeDevice, videos: Videos) -> None:  # noqa: F811 (the fixture)
-    """The SDK calls the browser and shares a video from 2 s in; malformed messages from it are
-    refused by the page (counted), which plays on as before; the page seeks and the SDK
-    follows; the call's end ends it."""
+    """The SDK calls the browser and shares a video from 2 s in, with markup in its title; the
+    page asks first, and nothing asks the server for the video (the SDK never fetches it) until
+    alice says Watch; the title is text. Malformed messages from the SDK are refused by the page
+    (counted), which plays on as before; the page seeks and the SDK follows; the call's end ends
+    it."""
     alice = await people("alice")
     bot = await sdk_device("bot")
     call = await sdk_calls_browser(bot, alice)
-    call.shareplay.start(videos.clip, "From the bot", position=2.0)
+    title = 'Clip <img src=x onerror="window.pwned=1">'
+    call.shareplay.start(videos.clip, title, position=2.0)
+    await asked(alice, "bot", title, videos)
+    await expect(offer(alice).locator("img")).to_have_count(0)
+    await until(lambda: same_state(call, alice), "the same state on the page")
+    await alice.wait_for(lambda d: d["shareplay"]["clock"] is not None, "the clock measured")
+    assert not videos.requests
+    # Escape: not now; "Join bot's video" asks again (and offers sharing another video instead)
+    await expect(offer(alice)).to_be_focused()
+    await alice.page.keyboard.press("Escape")
+    await expect(offer(alice)).to_be_hidden()
+    await alice.page.get_by_role("button", name="Join bot's video").click()
+    await expect(offer(alice).get_by_role("button", name="Share another video")).to_be_visible()
+    assert not videos.requests
+    await offer(alice).get_by_role("button", name="Watch", exact=True).click()
     await expect(alice.page.locator("#watch-by")).to_have_text("Shared by bot", timeout=STEP)
+    await expect(alice.page.locator("#watch-name")).to_have_text(title)
     await playing(alice)
+    assert videos.requests["/clip.webm"] > 0
+    assert await alice.page.evaluate("window.pwned") is None
     assert await same_state(call, alice)
     assert await sdk_and_page_apart_ms(call, alice) < APART_MS
 

@@ -1,7 +1,8 @@
 // Watch together: shared playback in a call (docs/shareplay.md). The rules are shareplay.js's;
 // this module moves its messages over each peer connection's data channel (peer.js), keeps the
 // other device's clock measured, shows the shared video with its own controls, and keeps the
-// playing <video> at the shared position.
+// playing <video> at the shared position. A video the other person shares is loaded only once
+// this person says Watch (watch-prompt.js asks): until then the state follows silently.
 //
 // Keeping in sync (SYNC below): every 100 ms the video's currentTime is compared with the
 // shared position at that instant. More than 0.5 s apart: it jumps there (a seek, led by what
@@ -9,6 +10,7 @@
 // 15 ms (or has crossed over), which a viewer does not notice. Within 40 ms: left alone.
 
 import { MAX_TITLE_CHARS, MAX_URL_CHARS, SharedPlayback, ShareplayError, encode } from "./shareplay.js";
+import { WatchPrompt } from "./watch-prompt.js";
 
 const $ = (id) => document.getElementById(id);
 const now = () => performance.now();
@@ -61,6 +63,11 @@ export function videoAddress(typed) {
   return url;
 }
 
+/** ``a`` and ``b`` are the same shared video: the same activity, at the same address. */
+function same(a, b) {
+  return !!a && !!b && a.id === b.id && a.url === b.url;
+}
+
 /** Why the <video> cannot play what is shared (its MediaError), in a sentence. */
 function mediaProblem(error) {
   const code = error ? error.code : 0;
@@ -90,7 +97,16 @@ export class WatchTogether {
     this.seekFrom = null;
     this.playing = null; // a play() under way
     this.drift = null; // the video's last distance from the shared position (s)
+    // Asking first: the shared video {id, url} this page may load (the person said Watch, or
+    // started it here), and the one the person said Not now to. In this page only: a reloaded
+    // page asks again.
+    this.accepted = null;
+    this.declined = null;
+    this.seen = false; // something was shared when the screen was last drawn
     this.video = $("watch-video");
+    this.prompt = new WatchPrompt({
+      watch: () => this.join(), later: () => this.later(), other: () => this.shareOther(),
+    });
     this.bind();
   }
 
@@ -131,6 +147,8 @@ export class WatchTogether {
     this.channel = null;
     this.refused = 0;
     this.startedBy.clear();
+    this.accepted = null;
+    this.declined = null;
     clearTimeout(this.pinger);
     this.closeAsk();
     this.render();
@@ -203,6 +221,7 @@ export class WatchTogether {
   /** The shared state changed (``mine``: here): the screen, the video, and a word about it. */
   changed(mine) {
     const a = this.playback.activity;
+    if (mine && a) this.accepted = { id: a.id, url: a.url }; // started (or changed) here: no need to ask
     if (a && !this.startedBy.has(a.id)) {
       const by = mine ? this.playback.deviceId : this.playback.version.by;
       this.startedBy.set(a.id, by);
@@ -210,7 +229,7 @@ export class WatchTogether {
         this.calls.view.status(`${this.call.name} shared a video: ${a.title || fileName(a.url)}`);
       }
     }
-    if (!a && !mine && this.loaded) this.calls.view.notice(`${this.call.name} stopped the video`);
+    if (!a && !mine && this.seen) this.calls.view.notice(`${this.call.name} stopped the video`);
     this.render();
   }
 
@@ -255,8 +274,59 @@ export class WatchTogether {
     };
   }
 
-  /** The "Watch together" button: ask for a video's address (sharing one replaces what is shared). */
+  // -- asking first (watch-prompt.js) ---------------------------------------------------------------
+  /** The shared video, if this page has not been allowed to load it (null: none, or allowed). */
+  unaccepted() {
+    const a = this.playback && this.playback.activity;
+    return a && !same(a, this.accepted) ? a : null;
+  }
+
+  /** Watch: load what the other person shares, at the shared position now. */
+  join() {
+    const a = this.unaccepted();
+    if (!a || !this.call || this.call.ended) return;
+    this.accepted = { id: a.id, url: a.url };
+    this.declined = null;
+    this.render();
+  }
+
+  /** Not now: nothing is loaded; the state goes on following, and "Join bob's video" asks again. */
+  later() {
+    const a = this.unaccepted();
+    if (a) this.declined = { id: a.id, url: a.url };
+    this.render();
+  }
+
+  /** "Share another video" (in a prompt opened again): Not now, then the "Watch together" dialog. */
+  shareOther() {
+    this.later();
+    this.openAsk();
+  }
+
+  /** The prompt and the "Watch together" button for what is shared (``a``) and not yet
+   *  allowed; ``asked``: the person opened it ("Join bob's video"). */
+  offer(a, asked = false) {
+    const declined = !!a && !asked && same(a, this.declined);
+    const label = declined ? `Join ${this.call.name}'s video` : "Watch together";
+    $("watch-together").querySelector(".label").textContent = label;
+    if (!a) this.prompt.hide();
+    else if (declined) this.prompt.hide($("watch-together"));
+    else this.prompt.show(this.call.name, a, a.title || fileName(a.url), { asked });
+  }
+
+  /** The "Watch together" button: ask for a video's address (sharing one replaces what is
+   *  shared) — or, while the other person shares one not loaded here, ask about it again. */
   ask() {
+    const waiting = this.unaccepted();
+    if (waiting && this.call && !this.call.ended) {
+      this.declined = null;
+      this.offer(waiting, true);
+      return;
+    }
+    this.openAsk();
+  }
+
+  openAsk() {
     const call = this.call;
     if (!call || !call.current || call.ended) return;
     $("watch-ask-error").textContent = "";
@@ -296,9 +366,13 @@ export class WatchTogether {
 
   // -- the screen and the video ------------------------------------------------------------------------
   render() {
-    const a = this.playback && this.playback.activity;
+    const shared = this.playback && this.playback.activity;
+    const a = this.unaccepted() ? null : shared; // nothing is loaded from an address not allowed
+    this.seen = !!shared;
     $("call-view").classList.toggle("watching", !!a);
     $("watch").hidden = !a;
+    if (a) this.prompt.hide($("watch-play"));
+    else this.offer(shared);
     if (!a) {
       clearInterval(this.timer);
       this.timer = null;
@@ -441,6 +515,7 @@ export class WatchTogether {
       mediaError: v.error ? v.error.code : null, drift: this.drift, nudging: this.nudging, seekCost: this.seekCost,
       now: t, epoch: performance.timeOrigin + t, clock: p ? p.clock.best : null,
       channel: this.channel ? this.channel.readyState : null, refused: this.refused,
+      asking: this.prompt.open, allowed: !!a && !this.unaccepted(), declined: !!a && same(a, this.declined),
     };
   }
 }
