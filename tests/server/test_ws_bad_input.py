@@ -127,6 +127,13 @@ BAD_FRAMES: list[tuple[str, str]] = [
     ('{"v": 1, "id": "a", "type": "call.rejoin", "call_id": "c", "to_device": "d", "sdp": "x"}',
      "invalid_field"),
     ('{"v": 1, "id": "a", "type": "call.answer", "call_id": "c", "extra": 1}', "invalid_field"),
+    ('{"v": 1, "id": "a", "type": "sfu.join", "call_id": "c"}', "invalid_field"),
+    ('{"v": 1, "id": "a", "type": "sfu.join", "call_id": "c", "sdp": ""}', "invalid_field"),
+    ('{"v": 1, "id": "a", "type": "sfu.join", "call_id": "c", "sdp": "' + "x" * 40_000 + '"}',
+     "invalid_field"),  # over the 32 KiB of an SDP, under the frame limit
+    ('{"v": 1, "id": "a", "type": "sfu.join", "call_id": "nope", "sdp": "v=0"}', "unknown_call"),
+    ('{"v": 1, "id": "a", "type": "sfu.leave", "call_id": "c", "sdp": "v=0"}', "invalid_field"),
+    ('{"v": 1, "id": "a", "type": "sfu.leave", "call_id": "nope"}', "unknown_call"),
     ('{"v": 1, "id": "' + "i" * 200 + '", "type": "ping"}', "invalid_field"),
     ('{"v": 1, "id": "a", "type": "call.hangup", "call_id": "nope"}', "unknown_call"),
     ('{"v": 1, "id": "a", "type": "hello"}', "invalid_state"),  # a second hello
@@ -192,6 +199,7 @@ async def test_messages_about_calls_the_device_is_not_in(server: LiveServer) -> 
         ("call.media", {"to_device": b1.device_id,  # type: ignore[attr-defined]
                         "audio": False, "video": False}),
         ("call.rejoin", {"to_device": a1.device_id}),  # type: ignore[attr-defined]
+        ("sfu.join", {"sdp": "v=0\r\n"}), ("sfu.leave", {}),
     ]
     # mallory learns nothing: the call answers as one that does not exist, ended or not
     for about in (call_id, "0" * 32):

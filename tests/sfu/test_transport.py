@@ -145,8 +145,9 @@ def receivers(monkeypatch: pytest.MonkeyPatch) -> Iterator[ReceiverSpy]:
 
 def test_the_aiortc_private_names_we_rely_on_are_there() -> None:
     """facecall.sfu.transport's docstring lists them: an aiortc upgrade fails here first."""
-    for name in ("_rtp_router", "_rtp_header_extensions_map"):
+    for name in ("_rtp_router", "_rtp_header_extensions_map", "_rx_srtp"):
         assert hasattr(RTCDtlsTransport(_ice_transport(), [_certificate()]), name)
+    assert isinstance(RtpRouter().ssrc_table, dict)  # pruned with the inbound SRTP streams
     for name in ("_send_rtp", "_set_role"):
         assert callable(getattr(RTCDtlsTransport, name))
     parameters = inspect.signature(RtpRouter.register_receiver).parameters
@@ -159,6 +160,7 @@ def test_the_aiortc_private_names_we_rely_on_are_there() -> None:
     assert "recipient._handle_rtcp_packet(packet)" in source
     assert "receiver._handle_disconnect()" in source
     assert "self._rtp_router.route_rtp(packet)" in source
+    assert "self._rx_srtp.unprotect(data)" in source and "self._rx_srtp.unprotect_rtcp(data)" in source
 
 
 def _certificate() -> Any:

@@ -69,6 +69,9 @@ GOOD: list[dict[str, Any]] = [
         "candidate": {"candidate": "candidate:1 1 udp 1 1.2.3.4 5 typ host",
                       "sdpMid": "0", "sdpMLineIndex": 0},
     },
+    {"type": "sfu.join", "call_id": "c", "sdp": "v=0\r\n"},
+    {"type": "sfu.join", "call_id": "c", "sdp": "x" * p.MAX_SDP_CHARS},
+    {"type": "sfu.leave", "call_id": "c"},
 ]
 
 
@@ -178,6 +181,14 @@ def test_unknown_type(kind: Any) -> None:
          "candidate": {"candidate": "x", "sdpMLineIndex": -1}},
         {"type": "call.candidate", "call_id": "c", "to_device": "d",
          "candidate": {"candidate": "x" * (p.MAX_CANDIDATE_CHARS + 1)}},
+        {"type": "sfu.join", "call_id": "c"},  # the offer is required
+        {"type": "sfu.join", "call_id": "c", "sdp": ""},
+        {"type": "sfu.join", "call_id": "c", "sdp": "x" * (p.MAX_SDP_CHARS + 1)},
+        {"type": "sfu.join", "call_id": "c", "sdp": {"type": "offer", "sdp": "v=0"}},
+        {"type": "sfu.join", "sdp": "v=0"},
+        {"type": "sfu.join", "call_id": "c", "sdp": "v=0", "slots": 3},
+        {"type": "sfu.leave"},
+        {"type": "sfu.leave", "call_id": "c", "sdp": "v=0"},
     ],
 )
 def test_invalid_field(fields: dict[str, Any]) -> None:
@@ -202,6 +213,16 @@ def test_ok_reply_carries_result() -> None:
     assert isinstance(parsed, p.Ok)
     assert parsed.re == "m1"
     assert parsed.model_extra == {"call_id": "c9"}
+
+
+def test_the_slots_event_parses() -> None:
+    slots = [{"mid": "2", "kind": "video", "user_id": "bob", "device_id": "b1"},
+             {"mid": "3", "kind": "audio", "user_id": None, "device_id": None}]
+    event = {"v": 1, "type": "sfu.slots", "seq": 9, "call_id": "c", "slots": slots}
+    assert parse_server_message(event).type == "sfu.slots"
+    for bad in ({**slots[0], "kind": "screen"}, {"mid": "2", "kind": "video", "user_id": "bob"}):
+        with pytest.raises(ValidationError):
+            parse_server_message({**event, "slots": [bad]})
 
 
 def test_server_events_need_seq() -> None:
@@ -235,7 +256,7 @@ json_values = st.recursive(
     st.sampled_from(sorted(p.CLIENT_MESSAGE_TYPES)),
     st.dictionaries(
         st.sampled_from(["to", "media", "call_id", "busy", "seq", "resume_from", "to_device",
-                         "description", "candidate", "ice_restart", "junk"]),
+                         "description", "candidate", "ice_restart", "sdp", "junk"]),
         json_values,
         max_size=5,
     ),

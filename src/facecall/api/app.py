@@ -34,6 +34,7 @@ from facecall.api.limits import BodySizeLimit
 from facecall.api.throttle import AuthThrottle
 from facecall.bus import Bus, InProcessBus
 from facecall.config import Settings
+from facecall.sfu.control import InProcessSfu
 from facecall.signaling.service import CallService
 from facecall.store import Store
 from facecall.store.errors import InvalidInput
@@ -83,13 +84,16 @@ def create_app(settings: Settings, *, turn_uris: list[str] | None = None,
                                             ttl=settings.resume_grace * 4)
         if given_bus is None:
             await the_bus.start()
-        service = CallService(store, the_bus, settings)
+        sfu = InProcessSfu()  # group media: the rooms of this node (docs/sfu.md)
+        service = CallService(store, the_bus, settings, sfu=sfu)
         app.state.store, app.state.bus, app.state.signaling = store, the_bus, service
+        app.state.sfu = sfu
         await service.start()
         try:
             yield
         finally:
             await service.stop()
+            await sfu.shutdown()
             if given_bus is None:
                 await the_bus.close()
             if given_store is None:

@@ -17,8 +17,14 @@ receive slots.
   (RFC 5104 §4.3.1) on a slot becomes a PLI to the slot's publisher, at most one per
   :data:`PLI_INTERVAL` per publisher.
 * **Losses.** A subscriber's NACK (RFC 4585 §6.2.1) is answered from a per-source cache of the
-  last :data:`CACHE_PACKETS` packets; what is not there is NACKed to the publisher, whose
-  retransmission is forwarded like any packet.
+  last :data:`~facecall.sfu.feedback.CACHE_PACKETS` packets; what is not there is NACKed to
+  the publisher, whose retransmission is forwarded like any packet. Retransmissions to a slot
+  are bounded by a budget earned by what it forwards
+  (:data:`~facecall.sfu.feedback.RETRANSMIT_SHARE`), and a publisher is asked for a packet once.
+* **Untrusted input.** A participant controls its SDP and every byte of its RTP and RTCP. Its
+  packets count only on the SSRCs and payload types of its own sending m-lines, an SSRC is
+  one participant's in the room, payloads are at most :data:`MAX_RTP_PAYLOAD`, and a failure
+  while forwarding to one slot stays with that slot (docs/sfu.md, "Hardening").
 * **Liveness.** A participant whose transport closes or fails, or from whom nothing has come
   for ``silence_timeout`` seconds (a crashed client sends no DTLS close), is removed.
 
@@ -33,8 +39,7 @@ import dataclasses
 import logging
 import secrets
 import time
-from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from aiortc.rtcicetransport import RTCIceServer
@@ -48,8 +53,14 @@ from aiortc.rtp import (
     RtpPacket,
 )
 
+from facecall.sfu.feedback import (
+    MAX_NACK_SEQS,
+    RETRANSMIT_BURST,
+    RETRANSMIT_SHARE,
+    PacketCache,
+)
 from facecall.sfu.munger import RtpMunger, Vp8Munger
-from facecall.sfu.sdp import Offer, build_answer, parse_offer
+from facecall.sfu.sdp import Offer, SfuOfferError, build_answer, parse_offer
 from facecall.sfu.speaker import DominantSpeaker
 from facecall.sfu.transport import SfuTransport
 from facecall.sfu.vp8 import is_keyframe
@@ -59,8 +70,11 @@ logger = logging.getLogger(__name__)
 SLOTS = 3
 #: at most one PLI per publisher in this many seconds (a PLI storm freezes VP8: notes)
 PLI_INTERVAL = 0.5
-#: packets kept per source to answer NACKs (about 3 s of 720p video)
-CACHE_PACKETS = 512
+#: the largest RTP payload taken (bytes); bigger ones are dropped, not cached or forwarded. A
+#: WebRTC sender keeps its packets within the path MTU (RFC 8085 §3.2: no IP fragmentation):
+#: 1500 octets of Ethernet less the IPv4, UDP and fixed RTP headers. It bounds the cache at
+#: CACHE_PACKETS x 1.5 kB per source and the size of every copy sent
+MAX_RTP_PAYLOAD = 1500 - 20 - 8 - 12
 #: seconds between speaker decisions, PLI repeats and liveness checks
 TICK = 0.3
 KINDS = ("audio", "video")
@@ -69,16 +83,6 @@ CLOCK_RATES = {"audio": 48000, "video": 90000}
 
 class RoomError(Exception):
     """A participant cannot join (already in the room, or the room is closed)."""
-
-
-class PacketCache(OrderedDict[int, RtpPacket]):
-    """The last :data:`CACHE_PACKETS` packets of one source by sequence number (RFC 4585 §6.2.1)."""
-
-    def put(self, packet: RtpPacket) -> None:
-        self[packet.sequence_number] = packet
-        self.move_to_end(packet.sequence_number)
-        if len(self) > CACHE_PACKETS:
-            self.popitem(last=False)
 
 
 @dataclass(eq=False, slots=True)
@@ -95,6 +99,10 @@ class Slot:
     """The publisher being forwarded now."""
     pending: Participant | None = None
     """The publisher the slot moves to at its next key frame (video)."""
+    credit: float = RETRANSMIT_BURST
+    """Retransmissions the slot may still send (:data:`RETRANSMIT_SHARE`)."""
+    failures: int = 0
+    """Packets that could not be forwarded to it because of an error (logged sparsely)."""
 
     @property
     def target(self) -> Participant | None:
@@ -109,6 +117,8 @@ class Participant:
     last_heard: float
     sources: dict[int, str] = field(default_factory=dict)
     """The participant's own streams: SSRC → kind."""
+    payload_types: dict[str, int] = field(default_factory=dict)
+    """Kind → the payload type of its sending m-line: the only one its packets may carry."""
     unlearned: dict[str, str] = field(default_factory=dict)
     """Sending m-lines without ``a=ssrc``: mid → kind, learnt from the MID extension."""
     slots: dict[str, list[Slot]] = field(default_factory=dict)
@@ -131,6 +141,11 @@ class RoomStats:
     plis_sent: int = 0
     nacks_answered: int = 0
     nacks_forwarded: int = 0
+    dropped_invalid: int = 0
+    """Packets on a known SSRC with another payload type, or too large."""
+    nacks_refused: int = 0
+    """NACKed numbers not answered: the slot's retransmission budget was spent."""
+    forward_errors: int = 0
 
 
 class Room:
@@ -139,11 +154,15 @@ class Room:
     :param slots: receive slots per kind an offer may have (K).
     :param silence_timeout: seconds without any packet after which a participant is removed.
     :param ice_servers: STUN/TURN servers for the SFU's own candidates (default: none).
+    :param on_slots: called (no arguments) whenever slots may have changed hands: read
+        :meth:`slot_sources` then (:mod:`facecall.sfu.rooms` tells the devices).
     """
 
     def __init__(self, slots: int = SLOTS, *, silence_timeout: float = 15.0,
-                 ice_servers: Sequence[RTCIceServer] = ()) -> None:
+                 ice_servers: Sequence[RTCIceServer] = (),
+                 on_slots: Callable[[], None] | None = None) -> None:
         self.slots = slots
+        self.on_slots = on_slots
         self.silence_timeout = silence_timeout
         self.ice_servers = list(ice_servers)
         self.participants: dict[str, Participant] = {}
@@ -169,12 +188,32 @@ class Room:
             raise RoomError(f"{participant_id!r} is already in the room")
         offer = parse_offer(offer_sdp, self.slots)
         transport = SfuTransport(self, ice_servers=self.ice_servers)
-        await transport.gather()
-        if participant_id in self.participants:  # joined twice concurrently
+        try:
+            await transport.gather()
+            answer = self._admit(participant_id, offer, transport)
+        except BaseException:  # nothing changed: the gathered sockets go too
             await transport.close()
+            raise
+        p = self.participants[participant_id]
+        p.task = asyncio.ensure_future(self._connect(p))
+        if self._ticker is None:
+            self._ticker = asyncio.ensure_future(self._tick())
+        await self._assign()
+        return answer
+
+    def _admit(self, participant_id: str, offer: Offer, transport: SfuTransport) -> str:
+        """Add the participant (after the transport gathered: the room may have changed)."""
+        if self._closed:
+            raise RoomError("the room is closed")
+        if participant_id in self.participants:  # joined twice concurrently
             raise RoomError(f"{participant_id!r} is already in the room")
+        for m in offer.media:  # one SSRC, one participant: routing goes by SSRC
+            if m.sends and m.ssrc is not None and self._ssrc_taken(m.ssrc):
+                raise SfuOfferError(f"SSRC {m.ssrc} is already used in this room")
         p = Participant(participant_id, transport, offer, time.monotonic())
         for m in offer.media:
+            if m.sends:
+                p.payload_types[m.kind] = m.codec.payloadType
             if m.sends and m.ssrc is not None:
                 p.add_source(m.ssrc, m.kind)
             elif m.sends:
@@ -199,10 +238,6 @@ class Room:
                               session_id=secrets.randbits(62))
         self.participants[participant_id] = p
         self._by_transport[transport] = p
-        p.task = asyncio.ensure_future(self._connect(p))
-        if self._ticker is None:
-            self._ticker = asyncio.ensure_future(self._tick())
-        await self._assign()
         return answer
 
     async def leave(self, participant_id: str) -> None:
@@ -265,11 +300,11 @@ class Room:
         if p is None:
             return
         kind = p.sources.get(packet.ssrc)
-        if kind is None and (kind := p.unlearned.pop(packet.extensions.mid or "", None)) is not None:
-            p.add_source(packet.ssrc, kind)  # RFC 8843 §9.2: the MID names the m-line
-            await self._assign()
-        if kind is None:
+        if kind is None and (kind := await self._learn(p, packet)) is None:
             self.stats.dropped_unknown += 1
+            return
+        if packet.payload_type != p.payload_types.get(kind) or len(packet.payload) > MAX_RTP_PAYLOAD:
+            self.stats.dropped_invalid += 1
             return
         p.last_heard = arrival
         if kind == "audio" and packet.extensions.audio_level is not None:
@@ -279,15 +314,34 @@ class Room:
         p.caches[packet.ssrc].put(packet)
         keyframe = kind == "video" and is_keyframe(packet.payload)
         moved = False
-        for slot in self._routes.get(packet.ssrc, ()):
-            if slot.pending is p:
-                if not keyframe:
-                    continue
-                slot.feed, slot.pending, moved = p, None, True
-                slot.munger.switch_to(packet.ssrc)
-            await self._forward(slot, packet, arrival)
-        if moved:
-            self._rebuild_routes()
+        try:
+            for slot in self._routes.get(packet.ssrc, ()):
+                if slot.pending is p:
+                    if not keyframe:
+                        continue
+                    slot.feed, slot.pending, moved = p, None, True
+                    slot.munger.switch_to(packet.ssrc)
+                await self._forward(slot, packet, arrival)
+        finally:
+            if moved:
+                self._rebuild_routes()
+
+    async def _learn(self, p: Participant, packet: RtpPacket) -> str | None:
+        """The kind of a new SSRC of ``p``'s, from the MID extension naming one of its sending
+        m-lines that announced none (RFC 8843 §9.2); None if it names none, the payload type
+        is not that m-line's, or another participant has the SSRC."""
+        mid = packet.extensions.mid or ""
+        kind = p.unlearned.get(mid)
+        if kind is None or packet.payload_type != p.payload_types.get(kind) \
+                or self._ssrc_taken(packet.ssrc):
+            return None
+        del p.unlearned[mid]
+        p.add_source(packet.ssrc, kind)
+        await self._assign()
+        return kind
+
+    def _ssrc_taken(self, ssrc: int) -> bool:
+        return any(ssrc in q.sources for q in self.participants.values())
 
     async def handle_rtcp(self, transport: SfuTransport, packet: AnyRtcpPacket) -> None:
         p = self._by_transport.get(transport)
@@ -302,7 +356,7 @@ class Room:
                          for i in range(0, len(packet.fci) - 7, 8)]
             for ssrc in ssrcs:
                 slot = p.slot_by_ssrc.get(ssrc)
-                if slot is not None and slot.feed is not None:
+                if slot is not None and slot.kind == "video" and slot.feed is not None:
                     await self._request_keyframe(slot.feed)
         elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
             slot = p.slot_by_ssrc.get(packet.media_ssrc)
@@ -317,39 +371,59 @@ class Room:
 
     # --- forwarding
 
-    async def _forward(self, slot: Slot, packet: RtpPacket, arrival: float) -> bool:
-        source_ssrc = packet.ssrc
-        out = slot.munger.forward(_copy(packet), arrival)
-        if out is None:
+    async def _forward(self, slot: Slot, packet: RtpPacket, arrival: float, *,
+                       resend: bool = False) -> bool:
+        """Send ``packet`` in ``slot``; a retransmission (``resend``) earns no credit. An error
+        is the slot's alone: the packet still goes to the other slots."""
+        try:
+            source_ssrc = packet.ssrc
+            out = slot.munger.forward(_copy(packet), arrival)
+            if out is None:
+                return False
+            if slot.vp8 is not None:
+                out.payload = slot.vp8.forward(source_ssrc, out.payload)
+            out.payload_type = slot.payload_type
+            out.extensions.mid = slot.mid
+            if not await slot.owner.transport.send_rtp(out):
+                return False
+        except Exception:
+            slot.failures += 1
+            self.stats.forward_errors += 1
+            if slot.failures & (slot.failures - 1) == 0:  # the 1st, 2nd, 4th...: no log flood
+                logger.exception("sfu room: forwarding to %s's slot %s failed (%d times)",
+                                 slot.owner.id, slot.mid, slot.failures)
             return False
-        if slot.vp8 is not None:
-            out.payload = slot.vp8.forward(source_ssrc, out.payload)
-        out.payload_type = slot.payload_type
-        out.extensions.mid = slot.mid
-        if not await slot.owner.transport.send_rtp(out):
-            return False
+        if not resend:
+            slot.credit = min(RETRANSMIT_BURST, slot.credit + RETRANSMIT_SHARE)
         self.stats.forwarded += 1
         return True
 
     async def _answer_nack(self, slot: Slot, lost: list[int]) -> None:
         """Resend what the cache holds (through the slot's munger: the same numbers as the
-        first time), NACK the rest to the publisher in its own numbers (RFC 4585 §6.2.1)."""
+        first time), NACK the rest to the publisher in its own numbers (RFC 4585 §6.2.1). Each
+        number answered either way spends one of the slot's credits (:data:`RETRANSMIT_SHARE`);
+        a number already NACKed to the publisher is not asked again."""
         feed = slot.feed
-        if feed is None:
+        ssrc = None if feed is None else feed.source(slot.kind)
+        if feed is None or ssrc is None:
             return
-        ssrc = feed.source(slot.kind)
+        cache = feed.caches[ssrc]
         upstream: list[int] = []
         now = time.monotonic()
-        for out_seq in lost:
+        for out_seq in dict.fromkeys(lost[:MAX_NACK_SEQS]):  # each number once
             origin = slot.munger.source_of(out_seq % 65536)
             if origin is None or origin[0] != ssrc:
                 continue  # not remembered, or sent before the slot's last switch
-            cached = feed.caches[ssrc].get(origin[1])
-            if cached is not None and await self._forward(slot, cached, now):
+            if slot.credit < 1:
+                self.stats.nacks_refused += 1
+                continue
+            slot.credit -= 1
+            cached = cache.get(origin[1])
+            if cached is not None and await self._forward(slot, cached, now, resend=True):
                 self.stats.nacks_answered += 1
-            else:
+            elif cache.first_request(origin[1]):
                 upstream.append(origin[1])
-        if upstream and ssrc is not None:
+        if upstream:
             nack = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=feed.transport.rtcp_ssrc,
                                    media_ssrc=ssrc, lost=sorted(set(upstream)))
             if await feed.transport.send_rtcp([nack]):
@@ -414,6 +488,8 @@ class Room:
                     if ssrc is not None:
                         routes.setdefault(ssrc, []).append(slot)
         self._routes = routes
+        if self.on_slots is not None:  # every change of a slot's feed ends here
+            self.on_slots()
 
     async def _tick(self) -> None:
         while True:

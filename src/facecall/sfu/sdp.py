@@ -21,6 +21,8 @@ stream the SFU will send there (RFC 5576 §4.1, RFC 8830 §2). Anything else is 
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from dataclasses import dataclass, field
 
 from aiortc.rtcdtlstransport import RTCDtlsFingerprint, RTCDtlsParameters
@@ -32,7 +34,22 @@ from aiortc.rtcrtpparameters import (
 )
 from aiortc.sdp import GroupDescription, MediaDescription, SessionDescription, SsrcDescription
 
+#: an offer longer than this (UTF-8) is refused before it is parsed: 2 + 2K m-lines of a real
+#: browser offer take about 12 kB at K = 3 (DESIGN.md invariant 3: size limits everywhere)
 MAX_OFFER_BYTES = 64 * 1024
+#: remote ICE candidates taken from one offer. The SFU runs connectivity checks towards each
+#: (full ICE), so more would let one offer aim a burst of STUN requests at many addresses;
+#: RFC 8445 §6.1.2.5 bounds the check list (100 pairs by default) for the same reason, and a
+#: real client offers a handful (host, srflx, relay per interface)
+MAX_CANDIDATES = 16
+#: a ``mid`` is 1 to 16 token characters (RFC 8866 §9 token-char): the SFU writes it in the MID
+#: header extension of every packet it sends (RFC 8843 §15.1), and 16 octets is the most a
+#: one-byte header extension element holds (RFC 8285 §4.2); libwebrtc has the same limit
+MID_PATTERN = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`{|}~]{1,16}")
+#: ICE credentials (RFC 8839 §5.4): ice-char is ALPHA / DIGIT / "+" / "/"; the ufrag has 4 to
+#: 256 of them, the password 22 to 256. They go into every STUN check the SFU sends (USERNAME)
+ICE_UFRAG_PATTERN = re.compile(r"[A-Za-z0-9+/]{4,256}")
+ICE_PWD_PATTERN = re.compile(r"[A-Za-z0-9+/]{22,256}")
 #: header extensions the SFU reads or writes; others are left out of the answer
 URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
 URI_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
@@ -98,10 +115,13 @@ class Offer:
 
 def parse_offer(sdp: str, slots: int) -> Offer:
     """Check an offer against the shape above; :class:`SfuOfferError` if it does not fit."""
-    if not isinstance(sdp, str) or not sdp.strip():
+    if not isinstance(sdp, str):
         raise SfuOfferError("empty offer")
-    if len(sdp) > MAX_OFFER_BYTES:
+    # characters first (cheap, and a bound on the encoding below), then the UTF-8 bytes
+    if len(sdp) > MAX_OFFER_BYTES or len(sdp.encode("utf-8", "surrogatepass")) > MAX_OFFER_BYTES:
         raise SfuOfferError(f"offer larger than {MAX_OFFER_BYTES} bytes")
+    if not sdp.strip():
+        raise SfuOfferError("empty offer")
     if not sdp.lstrip().startswith("v=0"):
         raise SfuOfferError("not an SDP offer (it must begin with v=0)")
     try:
@@ -122,6 +142,9 @@ def parse_offer(sdp: str, slots: int) -> Offer:
         raise SfuOfferError("no BUNDLE group: the SFU takes all media on one transport (RFC 8843)")
     if set(map(str, bundle.items)) != set(mids):
         raise SfuOfferError("the BUNDLE group must hold every m-line")
+    ssrcs = [m.ssrc for m in media if m.ssrc is not None]
+    if len(set(ssrcs)) != len(ssrcs):
+        raise SfuOfferError("two m-lines announce the same SSRC")
     for kind in ("audio", "video"):
         if sum(m.kind == kind and m.sends for m in media) > 1:
             raise SfuOfferError(f"more than one sending {kind} m-line")
@@ -131,11 +154,16 @@ def parse_offer(sdp: str, slots: int) -> Offer:
     ice, dtls = first.ice, first.dtls
     if ice is None or not ice.usernameFragment or not ice.password:
         raise SfuOfferError("no ICE ufrag/pwd")
+    if not (ICE_UFRAG_PATTERN.fullmatch(ice.usernameFragment)
+            and ICE_PWD_PATTERN.fullmatch(ice.password)):
+        raise SfuOfferError("malformed ICE ufrag/pwd (RFC 8839 §5.4)")
     if dtls is None or not dtls.fingerprints:
         raise SfuOfferError("no DTLS fingerprint")
     candidates = _candidates(session)
     if not candidates:
         raise SfuOfferError("no ICE candidates in the offer (the SFU takes no trickled ones)")
+    if len(candidates) > MAX_CANDIDATES:
+        raise SfuOfferError(f"too many ICE candidates: {len(candidates)} (at most {MAX_CANDIDATES})")
     return Offer(ice=ice, candidates=candidates, dtls=dtls, media=media,
                  header_extensions=_header_extensions(session))
 
@@ -146,6 +174,8 @@ def _check_media(m: MediaDescription) -> OfferedMedia:
         raise SfuOfferError(f"unsupported m-line kind {m.kind!r} (only audio and video)")
     if not mid:
         raise SfuOfferError(f"a {m.kind} m-line without a=mid")
+    if not MID_PATTERN.fullmatch(mid):
+        raise SfuOfferError(f"a=mid {mid[:20]!r}: not 1 to 16 token characters")
     if not m.rtcp_mux:
         raise SfuOfferError(f"m-line {mid}: no a=rtcp-mux (RFC 5761)")
     direction = m.direction or "sendrecv"
@@ -164,9 +194,28 @@ def _candidates(session: SessionDescription) -> list[RTCIceCandidate]:
         for c in m.ice_candidates:
             key = (c.foundation, c.component, c.protocol, c.ip, c.port)
             if c.component == 1 and key not in seen:
+                _check_candidate(c)
                 seen.add(key)
                 out.append(c)
     return out
+
+
+def _check_candidate(c: RTCIceCandidate) -> None:
+    """A candidate the SFU may send STUN checks to: a port (asyncio closes the socket on a
+    send to one out of range), and a unicast IP address or an mDNS name (.local), never a
+    multicast, broadcast or unspecified address (RFC 8445 §5.1.1.1 gathers none of those)."""
+    if not 1 <= c.port <= 65535:
+        raise SfuOfferError(f"ICE candidate port {c.port} out of range")
+    if c.ip.endswith(".local"):
+        return
+    try:
+        address = ipaddress.ip_address(c.ip)
+    except ValueError:
+        raise SfuOfferError(f"ICE candidate address {c.ip[:40]!r}: not an IP address or "
+                            f"an mDNS name") from None
+    if address.is_multicast or address.is_unspecified or address == ipaddress.ip_address(
+            "255.255.255.255"):
+        raise SfuOfferError(f"ICE candidate address {c.ip} is not a unicast address")
 
 
 def _header_extensions(session: SessionDescription) -> list[RTCRtpHeaderExtensionParameters]:
@@ -178,6 +227,9 @@ def _header_extensions(session: SessionDescription) -> list[RTCRtpHeaderExtensio
             if by_id.setdefault(ext.id, ext.uri) != ext.uri:
                 raise SfuOfferError(f"extmap id {ext.id} names two extensions in one bundle")
     wanted = {uri for uris in EXTENSIONS.values() for uri in uris}
+    for i, uri in by_id.items():
+        if uri in wanted and not 1 <= i <= 255:  # RFC 8285 §5: 1-14 one-byte, up to 255 two-byte
+            raise SfuOfferError(f"extmap id {i} for {uri} is out of range (1 to 255)")
     return [RTCRtpHeaderExtensionParameters(id=i, uri=u) for i, u in by_id.items() if u in wanted]
 
 

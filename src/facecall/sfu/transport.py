@@ -24,7 +24,10 @@ one, so an upgrade that changes them fails there first):
   arrival_time_ms)``, ``_handle_rtcp_packet(packet)``, ``_handle_disconnect()``;
 * ``RTCDtlsTransport._rtp_header_extensions_map`` — the bundle's header extension IDs;
 * ``RTCDtlsTransport._send_rtp(data)`` — SRTP/SRTCP protect and send;
-* ``RTCDtlsTransport._set_role(role)`` — the DTLS role the answer chose (RFC 8842 §5.3).
+* ``RTCDtlsTransport._set_role(role)`` — the DTLS role the answer chose (RFC 8842 §5.3);
+* ``RTCDtlsTransport._rx_srtp`` — the inbound ``pylibsrtp.Session``, set before the state
+  becomes ``connected``; we stand a :class:`_BoundedSrtp` in front of it (and prune
+  ``RtpRouter.ssrc_table`` with it): see :data:`MAX_INBOUND_SSRCS`.
 """
 
 from __future__ import annotations
@@ -32,14 +35,17 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Protocol
 
+import pylibsrtp
 from aiortc.rtcdtlstransport import (
     RTCCertificate,
     RTCDtlsFingerprint,
     RTCDtlsParameters,
     RTCDtlsTransport,
+    RtpRouter,
 )
 from aiortc.rtcicetransport import (
     RTCIceCandidate,
@@ -52,6 +58,15 @@ from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpRecei
 from aiortc.rtp import AnyRtcpPacket, RtcpRrPacket, RtpPacket
 
 logger = logging.getLogger(__name__)
+
+#: inbound SSRCs whose state is kept per participant. For every new SSRC of an authenticated
+#: packet, libsrtp makes a stream (keys, a replay window: about half a kilobyte, and a key
+#: derivation's CPU) and aiortc's router learns a table entry; neither ever forgets one, so a
+#: participant sending on ever new SSRCs would grow both without bound. A real client uses a
+#: few (audio, video, RTX, simulcast layers, its receivers' RTCP SSRCs); beyond this, the
+#: least recently seen is forgotten (if it comes back, it starts a new replay window: RFC 3711
+#: §3.3.2)
+MAX_INBOUND_SSRCS = 32
 
 
 class PacketHandler(Protocol):
@@ -67,6 +82,40 @@ class PacketHandler(Protocol):
         """The transport closed or failed (DTLS close_notify, ICE failure, or :meth:`close`)."""
 
 
+class _BoundedSrtp:
+    """Stands for a DTLS transport's inbound SRTP session (``RTCDtlsTransport._rx_srtp``):
+    unprotects as it does, and keeps at most :data:`MAX_INBOUND_SSRCS` SSRCs' streams in
+    libsrtp and in the router's SSRC table."""
+
+    def __init__(self, session: pylibsrtp.Session, router: RtpRouter) -> None:
+        self._session = session
+        self._router = router
+        self._ssrcs: OrderedDict[int, None] = OrderedDict()
+        self.forgotten = 0
+
+    def unprotect(self, data: bytes) -> bytes:
+        out = self._session.unprotect(data)  # raises for what does not authenticate
+        self._seen(int.from_bytes(data[8:12], "big"))  # RTP: the SSRC (RFC 3550 §5.1)
+        return out
+
+    def unprotect_rtcp(self, data: bytes) -> bytes:
+        out = self._session.unprotect_rtcp(data)
+        self._seen(int.from_bytes(data[4:8], "big"))  # RTCP: the sender's SSRC (§6.4.1)
+        return out
+
+    def _seen(self, ssrc: int) -> None:
+        self._ssrcs[ssrc] = None
+        self._ssrcs.move_to_end(ssrc)
+        while len(self._ssrcs) > MAX_INBOUND_SSRCS:
+            old, _ = self._ssrcs.popitem(last=False)
+            self._router.ssrc_table.pop(old, None)
+            try:
+                self._session.remove_stream(old)
+            except pylibsrtp.Error:
+                pass
+            self.forgotten += 1
+
+
 class _Sink:
     """Stands where aiortc's router expects an ``RTCRtpReceiver`` (and, for RTCP about the
     SSRCs we send, an ``RTCRtpSender``): the methods it calls, passing packets on."""
@@ -78,13 +127,20 @@ class _Sink:
         try:
             await self._transport._deliver_rtp(packet, time.monotonic())
         except Exception:  # an error escaping here would end aiortc's receive loop for good
-            logger.exception("sfu transport: RTP handler failed")
+            self._failed("RTP")
 
     async def _handle_rtcp_packet(self, packet: AnyRtcpPacket) -> None:
         try:
             await self._transport._deliver_rtcp(packet)
         except Exception:
-            logger.exception("sfu transport: RTCP handler failed")
+            self._failed("RTCP")
+
+    def _failed(self, what: str) -> None:
+        """Log the 1st, 2nd, 4th, 8th... failure: a participant whose every packet makes the
+        handler fail must not flood the log."""
+        errors = self._transport.handler_errors = self._transport.handler_errors + 1
+        if errors & (errors - 1) == 0:
+            logger.exception("sfu transport: %s handler failed (%d times)", what, errors)
 
     def _handle_disconnect(self) -> None:
         self._transport._closed()
@@ -110,6 +166,7 @@ class SfuTransport:
         #: our SSRC as the sender of RTCP feedback (RFC 4585 §6.1 "packet sender")
         self.rtcp_ssrc = secrets.randbits(32) or 1
         self.rtp_sent = self.rtp_received = self.rtcp_received = self.send_failures = 0
+        self.handler_errors = 0
         self._dtls.on("statechange", self._dtls_state_changed)
 
     @property
@@ -224,6 +281,10 @@ class SfuTransport:
         await self.handler.handle_rtcp(self, packet)
 
     def _dtls_state_changed(self) -> None:
+        if self._dtls.state == "connected" and self._dtls._rx_srtp is not None \
+                and not isinstance(self._dtls._rx_srtp, _BoundedSrtp):
+            # before the first SRTP packet: aiortc starts its receive loop after this
+            self._dtls._rx_srtp = _BoundedSrtp(self._dtls._rx_srtp, self._dtls._rtp_router)
         if self._dtls.state in ("closed", "failed"):
             self._closed()
 

@@ -31,6 +31,10 @@ class ErrorCode(StrEnum):
     INVALID_STATE = "invalid_state"  # the call or the device's leg is not in a state for this
     CALL_ENDED = "call_ended"  # the call has ended; it accepts nothing any more
     CALL_FULL = "call_full"  # the call would exceed the participant limit
+    # -- group media (the SFU) -------------------------------------------------------------
+    OFFER_REFUSED = "offer_refused"  # the SFU cannot use the offer of sfu.join (message: why)
+    SFU_FULL = "sfu_full"  # the SFU holds as many rooms as it may, or the call's room is full
+    SFU_UNAVAILABLE = "sfu_unavailable"  # group media needs the single-node server for now
     # -- the server ------------------------------------------------------------------------
     INTERNAL = "internal"  # the server failed; the request may be retried with the same id
 

@@ -242,6 +242,25 @@ class CallHandoff(_ClientFrame):
     call_id: Id
 
 
+class SfuJoin(_ClientFrame):
+    """Join the call's group media: ``sdp`` is an offer in the SFU's slot shape (docs/sfu.md:
+    BUNDLE, rtcp-mux, every candidate in it; at most one sending Opus and one sending VP8
+    m-line, and ``recvonly`` receive slots). Only a joined device of the call may. Answered
+    ``ok {sdp, slots}``: the SFU's answer and the device's slots (``sfu.slots`` says who fills
+    them from then on). A device already joined is replaced: its old media stops."""
+
+    type: Literal["sfu.join"]
+    call_id: Id
+    sdp: Annotated[str, StringConstraints(min_length=1, max_length=MAX_SDP_CHARS)]
+
+
+class SfuLeave(_ClientFrame):
+    """Leave the call's group media (the call itself goes on). Answered ``ok``."""
+
+    type: Literal["sfu.leave"]
+    call_id: Id
+
+
 #: Any client → server message, discriminated by ``type``.
 ClientMessage = Annotated[
     Hello
@@ -258,7 +277,9 @@ ClientMessage = Annotated[
     | CallCandidate
     | CallMedia
     | CallRejoin
-    | CallHandoff,
+    | CallHandoff
+    | SfuJoin
+    | SfuLeave,
     Field(discriminator="type"),
 ]
 
@@ -281,6 +302,8 @@ CLIENT_MESSAGE_TYPES: dict[str, type[_ClientFrame]] = {
         CallMedia,
         CallRejoin,
         CallHandoff,
+        SfuJoin,
+        SfuLeave,
     )
 }
 

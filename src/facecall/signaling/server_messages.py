@@ -250,6 +250,27 @@ class CallRejoinRelayed(_Event):
     from_device: Id
 
 
+class SlotFill(BaseModel):
+    """One receive slot of a device in group media: its m-line (``mid``, ``kind``) and the
+    device whose media it carries (``user_id``, ``device_id``; both null: empty)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    mid: Annotated[str, StringConstraints(min_length=1, max_length=32)]
+    kind: Media
+    user_id: Id | None
+    device_id: Id | None
+
+
+class SfuSlots(_Event):
+    """To a device in the call's group media (``sfu.join``): who fills each of its receive
+    slots now, every slot listed, whenever one changes hands (someone joined, left, or started
+    talking while the slots were all taken)."""
+
+    type: Literal["sfu.slots"]
+    slots: list[SlotFill]
+
+
 #: Any server → client frame, discriminated by ``type``.
 ServerMessage = Annotated[
     Ok
@@ -268,6 +289,7 @@ ServerMessage = Annotated[
     | CallMediaRelayed
     | CallRejoinRelayed
     | CallHandedOff
-    | CallElsewhere,
+    | CallElsewhere
+    | SfuSlots,
     Field(discriminator="type"),
 ]

@@ -49,6 +49,7 @@ from facecall.signaling.events import (
     Relay,
 )
 from facecall.signaling.glare import is_glare
+from facecall.signaling.group_media import SFU_KINDS, GroupMedia
 from facecall.signaling.hello import DeviceHello
 from facecall.signaling.machine import CallMachine
 from facecall.signaling.protocol import CLOSE_REMOVED, CLOSE_REPLACED
@@ -56,6 +57,7 @@ from facecall.signaling.push import PushNotifier, UnconfiguredPush
 from facecall.signaling.reasons import EndReason
 from facecall.signaling.records import LegState
 from facecall.signaling.replies import Replies
+from facecall.signaling.sfu_control import SfuControl
 from facecall.store import StaleVersion, Store
 from facecall.store.ids import time_ordered_id
 
@@ -78,7 +80,8 @@ class CallService(DeviceHello):
     """All call signaling of one node."""
 
     def __init__(self, store: Store, bus: Bus, settings: Settings,
-                 push: PushNotifier | None = None, clock: Callable[[], float] = time.time) -> None:
+                 push: PushNotifier | None = None, clock: Callable[[], float] = time.time,
+                 sfu: SfuControl | None = None) -> None:
         self.store = store
         self.bus = bus
         self.settings = settings
@@ -100,6 +103,7 @@ class CallService(DeviceHello):
         # never deleted; a rename drops the entry (:meth:`user_renamed`).
         self._names: dict[str, str] = {}
         self._buckets: dict[str, TokenBucket] = {}  # device id -> its message rate limit
+        self.group_media = GroupMedia(sfu, bus, self._load)  # sfu.*: the SFU follows the calls
         bus.on_kick(self._kicked)
         bus.on_announce(self._announced)
 
@@ -129,6 +133,7 @@ class CallService(DeviceHello):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._grace.clear()
+        await self.group_media.stop()
 
     # ------------------------------------------------------------------ sessions
 
@@ -303,6 +308,8 @@ class CallService(DeviceHello):
                                      Hangup(user_id, device_id, EndReason(message.reason)))
         if kind == "call.handoff":
             return await self._handoff(user_id, device_id, message.call_id)
+        if kind in SFU_KINDS:
+            return await self.group_media.handle(user_id, device_id, message)
         if kind != "call.cancel":
             raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"{kind} is not a request")
         return await self._apply(message.call_id, Cancel(user_id, device_id))
@@ -479,6 +486,8 @@ class CallService(DeviceHello):
                 saved = (ANNOUNCE_CALL, f"{call_id} {version}") \
                     if persist and self.bus.shared else None
                 await self._perform(machine, effects, saved)
+                if persist:  # who left the call leaves its group media; an ended call's closes
+                    await self.group_media.follow(machine)
                 if machine.ended:
                     self._locks.pop(call_id, None)
                 return result

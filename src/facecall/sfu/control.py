@@ -1,0 +1,78 @@
+"""The in-process SFU: :class:`facecall.signaling.sfu_control.SfuControl` over this process's
+rooms (:class:`facecall.sfu.rooms.RoomRegistry`). Rooms are call ids, participants device ids;
+this adapter keeps which user each device is, to name them in the slots, and turns the
+registry's refusals into :class:`~facecall.signaling.sfu_control.SfuRefused` codes.
+
+It imports only the interface module of signaling (no service, no store): the SFU stays
+ignorant of calls beyond their ids.
+"""
+
+from __future__ import annotations
+
+from facecall.sfu.rooms import RoomClosed, RoomRegistry, RoomsError, SlotFill
+from facecall.sfu.sdp import SfuOfferError
+from facecall.signaling.errors import ErrorCode
+from facecall.signaling.sfu_control import SfuJoined, SfuRefused, Slot, SlotsListener
+
+
+class InProcessSfu:
+    """The rooms of this process, as signaling's :class:`SfuControl`."""
+
+    def __init__(self, registry: RoomRegistry | None = None) -> None:
+        self.registry = registry or RoomRegistry()
+        self._users: dict[tuple[str, str], str] = {}  # (call id, device id) -> user id
+        self._listener: SlotsListener | None = None
+        self.registry.on_slots(self._slots_changed)
+
+    async def join(self, call_id: str, user_id: str, device_id: str,
+                   offer_sdp: str) -> SfuJoined:
+        self._users[(call_id, device_id)] = user_id
+        try:
+            answer, fills = await self.registry.join(call_id, device_id, offer_sdp)
+        except SfuOfferError as exc:
+            self._forget(call_id, device_id)
+            raise SfuRefused(ErrorCode.OFFER_REFUSED, f"the SFU cannot use this offer: {exc}") from None
+        except RoomsError as exc:  # too many rooms, the room full, or closed meanwhile
+            self._forget(call_id, device_id)
+            code = ErrorCode.CALL_ENDED if isinstance(exc, RoomClosed) else ErrorCode.SFU_FULL
+            raise SfuRefused(code, str(exc)) from None
+        except BaseException:
+            self._forget(call_id, device_id)
+            raise
+        return SfuJoined(answer, self._named(call_id, fills))
+
+    async def leave(self, call_id: str, device_id: str) -> bool:
+        left = await self.registry.leave(call_id, device_id)
+        self._forget(call_id, device_id)
+        return left
+
+    async def close(self, call_id: str) -> bool:
+        closed = await self.registry.close(call_id)
+        for key in [k for k in self._users if k[0] == call_id]:
+            del self._users[key]
+        return closed
+
+    def members(self, call_id: str) -> frozenset[str]:
+        return self.registry.participants(call_id)
+
+    def on_slots(self, listener: SlotsListener) -> None:
+        self._listener = listener
+
+    async def shutdown(self) -> None:
+        await self.registry.close_all()
+        self._users.clear()
+
+    def _named(self, call_id: str, fills: tuple[SlotFill, ...]) -> tuple[Slot, ...]:
+        return tuple(Slot(f.mid, f.kind, None, None) if f.source is None
+                     else Slot(f.mid, f.kind, self._users.get((call_id, f.source)), f.source)
+                     for f in fills)
+
+    def _slots_changed(self, call_id: str, device_id: str, fills: tuple[SlotFill, ...]) -> None:
+        user_id = self._users.get((call_id, device_id))
+        if self._listener is not None and user_id is not None:
+            self._listener(call_id, user_id, device_id, self._named(call_id, fills))
+
+    def _forget(self, call_id: str, device_id: str) -> None:
+        """Drop the device's user unless the device is (still) in the call's room."""
+        if device_id not in self.registry.participants(call_id):
+            self._users.pop((call_id, device_id), None)

@@ -1,0 +1,85 @@
+"""What signaling asks of the SFU (DESIGN.md: "room placement / control"): put a device of a
+call in the call's room from its offer, take it out, close the room, say who is in it, and
+tell signaling when a device's receive slots change hands. Signaling never touches media: this
+interface is all it knows of the SFU. :class:`facecall.sfu.control.InProcessSfu` implements it
+over the rooms of this process (:mod:`facecall.sfu.rooms`); a separate SFU process would be
+another implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from .errors import ErrorCode
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """One receive slot of a device (one ``recvonly`` m-line of its offer: ``mid``, ``kind``)
+    and the device whose media it carries now (``user_id``/``device_id``; None: empty)."""
+
+    mid: str
+    kind: str
+    user_id: str | None = None
+    device_id: str | None = None
+
+    def to_wire(self) -> dict[str, str | None]:
+        return {"mid": self.mid, "kind": self.kind, "user_id": self.user_id,
+                "device_id": self.device_id}
+
+
+@dataclass(frozen=True, slots=True)
+class SfuJoined:
+    """The SFU took the device: its ``answer`` SDP and its slots (empty until its media
+    connects)."""
+
+    answer: str
+    slots: tuple[Slot, ...]
+
+
+class SfuRefused(Exception):
+    """The SFU did not take the device; nothing changed. ``code``: ``offer_refused`` (the
+    offer does not fit docs/sfu.md's slot model: ``message`` says why), ``sfu_full`` (too many
+    rooms, or the room is full), ``call_ended`` (the room closed while the device joined)."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+#: ``listener(call_id, user_id, device_id, slots)``: that device's slots changed hands
+SlotsListener = Callable[[str, str, str, tuple[Slot, ...]], None]
+
+
+class SfuControl(Protocol):
+    """The SFU as signaling sees it. Rooms are named by call id, participants by device."""
+
+    async def join(self, call_id: str, user_id: str, device_id: str,
+                   offer_sdp: str) -> SfuJoined:
+        """Put the device in the call's room (made on the first join); a device already in it
+        is replaced (its old transport closed). Raises :class:`SfuRefused`."""
+        ...
+
+    async def leave(self, call_id: str, device_id: str) -> bool:
+        """Take the device out of the call's room (closed with its last one); False if it was
+        not in it."""
+        ...
+
+    async def close(self, call_id: str) -> bool:
+        """Close the call's room (the call ended); False if it had none."""
+        ...
+
+    def members(self, call_id: str) -> frozenset[str]:
+        """The devices in the call's room now."""
+        ...
+
+    def on_slots(self, listener: SlotsListener) -> None:
+        """Have ``listener`` told whenever a device's slots change hands."""
+        ...
+
+    async def shutdown(self) -> None:
+        """Close every room (the node stops)."""
+        ...
