@@ -2,7 +2,8 @@
 
 :class:`Device` signs in and keeps the signaling connection; :meth:`Device.call`, incoming
 calls and :meth:`Device.take_call` (a call moved here from the user's other device) give
-:class:`Call` objects with P2P media through aiortc.
+:class:`Call` objects with P2P media through aiortc; :meth:`Call.join_group_media` sends and
+receives a call's media through the server's SFU instead (:class:`GroupMedia`).
 """
 
 from facecall.client.call import Call
@@ -18,9 +19,11 @@ from facecall.client.errors import (
     FacecallError,
     MediaError,
     NotConnectedError,
+    NotEndToEndError,
     UnknownUserError,
     WaitTimeoutError,
 )
+from facecall.client.group import GroupMedia, GroupSlot
 from facecall.client.ice import CandidatePairInfo
 from facecall.client.identity import SafetyNumber
 from facecall.client.stats import CallStats
@@ -45,9 +48,12 @@ __all__ = [
     "EncoderTuning",
     "EndReason",
     "FacecallError",
+    "GroupMedia",
+    "GroupSlot",
     "IdentityError",
     "MediaError",
     "NotConnectedError",
+    "NotEndToEndError",
     "OtherUser",
     "SafetyNumber",
     "UnknownUserError",

@@ -16,6 +16,9 @@ peer" rule of W3C webrtc §10.7 perfect negotiation).
 A call the other user moves to another of their devices goes on here as the same object
 (``call.handed_off``: :func:`facecall.client.handoff.follow_handoff`); a call this device gives
 away ends with ``handed_off`` (docs/protocol.md, "Moving a call to another device").
+
+A call of three or more people sends its media through the SFU instead
+(:meth:`Call.join_group_media`, :mod:`facecall.client.group`): P2P is then off in the call here.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from typing import TYPE_CHECKING, Any
 from aiortc import MediaStreamTrack
 
 from facecall.client.call_records import CallEvent, CallState, CallTimings, Direction, Sink
-from facecall.client.errors import CallError, CallStateError, wait_within
+from facecall.client.errors import CallError, CallStateError, NotEndToEndError, wait_within
+from facecall.client.group import DEFAULT_SLOTS, GroupMedia, join_group_media
 from facecall.client.handoff import follow_handoff
 from facecall.client.ice import selected_candidate_pair
 from facecall.client.negotiation import PeerNegotiation, Renegotiation
@@ -93,6 +97,8 @@ class Call(PeerNegotiation):
         self._source_fps: float | None = None
         """The frame rate of the video source, when the call made it (synthetic video)."""
         self._peer: PeerSession | None = None
+        self._group: GroupMedia | None = None
+        """Group media, once joined: P2P is off in this call from then on (client/group.py)."""
         self._sinks: list[Sink] = []
         self._sinks_started = False
         self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -142,6 +148,11 @@ class Call(PeerNegotiation):
     def peer_connection(self) -> Any:
         """The current aiortc ``RTCPeerConnection`` (replaced on ICE restart), or ``None``."""
         return self._peer.pc if self._peer is not None else None
+
+    @property
+    def group_media(self) -> GroupMedia | None:
+        """The call's media through the SFU, once :meth:`join_group_media` (None before)."""
+        return self._group
 
     @property
     def security_code(self) -> str | None:
@@ -209,6 +220,42 @@ class Call(PeerNegotiation):
             await self._end(reason)  # the server told or not, the call is over here
 
     cancel = hangup
+
+    async def invite(self, *users: str) -> None:
+        """Ring more users (usernames) into this answered call (``call.invite``). A call of
+        three or more people needs group media: see :meth:`join_group_media`.
+
+        :raises CallStateError: the call is not answered, or has ended.
+        :raises UnknownUserError: no such user. :raises CallError: the server refused.
+        """
+        if self.state not in (CallState.CONNECTING, CallState.CONNECTED, CallState.RECONNECTING):
+            raise CallStateError(f"only an answered call can invite (this one is {self.state})")
+        to = [await self.device.resolve_user(user) for user in users]
+        await self.device.request("call.invite", call_id=self.id, to=to)
+
+    async def join_group_media(self, *, slots: int = DEFAULT_SLOTS,
+                               without_e2ee: bool = False) -> GroupMedia:
+        """Send and receive this call's media through the server's SFU (``sfu.join``), with
+        ``slots`` receive slots per kind; returns the :class:`GroupMedia` (the same one while
+        it is open). Once joined, the call's P2P connection is closed and no P2P negotiation
+        starts in this call on this device (:mod:`facecall.client.group`).
+
+        **Not end-to-end encrypted yet**: the SFU terminates DTLS-SRTP and could read the media
+        (SFrame is not wired: docs/security.md). ``without_e2ee=True`` says the caller accepts
+        that; without it nothing is sent and :class:`NotEndToEndError` is raised.
+
+        :raises NotEndToEndError: ``without_e2ee`` was not given.
+        :raises CallStateError: the call is not answered yet, or has ended.
+        :raises CallError: the server refused (``offer_refused``, ``sfu_full``,
+            ``sfu_unavailable``, ``not_in_call``, ...): nothing changed.
+        """
+        if not without_e2ee:
+            raise NotEndToEndError(
+                "group media through the SFU is not end-to-end encrypted yet (the server could "
+                "read it); pass without_e2ee=True to accept that")
+        if self._group is not None and not self._group.closed:
+            return self._group
+        return await join_group_media(self, slots)
 
     async def _tell_hangup(self, cancel: bool) -> EndReason:
         """Tell the server we leave (``call.cancel`` if nobody answered yet); returns why we ended."""
@@ -286,6 +333,15 @@ class Call(PeerNegotiation):
             raise CallStateError("no media yet")
         self.stats = await self._sample(self._peer)
         return self.stats
+
+    async def _new_peer(self) -> PeerSession:
+        if self._group is not None:  # an ICE restart caught in flight when group media came
+            raise CallStateError("this call's media goes through the SFU (group media)")
+        return await super()._new_peer()
+
+    async def _restart(self) -> None:
+        if self._group is None:  # group media: no P2P to restart
+            await super()._restart()
 
     async def _sample(self, peer: PeerSession) -> CallStats:
         stats = await self._sampler.sample(peer.pc)
@@ -409,6 +465,8 @@ class Call(PeerNegotiation):
 
     async def _handle(self, event: dict[str, Any]) -> None:
         kind = event["type"]
+        if self._group is not None and self._group.takes(event):  # group media replaced P2P
+            return
         if kind == "call.ringing":
             self._emit_event("ringing", user_id=event["user_id"], devices=event["devices"])
         elif kind == "call.answered":
@@ -495,6 +553,8 @@ class Call(PeerNegotiation):
             # Its media stops at once; giving the TURN allocation back takes ~40 s of STUN
             # retransmissions when the TURN server is unreachable: that goes on in the background.
             await asyncio.wait({self._in_background(peer.close())}, timeout=PEER_CLOSE_WAIT)
+        if self._group is not None:
+            await self._group.close()
         self.remote_audio.stop()
         self.remote_video.stop()
         for sink in self._sinks if self._sinks_started else []:

@@ -30,9 +30,10 @@ class Direction(StrEnum):
 @dataclass(frozen=True, slots=True)
 class CallEvent:
     """Something that happened to a call: ``type`` is ``state``, ``ringing``, ``answered``,
-    ``declined``, ``participant_left``, ``ice_restart``, ``rejoined``, ``remote_media`` or
+    ``declined``, ``participant_left``, ``ice_restart``, ``rejoined``, ``remote_media``,
     ``handed_off`` (the other user moved the call to another of their devices: ``user_id``,
-    ``from_device``, ``to_device``); ``data`` holds the details."""
+    ``from_device``, ``to_device``), ``identity_failed`` (``reason``), ``shareplay``,
+    ``group_slots`` (``slots``) or ``group_media`` (``state``); ``data`` holds the details."""
 
     type: str
     call_id: str

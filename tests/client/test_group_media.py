@@ -1,0 +1,249 @@
+"""Group media in the SDK (facecall.client.group): three SDK devices of three users in one call
+— alice calls bob, bob answers and invites carol, carol answers — each join the call's group
+media with stamped video (the sender's mark in the stamp) and decode the other two in the slots
+``sfu.slots`` names; carol leaves and the others' slots naming her empty while their media goes
+on; the call's end closes every GroupMedia. A call not answered yet, and the server's refusals,
+give the SDK's errors and change nothing (the P2P media goes on).
+
+The server starts inside ``host_addresses(["127.0.0.1"])`` so that its SFU gathers on loopback
+(tests/server/test_sfu_signaling.py says why); the devices gather there by their own option."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from facecall.client import (
+    Call,
+    CallError,
+    CallState,
+    CallStateError,
+    Device,
+    EndReason,
+    GroupMedia,
+    NotEndToEndError,
+)
+from facecall.client.ice import host_addresses
+from facecall.media.sources import SyntheticAudioTrack
+from facecall.media.stamp import read_stamp
+from facecall.sfu.control import InProcessSfu
+from facecall.turn.server import TurnServer
+from tests.live import LiveServer, MakeDevice, ice_settings, live_server, sdk_devices
+from tests.sfu.test_transport import LOOPBACK, MARK_SHIFT, MarkedVideoTrack, until
+
+MARKS = {"alice": 1, "bob": 2, "carol": 3}
+
+
+@pytest.fixture
+async def group_server(tmp_path: Path, turn: TurnServer) -> AsyncIterator[LiveServer]:
+    with host_addresses(LOOPBACK):
+        async with live_server(f"sqlite+aiosqlite:///{tmp_path / 'facecall.db'}", ring_timeout=5.0,
+                               resume_grace=5.0, **ice_settings(turn)) as live:
+            yield live
+
+
+@pytest.fixture
+async def make(group_server: LiveServer) -> AsyncIterator[MakeDevice]:
+    async with sdk_devices(group_server.base_url) as make:
+        yield make
+
+
+def sfu_of(server: LiveServer) -> InProcessSfu:
+    sfu: InProcessSfu = server.app.app.state.sfu
+    return sfu
+
+
+class Watcher:
+    """Reads every video slot of a GroupMedia: the marks of the frames decoded there, per mid."""
+
+    def __init__(self, group: GroupMedia) -> None:
+        self.group = group
+        self.marks: dict[str, list[int]] = defaultdict(list)
+        self.slot_events = 0
+        group.call.on("group_slots", self._counted)
+        self._readers = [asyncio.create_task(self._read(mid)) for mid, slot in group.slots.items()
+                         if slot.kind == "video"]
+
+    def _counted(self, _event: object) -> None:
+        self.slot_events += 1
+
+    async def _read(self, mid: str) -> None:
+        track = self.group.slots[mid].track
+        while True:
+            frame = await track.recv()
+            if (stamp := read_stamp(frame)) is not None:
+                self.marks[mid].append(stamp.counter >> MARK_SHIFT)
+
+    def decodes(self, others: dict[str, str]) -> bool:
+        """The filled video slots are exactly ``others`` (user id → name), the latest frame in
+        each is from the user the slot names, and their audio slots play."""
+        slots = self.group.slots.values()
+        video = {s.mid: s.user_id for s in slots if s.kind == "video" and s.filled}
+        audio = [s for s in slots if s.kind == "audio" and s.filled]
+        if sorted(map(str, video.values())) != sorted(others) or \
+                sorted(str(s.user_id) for s in audio) != sorted(others):
+            return False
+        for mid, user_id in video.items():
+            marks = self.marks.get(mid)
+            if not marks or marks[-1] != MARKS[others[str(user_id)]]:
+                return False
+        return all(slot.track.frames > 10 for slot in audio)
+
+    def reset(self) -> None:
+        self.marks.clear()
+
+    def stop(self) -> None:
+        for task in self._readers:
+            task.cancel()
+
+
+async def three_in_a_call(make: MakeDevice) -> tuple[list[Device], list[Call]]:
+    """alice calls bob (P2P media connects), bob invites carol, carol answers; each with
+    video marked as theirs."""
+    devices = [await make(name) for name in MARKS]
+    alice, bob, carol = devices
+    a_call = await alice.call("bob", video_source=MarkedVideoTrack(MARKS["alice"]))
+    b_call = await bob.next_call(10)
+    await b_call.answer(video_source=MarkedVideoTrack(MARKS["bob"]))
+    await a_call.wait_connected(20)
+    await b_call.invite("carol")
+    c_call = await carol.next_call(10)
+    await c_call.answer(video_source=MarkedVideoTrack(MARKS["carol"]))
+    return devices, [a_call, b_call, c_call]
+
+
+async def test_three_devices_see_each_other_through_the_sfu(make: MakeDevice,
+                                                            group_server: LiveServer) -> None:
+    devices, calls = await three_in_a_call(make)
+    a_call, b_call, c_call = calls
+    names = {d.user_id: name for d, name in zip(devices, MARKS, strict=True)}
+    assert a_call.peer_connection is not None and c_call.state is CallState.CONNECTING
+    groups = list(await asyncio.gather(
+        *(call.join_group_media(slots=2, without_e2ee=True) for call in calls)))
+    watchers = [Watcher(group) for group in groups]
+    try:
+        for call, group in zip(calls, groups, strict=True):
+            assert await call.join_group_media(without_e2ee=True) is group  # joined already: the same one
+            assert [s.kind for s in group.slots.values()] == ["audio", "audio", "video", "video"]
+            assert call.peer_connection is None  # P2P closed for good in this call
+        assert sfu_of(group_server).members(a_call.id) == {d.device_id for d in devices}
+        for device, watcher in zip(devices, watchers, strict=True):
+            others = {uid: name for uid, name in names.items() if uid != device.user_id}
+            await until(lambda w=watcher, o=others: w.decodes(o), what=f"{device.username} decoding")
+            filled = {s.device_id for s in watcher.group.slots.values() if s.filled}
+            assert filled == {d.device_id for d in devices if d is not device}
+            assert watcher.slot_events >= 1
+            assert watcher.group.path == "host"
+        # carol had no P2P media: the call is connected through the SFU
+        await c_call.wait_connected(5)
+        await a_call.restart_ice()  # no P2P to restart: nothing happens
+        assert a_call.peer_connection is None and a_call.state is CallState.CONNECTED
+        stats = await groups[0].get_stats()
+        assert any(s.type == "inbound-rtp" and s.packetsReceived > 0 for s in stats.values())
+
+        # carol leaves the group media: the slots naming her empty, the others go on
+        await groups[2].leave()
+        assert groups[2].closed and c_call.state is CallState.CONNECTED  # still in the call
+        alice, bob, carol = devices
+        for watcher in watchers[:2]:
+            watcher.reset()
+        await until(lambda: watchers[0].decodes({bob.user_id: "bob"})
+                    and watchers[1].decodes({alice.user_id: "alice"}),
+                    what="alice and bob decoding each other without carol")
+        for group in groups[:2]:
+            assert carol.user_id not in {s.user_id for s in group.slots.values()}
+        assert sfu_of(group_server).members(a_call.id) == {alice.device_id, bob.device_id}
+
+        # the call ends (carol hangs up, then alice): every GroupMedia is closed
+        await c_call.hangup()
+        await a_call.hangup()
+        assert await b_call.wait_ended(10) is EndReason.HUNG_UP
+        assert all(group.closed for group in groups)
+        assert all(slot.track.readyState == "ended" for g in groups for slot in g.slots.values())
+        assert len(sfu_of(group_server).registry) == 0
+    finally:
+        for watcher in watchers:
+            watcher.stop()
+
+
+async def test_group_media_needs_an_answered_call_and_refusals_change_nothing(
+        make: MakeDevice, group_server: LiveServer) -> None:
+    alice, bob = await make("alice"), await make("bob")
+    a_call = await alice.call("bob", audio_source=SyntheticAudioTrack())
+    b_call = await bob.next_call(10)
+    for call in (a_call, b_call):  # calling, ringing: not answered yet
+        with pytest.raises(CallStateError, match="answered"):
+            await call.join_group_media(without_e2ee=True)
+        assert call.group_media is None
+    await b_call.answer()
+    await a_call.wait_connected(20)
+    # not end-to-end encrypted yet: only when the caller says so (nothing is sent otherwise)
+    with pytest.raises(NotEndToEndError, match="not end-to-end encrypted"):
+        await a_call.join_group_media()
+    assert a_call.group_media is None and not sfu_of(group_server).registry.participants(a_call.id)
+    with pytest.raises(ValueError):
+        await a_call.join_group_media(slots=0, without_e2ee=True)
+
+    # refused by the SFU: the server's code and message; P2P media goes on
+    with pytest.raises(CallError) as refused:
+        await a_call.join_group_media(slots=4, without_e2ee=True)  # the server's rooms have 3 slots per kind
+    assert refused.value.code == "offer_refused" and "3 of each to receive" in refused.value.message
+    sfu_of(group_server).registry.max_rooms = 0  # the server holds as many rooms as it may
+    with pytest.raises(CallError) as full:
+        await a_call.join_group_media(without_e2ee=True)
+    assert full.value.code == "sfu_full" and "group calls" in full.value.message
+    assert a_call.group_media is None and a_call.peer_connection is not None
+    frames = a_call.remote_video.frames
+    await until(lambda: a_call.remote_video.frames > frames + 5, what="alice's P2P video going on")
+    assert a_call.state is CallState.CONNECTED
+
+    await a_call.hangup()
+    with pytest.raises(CallStateError):  # ended
+        await a_call.join_group_media(without_e2ee=True)
+
+
+async def test_a_call_moved_to_another_device_takes_its_group_media_along(
+        make: MakeDevice, group_server: LiveServer) -> None:
+    """alice moves the call to her other device: the first one's GroupMedia closes with its
+    part of the call; bob's goes on (``handed_off`` reported, no P2P offer); the device that
+    took the call joins and bob's slot names it, with its pictures."""
+    a1, bob, a2 = await make("alice"), await make("bob"), await make("alice")
+    a_call = await a1.call("bob", video_source=MarkedVideoTrack(1))
+    b_call = await bob.next_call(10)
+    await b_call.answer(video_source=MarkedVideoTrack(2))
+    a_group, b_group = await asyncio.gather(a_call.join_group_media(without_e2ee=True),
+                                            b_call.join_group_media(without_e2ee=True))
+    watcher = Watcher(b_group)
+    handed: list[dict[str, str]] = []
+    b_call.on("handed_off", lambda event: handed.append(event.data))
+    sfu = sfu_of(group_server)
+
+    def bob_decodes(device: Device, mark: int) -> bool:
+        slot = b_group.slot_of(str(a1.user_id), "video")
+        if slot is None or slot.device_id != device.device_id:
+            return False
+        marks = watcher.marks.get(slot.mid)
+        return bool(marks) and marks[-1] == mark
+
+    try:
+        await until(lambda: bob_decodes(a1, 1), what="bob decoding alice's first device")
+        a2_call = await a2.take_call(a_call.id, video_source=MarkedVideoTrack(3))
+        assert await a_call.wait_ended(10) is EndReason.HANDED_OFF
+        assert a_group.closed
+        await until(lambda: sfu.members(a_call.id) == {bob.device_id},
+                    what="alice's first device out of the room")
+        await until(lambda: bool(handed), what="bob told of the handoff")
+        assert handed == [{"user_id": a1.user_id, "from_device": a1.device_id,
+                           "to_device": a2.device_id}]
+        await a2_call.join_group_media(without_e2ee=True)
+        await a2_call.wait_connected(10)  # through the SFU: nobody offered P2P to it
+        watcher.reset()
+        await until(lambda: bob_decodes(a2, 3), what="bob decoding alice's other device")
+        assert not b_group.closed and b_call.state is CallState.CONNECTED
+        assert b_call.peer_connection is None and a2_call.peer_connection is None
+    finally:
+        watcher.stop()
