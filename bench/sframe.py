@@ -16,26 +16,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 from collections.abc import Callable
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from facecall.e2ee.sframe import CipherSuite, Receiver, Sender, encode_header
+from identity import per_call_us  # bench/identity.py: the same timing loop
 
 SUITES = (CipherSuite.AES_128_GCM_SHA256_128, CipherSuite.AES_128_CTR_HMAC_SHA256_80)
 SIZES = (1200, 20)
 KID = 0x1234  # a KID above 7: a 3-byte header, as with a real key generation
-
-
-def per_call_us(work: Callable[[], object], seconds: float) -> float:
-    """Microseconds per call of ``work``, over about ``seconds``."""
-    calls, started = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - started) < seconds:
-        for _ in range(100):
-            work()
-        calls += 100
-    return elapsed / calls * 1e6
 
 
 def sframe_round_trip(suite: CipherSuite, plaintext: bytes) -> Callable[[], object]:
