@@ -196,6 +196,12 @@ class Settings:
     sign_in_failure_burst: Burst = 10.0
     account_sign_in_failures_per_hour: Rate = 100.0
     account_sign_in_failure_burst: Burst = 100.0
+    # group media (facecall.sfu.rooms): calls with an SFU room at once on this node (0: no SFU,
+    # sfu.join is refused sfu_unavailable), and devices per room
+    sfu_max_rooms: Annotated[int, Field(
+        ge=0, description="an integer from 0 (0: this node runs no SFU)")] = 50
+    sfu_max_participants: Annotated[int, Field(
+        ge=2, le=64, description="an integer from 2 to 64")] = 8
     # sustained client messages per device connection (not 0: a device's bucket would stay empty)
     messages_per_second: PerSecond = 50.0
     message_burst: Burst = 200.0  # bucket size: a burst of trickled candidates fits

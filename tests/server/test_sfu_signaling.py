@@ -266,3 +266,25 @@ async def test_the_sfu_caps_rooms_and_participants(server: LiveServer) -> None:
     finally:
         await stranger.close()
     await asyncio.sleep(0)
+
+
+async def test_the_operator_sets_the_caps_or_runs_no_sfu(tmp_path: Path) -> None:
+    """``FACECALL_SFU_MAX_PARTICIPANTS`` reaches the rooms; ``FACECALL_SFU_MAX_ROOMS=0`` runs no
+    SFU: ``sfu.join`` is ``sfu_unavailable``, and the call goes on."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'facecall.db'}"
+    with host_addresses(LOOPBACK):
+        async with live_server(url, sfu_max_rooms=3, sfu_max_participants=2) as live:
+            registry = sfu_of(live).registry
+            assert (registry.max_rooms, registry.max_participants) == (3, 2)
+        async with live_server(url, sfu_max_rooms=0) as live:
+            assert live.app.app.state.sfu is None
+            _, (a1,) = await live.user_with_devices("alice", 1)
+            bob, (b1,) = await live.user_with_devices("bob", 1)
+            call_id = (await a1.request("call.start", to=[bob["user"]["id"]], media="video"))["call_id"]
+            await b1.next_event("call.ring")
+            await b1.request("call.answer", call_id=call_id)
+            with pytest.raises(SignalingError) as refused:
+                await a1.request("sfu.join", call_id=call_id, sdp="v=0")
+            assert refused.value.code == "sfu_unavailable" and "runs no SFU" in refused.value.message
+            await a1.request("call.hangup", call_id=call_id)
+            await b1.next_event("call.ended")

@@ -35,6 +35,7 @@ from facecall.api.throttle import AuthThrottle
 from facecall.bus import Bus, InProcessBus
 from facecall.config import Settings
 from facecall.sfu.control import InProcessSfu
+from facecall.sfu.rooms import RoomRegistry
 from facecall.signaling.service import CallService
 from facecall.store import Store
 from facecall.store.errors import InvalidInput
@@ -84,7 +85,9 @@ def create_app(settings: Settings, *, turn_uris: list[str] | None = None,
                                             ttl=settings.resume_grace * 4)
         if given_bus is None:
             await the_bus.start()
-        sfu = InProcessSfu()  # group media: the rooms of this node (docs/sfu.md)
+        sfu = InProcessSfu(RoomRegistry(  # group media: the rooms of this node (docs/sfu.md)
+            max_rooms=settings.sfu_max_rooms, max_participants=settings.sfu_max_participants)) \
+            if settings.sfu_max_rooms else None
         service = CallService(store, the_bus, settings, sfu=sfu)
         app.state.store, app.state.bus, app.state.signaling = store, the_bus, service
         app.state.sfu = sfu
@@ -93,7 +96,8 @@ def create_app(settings: Settings, *, turn_uris: list[str] | None = None,
             yield
         finally:
             await service.stop()
-            await sfu.shutdown()
+            if sfu is not None:
+                await sfu.shutdown()
             if given_bus is None:
                 await the_bus.close()
             if given_store is None:

@@ -19,7 +19,7 @@ class InProcessSfu:
     """The rooms of this process, as signaling's :class:`SfuControl`."""
 
     def __init__(self, registry: RoomRegistry | None = None) -> None:
-        self.registry = registry or RoomRegistry()
+        self.registry = registry if registry is not None else RoomRegistry()  # empty: len 0
         self._users: dict[tuple[str, str], str] = {}  # (call id, device id) -> user id
         self._listener: SlotsListener | None = None
         self.registry.on_slots(self._slots_changed)
