@@ -136,6 +136,16 @@ class RtpMunger:
         self.forwarded += 1
         return packet
 
+    def to_slot_timestamp(self, source_ssrc: int, source_ts: int) -> int | None:
+        """``source_ts``, an RTP timestamp of ``source_ssrc``, in the slot's timestamp space
+        (through the offset fixed at the feed's first packet): how a sender report's RTP
+        timestamp is translated for the slot (RFC 3550 §6.4.1, §7.2). None if that source does
+        not feed the slot now or has sent nothing through it yet (no offset fixed)."""
+        feed = self._feed
+        if feed is None or feed.ssrc != source_ssrc or not feed.started:
+            return None
+        return (source_ts + feed.ts_offset) % TS_MOD
+
     def source_of(self, out_seq: int) -> tuple[int, int] | None:
         """``(source SSRC, source sequence number)`` of a forwarded packet, for a NACK
         (RFC 4585 §6.2.1) the subscriber sent about ``out_seq``; None if it is not remembered."""

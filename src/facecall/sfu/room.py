@@ -25,11 +25,12 @@ receive slots.
   packets count only on the SSRCs and payload types of its own sending m-lines, an SSRC is
   one participant's in the room, payloads are at most :data:`MAX_RTP_PAYLOAD`, and a failure
   while forwarding to one slot stays with that slot (docs/sfu.md, "Hardening").
+* **Sender reports.** A publisher's SR is sent on, translated, for each slot its source feeds
+  (:func:`~facecall.sfu.reports.relay_sender_report`, RFC 3550 §6.4.1, §7.2): lip sync.
 * **Liveness.** A participant whose transport closes or fails, or from whom nothing has come
   for ``silence_timeout`` seconds (a crashed client sends no DTLS close), is removed.
 
-Not here yet: simulcast layers, REMB/TWCC towards publishers, sender reports for the slots
-(RFC 3550 §6.4.1: receivers then have no lip sync), RTX (RFC 4588).
+Not here yet: simulcast layers, REMB/TWCC towards publishers, RTX (RFC 4588).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from aiortc.rtp import (
     AnyRtcpPacket,
     RtcpPsfbPacket,
     RtcpRtpfbPacket,
+    RtcpSrPacket,
     RtpPacket,
 )
 
@@ -60,6 +62,7 @@ from facecall.sfu.feedback import (
     PacketCache,
 )
 from facecall.sfu.munger import RtpMunger, Vp8Munger
+from facecall.sfu.reports import SlotSender, relay_sender_report
 from facecall.sfu.sdp import Offer, SfuOfferError, build_answer, parse_offer
 from facecall.sfu.speaker import DominantSpeaker
 from facecall.sfu.transport import SfuTransport
@@ -101,6 +104,8 @@ class Slot:
     """The publisher the slot moves to at its next key frame (video)."""
     credit: float = RETRANSMIT_BURST
     """Retransmissions the slot may still send (:data:`RETRANSMIT_SHARE`)."""
+    sender: SlotSender = field(default_factory=SlotSender)
+    """What the slot sent, and its last sender report (RFC 3550 §6.4.1)."""
     failures: int = 0
     """Packets that could not be forwarded to it because of an error (logged sparsely)."""
 
@@ -146,6 +151,8 @@ class RoomStats:
     nacks_refused: int = 0
     """NACKed numbers not answered: the slot's retransmission budget was spent."""
     forward_errors: int = 0
+    sender_reports: int = 0
+    """Publishers' SRs sent on to subscribers, translated for a slot (one per slot)."""
 
 
 class Room:
@@ -362,6 +369,9 @@ class Room:
             slot = p.slot_by_ssrc.get(packet.media_ssrc)
             if slot is not None:
                 await self._answer_nack(slot, packet.lost)
+        elif isinstance(packet, RtcpSrPacket) and packet.ssrc in p.sources:  # only its own
+            self.stats.sender_reports += await relay_sender_report(
+                packet, self._routes.get(packet.ssrc, ()), time.monotonic())
 
     def handle_closed(self, transport: SfuTransport) -> None:
         p = self._by_transport.get(transport)
@@ -386,6 +396,7 @@ class Room:
             out.extensions.mid = slot.mid
             if not await slot.owner.transport.send_rtp(out):
                 return False
+            slot.sender.count(len(out.payload))
         except Exception:
             slot.failures += 1
             self.stats.forward_errors += 1
