@@ -83,6 +83,8 @@ REALTIME = EncoderTuning()
 
 _tuning: ContextVar[EncoderTuning | None] = ContextVar("facecall_encoder_tuning", default=None)
 _original_get_encoder: Callable[[RTCRtpCodecParameters], Encoder] | None = None
+EncoderWrapper = Callable[[Encoder, RTCRtpCodecParameters], Encoder]
+_wrapper: ContextVar[EncoderWrapper | None] = ContextVar("facecall_encoder_wrapper", default=None)
 
 
 class _ContextProxy:
@@ -174,6 +176,12 @@ class TunedVp8Encoder(_ProxiedCodec, Vp8Encoder):
 
 
 def _get_encoder(codec: RTCRtpCodecParameters) -> Encoder:
+    encoder = _tuned_encoder(codec)
+    wrapper = _wrapper.get()
+    return encoder if wrapper is None else wrapper(encoder, codec)
+
+
+def _tuned_encoder(codec: RTCRtpCodecParameters) -> Encoder:
     assert _original_get_encoder is not None
     tuning = _tuning.get()
     if tuning is not None:
@@ -186,7 +194,8 @@ def _get_encoder(codec: RTCRtpCodecParameters) -> Encoder:
 
 
 def install_encoder_hook() -> None:
-    """Wrap ``aiortc.rtcrtpsender.get_encoder`` once (a no-op outside :func:`encoder_tuning`)."""
+    """Wrap ``aiortc.rtcrtpsender.get_encoder`` once (a no-op outside :func:`encoder_tuning`
+    and :func:`encoder_wrapper`)."""
     global _original_get_encoder
     if _original_get_encoder is None:
         _original_get_encoder = aiortc.rtcrtpsender.get_encoder
@@ -202,3 +211,16 @@ def encoder_tuning(tuning: EncoderTuning | None) -> Iterator[None]:
         yield
     finally:
         _tuning.reset(token)
+
+
+@contextlib.contextmanager
+def encoder_wrapper(wrapper: EncoderWrapper | None) -> Iterator[None]:
+    """Senders started inside this block (and tasks it creates) pass each encoder they get
+    (tuned or stock) through ``wrapper(encoder, codec)`` and use what it returns: group media's
+    SFrame encryption (facecall.client.sframe_media). ``None``: no wrapper."""
+    install_encoder_hook()
+    token = _wrapper.set(wrapper)
+    try:
+        yield
+    finally:
+        _wrapper.reset(token)

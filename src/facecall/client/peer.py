@@ -28,8 +28,9 @@ from aiortc import (
 from aiortc.rtcdtlstransport import certificate_digest
 from aiortc.sdp import candidate_from_sdp
 
-from facecall.client.encoders import EncoderTuning, encoder_tuning
+from facecall.client.encoders import EncoderTuning, encoder_tuning, encoder_wrapper
 from facecall.client.ice import host_addresses, keep_best_nominated_pair
+from facecall.client.sframe_media import FrameCipher, decrypt_frames, sframe_encoder
 from facecall.client.tracks import LocalTrack
 from facecall.media.engine import MediaEngine
 from facecall.media.engine.codecs import video_codec_preferences
@@ -72,6 +73,7 @@ class PeerSession:
         tuning: EncoderTuning | None = None,
         video_codec: str | None = None,
         engine: MediaEngine | None = None,
+        frame_cipher: FrameCipher | None = None,
     ) -> None:
         if video_codec is not None and video_codec not in CODECS:
             raise ValueError(f"video_codec must be one of {sorted(CODECS)}, not {video_codec!r}")
@@ -84,6 +86,8 @@ class PeerSession:
         self.tuning = tuning
         self.video_codec = video_codec
         self.engine = engine
+        self.frame_cipher = frame_cipher
+        """SFrame on every encoded frame sent and received (group media); None: none."""
         self._early_candidates: list[RTCIceCandidate | None] = []
         self.remote_tracks: dict[str, Any] = {}
         self.pc.on("track", lambda track: self.remote_tracks.__setitem__(track.kind, track))
@@ -93,6 +97,8 @@ class PeerSession:
         with contextlib.ExitStack() as stack:
             stack.enter_context(host_addresses(self.host_addresses))
             stack.enter_context(encoder_tuning(self.tuning))
+            if self.frame_cipher is not None:
+                stack.enter_context(encoder_wrapper(sframe_encoder(self.frame_cipher)))
             if self.engine is not None:  # its senders and receivers replace aiortc's stock ones
                 stack.enter_context(self.engine.activate())
             yield
@@ -111,6 +117,8 @@ class PeerSession:
                 transceiver = self.pc.addTransceiver(track.feed(), direction="sendrecv")
             else:
                 transceiver = self.pc.addTransceiver(kind, direction="recvonly")
+            if self.frame_cipher is not None:
+                decrypt_frames(transceiver.receiver, kind, self.frame_cipher)
             if kind == "video" and self.video_codec is not None:
                 transceiver.setCodecPreferences(video_codec_preferences(CODECS[self.video_codec], only=True))
             elif kind == "video" and self.engine is not None:

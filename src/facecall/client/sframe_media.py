@@ -1,0 +1,233 @@
+"""SFrame (RFC 9605) on the SDK's group media: every encoded frame this device sends through the
+SFU is encrypted with its own sender key, and every frame it receives is decrypted before it is
+decoded (docs/sframe.md, "In the SDK"). The SFU forwards ciphertext.
+
+aiortc has no encoded-frame transform (the browser's ``RTCRtpScriptTransform``), so this module
+adds one at the two places where aiortc holds whole encoded frames:
+
+* **sending** — the encoder: aiortc's sender asks ``get_encoder`` for one
+  (:func:`facecall.client.encoders.encoder_wrapper` hands it to :func:`sframe_encoder`). Opus
+  returns one payload per frame, encrypted whole. VP8 packetizes inside ``encode`` (the
+  ``_packetize`` class method): the encoder's instance gets its own ``_packetize`` that encrypts
+  the frame first, so the RTP payload descriptor (RFC 7741 §4.2) is made over the SFrame and
+  stays clear for the SFU;
+* **receiving** — the receiver's queue to its decoder thread: a complete frame (the jitter
+  buffer's output, payload descriptors removed) is decrypted on the event loop as it is queued
+  (:func:`decrypt_frames`). A frame that does not decrypt is dropped, never decoded; for video
+  the receiver is told its decoder failed, so it asks the sender for a key frame (PLI, RFC 4585
+  §6.3.1) — the picture comes back once the key arrives.
+
+**What stays clear** (:func:`clear_bytes`): the SFU needs to know a VP8 key frame to switch a
+video slot, and reads it from the first byte of the VP8 frame (RFC 6386 §9.1). Like the
+browsers' encoded-transform E2EE, the frame header stays clear — 10 bytes of a key frame (the
+3-byte frame tag, start code and dimensions), 3 of any other — and is authenticated as SFrame
+metadata (RFC 9605 §4.4.3: changed, the frame does not decrypt). Audio is encrypted whole; the
+SFU's speaker detection reads the audio level header extension (RFC 6464), outside the payload.
+A frame on the wire is ``clear || SFrame header || ciphertext || tag``.
+
+No frame is ever sent in the clear: until this device has a key (:meth:`FrameCipher.use_key`)
+its encoders produce nothing.
+
+Private aiortc names used (aiortc==1.16.*, checked in ``tests/client/test_sframe_media.py``):
+``Vp8Encoder._packetize``, ``RTCRtpReceiver._RTCRtpReceiver__decoder_queue`` (replaced before
+the receiver starts) and ``RTCRtpReceiver._RTCRtpReceiver__decoder_error``.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+from aiortc.codecs.base import Encoder
+from aiortc.codecs.opus import OpusEncoder
+from aiortc.codecs.vpx import Vp8Encoder
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
+from av.packet import Packet
+
+from facecall.e2ee.sframe import CipherSuite, Receiver, Sender, SFrameError
+from facecall.logs import get_logger
+
+log = get_logger(__name__)
+
+#: the cipher suite of group media (RFC 9605 §4.5): a full 16-byte tag; AES-GCM is what both
+#: ``cryptography`` and WebCrypto do in one call
+SUITE = CipherSuite.AES_128_GCM_SHA256_128
+#: bytes of a VP8 frame left clear: key frame (frame tag, start code, dimensions), other frames
+#: (frame tag) — RFC 6386 §9.1
+VP8_KEY_FRAME_CLEAR, VP8_FRAME_CLEAR = 10, 3
+
+
+def clear_bytes(kind: str, frame: bytes) -> int:
+    """How many leading bytes of an encoded ``frame`` of ``kind`` stay clear (see above): the
+    VP8 frame header for video (the key-frame bit is bit 0 of byte 0, 0 for a key frame), none
+    for audio. Never more than the frame."""
+    if kind != "video" or not frame:
+        return 0
+    return min(len(frame), VP8_KEY_FRAME_CLEAR if frame[0] & 1 == 0 else VP8_FRAME_CLEAR)
+
+
+class FrameCipher:
+    """The SFrame state of one device's group media: its :class:`~facecall.e2ee.sframe.Sender`
+    (this device's keys; the current KID encrypts) and one
+    :class:`~facecall.e2ee.sframe.Receiver` holding every other sender's keys (KIDs are unique
+    per receiver: facecall.e2ee.media_keys).
+
+    Encoders run in aiortc's executor threads and decryption on the event loop, so each side
+    has a lock. :attr:`counts` counts frames: ``encrypted``, ``decrypted``, ``unsent`` (no key
+    yet), and per failure class name (``UnknownKeyId``, ``AuthenticationFailed``, ...)."""
+
+    def __init__(self, suite: CipherSuite = SUITE) -> None:
+        self._send_lock = threading.Lock()
+        self._receive_lock = threading.Lock()
+        self._sender = Sender(suite)
+        self._receiver = Receiver(suite)
+        self._kid: int | None = None
+        self.counts: Counter[str] = Counter()
+
+    @property
+    def kid(self) -> int | None:
+        """The KID this device encrypts with now (None: no key yet, nothing is sent)."""
+        return self._kid
+
+    def use_key(self, kid: int, base_key: bytes) -> None:
+        """Encrypt with this key from the next frame on; the previous one is forgotten (a KID
+        is never used again: facecall.e2ee.media_keys)."""
+        with self._send_lock:
+            self._sender.add_key(kid, base_key)
+            previous, self._kid = self._kid, kid
+            if previous is not None:
+                self._sender.remove_key(previous)
+
+    def apply(self, removed: Iterable[int], added: Iterable[tuple[int, bytes]]) -> None:
+        """Change the receiving keys (a :class:`~facecall.e2ee.media_keys.KeyChanges`)."""
+        with self._receive_lock:
+            for kid in removed:
+                self._receiver.remove_key(kid)
+            for kid, base_key in added:
+                self._receiver.add_key(kid, base_key)
+
+    def encrypt(self, kind: str, frame: bytes) -> bytes | None:
+        """``clear || SFrame`` of one encoded frame, or None when there is no key yet."""
+        with self._send_lock:
+            if self._kid is None:
+                self.counts["unsent"] += 1
+                return None
+            clear = frame[:clear_bytes(kind, frame)]
+            protected = self._sender.encrypt(self._kid, clear, frame[len(clear):])
+            self.counts["encrypted"] += 1
+        return clear + protected
+
+    def decrypt(self, kind: str, data: bytes) -> bytes | None:
+        """The encoded frame in ``data`` (as :meth:`encrypt` made it), or None if it does not
+        decrypt (counted by reason)."""
+        clear = data[:clear_bytes(kind, data)]
+        try:
+            with self._receive_lock:
+                plain = self._receiver.decrypt(clear, data[len(clear):])
+        except SFrameError as exc:
+            self.counts[type(exc).__name__] += 1
+            return None
+        self.counts["decrypted"] += 1
+        return clear + plain
+
+
+class _SFrameEncoder(Encoder):
+    """An aiortc encoder whose frames leave encrypted (see the module docstring)."""
+
+    def __init__(self, inner: Encoder, kind: str, cipher: FrameCipher) -> None:
+        self.inner, self.kind, self.cipher = inner, kind, cipher
+        if isinstance(inner, Vp8Encoder):  # encrypt before the RTP payload descriptor is added
+            inner._packetize = self._vp8_packetize  # type: ignore[method-assign]
+
+    def _vp8_packetize(self, buffer: bytes, picture_id: int) -> list[bytes]:
+        protected = self.cipher.encrypt("video", buffer)
+        return [] if protected is None else Vp8Encoder._packetize(protected, picture_id)
+
+    def _protect(self, payloads: list[bytes], timestamp: int) -> tuple[list[bytes], int]:
+        if isinstance(self.inner, Vp8Encoder):
+            return payloads, timestamp  # already (see _vp8_packetize)
+        out = []
+        for payload in payloads:  # Opus: one payload is one frame
+            protected = self.cipher.encrypt(self.kind, payload)
+            if protected is not None:
+                out.append(protected)
+        return out, timestamp
+
+    def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+        return self._protect(*self.inner.encode(frame, force_keyframe))
+
+    def pack(self, packet: Packet) -> tuple[list[bytes], int]:
+        return self._protect(*self.inner.pack(packet))
+
+    @property
+    def target_bitrate(self) -> int:
+        return int(getattr(self.inner, "target_bitrate", 0))
+
+    @target_bitrate.setter
+    def target_bitrate(self, bitrate: int) -> None:
+        if hasattr(self.inner, "target_bitrate"):
+            self.inner.target_bitrate = bitrate  # type: ignore[attr-defined]
+
+
+class _Unprotectable(Encoder):
+    """What a codec SFrame cannot carry here gets: an encoder that sends nothing (never clear
+    media). Group media offers Opus and VP8 only, so this is a guard, not a path."""
+
+    def __init__(self, codec: RTCRtpCodecParameters) -> None:
+        log.error("sframe.codec_refused", codec=codec.mimeType)
+
+    def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+        return [], 0
+
+    def pack(self, packet: Packet) -> tuple[list[bytes], int]:
+        return [], 0
+
+
+def sframe_encoder(cipher: FrameCipher) -> Any:
+    """The encoder wrapper (for :func:`facecall.client.encoders.encoder_wrapper`) that encrypts
+    what Opus and VP8 encoders make with ``cipher``."""
+    def wrap(encoder: Encoder, codec: RTCRtpCodecParameters) -> Encoder:
+        if isinstance(encoder, OpusEncoder):
+            return _SFrameEncoder(encoder, "audio", cipher)
+        if isinstance(encoder, Vp8Encoder):
+            return _SFrameEncoder(encoder, "video", cipher)
+        return _Unprotectable(codec)
+    return wrap
+
+
+class _DecryptingQueue:
+    """Stands for a receiver's decoder queue: what is put in is decrypted first."""
+
+    def __init__(self, inner: queue.Queue[Any], receiver: RTCRtpReceiver, kind: str,
+                 cipher: FrameCipher) -> None:
+        self.inner, self.receiver, self.kind, self.cipher = inner, receiver, kind, cipher
+
+    def put(self, item: Any) -> None:
+        if item is None:  # the receiver stops
+            self.inner.put(None)
+            return
+        codec, frame = item
+        plain = self.cipher.decrypt(self.kind, frame.data)
+        if plain is None:
+            if self.kind == "video":  # the receiver sends a PLI with its next packet
+                self.receiver._RTCRtpReceiver__decoder_error.set()  # type: ignore[attr-defined]
+            return
+        frame.data = plain
+        self.inner.put((codec, frame))
+
+    def get(self, *args: Any, **kwargs: Any) -> Any:
+        return self.inner.get(*args, **kwargs)
+
+
+def decrypt_frames(receiver: RTCRtpReceiver, kind: str, cipher: FrameCipher) -> None:
+    """Make ``receiver`` (of ``kind``) decrypt every frame before its decoder sees it. Call
+    before the receiver starts (before the remote description is applied)."""
+    name = "_RTCRtpReceiver__decoder_queue"
+    current = getattr(receiver, name)
+    if isinstance(current, _DecryptingQueue):
+        return
+    setattr(receiver, name, _DecryptingQueue(current, receiver, kind, cipher))

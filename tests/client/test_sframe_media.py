@@ -1,0 +1,267 @@
+"""SFrame on the SDK's media path (facecall.client.sframe_media): what leaves the encoders is
+ciphertext with only the VP8 frame header clear, what reaches the decoders is the frame again,
+and a frame under a key the receiver lacks is never decoded. Real aiortc encoders, decoders and
+peer connections on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import os
+import queue
+
+import av
+import numpy as np
+from aiortc import RTCPeerConnection
+from aiortc.codecs.opus import OpusDecoder, OpusEncoder
+from aiortc.codecs.vpx import Vp8Decoder, Vp8Encoder, vp8_depayload
+from aiortc.jitterbuffer import JitterFrame
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
+
+from facecall.client.encoders import encoder_wrapper
+from facecall.client.peer import PeerSession
+from facecall.client.sframe_media import (
+    VP8_FRAME_CLEAR,
+    VP8_KEY_FRAME_CLEAR,
+    FrameCipher,
+    clear_bytes,
+    decrypt_frames,
+    sframe_encoder,
+)
+from facecall.client.tracks import LocalTrack, RemoteTrack
+from facecall.e2ee.sframe import decode_header
+from facecall.media.sources import SyntheticAudioTrack, SyntheticVideoTrack
+from facecall.sfu.vp8 import is_keyframe
+from tests.sfu.test_transport import LOOPBACK, until
+
+KID, BASE_KEY = 0x1234_0000, bytes(range(32))
+
+
+def keyed(kid: int = KID, base_key: bytes = BASE_KEY) -> FrameCipher:
+    """A cipher that sends under ``kid`` and can read its own frames."""
+    cipher = FrameCipher()
+    cipher.use_key(kid, base_key)
+    cipher.apply([], [(kid, base_key)])
+    return cipher
+
+
+def picture(index: int, width: int = 320, height: int = 180) -> av.VideoFrame:
+    rows = np.arange(height * 3 // 2, dtype=np.uint16)[:, None]
+    cols = np.arange(width, dtype=np.uint16)[None, :]
+    plane = ((rows + cols + 7 * index) % 251).astype(np.uint8)
+    frame = av.VideoFrame.from_ndarray(plane, format="yuv420p")
+    frame.pts, frame.time_base = index * 3000, fractions.Fraction(1, 90000)
+    return frame
+
+
+def tone(index: int) -> av.AudioFrame:
+    samples = np.arange(index * 960, (index + 1) * 960)
+    pcm = (8000 * np.sin(2 * np.pi * 440 * samples / 48000)).astype(np.int16).reshape(1, -1)
+    frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+    frame.sample_rate, frame.pts, frame.time_base = 48000, index * 960, fractions.Fraction(1, 48000)
+    return frame
+
+
+# ---------------------------------------------------------------------------- the frame rules
+
+
+def test_clear_bytes_keep_the_vp8_frame_header_and_nothing_of_audio() -> None:
+    key_frame, delta = bytes([0x10]) + os.urandom(40), bytes([0x31]) + os.urandom(40)
+    assert clear_bytes("video", key_frame) == VP8_KEY_FRAME_CLEAR == 10  # RFC 6386 §9.1
+    assert clear_bytes("video", delta) == VP8_FRAME_CLEAR == 3
+    assert clear_bytes("video", b"\x10\x00") == 2  # never more than the frame
+    assert clear_bytes("video", b"") == 0
+    assert clear_bytes("audio", key_frame) == 0
+
+
+def test_a_frame_round_trips_with_its_header_clear_and_authenticated() -> None:
+    cipher = keyed()
+    frame = bytes([0x10]) + os.urandom(500)
+    wire = cipher.encrypt("video", frame)
+    assert wire is not None and wire[:10] == frame[:10] and frame[10:] not in wire
+    header, _ = decode_header(wire[10:])
+    assert (header.kid, header.ctr) == (KID, 0)
+    # the clear header is metadata: changed, the frame does not decrypt (RFC 9605 §4.4.3)
+    tampered = bytes([wire[0]]) + bytes([wire[1] ^ 1]) + wire[2:]
+    assert cipher.decrypt("video", tampered) is None
+    assert cipher.counts["AuthenticationFailed"] == 1
+    assert cipher.decrypt("video", wire) == frame
+    # a replay is refused too
+    assert cipher.decrypt("video", wire) is None and cipher.counts["ReplayedFrame"] == 1
+
+
+def test_nothing_is_sent_without_a_key_and_nothing_read_without_one() -> None:
+    cipher = FrameCipher()
+    assert cipher.kid is None and cipher.encrypt("audio", b"\x78" * 60) is None
+    assert cipher.counts["unsent"] == 1
+    wire = keyed().encrypt("audio", b"\x78" * 60)
+    assert wire is not None and cipher.decrypt("audio", wire) is None
+    assert cipher.counts["UnknownKeyId"] == 1
+
+
+def test_a_new_key_replaces_the_old_one_for_sending() -> None:
+    cipher = keyed()
+    cipher.use_key(KID + 1, bytes(32))
+    wire = cipher.encrypt("audio", b"abc")
+    assert wire is not None and decode_header(wire)[0].kid == KID + 1
+    reader = FrameCipher()
+    reader.apply([], [(KID + 1, bytes(32))])
+    assert reader.decrypt("audio", wire) == b"abc"
+    reader.apply([KID + 1], [])
+    assert reader.decrypt("audio", cipher.encrypt("audio", b"abc") or b"") is None
+
+
+# ---------------------------------------------------------------------------- the encoders
+
+
+def test_vp8_frames_leave_encrypted_with_the_key_frame_bit_readable_by_the_sfu() -> None:
+    sender, reader = keyed(), keyed()
+    plain_frames: list[bytes] = []
+    encrypt = sender.encrypt
+    sender.encrypt = lambda kind, frame: (plain_frames.append(frame), encrypt(kind, frame))[1]  # type: ignore[method-assign]
+    encoder = sframe_encoder(sender)(Vp8Encoder(), None)  # type: ignore[arg-type]
+    decoder = Vp8Decoder()
+    decoded = 0
+    for index in range(6):
+        payloads, timestamp = encoder.encode(picture(index), force_keyframe=index == 0)
+        assert payloads
+        # the RTP payload descriptor is made over the SFrame: the SFU reads it, and the VP8
+        # frame's key-frame bit (clear) from the first packet
+        assert is_keyframe(payloads[0]) is (index == 0)
+        wire = b"".join(vp8_depayload(p) for p in payloads)
+        plain = plain_frames[index]
+        assert wire[:clear_bytes("video", plain)] == plain[:clear_bytes("video", plain)]
+        assert plain[16:48] not in wire  # the frame's own bytes are ciphertext
+        frame = reader.decrypt("video", wire)
+        assert frame == plain
+        decoded += len(decoder.decode(JitterFrame(frame, timestamp)))
+    assert decoded == 6 and sender.counts["encrypted"] == 6
+
+
+def test_opus_frames_leave_encrypted_and_decode_after_decryption() -> None:
+    sender, reader = keyed(), keyed()
+    encoder = sframe_encoder(sender)(OpusEncoder(), None)  # type: ignore[arg-type]
+    plain_encoder, decoder = OpusEncoder(), OpusDecoder()
+    decoded = 0
+    for index in range(10):
+        payloads, timestamp = encoder.encode(tone(index))
+        plain_payloads, _ = plain_encoder.encode(tone(index))
+        assert len(payloads) == len(plain_payloads)
+        for payload, plain in zip(payloads, plain_payloads, strict=True):
+            assert payload != plain and plain not in payload
+            frame = reader.decrypt("audio", payload)
+            assert frame is not None and len(frame) == len(plain)
+            decoded += len(decoder.decode(JitterFrame(frame, timestamp)))
+    assert decoded >= 9
+
+
+def test_an_encoder_sends_nothing_until_there_is_a_key() -> None:
+    cipher = FrameCipher()
+    vp8 = sframe_encoder(cipher)(Vp8Encoder(), None)  # type: ignore[arg-type]
+    assert vp8.encode(picture(0))[0] == []
+    opus = sframe_encoder(cipher)(OpusEncoder(), None)  # type: ignore[arg-type]
+    assert all(opus.encode(tone(i))[0] == [] for i in range(3))
+    assert cipher.counts["unsent"] >= 4
+
+
+def test_a_codec_sframe_cannot_carry_sends_nothing() -> None:
+    from aiortc import RTCRtpCodecParameters
+    from aiortc.codecs.h264 import H264Encoder
+    h264 = RTCRtpCodecParameters(mimeType="video/H264", clockRate=90000, payloadType=102)
+    encoder = sframe_encoder(keyed())(H264Encoder(), h264)
+    assert encoder.encode(picture(0)) == ([], 0)
+
+
+def test_the_encoder_wrapper_acts_only_inside_its_context() -> None:
+    import aiortc.rtcrtpsender
+    from aiortc import RTCRtpCodecParameters
+    vp8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
+    with encoder_wrapper(sframe_encoder(keyed())):
+        assert type(aiortc.rtcrtpsender.get_encoder(vp8)).__name__ == "_SFrameEncoder"
+    assert type(aiortc.rtcrtpsender.get_encoder(vp8)) is Vp8Encoder
+
+
+# ---------------------------------------------------------------------------- aiortc's names
+
+
+def test_the_private_aiortc_names_relied_on_exist() -> None:
+    assert callable(Vp8Encoder._packetize)
+    pc = RTCPeerConnection()
+    receiver = pc.addTransceiver("video").receiver
+    assert isinstance(receiver, RTCRtpReceiver)
+    assert isinstance(receiver._RTCRtpReceiver__decoder_queue, queue.Queue)  # type: ignore[attr-defined]
+    assert hasattr(receiver._RTCRtpReceiver__decoder_error, "set")  # type: ignore[attr-defined]
+    cipher = keyed()
+    decrypt_frames(receiver, "video", cipher)
+    decrypt_frames(receiver, "video", cipher)  # once only
+    proxy = receiver._RTCRtpReceiver__decoder_queue  # type: ignore[attr-defined]
+    assert isinstance(proxy.inner, queue.Queue)
+    asyncio.run(pc.close())
+
+
+# ---------------------------------------------------------------------------- a real connection
+
+
+async def connect(sender_cipher: FrameCipher, receiver_cipher: FrameCipher,
+                  ) -> tuple[PeerSession, PeerSession, dict[str, RemoteTrack]]:
+    """A sending PeerSession (audio+video) and a receiving one, straight over loopback."""
+    a = PeerSession(ice_servers=[], ice_host_addresses=LOOPBACK, video_codec="VP8",
+                    frame_cipher=sender_cipher)
+    b = PeerSession(ice_servers=[], ice_host_addresses=LOOPBACK, video_codec="VP8",
+                    frame_cipher=receiver_cipher)
+    a.add_tracks([LocalTrack(SyntheticAudioTrack()), LocalTrack(SyntheticVideoTrack(320, 180, 15))],
+                 ["audio", "video"])
+    b.add_tracks([], ["audio", "video"])
+    answer = await b.accept_offer(await a.create_offer())
+    await a.accept_answer(answer)
+    tracks = {kind: RemoteTrack(kind) for kind in ("audio", "video")}
+    for transceiver in b.pc.getTransceivers():
+        tracks[transceiver.kind].attach(transceiver.receiver.track)
+    return a, b, tracks
+
+
+async def count_frames(track: RemoteTrack, counts: dict[str, int], kind: str) -> None:
+    while True:
+        await track.recv()
+        counts[kind] += 1
+
+
+async def test_media_decodes_through_a_real_connection_with_the_key() -> None:
+    a, b, tracks = await connect(keyed(), receiver := keyed())
+    counts = {"audio": 0, "video": 0}
+    readers = [asyncio.create_task(count_frames(t, counts, k)) for k, t in tracks.items()]
+    try:
+        await until(lambda: counts["video"] >= 10 and counts["audio"] >= 20, what="decoded media")
+        assert receiver.counts["decrypted"] > 0
+    finally:
+        for reader in readers:
+            reader.cancel()
+        await a.close()
+        await b.close()
+
+
+async def test_without_the_key_nothing_is_decoded_and_the_receiver_asks_for_key_frames() -> None:
+    reader = FrameCipher()  # no key: every frame is refused
+    a, b, tracks = await connect(keyed(), reader)
+    video = next(t.receiver for t in b.pc.getTransceivers() if t.kind == "video")
+    plis: list[int] = []
+    send_pli = video._send_rtcp_pli
+
+    async def counted(media_ssrc: int) -> None:
+        plis.append(media_ssrc)
+        await send_pli(media_ssrc)
+
+    video._send_rtcp_pli = counted  # type: ignore[method-assign]
+    counts = {"audio": 0, "video": 0}
+    readers = [asyncio.create_task(count_frames(t, counts, k)) for k, t in tracks.items()]
+    try:
+        await until(lambda: reader.counts["UnknownKeyId"] >= 30 and plis, what="refused frames, a PLI")
+        assert counts == {"audio": 0, "video": 0}  # nothing reached a decoder
+        # the key arrives: frames decode from then on (the key frame the PLIs asked for)
+        reader.apply([], [(KID, BASE_KEY)])
+        await until(lambda: counts["video"] >= 5 and counts["audio"] >= 10, what="media after the key")
+    finally:
+        for task in readers:
+            task.cancel()
+        await a.close()
+        await b.close()
