@@ -35,7 +35,7 @@ async def test_a_key_at_registration_and_one_given_later(server: LiveServer) -> 
     assert bare["device"]["identity_key"] is None
     assert await keys_of(server, bob["token"], alice["user"]["id"]) == {
         "user_id": alice["user"]["id"],
-        "devices": [{"device_id": keyed["device"]["id"], "identity_key": KEY_A}],
+        "devices": [{"device_id": keyed["device"]["id"], "identity_key": KEY_A, "agreement_key": None}],
     }
 
     path = f"/v1/devices/{bare['device']['id']}/identity-key"

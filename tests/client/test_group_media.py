@@ -1,7 +1,9 @@
 """Group media in the SDK (facecall.client.group): three SDK devices of three users in one call
 — alice calls bob, bob answers and invites carol, carol answers — each join the call's group
 media with stamped video (the sender's mark in the stamp) and decode the other two in the slots
-``sfu.slots`` names; carol leaves and the others' slots naming her empty while their media goes
+``sfu.slots`` names, while every frame the SFU sees is SFrame ciphertext under its sender's own
+key (only the VP8 frame header clear); carol leaves, alice and bob make new keys she never
+gets, and the others' slots naming her empty and the others' slots naming her empty while their media goes
 on; the call's end closes every GroupMedia. A call not answered yet, and the server's refusals,
 give the SDK's errors and change nothing (the P2P media goes on).
 
@@ -11,11 +13,14 @@ The server starts inside ``host_addresses(["127.0.0.1"])`` so that its SFU gathe
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiortc.codecs.vpx import VpxPayloadDescriptor
+from aiortc.rtp import RtpPacket
 
 from facecall.client import (
     Call,
@@ -25,12 +30,14 @@ from facecall.client import (
     Device,
     EndReason,
     GroupMedia,
-    NotEndToEndError,
 )
 from facecall.client.ice import host_addresses
+from facecall.client.sframe_media import clear_bytes
+from facecall.e2ee.sframe import SFrameError, decode_header
 from facecall.media.sources import SyntheticAudioTrack
 from facecall.media.stamp import read_stamp
 from facecall.sfu.control import InProcessSfu
+from facecall.sfu.room import Room
 from facecall.turn.server import TurnServer
 from tests.live import LiveServer, MakeDevice, ice_settings, live_server, sdk_devices
 from tests.sfu.test_transport import LOOPBACK, MARK_SHIFT, MarkedVideoTrack, until
@@ -50,6 +57,39 @@ async def group_server(tmp_path: Path, turn: TurnServer) -> AsyncIterator[LiveSe
 async def make(group_server: LiveServer) -> AsyncIterator[MakeDevice]:
     async with sdk_devices(group_server.base_url) as make:
         yield make
+
+
+class PayloadSpy:
+    """What the SFU receives: the SFrame header (KID) at the start of every frame, per sender
+    device and kind, and how many frame starts it could not read as SFrame."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.kids: dict[tuple[str, str], set[int]] = defaultdict(set)
+        self.unreadable = 0
+        handle_rtp = Room.handle_rtp
+        spy = self
+
+        async def handle(room: Room, transport: object, packet: RtpPacket, arrival: float) -> None:
+            p = room._by_transport.get(transport)  # type: ignore[arg-type]
+            kind = p.sources.get(packet.ssrc) if p is not None else None
+            if p is not None and kind is not None and packet.payload:
+                spy.read(p.id, kind, packet.payload)  # a participant is a device
+            await handle_rtp(room, transport, packet, arrival)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(Room, "handle_rtp", handle)
+
+    def read(self, device_id: str, kind: str, payload: bytes) -> None:
+        frame = payload
+        if kind == "video":
+            descriptor, frame = VpxPayloadDescriptor.parse(payload)
+            if not (descriptor.partition_start and descriptor.partition_id == 0):
+                return  # not the start of a frame: the middle of one's ciphertext
+        try:
+            header, _ = decode_header(frame[clear_bytes(kind, frame):])
+        except SFrameError:
+            self.unreadable += 1
+            return
+        self.kids[(device_id, kind)].add(header.kid)
 
 
 def sfu_of(server: LiveServer) -> InProcessSfu:
@@ -116,18 +156,19 @@ async def three_in_a_call(make: MakeDevice) -> tuple[list[Device], list[Call]]:
     return devices, [a_call, b_call, c_call]
 
 
-async def test_three_devices_see_each_other_through_the_sfu(make: MakeDevice,
-                                                            group_server: LiveServer) -> None:
+async def test_three_devices_see_each_other_through_the_sfu(
+        make: MakeDevice, group_server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    spy = PayloadSpy(monkeypatch)
     devices, calls = await three_in_a_call(make)
     a_call, b_call, c_call = calls
     names = {d.user_id: name for d, name in zip(devices, MARKS, strict=True)}
     assert a_call.peer_connection is not None and c_call.state is CallState.CONNECTING
     groups = list(await asyncio.gather(
-        *(call.join_group_media(slots=2, without_e2ee=True) for call in calls)))
+        *(call.join_group_media(slots=2) for call in calls)))
     watchers = [Watcher(group) for group in groups]
     try:
         for call, group in zip(calls, groups, strict=True):
-            assert await call.join_group_media(without_e2ee=True) is group  # joined already: the same one
+            assert await call.join_group_media() is group  # joined already: the same one
             assert [s.kind for s in group.slots.values()] == ["audio", "audio", "video", "video"]
             assert call.peer_connection is None  # P2P closed for good in this call
         assert sfu_of(group_server).members(a_call.id) == {d.device_id for d in devices}
@@ -138,6 +179,15 @@ async def test_three_devices_see_each_other_through_the_sfu(make: MakeDevice,
             assert filled == {d.device_id for d in devices if d is not device}
             assert watcher.slot_events >= 1
             assert watcher.group.path == "host"
+        # end to end: the SFU saw only SFrame, each sender under its own keys (its KIDs' tag)
+        assert spy.unreadable == 0
+        for device, group in zip(devices, groups, strict=True):
+            tag = group.keys._sender.tag
+            for kind in ("audio", "video"):
+                kids = spy.kids[(str(device.device_id), kind)]
+                assert kids and all(kid >> 16 == tag for kid in kids), (device.username, kind)
+            assert group.keys.senders() == {d.device_id for d in devices if d is not device}
+            assert group.keys.unsealed == frozenset() and not group.keys.refused
         # carol had no P2P media: the call is connected through the SFU
         await c_call.wait_connected(5)
         await a_call.restart_ice()  # no P2P to restart: nothing happens
@@ -146,9 +196,16 @@ async def test_three_devices_see_each_other_through_the_sfu(make: MakeDevice,
         assert any(s.type == "inbound-rtp" and s.packetsReceived > 0 for s in stats.values())
 
         # carol leaves the group media: the slots naming her empty, the others go on
+        kids_with_carol = [group.keys.cipher.kid for group in groups[:2]]
         await groups[2].leave()
         assert groups[2].closed and c_call.state is CallState.CONNECTED  # still in the call
         alice, bob, carol = devices
+        # alice and bob make new keys, sealed to each other only: carol never gets them
+        await until(lambda: all(g.keys.cipher.kid not in (None, old)
+                                for g, old in zip(groups[:2], kids_with_carol, strict=True)),
+                    what="new keys after carol left")
+        carol_holds = groups[2].keys._received.kids()
+        assert all(g.keys.cipher.kid not in carol_holds for g in groups[:2])
         for watcher in watchers[:2]:
             watcher.reset()
         await until(lambda: watchers[0].decodes({bob.user_id: "bob"})
@@ -157,6 +214,14 @@ async def test_three_devices_see_each_other_through_the_sfu(make: MakeDevice,
         for group in groups[:2]:
             assert carol.user_id not in {s.user_id for s in group.slots.values()}
         assert sfu_of(group_server).members(a_call.id) == {alice.device_id, bob.device_id}
+
+        # carol joins again: her new keys reach alice and bob, theirs (new again) reach her
+        rejoined = await c_call.join_group_media(slots=2)
+        groups.append(rejoined)
+        await until(lambda: rejoined.keys.senders() == {alice.device_id, bob.device_id}
+                    and all(carol.device_id in g.keys.senders() for g in groups[:2]),
+                    what="keys after carol joined again")
+        assert all(g.keys.cipher.kid not in carol_holds for g in groups[:2])
 
         # the call ends (carol hangs up, then alice): every GroupMedia is closed
         await c_call.hangup()
@@ -177,24 +242,20 @@ async def test_group_media_needs_an_answered_call_and_refusals_change_nothing(
     b_call = await bob.next_call(10)
     for call in (a_call, b_call):  # calling, ringing: not answered yet
         with pytest.raises(CallStateError, match="answered"):
-            await call.join_group_media(without_e2ee=True)
+            await call.join_group_media()
         assert call.group_media is None
     await b_call.answer()
     await a_call.wait_connected(20)
-    # not end-to-end encrypted yet: only when the caller says so (nothing is sent otherwise)
-    with pytest.raises(NotEndToEndError, match="not end-to-end encrypted"):
-        await a_call.join_group_media()
-    assert a_call.group_media is None and not sfu_of(group_server).registry.participants(a_call.id)
     with pytest.raises(ValueError):
-        await a_call.join_group_media(slots=0, without_e2ee=True)
+        await a_call.join_group_media(slots=0)
 
     # refused by the SFU: the server's code and message; P2P media goes on
     with pytest.raises(CallError) as refused:
-        await a_call.join_group_media(slots=4, without_e2ee=True)  # the server's rooms have 3 slots per kind
+        await a_call.join_group_media(slots=4)  # the server's rooms have 3 slots per kind
     assert refused.value.code == "offer_refused" and "3 of each to receive" in refused.value.message
     sfu_of(group_server).registry.max_rooms = 0  # the server holds as many rooms as it may
     with pytest.raises(CallError) as full:
-        await a_call.join_group_media(without_e2ee=True)
+        await a_call.join_group_media()
     assert full.value.code == "sfu_full" and "group calls" in full.value.message
     assert a_call.group_media is None and a_call.peer_connection is not None
     frames = a_call.remote_video.frames
@@ -203,7 +264,7 @@ async def test_group_media_needs_an_answered_call_and_refusals_change_nothing(
 
     await a_call.hangup()
     with pytest.raises(CallStateError):  # ended
-        await a_call.join_group_media(without_e2ee=True)
+        await a_call.join_group_media()
 
 
 async def test_a_call_moved_to_another_device_takes_its_group_media_along(
@@ -215,8 +276,8 @@ async def test_a_call_moved_to_another_device_takes_its_group_media_along(
     a_call = await a1.call("bob", video_source=MarkedVideoTrack(1))
     b_call = await bob.next_call(10)
     await b_call.answer(video_source=MarkedVideoTrack(2))
-    a_group, b_group = await asyncio.gather(a_call.join_group_media(without_e2ee=True),
-                                            b_call.join_group_media(without_e2ee=True))
+    a_group, b_group = await asyncio.gather(a_call.join_group_media(),
+                                            b_call.join_group_media())
     watcher = Watcher(b_group)
     handed: list[dict[str, str]] = []
     b_call.on("handed_off", lambda event: handed.append(event.data))
@@ -239,7 +300,7 @@ async def test_a_call_moved_to_another_device_takes_its_group_media_along(
         await until(lambda: bool(handed), what="bob told of the handoff")
         assert handed == [{"user_id": a1.user_id, "from_device": a1.device_id,
                            "to_device": a2.device_id}]
-        await a2_call.join_group_media(without_e2ee=True)
+        await a2_call.join_group_media()
         await a2_call.wait_connected(10)  # through the SFU: nobody offered P2P to it
         watcher.reset()
         await until(lambda: bob_decodes(a2, 3), what="bob decoding alice's other device")
@@ -247,3 +308,41 @@ async def test_a_call_moved_to_another_device_takes_its_group_media_along(
         assert b_call.peer_connection is None and a2_call.peer_connection is None
     finally:
         watcher.stop()
+
+
+async def test_keys_reach_only_devices_that_can_prove_them(
+        make: MakeDevice, group_server: LiveServer, tmp_path: Path) -> None:
+    """carol's device has no agreement key on the server (as a client that never published
+    one): the others cannot seal to it — it is named in ``unsealed`` and reads nothing of
+    theirs — while what carol sends is read. A key forged in alice's name (signed by carol's
+    identity key) is refused by bob and changes nothing."""
+    devices, calls = await three_in_a_call(make)
+    alice, bob, carol = devices
+    with sqlite3.connect(tmp_path / "facecall.db") as db:
+        db.execute("UPDATE user_devices SET agreement_key = NULL, agreement_signature = NULL "
+                   "WHERE id = ?", (carol.device_id,))
+    groups = list(await asyncio.gather(*(call.join_group_media(slots=2) for call in calls)))
+    a_keys, b_keys, c_keys = (group.keys for group in groups)
+    try:
+        await until(lambda: a_keys.senders() == {bob.device_id, carol.device_id}
+                    and b_keys.senders() == {alice.device_id, carol.device_id},
+                    what="alice and bob holding each other's and carol's keys")
+        assert a_keys.unsealed == b_keys.unsealed == {carol.device_id}
+        assert c_keys.unsealed == frozenset() and c_keys.senders() == set()
+        await until(lambda: c_keys.cipher.counts["UnknownKeyId"] > 20, what="carol refusing frames")
+        assert c_keys.cipher.counts["decrypted"] == 0
+
+        # a key "from alice" that carol's identity key signed: refused, nothing changes
+        assert alice.identity is not None and bob.identity is not None and carol.identity is not None
+        bob_agreement = await carol.identity.agreement_key_of(carol.api, str(carol.token),
+                                                             str(bob.user_id), str(bob.device_id))
+        forged = carol.identity.sender_keys(calls[0].id, str(alice.user_id), str(alice.device_id))
+        message = forged.rotate([bob_agreement])
+        held = set(b_keys._received.kids())
+        calls[1]._deliver({"type": "call.key", "call_id": calls[1].id, "from_user": alice.user_id,
+                           "from_device": alice.device_id, "key": message})
+        await until(lambda: b_keys.refused["BadSignature"] == 1, what="the forged key refused")
+        assert set(b_keys._received.kids()) == held
+    finally:
+        for call in calls:
+            await call.hangup()

@@ -65,8 +65,10 @@ async def test_calls_are_signed_checked_and_keys_pinned(
     bob = await make_device("bob")
     assert alice.identity is not None and bob.identity is not None
     listed = await alice.api.identity_keys(alice.token or "", bob.user_id or "")
+    certificate = bob.identity.agreement_certificate(str(bob.user_id), str(bob.device_id))
     assert listed == {"user_id": bob.user_id, "devices": [
-        {"device_id": bob.device_id, "identity_key": bob.identity.public_key}]}
+        {"device_id": bob.device_id, "identity_key": bob.identity.public_key,
+         "agreement_key": {"key": certificate["key"], "signature": certificate["signature"]}}]}
     own = await call_server.http.get("/v1/devices", headers={"Authorization": f"Bearer {alice.token}"})
     assert [d["identity_key"] for d in own.json()] == [alice.identity.public_key]
 
@@ -163,10 +165,17 @@ async def test_a_device_registered_without_a_key_publishes_one_once(
         assert device.identity is not None
         published = device.identity.public_key
         listed = await device.api.identity_keys(registered["token"], session["user"]["id"])
-        assert listed["devices"] == [{"device_id": registered["device"]["id"], "identity_key": published}]
+        certificate = device.identity.agreement_certificate(session["user"]["id"],
+                                                            registered["device"]["id"])
+        assert listed["devices"] == [{
+            "device_id": registered["device"]["id"], "identity_key": published,
+            "agreement_key": {"key": certificate["key"], "signature": certificate["signature"]}}]
     finally:
         await device.close()
-    assert json.loads(state.read_text())["identity_published"] is True
+    saved = json.loads(state.read_text())
+    assert saved["identity_published"] is True
+    assert saved["agreement_published"] == device.identity.agreement_public  # kept with its key
+    assert saved["agreement_key"]
 
     again = Device(call_server.base_url, state_file=state)
     await again.connect()

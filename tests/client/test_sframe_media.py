@@ -184,7 +184,7 @@ def test_the_encoder_wrapper_acts_only_inside_its_context() -> None:
 # ---------------------------------------------------------------------------- aiortc's names
 
 
-def test_the_private_aiortc_names_relied_on_exist() -> None:
+async def test_the_private_aiortc_names_relied_on_exist() -> None:
     assert callable(Vp8Encoder._packetize)
     pc = RTCPeerConnection()
     receiver = pc.addTransceiver("video").receiver
@@ -196,7 +196,7 @@ def test_the_private_aiortc_names_relied_on_exist() -> None:
     decrypt_frames(receiver, "video", cipher)  # once only
     proxy = receiver._RTCRtpReceiver__decoder_queue  # type: ignore[attr-defined]
     assert isinstance(proxy.inner, queue.Queue)
-    asyncio.run(pc.close())
+    await pc.close()
 
 
 # ---------------------------------------------------------------------------- a real connection

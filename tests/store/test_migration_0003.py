@@ -82,7 +82,7 @@ async def test_0003_converts_text_timestamps_exactly_and_back(tmp_path: Path) ->
     url = f"sqlite+aiosqlite:///{path}"
     assert await migrate_url(url, "upgrade", "0002") == "0002"
     texts = _seed_0002(path)
-    assert await migrate_url(url, "upgrade", "head") == "0007"
+    assert await migrate_url(url, "upgrade", "head") == "0008"
     assert _types(path) <= {"real", "integer"}
     conn = sqlite3.connect(path)
     try:  # 0004 rebuilt the child tables: every row kept, every foreign key holds
@@ -158,7 +158,7 @@ async def test_a_deleted_account_stays_deleted_across_a_downgrade(database_url: 
         await store.close()
     assert await migrate_url(database_url, "downgrade", "0004") == "0004"
     before = time.time()
-    assert await migrate_url(database_url, "upgrade", "head") == "0007"
+    assert await migrate_url(database_url, "upgrade", "head") == "0008"
     store = await Store.open(database_url, migrate=False)
     try:
         gone = await store.get_user(alice.id)

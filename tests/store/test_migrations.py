@@ -41,7 +41,7 @@ async def test_upgrade_from_empty_matches_models_and_downgrade_to_base(database_
             assert await conn.run_sync(_tables) == set()
         assert await current_revision(engine) is None
         await run_migrations(engine, "upgrade", "head")
-        assert await current_revision(engine) == head_revision() == "0007"
+        assert await current_revision(engine) == head_revision() == "0008"
         async with engine.connect() as conn:
             assert await conn.run_sync(_tables) == TABLES
             assert await conn.run_sync(_diff) == []
@@ -64,7 +64,7 @@ async def test_upgrade_from_empty_matches_models_and_downgrade_to_base(database_
 async def test_open_without_migrate_does_not_create_tables(database_url: str) -> None:
     store = await Store.open(database_url, migrate=False)
     await store.close()
-    assert await migrate_url(database_url, "upgrade", "head") == "0007"
+    assert await migrate_url(database_url, "upgrade", "head") == "0008"
     assert await migrate_url(database_url, "downgrade", "base") is None
 
 
@@ -82,9 +82,9 @@ def test_cli_migrate_current_downgrade(database_url: str, capsys: pytest.Capture
         assert main([*args, "--database-url", database_url]) == 0
         return capsys.readouterr().out.strip()
 
-    assert cli("current") == "base (head: 0007)"
-    assert cli("migrate") == "upgraded to 0007"
-    assert cli("current") == "0007 (head: 0007)"
+    assert cli("current") == "base (head: 0008)"
+    assert cli("migrate") == "upgraded to 0008"
+    assert cli("current") == "0008 (head: 0008)"
     assert cli("downgrade", "--revision", "base") == "downgraded to base"
     # and once as a real `python -m facecall.store` process
     env = {**os.environ, "FACECALL_DATABASE_URL": database_url}
@@ -96,19 +96,19 @@ def test_cli_migrate_current_downgrade(database_url: str, capsys: pytest.Capture
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "upgraded to 0007"
-    assert cli("current") == "0007 (head: 0007)"
+    assert done.stdout.strip() == "upgraded to 0008"
+    assert cli("current") == "0008 (head: 0008)"
 
 
 def test_alembic_command_with_packaged_ini(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ini = Path(facecall.store.__file__).with_name("alembic.ini")
     url = f"sqlite+aiosqlite:///{tmp_path}/cmd.db"
     base = [sys.executable, "-m", "alembic", "-c", str(ini), "-x", f"database_url={url}"]
-    for args, expected in ((["upgrade", "head"], "0007"), (["downgrade", "base"], "base")):
+    for args, expected in ((["upgrade", "head"], "0008"), (["downgrade", "base"], "base")):
         done = subprocess.run([*base, *args], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         assert main(["current", "--database-url", url]) == 0
-        assert capsys.readouterr().out.strip() == f"{expected} (head: 0007)"
+        assert capsys.readouterr().out.strip() == f"{expected} (head: 0008)"
 
 
 async def test_nodes_opening_a_fresh_database_at_once(database_url: str) -> None:

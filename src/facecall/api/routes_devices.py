@@ -16,6 +16,8 @@ from facecall.api.auth import (
     token_hash,
 )
 from facecall.api.schemas import (
+    AgreementKeyIn,
+    AgreementKeyOut,
     DeviceIn,
     DeviceKey,
     DeviceOut,
@@ -24,6 +26,7 @@ from facecall.api.schemas import (
     IdentityKeyIn,
     IdentityKeys,
 )
+from facecall.e2ee.agreement import MediaKeyError, SmallOrderKey, verify_agreement_key
 from facecall.store import Store
 from facecall.store.records import DeviceRecord
 
@@ -36,10 +39,18 @@ MAX_DEVICES_PER_USER = 32
 MAX_DEVICE_ID_CHARS = 64
 
 
+def agreement_key_out(device: DeviceRecord) -> AgreementKeyOut | None:
+    """The device's published agreement key certificate (key and signature), or None."""
+    if device.agreement_key is None or device.agreement_signature is None:
+        return None
+    return AgreementKeyOut(key=device.agreement_key, signature=device.agreement_signature)
+
+
 def device_out(device: DeviceRecord, online: bool = False) -> DeviceOut:
     return DeviceOut(
         id=device.id, kind=device.kind, name=device.name, created_at=device.created_at,
         last_seen_at=device.last_seen_at, online=online, identity_key=device.identity_key,
+        agreement_key=agreement_key_out(device),
     )
 
 
@@ -139,6 +150,56 @@ async def set_identity_key(
     return device_out(device, device.id in online)
 
 
+def certificate_refusal(error: MediaKeyError) -> str:
+    """The detail of a 422 for a certificate ``verify_agreement_key`` refused."""
+    if isinstance(error, SmallOrderKey):
+        return "the agreement key is of small order (anyone knows its shared secrets)"
+    return f"the agreement key certificate does not verify: {error}"
+
+
+@router.put("/devices/{device_id}/agreement-key", response_model=DeviceOut)
+async def set_agreement_key(
+    device_id: str,
+    body: AgreementKeyIn,
+    request: Request,
+    principal: Principal = Depends(account_or_device_itself),  # noqa: B008
+    store: Store = Depends(get_store),  # noqa: B008
+) -> DeviceOut:
+    """Publish the certificate of a device's X25519 agreement key (docs/sframe.md, "Key
+    distribution (the core)"): the key, and its identity key's signature over the key and the
+    device's own user and device ids. The server checks it with the device's stored identity
+    key (``verify_agreement_key``: RFC 8032 §5.1.7, small-order keys refused) as a sanity check;
+    other devices check it again themselves. A newer certificate replaces the last one: the
+    identity key signs every one, so the server cannot forge one. The device itself or its
+    account may publish; another device: 403. 404 "no such device" for an unknown, removed or
+    another user's device; 409 for a device without an identity key; 422 for a certificate
+    that does not verify or a key of small order."""
+    device = None
+    if len(device_id) <= MAX_DEVICE_ID_CHARS:
+        device = await store.get_device(device_id)
+    if device is None or device.user_id != principal.user_id or device.removed_at is not None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such device")
+    if device.identity_key is None:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            detail="this device has no identity key to check the certificate with; "
+            "publish the identity key first",
+        )
+    certificate = {"user_id": device.user_id, "device_id": device.id, "key": body.key,
+                   "signature": body.signature}
+    try:
+        verify_agreement_key(device.identity_key, certificate, user_id=device.user_id,
+                             device_id=device.id)
+    except MediaKeyError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            detail=certificate_refusal(exc)) from None
+    stored = await store.set_agreement_key(principal.user_id, device_id, body.key, body.signature)
+    if stored is None:  # removed in the meantime
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such device")
+    online = await request.app.state.bus.online([stored.id])
+    return device_out(stored, stored.id in online)
+
+
 @router.get("/users/{user_id}/identity-keys", response_model=IdentityKeys)
 async def identity_keys(
     user_id: str,
@@ -148,12 +209,15 @@ async def identity_keys(
     """The public identity keys of a user's devices (those not removed that published one),
     by user id, as the ``from_user`` of a relayed ``call.sdp`` names them: a device checks the
     signature of another's SDP with it (docs/security.md). Any signed-in account or device may
-    read them. 404 "no such user" for an unknown or deleted user."""
+    read them. Each device that published an agreement key lists its certificate too
+    (``agreement_key``: key and signature; None if not), for others to check with the identity
+    key and seal media keys to (docs/sframe.md). 404 "no such user" for an unknown or deleted
+    user."""
     user = await store.get_user(user_id) if len(user_id) <= MAX_DEVICE_ID_CHARS else None
     if user is None or user.deleted_at is not None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such user")
     devices = await store.list_devices(user_id)
     return IdentityKeys(user_id=user_id, devices=[
-        DeviceKey(device_id=d.id, identity_key=d.identity_key)
+        DeviceKey(device_id=d.id, identity_key=d.identity_key, agreement_key=agreement_key_out(d))
         for d in devices if d.identity_key is not None
     ])

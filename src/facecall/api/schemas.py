@@ -161,6 +161,18 @@ IdentityKey = Annotated[
 ]
 
 
+#: a device's public X25519 agreement key: the unpadded base64url of its 32 bytes
+#: (``facecall.e2ee.agreement``), the same form as an identity key
+AgreementKeyText = Annotated[
+    str, StringConstraints(min_length=43, max_length=43, pattern=r"^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"),
+]
+#: an Ed25519 signature (RFC 8032) as unpadded base64url: 64 bytes, 86 characters, the last one
+#: carrying 2 bits and 4 zero bits (as ``facecall.signaling.protocol.Signature``)
+SignatureText = Annotated[
+    str, StringConstraints(min_length=86, max_length=86, pattern=r"^[A-Za-z0-9_-]{85}[AQgw]$"),
+]
+
+
 class DeviceIn(Strict):
     kind: DeviceKind
     name: ShownName
@@ -173,6 +185,25 @@ class IdentityKeyIn(Strict):
     """A device's public identity key, given once."""
 
     identity_key: IdentityKey
+
+
+class AgreementKeyIn(Strict):
+    """The certificate of a device's agreement key (docs/sframe.md, "Key distribution (the
+    core)"): the key and its identity key's signature over ``"facecall agreement v1\\n" +
+    user_id + "\\n" + device_id + "\\n" + key``; the ids are the device's own."""
+
+    key: AgreementKeyText = Field(description="The device's public X25519 key (RFC 7748), "
+                                  "as 43 characters of unpadded base64url.")
+    signature: SignatureText = Field(description="The device's identity key's Ed25519 "
+                                     "signature of the statement, 86 characters of base64url.")
+
+
+class AgreementKeyOut(BaseModel):
+    """A device's published agreement key with its certificate's signature: check it with the
+    device's identity key (``facecall.e2ee.agreement.verify_agreement_key``) before use."""
+
+    key: str
+    signature: str
 
 
 class DeviceRename(Strict):
@@ -191,6 +222,9 @@ class DeviceOut(BaseModel):
     identity_key: str | None = Field(
         default=None, description="The device's public Ed25519 identity key; None if it has "
         "not published one.")
+    agreement_key: AgreementKeyOut | None = Field(
+        default=None, description="The device's certified X25519 agreement key; None if it has "
+        "not published one (PUT /v1/devices/{id}/agreement-key).")
 
 
 class DeviceRegistered(BaseModel):
@@ -201,10 +235,13 @@ class DeviceRegistered(BaseModel):
 class DeviceKey(BaseModel):
     device_id: str
     identity_key: str
+    agreement_key: AgreementKeyOut | None = Field(
+        default=None, description="The device's certified X25519 agreement key, if published.")
 
 
 class IdentityKeys(BaseModel):
-    """The public identity keys of a user's devices that published one (docs/security.md)."""
+    """The public identity keys of a user's devices that published one (docs/security.md),
+    each with its certified agreement key if it published one (docs/sframe.md)."""
 
     user_id: str
     devices: list[DeviceKey]

@@ -19,7 +19,6 @@ from facecall.client.errors import (
     FacecallError,
     MediaError,
     NotConnectedError,
-    NotEndToEndError,
     UnknownUserError,
     WaitTimeoutError,
 )
@@ -53,7 +52,6 @@ __all__ = [
     "IdentityError",
     "MediaError",
     "NotConnectedError",
-    "NotEndToEndError",
     "OtherUser",
     "SafetyNumber",
     "UnknownUserError",

@@ -102,9 +102,23 @@ class ApiClient:
             json={"identity_key": identity_key})
         return result
 
+    async def set_agreement_key(self, token: str, device_id: str, key: str,
+                                signature: str) -> dict[str, Any]:
+        """Publish the certificate of a device's X25519 agreement key (docs/sframe.md, "Key
+        distribution (the core)"): ``key`` and ``signature`` as
+        ``facecall.e2ee.agreement.certify_agreement_key`` makes them, for this device's own ids.
+        A newer certificate replaces the last. Returns the device as listed. A device without
+        an identity key is an :class:`ApiError` 409; a certificate the server cannot verify
+        with it (or a key of small order), 422; a device that is not mine, 404."""
+        result: dict[str, Any] = await self._call(
+            "PUT", f"/v1/devices/{quote(device_id, safe='')}/agreement-key", token,
+            json={"key": key, "signature": signature})
+        return result
+
     async def identity_keys(self, token: str, user_id: str) -> dict[str, Any]:
-        """``{user_id, devices: [{device_id, identity_key}]}``: the published keys of a user's
-        devices (docs/security.md)."""
+        """``{user_id, devices: [{device_id, identity_key, agreement_key}]}``: the published
+        keys of a user's devices (docs/security.md); ``agreement_key`` is ``{key, signature}``
+        or None, to check with ``facecall.e2ee.agreement.verify_agreement_key``."""
         result: dict[str, Any] = await self._call(
             "GET", f"/v1/users/{quote(user_id, safe='')}/identity-keys", token)
         return result

@@ -33,8 +33,9 @@ from typing import TYPE_CHECKING, Any
 from aiortc import MediaStreamTrack
 
 from facecall.client.call_records import CallEvent, CallState, CallTimings, Direction, Sink
-from facecall.client.errors import CallError, CallStateError, NotEndToEndError, wait_within
+from facecall.client.errors import CallError, CallStateError, wait_within
 from facecall.client.group import DEFAULT_SLOTS, GroupMedia, join_group_media
+from facecall.client.group_keys import GROUP_KEY_EVENTS, GroupKeys
 from facecall.client.handoff import follow_handoff
 from facecall.client.ice import selected_candidate_pair
 from facecall.client.negotiation import PeerNegotiation, Renegotiation
@@ -98,6 +99,7 @@ class Call(PeerNegotiation):
         """The frame rate of the video source, when the call made it (synthetic video)."""
         self._peer: PeerSession | None = None
         self._group: GroupMedia | None = None
+        self._group_keys: GroupKeys | None = None
         """Group media, once joined: P2P is off in this call from then on (client/group.py)."""
         self._sinks: list[Sink] = []
         self._sinks_started = False
@@ -233,26 +235,21 @@ class Call(PeerNegotiation):
         to = [await self.device.resolve_user(user) for user in users]
         await self.device.request("call.invite", call_id=self.id, to=to)
 
-    async def join_group_media(self, *, slots: int = DEFAULT_SLOTS,
-                               without_e2ee: bool = False) -> GroupMedia:
+    async def join_group_media(self, *, slots: int = DEFAULT_SLOTS) -> GroupMedia:
         """Send and receive this call's media through the server's SFU (``sfu.join``), with
         ``slots`` receive slots per kind; returns the :class:`GroupMedia` (the same one while
         it is open). Once joined, the call's P2P connection is closed and no P2P negotiation
         starts in this call on this device (:mod:`facecall.client.group`).
 
-        **Not end-to-end encrypted yet**: the SFU terminates DTLS-SRTP and could read the media
-        (SFrame is not wired: docs/security.md). ``without_e2ee=True`` says the caller accepts
-        that; without it nothing is sent and :class:`NotEndToEndError` is raised.
+        **End-to-end encrypted**: every frame is SFrame-encrypted (RFC 9605) with this device's
+        own key, sealed to the room's other devices only; the SFU forwards ciphertext
+        (:mod:`facecall.client.group_keys`, docs/sframe.md). :attr:`GroupMedia.keys` tells
+        whose keys this device holds and to whom it could not seal its own.
 
-        :raises NotEndToEndError: ``without_e2ee`` was not given.
         :raises CallStateError: the call is not answered yet, or has ended.
         :raises CallError: the server refused (``offer_refused``, ``sfu_full``,
             ``sfu_unavailable``, ``not_in_call``, ...): nothing changed.
         """
-        if not without_e2ee:
-            raise NotEndToEndError(
-                "group media through the SFU is not end-to-end encrypted yet (the server could "
-                "read it); pass without_e2ee=True to accept that")
         if self._group is not None and not self._group.closed:
             return self._group
         return await join_group_media(self, slots)
@@ -465,6 +462,10 @@ class Call(PeerNegotiation):
 
     async def _handle(self, event: dict[str, Any]) -> None:
         kind = event["type"]
+        if kind in GROUP_KEY_EVENTS:  # group media's E2E keys (also while it is being joined)
+            if self._group_keys is not None:
+                self._group_keys.deliver(event)
+            return
         if self._group is not None and self._group.takes(event):  # group media replaced P2P
             return
         if kind == "call.ringing":

@@ -203,7 +203,7 @@ class Device(AsyncIOEventEmitter):
             raise ApiError(0, f"cannot open signaling at {self.api.ws_url}: {exc}") from exc
         self.user_id, self.device_id = welcome["user_id"], welcome["device_id"]
         try:
-            await self.enrolment.publish_identity(self.device_id)
+            await self.enrolment.publish_identity(self.user_id, self.device_id)
         except BaseException:
             signaling, self.signaling = self.signaling, None
             await signaling.close()

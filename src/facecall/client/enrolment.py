@@ -13,6 +13,9 @@ from typing import Any
 from facecall.client.api import ApiClient
 from facecall.client.errors import ApiError, AuthenticationError, FacecallError
 from facecall.client.identity import Identity
+from facecall.logs import get_logger
+
+log = get_logger(__name__)
 
 
 class Enrolment:
@@ -59,17 +62,19 @@ class Enrolment:
         self.token = token
         return token
 
-    async def publish_identity(self, device_id: str) -> Identity:
+    async def publish_identity(self, user_id: str, device_id: str) -> Identity:
         """Make sure this device's public identity key is the one the server has for it: a
         device registered before keys existed (or whose state file has none) publishes one,
-        once. Returns the identity. A device whose published key this program does not hold
+        once; and publish its agreement key's certificate (:meth:`_publish_agreement_key`).
+        Returns the identity. A device whose published key this program does not hold
         cannot sign: :class:`FacecallError`."""
         if self.identity is None:
             self.identity = Identity()
         self.identity.on_change = self.save
-        if self._published:
-            return self.identity
         assert self.token is not None
+        if self._published:
+            await self._publish_agreement_key(user_id, device_id)
+            return self.identity
         try:
             await self.api.set_identity_key(self.token, device_id, self.identity.public_key)
         except ApiError as exc:
@@ -82,7 +87,28 @@ class Enrolment:
         self._published = True
         self._state["identity_published"] = True
         await self.save()
+        await self._publish_agreement_key(user_id, device_id)
         return self.identity
+
+    async def _publish_agreement_key(self, user_id: str, device_id: str) -> None:
+        """Publish the certificate of this device's agreement key (``PUT
+        /v1/devices/{id}/agreement-key``) unless the state file says the server has it. A
+        refusal is logged, not raised: 1:1 calls work without it; group media cannot be
+        end-to-end encrypted to this device until it is published."""
+        identity = self.identity
+        assert identity is not None and self.token is not None
+        if self._state.get("agreement_published") == identity.agreement_public:
+            return
+        certificate = identity.agreement_certificate(user_id, device_id)
+        try:
+            await self.api.set_agreement_key(self.token, device_id, certificate["key"],
+                                             certificate["signature"])
+        except ApiError as exc:
+            log.warning("identity.agreement_key_refused", device_id=device_id, status=exc.status,
+                        error=str(exc))
+            return
+        self._state["agreement_published"] = identity.agreement_public
+        await self.save()
 
     async def _register(self) -> str:
         """Sign in (or up) and register a new device with a new identity key; returns its token."""

@@ -54,11 +54,6 @@ class MediaError(FacecallError):
     """Media could not be set up (no common codec, no ICE path after every restart)."""
 
 
-class NotEndToEndError(FacecallError):
-    """The media asked for would not be end-to-end encrypted, and the caller did not say that
-    this is acceptable (group media through the SFU, until SFrame is wired: docs/security.md)."""
-
-
 class WaitTimeoutError(FacecallError, TimeoutError):
     """A wait (``next_call``, ``Call.wait_*``) gave up after its ``timeout``; also a built-in
     :class:`TimeoutError`, so ``except TimeoutError`` catches it too."""

@@ -52,8 +52,10 @@ from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 
 from facecall.client.call_records import CallState
 from facecall.client.errors import CallError, CallStateError, wait_within
+from facecall.client.group_keys import GroupKeys
 from facecall.client.ice import CandidatePairInfo, ice_servers_from_api, selected_candidate_pair
 from facecall.client.peer import PeerSession
+from facecall.client.sframe_media import FrameCipher
 from facecall.client.tracks import LocalTrack, RemoteTrack
 from facecall.logs import get_logger
 
@@ -103,8 +105,10 @@ class GroupMedia:
     ``connected``, ``failed`` or ``closed``).
     """
 
-    def __init__(self, call: Call, peer: PeerSession, slots: int) -> None:
+    def __init__(self, call: Call, peer: PeerSession, slots: int, keys: GroupKeys) -> None:
         self.call = call
+        self.keys = keys
+        """This device's SFrame keys in the group (:class:`~facecall.client.group_keys.GroupKeys`)."""
         self.slots_per_kind = slots
         """Receive slots per kind asked for."""
         self.closed = False
@@ -209,6 +213,9 @@ class GroupMedia:
         self.closed = True
         self.timings["closed"] = time.monotonic()
         self._changed.set()
+        self.keys.close()
+        if self.call._group_keys is self.keys:
+            self.call._group_keys = None
         for slot in self._slots.values():
             slot.track.stop()
         await asyncio.wait({self.call._in_background(self._peer.close())}, timeout=CLOSE_WAIT)
@@ -302,10 +309,13 @@ async def join_group_media(call: Call, slots: int = DEFAULT_SLOTS) -> GroupMedia
     if call.state not in JOINED_STATES:
         raise CallStateError(f"group media needs an answered call (this one is {call.state})")
     device = call.device
+    cipher = FrameCipher()
     peer = PeerSession(ice_servers=ice_servers_from_api(await device.ice_configuration()),
                        relay_only=device.relay_only, ice_host_addresses=device.ice_host_addresses,
-                       tuning=device.encoder_tuning, video_codec="VP8")
-    group = GroupMedia(call, peer, slots)
+                       tuning=device.encoder_tuning, video_codec="VP8", frame_cipher=cipher)
+    keys = GroupKeys(call, cipher)
+    group = GroupMedia(call, peer, slots, keys)
+    call._group_keys = keys  # the others' keys may come before the reply
     try:
         own: list[LocalTrack] = [t for t in (call.local_audio, call.local_video) if t is not None]
         peer.add_tracks(own, [track.kind for track in own])
@@ -318,8 +328,12 @@ async def join_group_media(call: Call, slots: int = DEFAULT_SLOTS) -> GroupMedia
             raise CallStateError(f"the call ended ({call.end_reason}) while joining group media")
     except BaseException:
         group.closed = True
+        keys.close()
+        if call._group_keys is keys:
+            call._group_keys = None
         await asyncio.wait({call._in_background(peer.close())}, timeout=CLOSE_WAIT)
         raise
+    keys.members_replied(reply.get("members"))
     async with call._negotiating:  # no P2P offer or answer is half done while P2P goes
         if call.state is CallState.ENDED:  # ended while we waited: the server drops us itself
             await group.close()

@@ -9,6 +9,11 @@ that later hands out another key for it, or relays a description that key did no
 refused. A device the server invents is new, and is trusted on first use like any new device;
 what catches that is people comparing their safety number (:meth:`Identity.safety_number`) or
 the call's security code (docs/security.md).
+
+The device also holds an X25519 *agreement key* (facecall.e2ee.agreement), certified by its
+identity key and published next to it: other devices seal the SFrame keys of group media to it
+(docs/sframe.md). It may be replaced (a program without a state file makes a new one each run):
+what other devices trust is the identity key that signs its certificate.
 """
 
 from __future__ import annotations
@@ -20,6 +25,16 @@ from typing import Any, Literal
 
 from facecall.client.api import ApiClient
 from facecall.client.errors import ApiError
+from facecall.e2ee.agreement import (
+    AgreementKey,
+    MediaKeyError,
+    agreement_private_from_text,
+    agreement_private_text,
+    agreement_public_text,
+    certify_agreement_key,
+    new_agreement_key,
+    verify_agreement_key,
+)
 from facecall.e2ee.identity import (
     MAX_DEVICES,
     IdentityError,
@@ -31,6 +46,7 @@ from facecall.e2ee.identity import (
     sign_description,
     verify_description,
 )
+from facecall.e2ee.media_keys import OpenedKey, SenderKeys, open_sender_key
 from facecall.e2ee.safety_number import safety_number
 
 #: how many other devices' keys a device keeps; past it, it forgets the oldest pins (a device
@@ -69,13 +85,20 @@ class Identity:
         one is made if None.
     :param pinned: pins as :meth:`state` saved them.
     :param on_change: called (and awaited) after a new pin, to save the state.
+    :param agreement_key: this device's X25519 agreement private key as
+        :func:`~facecall.e2ee.agreement.agreement_private_text` writes it; a new one if None.
     """
 
     def __init__(self, private_key: str | None = None,
                  pinned: Mapping[str, Any] | None = None,
-                 on_change: Callable[[], Awaitable[None] | None] | None = None) -> None:
+                 on_change: Callable[[], Awaitable[None] | None] | None = None,
+                 agreement_key: str | None = None) -> None:
         self._key = new_private_key() if private_key is None else private_key_from_text(private_key)
         self.public_key = public_key_text(self._key)
+        self._agreement = (new_agreement_key() if agreement_key is None
+                           else agreement_private_from_text(agreement_key))
+        self.agreement_public = agreement_public_text(self._agreement)
+        """This device's agreement public key (43 characters of base64url)."""
         self._pinned: dict[str, tuple[str, str]] = {}
         for device_id, entry in (pinned or {}).items():
             if (isinstance(entry, list | tuple) and len(entry) == 2
@@ -92,18 +115,21 @@ class Identity:
         if not isinstance(key, str):
             return None
         pinned = state.get("pinned_keys")
+        agreement = state.get("agreement_key")
         try:
-            identity = cls(key, pinned if isinstance(pinned, dict) else None)
-        except IdentityError as exc:
-            raise ValueError(f"the state file's identity key is unreadable: {exc}") from None
+            identity = cls(key, pinned if isinstance(pinned, dict) else None,
+                           agreement_key=agreement if isinstance(agreement, str) else None)
+        except (IdentityError, MediaKeyError) as exc:
+            raise ValueError(f"the state file's keys are unreadable: {exc}") from None
         verified = state.get("verified_numbers")
         if isinstance(verified, dict):
             identity._verified = {u: n for u, n in verified.items() if isinstance(n, str)}
         return identity
 
     def state(self) -> dict[str, Any]:
-        """What a state file keeps: the private key, the pins and the compared numbers."""
+        """What a state file keeps: the private keys, the pins and the compared numbers."""
         return {"identity_key": private_key_text(self._key),
+                "agreement_key": agreement_private_text(self._agreement),
                 "pinned_keys": {device: list(pin) for device, pin in self._pinned.items()},
                 "verified_numbers": dict(self._verified)}
 
@@ -111,6 +137,39 @@ class Identity:
              type_: str, sdp: str) -> str:
         """The signature of a description this device sends (``call.sdp``'s ``signature``)."""
         return sign_description(self._key, call_id, user_id, device_id, to_device, type_, sdp)
+
+    def agreement_certificate(self, user_id: str, device_id: str) -> dict[str, str]:
+        """The certificate of this device's agreement key, signed by its identity key (what
+        ``PUT /v1/devices/{id}/agreement-key`` publishes)."""
+        return certify_agreement_key(self._key, user_id, device_id, self._agreement)
+
+    def sender_keys(self, call_id: str, user_id: str, device_id: str) -> SenderKeys:
+        """This device's SFrame sender keys for one call (a new random tag: a new sender)."""
+        return SenderKeys(self._key, call_id, user_id, device_id)
+
+    def open_sender_key(self, message: object, *, call_id: str, sender_key: str, user_id: str,
+                        device_id: str) -> OpenedKey:
+        """This device's entry of a sealed sender key (``call.key``), checked with the identity
+        key ``sender_key`` of the device that sent it
+        (:func:`facecall.e2ee.media_keys.open_sender_key`; a :class:`MediaKeyError` says why not)."""
+        return open_sender_key(message, call_id=call_id, sender_key=sender_key, user_id=user_id,
+                               device_id=device_id, agreement=self._agreement)
+
+    async def agreement_key_of(self, api: ApiClient, token: str, user_id: str,
+                               device_id: str) -> AgreementKey:
+        """Another device's agreement key, from the server's list, checked with that device's
+        identity key (pinned, or pinned now on first use). :class:`IdentityError` if the server
+        lists no identity key or no agreement key for it; :class:`MediaKeyError` if the
+        certificate does not check out."""
+        listing = await _read_keys(api, token, user_id)
+        identity_key = await self._trusted(user_id, device_id, _listed(listing))
+        certificate = next((entry.get("agreement_key") for entry in listing.get("devices") or []
+                            if isinstance(entry, dict) and entry.get("device_id") == device_id), None)
+        if not isinstance(certificate, dict):
+            raise IdentityError(f"device {device_id} of user {user_id} has no agreement key")
+        return verify_agreement_key(identity_key, {**certificate, "user_id": user_id,
+                                                   "device_id": device_id},
+                                    user_id=user_id, device_id=device_id)
 
     def pinned(self, device_id: str) -> tuple[str, str] | None:
         """``(user id, key)`` pinned for a device, or None."""
@@ -120,13 +179,18 @@ class Identity:
         """The key of another device: the pinned one, or (first use) the one the server lists
         for it, pinned from then on. :class:`IdentityError` if the device is pinned as another
         user's, or the server lists no key for it."""
+        if device_id in self._pinned:
+            return await self._trusted(user_id, device_id, {})
+        return await self._trusted(user_id, device_id, _listed(await _read_keys(api, token, user_id)))
+
+    async def _trusted(self, user_id: str, device_id: str, listed: Mapping[str, str]) -> str:
+        """The pinned key of a device, or (first use) the one in ``listed``, pinned now."""
         pin = self._pinned.get(device_id)
         if pin is not None:
             if pin[0] != user_id:
                 raise IdentityError(
                     f"device {device_id} is known as a device of user {pin[0]}, not {user_id}")
             return pin[1]
-        listed = _listed(await _read_keys(api, token, user_id))
         key = listed.get(device_id)
         if key is None:
             raise IdentityError(f"device {device_id} of user {user_id} has no identity key")

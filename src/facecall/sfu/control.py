@@ -1,7 +1,8 @@
 """The in-process SFU: :class:`facecall.signaling.sfu_control.SfuControl` over this process's
 rooms (:class:`facecall.sfu.rooms.RoomRegistry`). Rooms are call ids, participants device ids;
-this adapter keeps which user each device is, to name them in the slots, and turns the
-registry's refusals into :class:`~facecall.signaling.sfu_control.SfuRefused` codes.
+this adapter keeps which user each device is, to name them in the slots and the member lists,
+and turns the registry's refusals into :class:`~facecall.signaling.sfu_control.SfuRefused`
+codes.
 
 It imports only the interface module of signaling (no service, no store): the SFU stays
 ignorant of calls beyond their ids.
@@ -9,10 +10,17 @@ ignorant of calls beyond their ids.
 
 from __future__ import annotations
 
-from facecall.sfu.rooms import RoomClosed, RoomRegistry, RoomsError, SlotFill
+from facecall.sfu.rooms import RoomClosed, RoomMember, RoomRegistry, RoomsError, SlotFill
 from facecall.sfu.sdp import SfuOfferError
 from facecall.signaling.errors import ErrorCode
-from facecall.signaling.sfu_control import SfuJoined, SfuRefused, Slot, SlotsListener
+from facecall.signaling.sfu_control import (
+    Member,
+    MembersListener,
+    SfuJoined,
+    SfuRefused,
+    Slot,
+    SlotsListener,
+)
 
 
 class InProcessSfu:
@@ -22,7 +30,11 @@ class InProcessSfu:
         self.registry = registry if registry is not None else RoomRegistry()  # empty: len 0
         self._users: dict[tuple[str, str], str] = {}  # (call id, device id) -> user id
         self._listener: SlotsListener | None = None
+        self._members_listener: MembersListener | None = None
+        # (call id, device id) -> the members its join made (told before the join returns)
+        self._joined_members: dict[tuple[str, str], tuple[Member, ...]] = {}
         self.registry.on_slots(self._slots_changed)
+        self.registry.on_members(self._members_changed)
 
     async def join(self, call_id: str, user_id: str, device_id: str,
                    offer_sdp: str) -> SfuJoined:
@@ -39,7 +51,11 @@ class InProcessSfu:
         except BaseException:
             self._forget(call_id, device_id)
             raise
-        return SfuJoined(answer, self._named(call_id, fills))
+        finally:
+            members = self._joined_members.pop((call_id, device_id), None)
+        if members is None:  # (its join changed nothing the registry could tell: not expected)
+            members = self._members(call_id, self.registry.members(call_id))
+        return SfuJoined(answer, self._named(call_id, fills), members)
 
     async def leave(self, call_id: str, device_id: str) -> bool:
         left = await self.registry.leave(call_id, device_id)
@@ -58,6 +74,9 @@ class InProcessSfu:
     def on_slots(self, listener: SlotsListener) -> None:
         self._listener = listener
 
+    def on_members(self, listener: MembersListener) -> None:
+        self._members_listener = listener
+
     async def shutdown(self) -> None:
         await self.registry.close_all()
         self._users.clear()
@@ -71,6 +90,20 @@ class InProcessSfu:
         user_id = self._users.get((call_id, device_id))
         if self._listener is not None and user_id is not None:
             self._listener(call_id, user_id, device_id, self._named(call_id, fills))
+
+    def _members(self, call_id: str, members: tuple[RoomMember, ...]) -> tuple[Member, ...]:
+        """The registry's members named with their users (every one joined through
+        :meth:`join`, which names it first)."""
+        return tuple(Member(user_id, m.participant, m.joined) for m in members
+                     if (user_id := self._users.get((call_id, m.participant))) is not None)
+
+    def _members_changed(self, call_id: str, joiner: str | None,
+                         members: tuple[RoomMember, ...]) -> None:
+        named = self._members(call_id, members)
+        if joiner is not None:  # the list its join returns
+            self._joined_members[(call_id, joiner)] = named
+        if self._members_listener is not None:
+            self._members_listener(call_id, joiner, named)
 
     def _forget(self, call_id: str, device_id: str) -> None:
         """Drop the device's user unless the device is (still) in the call's room."""

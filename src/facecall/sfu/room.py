@@ -162,7 +162,9 @@ class Room:
     :param silence_timeout: seconds without any packet after which a participant is removed.
     :param ice_servers: STUN/TURN servers for the SFU's own candidates (default: none).
     :param on_slots: called (no arguments) whenever slots may have changed hands: read
-        :meth:`slot_sources` then (:mod:`facecall.sfu.rooms` tells the devices).
+        :meth:`slot_sources` then (:mod:`facecall.sfu.rooms` tells the devices). Also called
+        after every :meth:`leave` (the room's own too: gone silent, transport closed), once
+        the participant is out: :mod:`facecall.sfu.rooms` learns there who left.
     """
 
     def __init__(self, slots: int = SLOTS, *, silence_timeout: float = 15.0,

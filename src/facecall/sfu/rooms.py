@@ -8,6 +8,14 @@ uses device ids). It tells its listener when what fills a participant's receive 
 each time the room says its slots may have changed (``Room(on_slots=...)``); the listener hears
 a participant only after its join returned, and only changes from what the join returned.
 
+It also tells its member listener (:data:`MemberListener`) whenever who is in a room changes:
+a join, a join again, a leave, or a participant the room let go by itself (gone silent, its
+transport closed or failed; the room's ``on_slots`` runs after every leave). Each join is
+numbered (:attr:`RoomMember.joined`) from a counter of the whole registry that starts at the
+clock in microseconds: a later join has a greater number, also after a restart, and a
+participant that joins again is told as a new member. Nothing is told when a room closes
+(:meth:`RoomRegistry.close`) or when its last participant leaves.
+
 A participant that joins again (its client made a new peer connection) **replaces** its old
 self: the new offer is checked first (a refused offer changes nothing), then the old transport
 is closed and the new one joins. Joins of one participant run one at a time.
@@ -19,7 +27,9 @@ Imports neither signaling, store nor e2ee (DESIGN.md): signaling reaches this th
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -66,6 +76,20 @@ class SlotFill:
 SlotListener = Callable[[str, str, tuple[SlotFill, ...]], None]
 
 
+@dataclass(frozen=True, slots=True)
+class RoomMember:
+    """A participant in a room and the number of its latest join (see the module docstring)."""
+
+    participant: str
+    joined: int
+
+
+#: ``listener(room_id, joiner, members)``: who is in the room changed; ``members``: all of
+#: them now, in the order they joined; ``joiner``: the participant whose join made the change
+#: (else None: someone left or was let go)
+MemberListener = Callable[[str, str | None, tuple[RoomMember, ...]], None]
+
+
 @dataclass(eq=False)
 class _Entry:
     room: Room
@@ -73,6 +97,12 @@ class _Entry:
     """participant → its slots' mid → kind (from its offer)"""
     shown: dict[str, tuple[SlotFill, ...]] = field(default_factory=dict)
     """participant → the slots it was last told of (set when its join returns)"""
+    joined: dict[str, int] = field(default_factory=dict)
+    """participant → the number of its latest join (set when that join succeeded)"""
+    replacing: set[str] = field(default_factory=set)
+    """participants joining again: a member all along, though out of the room meanwhile"""
+    told: tuple[RoomMember, ...] = ()
+    """the members the member listener was last told of"""
     joining: int = 0
     closing: asyncio.Future[None] | None = None
 
@@ -106,12 +136,18 @@ class RoomRegistry:
         self.ice_servers = list(ice_servers)
         self._rooms: dict[str, _Entry] = {}
         self._listener: SlotListener | None = None
+        self._member_listener: MemberListener | None = None
+        self._joins = itertools.count(time.time_ns() // 1000)  # RoomMember.joined
         self._turns: dict[tuple[str, str], _Turn] = {}  # joins of one participant, in turn
         self._closing: set[asyncio.Future[None]] = set()
 
     def on_slots(self, listener: SlotListener) -> None:
         """Tell ``listener`` of every change of a participant's slots."""
         self._listener = listener
+
+    def on_members(self, listener: MemberListener) -> None:
+        """Tell ``listener`` of every change of who is in a room (module docstring)."""
+        self._member_listener = listener
 
     # --- reading
 
@@ -127,6 +163,12 @@ class RoomRegistry:
         """Who is in room ``room_id`` now (nobody if there is no such room)."""
         entry = self._rooms.get(room_id)
         return frozenset(entry.room.participants) if entry is not None else frozenset()
+
+    def members(self, room_id: str) -> tuple[RoomMember, ...]:
+        """Who is in room ``room_id`` now with their join numbers, in the order they joined
+        (nobody if there is no such room)."""
+        entry = self._rooms.get(room_id)
+        return self._roster(entry) if entry is not None else ()
 
     def slots_of(self, room_id: str, participant_id: str) -> tuple[SlotFill, ...]:
         """The participant's slots and who fills them now (KeyError if not in the room)."""
@@ -174,10 +216,12 @@ class RoomRegistry:
             self._retire_if_empty(room_id, entry)
             raise RoomFull(f"the group call has {self.max_participants} participants already")
         entry.joining += 1
+        joined = False
         try:
             if replacing:
                 logger.info("sfu rooms: %s joins %s again: its old transport goes",
                             participant_id, room_id)
+                entry.replacing.add(participant_id)  # still a member while it is out
                 await room.leave(participant_id)
             entry.kinds[participant_id] = kinds
             try:
@@ -187,11 +231,17 @@ class RoomRegistry:
             if entry.closing is not None:  # closed while this join gathered
                 await room.leave(participant_id)
                 raise RoomClosed("the group call ended meanwhile")
+            joined = True
         except BaseException:
             entry.kinds.pop(participant_id, None)
             raise
         finally:
             entry.joining -= 1
+            entry.replacing.discard(participant_id)
+            if joined and participant_id in room.participants:
+                entry.joined[participant_id] = next(self._joins)
+            # a join tells its new member; a failed join again tells that the old one left
+            self._members_changed(room_id, entry, participant_id if joined else None)
             self._retire_if_empty(room_id, entry)
         fills = entry.shown[participant_id] = self._fills(entry, participant_id)
         return answer, fills
@@ -203,6 +253,7 @@ class RoomRegistry:
         if entry is None or participant_id not in entry.room.participants:
             return False
         await entry.room.leave(participant_id)
+        self._members_changed(room_id, entry)  # (the room's on_slots told it: a no-op)
         entry.kinds.pop(participant_id, None)
         entry.shown.pop(participant_id, None)
         closing = self._retire_if_empty(room_id, entry)
@@ -237,7 +288,7 @@ class RoomRegistry:
     def _slots_changed(self, room_id: str, entry: _Entry) -> None:
         """The room's ``on_slots``: tell the listener of each participant whose slots now
         differ from what it was told; forget who the room let go (gone silent, transport
-        closed), and close the room when that was the last one."""
+        closed), tell the member listener, and close the room when that was the last one."""
         if entry.closing is not None or self._rooms.get(room_id) is not entry:
             return
         room = entry.room
@@ -245,6 +296,7 @@ class RoomRegistry:
             if participant_id not in room.participants:
                 del entry.shown[participant_id]
                 entry.kinds.pop(participant_id, None)
+        self._members_changed(room_id, entry)  # every leave ends here, the room's own too
         for participant_id, shown in entry.shown.items():
             fills = self._fills(entry, participant_id)
             if fills != shown:
@@ -256,6 +308,33 @@ class RoomRegistry:
                         logger.exception("sfu rooms: slot listener failed")
         if not room.participants and entry.joining == 0:
             self._retire_if_empty(room_id, entry)
+
+    @staticmethod
+    def _roster(entry: _Entry) -> tuple[RoomMember, ...]:
+        """The room's members in the order they joined: those in it with a numbered join, and
+        those joining again (out of the room for that moment)."""
+        present = entry.room.participants
+        return tuple(RoomMember(participant_id, number) for participant_id, number
+                     in sorted(entry.joined.items(), key=lambda item: item[1])
+                     if participant_id in present or participant_id in entry.replacing)
+
+    def _members_changed(self, room_id: str, entry: _Entry, joiner: str | None = None) -> None:
+        """Tell the member listener if the room's members differ from what it was last told
+        (not for a closing room, nor an empty one: nobody is left to tell)."""
+        if entry.closing is not None or self._rooms.get(room_id) is not entry:
+            return
+        for participant_id in [p for p in entry.joined
+                               if p not in entry.room.participants and p not in entry.replacing]:
+            del entry.joined[participant_id]  # left, or let go by the room
+        members = self._roster(entry)
+        if members == entry.told:
+            return
+        entry.told = members
+        if members and self._member_listener is not None:
+            try:
+                self._member_listener(room_id, joiner, members)
+            except Exception:  # a listener's failure must not stop the room
+                logger.exception("sfu rooms: member listener failed")
 
     def _retire_if_empty(self, room_id: str, entry: _Entry) -> asyncio.Future[None] | None:
         """Close the room if nobody is in it or joining; returns its closing (if closing)."""

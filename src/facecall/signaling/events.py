@@ -12,10 +12,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .protocol import CallCandidate, CallMedia, CallRejoin, CallSdp
+from .protocol import CallCandidate, CallKey, CallMedia, CallRejoin, CallSdp
 from .reasons import EndReason
 
-RelayKind = Literal["call.sdp", "call.candidate", "call.media", "call.rejoin"]
+RelayKind = Literal["call.sdp", "call.candidate", "call.media", "call.rejoin", "call.key"]
 #: The requests relayed from one joined device to another, unchanged but for the sender.
 RELAY_KINDS: frozenset[str] = frozenset(RelayKind.__args__)  # type: ignore[attr-defined]
 
@@ -92,14 +92,15 @@ class Invite:
 
 @dataclass(frozen=True, slots=True)
 class Relay:
-    """SDP, an ICE candidate, a media state or a request to set the media up anew, from one
-    joined device to another joined device.
+    """SDP, an ICE candidate, a media state, a request to set the media up anew or a sealed
+    SFrame sender key, from one joined device to another joined device.
 
     :param kind: one of :data:`RELAY_KINDS`.
     :param body: the JSON-safe payload fields copied into the relayed event:
         ``{"description": {...}, "ice_restart": bool, "signature": str | None}``,
-        ``{"candidate": {...} | None}``, ``{"audio": bool, "video": bool, "screen": bool}``
-        or ``{}`` (``call.rejoin``).
+        ``{"candidate": {...} | None}``, ``{"audio": bool, "video": bool, "screen": bool}``,
+        ``{}`` (``call.rejoin``) or ``{"key": {...}}`` (``call.key``: the sealed key message as
+        sent; the machine checks that its sender is the sending device).
     """
 
     user_id: str
@@ -110,9 +111,9 @@ class Relay:
 
     @classmethod
     def from_message(cls, user_id: str, device_id: str,
-                     message: CallSdp | CallCandidate | CallMedia | CallRejoin) -> Relay:
+                     message: CallSdp | CallCandidate | CallMedia | CallRejoin | CallKey) -> Relay:
         """The relay event for a validated ``call.sdp`` / ``call.candidate`` / ``call.media``
-        / ``call.rejoin``."""
+        / ``call.rejoin`` / ``call.key``."""
         if isinstance(message, CallSdp):
             body: dict[str, Any] = {
                 "description": message.description.model_dump(mode="json"),
@@ -123,6 +124,8 @@ class Relay:
             body = {"audio": message.audio, "video": message.video, "screen": message.screen}
         elif isinstance(message, CallRejoin):
             body = {}
+        elif isinstance(message, CallKey):
+            body = {"key": message.key}
         else:
             cand = message.candidate
             body = {"candidate": None if cand is None else cand.model_dump(mode="json")}

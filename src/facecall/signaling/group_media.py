@@ -11,6 +11,15 @@
   room is closed. Signaling tells the SFU this through :class:`.sfu_control.SfuControl` only.
 * **Slots.** The SFU says when a device's slots change hands; ``sfu.slots`` events go out
   through the bus, one at a time in the order the SFU said them.
+* **Members.** The ``ok`` of ``sfu.join`` lists the devices in the room as that join left
+  them (``members``: ``user_id``, ``device_id``, and ``joined``, the number of the device's
+  latest join: a device that joins again is a new member). Whenever the list changes after
+  that -- a device joins or joins again, leaves, leaves the call, or the SFU drops it -- every
+  device in the room gets ``sfu.members`` with the whole list, through the same outbox as
+  ``sfu.slots``: in the order of the changes. The device whose join made a change gets no
+  event for it (its ``ok`` has the list); events for it that come while its ``sfu.join`` is
+  under way are held until its ``ok`` is out, and those older than its join dropped. A room
+  that closes (the call ended) or empties tells nobody.
 * **One node only.** On a shared bus (several nodes) each node would hold its own rooms and
   split a call's devices between them: ``sfu.join`` is refused (``sfu_unavailable``) there.
 """
@@ -20,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from facecall.bus import Bus
@@ -27,7 +37,7 @@ from facecall.logs import get_logger
 from facecall.signaling.errors import ErrorCode, ProtocolError
 from facecall.signaling.protocol import PROTOCOL_VERSION
 from facecall.signaling.records import LegState
-from facecall.signaling.sfu_control import SfuControl, SfuRefused, Slot
+from facecall.signaling.sfu_control import Member, SfuControl, SfuRefused, Slot
 
 if TYPE_CHECKING:
     from facecall.signaling.call_view import CallView
@@ -37,6 +47,15 @@ log = get_logger(__name__)
 #: the kinds of requests handled here
 SFU_KINDS = frozenset({"sfu.join", "sfu.leave"})
 Loader = Callable[[str], Awaitable["tuple[int, CallView] | None"]]
+
+
+@dataclass(eq=False, slots=True)
+class _Hold:
+    """The events for a device whose ``sfu.join`` is under way, kept until its ``ok``."""
+
+    joins: int = 0
+    """its ``sfu.join`` requests under way"""
+    events: list[dict[str, Any]] = field(default_factory=list)
 
 
 class GroupMedia:
@@ -53,24 +72,24 @@ class GroupMedia:
         self._load = load
         self._outbox: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
         self._sender: asyncio.Task[None] | None = None
+        self._holds: dict[str, _Hold] = {}  # device id -> its events held during its sfu.join
         if control is not None:
             control.on_slots(self._slots_changed)
+            control.on_members(self._members_changed)
 
     async def handle(self, user_id: str, device_id: str, message: Any) -> dict[str, Any]:
         """Act on a validated ``sfu.join`` / ``sfu.leave``; the ``ok`` fields or ProtocolError."""
         control = self._control()
         if message.type == "sfu.join":
             await self._joined_device(user_id, device_id, message.call_id)
+            hold = self._holds.setdefault(device_id, _Hold())
+            hold.joins += 1
             try:
-                joined = await control.join(message.call_id, user_id, device_id, message.sdp)
-            except SfuRefused as exc:
-                raise ProtocolError(exc.code, exc.message) from None
-            try:  # it may have left the call while the SFU took it
-                await self._joined_device(user_id, device_id, message.call_id)
-            except ProtocolError:
-                await control.leave(message.call_id, device_id)
-                raise
-            return {"sdp": joined.answer, "slots": [slot.to_wire() for slot in joined.slots]}
+                return await self._join(control, user_id, device_id, message.call_id, message.sdp)
+            finally:  # after this, nothing yields before the session queues the reply
+                hold.joins -= 1
+                if hold.joins == 0:
+                    self._release(device_id, self._holds.pop(device_id))
         entry = await self._load(message.call_id)
         if entry is None or entry[1].participant(user_id) is None:
             raise ProtocolError(ErrorCode.UNKNOWN_CALL, "no such call")
@@ -80,6 +99,21 @@ class GroupMedia:
             raise ProtocolError(ErrorCode.INVALID_STATE,
                                 "this device is not in the call's group media")
         return {}
+
+    async def _join(self, control: SfuControl, user_id: str, device_id: str, call_id: str,
+                    sdp: str) -> dict[str, Any]:
+        """``sfu.join`` of a joined device: the ``ok`` fields (``sdp``, ``slots``, ``members``)."""
+        try:
+            joined = await control.join(call_id, user_id, device_id, sdp)
+        except SfuRefused as exc:
+            raise ProtocolError(exc.code, exc.message) from None
+        try:  # it may have left the call while the SFU took it
+            await self._joined_device(user_id, device_id, call_id)
+        except ProtocolError:
+            await control.leave(call_id, device_id)
+            raise
+        return {"sdp": joined.answer, "slots": [slot.to_wire() for slot in joined.slots],
+                "members": [member.to_wire() for member in joined.members]}
 
     def _control(self) -> SfuControl:
         if self.control is None or self.bus.shared:
@@ -118,12 +152,46 @@ class GroupMedia:
 
     def _slots_changed(self, call_id: str, user_id: str, device_id: str,
                        slots: tuple[Slot, ...]) -> None:
-        """The SFU's listener: queue the ``sfu.slots`` event (sent in order by one task)."""
-        event = {"v": PROTOCOL_VERSION, "type": "sfu.slots", "call_id": call_id,
-                 "slots": [slot.to_wire() for slot in slots]}
+        """The SFU's slots listener: queue the ``sfu.slots`` event (sent in order by one task)."""
+        self._queue(device_id, {"v": PROTOCOL_VERSION, "type": "sfu.slots", "call_id": call_id,
+                                "slots": [slot.to_wire() for slot in slots]})
+
+    def _members_changed(self, call_id: str, joiner: str | None,
+                         members: tuple[Member, ...]) -> None:
+        """The SFU's members listener: queue ``sfu.members`` for every device in the room but
+        ``joiner`` (its ``ok`` carries the list; what was held for it is older than that)."""
+        event = {"v": PROTOCOL_VERSION, "type": "sfu.members", "call_id": call_id,
+                 "members": [member.to_wire() for member in members]}
+        if joiner is not None and (hold := self._holds.get(joiner)) is not None:
+            hold.events = [e for e in hold.events
+                           if e["type"] != "sfu.members" or e["call_id"] != call_id]
+        for member in members:
+            if member.device_id != joiner:
+                self._queue(member.device_id, event)
+
+    def _queue(self, device_id: str, event: dict[str, Any]) -> None:
+        """Send ``event`` to the device after every event queued before it; held while the
+        device's ``sfu.join`` is under way (:meth:`_release`)."""
+        if (hold := self._holds.get(device_id)) is not None:
+            hold.events.append(event)
+            return
         self._outbox.put_nowait((device_id, event))
         if self._sender is None or self._sender.done():
-            self._sender = asyncio.create_task(self._send(), name="facecall-sfu-slots")
+            self._sender = asyncio.create_task(self._send(), name="facecall-sfu-events")
+
+    def _release(self, device_id: str, hold: _Hold) -> None:
+        """The device's ``sfu.join`` is answered: queue what was held for it, about the rooms
+        it is still in (a refused join that took it out of the room drops them). The outbox's
+        task sends them after the reply, which the session queues without yielding."""
+        if not hold.events or self.control is None:
+            return
+        rooms: dict[str, bool] = {}
+        for event in hold.events:
+            call_id = event["call_id"]
+            if call_id not in rooms:
+                rooms[call_id] = device_id in self.control.members(call_id)
+            if rooms[call_id]:
+                self._queue(device_id, event)
 
     async def _send(self) -> None:
         while True:
@@ -131,7 +199,7 @@ class GroupMedia:
             try:
                 await self.bus.deliver(device_id, event)
             except Exception:
-                log.exception("sfu.slots_not_delivered", device_id=device_id)
+                log.exception("sfu.event_not_delivered", device_id=device_id, type=event["type"])
 
     async def stop(self) -> None:
         """Stop sending events (the node stops; the SFU's owner closes its rooms)."""

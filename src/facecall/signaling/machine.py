@@ -338,6 +338,8 @@ class CallMachine(CallView):
             raise ProtocolError(ErrorCode.NOT_IN_CALL, "only a joined device can send media setup")
         if event.kind not in RELAY_KINDS:
             raise ProtocolError(ErrorCode.INVALID_FIELD, f"cannot relay {event.kind!r}")
+        if event.kind == "call.key":
+            self._check_key_sender(event)
         target = next((t for t in self.joined_legs() if t.device_id == event.to_device), None)
         if target is None or target.device_id == event.device_id:
             raise ProtocolError(
@@ -347,6 +349,21 @@ class CallMachine(CallView):
             event.kind, from_user=event.user_id, from_device=event.device_id, **event.body
         )
         self._effects.append(Deliver(target.user_id, target.device_id, message))
+
+    @staticmethod
+    def _check_key_sender(event: Relay) -> None:
+        """A sealed sender key names its sender, whose identity key signed it; the device that
+        sends it must be that sender, or a device could send keys in another device's name
+        (say, that device's earlier messages, replayed)."""
+        key = event.body.get("key")
+        if not isinstance(key, Mapping):
+            raise ProtocolError(ErrorCode.INVALID_FIELD, "key: a sealed sender key is an object")
+        for field, mine in (("sender_user", event.user_id), ("sender_device", event.device_id)):
+            if key.get(field) != mine:
+                raise ProtocolError(
+                    ErrorCode.INVALID_FIELD,
+                    f"key.{field} {key.get(field)!r} is not the sending device's ({mine!r}): "
+                    "a device sends only its own sender keys")
 
     def _on_device_lost(self, event: DeviceLost, now: float) -> None:
         """A joined device that is gone leaves. A ringing device that lost its connection

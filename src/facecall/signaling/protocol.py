@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints, TypeAdapter, ValidationError
+from pydantic import Field, StringConstraints, TypeAdapter, ValidationError, ValidationInfo, field_validator
 
 from .errors import ErrorCode, ProtocolError
 from .frames import (
@@ -48,7 +48,7 @@ from .frames import (
     SessionDescription,
     UserIds,
 )
-from .server_messages import Error, Ok, ServerMessage
+from .server_messages import Error, Ok, SealedSenderKey, ServerMessage
 
 #: the names of the shared modules that other modules import from here
 __all__ = [
@@ -229,6 +229,35 @@ class CallRejoin(_ClientFrame):
     to_device: Id
 
 
+class CallKey(_ClientFrame):
+    """Send a sealed SFrame sender key of this device to another joined device of the call
+    (docs/sframe.md, "Key distribution (the core)"): ``key`` in the wire form of
+    :mod:`facecall.e2ee.media_keys`, relayed as it is. The server holds no keys and checks no
+    signature; it refuses (``invalid_field``) a key of the wrong shape or size, one for another
+    call than ``call_id``, one not sealed to ``to_device``, and one whose ``sender_user`` /
+    ``sender_device`` is not the sending device."""
+
+    # shape, call and recipient are checked here; the sender where the sending device is known
+    # (CallMachine, like every other check of who may relay what)
+    type: Literal["call.key"]
+    call_id: Id
+    to_device: Id
+    key: SealedSenderKey
+
+    @field_validator("key")
+    @classmethod
+    def _for_this_call_and_device(cls, key: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """``key`` (its shape checked already) is for ``call_id`` and sealed to ``to_device``."""
+        call_id, to_device = info.data.get("call_id"), info.data.get("to_device")
+        if call_id is not None and key["call_id"] != call_id:
+            raise ValueError(f"key.call_id {key['call_id']!r} is not this message's call_id "
+                             f"{call_id!r}")
+        if to_device is not None and all(r["device"] != to_device for r in key["recipients"]):
+            raise ValueError(f"to_device {to_device!r} is not among key.recipients: the key is "
+                             "not sealed to it")
+        return key
+
+
 class CallHandoff(_ClientFrame):
     """Move the call to this device: the call is answered, and its user is in it on another
     of their devices. That device leaves it (``call.ended`` ``handed_off``), this one joins in
@@ -277,6 +306,7 @@ ClientMessage = Annotated[
     | CallCandidate
     | CallMedia
     | CallRejoin
+    | CallKey
     | CallHandoff
     | SfuJoin
     | SfuLeave,
@@ -301,6 +331,7 @@ CLIENT_MESSAGE_TYPES: dict[str, type[_ClientFrame]] = {
         CallCandidate,
         CallMedia,
         CallRejoin,
+        CallKey,
         CallHandoff,
         SfuJoin,
         SfuLeave,

@@ -4,13 +4,42 @@ layer numbers per device (docs/protocol.md, "Server → client events")."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
+
+from facecall.e2ee.media_keys import MESSAGE_FIELDS, MediaKeyError, parse_sender_key
 
 from .errors import ErrorCode
 from .frames import Frame, IceCandidate, Id, Media, NonNegInt, SessionDescription
 from .reasons import EndReason
+
+
+def _sealed_sender_key(value: dict[str, Any]) -> dict[str, Any]:
+    """Refuse what :func:`facecall.e2ee.media_keys.parse_sender_key` refuses (shape and size:
+    the signature and the sealed keys are the receiving devices' to check)."""
+    try:
+        parse_sender_key(value)
+    except MediaKeyError as exc:
+        raise ValueError(f"not a sealed sender key message (docs/sframe.md): {exc}") from None
+    return value
+
+
+#: A sealed SFrame sender key message, in the wire form of :mod:`facecall.e2ee.media_keys`
+#: (``call.key``, both ways): a JSON object whose shape and size are checked, and which the
+#: server relays as it came, without reading the keys in it (it holds none).
+SealedSenderKey = Annotated[
+    dict[str, Any],
+    AfterValidator(_sealed_sender_key),
+    WithJsonSchema({
+        "type": "object",
+        "required": list(MESSAGE_FIELDS),
+        "description": "A sealed SFrame sender key message (docs/sframe.md, \"Key distribution "
+                       "(the core)\"): {v, call_id, sender_user, sender_device, kid, epk, "
+                       "recipients: [{user, device, sealed}], signature}, strings only; at most "
+                       "64 recipients.",
+    }),
+]
 
 # ======================================================================================
 # server → client: replies
@@ -250,6 +279,17 @@ class CallRejoinRelayed(_Event):
     from_device: Id
 
 
+class CallKeyRelayed(_Event):
+    """A sealed SFrame sender key from another joined device of the call (``from_device``, the
+    key's ``sender_device``), as it sent it: open this device's entry with the sender device's
+    pinned identity key (:func:`facecall.e2ee.media_keys.open_sender_key`)."""
+
+    type: Literal["call.key"]
+    from_user: Id
+    from_device: Id
+    key: SealedSenderKey
+
+
 class SlotFill(BaseModel):
     """One receive slot of a device in group media: its m-line (``mid``, ``kind``) and the
     device whose media it carries (``user_id``, ``device_id``; both null: empty)."""
@@ -271,6 +311,28 @@ class SfuSlots(_Event):
     slots: list[SlotFill]
 
 
+class RoomMember(BaseModel):
+    """A device with a place in the call's group media room, and ``joined``: the number of
+    its latest join of the room. A device that joins again (a new peer connection, which holds
+    no keys) gets a greater number: it is a new member."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    user_id: Id
+    device_id: Id
+    joined: NonNegInt
+
+
+class SfuMembers(_Event):
+    """To every device in the call's group media room: who is in it now (``members``, this
+    device included, in the order they joined), whenever that changes -- a device joined or
+    joined again, left, left the call, or the SFU dropped it. Each sender device makes a new
+    SFrame sender key and seals it to these members (docs/sframe.md, "Rotation")."""
+
+    type: Literal["sfu.members"]
+    members: list[RoomMember]
+
+
 #: Any server → client frame, discriminated by ``type``.
 ServerMessage = Annotated[
     Ok
@@ -288,8 +350,10 @@ ServerMessage = Annotated[
     | CallCandidateRelayed
     | CallMediaRelayed
     | CallRejoinRelayed
+    | CallKeyRelayed
     | CallHandedOff
     | CallElsewhere
-    | SfuSlots,
+    | SfuSlots
+    | SfuMembers,
     Field(discriminator="type"),
 ]

@@ -1,6 +1,8 @@
 """What signaling asks of the SFU (DESIGN.md: "room placement / control"): put a device of a
 call in the call's room from its offer, take it out, close the room, say who is in it, and
-tell signaling when a device's receive slots change hands. Signaling never touches media: this
+tell signaling when a device's receive slots change hands and when who is in the room changes
+(a device joins, joins again, leaves, or is dropped by the SFU itself: gone silent, its
+transport closed). Signaling never touches media: this
 interface is all it knows of the SFU. :class:`facecall.sfu.control.InProcessSfu` implements it
 over the rooms of this process (:mod:`facecall.sfu.rooms`); a separate SFU process would be
 another implementation.
@@ -31,12 +33,28 @@ class Slot:
 
 
 @dataclass(frozen=True, slots=True)
+class Member:
+    """A device with a place in a call's room, and ``joined``: the number the SFU gave its
+    latest join of the room. Every join, a device's join again included (a new peer connection,
+    which holds none of the keys of the old one), gets a greater number than any join before it
+    on this SFU, so a device whose number changed is a new member."""
+
+    user_id: str
+    device_id: str
+    joined: int
+
+    def to_wire(self) -> dict[str, str | int]:
+        return {"user_id": self.user_id, "device_id": self.device_id, "joined": self.joined}
+
+
+@dataclass(frozen=True, slots=True)
 class SfuJoined:
-    """The SFU took the device: its ``answer`` SDP and its slots (empty until its media
-    connects)."""
+    """The SFU took the device: its ``answer`` SDP, its slots (empty until its media
+    connects), and the room's ``members`` as its join left them (the device included)."""
 
     answer: str
     slots: tuple[Slot, ...]
+    members: tuple[Member, ...] = ()
 
 
 class SfuRefused(Exception):
@@ -52,6 +70,11 @@ class SfuRefused(Exception):
 
 #: ``listener(call_id, user_id, device_id, slots)``: that device's slots changed hands
 SlotsListener = Callable[[str, str, str, tuple[Slot, ...]], None]
+#: ``listener(call_id, joiner, members)``: who is in the call's room changed; ``members`` is
+#: everyone in it now, in the order they joined. ``joiner``: the device whose join (or join
+#: again) made this change -- its :meth:`SfuControl.join` returns the same list -- else None
+#: (a device left, or the SFU dropped it). Not called when a room closes or becomes empty.
+MembersListener = Callable[[str, str | None, tuple[Member, ...]], None]
 
 
 class SfuControl(Protocol):
@@ -78,6 +101,11 @@ class SfuControl(Protocol):
 
     def on_slots(self, listener: SlotsListener) -> None:
         """Have ``listener`` told whenever a device's slots change hands."""
+        ...
+
+    def on_members(self, listener: MembersListener) -> None:
+        """Have ``listener`` told whenever who is in a room changes, in the order of the
+        changes, at the moment each happens (before the call that made it returns)."""
         ...
 
     async def shutdown(self) -> None:

@@ -11,10 +11,12 @@ from facecall.store.errors import InvalidInput, NotFound, TokenExists, UsernameT
 from facecall.store.ids import new_id
 from facecall.store.invites import use_invite
 from facecall.store.models import (
+    AGREEMENT_KEY_LEN,
     DEVICE_NAME_LEN,
     DISPLAY_NAME_LEN,
     IDENTITY_KEY_LEN,
     PASSWORD_HASH_LEN,
+    SIGNATURE_LEN,
     USERNAME_LEN,
 )
 from facecall.store.records import DEVICE_KINDS, DeviceRecord, TokenRecord, UserRecord
@@ -22,7 +24,10 @@ from facecall.store.records import DEVICE_KINDS, DeviceRecord, TokenRecord, User
 #: the most users one page of :meth:`AccountsRepository.list_users` returns
 MAX_USERS_PAGE = 1000
 USER_COLUMNS = "id, username, display_name, password_hash, created_at, deleted_at"
-DEVICE_COLUMNS = "id, user_id, kind, name, created_at, last_seen_at, removed_at, identity_key"
+DEVICE_COLUMNS = (
+    "id, user_id, kind, name, created_at, last_seen_at, removed_at, identity_key, agreement_key, "
+    "agreement_signature"
+)
 
 USER_BY_ID = Q.of(f"SELECT {USER_COLUMNS} FROM users WHERE id = $1")
 USER_BY_NAME = Q.of(f"SELECT {USER_COLUMNS} FROM users WHERE username = $1 AND deleted_at IS NULL")
@@ -33,7 +38,7 @@ USER_WITH_PASSWORD = Q.of(
 )
 INSERT_USER = Q.of(f"INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, NULL)")
 INSERT_DEVICE = Q.of(
-    f"INSERT INTO user_devices ({DEVICE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, NULL, $7)"
+    f"INSERT INTO user_devices ({DEVICE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, NULL, NULL)"
 )
 DEVICES_OF_USERS = Q.of(
     f"SELECT {DEVICE_COLUMNS} FROM user_devices WHERE user_id {{ids1}} AND removed_at IS NULL "
@@ -53,6 +58,12 @@ RENAME_DEVICE = Q.of(
 SET_IDENTITY_KEY = Q.of(
     "UPDATE user_devices SET identity_key = $3 WHERE id = $1 AND user_id = $2 AND removed_at IS NULL "
     "AND identity_key IS NULL"
+)
+#: a device's agreement key and its certificate's signature, set together; only for a device
+#: with an identity key (the certificate's signer), and a newer certificate replaces the last
+SET_AGREEMENT_KEY = Q.of(
+    "UPDATE user_devices SET agreement_key = $3, agreement_signature = $4 WHERE id = $1 "
+    "AND user_id = $2 AND removed_at IS NULL AND identity_key IS NOT NULL"
 )
 TOUCH_DEVICE = Q.of("UPDATE user_devices SET last_seen_at = $2 WHERE id = $1 AND removed_at IS NULL")
 OWNED_DEVICE = Q.of("SELECT 1 FROM user_devices WHERE id = $1 AND user_id = $2 AND removed_at IS NULL")
@@ -109,6 +120,8 @@ def _device(d: Dialect, r: Any) -> DeviceRecord:
         last_seen_at=d.epoch(r[5]),
         removed_at=d.epoch(r[6]),
         identity_key=r[7],
+        agreement_key=r[8],
+        agreement_signature=r[9],
     )
 
 
@@ -167,6 +180,16 @@ def _rename_device(d: Dialect, user_id: str, device_id: str, name: str) -> Body[
 
 def _set_identity_key(d: Dialect, user_id: str, device_id: str, key: str) -> Body[DeviceRecord | None]:
     yield COUNT, SET_IDENTITY_KEY, (device_id, user_id, key)
+    row = yield ONE, DEVICE_BY_ID, (device_id,)
+    if row is None or row[1] != user_id or row[6] is not None:
+        return None
+    return _device(d, row)
+
+
+def _set_agreement_key(
+    d: Dialect, user_id: str, device_id: str, key: str, signature: str,
+) -> Body[DeviceRecord | None]:
+    yield COUNT, SET_AGREEMENT_KEY, (device_id, user_id, key, signature)
     row = yield ONE, DEVICE_BY_ID, (device_id,)
     if row is None or row[1] != user_id or row[6] is not None:
         return None
@@ -411,6 +434,22 @@ class AccountsRepository:
         checked = validate.text(key, "identity_key", IDENTITY_KEY_LEN)
         return await self._db.write(
             _set_identity_key, validate.ident(user_id, "user_id"), device_id, checked)
+
+    async def set_agreement_key(
+        self, user_id: str, device_id: str, key: str, signature: str,
+    ) -> DeviceRecord | None:
+        """Store the certificate of one of the user's devices' agreement key (docs/sframe.md,
+        "Key distribution (the core)"): the key and its identity key's signature, replacing any
+        earlier one. The caller checks the certificate (``facecall.e2ee.agreement``); the store
+        checks only that each is a string no longer than its column (else
+        :class:`InvalidInput`). A device without an identity key keeps none (its
+        ``identity_key`` is None: compare to tell). Returns the device as stored, or None if it
+        is unknown, another user's or removed."""
+        checked_key = validate.text(key, "agreement_key", AGREEMENT_KEY_LEN)
+        checked_signature = validate.text(signature, "agreement_signature", SIGNATURE_LEN)
+        return await self._db.write(
+            _set_agreement_key, validate.ident(user_id, "user_id"), device_id, checked_key,
+            checked_signature)
 
     async def touch_device(self, device_id: str, now: float) -> None:
         """Record that the device was seen at ``now``. Raises :class:`NotFound` if it is unknown

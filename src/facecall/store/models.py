@@ -30,6 +30,10 @@ PASSWORD_HASH_LEN = 512
 DEVICE_NAME_LEN = 128
 #: a public Ed25519 key as base64url (``facecall.e2ee.identity``: 32 bytes, 43 characters)
 IDENTITY_KEY_LEN = 43
+#: a public X25519 agreement key as base64url (``facecall.e2ee.agreement``: 32 bytes, 43 characters)
+AGREEMENT_KEY_LEN = 43
+#: an Ed25519 signature as base64url (64 bytes, 86 characters)
+SIGNATURE_LEN = 86
 TOKEN_HASH_LEN = 64
 INVITE_NOTE_LEN = 128
 STATE_LEN = 32
@@ -106,6 +110,10 @@ class DeviceRow(Base):
     removed_at: Mapped[float | None] = mapped_column(EpochTime())
     #: the device's public Ed25519 identity key, base64url (migration 0007); set once
     identity_key: Mapped[str | None] = mapped_column(String(IDENTITY_KEY_LEN))
+    #: the device's public X25519 agreement key, base64url, and its identity key's signature
+    #: certifying it (migration 0008); both set together, replaced by a newer certificate
+    agreement_key: Mapped[str | None] = mapped_column(String(AGREEMENT_KEY_LEN))
+    agreement_signature: Mapped[str | None] = mapped_column(String(SIGNATURE_LEN))
 
 
 class TokenRow(Base):

@@ -64,7 +64,9 @@ class InviteRecord:
 @dataclass(frozen=True, slots=True)
 class DeviceRecord:
     """One registered device of a user; ``removed_at`` is set once the device was removed;
-    ``identity_key`` is its public Ed25519 key (``facecall.e2ee.identity``), set once."""
+    ``identity_key`` is its public Ed25519 key (``facecall.e2ee.identity``), set once;
+    ``agreement_key`` its public X25519 key (``facecall.e2ee.agreement``) and
+    ``agreement_signature`` the identity key's signature certifying it, both set together."""
 
     id: str
     user_id: str
@@ -74,6 +76,8 @@ class DeviceRecord:
     last_seen_at: float
     removed_at: float | None
     identity_key: str | None = None
+    agreement_key: str | None = None
+    agreement_signature: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

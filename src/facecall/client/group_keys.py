@@ -1,0 +1,287 @@
+"""The SFrame keys of one device's group media (docs/sframe.md, "In the SDK"): its own sender
+keys, made anew and sealed to the room's other devices whenever they change, and the keys the
+others send it.
+
+* **Who gets a key.** The server says who has a place in the call's SFU room: ``members`` in
+  the ``ok`` of ``sfu.join``, then a ``sfu.members`` event at every change (docs/protocol.md).
+  Each entry carries ``joined``, which changes when a device joins again (a restarted program
+  lost its keys): that is a change too. This device follows only the lists of its own current
+  join (:class:`MemberLists`: they name it with its reply's ``joined``).
+* **On every change** this device makes a new sender key (new KID, fresh ``base_key``:
+  :class:`~facecall.e2ee.media_keys.SenderKeys`), seals it to each other member's agreement
+  key — read from the server's list and checked with that device's identity key, pinned on
+  first use like the key that signs its SDP (:meth:`Identity.agreement_key_of`) — and sends it
+  to each of them as ``call.key``. It encrypts with the new key :data:`SWITCH_DELAY` later, so
+  that the others hold it before frames under it arrive (its first key at once: nothing was
+  sent before). A device that left never gets a key made after it left (forward secrecy); a
+  newcomer gets none made before it came.
+* **Keys received** (``call.key``) are opened with this device's agreement key after the
+  signature is checked against the sender device's identity key; a sender's previous key is
+  kept for :data:`~facecall.e2ee.media_keys.GRACE` seconds (frames in flight), a departed
+  member's keys are dropped at once (:class:`~facecall.e2ee.media_keys.ReceivedKeys`).
+* A member whose agreement key cannot be had (none published, a certificate that does not
+  check out) is left out of the seal and listed in :attr:`GroupKeys.unsealed`: it cannot read
+  this device's media. A key that does not open is logged and counted in
+  :attr:`GroupKeys.refused`; nothing else changes.
+
+Membership changes and received keys are each handled in order, by one task each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from facecall.client.errors import FacecallError
+from facecall.client.sframe_media import FrameCipher
+from facecall.e2ee.agreement import AgreementKey, MediaKeyError
+from facecall.e2ee.identity import IdentityError
+from facecall.e2ee.media_keys import KeyChanges, ReceivedKeys
+from facecall.logs import get_logger
+
+if TYPE_CHECKING:
+    from facecall.client.call import Call
+    from facecall.client.identity import Identity
+
+log = get_logger(__name__)
+
+#: seconds between sending a new key and encrypting with it (the others must hold it first)
+SWITCH_DELAY = 0.3
+#: the most entries a member list may have (the SFU's rooms hold fewer)
+MAX_MEMBERS = 64
+#: the most member lists kept while the reply to ``sfu.join`` is awaited
+MAX_EARLY = 16
+
+#: the call events that are group media's E2E keys and membership
+GROUP_KEY_EVENTS = frozenset({"call.key", "sfu.members"})
+
+Member = tuple[str, int]
+"""A member device's (user id, ``joined``)."""
+
+
+def parse_members(wire: object) -> dict[str, Member]:
+    """A ``members`` list: device id → (user id, joined), this device included. Entries that
+    are not well formed are skipped (the server makes the list)."""
+    members: dict[str, Member] = {}
+    if not isinstance(wire, list):
+        return members
+    for entry in wire[:MAX_MEMBERS]:
+        if not isinstance(entry, Mapping):
+            continue
+        user, device, joined = entry.get("user_id"), entry.get("device_id"), entry.get("joined")
+        if (isinstance(user, str) and isinstance(device, str) and isinstance(joined, int)
+                and not isinstance(joined, bool)):
+            members[device] = (user, joined)
+    return members
+
+
+class MemberLists:
+    """Which member lists belong to this device's current join of the room: those that name
+    it with the ``joined`` of its ``sfu.join`` reply. Events and replies reach the SDK apart,
+    so ``sfu.members`` events that come before the reply wait for it; lists of an earlier join
+    of this device (a join again replaces it) are ignored."""
+
+    def __init__(self, device_id: str) -> None:
+        self.device_id = device_id
+        self.joined: int | None = None
+        """This device's join number (from the reply; None before it)."""
+        self._early: list[dict[str, Member]] = []
+
+    def replied(self, wire: object) -> dict[str, Member] | None:
+        """The list to apply on the reply's ``members``: the newest event of this join that came
+        before it, else the reply's own; None if the reply does not name this device."""
+        members = parse_members(wire)
+        own = members.get(self.device_id)
+        if own is None:
+            return None
+        self.joined = own[1]
+        current = [m for m in self._early if self._current(m)]
+        self._early.clear()
+        return current[-1] if current else members
+
+    def event(self, wire: object) -> dict[str, Member] | None:
+        """The list to apply on a ``sfu.members`` event, if any now."""
+        members = parse_members(wire)
+        if self.joined is None:
+            self._early = [*self._early, members][-MAX_EARLY:]
+            return None
+        return members if self._current(members) else None
+
+    def _current(self, members: Mapping[str, Member]) -> bool:
+        own = members.get(self.device_id)
+        return own is not None and own[1] == self.joined
+
+
+class GroupKeys:
+    """This device's SFrame keys in one call's group media (see the module docstring); the
+    :class:`FrameCipher` it feeds encrypts and decrypts the frames."""
+
+    def __init__(self, call: Call, cipher: FrameCipher) -> None:
+        device = call.device
+        identity = device.identity
+        if identity is None or device.user_id is None or device.device_id is None or device.token is None:
+            raise FacecallError("group media needs a connected device with its identity key")
+        self.call, self.cipher = call, cipher
+        self._identity: Identity = identity
+        self._user, self._device, self._token = device.user_id, device.device_id, device.token
+        self._sender = identity.sender_keys(call.id, self._user, self._device)
+        self._received = ReceivedKeys(call.id)
+        self._members: dict[str, Member] = {}
+        self._lists = MemberLists(self._device)
+        self._agreement_keys: dict[tuple[str, Member], AgreementKey] = {}
+        self._member_lists: asyncio.Queue[dict[str, Member]] = asyncio.Queue()
+        self._keys: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._switch: asyncio.TimerHandle | None = None
+        self._expiry: asyncio.TimerHandle | None = None
+        self.unsealed: frozenset[str] = frozenset()
+        """Member devices this device could not seal its current key to (no usable agreement
+        key): they cannot read its media."""
+        self.refused: Counter[str] = Counter()
+        """Keys received that were refused, by error class name."""
+        self.rotations = 0
+        """Sender keys made so far."""
+        self._tasks = [call._in_background(self._follow_members()), call._in_background(self._open_keys())]
+
+    @property
+    def members(self) -> Mapping[str, Member]:
+        """The room's other devices as last told: device id → (user id, joined)."""
+        return dict(self._members)
+
+    def senders(self) -> set[str]:
+        """The devices whose current key this device holds."""
+        return {device for kid in self._received.kids()
+                if (device := self._received.sender_of(kid)) is not None}
+
+    # ------------------------------------------------------------------ inputs
+
+    def members_replied(self, wire: object) -> None:
+        """The ``members`` of the ``sfu.join`` reply (:class:`MemberLists` picks the list)."""
+        members = self._lists.replied(wire)
+        if members is None:
+            log.warning("group_keys.not_a_member", call_id=self.call.id)
+            return
+        self._member_lists.put_nowait(members)
+
+    def deliver(self, event: dict[str, Any]) -> None:
+        """A ``sfu.members`` or ``call.key`` event of this call."""
+        if event["type"] == "sfu.members":
+            members = self._lists.event(event.get("members"))
+            if members is not None:
+                self._member_lists.put_nowait(members)
+        elif event["type"] == "call.key":
+            self._keys.put_nowait(event)
+
+    def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for timer in (self._switch, self._expiry):
+            if timer is not None:
+                timer.cancel()
+
+    # ------------------------------------------------------------------ sending keys
+
+    async def _follow_members(self) -> None:
+        while True:
+            members = await self._member_lists.get()
+            while not self._member_lists.empty():  # only the newest list matters
+                members = self._member_lists.get_nowait()
+            try:
+                await self._members_changed(members)
+            except Exception as exc:  # a failed rotation must not end the follower
+                log.warning("group_keys.rotation_failed", call_id=self.call.id, error=repr(exc))
+
+    async def _members_changed(self, listed: dict[str, Member]) -> None:
+        members = {device: member for device, member in listed.items() if device != self._device}
+        if members == self._members:
+            return
+        for device, member in self._members.items():
+            if members.get(device) != member:  # left, or joined again (its old keys are gone)
+                self._apply(self._received.remove_sender(device))
+        self._members = members
+        if not members:
+            return  # nobody to hear: the next member gets a new key
+        found = await asyncio.gather(*(self._agreement_key(device, member)
+                                       for device, member in members.items()))
+        keys = [key for key in found if key is not None]
+        self.unsealed = frozenset(members) - {key.device_id for key in keys}
+        if not keys:
+            return
+        message = self._sender.rotate(keys)
+        kid, base_key = self._sender.kid, self._sender.base_key
+        assert kid is not None and base_key is not None
+        self.rotations += 1
+        await asyncio.gather(*(self._send(key.device_id, message) for key in keys))
+        if self._switch is not None:
+            self._switch.cancel()
+        delay = 0.0 if self.cipher.kid is None else SWITCH_DELAY
+        self._switch = asyncio.get_running_loop().call_later(delay, self.cipher.use_key, kid, base_key)
+        log.info("group_keys.rotated", call_id=self.call.id, kid=kid, members=len(keys),
+                 unsealed=sorted(self.unsealed))
+
+    async def _agreement_key(self, device: str, member: Member) -> AgreementKey | None:
+        """A member's checked agreement key (kept while it stays the same member)."""
+        key = self._agreement_keys.get((device, member))
+        if key is not None:
+            return key
+        try:
+            key = await self._identity.agreement_key_of(self.call.device.api, self._token,
+                                                        member[0], device)
+        except (IdentityError, MediaKeyError) as exc:
+            log.warning("group_keys.no_agreement_key", call_id=self.call.id, device_id=device,
+                        error=str(exc))
+            return None
+        self._agreement_keys[(device, member)] = key
+        return key
+
+    async def _send(self, device: str, message: dict[str, object]) -> None:
+        try:
+            await self.call.device.request("call.key", call_id=self.call.id, to_device=device,
+                                           key=message)
+        except FacecallError as exc:  # it left meanwhile, or signaling is down: the next change re-keys
+            log.warning("group_keys.not_sent", call_id=self.call.id, device_id=device, error=str(exc))
+
+    # ------------------------------------------------------------------ receiving keys
+
+    async def _open_keys(self) -> None:
+        while True:
+            event = await self._keys.get()
+            try:
+                await self._open(event)
+            except (IdentityError, MediaKeyError) as exc:
+                self.refused[type(exc).__name__] += 1
+                log.warning("group_keys.refused", call_id=self.call.id,
+                            from_device=event.get("from_device"), error=f"{type(exc).__name__}: {exc}")
+            except Exception as exc:
+                self.refused[type(exc).__name__] += 1
+                log.warning("group_keys.failed", call_id=self.call.id, error=repr(exc))
+
+    async def _open(self, event: dict[str, Any]) -> None:
+        user, device = event["from_user"], event["from_device"]
+        sender_key = await self._identity.key_of(self.call.device.api, self._token, user, device)
+        opened = self._identity.open_sender_key(event.get("key"), call_id=self.call.id,
+                                                sender_key=sender_key, user_id=self._user,
+                                                device_id=self._device)
+        if (opened.sender_user, opened.sender_device) != (user, device):
+            raise MediaKeyError(f"a key of device {opened.sender_device} relayed from {device}")
+        self._apply(self._received.add(opened, time.monotonic()))
+
+    def _apply(self, changes: KeyChanges) -> None:
+        self.cipher.apply(changes.removed, changes.added)
+        self._arm_expiry()
+
+    def _arm_expiry(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        when = self._received.get_timer()
+        if when is not None:
+            self._expiry = asyncio.get_running_loop().call_later(
+                max(0.0, when - time.monotonic()), self._expire)
+
+    def _expire(self) -> None:
+        self._expiry = None
+        self._apply(self._received.handle_timer(time.monotonic()))
+
