@@ -150,7 +150,16 @@ export class Api {
     });
   }
 
-  /** `{user_id, devices: [{device_id, identity_key}]}`: the published keys of a user's devices. */
+  /** Publish the certificate of a device's X25519 agreement key (`{key, signature}`; a newer
+   *  one replaces the last): others seal group media's keys to it (docs/sframe.md). */
+  setAgreementKey(token, id, key, signature) {
+    return this.request("PUT", `/v1/devices/${encodeURIComponent(id)}/agreement-key`, {
+      token, body: { key, signature },
+    });
+  }
+
+  /** `{user_id, devices: [{device_id, identity_key, agreement_key}]}`: the published keys of a
+   *  user's devices. */
   /** A user's devices' identity keys. A call's next events wait for this answer (identity.js):
    *  given up after 10 s, as a server that does not answer. */
   identityKeys(token, userId) {

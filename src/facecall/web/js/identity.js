@@ -15,6 +15,9 @@
 // never changes, so a server that later hands out another one is refused).
 
 export const DOMAIN = "facecall sdp v1\n";
+import { certifyAgreementKey, newAgreementKey } from "./media-keys.js"; // (imports from here too:
+// a cycle ES modules allow, as neither uses the other while it loads)
+
 const ED25519 = { name: "Ed25519" };
 const KEY_BYTES = 32;
 const SIGNATURE_BYTES = 64;
@@ -195,7 +198,8 @@ async function loadKeys(deviceId) {
   return null;
 }
 
-/** Keep the key record of a device (``{deviceId, userId, privateKey, publicKey, published}``). */
+/** Keep the key record of a device (``{deviceId, userId, privateKey, publicKey, published,
+ *  agreement, agreementPublished}``). */
 export async function saveKeys(record) {
   kept.set(record.deviceId, record);
   try {
@@ -227,6 +231,7 @@ function locked(deviceId, work) {
  * for it, published first if the server may not have it yet (a device registered before identity
  * keys existed, or this browser's key store was cleared and the device has none). Null when the
  * device already has another key, which this browser no longer holds: it cannot sign for it.
+ * Its X25519 agreement key is made and published too (publishAgreementKey).
  */
 export async function deviceIdentity(api, device) {
   return locked(device.id, async () => {
@@ -246,8 +251,36 @@ export async function deviceIdentity(api, device) {
       record = { ...record, published: true };
       await saveKeys(record);
     }
+    record = await publishAgreementKey(api, device, record);
     return new Identity({ ...record, userId: device.userId, api, token: device.token });
   });
+}
+
+/**
+ * The key record with an X25519 agreement key pair (``agreement``: made once, its private key
+ * not extractable, kept in IndexedDB with the identity key) whose certificate, signed by the
+ * identity key, the server has (``agreementPublished``): others seal group media's SFrame keys
+ * to it (docs/sframe.md; media-keys.js makes and certifies it). A refusal is logged, not thrown:
+ * 1:1 calls do not need it, and the next page load tries again.
+ */
+async function publishAgreementKey(api, device, record) {
+  if (!record.agreement) {
+    record = { ...record, agreement: await newAgreementKey(), agreementPublished: false };
+    await saveKeys(record);
+  }
+  if (record.agreementPublished) return record;
+  try {
+    const certificate = await certifyAgreementKey(record.privateKey, device.userId, device.id,
+      record.agreement.publicKey);
+    await api.setAgreementKey(device.token, device.id, certificate.key, certificate.signature);
+  } catch (error) {
+    console.warn("facecall: the agreement key is not published; group media cannot be end-to-end "
+      + "encrypted to this browser until it is", error);
+    return record;
+  }
+  record = { ...record, agreementPublished: true };
+  await saveKeys(record);
+  return record;
 }
 
 // -- signing and checking -----------------------------------------------------------------------
