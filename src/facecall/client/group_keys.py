@@ -19,6 +19,11 @@ others send it.
   signature is checked against the sender device's identity key; a sender's previous key is
   kept for :data:`~facecall.e2ee.media_keys.GRACE` seconds (frames in flight), a departed
   member's keys are dropped at once (:class:`~facecall.e2ee.media_keys.ReceivedKeys`).
+* **Nothing under a key a departed device holds.** When a device that holds the key this
+  device encrypts with (or is about to) has left and no new key can be made for those who
+  remain (nobody is left, none of their agreement keys can be had, the rotation failed), this
+  device stops sending (:meth:`FrameCipher.stop`) until the next change gives it a key: the
+  SFU receives every frame, and the one who left must not be able to read what comes after.
 * A member whose agreement key cannot be had (none published, a certificate that does not
   check out) is left out of the seal and listed in :attr:`GroupKeys.unsealed`: it cannot read
   this device's media. A key that does not open is logged and counted in
@@ -135,6 +140,9 @@ class GroupKeys:
         self._member_lists: asyncio.Queue[dict[str, Member]] = asyncio.Queue()
         self._keys: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._switch: asyncio.TimerHandle | None = None
+        self._holders: frozenset[str] = frozenset()
+        """The devices that hold the key this device encrypts with, or will once ``_switch``
+        runs (both, while it is pending)."""
         self._expiry: asyncio.TimerHandle | None = None
         self.unsealed: frozenset[str] = frozenset()
         """Member devices this device could not seal its current key to (no usable agreement
@@ -163,6 +171,12 @@ class GroupKeys:
         if members is None:
             log.warning("group_keys.not_a_member", call_id=self.call.id)
             return
+        self._queue_members(members)
+
+    def _queue_members(self, members: dict[str, Member]) -> None:
+        """Queue a list for the follower, which applies only the newest: the older ones go."""
+        while not self._member_lists.empty():
+            self._member_lists.get_nowait()
         self._member_lists.put_nowait(members)
 
     def deliver(self, event: dict[str, Any]) -> None:
@@ -170,7 +184,7 @@ class GroupKeys:
         if event["type"] == "sfu.members":
             members = self._lists.event(event.get("members"))
             if members is not None:
-                self._member_lists.put_nowait(members)
+                self._queue_members(members)
         elif event["type"] == "call.key":
             self._keys.put_nowait(event)
 
@@ -201,14 +215,58 @@ class GroupKeys:
             if members.get(device) != member:  # left, or joined again (its old keys are gone)
                 self._apply(self._received.remove_sender(device))
         self._members = members
+        self._agreement_keys = {k: v for k, v in self._agreement_keys.items()
+                                if members.get(k[0]) == k[1]}
+        rotated = False
+        try:
+            rotated = await self._rotate(members)
+        finally:
+            if not rotated and self._holders - members.keys():
+                self._stop_sending()
+
+    def _stop_sending(self) -> None:
+        """A device that holds the key in use left and no new key could be made: send nothing."""
+        if self._switch is not None:
+            self._switch.cancel()
+            self._switch = None
+        self.cipher.stop()
+        log.warning("group_keys.stopped", call_id=self.call.id, departed=sorted(
+            self._holders - self._members.keys()))
+        self._holders = frozenset()
+
+    def _use_key(self, kid: int, base_key: bytes, holders: frozenset[str]) -> None:
+        self._switch = None
+        self.cipher.use_key(kid, base_key)
+        self._holders = holders
+
+    async def _rotate(self, members: dict[str, Member]) -> bool:
+        """Make a new key, seal and send it to ``members``, and switch to it: False if there
+        is nobody it can be sealed to."""
         if not members:
-            return  # nobody to hear: the next member gets a new key
+            return False  # nobody to hear: the next member gets a new key
+        known = [key for device, member in members.items()
+                 if (key := self._agreement_keys.get((device, member))) is not None]
+        sealed_to: set[str] | None = None
+        if self._holders - members.keys() and len(known) < len(members):
+            # a holder left, and keys must be read (which a server can stall): the key it
+            # holds is not used meanwhile — a new one for those whose keys are known, or none
+            if known:
+                await self._seal_and_switch(known)
+                sealed_to = {key.device_id for key in known}
+            else:
+                self._stop_sending()
         found = await asyncio.gather(*(self._agreement_key(device, member)
                                        for device, member in members.items()))
         keys = [key for key in found if key is not None]
         self.unsealed = frozenset(members) - {key.device_id for key in keys}
         if not keys:
-            return
+            return False
+        if sealed_to != {key.device_id for key in keys}:  # (else: sealed to them just now)
+            await self._seal_and_switch(keys)
+        return True
+
+    async def _seal_and_switch(self, keys: list[AgreementKey]) -> None:
+        """A new key sealed and sent to ``keys``' devices, used after :data:`SWITCH_DELAY`."""
         message = self._sender.rotate(keys)
         kid, base_key = self._sender.kid, self._sender.base_key
         assert kid is not None and base_key is not None
@@ -217,7 +275,10 @@ class GroupKeys:
         if self._switch is not None:
             self._switch.cancel()
         delay = 0.0 if self.cipher.kid is None else SWITCH_DELAY
-        self._switch = asyncio.get_running_loop().call_later(delay, self.cipher.use_key, kid, base_key)
+        holders = frozenset(key.device_id for key in keys)
+        self._holders |= holders  # the key in use goes on until the switch
+        self._switch = asyncio.get_running_loop().call_later(delay, self._use_key, kid, base_key,
+                                                             holders)
         log.info("group_keys.rotated", call_id=self.call.id, kid=kid, members=len(keys),
                  unsealed=sorted(self.unsealed))
 

@@ -102,6 +102,14 @@ class FrameCipher:
             if previous is not None:
                 self._sender.remove_key(previous)
 
+    def stop(self) -> None:
+        """Send nothing from now on, until :meth:`use_key` gives a new key (the one in use is
+        forgotten)."""
+        with self._send_lock:
+            if self._kid is not None:
+                self._sender.remove_key(self._kid)
+            self._kid = None
+
     def apply(self, removed: Iterable[int], added: Iterable[tuple[int, bytes]]) -> None:
         """Change the receiving keys (a :class:`~facecall.e2ee.media_keys.KeyChanges`)."""
         with self._receive_lock:

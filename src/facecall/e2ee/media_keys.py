@@ -383,8 +383,9 @@ class ReceivedKeys:
         if tag == s.tag and number == s.number:
             if key.base_key != s.base_key:
                 raise KeyConflict(f"device {device} sent two keys for KID {key.kid}")
-            if s.kid is not None:
-                return KeyChanges([], [])
+            if s.kid is None:  # dropped when it left: a replay must not bring it back
+                raise StaleKey(f"KID {key.kid} of device {device} was dropped when it left")
+            return KeyChanges([], [])
         removed = [s.previous[0]] if s.previous else []
         s.previous = (s.kid, now + self.grace) if s.kid is not None else None
         if tag != s.tag:  # the sender restarted

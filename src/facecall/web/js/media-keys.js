@@ -385,7 +385,10 @@ export class ReceivedKeys {
     }
     if (tag === s.tag && number === s.number) {
       if (!sameBytes(key.baseKey, s.baseKey)) throw new KeyConflict(`device ${device} sent two keys for KID ${key.kid}`);
-      if (s.kid !== null) return { removed: [], added: [] };
+      if (s.kid === null) { // dropped when it left: a replay must not bring it back
+        throw new StaleKey(`KID ${key.kid} of device ${device} was dropped when it left`);
+      }
+      return { removed: [], added: [] };
     }
     const removed = s.previous ? [s.previous[0]] : [];
     s.previous = s.kid !== null ? [s.kid, now + this.grace] : null;
