@@ -252,3 +252,25 @@ async def test_media_keys_js_known_answer_interop_and_errors(page: Person) -> No
                               [page_key, agreement("user-q", "device-q", new_agreement_key())])
     assert await page.page.evaluate(SECOND_JS, {"message": message, "sender": SENDER_PUBLIC}) == [
         "device-a", 12345, base_key.hex()]
+
+
+DEPARTED_JS = """async ({ call }) => {
+  const m = await import("/js/media-keys.js");
+  const keys = new m.ReceivedKeys(call);
+  const key = { callId: call, senderUser: "dave", senderDevice: "d1", kid: m.makeKid(5, 3),
+                baseKey: new Uint8Array(32) };
+  keys.add(key, 0);
+  const removed = keys.removeSender("d1").removed;
+  let replayed = "taken";
+  try { keys.add(key, 1); } catch (e) { replayed = e.name; }
+  const kids = keys.kids().size;
+  const back = keys.add({ ...key, kid: m.makeKid(6, 0) }, 2).added.length;  // a new tag: it came back
+  return { removed, replayed, kids, back };
+}"""
+
+
+async def test_a_departed_senders_key_replayed_stays_refused_in_the_browser(page: Person) -> None:  # noqa: F811
+    """The twin of tests/client/test_group_e2e_audit.py's rule: a departed device's current key,
+    replayed (or in flight when it left), does not come back; a new key of that device does."""
+    out = await page.page.evaluate(DEPARTED_JS, {"call": "call-audit"})
+    assert out == {"removed": [make_kid(5, 3)], "replayed": "StaleKey", "kids": 0, "back": 1}
