@@ -9,7 +9,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, WebSocketRoute, expect
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    WebSocket,
+    WebSocketRoute,
+    expect,
+)
 
 PASSWORD = "correct horse battery"
 #: what a server in the middle does to a signaling frame: the frame it passes on, or None
@@ -28,6 +36,7 @@ class Person:
     console: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # uncaught exceptions in the page
     sockets: list[str] = field(default_factory=list)  # the URLs of the WebSockets the page opened
+    websockets: list[WebSocket] = field(default_factory=list)  # …and the WebSockets themselves
 
     @classmethod
     async def open(cls, browser: Browser, base_url: str, username: str, *, query: str = "",
@@ -40,7 +49,7 @@ class Person:
         person = cls(username, context, page, base_url)
         page.on("console", person._log)
         page.on("pageerror", lambda error: person.errors.append(str(error)))
-        page.on("websocket", lambda ws: person.sockets.append(ws.url))
+        page.on("websocket", person._opened)
         page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
         await page.goto(f"{base_url}/{query}")
         await expect(page.locator("body[data-ready=true]")).to_be_attached()
@@ -48,6 +57,19 @@ class Person:
 
     def _log(self, message: ConsoleMessage) -> None:
         self.console.append(f"{message.type}: {message.text}")
+
+    def _opened(self, ws: WebSocket) -> None:
+        self.sockets.append(ws.url)
+        self.websockets.append(ws)
+
+    def record_signaling(self) -> list[tuple[str, dict[str, Any]]]:
+        """From now on, the frames of the page's current signaling connection (not one routed
+        through the test): ``("sent" | "received", frame)``, as they go."""
+        frames: list[tuple[str, dict[str, Any]]] = []
+        ws = self.websockets[-1]
+        ws.on("framesent", lambda payload: frames.append(("sent", json.loads(payload))))
+        ws.on("framereceived", lambda payload: frames.append(("received", json.loads(payload))))
+        return frames
 
     async def sign_in(self, *, signup: bool = True, device_name: str | None = None) -> None:
         page = self.page

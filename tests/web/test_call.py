@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from pathlib import Path
 
@@ -44,7 +43,9 @@ async def test_video_call_between_two_browsers(people: PersonFactory, server: Li
     await expect(alice.page.locator("#quality")).to_have_attribute("data-level", "good", timeout=STEP)
     await expect(alice.page.locator("#remote-video")).to_be_visible()
     await expect(alice.page.locator("#local-video")).to_be_visible()
-    await asyncio.sleep(1.2)  # let the duration clock tick past 00:00 for the screenshot
+    # the duration clock past 00:00 for the screenshot
+    await expect(alice.page.locator("#call-state")).to_have_text(re.compile(r"^\d\d:\d\d$"))
+    await expect(alice.page.locator("#call-state")).not_to_have_text("00:00")
     await alice.page.screenshot(path=screenshots / "in-call.png")
 
     # Mute and camera off/on: bob is told (call.media) and shows alice's avatar and a note

@@ -66,6 +66,19 @@ async def test_a_call_moves_while_the_old_device_is_in_its_resume_grace(people: 
     assert await shown_code(bob) == await shown_code(phone)
 
 
+#: (bob's phase, the phone's) once a hang-up and a handoff that crossed are settled
+SETTLED = (("idle", "idle"), ("active", "active"))
+
+
+def decided(frames: list[tuple[str, dict[str, Any]]]) -> bool:
+    """Whether the node answered the hang-up among the laptop's ``frames``, or told the laptop
+    that its call moved to another device."""
+    hangups = {f["id"] for way, f in frames if way == "sent" and f.get("type") == "call.hangup"}
+    return any(way == "received" and ((f.get("re") in hangups and f.get("type") in ("ok", "error"))
+                                      or (f.get("type") == "call.ended" and f.get("reason") == "handed_off"))
+               for way, f in frames)
+
+
 @pytest.mark.parametrize("handoff_first", [False, True])
 async def test_hanging_up_on_the_old_device_as_the_new_one_takes_the_call(people: PersonFactory,
                                                                           handoff_first: bool) -> None:
@@ -91,6 +104,7 @@ async def test_hanging_up_on_the_old_device_as_the_new_one_takes_the_call(people
     await expect(phone.page.locator("#handoff")).to_contain_text("on laptop", timeout=STEP)
     await phone.page.get_by_role("button", name="Move video call here").click()
     await asyncio.wait_for(hold.wait(), 15)
+    laptop_frames = laptop.record_signaling()
     # both at once: the laptop's End and the phone's call.handoff
     if handoff_first:
         servers[-1].send(held[0])
@@ -98,12 +112,25 @@ async def test_hanging_up_on_the_old_device_as_the_new_one_takes_the_call(people
     else:
         await laptop.hang_up()
         servers[-1].send(held[0])
-    await asyncio.sleep(6)
-    bob_phase = (await bob.diagnostics())["phase"]
-    phone_phase = (await phone.diagnostics())["phase"]
+    # Until the node has decided: it answered the laptop's hang-up (ok: the call ended before it
+    # could move; an error: it had moved), or it told the laptop the call moved (a hang-up sent
+    # after that cannot end it). What it tells bob and the phone follows; a half of each (one
+    # side idle, the other in the call or connecting) lasts until a 30 s watchdog of the page,
+    # past the wait below, and fails it.
+    deadline = asyncio.get_running_loop().time() + STEP / 1000
+    while not decided(laptop_frames):
+        assert asyncio.get_running_loop().time() < deadline, f"the node did not decide: {laptop_frames}"
+        await asyncio.sleep(0.05)
+    deadline = asyncio.get_running_loop().time() + STEP / 1000
+    while True:
+        bob_phase = (await bob.diagnostics())["phase"]
+        phone_phase = (await phone.diagnostics())["phase"]
+        if (bob_phase, phone_phase) in SETTLED or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.1)
     laptop_phase = (await laptop.diagnostics())["phase"]
     assert laptop_phase == "idle"
-    assert (bob_phase, phone_phase) in (("idle", "idle"), ("active", "active")), (bob_phase, phone_phase)
+    assert (bob_phase, phone_phase) in SETTLED, (bob_phase, phone_phase)
     if bob_phase == "active":
         await decoding_more(bob, "bob decoding the phone")
         await decoding_more(phone, "the phone decoding bob")
@@ -141,7 +168,8 @@ async def test_the_call_moves_while_the_other_side_s_page_is_reloading(people: P
     await expect(bob.page.locator("#call-state")).to_have_text("Reconnecting…", timeout=STEP)
     await phone.page.get_by_role("button", name="Move video call here").click()
     await laptop.expect_notice("The call moved to another device")
-    await asyncio.sleep(1)
+    # bob's page has the handoff (its call points at the phone) while its camera still starts
+    await bob.wait_for(lambda d: d.get("remoteDevice") == phone_id, "told the call moved")
     await bob.page.evaluate("window.__release()")
     await bob.wait_for(from_device(phone_id), "decoding the phone")
     await phone.wait_connected()

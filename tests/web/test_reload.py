@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 
+import pytest
 from playwright.async_api import expect
 
 from facecall.client import CallState, EndReason
@@ -72,9 +73,11 @@ async def test_a_caller_reloading_while_it_rings_is_answered_as_before(people: P
     await expect(alice.page.locator("#home-view")).to_be_visible(timeout=STEP)
 
 
+@pytest.mark.server_settings(unload_grace=2.0)  # 10 s by default
 async def test_a_closed_tab_ends_the_call_as_a_hang_up(people: PersonFactory, server: LiveServer) -> None:
     """The page cannot tell a reload from a close: a closed tab's call ends after the server's
-    unload grace (the fixture's: 10 s, the default), as hung up, not after the resume grace."""
+    unload grace (here 2 s), as hung up, not after the resume grace (20 s, the default)."""
+    assert server.settings.unload_grace < 16 < server.settings.resume_grace  # the wait below tells them apart
     bob = await people("bob")
     alice = await people("alice")
     await alice.in_call_with(bob)

@@ -14,7 +14,7 @@ from tests.web.conftest import PersonFactory
 from tests.web.people import STEP
 from tests.web.test_call_waiting import carol_calling_bob
 from tests.web.test_reload import decodes_more, reload_in_call
-from tests.web.test_tabs import second_tab
+from tests.web.test_tabs import WAITING_FOR_THE_LOCK, second_tab
 
 
 async def test_both_sides_reloading_at_once_get_the_media_back(people: PersonFactory) -> None:
@@ -42,7 +42,11 @@ async def test_a_slow_reload_with_a_second_tab_open_keeps_the_call(people: Perso
     alice = await people("alice")
     call_id = (await alice.in_call_with(bob))["callId"]
     tab = await second_tab(alice)
-    await tab.wait_for_timeout(500)
+    for _ in range(50):  # it waits for the device
+        if await tab.evaluate(WAITING_FOR_THE_LOCK):
+            break
+        await asyncio.sleep(0.1)
+    assert await tab.evaluate(WAITING_FOR_THE_LOCK)
 
     async def slow(route: Route) -> None:
         await asyncio.sleep(3)

@@ -30,6 +30,7 @@ LATE_PICKER = """
 """
 LIVE_SCREEN_TRACKS = """() => window.__displayStreams.flatMap((s) => s.getTracks())
   .filter((t) => t.readyState !== 'ended').length"""
+NO_LIVE_SCREEN_TRACK = f"({LIVE_SCREEN_TRACKS})() === 0"
 # the first replaceTrack of a screen track waits for window.__go() (window.__held says it
 # waits): a window for the other side's reload to replace the peer connection under it
 SLOW_REPLACE = """
@@ -75,8 +76,7 @@ async def test_a_picker_answered_after_the_call_ended_leaves_no_capture(people: 
     await expect(bob.page.locator("#home-view")).to_be_visible(timeout=STEP)
     await alice.page.evaluate("window.__release()")
     await until(alice, "window.__displayStreams.length === 1")
-    await alice.page.wait_for_timeout(500)
-    assert await alice.page.evaluate(LIVE_SCREEN_TRACKS) == 0
+    await until(alice, NO_LIVE_SCREEN_TRACK)  # the late capture is stopped as it comes
     assert await alice.page.evaluate("window.__displayCalls") == 1
     assert (await alice.diagnostics())["phase"] == "idle"
 
@@ -87,8 +87,7 @@ async def test_a_picker_answered_after_the_call_ended_leaves_no_capture(people: 
     await alice.page.evaluate("window.__release()")
     await expect(bob.page.locator("#remote-note")).to_have_text(SHARING, timeout=STEP)
     await alice.hang_up()
-    await alice.page.wait_for_timeout(500)
-    assert await alice.page.evaluate(LIVE_SCREEN_TRACKS) == 0
+    await until(alice, NO_LIVE_SCREEN_TRACK)
     assert alice.errors == []
 
 
@@ -105,7 +104,9 @@ async def test_the_other_side_reloads_while_the_screen_is_being_put_on_the_sende
     await bob.page.reload()
     await bob.wait_connected()
     await alice.page.evaluate("window.__go()")
-    await alice.page.wait_for_timeout(2000)
+    # until the share is done with, either way: the screen sent, or an error said
+    await until(alice, "!document.getElementById('alert').hidden"
+                       " || document.getElementById('share-screen').getAttribute('aria-pressed') === 'true'")
     diag = await alice.diagnostics()
     alert = await alice.page.locator("#alert").is_visible()
     # the screen she picked goes on the connection that replaced the old one: no error about

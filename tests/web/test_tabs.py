@@ -15,6 +15,13 @@ from tests.web.conftest import PersonFactory
 from tests.web.people import STEP, Person
 
 NO_WEB_LOCKS = "Object.defineProperty(navigator, 'locks', {value: undefined});"
+# the device's lock (tabs.js) is held, and one request waits for it
+WAITING_FOR_THE_LOCK = """async () => {
+  const name = `facecall-device-${window.facecall.identity.deviceId}`;
+  const { held, pending } = await navigator.locks.query();
+  const mine = (locks) => locks.filter((lock) => lock.name === name).length;
+  return mine(held) === 1 && mine(pending) === 1;
+}"""
 
 
 async def second_tab(person: Person) -> Page:
@@ -36,7 +43,12 @@ async def test_a_second_tab_leaves_the_device_to_the_first(people: PersonFactory
     bob.page.on("websocket", lambda ws: sockets.append(ws))
     tab = await second_tab(bob)
     await expect(tab.locator("#elsewhere-view")).to_be_visible(timeout=STEP)
-    await asyncio.sleep(2)
+    # the second tab has settled: it waits for the device's lock, which the first one holds
+    for _ in range(50):
+        if await tab.evaluate(WAITING_FOR_THE_LOCK):
+            break
+        await asyncio.sleep(0.1)
+    assert await tab.evaluate(WAITING_FOR_THE_LOCK)
     assert sockets == [] and tab.sockets == []  # type: ignore[attr-defined]
     assert await bob.page.evaluate("window.facecall.signaling") == "open"
     assert await tab.evaluate("window.facecall.signaling") == "closed"
