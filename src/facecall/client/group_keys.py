@@ -199,9 +199,7 @@ class GroupKeys:
 
     async def _follow_members(self) -> None:
         while True:
-            members = await self._member_lists.get()
-            while not self._member_lists.empty():  # only the newest list matters
-                members = self._member_lists.get_nowait()
+            members = await self._member_lists.get()  # the newest: _queue_members keeps one
             try:
                 await self._members_changed(members)
             except Exception as exc:  # a failed rotation must not end the follower
