@@ -6,7 +6,9 @@ the call ending, a reload).
 Chromium's fake capture (`--use-fake-device-for-media-stream`, picker auto-accepted by
 `--use-fake-ui-for-media-stream`) gives a "screen" (`screen:-3:0`) of the page's screen size
 fitted to 16:9 at most 1280x720 — 1100x620 in these 1100x720 contexts — where the fake camera
-is 640x480, so the size of the frames bob decodes says which one alice sends.
+is 640x480, so the shape of the frames bob decodes says which one alice sends: 4:3 for the
+camera, about 16:9 for the screen. Not their exact size: under CPU load Chromium's sender scales
+its frames down (480x360 for the camera in loaded runs), keeping their shape.
 """
 
 from __future__ import annotations
@@ -39,10 +41,16 @@ KEEP_PREVIEW_TRACK = """async () => {
 BROWSER_STOPS_SHARING = "window.__shared.dispatchEvent(new Event('ended'))"
 
 
-def frame_size(size: tuple[int, int]) -> Callable[[dict[str, Any]], bool]:
+def frames_of(source: tuple[int, int]) -> Callable[[dict[str, Any]], bool]:
+    """Decoded frames of ``source`` (its width and height): its shape, at its size or scaled
+    down by the sender (never up). 640x480 and 1100x620 differ in shape by a third; a frame
+    scaled down to whole pixels keeps its shape within 2 %."""
+    width, height = source
+
     def predicate(diag: dict[str, Any]) -> bool:
         stats = diag.get("stats") or {}
-        return (stats.get("frameWidth"), stats.get("frameHeight")) == size
+        w, h = stats.get("frameWidth") or 0, stats.get("frameHeight") or 0
+        return 0 < w <= width and 0 < h <= height and abs(w * height / (h * width) - 1) < 0.02
 
     return predicate
 
@@ -56,11 +64,12 @@ async def shared_screen(person: Person) -> tuple[int, int]:
     return width, height
 
 
-async def decodes(person: Person, size: tuple[int, int], what: str) -> None:
-    """``person`` decodes frames of ``size``, and goes on decoding them."""
-    first = await person.wait_for(frame_size(size), f"{what} ({size[0]}x{size[1]})")
+async def decodes(person: Person, source: tuple[int, int], what: str) -> None:
+    """``person`` decodes frames of ``source`` (``frames_of``), and goes on decoding them."""
+    of_source = frames_of(source)
+    first = await person.wait_for(of_source, f"{what} ({source[0]}x{source[1]} or its shape scaled down)")
     frames = first["stats"]["framesDecoded"]
-    await person.wait_for(lambda d: frame_size(size)(d) and d["stats"]["framesDecoded"] > frames + 10,
+    await person.wait_for(lambda d: of_source(d) and d["stats"]["framesDecoded"] > frames + 10,
                           f"{what}, on and on")
 
 
