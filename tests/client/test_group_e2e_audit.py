@@ -20,6 +20,7 @@ from facecall.client.identity import Identity
 from facecall.client.sframe_media import FrameCipher
 from facecall.e2ee.media_keys import (
     MAX_NUMBER,
+    KeyChanges,
     OpenedKey,
     ReceivedKeys,
     SenderKeys,
@@ -112,13 +113,15 @@ def reader_of(sender: Party, reader: Party, server: Server) -> FrameCipher:
         opened = reader.identity.open_sender_key(
             message, call_id=CALL, sender_key=sender.identity.public_key, user_id=reader.user,
             device_id=reader.device)
-        cipher.apply([], [(opened.kid, opened.base_key)])
+        cipher.apply(KeyChanges([], [(sender.device, opened.kid, opened.base_key)]))
     return cipher
 
 
-def readable_by(reader: FrameCipher, sender: FrameCipher) -> bool:
+def readable_by(reader: FrameCipher, sender: FrameCipher, device: Party) -> bool:
+    """Whether ``reader`` reads what ``sender`` (``device``'s cipher) sends now, shown as
+    ``device``'s."""
     frame = sender.encrypt("audio", SECRET)
-    return frame is not None and reader.decrypt("audio", frame) == SECRET
+    return frame is not None and reader.decrypt("audio", frame, device.device) == SECRET
 
 
 @pytest.fixture(autouse=True)
@@ -139,10 +142,10 @@ async def test_a_member_who_left_last_cannot_read_what_is_sent_after() -> None:
     keys.members_replied([a.member(), d.member()])
     await settle()
     d_reader = reader_of(a, d, server)
-    assert readable_by(d_reader, cipher)  # D was a member: it reads A
+    assert readable_by(d_reader, cipher, a)  # D was a member: it reads A
     keys.deliver(members_event(a))  # D left
     await settle()
-    assert not readable_by(d_reader, cipher)
+    assert not readable_by(d_reader, cipher, a)
     keys.close()
 
 
@@ -156,13 +159,13 @@ async def test_a_member_who_left_cannot_read_when_the_server_withholds_the_other
     keys.members_replied([a.member(), b.member(), d.member()])
     await settle()
     d_reader = reader_of(a, d, server)
-    assert readable_by(d_reader, cipher)
+    assert readable_by(d_reader, cipher, a)
     b.joined = 2
     server.withheld.add("b1")
     keys.deliver(members_event(a, b))
     await settle()
     assert keys.unsealed == {"b1"}
-    assert not readable_by(d_reader, cipher)
+    assert not readable_by(d_reader, cipher, a)
     keys.close()
 
 
@@ -179,7 +182,7 @@ async def test_a_member_who_left_cannot_read_when_no_new_key_can_be_made() -> No
     keys._sender._next = MAX_NUMBER + 1  # the state 65,536 changes leave
     keys.deliver(members_event(a, b))
     await settle()
-    assert not readable_by(d_reader, cipher)
+    assert not readable_by(d_reader, cipher, a)
     keys.close()
 
 
@@ -195,7 +198,7 @@ async def test_a_new_member_without_a_key_does_not_stop_the_others_media() -> No
     keys.deliver(members_event(a, b, n))
     await settle()
     assert keys.unsealed == {"n1"}
-    assert readable_by(reader_of(a, b, server), cipher)
+    assert readable_by(reader_of(a, b, server), cipher, a)
     keys.close()
 
 
@@ -210,8 +213,8 @@ async def test_media_starts_again_with_a_fresh_key_when_someone_joins() -> None:
     await settle()
     keys.deliver(members_event(a, n))
     await settle()
-    assert readable_by(reader_of(a, n, server), cipher)
-    assert not readable_by(d_reader, cipher)
+    assert readable_by(reader_of(a, n, server), cipher, a)
+    assert not readable_by(d_reader, cipher, a)
     keys.close()
 
 
@@ -229,13 +232,13 @@ async def test_a_stalled_lookup_does_not_keep_the_departed_members_key_in_use() 
     server.stall = asyncio.Event()
     keys.deliver(members_event(a, b, n))
     await settle()
-    assert not readable_by(d_reader, cipher)
-    assert readable_by(reader_of(a, b, server), cipher)  # B goes on hearing A
+    assert not readable_by(d_reader, cipher, a)
+    assert readable_by(reader_of(a, b, server), cipher, a)  # B goes on hearing A
     server.stall.set()
     await settle()
-    assert readable_by(reader_of(a, n, server), cipher)
-    assert readable_by(reader_of(a, b, server), cipher)
-    assert not readable_by(d_reader, cipher)
+    assert readable_by(reader_of(a, n, server), cipher, a)
+    assert readable_by(reader_of(a, b, server), cipher, a)
+    assert not readable_by(d_reader, cipher, a)
     keys.close()
 
 
@@ -255,8 +258,8 @@ async def test_a_stalled_lookup_with_no_key_known_stops_the_media_meanwhile() ->
     assert cipher.encrypt("audio", SECRET) is None
     server.stall.set()
     await settle()
-    assert readable_by(reader_of(a, b, server), cipher)
-    assert not readable_by(d_reader, cipher)
+    assert readable_by(reader_of(a, b, server), cipher, a)
+    assert not readable_by(d_reader, cipher, a)
     keys.close()
 
 
@@ -276,8 +279,8 @@ async def test_a_member_that_joins_again_gets_a_new_key() -> None:
     opened = b.identity.open_sender_key(server.keys_to("b1")[-1], call_id=CALL,
                                         sender_key=a.identity.public_key, user_id=b.user,
                                         device_id=b.device)
-    newest.apply([], [(opened.kid, opened.base_key)])
-    assert readable_by(newest, cipher)
+    newest.apply(KeyChanges([], [(a.device, opened.kid, opened.base_key)]))
+    assert readable_by(newest, cipher, a)
     keys.close()
 
 
@@ -325,16 +328,15 @@ def call_key(sender: Party, message: dict[str, Any]) -> dict[str, Any]:
             "from_device": sender.device, "key": message}
 
 
-@pytest.mark.xfail(strict=True, reason="design: KIDs are unique per receiver first come, first "
-                   "served; a member can claim another sender's tag (see the audit report)")
 async def test_a_member_cannot_squat_another_senders_tag() -> None:
     """M (a member) reads V's tag from V's frames (the KID is in the clear SFrame header) and
-    from the key V sealed to M. When R joins, M sends R a key of its own under V's tag before
-    V's key reaches R: R refuses V's key (KeyIdCollision) and cannot decode V for the rest of
-    the call — V's later keys keep the tag."""
+    from the key V sealed to M. When R joins, M sends R a key of its own under V's tag — V's
+    very KID — before V's key reaches R. (Session 18's audit: R refused V's key and could not
+    decode V for the rest of the call.) Tags are each sender's own now: R takes both keys, and
+    reads V's frames as V's, M's as M's."""
     r, m, v = Party("rita", "r1"), Party("mallory", "m1"), Party("victor", "v1")
     server = Server(r, m, v)
-    keys, _ = group_keys(r, server)
+    keys, cipher = group_keys(r, server)
     keys.members_replied([m.member(), v.member(), r.member()])
     await settle()
     r_agreement = await Identity().agreement_key_of(server, "t", r.user, r.device)  # type: ignore[arg-type]
@@ -343,7 +345,34 @@ async def test_a_member_cannot_squat_another_senders_tag() -> None:
     keys.deliver(call_key(m, squatter.rotate([r_agreement])))
     keys.deliver(call_key(v, victims.rotate([r_agreement])))
     await settle()
-    assert "v1" in keys.senders(), dict(keys.refused)
+    assert keys.senders() == {"v1", "m1"} and not keys.refused, dict(keys.refused)
+    assert squatter.kid == victims.kid
+    v_cipher, m_cipher = FrameCipher(), FrameCipher()
+    v_cipher.use_key(victims.kid, victims.base_key)  # type: ignore[arg-type]
+    m_cipher.use_key(squatter.kid, squatter.base_key)  # type: ignore[arg-type]
+    assert readable_by(cipher, v_cipher, v) and readable_by(cipher, m_cipher, m)
+    keys.close()
+
+
+async def test_a_members_frames_shown_as_another_senders_do_not_decrypt() -> None:
+    """A server routes M's genuine frames into the slot it labels V (session 18's audit: they
+    decrypted, and R's application showed them as V's). R holds both keys; M's frames decrypt
+    only as M's."""
+    r, m, v = Party("rita", "r1"), Party("mallory", "m1"), Party("victor", "v1")
+    server = Server(r, m, v)
+    keys, cipher = group_keys(r, server)
+    keys.members_replied([m.member(), v.member(), r.member()])
+    await settle()
+    r_agreement = await Identity().agreement_key_of(server, "t", r.user, r.device)  # type: ignore[arg-type]
+    m_keys = SenderKeys(m.identity._key, CALL, m.user, m.device)
+    keys.deliver(call_key(m, m_keys.rotate([r_agreement])))
+    keys.deliver(call_key(v, SenderKeys(v.identity._key, CALL, v.user, v.device).rotate([r_agreement])))
+    await settle()
+    assert keys.senders() == {"v1", "m1"}
+    m_cipher = FrameCipher()
+    m_cipher.use_key(m_keys.kid, m_keys.base_key)  # type: ignore[arg-type]
+    assert not readable_by(cipher, m_cipher, v)
+    assert readable_by(cipher, m_cipher, m)
     keys.close()
 
 
@@ -385,17 +414,17 @@ def test_frames_of_every_shape_are_dropped_never_raised() -> None:
     sender, receiver = FrameCipher(), FrameCipher()
     kid = make_kid(7, 0)
     sender.use_key(kid, bytes(range(32)))
-    receiver.apply([], [(kid, bytes(range(32)))])
+    receiver.apply(KeyChanges([], [("v1", kid, bytes(range(32)))]))
     frame = sender.encrypt("video", bytes([0x10, 0x02, 0x00, 0x9D, 0x01, 0x2A]) + bytes(200))
-    assert frame is not None and receiver.decrypt("video", frame) is not None
+    assert frame is not None and receiver.decrypt("video", frame, "v1") is not None
     flipped = bytes([frame[0] ^ 1]) + frame[1:]
     shapes = [b"", b"\x00", b"\x01", b"\xff" * 3, b"\x00" * 10, flipped, frame[:-1],
               frame[:12], bytes([0x00]) * 10 + b"\x7f" + bytes(40), b"\x8f" + bytes(40),
               bytes(2 * 1024 * 1024), b"\x01\x02\x03\x0f" + bytes(100)]
     for kind in ("video", "audio"):
         for data in shapes:
-            assert receiver.decrypt(kind, data) is None, (kind, data[:16])
-    assert receiver.decrypt("video", frame) is None  # replay
+            assert receiver.decrypt(kind, data, "v1") is None, (kind, data[:16])
+    assert receiver.decrypt("video", frame, "v1") is None  # replay
 
 
 # ---------------------------------------------------------------- a removed member's keys
@@ -407,10 +436,10 @@ def test_a_departed_senders_key_replayed_does_not_come_back() -> None:
     keys = ReceivedKeys(CALL)
     key = OpenedKey(CALL, "dave", "d1", make_kid(5, 3), bytes(32))
     keys.add(key, 0.0)
-    assert keys.remove_sender("d1").removed == [key.kid]
+    assert keys.remove_sender("d1").removed == [("d1", key.kid)]
     with pytest.raises(StaleKey):
         keys.add(key, 1.0)
-    assert keys.kids() == set() and keys.sender_of(key.kid) is None
+    assert keys.held() == set() and keys.senders() == set()
     # a new key of that device (it came back: a new tag) is taken
     assert keys.add(OpenedKey(CALL, "dave", "d1", make_kid(6, 0), bytes(32)), 2.0).added
 

@@ -12,6 +12,7 @@ import queue
 
 import av
 import numpy as np
+import pytest
 from aiortc import RTCPeerConnection
 from aiortc.codecs.opus import OpusDecoder, OpusEncoder
 from aiortc.codecs.vpx import Vp8Decoder, Vp8Encoder, vp8_depayload
@@ -26,22 +27,29 @@ from facecall.client.sframe_media import (
     FrameCipher,
     clear_bytes,
     decrypt_frames,
+    frames_from,
     sframe_encoder,
 )
 from facecall.client.tracks import LocalTrack, RemoteTrack
+from facecall.e2ee.media_keys import KeyChanges
 from facecall.e2ee.sframe import decode_header
 from facecall.media.sources import SyntheticAudioTrack, SyntheticVideoTrack
 from facecall.sfu.vp8 import is_keyframe
 from tests.sfu.test_transport import LOOPBACK, until
 
 KID, BASE_KEY = 0x1234_0000, bytes(range(32))
+SENDER = "v1"  # the device whose frames the tests read (as if its slot named it)
+
+
+def holding(device: str, kid: int, base_key: bytes) -> KeyChanges:
+    return KeyChanges([], [(device, kid, base_key)])
 
 
 def keyed(kid: int = KID, base_key: bytes = BASE_KEY) -> FrameCipher:
-    """A cipher that sends under ``kid`` and can read its own frames."""
+    """A cipher that sends under ``kid`` and can read its own frames, as device SENDER's."""
     cipher = FrameCipher()
     cipher.use_key(kid, base_key)
-    cipher.apply([], [(kid, base_key)])
+    cipher.apply(holding(SENDER, kid, base_key))
     return cipher
 
 
@@ -83,11 +91,11 @@ def test_a_frame_round_trips_with_its_header_clear_and_authenticated() -> None:
     assert (header.kid, header.ctr) == (KID, 0)
     # the clear header is metadata: changed, the frame does not decrypt (RFC 9605 §4.4.3)
     tampered = bytes([wire[0]]) + bytes([wire[1] ^ 1]) + wire[2:]
-    assert cipher.decrypt("video", tampered) is None
+    assert cipher.decrypt("video", tampered, SENDER) is None
     assert cipher.counts["AuthenticationFailed"] == 1
-    assert cipher.decrypt("video", wire) == frame
+    assert cipher.decrypt("video", wire, SENDER) == frame
     # a replay is refused too
-    assert cipher.decrypt("video", wire) is None and cipher.counts["ReplayedFrame"] == 1
+    assert cipher.decrypt("video", wire, SENDER) is None and cipher.counts["ReplayedFrame"] == 1
 
 
 def test_nothing_is_sent_without_a_key_and_nothing_read_without_one() -> None:
@@ -95,8 +103,10 @@ def test_nothing_is_sent_without_a_key_and_nothing_read_without_one() -> None:
     assert cipher.kid is None and cipher.encrypt("audio", b"\x78" * 60) is None
     assert cipher.counts["unsent"] == 1
     wire = keyed().encrypt("audio", b"\x78" * 60)
-    assert wire is not None and cipher.decrypt("audio", wire) is None
+    assert wire is not None and cipher.decrypt("audio", wire, SENDER) is None
     assert cipher.counts["UnknownKeyId"] == 1
+    assert cipher.decrypt("audio", wire, None) is None  # a slot that names nobody
+    assert cipher.counts["unassigned"] == 1
 
 
 def test_a_new_key_replaces_the_old_one_for_sending() -> None:
@@ -105,10 +115,31 @@ def test_a_new_key_replaces_the_old_one_for_sending() -> None:
     wire = cipher.encrypt("audio", b"abc")
     assert wire is not None and decode_header(wire)[0].kid == KID + 1
     reader = FrameCipher()
-    reader.apply([], [(KID + 1, bytes(32))])
-    assert reader.decrypt("audio", wire) == b"abc"
-    reader.apply([KID + 1], [])
-    assert reader.decrypt("audio", cipher.encrypt("audio", b"abc") or b"") is None
+    reader.apply(holding(SENDER, KID + 1, bytes(32)))
+    assert reader.decrypt("audio", wire, SENDER) == b"abc"
+    reader.apply(KeyChanges([(SENDER, KID + 1)], []))
+    assert reader.decrypt("audio", cipher.encrypt("audio", b"abc") or b"", SENDER) is None
+
+
+def test_a_frame_decrypts_only_under_the_keys_of_the_device_its_slot_names() -> None:
+    """Member M's genuine frame, routed by the server into the slot it labels V, does not
+    decrypt, although the receiver holds M's key; two senders may even use the same KID."""
+    victor, mallory = keyed(KID, BASE_KEY), keyed(KID, bytes(32))  # one KID, two keys
+    reader = FrameCipher()
+    reader.apply(KeyChanges([], [("v1", KID, BASE_KEY), ("m1", KID, bytes(32))]))
+    from_mallory = mallory.encrypt("video", bytes([0x10]) + os.urandom(300))
+    from_victor = victor.encrypt("video", bytes([0x10]) + os.urandom(300))
+    assert from_mallory is not None and from_victor is not None
+    assert reader.decrypt("video", from_mallory, "v1") is None  # shown as V's: refused
+    assert reader.counts["AuthenticationFailed"] == 1
+    assert reader.decrypt("video", from_mallory, "c1") is None  # a device it holds no key of
+    assert reader.counts["UnknownKeyId"] == 1
+    assert reader.decrypt("video", from_mallory, "m1") is not None
+    assert reader.decrypt("video", from_victor, "v1") is not None
+    # a sender whose last key goes is forgotten; the other keeps its own
+    reader.apply(KeyChanges([("m1", KID)], []))
+    assert reader.decrypt("video", mallory.encrypt("video", b"\x31abc") or b"", "m1") is None
+    assert reader.decrypt("video", victor.encrypt("video", b"\x31abc") or b"", "v1") == b"\x31abc"
 
 
 # ---------------------------------------------------------------------------- the encoders
@@ -132,7 +163,7 @@ def test_vp8_frames_leave_encrypted_with_the_key_frame_bit_readable_by_the_sfu()
         plain = plain_frames[index]
         assert wire[:clear_bytes("video", plain)] == plain[:clear_bytes("video", plain)]
         assert plain[16:48] not in wire  # the frame's own bytes are ciphertext
-        frame = reader.decrypt("video", wire)
+        frame = reader.decrypt("video", wire, SENDER)
         assert frame == plain
         decoded += len(decoder.decode(JitterFrame(frame, timestamp)))
     assert decoded == 6 and sender.counts["encrypted"] == 6
@@ -149,7 +180,7 @@ def test_opus_frames_leave_encrypted_and_decode_after_decryption() -> None:
         assert len(payloads) == len(plain_payloads)
         for payload, plain in zip(payloads, plain_payloads, strict=True):
             assert payload != plain and plain not in payload
-            frame = reader.decrypt("audio", payload)
+            frame = reader.decrypt("audio", payload, SENDER)
             assert frame is not None and len(frame) == len(plain)
             decoded += len(decoder.decode(JitterFrame(frame, timestamp)))
     assert decoded >= 9
@@ -217,6 +248,7 @@ async def connect(sender_cipher: FrameCipher, receiver_cipher: FrameCipher,
     tracks = {kind: RemoteTrack(kind) for kind in ("audio", "video")}
     for transceiver in b.pc.getTransceivers():
         tracks[transceiver.kind].attach(transceiver.receiver.track)
+        frames_from(transceiver.receiver, SENDER)
     return a, b, tracks
 
 
@@ -258,10 +290,44 @@ async def test_without_the_key_nothing_is_decoded_and_the_receiver_asks_for_key_
         await until(lambda: reader.counts["UnknownKeyId"] >= 30 and plis, what="refused frames, a PLI")
         assert counts == {"audio": 0, "video": 0}  # nothing reached a decoder
         # the key arrives: frames decode from then on (the key frame the PLIs asked for)
-        reader.apply([], [(KID, BASE_KEY)])
+        reader.apply(holding(SENDER, KID, BASE_KEY))
         await until(lambda: counts["video"] >= 5 and counts["audio"] >= 10, what="media after the key")
     finally:
         for task in readers:
             task.cancel()
         await a.close()
         await b.close()
+
+
+async def test_a_slot_labelled_with_another_device_decodes_nothing_until_it_names_the_sender() -> None:
+    """The receiver holds the sender's key, but its slot names another device (a server
+    passing one member's media off as another's): nothing reaches a decoder. Named right,
+    media decodes."""
+    reader = FrameCipher()
+    reader.apply(KeyChanges([], [(SENDER, KID, BASE_KEY), ("m1", KID + 1, bytes(32))]))
+    a, b, tracks = await connect(keyed(), reader)
+    for transceiver in b.pc.getTransceivers():
+        frames_from(transceiver.receiver, "m1")
+    counts = {"audio": 0, "video": 0}
+    readers = [asyncio.create_task(count_frames(t, counts, k)) for k, t in tracks.items()]
+    try:
+        await until(lambda: reader.counts["UnknownKeyId"] >= 30, what="refused frames")
+        assert counts == {"audio": 0, "video": 0} and reader.counts["decrypted"] == 0
+        for transceiver in b.pc.getTransceivers():
+            frames_from(transceiver.receiver, SENDER)
+        await until(lambda: counts["video"] >= 5 and counts["audio"] >= 10, what="media, named right")
+    finally:
+        for task in readers:
+            task.cancel()
+        await a.close()
+        await b.close()
+
+
+async def test_frames_from_needs_a_decrypting_receiver() -> None:
+    pc = RTCPeerConnection()
+    receiver = pc.addTransceiver("audio").receiver
+    try:
+        with pytest.raises(TypeError, match="decrypt_frames"):
+            frames_from(receiver, SENDER)
+    finally:
+        await pc.close()

@@ -39,7 +39,6 @@ from facecall.e2ee.media_keys import (
     MAX_RECIPIENTS,
     BadSignature,
     KeyConflict,
-    KeyIdCollision,
     KeysExhausted,
     NotAddressedToMe,
     OpenedKey,
@@ -453,49 +452,49 @@ def opened(device: str, tag: int, number: int, key: bytes | None = None, call_id
 def test_received_keys_grace_and_order() -> None:
     keys = ReceivedKeys(CALL, grace=5.0)
     k0, k1, k2 = (make_kid(7, n) for n in range(3))
-    assert keys.add(opened("b", 7, 0), 0.0) == ([], [(k0, bytes([0]) * 32)])
+    assert keys.add(opened("b", 7, 0), 0.0) == ([], [("b", k0, bytes([0]) * 32)])
     assert keys.add(opened("b", 7, 0), 0.5) == ([], [])  # the same key again: nothing to do
     assert keys.get_timer() is None
-    assert keys.add(opened("b", 7, 1), 1.0) == ([], [(k1, bytes([1]) * 32)])
-    assert keys.kids() == {k0, k1} and keys.get_timer() == 6.0 and keys.sender_of(k0) == "b"
+    assert keys.add(opened("b", 7, 1), 1.0) == ([], [("b", k1, bytes([1]) * 32)])
+    assert keys.held() == {("b", k0), ("b", k1)} and keys.get_timer() == 6.0 and keys.senders() == {"b"}
     assert keys.handle_timer(5.9) == ([], [])
-    assert keys.handle_timer(6.0) == ([k0], [])
-    assert keys.kids() == {k1} and keys.sender_of(k0) is None
+    assert keys.handle_timer(6.0) == ([("b", k0)], [])
+    assert keys.held() == {("b", k1)}
     with pytest.raises(StaleKey):  # a replay of the old key
         keys.add(opened("b", 7, 0), 7.0)
     with pytest.raises(KeyConflict):
         keys.add(opened("b", 7, 1, key=bytes(32)), 7.0)
     # two new keys in a row: only the latest previous one is kept
     keys.add(opened("b", 7, 2), 8.0)
-    assert keys.add(opened("b", 7, 5), 8.1) == ([k1], [(make_kid(7, 5), bytes([5]) * 32)])
-    assert keys.kids() == {k2, make_kid(7, 5)}
+    assert keys.add(opened("b", 7, 5), 8.1) == ([("b", k1)], [("b", make_kid(7, 5), bytes([5]) * 32)])
+    assert keys.held() == {("b", k2), ("b", make_kid(7, 5))}
     with pytest.raises(WrongCall):
         keys.add(opened("b", 7, 9, call_id="call-2"), 9.0)
 
 
-def test_received_keys_refuse_a_kid_of_another_sender() -> None:
+def test_received_keys_keep_each_senders_tags_apart() -> None:
+    """Tags are a sender's own: another device under b's tag (even b's very KID, with another
+    key) is another key store, and takes nothing of b's (a member cannot squat a tag)."""
     keys = ReceivedKeys(CALL)
     keys.add(opened("b", 7, 0), 0.0)
-    with pytest.raises(KeyIdCollision):
-        keys.add(opened("c", 7, 0), 0.0)
-    with pytest.raises(KeyIdCollision):  # another number under b's tag is b's as well
-        keys.add(opened("c", 7, 1), 0.0)
-    keys.add(opened("c", 8, 0), 0.0)
-    assert keys.sender_of(make_kid(8, 0)) == "c"
+    assert keys.add(opened("c", 7, 0, key=bytes(32)), 0.0) == ([], [("c", make_kid(7, 0), bytes(32))])
+    assert keys.add(opened("c", 7, 1), 0.0) == ([], [("c", make_kid(7, 1), bytes([1]) * 32)])
+    assert keys.add(opened("b", 7, 1), 0.0) == ([], [("b", make_kid(7, 1), bytes([1]) * 32)])
+    assert keys.senders() == {"b", "c"}
+    assert keys.remove_sender("c") == ([("c", make_kid(7, 1)), ("c", make_kid(7, 0))], [])
+    assert keys.held() == {("b", make_kid(7, 0)), ("b", make_kid(7, 1))}
 
 
 def test_received_keys_restart_leave_and_cap() -> None:
     keys = ReceivedKeys(CALL, grace=1.0, max_senders=2)
     keys.add(opened("b", 7, 3), 0.0)
-    assert keys.add(opened("b", 9, 0), 1.0) == ([], [(make_kid(9, 0), bytes(32))])  # b restarted
+    assert keys.add(opened("b", 9, 0), 1.0) == ([], [("b", make_kid(9, 0), bytes(32))])  # b restarted
     with pytest.raises(StaleKey):  # its earlier tag is over
         keys.add(opened("b", 7, 4), 1.5)
-    with pytest.raises(KeyIdCollision):  # and still b's
-        keys.add(opened("c", 7, 4), 1.5)
-    assert keys.remove_sender("b") == ([make_kid(9, 0), make_kid(7, 3)], [])
-    assert keys.kids() == set() and keys.get_timer() is None
+    keys.add(opened("c", 7, 4), 1.5)  # for b only: c's own tag
+    assert keys.remove_sender("b") == ([("b", make_kid(9, 0)), ("b", make_kid(7, 3))], [])
+    assert keys.held() == {("c", make_kid(7, 4))} and keys.get_timer() is None
     assert keys.remove_sender("b") == ([], [])
-    keys.add(opened("c", 1, 0), 2.0)
     keys.add(opened("d", 2, 0), 2.0)  # room made by forgetting b, who left
     with pytest.raises(TooManySenders):
         keys.add(opened("e", 3, 0), 2.0)
@@ -513,9 +512,11 @@ def test_keys_reach_sframe() -> None:
         assert sending.kid is not None and sending.base_key is not None
         sender.add_key(sending.kid, sending.base_key)
         removed, added = received.add(b.open(message, a), float(now))
-        for kid in removed:
+        for device, kid in removed:
+            assert device == a.device
             receiver.remove_key(kid)
-        for kid, key in added:
+        for device, kid, key in added:
+            assert device == a.device
             receiver.add_key(kid, key)
         assert receiver.decrypt_frame(b"", sender.encrypt(sending.kid, b"", b"frame")) == (
             sending.kid, 0, b"frame")
@@ -535,7 +536,8 @@ SCENARIO: list[list[Any]] = [
 
 
 def run_scenario(ops: list[list[Any]]) -> list[Any]:
-    """Each step's changes ``[removed, added KIDs, timer, held KIDs]``, or its error's name."""
+    """Each step's changes ``[removed, added, timer, held]`` (``[device, KID]`` pairs, held
+    sorted), or its error's name."""
     keys, out = ReceivedKeys(CALL, grace=5.0, max_senders=3), []
     for op, *args in ops:
         try:
@@ -548,26 +550,35 @@ def run_scenario(ops: list[list[Any]]) -> list[Any]:
                 key = bytes(32) if op == "conflict" else bytes([number + 1]) * 32
                 call_id = "call-2" if op == "other-call" else CALL
                 removed, added = keys.add(OpenedKey(call_id, "user", device, make_kid(tag, number), key), now)
-                assert all(k == bytes([(kid & 0xFFFF) + 1]) * 32 for kid, k in added)
+                assert all(k == bytes([(kid & 0xFFFF) + 1]) * 32 for _, kid, k in added)
         except MediaKeyError as error:
             out.append(type(error).__name__)
             continue
-        out.append([removed, [kid for kid, _ in added], keys.get_timer(), sorted(keys.kids())])
+        out.append([[list(r) for r in removed], [[d, kid] for d, kid, _ in added], keys.get_timer(),
+                    sorted([d, kid] for d, kid in keys.held())])
     return out
 
 
 def test_a_receivers_life() -> None:
-    k = make_kid
+    def k(device: str, tag: int, number: int) -> list[Any]:
+        return [device, make_kid(tag, number)]
+
     assert run_scenario(SCENARIO) == [
-        [[], [k(7, 0)], None, [k(7, 0)]], [[], [], None, [k(7, 0)]],
-        [[], [k(7, 1)], 6.0, [k(7, 0), k(7, 1)]], [[], [], 6.0, [k(7, 0), k(7, 1)]],
-        [[k(7, 0)], [], None, [k(7, 1)]], "StaleKey", "KeyConflict", "KeyIdCollision",
-        [[], [k(8, 0)], None, [k(7, 1), k(8, 0)]],
-        [[], [k(9, 0)], 13.0, [k(7, 1), k(8, 0), k(9, 0)]],  # b restarted
-        "StaleKey", [[k(7, 1)], [k(9, 3)], 14.0, [k(8, 0), k(9, 0), k(9, 3)]],
-        [[k(9, 3), k(9, 0)], [], None, [k(8, 0)]], [[], [], None, [k(8, 0)]],
-        [[], [k(10, 0)], None, [k(8, 0), k(10, 0)]],
-        [[], [k(11, 0)], None, [k(8, 0), k(10, 0), k(11, 0)]],  # b, departed, forgotten
-        "TooManySenders", "WrongCall", [[k(8, 0)], [], None, [k(10, 0), k(11, 0)]],
-        [[], [k(12, 0)], None, [k(10, 0), k(11, 0), k(12, 0)]],
+        [[], [k("b", 7, 0)], None, [k("b", 7, 0)]], [[], [], None, [k("b", 7, 0)]],
+        [[], [k("b", 7, 1)], 6.0, [k("b", 7, 0), k("b", 7, 1)]],
+        [[], [], 6.0, [k("b", 7, 0), k("b", 7, 1)]],
+        [[k("b", 7, 0)], [], None, [k("b", 7, 1)]], "StaleKey", "KeyConflict",
+        [[], [k("c", 7, 2)], None, [k("b", 7, 1), k("c", 7, 2)]],  # b's tag, c's own key
+        [[], [k("c", 8, 0)], 12.0, [k("b", 7, 1), k("c", 7, 2), k("c", 8, 0)]],  # c restarted
+        [[], [k("b", 9, 0)], 12.0, [k("b", 7, 1), k("b", 9, 0), k("c", 7, 2), k("c", 8, 0)]],  # b too
+        "StaleKey",
+        [[k("b", 7, 1)], [k("b", 9, 3)], 12.0, [k("b", 9, 0), k("b", 9, 3), k("c", 7, 2), k("c", 8, 0)]],
+        [[k("b", 9, 3), k("b", 9, 0)], [], 12.0, [k("c", 7, 2), k("c", 8, 0)]],
+        [[], [], 12.0, [k("c", 7, 2), k("c", 8, 0)]],
+        [[], [k("d", 10, 0)], 12.0, [k("c", 7, 2), k("c", 8, 0), k("d", 10, 0)]],
+        # b, departed, forgotten
+        [[], [k("e", 11, 0)], 12.0, [k("c", 7, 2), k("c", 8, 0), k("d", 10, 0), k("e", 11, 0)]],
+        "TooManySenders", "WrongCall",
+        [[k("c", 8, 0), k("c", 7, 2)], [], None, [k("d", 10, 0), k("e", 11, 0)]],
+        [[], [k("f", 12, 0)], None, [k("d", 10, 0), k("e", 11, 0), k("f", 12, 0)]],
     ]

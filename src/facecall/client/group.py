@@ -55,7 +55,7 @@ from facecall.client.errors import CallError, CallStateError, wait_within
 from facecall.client.group_keys import GroupKeys
 from facecall.client.ice import CandidatePairInfo, ice_servers_from_api, selected_candidate_pair
 from facecall.client.peer import PeerSession
-from facecall.client.sframe_media import FrameCipher
+from facecall.client.sframe_media import FrameCipher, frames_from
 from facecall.client.tracks import LocalTrack, RemoteTrack
 from facecall.logs import get_logger
 
@@ -257,19 +257,27 @@ class GroupMedia:
             if slot is not None and transceiver.receiver.track is not None:
                 slot.track.attach(transceiver.receiver.track)
 
-    def _fill(self, wire: list[dict[str, Any]]) -> None:
+    def _fill(self, wire: object) -> None:
         """Apply the server's slot list (``ok`` or ``sfu.slots``); emit ``group_slots`` if it
-        changed anything."""
+        changed anything. Entries that are not slots of this device are ignored."""
         if self.closed:
             return
         changed = False
-        for entry in wire:
-            slot = self._slots.get(entry.get("mid", ""))
+        receivers = {t.mid: t.receiver for t in self.pc.getTransceivers() if t.mid is not None}
+        for entry in wire if isinstance(wire, list) else []:
+            mid = entry.get("mid") if isinstance(entry, dict) else None
+            slot = self._slots.get(mid) if isinstance(mid, str) else None
             if slot is None:
                 continue
             user_id, device_id = entry.get("user_id"), entry.get("device_id")
+            if not all(v is None or isinstance(v, str) for v in (user_id, device_id)):
+                log.warning("group.bad_slot", call_id=self.call.id, mid=slot.mid)
+                continue
             if (slot.user_id, slot.device_id) != (user_id, device_id):
                 self._slots[slot.mid] = dataclasses.replace(slot, user_id=user_id, device_id=device_id)
+                receiver = receivers.get(slot.mid)
+                if receiver is not None:  # its frames decrypt only under that device's keys
+                    frames_from(receiver, device_id)
                 changed = True
         if changed:
             self._changed.set()

@@ -18,7 +18,9 @@ others send it.
 * **Keys received** (``call.key``) are opened with this device's agreement key after the
   signature is checked against the sender device's identity key; a sender's previous key is
   kept for :data:`~facecall.e2ee.media_keys.GRACE` seconds (frames in flight), a departed
-  member's keys are dropped at once (:class:`~facecall.e2ee.media_keys.ReceivedKeys`).
+  member's keys are dropped at once (:class:`~facecall.e2ee.media_keys.ReceivedKeys`). Each
+  sender's keys are kept apart: a slot's frames decrypt only under the keys of the device the
+  SFU names for that slot (:class:`FrameCipher`).
 * **Nothing under a key a departed device holds.** When a device that holds the key this
   device encrypts with (or is about to) has left and no new key can be made for those who
   remain (nobody is left, none of their agreement keys can be had, the rotation failed), this
@@ -160,8 +162,7 @@ class GroupKeys:
 
     def senders(self) -> set[str]:
         """The devices whose current key this device holds."""
-        return {device for kid in self._received.kids()
-                if (device := self._received.sender_of(kid)) is not None}
+        return self._received.senders()
 
     # ------------------------------------------------------------------ inputs
 
@@ -328,7 +329,7 @@ class GroupKeys:
         self._apply(self._received.add(opened, time.monotonic()))
 
     def _apply(self, changes: KeyChanges) -> None:
-        self.cipher.apply(changes.removed, changes.added)
+        self.cipher.apply(changes)
         self._arm_expiry()
 
     def _arm_expiry(self) -> None:

@@ -38,7 +38,6 @@ from __future__ import annotations
 import queue
 import threading
 from collections import Counter
-from collections.abc import Iterable
 from typing import Any
 
 from aiortc.codecs.base import Encoder
@@ -48,7 +47,8 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from av.packet import Packet
 
-from facecall.e2ee.sframe import CipherSuite, Receiver, Sender, SFrameError
+from facecall.e2ee.media_keys import KeyChanges
+from facecall.e2ee.sframe import CipherSuite, Receiver, Sender, SFrameError, UnknownKeyId
 from facecall.logs import get_logger
 
 log = get_logger(__name__)
@@ -73,18 +73,25 @@ def clear_bytes(kind: str, frame: bytes) -> int:
 class FrameCipher:
     """The SFrame state of one device's group media: its :class:`~facecall.e2ee.sframe.Sender`
     (this device's keys; the current KID encrypts) and one
-    :class:`~facecall.e2ee.sframe.Receiver` holding every other sender's keys (KIDs are unique
-    per receiver: facecall.e2ee.media_keys).
+    :class:`~facecall.e2ee.sframe.Receiver` per sender device, holding that device's keys.
+
+    **A frame decrypts only under the keys of the device it comes from**: the device the SFU
+    names for the receive slot it arrives in (:func:`frames_from`). So a frame of member M that
+    the server routes into the slot it labels V does not decrypt — the application can trust
+    the name on a slot — and KIDs need be unique per sender only: a member cannot take another
+    sender's tag (facecall.e2ee.media_keys).
 
     Encoders run in aiortc's executor threads and decryption on the event loop, so each side
     has a lock. :attr:`counts` counts frames: ``encrypted``, ``decrypted``, ``unsent`` (no key
-    yet), and per failure class name (``UnknownKeyId``, ``AuthenticationFailed``, ...)."""
+    yet), ``unassigned`` (arrived in a slot that names no device), and per failure class name
+    (``UnknownKeyId``: no such key of that sender, ``AuthenticationFailed``, ...)."""
 
     def __init__(self, suite: CipherSuite = SUITE) -> None:
         self._send_lock = threading.Lock()
         self._receive_lock = threading.Lock()
+        self._suite = suite
         self._sender = Sender(suite)
-        self._receiver = Receiver(suite)
+        self._receivers: dict[str, Receiver] = {}
         self._kid: int | None = None
         self.counts: Counter[str] = Counter()
 
@@ -110,13 +117,18 @@ class FrameCipher:
                 self._sender.remove_key(self._kid)
             self._kid = None
 
-    def apply(self, removed: Iterable[int], added: Iterable[tuple[int, bytes]]) -> None:
-        """Change the receiving keys (a :class:`~facecall.e2ee.media_keys.KeyChanges`)."""
+    def apply(self, changes: KeyChanges) -> None:
+        """Change the receiving keys: each sender device's own (a sender left with none is
+        forgotten)."""
         with self._receive_lock:
-            for kid in removed:
-                self._receiver.remove_key(kid)
-            for kid, base_key in added:
-                self._receiver.add_key(kid, base_key)
+            for device, kid in changes.removed:
+                receiver = self._receivers.get(device)
+                if receiver is not None:
+                    receiver.remove_key(kid)
+                    if not receiver.kids():
+                        del self._receivers[device]
+            for device, kid, base_key in changes.added:
+                self._receivers.setdefault(device, Receiver(self._suite)).add_key(kid, base_key)
 
     def encrypt(self, kind: str, frame: bytes) -> bytes | None:
         """``clear || SFrame`` of one encoded frame, or None when there is no key yet."""
@@ -129,13 +141,20 @@ class FrameCipher:
             self.counts["encrypted"] += 1
         return clear + protected
 
-    def decrypt(self, kind: str, data: bytes) -> bytes | None:
-        """The encoded frame in ``data`` (as :meth:`encrypt` made it), or None if it does not
-        decrypt (counted by reason)."""
+    def decrypt(self, kind: str, data: bytes, sender: str | None) -> bytes | None:
+        """The encoded frame in ``data`` (as :meth:`encrypt` made it) from device ``sender``
+        (None: nobody), or None if it does not decrypt under that device's keys (counted by
+        reason)."""
+        if sender is None:
+            self.counts["unassigned"] += 1
+            return None
         clear = data[:clear_bytes(kind, data)]
         try:
             with self._receive_lock:
-                plain = self._receiver.decrypt(clear, data[len(clear):])
+                receiver = self._receivers.get(sender)
+                if receiver is None:
+                    raise UnknownKeyId(f"no key of device {sender}")
+                plain = receiver.decrypt(clear, data[len(clear):])
         except SFrameError as exc:
             self.counts[type(exc).__name__] += 1
             return None
@@ -208,18 +227,20 @@ def sframe_encoder(cipher: FrameCipher) -> Any:
 
 
 class _DecryptingQueue:
-    """Stands for a receiver's decoder queue: what is put in is decrypted first."""
+    """Stands for a receiver's decoder queue: what is put in is decrypted first, with the keys
+    of the device that fills the receiver's slot now (:attr:`sender`)."""
 
     def __init__(self, inner: queue.Queue[Any], receiver: RTCRtpReceiver, kind: str,
                  cipher: FrameCipher) -> None:
         self.inner, self.receiver, self.kind, self.cipher = inner, receiver, kind, cipher
+        self.sender: str | None = None
 
     def put(self, item: Any) -> None:
         if item is None:  # the receiver stops
             self.inner.put(None)
             return
         codec, frame = item
-        plain = self.cipher.decrypt(self.kind, frame.data)
+        plain = self.cipher.decrypt(self.kind, frame.data, self.sender)
         if plain is None:
             if self.kind == "video":  # the receiver sends a PLI with its next packet
                 self.receiver._RTCRtpReceiver__decoder_error.set()  # type: ignore[attr-defined]
@@ -231,11 +252,23 @@ class _DecryptingQueue:
         return self.inner.get(*args, **kwargs)
 
 
+_DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
+
+
 def decrypt_frames(receiver: RTCRtpReceiver, kind: str, cipher: FrameCipher) -> None:
-    """Make ``receiver`` (of ``kind``) decrypt every frame before its decoder sees it. Call
-    before the receiver starts (before the remote description is applied)."""
-    name = "_RTCRtpReceiver__decoder_queue"
-    current = getattr(receiver, name)
+    """Make ``receiver`` (of ``kind``) decrypt every frame before its decoder sees it, with the
+    keys of the device :func:`frames_from` names (until then it decodes nothing). Call before
+    the receiver starts (before the remote description is applied)."""
+    current = getattr(receiver, _DECODER_QUEUE)
     if isinstance(current, _DecryptingQueue):
         return
-    setattr(receiver, name, _DecryptingQueue(current, receiver, kind, cipher))
+    setattr(receiver, _DECODER_QUEUE, _DecryptingQueue(current, receiver, kind, cipher))
+
+
+def frames_from(receiver: RTCRtpReceiver, device: str | None) -> None:
+    """The frames ``receiver`` gets come from ``device`` from now on (None: nobody): who the SFU
+    says fills its slot. Only that device's keys decrypt them."""
+    queue_ = getattr(receiver, _DECODER_QUEUE)
+    if not isinstance(queue_, _DecryptingQueue):
+        raise TypeError("frames_from needs a receiver that decrypt_frames set up")
+    queue_.sender = device

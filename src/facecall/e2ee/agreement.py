@@ -100,10 +100,6 @@ class StaleKey(MediaKeyError):
     """A key older than one this receiver has from the same sender (a replay)."""
 
 
-class KeyIdCollision(MediaKeyError):
-    """A KID (its tag) that another sender device of the call uses."""
-
-
 class KeyConflict(MediaKeyError):
     """A KID this receiver has from the same sender with another key."""
 

@@ -27,8 +27,10 @@ Ed25519 identity key (RFC 8032 §5.1.6) over::
 
 **KIDs** (RFC 9605 §4.3): ``tag << 16 | number``, ``tag`` a random 32-bit value a sender picks
 for the call, ``number`` its key count (0-65535). KIDs never repeat for a sender in a call; a
-receiver refuses a tag that another sender device holds (:class:`KeyIdCollision`) and an older
-number than one it has (:class:`StaleKey`).
+receiver refuses an older number than one it has from that sender (:class:`StaleKey`). KIDs
+are unique per sender only: a receiver keeps each sender device's keys apart and decrypts a
+frame with the keys of the device it comes from (the one the SFU says fills the slot), so two
+senders may use one tag and neither can take the other's.
 """
 
 from __future__ import annotations
@@ -50,7 +52,6 @@ from facecall.e2ee.agreement import (
     AgreementKey,
     BadSignature,
     KeyConflict,
-    KeyIdCollision,
     KeysExhausted,
     MalformedMessage,
     MediaKeyError,
@@ -73,7 +74,7 @@ from facecall.e2ee.identity import IdentityError, public_key_from_text
 
 __all__ = [
     "GRACE", "MAX_KID", "MAX_RECIPIENTS", "MESSAGE_FIELDS", "BadSignature", "KeyChanges", "KeyConflict",
-    "KeyIdCollision", "KeysExhausted", "MalformedMessage", "MediaKeyError", "MessageTooLarge",
+    "KeysExhausted", "MalformedMessage", "MediaKeyError", "MessageTooLarge",
     "NotAddressedToMe", "OpenedKey", "ReceivedKeys", "SealedSenderKey", "SenderKeys", "SmallOrderKey",
     "StaleKey", "TooManySenders", "UncertifiedKey", "UndecryptableEntry", "WrongCall", "make_kid",
     "open_sender_key", "parse_sender_key", "seal_context", "seal_sender_key", "signed_statement",
@@ -318,10 +319,11 @@ class SenderKeys:
 
 
 class KeyChanges(NamedTuple):
-    """What to do to an SFrame receiver (facecall.e2ee.sframe.Receiver): remove, then add."""
+    """What to do to the SFrame receivers (facecall.e2ee.sframe.Receiver), one per sender
+    device: remove ``(device, kid)``, then add ``(device, kid, base_key)``."""
 
-    removed: list[int]
-    added: list[tuple[int, bytes]]
+    removed: list[tuple[str, int]]
+    added: list[tuple[str, int, bytes]]
 
 
 @dataclass(slots=True)
@@ -339,45 +341,35 @@ class ReceivedKeys:
 
     A sender's newest key is current; its previous one is kept for :attr:`grace` seconds after
     (frames in flight), then dropped (:meth:`handle_timer`). Refused: a key older than one held
-    (:class:`StaleKey`), a tag another sender uses (:class:`KeyIdCollision`: KIDs are unique per
-    receiver across senders), another key for a KID held (:class:`KeyConflict`), another
-    call's key (:class:`WrongCall`), more than ``max_senders`` senders. A sender whose tag changes
-    has restarted: its earlier tags are refused from then on."""
+    from that sender (:class:`StaleKey`), another key for a KID held (:class:`KeyConflict`),
+    another call's key (:class:`WrongCall`), more than ``max_senders`` senders. A sender whose
+    tag changes has restarted: its earlier tags are refused from then on. Tags are a sender's
+    own: another sender under the same tag is another key store (the receiver decrypts a
+    frame with the keys of the device the SFU names for it, never with all it holds)."""
 
     def __init__(self, call_id: str, *, grace: float = GRACE, max_senders: int = MAX_SENDERS) -> None:
         self.call_id, self.grace, self.max_senders = check_id("call_id", call_id), grace, max_senders
         self._senders: dict[str, _Sender] = {}
-        self._tags: dict[int, str] = {}  # tag -> sender device
 
-    def sender_of(self, kid: int) -> str | None:
-        """The device whose key ``kid`` is, if this receiver holds that key."""
-        device = self._tags.get(kid >> NUMBER_BITS)
-        s = self._senders.get(device) if device else None
-        if s is None or (kid != s.kid and (s.previous is None or s.previous[0] != kid)):
-            return None
-        return device
+    def held(self) -> set[tuple[str, int]]:
+        """Every ``(sender device, KID)`` whose key this receiver holds."""
+        return {(device, kid) for device, s in self._senders.items()
+                for kid in (s.kid, s.previous[0] if s.previous else None) if kid is not None}
 
-    def kids(self) -> set[int]:
-        """Every KID whose key this receiver holds."""
-        out = set()
-        for s in self._senders.values():
-            out |= {k for k in (s.kid, s.previous[0] if s.previous else None) if k is not None}
-        return out
+    def senders(self) -> set[str]:
+        """The sender devices whose current key this receiver holds."""
+        return {device for device, s in self._senders.items() if s.kid is not None}
 
     def add(self, key: OpenedKey, now: float) -> KeyChanges:
         """Take a key :func:`open_sender_key` gave; a copy of the current key changes nothing."""
         if key.call_id != self.call_id:
             raise WrongCall(f"a key for call {key.call_id}, not {self.call_id}")
         device, tag, number = key.sender_device, key.kid >> NUMBER_BITS, key.kid & MAX_NUMBER
-        owner = self._tags.get(tag)
-        if owner is not None and owner != device:
-            raise KeyIdCollision(f"KID {key.kid} of device {device}: device {owner} uses its tag")
         s = self._senders.get(device)
         if s is None:
             self._make_room()
             self._senders[device] = _Sender(tag, number, key.kid, key.base_key)
-            self._tags[tag] = device
-            return KeyChanges([], [(key.kid, key.base_key)])
+            return KeyChanges([], [(device, key.kid, key.base_key)])
         if tag in s.retired or (tag == s.tag and number < s.number):
             raise StaleKey(f"KID {key.kid} of device {device} is older than its current key")
         if tag == s.tag and number == s.number:
@@ -386,14 +378,12 @@ class ReceivedKeys:
             if s.kid is None:  # dropped when it left: a replay must not bring it back
                 raise StaleKey(f"KID {key.kid} of device {device} was dropped when it left")
             return KeyChanges([], [])
-        removed = [s.previous[0]] if s.previous else []
+        removed = [(device, s.previous[0])] if s.previous else []
         s.previous = (s.kid, now + self.grace) if s.kid is not None else None
         if tag != s.tag:  # the sender restarted
             s.retired = [*s.retired, s.tag][-MAX_RETIRED_TAGS:]
-            self._tags = {t: d for t, d in self._tags.items() if d != device or t in s.retired}
-            self._tags[tag] = device
         s.tag, s.number, s.kid, s.base_key = tag, number, key.kid, key.base_key
-        return KeyChanges(removed, [(key.kid, key.base_key)])
+        return KeyChanges(removed, [(device, key.kid, key.base_key)])
 
     def _make_room(self) -> None:
         if len(self._senders) < self.max_senders:
@@ -402,7 +392,6 @@ class ReceivedKeys:
         if departed is None:
             raise TooManySenders(f"keys of more than {self.max_senders} sender devices")
         del self._senders[departed]
-        self._tags = {t: d for t, d in self._tags.items() if d != departed}
 
     def remove_sender(self, device: str) -> KeyChanges:
         """A device left the call: drop its keys now. What it sent is remembered, so a replay of
@@ -410,7 +399,7 @@ class ReceivedKeys:
         s = self._senders.get(device)
         if s is None or s.kid is None:
             return KeyChanges([], [])
-        removed = [s.kid] + ([s.previous[0]] if s.previous else [])
+        removed = [(device, s.kid)] + ([(device, s.previous[0])] if s.previous else [])
         s.kid, s.previous = None, None
         return KeyChanges(removed, [])
 
@@ -421,8 +410,8 @@ class ReceivedKeys:
     def handle_timer(self, now: float) -> KeyChanges:
         """Drop the previous keys whose grace is over."""
         removed = []
-        for s in self._senders.values():
+        for device, s in self._senders.items():
             if s.previous and s.previous[1] <= now:
-                removed.append(s.previous[0])
+                removed.append((device, s.previous[0]))
                 s.previous = None
         return KeyChanges(removed, [])

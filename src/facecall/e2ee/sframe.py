@@ -343,6 +343,10 @@ class Receiver:
             raise UnknownKeyId(f"no SFrame key for KID {kid}")
         self._windows.pop(kid, None)
 
+    def kids(self) -> frozenset[int]:
+        """The KIDs this receiver has keys for."""
+        return frozenset(self._keys)
+
     def _check_replay(self, kid: int, ctr: int) -> None:
         if kid not in self._windows:
             return
