@@ -24,6 +24,7 @@ from collections.abc import Callable
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from facecall.client.sframe_media import FrameCipher
+from facecall.e2ee.media_keys import KeyChanges
 from facecall.e2ee.sframe import CipherSuite, Receiver, Sender, encode_header
 from identity import per_call_us  # bench/identity.py: the same timing loop
 
@@ -47,12 +48,12 @@ def sframe_round_trip(suite: CipherSuite, plaintext: bytes) -> Callable[[], obje
 def frame_cipher_round_trip(plaintext: bytes) -> Callable[[], object]:
     cipher, base_key = FrameCipher(), os.urandom(16)
     cipher.use_key(KID, base_key)
-    cipher.apply([], [(KID, base_key)])
+    cipher.apply(KeyChanges([], [("self", KID, base_key)]))
     kind = "video" if len(plaintext) > 100 else "audio"
     frame = bytes([0x10]) + plaintext[1:] if kind == "video" else plaintext  # a VP8 key frame
 
     def work() -> bytes | None:
-        return cipher.decrypt(kind, cipher.encrypt(kind, frame) or b"")
+        return cipher.decrypt(kind, cipher.encrypt(kind, frame) or b"", "self")
 
     return work
 
