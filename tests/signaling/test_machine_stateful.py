@@ -16,9 +16,11 @@ from hypothesis import event as note
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from facecall.e2ee.agreement import agreement_public_text, b64, new_agreement_key
 from facecall.signaling.effects import CallEnded, Deliver, Effect
 from facecall.signaling.errors import ErrorCode, ProtocolError
 from facecall.signaling.events import (
+    RELAY_KINDS,
     Abort,
     Answer,
     Cancel,
@@ -60,6 +62,28 @@ EXAMPLES = int(os.environ.get("FACECALL_STATEFUL_EXAMPLES", "1000"))
 
 def devices_for(spec: dict[str, int]) -> dict[str, list[str]]:
     return {user: DEVICES[user][:n] for user, n in spec.items()}
+
+
+#: a sealed sender key's fields of the right shape (what the message model checks; the server
+#: opens nothing): an ephemeral public key, one recipient outside the call, a signature
+SEALED_KEY_SHAPE = {"v": "1", "call_id": "call", "kid": "458752",
+                    "epk": agreement_public_text(new_agreement_key()),
+                    "recipients": [{"user": "u9", "device": "u9-d0", "sealed": b64(bytes(48))}],
+                    "signature": b64(bytes(64))}
+
+
+def relay_body(kind: str, key_of: tuple[str, str]) -> dict[str, object]:
+    """A well-formed body of a relayed ``kind`` (the machine sees what the message model
+    passed); a ``call.key`` names ``key_of`` as the key's sender."""
+    sealed = {**SEALED_KEY_SHAPE, "sender_user": key_of[0], "sender_device": key_of[1]}
+    bodies: dict[str, dict[str, object]] = {
+        "call.sdp": {"description": {"type": "offer", "sdp": "v=0"}, "ice_restart": False},
+        "call.candidate": {"candidate": None},
+        "call.media": {"audio": True, "video": False, "screen": False},
+        "call.rejoin": {},
+        "call.key": {"key": sealed},
+    }
+    return bodies[kind]
 
 
 class CallRules(RuleBasedStateMachine):
@@ -124,12 +148,14 @@ class CallRules(RuleBasedStateMachine):
                     assert effect.message["device_id"] == participant.device_id
                     assert self.machine.state.value == "active"
                     assert self.machine.active_leg(effect.user_id, effect.device_id) is None
-            if isinstance(effect, Deliver) and effect.message["type"] in ("call.sdp",
-                                                                          "call.candidate"):
+            if isinstance(effect, Deliver) and effect.message["type"] in RELAY_KINDS:
                 target = self.machine.active_leg(effect.user_id, effect.device_id)
                 assert target is not None and target.state is LegState.JOINED
                 sender = effect.message["from_user"], effect.message["from_device"]
                 assert sender == actor and sender != (effect.user_id, effect.device_id)
+                if effect.message["type"] == "call.key":  # only a device's own keys
+                    key = effect.message["key"]
+                    assert (key["sender_user"], key["sender_device"]) == sender
 
     def teardown(self) -> None:
         for name in sorted(self.accepted):
@@ -221,24 +247,25 @@ class CallRules(RuleBasedStateMachine):
     def invite(self, data: st.DataObject, spec: dict[str, int], busy: set[str]) -> None:
         self.apply(Invite(*self._actor(data), devices_for(spec), frozenset(busy)))
 
-    @rule(data=st.data(), sdp=st.booleans())
-    def relay(self, data: st.DataObject, sdp: bool) -> None:
+    @rule(data=st.data(), kind=st.sampled_from(sorted(RELAY_KINDS)), own_key=st.booleans())
+    def relay(self, data: st.DataObject, kind: str, own_key: bool) -> None:
         actor, peer = self._actor(data), self._actor(data)
-        if sdp:
-            body = {"description": {"type": "offer", "sdp": "v=0"}, "ice_restart": False}
-            self.apply(Relay(*actor, peer[1], "call.sdp", body))
-        else:
-            self.apply(Relay(*actor, peer[1], "call.candidate", {"candidate": None}))
+        key_of = actor if own_key else data.draw(actors)
+        before = self.accepted["Relay"]
+        self.apply(Relay(*actor, peer[1], kind, relay_body(kind, key_of)))  # type: ignore[arg-type]
+        if kind == "call.key" and key_of != actor:
+            assert self.accepted["Relay"] == before, "a device relayed another device's key"
 
     @precondition(lambda self: len(self.machine.joined_legs()) >= 2)
-    @rule(data=st.data(), sdp=st.booleans())
-    def relay_joined(self, data: st.DataObject, sdp: bool) -> None:
+    @rule(data=st.data(), kind=st.sampled_from(sorted(RELAY_KINDS)))
+    def relay_joined(self, data: st.DataObject, kind: str) -> None:
         joined = self.machine.joined_legs()
         sender = data.draw(st.sampled_from(joined))
         peer = data.draw(st.sampled_from([leg for leg in joined if leg is not sender]))
-        body = {"candidate": {"candidate": "candidate:1", "sdpMid": "0", "sdpMLineIndex": 0}}
-        self.apply(Relay(sender.user_id, sender.device_id, peer.device_id, "call.candidate", body))
-        assert self.accepted["Relay"] > 0, "a relay between joined devices was refused"
+        body = relay_body(kind, (sender.user_id, sender.device_id))
+        before = self.accepted["Relay"]
+        self.apply(Relay(sender.user_id, sender.device_id, peer.device_id, kind, body))  # type: ignore[arg-type]
+        assert self.accepted["Relay"] == before + 1, f"a {kind} between joined devices was refused"
 
     @rule(data=st.data(), roll=st.integers(0, 2))
     def device_lost(self, data: st.DataObject, roll: int) -> None:
