@@ -346,3 +346,50 @@ async def test_keys_reach_only_devices_that_can_prove_them(
     finally:
         for call in calls:
             await call.hangup()
+
+
+async def test_a_device_the_sfu_lost_joins_again_by_itself(
+        make: MakeDevice, group_server: LiveServer) -> None:
+    """The SFU drops bob's connection (as after a server restart, or nothing heard from him for
+    15 s: here the server's SFU lets him go, which closes his DTLS): his GroupMedia says
+    ``failed``, joins again with a new connection and says ``connected``; the slots keep their
+    tracks, alice and bob make new keys for each other (bob is a new member), and each decodes
+    the other again."""
+    alice, bob = await make("alice"), await make("bob")
+    a_call = await alice.call("bob", video_source=MarkedVideoTrack(MARKS["alice"]))
+    b_call = await bob.next_call(10)
+    await b_call.answer(video_source=MarkedVideoTrack(MARKS["bob"]))
+    a_group, b_group = await asyncio.gather(a_call.join_group_media(), b_call.join_group_media())
+    watchers = [Watcher(a_group), Watcher(b_group)]
+    states: list[str] = []
+    b_call.on("group_media", lambda event: states.append(event.data["state"]))
+    sfu = sfu_of(group_server)
+
+    def decoding() -> bool:
+        return watchers[0].decodes({str(bob.user_id): "bob"}) and watchers[1].decodes(
+            {str(alice.user_id): "alice"})
+
+    try:
+        await until(decoding, what="alice and bob decoding each other")
+        tracks = [slot.track for slot in b_group.slots.values()]
+        kids = (a_group.keys.cipher.kid, b_group.keys.cipher.kid)
+        first_pc = b_group.pc
+        assert await sfu.leave(a_call.id, str(bob.device_id))
+        await until(lambda: b_group.rejoins == 1 and b_group.state == "connected",
+                    what="bob joined again")
+        assert states[-2:] == ["failed", "connected"] and not b_group.closed
+        assert b_group.pc is not first_pc and first_pc.connectionState == "closed"
+        assert [slot.track for slot in b_group.slots.values()] == tracks
+        assert sfu.members(a_call.id) == {alice.device_id, bob.device_id}
+        await until(lambda: a_group.keys.cipher.kid not in (None, kids[0])
+                    and b_group.keys.cipher.kid not in (None, kids[1]), what="new keys both ways")
+        for watcher in watchers:
+            watcher.reset()
+        await until(decoding, what="alice and bob decoding each other again")
+        assert a_call.state is b_call.state is CallState.CONNECTED
+    finally:
+        for watcher in watchers:
+            watcher.stop()
+        await a_call.hangup()
+    assert await b_call.wait_ended(10) is EndReason.HUNG_UP
+    assert b_group.closed and b_group.rejoins == 1  # the end of the call closed it: no rejoin

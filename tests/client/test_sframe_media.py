@@ -331,3 +331,43 @@ async def test_frames_from_needs_a_decrypting_receiver() -> None:
             frames_from(receiver, SENDER)
     finally:
         await pc.close()
+
+
+async def test_video_waits_for_a_key_frame_after_a_gap_and_asks_for_one() -> None:
+    """Delta frames refer to pictures before them: after a frame that did not decrypt, at the
+    start, and when the slot changes hands, they are dropped until a key frame decrypts (else
+    they decode to garbage), and the sender is asked for one (rate-limited)."""
+    sender, reader = keyed(), FrameCipher()
+    reader.apply(holding(SENDER, KID, BASE_KEY))
+    pc = RTCPeerConnection()
+    receiver = pc.addTransceiver("video").receiver
+    decrypt_frames(receiver, "video", reader)
+    frames_from(receiver, SENDER)
+    proxy = receiver._RTCRtpReceiver__decoder_queue  # type: ignore[attr-defined]
+    asked = receiver._RTCRtpReceiver__decoder_error  # type: ignore[attr-defined]
+
+    def put(frame: bytes) -> bool:
+        """Whether ``frame`` reached the decoder."""
+        before = proxy.inner.qsize()
+        proxy.put(("VP8", JitterFrame(frame, 0)))
+        return proxy.inner.qsize() > before
+
+    def key() -> bytes:
+        return sender.encrypt("video", bytes([0x10]) + os.urandom(200)) or b""
+
+    def delta() -> bytes:
+        return sender.encrypt("video", bytes([0x31]) + os.urandom(100)) or b""
+
+    try:
+        assert not put(delta()) and reader.counts["awaiting_key_frame"] == 1 and asked.is_set()
+        asked.clear()
+        assert not put(delta()) and not asked.is_set()  # asked a moment ago: not again yet
+        assert put(key()) and put(delta()) and put(delta())
+        assert not put(delta()[:-1])  # does not decrypt: a gap
+        assert not put(delta()) and reader.counts["awaiting_key_frame"] == 3
+        assert put(key()) and put(delta())
+        frames_from(receiver, "m1")
+        frames_from(receiver, SENDER)  # the slot changed hands (and back): a key frame first
+        assert not put(delta()) and put(key())
+    finally:
+        await pc.close()

@@ -70,6 +70,13 @@ DEFAULT_SLOTS = 3
 """Receive slots per kind asked for: the SFU's default K (docs/sfu.md). A server with fewer
 refuses more with ``offer_refused``."""
 CLOSE_WAIT = 1.0
+#: pauses (s) before each try to join again once the connection with the SFU failed or the SFU
+#: closed it (a server restart, the SFU dropped this device); then group media closes. The
+#: first lets signaling say first when the call ended or moved (the server's SFU closes the
+#: device's connection then too)
+REJOIN_PAUSES = (0.5, 1.0, 2.0, 4.0, 8.0)
+#: the server's answers to ``sfu.join`` after which joining again is pointless
+FINAL_REFUSALS = frozenset({"call_ended", "not_in_call", "unknown_call"})
 """Seconds closing waits for the peer connection to close (DTLS close, TURN release)."""
 #: relayed P2P messages that group media leaves unanswered: P2P is off in this call here
 P2P_EVENTS = frozenset({"call.sdp", "call.candidate", "call.rejoin"})
@@ -115,11 +122,14 @@ class GroupMedia:
         """Left, or the call ended (or moved away from this device)."""
         self.timings: dict[str, float] = {"joined": time.monotonic()}
         """Monotonic instants: ``joined`` (the offer made), ``connected``, ``closed``."""
+        self.rejoins = 0
+        """Times this device joined again after its connection with the SFU was lost."""
         self._peer = peer
         self._slots: dict[str, GroupSlot] = {}
         self._changed = asyncio.Event()
         self._connected = asyncio.Event()
-        peer.pc.on("connectionstatechange", self._on_connection_state)
+        self._rejoining: asyncio.Future[None] | None = None
+        self._follow(peer)
 
     def __repr__(self) -> str:
         filled = sum(slot.filled for slot in self._slots.values())
@@ -213,6 +223,8 @@ class GroupMedia:
         self.closed = True
         self.timings["closed"] = time.monotonic()
         self._changed.set()
+        if self._rejoining is not None:
+            self._rejoining.cancel()
         self.keys.close()
         if self.call._group_keys is self.keys:
             self.call._group_keys = None
@@ -250,6 +262,16 @@ class GroupMedia:
                 self._slots[transceiver.mid] = GroupSlot(transceiver.mid, transceiver.kind, None, None,
                                                          RemoteTrack(transceiver.kind))
 
+    def _replace_slots(self) -> None:
+        """The slots on a new connection (a join again): the same tracks, in the same order,
+        empty until the server's list fills them."""
+        tracks = list(self._slots.values())
+        receiving = [t for t in self.pc.getTransceivers() if t.direction == "recvonly" and t.mid is not None]
+        self._slots = {t.mid: GroupSlot(t.mid, t.kind, None, None, old.track)  # type: ignore[misc]
+                       for t, old in zip(receiving, tracks, strict=True)}
+        self._changed.set()
+        self.call._emit_event("group_slots", slots=dict(self._slots))
+
     def _play(self, transceivers: list[RTCRtpTransceiver]) -> None:
         """Feed every slot's track from its receiver (the answer made the receivers' tracks)."""
         for transceiver in transceivers:
@@ -283,10 +305,13 @@ class GroupMedia:
             self._changed.set()
             self.call._emit_event("group_slots", slots=dict(self._slots))
 
-    def _on_connection_state(self) -> None:
-        state = self.pc.connectionState
-        if self.closed or state not in ("connected", "failed"):
-            return
+    def _follow(self, peer: PeerSession) -> None:
+        peer.pc.on("connectionstatechange", lambda: self._on_connection_state(peer))
+
+    def _on_connection_state(self, peer: PeerSession) -> None:
+        state = peer.pc.connectionState
+        if self.closed or peer is not self._peer or state not in ("connected", "failed", "closed"):
+            return  # (a connection this replaced closes too)
         call = self.call
         if state == "connected":
             self.timings.setdefault("connected", time.monotonic())
@@ -296,9 +321,85 @@ class GroupMedia:
                 if call.timings.connected is None:
                     call.timings.connected = time.monotonic()
                 call._set_state(CallState.CONNECTED)
-        else:
-            log.warning("group.connection_failed", call_id=call.id)
-        call._emit_event("group_media", state=state)
+            call._emit_event("group_media", state=state)
+            return
+        # failed, or closed by the SFU (its DTLS close_notify): the SFU lost this device
+        log.warning("group.connection_lost", call_id=call.id, state=state)
+        self._connected.clear()
+        if self._rejoining is None or self._rejoining.done():
+            self._rejoining = call._in_background(self._rejoin())
+
+    async def _rejoin(self) -> None:
+        """Join the SFU again with a new connection (docs/protocol.md: a join again replaces
+        the device's place): the slots keep their tracks, the keys follow the new join (the
+        others see a new member and re-key; so does this device). Emits ``group_media``
+        ``failed`` once the first pause is over and the call still holds this device, then
+        ``connected`` when the new connection is up. Tries after each of
+        :data:`REJOIN_PAUSES`; closes group media when none succeeds or the server says the
+        device is out of the call."""
+        call = self.call
+        for attempt, pause in enumerate(REJOIN_PAUSES):
+            await asyncio.sleep(pause)
+            if self.closed or call.state not in JOINED_STATES:
+                return  # (the call ended or moved: that closed the connection)
+            if attempt == 0:
+                call._emit_event("group_media", state="failed")
+            try:
+                peer, offer = await _offer(call, self.keys.cipher, self.slots_per_kind)
+            except Exception as exc:  # no ICE servers now, say: try again
+                log.warning("group.rejoin_failed", call_id=call.id, error=repr(exc))
+                continue
+            try:
+                self.keys.rejoining()
+                reply = await call.device.request("sfu.join", call_id=call.id, sdp=offer.sdp)
+                if self.closed:
+                    raise CallStateError("group media closed while joining again")
+                previous, self._peer = self._peer, peer
+                self._follow(peer)
+                call._in_background(previous.close())
+                self._replace_slots()
+                await peer.accept_answer(RTCSessionDescription(sdp=reply["sdp"], type="answer"))
+            except CallError as exc:
+                await asyncio.wait({call._in_background(peer.close())}, timeout=CLOSE_WAIT)
+                log.warning("group.rejoin_refused", call_id=call.id, code=exc.code, error=str(exc))
+                if exc.code in FINAL_REFUSALS:
+                    break
+                continue
+            except Exception as exc:
+                if peer is not self._peer:
+                    await asyncio.wait({call._in_background(peer.close())}, timeout=CLOSE_WAIT)
+                if self.closed:
+                    return
+                log.warning("group.rejoin_failed", call_id=call.id, error=repr(exc))
+                continue
+            self._play(peer.pc.getTransceivers())
+            self._fill(reply.get("slots") or [])
+            self.keys.members_replied(reply.get("members"))
+            self.rejoins += 1
+            log.info("group.rejoined", call_id=call.id, rejoins=self.rejoins)
+            return
+        log.warning("group.rejoin_gave_up", call_id=call.id)
+        await self.close()
+
+
+async def _offer(call: Call, cipher: FrameCipher, slots: int) -> tuple[PeerSession, RTCSessionDescription]:
+    """A new connection for ``call``'s group media in the SFU's slot shape, and its offer: the
+    call's own sources sending, ``slots`` receive slots per kind, every frame through
+    ``cipher``. The ICE servers (our STUN/TURN, fresh TURN REST credentials), ``relay_only``,
+    the host addresses and the encoder tuning are the device's."""
+    device = call.device
+    peer = PeerSession(ice_servers=ice_servers_from_api(await device.ice_configuration()),
+                       relay_only=device.relay_only, ice_host_addresses=device.ice_host_addresses,
+                       tuning=device.encoder_tuning, video_codec="VP8", frame_cipher=cipher)
+    try:
+        own: list[LocalTrack] = [t for t in (call.local_audio, call.local_video) if t is not None]
+        peer.add_tracks(own, [track.kind for track in own])
+        kinds = ["audio", "video"] if call.video else ["audio"]
+        peer.add_tracks([], [kind for kind in kinds for _ in range(slots)])
+        return peer, await peer.create_offer()
+    except BaseException:
+        await asyncio.wait({call._in_background(peer.close())}, timeout=CLOSE_WAIT)
+        raise
 
 
 async def join_group_media(call: Call, slots: int = DEFAULT_SLOTS) -> GroupMedia:
@@ -318,18 +419,11 @@ async def join_group_media(call: Call, slots: int = DEFAULT_SLOTS) -> GroupMedia
         raise CallStateError(f"group media needs an answered call (this one is {call.state})")
     device = call.device
     cipher = FrameCipher()
-    peer = PeerSession(ice_servers=ice_servers_from_api(await device.ice_configuration()),
-                       relay_only=device.relay_only, ice_host_addresses=device.ice_host_addresses,
-                       tuning=device.encoder_tuning, video_codec="VP8", frame_cipher=cipher)
+    peer, offer = await _offer(call, cipher, slots)
     keys = GroupKeys(call, cipher)
     group = GroupMedia(call, peer, slots, keys)
     call._group_keys = keys  # the others' keys may come before the reply
     try:
-        own: list[LocalTrack] = [t for t in (call.local_audio, call.local_video) if t is not None]
-        peer.add_tracks(own, [track.kind for track in own])
-        kinds = ["audio", "video"] if call.video else ["audio"]
-        peer.add_tracks([], [kind for kind in kinds for _ in range(slots)])
-        offer = await peer.create_offer()
         group._make_slots()
         reply = await device.request("sfu.join", call_id=call.id, sdp=offer.sdp)
         if call.state is CallState.ENDED:

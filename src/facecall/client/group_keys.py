@@ -109,6 +109,11 @@ class MemberLists:
         self._early.clear()
         return current[-1] if current else members
 
+    def rejoining(self) -> None:
+        """This device joins again: lists wait for the new reply's ``joined``."""
+        self.joined = None
+        self._early.clear()
+
     def event(self, wire: object) -> dict[str, Member] | None:
         """The list to apply on a ``sfu.members`` event, if any now."""
         members = parse_members(wire)
@@ -173,6 +178,20 @@ class GroupKeys:
             log.warning("group_keys.not_a_member", call_id=self.call.id)
             return
         self._queue_members(members)
+
+    def rejoining(self) -> None:
+        """This device joins the room again (a new connection: docs/protocol.md, "Joining
+        again"): only the new join's lists are its own, and every member gets a new key from
+        it — they drop the keys of a device that joined again."""
+        self._lists.rejoining()
+        self._members = {}
+        # the others drop this device's keys when it joins again: send nothing until the new
+        # join's key (used at once, nothing being sent)
+        if self._switch is not None:
+            self._switch.cancel()
+            self._switch = None
+        self.cipher.stop()
+        self._holders = frozenset()
 
     def _queue_members(self, members: dict[str, Member]) -> None:
         """Queue a list for the follower, which applies only the newest: the older ones go."""

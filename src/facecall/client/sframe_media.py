@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections import Counter
 from typing import Any
 
@@ -61,13 +62,19 @@ SUITE = CipherSuite.AES_128_GCM_SHA256_128
 VP8_KEY_FRAME_CLEAR, VP8_FRAME_CLEAR = 10, 3
 
 
+def is_key_frame(frame: bytes) -> bool:
+    """Whether a VP8 frame (or its SFrame, which leaves byte 0 clear) is a key frame: bit 0 of
+    byte 0 is 0 (RFC 6386 §9.1)."""
+    return bool(frame) and frame[0] & 1 == 0
+
+
 def clear_bytes(kind: str, frame: bytes) -> int:
     """How many leading bytes of an encoded ``frame`` of ``kind`` stay clear (see above): the
-    VP8 frame header for video (the key-frame bit is bit 0 of byte 0, 0 for a key frame), none
-    for audio. Never more than the frame."""
+    VP8 frame header for video (:func:`is_key_frame` reads it), none for audio. Never more than
+    the frame."""
     if kind != "video" or not frame:
         return 0
-    return min(len(frame), VP8_KEY_FRAME_CLEAR if frame[0] & 1 == 0 else VP8_FRAME_CLEAR)
+    return min(len(frame), VP8_KEY_FRAME_CLEAR if is_key_frame(frame) else VP8_FRAME_CLEAR)
 
 
 class FrameCipher:
@@ -226,27 +233,62 @@ def sframe_encoder(cipher: FrameCipher) -> Any:
     return wrap
 
 
+#: seconds between two key frame requests of one receiver while it waits for one
+KEY_FRAME_ASK_INTERVAL = 0.2
+
+
 class _DecryptingQueue:
     """Stands for a receiver's decoder queue: what is put in is decrypted first, with the keys
-    of the device that fills the receiver's slot now (:attr:`sender`)."""
+    of the device that fills the receiver's slot now (:attr:`sender`).
+
+    Video waits for a key frame: at the start, after a frame that did not decrypt, and when the
+    slot changes hands, the delta frames that follow refer to pictures the decoder never got
+    and would decode to garbage (an SFU slot switches at a key frame, and a key changes under
+    way), so they are dropped (``counts["awaiting_key_frame"]``) and the sender is asked for a
+    key frame (a PLI, RFC 4585 §6.3.1, at most every :data:`KEY_FRAME_ASK_INTERVAL`)."""
 
     def __init__(self, inner: queue.Queue[Any], receiver: RTCRtpReceiver, kind: str,
                  cipher: FrameCipher) -> None:
         self.inner, self.receiver, self.kind, self.cipher = inner, receiver, kind, cipher
-        self.sender: str | None = None
+        self._sender: str | None = None
+        self._key_frame_needed = kind == "video"
+        self._asked = float("-inf")
+
+    @property
+    def sender(self) -> str | None:
+        return self._sender
+
+    @sender.setter
+    def sender(self, device: str | None) -> None:
+        if device != self._sender:
+            self._sender = device
+            self._key_frame_needed = self.kind == "video"
 
     def put(self, item: Any) -> None:
         if item is None:  # the receiver stops
             self.inner.put(None)
             return
         codec, frame = item
-        plain = self.cipher.decrypt(self.kind, frame.data, self.sender)
-        if plain is None:
-            if self.kind == "video":  # the receiver sends a PLI with its next packet
-                self.receiver._RTCRtpReceiver__decoder_error.set()  # type: ignore[attr-defined]
+        if self._key_frame_needed and not is_key_frame(frame.data):
+            self.cipher.counts["awaiting_key_frame"] += 1
+            self._ask_for_key_frame()
             return
+        plain = self.cipher.decrypt(self.kind, frame.data, self._sender)
+        if plain is None:
+            if self.kind == "video":
+                self._key_frame_needed = True
+                self._ask_for_key_frame()
+            return
+        self._key_frame_needed = False
         frame.data = plain
         self.inner.put((codec, frame))
+
+    def _ask_for_key_frame(self) -> None:
+        """The receiver sends a PLI with its next packet (aiortc's decoder-error path)."""
+        now = time.monotonic()
+        if now - self._asked >= KEY_FRAME_ASK_INTERVAL:
+            self._asked = now
+            self.receiver._RTCRtpReceiver__decoder_error.set()  # type: ignore[attr-defined]
 
     def get(self, *args: Any, **kwargs: Any) -> Any:
         return self.inner.get(*args, **kwargs)
