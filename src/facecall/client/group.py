@@ -34,7 +34,9 @@ connection: its ICE restarts are not answered.)
 The call follows: the call is ``connected`` once the SFU's media is (an invited device never
 had any other), and group media closes when the call ends or moves to another device here
 (the server takes the device out of the room by itself then); :meth:`GroupMedia.leave` sends
-``sfu.leave`` and closes it while the call goes on.
+``sfu.leave`` and closes it while the call goes on. When the SFU loses the device (the
+connection fails, or the SFU closes it: a server restart, nothing heard from it for 15 s), it
+joins again by itself with a new connection (:meth:`GroupMedia._rejoin`).
 """
 
 from __future__ import annotations
@@ -109,7 +111,7 @@ class GroupMedia:
 
     The call emits (pyee, and in :meth:`Call.events`) ``group_slots`` (``slots``: mid →
     :class:`GroupSlot`) each time a slot changes hands, and ``group_media`` (``state``:
-    ``connected``, ``failed`` or ``closed``).
+    ``connected``, ``failed`` — the SFU lost this device, which joins again — or ``closed``).
     """
 
     def __init__(self, call: Call, peer: PeerSession, slots: int, keys: GroupKeys) -> None:
