@@ -45,6 +45,8 @@ BAD_VALUES: list[tuple[dict[str, str], list[str], str]] = [
     ({"FACECALL_TURN_URLS": "turn:127.0.0.1:3478?transport=sctp"}, [], "FACECALL_TURN_URLS"),
     ({"FACECALL_TURN_URLS": "http://turn.example.org"}, [], "FACECALL_TURN_URLS"),
     ({"FACECALL_PUBLIC_URL": "call.example.org"}, [], "FACECALL_PUBLIC_URL"),
+    ({"FACECALL_SFU_HOST_ADDRESSES": "sfu.example.org"}, [], "FACECALL_SFU_HOST_ADDRESSES"),
+    ({"FACECALL_SFU_HOST_ADDRESSES": "127.0.0.1,300.1.1.1"}, [], "FACECALL_SFU_HOST_ADDRESSES"),
     ({"FACECALL_SIGN_UP": "invite"}, [], "FACECALL_SIGN_UP"),
     ({"FACECALL_ADMIN_TOKEN": "too-short"}, [], "FACECALL_ADMIN_TOKEN"),
 ]
@@ -83,6 +85,12 @@ def test_from_env_error_says_what_is_allowed() -> None:
     with pytest.raises(ValueError, match=r"^FACECALL_TURN_TTL='600.5' is not allowed: must be a "
                                          r"whole number of seconds"):
         Settings.from_env({"FACECALL_TURN_TTL": "600.5"})
+
+
+def test_sfu_host_addresses_are_ip_addresses_in_normal_form() -> None:
+    assert Settings.from_env({}).sfu_host_addresses == []  # every interface but loopback
+    assert Settings.from_env({"FACECALL_SFU_HOST_ADDRESSES": " 127.0.0.1 , ::0001,"}
+                             ).sfu_host_addresses == ["127.0.0.1", "::1"]
 
 
 def test_from_env_names_every_bad_setting_one_line_each() -> None:

@@ -20,6 +20,7 @@ from pydantic.dataclasses import dataclass
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from facecall.ice_hosts import ip_address
 from facecall.signaling.protocol import MAX_FRAME_BYTES
 
 #: The WebSocket transport's frame limit: a frame above it closes the connection (1009), one
@@ -202,6 +203,11 @@ class Settings:
         ge=0, description="an integer from 0 (0: this node runs no SFU)")] = 50
     sfu_max_participants: Annotated[int, Field(
         ge=2, le=64, description="an integer from 2 to 64")] = 8
+    # the addresses the SFU gathers its host candidates on (RFC 8445 §5.1.1.1); empty: every
+    # interface but loopback (aioice's choice). One public address of a host with several
+    # interfaces, or 127.0.0.1 for a node whose clients are all on the same machine
+    sfu_host_addresses: Annotated[list[Annotated[str, AfterValidator(ip_address)]], Field(
+        description="comma-separated IP addresses")] = field(default_factory=list)
     # sustained client messages per device connection (not 0: a device's bucket would stay empty)
     messages_per_second: PerSecond = 50.0
     message_burst: Burst = 200.0  # bucket size: a burst of trickled candidates fits

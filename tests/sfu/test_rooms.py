@@ -76,3 +76,17 @@ async def test_joins_of_one_participant_at_once_take_turns(registry: RoomRegistr
     finally:
         for client in clients:
             await client.close()
+
+
+async def test_the_registry_gathers_on_the_host_addresses_it_is_given() -> None:
+    """``FACECALL_SFU_HOST_ADDRESSES``: the SFU's candidates are on the addresses given, whatever
+    context the join runs in (here none: aioice alone would offer no loopback candidate)."""
+    registry = RoomRegistry(host_addresses=["127.0.0.1"])
+    client = Client("alice", 1, slots=1)
+    try:
+        answer, _ = await registry.join("call", "a1", await client.offer())
+        hosts = {line.split()[4] for line in answer.splitlines() if line.startswith("a=candidate:")}
+        assert hosts == {"127.0.0.1"}, answer
+    finally:
+        await client.close()
+        await registry.close_all()

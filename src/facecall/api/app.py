@@ -86,7 +86,8 @@ def create_app(settings: Settings, *, turn_uris: list[str] | None = None,
         if given_bus is None:
             await the_bus.start()
         sfu = InProcessSfu(RoomRegistry(  # group media: the rooms of this node (docs/sfu.md)
-            max_rooms=settings.sfu_max_rooms, max_participants=settings.sfu_max_participants)) \
+            max_rooms=settings.sfu_max_rooms, max_participants=settings.sfu_max_participants,
+            host_addresses=settings.sfu_host_addresses or None)) \
             if settings.sfu_max_rooms else None
         service = CallService(store, the_bus, settings, sfu=sfu)
         app.state.store, app.state.bus, app.state.signaling = store, the_bus, service

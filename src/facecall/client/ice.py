@@ -1,10 +1,9 @@
 """ICE helpers: host addresses, ICE servers from the API, the selected candidate pair.
 
-aioice gathers host candidates on every interface but never on loopback (``aioice.ice.
-get_host_addresses`` skips 127.0.0.1 and ::1). :func:`host_addresses` lets the SDK choose the
-host addresses for the gatherings started inside it — for example ``["127.0.0.1"]`` in a
-loopback-only test namespace — through one small hook on that function (installed once; it only
-acts inside the context manager, so other aioice users in the process are unaffected).
+aioice gathers host candidates on every interface but never on loopback;
+:func:`~facecall.ice_hosts.host_addresses` (in :mod:`facecall.ice_hosts`, shared with the
+SFU) lets the SDK choose the host addresses for the gatherings started inside it — for example
+``["127.0.0.1"]`` in a loopback-only test namespace.
 
 The selected candidate pair (W3C webrtc-stats ``candidate-pair`` with ``nominated``, RFC 8445
 §8.1.1) is not in aiortc's stats; :func:`selected_candidate_pair` reads it from aioice.
@@ -22,39 +21,19 @@ These hooks use private names of aiortc 1.16 / aioice 0.13 (pinned; each is test
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
 import os
-from collections.abc import Callable, Iterator, Sequence
-from contextvars import ContextVar
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import aioice.ice
 from aiortc import RTCIceServer, RTCPeerConnection
 
+from facecall.ice_hosts import host_addresses as host_addresses  # (the SDK's name for it)
+from facecall.ice_hosts import ip_addresses
+
 HOST_ADDRESSES_ENV = "FACECALL_ICE_HOST_ADDRESSES"
 """Comma-separated host addresses used when a ``Device`` is given none (e.g. ``127.0.0.1``)."""
-
-_chosen: ContextVar[tuple[str, ...] | None] = ContextVar("facecall_ice_host_addresses", default=None)
-_original: Callable[[bool, bool], list[str]] | None = None
-
-
-def _get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-    chosen = _chosen.get()
-    if chosen is None:
-        assert _original is not None
-        return _original(use_ipv4, use_ipv6)
-    return [a for a in chosen if (use_ipv6 if ":" in a else use_ipv4)]
-
-
-def install_host_address_hook() -> None:
-    """Replace ``aioice.ice.get_host_addresses`` by one that honours :func:`host_addresses`."""
-    global _original
-    if _original is None:
-        _original = aioice.ice.get_host_addresses
-        aioice.ice.get_host_addresses = _get_host_addresses
-
 
 _KEEP_BEST = "_facecall_keep_best_nominated"
 _original_check_complete: Callable[[aioice.ice.Connection, aioice.ice.CandidatePair], None] | None = None
@@ -101,24 +80,8 @@ def parse_host_addresses(addresses: Sequence[str] | str | None) -> tuple[str, ..
             return None
     if isinstance(addresses, str):
         addresses = [a.strip() for a in addresses.split(",") if a.strip()]
-    result = []
-    for address in addresses:
-        try:
-            result.append(str(ipaddress.ip_address(address)))
-        except ValueError:
-            raise ValueError(f"not an IP address: {address!r} (ice_host_addresses)") from None
-    return tuple(result)  # empty: no host candidates (as behind a firewall that lets only TURN out)
-
-
-@contextlib.contextmanager
-def host_addresses(addresses: Sequence[str] | None) -> Iterator[None]:
-    """Gather host candidates on exactly ``addresses`` inside this block (``None``: aioice's own)."""
-    install_host_address_hook()
-    token = _chosen.set(tuple(addresses) if addresses is not None else None)
-    try:
-        yield
-    finally:
-        _chosen.reset(token)
+    return ip_addresses(addresses, "ice_host_addresses")  # empty: no host candidates (as behind
+    # a firewall that lets only TURN out)
 
 
 def ice_servers_from_api(body: dict[str, Any]) -> list[RTCIceServer]:

@@ -55,6 +55,7 @@ from aiortc.rtp import (
     RtpPacket,
 )
 
+from facecall.ice_hosts import host_addresses
 from facecall.sfu.feedback import (
     MAX_NACK_SEQS,
     RETRANSMIT_BURST,
@@ -161,6 +162,9 @@ class Room:
     :param slots: receive slots per kind an offer may have (K).
     :param silence_timeout: seconds without any packet after which a participant is removed.
     :param ice_servers: STUN/TURN servers for the SFU's own candidates (default: none).
+    :param host_addresses: the addresses its host candidates are gathered on (None: as the
+        context it runs in says: :mod:`facecall.ice_hosts`, by default every interface but
+        loopback).
     :param on_slots: called (no arguments) whenever slots may have changed hands: read
         :meth:`slot_sources` then (:mod:`facecall.sfu.rooms` tells the devices). Also called
         after every :meth:`leave` (the room's own too: gone silent, transport closed), once
@@ -169,11 +173,13 @@ class Room:
 
     def __init__(self, slots: int = SLOTS, *, silence_timeout: float = 15.0,
                  ice_servers: Sequence[RTCIceServer] = (),
+                 host_addresses: Sequence[str] | None = None,
                  on_slots: Callable[[], None] | None = None) -> None:
         self.slots = slots
         self.on_slots = on_slots
         self.silence_timeout = silence_timeout
         self.ice_servers = list(ice_servers)
+        self.host_addresses = tuple(host_addresses) if host_addresses is not None else None
         self.participants: dict[str, Participant] = {}
         self.speaker = DominantSpeaker()
         self.stats = RoomStats()
@@ -198,7 +204,11 @@ class Room:
         offer = parse_offer(offer_sdp, self.slots)
         transport = SfuTransport(self, ice_servers=self.ice_servers)
         try:
-            await transport.gather()
+            if self.host_addresses is None:  # the caller's choice (the context it runs in)
+                await transport.gather()
+            else:
+                with host_addresses(self.host_addresses):
+                    await transport.gather()
             answer = self._admit(participant_id, offer, transport)
         except BaseException:  # nothing changed: the gathered sockets go too
             await transport.close()

@@ -122,11 +122,14 @@ class RoomRegistry:
     :param slots: receive slots per kind in each room (K of docs/sfu.md).
     :param silence_timeout: passed to each :class:`~facecall.sfu.room.Room`.
     :param ice_servers: STUN/TURN servers for the SFU's own candidates.
+    :param host_addresses: the addresses its host candidates are gathered on (None: every
+        interface but loopback; :mod:`facecall.ice_hosts`).
     """
 
     def __init__(self, *, max_rooms: int = MAX_ROOMS, max_participants: int = MAX_PARTICIPANTS,
                  slots: int = SLOTS, silence_timeout: float = 15.0,
-                 ice_servers: Sequence[RTCIceServer] = ()) -> None:
+                 ice_servers: Sequence[RTCIceServer] = (),
+                 host_addresses: Sequence[str] | None = None) -> None:
         if max_rooms < 1 or max_participants < 2:
             raise ValueError("a registry needs at least one room of two participants")
         self.max_rooms = max_rooms
@@ -134,6 +137,7 @@ class RoomRegistry:
         self.slots = slots
         self.silence_timeout = silence_timeout
         self.ice_servers = list(ice_servers)
+        self.host_addresses = tuple(host_addresses) if host_addresses is not None else None
         self._rooms: dict[str, _Entry] = {}
         self._listener: SlotListener | None = None
         self._member_listener: MemberListener | None = None
@@ -207,7 +211,7 @@ class RoomRegistry:
             if len(self._rooms) >= self.max_rooms:
                 raise TooManyRooms(f"this server holds {self.max_rooms} group calls already")
             entry = _Entry(Room(self.slots, silence_timeout=self.silence_timeout,
-                                ice_servers=self.ice_servers))
+                                ice_servers=self.ice_servers, host_addresses=self.host_addresses))
             entry.room.on_slots = lambda: self._slots_changed(room_id, entry)
             self._rooms[room_id] = entry
         room = entry.room

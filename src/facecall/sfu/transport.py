@@ -9,8 +9,9 @@ its port (RFC 5761).
 
 ICE is full ICE in the controlled role, not ICE-lite (RFC 8445 §2.5): aioice has no lite mode,
 so the SFU also runs connectivity checks towards the client. Host candidates are aioice's
-choice; a caller that needs particular addresses (tests: 127.0.0.1) wraps :meth:`gather` in
-``facecall.client.ice.host_addresses`` (the mechanism the SDK uses).
+choice; a caller that needs particular addresses (``FACECALL_SFU_HOST_ADDRESSES``, tests:
+127.0.0.1) wraps :meth:`gather` in :func:`facecall.ice_hosts.host_addresses` (as
+:class:`~facecall.sfu.room.Room` does; the mechanism the SDK uses too).
 
 **aiortc private names relied on** (aiortc 1.16; ``tests/sfu/test_transport.py`` checks each
 one, so an upgrade that changes them fails there first):
