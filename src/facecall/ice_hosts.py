@@ -13,12 +13,17 @@ other tasks are unaffected). aioice 0.13's private function name is pinned and t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import contextvars
 import ipaddress
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from contextvars import ContextVar
+from typing import Any, TypeVar
 
 import aioice.ice
+
+T = TypeVar("T")
 
 _chosen: ContextVar[tuple[str, ...] | None] = ContextVar("facecall_ice_host_addresses", default=None)
 _original: Callable[[bool, bool], list[str]] | None = None
@@ -49,6 +54,16 @@ def host_addresses(addresses: Sequence[str] | None) -> Iterator[None]:
         yield
     finally:
         _chosen.reset(token)
+
+
+def gathered_on(addresses: Sequence[str], coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    """``coro`` as a task whose gatherings use exactly ``addresses``: the choice goes with the
+    task's own context (a ``with host_addresses(...)`` around an ``await`` fails where the
+    caller's steps run in different contexts, as a server's request handlers may)."""
+    install_host_address_hook()
+    context = contextvars.copy_context()
+    context.run(_chosen.set, tuple(addresses))
+    return asyncio.get_running_loop().create_task(coro, context=context)
 
 
 def ip_address(value: str) -> str:

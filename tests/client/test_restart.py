@@ -11,7 +11,9 @@ import pytest
 
 from facecall.client import CallError, CallState, EndReason, NotConnectedError
 from tests.client.test_calls import stamped_frames
+from tests.client.test_group_media import MARKS, Watcher
 from tests.live import ReplyEater, ServerProcess, free_socket, reconnected, sdk_devices, through
+from tests.sfu.test_transport import MarkedVideoTrack, until
 
 
 @pytest.fixture
@@ -160,3 +162,49 @@ async def test_a_call_ends_here_when_the_server_cannot_be_told(node: ServerProce
         await bob.close()  # reconnect_wait 15 s: close does not wait for it
         assert incoming.state is CallState.ENDED and incoming.peer_connection is None
         assert time.monotonic() - started < 4
+
+
+async def test_group_media_joins_the_restarted_servers_sfu_again(tmp_path: Path) -> None:
+    """alice and bob talk through the SFU; the node dies (its rooms with it) and comes back.
+    Their devices cannot resume, their calls go on, and their group media joins the new
+    node's SFU at once (not after ICE gives up on the old one): new connections, new keys, each
+    decodes the other again."""
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    node = ServerProcess(tmp_path / "facecall.db", port, ring_timeout=30.0, resume_grace=30.0,
+                         env={"FACECALL_SFU_HOST_ADDRESSES": "127.0.0.1"})
+    node.start()
+    try:
+        await node.ready()
+        async with sdk_devices(node.base_url) as make:
+            alice, bob = await make("alice"), await make("bob")
+            a_call = await alice.call("bob", video_source=MarkedVideoTrack(MARKS["alice"]))
+            b_call = await bob.next_call(10)
+            await b_call.answer(video_source=MarkedVideoTrack(MARKS["bob"]))
+            groups = await asyncio.gather(a_call.join_group_media(), b_call.join_group_media())
+            watchers = [Watcher(group) for group in groups]
+
+            def decoding() -> bool:
+                return watchers[0].decodes({str(bob.user_id): "bob"}) and watchers[1].decodes(
+                    {str(alice.user_id): "alice"})
+
+            try:
+                await until(decoding, what="alice and bob decoding each other")
+                await node.crash_and_restart()
+                started = time.monotonic()
+                await reconnected(alice, bob)
+                await until(lambda: all(g.rejoins == 1 and g.state == "connected" for g in groups),
+                            what="both joined the new node's SFU")
+                assert time.monotonic() - started < 10  # not after ICE consent gave up (~30 s)
+                for watcher in watchers:
+                    watcher.reset()
+                await until(decoding, what="alice and bob decoding each other again")
+                assert a_call.state is b_call.state is CallState.CONNECTED
+            finally:
+                for watcher in watchers:
+                    watcher.stop()
+            await a_call.hangup()
+            assert await b_call.wait_ended(10) is EndReason.HUNG_UP
+    finally:
+        node.stop()

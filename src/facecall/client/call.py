@@ -444,8 +444,12 @@ class Call(PeerNegotiation):
         """Catch up with the call as the server has it now (a ``welcome.calls`` entry, after
         a reconnect the server could not resume: the events in between are lost). A call
         answered meanwhile is taken as answered; a negotiation that may have lost its offer or
-        answer is started again from our side (an ICE restart) if we are the offerer."""
+        answer is started again from our side (an ICE restart) if we are the offerer; group
+        media joins the SFU again (a restarted node has no rooms)."""
         others = view.get("participants") or []
+        if self._group is not None:  # the server may have restarted: its rooms are gone
+            self._group._lost("the server could not resume this device's session")
+            return
         if self.state is CallState.CALLING and view.get("state") == "joined" and others:
             self._deliver({"type": "call.answered", "call_id": self.id, **others[0]})
         elif (self.state in (CallState.CONNECTING, CallState.RECONNECTING)

@@ -325,11 +325,17 @@ class GroupMedia:
                 call._set_state(CallState.CONNECTED)
             call._emit_event("group_media", state=state)
             return
-        # failed, or closed by the SFU (its DTLS close_notify): the SFU lost this device
-        log.warning("group.connection_lost", call_id=call.id, state=state)
+        self._lost(f"the connection {state}")  # failed, or the SFU closed it (close_notify)
+
+    def _lost(self, why: str) -> None:
+        """The SFU lost this device, or may have (a server that lost its session restarted,
+        and its rooms live in memory): join again (:meth:`_rejoin`) unless it is under way."""
+        if self.closed:
+            return
+        log.warning("group.connection_lost", call_id=self.call.id, why=why)
         self._connected.clear()
         if self._rejoining is None or self._rejoining.done():
-            self._rejoining = call._in_background(self._rejoin())
+            self._rejoining = self.call._in_background(self._rejoin())
 
     async def _rejoin(self) -> None:
         """Join the SFU again with a new connection (docs/protocol.md: a join again replaces

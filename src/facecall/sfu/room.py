@@ -55,7 +55,7 @@ from aiortc.rtp import (
     RtpPacket,
 )
 
-from facecall.ice_hosts import host_addresses
+from facecall.ice_hosts import gathered_on
 from facecall.sfu.feedback import (
     MAX_NACK_SEQS,
     RETRANSMIT_BURST,
@@ -207,8 +207,7 @@ class Room:
             if self.host_addresses is None:  # the caller's choice (the context it runs in)
                 await transport.gather()
             else:
-                with host_addresses(self.host_addresses):
-                    await transport.gather()
+                await gathered_on(self.host_addresses, transport.gather())
             answer = self._admit(participant_id, offer, transport)
         except BaseException:  # nothing changed: the gathered sockets go too
             await transport.close()
