@@ -242,6 +242,37 @@ async def test_a_stalled_lookup_does_not_keep_the_departed_members_key_in_use() 
     keys.close()
 
 
+async def test_changes_that_keep_coming_do_not_keep_the_departed_members_key_in_use(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """D leaves; A seals a new key to B and switches SWITCH_DELAY later. Before that, and then
+    every half SWITCH_DELAY, the server says N (no agreement key published) joined, then left,
+    then joined... — each a change, and A seals B another key. Each newer key's switch used to
+    cancel the pending one, so the key D holds stayed in use while the changes kept coming, for
+    as long as the server liked. The pending switch goes on now (D holds none of the keys sealed
+    after it left): a moment later D reads nothing."""
+    monkeypatch.setattr(group_keys_module, "SWITCH_DELAY", 0.2)
+    a, b, d, n = Party("alice", "a1"), Party("bob", "b1"), Party("dave", "d1"), Party("nina", "n1")
+    server = Server(a, b, d, n)
+    server.withheld = {n.device}
+    keys, cipher = group_keys(a, server)
+    keys.members_replied([a.member(), b.member(), d.member()])
+    await settle()
+    d_reader = reader_of(a, d, server)
+    assert readable_by(d_reader, cipher, a)
+    keys.deliver(members_event(a, b))  # D left
+    loop = asyncio.get_running_loop()
+    left = loop.time()
+    read_later = []
+    for step in range(8):  # N joins, leaves, joins... every 0.1 s, for 0.8 s
+        await asyncio.sleep(0.1)
+        keys.deliver(members_event(a, b, n) if step % 2 == 0 else members_event(a, b))
+        if loop.time() - left > 0.35:
+            read_later.append(readable_by(d_reader, cipher, a))
+    assert read_later and not any(read_later), read_later
+    assert keys.rotations >= 6 and cipher.kid is not None  # A went on sending to B
+    keys.close()
+
+
 async def test_a_stalled_lookup_with_no_key_known_stops_the_media_meanwhile() -> None:
     """D leaves as B joins again (its key must be read again), and the server stalls it: A
     knows nobody's key, so it sends nothing until it has one."""

@@ -146,10 +146,12 @@ class GroupKeys:
         self._agreement_keys: dict[tuple[str, Member], AgreementKey] = {}
         self._member_lists: asyncio.Queue[dict[str, Member]] = asyncio.Queue()
         self._keys: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self._switch: asyncio.TimerHandle | None = None
+        self._switches: list[tuple[asyncio.TimerHandle, int, frozenset[str]]] = []
+        """The switches to keys sent and not used yet, oldest first: timer, KID, and the
+        devices that hold the key."""
         self._holders: frozenset[str] = frozenset()
-        """The devices that hold the key this device encrypts with, or will once ``_switch``
-        runs (both, while it is pending)."""
+        """The devices that hold the key this device encrypts with, or will once the pending
+        switches run (all of them, while any is pending)."""
         self._expiry: asyncio.TimerHandle | None = None
         self.unsealed: frozenset[str] = frozenset()
         """Member devices this device could not seal its current key to (no usable agreement
@@ -187,9 +189,7 @@ class GroupKeys:
         self._members = {}
         # the others drop this device's keys when it joins again: send nothing until the new
         # join's key (used at once, nothing being sent)
-        if self._switch is not None:
-            self._switch.cancel()
-            self._switch = None
+        self._cancel_switches()
         self.cipher.stop()
         self._holders = frozenset()
 
@@ -211,9 +211,9 @@ class GroupKeys:
     def close(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for timer in (self._switch, self._expiry):
-            if timer is not None:
-                timer.cancel()
+        self._cancel_switches()
+        if self._expiry is not None:
+            self._expiry.cancel()
 
     # ------------------------------------------------------------------ sending keys
 
@@ -244,18 +244,21 @@ class GroupKeys:
 
     def _stop_sending(self) -> None:
         """A device that holds the key in use left and no new key could be made: send nothing."""
-        if self._switch is not None:
-            self._switch.cancel()
-            self._switch = None
+        self._cancel_switches()
         self.cipher.stop()
         log.warning("group_keys.stopped", call_id=self.call.id, departed=sorted(
             self._holders - self._members.keys()))
         self._holders = frozenset()
 
+    def _cancel_switches(self) -> None:
+        for timer, _, _ in self._switches:
+            timer.cancel()
+        self._switches = []
+
     def _use_key(self, kid: int, base_key: bytes, holders: frozenset[str]) -> None:
-        self._switch = None
+        self._switches = [entry for entry in self._switches if entry[1] != kid]
         self.cipher.use_key(kid, base_key)
-        self._holders = holders
+        self._holders = holders.union(*(held for _, _, held in self._switches))
 
     async def _rotate(self, members: dict[str, Member]) -> bool:
         """Make a new key, seal and send it to ``members``, and switch to it: False if there
@@ -290,13 +293,18 @@ class GroupKeys:
         assert kid is not None and base_key is not None
         self.rotations += 1
         await asyncio.gather(*(self._send(key.device_id, message) for key in keys))
-        if self._switch is not None:
-            self._switch.cancel()
+        # A pending switch goes on unless a device that left holds its key: cancelling it for
+        # this newer one would keep the key in use (which one who left may hold) longer, and
+        # changes that keep coming (a server can make them) would keep it in use for good.
+        for timer, _, held in self._switches:
+            if held - self._members.keys():
+                timer.cancel()
+        self._switches = [entry for entry in self._switches if not entry[2] - self._members.keys()]
         delay = 0.0 if self.cipher.kid is None else SWITCH_DELAY
         holders = frozenset(key.device_id for key in keys)
         self._holders |= holders  # the key in use goes on until the switch
-        self._switch = asyncio.get_running_loop().call_later(delay, self._use_key, kid, base_key,
-                                                             holders)
+        timer = asyncio.get_running_loop().call_later(delay, self._use_key, kid, base_key, holders)
+        self._switches.append((timer, kid, holders))
         log.info("group_keys.rotated", call_id=self.call.id, kid=kid, members=len(keys),
                  unsealed=sorted(self.unsealed))
 
