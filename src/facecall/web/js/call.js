@@ -7,6 +7,7 @@ import { Peer } from "./peer.js";
 import { SignalingError } from "./signaling.js";
 import { NO_CONNECT, NO_RECONNECT, endMessage, formatDuration, identityFailedMessage } from "./call-text.js";
 import { certificateLines, peerSecurityCode } from "./security-code.js";
+import { GroupCall, groupMessage } from "./group-call.js";
 
 const STATS_EVERY_MS = 1000;
 // How long a call may wait for its media to connect, and to come back once it was lost, before
@@ -24,6 +25,7 @@ const KEPT_CALL = "facecall.call";
  * @property {string} name @property {"audio"|"video"} media
  * @property {number|null} connectedAt  when the media first connected (the duration goes on)
  * @property {boolean} muted @property {boolean} cameraOff
+ * @property {boolean} group  the call's media went through the SFU (group-call.js)
  */
 
 /** The call kept over a reload by this tab for user ``userId``, once (it is forgotten here).
@@ -53,6 +55,8 @@ export function keepCall(kept) {
  *   what it gets
  * @property {object} view  the UI (ui.js CallView)
  * @property {import('./ringtone.js').Tone} ringback
+ * @property {import('./api.js').Api} api
+ * @property {() => {account: string, device: string, userId: string}} tokens
  * @property {Call|null} active  the call this device is in
  * @property {() => boolean} useRelayOnly
  * @property {import('./watch-together.js').WatchTogether} watch  shared playback: each peer
@@ -66,7 +70,9 @@ export function keepCall(kept) {
  * and its media path — the peer connection to ``remoteDevice``, the other person's device in
  * it. That device can change under a call that goes on: a reloaded page on either side gets a
  * new peer connection (`renewPeer`), and so would a call the other person moves to another of
- * their devices (`renewPeer(newDevice)`).
+ * their devices (`renewPeer(newDevice)`). A call with three or more people in it is a group
+ * call (the SDK's rule, facecall.client.group): its media goes through the SFU (`group`, a
+ * GroupCall), its P2P connection closes and P2P negotiation is ignored from then on.
  */
 export class Call {
   /**
@@ -84,6 +90,9 @@ export class Call {
     this.phase = "calling";
     this.remoteDevice = null; // the other person's device in the call, once known
     this.peer = null; // the peer connection to remoteDevice
+    this.group = null; // the media through the SFU, once the call has three or more people
+    this.wasGroup = false; // …which it keeps (a reload rejoins the SFU, not P2P)
+    this.others = new Map(); // user id -> device id: the other people joined in the call
     this.connectedAt = null; // when the media first connected (the duration counts from it)
     this.inCallFor = 0; // seconds the user was in this call on another device before it moved here
     this.iceServers = null;
@@ -114,17 +123,21 @@ export class Call {
   }
 
   /** The call a reloaded page goes on in, as the welcome shows it: ``other`` is the other
-   *  person's device still in the call (undefined: the call still rings them). */
-  static fromKept(host, kept, other) {
-    return new Call(host, {
+   *  person's device still in the call (undefined: the call still rings them), ``participants``
+   *  every other device joined in it. */
+  static fromKept(host, kept, other, participants = []) {
+    const present = !!other || participants.length > 0; // someone is there to talk to
+    const call = new Call(host, {
       id: kept.id, role: kept.role, peerId: kept.peerId, name: kept.name, media: kept.media,
-      connectedAt: other ? kept.connectedAt : null, phase: other ? "connecting" : "ringing",
+      connectedAt: present ? kept.connectedAt : null, phase: present ? "connecting" : "ringing",
       remoteDevice: other ? other.device_id : null,
       awaitingOffer: other ? other.device_id : null, renewed: !!other,
       // until the camera and the ICE servers are ready, a call.rejoin from that device (its
       // page reloaded too) waits: an offer made now would carry neither
-      preparing: !!other,
+      preparing: !!other, wasGroup: kept.group === true,
     });
+    for (const p of participants) call.noteJoined(p.user_id, p.device_id);
+    return call;
   }
 
   /** What the page that may follow this one needs to go on in this call.
@@ -134,6 +147,7 @@ export class Call {
     return {
       userId, id: this.id, role: this.role, peerId: this.peerId, name: this.name, media: this.media,
       connectedAt: this.connectedAt, muted: media.muted, cameraOff: this.media === "video" && media.cameraOff,
+      group: this.wasGroup,
     };
   }
 
@@ -165,10 +179,10 @@ export class Call {
     this.peer = peer;
     host.watch.attach(this, peer.channel); // a new connection, a new channel: the state again
     peer.addEventListener("track", () => {
-      if (this.peer === peer) host.view.showRemote(this, peer.remoteStream);
+      if (this.peer === peer && !this.group) host.view.showRemote(this, peer.remoteStream);
     });
     peer.addEventListener("state", (e) => {
-      if (this.peer === peer) this.onPeerState(e.detail);
+      if (this.peer === peer && !this.group) this.onMediaState(e.detail);
     });
     this.statsTimer = setInterval(() => this.sample(), STATS_EVERY_MS);
     return peer;
@@ -193,7 +207,7 @@ export class Call {
     } catch (error) {
       console.warn("facecall: security code", error);
     }
-    if (this.peer === peer && !peer.closed) this.showSecurityCode(code);
+    if (this.peer === peer && !peer.closed && !this.group) this.showSecurityCode(code);
   }
 
   showSecurityCode(code) {
@@ -202,10 +216,18 @@ export class Call {
     if (this.current && !this.ended) this.host.view.securityCode(code, this.remoteDevice);
   }
 
-  /** The caller's side once the callee answered on ``event.device_id``: offer to that device. */
+  /** Someone answered (`call.answered`): one more person in the call, which may make it a
+   *  group call. The caller's side once the callee answered on ``event.device_id``: offer to
+   *  that device. */
   onAnswered(event) {
+    this.noteJoined(event.user_id, event.device_id);
+    this.offerTo(event);
+    this.maybeGroup();
+  }
+
+  offerTo(event) {
     // once: after a reconnect it may come from the welcome and again from the mailbox
-    if (this.role !== "caller" || event.user_id !== this.peerId
+    if (this.role !== "caller" || event.user_id !== this.peerId || this.group
         || (this.phase !== "calling" && this.phase !== "ringing")) return;
     this.host.ringback.stop();
     this.phase = "connecting";
@@ -219,6 +241,80 @@ export class Call {
       if (error instanceof SignalingError && error.code === "connection_lost") return;
       this.host.finish(this, "error", `The call could not connect: ${error.message}`, { error: true, notify: true });
     });
+  }
+
+  // -- a group call (group-call.js) -------------------------------------------------------------
+  /** ``userId`` is in the call on ``deviceId`` (answered, or there when this device came). */
+  noteJoined(userId, deviceId) {
+    const own = this.host.tokens().userId;
+    if (userId && userId !== own) this.others.set(userId, deviceId);
+  }
+
+  /** How many people are in the call, this one included. */
+  get people() {
+    return this.others.size + 1;
+  }
+
+  /** Three or more people: a group call. Join the SFU (once), unless the camera and microphone
+   *  are not ready yet (then whoever made them ready calls this again). */
+  maybeGroup() {
+    if (this.group || this.ended || !this.current || !this.id || this.preparing || this.people < 3
+        || this.phase === "calling" || this.phase === "ringing" || !this.host.media.audioTrack) return;
+    this.startGroup();
+  }
+
+  /** Send and receive the call's media through the SFU (`sfu.join`); once the SFU took this
+   *  device, the P2P connection closes for good. A refusal leaves the call as it was (its P2P
+   *  media goes on, if it had any) with the reason on screen. */
+  async startGroup() {
+    if (this.group || this.ended) return;
+    const group = new GroupCall({ call: this });
+    this.group = group;
+    const view = this.host.view;
+    group.addEventListener("slots", () => {
+      if (this.group === group) view.groupTiles(this, group);
+    });
+    group.addEventListener("state", (e) => {
+      if (this.group === group) this.onMediaState(e.detail);
+    });
+    group.addEventListener("members", () => {
+      const media = this.host.media;
+      // a newcomer has not heard that we are muted or our camera is off
+      if (this.group === group && (media.muted || (this.media === "video" && (media.cameraOff || media.screen)))) {
+        this.sendMediaState();
+      }
+    });
+    if (!this.connectTimer) {
+      this.watchConnection(this.connectedAt ? CALL_LIMITS.reconnectMs : CALL_LIMITS.connectMs,
+        this.connectedAt ? NO_RECONNECT : NO_CONNECT);
+    }
+    try {
+      await group.join();
+    } catch (error) {
+      if (this.group === group) this.group = null;
+      if (this.ended || !this.current) return;
+      console.warn("facecall: group media", error);
+      view.error(`The group call's media could not start: ${groupMessage(error, this.name)}`);
+      return;
+    }
+    if (this.group !== group || this.ended) return;
+    this.wasGroup = true;
+    this.awaitingOffer = null;
+    this.dropPeer(); // the SFU took this device: no P2P in this call any more
+    this.statsTimer = setInterval(() => this.sample(), STATS_EVERY_MS);
+    view.showGroup(this, group);
+  }
+
+  /** `sfu.slots`, `sfu.members` or `call.key` for this call. */
+  onGroupEvent(event) {
+    if (this.group) this.group.onEvent(event);
+  }
+
+  /** Someone left the call (`call.participant_left`). */
+  onParticipantLeft(event) {
+    if (this.others.get(event.user_id) !== event.device_id) return;
+    this.others.delete(event.user_id);
+    if (this.group) this.host.view.groupTiles(this, this.group);
   }
 
   /** The other person's devices ring (the caller's side). */
@@ -239,6 +335,9 @@ export class Call {
    * description, nor a handoff the description before it).
    */
   onRelayed(event) {
+    if (this.group && (event.type === "call.sdp" || event.type === "call.candidate" || event.type === "call.rejoin")) {
+      return; // a group call: no P2P here any more
+    }
     if (this.held) {
       this.held.push(event);
       return;
@@ -360,6 +459,10 @@ export class Call {
    *  and nothing is said: the old connection's last picture stays until the new one's media
    *  comes (docs/protocol.md, "Moving a call to another device"). */
   onHandedOff(event) {
+    if (this.others.has(event.user_id) && this.others.get(event.user_id) === event.from_device) {
+      this.others.set(event.user_id, event.to_device);
+    }
+    if (this.group) return; // that device joins the group media itself
     if (event.user_id !== this.peerId || event.from_device !== this.remoteDevice
         || this.phase === "calling" || this.phase === "ringing") return;
     this.awaitingOffer = null;
@@ -378,6 +481,10 @@ export class Call {
 
   /** What the other device sends now (`call.media`: muted, camera off, a shared screen). */
   onRemoteMedia(event) {
+    if (this.group) {
+      this.group.onRemoteMedia(event);
+      return;
+    }
     if (event.from_device !== this.remoteDevice) return;
     this.remoteMedia = { audio: event.audio, video: event.video, screen: event.screen === true };
     this.host.view.remoteMedia(this);
@@ -436,6 +543,8 @@ export class Call {
    *  an answer we missed is taken as one; a negotiation cut short restarts ICE (the caller
    *  offers). */
   resync(view) {
+    for (const p of view.participants || []) this.noteJoined(p.user_id, p.device_id);
+    if (this.group) return;
     const other = (view.participants || []).find((p) => p.user_id === this.peerId);
     if (this.role !== "caller" || view.state !== "joined" || !other) return;
     if (this.phase === "calling" || this.phase === "ringing") {
@@ -456,18 +565,30 @@ export class Call {
    *  muted microphone is silence and a camera turned off is a frozen last picture there; and a
    *  shared screen would be cropped and mirrored as a face is. */
   sendMediaState() {
-    if (!this.id || !this.remoteDevice || !this.peer) return;
+    const devices = this.group ? this.group.otherDevices()
+      : this.remoteDevice && this.peer ? [this.remoteDevice] : [];
+    if (!this.id) return;
     const media = this.host.media;
     const screen = this.media === "video" && !!media.screen;
     const video = screen || (this.media === "video" && !media.cameraOff && !!media.videoTrack);
-    this.host.signaling.request("call.media", {
-      call_id: this.id, to_device: this.remoteDevice, audio: !media.muted, video, screen,
-    }).catch(() => {}); // the call may have ended meanwhile
+    for (const device of devices) {
+      this.host.signaling.request("call.media", {
+        call_id: this.id, to_device: device, audio: !media.muted, video, screen,
+      }).catch(() => {}); // the call may have ended meanwhile, or that device left it
+    }
   }
 
   /** Send another video track (camera on, switched, a shared screen), or none (camera off). */
   async replaceVideo(track) {
     if (this.peer) await this.peer.replaceVideo(track);
+    if (this.group) await this.group.replaceVideo(track);
+  }
+
+  /** The media connection's state: the SFU's once it took this device, else the peer
+   *  connection's (which goes on while the SFU is being joined). */
+  connectionState() {
+    const pc = this.group && this.group.joined ? this.group.pc : this.peer ? this.peer.pc : null;
+    return pc ? pc.connectionState : "new";
   }
 
   // -- timers ---------------------------------------------------------------------------------
@@ -477,14 +598,15 @@ export class Call {
     this.connectTimer = setTimeout(() => {
       this.connectTimer = null;
       if (this.ended || !this.current) return;
-      if (this.peer && this.peer.pc.connectionState === "connected") return;
+      if (this.connectionState() === "connected") return;
       // the other side and the history hear why: it never connected, or it did not come back
       const why = this.connectedAt ? "connection_lost" : "no_media";
       this.host.finish(this, why, what, { error: true, notify: true, why });
     }, ms);
   }
 
-  onPeerState(state) {
+  /** The media connection's state changed (the peer connection's, or the SFU's). */
+  onMediaState(state) {
     if (!this.current) return;
     const { view, media } = this.host;
     if (state === "connected") {
@@ -495,7 +617,7 @@ export class Call {
         if (media.muted || (this.media === "video" && (media.cameraOff || media.screen))) this.sendMediaState();
         this.host.ringback.stop();
         this.connectedAt = Date.now() - this.inCallFor * 1000;
-        view.status(`Connected with ${this.name}`);
+        view.status(this.group ? "Connected to the group call" : `Connected with ${this.name}`);
       } else if (this.renewed && !this.moved) {
         view.status(`Reconnected with ${this.name}`);
       }
@@ -505,7 +627,8 @@ export class Call {
         this.sendMediaState(); // the page that reloaded, or the device the call moved to, has not heard it
       }
       this.phase = "active";
-      this.updateSecurityCode(this.peer);
+      if (!this.group) this.updateSecurityCode(this.peer);
+      view.controls(this, media);
       if (!this.clockTimer) this.clockTimer = setInterval(() => this.tick(), 1000);
       this.tick();
     } else if (state === "disconnected" || state === "failed") {
@@ -513,22 +636,23 @@ export class Call {
       // a call that never connected keeps its first deadline; one that did gets a new one
       if (this.connectedAt && !this.connectTimer) this.watchConnection(CALL_LIMITS.reconnectMs, NO_RECONNECT);
     }
-    if (state === "failed") {
+    if (state === "failed" && !this.group) {
       if (this.role === "caller" && this.host.signaling.state === "open") this.peer.restartIce().catch(() => {});
     }
   }
 
   /** The duration on screen. */
   tick() {
-    if (!this.current || !this.connectedAt || !this.peer || this.peer.pc.connectionState !== "connected") return;
+    if (!this.current || !this.connectedAt || this.connectionState() !== "connected") return;
     this.host.view.callState(this, formatDuration((Date.now() - this.connectedAt) / 1000), { quiet: true });
   }
 
   /** The network-quality indicator, from the peer connection's statistics. */
   async sample() {
-    if (!this.current || !this.peer) return;
+    const source = this.group && this.group.joined ? this.group : this.peer;
+    if (!this.current || !source) return;
     try {
-      const stats = await this.peer.measure();
+      const stats = await source.measure();
       this.lastStats = stats;
       this.host.view.quality(stats);
     } catch {
@@ -543,5 +667,6 @@ export class Call {
     clearInterval(this.clockTimer);
     clearTimeout(this.connectTimer);
     if (this.peer) this.peer.close();
+    if (this.group) this.group.close();
   }
 }

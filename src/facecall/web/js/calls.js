@@ -1,12 +1,14 @@
 // The call controller: outgoing and incoming calls, ringing on every device, call waiting,
-// the signaling events of calls, and the 1:1 media convention (the caller offers to the device
-// that answered). Each call — its peer connection, timers and reload logic — is a Call (call.js).
+// adding a person to a call, the signaling events of calls, and the 1:1 media convention (the
+// caller offers to the device that answered). Each call — its peer connection or group media,
+// timers and reload logic — is a Call (call.js).
 
 import { LocalMedia, MediaError } from "./media.js";
 import { Tone, unlockAudio } from "./ringtone.js";
 import { ApiError } from "./api.js";
 import { Call, CALL_LIMITS, keepCall, takeKeptCall } from "./call.js";
 import { NO_CONNECT, endMessage, requestMessage } from "./call-text.js";
+import { groupMessage } from "./group-call.js";
 import { ScreenShare } from "./screen-share.js";
 import { WatchTogether } from "./watch-together.js";
 
@@ -35,6 +37,7 @@ export class Calls extends EventTarget {
     this.relayOnly = relayOnly;
     this.view = view;
     this.names = new Map(); // user id -> name
+    this.askedNames = new Set(); // user ids looked up in the history once (nameOf)
     this.active = null; // the call this device is in (or placing)
     this.rings = new Map(); // call id -> ring (incoming, not answered yet)
     // the call whose call.start has not been answered: events for calls not known here wait
@@ -208,7 +211,7 @@ export class Calls extends EventTarget {
     }
     const other = (view.participants || []).find((p) => p.user_id === kept.peerId);
     this.remember(kept.peerId, kept.name);
-    const call = Call.fromKept(this, kept, other);
+    const call = Call.fromKept(this, kept, other, view.participants || []);
     this.active = call;
     this.view.showCall(call, this.media);
     this.view.callState(call, other ? "Reconnecting…" : "Ringing…");
@@ -222,8 +225,15 @@ export class Calls extends EventTarget {
     this.view.showCall(call, this.media);
     call.iceServers = await this.iceServers();
     if (call.ended || this.active !== call) return;
-    if (!other) {
+    const group = call.wasGroup || call.people >= 3;
+    if (!other && !group) {
       this.ringback.start(); // call.answered comes as it would have
+      return;
+    }
+    if (group) { // the SFU again (a new join replaces the old one)
+      call.preparing = false;
+      call.phase = "connecting";
+      await call.startGroup();
       return;
     }
     await call.rejoin(other.device_id);
@@ -256,7 +266,9 @@ export class Calls extends EventTarget {
     call.ring = null;
     try {
       const reply = await this.signaling.request("call.answer", { call_id: callId });
-      const other = (reply.participants || []).find((p) => p.user_id === call.peerId);
+      const participants = reply.participants || [];
+      for (const p of participants) call.noteJoined(p.user_id, p.device_id);
+      const other = participants.find((p) => p.user_id === call.peerId);
       if (other) call.remoteDevice = other.device_id;
     } catch (error) {
       const message = error.code === "call_ended" || error.code === "invalid_state" || error.code === "not_in_call"
@@ -265,7 +277,8 @@ export class Calls extends EventTarget {
       return;
     }
     call.watchConnection(CALL_LIMITS.connectMs, NO_CONNECT);
-    call.ensurePeer(call.remoteDevice);
+    if (call.people >= 3) call.startGroup(); // invited into a group call: its media is the SFU's
+    else call.ensurePeer(call.remoteDevice);
     // what came for it while another call was being placed
     if (this.placing) for (const event of this.placing.takeEarly(call.id)) this.onEvent(event);
     this.refreshIncoming();
@@ -298,6 +311,7 @@ export class Calls extends EventTarget {
       const reply = await this.signaling.request("call.handoff", { call_id: call.id });
       if (typeof reply.in_call_for === "number") call.inCallFor = reply.in_call_for; // the duration goes on
       const participants = reply.participants || [];
+      for (const p of participants) call.noteJoined(p.user_id, p.device_id);
       const peer = participants.find((p) => p.user_id === call.peerId) || participants[0];
       if (peer) {
         call.peerId = peer.user_id;
@@ -311,7 +325,8 @@ export class Calls extends EventTarget {
     }
     if (!call.ended && this.active === call) {
       call.watchConnection(CALL_LIMITS.connectMs, NO_CONNECT);
-      if (call.remoteDevice) call.ensurePeer(call.remoteDevice);
+      if (call.people >= 3) call.startGroup();
+      else if (call.remoteDevice) call.ensurePeer(call.remoteDevice);
     }
     return true;
   }
@@ -409,10 +424,14 @@ export class Calls extends EventTarget {
       case "call.ringing": if (mine) call.onRinging(event); break;
       case "call.answered": if (mine) call.onAnswered(event); break;
       case "call.declined":
-        if (mine) this.view.status(endMessage(event.reason, this.names.get(event.user_id) || "They", "caller"));
+        if (mine) this.onDeclined(call, event);
         break;
-      case "call.participant_left":
-        break; // 1:1: the call.ended that follows says it all
+      case "call.participant_left": // 1:1: the call.ended that follows says it all
+        if (mine) {
+          call.onParticipantLeft(event);
+          if (call.group) this.view.notice(`${this.names.get(event.user_id) || "Someone"} left the call`);
+        }
+        break;
       case "call.ended":
         if (mine) {
           this.finish(call, event.reason, endMessage(event.reason, call.name, call.role),
@@ -428,9 +447,61 @@ export class Calls extends EventTarget {
       case "call.candidate": case "call.rejoin": case "call.handed_off": case "call.media":
         if (mine) call.onRelayed(event);
         break;
+      // group media (group-call.js): who fills the slots, who is in the room, sender keys
+      case "sfu.slots": case "sfu.members": case "call.key":
+        if (mine) call.onGroupEvent(event);
+        break;
       default:
         break;
     }
+  }
+
+  /** Someone rung in this call will not join (`call.declined`). Said aloud to screen readers
+   *  in a 1:1 call (its end follows); on screen for a person added to the call. */
+  onDeclined(call, event) {
+    const name = this.names.get(event.user_id) || "They";
+    const message = endMessage(event.reason, name, "caller");
+    if (event.user_id === call.peerId && call.people < 3 && call.phase !== "active") this.view.status(message);
+    else this.view.notice(message);
+  }
+
+  // -- adding a person ------------------------------------------------------------------------
+  /** Ring ``username`` into the call this device is in (`call.invite`). Returns null once they
+   *  ring, else what went wrong, as a sentence for the "Add person" form. */
+  async invite(username) {
+    const call = this.active;
+    username = (username || "").trim().toLowerCase();
+    if (!call || !call.id || call.ended) return "You are not in a call";
+    if (!username) return "Enter the username of the person to add.";
+    let user;
+    try {
+      user = await this.api.user(this.tokens().account, username);
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 404) return `No user named ${username}`;
+      if (error instanceof ApiError && error.status === 422) return `“${username}” is not a valid username`;
+      return error.message;
+    }
+    if (user.id === this.tokens().userId) return "You are already in this call";
+    const name = user.display_name || user.username;
+    if (call.others.has(user.id)) return `${name} is already in this call`;
+    this.remember(user.id, name);
+    try {
+      await this.signaling.request("call.invite", { call_id: call.id, to: [user.id] });
+    } catch (error) {
+      return groupMessage(error, name);
+    }
+    this.view.notice(`Calling ${name}…`);
+    return null;
+  }
+
+  /** A person's name for a group call's tile: the one known here, else looked up (the call is
+   *  in the history with its people's usernames) and ``then`` called once it is known. */
+  nameOf(userId, then) {
+    if (this.names.has(userId)) return this.names.get(userId);
+    if (this.askedNames.has(userId)) return "Someone"; // not in the history either
+    this.askedNames.add(userId);
+    this.nameFor(userId).then(() => then());
+    return "…";
   }
 
   async onRing(event) {
@@ -517,11 +588,19 @@ export class Calls extends EventTarget {
     const ringtone = this.ringtone.playing;
     const device = this.signaling.welcome ? this.signaling.welcome.device_id : null;
     if (!call) return { phase: "idle", rings: [...this.rings.keys()], ringtone, device };
-    const stats = call.peer ? await call.peer.stats() : null;
+    const group = call.group ? await call.group.diagnostics() : null;
+    const source = call.group && call.group.joined ? call.group : call.peer;
+    let stats = null;
+    try {
+      stats = source ? await source.stats() : null;
+    } catch {
+      /* closed meanwhile */
+    }
     const audio = this.media.audioTrack;
     return { phase: call.phase, callId: call.id, media: call.media, role: call.role, device,
       remoteDevice: call.remoteDevice,
-      quality: call.peer ? call.peer.quality : "unknown", stats, rings: [...this.rings.keys()], ringtone,
+      quality: source ? source.quality : "unknown", stats, rings: [...this.rings.keys()], ringtone,
+      group, people: call.people,
       remote: call.remoteMedia, securityCode: call.securityCode, shareplay: this.watch.diagnostics(),
       local: { muted: !audio || !audio.enabled, camera: !!this.media.videoTrack && !this.media.cameraOff,
         screen: !!this.media.screen,

@@ -383,9 +383,12 @@ export class Identity {
    * @param {string} o.token  this device's token, for that
    * @param {number[]} [o.lookupPauses]  the pauses (ms) between tries to read them while the
    *   server does not answer (KEY_LOOKUP_PAUSES)
+   * @param {{privateKey: CryptoKey, publicKey: CryptoKey}|null} [o.agreement]  this device's
+   *   X25519 agreement key pair (group media's keys are sealed to it: group-e2ee.js)
    */
-  constructor({ deviceId, userId, privateKey, publicKey, api, token, lookupPauses = KEY_LOOKUP_PAUSES }) {
-    Object.assign(this, { deviceId, userId, privateKey, publicKey, api, token, lookupPauses });
+  constructor({ deviceId, userId, privateKey, publicKey, api, token, lookupPauses = KEY_LOOKUP_PAUSES,
+    agreement = null }) {
+    Object.assign(this, { deviceId, userId, privateKey, publicKey, api, token, lookupPauses, agreement });
   }
 
   /** The signature of a description this device sends to ``toDevice`` (`call.sdp`'s

@@ -54,7 +54,6 @@ export class WrongCall extends MediaKeyError {}
 export class NotAddressedToMe extends MediaKeyError {}
 export class UndecryptableEntry extends MediaKeyError {}
 export class StaleKey extends MediaKeyError {}
-export class KeyIdCollision extends MediaKeyError {}
 export class KeyConflict extends MediaKeyError {}
 export class TooManySenders extends MediaKeyError {}
 export class KeysExhausted extends MediaKeyError {}
@@ -335,32 +334,37 @@ export class SenderKeys {
 
 const sameBytes = (a, b) => a.length === b.length && a.every((v, i) => v === b[i]);
 
-/** The keys this device received in one call, by sender device and KID; every method returns
- *  ``{removed: [kid], added: [[kid, baseKey]]}`` to apply to an SFrame Receiver. ``now`` in
- *  seconds. The rules and errors are ReceivedKeys' of media_keys.py. */
+/** The keys this device received in one call, kept apart by sender device: a frame decrypts
+ *  only under the keys of the device it comes from (the one the SFU names for its slot), so a
+ *  KID need be unique per sender only, and a member cannot take another sender's tag. Every
+ *  method returns ``{removed: [[device, kid]], added: [[device, kid, baseKey]]}`` to apply to
+ *  that device's SFrame Receiver (RFC 9605 §4.4.1: one per sender here). ``now`` in seconds.
+ *  The rules and errors are ReceivedKeys' of media_keys.py: a sender's newest key is current,
+ *  its previous one kept for ``grace`` seconds; refused: a key older than one held from that
+ *  sender (StaleKey), another key for a KID held (KeyConflict), another call's (WrongCall),
+ *  more than ``maxSenders`` senders (TooManySenders). A sender whose tag changes has
+ *  restarted: its earlier tags are refused from then on. */
 export class ReceivedKeys {
   constructor(callId, { grace = GRACE, maxSenders = MAX_SENDERS } = {}) {
     this.callId = checkId("call_id", callId);
     this.grace = grace;
     this.maxSenders = maxSenders;
-    this.senders = new Map(); // device -> {tag, number, kid, baseKey, previous: [kid, until], retired}
-    this.tags = new Map(); // tag -> device
+    this.senderStates = new Map(); // device -> {tag, number, kid, baseKey, previous: [kid, until], retired}
   }
 
-  senderOf(kid) {
-    const device = this.tags.get(Math.floor(kid / 65536));
-    const s = device === undefined ? undefined : this.senders.get(device);
-    if (!s || (kid !== s.kid && (!s.previous || s.previous[0] !== kid))) return null;
-    return device;
-  }
-
-  kids() {
-    const out = new Set();
-    for (const s of this.senders.values()) {
-      if (s.kid !== null) out.add(s.kid);
-      if (s.previous) out.add(s.previous[0]);
+  /** Every ``[sender device, kid]`` whose key this receiver holds, by device then KID. */
+  held() {
+    const out = [];
+    for (const [device, s] of this.senderStates) {
+      if (s.kid !== null) out.push([device, s.kid]);
+      if (s.previous) out.push([device, s.previous[0]]);
     }
-    return out;
+    return out.sort(([d1, k1], [d2, k2]) => (d1 < d2 ? -1 : d1 > d2 ? 1 : k1 - k2));
+  }
+
+  /** The sender devices whose current key this receiver holds. */
+  senders() {
+    return new Set([...this.senderStates].filter(([, s]) => s.kid !== null).map(([device]) => device));
   }
 
   /** Take a key openSenderKey gave; a copy of the current key changes nothing. */
@@ -369,16 +373,11 @@ export class ReceivedKeys {
     const device = key.senderDevice;
     const tag = Math.floor(key.kid / 65536);
     const number = key.kid % 65536;
-    const owner = this.tags.get(tag);
-    if (owner !== undefined && owner !== device) {
-      throw new KeyIdCollision(`KID ${key.kid} of device ${device}: device ${owner} uses its tag`);
-    }
-    const s = this.senders.get(device);
+    const s = this.senderStates.get(device);
     if (!s) {
       this.makeRoom();
-      this.senders.set(device, { tag, number, kid: key.kid, baseKey: key.baseKey, previous: null, retired: [] });
-      this.tags.set(tag, device);
-      return { removed: [], added: [[key.kid, key.baseKey]] };
+      this.senderStates.set(device, { tag, number, kid: key.kid, baseKey: key.baseKey, previous: null, retired: [] });
+      return { removed: [], added: [[device, key.kid, key.baseKey]] };
     }
     if (s.retired.includes(tag) || (tag === s.tag && number < s.number)) {
       throw new StaleKey(`KID ${key.kid} of device ${device} is older than its current key`);
@@ -390,45 +389,43 @@ export class ReceivedKeys {
       }
       return { removed: [], added: [] };
     }
-    const removed = s.previous ? [s.previous[0]] : [];
+    const removed = s.previous ? [[device, s.previous[0]]] : [];
     s.previous = s.kid !== null ? [s.kid, now + this.grace] : null;
-    if (tag !== s.tag) { // the sender restarted
-      s.retired = [...s.retired, s.tag].slice(-MAX_RETIRED_TAGS);
-      for (const [t, d] of [...this.tags]) if (d === device && !s.retired.includes(t)) this.tags.delete(t);
-      this.tags.set(tag, device);
-    }
+    if (tag !== s.tag) s.retired = [...s.retired, s.tag].slice(-MAX_RETIRED_TAGS); // the sender restarted
     Object.assign(s, { tag, number, kid: key.kid, baseKey: key.baseKey });
-    return { removed, added: [[key.kid, key.baseKey]] };
+    return { removed, added: [[device, key.kid, key.baseKey]] };
   }
 
   makeRoom() {
-    if (this.senders.size < this.maxSenders) return;
-    const departed = [...this.senders].find(([, s]) => s.kid === null);
+    if (this.senderStates.size < this.maxSenders) return;
+    const departed = [...this.senderStates].find(([, s]) => s.kid === null);
     if (!departed) throw new TooManySenders(`keys of more than ${this.maxSenders} sender devices`);
-    this.senders.delete(departed[0]);
-    for (const [t, d] of [...this.tags]) if (d === departed[0]) this.tags.delete(t);
+    this.senderStates.delete(departed[0]);
   }
 
-  /** A device left the call: drop its keys now (what it sent is remembered). */
+  /** A device left the call: drop its keys now (what it sent is remembered, so a replay of its
+   *  keys stays refused if it comes back). */
   removeSender(device) {
-    const s = this.senders.get(device);
+    const s = this.senderStates.get(device);
     if (!s || s.kid === null) return { removed: [], added: [] };
-    const removed = [s.kid, ...(s.previous ? [s.previous[0]] : [])];
+    const removed = [[device, s.kid], ...(s.previous ? [[device, s.previous[0]]] : [])];
     s.kid = null;
     s.previous = null;
     return { removed, added: [] };
   }
 
+  /** When handleTimer has a previous key to drop, if ever. */
   getTimer() {
-    const times = [...this.senders.values()].filter((s) => s.previous).map((s) => s.previous[1]);
+    const times = [...this.senderStates.values()].filter((s) => s.previous).map((s) => s.previous[1]);
     return times.length ? Math.min(...times) : null;
   }
 
+  /** Drop the previous keys whose grace is over. */
   handleTimer(now) {
     const removed = [];
-    for (const s of this.senders.values()) {
+    for (const [device, s] of this.senderStates) {
       if (s.previous && s.previous[1] <= now) {
-        removed.push(s.previous[0]);
+        removed.push([device, s.previous[0]]);
         s.previous = null;
       }
     }

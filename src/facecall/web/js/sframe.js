@@ -7,7 +7,8 @@
 // KIDs and CTRs are 64-bit: they are taken as a BigInt or a safe integer Number and given back as
 // BigInt. Bytes are taken as an ArrayBuffer or any view of one, and given back as Uint8Array.
 //
-// Not here yet: key distribution and rotation (RFC 9605 §5), the encoded-transform wiring.
+// Key distribution and rotation (RFC 9605 §5) are in media-keys.js and group-e2ee.js; the
+// encoded-transform wiring in sframe-worker.js (docs/sframe.md, "In the browser").
 
 /** The cipher suites of RFC 9605 §4.5 with their IANA ids (§8.1). */
 export const CipherSuite = Object.freeze({

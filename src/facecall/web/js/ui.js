@@ -1,4 +1,5 @@
-// The DOM side of calls: incoming screen, call waiting, in-call screen, messages.
+// The DOM side of calls: incoming screen, call waiting, in-call screen (a group call's tiles,
+// "Add person"), messages.
 
 import { canShareScreen } from "./media.js";
 
@@ -6,6 +7,29 @@ const $ = (id) => document.getElementById(id);
 
 export function initials(name) {
   return (name || "?").trim().slice(0, 1).toUpperCase() || "?";
+}
+
+/** An empty tile of a group call for ``device``: its picture (or avatar) and its name. */
+function groupTile(device) {
+  const tile = document.createElement("figure");
+  tile.className = "tile";
+  tile.setAttribute("role", "listitem");
+  tile.dataset.device = device;
+  const video = document.createElement("video");
+  video.autoplay = true;
+  video.playsInline = true;
+  video.muted = true; // the audio slots play in their own elements
+  const avatar = document.createElement("div");
+  avatar.className = "avatar big";
+  avatar.setAttribute("aria-hidden", "true");
+  const caption = document.createElement("figcaption");
+  const name = document.createElement("span");
+  name.className = "tile-name";
+  const note = document.createElement("span");
+  note.className = "tile-note";
+  caption.append(name, note);
+  tile.append(video, avatar, caption);
+  return tile;
 }
 
 const NOTICE_MS = 6000;
@@ -116,6 +140,49 @@ export class CallView {
     $("share-screen").onclick = () => calls.screenShare.toggle();
     $("watch-together").onclick = () => calls.watch.ask();
     $("incoming").onkeydown = (e) => this.trapFocus(e);
+    $("add-person").onclick = () => ($("add-ask").hidden ? this.openAddPerson() : this.closeAddPerson());
+    $("add-cancel").onclick = () => this.closeAddPerson();
+    $("add-ask").onkeydown = (e) => {
+      if (e.key === "Escape") { // closes the form, not the messages on screen
+        e.preventDefault();
+        e.stopPropagation();
+        this.closeAddPerson();
+      }
+    };
+    $("add-form").onsubmit = async (e) => {
+      e.preventDefault();
+      const send = $("add-send");
+      if (send.disabled) return;
+      send.disabled = true;
+      $("add-error").textContent = "";
+      try {
+        const problem = await calls.invite($("add-username").value);
+        if (problem) {
+          $("add-error").textContent = problem;
+          $("add-username").focus();
+        } else {
+          this.closeAddPerson();
+        }
+      } finally {
+        send.disabled = false;
+      }
+    };
+  }
+
+  // -- adding a person -------------------------------------------------------------------
+  openAddPerson() {
+    $("add-error").textContent = "";
+    $("add-username").value = "";
+    $("add-ask").hidden = false;
+    $("add-person").setAttribute("aria-expanded", "true");
+    $("add-username").focus();
+  }
+
+  closeAddPerson({ focus = true } = {}) {
+    if ($("add-ask").hidden) return;
+    $("add-ask").hidden = true;
+    $("add-person").setAttribute("aria-expanded", "false");
+    if (focus && !$("add-person").disabled) $("add-person").focus();
   }
 
   status(text) { this.messages.status(text); }
@@ -309,8 +376,86 @@ export class CallView {
     share.querySelector(".label").textContent = media.screen ? "Stop sharing" : "Share screen";
     // a video to watch together (watch-together.js), once the call's media connected
     const watch = $("watch-together");
-    watch.disabled = !call || !call.connectedAt;
-    watch.title = watch.disabled ? "Once the call is connected" : "Watch a video together";
+    const group = !!call && !!call.group;
+    watch.disabled = !call || !call.connectedAt || group;
+    watch.title = group ? "Not in group calls yet: watching together is for calls of two"
+      : watch.disabled ? "Once the call is connected" : "Watch a video together";
+    // ring someone else into the call (call.invite): once it is connected
+    const add = $("add-person");
+    add.disabled = !call || !call.id || !call.connectedAt || call.ended;
+    add.title = add.disabled ? "You can add a person once the call is connected" : "Ring someone else into this call";
+    if (add.disabled) this.closeAddPerson({ focus: false });
+  }
+
+  // -- a group call ----------------------------------------------------------------------
+  /** The call's media goes through the SFU now: tiles for the people in the receive slots
+   *  instead of the one other picture. */
+  showGroup(call, group) {
+    $("call-view").classList.add("group");
+    this.remote.srcObject = null;
+    $("remote-avatar").hidden = true;
+    $("remote-note").hidden = true;
+    this.securityCode(null);
+    const audio = $("group-audio");
+    audio.replaceChildren(...group.audioTracks().map((track) => {
+      const el = document.createElement("audio");
+      el.autoplay = true;
+      el.srcObject = new MediaStream([track]);
+      el.play().catch(() => {});
+      return el;
+    }));
+    $("group-tiles").hidden = false;
+    this.groupTiles(call, group);
+    this.controls(call, this.calls.media);
+  }
+
+  /** One tile per person in a filled receive slot, labelled with their name; empty slots show
+   *  nothing. Tiles are kept per device, so a redraw does not restart a picture. */
+  groupTiles(call, group) {
+    if (call.group !== group || group.closed) return;
+    const redraw = () => this.groupTiles(call, group);
+    const names = [...call.others.keys()].map((id) => this.calls.nameOf(id, redraw));
+    $("call-peer").textContent = names.length ? new Intl.ListFormat("en", { type: "conjunction" }).format(names) : call.name;
+    const grid = $("group-tiles");
+    const tiles = new Map([...grid.children].map((tile) => [tile.dataset.device, tile]));
+    const people = group.people();
+    for (const person of people) {
+      const tile = tiles.get(person.deviceId) || groupTile(person.deviceId);
+      tiles.delete(person.deviceId);
+      grid.appendChild(tile); // in slot order
+      const name = this.calls.nameOf(person.userId, redraw);
+      const said = group.remoteMedia.get(person.deviceId) || { audio: true, video: true, screen: false };
+      const video = tile.querySelector("video");
+      const showsVideo = !!person.video && call.media === "video" && said.video;
+      if (person.video && (!video.srcObject || video.srcObject.getVideoTracks()[0] !== person.video)) {
+        video.srcObject = new MediaStream([person.video]);
+        video.play().catch(() => {});
+      }
+      video.hidden = !showsVideo;
+      video.classList.toggle("screen", showsVideo && said.screen);
+      video.setAttribute("aria-label", said.screen ? `${name}'s shared screen` : `${name}'s video`);
+      const avatar = tile.querySelector(".avatar");
+      avatar.textContent = initials(name);
+      avatar.hidden = showsVideo;
+      tile.querySelector(".tile-name").textContent = name;
+      const notes = [];
+      if (said.screen) notes.push("sharing their screen");
+      else if (call.media === "video" && !said.video) notes.push("camera off");
+      if (!said.audio) notes.push("muted");
+      tile.querySelector(".tile-note").textContent = notes.length ? ` · ${notes.join(", ")}` : "";
+    }
+    for (const tile of tiles.values()) tile.remove(); // slots that emptied
+    grid.dataset.count = String(people.length);
+    $("group-empty").hidden = people.length > 0;
+  }
+
+  /** Back to the one-to-one screen (the call ended). */
+  hideGroup() {
+    $("call-view").classList.remove("group");
+    $("group-tiles").replaceChildren();
+    $("group-tiles").hidden = true;
+    $("group-empty").hidden = true;
+    $("group-audio").replaceChildren();
   }
 
   callState(call, text, { quiet = false } = {}) {
@@ -333,6 +478,8 @@ export class CallView {
 
   endCall(call, message, { error }) {
     this.securityCode(null);
+    this.hideGroup();
+    this.closeAddPerson({ focus: false });
     this.remote.srcObject = null;
     this.local.srcObject = null;
     this.hideIncoming(null);

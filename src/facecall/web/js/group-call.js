@@ -1,0 +1,393 @@
+// Group media in the browser: a call of three or more people sends its media once to the
+// server's SFU, which forwards it to the others (docs/sfu.md; docs/protocol.md, "Group media
+// (SFU)"). The twin of the SDK's src/facecall/client/group.py, with the same rules:
+//
+// * one RTCPeerConnection with the SFU in its slot shape: BUNDLE (max-bundle) and rtcp-mux,
+//   every candidate in the offer (no trickle); one sendrecv audio m-line and, in a video call,
+//   one sendrecv video m-line (this device's microphone and camera, or its shared screen);
+//   then SLOTS recvonly audio and (video call) SLOTS recvonly video m-lines: the receive
+//   slots, each played by whoever the SFU puts there (`sfu.slots`); Opus and VP8 only;
+// * every frame is SFrame-encrypted end to end (group-e2ee.js): the senders' frames before
+//   they leave, the slots' frames before they are decoded; the keys come with `call.key`
+//   events and go to the room's members (`sfu.members`);
+// * once the SFU took the device (`sfu.join` answered), the call's P2P connection closes and
+//   P2P negotiation is ignored from then on (call.js).
+//
+// What the server sends is checked before use: a malformed `sfu.slots`, `sfu.members` or
+// `call.key` is counted (`refused`) and changes nothing.
+
+import { Peer } from "./peer.js";
+
+/** Receive slots per kind asked for: the SFU's default K (docs/sfu.md). */
+export const SLOTS = 3;
+/** How long the offer waits for ICE gathering to complete before it goes with the candidates
+ *  it has (the SFU takes no trickled candidates). */
+export const GATHER_MS = 5000;
+/** The codec each kind of m-line offers: the ones the SFU forwards. */
+const CODECS = { audio: "audio/opus", video: "video/vp8" };
+const KINDS = ["audio", "video"];
+const ID = /^[!-~]{1,64}$/;
+
+let e2eeModule = null;
+
+/** group-e2ee.js, loaded when a group call first needs it (a module that fails to load
+ *  fails the group call with its error, not the whole page). */
+function loadE2EE() {
+  if (!e2eeModule) {
+    e2eeModule = import("./group-e2ee.js").catch((error) => {
+      e2eeModule = null;
+      throw error;
+    });
+  }
+  return e2eeModule;
+}
+
+/** A slot entry of `sfu.join`'s `ok` or of `sfu.slots`, as the server must send it. */
+function validSlot(entry) {
+  return !!entry && typeof entry === "object" && !Array.isArray(entry)
+    && typeof entry.mid === "string" && KINDS.includes(entry.kind)
+    && (entry.user_id === null || (typeof entry.user_id === "string" && ID.test(entry.user_id)))
+    && (entry.device_id === null || (typeof entry.device_id === "string" && ID.test(entry.device_id)))
+    && (entry.user_id === null) === (entry.device_id === null);
+}
+
+/** A member entry of `sfu.join`'s `ok` or of `sfu.members`. */
+function validMember(entry) {
+  return !!entry && typeof entry === "object" && !Array.isArray(entry)
+    && typeof entry.user_id === "string" && ID.test(entry.user_id)
+    && typeof entry.device_id === "string" && ID.test(entry.device_id)
+    && Number.isSafeInteger(entry.joined) && entry.joined >= 0;
+}
+
+/** `call.invite` and `sfu.join` refusals, as sentences (docs/protocol.md, "Errors"). */
+export function groupMessage(error, name) {
+  switch (error && error.code) {
+    case "unknown_user": return `No user named ${name}`;
+    case "invalid_state": return `${name} is already in this call or being called`;
+    case "not_allowed": return `${name} cannot be added to this call from this device`;
+    case "call_full": return "The call is full: no one else can be added";
+    case "call_ended": return "The call has ended";
+    case "rate_limited": return "Too many requests: wait a moment and try again";
+    case "sfu_full": return "Group calls are full on this server right now: try again later";
+    case "sfu_unavailable": return "This server cannot hold group calls (it runs on several nodes)";
+    case "offer_refused": return `The server refused this browser's group media: ${error.message}`;
+    case "timeout": case "connection_lost":
+      return "The server cannot be reached right now. Check your connection and try again.";
+    default: return (error && error.message) || "Something went wrong";
+  }
+}
+
+/**
+ * This device's place in its call's group media. Made and owned by a Call (call.js), which
+ * routes `sfu.slots`, `sfu.members` and `call.key` to it. Dispatches "slots" (the slots
+ * changed hands: redraw the tiles), "members" (the room's devices changed) and "state" (the
+ * connection with the SFU: detail is RTCPeerConnection.connectionState).
+ */
+export class GroupCall extends EventTarget {
+  /**
+   * @param {object} o
+   * @param {import('./call.js').Call} o.call
+   * @param {number} [o.slots]  receive slots per kind
+   */
+  constructor({ call, slots = SLOTS }) {
+    super();
+    this.call = call;
+    this.host = call.host;
+    this.slotsPerKind = slots;
+    this.pc = null;
+    this.e2ee = null;
+    this.closed = false;
+    this.joined = false; // the SFU answered sfu.join
+    this.slots = new Map(); // mid -> {mid, kind, userId, deviceId, track}
+    this.members = []; // [{user_id, device_id, joined}] as the server last listed them
+    this.remoteMedia = new Map(); // device id -> {audio, video, screen}, from call.media
+    this.refused = { slots: 0, members: 0, keys: 0 }; // malformed events from the server
+    this.waiting = []; // events that came before the E2EE was ready
+    this.senders = { audio: null, video: null };
+    // what peer.js's statistics and grading read (see stats(), measure())
+    this.previous = null;
+    this.quality = "unknown";
+  }
+
+  // -- joining ------------------------------------------------------------------------------
+  /**
+   * Offer to the SFU (`sfu.join`) and apply its answer. Throws (the SignalingError of a
+   * refusal, or why it could not start) and closes itself if that fails; the call's P2P
+   * media, if any, is the caller's to close once this resolves.
+   */
+  async join() {
+    const { call, host } = this;
+    try {
+      const { GroupE2EE } = await loadE2EE();
+      if (this.closed) throw new Error("the call ended");
+      this.e2ee = new GroupE2EE({
+        callId: call.id, userId: host.tokens().userId, deviceId: host.signaling.welcome.device_id,
+        identity: host.identity, api: host.api,
+        // one sealed sender key to one member device (the E2EE's frame: type, call_id,
+        // to_device, key)
+        send: ({ to_device: toDevice, key }) => host.signaling.request("call.key",
+          { call_id: call.id, to_device: toDevice, key }),
+      });
+      const offer = await this.offer();
+      if (this.closed) throw new Error("the call ended");
+      const reply = await host.signaling.request("sfu.join", { call_id: call.id, sdp: offer });
+      if (this.closed) throw new Error("the call ended");
+      this.joined = true;
+      this.onMembers({ members: reply.members }); // the keys go to these devices
+      await this.pc.setRemoteDescription({ type: "answer", sdp: reply.sdp });
+      this.onSlots({ slots: reply.slots || [] });
+      for (const event of this.waiting.splice(0)) this.onEvent(event);
+    } catch (error) {
+      this.close();
+      throw error;
+    }
+  }
+
+  /** The offer in the SFU's slot shape, with every candidate gathered. */
+  async offer() {
+    const { call, host } = this;
+    const media = host.media;
+    const video = call.media === "video";
+    this.pc = new RTCPeerConnection({
+      iceServers: call.iceServers || [], iceTransportPolicy: host.useRelayOnly() ? "relay" : "all",
+      bundlePolicy: "max-bundle", rtcpMuxPolicy: "require",
+    });
+    this.pc.onconnectionstatechange = () => {
+      if (!this.closed) this.dispatchEvent(new CustomEvent("state", { detail: this.pc.connectionState }));
+    };
+    const own = [["audio", media.audioTrack]];
+    if (video) own.push(["video", media.sentVideo]);
+    for (const [kind, track] of own) {
+      const transceiver = this.pc.addTransceiver(track || kind, { direction: "sendrecv", streams: [media.stream] });
+      this.only(transceiver, kind);
+      this.senders[kind] = transceiver.sender;
+      this.e2ee.protectSender(transceiver.sender, kind); // nothing leaves unencrypted
+    }
+    const slots = [];
+    for (const kind of video ? KINDS : ["audio"]) {
+      for (let i = 0; i < this.slotsPerKind; i += 1) {
+        const transceiver = this.pc.addTransceiver(kind, { direction: "recvonly" });
+        this.only(transceiver, kind);
+        // Chromium (156) never applies a receiver transform first set after the offer's
+        // setLocalDescription: its frames would go to the decoder as they came. So each slot
+        // is protected now, under the mid it will get (transceivers are numbered in order)...
+        const expected = String(this.pc.getTransceivers().length - 1);
+        this.e2ee.protectReceiver(transceiver.receiver, kind, expected);
+        slots.push([transceiver, expected]);
+      }
+    }
+    await this.pc.setLocalDescription(await this.pc.createOffer());
+    for (const [{ mid, receiver }, expected] of slots) { // the mids are set now
+      // ...and again under its real one if the browser chose another (replacing works)
+      if (mid !== expected) this.e2ee.protectReceiver(receiver, receiver.track.kind, mid);
+      this.slots.set(mid, { mid, kind: receiver.track.kind, userId: null, deviceId: null, track: receiver.track });
+    }
+    await this.gathered();
+    return this.pc.localDescription.sdp;
+  }
+
+  /** Offer only the codec the SFU forwards for ``kind`` (no RTX, RED or FEC: one SSRC an m-line). */
+  only(transceiver, kind) {
+    const capabilities = RTCRtpReceiver.getCapabilities(kind);
+    const codecs = ((capabilities && capabilities.codecs) || [])
+      .filter((codec) => codec.mimeType.toLowerCase() === CODECS[kind]);
+    if (!codecs.length) throw new Error(`this browser has no ${CODECS[kind].split("/")[1]} codec`);
+    transceiver.setCodecPreferences(codecs);
+  }
+
+  /** ICE gathering complete (or GATHER_MS passed, with at least one candidate). */
+  gathered() {
+    const pc = this.pc;
+    if (pc.iceGatheringState === "complete") return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const done = () => {
+        clearTimeout(timer);
+        pc.removeEventListener("icegatheringstatechange", check);
+        resolve();
+      };
+      const check = () => {
+        if (pc.iceGatheringState === "complete") done();
+      };
+      const timer = setTimeout(() => {
+        pc.removeEventListener("icegatheringstatechange", check);
+        if (/\r\na=candidate:/.test(pc.localDescription.sdp)) resolve();
+        else reject(new Error("no network address was found for the group media"));
+      }, GATHER_MS);
+      pc.addEventListener("icegatheringstatechange", check);
+    });
+  }
+
+  // -- what the server says -------------------------------------------------------------------
+  /** `sfu.slots`, `sfu.members` or `call.key` for this call. */
+  onEvent(event) {
+    if (this.closed) return;
+    if (!this.joined && event.type !== "call.key") {
+      this.waiting.push(event); // the reply to sfu.join comes first
+      return;
+    }
+    if (!this.e2ee) {
+      this.waiting.push(event);
+      return;
+    }
+    switch (event.type) {
+      case "sfu.slots": this.onSlots(event); break;
+      case "sfu.members": this.onMembers(event); break;
+      case "call.key": this.onKey(event); break;
+      default: break;
+    }
+  }
+
+  /** Who fills the slots now (the whole list, or the entries that changed). */
+  onSlots(event) {
+    const wire = event.slots;
+    if (!Array.isArray(wire) || wire.length > 2 * this.slotsPerKind || !wire.every(validSlot)) {
+      this.refuse("slots", event);
+      return;
+    }
+    let changed = false;
+    for (const entry of wire) {
+      const slot = this.slots.get(entry.mid);
+      if (!slot || slot.kind !== entry.kind) continue; // not one of ours
+      if (slot.userId !== entry.user_id || slot.deviceId !== entry.device_id) {
+        slot.userId = entry.user_id;
+        slot.deviceId = entry.device_id;
+        changed = true;
+      }
+    }
+    this.tellE2EE("setSlots", wire);
+    if (changed) this.dispatchEvent(new CustomEvent("slots"));
+  }
+
+  /** The devices in the call's room (the keys are sealed to them). */
+  onMembers(event) {
+    const members = event.members;
+    if (!Array.isArray(members) || members.length > 64 || !members.every(validMember)) {
+      this.refuse("members", event);
+      return;
+    }
+    this.members = members.map((m) => ({ user_id: m.user_id, device_id: m.device_id, joined: m.joined }));
+    this.tellE2EE("setMembers", this.members);
+    this.dispatchEvent(new CustomEvent("members"));
+  }
+
+  /** A sender key sealed to this device (group-e2ee.js opens it or says why not). */
+  async onKey(event) {
+    try {
+      await this.e2ee.onKey(event);
+    } catch (error) {
+      this.refuse("keys", event, error);
+    }
+  }
+
+  tellE2EE(method, value) {
+    try {
+      this.e2ee[method](value);
+    } catch (error) {
+      console.warn(`facecall: group keys (${method})`, error);
+    }
+  }
+
+  refuse(what, event, error = null) {
+    this.refused[what] += 1;
+    console.warn(`facecall: a malformed ${event && event.type} was ignored`, error ? error.message : "");
+  }
+
+  /** What a member device says it sends (`call.media`): its tile's note. */
+  onRemoteMedia(event) {
+    this.remoteMedia.set(event.from_device, { audio: event.audio, video: event.video, screen: event.screen === true });
+    this.dispatchEvent(new CustomEvent("slots"));
+  }
+
+  // -- what the page shows -----------------------------------------------------------------------
+  /** One entry per device in a filled slot, in slot order: ``{userId, deviceId, video,
+   *  audio}`` (video: the MediaStreamTrack of its video slot, or null). */
+  people() {
+    const byDevice = new Map();
+    for (const slot of this.slots.values()) {
+      if (!slot.deviceId) continue;
+      if (!byDevice.has(slot.deviceId)) {
+        byDevice.set(slot.deviceId, { userId: slot.userId, deviceId: slot.deviceId, video: null, audio: false });
+      }
+      const person = byDevice.get(slot.deviceId);
+      if (slot.kind === "video") person.video = slot.track;
+      else person.audio = true;
+    }
+    return [...byDevice.values()];
+  }
+
+  /** The audio slots' tracks (each played whoever fills it). */
+  audioTracks() {
+    return [...this.slots.values()].filter((slot) => slot.kind === "audio").map((slot) => slot.track);
+  }
+
+  /** The other member devices (call.media goes to them). */
+  otherDevices() {
+    const own = this.host.signaling.welcome && this.host.signaling.welcome.device_id;
+    return this.members.filter((m) => m.device_id !== own).map((m) => m.device_id);
+  }
+
+  // -- sending ------------------------------------------------------------------------------
+  /** Send another video track (camera on or switched, a shared screen), or none (camera off). */
+  async replaceVideo(track) {
+    if (this.senders.video && !this.closed) await this.senders.video.replaceTrack(track);
+  }
+
+  // -- statistics ---------------------------------------------------------------------------------
+  /** The connection's statistics as peer.js reads a peer connection's (summed over the slots),
+   *  and per slot (``slots``: mid -> frames decoded, size, packets). */
+  async stats() {
+    const out = await Peer.prototype.stats.call(this);
+    const report = await this.pc.getStats();
+    out.slots = {};
+    report.forEach((s) => {
+      if (s.type !== "inbound-rtp" || !this.slots.has(s.mid)) return;
+      out.slots[s.mid] = { kind: s.kind, packetsReceived: s.packetsReceived || 0,
+        framesDecoded: s.framesDecoded || 0, frameWidth: s.frameWidth || 0, frameHeight: s.frameHeight || 0,
+        // audio: samples played from what came (not made up by concealment)
+        samplesDecoded: Math.max(0, (s.totalSamplesReceived || 0) - (s.concealedSamples || 0)) };
+    });
+    return out;
+  }
+
+  /** The network-quality grade (peer.js's rule, over this connection). */
+  measure() {
+    return Peer.prototype.measure.call(this);
+  }
+
+  /** For the page's diagnostics. */
+  async diagnostics() {
+    let stats = null;
+    try {
+      stats = this.pc && !this.closed ? await this.stats() : null;
+    } catch {
+      /* closed meanwhile */
+    }
+    let e2ee = null;
+    try {
+      e2ee = this.e2ee ? this.e2ee.stats() : null;
+    } catch (error) {
+      e2ee = { error: String(error) };
+    }
+    return {
+      state: this.closed ? "closed" : this.pc ? this.pc.connectionState : "new", joined: this.joined,
+      slots: [...this.slots.values()].map((s) => ({ mid: s.mid, kind: s.kind, userId: s.userId, deviceId: s.deviceId,
+        ...((stats && stats.slots[s.mid])
+          || { packetsReceived: 0, framesDecoded: 0, frameWidth: 0, frameHeight: 0, samplesDecoded: 0 }) })),
+      members: this.members, refused: { ...this.refused }, e2ee,
+    };
+  }
+
+  /** Stop the group media here: the call ended here, or moved to another device (the server
+   *  takes the device out of the room by itself then). */
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    this.waiting = [];
+    try {
+      if (this.e2ee) this.e2ee.close();
+    } catch (error) {
+      console.warn("facecall: group keys (close)", error);
+    }
+    if (this.pc) this.pc.close();
+  }
+}
