@@ -271,7 +271,8 @@ async def test_a_call_moved_to_another_device_takes_its_group_media_along(
         make: MakeDevice, group_server: LiveServer) -> None:
     """alice moves the call to her other device: the first one's GroupMedia closes with its
     part of the call; bob's goes on (``handed_off`` reported, no P2P offer); the device that
-    took the call joins and bob's slot names it, with its pictures."""
+    took the call joins the SFU by itself (the server's reply says the call's media is there)
+    and bob's slot names it, with its pictures."""
     a1, bob, a2 = await make("alice"), await make("bob"), await make("alice")
     a_call = await a1.call("bob", video_source=MarkedVideoTrack(1))
     b_call = await bob.next_call(10)
@@ -295,12 +296,13 @@ async def test_a_call_moved_to_another_device_takes_its_group_media_along(
         a2_call = await a2.take_call(a_call.id, video_source=MarkedVideoTrack(3))
         assert await a_call.wait_ended(10) is EndReason.HANDED_OFF
         assert a_group.closed
-        await until(lambda: sfu.members(a_call.id) == {bob.device_id},
-                    what="alice's first device out of the room")
+        await until(lambda: sfu.members(a_call.id) == {bob.device_id, a2.device_id},
+                    what="alice's first device out of the room, her other one in")
         await until(lambda: bool(handed), what="bob told of the handoff")
         assert handed == [{"user_id": a1.user_id, "from_device": a1.device_id,
                            "to_device": a2.device_id}]
-        await a2_call.join_group_media()
+        a2_group = a2_call.group_media  # joined by take_call: the call's media is on the SFU
+        assert a2_group is not None and await a2_call.join_group_media() is a2_group
         await a2_call.wait_connected(10)  # through the SFU: nobody offered P2P to it
         watcher.reset()
         await until(lambda: bob_decodes(a2, 3), what="bob decoding alice's other device")

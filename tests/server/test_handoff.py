@@ -55,6 +55,7 @@ async def test_handoff_moves_the_call_and_the_other_side_goes_on(server: LiveSer
     reply = await a2.request("call.handoff", call_id=call_id)
     assert reply["media"] == "video"
     assert reply["participants"] == [{"user_id": bob["user"]["id"], "device_id": b1.device_id}]
+    assert reply["group_media"] is False  # P2P: bob offers to the new device
     assert (await a1.next_event("call.ended"))["reason"] == "handed_off"
     moved = await b1.next_event("call.handed_off")
     assert (moved["user_id"], moved["from_device"], moved["to_device"]) == \

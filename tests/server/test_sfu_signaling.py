@@ -164,6 +164,45 @@ async def test_a_device_handed_off_or_lost_for_good_leaves_the_room(server: Live
             await member.client.close()
 
 
+async def test_the_handoff_reply_says_whether_the_calls_media_is_on_the_sfu(
+        server: LiveServer) -> None:
+    """``call.handoff``'s ``ok`` has ``group_media``: false while nobody is in the call's room
+    (the media is P2P, or nowhere yet); true once it has devices, also when the call is down to
+    two people (carol hung up) -- the device that takes the call joins the SFU, where the other
+    person's media is. A resend answers the same."""
+    call_id, people = await three_in_a_call(server)
+    alice, bob, carol = people
+    (b2,) = await server.connected_devices(bob.account, 1)
+    clients = [m.client for m in people]
+    sfu = sfu_of(server)
+    try:
+        assert (await b2.request("call.handoff", call_id=call_id))["group_media"] is False
+        assert (await bob.conn.next_event("call.ended"))["reason"] == "handed_off"
+        b2_client = Client("bob on b2", 2, slots=2)
+        clients.append(b2_client)
+        for conn, client in ((alice.conn, alice.client), (b2, b2_client), (carol.conn, carol.client)):
+            await conn.request("sfu.join", call_id=call_id, sdp=await client.offer())
+        await carol.conn.request("call.hangup", call_id=call_id)
+        assert sfu.members(call_id) == {alice.device_id, b2.device_id}
+
+        # bob takes the call back on his first device: b2 leaves the room, alice is in it
+        reply = await bob.conn.request("call.handoff", call_id=call_id)
+        assert reply["group_media"] is True
+        assert reply["participants"] == [{"user_id": alice.user_id, "device_id": alice.device_id}]
+        assert sfu.members(call_id) == {alice.device_id}
+        again = await bob.conn.request("call.handoff", call_id=call_id)  # a resend
+        assert (again["group_media"], again["participants"]) == (True, reply["participants"])
+        ok = await bob.conn.request("sfu.join", call_id=call_id, sdp=await bob.client.offer())
+        assert {m["device_id"] for m in ok["members"]} == {alice.device_id, bob.device_id}
+
+        # the call ends: its room closes, and nothing is on the SFU any more
+        await alice.conn.request("call.hangup", call_id=call_id)
+        assert not sfu_of(server).members(call_id)
+    finally:
+        for client in clients:
+            await client.close()
+
+
 def offer_without_bundle(sdp: str) -> str:
     return "\r\n".join(line for line in sdp.split("\r\n") if not line.startswith("a=group:BUNDLE"))
 

@@ -310,15 +310,19 @@ class Device(AsyncIOEventEmitter):
         """Move the user's answered call from their other device to this one (``call.handoff``,
         docs/protocol.md "Moving a call to another device"); returns its :class:`Call`, joined
         (``connecting``): the other side offers to this device, as to a callee that answered,
-        and the device that had the call ends its part with ``handed_off``. ``call``: a call id
-        or an entry of :attr:`calls_elsewhere`; ``video`` and the sources as for
-        :meth:`Call.answer` (``video=None``: as the call's media). A call this device is in
-        already is returned as it is.
+        and the device that had the call ends its part with ``handed_off``. When the call's
+        media goes through the SFU (the server's reply says ``group_media``), this device joins
+        it there before returning (:meth:`Call.join_group_media`: nobody would offer it P2P
+        media). ``call``: a call id or an entry of :attr:`calls_elsewhere`; ``video`` and the
+        sources as for :meth:`Call.answer` (``video=None``: as the call's media). A call this
+        device is in already is returned as it is.
 
         :raises NotConnectedError: the device is not connected.
         :raises CallError: the server refused, with its code: ``invalid_state`` (not answered
             yet, the user is not in it any more, or it rings here: answer it), ``unknown_call``
-            (no such call, or not the user's), ``call_ended``.
+            (no such call, or not the user's), ``call_ended``; or it refused group media
+            (``sfu_full``, ...): the call is on this device all the same (its
+            :attr:`~Device.calls`), without media until ``join_group_media()`` succeeds.
         """
         call_id = call.call_id if isinstance(call, CallElsewhere) else call
         if not self.connected or self.signaling is None:
@@ -337,6 +341,8 @@ class Device(AsyncIOEventEmitter):
                            video_source=video_source)
         self._register_call(taken)  # with the offer, if it came before the reply
         self._elsewhere_changed([self._elsewhere.forget(call_id)])
+        if reply.get("group_media") is True:  # nobody offers P2P media: the SFU has the call's
+            await taken.join_group_media()
         return taken
 
     def _elsewhere_changed(self, changes: Iterable[Change | None]) -> None:

@@ -115,6 +115,11 @@ class GroupMedia:
         return {"sdp": joined.answer, "slots": [slot.to_wire() for slot in joined.slots],
                 "members": [member.to_wire() for member in joined.members]}
 
+    def in_use(self, call_id: str) -> bool:
+        """Whether the call's media goes through this node's SFU: its room has devices (the
+        ``group_media`` of ``call.handoff``'s ``ok``: the device that takes the call joins it)."""
+        return self.control is not None and not self.bus.shared and bool(self.control.members(call_id))
+
     def _control(self) -> SfuControl:
         if self.control is None or self.bus.shared:
             raise ProtocolError(ErrorCode.SFU_UNAVAILABLE, "group media needs the single-node "

@@ -263,9 +263,11 @@ class CallHandoff(_ClientFrame):
     of their devices. That device leaves it (``call.ended`` ``handed_off``), this one joins in
     its place; the others hear ``call.handed_off`` and offer to this device, as to one that has
     just answered (docs/protocol.md, "Moving a call to another device"). The ``ok`` carries the
-    other joined devices (``participants``), ``media``, the user's ``role`` and ``in_call_for``
-    (seconds since the user joined the call). Sent by the
-    device that already holds the call, it changes nothing and answers the same."""
+    other joined devices (``participants``), ``media``, the user's ``role``, ``in_call_for``
+    (seconds since the user joined the call) and ``group_media``: true when the call's media
+    goes through the SFU (its room has devices), where this device then joins it with
+    ``sfu.join`` (nobody offers it P2P media then). Sent by the device that already holds the
+    call, it changes nothing and answers the same."""
 
     type: Literal["call.handoff"]
     call_id: Id

@@ -317,17 +317,21 @@ class CallService(DeviceHello):
     async def _handoff(self, user_id: str, device_id: str, call_id: str) -> dict[str, Any]:
         """``call.handoff``: move the user's call to this device. A resend, or one from the
         device that has the call, answers the same and writes nothing; a device joined in
-        another call of the user's is refused (``not_allowed``): it would be in two at once."""
+        another call of the user's is refused (``not_allowed``): it would be in two at once.
+        ``group_media``: the call's media goes through the SFU (its room has devices), so this
+        device joins it there rather than wait for a P2P offer."""
         entry = await self._load(call_id)
         if entry is not None and (again := entry[1].handed_to(user_id, device_id, self.clock())):
-            return again
+            return {**again, "group_media": self.group_media.in_use(call_id)}
         for other in await self.store.joined_calls_of_user(user_id):
             held = None if other == call_id else await self._load(other)
             leg = None if held is None else held[1].active_leg(user_id, device_id)
             if leg is not None and leg.state is LegState.JOINED:
                 raise ProtocolError(ErrorCode.NOT_ALLOWED,
                                     f"this device is in another call ({other}): hang it up first")
-        return await self._apply(call_id, Handoff(user_id, device_id))
+        result = await self._apply(call_id, Handoff(user_id, device_id))
+        # (the old device has left the call's room by now: GroupMedia.follow)
+        return {**result, "group_media": self.group_media.in_use(call_id)}
 
     async def _callees(self, caller: str, user_ids: list[str], with_caller: bool = False
                        ) -> tuple[dict[str, list[str]], set[str], list[str]]:

@@ -7,7 +7,7 @@ import { Peer } from "./peer.js";
 import { SignalingError } from "./signaling.js";
 import { NO_CONNECT, NO_RECONNECT, endMessage, formatDuration, identityFailedMessage } from "./call-text.js";
 import { certificateLines, peerSecurityCode } from "./security-code.js";
-import { GroupCall, groupMessage } from "./group-call.js";
+import { GroupCall, REJOIN_PAUSES_MS, groupMessage } from "./group-call.js";
 
 const STATS_EVERY_MS = 1000;
 // How long a call may wait for its media to connect, and to come back once it was lost, before
@@ -56,6 +56,7 @@ export function keepCall(kept) {
  * @property {object} view  the UI (ui.js CallView)
  * @property {import('./ringtone.js').Tone} ringback
  * @property {import('./api.js').Api} api
+ * @property {() => Promise<object[]>} iceServers  the ICE servers (fresh TURN credentials)
  * @property {() => {account: string, device: string, userId: string}} tokens
  * @property {Call|null} active  the call this device is in
  * @property {() => boolean} useRelayOnly
@@ -277,6 +278,11 @@ export class Call {
     group.addEventListener("state", (e) => {
       if (this.group === group) this.onMediaState(e.detail);
     });
+    group.addEventListener("rejoined", () => { // the SFU lost this device, which joined again
+      if (this.group !== group || this.ended) return;
+      this.renewed = true; // "Reconnected" once its media connects
+      view.showGroup(this, group); // the new connection's slots and audio
+    });
     group.addEventListener("members", () => {
       const media = this.host.media;
       // a newcomer has not heard that we are muted or our camera is off
@@ -293,6 +299,13 @@ export class Call {
     } catch (error) {
       if (this.group === group) this.group = null;
       if (this.ended || !this.current) return;
+      if (error instanceof SignalingError && error.code === "connection_lost") {
+        // cut short by a reconnect the server could not resume (it may have restarted): again
+        setTimeout(() => {
+          if (!this.group && !this.ended && this.current) this.startGroup();
+        }, REJOIN_PAUSES_MS[0]);
+        return;
+      }
       console.warn("facecall: group media", error);
       view.error(`The group call's media could not start: ${groupMessage(error, this.name)}`);
       return;
@@ -544,6 +557,11 @@ export class Call {
    *  offers). */
   resync(view) {
     for (const p of view.participants || []) this.noteJoined(p.user_id, p.device_id);
+    if (this.group) { // the server may have restarted: its SFU's rooms are gone
+      this.group.lost("the server could not resume this device's session");
+      return;
+    }
+    this.maybeGroup(); // a third person answered meanwhile
     if (this.group) return;
     const other = (view.participants || []).find((p) => p.user_id === this.peerId);
     if (this.role !== "caller" || view.state !== "joined" || !other) return;
@@ -587,8 +605,8 @@ export class Call {
   /** The media connection's state: the SFU's once it took this device, else the peer
    *  connection's (which goes on while the SFU is being joined). */
   connectionState() {
-    const pc = this.group && this.group.joined ? this.group.pc : this.peer ? this.peer.pc : null;
-    return pc ? pc.connectionState : "new";
+    if (this.group && this.group.joined) return this.group.connectionState;
+    return this.peer ? this.peer.pc.connectionState : "new";
   }
 
   // -- timers ---------------------------------------------------------------------------------
@@ -619,7 +637,7 @@ export class Call {
         this.connectedAt = Date.now() - this.inCallFor * 1000;
         view.status(this.group ? "Connected to the group call" : `Connected with ${this.name}`);
       } else if (this.renewed && !this.moved) {
-        view.status(`Reconnected with ${this.name}`);
+        view.status(this.group ? "Reconnected to the group call" : `Reconnected with ${this.name}`);
       }
       if (this.renewed) {
         this.renewed = false;

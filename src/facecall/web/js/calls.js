@@ -307,8 +307,10 @@ export class Calls extends EventTarget {
     this.view.showCall(call, this.media);
     call.iceServers = await this.iceServers();
     if (call.ended || this.active !== call) return false;
+    let groupMedia = false;
     try {
       const reply = await this.signaling.request("call.handoff", { call_id: call.id });
+      groupMedia = reply.group_media === true;
       if (typeof reply.in_call_for === "number") call.inCallFor = reply.in_call_for; // the duration goes on
       const participants = reply.participants || [];
       for (const p of participants) call.noteJoined(p.user_id, p.device_id);
@@ -325,7 +327,8 @@ export class Calls extends EventTarget {
     }
     if (!call.ended && this.active === call) {
       call.watchConnection(CALL_LIMITS.connectMs, NO_CONNECT);
-      if (call.people >= 3) call.startGroup();
+      // a group call's media (also one down to two people) is on the SFU: join it there
+      if (call.people >= 3 || groupMedia) call.startGroup();
       else if (call.remoteDevice) call.ensurePeer(call.remoteDevice);
     }
     return true;

@@ -11,7 +11,13 @@
 //   they leave, the slots' frames before they are decoded; the keys come with `call.key`
 //   events and go to the room's members (`sfu.members`);
 // * once the SFU took the device (`sfu.join` answered), the call's P2P connection closes and
-//   P2P negotiation is ignored from then on (call.js).
+//   P2P negotiation is ignored from then on (call.js);
+// * when the SFU loses the device -- the connection fails, or the SFU closes its DTLS (it
+//   dropped the device: nothing heard from it for 15 s, or a server restart) -- or may have
+//   lost it (a signaling reconnect the server could not resume: its rooms live in memory), it
+//   joins again by itself with a new connection and new keys (a new member for everyone),
+//   after the SDK's pauses (REJOIN_PAUSES_MS), then gives up; the tiles of the people it saw
+//   stay meanwhile, with their last pictures.
 //
 // What the server sends is checked before use: a malformed `sfu.slots`, `sfu.members` or
 // `call.key` is counted (`refused`) and changes nothing.
@@ -27,6 +33,15 @@ export const GATHER_MS = 5000;
 const CODECS = { audio: "audio/opus", video: "video/vp8" };
 const KINDS = ["audio", "video"];
 const ID = /^[!-~]{1,64}$/;
+/** Pauses (ms) before each try to join the SFU again once it lost this device (the SDK's
+ *  REJOIN_PAUSES): the first lets signaling say first when the call ended or moved (the SFU
+ *  closes the device's connection then too). Then the call's watchdog gives it up. */
+export const REJOIN_PAUSES_MS = [500, 1000, 2000, 4000, 8000];
+/** `sfu.join` refusals after which joining again is pointless (the SDK's FINAL_REFUSALS). */
+const FINAL_REFUSALS = new Set(["call_ended", "not_in_call", "unknown_call", "closed"]);
+/** How long the tiles of a lost connection (their last pictures) stay once the new connection
+ *  is up, for the slots to fill again (a video slot waits for its sender's key frame). */
+export const KEEP_TILES_MS = 5000;
 
 let e2eeModule = null;
 
@@ -97,12 +112,19 @@ export class GroupCall extends EventTarget {
     this.pc = null;
     this.e2ee = null;
     this.closed = false;
-    this.joined = false; // the SFU answered sfu.join
+    this.joined = false; // the SFU answered sfu.join (once: P2P is over for this call here)
+    this.live = false; // …for the connection in use, which has not been lost since
+    this.joinedAs = null; // this device's `joined` number in the room (the current join's)
+    this.rejoining = null; // the joins again, while they go on
+    this.rejoins = 0; // joins again that succeeded
+    this.gaveUp = false; // joining again failed every time
+    this.held = null; // the people shown when the connection was lost (their last pictures)
+    this.heldTimer = null;
     this.slots = new Map(); // mid -> {mid, kind, userId, deviceId, track}
     this.members = []; // [{user_id, device_id, joined}] as the server last listed them
     this.remoteMedia = new Map(); // device id -> {audio, video, screen}, from call.media
     this.refused = { slots: 0, members: 0, keys: 0 }; // malformed events from the server
-    this.waiting = []; // events that came before the E2EE was ready
+    this.waiting = []; // sfu.members events that came before the reply to sfu.join
     this.senders = { audio: null, video: null };
     // what peer.js's statistics and grading read (see stats(), measure())
     this.previous = null;
@@ -116,74 +138,213 @@ export class GroupCall extends EventTarget {
    * media, if any, is the caller's to close once this resolves.
    */
   async join() {
-    const { call, host } = this;
     try {
-      const { GroupE2EE } = await loadE2EE();
-      if (this.closed) throw new Error("the call ended");
-      this.e2ee = new GroupE2EE({
-        callId: call.id, userId: host.tokens().userId, deviceId: host.signaling.welcome.device_id,
-        identity: host.identity, api: host.api,
-        // one sealed sender key to one member device (the E2EE's frame: type, call_id,
-        // to_device, key)
-        send: ({ to_device: toDevice, key }) => host.signaling.request("call.key",
-          { call_id: call.id, to_device: toDevice, key }),
-      });
-      const offer = await this.offer();
-      if (this.closed) throw new Error("the call ended");
-      const reply = await host.signaling.request("sfu.join", { call_id: call.id, sdp: offer });
-      if (this.closed) throw new Error("the call ended");
-      this.joined = true;
-      this.onMembers({ members: reply.members }); // the keys go to these devices
-      await this.pc.setRemoteDescription({ type: "answer", sdp: reply.sdp });
-      this.onSlots({ slots: reply.slots || [] });
-      for (const event of this.waiting.splice(0)) this.onEvent(event);
+      await this.connect();
     } catch (error) {
       this.close();
       throw error;
     }
   }
 
-  /** The offer in the SFU's slot shape, with every candidate gathered. */
-  async offer() {
+  /**
+   * A connection with the SFU: new sender keys (a new GroupE2EE: whoever held this device's
+   * keys drops them when it joins again), a new peer connection in the slot shape, `sfu.join`
+   * (which replaces this device's place in the room), its answer. Once answered, it replaces
+   * the connection and the keys before it, which are closed. Throws if it cannot be made,
+   * leaving nothing of itself behind.
+   */
+  async connect() {
+    const { call, host } = this;
+    const { GroupE2EE } = await loadE2EE();
+    if (this.closed) throw new Error("the call ended");
+    const e2ee = new GroupE2EE({
+      callId: call.id, userId: host.tokens().userId, deviceId: host.signaling.welcome.device_id,
+      identity: host.identity, api: host.api,
+      // one sealed sender key to one member device (the E2EE's frame: type, call_id,
+      // to_device, key)
+      send: ({ to_device: toDevice, key }) => host.signaling.request("call.key",
+        { call_id: call.id, to_device: toDevice, key }),
+    });
+    let made = null;
+    try {
+      made = await this.offer(e2ee);
+      if (this.closed) throw new Error("the call ended");
+      // from here the keys sealed to this device go to the new keys (the others may send them
+      // before the reply comes); the old ones send nothing more
+      const old = this.e2ee;
+      this.e2ee = e2ee;
+      this.live = false;
+      if (old) old.close();
+      const reply = await host.signaling.request("sfu.join", { call_id: call.id, sdp: made.sdp });
+      if (this.closed) throw new Error("the call ended");
+      const replaced = this.pc; // (a lost connection)
+      Object.assign(this, { pc: made.pc, slots: made.slots, senders: made.senders, previous: null });
+      if (replaced) replaced.close();
+      const sent = host.media.sentVideo || null; // the camera or screen changed while it joined
+      if (this.senders.video && this.senders.video.track !== sent) {
+        this.senders.video.replaceTrack(sent).catch((error) => console.warn("facecall: group video", error));
+      }
+      this.joined = true;
+      this.live = true;
+      const members = Array.isArray(reply.members) ? reply.members : [];
+      const own = members.find((m) => validMember(m) && m.device_id === e2ee.deviceId);
+      this.joinedAs = own ? own.joined : null;
+      this.onMembers({ members: reply.members }); // the keys go to these devices
+      this.onSlots({ slots: reply.slots || [] });
+      await made.pc.setRemoteDescription({ type: "answer", sdp: reply.sdp });
+      this.watchTransport(made.pc);
+      // lists of this join that came before its reply (the newest counts); sfu.slots that
+      // came before it were the old connection's: this one's fill once its media connects
+      for (const event of this.waiting.splice(0)) this.onEvent(event);
+    } catch (error) {
+      if (this.e2ee === e2ee) {
+        this.e2ee = null;
+        this.live = false;
+      }
+      e2ee.close();
+      if (made) made.pc.close();
+      throw error;
+    }
+  }
+
+  /** A new peer connection in the SFU's slot shape, protected by ``e2ee``, its offer with
+   *  every candidate gathered: ``{pc, slots, senders, sdp}``. */
+  async offer(e2ee) {
     const { call, host } = this;
     const media = host.media;
     const video = call.media === "video";
-    this.pc = new RTCPeerConnection({
+    const pc = new RTCPeerConnection({
       iceServers: call.iceServers || [], iceTransportPolicy: host.useRelayOnly() ? "relay" : "all",
       bundlePolicy: "max-bundle", rtcpMuxPolicy: "require",
     });
-    this.pc.onconnectionstatechange = () => {
-      if (!this.closed) this.dispatchEvent(new CustomEvent("state", { detail: this.pc.connectionState }));
-    };
-    const own = [["audio", media.audioTrack]];
-    if (video) own.push(["video", media.sentVideo]);
-    for (const [kind, track] of own) {
-      const transceiver = this.pc.addTransceiver(track || kind, { direction: "sendrecv", streams: [media.stream] });
-      this.only(transceiver, kind);
-      this.senders[kind] = transceiver.sender;
-      this.e2ee.protectSender(transceiver.sender, kind); // nothing leaves unencrypted
-    }
-    const slots = [];
-    for (const kind of video ? KINDS : ["audio"]) {
-      for (let i = 0; i < this.slotsPerKind; i += 1) {
-        const transceiver = this.pc.addTransceiver(kind, { direction: "recvonly" });
+    try {
+      pc.onconnectionstatechange = () => {
+        if (this.closed || pc !== this.pc || !this.live) return; // (a connection replaced or lost)
+        const state = pc.connectionState;
+        this.dispatchEvent(new CustomEvent("state", { detail: state }));
+        if (state === "failed") this.lost("the connection failed");
+        if (state === "connected" && this.held && !this.heldTimer) {
+          this.heldTimer = setTimeout(() => this.release(), KEEP_TILES_MS);
+        }
+      };
+      const senders = { audio: null, video: null };
+      const own = [["audio", media.audioTrack]];
+      if (video) own.push(["video", media.sentVideo]);
+      for (const [kind, track] of own) {
+        const transceiver = pc.addTransceiver(track || kind, { direction: "sendrecv", streams: [media.stream] });
         this.only(transceiver, kind);
-        // Chromium (156) never applies a receiver transform first set after the offer's
-        // setLocalDescription: its frames would go to the decoder as they came. So each slot
-        // is protected now, under the mid it will get (transceivers are numbered in order)...
-        const expected = String(this.pc.getTransceivers().length - 1);
-        this.e2ee.protectReceiver(transceiver.receiver, kind, expected);
-        slots.push([transceiver, expected]);
+        senders[kind] = transceiver.sender;
+        e2ee.protectSender(transceiver.sender, kind); // nothing leaves unencrypted
       }
+      const receivers = [];
+      for (const kind of video ? KINDS : ["audio"]) {
+        for (let i = 0; i < this.slotsPerKind; i += 1) {
+          const transceiver = pc.addTransceiver(kind, { direction: "recvonly" });
+          this.only(transceiver, kind);
+          // Chromium (156) never applies a receiver transform first set after the offer's
+          // setLocalDescription: its frames would go to the decoder as they came. So each slot
+          // is protected now, under the mid it will get (transceivers are numbered in order)...
+          const expected = String(pc.getTransceivers().length - 1);
+          e2ee.protectReceiver(transceiver.receiver, kind, expected);
+          receivers.push([transceiver, expected]);
+        }
+      }
+      await pc.setLocalDescription(await pc.createOffer());
+      const slots = new Map();
+      for (const [{ mid, receiver }, expected] of receivers) { // the mids are set now
+        // ...and again under its real one if the browser chose another (replacing works)
+        if (mid !== expected) e2ee.protectReceiver(receiver, receiver.track.kind, mid);
+        slots.set(mid, { mid, kind: receiver.track.kind, userId: null, deviceId: null, track: receiver.track });
+      }
+      await this.gathered(pc);
+      return { pc, slots, senders, sdp: pc.localDescription.sdp };
+    } catch (error) {
+      pc.close();
+      throw error;
     }
-    await this.pc.setLocalDescription(await this.pc.createOffer());
-    for (const [{ mid, receiver }, expected] of slots) { // the mids are set now
-      // ...and again under its real one if the browser chose another (replacing works)
-      if (mid !== expected) this.e2ee.protectReceiver(receiver, receiver.track.kind, mid);
-      this.slots.set(mid, { mid, kind: receiver.track.kind, userId: null, deviceId: null, track: receiver.track });
+  }
+
+  /** The SFU drops a device by closing its DTLS (close_notify): the peer connection's state
+   *  says nothing of it for seconds (ICE still answers), its DTLS transport's says it at once. */
+  watchTransport(pc) {
+    const transport = pc.getSenders().map((sender) => sender.transport).find(Boolean);
+    if (!transport) return;
+    transport.addEventListener("statechange", () => {
+      if (this.closed || pc !== this.pc || !this.live) return;
+      if (transport.state === "closed" || transport.state === "failed") this.lost(`its DTLS transport ${transport.state}`);
+    });
+  }
+
+  /** The connection with the SFU as the call sees it: one that was lost is "disconnected"
+   *  while this device joins again ("failed" once it gave up), whatever its peer connection
+   *  still says (a DTLS the SFU closed leaves it "connected" for seconds). */
+  get connectionState() {
+    if (this.closed) return "closed";
+    if (!this.pc) return "new";
+    if (this.live) return this.pc.connectionState;
+    return this.gaveUp ? "failed" : "disconnected";
+  }
+
+  // -- joining again ----------------------------------------------------------------------------
+  /** The SFU lost this device, or may have (``why``): join again (rejoin), unless this is
+   *  already under way or the first join is (its own outcome counts). Meanwhile the old
+   *  connection sends nothing, and the tiles stay as they were. */
+  lost(why) {
+    if (this.closed || !this.joined || this.rejoining) return;
+    console.warn(`facecall: the group media's connection was lost (${why}): joining the SFU again`);
+    this.held = this.people(); // (with those still held from a loss before, if any)
+    clearTimeout(this.heldTimer);
+    this.heldTimer = null;
+    this.live = false; // its lists and slots are over
+    this.gaveUp = false;
+    try {
+      if (this.e2ee) this.e2ee.stopSending(); // not another frame under the old keys
+    } catch (error) {
+      console.warn("facecall: group keys (stop)", error);
     }
-    await this.gathered();
-    return this.pc.localDescription.sdp;
+    this.rejoining = this.rejoin().finally(() => {
+      this.rejoining = null;
+    });
+  }
+
+  /** Join the SFU again with a new connection (`connect`), after each of REJOIN_PAUSES_MS,
+   *  until it works or the server says this device is out of the call. Dispatches "state"
+   *  ``failed`` once the first pause is over (unless the connection said so itself), then
+   *  "rejoined" once the new connection is answered (its own "state" events follow). */
+  async rejoin() {
+    for (let attempt = 0; attempt < REJOIN_PAUSES_MS.length; attempt += 1) {
+      await new Promise((resolve) => setTimeout(resolve, REJOIN_PAUSES_MS[attempt]));
+      if (this.closed) return; // the call ended or moved
+      if (attempt === 0 && this.pc && !["failed", "disconnected"].includes(this.pc.connectionState)) {
+        this.dispatchEvent(new CustomEvent("state", { detail: "failed" }));
+      }
+      try {
+        this.call.iceServers = await this.host.iceServers(); // fresh TURN credentials
+        if (this.closed) return;
+        await this.connect();
+      } catch (error) {
+        if (this.closed) return;
+        console.warn("facecall: joining the SFU again failed", error);
+        if (error && FINAL_REFUSALS.has(error.code)) break;
+        continue;
+      }
+      this.rejoins += 1;
+      this.dispatchEvent(new CustomEvent("rejoined"));
+      return;
+    }
+    if (this.closed) return;
+    console.warn("facecall: gave up joining the SFU again");
+    this.gaveUp = true;
+    this.dispatchEvent(new CustomEvent("state", { detail: "failed" }));
+  }
+
+  /** The tiles of the lost connection go: the new one's slots show who is there. */
+  release() {
+    clearTimeout(this.heldTimer);
+    this.heldTimer = null;
+    if (!this.held) return;
+    this.held = null;
+    if (!this.closed) this.dispatchEvent(new CustomEvent("slots"));
   }
 
   /** Offer only the codec the SFU forwards for ``kind`` (no RTX, RED or FEC: one SSRC an m-line). */
@@ -196,8 +357,7 @@ export class GroupCall extends EventTarget {
   }
 
   /** ICE gathering complete (or GATHER_MS passed, with at least one candidate). */
-  gathered() {
-    const pc = this.pc;
+  gathered(pc) {
     if (pc.iceGatheringState === "complete") return Promise.resolve();
     return new Promise((resolve, reject) => {
       const done = () => {
@@ -221,18 +381,20 @@ export class GroupCall extends EventTarget {
   /** `sfu.slots`, `sfu.members` or `call.key` for this call. */
   onEvent(event) {
     if (this.closed) return;
-    if (!this.joined && event.type !== "call.key") {
-      this.waiting.push(event); // the reply to sfu.join comes first
+    if (event.type === "call.key") {
+      // to the keys of the connection in use or being joined (before them: a key of an
+      // earlier join of this device, which the others replace once it joins)
+      if (this.e2ee) this.onKey(event);
       return;
     }
-    if (!this.e2ee) {
-      this.waiting.push(event);
+    if (!this.live) {
+      // the reply to sfu.join comes first; sfu.slots until then are a lost connection's
+      if (event.type === "sfu.members") this.waiting = [...this.waiting, event].slice(-16);
       return;
     }
     switch (event.type) {
       case "sfu.slots": this.onSlots(event); break;
       case "sfu.members": this.onMembers(event); break;
-      case "call.key": this.onKey(event); break;
       default: break;
     }
   }
@@ -258,13 +420,17 @@ export class GroupCall extends EventTarget {
     if (changed) this.dispatchEvent(new CustomEvent("slots"));
   }
 
-  /** The devices in the call's room (the keys are sealed to them). */
+  /** The devices in the call's room (the keys are sealed to them): the lists of this
+   *  device's current join only (they name it with the number of its join; an earlier join's,
+   *  which a join again replaced, are over). */
   onMembers(event) {
     const members = event.members;
     if (!Array.isArray(members) || members.length > 64 || !members.every(validMember)) {
       this.refuse("members", event);
       return;
     }
+    const own = this.e2ee && members.find((m) => m.device_id === this.e2ee.deviceId);
+    if (!own || own.joined !== this.joinedAs) return;
     this.members = members.map((m) => ({ user_id: m.user_id, device_id: m.device_id, joined: m.joined }));
     this.tellE2EE("setMembers", this.members);
     this.dispatchEvent(new CustomEvent("members"));
@@ -311,6 +477,12 @@ export class GroupCall extends EventTarget {
       const person = byDevice.get(slot.deviceId);
       if (slot.kind === "video") person.video = slot.track;
       else person.audio = true;
+    }
+    if (this.held) { // joining again: who was there stays (last picture) until their slot fills
+      const inCall = new Set(this.call.others.values());
+      for (const person of this.held) {
+        if (!byDevice.has(person.deviceId) && inCall.has(person.deviceId)) byDevice.set(person.deviceId, person);
+      }
     }
     return [...byDevice.values()];
   }
@@ -369,7 +541,8 @@ export class GroupCall extends EventTarget {
       e2ee = { error: String(error) };
     }
     return {
-      state: this.closed ? "closed" : this.pc ? this.pc.connectionState : "new", joined: this.joined,
+      state: this.connectionState, joined: this.joined,
+      rejoining: !!this.rejoining, rejoins: this.rejoins, gaveUp: this.gaveUp,
       slots: [...this.slots.values()].map((s) => ({ mid: s.mid, kind: s.kind, userId: s.userId, deviceId: s.deviceId,
         ...((stats && stats.slots[s.mid])
           || { packetsReceived: 0, framesDecoded: 0, frameWidth: 0, frameHeight: 0, samplesDecoded: 0 }) })),
@@ -382,7 +555,10 @@ export class GroupCall extends EventTarget {
   close() {
     if (this.closed) return;
     this.closed = true;
+    this.live = false;
     this.waiting = [];
+    this.held = null;
+    clearTimeout(this.heldTimer);
     try {
       if (this.e2ee) this.e2ee.close();
     } catch (error) {
