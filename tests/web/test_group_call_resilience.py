@@ -19,7 +19,6 @@ The server starts inside ``host_addresses(["127.0.0.1"])`` so that its SFU gathe
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,38 +26,23 @@ import pytest
 from playwright.async_api import Browser, expect
 
 from facecall.client import Call, EndReason
-from facecall.client.ice import host_addresses
 from facecall.server import turn_uris
 from facecall.turn.server import TurnServer
 from tests.client.test_group_media import PayloadSpy
 from tests.live import LiveServer, MakeDevice, ServerProcess, free_socket, sdk_devices
-from tests.web.conftest import PersonFactory, ServerFactory
+from tests.web.conftest import PersonFactory
 from tests.web.people import STEP, Person
-from tests.web.test_group_call import (
-    LOOPBACK,
+from tests.web.test_group_call import (  # the fixtures: the app with its SFU on loopback
     add_person,
     decoded,
     decodes_others,
     sdk_decodes,
+    sdk_device,  # noqa: F401 (a fixture)
+    server,  # noqa: F401 (a fixture)
     sfu_of,
     tile_names,
     user_id,
 )
-
-
-@pytest.fixture
-async def server(web_server: ServerFactory) -> AsyncIterator[LiveServer]:
-    """The app, its SFU gathering on loopback."""
-    with host_addresses(LOOPBACK):
-        async with web_server() as live:
-            yield live
-
-
-@pytest.fixture
-async def sdk_device(server: LiveServer) -> AsyncIterator[MakeDevice]:
-    async with sdk_devices(server.base_url) as make:
-        yield make
-
 
 #: records, from now on, the fewest group tiles shown and every text of the call line and of
 #: the status live region
@@ -84,7 +68,7 @@ def tags(spy: PayloadSpy, device: str) -> set[int]:
 
 
 async def test_a_browser_the_sfu_lost_joins_again_by_itself(
-        people: PersonFactory, sdk_device: MakeDevice, server: LiveServer,
+        people: PersonFactory, sdk_device: MakeDevice, server: LiveServer,  # noqa: F811
         monkeypatch: pytest.MonkeyPatch) -> None:
     spy = PayloadSpy(monkeypatch)
     carol = await sdk_device("carol")
@@ -151,7 +135,7 @@ def from_device_in_slot(device: str) -> Any:
 
 
 async def test_a_group_call_down_to_two_moves_to_my_other_device_on_the_sfu(
-        people: PersonFactory, sdk_device: MakeDevice, server: LiveServer) -> None:
+        people: PersonFactory, sdk_device: MakeDevice, server: LiveServer) -> None:  # noqa: F811
     carol = await sdk_device("carol")
     laptop = await people("alice", device_name="laptop")
     phone = await people("alice", signup=False, device_name="phone")
