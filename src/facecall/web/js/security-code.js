@@ -77,7 +77,10 @@ export async function securityCode(localSdp, remoteSdp) {
  *  machine). */
 export async function remoteCertificateFingerprint(pc, waitMs = 30000) {
   const transports = [...pc.getReceivers(), ...pc.getSenders(), pc.sctp].map((x) => x && x.transport);
-  const dtls = transports.find((t) => t && typeof t.getRemoteCertificates === "function");
+  const found = transports.filter((t) => t && typeof t.getRemoteCertificates === "function");
+  // the one that carries the media (BUNDLE: one for all), not one a transceiver added since
+  // (not negotiated yet) still holds
+  const dtls = found.find((t) => t.state === "connected") || found[0];
   if (!dtls) return null;
   const pending = () => dtls.state === "new" || dtls.state === "connecting";
   if (pending()) {
