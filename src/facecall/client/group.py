@@ -72,6 +72,7 @@ DEFAULT_SLOTS = 3
 """Receive slots per kind asked for: the SFU's default K (docs/sfu.md). A server with fewer
 refuses more with ``offer_refused``."""
 CLOSE_WAIT = 1.0
+"""Seconds closing waits for the peer connection to close (DTLS close, TURN release)."""
 #: pauses (s) before each try to join again once the connection with the SFU failed or the SFU
 #: closed it (a server restart, the SFU dropped this device); then group media closes. The
 #: first lets signaling say first when the call ended or moved (the server's SFU closes the
@@ -79,7 +80,6 @@ CLOSE_WAIT = 1.0
 REJOIN_PAUSES = (0.5, 1.0, 2.0, 4.0, 8.0)
 #: the server's answers to ``sfu.join`` after which joining again is pointless
 FINAL_REFUSALS = frozenset({"call_ended", "not_in_call", "unknown_call"})
-"""Seconds closing waits for the peer connection to close (DTLS close, TURN release)."""
 #: relayed P2P messages that group media leaves unanswered: P2P is off in this call here
 P2P_EVENTS = frozenset({"call.sdp", "call.candidate", "call.rejoin"})
 #: the call states in which a device is joined in the call (answered, not ended)
