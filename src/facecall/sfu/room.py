@@ -29,8 +29,17 @@ receive slots.
   (:func:`~facecall.sfu.reports.relay_sender_report`, RFC 3550 §6.4.1, §7.2): lip sync.
 * **Liveness.** A participant whose transport closes or fails, or from whom nothing has come
   for ``silence_timeout`` seconds (a crashed client sends no DTLS close), is removed.
+* **Simulcast.** A publisher may send its video as up to three layers (RFC 8853; each SSRC
+  learnt from its rid, RFC 8852). Each video slot gets the layer its subscriber's downlink
+  pays for (:mod:`facecall.sfu.layers`: REMB and receiver reports from the subscriber), moving
+  to another at that layer's key frame like to another publisher. Layers are ranked by the size
+  of their key frames (:func:`~facecall.sfu.vp8.keyframe_size`), then by rate.
+* **Feedback upstream.** Every publisher gets receiver reports and REMB about its streams
+  (:mod:`facecall.sfu.upstream`), so its congestion control sees the path to the SFU; what
+  goes to a subscriber carries the SFU's own abs-send-time, so the subscriber's estimate is
+  of the path from the SFU.
 
-Not here yet: simulcast layers, REMB/TWCC towards publishers, RTX (RFC 4588).
+Not here yet: TWCC (RFC 8888 / transport-cc), RTX (RFC 4588).
 """
 
 from __future__ import annotations
@@ -43,16 +52,20 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from aiortc.clock import current_ntp_time
 from aiortc.rtcicetransport import RTCIceServer
 from aiortc.rtp import (
+    RTCP_PSFB_APP,
     RTCP_PSFB_FIR,
     RTCP_PSFB_PLI,
     RTCP_RTPFB_NACK,
     AnyRtcpPacket,
     RtcpPsfbPacket,
+    RtcpRrPacket,
     RtcpRtpfbPacket,
     RtcpSrPacket,
     RtpPacket,
+    unpack_remb_fci,
 )
 
 from facecall.ice_hosts import gathered_on
@@ -62,12 +75,14 @@ from facecall.sfu.feedback import (
     RETRANSMIT_SHARE,
     PacketCache,
 )
+from facecall.sfu.layers import Downlink, RateMeter, allocate
 from facecall.sfu.munger import RtpMunger, Vp8Munger
 from facecall.sfu.reports import SlotSender, relay_sender_report
 from facecall.sfu.sdp import Offer, SfuOfferError, build_answer, parse_offer
 from facecall.sfu.speaker import DominantSpeaker
 from facecall.sfu.transport import SfuTransport
-from facecall.sfu.vp8 import is_keyframe
+from facecall.sfu.upstream import Upstream
+from facecall.sfu.vp8 import is_keyframe, keyframe_size
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +96,8 @@ PLI_INTERVAL = 0.5
 MAX_RTP_PAYLOAD = 1500 - 20 - 8 - 12
 #: seconds between speaker decisions, PLI repeats and liveness checks
 TICK = 0.3
+#: SSRCs looked at in one REMB (a subscriber names at most its 2K slots)
+MAX_REMB_SSRCS = 16
 KINDS = ("audio", "video")
 CLOCK_RATES = {"audio": 48000, "video": 90000}
 
@@ -100,9 +117,13 @@ class Slot:
     munger: RtpMunger
     vp8: Vp8Munger | None
     feed: Participant | None = None
-    """The publisher being forwarded now."""
+    """The publisher being forwarded now (its stream: ``munger.source``)."""
     pending: Participant | None = None
     """The publisher the slot moves to at its next key frame (video)."""
+    pending_ssrc: int | None = None
+    """The stream of ``pending`` it moves to: its layer, when it sends simulcast."""
+    rate: RateMeter = field(default_factory=RateMeter)
+    """What the slot sends (bit/s): the subscriber's feedback is weighed against it."""
     credit: float = RETRANSMIT_BURST
     """Retransmissions the slot may still send (:data:`RETRANSMIT_SHARE`)."""
     sender: SlotSender = field(default_factory=SlotSender)
@@ -131,13 +152,43 @@ class Participant:
     slot_by_ssrc: dict[int, Slot] = field(default_factory=dict)
     caches: dict[int, PacketCache] = field(default_factory=dict)
     task: asyncio.Task[None] | None = None
+    rids: dict[str, int] = field(default_factory=dict)
+    """Simulcast layers not learnt yet: rid → its place in ``a=simulcast``."""
+    layer_of: dict[int, int] = field(default_factory=dict)
+    """Video SSRC → its rid's place in ``a=simulcast`` (a simulcast publisher's)."""
+    rates: dict[int, RateMeter] = field(default_factory=dict)
+    """What comes on each of its streams (bit/s)."""
+    sizes: dict[int, int] = field(default_factory=dict)
+    """Video SSRC → the area of its last key frame (pixels)."""
+    upstream: Upstream | None = None
+    downlink: Downlink = field(default_factory=Downlink)
 
     def source(self, kind: str) -> int | None:
+        """Its stream of ``kind`` (a simulcast publisher's: its best video layer)."""
+        if kind == "video" and self.layer_of:
+            return self.layers()[-1]
         return next((ssrc for ssrc, k in self.sources.items() if k == kind), None)
 
     def add_source(self, ssrc: int, kind: str) -> None:
         self.sources[ssrc] = kind
         self.caches[ssrc] = PacketCache()
+        self.rates[ssrc] = RateMeter()
+        if self.upstream is not None:
+            self.upstream.add_stream(ssrc, CLOCK_RATES[kind])
+
+    def layers(self) -> list[int]:
+        """Its video streams, worst to best: by key frame size, then by rate, then by their
+        place in ``a=simulcast`` (a browser lists them low to high)."""
+        now = time.monotonic()
+        return sorted((ssrc for ssrc, kind in self.sources.items() if kind == "video"),
+                      key=lambda ssrc: (self.sizes.get(ssrc, 0), self.rates[ssrc].bps(now),
+                                        self.layer_of.get(ssrc, 0)))
+
+    def live_layers(self, now: float) -> list[tuple[int, float]]:
+        """Its video streams that sent within the rate window, worst to best, with their
+        rates; all of them (at rate 0) if none did."""
+        layers = [(ssrc, self.rates[ssrc].bps(now)) for ssrc in self.layers()]
+        return [layer for layer in layers if layer[1] > 0] or layers
 
 
 @dataclass(slots=True)
@@ -154,6 +205,10 @@ class RoomStats:
     forward_errors: int = 0
     sender_reports: int = 0
     """Publishers' SRs sent on to subscribers, translated for a slot (one per slot)."""
+    congestions: int = 0
+    """Subscribers' REMBs and receiver reports that lowered what they get."""
+    layer_switches: int = 0
+    """Video slots moved to another simulcast layer of the same publisher."""
 
 
 class Room:
@@ -228,11 +283,14 @@ class Room:
         for m in offer.media:  # one SSRC, one participant: routing goes by SSRC
             if m.sends and m.ssrc is not None and self._ssrc_taken(m.ssrc):
                 raise SfuOfferError(f"SSRC {m.ssrc} is already used in this room")
-        p = Participant(participant_id, transport, offer, time.monotonic())
+        p = Participant(participant_id, transport, offer, time.monotonic(),
+                        upstream=Upstream(transport.rtcp_ssrc))
         for m in offer.media:
             if m.sends:
                 p.payload_types[m.kind] = m.codec.payloadType
-            if m.sends and m.ssrc is not None:
+            if m.sends and m.rids:
+                p.rids = {rid: i for i, rid in enumerate(m.rids)}
+            elif m.sends and m.ssrc is not None:
                 p.add_source(m.ssrc, m.kind)
             elif m.sends:
                 p.unlearned[m.mid] = m.kind
@@ -273,7 +331,7 @@ class Room:
         for other in self.participants.values():
             for slot in _all_slots(other):
                 if slot.pending is p:
-                    slot.pending = None
+                    slot.pending = slot.pending_ssrc = None
                 if slot.feed is p:
                     slot.feed = None
                     slot.munger.switch_to(None)
@@ -330,30 +388,50 @@ class Room:
             # V = 0 from a sender without voice detection (aiortc) means "unknown"
             self.speaker.add(p.id, level, arrival, True if voice else None)
         p.caches[packet.ssrc].put(packet)
+        p.rates[packet.ssrc].add(len(packet.payload), arrival)
+        if p.upstream is not None and (remb := p.upstream.on_rtp(packet, arrival)) is not None:
+            await p.transport.send_rtcp([remb])
         keyframe = kind == "video" and is_keyframe(packet.payload)
+        if keyframe and (size := keyframe_size(packet.payload)) is not None \
+                and p.sizes.get(packet.ssrc) != (area := size[0] * size[1]):
+            p.sizes[packet.ssrc] = area
+            if p.layer_of:  # the layers' ranking may have changed (this key frame can switch)
+                await self._assign()
         moved = False
         try:
             for slot in self._routes.get(packet.ssrc, ()):
-                if slot.pending is p:
+                if slot.pending_ssrc == packet.ssrc:
                     if not keyframe:
                         continue
-                    slot.feed, slot.pending, moved = p, None, True
+                    if slot.feed is p:
+                        self.stats.layer_switches += 1
+                    slot.feed, slot.pending, slot.pending_ssrc, moved = p, None, None, True
                     slot.munger.switch_to(packet.ssrc)
+                elif slot.munger.source != packet.ssrc:
+                    continue
                 await self._forward(slot, packet, arrival)
         finally:
             if moved:
                 self._rebuild_routes()
 
     async def _learn(self, p: Participant, packet: RtpPacket) -> str | None:
-        """The kind of a new SSRC of ``p``'s, from the MID extension naming one of its sending
-        m-lines that announced none (RFC 8843 §9.2); None if it names none, the payload type
-        is not that m-line's, or another participant has the SSRC."""
-        mid = packet.extensions.mid or ""
-        kind = p.unlearned.get(mid)
+        """The kind of a new SSRC of ``p``'s: a simulcast layer by the rid it carries (RFC 8852
+        §3.1, one the offer listed and not learnt yet), else by the MID extension naming one
+        of its sending m-lines that announced none (RFC 8843 §9.2); None if neither, the
+        payload type is not that m-line's, or another participant has the SSRC."""
+        rid = packet.extensions.rtp_stream_id
+        if rid is not None and rid in p.rids:
+            kind: str | None = "video"
+        else:
+            rid = None
+            kind = p.unlearned.get(packet.extensions.mid or "")
         if kind is None or packet.payload_type != p.payload_types.get(kind) \
                 or self._ssrc_taken(packet.ssrc):
             return None
-        del p.unlearned[mid]
+        if rid is not None:
+            p.layer_of[packet.ssrc] = p.rids.pop(rid)
+        else:
+            del p.unlearned[packet.extensions.mid or ""]
         p.add_source(packet.ssrc, kind)
         await self._assign()
         return kind
@@ -374,15 +452,52 @@ class Room:
                          for i in range(0, len(packet.fci) - 7, 8)]
             for ssrc in ssrcs:
                 slot = p.slot_by_ssrc.get(ssrc)
-                if slot is not None and slot.kind == "video" and slot.feed is not None:
-                    await self._request_keyframe(slot.feed)
+                if slot is not None and slot.kind == "video" and slot.feed is not None \
+                        and slot.munger.source is not None:
+                    await self._request_keyframe(slot.feed, slot.munger.source)
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            await self._take_remb(p, packet.fci)
         elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
             slot = p.slot_by_ssrc.get(packet.media_ssrc)
             if slot is not None:
                 await self._answer_nack(slot, packet.lost)
         elif isinstance(packet, RtcpSrPacket) and packet.ssrc in p.sources:  # only its own
+            if p.upstream is not None:
+                p.upstream.on_sender_report(packet)
             self.stats.sender_reports += await relay_sender_report(
                 packet, self._routes.get(packet.ssrc, ()), time.monotonic())
+        if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+            await self._take_losses(p, packet)
+
+    async def _take_remb(self, sub: Participant, fci: bytes) -> None:
+        """A subscriber's REMB: its estimate for the slots it names (draft-alvestrand-rmcat-remb
+        §2), weighed against what those slots send (:meth:`Downlink.on_remb`)."""
+        try:
+            estimate, ssrcs = unpack_remb_fci(fci)
+        except ValueError:
+            return
+        now = time.monotonic()
+        named = [slot for ssrc in ssrcs[:MAX_REMB_SSRCS]
+                 if (slot := sub.slot_by_ssrc.get(ssrc)) is not None and slot.kind == "video"]
+        if named and sub.downlink.on_remb(estimate, sum(s.rate.bps(now) for s in set(named)),
+                                          self._video_sent(sub, now), now):
+            self.stats.congestions += 1
+            await self._assign()
+
+    async def _take_losses(self, sub: Participant, packet: RtcpRrPacket | RtcpSrPacket) -> None:
+        """The report blocks about a subscriber's video slots (RFC 3550 §6.4.2): the worst
+        fraction lost, weighed by :meth:`Downlink.on_loss`."""
+        losses = [block.fraction_lost / 256 for block in packet.reports
+                  if (slot := sub.slot_by_ssrc.get(block.ssrc)) is not None
+                  and slot.kind == "video"]
+        now = time.monotonic()
+        if losses and sub.downlink.on_loss(max(losses), self._video_sent(sub, now), now):
+            self.stats.congestions += 1
+            await self._assign()
+
+    @staticmethod
+    def _video_sent(sub: Participant, now: float) -> float:
+        return sum(slot.rate.bps(now) for slot in sub.slots.get("video", ()))
 
     def handle_closed(self, transport: SfuTransport) -> None:
         p = self._by_transport.get(transport)
@@ -405,9 +520,14 @@ class Room:
                 out.payload = slot.vp8.forward(source_ssrc, out.payload)
             out.payload_type = slot.payload_type
             out.extensions.mid = slot.mid
+            out.extensions.rtp_stream_id = out.extensions.repaired_rtp_stream_id = None
+            # the subscriber's delay-based estimate is of the path from here (6.18 fixed-point
+            # seconds of the NTP clock, as aiortc's sender writes it)
+            out.extensions.abs_send_time = (current_ntp_time() >> 14) & 0x00FFFFFF
             if not await slot.owner.transport.send_rtp(out):
                 return False
             slot.sender.count(len(out.payload))
+            slot.rate.add(len(out.payload), arrival)
         except Exception:
             slot.failures += 1
             self.stats.forward_errors += 1
@@ -425,9 +545,8 @@ class Room:
         first time), NACK the rest to the publisher in its own numbers (RFC 4585 §6.2.1). Each
         number answered either way spends one of the slot's credits (:data:`RETRANSMIT_SHARE`);
         a number already NACKed to the publisher is not asked again."""
-        feed = slot.feed
-        ssrc = None if feed is None else feed.source(slot.kind)
-        if feed is None or ssrc is None:
+        feed, ssrc = slot.feed, slot.munger.source
+        if feed is None or ssrc is None or ssrc not in feed.caches:
             return
         cache = feed.caches[ssrc]
         upstream: list[int] = []
@@ -451,11 +570,11 @@ class Room:
             if await feed.transport.send_rtcp([nack]):
                 self.stats.nacks_forwarded += len(nack.lost)
 
-    async def _request_keyframe(self, publisher: Participant) -> None:
-        """A PLI (RFC 4585 §6.3.1) to ``publisher``'s video, unless one went lately."""
-        ssrc = publisher.source("video")
+    async def _request_keyframe(self, publisher: Participant, ssrc: int) -> None:
+        """A PLI (RFC 4585 §6.3.1) to ``publisher`` for its video stream ``ssrc`` (a simulcast
+        publisher's layer: each has key frames of its own), unless one went lately."""
         now = time.monotonic()
-        if ssrc is None or now - self._last_pli.get(ssrc, -PLI_INTERVAL) < PLI_INTERVAL:
+        if now - self._last_pli.get(ssrc, -PLI_INTERVAL) < PLI_INTERVAL:
             return
         self._last_pli[ssrc] = now
         pli = RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=publisher.transport.rtcp_ssrc, media_ssrc=ssrc)
@@ -471,44 +590,70 @@ class Room:
         return recent + [p for p in self.participants.values() if p not in recent]
 
     async def _assign(self) -> None:
-        """Give every connected subscriber's slots their publishers; PLI the video publishers
-        that gained a slot."""
+        """Give every connected subscriber's slots their publishers, and each video slot the
+        layer its downlink pays for (:func:`~facecall.sfu.layers.allocate`, dominant speakers
+        first); PLI the streams that video slots wait for."""
         ranking = self._ranking()
-        keyframes: list[Participant] = []
+        now = time.monotonic()
+        keyframes: dict[int, Participant] = {}
         for sub in self.participants.values():
             if sub.transport.state != "connected":
                 continue  # a key frame now would be lost: slots fill once it connects
             for kind, slots in sub.slots.items():
-                wanted = [q for q in ranking if q is not sub and q.source(kind) is not None]
-                wanted = wanted[:len(slots)]
-                targets = {slot.target for slot in slots}
-                incoming = [q for q in wanted if q not in targets]
-                for slot in slots:
-                    if slot.target is not None and slot.target in wanted:
-                        continue
-                    new = incoming.pop(0) if incoming else None
-                    if new is None or kind == "audio":
-                        slot.feed, slot.pending = new, None
-                        slot.munger.switch_to(None if new is None else new.source(kind))
-                    elif new is slot.feed:  # back to the one still being forwarded
-                        slot.pending = None
-                    else:
-                        slot.pending = new  # the old feed goes on until new's key frame
-                        if new not in keyframes:
-                            keyframes.append(new)
+                chosen = self._publishers_for(sub, kind, slots, ranking)
+                if kind == "audio":
+                    for slot, q in chosen:
+                        slot.feed = q
+                        slot.munger.switch_to(None if q is None else q.source(kind))
+                    continue
+                chosen.sort(key=lambda pair: ranking.index(pair[1]) if pair[1] else len(ranking))
+                live = [q.live_layers(now) if q is not None else [] for _, q in chosen]
+                current = [next((i for i, (ssrc, _) in enumerate(layers)
+                                 if ssrc == slot.munger.source), None)
+                           for (slot, _), layers in zip(chosen, live, strict=True)]
+                picks = allocate([[rate for _, rate in layers] for layers in live if layers],
+                                 sub.downlink.budget(now),
+                                 [c for c, layers in zip(current, live, strict=True) if layers])
+                pick = iter(picks)
+                for (slot, q), layers in zip(chosen, live, strict=True):
+                    ssrc = layers[next(pick)][0] if q is not None and layers else None
+                    if (wait := self._move(slot, q, ssrc)) is not None:
+                        keyframes[wait] = slot.pending  # type: ignore[assignment]
         self._rebuild_routes()
-        for publisher in keyframes:
-            await self._request_keyframe(publisher)
+        for ssrc, publisher in keyframes.items():
+            await self._request_keyframe(publisher, ssrc)
+
+    def _publishers_for(self, sub: Participant, kind: str, slots: list[Slot],
+                        ranking: list[Participant]) -> list[tuple[Slot, Participant | None]]:
+        """Who each of ``sub``'s slots of ``kind`` should carry: the first publishers of the
+        ranking, a slot keeping its publisher while that one stays among them."""
+        wanted = [q for q in ranking if q is not sub and q.source(kind) is not None][:len(slots)]
+        targets = {slot.target for slot in slots}
+        incoming = [q for q in wanted if q not in targets]
+        return [(slot, slot.target if slot.target is not None and slot.target in wanted
+                 else (incoming.pop(0) if incoming else None)) for slot in slots]
+
+    def _move(self, slot: Slot, publisher: Participant | None, ssrc: int | None) -> int | None:
+        """Point a video slot at ``publisher``'s stream ``ssrc``: at once if it stops, else at
+        that stream's next key frame (the old one forwarded until then). The SSRC to PLI for,
+        if the slot now waits for one."""
+        if publisher is None or ssrc is None:
+            slot.feed = slot.pending = slot.pending_ssrc = None
+            slot.munger.switch_to(None)
+            return None
+        if slot.feed is publisher and slot.munger.source == ssrc:  # back to what it forwards
+            slot.pending = slot.pending_ssrc = None
+            return None
+        slot.pending, slot.pending_ssrc = publisher, ssrc
+        return ssrc
 
     def _rebuild_routes(self) -> None:
         routes: dict[int, list[Slot]] = {}
         for sub in self.participants.values():
             for slot in _all_slots(sub):
-                for publisher in {slot.feed, slot.pending} - {None}:
-                    assert publisher is not None
-                    ssrc = publisher.source(slot.kind)
-                    if ssrc is not None:
-                        routes.setdefault(ssrc, []).append(slot)
+                for ssrc in {slot.munger.source, slot.pending_ssrc} - {None}:
+                    assert ssrc is not None
+                    routes.setdefault(ssrc, []).append(slot)
         self._routes = routes
         if self.on_slots is not None:  # every change of a slot's feed ends here
             self.on_slots()
@@ -522,7 +667,10 @@ class Room:
                     if dominant in self._recent:
                         self._recent.remove(dominant)
                     self._recent.insert(0, dominant)
-                    await self._assign()
+                await self._assign()  # also: layers that came or stopped, probes that are due
+                for p in list(self.participants.values()):
+                    if p.upstream is not None and (report := p.upstream.report(now)) is not None:
+                        await p.transport.send_rtcp([report])
                 for p in list(self.participants.values()):
                     if now - p.last_heard > self.silence_timeout:
                         logger.info("sfu room: nothing from %s for %.0f s: removed", p.id,
@@ -530,8 +678,8 @@ class Room:
                         await self.leave(p.id)
                 for p in list(self.participants.values()):
                     for slot in _all_slots(p):
-                        if slot.pending is not None:
-                            await self._request_keyframe(slot.pending)
+                        if slot.pending is not None and slot.pending_ssrc is not None:
+                            await self._request_keyframe(slot.pending, slot.pending_ssrc)
             except Exception:  # one bad tick must not end forwarding for the room
                 logger.exception("sfu room: tick failed")
 

@@ -11,6 +11,14 @@ everything, so BUNDLE, RFC 8843, with RTP and RTCP on one port, RFC 8035/5761):
 * ICE credentials and every candidate (no trickle: aioice gathers before the offer is made),
   and a DTLS fingerprint (RFC 8122 §5).
 
+The sending video m-line may be **simulcast** (RFC 8853): up to :data:`MAX_LAYERS` RTP streams
+of one source, each named by a ``rid`` (``a=rid:<id> send``, RFC 8851 §4) and listed in
+``a=simulcast:send`` (RFC 8853 §5.1), its packets carrying the ``rid`` in the RtpStreamId header
+extension (RFC 8852 §3.1), which must be offered. The answer takes every listed layer
+(``a=rid:<id> recv``, ``a=simulcast:recv``); the SFU forwards one per subscriber
+(:mod:`facecall.sfu.layers`). Alternatives (``a,b``) keep their first; a paused one (``~``)
+is taken as listed.
+
 The answer (:func:`build_answer`) keeps the offer's m-lines in order (RFC 3264 §6), one codec
 each — the offer's own payload type for Opus or VP8, with NACK, PLI (RFC 4585 §4.2) and FIR
 (RFC 5104 §7.1) feedback for video — the header extensions the SFU reads (MID, RFC 8843
@@ -54,9 +62,19 @@ ICE_PWD_PATTERN = re.compile(r"[A-Za-z0-9+/]{22,256}")
 URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
 URI_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
-EXTENSIONS = {"audio": (URI_MID, URI_AUDIO_LEVEL), "video": (URI_MID, URI_ABS_SEND_TIME)}
+URI_RTP_STREAM_ID = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
+EXTENSIONS = {"audio": (URI_MID, URI_AUDIO_LEVEL),
+              "video": (URI_MID, URI_ABS_SEND_TIME, URI_RTP_STREAM_ID)}
 CODECS = {"audio": ("audio/opus", 48000), "video": ("video/VP8", 90000)}
-VIDEO_FEEDBACK = (RTCRtcpFeedback("nack"), RTCRtcpFeedback("nack", "pli"), RTCRtcpFeedback("ccm", "fir"))
+#: NACK, PLI, FIR, and REMB (draft-alvestrand-rmcat-remb §2.1: ``goog-remb``) both ways: the
+#: SFU reads its subscribers' estimates and sends its own to publishers (:mod:`facecall.sfu.upstream`)
+VIDEO_FEEDBACK = (RTCRtcpFeedback("nack"), RTCRtcpFeedback("nack", "pli"),
+                  RTCRtcpFeedback("ccm", "fir"), RTCRtcpFeedback("goog-remb"))
+#: simulcast layers taken from one sending video m-line (a browser sends at most 3 for VP8)
+MAX_LAYERS = 3
+#: rid-id (RFC 8851 §10: ALPHA / DIGIT / "-" / "_"), at most 16 characters: one-byte header
+#: extension elements hold 16 octets (RFC 8285 §4.2), and libwebrtc refuses longer ones too
+RID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,16}")
 SENDING = ("sendonly", "sendrecv")
 ANSWER_DIRECTION = {"sendonly": "recvonly", "sendrecv": "recvonly", "recvonly": "sendonly",
                     "inactive": "inactive"}
@@ -77,7 +95,9 @@ class OfferedMedia:
     codec: RTCRtpCodecParameters
     """Opus or VP8 as offered (its payload type is the one used on this m-line)."""
     ssrc: int | None
-    """The sender's SSRC (``a=ssrc``) on a sending m-line, if announced."""
+    """The sender's SSRC (``a=ssrc``) on a sending m-line, if announced (never with rids)."""
+    rids: tuple[str, ...] = ()
+    """Its simulcast layers' rids in ``a=simulcast`` order (empty: one stream)."""
 
     @property
     def sends(self) -> bool:
@@ -134,6 +154,10 @@ def parse_offer(sdp: str, slots: int) -> Offer:
         raise SfuOfferError(f"too many m-lines: {len(session.media)} (at most {2 + 2 * slots}: "
                             f"one audio and one video to send, {slots} of each to receive)")
     media = [_check_media(m) for m in session.media]
+    for offered, (rids, simulcast), m in zip(media, _sections_simulcast(sdp), session.media,
+                                               strict=False):
+        if rids or simulcast:
+            _take_layers(offered, m, rids, simulcast)
     mids = [m.mid for m in media]
     if len(set(mids)) != len(mids):
         raise SfuOfferError("two m-lines share a mid")
@@ -186,6 +210,62 @@ def _check_media(m: MediaDescription) -> OfferedMedia:
         raise SfuOfferError(f"m-line {mid}: no {mime.split('/')[1]} offered")
     ssrc = m.ssrc[0].ssrc if m.ssrc and direction in SENDING else None
     return OfferedMedia(mid=mid, kind=m.kind, direction=direction, codec=codec, ssrc=ssrc)
+
+
+def _sections_simulcast(sdp: str) -> list[tuple[list[str], list[str]]]:
+    """Per m-section, its ``a=rid:`` and ``a=simulcast:`` values (aiortc's parser drops them)."""
+    sections: list[tuple[list[str], list[str]]] = []
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            sections.append(([], []))
+        elif sections and line.startswith("a=rid:"):
+            sections[-1][0].append(line[6:].strip())
+        elif sections and line.startswith("a=simulcast:"):
+            sections[-1][1].append(line[12:].strip())
+    return sections
+
+
+def _take_layers(offered: OfferedMedia, m: MediaDescription, rids: list[str],
+                 simulcast: list[str]) -> None:
+    """Check an m-line's rids and simulcast list (RFC 8851 §4, RFC 8853 §5.1); set its layers."""
+    where = f"m-line {offered.mid}"
+    if offered.kind != "video" or not offered.sends:
+        raise SfuOfferError(f"{where}: simulcast (a=rid, a=simulcast) only on the sending video m-line")
+    if len(rids) > 2 * MAX_LAYERS:
+        raise SfuOfferError(f"{where}: too many a=rid lines ({len(rids)})")
+    declared: list[str] = []
+    for value in rids:
+        rid, _, rest = value.partition(" ")
+        direction = rest.split(" ", 1)[0]
+        if not RID_PATTERN.fullmatch(rid):
+            raise SfuOfferError(f"{where}: a=rid {rid[:20]!r}: not 1 to 16 letters, digits, - or _")
+        if direction != "send":
+            raise SfuOfferError(f"{where}: a=rid:{rid} must be 'send' (the SFU receives simulcast)")
+        if rid in declared:
+            raise SfuOfferError(f"{where}: a=rid:{rid} declared twice")
+        declared.append(rid)
+    if len(simulcast) != 1:
+        raise SfuOfferError(f"{where}: a=rid needs exactly one a=simulcast line (RFC 8853 §5.1)"
+                            if simulcast == [] else f"{where}: more than one a=simulcast line")
+    direction, _, streams = simulcast[0].partition(" ")
+    if direction != "send" or not streams or " " in streams.strip():
+        raise SfuOfferError(f"{where}: a=simulcast must be 'send <rid>;<rid>...' "
+                            f"(the SFU receives simulcast)")
+    layers: list[str] = []
+    for entry in streams.strip().split(";"):
+        rid = entry.split(",", 1)[0].lstrip("~")  # first alternative; paused taken as listed
+        if rid not in declared:
+            raise SfuOfferError(f"{where}: a=simulcast names {rid[:20]!r}, which no a=rid declares")
+        if rid in layers:
+            raise SfuOfferError(f"{where}: a=simulcast names {rid} twice")
+        layers.append(rid)
+    if len(layers) > MAX_LAYERS:
+        raise SfuOfferError(f"{where}: {len(layers)} simulcast layers (at most {MAX_LAYERS})")
+    if not any(ext.uri == URI_RTP_STREAM_ID for ext in m.rtp.headerExtensions):
+        raise SfuOfferError(f"{where}: simulcast without the rtp-stream-id header extension "
+                            f"(RFC 8852 §3.1): the SFU could not tell the layers apart")
+    offered.rids = tuple(layers)
+    offered.ssrc = None  # each layer's SSRC comes with its rid
 
 
 def _candidates(session: SessionDescription) -> list[RTCIceCandidate]:
@@ -256,7 +336,8 @@ def build_answer(offer: Offer, *, ice: RTCIceParameters, candidates: list[RTCIce
             rtcpFeedback=list(VIDEO_FEEDBACK) if offered.kind == "video" else [],
             parameters=dict(offered.codec.parameters))]
         m.rtp.headerExtensions = [RTCRtpHeaderExtensionParameters(id=ids[uri], uri=uri)
-                                  for uri in EXTENSIONS[offered.kind] if uri in ids]
+                                  for uri in EXTENSIONS[offered.kind] if uri in ids
+                                  and (uri != URI_RTP_STREAM_ID or offered.rids)]
         if offered.is_slot:
             stream = f"slot-{offered.mid}"
             m.msid = f"{stream} {stream}-{offered.kind}"
@@ -266,4 +347,19 @@ def build_answer(offer: Offer, *, ice: RTCIceParameters, candidates: list[RTCIce
         m.ice_candidates_complete = True
         m.dtls = RTCDtlsParameters(fingerprints=list(fingerprints), role=offer.sfu_dtls_role)
         session.media.append(m)
-    return str(session)
+    return _with_simulcast(str(session), offer)
+
+
+def _with_simulcast(answer: str, offer: Offer) -> str:
+    """The answer with ``a=rid:<id> recv`` and ``a=simulcast:recv`` (RFC 8853 §5.3) after the
+    ``a=mid`` of each simulcast m-line (aiortc's writer has no such attributes)."""
+    layered = {m.mid: m.rids for m in offer.media if m.rids}
+    if not layered:
+        return answer
+    out: list[str] = []
+    for line in answer.split("\r\n"):
+        out.append(line)
+        if line.startswith("a=mid:") and (rids := layered.get(line[6:])):
+            out.extend(f"a=rid:{rid} recv" for rid in rids)
+            out.append("a=simulcast:recv " + ";".join(rids))
+    return "\r\n".join(out)

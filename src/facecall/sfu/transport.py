@@ -56,7 +56,7 @@ from aiortc.rtcicetransport import (
     RTCIceTransport,
 )
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpReceiveParameters
-from aiortc.rtp import AnyRtcpPacket, RtcpRrPacket, RtpPacket
+from aiortc.rtp import AnyRtcpPacket, RtcpRrPacket, RtcpSrPacket, RtpPacket
 
 logger = logging.getLogger(__name__)
 
@@ -249,11 +249,13 @@ class SfuTransport:
         return True
 
     async def send_rtcp(self, packets: Sequence[AnyRtcpPacket]) -> bool:
-        """Send one compound RTCP packet: an empty receiver report first (RFC 3550 §6.1: a
-        compound packet begins with SR or RR), then ``packets``."""
+        """Send one compound RTCP packet: ``packets``, after an empty receiver report unless
+        they begin with one (RFC 3550 §6.1: a compound packet begins with SR or RR)."""
         if self._dtls.state != "connected":
             return False
-        data = bytes(RtcpRrPacket(ssrc=self.rtcp_ssrc)) + b"".join(bytes(p) for p in packets)
+        first = [] if packets and isinstance(packets[0], (RtcpRrPacket, RtcpSrPacket)) \
+            else [RtcpRrPacket(ssrc=self.rtcp_ssrc)]
+        data = b"".join(bytes(p) for p in [*first, *packets])
         try:
             await self._dtls._send_rtp(data)
         except (ConnectionError, OSError):

@@ -82,6 +82,22 @@ def is_keyframe(payload: bytes) -> bool:
             and payload[at] & 0x01 == 0)
 
 
+def keyframe_size(payload: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` of the key frame this packet starts, from the VP8 key frame header
+    that follows the 3-octet frame tag: the start code 0x9d 0x01 0x2a, then 14 bits of width
+    and 14 of height, each after 2 bits of scaling, little-endian (RFC 6386 §9.1). None for a
+    packet that does not start a key frame or is cut short. An SFrame sender leaves these ten
+    octets clear (docs/sframe.md): the SFU tells a simulcast layer's size by them."""
+    if not is_keyframe(payload):
+        return None
+    at = Vp8Descriptor(payload).header_at + 3
+    if payload[at:at + 3] != b"\x9d\x01\x2a" or len(payload) < at + 7:
+        return None
+    width = int.from_bytes(payload[at + 3:at + 5], "little") & 0x3FFF
+    height = int.from_bytes(payload[at + 5:at + 7], "little") & 0x3FFF
+    return width, height
+
+
 def picture_numbers(payload: bytes) -> tuple[int | None, int | None] | None:
     """``(PictureID, TL0PICIDX)`` of the descriptor, each None when absent; None for a payload
     that does not parse. A 7-bit PictureID is read as it is (0..127)."""
