@@ -25,7 +25,8 @@ import socket
 import time
 
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.rtp import RtpPacket
+from aiortc.rtcrtpparameters import RTCRtpReceiveParameters
+from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 from pylibsrtp import Policy, Session
 
 from facecall.client.ice import host_addresses
@@ -45,16 +46,22 @@ def srtp_pair() -> tuple[Session, Session]:
     return Session(tx), Session(rx)
 
 
-def streams(payloads: list[RtpPacket], ssrcs: list[int], count: int, pt: int) -> list[bytes]:
+def streams(payloads: list[RtpPacket], ssrcs: list[int], count: int, pt: int,
+            extensions: HeaderExtensionsMap, mid: str) -> list[bytes]:
     """``count`` packets of every publisher, interleaved; the clip repeats one second later
-    each time round, sequence numbers running on."""
+    each time round, sequence numbers running on. Each carries the header extensions a
+    browser's or aiortc's video packets carry: MID and abs-send-time (30 packets a frame of
+    33 ms apart)."""
     out = []
     for n in range(count):
         base = payloads[n % len(payloads)]
         timestamp = (base.timestamp + n // len(payloads) * 90000) % (1 << 32)
         for ssrc in ssrcs:
-            out.append(bytes(RtpPacket(payload_type=pt, marker=base.marker, sequence_number=n % 65536,
-                                       timestamp=timestamp, ssrc=ssrc, payload=base.payload).serialize()))
+            packet = RtpPacket(payload_type=pt, marker=base.marker, sequence_number=n % 65536,
+                               timestamp=timestamp, ssrc=ssrc, payload=base.payload)
+            packet.extensions.mid = mid
+            packet.extensions.abs_send_time = int(n / 30 / 30 * 262144) & 0xFFFFFF
+            out.append(bytes(packet.serialize(extensions)))
     return out
 
 
@@ -85,9 +92,11 @@ async def main() -> None:
     raw = [RtpPacket.parse(b) for b in vp8_packets()]
     offer = parse_offer(peers[0].localDescription.sdp, slots=n - 1)
     pt = offer.media[0].codec.payloadType
+    extensions = HeaderExtensionsMap()
+    extensions.configure(RTCRtpReceiveParameters(headerExtensions=offer.header_extensions))
     participants = list(room.participants.values())
     ssrcs = [p.source("video") for p in participants]
-    packets = streams(raw, ssrcs, args.packets, pt)
+    packets = streams(raw, ssrcs, args.packets, pt, extensions, offer.media[0].mid)
     by_ssrc = {p.source("video"): p for p in participants}
     tx, rx = srtp_pair()
     protected = [tx.protect(b) for b in packets]

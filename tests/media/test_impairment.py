@@ -224,6 +224,23 @@ async def test_learns_both_sides_and_relays_both_ways() -> None:
     assert relay.counters("a_to_b").dropped_packets == {DropReason.NO_PEER: 2}
 
 
+async def test_a_destination_set_later_makes_the_other_sender_side_a() -> None:
+    """The relay's address goes out before B's is known (an SDP offer); B then sends first."""
+    a, b = await peer(), await peer()
+    async with ImpairmentRelay(seed=0) as relay:
+        b.send(100, relay.address)  # learnt as A in learning mode: it was first
+        await until(lambda: relay.counters("a_to_b").received_packets == 1)
+        relay.set_destination(b.address)
+        a.send(0, relay.address)  # now a is A, whatever came before
+        await until(lambda: len(b.received) == 1)
+        b.send(101, relay.address)
+        await until(lambda: len(a.received) == 1)
+        assert (relay.side_a, relay.side_b) == (a.address, b.address)
+    a.close()
+    b.close()
+    assert [s for s, _ in a.received] == [101] and [s for s, _ in b.received] == [0]
+
+
 async def test_profiles_per_direction() -> None:
     a, b = await peer(), await peer()
     relay = ImpairmentRelay(

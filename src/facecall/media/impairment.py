@@ -367,6 +367,14 @@ class ImpairmentRelay:
     async def __aexit__(self, *exc_info: object) -> None:
         self.close()
 
+    def set_destination(self, to: Address) -> None:
+        """Make ``to`` side B from now on, and side A whoever else sends next: for a relay whose
+        own address had to be handed out (in an SDP offer, say) before B's address was known.
+        What the relay learnt until then is forgotten."""
+        self.side_b = _normalise(to)
+        self.side_a = None
+        self._learn_b = False
+
     def set_profile(self, profile: ImpairmentProfile, direction: Direction | str = "both") -> None:
         """Change the impairment of one direction (or ``"both"``) at runtime."""
         if direction == "both":

@@ -52,7 +52,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from aiortc.clock import current_ntp_time
 from aiortc.rtcicetransport import RTCIceServer
 from aiortc.rtp import (
     RTCP_PSFB_APP,
@@ -521,9 +520,7 @@ class Room:
             out.payload_type = slot.payload_type
             out.extensions.mid = slot.mid
             out.extensions.rtp_stream_id = out.extensions.repaired_rtp_stream_id = None
-            # the subscriber's delay-based estimate is of the path from here (6.18 fixed-point
-            # seconds of the NTP clock, as aiortc's sender writes it)
-            out.extensions.abs_send_time = (current_ntp_time() >> 14) & 0x00FFFFFF
+            out.extensions.abs_send_time = abs_send_time()
             if not await slot.owner.transport.send_rtp(out):
                 return False
             slot.sender.count(len(out.payload))
@@ -698,6 +695,15 @@ def _fresh_ssrc(taken: set[int]) -> int:
         pass
     taken.add(ssrc)
     return ssrc
+
+
+def abs_send_time() -> int:
+    """Now as abs-send-time: NTP seconds in 6.18 fixed point, the low 24 bits (webrtc.org's
+    abs-send-time extension, as aiortc's sender writes it). The NTP era's offset from the Unix
+    epoch, 2,208,988,800 s, is a multiple of 64 s, so the Unix clock gives the same bits. The
+    subscriber's delay-based estimate is then of the path from the SFU, not of the publishers'
+    clocks."""
+    return int(time.time() * 262144) & 0xFFFFFF
 
 
 def _copy(packet: RtpPacket) -> RtpPacket:
