@@ -6,7 +6,8 @@
 //   every candidate in the offer (no trickle); one sendrecv audio m-line and, in a video call,
 //   one sendrecv video m-line (this device's microphone and camera, or its shared screen);
 //   then SLOTS recvonly audio and (video call) SLOTS recvonly video m-lines: the receive
-//   slots, each played by whoever the SFU puts there (`sfu.slots`); Opus and VP8 only;
+//   slots, each played by whoever the SFU puts there (`sfu.slots`); Opus and VP8 only; the
+//   video goes as simulcast, three layers the SFU picks from per receiver (group-simulcast.js);
 // * every frame is SFrame-encrypted end to end (group-e2ee.js): the senders' frames before
 //   they leave, the slots' frames before they are decoded; the keys come with `call.key`
 //   events and go to the room's members (`sfu.members`);
@@ -22,6 +23,7 @@
 // What the server sends is checked before use: a malformed `sfu.slots`, `sfu.members` or
 // `call.key` is counted (`refused`) and changes nothing.
 
+import { fitLayers, sendEncodings, sentLayers } from "./group-simulcast.js";
 import { Peer } from "./peer.js";
 
 /** Receive slots per kind asked for: the SFU's default K (docs/sfu.md). */
@@ -126,6 +128,7 @@ export class GroupCall extends EventTarget {
     this.refused = { slots: 0, members: 0, keys: 0 }; // malformed events from the server
     this.waiting = []; // sfu.members events that came before the reply to sfu.join
     this.senders = { audio: null, video: null };
+    this.fitting = Promise.resolve(); // the video sender's layers being sized (fitVideo)
     // what peer.js's statistics and grading read (see stats(), measure())
     this.previous = null;
     this.quality = "unknown";
@@ -182,7 +185,8 @@ export class GroupCall extends EventTarget {
       if (replaced) replaced.close();
       const sent = host.media.sentVideo || null; // the camera or screen changed while it joined
       if (this.senders.video && this.senders.video.track !== sent) {
-        this.senders.video.replaceTrack(sent).catch((error) => console.warn("facecall: group video", error));
+        this.senders.video.replaceTrack(sent).then(() => this.fitVideo(),
+          (error) => console.warn("facecall: group video", error));
       }
       this.joined = true;
       this.live = true;
@@ -192,6 +196,7 @@ export class GroupCall extends EventTarget {
       this.onMembers({ members: reply.members }); // the keys go to these devices
       this.onSlots({ slots: reply.slots || [] });
       await made.pc.setRemoteDescription({ type: "answer", sdp: reply.sdp });
+      this.fitVideo(); // (the answer says how many layers go)
       this.watchTransport(made.pc);
       // lists of this join that came before its reply (the newest counts); sfu.slots that
       // came before it were the old connection's: this one's fill once its media connects
@@ -231,10 +236,12 @@ export class GroupCall extends EventTarget {
       const own = [["audio", media.audioTrack]];
       if (video) own.push(["video", media.sentVideo]);
       for (const [kind, track] of own) {
-        const transceiver = pc.addTransceiver(track || kind, { direction: "sendrecv", streams: [media.stream] });
+        const transceiver = pc.addTransceiver(track || kind, { direction: "sendrecv", streams: [media.stream],
+          ...(kind === "video" ? { sendEncodings: sendEncodings() } : {}) });
         this.only(transceiver, kind);
         senders[kind] = transceiver.sender;
-        e2ee.protectSender(transceiver.sender, kind); // nothing leaves unencrypted
+        // nothing leaves unencrypted: one transform takes the frames of every simulcast layer
+        e2ee.protectSender(transceiver.sender, kind);
       }
       const receivers = [];
       for (const kind of video ? KINDS : ["audio"]) {
@@ -501,15 +508,32 @@ export class GroupCall extends EventTarget {
   // -- sending ------------------------------------------------------------------------------
   /** Send another video track (camera on or switched, a shared screen), or none (camera off). */
   async replaceVideo(track) {
-    if (this.senders.video && !this.closed) await this.senders.video.replaceTrack(track);
+    if (this.senders.video && !this.closed) {
+      await this.senders.video.replaceTrack(track);
+      this.fitVideo();
+    }
+  }
+
+  /** The video sender's simulcast layers sized for the picture it sends now, once the answer
+   *  is applied (it says how many layers go); one change at a time. */
+  fitVideo() {
+    const { pc, senders: { video: sender } } = this;
+    this.fitting = this.fitting.then(() => {
+      if (!sender || !sender.track || this.closed || pc.signalingState !== "stable") return null;
+      return fitLayers(sender, sender.track);
+    }).catch((error) => console.warn("facecall: group video layers", error));
   }
 
   // -- statistics ---------------------------------------------------------------------------------
   /** The connection's statistics as peer.js reads a peer connection's (summed over the slots),
-   *  and per slot (``slots``: mid -> frames decoded, size, packets). */
+   *  per slot (``slots``: mid -> frames decoded, size, packets) and per simulcast layer sent
+   *  (``sent``: group-simulcast.js). ``framesEncoded`` counts the picture's frames once, not
+   *  once per layer (the most any layer encoded). */
   async stats() {
     const out = await Peer.prototype.stats.call(this);
     const report = await this.pc.getStats();
+    out.sent = sentLayers(report);
+    out.framesEncoded = Math.max(0, ...out.sent.map((layer) => layer.framesEncoded));
     out.slots = {};
     report.forEach((s) => {
       if (s.type !== "inbound-rtp" || !this.slots.has(s.mid)) return;
@@ -546,7 +570,7 @@ export class GroupCall extends EventTarget {
       slots: [...this.slots.values()].map((s) => ({ mid: s.mid, kind: s.kind, userId: s.userId, deviceId: s.deviceId,
         ...((stats && stats.slots[s.mid])
           || { packetsReceived: 0, framesDecoded: 0, frameWidth: 0, frameHeight: 0, samplesDecoded: 0 }) })),
-      members: this.members, refused: { ...this.refused }, e2ee,
+      sent: stats ? stats.sent : [], members: this.members, refused: { ...this.refused }, e2ee,
     };
   }
 
