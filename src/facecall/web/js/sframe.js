@@ -32,7 +32,9 @@ export const MAX_VALUE = (1n << 64n) - 1n;
 export const MAX_HEADER_LENGTH = 17;
 /** The largest plaintext (and metadata) by default: 1 MiB, as in Python. */
 export const MAX_FRAME = 1 << 20;
-export const DEFAULT_REPLAY_WINDOW = 128;
+/** Frames per KID in a Receiver's replay window: as in Python (a sender's audio and all its
+ *  simulcast layers share one counter, some 140 frames a second). */
+export const DEFAULT_REPLAY_WINDOW = 1024;
 export const MIN_BASE_KEY = 16;
 
 // -- errors: the same names as the Python classes -----------------------------------------------
