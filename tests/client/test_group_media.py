@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiortc import MediaStreamTrack
 from aiortc.codecs.vpx import VpxPayloadDescriptor
 from aiortc.rtp import RtpPacket
 
@@ -40,7 +41,7 @@ from facecall.sfu.control import InProcessSfu
 from facecall.sfu.room import Room
 from facecall.turn.server import TurnServer
 from tests.live import LiveServer, MakeDevice, ice_settings, live_server, sdk_devices
-from tests.sfu.test_transport import LOOPBACK, MARK_SHIFT, MarkedVideoTrack, until
+from tests.sfu.test_transport import LOOPBACK, MARK_SHIFT, MarkedVideoTrack, TalkingAudioTrack, until
 
 MARKS = {"alice": 1, "bob": 2, "carol": 3}
 
@@ -141,9 +142,10 @@ class Watcher:
             task.cancel()
 
 
-async def three_in_a_call(make: MakeDevice) -> tuple[list[Device], list[Call]]:
-    """alice calls bob (P2P media connects), bob invites carol, carol answers; each with
-    video marked as theirs."""
+async def three_in_a_call(make: MakeDevice, carol_audio: MediaStreamTrack | None = None,
+                          ) -> tuple[list[Device], list[Call]]:
+    """alice calls bob (P2P media connects), bob invites carol, carol answers (with
+    ``carol_audio``, if given); each with video marked as theirs."""
     devices = [await make(name) for name in MARKS]
     alice, bob, carol = devices
     a_call = await alice.call("bob", video_source=MarkedVideoTrack(MARKS["alice"]))
@@ -152,8 +154,42 @@ async def three_in_a_call(make: MakeDevice) -> tuple[list[Device], list[Call]]:
     await a_call.wait_connected(20)
     await b_call.invite("carol")
     c_call = await carol.next_call(10)
-    await c_call.answer(video_source=MarkedVideoTrack(MARKS["carol"]))
+    await c_call.answer(video_source=MarkedVideoTrack(MARKS["carol"]), audio_source=carol_audio)
     return devices, [a_call, b_call, c_call]
+
+
+async def test_every_device_is_told_who_speaks_and_malformed_speakers_change_nothing(
+        make: MakeDevice, group_server: LiveServer) -> None:
+    devices, calls = await three_in_a_call(make, carol_audio=TalkingAudioTrack())
+    carol = devices[2]
+    told: list[object] = []
+    calls[0].on("group_speaker", told.append)
+    groups = [await call.join_group_media(slots=2) for call in calls]
+    try:
+        her = (carol.user_id, carol.device_id)
+        await until(lambda: all(g.speaker == her for g in groups), what="everyone told carol speaks")
+        assert [e.data for e in told] == [{"user_id": carol.user_id, "device_id": carol.device_id}]
+
+        # what the server might send wrong: ignored, the speaker stays
+        for bad in ({"user_id": 7, "device_id": carol.device_id}, {"user_id": carol.user_id},
+                    {"user_id": None, "device_id": carol.device_id}, "carol", ["x"]):
+            wire = {"type": "sfu.speaker", "call_id": calls[0].id, **bad} if isinstance(bad, dict) \
+                else bad
+            if isinstance(wire, dict):
+                assert groups[0].takes(wire)
+            else:
+                groups[0]._speak(wire)
+            assert groups[0].speaker == her
+        assert len(told) == 1
+
+        # carol leaves: nobody speaks now
+        await groups[2].leave()
+        await until(lambda: groups[0].speaker is None and groups[1].speaker is None,
+                    what="nobody speaks once carol left")
+        assert told[-1].data == {"user_id": None, "device_id": None}  # type: ignore[attr-defined]
+    finally:
+        for call in calls:
+            await call.hangup()
 
 
 async def test_three_devices_see_each_other_through_the_sfu(

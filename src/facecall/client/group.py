@@ -110,8 +110,10 @@ class GroupMedia:
     :meth:`Call.join_group_media <facecall.client.call.Call.join_group_media>`.
 
     The call emits (pyee, and in :meth:`Call.events`) ``group_slots`` (``slots``: mid →
-    :class:`GroupSlot`) each time a slot changes hands, and ``group_media`` (``state``:
-    ``connected``, ``failed`` — the SFU lost this device, which joins again — or ``closed``).
+    :class:`GroupSlot`) each time a slot changes hands, ``group_speaker`` (``user_id``,
+    ``device_id``: the room's dominant speaker now, both None for nobody; :attr:`speaker`) when
+    the SFU's choice changes, and ``group_media`` (``state``: ``connected``, ``failed`` — the
+    SFU lost this device, which joins again — or ``closed``).
     """
 
     def __init__(self, call: Call, peer: PeerSession, slots: int, keys: GroupKeys) -> None:
@@ -126,6 +128,9 @@ class GroupMedia:
         """Monotonic instants: ``joined`` (the offer made), ``connected``, ``closed``."""
         self.rejoins = 0
         """Times this device joined again after its connection with the SFU was lost."""
+        self.speaker: tuple[str, str] | None = None
+        """``(user_id, device_id)`` of the room's dominant speaker as the SFU says (the
+        ``sfu.join`` reply, then ``sfu.speaker``), or None: nobody yet, or they left."""
         self._peer = peer
         self._slots: dict[str, GroupSlot] = {}
         self._changed = asyncio.Event()
@@ -246,6 +251,9 @@ class GroupMedia:
         if kind == "sfu.slots":
             self._fill(event["slots"])
             return True
+        if kind == "sfu.speaker":
+            self._speak(event)
+            return True
         if kind == "call.handed_off":
             call = self.call
             if event["user_id"] == call.remote_user and event["from_device"] == call.remote_device:
@@ -306,6 +314,25 @@ class GroupMedia:
         if changed:
             self._changed.set()
             self.call._emit_event("group_slots", slots=dict(self._slots))
+
+    def _speak(self, wire: object) -> None:
+        """Apply the server's speaker (the reply's ``speaker`` or an ``sfu.speaker`` event);
+        emit ``group_speaker`` if it changed. Anything but two strings or two nulls is ignored."""
+        if self.closed:
+            return
+        user_id = wire.get("user_id") if isinstance(wire, dict) else None
+        device_id = wire.get("device_id") if isinstance(wire, dict) else None
+        if isinstance(user_id, str) and isinstance(device_id, str):
+            speaker: tuple[str, str] | None = (user_id, device_id)
+        elif wire is None or (user_id is None and device_id is None and isinstance(wire, dict)):
+            speaker = None
+        else:
+            log.warning("group.bad_speaker", call_id=self.call.id)
+            return
+        if speaker != self.speaker:
+            self.speaker = speaker
+            self.call._emit_event("group_speaker", user_id=speaker[0] if speaker else None,
+                                  device_id=speaker[1] if speaker else None)
 
     def _follow(self, peer: PeerSession) -> None:
         peer.pc.on("connectionstatechange", lambda: self._on_connection_state(peer))
@@ -382,6 +409,7 @@ class GroupMedia:
                 continue
             self._play(peer.pc.getTransceivers())
             self._fill(reply.get("slots") or [])
+            self._speak(reply.get("speaker"))
             self.keys.members_replied(reply.get("members"))
             self.rejoins += 1
             log.info("group.rejoined", call_id=call.id, rejoins=self.rejoins)
@@ -463,5 +491,6 @@ async def join_group_media(call: Call, slots: int = DEFAULT_SLOTS) -> GroupMedia
         raise
     group._play(peer.pc.getTransceivers())
     group._fill(reply.get("slots") or [])
+    group._speak(reply.get("speaker"))
     log.info("group.joined", call_id=call.id, slots=slots, closed_p2p=p2p is not None)
     return group

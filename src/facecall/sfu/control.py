@@ -20,6 +20,8 @@ from facecall.signaling.sfu_control import (
     SfuRefused,
     Slot,
     SlotsListener,
+    Speaker,
+    SpeakerListener,
 )
 
 
@@ -31,10 +33,12 @@ class InProcessSfu:
         self._users: dict[tuple[str, str], str] = {}  # (call id, device id) -> user id
         self._listener: SlotsListener | None = None
         self._members_listener: MembersListener | None = None
+        self._speaker_listener: SpeakerListener | None = None
         # (call id, device id) -> the members its join made (told before the join returns)
         self._joined_members: dict[tuple[str, str], tuple[Member, ...]] = {}
         self.registry.on_slots(self._slots_changed)
         self.registry.on_members(self._members_changed)
+        self.registry.on_speaker(self._speaker_changed)
 
     async def join(self, call_id: str, user_id: str, device_id: str,
                    offer_sdp: str) -> SfuJoined:
@@ -55,7 +59,8 @@ class InProcessSfu:
             members = self._joined_members.pop((call_id, device_id), None)
         if members is None:  # (its join changed nothing the registry could tell: not expected)
             members = self._members(call_id, self.registry.members(call_id))
-        return SfuJoined(answer, self._named(call_id, fills), members)
+        return SfuJoined(answer, self._named(call_id, fills), members,
+                         self._speaker(call_id, self.registry.speaker(call_id)))
 
     async def leave(self, call_id: str, device_id: str) -> bool:
         left = await self.registry.leave(call_id, device_id)
@@ -76,6 +81,9 @@ class InProcessSfu:
 
     def on_members(self, listener: MembersListener) -> None:
         self._members_listener = listener
+
+    def on_speaker(self, listener: SpeakerListener) -> None:
+        self._speaker_listener = listener
 
     async def shutdown(self) -> None:
         await self.registry.close_all()
@@ -104,6 +112,14 @@ class InProcessSfu:
             self._joined_members[(call_id, joiner)] = named
         if self._members_listener is not None:
             self._members_listener(call_id, joiner, named)
+
+    def _speaker(self, call_id: str, device_id: str | None) -> Speaker | None:
+        user_id = None if device_id is None else self._users.get((call_id, device_id))
+        return None if device_id is None or user_id is None else Speaker(user_id, device_id)
+
+    def _speaker_changed(self, call_id: str, device_id: str | None) -> None:
+        if self._speaker_listener is not None:
+            self._speaker_listener(call_id, self._speaker(call_id, device_id))
 
     def _forget(self, call_id: str, device_id: str) -> None:
         """Drop the device's user unless the device is (still) in the call's room."""

@@ -223,14 +223,18 @@ class Room:
         :meth:`slot_sources` then (:mod:`facecall.sfu.rooms` tells the devices). Also called
         after every :meth:`leave` (the room's own too: gone silent, transport closed), once
         the participant is out: :mod:`facecall.sfu.rooms` learns there who left.
+    :param on_speaker: called (no arguments) whenever :attr:`speaker_id` changed.
     """
 
     def __init__(self, slots: int = SLOTS, *, silence_timeout: float = 15.0,
                  ice_servers: Sequence[RTCIceServer] = (),
                  host_addresses: Sequence[str] | None = None,
-                 on_slots: Callable[[], None] | None = None) -> None:
+                 on_slots: Callable[[], None] | None = None,
+                 on_speaker: Callable[[], None] | None = None) -> None:
         self.slots = slots
         self.on_slots = on_slots
+        self.on_speaker = on_speaker
+        self._told_speaker: str | None = None
         self.silence_timeout = silence_timeout
         self.ice_servers = list(ice_servers)
         self.host_addresses = tuple(host_addresses) if host_addresses is not None else None
@@ -335,6 +339,7 @@ class Room:
                     slot.feed = None
                     slot.munger.switch_to(None)
         await self._assign()
+        self._tell_speaker()
         if p.task is not None and p.task is not asyncio.current_task():
             p.task.cancel()
         await p.transport.close()
@@ -349,6 +354,19 @@ class Room:
         for participant_id in list(self.participants):
             await self.leave(participant_id)
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    @property
+    def speaker_id(self) -> str | None:
+        """The dominant speaker (:class:`~facecall.sfu.speaker.DominantSpeaker`) among the
+        participants, or None before anyone spoke and after they left."""
+        dominant = self.speaker.dominant
+        return dominant if dominant in self.participants else None
+
+    def _tell_speaker(self) -> None:
+        if (speaker := self.speaker_id) != self._told_speaker:
+            self._told_speaker = speaker
+            if self.on_speaker is not None:
+                self.on_speaker()
 
     def slot_sources(self, participant_id: str) -> dict[str, str | None]:
         """Who feeds each of a participant's slots now: mid → participant id (or None)."""
@@ -665,6 +683,7 @@ class Room:
                         self._recent.remove(dominant)
                     self._recent.insert(0, dominant)
                 await self._assign()  # also: layers that came or stopped, probes that are due
+                self._tell_speaker()
                 for p in list(self.participants.values()):
                     if p.upstream is not None and (report := p.upstream.report(now)) is not None:
                         await p.transport.send_rtcp([report])

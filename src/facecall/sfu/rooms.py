@@ -88,6 +88,9 @@ class RoomMember:
 #: them now, in the order they joined; ``joiner``: the participant whose join made the change
 #: (else None: someone left or was let go)
 MemberListener = Callable[[str, str | None, tuple[RoomMember, ...]], None]
+#: ``listener(room_id, participant)``: the room's dominant speaker is now ``participant``
+#: (None: nobody, the last one left); not told for a closing room
+SpeakerListener = Callable[[str, str | None], None]
 
 
 @dataclass(eq=False)
@@ -141,6 +144,7 @@ class RoomRegistry:
         self._rooms: dict[str, _Entry] = {}
         self._listener: SlotListener | None = None
         self._member_listener: MemberListener | None = None
+        self._speaker_listener: SpeakerListener | None = None
         self._joins = itertools.count(time.time_ns() // 1000)  # RoomMember.joined
         self._turns: dict[tuple[str, str], _Turn] = {}  # joins of one participant, in turn
         self._closing: set[asyncio.Future[None]] = set()
@@ -152,6 +156,10 @@ class RoomRegistry:
     def on_members(self, listener: MemberListener) -> None:
         """Tell ``listener`` of every change of who is in a room (module docstring)."""
         self._member_listener = listener
+
+    def on_speaker(self, listener: SpeakerListener) -> None:
+        """Tell ``listener`` of every change of a room's dominant speaker."""
+        self._speaker_listener = listener
 
     # --- reading
 
@@ -173,6 +181,11 @@ class RoomRegistry:
         (nobody if there is no such room)."""
         entry = self._rooms.get(room_id)
         return self._roster(entry) if entry is not None else ()
+
+    def speaker(self, room_id: str) -> str | None:
+        """Room ``room_id``'s dominant speaker now (None: nobody yet, or no such room)."""
+        entry = self._rooms.get(room_id)
+        return entry.room.speaker_id if entry is not None else None
 
     def slots_of(self, room_id: str, participant_id: str) -> tuple[SlotFill, ...]:
         """The participant's slots and who fills them now (KeyError if not in the room)."""
@@ -213,6 +226,7 @@ class RoomRegistry:
             entry = _Entry(Room(self.slots, silence_timeout=self.silence_timeout,
                                 ice_servers=self.ice_servers, host_addresses=self.host_addresses))
             entry.room.on_slots = lambda: self._slots_changed(room_id, entry)
+            entry.room.on_speaker = lambda: self._speaker_changed(room_id, entry)
             self._rooms[room_id] = entry
         room = entry.room
         replacing = participant_id in room.participants
@@ -312,6 +326,16 @@ class RoomRegistry:
                         logger.exception("sfu rooms: slot listener failed")
         if not room.participants and entry.joining == 0:
             self._retire_if_empty(room_id, entry)
+
+    def _speaker_changed(self, room_id: str, entry: _Entry) -> None:
+        """The room's ``on_speaker``: tell the listener (not for a closing room)."""
+        if entry.closing is not None or self._rooms.get(room_id) is not entry:
+            return
+        if self._speaker_listener is not None:
+            try:
+                self._speaker_listener(room_id, entry.room.speaker_id)
+            except Exception:  # a listener's failure must not stop the room
+                logger.exception("sfu rooms: speaker listener failed")
 
     @staticmethod
     def _roster(entry: _Entry) -> tuple[RoomMember, ...]:

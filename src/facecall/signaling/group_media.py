@@ -20,6 +20,10 @@
   event for it (its ``ok`` has the list); events for it that come while its ``sfu.join`` is
   under way are held until its ``ok`` is out, and those older than its join dropped. A room
   that closes (the call ended) or empties tells nobody.
+* **Speaker.** The ``ok`` of ``sfu.join`` names the room's dominant speaker (``speaker``:
+  ``user_id``, ``device_id``, or null), and every device in the room gets ``sfu.speaker``
+  whenever the SFU's choice changes (null: nobody, the speaker left), through the same outbox;
+  held for a joining device like the others, and dropped when older than its ``ok``.
 * **One node only.** On a shared bus (several nodes) each node would hold its own rooms and
   split a call's devices between them: ``sfu.join`` is refused (``sfu_unavailable``) there.
 """
@@ -37,7 +41,7 @@ from facecall.logs import get_logger
 from facecall.signaling.errors import ErrorCode, ProtocolError
 from facecall.signaling.protocol import PROTOCOL_VERSION
 from facecall.signaling.records import LegState
-from facecall.signaling.sfu_control import Member, SfuControl, SfuRefused, Slot
+from facecall.signaling.sfu_control import Member, SfuControl, SfuRefused, Slot, Speaker
 
 if TYPE_CHECKING:
     from facecall.signaling.call_view import CallView
@@ -76,6 +80,7 @@ class GroupMedia:
         if control is not None:
             control.on_slots(self._slots_changed)
             control.on_members(self._members_changed)
+            control.on_speaker(self._speaker_changed)
 
     async def handle(self, user_id: str, device_id: str, message: Any) -> dict[str, Any]:
         """Act on a validated ``sfu.join`` / ``sfu.leave``; the ``ok`` fields or ProtocolError."""
@@ -85,7 +90,11 @@ class GroupMedia:
             hold = self._holds.setdefault(device_id, _Hold())
             hold.joins += 1
             try:
-                return await self._join(control, user_id, device_id, message.call_id, message.sdp)
+                reply = await self._join(control, user_id, device_id, message.call_id, message.sdp)
+                # what was held about the speaker is older than the reply's (read last)
+                hold.events = [e for e in hold.events if e["type"] != "sfu.speaker"
+                               or e["call_id"] != message.call_id]
+                return reply
             finally:  # after this, nothing yields before the session queues the reply
                 hold.joins -= 1
                 if hold.joins == 0:
@@ -113,7 +122,8 @@ class GroupMedia:
             await control.leave(call_id, device_id)
             raise
         return {"sdp": joined.answer, "slots": [slot.to_wire() for slot in joined.slots],
-                "members": [member.to_wire() for member in joined.members]}
+                "members": [member.to_wire() for member in joined.members],
+                "speaker": joined.speaker.to_wire() if joined.speaker is not None else None}
 
     def in_use(self, call_id: str) -> bool:
         """Whether the call's media goes through this node's SFU: its room has devices (the
@@ -173,6 +183,16 @@ class GroupMedia:
         for member in members:
             if member.device_id != joiner:
                 self._queue(member.device_id, event)
+
+    def _speaker_changed(self, call_id: str, speaker: Speaker | None) -> None:
+        """The SFU's speaker listener: queue ``sfu.speaker`` for every device in the room."""
+        if self.control is None:
+            return
+        event = {"v": PROTOCOL_VERSION, "type": "sfu.speaker", "call_id": call_id,
+                 "user_id": speaker.user_id if speaker is not None else None,
+                 "device_id": speaker.device_id if speaker is not None else None}
+        for device_id in sorted(self.control.members(call_id)):
+            self._queue(device_id, event)
 
     def _queue(self, device_id: str, event: dict[str, Any]) -> None:
         """Send ``event`` to the device after every event queued before it; held while the

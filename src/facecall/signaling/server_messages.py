@@ -333,6 +333,17 @@ class SfuMembers(_Event):
     members: list[RoomMember]
 
 
+class SfuSpeaker(_Event):
+    """To every device in the call's group media room: the device the SFU now takes for the
+    dominant speaker (from the RFC 6464 audio levels of every sender), or nobody (both null:
+    the speaker left), whenever that changes. The ``ok`` of ``sfu.join`` has the one at the
+    join (``speaker``: ``{user_id, device_id}`` or null)."""
+
+    type: Literal["sfu.speaker"]
+    user_id: Id | None
+    device_id: Id | None
+
+
 #: Any server → client frame, discriminated by ``type``.
 ServerMessage = Annotated[
     Ok
@@ -354,6 +365,7 @@ ServerMessage = Annotated[
     | CallHandedOff
     | CallElsewhere
     | SfuSlots
-    | SfuMembers,
+    | SfuMembers
+    | SfuSpeaker,
     Field(discriminator="type"),
 ]

@@ -1,8 +1,8 @@
 """What signaling asks of the SFU (DESIGN.md: "room placement / control"): put a device of a
 call in the call's room from its offer, take it out, close the room, say who is in it, and
-tell signaling when a device's receive slots change hands and when who is in the room changes
+tell signaling when a device's receive slots change hands, when who is in the room changes
 (a device joins, joins again, leaves, or is dropped by the SFU itself: gone silent, its
-transport closed). Signaling never touches media: this
+transport closed), and when the room's dominant speaker changes. Signaling never touches media: this
 interface is all it knows of the SFU. :class:`facecall.sfu.control.InProcessSfu` implements it
 over the rooms of this process (:mod:`facecall.sfu.rooms`); a separate SFU process would be
 another implementation.
@@ -48,13 +48,26 @@ class Member:
 
 
 @dataclass(frozen=True, slots=True)
+class Speaker:
+    """The device the SFU holds for the room's dominant speaker (RFC 6464 levels)."""
+
+    user_id: str
+    device_id: str
+
+    def to_wire(self) -> dict[str, str]:
+        return {"user_id": self.user_id, "device_id": self.device_id}
+
+
+@dataclass(frozen=True, slots=True)
 class SfuJoined:
     """The SFU took the device: its ``answer`` SDP, its slots (empty until its media
-    connects), and the room's ``members`` as its join left them (the device included)."""
+    connects), the room's ``members`` as its join left them (the device included), and its
+    dominant ``speaker`` then (None: nobody yet)."""
 
     answer: str
     slots: tuple[Slot, ...]
     members: tuple[Member, ...] = ()
+    speaker: Speaker | None = None
 
 
 class SfuRefused(Exception):
@@ -75,6 +88,9 @@ SlotsListener = Callable[[str, str, str, tuple[Slot, ...]], None]
 #: again) made this change -- its :meth:`SfuControl.join` returns the same list -- else None
 #: (a device left, or the SFU dropped it). Not called when a room closes or becomes empty.
 MembersListener = Callable[[str, str | None, tuple[Member, ...]], None]
+#: ``listener(call_id, speaker)``: the room's dominant speaker changed (None: nobody now, the
+#: last one left). Not called when a room closes.
+SpeakerListener = Callable[[str, Speaker | None], None]
 
 
 class SfuControl(Protocol):
@@ -106,6 +122,10 @@ class SfuControl(Protocol):
     def on_members(self, listener: MembersListener) -> None:
         """Have ``listener`` told whenever who is in a room changes, in the order of the
         changes, at the moment each happens (before the call that made it returns)."""
+        ...
+
+    def on_speaker(self, listener: SpeakerListener) -> None:
+        """Have ``listener`` told whenever a room's dominant speaker changes."""
         ...
 
     async def shutdown(self) -> None:
