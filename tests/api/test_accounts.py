@@ -91,6 +91,9 @@ async def test_health_metrics_openapi(server: LiveServer) -> None:
     assert (await server.http.get("/healthz")).json()["status"] == "ok"
     metrics = await server.http.get("/metrics")
     assert metrics.status_code == 200 and "python_info" in metrics.text
+    for family in ("facecall_connected_devices", "facecall_sfu_rooms", "facecall_sfu_participants",
+                   "facecall_sfu_forwarded_packets_total", "facecall_turn_allocations"):
+        assert f"\n{family} " in metrics.text, family
     spec = (await server.http.get("/openapi.json")).json()
     assert "/v1/accounts" in spec["paths"] and "/v1/turn/credentials" in spec["paths"]
 

@@ -68,6 +68,7 @@ from aiortc.rtp import (
 )
 
 from facecall.ice_hosts import gathered_on
+from facecall.sfu import metrics
 from facecall.sfu.feedback import (
     MAX_NACK_SEQS,
     RETRANSMIT_BURST,
@@ -241,6 +242,8 @@ class Room:
         self.participants: dict[str, Participant] = {}
         self.speaker = DominantSpeaker()
         self.stats = RoomStats()
+        self._reported = RoomStats()  # what metrics has of self.stats
+        metrics.ROOMS.inc()
         self._by_transport: dict[SfuTransport, Participant] = {}
         self._routes: dict[int, list[Slot]] = {}
         self._recent: list[str] = []
@@ -317,6 +320,7 @@ class Room:
                               session_id=secrets.randbits(62))
         self.participants[participant_id] = p
         self._by_transport[transport] = p
+        metrics.PARTICIPANTS.inc()
         return answer
 
     async def leave(self, participant_id: str) -> None:
@@ -325,6 +329,7 @@ class Room:
         p = self.participants.pop(participant_id, None)
         if p is None:
             return
+        metrics.PARTICIPANTS.dec()
         self._by_transport.pop(p.transport, None)
         for ssrc in p.sources:
             self._last_pli.pop(ssrc, None)
@@ -347,6 +352,8 @@ class Room:
 
     async def close(self) -> None:
         """Remove everyone and stop."""
+        if not self._closed:
+            metrics.ROOMS.dec()
         self._closed = True
         if self._ticker is not None:
             self._ticker.cancel()
@@ -354,6 +361,7 @@ class Room:
         for participant_id in list(self.participants):
             await self.leave(participant_id)
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        metrics.report(self.stats, self._reported)
 
     @property
     def speaker_id(self) -> str | None:
@@ -687,6 +695,7 @@ class Room:
                 for p in list(self.participants.values()):
                     if p.upstream is not None and (report := p.upstream.report(now)) is not None:
                         await p.transport.send_rtcp([report])
+                metrics.report(self.stats, self._reported)
                 for p in list(self.participants.values()):
                     if now - p.last_heard > self.silence_timeout:
                         logger.info("sfu room: nothing from %s for %.0f s: removed", p.id,
