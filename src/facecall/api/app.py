@@ -33,8 +33,10 @@ from facecall.api import (
 from facecall.api.limits import BodySizeLimit
 from facecall.api.throttle import AuthThrottle
 from facecall.bus import Bus, InProcessBus
+from facecall.bus.redis_bus import RedisBus
 from facecall.config import Settings
 from facecall.sfu.control import InProcessSfu
+from facecall.sfu.placement import ClusterSfu
 from facecall.sfu.rooms import RoomRegistry
 from facecall.signaling.service import CallService
 from facecall.store import Store
@@ -85,10 +87,14 @@ def create_app(settings: Settings, *, turn_uris: list[str] | None = None,
                                             ttl=settings.resume_grace * 4)
         if given_bus is None:
             await the_bus.start()
-        sfu = InProcessSfu(RoomRegistry(  # group media: the rooms of this node (docs/sfu.md)
+        sfu: InProcessSfu | ClusterSfu | None = InProcessSfu(RoomRegistry(
+            # group media: the rooms of this node (docs/sfu.md)
             max_rooms=settings.sfu_max_rooms, max_participants=settings.sfu_max_participants,
             host_addresses=settings.sfu_host_addresses or None)) \
             if settings.sfu_max_rooms else None
+        if sfu is not None and isinstance(the_bus, RedisBus):  # several nodes: one room a call
+            sfu = ClusterSfu(sfu, the_bus)
+            await sfu.start()
         service = CallService(store, the_bus, settings, sfu=sfu)
         app.state.store, app.state.bus, app.state.signaling = store, the_bus, service
         app.state.sfu = sfu

@@ -14,6 +14,7 @@ from facecall.sfu.rooms import RoomClosed, RoomMember, RoomRegistry, RoomsError,
 from facecall.sfu.sdp import SfuOfferError
 from facecall.signaling.errors import ErrorCode
 from facecall.signaling.sfu_control import (
+    JoinHolds,
     Member,
     MembersListener,
     SfuJoined,
@@ -27,6 +28,8 @@ from facecall.signaling.sfu_control import (
 
 class InProcessSfu:
     """The rooms of this process, as signaling's :class:`SfuControl`."""
+
+    spans_nodes = False
 
     def __init__(self, registry: RoomRegistry | None = None) -> None:
         self.registry = registry if registry is not None else RoomRegistry()  # empty: len 0
@@ -75,6 +78,15 @@ class InProcessSfu:
 
     def members(self, call_id: str) -> frozenset[str]:
         return self.registry.participants(call_id)
+
+    async def devices(self, call_id: str) -> frozenset[str]:
+        return self.registry.participants(call_id)
+
+    def answered(self, call_id: str, device_id: str) -> None:
+        """Nothing: the events of a join here are held where it is answered."""
+
+    def hold_joins_with(self, holds: JoinHolds) -> None:
+        """Nothing: every join here is one this node's signaling answers."""
 
     def on_slots(self, listener: SlotsListener) -> None:
         self._listener = listener

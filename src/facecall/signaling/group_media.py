@@ -24,8 +24,13 @@
   ``user_id``, ``device_id``, or null), and every device in the room gets ``sfu.speaker``
   whenever the SFU's choice changes (null: nobody, the speaker left), through the same outbox;
   held for a joining device like the others, and dropped when older than its ``ok``.
-* **One node only.** On a shared bus (several nodes) each node would hold its own rooms and
-  split a call's devices between them: ``sfu.join`` is refused (``sfu_unavailable``) there.
+* **Several nodes.** On a shared bus the SFU must span the nodes (``spans_nodes``:
+  :class:`facecall.sfu.placement.ClusterSfu`, each call's room on one owner node); one that
+  does not would split a call's devices between the nodes' rooms, so ``sfu.join`` is refused
+  (``sfu_unavailable``) then. The owner node's signaling sends the events, through the bus;
+  a join it takes for another node holds the device's events there (:meth:`hold`,
+  :meth:`joined`, :meth:`release`) until that node has queued the reply
+  (:meth:`SfuControl.answered`).
 """
 
 from __future__ import annotations
@@ -81,28 +86,29 @@ class GroupMedia:
             control.on_slots(self._slots_changed)
             control.on_members(self._members_changed)
             control.on_speaker(self._speaker_changed)
+            control.hold_joins_with(self)
 
     async def handle(self, user_id: str, device_id: str, message: Any) -> dict[str, Any]:
         """Act on a validated ``sfu.join`` / ``sfu.leave``; the ``ok`` fields or ProtocolError."""
         control = self._control()
         if message.type == "sfu.join":
             await self._joined_device(user_id, device_id, message.call_id)
-            hold = self._holds.setdefault(device_id, _Hold())
-            hold.joins += 1
+            self.hold(device_id)
             try:
                 reply = await self._join(control, user_id, device_id, message.call_id, message.sdp)
-                # what was held about the speaker is older than the reply's (read last)
-                hold.events = [e for e in hold.events if e["type"] != "sfu.speaker"
-                               or e["call_id"] != message.call_id]
+                self.joined(message.call_id, device_id)
                 return reply
             finally:  # after this, nothing yields before the session queues the reply
-                hold.joins -= 1
-                if hold.joins == 0:
-                    self._release(device_id, self._holds.pop(device_id))
+                self.release(device_id)
+                control.answered(message.call_id, device_id)  # (another node's hold: a task)
         entry = await self._load(message.call_id)
         if entry is None or entry[1].participant(user_id) is None:
             raise ProtocolError(ErrorCode.UNKNOWN_CALL, "no such call")
-        if not await control.leave(message.call_id, device_id):
+        try:
+            left = await control.leave(message.call_id, device_id)
+        except SfuRefused as exc:  # (several nodes: the room's node failed to answer)
+            raise ProtocolError(exc.code, exc.message) from None
+        if not left:
             if entry[1].ended:
                 raise ProtocolError(ErrorCode.CALL_ENDED, f"call {message.call_id} has ended")
             raise ProtocolError(ErrorCode.INVALID_STATE,
@@ -119,22 +125,52 @@ class GroupMedia:
         try:  # it may have left the call while the SFU took it
             await self._joined_device(user_id, device_id, call_id)
         except ProtocolError:
-            await control.leave(call_id, device_id)
+            with contextlib.suppress(SfuRefused):  # (the room's node gone: its room too)
+                await control.leave(call_id, device_id)
             raise
         return {"sdp": joined.answer, "slots": [slot.to_wire() for slot in joined.slots],
                 "members": [member.to_wire() for member in joined.members],
                 "speaker": joined.speaker.to_wire() if joined.speaker is not None else None}
 
-    def in_use(self, call_id: str) -> bool:
-        """Whether the call's media goes through this node's SFU: its room has devices (the
+    def hold(self, device_id: str) -> None:
+        """A join of the device begins: its events wait (:meth:`release`)."""
+        self._holds.setdefault(device_id, _Hold()).joins += 1
+
+    def joined(self, call_id: str, device_id: str) -> None:
+        """Its join of the call's room returned: what was held about the speaker is older
+        than the reply's (read last)."""
+        if (hold := self._holds.get(device_id)) is not None:
+            hold.events = [e for e in hold.events if e["type"] != "sfu.speaker"
+                           or e["call_id"] != call_id]
+
+    def release(self, device_id: str) -> None:
+        """A join of the device was answered: once none is under way, queue what was held."""
+        if (hold := self._holds.get(device_id)) is None:
+            return
+        hold.joins -= 1
+        if hold.joins == 0:
+            self._release(device_id, self._holds.pop(device_id))
+
+    def _usable(self) -> bool:
+        """An SFU that may serve this node: any when alone, one spanning the nodes else."""
+        return self.control is not None and (not self.bus.shared or self.control.spans_nodes)
+
+    async def in_use(self, call_id: str) -> bool:
+        """Whether the call's media goes through the SFU: its room has devices (the
         ``group_media`` of ``call.handoff``'s ``ok``: the device that takes the call joins it)."""
-        return self.control is not None and not self.bus.shared and bool(self.control.members(call_id))
+        if not self._usable() or self.control is None:
+            return False
+        try:
+            return bool(await self.control.devices(call_id))
+        except SfuRefused:  # (several nodes: Redis failed)
+            return False
 
     def _control(self) -> SfuControl:
-        if self.control is None or self.bus.shared:
+        if self.control is None or not self._usable():
             raise ProtocolError(ErrorCode.SFU_UNAVAILABLE, "group media needs the single-node "
-                                "server for now (this one shares a bus with other nodes)"
-                                if self.bus.shared else "this server runs no SFU")
+                                "server or an SFU spanning the nodes (this one shares a bus "
+                                "with other nodes)" if self.control is not None
+                                else "this server runs no SFU")
         return self.control
 
     async def _joined_device(self, user_id: str, device_id: str, call_id: str) -> None:
@@ -153,9 +189,11 @@ class GroupMedia:
     async def follow(self, machine: CallView) -> None:
         """The call changed (saved): devices no longer joined leave its room; an ended call's
         room closes."""
-        if self.control is None or not (members := self.control.members(machine.call_id)):
+        if not self._usable() or self.control is None:
             return
         try:
+            if not (members := await self.control.devices(machine.call_id)):
+                return
             if machine.ended:
                 await self.control.close(machine.call_id)
                 return

@@ -322,7 +322,7 @@ class CallService(DeviceHello):
         device joins it there rather than wait for a P2P offer."""
         entry = await self._load(call_id)
         if entry is not None and (again := entry[1].handed_to(user_id, device_id, self.clock())):
-            return {**again, "group_media": self.group_media.in_use(call_id)}
+            return {**again, "group_media": await self.group_media.in_use(call_id)}
         for other in await self.store.joined_calls_of_user(user_id):
             held = None if other == call_id else await self._load(other)
             leg = None if held is None else held[1].active_leg(user_id, device_id)
@@ -331,7 +331,7 @@ class CallService(DeviceHello):
                                     f"this device is in another call ({other}): hang it up first")
         result = await self._apply(call_id, Handoff(user_id, device_id))
         # (the old device has left the call's room by now: GroupMedia.follow)
-        return {**result, "group_media": self.group_media.in_use(call_id)}
+        return {**result, "group_media": await self.group_media.in_use(call_id)}
 
     async def _callees(self, caller: str, user_ids: list[str], with_caller: bool = False
                        ) -> tuple[dict[str, list[str]], set[str], list[str]]:

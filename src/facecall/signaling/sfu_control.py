@@ -4,8 +4,8 @@ tell signaling when a device's receive slots change hands, when who is in the ro
 (a device joins, joins again, leaves, or is dropped by the SFU itself: gone silent, its
 transport closed), and when the room's dominant speaker changes. Signaling never touches media: this
 interface is all it knows of the SFU. :class:`facecall.sfu.control.InProcessSfu` implements it
-over the rooms of this process (:mod:`facecall.sfu.rooms`); a separate SFU process would be
-another implementation.
+over the rooms of this process (:mod:`facecall.sfu.rooms`); :class:`facecall.sfu.placement.ClusterSfu`
+over the rooms of the nodes sharing a Redis bus (each call's room on one node, its owner).
 """
 
 from __future__ import annotations
@@ -93,8 +93,27 @@ MembersListener = Callable[[str, str | None, tuple[Member, ...]], None]
 SpeakerListener = Callable[[str, Speaker | None], None]
 
 
+class JoinHolds(Protocol):
+    """Signaling's hold on the events of a joining device (:class:`GroupMedia`), for an SFU
+    that takes a device's join on another node than the one answering its ``sfu.join``: the
+    events the room's node sends the device wait until that node's :meth:`release`."""
+
+    def hold(self, device_id: str) -> None:
+        """A join of the device begins here: hold its events."""
+
+    def joined(self, call_id: str, device_id: str) -> None:
+        """Its join of the call's room returned (what is held about the speaker is older)."""
+
+    def release(self, device_id: str) -> None:
+        """Its join was answered (or failed): send what was held (one :meth:`hold` each)."""
+
+
 class SfuControl(Protocol):
     """The SFU as signaling sees it. Rooms are named by call id, participants by device."""
+
+    #: whether the rooms are shared by every node of a shared bus (one room per call across
+    #: them); an SFU that is not serves only a node alone
+    spans_nodes: bool
 
     async def join(self, call_id: str, user_id: str, device_id: str,
                    offer_sdp: str) -> SfuJoined:
@@ -112,7 +131,20 @@ class SfuControl(Protocol):
         ...
 
     def members(self, call_id: str) -> frozenset[str]:
-        """The devices in the call's room now."""
+        """The devices in the call's room now, if the room is on this node (else none)."""
+        ...
+
+    async def devices(self, call_id: str) -> frozenset[str]:
+        """The devices in the call's room now, wherever the room is."""
+        ...
+
+    def answered(self, call_id: str, device_id: str) -> None:
+        """The reply to the device's ``sfu.join`` is queued: the events its join held on the
+        room's node may go (nothing to do where the room is this node's)."""
+        ...
+
+    def hold_joins_with(self, holds: JoinHolds) -> None:
+        """Have ``holds`` hold the events of devices whose joins other nodes ask of this one."""
         ...
 
     def on_slots(self, listener: SlotsListener) -> None:
