@@ -34,7 +34,7 @@ receive slots.
   pays for (:mod:`facecall.sfu.layers`: REMB and receiver reports from the subscriber), moving
   to another at that layer's key frame like to another publisher. Layers are ranked by the size
   of their key frames (:func:`~facecall.sfu.vp8.keyframe_size`), then by rate.
-* **Feedback upstream.** Every publisher gets receiver reports and REMB about its streams
+* **Feedback upstream.** Every publisher gets receiver reports about its streams
   (:mod:`facecall.sfu.upstream`), so its congestion control sees the path to the SFU; what
   goes to a subscriber carries the SFU's own abs-send-time, so the subscriber's estimate is
   of the path from the SFU.
@@ -414,8 +414,8 @@ class Room:
             self.speaker.add(p.id, level, arrival, True if voice else None)
         p.caches[packet.ssrc].put(packet)
         p.rates[packet.ssrc].add(len(packet.payload), arrival)
-        if p.upstream is not None and (remb := p.upstream.on_rtp(packet, arrival)) is not None:
-            await p.transport.send_rtcp([remb])
+        if p.upstream is not None:
+            p.upstream.on_rtp(packet)
         keyframe = kind == "video" and is_keyframe(packet.payload)
         if keyframe and (size := keyframe_size(packet.payload)) is not None \
                 and p.sizes.get(packet.ssrc) != (area := size[0] * size[1]):

@@ -66,8 +66,9 @@ URI_RTP_STREAM_ID = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
 EXTENSIONS = {"audio": (URI_MID, URI_AUDIO_LEVEL),
               "video": (URI_MID, URI_ABS_SEND_TIME, URI_RTP_STREAM_ID)}
 CODECS = {"audio": ("audio/opus", 48000), "video": ("video/VP8", 90000)}
-#: NACK, PLI, FIR, and REMB (draft-alvestrand-rmcat-remb §2.1: ``goog-remb``) both ways: the
-#: SFU reads its subscribers' estimates and sends its own to publishers (:mod:`facecall.sfu.upstream`)
+#: NACK, PLI, FIR, and REMB (draft-alvestrand-rmcat-remb §2.1: ``goog-remb``): the SFU reads
+#: its subscribers' estimates (:mod:`facecall.sfu.layers`); it sends publishers none
+#: (:mod:`facecall.sfu.upstream` says why)
 VIDEO_FEEDBACK = (RTCRtcpFeedback("nack"), RTCRtcpFeedback("nack", "pli"),
                   RTCRtcpFeedback("ccm", "fir"), RTCRtcpFeedback("goog-remb"))
 #: simulcast layers taken from one sending video m-line (a browser sends at most 3 for VP8)
