@@ -1,50 +1,19 @@
 // One call of this device, under the Calls controller (calls.js): its phase, its peer connection
 // to the other person's device and the timers that watch it, the events that came before its
 // id was known, and what lets it outlive a reload of the page (docs/protocol.md, "Rejoining
-// the media").
+// the media"; what the page keeps meanwhile: kept-call.js). Who is in it, and its group media
+// once it has three or more people: group-join.js.
 
 import { Peer } from "./peer.js";
 import { SignalingError } from "./signaling.js";
 import { NO_CONNECT, NO_RECONNECT, endMessage, formatDuration, identityFailedMessage } from "./call-text.js";
 import { certificateLines, peerSecurityCode } from "./security-code.js";
-import { GroupCall, REJOIN_PAUSES_MS, groupMessage } from "./group-call.js";
+import { GroupJoin } from "./group-join.js";
 
 const STATS_EVERY_MS = 1000;
 // How long a call may wait for its media to connect, and to come back once it was lost, before
 // it is given up (never "Connecting…" for ever). Tests shorten them (window.facecall.callLimits).
 export const CALL_LIMITS = { connectMs: 30000, reconnectMs: 30000 };
-// The call this tab was in when it unloaded (sessionStorage survives a reload, not a close):
-// the reloaded page goes on in it.
-const KEPT_CALL = "facecall.call";
-
-/**
- * A call kept over a reload: what the next page needs to go on in it.
- * @typedef {object} KeptCall
- * @property {string} userId  whose call (a page signed in as someone else ignores it)
- * @property {string} id @property {"caller"|"callee"} role @property {string} peerId
- * @property {string} name @property {"audio"|"video"} media
- * @property {number|null} connectedAt  when the media first connected (the duration goes on)
- * @property {boolean} muted @property {boolean} cameraOff
- * @property {boolean} group  the call's media went through the SFU (group-call.js)
- */
-
-/** The call kept over a reload by this tab for user ``userId``, once (it is forgotten here).
- *  @returns {KeptCall|null} */
-export function takeKeptCall(userId) {
-  let kept = null;
-  try {
-    kept = JSON.parse(sessionStorage.getItem(KEPT_CALL) || "null");
-  } catch {
-    /* not ours: ignored */
-  }
-  sessionStorage.removeItem(KEPT_CALL);
-  return kept && kept.userId === userId && typeof kept.id === "string" ? kept : null;
-}
-
-/** Keep ``kept`` for the page that follows this one, if it is a reload. @param {KeptCall} kept */
-export function keepCall(kept) {
-  sessionStorage.setItem(KEPT_CALL, JSON.stringify(kept));
-}
 
 /**
  * What a Call uses of the controller that owns it (the Calls controller is one).
@@ -73,7 +42,8 @@ export function keepCall(kept) {
  * new peer connection (`renewPeer`), and so would a call the other person moves to another of
  * their devices (`renewPeer(newDevice)`). A call with three or more people in it is a group
  * call (the SDK's rule, facecall.client.group): its media goes through the SFU (`group`, a
- * GroupCall), its P2P connection closes and P2P negotiation is ignored from then on.
+ * GroupCall), its P2P connection closes and P2P negotiation is ignored from then on; who is in
+ * the call and when it goes to the SFU is `groupJoin`'s (group-join.js).
  */
 export class Call {
   /**
@@ -92,8 +62,7 @@ export class Call {
     this.remoteDevice = null; // the other person's device in the call, once known
     this.peer = null; // the peer connection to remoteDevice
     this.group = null; // the media through the SFU, once the call has three or more people
-    this.wasGroup = false; // …which it keeps (a reload rejoins the SFU, not P2P)
-    this.others = new Map(); // user id -> device id: the other people joined in the call
+    this.groupJoin = new GroupJoin(this); // who is in the call; when it goes to the SFU
     this.connectedAt = null; // when the media first connected (the duration counts from it)
     this.inCallFor = 0; // seconds the user was in this call on another device before it moved here
     this.iceServers = null;
@@ -135,20 +104,21 @@ export class Call {
       awaitingOffer: other ? other.device_id : null, renewed: !!other,
       // until the camera and the ICE servers are ready, a call.rejoin from that device (its
       // page reloaded too) waits: an offer made now would carry neither
-      preparing: !!other, wasGroup: kept.group === true,
+      preparing: !!other,
     });
-    for (const p of participants) call.noteJoined(p.user_id, p.device_id);
+    call.groupJoin.was = kept.group === true;
+    for (const p of participants) call.groupJoin.noteJoined(p.user_id, p.device_id);
     return call;
   }
 
   /** What the page that may follow this one needs to go on in this call.
-   *  @returns {KeptCall} */
+   *  @returns {import('./kept-call.js').KeptCall} */
   toKept(userId) {
     const media = this.host.media;
     return {
       userId, id: this.id, role: this.role, peerId: this.peerId, name: this.name, media: this.media,
       connectedAt: this.connectedAt, muted: media.muted, cameraOff: this.media === "video" && media.cameraOff,
-      group: this.wasGroup,
+      group: this.groupJoin.was,
     };
   }
 
@@ -185,7 +155,7 @@ export class Call {
     peer.addEventListener("state", (e) => {
       if (this.peer === peer && !this.group) this.onMediaState(e.detail);
     });
-    this.statsTimer = setInterval(() => this.sample(), STATS_EVERY_MS);
+    this.startStats();
     return peer;
   }
 
@@ -221,9 +191,9 @@ export class Call {
    *  group call. The caller's side once the callee answered on ``event.device_id``: offer to
    *  that device. */
   onAnswered(event) {
-    this.noteJoined(event.user_id, event.device_id);
+    this.groupJoin.noteJoined(event.user_id, event.device_id);
     this.offerTo(event);
-    this.maybeGroup();
+    this.groupJoin.maybe();
   }
 
   offerTo(event) {
@@ -242,92 +212,6 @@ export class Call {
       if (error instanceof SignalingError && error.code === "connection_lost") return;
       this.host.finish(this, "error", `The call could not connect: ${error.message}`, { error: true, notify: true });
     });
-  }
-
-  // -- a group call (group-call.js) -------------------------------------------------------------
-  /** ``userId`` is in the call on ``deviceId`` (answered, or there when this device came). */
-  noteJoined(userId, deviceId) {
-    const own = this.host.tokens().userId;
-    if (userId && userId !== own) this.others.set(userId, deviceId);
-  }
-
-  /** How many people are in the call, this one included. */
-  get people() {
-    return this.others.size + 1;
-  }
-
-  /** Three or more people: a group call. Join the SFU (once), unless the camera and microphone
-   *  are not ready yet (then whoever made them ready calls this again). */
-  maybeGroup() {
-    if (this.group || this.ended || !this.current || !this.id || this.preparing || this.people < 3
-        || this.phase === "calling" || this.phase === "ringing" || !this.host.media.audioTrack) return;
-    this.startGroup();
-  }
-
-  /** Send and receive the call's media through the SFU (`sfu.join`); once the SFU took this
-   *  device, the P2P connection closes for good. A refusal leaves the call as it was (its P2P
-   *  media goes on, if it had any) with the reason on screen. */
-  async startGroup() {
-    if (this.group || this.ended) return;
-    const group = new GroupCall({ call: this });
-    this.group = group;
-    const view = this.host.view;
-    group.addEventListener("slots", () => {
-      if (this.group === group) view.groupTiles(this, group);
-    });
-    group.addEventListener("state", (e) => {
-      if (this.group === group) this.onMediaState(e.detail);
-    });
-    group.addEventListener("rejoined", () => { // the SFU lost this device, which joined again
-      if (this.group !== group || this.ended) return;
-      this.renewed = true; // "Reconnected" once its media connects
-      view.showGroup(this, group); // the new connection's slots and audio
-    });
-    group.addEventListener("members", () => {
-      const media = this.host.media;
-      // a newcomer has not heard that we are muted or our camera is off
-      if (this.group === group && (media.muted || (this.media === "video" && (media.cameraOff || media.screen)))) {
-        this.sendMediaState();
-      }
-    });
-    if (!this.connectTimer) {
-      this.watchConnection(this.connectedAt ? CALL_LIMITS.reconnectMs : CALL_LIMITS.connectMs,
-        this.connectedAt ? NO_RECONNECT : NO_CONNECT);
-    }
-    try {
-      await group.join();
-    } catch (error) {
-      if (this.group === group) this.group = null;
-      if (this.ended || !this.current) return;
-      if (error instanceof SignalingError && error.code === "connection_lost") {
-        // cut short by a reconnect the server could not resume (it may have restarted): again
-        setTimeout(() => {
-          if (!this.group && !this.ended && this.current) this.startGroup();
-        }, REJOIN_PAUSES_MS[0]);
-        return;
-      }
-      console.warn("facecall: group media", error);
-      view.error(`The group call's media could not start: ${groupMessage(error, this.name)}`);
-      return;
-    }
-    if (this.group !== group || this.ended) return;
-    this.wasGroup = true;
-    this.awaitingOffer = null;
-    this.dropPeer(); // the SFU took this device: no P2P in this call any more
-    this.statsTimer = setInterval(() => this.sample(), STATS_EVERY_MS);
-    view.showGroup(this, group);
-  }
-
-  /** `sfu.slots`, `sfu.members` or `call.key` for this call. */
-  onGroupEvent(event) {
-    if (this.group) this.group.onEvent(event);
-  }
-
-  /** Someone left the call (`call.participant_left`). */
-  onParticipantLeft(event) {
-    if (this.others.get(event.user_id) !== event.device_id) return;
-    this.others.delete(event.user_id);
-    if (this.group) this.host.view.groupTiles(this, this.group);
   }
 
   /** The other person's devices ring (the caller's side). */
@@ -472,9 +356,7 @@ export class Call {
    *  and nothing is said: the old connection's last picture stays until the new one's media
    *  comes (docs/protocol.md, "Moving a call to another device"). */
   onHandedOff(event) {
-    if (this.others.has(event.user_id) && this.others.get(event.user_id) === event.from_device) {
-      this.others.set(event.user_id, event.to_device);
-    }
+    this.groupJoin.onHandedOff(event);
     if (this.group) return; // that device joins the group media itself
     if (event.user_id !== this.peerId || event.from_device !== this.remoteDevice
         || this.phase === "calling" || this.phase === "ringing") return;
@@ -513,10 +395,7 @@ export class Call {
     this.remoteDevice = device;
     this.renewed = true;
     if (!this.moved) this.host.view.callState(this, "Reconnecting…");
-    if (!this.connectTimer) {
-      this.watchConnection(this.connectedAt ? CALL_LIMITS.reconnectMs : CALL_LIMITS.connectMs,
-        this.connectedAt ? NO_RECONNECT : NO_CONNECT);
-    }
+    this.watchUnlessWatched();
     const peer = this.ensurePeer(device);
     peer.offer().catch((error) => {
       if (peer.closed || this.peer !== peer) return; // replaced meanwhile (glare, another rejoin)
@@ -556,13 +435,7 @@ export class Call {
    *  an answer we missed is taken as one; a negotiation cut short restarts ICE (the caller
    *  offers). */
   resync(view) {
-    for (const p of view.participants || []) this.noteJoined(p.user_id, p.device_id);
-    if (this.group) { // the server may have restarted: its SFU's rooms are gone
-      this.group.lost("the server could not resume this device's session");
-      return;
-    }
-    this.maybeGroup(); // a third person answered meanwhile
-    if (this.group) return;
+    if (this.groupJoin.resync(view)) return; // the group media's to catch up (group-join.js)
     const other = (view.participants || []).find((p) => p.user_id === this.peerId);
     if (this.role !== "caller" || view.state !== "joined" || !other) return;
     if (this.phase === "calling" || this.phase === "ringing") {
@@ -610,6 +483,19 @@ export class Call {
   }
 
   // -- timers ---------------------------------------------------------------------------------
+  /** The network-quality indicator, sampled every second (the peer connection's or the SFU's). */
+  startStats() {
+    this.statsTimer = setInterval(() => this.sample(), STATS_EVERY_MS);
+  }
+
+  /** Unless a deadline runs already: give the call up unless its media connects (or, once it
+   *  did, comes back) in time. */
+  watchUnlessWatched() {
+    if (this.connectTimer) return;
+    this.watchConnection(this.connectedAt ? CALL_LIMITS.reconnectMs : CALL_LIMITS.connectMs,
+      this.connectedAt ? NO_RECONNECT : NO_CONNECT);
+  }
+
   /** Give the call up after ``ms`` unless its media connects meanwhile (``what``: the sentence). */
   watchConnection(ms, what) {
     clearTimeout(this.connectTimer);

@@ -1,14 +1,17 @@
-// The call controller: outgoing and incoming calls, ringing on every device, call waiting,
-// adding a person to a call, the signaling events of calls, and the 1:1 media convention (the
-// caller offers to the device that answered). Each call — its peer connection or group media,
-// timers and reload logic — is a Call (call.js).
+// The call controller: outgoing and incoming calls, answering and declining, adding a person
+// to a call, the signaling events of calls, and the 1:1 media convention (the caller offers to
+// the device that answered). Each call — its peer connection or group media, timers and reload
+// logic — is a Call (call.js); the calls ringing this device, and call waiting, are Rings
+// (rings.js).
 
 import { LocalMedia, MediaError } from "./media.js";
 import { Tone, unlockAudio } from "./ringtone.js";
 import { ApiError } from "./api.js";
-import { Call, CALL_LIMITS, keepCall, takeKeptCall } from "./call.js";
+import { Call, CALL_LIMITS } from "./call.js";
+import { keepCall, takeKeptCall } from "./kept-call.js";
 import { NO_CONNECT, endMessage, requestMessage } from "./call-text.js";
 import { groupMessage } from "./group-call.js";
+import { Rings } from "./rings.js";
 import { ScreenShare } from "./screen-share.js";
 import { WatchTogether } from "./watch-together.js";
 
@@ -39,11 +42,13 @@ export class Calls extends EventTarget {
     this.names = new Map(); // user id -> name
     this.askedNames = new Set(); // user ids looked up in the history once (nameOf)
     this.active = null; // the call this device is in (or placing)
-    this.rings = new Map(); // call id -> ring (incoming, not answered yet)
+    this.rings = new Rings({ // the calls ringing here (incoming, not answered yet)
+      signaling, view, nameFor: (userId, callId) => this.nameFor(userId, callId), active: () => this.active,
+      historyChanged: () => this.dispatchEvent(new CustomEvent("history-changed")),
+    });
     // the call whose call.start has not been answered: events for calls not known here wait
     // in it (Call.early), since they may be its own
     this.placing = null;
-    this.ringtone = new Tone("ring");
     this.ringback = new Tone("ringback");
     this.media = new LocalMedia();
     this.screenShare = new ScreenShare(this); // "Share screen" in a video call
@@ -53,7 +58,7 @@ export class Calls extends EventTarget {
     signaling.heldCalls = () => [
       ...(this.active && this.active.id && !this.active.ended ? [this.active.id] : []),
       ...(this.kept ? [this.kept.id] : []),
-      ...this.rings.keys(),
+      ...this.rings.ids(),
     ];
     signaling.addEventListener("event", (e) => this.onEvent(e.detail));
     signaling.addEventListener("state", (e) => this.onSignalingState(e.detail));
@@ -131,11 +136,7 @@ export class Calls extends EventTarget {
       this.signaling.request("call.hangup", { call_id: call.id }).catch(() => {});
       return;
     }
-    if (this.rings.has(call.id)) { // we rang each other: the server merged the two calls into this one
-      this.rings.delete(call.id);
-      this.view.hideIncoming(call.id);
-      this.refreshIncoming();
-    }
+    this.rings.merged(call.id); // we rang each other: the server merged the two calls into this one
     this.ringback.start();
     for (const event of call.takeEarly()) this.onEvent(event);
   }
@@ -151,7 +152,7 @@ export class Calls extends EventTarget {
       if (call.ended) return false; // ended while the camera was starting: nothing to say
       const message = error instanceof MediaError ? error.message : String(error);
       const stopped = call.ringStopped; // it stopped ringing meanwhile: nothing to give back
-      if (ring && !stopped) this.rings.set(call.id, ring);
+      if (ring && !stopped) this.rings.giveBack(call.id, ring);
       this.finish(call, null, message, { error: true });
       return false;
     }
@@ -225,7 +226,7 @@ export class Calls extends EventTarget {
     this.view.showCall(call, this.media);
     call.iceServers = await this.iceServers();
     if (call.ended || this.active !== call) return;
-    const group = call.wasGroup || call.people >= 3;
+    const group = call.groupJoin.was || call.groupJoin.people >= 3;
     if (!other && !group) {
       this.ringback.start(); // call.answered comes as it would have
       return;
@@ -233,7 +234,7 @@ export class Calls extends EventTarget {
     if (group) { // the SFU again (a new join replaces the old one)
       call.preparing = false;
       call.phase = "connecting";
-      await call.startGroup();
+      await call.groupJoin.start();
       return;
     }
     await call.rejoin(other.device_id);
@@ -244,11 +245,8 @@ export class Calls extends EventTarget {
    *  camera or microphone cannot be started, nothing is answered nor declined: it rings on. */
   async accept(callId) {
     unlockAudio();
-    const ring = this.rings.get(callId);
+    const ring = this.rings.answering(callId);
     if (!ring) return;
-    this.rings.delete(callId);
-    this.ringtone.stop();
-    this.view.hideIncoming(callId);
     if (this.active) await this.hangup();
     const call = new Call(this, {
       id: callId, role: "callee", peerId: ring.from_user, name: ring.name, media: ring.media,
@@ -267,7 +265,7 @@ export class Calls extends EventTarget {
     try {
       const reply = await this.signaling.request("call.answer", { call_id: callId });
       const participants = reply.participants || [];
-      for (const p of participants) call.noteJoined(p.user_id, p.device_id);
+      for (const p of participants) call.groupJoin.noteJoined(p.user_id, p.device_id);
       const other = participants.find((p) => p.user_id === call.peerId);
       if (other) call.remoteDevice = other.device_id;
     } catch (error) {
@@ -277,11 +275,11 @@ export class Calls extends EventTarget {
       return;
     }
     call.watchConnection(CALL_LIMITS.connectMs, NO_CONNECT);
-    if (call.people >= 3) call.startGroup(); // invited into a group call: its media is the SFU's
+    if (call.groupJoin.people >= 3) call.groupJoin.start(); // invited into a group call: its media is the SFU's
     else call.ensurePeer(call.remoteDevice);
     // what came for it while another call was being placed
     if (this.placing) for (const event of this.placing.takeEarly(call.id)) this.onEvent(event);
-    this.refreshIncoming();
+    this.rings.refresh();
   }
 
   /**
@@ -313,7 +311,7 @@ export class Calls extends EventTarget {
       groupMedia = reply.group_media === true;
       if (typeof reply.in_call_for === "number") call.inCallFor = reply.in_call_for; // the duration goes on
       const participants = reply.participants || [];
-      for (const p of participants) call.noteJoined(p.user_id, p.device_id);
+      for (const p of participants) call.groupJoin.noteJoined(p.user_id, p.device_id);
       const peer = participants.find((p) => p.user_id === call.peerId) || participants[0];
       if (peer) {
         call.peerId = peer.user_id;
@@ -328,7 +326,7 @@ export class Calls extends EventTarget {
     if (!call.ended && this.active === call) {
       call.watchConnection(CALL_LIMITS.connectMs, NO_CONNECT);
       // a group call's media (also one down to two people) is on the SFU: join it there
-      if (call.people >= 3 || groupMedia) call.startGroup();
+      if (call.groupJoin.people >= 3 || groupMedia) call.groupJoin.start();
       else if (call.remoteDevice) call.ensurePeer(call.remoteDevice);
     }
     return true;
@@ -336,19 +334,8 @@ export class Calls extends EventTarget {
 
   /** Decline ``callId`` for every device of mine (``busy``: from call waiting, the caller
    *  hears that I am busy). */
-  async decline(callId, { busy = false } = {}) {
-    const ring = this.rings.get(callId);
-    if (!ring) return;
-    this.rings.delete(callId);
-    this.view.hideIncoming(callId);
-    this.refreshIncoming();
-    try {
-      await this.signaling.request("call.decline", { call_id: callId, busy });
-    } catch {
-      /* it stopped ringing anyway */
-    }
-    this.view.status(`Declined the call from ${ring.name}`);
-    this.dispatchEvent(new CustomEvent("history-changed"));
+  decline(callId, { busy = false } = {}) {
+    return this.rings.decline(callId, { busy });
   }
 
   /** End (or cancel) the call this device is in, for everyone in it. */
@@ -422,8 +409,8 @@ export class Calls extends EventTarget {
       return;
     }
     switch (event.type) {
-      case "call.ring": this.onRing(event); break;
-      case "call.stop_ringing": this.onStopRinging(event); break;
+      case "call.ring": this.rings.onRing(event); break;
+      case "call.stop_ringing": this.rings.onStopRinging(event); break;
       case "call.ringing": if (mine) call.onRinging(event); break;
       case "call.answered": if (mine) call.onAnswered(event); break;
       case "call.declined":
@@ -431,7 +418,7 @@ export class Calls extends EventTarget {
         break;
       case "call.participant_left": // 1:1: the call.ended that follows says it all
         if (mine) {
-          call.onParticipantLeft(event);
+          call.groupJoin.onParticipantLeft(event);
           if (call.group) this.view.notice(`${this.names.get(event.user_id) || "Someone"} left the call`);
         }
         break;
@@ -450,9 +437,10 @@ export class Calls extends EventTarget {
       case "call.candidate": case "call.rejoin": case "call.handed_off": case "call.media":
         if (mine) call.onRelayed(event);
         break;
-      // group media (group-call.js): who fills the slots, who is in the room, sender keys
-      case "sfu.slots": case "sfu.members": case "call.key":
-        if (mine) call.onGroupEvent(event);
+      // group media (group-call.js): who fills the slots, who is in the room, who is speaking,
+      // sender keys
+      case "sfu.slots": case "sfu.members": case "sfu.speaker": case "call.key":
+        if (mine) call.groupJoin.onEvent(event);
         break;
       default:
         break;
@@ -464,7 +452,7 @@ export class Calls extends EventTarget {
   onDeclined(call, event) {
     const name = this.names.get(event.user_id) || "They";
     const message = endMessage(event.reason, name, "caller");
-    if (event.user_id === call.peerId && call.people < 3 && call.phase !== "active") this.view.status(message);
+    if (event.user_id === call.peerId && call.groupJoin.people < 3 && call.phase !== "active") this.view.status(message);
     else this.view.notice(message);
   }
 
@@ -486,7 +474,7 @@ export class Calls extends EventTarget {
     }
     if (user.id === this.tokens().userId) return "You are already in this call";
     const name = user.display_name || user.username;
-    if (call.others.has(user.id)) return `${name} is already in this call`;
+    if (call.groupJoin.others.has(user.id)) return `${name} is already in this call`;
     this.remember(user.id, name);
     try {
       await this.signaling.request("call.invite", { call_id: call.id, to: [user.id] });
@@ -505,49 +493,6 @@ export class Calls extends EventTarget {
     this.askedNames.add(userId);
     this.nameFor(userId).then(() => then());
     return "…";
-  }
-
-  async onRing(event) {
-    if (this.rings.has(event.call_id) || (this.active && this.active.id === event.call_id)) return;
-    const ring = { ...event, name: "…" };
-    this.rings.set(event.call_id, ring);
-    ring.name = event.from_name || await this.nameFor(event.from_user, event.call_id);
-    if (!this.rings.has(event.call_id)) return; // stopped while we looked the name up
-    this.refreshIncoming();
-  }
-
-  onStopRinging(event) {
-    const ring = this.rings.get(event.call_id);
-    const call = this.active;
-    if (!ring && call && call.id === event.call_id && call.ring) {
-      call.ringStopped = event.reason; // Accept was pressed here, the camera is starting
-    }
-    if (!ring) return;
-    this.rings.delete(event.call_id);
-    const message = endMessage(event.reason, ring.name, "callee");
-    const missed = event.reason === "ring_timeout" || event.reason === "cancelled";
-    this.view.hideIncoming(event.call_id, { missed: missed ? message : null });
-    this.refreshIncoming();
-    if (event.reason !== "glare") this.view.notice(message, { kind: event.reason });
-    this.dispatchEvent(new CustomEvent("history-changed"));
-  }
-
-  /** Show the newest ring: full screen when idle, a call-waiting banner when in a call. */
-  refreshIncoming() {
-    const rings = [...this.rings.values()].filter((r) => r.name !== "…");
-    const ring = rings[rings.length - 1];
-    if (!ring) {
-      this.ringtone.stop();
-      this.view.noRings();
-      return;
-    }
-    if (this.active) {
-      this.ringtone.stop();
-      this.view.showWaiting(ring);
-    } else {
-      this.view.showIncoming(ring);
-      this.ringtone.start();
-    }
   }
 
   onSignalingState({ state, resumed, reconnected, reason, message, calls }) {
@@ -570,12 +515,7 @@ export class Calls extends EventTarget {
           if (kept.has(call.id)) call.resync(kept.get(call.id));
           else this.finish(call, "connection_lost", endMessage("connection_lost"), { notify: true });
         }
-        for (const id of [...this.rings.keys()]) {
-          if (kept.has(id)) continue;
-          this.rings.delete(id);
-          this.view.hideIncoming(id);
-        }
-        this.refreshIncoming();
+        this.rings.keepOnly(kept);
       }
       if (this.active) this.active.onSignalingOpen();
     } else if (state === "closed" && reason === "unauthorized") {
@@ -588,9 +528,9 @@ export class Calls extends EventTarget {
    *  `local`: microphone, camera, shared screen). */
   async diagnostics() {
     const call = this.active;
-    const ringtone = this.ringtone.playing;
+    const ringtone = this.rings.playing;
     const device = this.signaling.welcome ? this.signaling.welcome.device_id : null;
-    if (!call) return { phase: "idle", rings: [...this.rings.keys()], ringtone, device };
+    if (!call) return { phase: "idle", rings: this.rings.ids(), ringtone, device };
     const group = call.group ? await call.group.diagnostics() : null;
     const source = call.group && call.group.joined ? call.group : call.peer;
     let stats = null;
@@ -602,8 +542,8 @@ export class Calls extends EventTarget {
     const audio = this.media.audioTrack;
     return { phase: call.phase, callId: call.id, media: call.media, role: call.role, device,
       remoteDevice: call.remoteDevice,
-      quality: source ? source.quality : "unknown", stats, rings: [...this.rings.keys()], ringtone,
-      group, people: call.people,
+      quality: source ? source.quality : "unknown", stats, rings: this.rings.ids(), ringtone,
+      group, people: call.groupJoin.people,
       remote: call.remoteMedia, securityCode: call.securityCode, shareplay: this.watch.diagnostics(),
       local: { muted: !audio || !audio.enabled, camera: !!this.media.videoTrack && !this.media.cameraOff,
         screen: !!this.media.screen,
@@ -625,7 +565,7 @@ export class Calls extends EventTarget {
     this.media.close();
     if (this.active === call) this.active = null;
     this.view.endCall(call, message, { error, reason });
-    this.refreshIncoming();
+    this.rings.refresh();
     this.dispatchEvent(new CustomEvent("history-changed"));
   }
 
@@ -634,7 +574,5 @@ export class Calls extends EventTarget {
     if (this.active) this.finish(this.active, "hung_up", null);
     this.kept = null; // not rejoined here any more (signed out, or another tab runs the device)
     this.rings.clear();
-    this.ringtone.stop();
-    this.view.noRings();
   }
 }

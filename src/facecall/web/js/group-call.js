@@ -2,7 +2,7 @@
 // server's SFU, which forwards it to the others (docs/sfu.md; docs/protocol.md, "Group media
 // (SFU)"). The twin of the SDK's src/facecall/client/group.py, with the same rules:
 //
-// * one RTCPeerConnection with the SFU in its slot shape: BUNDLE (max-bundle) and rtcp-mux,
+// * one RTCPeerConnection with the SFU in its slot shape (group-offer.js): BUNDLE and rtcp-mux,
 //   every candidate in the offer (no trickle); one sendrecv audio m-line and, in a video call,
 //   one sendrecv video m-line (this device's microphone and camera, or its shared screen);
 //   then SLOTS recvonly audio and (video call) SLOTS recvonly video m-lines: the receive
@@ -20,20 +20,19 @@
 //   after the SDK's pauses (REJOIN_PAUSES_MS), then gives up; the tiles of the people it saw
 //   stay meanwhile, with their last pictures.
 //
-// What the server sends is checked before use: a malformed `sfu.slots`, `sfu.members` or
-// `call.key` is counted (`refused`) and changes nothing.
+// * who is speaking: the room's dominant speaker as the SFU chooses it (from the RFC 6464
+//   audio levels in every audio packet), in `sfu.join`'s `ok` and then `sfu.speaker` events;
+//   the page highlights that person's tile.
+//
+// What the server sends is checked before use: a malformed `sfu.slots`, `sfu.members`,
+// `sfu.speaker` or `call.key` is counted (`refused`) and changes nothing.
 
-import { fitLayers, sendEncodings, sentLayers } from "./group-simulcast.js";
+import { fitLayers, sentLayers } from "./group-simulcast.js";
+import { KINDS, slotOffer } from "./group-offer.js";
 import { Peer } from "./peer.js";
 
 /** Receive slots per kind asked for: the SFU's default K (docs/sfu.md). */
 export const SLOTS = 3;
-/** How long the offer waits for ICE gathering to complete before it goes with the candidates
- *  it has (the SFU takes no trickled candidates). */
-export const GATHER_MS = 5000;
-/** The codec each kind of m-line offers: the ones the SFU forwards. */
-const CODECS = { audio: "audio/opus", video: "video/vp8" };
-const KINDS = ["audio", "video"];
 const ID = /^[!-~]{1,64}$/;
 /** Pauses (ms) before each try to join the SFU again once it lost this device (the SDK's
  *  REJOIN_PAUSES): the first lets signaling say first when the call ended or moved (the SFU
@@ -68,6 +67,17 @@ function validSlot(entry) {
     && (entry.user_id === null) === (entry.device_id === null);
 }
 
+/** The speaker of `sfu.join`'s `ok` or of an `sfu.speaker` event: ``{userId, deviceId}``, null
+ *  for nobody, undefined when malformed (two strings, or two nulls). */
+function wireSpeaker(entry) {
+  if (entry === null) return null;
+  if (!entry || typeof entry !== "object" || Array.isArray(entry)) return undefined;
+  const { user_id: userId, device_id: deviceId } = entry;
+  if (userId === null && deviceId === null) return null;
+  const valid = typeof userId === "string" && ID.test(userId) && typeof deviceId === "string" && ID.test(deviceId);
+  return valid ? { userId, deviceId } : undefined;
+}
+
 /** A member entry of `sfu.join`'s `ok` or of `sfu.members`. */
 function validMember(entry) {
   return !!entry && typeof entry === "object" && !Array.isArray(entry)
@@ -95,10 +105,11 @@ export function groupMessage(error, name) {
 }
 
 /**
- * This device's place in its call's group media. Made and owned by a Call (call.js), which
- * routes `sfu.slots`, `sfu.members` and `call.key` to it. Dispatches "slots" (the slots
- * changed hands: redraw the tiles), "members" (the room's devices changed) and "state" (the
- * connection with the SFU: detail is RTCPeerConnection.connectionState).
+ * This device's place in its call's group media. Made for a Call (call.js) by its GroupJoin
+ * (group-join.js), which routes `sfu.slots`, `sfu.members`, `sfu.speaker` and `call.key` to it.
+ * Dispatches "slots" (the slots changed hands: redraw the tiles), "members" (the room's
+ * devices changed), "speaker" (someone else is speaking, or nobody), "state" (the connection
+ * with the SFU: detail is RTCPeerConnection.connectionState) and "rejoined".
  */
 export class GroupCall extends EventTarget {
   /**
@@ -125,7 +136,8 @@ export class GroupCall extends EventTarget {
     this.slots = new Map(); // mid -> {mid, kind, userId, deviceId, track}
     this.members = []; // [{user_id, device_id, joined}] as the server last listed them
     this.remoteMedia = new Map(); // device id -> {audio, video, screen}, from call.media
-    this.refused = { slots: 0, members: 0, keys: 0 }; // malformed events from the server
+    this.speaker = null; // {userId, deviceId}: the room's dominant speaker as the SFU says, or null
+    this.refused = { slots: 0, members: 0, speaker: 0, keys: 0 }; // malformed events from the server
     this.waiting = []; // sfu.members events that came before the reply to sfu.join
     this.senders = { audio: null, video: null };
     this.fitting = Promise.resolve(); // the video sender's layers being sized (fitVideo)
@@ -170,7 +182,11 @@ export class GroupCall extends EventTarget {
     });
     let made = null;
     try {
-      made = await this.offer(e2ee);
+      made = await slotOffer({
+        media: host.media, video: call.media === "video", slots: this.slotsPerKind, e2ee,
+        iceServers: call.iceServers || [], relayOnly: host.useRelayOnly(),
+        onState: (pc) => this.onConnectionState(pc),
+      });
       if (this.closed) throw new Error("the call ended");
       // from here the keys sealed to this device go to the new keys (the others may send them
       // before the reply comes); the old ones send nothing more
@@ -195,6 +211,8 @@ export class GroupCall extends EventTarget {
       this.joinedAs = own ? own.joined : null;
       this.onMembers({ members: reply.members }); // the keys go to these devices
       this.onSlots({ slots: reply.slots || [] });
+      // (an event about the speaker sent before this reply is older than it: not applied)
+      this.setSpeaker(reply.speaker === undefined ? null : reply.speaker, { type: "sfu.join" });
       await made.pc.setRemoteDescription({ type: "answer", sdp: reply.sdp });
       this.fitVideo(); // (the answer says how many layers go)
       this.watchTransport(made.pc);
@@ -212,62 +230,14 @@ export class GroupCall extends EventTarget {
     }
   }
 
-  /** A new peer connection in the SFU's slot shape, protected by ``e2ee``, its offer with
-   *  every candidate gathered: ``{pc, slots, senders, sdp}``. */
-  async offer(e2ee) {
-    const { call, host } = this;
-    const media = host.media;
-    const video = call.media === "video";
-    const pc = new RTCPeerConnection({
-      iceServers: call.iceServers || [], iceTransportPolicy: host.useRelayOnly() ? "relay" : "all",
-      bundlePolicy: "max-bundle", rtcpMuxPolicy: "require",
-    });
-    try {
-      pc.onconnectionstatechange = () => {
-        if (this.closed || pc !== this.pc || !this.live) return; // (a connection replaced or lost)
-        const state = pc.connectionState;
-        this.dispatchEvent(new CustomEvent("state", { detail: state }));
-        if (state === "failed") this.lost("the connection failed");
-        if (state === "connected" && this.held && !this.heldTimer) {
-          this.heldTimer = setTimeout(() => this.release(), KEEP_TILES_MS);
-        }
-      };
-      const senders = { audio: null, video: null };
-      const own = [["audio", media.audioTrack]];
-      if (video) own.push(["video", media.sentVideo]);
-      for (const [kind, track] of own) {
-        const transceiver = pc.addTransceiver(track || kind, { direction: "sendrecv", streams: [media.stream],
-          ...(kind === "video" ? { sendEncodings: sendEncodings() } : {}) });
-        this.only(transceiver, kind);
-        senders[kind] = transceiver.sender;
-        // nothing leaves unencrypted: one transform takes the frames of every simulcast layer
-        e2ee.protectSender(transceiver.sender, kind);
-      }
-      const receivers = [];
-      for (const kind of video ? KINDS : ["audio"]) {
-        for (let i = 0; i < this.slotsPerKind; i += 1) {
-          const transceiver = pc.addTransceiver(kind, { direction: "recvonly" });
-          this.only(transceiver, kind);
-          // Chromium (156) never applies a receiver transform first set after the offer's
-          // setLocalDescription: its frames would go to the decoder as they came. So each slot
-          // is protected now, under the mid it will get (transceivers are numbered in order)...
-          const expected = String(pc.getTransceivers().length - 1);
-          e2ee.protectReceiver(transceiver.receiver, kind, expected);
-          receivers.push([transceiver, expected]);
-        }
-      }
-      await pc.setLocalDescription(await pc.createOffer());
-      const slots = new Map();
-      for (const [{ mid, receiver }, expected] of receivers) { // the mids are set now
-        // ...and again under its real one if the browser chose another (replacing works)
-        if (mid !== expected) e2ee.protectReceiver(receiver, receiver.track.kind, mid);
-        slots.set(mid, { mid, kind: receiver.track.kind, userId: null, deviceId: null, track: receiver.track });
-      }
-      await this.gathered(pc);
-      return { pc, slots, senders, sdp: pc.localDescription.sdp };
-    } catch (error) {
-      pc.close();
-      throw error;
+  /** The connection with the SFU changed state (``pc``: the one it is about). */
+  onConnectionState(pc) {
+    if (this.closed || pc !== this.pc || !this.live) return; // (a connection replaced or lost)
+    const state = pc.connectionState;
+    this.dispatchEvent(new CustomEvent("state", { detail: state }));
+    if (state === "failed") this.lost("the connection failed");
+    if (state === "connected" && this.held && !this.heldTimer) {
+      this.heldTimer = setTimeout(() => this.release(), KEEP_TILES_MS);
     }
   }
 
@@ -354,38 +324,8 @@ export class GroupCall extends EventTarget {
     if (!this.closed) this.dispatchEvent(new CustomEvent("slots"));
   }
 
-  /** Offer only the codec the SFU forwards for ``kind`` (no RTX, RED or FEC: one SSRC an m-line). */
-  only(transceiver, kind) {
-    const capabilities = RTCRtpReceiver.getCapabilities(kind);
-    const codecs = ((capabilities && capabilities.codecs) || [])
-      .filter((codec) => codec.mimeType.toLowerCase() === CODECS[kind]);
-    if (!codecs.length) throw new Error(`this browser has no ${CODECS[kind].split("/")[1]} codec`);
-    transceiver.setCodecPreferences(codecs);
-  }
-
-  /** ICE gathering complete (or GATHER_MS passed, with at least one candidate). */
-  gathered(pc) {
-    if (pc.iceGatheringState === "complete") return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const done = () => {
-        clearTimeout(timer);
-        pc.removeEventListener("icegatheringstatechange", check);
-        resolve();
-      };
-      const check = () => {
-        if (pc.iceGatheringState === "complete") done();
-      };
-      const timer = setTimeout(() => {
-        pc.removeEventListener("icegatheringstatechange", check);
-        if (/\r\na=candidate:/.test(pc.localDescription.sdp)) resolve();
-        else reject(new Error("no network address was found for the group media"));
-      }, GATHER_MS);
-      pc.addEventListener("icegatheringstatechange", check);
-    });
-  }
-
   // -- what the server says -------------------------------------------------------------------
-  /** `sfu.slots`, `sfu.members` or `call.key` for this call. */
+  /** `sfu.slots`, `sfu.members`, `sfu.speaker` or `call.key` for this call. */
   onEvent(event) {
     if (this.closed) return;
     if (event.type === "call.key") {
@@ -395,13 +335,15 @@ export class GroupCall extends EventTarget {
       return;
     }
     if (!this.live) {
-      // the reply to sfu.join comes first; sfu.slots until then are a lost connection's
+      // the reply to sfu.join comes first; sfu.slots (and sfu.speaker) until then are a lost
+      // connection's, or older than what the reply says
       if (event.type === "sfu.members") this.waiting = [...this.waiting, event].slice(-16);
       return;
     }
     switch (event.type) {
       case "sfu.slots": this.onSlots(event); break;
       case "sfu.members": this.onMembers(event); break;
+      case "sfu.speaker": this.onSpeaker(event); break;
       default: break;
     }
   }
@@ -441,6 +383,26 @@ export class GroupCall extends EventTarget {
     this.members = members.map((m) => ({ user_id: m.user_id, device_id: m.device_id, joined: m.joined }));
     this.tellE2EE("setMembers", this.members);
     this.dispatchEvent(new CustomEvent("members"));
+  }
+
+  /** Who is speaking now (the whole room's dominant speaker: maybe this device, or someone
+   *  in none of its slots), or nobody. */
+  onSpeaker(event) {
+    this.setSpeaker(event.call_id === this.call.id ? event : undefined, event);
+  }
+
+  /** The speaker ``wire`` names (an `sfu.speaker` event, or `sfu.join`'s `ok`'s `speaker`);
+   *  a malformed one (in ``event``) is counted and changes nothing. */
+  setSpeaker(wire, event) {
+    const speaker = wireSpeaker(wire);
+    if (speaker === undefined) {
+      this.refuse("speaker", event);
+      return;
+    }
+    const now = this.speaker;
+    if (speaker === now || (speaker && now && speaker.userId === now.userId && speaker.deviceId === now.deviceId)) return;
+    this.speaker = speaker;
+    this.dispatchEvent(new CustomEvent("speaker"));
   }
 
   /** A sender key sealed to this device (group-e2ee.js opens it or says why not). */
@@ -486,7 +448,7 @@ export class GroupCall extends EventTarget {
       else person.audio = true;
     }
     if (this.held) { // joining again: who was there stays (last picture) until their slot fills
-      const inCall = new Set(this.call.others.values());
+      const inCall = new Set(this.call.groupJoin.others.values());
       for (const person of this.held) {
         if (!byDevice.has(person.deviceId) && inCall.has(person.deviceId)) byDevice.set(person.deviceId, person);
       }
@@ -571,6 +533,7 @@ export class GroupCall extends EventTarget {
         ...((stats && stats.slots[s.mid])
           || { packetsReceived: 0, framesDecoded: 0, frameWidth: 0, frameHeight: 0, samplesDecoded: 0 }) })),
       sent: stats ? stats.sent : [], members: this.members, refused: { ...this.refused }, e2ee,
+      speaker: this.speaker ? this.speaker.deviceId : null,
     };
   }
 

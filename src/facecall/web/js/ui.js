@@ -410,15 +410,18 @@ export class CallView {
   }
 
   /** One tile per person in a filled receive slot, labelled with their name; empty slots show
-   *  nothing. Tiles are kept per device, so a redraw does not restart a picture. */
+   *  nothing. Tiles are kept per device, so a redraw does not restart a picture. The tile of
+   *  whoever is speaking (the SFU's dominant speaker) is highlighted, and its label says so;
+   *  a speaker in none of the slots (this device among them) highlights nothing. */
   groupTiles(call, group) {
     if (call.group !== group || group.closed) return;
     const redraw = () => this.groupTiles(call, group);
-    const names = [...call.others.keys()].map((id) => this.calls.nameOf(id, redraw));
+    const names = [...call.groupJoin.others.keys()].map((id) => this.calls.nameOf(id, redraw));
     $("call-peer").textContent = names.length ? new Intl.ListFormat("en", { type: "conjunction" }).format(names) : call.name;
     const grid = $("group-tiles");
     const tiles = new Map([...grid.children].map((tile) => [tile.dataset.device, tile]));
     const people = group.people();
+    const speaking = group.speaker ? group.speaker.deviceId : null;
     for (const person of people) {
       const tile = tiles.get(person.deviceId) || groupTile(person.deviceId);
       tiles.delete(person.deviceId);
@@ -443,6 +446,9 @@ export class CallView {
       else if (call.media === "video" && !said.video) notes.push("camera off");
       if (!said.audio) notes.push("muted");
       tile.querySelector(".tile-note").textContent = notes.length ? ` · ${notes.join(", ")}` : "";
+      const speaks = person.deviceId === speaking;
+      tile.classList.toggle("speaking", speaks);
+      tile.setAttribute("aria-label", [name, ...notes, ...(speaks ? ["speaking"] : [])].join(", "));
     }
     for (const tile of tiles.values()) tile.remove(); // slots that emptied
     grid.dataset.count = String(people.length);
