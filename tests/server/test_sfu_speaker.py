@@ -10,27 +10,17 @@ RFC 6464 levels mark as speech, the others aiortc's silence."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-
-from facecall.client.ice import host_addresses
 from facecall.client.signaling import SignalingConnection
 from facecall.signaling.protocol import parse_server_message
 from facecall.signaling.server_messages import SfuSpeaker
-from tests.live import LiveServer, live_server
+from tests.live import LiveServer
+from tests.server.test_sfu_members import server
 from tests.server.test_sfu_signaling import three_in_a_call
-from tests.sfu.test_transport import LOOPBACK, Client, TalkingAudioTrack
+from tests.sfu.test_transport import Client, TalkingAudioTrack
 
-
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[LiveServer]:
-    with host_addresses(LOOPBACK):  # the SFU gathers on loopback (see test_sfu_signaling.py)
-        async with live_server(f"sqlite+aiosqlite:///{tmp_path / 'facecall.db'}",
-                               ring_timeout=5.0, resume_grace=3.0) as live:
-            yield live
+__all__ = ["server"]  # the fixture: test_sfu_members.py's
 
 
 async def next_speaker(conn: SignalingConnection, timeout: float = 15.0) -> dict[str, Any]:
