@@ -99,7 +99,7 @@ async def test_subscribers_get_sender_reports_mapping_the_publishers_clock_onto_
     alice, bob = await join(room, 1, slots=1), await join(room, 2, slots=1)
     try:
         slots = [(name, slot) for name in ("alice", "bob")
-                 for slot in room_module._all_slots(room.participants[name])]
+                 for slot in room_module.all_slots(room.participants[name])]
         await until(lambda: all(len(spy.got[slot.munger.ssrc]) >= 2 for _, slot in slots),
                     timeout=8, what="two SRs on every slot")
         for name, slot in slots:
@@ -126,7 +126,7 @@ async def test_subscribers_get_sender_reports_mapping_the_publishers_clock_onto_
                     continue
                 stats = [s for s in (await transceiver.receiver.getStats()).values()
                          if s.type == "remote-outbound-rtp"]
-                slot = next(s for s in room_module._all_slots(room.participants[name])
+                slot = next(s for s in room_module.all_slots(room.participants[name])
                             if s.mid == transceiver.mid)
                 assert [s.ssrc for s in stats] == [slot.munger.ssrc]
                 last, _ = spy.got[slot.munger.ssrc][-1]

@@ -50,7 +50,6 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 from aiortc.rtcicetransport import RTCIceServer
 from aiortc.rtp import (
@@ -64,7 +63,6 @@ from aiortc.rtp import (
     RtcpRtpfbPacket,
     RtcpSrPacket,
     RtpPacket,
-    unpack_remb_fci,
 )
 
 from facecall.ice_hosts import gathered_on
@@ -73,11 +71,11 @@ from facecall.sfu.feedback import (
     MAX_NACK_SEQS,
     RETRANSMIT_BURST,
     RETRANSMIT_SHARE,
-    PacketCache,
 )
-from facecall.sfu.layers import Downlink, RateMeter, allocate
+from facecall.sfu.layers import allocate
 from facecall.sfu.munger import RtpMunger, Vp8Munger
-from facecall.sfu.reports import SlotSender, relay_sender_report
+from facecall.sfu.participant import CLOCK_RATES, KINDS, Participant, RoomStats, Slot, all_slots
+from facecall.sfu.reports import relay_sender_report
 from facecall.sfu.sdp import Offer, SfuOfferError, build_answer, parse_offer
 from facecall.sfu.speaker import DominantSpeaker
 from facecall.sfu.transport import SfuTransport
@@ -96,119 +94,10 @@ PLI_INTERVAL = 0.5
 MAX_RTP_PAYLOAD = 1500 - 20 - 8 - 12
 #: seconds between speaker decisions, PLI repeats and liveness checks
 TICK = 0.3
-#: SSRCs looked at in one REMB (a subscriber names at most its 2K slots)
-MAX_REMB_SSRCS = 16
-KINDS = ("audio", "video")
-CLOCK_RATES = {"audio": 48000, "video": 90000}
 
 
 class RoomError(Exception):
     """A participant cannot join (already in the room, or the room is closed)."""
-
-
-@dataclass(eq=False, slots=True)
-class Slot:
-    """One receive slot of a subscriber (one of its ``recvonly`` m-lines)."""
-
-    owner: Participant
-    mid: str
-    kind: str
-    payload_type: int
-    munger: RtpMunger
-    vp8: Vp8Munger | None
-    feed: Participant | None = None
-    """The publisher being forwarded now (its stream: ``munger.source``)."""
-    pending: Participant | None = None
-    """The publisher the slot moves to at its next key frame (video)."""
-    pending_ssrc: int | None = None
-    """The stream of ``pending`` it moves to: its layer, when it sends simulcast."""
-    rate: RateMeter = field(default_factory=RateMeter)
-    """What the slot sends (bit/s): the subscriber's feedback is weighed against it."""
-    credit: float = RETRANSMIT_BURST
-    """Retransmissions the slot may still send (:data:`RETRANSMIT_SHARE`)."""
-    sender: SlotSender = field(default_factory=SlotSender)
-    """What the slot sent, and its last sender report (RFC 3550 §6.4.1)."""
-    failures: int = 0
-    """Packets that could not be forwarded to it because of an error (logged sparsely)."""
-
-    @property
-    def target(self) -> Participant | None:
-        return self.pending or self.feed
-
-
-@dataclass(eq=False, slots=True)
-class Participant:
-    id: str
-    transport: SfuTransport
-    offer: Offer
-    last_heard: float
-    sources: dict[int, str] = field(default_factory=dict)
-    """The participant's own streams: SSRC → kind."""
-    payload_types: dict[str, int] = field(default_factory=dict)
-    """Kind → the payload type of its sending m-line: the only one its packets may carry."""
-    unlearned: dict[str, str] = field(default_factory=dict)
-    """Sending m-lines without ``a=ssrc``: mid → kind, learnt from the MID extension."""
-    slots: dict[str, list[Slot]] = field(default_factory=dict)
-    slot_by_ssrc: dict[int, Slot] = field(default_factory=dict)
-    caches: dict[int, PacketCache] = field(default_factory=dict)
-    task: asyncio.Task[None] | None = None
-    rids: dict[str, int] = field(default_factory=dict)
-    """Simulcast layers not learnt yet: rid → its place in ``a=simulcast``."""
-    layer_of: dict[int, int] = field(default_factory=dict)
-    """Video SSRC → its rid's place in ``a=simulcast`` (a simulcast publisher's)."""
-    rates: dict[int, RateMeter] = field(default_factory=dict)
-    """What comes on each of its streams (bit/s)."""
-    sizes: dict[int, int] = field(default_factory=dict)
-    """Video SSRC → the area of its last key frame (pixels)."""
-    upstream: Upstream | None = None
-    downlink: Downlink = field(default_factory=Downlink)
-
-    def source(self, kind: str) -> int | None:
-        """Its stream of ``kind`` (a simulcast publisher's: its best video layer)."""
-        if kind == "video" and self.layer_of:
-            return self.layers()[-1]
-        return next((ssrc for ssrc, k in self.sources.items() if k == kind), None)
-
-    def add_source(self, ssrc: int, kind: str) -> None:
-        self.sources[ssrc] = kind
-        self.caches[ssrc] = PacketCache()
-        self.rates[ssrc] = RateMeter()
-        if self.upstream is not None:
-            self.upstream.add_stream(ssrc, CLOCK_RATES[kind])
-
-    def layers(self) -> list[int]:
-        """Its video streams, worst to best: by key frame size, then by rate, then by their
-        place in ``a=simulcast`` (a browser lists them low to high)."""
-        now = time.monotonic()
-        return sorted((ssrc for ssrc, kind in self.sources.items() if kind == "video"),
-                      key=lambda ssrc: (self.sizes.get(ssrc, 0), self.rates[ssrc].bps(now),
-                                        self.layer_of.get(ssrc, 0)))
-
-    def live_layers(self, now: float) -> list[tuple[int, float]]:
-        """Its video streams that sent within the rate window, worst to best, with their
-        rates; all of them (at rate 0) if none did."""
-        layers = [(ssrc, self.rates[ssrc].bps(now)) for ssrc in self.layers()]
-        return [layer for layer in layers if layer[1] > 0] or layers
-
-
-@dataclass(slots=True)
-class RoomStats:
-    forwarded: int = 0
-    dropped_unknown: int = 0
-    plis_sent: int = 0
-    nacks_answered: int = 0
-    nacks_forwarded: int = 0
-    dropped_invalid: int = 0
-    """Packets on a known SSRC with another payload type, or too large."""
-    nacks_refused: int = 0
-    """NACKed numbers not answered: the slot's retransmission budget was spent."""
-    forward_errors: int = 0
-    sender_reports: int = 0
-    """Publishers' SRs sent on to subscribers, translated for a slot (one per slot)."""
-    congestions: int = 0
-    """Subscribers' REMBs and receiver reports that lowered what they get."""
-    layer_switches: int = 0
-    """Video slots moved to another simulcast layer of the same publisher."""
 
 
 class Room:
@@ -337,7 +226,7 @@ class Room:
         if participant_id in self._recent:
             self._recent.remove(participant_id)
         for other in self.participants.values():
-            for slot in _all_slots(other):
+            for slot in all_slots(other):
                 if slot.pending is p:
                     slot.pending = slot.pending_ssrc = None
                 if slot.feed is p:
@@ -379,7 +268,7 @@ class Room:
     def slot_sources(self, participant_id: str) -> dict[str, str | None]:
         """Who feeds each of a participant's slots now: mid → participant id (or None)."""
         p = self.participants[participant_id]
-        return {s.mid: s.feed.id if s.feed else None for s in _all_slots(p)}
+        return {s.mid: s.feed.id if s.feed else None for s in all_slots(p)}
 
     async def _connect(self, p: Participant) -> None:
         ok = await p.transport.connect(p.offer.ice, p.offer.candidates, p.offer.dtls,
@@ -481,7 +370,7 @@ class Room:
                         and slot.munger.source is not None:
                     await self._request_keyframe(slot.feed, slot.munger.source)
         elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
-            await self._take_remb(p, packet.fci)
+            await self._took_feedback(p.take_remb(packet.fci, time.monotonic()))
         elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
             slot = p.slot_by_ssrc.get(packet.media_ssrc)
             if slot is not None:
@@ -492,37 +381,13 @@ class Room:
             self.stats.sender_reports += await relay_sender_report(
                 packet, self._routes.get(packet.ssrc, ()), time.monotonic())
         if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
-            await self._take_losses(p, packet)
+            await self._took_feedback(p.take_losses(packet, time.monotonic()))
 
-    async def _take_remb(self, sub: Participant, fci: bytes) -> None:
-        """A subscriber's REMB: its estimate for the slots it names (draft-alvestrand-rmcat-remb
-        §2), weighed against what those slots send (:meth:`Downlink.on_remb`)."""
-        try:
-            estimate, ssrcs = unpack_remb_fci(fci)
-        except ValueError:
-            return
-        now = time.monotonic()
-        named = [slot for ssrc in ssrcs[:MAX_REMB_SSRCS]
-                 if (slot := sub.slot_by_ssrc.get(ssrc)) is not None and slot.kind == "video"]
-        if named and sub.downlink.on_remb(estimate, sum(s.rate.bps(now) for s in set(named)),
-                                          self._video_sent(sub, now), now):
+    async def _took_feedback(self, congested: bool) -> None:
+        """A subscriber's REMB or losses lowered what it gets: count it, share its cap anew."""
+        if congested:
             self.stats.congestions += 1
             await self._assign()
-
-    async def _take_losses(self, sub: Participant, packet: RtcpRrPacket | RtcpSrPacket) -> None:
-        """The report blocks about a subscriber's video slots (RFC 3550 §6.4.2): the worst
-        fraction lost, weighed by :meth:`Downlink.on_loss`."""
-        losses = [block.fraction_lost / 256 for block in packet.reports
-                  if (slot := sub.slot_by_ssrc.get(block.ssrc)) is not None
-                  and slot.kind == "video"]
-        now = time.monotonic()
-        if losses and sub.downlink.on_loss(max(losses), self._video_sent(sub, now), now):
-            self.stats.congestions += 1
-            await self._assign()
-
-    @staticmethod
-    def _video_sent(sub: Participant, now: float) -> float:
-        return sum(slot.rate.bps(now) for slot in sub.slots.get("video", ()))
 
     def handle_closed(self, transport: SfuTransport) -> None:
         p = self._by_transport.get(transport)
@@ -673,7 +538,7 @@ class Room:
     def _rebuild_routes(self) -> None:
         routes: dict[int, list[Slot]] = {}
         for sub in self.participants.values():
-            for slot in _all_slots(sub):
+            for slot in all_slots(sub):
                 for ssrc in {slot.munger.source, slot.pending_ssrc} - {None}:
                     assert ssrc is not None
                     routes.setdefault(ssrc, []).append(slot)
@@ -702,7 +567,7 @@ class Room:
                                     now - p.last_heard)
                         await self.leave(p.id)
                 for p in list(self.participants.values()):
-                    for slot in _all_slots(p):
+                    for slot in all_slots(p):
                         if slot.pending is not None and slot.pending_ssrc is not None:
                             await self._request_keyframe(slot.pending, slot.pending_ssrc)
             except Exception:  # one bad tick must not end forwarding for the room
@@ -712,10 +577,6 @@ class Room:
         task = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-
-def _all_slots(p: Participant) -> list[Slot]:
-    return [slot for kind in KINDS for slot in p.slots.get(kind, ())]
 
 
 def _fresh_ssrc(taken: set[int]) -> int:

@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 
 from aiortc.rtcicetransport import RTCIceServer
 
-from facecall.sfu.room import KINDS, SLOTS, Room, RoomError
+from facecall.sfu.participant import KINDS
+from facecall.sfu.room import SLOTS, Room, RoomError
 from facecall.sfu.sdp import parse_offer
 
 logger = logging.getLogger(__name__)
