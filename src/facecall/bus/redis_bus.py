@@ -11,9 +11,8 @@ those, with ``P`` the prefix:
                    media: ``sfu:<call id>``, the node holding the call's room), a lease the
                    owner renews (:meth:`RedisBus.keep_placed`) and deletes (:meth:`RedisBus.unplace`)
 
-Requests between nodes (:meth:`RedisBus.request`) travel on the node channels too: ``q`` (asking
-node, request id, payload) to the answering node, whose handler runs in a task of its own, and
-``p`` (request id, ``ok``/``error``, payload) back to the asking node's channel.
+Requests between nodes (:meth:`RedisBus.request`) travel on the node channels too (the
+protocol and the placements: :mod:`facecall.bus.redis_requests`).
 
 Each node has one pub/sub connection, SUBSCRIBEd to its own channel ``P node:<node>`` (the
 deliveries, kicks and barriers for it) and to the broadcast channel ``P all`` (announcements).
@@ -30,14 +29,12 @@ import asyncio
 import contextlib
 import itertools
 import os
-import re
 import secrets
 import time
 import urllib.parse
 import uuid
 from collections.abc import (
     AsyncIterator,
-    Awaitable,
     Callable,
     Collection,
     Coroutine,
@@ -57,44 +54,22 @@ from facecall.bus.base import AnnouncementHandler, Bus, Kicker, Listener, LockTi
 from facecall.bus.memory import first_seq
 from facecall.bus.redis_inbox import Inbox
 from facecall.bus.redis_pipeline import ScriptRunner
+from facecall.bus.redis_requests import (  # noqa: F401 (RequestFailed, MAX_REQUEST: its API)
+    MAX_REQUEST,
+    NODE_ID,
+    PLACE,
+    BusUnavailable,
+    NodeRequests,
+    RequestFailed,
+    RequestHandler,
+)
 from facecall.bus.redis_scripts import field, fields, from_bytes, kept_text, to_bytes
 from facecall.logs import get_logger
 
 log = get_logger(__name__)
 
-_NODE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _BARRIER_WAIT = 2.0  # s; past it a gap is filled from the mailbox anyway
 _REPLAY_ATTEMPTS = 50
-#: the largest payload of a request or reply between nodes (an SDP offer or answer fits many times)
-MAX_REQUEST = 256 * 1024
-
-RequestHandler = Callable[[str, bytes], Awaitable[bytes]]
-"""Called on the answering node with (asking node id, payload); returns the reply payload. An
-exception it raises is the asker's :class:`RequestFailed` (its message, not its traceback)."""
-
-#: KEYS name. ARGV node, px, node key prefix. The name's node: ``node`` when the name was free
-#: or its node's heartbeat key is gone (taken over, in this one step: never two owners).
-PLACE = """
-local owner = redis.call('GET', KEYS[1])
-if owner == ARGV[1] then return owner end
-if owner and redis.call('EXISTS', ARGV[3] .. owner) == 1 then return owner end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return ARGV[1]
-"""
-
-
-class BusUnavailable(ConnectionError):
-    """Redis cannot be reached, or failed an operation; the message names the URL (no password)."""
-
-
-class RequestFailed(Exception):
-    """A request to another node (:meth:`RedisBus.request`) got no reply: the node is not
-    listening (dead, or stopped), did not answer in time, or answered with an error (its
-    handler raised: ``answered`` is True and the message is the handler's)."""
-
-    def __init__(self, message: str, *, answered: bool = False) -> None:
-        super().__init__(message)
-        self.answered = answered
 
 
 def safe_url(url: str) -> str:
@@ -119,7 +94,7 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-class RedisBus(Bus):
+class RedisBus(NodeRequests, Bus):
     """Mailboxes of at most ``limit`` unacknowledged messages for ``ttl`` s, in Redis at ``url``.
 
     ``node_id`` names this node (default: random); ``prefix`` starts every key and channel;
@@ -136,7 +111,7 @@ class RedisBus(Bus):
                  prefix: str = "facecall:", heartbeat: float = 5.0, keep: float = 86400.0,
                  lock_lease: float = 10.0, claim_lease: float = 30.0) -> None:
         node_id = node_id or uuid.uuid4().hex
-        if not _NODE_ID.match(node_id):
+        if not NODE_ID.match(node_id):
             raise ValueError(f"node_id must be 1-64 of A-Z a-z 0-9 . _ -: {node_id!r}")
         if heartbeat <= 0 or ttl <= 0 or lock_lease <= 0:
             raise ValueError("heartbeat, ttl and lock_lease must be positive")
@@ -342,17 +317,9 @@ class RedisBus(Bus):
             if not waiting.done():
                 waiting.set_result(None)
         elif kind == b"q":  # a request: answered in a task of its own (never block the reader)
-            asker, request_id, payload = fields(data, 2)
-            if not _NODE_ID.match(from_bytes(asker)) or not request_id.isdigit():
-                raise ValueError("a request with no valid asking node or id")
-            self.spawn(self._answer(asker, request_id, payload), f"bus-answer-{self.node_id}")
+            self._asked(data)
         elif kind == b"p":
-            request_id, status, payload = fields(data, 2)
-            replied = self._requests.get(int(request_id)) if request_id.isdigit() else None
-            if replied is None:  # timed out meanwhile, or never asked: nothing waits for it
-                log.info("bus.reply_unknown", node=self.node_id, request=request_id[:20])
-            elif not replied.done():
-                replied.set_result((status == b"ok", payload))
+            self._replied(data)
 
     # ------------------------------------------------------------------ what an Inbox needs
 
@@ -536,98 +503,6 @@ class RedisBus(Bus):
     async def request_released(self, device_id: str, msg_id: str) -> None:
         """RELEASE (one round trip): the claim goes unless a reply is kept."""
         await self._run("release a request", "RELEASE", [self._request_key(device_id, msg_id)], [])
-
-    # ------------------------------------------------------------------ requests between nodes
-
-    def on_request(self, handler: RequestHandler) -> None:
-        """Set this node's :data:`RequestHandler` (one per node)."""
-        self._answerer = handler
-
-    async def request(self, node: str, payload: bytes, timeout: float = 10.0) -> bytes:
-        """Ask ``node`` (its :data:`RequestHandler`) and return its reply: one PUBLISH to its
-        channel, the reply read from this node's. :class:`RequestFailed` when no node listens
-        there (dead or stopped), none answers within ``timeout`` s, or the handler raised;
-        ValueError for a bad node id or a payload past :data:`MAX_REQUEST`."""
-        if not _NODE_ID.match(node):
-            raise ValueError(f"not a node id: {node[:80]!r}")
-        if len(payload) > MAX_REQUEST:
-            raise ValueError(f"a request of {len(payload)} bytes is past {MAX_REQUEST}")
-        if self._client is None:
-            raise BusUnavailable(f"the Redis bus at {self.where} is not started (or closed)")
-        request_id = next(self._request_ids)
-        replied = self._requests[request_id] = asyncio.get_running_loop().create_future()
-        try:
-            message = b"q" + field(self._node) + field(b"%d" % request_id) + payload
-            try:
-                listening = await self._client.publish(self._channels + to_bytes(node), message)
-            except (RedisError, OSError) as exc:
-                raise self._failed("send a request", exc) from exc
-            if not listening:
-                raise RequestFailed(f"node {node} is not listening (dead or stopped)")
-            try:
-                ok, reply = await asyncio.wait_for(replied, timeout)
-            except TimeoutError:
-                raise RequestFailed(f"node {node} did not answer within {timeout:g} s") from None
-        finally:
-            del self._requests[request_id]
-        if not ok:
-            raise RequestFailed(f"node {node} answered: {from_bytes(reply)}", answered=True)
-        return reply
-
-    async def _answer(self, asker: bytes, request_id: bytes, payload: bytes) -> None:
-        """Run the handler on a request and PUBLISH its reply (or its error) to the asker."""
-        status, reply = b"ok", b""
-        try:
-            if len(payload) > MAX_REQUEST:
-                raise ValueError(f"a request of {len(payload)} bytes is past {MAX_REQUEST}")
-            if self._answerer is None:
-                raise LookupError("this node takes no requests")
-            reply = await self._answerer(from_bytes(asker), payload)
-            if len(reply) > MAX_REQUEST:
-                raise ValueError(f"a reply of {len(reply)} bytes is past {MAX_REQUEST}")
-        except Exception as exc:
-            if not isinstance(exc, ValueError | LookupError):
-                log.exception("bus.request_failed", node=self.node_id)
-            status, reply = b"error", to_bytes(f"{type(exc).__name__}: {exc}"[:1000])
-        try:
-            await self._publish("answer a request", self._channels + asker,
-                                b"p" + field(request_id) + field(status) + reply)
-        except BusUnavailable as exc:  # the asker times out
-            log.warning("bus.reply_lost", node=self.node_id, error=str(exc))
-
-    # ------------------------------------------------------------------ placements
-
-    def _placed_key(self, name: str) -> bytes:
-        return self._p + to_bytes(name)
-
-    async def place(self, name: str, lease: float) -> str:
-        """PLACE (one round trip): the node ``name`` is on -- this one when it was on none, or
-        on one whose heartbeat key is gone (compare-and-set in one script); this node's
-        placement lasts ``lease`` s unless :meth:`keep_placed`."""
-        return from_bytes(await self._run(
-            "place " + name, "PLACE", [self._placed_key(name)],
-            [self._node, int(lease * 1000), self._p + b"n:"]))
-
-    async def placed(self, name: str) -> str | None:
-        """GET: the node ``name`` is on, if any (its heartbeat may have stopped)."""
-        if self._client is None:
-            raise BusUnavailable(f"the Redis bus at {self.where} is not started (or closed)")
-        try:
-            node = await self._client.get(self._placed_key(name))
-        except (RedisError, OSError) as exc:
-            raise self._failed("read a placement", exc) from exc
-        return None if node is None else from_bytes(node)
-
-    async def keep_placed(self, name: str, lease: float) -> bool:
-        """RENEW_IF (one round trip): ``lease`` s more for this node's placement of ``name``;
-        False when ``name`` is no longer on this node (its lease ran out, another took it)."""
-        return bool(await self._run("renew " + name, "RENEW_IF", [self._placed_key(name)],
-                                    [self._node, int(lease * 1000)]))
-
-    async def unplace(self, name: str) -> bool:
-        """DROP_IF (one round trip): ``name`` is on no node, if it was on this one."""
-        return bool(await self._run("unplace " + name, "DROP_IF", [self._placed_key(name)],
-                                    [self._node]))
 
     # ------------------------------------------------------------------ kicks, announcements
 
