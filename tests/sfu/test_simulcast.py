@@ -436,7 +436,7 @@ def test_the_downlink_backs_off_on_congestion_and_probes_back_up() -> None:
 def test_the_abs_send_time_the_sfu_writes_is_the_ntp_clocks() -> None:
     from aiortc.clock import current_ntp_time
 
-    from facecall.sfu.room import abs_send_time
+    from facecall.sfu.munger import abs_send_time
     for _ in range(5):
         ours, ntp = abs_send_time(), (current_ntp_time() >> 14) & 0xFFFFFF
         assert min((ours - ntp) % 2**24, (ntp - ours) % 2**24) < 2**18 // 100  # within 10 ms

@@ -29,6 +29,8 @@ same way. A switch of video source must land on a key frame (the caller waits fo
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -187,3 +189,23 @@ class Vp8Munger:
         if new_tl0 is not None and (self._last_tl0 is None or _newer(new_tl0, self._last_tl0, 1 << 8)):
             self._last_tl0 = new_tl0
         return rewrite_picture_numbers(payload, new_picture, new_tl0)
+
+
+def abs_send_time() -> int:
+    """Now as abs-send-time: NTP seconds in 6.18 fixed point, the low 24 bits (webrtc.org's
+    abs-send-time extension, as aiortc's sender writes it). The NTP era's offset from the Unix
+    epoch, 2,208,988,800 s, is a multiple of 64 s, so the Unix clock gives the same bits. The
+    subscriber's delay-based estimate is then of the path from the SFU, not of the publishers'
+    clocks."""
+    return int(time.time() * 262144) & 0xFFFFFF
+
+
+def copy_packet(packet: RtpPacket) -> RtpPacket:
+    """A packet to rewrite for one subscriber, leaving the original (cached, and sent to
+    others) as it came."""
+    out = RtpPacket(payload_type=packet.payload_type, marker=packet.marker,
+                    sequence_number=packet.sequence_number, timestamp=packet.timestamp,
+                    ssrc=packet.ssrc, payload=packet.payload)
+    out.csrc = list(packet.csrc)
+    out.extensions = dataclasses.replace(packet.extensions)
+    return out

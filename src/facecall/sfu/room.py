@@ -45,7 +45,6 @@ Not here yet: TWCC (RFC 8888 / transport-cc), RTX (RFC 4588).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import secrets
 import time
@@ -73,7 +72,7 @@ from facecall.sfu.feedback import (
     RETRANSMIT_SHARE,
 )
 from facecall.sfu.layers import allocate
-from facecall.sfu.munger import RtpMunger, Vp8Munger
+from facecall.sfu.munger import RtpMunger, Vp8Munger, abs_send_time, copy_packet
 from facecall.sfu.participant import CLOCK_RATES, KINDS, Participant, RoomStats, Slot, all_slots
 from facecall.sfu.reports import relay_sender_report
 from facecall.sfu.sdp import Offer, SfuOfferError, build_answer, parse_offer
@@ -403,7 +402,7 @@ class Room:
         is the slot's alone: the packet still goes to the other slots."""
         try:
             source_ssrc = packet.ssrc
-            out = slot.munger.forward(_copy(packet), arrival)
+            out = slot.munger.forward(copy_packet(packet), arrival)
             if out is None:
                 return False
             if slot.vp8 is not None:
@@ -584,23 +583,3 @@ def _fresh_ssrc(taken: set[int]) -> int:
         pass
     taken.add(ssrc)
     return ssrc
-
-
-def abs_send_time() -> int:
-    """Now as abs-send-time: NTP seconds in 6.18 fixed point, the low 24 bits (webrtc.org's
-    abs-send-time extension, as aiortc's sender writes it). The NTP era's offset from the Unix
-    epoch, 2,208,988,800 s, is a multiple of 64 s, so the Unix clock gives the same bits. The
-    subscriber's delay-based estimate is then of the path from the SFU, not of the publishers'
-    clocks."""
-    return int(time.time() * 262144) & 0xFFFFFF
-
-
-def _copy(packet: RtpPacket) -> RtpPacket:
-    """A packet to rewrite for one subscriber, leaving the original (cached, and sent to
-    others) as it came."""
-    out = RtpPacket(payload_type=packet.payload_type, marker=packet.marker,
-                    sequence_number=packet.sequence_number, timestamp=packet.timestamp,
-                    ssrc=packet.ssrc, payload=packet.payload)
-    out.csrc = list(packet.csrc)
-    out.extensions = dataclasses.replace(packet.extensions)
-    return out
