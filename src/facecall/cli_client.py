@@ -164,13 +164,14 @@ async def run_demo(options: DemoOptions, step: Callable[[str], None] = lambda _:
         probes["bob_to_alice"].attach(outgoing.remote_video, outgoing.remote_audio)
         for probe in probes.values():
             await probe.start()
-        step(f"media connected over {outgoing.path}; streaming {options.seconds:g} s both ways")
+        step(f"media connected over {outgoing.path}"
+             f"{', SFrame end to end' if outgoing.sframe else ''}; streaming {options.seconds:g} s both ways")
         deadline = time.monotonic() + options.seconds
         while time.monotonic() < deadline and outgoing.state is CallState.CONNECTED:
             await asyncio.sleep(min(0.5, max(deadline - time.monotonic(), 0)))
             step(f"streaming: {probes['alice_to_bob'].video.frames} / "
                  f"{probes['bob_to_alice'].video.frames} frames")
-        stats = await outgoing.get_stats()
+        stats, sframe = await outgoing.get_stats(), outgoing.sframe
         for probe in probes.values():
             await probe.stop()
         step("alice hangs up")
@@ -186,6 +187,7 @@ async def run_demo(options: DemoOptions, step: Callable[[str], None] = lambda _:
             "ring": {"devices_rung": len(rung), "other_device": str(phone_reason)},
             "connect_ms": round(connect_ms, 1),
             "path": outgoing.path or stats.path,
+            "sframe": sframe,  # the media SFrame-encrypted end to end (docs/sframe.md)
             "candidate_pair": None if stats.candidate_pair is None else {
                 "local": stats.candidate_pair.local_type, "remote": stats.candidate_pair.remote_type},
             "rtt_ms": None if math.isnan(stats.rtt_ms) else round(stats.rtt_ms, 1),
@@ -310,6 +312,9 @@ async def _stay(call: Call, seconds: float | None, record: str | None) -> EndRea
     print(f"connected over {call.path}", file=sys.stderr)
     # the other side shows the same digits exactly when nobody is in the middle (docs/security.md)
     print(f"security code {call.security_code}", file=sys.stderr)
+    print("media end-to-end encrypted (SFrame)" if call.sframe else
+          "media encrypted between the two devices (DTLS-SRTP); the other device does not use SFrame",
+          file=sys.stderr)
     try:
         if seconds is None:
             return await call.wait_ended()

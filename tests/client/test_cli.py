@@ -39,6 +39,7 @@ async def test_demo_in_process(relay: bool) -> None:
     assert result["in_process_server"] is True
     assert result["ring"] == {"devices_rung": 2, "other_device": "answered_elsewhere"}
     assert result["path"] == ("relay" if relay else "host")
+    assert result["sframe"] is True  # through our TURN server too: it relays ciphertext
     assert result["ended"] == {"caller": "hung_up", "callee": "hung_up"}
     assert result["connect_ms"] > 0
     for direction in result["directions"].values():
@@ -65,6 +66,7 @@ async def test_demo_command_json() -> None:
     assert code == 0, err
     result = json.loads(out)
     assert result["video"]["codec"] == "H264" and result["path"] == "host"
+    assert result["sframe"] is False  # H.264 cannot carry SFrame here: DTLS-SRTP only
     assert result["directions"]["alice_to_bob"]["frames"] > 0
 
 

@@ -174,6 +174,10 @@ async def test_a_call_moves_to_the_users_other_device(make_device: MakeDevice,
     await until(lambda: arrivals.markers_captured_after(a1_ended_us) >= 2,
                 "bob hears a2's sound", timeout=10)
     await arrivals.sink.stop()
+    # SFrame with a2 under a2's own keys: bob holds none of a1's any more (docs/sframe.md)
+    assert incoming.sframe is True and taken.sframe is True
+    assert incoming._p2p_keys is not None and incoming._p2p_keys.keys.senders() == {a2.device_id}
+    assert incoming._p2p_keys.remote_device == a2.device_id
 
     # bob's call went on: the same object, never ended, on a new peer connection with a2
     assert bob.calls[call_id] is incoming and incoming.end_reason is None

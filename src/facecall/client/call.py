@@ -39,6 +39,7 @@ from facecall.client.group_keys import GROUP_KEY_EVENTS, GroupKeys
 from facecall.client.handoff import follow_handoff
 from facecall.client.ice import selected_candidate_pair
 from facecall.client.negotiation import PeerNegotiation, Renegotiation
+from facecall.client.p2p_sframe import PeerKeys
 from facecall.client.peer import PeerSession, dtls_fingerprints
 from facecall.client.shareplay import CallSharePlay
 from facecall.client.stats import CallStats, StatsSampler, sent_quality
@@ -101,6 +102,7 @@ class Call(PeerNegotiation):
         self._group: GroupMedia | None = None
         self._group_keys: GroupKeys | None = None
         """Group media, once joined: P2P is off in this call from then on (client/group.py)."""
+        self._p2p_keys: PeerKeys | None = None
         self._sinks: list[Sink] = []
         self._sinks_started = False
         self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -331,10 +333,10 @@ class Call(PeerNegotiation):
         self.stats = await self._sample(self._peer)
         return self.stats
 
-    async def _new_peer(self) -> PeerSession:
+    async def _new_peer(self, *, sframe: bool) -> PeerSession:
         if self._group is not None:  # an ICE restart caught in flight when group media came
             raise CallStateError("this call's media goes through the SFU (group media)")
-        return await super()._new_peer()
+        return await super()._new_peer(sframe=sframe)
 
     async def _restart(self) -> None:
         if self._group is None:  # group media: no P2P to restart
@@ -436,6 +438,12 @@ class Call(PeerNegotiation):
         self.emit("statechange", state)
         self._emit_event("state", state=str(state))
 
+    def _close_p2p_keys(self) -> None:
+        """The P2P media is over for good (the call ended, or group media replaced it)."""
+        keys, self._p2p_keys = self._p2p_keys, None
+        if keys is not None:
+            keys.close()
+
     def _deliver(self, event: dict[str, Any]) -> None:
         """Called by the device for every event about this call, in order."""
         self._inbox.put_nowait(event)
@@ -469,6 +477,8 @@ class Call(PeerNegotiation):
         if kind in GROUP_KEY_EVENTS:  # group media's E2E keys (also while it is being joined)
             if self._group_keys is not None:
                 self._group_keys.deliver(event)
+            elif kind == "call.key" and self._p2p_keys is not None:  # P2P media's
+                self._p2p_keys.deliver(event)
             return
         if self._group is not None and self._group.takes(event):  # group media replaced P2P
             return
@@ -501,6 +511,9 @@ class Call(PeerNegotiation):
                 self._emit_event("remote_media", **self.remote_media)
         elif kind == "call.rejoin" and event["from_device"] == self.remote_device:
             # its client lost the peer connection (a reloaded page): offer anew, as to a newcomer
+            # (which has none of this device's SFrame keys)
+            if self._p2p_keys is not None:
+                self._p2p_keys.rejoined(event["from_device"])
             await self._renegotiate(event["from_device"], "rejoin")
         elif kind == "call.handed_off":  # the other user moved the call to another device
             await follow_handoff(self, event)
@@ -560,6 +573,7 @@ class Call(PeerNegotiation):
             await asyncio.wait({self._in_background(peer.close())}, timeout=PEER_CLOSE_WAIT)
         if self._group is not None:
             await self._group.close()
+        self._close_p2p_keys()
         self.remote_audio.stop()
         self.remote_video.stop()
         for sink in self._sinks if self._sinks_started else []:

@@ -97,7 +97,8 @@ class Device(AsyncIOEventEmitter):
     :param ice_host_addresses: host addresses to gather candidates on (default: the
         ``FACECALL_ICE_HOST_ADDRESSES`` variable, else every interface but loopback).
     :param relay_only: media only through the TURN relay (``iceTransportPolicy: "relay"``).
-    :param video_codec: ``"VP8"`` or ``"H264"`` to offer only that codec (default: both).
+    :param video_codec: ``"VP8"`` or ``"H264"`` to offer only that codec (default: VP8 only, as
+        SFrame on 1:1 media needs; ``"H264"`` calls are DTLS-SRTP only, docs/sframe.md).
     :param encoder_tuning: real-time encoder settings (default x264 ``veryfast``, 2-thread VP8 from
         720p); ``None`` for aiortc's stock encoders.
     """

@@ -480,6 +480,7 @@ async def join_group_media(call: Call, slots: int = DEFAULT_SLOTS) -> GroupMedia
         p2p, call._peer = call._peer, None
     if previous is not None:
         await previous.close()
+    call._close_p2p_keys()
     if p2p is not None:
         await asyncio.wait({call._in_background(p2p.close())}, timeout=CLOSE_WAIT)
     try:

@@ -1,6 +1,7 @@
 """The SFrame keys of one device's group media (docs/sframe.md, "In the SDK"): its own sender
 keys, made anew and sealed to the room's other devices whenever they change, and the keys the
-others send it.
+others send it. A 1:1 call's P2P media uses the same keys with a member list this device makes
+itself, the remote device alone (:meth:`GroupKeys.set_members`, facecall.client.p2p_sframe).
 
 * **Who gets a key.** The server says who has a place in the call's SFU room: ``members`` in
   the ``ok`` of ``sfu.join``, then a ``sfu.members`` event at every change (docs/protocol.md).
@@ -192,6 +193,11 @@ class GroupKeys:
         self._cancel_switches()
         self.cipher.stop()
         self._holders = frozenset()
+
+    def set_members(self, members: dict[str, Member]) -> None:
+        """The member list, as this device knows it without the SFU (1:1 media: the remote
+        device, its ``joined`` an epoch of this device's counting)."""
+        self._queue_members(members)
 
     def _queue_members(self, members: dict[str, Member]) -> None:
         """Queue a list for the follower, which applies only the newest: the older ones go."""

@@ -40,7 +40,9 @@ from pyee.asyncio import AsyncIOEventEmitter
 
 from facecall.client.call_records import CallState, CallTimings, Sink
 from facecall.client.ice import ice_servers_from_api
+from facecall.client.p2p_sframe import SFRAME_VIDEO_CODEC, AgreedCipher, PeerKeys, declare, declares
 from facecall.client.peer import PeerSession
+from facecall.client.sframe_media import frames_from
 from facecall.client.shareplay import CallSharePlay
 from facecall.client.stats import sent_quality
 from facecall.client.tracks import LocalTrack, RemoteTrack
@@ -89,6 +91,9 @@ class PeerNegotiation(AsyncIOEventEmitter):
     the one that restarts a negotiation cut short (docs/protocol.md, "A fresh start")."""
     _negotiating: asyncio.Lock
     _monitor: asyncio.Task[None] | None
+    _p2p_keys: PeerKeys | None
+    """The SFrame keys of the P2P media (made with the first connection of a device that
+    declares SFrame: facecall.client.p2p_sframe)."""
     identity_failure: str | None
     shareplay: CallSharePlay
     """Why this device refused the other device's description (its identity check failed)."""
@@ -108,19 +113,53 @@ class PeerNegotiation(AsyncIOEventEmitter):
         def _tell_media(self) -> None: ...
         async def _watch(self) -> None: ...
 
-    async def _new_peer(self) -> PeerSession:
+    @property
+    def sframe(self) -> bool | None:
+        """Whether the P2P media with the remote device is SFrame-protected end to end
+        (docs/sframe.md, "1:1 calls"): True, False (that device, or this one, does not
+        declare SFrame: DTLS-SRTP only), None (not negotiated yet, or no P2P connection)."""
+        peer = self._peer
+        if peer is None:
+            return None
+        cipher = peer.frame_cipher
+        return False if not isinstance(cipher, AgreedCipher) else cipher.agreed
+
+    @property
+    def sframe_counts(self) -> dict[str, int]:
+        """Frames of this call's P2P media by what SFrame did with them: ``encrypted``,
+        ``decrypted``, ``unsent`` (no key yet), ``unagreed`` (not negotiated yet),
+        ``awaiting_key_frame``, and per failure (``UnknownKeyId``, ``AuthenticationFailed``,
+        ...). Empty before the first connection that declares SFrame."""
+        return {} if self._p2p_keys is None else dict(self._p2p_keys.cipher.counts)
+
+    def _declares_sframe(self) -> bool:
+        """This device protects its P2P media with SFrame unless it was asked to send H.264."""
+        return self.device.video_codec in (None, SFRAME_VIDEO_CODEC)
+
+    async def _new_peer(self, *, sframe: bool) -> PeerSession:
+        """A new peer connection with the remote device, which declares SFrame if ``sframe``
+        (its frames pass through the call's :class:`PeerKeys`, VP8 its only video codec)."""
         device = self.device
         servers = ice_servers_from_api(await device.ice_configuration())
         engine = MediaEngine() if device.media_engine else None
+        cipher: AgreedCipher | None = None
+        if sframe:
+            if self._p2p_keys is None:
+                self._p2p_keys = PeerKeys(self)  # type: ignore[arg-type]
+            cipher = AgreedCipher(self._p2p_keys.cipher)
         peer = PeerSession(ice_servers=servers, relay_only=device.relay_only,
                            ice_host_addresses=device.ice_host_addresses, tuning=device.encoder_tuning,
-                           video_codec=device.video_codec, engine=engine)
+                           video_codec=SFRAME_VIDEO_CODEC if cipher is not None else device.video_codec,
+                           engine=engine, frame_cipher=cipher)
         if engine is not None:  # "quality": the engine stepped the sent video up or down
             engine.on_quality_change(
                 lambda change: self.emit("quality", sent_quality(engine, change.after, self._source_fps))
                 if peer is self._peer else None)
         tracks = [t for t in (self.local_audio, self.local_video) if t is not None]
         peer.add_tracks(tracks, ["audio", "video"] if self.video else ["audio"])
+        if cipher is not None:  # frames decrypt under the remote device's keys only
+            for transceiver in peer.pc.getTransceivers():
+                frames_from(transceiver.receiver, self.remote_device)
         self.shareplay.attach(peer.open_channel())
 
         @peer.pc.on("track")
@@ -142,15 +181,18 @@ class PeerNegotiation(AsyncIOEventEmitter):
             self._monitor = asyncio.create_task(self._watch())
         return peer
 
-    async def _send_description(self, description: RTCSessionDescription, restart: bool) -> None:
-        """Send a description, signed with this device's identity key (docs/security.md)."""
+    async def _send_description(self, peer: PeerSession, description: RTCSessionDescription,
+                                restart: bool) -> None:
+        """Send a description, signed with this device's identity key (docs/security.md), with
+        the SFrame declaration in the signed text if ``peer`` protects its media with SFrame."""
         device = self.device
         assert self.remote_device is not None and device.identity is not None
         assert device.user_id is not None and device.device_id is not None
+        sdp = declare(description.sdp) if peer.frame_cipher is not None else description.sdp
         signature = device.identity.sign(self.id, device.user_id, device.device_id,
-                                         self.remote_device, description.type, description.sdp)
+                                         self.remote_device, description.type, sdp)
         await device.request("call.sdp", call_id=self.id, to_device=self.remote_device,
-                             description={"type": description.type, "sdp": description.sdp},
+                             description={"type": description.type, "sdp": sdp},
                              ice_restart=restart, signature=signature)
         # Every candidate is in the SDP (aiortc gathers first): signal end-of-candidates.
         await self.device.request("call.candidate", call_id=self.id, to_device=self.remote_device,
@@ -165,10 +207,10 @@ class PeerNegotiation(AsyncIOEventEmitter):
         if self._peer is not None:
             old, self._peer = self._peer, None
             await old.close()
-        peer = await self._new_peer()
+        peer = await self._new_peer(sframe=self._declares_sframe())
         offer = await peer.create_offer()
         if peer is self._peer and self.state is not CallState.ENDED:
-            await self._send_description(offer, restart)
+            await self._send_description(peer, offer, restart)
 
     async def _renegotiate(self, to_device: str, why: Renegotiation) -> None:
         """Set the media up anew with ``to_device`` exactly as with a device that has just
@@ -207,8 +249,10 @@ class PeerNegotiation(AsyncIOEventEmitter):
             return
         restart = bool(event.get("ice_restart"))
         if description.type == "answer":
-            if self._peer is not None and self._peer.pc.signalingState == "have-local-offer":
-                await self._peer.accept_answer(description)
+            peer = self._peer
+            if peer is not None and peer.pc.signalingState == "have-local-offer":
+                await peer.accept_answer(description)
+                self._agree(peer, event)
             return
         # An offer: the first one, or an ICE restart (maybe crossing our own).
         if self._peer is not None and self._peer.pc.signalingState == "have-local-offer":
@@ -220,10 +264,27 @@ class PeerNegotiation(AsyncIOEventEmitter):
         if self._peer is not None:
             old, self._peer = self._peer, None
             await old.close()
-        peer = await self._new_peer()
+        # an offer without the SFrame declaration (an older client, an H.264 device) is answered
+        # without one, in the codecs it offers: DTLS-SRTP media only (docs/sframe.md)
+        peer = await self._new_peer(sframe=self._declares_sframe() and declares(description.sdp))
         answer = await peer.accept_offer(description)
+        self._agree(peer, event)
         if peer is self._peer and self.state is not CallState.ENDED:
-            await self._send_description(answer, restart)
+            await self._send_description(peer, answer, restart)
+
+    def _agree(self, peer: PeerSession, event: dict[str, Any]) -> None:
+        """``peer``'s descriptions are both known: its media is SFrame-protected if it declared
+        SFrame and the description in ``event`` (signed by its sender) does too."""
+        if peer is not self._peer:
+            return
+        cipher = peer.frame_cipher
+        protected = isinstance(cipher, AgreedCipher) and declares(event["description"]["sdp"])
+        if isinstance(cipher, AgreedCipher):
+            cipher.agreed = protected
+            if not protected:  # this device declared; the other did not
+                log.warning("call.no_sframe", call_id=self.id, device_id=event["from_device"])
+        if self._p2p_keys is not None:  # (an unprotected connection: no key goes anywhere)
+            self._p2p_keys.agreed(event["from_user"], event["from_device"], protected)
 
     async def _identity_checked(self, event: dict[str, Any]) -> bool:
         """Whether a relayed description is signed by the identity key of the device it comes

@@ -30,7 +30,7 @@ from aiortc.sdp import candidate_from_sdp
 
 from facecall.client.encoders import EncoderTuning, encoder_tuning, encoder_wrapper
 from facecall.client.ice import host_addresses, keep_best_nominated_pair
-from facecall.client.sframe_media import FrameCipher, decrypt_frames, sframe_encoder
+from facecall.client.sframe_media import FrameProtection, decrypt_frames, sframe_encoder
 from facecall.client.tracks import LocalTrack
 from facecall.media.engine import MediaEngine
 from facecall.media.engine.codecs import video_codec_preferences
@@ -73,7 +73,7 @@ class PeerSession:
         tuning: EncoderTuning | None = None,
         video_codec: str | None = None,
         engine: MediaEngine | None = None,
-        frame_cipher: FrameCipher | None = None,
+        frame_cipher: FrameProtection | None = None,
     ) -> None:
         if video_codec is not None and video_codec not in CODECS:
             raise ValueError(f"video_codec must be one of {sorted(CODECS)}, not {video_codec!r}")
@@ -87,7 +87,8 @@ class PeerSession:
         self.video_codec = video_codec
         self.engine = engine
         self.frame_cipher = frame_cipher
-        """SFrame on every encoded frame sent and received (group media); None: none."""
+        """SFrame on every encoded frame sent and received (group media, and 1:1 media between
+        devices that declare it: facecall.client.p2p_sframe); None: none."""
         self._early_candidates: list[RTCIceCandidate | None] = []
         self.remote_tracks: dict[str, Any] = {}
         self.pc.on("track", lambda track: self.remote_tracks.__setitem__(track.kind, track))

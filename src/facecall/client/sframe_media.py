@@ -39,7 +39,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, Protocol
 
 from aiortc.codecs.base import Encoder
 from aiortc.codecs.opus import OpusEncoder
@@ -169,10 +169,22 @@ class FrameCipher:
         return clear + plain
 
 
+class FrameProtection(Protocol):
+    """What encrypts and decrypts the frames of one peer connection: a :class:`FrameCipher`, or
+    a 1:1 connection's view of its call's (facecall.client.p2p_sframe.AgreedCipher)."""
+
+    @property
+    def counts(self) -> Counter[str]: ...
+
+    def encrypt(self, kind: str, frame: bytes) -> bytes | None: ...
+
+    def decrypt(self, kind: str, data: bytes, sender: str | None) -> bytes | None: ...
+
+
 class _SFrameEncoder(Encoder):
     """An aiortc encoder whose frames leave encrypted (see the module docstring)."""
 
-    def __init__(self, inner: Encoder, kind: str, cipher: FrameCipher) -> None:
+    def __init__(self, inner: Encoder, kind: str, cipher: FrameProtection) -> None:
         self.inner, self.kind, self.cipher = inner, kind, cipher
         if isinstance(inner, Vp8Encoder):  # encrypt before the RTP payload descriptor is added
             inner._packetize = self._vp8_packetize  # type: ignore[method-assign]
@@ -221,7 +233,7 @@ class _Unprotectable(Encoder):
         return [], 0
 
 
-def sframe_encoder(cipher: FrameCipher) -> Any:
+def sframe_encoder(cipher: FrameProtection) -> Any:
     """The encoder wrapper (for :func:`facecall.client.encoders.encoder_wrapper`) that encrypts
     what Opus and VP8 encoders make with ``cipher``."""
     def wrap(encoder: Encoder, codec: RTCRtpCodecParameters) -> Encoder:
@@ -248,7 +260,7 @@ class _DecryptingQueue:
     key frame (a PLI, RFC 4585 §6.3.1, at most every :data:`KEY_FRAME_ASK_INTERVAL`)."""
 
     def __init__(self, inner: queue.Queue[Any], receiver: RTCRtpReceiver, kind: str,
-                 cipher: FrameCipher) -> None:
+                 cipher: FrameProtection) -> None:
         self.inner, self.receiver, self.kind, self.cipher = inner, receiver, kind, cipher
         self._sender: str | None = None
         self._key_frame_needed = kind == "video"
@@ -290,6 +302,11 @@ class _DecryptingQueue:
             self._asked = now
             self.receiver._RTCRtpReceiver__decoder_error.set()  # type: ignore[attr-defined]
 
+    def open_payload(self, data: bytes) -> bytes | None:
+        """One audio frame decrypted, for a receive path that decodes without this queue (the
+        media engine's Opus buffer, facecall.media.engine.receiver); None: it does not."""
+        return self.cipher.decrypt(self.kind, data, self._sender)
+
     def get(self, *args: Any, **kwargs: Any) -> Any:
         return self.inner.get(*args, **kwargs)
 
@@ -297,7 +314,7 @@ class _DecryptingQueue:
 _DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
 
 
-def decrypt_frames(receiver: RTCRtpReceiver, kind: str, cipher: FrameCipher) -> None:
+def decrypt_frames(receiver: RTCRtpReceiver, kind: str, cipher: FrameProtection) -> None:
     """Make ``receiver`` (of ``kind``) decrypt every frame before its decoder sees it, with the
     keys of the device :func:`frames_from` names (until then it decodes nothing). Call before
     the receiver starts (before the remote description is applied)."""

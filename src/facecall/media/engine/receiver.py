@@ -14,6 +14,10 @@ decode-error flag swapped for the engine's, right after aiortc's ``__init__`` an
 * audio (Opus): packets go to an :class:`~.audio_buffer.AudioJitterBuffer`; due slots are decoded
   on the event loop by :class:`~.opus.OpusPlcDecoder` (packet, FEC, or concealment) and put on
   the remote track's queue. Other audio codecs go to aiortc's decoder unchanged, in order.
+  A receiver whose decoder queue decrypts what it is given (the SDK's SFrame,
+  facecall.client.sframe_media: the queue has ``open_payload``) has each Opus payload decrypted
+  as it arrives, before the buffer (FEC and all work on the clear payloads); one that does not
+  decrypt is dropped, and its slot concealed like a lost packet.
 
 Private names of aiortc 1.16 used here are listed in :data:`PRIVATE_RECEIVER_ATTRIBUTES` and
 checked by ``tests/media_engine/test_hooks.py``.
@@ -211,8 +215,13 @@ class _AudioPath:
             # not ours to conceal: straight to aiortc's decoder, no waiting
             return False, JitterFrame(getattr(packet, "_data", packet.payload), packet.timestamp)
         self.codec = codec
-        self.buffer.add(packet.sequence_number, packet.timestamp, getattr(packet, "_data", b""),
-                        self.loop.time())
+        payload = getattr(packet, "_data", b"")
+        opener = getattr(_private(self.receiver, "_RTCRtpReceiver__decoder_queue"), "open_payload", None)
+        if opener is not None:
+            payload = opener(payload)
+            if payload is None:  # does not decrypt: as good as lost
+                return False, None
+        self.buffer.add(packet.sequence_number, packet.timestamp, payload, self.loop.time())
         self._on_timer()
         return False, None
 

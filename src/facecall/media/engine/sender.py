@@ -79,8 +79,18 @@ STALE_PACKET_LIMIT = 64
 case the codec's key frame is not recognised)."""
 
 
+def codec_encoder(encoder: Any) -> Any:
+    """The codec's own encoder behind ``encoder``: an encoder that wraps another (the SDK's
+    SFrame encryption, facecall.client.sframe_media) names it ``inner``."""
+    while (inner := getattr(encoder, "inner", None)) is not None:
+        encoder = inner
+    return encoder
+
+
 def set_encoder_bitrate(encoder: Any, bitrate: int) -> bool:
-    """Set an aiortc video encoder's target rate (bit/s); ``False`` if it has none."""
+    """Set an aiortc video encoder's target rate (bit/s), wrapped or not; ``False`` if it has
+    none."""
+    encoder = codec_encoder(encoder)
     for klass in type(encoder).__mro__:
         name = PRIVATE_ENCODER_BITRATE.get(klass.__name__)
         if name is not None and klass.__module__.startswith("aiortc."):
@@ -312,9 +322,10 @@ class EngineSender(RTCRtpSender):
             import aiortc.rtcrtpsender as module  # the (possibly SDK-wrapped) factory
 
             encoder = module.get_encoder(codec)
-            if isinstance(encoder, OpusEncoder) and self.engine.config.opus_fec:
-                encoder.codec.options = {**encoder.codec.options, "fec": "1",
-                                         "packet_loss": str(self.engine.config.opus_expected_loss)}
+            opus = codec_encoder(encoder)
+            if isinstance(opus, OpusEncoder) and self.engine.config.opus_fec:
+                opus.codec.options = {**opus.codec.options, "fec": "1",
+                                      "packet_loss": str(self.engine.config.opus_expected_loss)}
             self._RTCRtpSender__encoder = encoder
             self._applied_bitrate = None
             self._apply_bitrate()
