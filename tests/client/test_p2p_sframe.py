@@ -250,3 +250,19 @@ async def test_a_device_that_does_not_declare_gets_dtls_srtp_media(make_device: 
     assert outgoing.sframe is False and incoming.sframe is False
     assert outgoing.sframe_counts == {} and incoming.sframe_counts == {}
     assert not wire  # no receiver of this call decrypts anything
+
+
+async def test_a_device_that_declares_calls_one_that_sends_h264_only(make_device: MakeDevice) -> None:
+    """bob declares and offers VP8 first; alice's device sends H.264 only and declares nothing:
+    she answers H.264, and the call's media is DTLS-SRTP only, both ways."""
+    bob = await make_device("bob")
+    alice = await make_device("alice", video_codec="H264")
+    outgoing = await bob.call("alice", video=True)
+    incoming = await alice.next_call(timeout=10)
+    await incoming.answer()
+    await asyncio.gather(outgoing.wait_connected(30), incoming.wait_connected(30))
+    assert (await stamped_frames(incoming, 5)).summary().stamped >= 5
+    assert (await stamped_frames(outgoing, 5)).summary().stamped >= 5
+    assert outgoing.sframe is False and incoming.sframe is False
+    counts = outgoing.sframe_counts
+    assert "encrypted" not in counts and "decrypted" not in counts, counts

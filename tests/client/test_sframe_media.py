@@ -195,12 +195,25 @@ def test_an_encoder_sends_nothing_until_there_is_a_key() -> None:
     assert cipher.counts["unsent"] >= 4
 
 
-def test_a_codec_sframe_cannot_carry_sends_nothing() -> None:
+def test_a_codec_sframe_cannot_carry_sends_nothing_unless_the_connection_is_unprotected() -> None:
     from aiortc import RTCRtpCodecParameters
     from aiortc.codecs.h264 import H264Encoder
+
+    from facecall.client.p2p_sframe import AgreedCipher
     h264 = RTCRtpCodecParameters(mimeType="video/H264", clockRate=90000, payloadType=102)
-    encoder = sframe_encoder(keyed())(H264Encoder(), h264)
-    assert encoder.encode(picture(0)) == ([], 0)
+    cipher = keyed()
+    encoder = sframe_encoder(cipher)(H264Encoder(), h264)
+    assert encoder.encode(picture(0)) == ([], 0)  # group media: never
+    assert cipher.counts["unprotectable"] == 1
+    agreed = AgreedCipher(cipher)
+    encoder = sframe_encoder(agreed)(H264Encoder(), h264)
+    assert encoder.encode(picture(0)) == ([], 0)  # 1:1, not negotiated yet
+    agreed.agreed = True
+    assert encoder.encode(picture(1)) == ([], 0)  # protected: nothing, never clear
+    agreed.agreed = False  # the other device declares nothing and chose H.264
+    encrypted = cipher.counts["encrypted"]
+    payloads, _ = encoder.encode(picture(2))
+    assert payloads and cipher.counts["encrypted"] == encrypted  # as H.264 made them
 
 
 def test_the_encoder_wrapper_acts_only_inside_its_context() -> None:

@@ -333,10 +333,10 @@ class Call(PeerNegotiation):
         self.stats = await self._sample(self._peer)
         return self.stats
 
-    async def _new_peer(self, *, sframe: bool) -> PeerSession:
+    async def _new_peer(self, *, sframe: bool, answering: bool = False) -> PeerSession:
         if self._group is not None:  # an ICE restart caught in flight when group media came
             raise CallStateError("this call's media goes through the SFU (group media)")
-        return await super()._new_peer(sframe=sframe)
+        return await super()._new_peer(sframe=sframe, answering=answering)
 
     async def _restart(self) -> None:
         if self._group is None:  # group media: no P2P to restart

@@ -136,9 +136,12 @@ class PeerNegotiation(AsyncIOEventEmitter):
         """This device protects its P2P media with SFrame unless it was asked to send H.264."""
         return self.device.video_codec in (None, SFRAME_VIDEO_CODEC)
 
-    async def _new_peer(self, *, sframe: bool) -> PeerSession:
-        """A new peer connection with the remote device, which declares SFrame if ``sframe``
-        (its frames pass through the call's :class:`PeerKeys`, VP8 its only video codec)."""
+    async def _new_peer(self, *, sframe: bool, answering: bool = False) -> PeerSession:
+        """A new peer connection with the remote device, which declares SFrame if ``sframe``:
+        its frames pass through the call's :class:`PeerKeys`; VP8 its only video codec when
+        ``answering`` an offer that declares SFrame too (an offer lists the device's codecs,
+        VP8 first, so that a device that declares nothing and sends H.264 only is still
+        answered)."""
         device = self.device
         servers = ice_servers_from_api(await device.ice_configuration())
         engine = MediaEngine() if device.media_engine else None
@@ -149,7 +152,7 @@ class PeerNegotiation(AsyncIOEventEmitter):
             cipher = AgreedCipher(self._p2p_keys.cipher)
         peer = PeerSession(ice_servers=servers, relay_only=device.relay_only,
                            ice_host_addresses=device.ice_host_addresses, tuning=device.encoder_tuning,
-                           video_codec=SFRAME_VIDEO_CODEC if cipher is not None else device.video_codec,
+                           video_codec=SFRAME_VIDEO_CODEC if sframe and answering else device.video_codec,
                            engine=engine, frame_cipher=cipher)
         if engine is not None:  # "quality": the engine stepped the sent video up or down
             engine.on_quality_change(
@@ -266,7 +269,8 @@ class PeerNegotiation(AsyncIOEventEmitter):
             await old.close()
         # an offer without the SFrame declaration (an older client, an H.264 device) is answered
         # without one, in the codecs it offers: DTLS-SRTP media only (docs/sframe.md)
-        peer = await self._new_peer(sframe=self._declares_sframe() and declares(description.sdp))
+        peer = await self._new_peer(sframe=self._declares_sframe() and declares(description.sdp),
+                                    answering=True)
         answer = await peer.accept_offer(description)
         self._agree(peer, event)
         if peer is self._peer and self.state is not CallState.ENDED:

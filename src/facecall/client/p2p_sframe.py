@@ -13,7 +13,9 @@ hop that might terminate DTLS-SRTP (a misissued certificate, a relay that does) 
   an SDK device sending H.264, which SFrame cannot ride here) the media is DTLS-SRTP only, and
   :attr:`~facecall.client.call.Call.sframe` says so. The browser client follows the same rule.
 * **Frames**: group media's wire form and code (:mod:`facecall.client.sframe_media`). A device
-  that declares sends VP8 only (and Opus). Until the connection is known to be protected
+  that declares offers its codecs with VP8 first, and answers an offer that declares with VP8
+  only (and Opus): an H.264 frame never goes out on a protected connection (the encoder sends
+  nothing then), only on one the other device did not declare. Until the connection is known to be protected
   (:class:`AgreedCipher`) nothing is sent and nothing received is decoded; a connection
   that turns out unprotected passes frames through as they are.
 * **Keys**: ``call.key``, exactly as in group media (:class:`~facecall.client.group_keys.GroupKeys`),
@@ -40,7 +42,7 @@ log = get_logger(__name__)
 
 #: the session-level SDP attribute line by which a device says it SFrame-protects its 1:1 media
 SFRAME_LINE = "a=facecall-sframe"
-#: the only video codec a declaring device sends: the one whose frames SFrame rides here
+#: the only video codec a declaring device answers with: the one whose frames SFrame rides here
 #: (the VP8 payload descriptor stays clear, RFC 7741 §4.2; H.264's packetization would cut the
 #: ciphertext at start codes)
 SFRAME_VIDEO_CODEC = "VP8"
@@ -90,6 +92,9 @@ class AgreedCipher:
             self.cipher.counts["unagreed"] += 1
             return None
         return self.cipher.encrypt(kind, frame) if self.agreed else frame
+
+    def passes_clear(self) -> bool:
+        return self.agreed is False
 
     def decrypt(self, kind: str, data: bytes, sender: str | None) -> bytes | None:
         if self.agreed is None:

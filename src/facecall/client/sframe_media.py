@@ -148,6 +148,10 @@ class FrameCipher:
             self.counts["encrypted"] += 1
         return clear + protected
 
+    def passes_clear(self) -> bool:
+        """Never: every frame of group media is SFrame."""
+        return False
+
     def decrypt(self, kind: str, data: bytes, sender: str | None) -> bytes | None:
         """The encoded frame in ``data`` (as :meth:`encrypt` made it) from device ``sender``
         (None: nobody), or None if it does not decrypt under that device's keys (counted by
@@ -179,6 +183,10 @@ class FrameProtection(Protocol):
     def encrypt(self, kind: str, frame: bytes) -> bytes | None: ...
 
     def decrypt(self, kind: str, data: bytes, sender: str | None) -> bytes | None: ...
+
+    def passes_clear(self) -> bool:
+        """Whether frames go as they are (a connection known not to be SFrame-protected)."""
+        ...
 
 
 class _SFrameEncoder(Encoder):
@@ -220,17 +228,39 @@ class _SFrameEncoder(Encoder):
 
 
 class _Unprotectable(Encoder):
-    """What a codec SFrame cannot carry here gets: an encoder that sends nothing (never clear
-    media). Group media offers Opus and VP8 only, so this is a guard, not a path."""
+    """What a codec SFrame cannot carry here gets: an encoder whose frames go out only on a
+    connection that is not SFrame-protected at all (a 1:1 call whose other device does not
+    declare SFrame and chose H.264: :meth:`FrameProtection.passes_clear`), else nothing — never
+    clear media where SFrame was agreed. Group media offers Opus and VP8 only, and a device
+    that declares SFrame answers VP8 only, so on a protected connection this is a guard."""
 
-    def __init__(self, codec: RTCRtpCodecParameters) -> None:
-        log.error("sframe.codec_refused", codec=codec.mimeType)
+    def __init__(self, inner: Encoder, codec: RTCRtpCodecParameters, cipher: FrameProtection) -> None:
+        self.inner, self.codec_name, self.cipher = inner, codec.mimeType, cipher
+        self._refused = False
+
+    def _allowed(self) -> bool:
+        if self.cipher.passes_clear():
+            return True
+        self.cipher.counts["unprotectable"] += 1
+        if not self._refused:
+            self._refused = True
+            log.error("sframe.codec_refused", codec=self.codec_name)
+        return False
 
     def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
-        return [], 0
+        return self.inner.encode(frame, force_keyframe) if self._allowed() else ([], 0)
 
     def pack(self, packet: Packet) -> tuple[list[bytes], int]:
-        return [], 0
+        return self.inner.pack(packet) if self._allowed() else ([], 0)
+
+    @property
+    def target_bitrate(self) -> int:
+        return int(getattr(self.inner, "target_bitrate", 0))
+
+    @target_bitrate.setter
+    def target_bitrate(self, bitrate: int) -> None:
+        if hasattr(self.inner, "target_bitrate"):
+            self.inner.target_bitrate = bitrate  # type: ignore[attr-defined]
 
 
 def sframe_encoder(cipher: FrameProtection) -> Any:
@@ -241,7 +271,7 @@ def sframe_encoder(cipher: FrameProtection) -> Any:
             return _SFrameEncoder(encoder, "audio", cipher)
         if isinstance(encoder, Vp8Encoder):
             return _SFrameEncoder(encoder, "video", cipher)
-        return _Unprotectable(codec)
+        return _Unprotectable(encoder, codec, cipher)
     return wrap
 
 

@@ -9,6 +9,7 @@ import { SignalingError } from "./signaling.js";
 import { NO_CONNECT, NO_RECONNECT, endMessage, formatDuration, identityFailedMessage } from "./call-text.js";
 import { certificateLines, peerSecurityCode } from "./security-code.js";
 import { GroupJoin } from "./group-join.js";
+import { CallProtection } from "./p2p-e2ee.js";
 
 const STATS_EVERY_MS = 1000;
 // How long a call may wait for its media to connect, and to come back once it was lost, before
@@ -63,6 +64,7 @@ export class Call {
     this.peer = null; // the peer connection to remoteDevice
     this.group = null; // the media through the SFU, once the call has three or more people
     this.groupJoin = new GroupJoin(this); // who is in the call; when it goes to the SFU
+    this.protection = new CallProtection(this); // SFrame on the P2P media (p2p-e2ee.js)
     this.connectedAt = null; // when the media first connected (the duration counts from it)
     this.inCallFor = 0; // seconds the user was in this call on another device before it moved here
     this.iceServers = null;
@@ -146,6 +148,7 @@ export class Call {
       video: this.media === "video", callId: this.id, remoteDevice: this.remoteDevice,
       send: (type, fields) => host.signaling.request(type, fields),
       sign: (callId, toDevice, type, sdp) => host.identity.sign(callId, toDevice, type, sdp),
+      link: this.protection.link(this.remoteDevice),
     });
     this.peer = peer;
     host.watch.attach(this, peer.channel); // a new connection, a new channel: the state again
@@ -155,13 +158,18 @@ export class Call {
     peer.addEventListener("state", (e) => {
       if (this.peer === peer && !this.group) this.onMediaState(e.detail);
     });
+    peer.addEventListener("sframe", (e) => {
+      if (this.peer === peer && !this.group) this.protection.onAgreement(peer, e.detail);
+    });
     this.startStats();
     return peer;
   }
 
-  /** Close the peer connection (another takes its place, or none). */
+  /** Close the peer connection (another takes its place, or none: the call went to the SFU,
+   *  and the P2P media's keys go with it). */
   dropPeer() {
     if (this.peer) this.peer.close();
+    if (this.group) this.protection.close();
     this.peer = null;
     this.remoteCertificates = null;
     clearInterval(this.statsTimer);
@@ -347,6 +355,7 @@ export class Call {
   onRejoin(event) {
     if (event.from_device !== this.remoteDevice || this.phase === "calling" || this.phase === "ringing") return;
     this.awaitingOffer = null; // what that device sends from now on is its new page's
+    this.protection.rejoined(event.from_device); // it lost its keys: new ones (a new epoch)
     if (this.preparing) this.renewAsked = true;
     else this.renewPeer();
   }
@@ -362,6 +371,7 @@ export class Call {
         || this.phase === "calling" || this.phase === "ringing") return;
     this.awaitingOffer = null;
     this.moved = true;
+    this.protection.handedOff(this.remoteDevice, event); // the new device gets a new key
     // the new device has a microphone, camera and screen of its own: nothing is known of them
     // until it says (call.media), so not what the old one last said
     this.remoteMedia = { audio: true, video: this.media === "video", screen: false };
@@ -372,6 +382,13 @@ export class Call {
       return;
     }
     this.renewPeer(event.to_device);
+  }
+
+  /** A `call.key`: for the group media's keys once the call has (or had) group media, else
+   *  for the P2P media's. */
+  onKey(event) {
+    if (this.group || this.groupJoin.was || this.groupJoin.people >= 3) this.groupJoin.onEvent(event);
+    else this.protection.onKey(event);
   }
 
   /** What the other device sends now (`call.media`: muted, camera off, a shared screen). */
@@ -571,6 +588,7 @@ export class Call {
     clearInterval(this.clockTimer);
     clearTimeout(this.connectTimer);
     if (this.peer) this.peer.close();
+    this.protection.close();
     if (this.group) this.group.close();
   }
 }

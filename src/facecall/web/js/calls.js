@@ -437,10 +437,12 @@ export class Calls extends EventTarget {
       case "call.candidate": case "call.rejoin": case "call.handed_off": case "call.media":
         if (mine) call.onRelayed(event);
         break;
-      // group media (group-call.js): who fills the slots, who is in the room, who is speaking,
-      // sender keys
-      case "sfu.slots": case "sfu.members": case "sfu.speaker": case "call.key":
+      // group media (group-call.js): who fills the slots, who is in the room, who is speaking
+      case "sfu.slots": case "sfu.members": case "sfu.speaker":
         if (mine) call.groupJoin.onEvent(event);
+        break;
+      case "call.key": // sender keys: the group media's or the P2P media's (call.js)
+        if (mine) call.onKey(event);
         break;
       default:
         break;
@@ -543,7 +545,7 @@ export class Calls extends EventTarget {
     return { phase: call.phase, callId: call.id, media: call.media, role: call.role, device,
       remoteDevice: call.remoteDevice,
       quality: source ? source.quality : "unknown", stats, rings: this.rings.ids(), ringtone,
-      group, people: call.groupJoin.people,
+      group, people: call.groupJoin.people, p2p: call.protection.diagnostics(),
       remote: call.remoteMedia, securityCode: call.securityCode, shareplay: this.watch.diagnostics(),
       local: { muted: !audio || !audio.enabled, camera: !!this.media.videoTrack && !this.media.cameraOff,
         screen: !!this.media.screen,

@@ -19,6 +19,7 @@
 //   sender's keys apart, drops a departed one's at once, a previous one after GRACE).
 //
 // Membership changes are handled one at a time, the newest list only; received keys in order.
+// 1:1 media uses the same keys, with the one remote device as the member list (p2p-e2ee.js).
 
 import { IdentityError } from "./identity.js";
 import { MediaKeyError, MalformedMessage, ReceivedKeys, SenderKeys, WrongCall, openSenderKey,
@@ -85,7 +86,7 @@ export class GroupE2EE {
     this.refused = {}; // call.key refused, by reason
     this.notSent = 0; // call.key requests that failed
     this.rotations = 0;
-    this.frames = { encrypted: 0, decrypted: 0, dropped: {}, keyFrameRequests: 0 };
+    this.frames = { encrypted: 0, decrypted: 0, dropped: {}, keyFrameRequests: 0, clear: { sent: 0, received: 0 } };
     this.pendingMembers = null;
     this.following = null; // the membership follower's promise, while it runs
     this.keysOpened = Promise.resolve(); // the chain of received keys
@@ -101,18 +102,29 @@ export class GroupE2EE {
 
   // -------------------------------------------------------------------- media
   /** Encrypt every frame ``sender`` sends under this device's current key; nothing is sent
-   *  before it has one. ``kind``: "audio" (Opus) or "video" (VP8). */
-  protectSender(sender, kind) {
+   *  before it has one. ``kind``: "audio" (Opus) or "video" (VP8). ``link``: a name for the
+   *  transforms of one connection, which passClear(link) may later let through as they are. */
+  protectSender(sender, kind, link = undefined) {
     if (!KINDS.has(kind)) throw new TypeError(`kind is audio or video, not ${kind}`);
-    sender.transform = new RTCRtpScriptTransform(this.worker, { role: "send", kind });
+    sender.transform = new RTCRtpScriptTransform(this.worker, { role: "send", kind, ...(link ? { link } : {}) });
   }
 
   /** Decrypt the frames of receive slot ``mid`` with the keys of the device that slot names
-   *  now (setSlots); until a slot names a device, nothing of it is decoded. */
-  protectReceiver(receiver, kind, mid) {
+   *  now (setSlots); until a slot names a device, nothing of it is decoded. (``link``: as
+   *  protectSender's.) */
+  protectReceiver(receiver, kind, mid, link = undefined) {
     if (!KINDS.has(kind)) throw new TypeError(`kind is audio or video, not ${kind}`);
     if (!isId(mid)) throw new TypeError("a receive slot's mid is a non-empty string");
-    receiver.transform = new RTCRtpScriptTransform(this.worker, { role: "receive", kind, mid });
+    receiver.transform = new RTCRtpScriptTransform(this.worker,
+      { role: "receive", kind, mid, ...(link ? { link } : {}) });
+  }
+
+  /** From now on the transforms made with ``link`` pass frames on as they come, unencrypted
+   *  (a 1:1 connection whose other device does not declare SFrame: p2p-e2ee.js). Never for
+   *  group media. */
+  passClear(link) {
+    if (!isId(link)) throw new TypeError("a link is a non-empty string");
+    if (!this.closed) this.worker.postMessage({ type: "clear", link });
   }
 
   /** Who fills each receive slot (sfu.join's `ok` and every sfu.slots: ``[{mid, kind, user_id,

@@ -1,5 +1,8 @@
 // One RTCPeerConnection to one remote device: offer/answer over signaling, trickle ICE,
-// ICE restart, the call's data channel, and the statistics behind the network-quality indicator.
+// ICE restart, the call's data channel, whether its media is SFrame-protected (p2p-e2ee.js),
+// and the statistics behind the network-quality indicator.
+
+import { declareSFrame, declaresSFrame } from "./p2p-e2ee.js";
 
 /** The call's data channel, negotiated out of band (W3C webrtc §6.2 `negotiated`): both ends
  *  make it with this label and id before the first offer or answer (the SDK too:
@@ -18,9 +21,14 @@ export class Peer extends EventTarget {
    * @param {string} o.remoteDevice
    * @param {(callId: string, toDevice: string, type: string, sdp: string) => Promise<string>} o.sign
    *   this device's signature of a description it sends (identity.js)
+   * @param {import('./p2p-e2ee.js').Link|null} [o.link]  this connection's SFrame transforms:
+   *   with one, every description sent declares SFrame (null: none does, no frame is protected)
    */
-  constructor({ iceServers, relayOnly, media, video, send, callId, remoteDevice, sign }) {
+  constructor({ iceServers, relayOnly, media, video, send, callId, remoteDevice, sign, link = null }) {
     super();
+    this.link = link;
+    // whether the descriptions sent and received declare SFrame, and what that settled (once)
+    this.sframe = { sent: null, received: null, agreed: null };
     this.media = media;
     this.video = video;
     this.send = send;
@@ -71,6 +79,8 @@ export class Peer extends EventTarget {
         this.pc.addTransceiver(this.media.sentVideo || "video",
           { direction: "sendrecv", streams: [this.media.stream] });
       }
+      // protected from the first frame: the answer says later whether it stays so
+      if (this.link) for (const transceiver of this.pc.getTransceivers()) this.link.prepare(transceiver);
     }
     this.makingOffer = true; // an offer that crosses the other side's is glare (calls.js)
     try {
@@ -84,12 +94,32 @@ export class Peer extends EventTarget {
   }
 
   /** Send the local description as it stands, signed with this device's identity key (the
-   *  signature covers the exact SDP string sent: the other side checks it before applying it). */
+   *  signature covers the exact SDP string sent: the other side checks it before applying it),
+   *  with the line that declares SFrame if this connection protects its frames. */
   async sendDescription(type, fields = {}) {
-    const sdp = this.pc.localDescription.sdp; // read once: candidates gathered later change it
+    let sdp = this.pc.localDescription.sdp; // read once: candidates gathered later change it
+    if (this.link) sdp = declareSFrame(sdp);
     const signature = await this.sign(this.callId, this.remoteDevice, type, sdp);
     if (this.closed) return;
     await this.signal("call.sdp", { description: { type, sdp }, signature, ...fields });
+    this.noteSFrame("sent", !!this.link);
+  }
+
+  /** A description sent or received declares SFrame or not; once one of each is known, the
+   *  connection's media is protected iff both did ("sframe" event, detail true or false). That
+   *  stays: a later description that does not declare it leaves the frames protected (they
+   *  stop decrypting there, none goes out in the clear). */
+  noteSFrame(which, declared) {
+    const state = this.sframe;
+    if (state.agreed !== null) {
+      if (state.agreed && !declared) console.warn(`facecall: a description ${which} without SFrame; it stays on`);
+      return;
+    }
+    state[which] = declared;
+    if (state.sent === null || state.received === null || this.closed) return;
+    state.agreed = state.sent && state.received;
+    if (!state.agreed && this.link) this.link.passClear();
+    this.dispatchEvent(new CustomEvent("sframe", { detail: state.agreed }));
   }
 
   /** Restart ICE after the path failed (only the offering side does this). */
@@ -101,7 +131,15 @@ export class Peer extends EventTarget {
   /** A relayed `call.sdp` from the remote device, its signature already checked (call.js). */
   async onDescription(description) {
     if (this.closed) return;
+    const declared = declaresSFrame(description.sdp);
     await this.pc.setRemoteDescription(description);
+    this.noteSFrame("received", declared);
+    if (description.type === "offer" && this.link && declared && this.sframe.agreed !== false) {
+      // the answering side's transceivers are made now: protected before the answer. (An offer
+      // that does not declare SFrame gets neither transforms nor codec limits: the media will
+      // not be protected, and that device may send no VP8.)
+      for (const transceiver of this.pc.getTransceivers()) this.link.prepare(transceiver, { only: true });
+    }
     if (description.type === "offer") {
       for (const transceiver of this.pc.getTransceivers()) {
         const kind = transceiver.receiver.track.kind;
@@ -162,7 +200,7 @@ export class Peer extends EventTarget {
       iceConnectionState: this.pc.iceConnectionState,
       localCandidateType: null, remoteCandidateType: null, relayProtocol: null,
       rtt: null, framesDecoded: 0, framesReceived: 0, frameWidth: 0, frameHeight: 0,
-      audioPacketsReceived: 0, packetsReceived: 0, packetsLost: 0, bytesSent: 0,
+      audioPacketsReceived: 0, audioSamplesDecoded: 0, packetsReceived: 0, packetsLost: 0, bytesSent: 0,
       framesEncoded: 0, sourceFrames: 0,
     };
     let pair = null;
@@ -195,6 +233,8 @@ export class Peer extends EventTarget {
           }
         } else if (s.kind === "audio") {
           out.audioPacketsReceived += s.packetsReceived || 0;
+          // samples played from what came (not made up by concealment)
+          out.audioSamplesDecoded += Math.max(0, (s.totalSamplesReceived || 0) - (s.concealedSamples || 0));
         }
       } else if (s.type === "outbound-rtp") {
         out.bytesSent += s.bytesSent || 0;

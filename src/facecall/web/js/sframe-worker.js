@@ -8,8 +8,11 @@
 //   {type: "stop"}                      send nothing until the next "send-key"
 //   {type: "keys", removed: [[device, kid]], added: [[device, kid, baseKey]]}   receiving keys
 //   {type: "slots", slots: [[mid, device | null]]}   who fills each receive slot now
+//   {type: "clear", link}   the transforms made with this ``link`` option pass frames on as
+//                           they come (a 1:1 connection whose other device does not declare
+//                           SFrame: p2p-e2ee.js); until then, and without a link, they protect
 // To the page: {type: "stats", frames: {encrypted, decrypted, dropped: {reason: n},
-// keyFrameRequests}}, at most every STATS_INTERVAL ms while frames flow.
+// keyFrameRequests, clear: {sent, received}}}, at most every STATS_INTERVAL ms while frames flow.
 //
 // A frame that does not decrypt is dropped (never given to the decoder), counted by reason
 // (the FrameCipher's, and ``empty``: a frame without a byte, which Chromium sometimes gives an
@@ -26,13 +29,16 @@ const SUPPORTED = { audio: "audio/opus", video: "video/vp8" };
 
 const cipher = new FrameCipher();
 const receivers = new Set(); // the state of each receiving transform (see receive())
+const clearLinks = new Set(); // links whose frames pass on as they come ("clear")
+const clear = { sent: 0, received: 0 }; // frames passed on so, unencrypted
 let keyFrameRequests = 0;
 let statsTimer = null;
 
 function postStats() {
   statsTimer = null;
   const { encrypted = 0, decrypted = 0, ...dropped } = cipher.counts;
-  self.postMessage({ type: "stats", frames: { encrypted, decrypted, dropped, keyFrameRequests } });
+  self.postMessage({ type: "stats", frames: { encrypted, decrypted, dropped, keyFrameRequests,
+    clear: { ...clear } } });
 }
 
 function statsChanged() {
@@ -46,9 +52,19 @@ function supported(kind, frame) {
   return mimeType === undefined || mimeType.toLowerCase() === SUPPORTED[kind];
 }
 
-function send(kind) {
+/** Whether the frames of a transform made with option ``link`` pass on as they come. */
+function passesClear(link, direction, frame, controller) {
+  if (link === undefined || !clearLinks.has(link)) return false;
+  clear[direction] += 1;
+  controller.enqueue(frame);
+  statsChanged();
+  return true;
+}
+
+function send(kind, link) {
   return new TransformStream({
     async transform(frame, controller) {
+      if (passesClear(link, "sent", frame, controller)) return;
       if (!supported(kind, frame)) {
         cipher.count("UnsupportedCodec");
       } else {
@@ -71,9 +87,10 @@ function askKeyFrame(state, now) {
 }
 
 function receive(state) {
-  const { kind, mid } = state;
+  const { kind, mid, link } = state;
   return new TransformStream({
     async transform(frame, controller) {
+      if (passesClear(link, "received", frame, controller)) return;
       const data = new Uint8Array(frame.data);
       if (!data.length) { // Chromium hands receivers an empty audio frame now and then: nothing to decode
         cipher.count("empty");
@@ -108,13 +125,13 @@ function askWaiting(devices) {
 
 self.onrtctransform = (event) => {
   const transformer = event.transformer;
-  const { role, kind, mid } = transformer.options;
+  const { role, kind, mid, link } = transformer.options;
   if (role === "send") {
-    transformer.readable.pipeThrough(send(kind)).pipeTo(transformer.writable)
+    transformer.readable.pipeThrough(send(kind, link)).pipeTo(transformer.writable)
       .catch(() => {}); // the sender's transform was replaced or the connection closed
     return;
   }
-  const state = { transformer, kind, mid, lastRequest: -Infinity, waiting: false };
+  const state = { transformer, kind, mid, link, lastRequest: -Infinity, waiting: false };
   receivers.add(state);
   transformer.readable.pipeThrough(receive(state)).pipeTo(transformer.writable)
     .catch(() => {})
@@ -129,6 +146,8 @@ self.onmessage = ({ data: message }) => {
   } else if (message.type === "keys") {
     cipher.apply(message);
     askWaiting(new Set(message.added.map(([device]) => device)));
+  } else if (message.type === "clear") {
+    clearLinks.add(message.link);
   } else if (message.type === "slots") {
     const changed = new Set();
     for (const [mid, device] of message.slots) {
