@@ -92,6 +92,9 @@ export class Call {
     this.ring = null; // Accept was pressed: the ring, live on the server until call.answer
     this.ringStopped = null; // …and why it stopped ringing meanwhile
     Object.assign(this, fields);
+    // the keys' worker loads its script from the server now, while it answers: not when the
+    // first peer connection is made, which may be as the node goes down (a restart)
+    if (this.id) this.protection.keys();
   }
 
   /** The call a reloaded page goes on in, as the welcome shows it: ``other`` is the other

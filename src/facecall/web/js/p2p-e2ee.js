@@ -201,8 +201,10 @@ export class CallProtection {
         send: ({ to_device: toDevice, key }) => host.signaling.request("call.key",
           { call_id: call.id, to_device: toDevice, key }),
       });
-    } catch (error) {
-      console.warn("facecall: 1:1 media cannot be SFrame-protected here", error);
+    } catch (error) { // (not signed in or connected yet: tried again when next needed)
+      console.warn("facecall: 1:1 media cannot be SFrame-protected yet", error);
+      this.e2ee = undefined;
+      return null;
     }
     return this.e2ee;
   }
