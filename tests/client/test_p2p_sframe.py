@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from facecall.client import Call, Device
 from facecall.client import group_keys as group_keys_module
 from facecall.client.p2p_sframe import SFRAME_LINE, AgreedCipher, PeerKeys, declare, declares
 from facecall.client.sframe_media import FrameCipher, _DecryptingQueue, clear_bytes
@@ -183,6 +184,15 @@ async def test_forged_and_misrouted_keys_change_nothing() -> None:
 # ---------------------------------------------------------------- real calls
 
 
+async def connected_call_from(caller: Device, callee: Device) -> tuple[Call, Call]:
+    """``caller`` calls ``callee`` (video), which answers: both calls, connected."""
+    outgoing = await caller.call(callee.username or "", video=True)
+    incoming = await callee.next_call(timeout=10)
+    await incoming.answer()
+    await asyncio.gather(outgoing.wait_connected(30), incoming.wait_connected(30))
+    return outgoing, incoming
+
+
 @pytest.fixture
 def wire(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[bytes]]:
     """Every frame as it reached a receiver, before decryption: video through the decoder
@@ -240,11 +250,7 @@ async def test_a_device_that_does_not_declare_gets_dtls_srtp_media(make_device: 
     """alice's device sends H.264, which SFrame cannot ride here: it does not declare, bob's
     answer follows, and the call has DTLS-SRTP media only — said by ``Call.sframe``."""
     alice = await make_device("alice", video_codec="H264")
-    bob = await make_device("bob")
-    outgoing = await alice.call("bob", video=True)
-    incoming = await bob.next_call(timeout=10)
-    await incoming.answer()
-    await asyncio.gather(outgoing.wait_connected(30), incoming.wait_connected(30))
+    outgoing, incoming = await connected_call_from(alice, await make_device("bob"))
     assert (await stamped_frames(incoming, 5)).summary().stamped >= 5
     assert (await stamped_frames(outgoing, 5)).summary().stamped >= 5
     assert outgoing.sframe is False and incoming.sframe is False
@@ -256,13 +262,21 @@ async def test_a_device_that_declares_calls_one_that_sends_h264_only(make_device
     """bob declares and offers VP8 first; alice's device sends H.264 only and declares nothing:
     she answers H.264, and the call's media is DTLS-SRTP only, both ways."""
     bob = await make_device("bob")
-    alice = await make_device("alice", video_codec="H264")
-    outgoing = await bob.call("alice", video=True)
-    incoming = await alice.next_call(timeout=10)
-    await incoming.answer()
-    await asyncio.gather(outgoing.wait_connected(30), incoming.wait_connected(30))
+    outgoing, incoming = await connected_call_from(bob, await make_device("alice", video_codec="H264"))
     assert (await stamped_frames(incoming, 5)).summary().stamped >= 5
     assert (await stamped_frames(outgoing, 5)).summary().stamped >= 5
     assert outgoing.sframe is False and incoming.sframe is False
     counts = outgoing.sframe_counts
     assert "encrypted" not in counts and "decrypted" not in counts, counts
+
+
+async def test_a_device_the_server_has_no_agreement_key_of_declares_nothing(make_device: MakeDevice) -> None:
+    """No key could be sealed to a device the server has no agreement key of (its publication
+    was refused): it declares nothing, and its calls are DTLS-SRTP only instead of silent."""
+    alice = await make_device("alice")
+    alice.enrolment._state.pop("agreement_published")  # as after a refused publication
+    assert not alice.enrolment.agreement_published
+    outgoing, incoming = await connected_call_from(alice, await make_device("bob"))
+    assert (await stamped_frames(incoming, 5)).summary().stamped >= 5
+    assert (await stamped_frames(outgoing, 5)).summary().stamped >= 5
+    assert outgoing.sframe is False and incoming.sframe is False

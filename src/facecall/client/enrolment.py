@@ -90,11 +90,18 @@ class Enrolment:
         await self._publish_agreement_key(user_id, device_id)
         return self.identity
 
+    @property
+    def agreement_published(self) -> bool:
+        """Whether the server has this device's agreement key (others can seal keys to it)."""
+        identity = self.identity
+        return identity is not None and self._state.get("agreement_published") == identity.agreement_public
+
     async def _publish_agreement_key(self, user_id: str, device_id: str) -> None:
         """Publish the certificate of this device's agreement key (``PUT
         /v1/devices/{id}/agreement-key``) unless the state file says the server has it. A
-        refusal is logged, not raised: 1:1 calls work without it; group media cannot be
-        end-to-end encrypted to this device until it is published."""
+        refusal is logged, not raised: 1:1 calls work without it (DTLS-SRTP only: this device
+        declares no SFrame, :attr:`agreement_published`); group media cannot be end-to-end
+        encrypted to this device until it is published."""
         identity = self.identity
         assert identity is not None and self.token is not None
         if self._state.get("agreement_published") == identity.agreement_public:

@@ -133,8 +133,10 @@ class PeerNegotiation(AsyncIOEventEmitter):
         return {} if self._p2p_keys is None else dict(self._p2p_keys.cipher.counts)
 
     def _declares_sframe(self) -> bool:
-        """This device protects its P2P media with SFrame unless it was asked to send H.264."""
-        return self.device.video_codec in (None, SFRAME_VIDEO_CODEC)
+        """This device protects its P2P media with SFrame unless it was asked to send H.264,
+        or the server does not have its agreement key (the other device could seal it no key)."""
+        device = self.device
+        return device.video_codec in (None, SFRAME_VIDEO_CODEC) and device.enrolment.agreement_published
 
     async def _new_peer(self, *, sframe: bool, answering: bool = False) -> PeerSession:
         """A new peer connection with the remote device, which declares SFrame if ``sframe``:
