@@ -1,8 +1,9 @@
 """Signaling benchmark: call set-ups per second, ring latency and memory per connected device,
 beside a bare `websockets` relay carrying the same message pattern (the floor).
 
-One call set-up = call.start → ring on every callee device → answer → offer → answer →
-4 trickled candidates → hang-up, each request answered by `ok`. The server runs as its own
+One call set-up = call.start → ring on every callee device → answer → offer → answer → each
+device's sealed SFrame key to the other (`call.key`) → 4 trickled candidates → hang-up, each
+request answered by `ok`. The server runs as its own
 process (`facecall serve --no-turn`, SQLite in a temp dir); its CPU time is read from /proc, so
 "set-ups per CPU-second" is independent of how fast this one load-generating process is. Both
 servers carry the frames uncompressed: facecall does not negotiate permessage-deflate, so the
@@ -50,11 +51,15 @@ from typing import Any
 import httpx
 import uvloop
 import websockets
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from redis.asyncio import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests/: throwaway servers
 from facecall.client.signaling import SignalingConnection
+from facecall.e2ee.agreement import certify_agreement_key, new_agreement_key, verify_agreement_key
+from facecall.e2ee.identity import public_key_text
+from facecall.e2ee.media_keys import make_kid, seal_sender_key
 from facecall.turn.tls import write_self_signed
 from procstat import cpu_seconds, exit_on_sigterm, free_port, percentile, rss_bytes
 
@@ -63,6 +68,33 @@ CANDIDATE = {"candidate": "candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host
 SDP = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n" + "a=x\r\n" * 60
 #: an identity-key signature as every client sends with its SDP (the server checks only its form)
 SIGNATURE = "LkQfzYgPEajuTffMoright_KVtXSggOo77PXVCd2fSsBMqZdK3Wvah_ob6UuEDiQm8vYF8mzTCp1fr4YZ0hPCw"
+
+
+class SealedKeys:
+    """What the two devices of a pair send each other as ``call.key`` in every call: a sender key
+    sealed to the other device (docs/sframe.md, "1:1 calls"). One is made per direction with
+    the real functions (each device's identity key signs it, the other's certified agreement
+    key seals it); each call's carries that call's id. The server checks a key's form, never
+    its signature (as with ``SIGNATURE``), and sealing two keys per set-up here would make this
+    one load process the bottleneck."""
+
+    def __init__(self, *devices: tuple[str, str]) -> None:
+        identities = [Ed25519PrivateKey.generate() for _ in devices]
+        agreements = []
+        for (user, device), identity in zip(devices, identities, strict=True):
+            certificate = certify_agreement_key(identity, user, device, new_agreement_key())
+            agreements.append(verify_agreement_key(public_key_text(identity.public_key()),
+                                                   certificate, user_id=user, device_id=device))
+        self.made = [seal_sender_key(identities[i], "0" * 32, *devices[i], make_kid(0x0A0B0C0D, i),
+                                     os.urandom(32), [agreements[1 - i]]) for i in (0, 1)]
+
+    def sealed(self, call_id: str, sender: int) -> dict[str, object]:
+        """Device ``sender``'s (0 or 1) key for ``call_id``, sealed to the other one."""
+        return {**self.made[sender], "call_id": call_id}
+
+
+#: a sealed key as the bare relay forwards it: the same size as facecall's (32-character ids)
+KEY = SealedKeys(("1" * 32, "2" * 32), ("3" * 32, "4" * 32)).sealed("5" * 32, 0)
 
 
 @dataclass
@@ -132,6 +164,7 @@ async def facecall_pair(caller: SignalingConnection, callees: list[SignalingConn
     callee_device = callees[0]
     callee_id: str = callee_device.welcome["device_id"]  # type: ignore[index]
     caller_id: str = caller.welcome["device_id"]  # type: ignore[index]
+    keys = SealedKeys((caller.welcome["user_id"], caller_id), (callee_user, callee_id))  # type: ignore[index]
     while time.perf_counter() < deadline:
         sent = time.perf_counter()
         call_id = (await caller.request("call.start", to=[callee_user], media="video"))["call_id"]
@@ -150,6 +183,13 @@ async def facecall_pair(caller: SignalingConnection, callees: list[SignalingConn
                                     description={"type": "answer", "sdp": SDP},
                                     signature=SIGNATURE)
         await caller.next_event("call.sdp")
+        # each device's SFrame sender key, sealed to the other (sealed here: not server CPU)
+        await caller.request("call.key", call_id=call_id, to_device=callee_id,
+                             key=keys.sealed(call_id, 0))
+        await callee_device.next_event("call.key")
+        await callee_device.request("call.key", call_id=call_id, to_device=caller_id,
+                                    key=keys.sealed(call_id, 1))
+        await caller.next_event("call.key")
         for _ in range(2):
             await caller.request("call.candidate", call_id=call_id, to_device=callee_id,
                                  candidate=CANDIDATE)
@@ -164,9 +204,10 @@ async def facecall_pair(caller: SignalingConnection, callees: list[SignalingConn
             await device.next_event("call.elsewhere")  # ended
         result.setups += 1
         # requests + replies + events (ring per device, ringing, answered, stop_ringing, 2 sdp,
-        # 4 candidates, ended; to each other callee device call.elsewhere active and ended)
+        # 2 keys, 4 candidates, ended; to each other callee device call.elsewhere active and
+        # ended)
         n = len(callees)
-        result.messages += 9 * 2 + n + 1 + 1 + (n - 1) + 2 + 4 + 1 + 2 * (n - 1)
+        result.messages += 11 * 2 + n + 1 + 1 + (n - 1) + 2 + 2 + 4 + 1 + 2 * (n - 1)
 
 
 @dataclass
@@ -325,6 +366,10 @@ async def bare_pair(caller: BareClient, callees: list[BareClient], deadline: flo
         await first.next()
         await first.request([caller.name], type="call.sdp", sdp=SDP, signature=SIGNATURE)
         await caller.next()
+        await caller.request([first.name], type="call.key", key=KEY)
+        await first.next()
+        await first.request([caller.name], type="call.key", key=KEY)
+        await caller.next()
         for _ in range(2):
             await caller.request([first.name], type="call.candidate", candidate=CANDIDATE)
             await first.request([caller.name], type="call.candidate", candidate=CANDIDATE)
@@ -335,13 +380,13 @@ async def bare_pair(caller: BareClient, callees: list[BareClient], deadline: flo
         await first.next()
         for device in callees[1:]:
             await device.next()
-        # the relay forwards instead of generating events. Frames: 9 requests (ring, answered,
-        # 2 sdp, 4 candidates, ended) + their 9 replies + what was forwarded (ring per device,
-        # answered, its two copies to the other callee devices, 2 sdp, 4 candidates, ended and
-        # its copy to the other callee devices)
+        # the relay forwards instead of generating events. Frames: 11 requests (ring, answered,
+        # 2 sdp, 2 keys, 4 candidates, ended) + their 11 replies + what was forwarded (ring per
+        # device, answered, its two copies to the other callee devices, 2 sdp, 2 keys, 4
+        # candidates, ended and its copy to the other callee devices)
         result.setups += 1
         n = len(callees)
-        result.messages += 9 * 2 + n + 1 + (n - 1) + 2 + 4 + 1 + 2 * (n - 1)
+        result.messages += 11 * 2 + n + 1 + (n - 1) + 2 + 2 + 4 + 1 + 2 * (n - 1)
 
 
 async def bench_bare(args: argparse.Namespace) -> Result:
