@@ -78,12 +78,18 @@ def peer_keys(party: Party, server: Server) -> PeerKeys:
     return PeerKeys(FakeCall(FakeDevice(party, server)))  # type: ignore[arg-type]
 
 
+async def agreed_keys(party: Party, server: Server, user: str, device: str) -> PeerKeys:
+    """``party``'s keys once a protected connection with ``device`` (of ``user``) is agreed."""
+    keys = peer_keys(party, server)
+    keys.agreed(user, device, protected=True)
+    await settle()
+    return keys
+
+
 async def test_a_protected_connection_keys_the_remote_device_and_reads_its_keys() -> None:
     a, b = Party("alice", "a1"), Party("bob", "b1")
     server = Server(a, b)
-    keys = peer_keys(a, server)
-    keys.agreed("bob", "b1", protected=True)
-    await settle()
+    keys = await agreed_keys(a, server, "bob", "b1")
     assert len(server.keys_to("b1")) == 1 and keys.remote_device == "b1"
     assert readable_by(reader_of(a, b, server), keys.cipher, a)
     b_keys = peer_keys(b, server)  # bob's side sends alice a key of its own
@@ -105,12 +111,8 @@ async def test_the_call_moved_to_another_device_is_keyed_anew_and_the_first_read
     sends from then on b1 cannot read; b1's keys are dropped at once."""
     a, b1, b2 = Party("alice", "a1"), Party("bob", "b1"), Party("bob", "b2")
     server = Server(a, b1, b2)
-    keys = peer_keys(a, server)
-    keys.agreed("bob", "b1", protected=True)
-    await settle()
-    b1_keys = peer_keys(b1, server)
-    b1_keys.agreed("alice", "a1", protected=True)
-    await settle()
+    keys = await agreed_keys(a, server, "bob", "b1")
+    b1_keys = await agreed_keys(b1, server, "alice", "a1")
     keys.deliver(call_key(b1, server.keys_to("a1")[0]))
     await settle()
     assert keys.keys.senders() == {"b1"}
@@ -129,9 +131,7 @@ async def test_a_device_that_lost_its_state_gets_a_new_key() -> None:
     are dropped (it makes new ones). A rejoin of another device changes nothing."""
     a, b = Party("alice", "a1"), Party("bob", "b1")
     server = Server(a, b)
-    keys = peer_keys(a, server)
-    keys.agreed("bob", "b1", protected=True)
-    await settle()
+    keys = await agreed_keys(a, server, "bob", "b1")
     keys.rejoined("b9")
     await settle()
     assert len(server.keys_to("b1")) == 1
@@ -150,9 +150,7 @@ async def test_an_unprotected_connection_stops_what_the_previous_device_could_re
     key the previous device holds, and no key goes to the new one."""
     a, b1, b2 = Party("alice", "a1"), Party("bob", "b1"), Party("bob", "b2")
     server = Server(a, b1, b2)
-    keys = peer_keys(a, server)
-    keys.agreed("bob", "b1", protected=True)
-    await settle()
+    keys = await agreed_keys(a, server, "bob", "b1")
     assert keys.cipher.kid is not None
     keys.agreed("bob", "b2", protected=False)
     await settle()
@@ -165,12 +163,8 @@ async def test_an_unprotected_connection_stops_what_the_previous_device_could_re
 async def test_forged_and_misrouted_keys_change_nothing() -> None:
     a, b, m = Party("alice", "a1"), Party("bob", "b1"), Party("mallory", "m1")
     server = Server(a, b, m)
-    keys = peer_keys(a, server)
-    keys.agreed("bob", "b1", protected=True)
-    await settle()
-    m_keys = peer_keys(m, server)
-    m_keys.agreed("alice", "a1", protected=True)  # mallory seals a real key to alice...
-    await settle()
+    keys = await agreed_keys(a, server, "bob", "b1")
+    m_keys = await agreed_keys(m, server, "alice", "a1")  # mallory seals a real key to alice...
     forged = server.keys_to("a1")[0]
     keys.deliver(call_key(b, forged))  # ...relayed as bob's
     keys.deliver(call_key(b, {**forged, "epk": "AAAA"}))

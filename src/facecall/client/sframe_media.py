@@ -189,7 +189,23 @@ class FrameProtection(Protocol):
         ...
 
 
-class _SFrameEncoder(Encoder):
+class _WrappedEncoder(Encoder):
+    """An encoder around a codec's own (``inner``: the name the media engine looks for), whose
+    rate is the inner one's."""
+
+    inner: Encoder
+
+    @property
+    def target_bitrate(self) -> int:
+        return int(getattr(self.inner, "target_bitrate", 0))
+
+    @target_bitrate.setter
+    def target_bitrate(self, bitrate: int) -> None:
+        if hasattr(self.inner, "target_bitrate"):
+            self.inner.target_bitrate = bitrate  # type: ignore[attr-defined]
+
+
+class _SFrameEncoder(_WrappedEncoder):
     """An aiortc encoder whose frames leave encrypted (see the module docstring)."""
 
     def __init__(self, inner: Encoder, kind: str, cipher: FrameProtection) -> None:
@@ -217,17 +233,8 @@ class _SFrameEncoder(Encoder):
     def pack(self, packet: Packet) -> tuple[list[bytes], int]:
         return self._protect(*self.inner.pack(packet))
 
-    @property
-    def target_bitrate(self) -> int:
-        return int(getattr(self.inner, "target_bitrate", 0))
 
-    @target_bitrate.setter
-    def target_bitrate(self, bitrate: int) -> None:
-        if hasattr(self.inner, "target_bitrate"):
-            self.inner.target_bitrate = bitrate  # type: ignore[attr-defined]
-
-
-class _Unprotectable(Encoder):
+class _Unprotectable(_WrappedEncoder):
     """What a codec SFrame cannot carry here gets: an encoder whose frames go out only on a
     connection that is not SFrame-protected at all (a 1:1 call whose other device does not
     declare SFrame and chose H.264: :meth:`FrameProtection.passes_clear`), else nothing — never
@@ -252,15 +259,6 @@ class _Unprotectable(Encoder):
 
     def pack(self, packet: Packet) -> tuple[list[bytes], int]:
         return self.inner.pack(packet) if self._allowed() else ([], 0)
-
-    @property
-    def target_bitrate(self) -> int:
-        return int(getattr(self.inner, "target_bitrate", 0))
-
-    @target_bitrate.setter
-    def target_bitrate(self, bitrate: int) -> None:
-        if hasattr(self.inner, "target_bitrate"):
-            self.inner.target_bitrate = bitrate  # type: ignore[attr-defined]
 
 
 def sframe_encoder(cipher: FrameProtection) -> Any:
