@@ -4,7 +4,7 @@
 # but 127.0.0.0/8 and ::1 (see shared notes/webrtc-testing.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pytest=(.venv/bin/python -m pytest -q "$@")
+pytest=(.venv/bin/python -m pytest -q --durations=25 "$@")  # the slowest 25: the suite's time
 if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null && [ -z "${FACECALL_NO_NETNS:-}" ]; then
   exec unshare -n sh -c 'ip link set lo up && exec "$@"' sh "${pytest[@]}"
 fi
