@@ -495,3 +495,29 @@ async def test_a_key_in_flight_when_its_sender_left_is_not_taken() -> None:
     assert keys.senders() == set()
     assert keys.refused["StaleKey"] == 1
     keys.close()
+
+
+async def test_a_member_whose_key_could_not_be_had_gets_one_when_it_can(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server withheld V's agreement key (or did not answer): V is unsealed. Looked up again
+    later (the wait doubling), it is had: a new key goes to every member, V can read."""
+    monkeypatch.setattr(group_keys_module, "RETRY_FIRST", 0.05)
+    r, v, w = Party("rita", "r1"), Party("victor", "v1"), Party("wendy", "w1")
+    server = Server(r, v, w)
+    server.withheld.add("v1")
+    keys, cipher = group_keys(r, server)
+    keys.members_replied([r.member(), v.member(), w.member()])
+    await settle()
+    assert keys.unsealed == {"v1"} and keys.rotations == 1 and server.keys_to("v1") == []
+    await asyncio.sleep(0.2)  # two lookups more (0.05, 0.1 s): still withheld, no new key
+    assert keys.rotations == 1 and keys.unsealed == {"v1"}
+    server.withheld.clear()
+    for _ in range(200):  # the next lookup (at most 0.8 s after the last, on a slow machine)
+        if not keys.unsealed:
+            break
+        await asyncio.sleep(0.05)
+    await settle()
+    assert keys.unsealed == frozenset() and keys.rotations == 2
+    assert len(server.keys_to("v1")) == 1 and len(server.keys_to("w1")) == 2
+    assert readable_by(reader_of(r, v, server), cipher, r)
+    keys.close()

@@ -126,7 +126,7 @@ DEVICES_JS = """
     const publicKey = toBase64url(await crypto.subtle.exportKey("raw", pair.publicKey));
     const agreement = await m.newAgreementKey();
     const certificate = await m.certifyAgreementKey(pair.privateKey, user, deviceId, agreement.publicKey);
-    const d = { user, deviceId, privateKey: pair.privateKey, publicKey, agreement, joined: 1,
+    const d = { user, deviceId, privateKey: pair.privateKey, publicKey, agreement, joined: 1, certificate,
       listed: { device_id: deviceId, identity_key: publicKey,
         agreement_key: published ? { key: certificate.key, signature: certificate.signature } : null } };
     d.agreementKey = await m.verifyAgreementKey(publicKey, certificate, { userId: user, deviceId });
@@ -145,11 +145,11 @@ DEVICES_JS = """
     return { type: "ok" };
   };
   const refuse = new Set();
-  const group = (d, callId) => {
+  const group = (d, callId, options = {}) => {
     const identity = new Identity({ deviceId: d.deviceId, userId: d.user, privateKey: d.privateKey,
       publicKey: d.publicKey, api, token: "t", lookupPauses: [1] });
     groups[d.deviceId] = new GroupE2EE({ callId, userId: d.user, deviceId: d.deviceId, identity,
-      agreement: d.agreement, api, send: relay(d) });
+      agreement: d.agreement, api, send: relay(d), ...options });
     return groups[d.deviceId];
   };
   const until = async (what, test, ms = 15000) => {
@@ -470,3 +470,37 @@ async def test_keys_rotate_with_the_members_and_refuse_what_does_not_open(page: 
     before, after = out["used"][:stop], out["used"][stop + 1:]
     assert before == sorted(before) and after == sorted(after) and after[0] > before[-1]
     assert steps["alone"]["stats"]["rotations"] == steps["b joined again"]["stats"]["rotations"]
+
+
+RETRY_JS = "async ({ callId }) => {" + DEVICES_JS + """
+  const [a, b, e] = [await device("ua", "da"), await device("ub", "db"),
+    await device("ue", "de", { published: false })];
+  const ga = group(a, callId, { retryFirst: 0.05 });
+  ga.setMembers([a, b, e].map(member));
+  await ga.settled();
+  const out = { first: ga.stats(), sentFirst: sent.map(([, f]) => f.to_device) };
+  await new Promise((r) => setTimeout(r, 250)); // looked up again at 0.05 and 0.15 s: still none
+  out.waiting = ga.stats();
+  out.sentWaiting = sent.length;
+  e.listed.agreement_key = { key: e.certificate.key, signature: e.certificate.signature }; // published
+  await until("a key sealed to e", () => ga.stats().unsealed.length === 0 && sent.length > out.sentWaiting);
+  await ga.settled();
+  out.after = ga.stats();
+  out.sentAfter = sent.slice(out.sentWaiting)
+    .map(([, f]) => [f.to_device, f.key.recipients.map((r) => r.device)]);
+  ga.close();
+  return out;
+}"""
+
+
+async def test_a_member_whose_agreement_key_was_missing_gets_a_key_once_it_is_published(
+        page: Person) -> None:  # noqa: F811
+    """e had published no agreement key: a could seal it nothing (unsealed). a looks it up again
+    later (the wait doubling, as the SDK's GroupKeys): once it is there, a new key for everyone,
+    e included; no new key while it is still missing."""
+    out = await page.page.evaluate(RETRY_JS, {"callId": "call-retry"})
+    assert out["first"]["unsealed"] == ["de"] and out["sentFirst"] == ["db"]
+    assert out["waiting"]["unsealed"] == ["de"] and out["waiting"]["rotations"] == 1
+    assert out["sentWaiting"] == 1
+    assert out["after"]["unsealed"] == [] and out["after"]["rotations"] == 2
+    assert sorted(out["sentAfter"]) == [["db", ["db", "de"]], ["de", ["db", "de"]]]

@@ -28,8 +28,10 @@ itself, the remote device alone (:meth:`GroupKeys.set_members`, facecall.client.
   device stops sending (:meth:`FrameCipher.stop`) until the next change gives it a key: the
   SFU receives every frame, and the one who left must not be able to read what comes after.
 * A member whose agreement key cannot be had (none published, a certificate that does not
-  check out) is left out of the seal and listed in :attr:`GroupKeys.unsealed`: it cannot read
-  this device's media. A key that does not open is logged and counted in
+  check out, the server not answering) is left out of the seal and listed in
+  :attr:`GroupKeys.unsealed`: it cannot read this device's media. Its key is looked up again
+  after :data:`RETRY_FIRST` seconds, then twice as long each time up to :data:`RETRY_MAX`,
+  and once it is had, a new key goes to every member. A key that does not open is logged and counted in
   :attr:`GroupKeys.refused`; nothing else changes.
 
 Membership changes and received keys are each handled in order, by one task each.
@@ -62,6 +64,9 @@ SWITCH_DELAY = 0.3
 MAX_MEMBERS = 64
 #: the most member lists kept while the reply to ``sfu.join`` is awaited
 MAX_EARLY = 16
+#: seconds before the agreement keys of members no key could be sealed to are looked up again,
+#: doubling each time up to RETRY_MAX (the wait starts over at every membership change)
+RETRY_FIRST, RETRY_MAX = 1.0, 30.0
 
 #: the call events that are group media's E2E keys and membership
 GROUP_KEY_EVENTS = frozenset({"call.key", "sfu.members"})
@@ -145,7 +150,10 @@ class GroupKeys:
         self._members: dict[str, Member] = {}
         self._lists = MemberLists(self._device)
         self._agreement_keys: dict[tuple[str, Member], AgreementKey] = {}
-        self._member_lists: asyncio.Queue[dict[str, Member]] = asyncio.Queue()
+        self._member_lists: asyncio.Queue[dict[str, Member] | None] = asyncio.Queue()
+        """Member lists to apply (the newest only), or None: look the unsealed members up again."""
+        self._retry: asyncio.TimerHandle | None = None
+        self._retry_wait = RETRY_FIRST
         self._keys: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._switches: list[tuple[asyncio.TimerHandle, int, frozenset[str]]] = []
         """The switches to keys sent and not used yet, oldest first: timer, KID, and the
@@ -217,6 +225,8 @@ class GroupKeys:
     def close(self) -> None:
         for task in self._tasks:
             task.cancel()
+        if self._retry is not None:
+            self._retry.cancel()
         self._cancel_switches()
         if self._expiry is not None:
             self._expiry.cancel()
@@ -227,14 +237,45 @@ class GroupKeys:
         while True:
             members = await self._member_lists.get()  # the newest: _queue_members keeps one
             try:
-                await self._members_changed(members)
+                if members is None:
+                    await self._seal_to_unsealed()
+                else:
+                    await self._members_changed(members)
             except Exception as exc:  # a failed rotation must not end the follower
                 log.warning("group_keys.rotation_failed", call_id=self.call.id, error=repr(exc))
+            self._arm_retry()
+
+    def _arm_retry(self) -> None:
+        """Look the unsealed members' agreement keys up again later, if there are any."""
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        if not self.unsealed:
+            return
+        self._retry = asyncio.get_running_loop().call_later(self._retry_wait, self._queue_retry)
+        self._retry_wait = min(RETRY_MAX, self._retry_wait * 2)
+
+    def _queue_retry(self) -> None:
+        self._retry = None
+        if self._member_lists.empty():  # (a list waiting is applied, with a lookup of its own)
+            self._member_lists.put_nowait(None)
+
+    async def _seal_to_unsealed(self) -> None:
+        """A new key for every member, if one that had none can have one now (its agreement
+        key is looked up again; the others' are known)."""
+        waiting = {device: self._members[device] for device in self.unsealed if device in self._members}
+        found = await asyncio.gather(*(self._agreement_key(device, member)
+                                       for device, member in waiting.items()))
+        log.info("group_keys.retry", call_id=self.call.id, unsealed=sorted(waiting),
+                 found=sum(key is not None for key in found))
+        if any(key is not None for key in found):
+            await self._rotate(self._members)
 
     async def _members_changed(self, listed: dict[str, Member]) -> None:
         members = {device: member for device, member in listed.items() if device != self._device}
         if members == self._members:
             return
+        self._retry_wait = RETRY_FIRST
         for device, member in self._members.items():
             if members.get(device) != member:  # left, or joined again (its old keys are gone)
                 self._apply(self._received.remove_sender(device))

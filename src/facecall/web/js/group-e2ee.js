@@ -29,6 +29,11 @@ import { MediaKeyError, MalformedMessage, ReceivedKeys, SenderKeys, WrongCall, o
 export const SWITCH_DELAY = 0.3;
 /** The most entries a member list may have (the SFU's rooms hold fewer). */
 export const MAX_MEMBERS = 64;
+/** Seconds before the agreement keys of members no key could be sealed to are looked up again,
+ *  doubling each time up to RETRY_MAX (the wait starts over at every membership change): as
+ *  the SDK's GroupKeys. */
+export const RETRY_FIRST = 1;
+export const RETRY_MAX = 30;
 const KINDS = new Set(["audio", "video"]);
 
 const isId = (value) => typeof value === "string" && value.length > 0;
@@ -67,14 +72,15 @@ export class GroupE2EE {
    *   Promise<object>} o.send  sends one `call.key` request over signaling; resolves with its
    *   reply, rejects on an error
    * @param {number} [o.switchDelay]  seconds (SWITCH_DELAY)
+   * @param {number} [o.retryFirst]  seconds (RETRY_FIRST)
    */
   constructor({ callId, userId, deviceId, identity, agreement = identity && identity.agreement, api, send,
-    switchDelay = SWITCH_DELAY }) {
+    switchDelay = SWITCH_DELAY, retryFirst = RETRY_FIRST }) {
     if (!identity || !identity.privateKey) throw new Error("group media needs this device's identity key");
     if (!agreement || !agreement.privateKey || !agreement.publicKey) {
       throw new Error("group media needs this device's agreement key (identity.js publishes it)");
     }
-    Object.assign(this, { callId, userId, deviceId, identity, agreement, api, send, switchDelay });
+    Object.assign(this, { callId, userId, deviceId, identity, agreement, api, send, switchDelay, retryFirst });
     this.senderKeys = new SenderKeys({ identity: identity.privateKey, callId, userId, deviceId });
     this.received = new ReceivedKeys(callId);
     this.members = new Map(); // the room's other devices: device -> {user, joined}
@@ -88,6 +94,9 @@ export class GroupE2EE {
     this.rotations = 0;
     this.frames = { encrypted: 0, decrypted: 0, dropped: {}, keyFrameRequests: 0, clear: { sent: 0, received: 0 } };
     this.pendingMembers = null;
+    this.retryWait = retryFirst; // seconds before the unsealed members are tried again
+    this.retryTimer = null;
+    this.retrying = false; // …and it is time: the follower looks their keys up again
     this.following = null; // the membership follower's promise, while it runs
     this.keysOpened = Promise.resolve(); // the chain of received keys
     this.expiryTimer = null;
@@ -148,23 +157,48 @@ export class GroupE2EE {
 
   async followMembers() {
     try {
-      while (this.pendingMembers && !this.closed) {
+      while ((this.pendingMembers || this.retrying) && !this.closed) {
         const listed = this.pendingMembers;
         this.pendingMembers = null;
+        this.retrying = false;
         try {
-          await this.membersChanged(listed);
+          if (listed) await this.membersChanged(listed);
+          else await this.sealToUnsealed();
         } catch (error) { // a failed rotation must not end the follower
           console.warn("facecall: group media's key rotation failed", error);
         }
+        this.armRetry();
       }
     } finally {
       this.following = null; // (in the same turn as the last look at pendingMembers)
     }
   }
 
+  /** Look the unsealed members' agreement keys up again later, if there are any. */
+  armRetry() {
+    clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    if (!this.unsealed.size || this.closed) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      this.retrying = true;
+      if (!this.following) this.following = this.followMembers();
+    }, this.retryWait * 1000);
+    this.retryWait = Math.min(RETRY_MAX, this.retryWait * 2);
+  }
+
+  /** A new key for every member, if one that had none can have one now (its agreement key is
+   *  looked up again; the others' are known). */
+  async sealToUnsealed() {
+    const waiting = [...this.unsealed].filter((device) => this.members.has(device));
+    const found = await Promise.all(waiting.map((device) => this.agreementKeyOf(device, this.members.get(device))));
+    if (found.some(Boolean) && !this.closed) await this.rotate(this.members);
+  }
+
   async membersChanged(listed) {
     const members = new Map([...listed].filter(([device]) => device !== this.deviceId));
     if (sameMembers(members, this.members)) return;
+    this.retryWait = this.retryFirst;
     for (const [device, member] of this.members) {
       const now = members.get(device);
       if (!now || now.joined !== member.joined || now.user !== member.user) { // left, or joined again
@@ -364,6 +398,7 @@ export class GroupE2EE {
     this.closed = true;
     for (const pending of this.switches) clearTimeout(pending.timer);
     clearTimeout(this.expiryTimer);
+    clearTimeout(this.retryTimer);
     this.pendingMembers = null;
     this.worker.terminate();
   }
