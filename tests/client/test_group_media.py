@@ -207,6 +207,7 @@ async def test_three_devices_see_each_other_through_the_sfu(
             assert await call.join_group_media() is group  # joined already: the same one
             assert [s.kind for s in group.slots.values()] == ["audio", "audio", "video", "video"]
             assert call.peer_connection is None  # P2P closed for good in this call
+            assert call.sframe is True and call._p2p_keys is None  # group media's keys only
         assert sfu_of(group_server).members(a_call.id) == {d.device_id for d in devices}
         for device, watcher in zip(devices, watchers, strict=True):
             others = {uid: name for uid, name in names.items() if uid != device.user_id}

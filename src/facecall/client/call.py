@@ -159,6 +159,12 @@ class Call(PeerNegotiation):
         return self._group
 
     @property
+    def sframe(self) -> bool | None:
+        """Whether the call's media is SFrame-encrypted end to end: always through the SFU
+        (group media), else as the P2P connection negotiated it (see the base class)."""
+        return True if self._group is not None else super().sframe
+
+    @property
     def security_code(self) -> str | None:
         """The call's security code (:mod:`facecall.e2ee.security_code`: twenty digits, the same
         on the other device exactly when nobody is in the middle of the media), from the
