@@ -287,3 +287,30 @@ async def test_an_sdk_device_that_does_not_declare_sframe_still_gets_media(
     assert f.get("encrypted", 0) == 0 and f["clear"]["sent"] > 0 and f["clear"]["received"] > 0, f
     await alice.hang_up()
     await incoming.wait_ended(10)
+
+
+async def test_a_page_whose_sframe_worker_cannot_load_sends_nothing_and_says_so(
+        people: PersonFactory) -> None:
+    """alice's page cannot load the SFrame worker's script (the server went away just then,
+    say): her call connects, but not one frame of hers reaches bob — none in the clear — and
+    her page says why and what to do."""
+    alice = await people("alice")
+    await alice.page.route("**/js/sframe-worker.js", lambda route: route.abort())
+    await alice.page.reload()  # (the page makes a worker ahead of time as it starts)
+    await expect(alice.page.locator("#home-view")).to_be_visible(timeout=STEP)
+    bob = await people("bob")
+    await alice.call(bob.username, "video")
+    await bob.expect_ringing(alice.username)
+    await bob.accept()
+    await alice.expect_alert("End-to-end encryption could not start on this page")
+    await bob.wait_for(lambda d: (d.get("stats") or {}).get("connectionState") == "connected",
+                       "bob connected to alice")
+    await bob.page.wait_for_timeout(3000)  # alice's camera and microphone have had time to send
+    b = await bob.diagnostics()
+    f = frames(b)
+    assert f["decrypted"] == 0 and f["dropped"] == {} and f["clear"] == {"sent": 0, "received": 0}, f
+    assert media(b)[0] == 0, media(b)  # nothing of alice decoded
+    a = await alice.diagnostics()
+    assert keys(a)["failed"] is True, keys(a)
+    await alice.hang_up()
+    await expect(bob.page.locator("#home-view")).to_be_visible(timeout=STEP)

@@ -12,6 +12,7 @@ import { DeviceLock } from "./tabs.js";
 import { unlockAudio } from "./ringtone.js";
 import { CallView, Messages } from "./ui.js";
 import { relayOnly, setRelayOnly, store } from "./settings.js";
+import { prepareWorker } from "./sframe-workers.js";
 
 const $ = (id) => document.getElementById(id);
 const api = new Api("");
@@ -332,6 +333,8 @@ function start(s) {
   calls.addEventListener("relay-available", (e) => state.calls === calls && showRelay(e.detail));
   showRelay(null);
   calls.iceServers(); // asks the server for TURN credentials: says whether it has a relay
+  // the first call's SFrame worker, loaded while the server answers (sframe-workers.js)
+  if (typeof RTCRtpScriptTransform === "function") prepareWorker();
   calls.addEventListener("unauthorized", (e) => {
     if (state.session !== s) return;
     if (e.detail && e.detail.message === "account deleted") {

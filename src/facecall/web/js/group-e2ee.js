@@ -22,6 +22,7 @@
 // 1:1 media uses the same keys, with the one remote device as the member list (p2p-e2ee.js).
 
 import { IdentityError } from "./identity.js";
+import { takeWorker } from "./sframe-workers.js";
 import { MediaKeyError, MalformedMessage, ReceivedKeys, SenderKeys, WrongCall, openSenderKey,
   verifyAgreementKey } from "./media-keys.js";
 
@@ -73,9 +74,11 @@ export class GroupE2EE {
    *   reply, rejects on an error
    * @param {number} [o.switchDelay]  seconds (SWITCH_DELAY)
    * @param {number} [o.retryFirst]  seconds (RETRY_FIRST)
+   * @param {() => void} [o.onFailure]  called if the worker fails (its script did not load, say):
+   *   nothing is sent or decoded from then on, never a clear frame
    */
   constructor({ callId, userId, deviceId, identity, agreement = identity && identity.agreement, api, send,
-    switchDelay = SWITCH_DELAY, retryFirst = RETRY_FIRST }) {
+    switchDelay = SWITCH_DELAY, retryFirst = RETRY_FIRST, onFailure = null }) {
     if (!identity || !identity.privateKey) throw new Error("group media needs this device's identity key");
     if (!agreement || !agreement.privateKey || !agreement.publicKey) {
       throw new Error("group media needs this device's agreement key (identity.js publishes it)");
@@ -101,12 +104,17 @@ export class GroupE2EE {
     this.keysOpened = Promise.resolve(); // the chain of received keys
     this.expiryTimer = null;
     this.closed = false;
-    this.worker = new Worker(new URL("./sframe-worker.js", import.meta.url),
-      { type: "module", name: `facecall sframe ${callId}` });
+    this.worker = takeWorker(); // loaded ahead of time (sframe-workers.js)
     this.worker.onmessage = ({ data }) => {
       if (data && data.type === "stats") this.frames = data.frames;
     };
-    this.worker.onerror = (event) => console.error("facecall: the SFrame worker failed", event.message);
+    this.failed = false; // the worker failed: the protected senders and receivers pass nothing
+    this.worker.onerror = (event) => {
+      console.error("facecall: the SFrame worker failed", event.message);
+      if (this.failed || this.closed) return;
+      this.failed = true;
+      if (onFailure) onFailure();
+    };
   }
 
   // -------------------------------------------------------------------- media
@@ -387,6 +395,7 @@ export class GroupE2EE {
       unsealed: [...this.unsealed],
       refused: { ...this.refused },
       sending: this.sendingKid !== null,
+      failed: this.failed,
       rotations: this.rotations,
       notSent: this.notSent,
       frames: structuredClone(this.frames),

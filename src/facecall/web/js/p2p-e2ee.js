@@ -200,6 +200,11 @@ export class CallProtection {
         identity: host.identity, api: host.api,
         send: ({ to_device: toDevice, key }) => host.signaling.request("call.key",
           { call_id: call.id, to_device: toDevice, key }),
+        onFailure: () => {
+          if (call.ended || call.group) return;
+          host.view.error("End-to-end encryption could not start on this page, so the call's "
+            + "pictures and sound can be neither sent nor played here. Reload the page to try again.");
+        },
       });
     } catch (error) { // (not signed in or connected yet: tried again when next needed)
       console.warn("facecall: 1:1 media cannot be SFrame-protected yet", error);
