@@ -333,8 +333,7 @@ function start(s) {
   calls.addEventListener("relay-available", (e) => state.calls === calls && showRelay(e.detail));
   showRelay(null);
   calls.iceServers(); // asks the server for TURN credentials: says whether it has a relay
-  // the first call's SFrame worker, loaded while the server answers (sframe-workers.js)
-  if (typeof RTCRtpScriptTransform === "function") prepareWorker();
+  if (typeof RTCRtpScriptTransform === "function") prepareWorker(); // a call's SFrame worker, ahead of time
   calls.addEventListener("unauthorized", (e) => {
     if (state.session !== s) return;
     if (e.detail && e.detail.message === "account deleted") {
