@@ -92,8 +92,8 @@ export class Call {
     this.ring = null; // Accept was pressed: the ring, live on the server until call.answer
     this.ringStopped = null; // …and why it stopped ringing meanwhile
     Object.assign(this, fields);
-    // the keys' worker loads its script from the server now, while it answers: not when the
-    // first peer connection is made, which may be as the node goes down (a restart)
+    // the keys (and a worker from sframe-workers.js) are ready before the first peer
+    // connection, which may be made as the node goes down (a restart)
     if (this.id) this.protection.keys();
   }
 

@@ -131,7 +131,7 @@ export class Calls extends EventTarget {
     }
     this.placing = null;
     call.id = reply.call_id;
-    call.protection.keys(); // (the worker's script loads while the server answers: call.js)
+    call.protection.keys(); // ready before the first peer connection (call.js)
     if (call.ended) { // hung up while the call was being placed
       call.takeEarly();
       this.signaling.request("call.hangup", { call_id: call.id }).catch(() => {});
