@@ -30,6 +30,7 @@
 import { fitLayers, sentLayers } from "./group-simulcast.js";
 import { KINDS, slotOffer } from "./group-offer.js";
 import { Peer } from "./peer.js";
+import { GroupE2EE } from "./group-e2ee.js";
 
 /** Receive slots per kind asked for: the SFU's default K (docs/sfu.md). */
 export const SLOTS = 3;
@@ -43,20 +44,6 @@ const FINAL_REFUSALS = new Set(["call_ended", "not_in_call", "unknown_call", "cl
 /** How long the tiles of a lost connection (their last pictures) stay once the new connection
  *  is up, for the slots to fill again (a video slot waits for its sender's key frame). */
 export const KEEP_TILES_MS = 5000;
-
-let e2eeModule = null;
-
-/** group-e2ee.js, loaded when a group call first needs it (a module that fails to load
- *  fails the group call with its error, not the whole page). */
-function loadE2EE() {
-  if (!e2eeModule) {
-    e2eeModule = import("./group-e2ee.js").catch((error) => {
-      e2eeModule = null;
-      throw error;
-    });
-  }
-  return e2eeModule;
-}
 
 /** A slot entry of `sfu.join`'s `ok` or of `sfu.slots`, as the server must send it. */
 function validSlot(entry) {
@@ -170,7 +157,6 @@ export class GroupCall extends EventTarget {
    */
   async connect() {
     const { call, host } = this;
-    const { GroupE2EE } = await loadE2EE();
     if (this.closed) throw new Error("the call ended");
     const e2ee = new GroupE2EE({
       callId: call.id, userId: host.tokens().userId, deviceId: host.signaling.welcome.device_id,
